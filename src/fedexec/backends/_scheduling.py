@@ -1,0 +1,117 @@
+"""Resource accounting and fair FIFO dispatch: a pure state machine, no I/O.
+
+State::
+
+    total      {resource: amount}            what the node offers
+    used       {resource: amount}            held by running items (may exceed
+                                              total briefly after a blocked task
+                                              takes its resources back)
+    queues     {shape: deque[(seq, item)]}   waiting items, FIFO per resource shape
+
+Events in: ``enqueue(item, demand)``, ``release(demand)``, ``remove(item)``.
+Actions out: ``dispatch()`` returns the items to start now, their resources
+already acquired. Across shapes the oldest head that fits goes first, so a
+large demand at the head of one shape does not block smaller shapes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+__all__ = ["ResourcePool", "Scheduler"]
+
+_EPS = 1e-9
+
+
+class ResourcePool:
+    """Amounts of named resources: ``total`` offered and ``used`` now."""
+
+    def __init__(self, total: Mapping[str, float]):
+        self.total = {k: float(v) for k, v in total.items()}
+        self.used: dict[str, float] = dict.fromkeys(self.total, 0.0)
+
+    def feasible(self, demand: Mapping[str, float]) -> bool:
+        """Could ``demand`` ever fit, on an idle pool?"""
+        return all(self.total.get(k, 0.0) + _EPS >= v for k, v in demand.items())
+
+    def fits(self, demand: Mapping[str, float]) -> bool:
+        """Does ``demand`` fit now?"""
+        return all(
+            self.total.get(k, 0.0) - self.used.get(k, 0.0) + _EPS >= v for k, v in demand.items()
+        )
+
+    def acquire(self, demand: Mapping[str, float]) -> None:
+        """Take ``demand`` (even past the total: used after a blocked task resumes)."""
+        for k, v in demand.items():
+            self.used[k] = self.used.get(k, 0.0) + v
+
+    def release(self, demand: Mapping[str, float]) -> None:
+        """Give ``demand`` back."""
+        for k, v in demand.items():
+            self.used[k] = max(0.0, self.used.get(k, 0.0) - v)
+
+    def available(self) -> dict[str, float]:
+        """What is free now (never negative)."""
+        return {k: max(0.0, t - self.used.get(k, 0.0)) for k, t in self.total.items()}
+
+
+class Scheduler:
+    """FIFO queues per resource shape over a :class:`ResourcePool`."""
+
+    def __init__(self, pool: ResourcePool):
+        self.pool = pool
+        self._queues: dict[Hashable, deque[tuple[int, Any, dict[str, float]]]] = {}
+        self._seq = itertools.count()
+        self._where: dict[int, Hashable] = {}  # id(item) -> shape
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def enqueue(self, item: Any, demand: Mapping[str, float]) -> None:
+        """Queue ``item`` until ``demand`` fits."""
+        shape = frozenset(demand.items())
+        self._queues.setdefault(shape, deque()).append((next(self._seq), item, dict(demand)))
+        self._where[id(item)] = shape
+
+    def remove(self, item: Any) -> bool:
+        """Take ``item`` out of its queue; False if it is not queued."""
+        shape = self._where.pop(id(item), None)
+        if shape is None:
+            return False
+        q = self._queues[shape]
+        for entry in q:
+            if entry[1] is item:
+                q.remove(entry)
+                break
+        if not q:
+            del self._queues[shape]
+        return True
+
+    def dispatch(self) -> list[tuple[Any, dict[str, float]]]:
+        """Acquire resources for, dequeue and return every item that can start now,
+        oldest first."""
+        started = []
+        while self._queues:
+            best = None
+            for shape, q in self._queues.items():
+                seq, _, demand = q[0]
+                if (best is None or seq < best[0]) and self.pool.fits(demand):
+                    best = (seq, shape)
+            if best is None:
+                break
+            q = self._queues[best[1]]
+            _, item, demand = q.popleft()
+            if not q:
+                del self._queues[best[1]]
+            del self._where[id(item)]
+            self.pool.acquire(demand)
+            started.append((item, demand))
+        return started
+
+    def items(self) -> list[Any]:
+        """Every queued item, oldest first."""
+        entries = [e for q in self._queues.values() for e in q]
+        return [item for _, item, _ in sorted(entries, key=lambda e: e[0])]

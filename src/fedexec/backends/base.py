@@ -1,0 +1,160 @@
+"""The Backend protocol: the only thing ``Executor`` talks to.
+
+A backend runs tasks and actors and completes the ``ObjectRef`` s it returns.
+``Executor`` validates input, turns options into :class:`TaskOptions` /
+:class:`ActorOptions`, and implements ``get``/``wait``/``map`` generically on top
+of the refs, so a backend writes only what differs between runtimes::
+
+    Executor ──submit/put/cancel/actors/resources──▶ Backend ──completes──▶ ObjectRef
+
+Features a backend lacks raise :class:`UnsupportedOnBackendError` (the default
+implementations below), naming the backends that have them, and are declared
+by the ``capabilities`` class attribute so tests skip by capability.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..exceptions import UnsupportedOnBackendError
+
+if TYPE_CHECKING:
+    from .._context import RuntimeContext
+    from ..actors import ActorHandle
+    from ..config import RuntimeConfig
+    from ..options import ActorOptions, MethodOptions, TaskOptions
+    from ..placement import PlacementGroup
+    from ..refs import ObjectRef
+
+__all__ = ["CAPABILITIES", "Backend"]
+
+#: Every capability name a backend may declare (see API.md "Backend capabilities").
+CAPABILITIES = frozenset(
+    {
+        "actors",
+        "async_actors",
+        "named_actors",
+        "actor_restarts",
+        "zero_copy",
+        "placement_groups",
+        "multi_node",
+        "gpus",
+        "cancel_running",
+        "worker_processes",
+        "lineage_reconstruction",
+        "spilling",
+    }
+)
+
+
+class Backend:
+    """Base class of backends. Subclasses set ``name``/``capabilities`` and override
+    the methods of the features they declare."""
+
+    name: ClassVar[str] = "?"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+
+    # -- tasks and objects -------------------------------------------------------
+    def submit(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions
+    ) -> list[ObjectRef[Any]]:
+        """Schedule ``fn(*args, **kwargs)``; return ``options.num_returns`` refs."""
+        raise NotImplementedError
+
+    def put(self, value: Any) -> ObjectRef[Any]:
+        """Store ``value``; return a completed ref to it."""
+        raise NotImplementedError
+
+    def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
+        """The ref for ``ref_id`` (called when a ref is unpickled in this runtime)."""
+        raise NotImplementedError
+
+    def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
+        """Cancel the task behind ``ref`` (API.md "cancel"); True if delivered."""
+        raise self._unsupported("cancel", "cancel_running")
+
+    def cancel_pending(self, ref: ObjectRef[Any]) -> bool:
+        """``Future.cancel`` semantics: cancel only if not started; True if cancelled."""
+        return False
+
+    @contextlib.contextmanager
+    def blocked(self) -> Iterator[None]:
+        """Wrapped around a wait on an unfinished ref (lets a backend lend the
+        waiting task's resources to others, or fetch the object)."""
+        yield
+
+    # -- actors ------------------------------------------------------------------
+    def create_actor(
+        self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
+    ) -> ActorHandle:
+        """Create an actor; return its handle (``get_if_exists`` honoured here)."""
+        raise self._unsupported("actors", "actors")
+
+    def submit_actor_call(
+        self,
+        handle: ActorHandle,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: MethodOptions,
+    ) -> list[ObjectRef[Any]]:
+        """Call ``method`` on the actor; return ``options.num_returns`` refs."""
+        raise self._unsupported("actors", "actors")
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        """The named actor's handle; ``ValueError`` if there is none."""
+        raise self._unsupported("named actors", "named_actors")
+
+    def kill_actor(self, handle: ActorHandle, *, no_restart: bool) -> None:
+        """Kill the actor (restart it if ``no_restart`` is False and it may restart)."""
+        raise self._unsupported("actors", "actors")
+
+    def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle:
+        """A handle for ``actor_id`` (called when a handle is unpickled here)."""
+        raise self._unsupported("actors", "actors")
+
+    # -- cluster -----------------------------------------------------------------
+    def cluster_resources(self) -> dict[str, float]:
+        """Total resources of the cluster."""
+        raise NotImplementedError
+
+    def available_resources(self) -> dict[str, float]:
+        """Resources not in use right now."""
+        raise NotImplementedError
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """One dict per node: ``node_id``, ``address``, ``alive``, ``resources``."""
+        raise NotImplementedError
+
+    def placement_group(
+        self, bundles: Sequence[dict[str, float]], strategy: str, name: str | None
+    ) -> PlacementGroup:
+        """Reserve ``bundles`` atomically; return the group (``ready()`` tells when)."""
+        raise self._unsupported("placement groups", "placement_groups")
+
+    def remove_placement_group(self, pg: PlacementGroup) -> None:
+        """Free the group's reservation."""
+        raise self._unsupported("placement groups", "placement_groups")
+
+    def runtime_context(self) -> RuntimeContext:
+        """Where the calling driver code runs (tasks get theirs from the task context)."""
+        raise NotImplementedError
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Stop accepting work; cancel queued work if asked; wait if asked; free all."""
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------
+    def _unsupported(self, feature: str, capability: str) -> UnsupportedOnBackendError:
+        from . import backends_with
+
+        others = ", ".join(backends_with(capability)) or "none yet"
+        return UnsupportedOnBackendError(
+            f"{feature} are not available on the {self.name!r} backend; "
+            f"backends that have them: {others}"
+        )
