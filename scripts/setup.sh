@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv (if needed) and install fedexec with the given extras (default: test).
+# Usage: scripts/setup.sh [extras]      e.g. scripts/setup.sh test,dask
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-test}"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"
