@@ -140,6 +140,18 @@ class Executor(cf.Executor):
         # Stop the runtime at interpreter exit if the user did not.
         self._finalizer = weakref.finalize(self, _finalize_backend, self._backend)
 
+    @classmethod
+    def _wrap(cls, backend: backends.Backend) -> Executor:
+        """An executor facade over a running backend (used inside worker processes,
+        where the runtime is the worker's connection, not one we started)."""
+        ex = cls.__new__(cls)
+        ex._shutdown_lock = threading.Lock()
+        ex._is_shutdown = False
+        ex._backend = backend
+        backend.executor = ex  # type: ignore[attr-defined]
+        ex._finalizer = weakref.finalize(ex, lambda: None)
+        return ex
+
     # -- concurrent.futures.Executor -------------------------------------------
     def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` as a task; returns an :class:`ObjectRef`

@@ -156,6 +156,14 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
         serialization.note_contained(self)
         return (_rebuild_ref, (self._id,))
 
+    def __del__(self) -> None:
+        backend = self._backend
+        if backend is not None and backend.tracks_refs:
+            try:
+                backend.ref_released(self._id)
+            except Exception:  # interpreter shutdown: nothing to tell any more
+                pass
+
     def __copy__(self) -> ObjectRef[T]:
         return self
 

@@ -26,6 +26,7 @@ Factory = Callable[["RuntimeConfig"], Backend]
 # name -> (module:attribute, the pip extra that brings its dependencies)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
     "local": ("fedexec.backends.local:LocalBackend", None),
+    "native": ("fedexec.backends.native:NativeBackend", None),
 }
 
 _registered: dict[str, Factory] = {}

@@ -90,11 +90,11 @@ class Scheduler:
             del self._queues[shape]
         return True
 
-    def dispatch(self) -> list[tuple[Any, dict[str, float]]]:
-        """Acquire resources for, dequeue and return every item that can start now,
-        oldest first."""
-        started = []
-        while self._queues:
+    def dispatch(self, limit: int | None = None) -> list[tuple[Any, dict[str, float]]]:
+        """Acquire resources for, dequeue and return the items that can start now
+        (at most ``limit``), oldest first."""
+        started: list[tuple[Any, dict[str, float]]] = []
+        while self._queues and (limit is None or len(started) < limit):
             best = None
             for shape, q in self._queues.items():
                 seq, _, demand = q[0]
@@ -110,6 +110,28 @@ class Scheduler:
             self.pool.acquire(demand)
             started.append((item, demand))
         return started
+
+    def fits_any(self) -> bool:
+        """Would some queued item fit now?"""
+        return any(self.pool.fits(q[0][2]) for q in self._queues.values())
+
+    def count(self, shape: Hashable) -> int:
+        """How many items of resource ``shape`` (a frozenset of demand items) wait."""
+        q = self._queues.get(shape)
+        return len(q) if q else 0
+
+    def take(self, shape: Hashable, n: int) -> list[Any]:
+        """Dequeue up to ``n`` items of ``shape`` *without* acquiring resources (they
+        run on a lease that already holds them)."""
+        q = self._queues.get(shape)
+        out: list[Any] = []
+        while q and len(out) < n:
+            _, item, _ = q.popleft()
+            del self._where[id(item)]
+            out.append(item)
+        if q is not None and not q:
+            del self._queues[shape]
+        return out
 
     def items(self) -> list[Any]:
         """Every queued item, oldest first."""

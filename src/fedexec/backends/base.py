@@ -55,6 +55,8 @@ class Backend:
 
     name: ClassVar[str] = "?"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: True if ``ref_released`` must be called when an ``ObjectRef`` is collected.
+    tracks_refs: ClassVar[bool] = False
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
@@ -73,6 +75,10 @@ class Backend:
     def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
         """The ref for ``ref_id`` (called when a ref is unpickled in this runtime)."""
         raise NotImplementedError
+
+    def ref_released(self, ref_id: str) -> None:
+        """An ``ObjectRef`` of this runtime was garbage-collected (``tracks_refs``).
+        Called from ``__del__``: may run in any thread, must not block or lock."""
 
     def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
         """Cancel the task behind ``ref`` (API.md "cancel"); True if delivered."""

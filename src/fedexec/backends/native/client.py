@@ -1,0 +1,534 @@
+"""The ``native`` backend's client: what a driver (and every worker) uses to talk to
+its node manager.
+
+One authenticated connection carries everything, in order. ``submit`` pickles the
+call, replaces top-level ref arguments by :class:`DepSlot` markers and sends one
+SUBMIT; the node manager pushes OBJECT messages back, which complete the refs on
+the reader thread. Reference counting: each process holds at most one
+``ObjectRef`` instance per id (``_refs``); creating one for an id it did not make
+sends INCREF (and SUBSCRIBE, so the ref completes), collecting it sends DECREF.
+Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
+must not lock) and are written, in order, before the next message.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import socket
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from ... import serialization
+from ..._context import RuntimeContext, TaskContext
+from ..._ids import new_id
+from ...actors import ActorHandle, is_async_class, public_methods
+from ...exceptions import (
+    BrokenExecutorError,
+    FedexecError,
+    ObjectStoreFullError,
+)
+from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
+from ...refs import ObjectRef
+from .. import _execution as execution
+from ..base import Backend
+from . import _values as values
+from .protocol import Call, Channel, Kind, Op, client_handshake
+from .store import write_object
+
+__all__ = ["NativeBackend"]
+
+_CALL_TAG = 0x80  # object ids of actor calls end in 0x80 + index; puts end in "ff"
+
+
+def _function_blob_cacheable(fn: Any) -> bool:
+    """True for functions pickled by reference (importable by module and name)."""
+    module = getattr(fn, "__module__", None)
+    if module in (None, "__main__") or getattr(fn, "__closure__", None):
+        return False
+    mod = sys.modules.get(module)
+    return mod is not None and getattr(mod, getattr(fn, "__qualname__", ""), None) is fn
+
+
+class NativeBackend(Backend):
+    """Client of a native node manager (see the module docstring)."""
+
+    name = "native"
+    capabilities = frozenset({
+        "actors", "async_actors", "named_actors", "actor_restarts", "zero_copy",
+        "cancel_running", "worker_processes", "spilling",
+    })
+    tracks_refs = True
+
+    def __init__(self, config: Any, *, _attach: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self._runtime = None
+        if _attach is None:
+            from .runtime import EmbeddedRuntime
+
+            if config.address not in (None, "local"):
+                raise ValueError(
+                    f"connecting to a running cluster (address={config.address!r}) is not "
+                    "available yet; use address=None for an embedded runtime"
+                )
+            self._runtime = EmbeddedRuntime.start(config)
+            _attach = self._runtime.attach_info()
+        self.node_id: str = _attach["node_id"]
+        self.job_id: str = _attach["job_id"]
+        self.worker_id: str = _attach.get("worker_id") or f"driver-{os.getpid()}"
+        self.role = _attach.get("role", "driver")
+        self._refs: weakref.WeakValueDictionary[str, ObjectRef[Any]] = (
+            weakref.WeakValueDictionary()
+        )
+        self._refcount_ops: collections.deque[tuple[int, str]] = collections.deque()
+        self._pending: dict[int, Any] = {}
+        self._req_ids = itertools.count(1)
+        self._creates: dict[str, Any] = {}
+        self._restores: dict[str, Any] = {}
+        self._fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._broken: str | None = None
+        self.on_message: Any = None  # set by a worker loop for the messages it serves
+        self.worker_loop: Any = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(_attach["socket_path"])
+            client_handshake(sock, _attach["token"])
+        except BaseException:
+            sock.close()
+            if self._runtime is not None:
+                self._runtime.stop()
+            raise
+        self._channel = Channel(sock, self._on_frame, self._on_close,
+                                f"fedexec-native-recv-{self.worker_id[-6:]}",
+                                before_send=self._drain_refcount_ops)
+        self._channel.start()
+        self._total = self._request(Call.CLUSTER_RESOURCES)
+        if self.role == "driver":
+            self.hello()
+        self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                         name="fedexec-native-flush")
+        self._flusher.start()
+
+    def hello(self) -> None:
+        """Register with the node manager (a worker does it once it can take tasks)."""
+        self._send([Op.HELLO, self.role, os.getpid(), self.worker_id if self.role == "worker"
+                    else None])
+
+    # ------------------------------------------------------------- messaging
+    def _send(self, msg: list[Any]) -> None:
+        self._channel.send(msg)
+
+    def _drain_refcount_ops(self, out: list[Any]) -> None:
+        ops = self._refcount_ops
+        if not ops:
+            return
+        kind, ids = None, None
+        while True:
+            try:
+                op, oid = ops.popleft()
+            except IndexError:
+                break
+            if op != kind:
+                ids = []
+                out.append([op, ids])
+                kind = op
+            ids.append(oid)  # type: ignore[union-attr]
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            time.sleep(0.05)
+            if self._refcount_ops:
+                self._channel.flush()
+
+    def _request(self, call: Call, *args: Any, timeout: float = 60.0) -> Any:
+        import concurrent.futures as cf
+
+        req_id = next(self._req_ids)
+        fut: cf.Future[Any] = cf.Future()
+        self._pending[req_id] = fut
+        self._send([Op.REQUEST, req_id, int(call), list(args)])
+        try:
+            ok, value = fut.result(timeout)
+        except TimeoutError:
+            raise FedexecError(f"the node manager did not answer {call.name} within "
+                               f"{timeout} s") from None
+        finally:
+            self._pending.pop(req_id, None)
+        if not ok:
+            kind, _, message = value.partition(": ")
+            if kind == "ValueError":
+                raise ValueError(message)
+            if kind == "ObjectStoreFullError":
+                raise ObjectStoreFullError(message)
+            raise FedexecError(value)
+        return value
+
+    def _on_frame(self, frame: list[Any]) -> None:
+        for msg in frame:
+            op = msg[0]
+            if op == Op.OBJECT:
+                self._on_object(msg)
+            elif op == Op.REPLY:
+                fut = self._pending.get(msg[1])
+                if fut is not None:
+                    fut.set_result((msg[2], msg[3]))
+            elif op == Op.CREATED:
+                fut = self._creates.pop(msg[1], None)
+                if fut is not None:
+                    fut.set_result((msg[2], msg[3]))
+            elif self.on_message is not None:
+                self.on_message(msg)
+
+    def _on_object(self, msg: list[Any]) -> None:
+        entry = msg[1:]
+        obj_id, kind = entry[0], entry[1]
+        fut = self._restores.pop(obj_id, None)
+        if fut is not None:
+            fut.set_result(entry)
+        ref = self._refs.get(obj_id)
+        if ref is None or ref.done():
+            return
+        if ref._state == "PENDING":
+            ref.set_running_or_notify_cancel()
+        if kind in (Kind.INLINE, Kind.SHM):
+            ref.set_result(values.lazy(self, entry))
+        else:
+            err = values.error_of(entry)
+            if isinstance(err, BrokenExecutorError):
+                self._broken = str(err)
+            ref.set_exception(err)
+
+    def _on_close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        from ...exceptions import NodeDiedError
+
+        err = NodeDiedError("the connection to the node manager was lost (it exited or was "
+                            "killed); the runtime is gone")
+        for ref in list(self._refs.values()):
+            if not ref.done():
+                with contextlib.suppress(Exception):
+                    if ref._state == "PENDING":
+                        ref.set_running_or_notify_cancel()
+                    ref.set_exception(err)
+        for fut in list(self._pending.values()) + list(self._creates.values()):
+            with contextlib.suppress(Exception):
+                fut.set_result((False, "NodeDiedError: the node manager is gone"))
+        if self.role == "worker":
+            os._exit(0)
+
+    # ----------------------------------------------------------- references
+    def ref_released(self, ref_id: str) -> None:
+        if not self._closed:
+            self._refcount_ops.append((Op.DECREF, ref_id))
+
+    def _new_ref(self, obj_id: str, name: str) -> ObjectRef[Any]:
+        ref: ObjectRef[Any] = ObjectRef(obj_id, self, name)
+        self._refs[obj_id] = ref
+        return ref
+
+    def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
+        ref = self._refs.get(ref_id)
+        if ref is not None:
+            return ref
+        with self._lock:
+            ref = self._refs.get(ref_id)
+            if ref is not None:
+                return ref
+            ref = self._new_ref(ref_id, "")
+            self._refcount_ops.append((Op.INCREF, ref_id))
+        self._send([Op.SUBSCRIBE, [ref_id]])
+        return ref
+
+    def restore(self, obj_id: str) -> str:
+        """Ask for a spilled object to be restored; its new path."""
+        import concurrent.futures as cf
+
+        fut: cf.Future[Any] = cf.Future()
+        self._restores[obj_id] = fut
+        self._send([Op.SUBSCRIBE, [obj_id]])
+        entry = fut.result(60)
+        if entry[1] != Kind.SHM:
+            raise values.error_of(entry)
+        return str(entry[2])
+
+    def write_shm(self, obj_id: str, blob: serialization.Serialized) -> str:
+        """Reserve room in the store, write ``blob`` there; the file's path."""
+        import concurrent.futures as cf
+
+        from .store import object_size
+
+        size = object_size(blob.data, blob.buffers)
+        fut: cf.Future[Any] = cf.Future()
+        self._creates[obj_id] = fut
+        self._send([Op.CREATE, obj_id, size])
+        path, error = fut.result(120)
+        if path is None:
+            raise ObjectStoreFullError(error)
+        write_object(path, blob.data, blob.buffers)
+        return str(path)
+
+    # ------------------------------------------------------------------ tasks
+    def _fn_blob(self, fn: Any) -> bytes:
+        try:
+            blob = self._fn_cache.get(fn)
+        except TypeError:
+            blob = None
+        if blob is None:
+            name = getattr(fn, "__qualname__", repr(fn))
+            blob = serialization.dumps(fn, what=f"function {name!r}", out_of_band=False).data
+            if _function_blob_cacheable(fn):
+                with contextlib.suppress(TypeError):
+                    self._fn_cache[fn] = blob
+        return blob
+
+    def _pack_args(self, obj_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> tuple[list[str], list[str], list[Any]]:
+        """(dep ids, contained ids, [mode, data, buffers]) for a call's arguments."""
+        deps: list[str] = []
+        if any(isinstance(a, ObjectRef) for a in args):
+            new_args = []
+            for a in args:
+                if isinstance(a, ObjectRef):
+                    new_args.append(values.DepSlot(len(deps)))
+                    deps.append(a.id)
+                else:
+                    new_args.append(a)
+            args = tuple(new_args)
+        if kwargs and any(isinstance(v, ObjectRef) for v in kwargs.values()):
+            new_kwargs = {}
+            for k, v in kwargs.items():
+                if isinstance(v, ObjectRef):
+                    new_kwargs[k] = values.DepSlot(len(deps))
+                    deps.append(v.id)
+                else:
+                    new_kwargs[k] = v
+            kwargs = new_kwargs
+        try:
+            blob = serialization.dumps((args, kwargs))
+        except Exception:
+            serialization.dumps(args, what="args")
+            serialization.dumps(kwargs, what="kwargs")
+            raise
+        contained = [r.id for r in blob.contained if isinstance(r, ObjectRef)]
+        if blob.nbytes <= values.INLINE_MAX:
+            return deps, contained, [0, blob.data, [bytes(b) for b in blob.buffers]]
+        # Large arguments go to shared memory once, as an object the task depends on.
+        args_id = new_id() + "fe"
+        entry, _ = values.encode_blob(self, args_id, blob)
+        self._send([Op.PUT, *entry])
+        self._refcount_ops.append((Op.DECREF, args_id))  # the task's pin keeps it alive
+        deps.append(args_id)
+        return deps, contained, [1, None, None]
+
+    def _check_submit(self) -> None:
+        if self._closed:
+            from ...exceptions import NodeDiedError
+
+            raise NodeDiedError("the native runtime is not running")
+        if self._broken is not None:
+            raise BrokenExecutorError(self._broken)
+
+    def _feasible(self, demand: dict[str, float], what: str) -> None:
+        for k, v in demand.items():
+            if self._total.get(k, 0.0) + 1e-9 < v:
+                raise ValueError(
+                    f"{what} asks for {demand} but the cluster has only {self._total}; it "
+                    "could never run. Ask for less, or start the runtime with more "
+                    "(num_cpus=..., num_gpus=..., resources=...)"
+                )
+
+    def _check_strategy(self, options: Any) -> None:
+        strategy = options.scheduling_strategy
+        if isinstance(strategy, NodeAffinity):
+            if strategy.node_id != self.node_id and not strategy.soft:
+                raise ValueError(f"no alive node with id {strategy.node_id!r}")
+        elif strategy not in ("DEFAULT", "SPREAD"):
+            raise self._unsupported("placement groups", "placement_groups")
+
+    def submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: TaskOptions) -> list[ObjectRef[Any]]:
+        self._check_submit()
+        name = options.name or getattr(fn, "__qualname__", None) or repr(fn)
+        demand = options.demand(1.0)
+        self._feasible(demand, f"task {name!r}")
+        if options.scheduling_strategy != "DEFAULT":
+            self._check_strategy(options)
+        task_id = new_id()
+        fn_blob = self._fn_blob(fn)
+        deps, contained, packed = self._pack_args(task_id, args, kwargs)
+        retry = options.retry_exceptions
+        retry_blob = retry if isinstance(retry, bool) else serialization.dumps(retry).data
+        payload = [fn_blob, *packed, options.num_returns, retry_blob, options.max_retries,
+                   options.runtime_env]
+        n = options.num_returns
+        return_ids = [f"{task_id}{i:02x}" for i in range(n)]
+        refs = [self._new_ref(rid, name) for rid in return_ids]
+        self._send([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
+                    contained, payload])
+        return refs
+
+    def put(self, value: Any) -> ObjectRef[Any]:
+        self._check_submit()
+        obj_id = new_id() + "ff"
+        entry, local = values.encode(self, obj_id, value, "the value passed to put()")
+        ref = self._new_ref(obj_id, "put")
+        self._send([Op.PUT, *entry])
+        ref.set_running_or_notify_cancel()
+        ref.set_result(local)
+        return ref
+
+    @contextlib.contextmanager
+    def blocked(self) -> Iterator[None]:
+        self._channel.flush()
+        loop = self.worker_loop
+        if loop is None:
+            yield
+            return
+        with loop.blocked():
+            yield
+
+    # ------------------------------------------------------------- cancelling
+    @staticmethod
+    def _task_of(ref: ObjectRef[Any]) -> tuple[str, bool] | None:
+        tag = ref.id[28:]
+        if len(ref.id) != 30 or tag in ("ff", "fe"):
+            return None
+        return ref.id[:28], int(tag, 16) >= _CALL_TAG
+
+    def cancel_pending(self, ref: ObjectRef[Any]) -> bool:
+        found = self._task_of(ref)
+        if found is None or ref.done():
+            return False
+        ok = self._request(Call.CANCEL_PENDING, found[0])
+        if ok:
+            ref._cancel_now()
+        return bool(ok) or ref.cancelled()
+
+    def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
+        found = self._task_of(ref)
+        if found is None or ref.done():
+            return False
+        task_id, is_call = found
+        if force and is_call:
+            raise ValueError("force-cancelling an actor call is not allowed; kill the actor "
+                             "instead")
+        self._send([Op.CANCEL, task_id, force, recursive])
+        return True
+
+    # ----------------------------------------------------------------- actors
+    def create_actor(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     options: ActorOptions) -> ActorHandle[Any]:
+        self._check_submit()
+        create = options.demand(1.0)
+        self._feasible(create, f"actor {cls.__name__!r}")
+        if options.scheduling_strategy != "DEFAULT":
+            self._check_strategy(options)
+        methods = public_methods(cls)
+        is_async = is_async_class(methods)
+        actor_id = new_id()
+        cls_blob = serialization.dumps(cls, what=f"actor class {cls.__qualname__!r}",
+                                       out_of_band=False).data
+        deps, contained, packed = self._pack_args(actor_id, args, kwargs)
+        spec = {
+            "class_name": cls.__name__,
+            "methods": methods,
+            "is_async": is_async,
+            "max_concurrency": options.concurrency(is_async),
+            "max_restarts": options.max_restarts,
+            "max_task_retries": options.max_task_retries,
+            "name": options.name,
+            "namespace": options.namespace or self.config.namespace or "default",
+            "get_if_exists": options.get_if_exists,
+            "demand_create": create,
+            "demand_life": options.demand(0.0),
+            "runtime_env": options.runtime_env,
+        }
+        payload = [cls_blob, *packed]
+        actor_id, spec = self._request(Call.CREATE_ACTOR, actor_id, spec, payload, deps,
+                                       contained)
+        return self._handle(actor_id, spec)
+
+    def _handle(self, actor_id: str, spec: dict[str, Any]) -> ActorHandle[Any]:
+        return ActorHandle(actor_id, self, spec["class_name"], spec["methods"], spec["name"],
+                           spec["namespace"])
+
+    def submit_actor_call(self, handle: ActorHandle[Any], method: str, args: tuple[Any, ...],
+                          kwargs: dict[str, Any], options: MethodOptions
+                          ) -> list[ObjectRef[Any]]:
+        self._check_submit()
+        task_id = new_id()
+        deps, contained, packed = self._pack_args(task_id, args, kwargs)
+        n = options.num_returns
+        return_ids = [f"{task_id}{_CALL_TAG + i:02x}" for i in range(n)]
+        name = options.name or f"{handle._class_name}.{method}"
+        refs = [self._new_ref(rid, name) for rid in return_ids]
+        self._send([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps, contained,
+                    [method, *packed, n]])
+        return refs
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle[Any]:
+        namespace = namespace or self.config.namespace or "default"
+        actor_id, spec = self._request(Call.GET_ACTOR, name, namespace)
+        return self._handle(actor_id, spec)
+
+    def kill_actor(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
+        self._request(Call.KILL_ACTOR, handle.actor_id, no_restart)
+
+    def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
+        return ActorHandle(actor_id, self, state["class_name"], state["methods"],
+                           state.get("name"), state.get("namespace"))
+
+    # ---------------------------------------------------------------- cluster
+    def cluster_resources(self) -> dict[str, float]:
+        return dict(self._request(Call.CLUSTER_RESOURCES))
+
+    def available_resources(self) -> dict[str, float]:
+        return dict(self._request(Call.AVAILABLE_RESOURCES))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request(Call.NODES))
+
+    def stats(self) -> dict[str, Any]:
+        """The node manager's counters (objects, tasks, workers, store): for tests."""
+        return dict(self._request(Call.STATS))
+
+    def runtime_context(self) -> RuntimeContext:
+        return RuntimeContext(self.node_id, self.worker_id, self.job_id, backend=self.name)
+
+    def task_context(self, task_id: str | None, actor_id: str | None, extra: Any
+                     ) -> TaskContext:
+        """The context a worker sets while running a task or actor method."""
+        runtime = RuntimeContext(self.node_id, self.worker_id, self.job_id, task_id, actor_id,
+                                 self.name)
+        return TaskContext(self, self.executor, runtime, extra)
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        if self._closed:
+            if self._runtime is not None:
+                self._runtime.stop()
+            return
+        if cancel_futures:
+            self._request(Call.CANCEL_QUEUED)
+        if wait:
+            pending = [r for r in list(self._refs.values())
+                       if not r.done() and self._task_of(r) is not None]
+            import concurrent.futures as cf
+
+            if pending:
+                cf.wait(pending)
+        self._closed = True
+        self._channel.flush()
+        self._channel.close()
+        if self._runtime is not None:
+            self._runtime.stop()
+

@@ -1,0 +1,1171 @@
+"""The node manager: one process per node that schedules, tracks objects, and runs
+the worker pool.
+
+Every driver and worker holds one authenticated Unix-socket connection to it; all
+traffic of a process goes over that one ordered connection, so a reference handed
+on in a task is always pinned before its sender can drop it. The manager never
+unpickles: payloads are opaque bytes to it. It is single-threaded (a ``selectors``
+loop), which is also what lets it ``fork`` workers safely::
+
+     driver ──SUBMIT/PUT/INCREF/DECREF/SUBSCRIBE/REQUEST──▶ ┌──────────────┐
+        ▲                                                    │ node manager │──EXECUTE──▶ worker
+        └──────────────OBJECT / REPLY────────────────────────│  objects     │◀─TASK_DONE─ worker
+                                                             │  scheduler   │──ACTOR_*──▶ actor worker
+                                                             └──────────────┘
+State::
+
+    objects   {obj id: _Obj}     state PENDING|READY, where (INLINE bytes | SHM file |
+                                 ERROR blob | FAILED kind), holders (connection ids
+                                 holding a ref), pins (tasks, containing objects),
+                                 subscribers, the tasks waiting on it
+    tasks     {task id: _Task}   WAITING (args) -> QUEUED (resources) -> ASSIGNED
+                                 (on a worker, in order) -> done (removed)
+    workers   {worker id: _Worker}  STARTING -> IDLE <-> LEASED (one resource shape,
+                                 tasks pipelined in order) | ACTOR (dedicated)
+    actors    {actor id: _Actor} PENDING -> ALIVE -> (RESTARTING -> ALIVE)* -> DEAD,
+                                 with the calls not yet forwarded, in order
+    scheduler FIFO per resource shape over the node's ResourcePool (pure, tested alone)
+
+A task's resources are held by the *lease* of the worker running it; more tasks of
+the same shape are pipelined onto a lease when the queue is longer than the pool,
+and a worker blocked in ``get`` hands its not-started tasks back and lends its
+resources until it resumes.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import json
+import math
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from ..._ids import new_id
+from .._scheduling import ResourcePool, Scheduler
+from .protocol import Call, ErrorKind, FrameReader, Kind, Op, ServerHandshake, pack_frame
+from .store import StoreManager
+
+__all__ = ["NodeManager", "main"]
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_MAX_PIPELINE = 64
+_MAX_WORKERS = 256
+
+
+class _Conn:
+    __slots__ = ("auth", "held", "id", "out", "pid", "reader", "role", "sock", "wbuf", "worker",
+                 "creating")
+
+    def __init__(self, cid: int, sock: socket.socket, auth: ServerHandshake):
+        self.id = cid
+        self.sock = sock
+        self.auth: ServerHandshake | None = auth
+        self.reader = FrameReader()
+        self.out: list[Any] = []
+        self.wbuf = bytearray()
+        self.role = "?"
+        self.pid = 0
+        self.worker: _Worker | None = None
+        self.held: set[str] = set()
+        self.creating: set[str] = set()
+
+
+class _Obj:
+    __slots__ = ("contained", "holders", "id", "kind", "owner", "payload", "pins", "ready",
+                 "size", "subscribers", "task", "waiters")
+
+    def __init__(self, obj_id: str, owner: int | None):
+        self.id = obj_id
+        self.ready = False
+        self.kind = 0
+        self.payload: list[Any] = []
+        self.holders: set[int] = set()
+        self.pins = 0
+        self.subscribers: set[int] = set()
+        self.waiters: list[Any] = []  # tasks / actors waiting for it
+        self.contained: list[str] = []
+        self.owner = owner
+        self.size = 0
+        self.task: str | None = None
+
+    def message(self) -> list[Any]:
+        return [Op.OBJECT, self.id, self.kind, *self.payload]
+
+
+class _Task:
+    __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "missing",
+                 "name", "owner", "parent", "payload", "retries_left", "return_ids", "state",
+                 "worker")
+
+    def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
+                 max_retries: int, deps: list[str], contained: list[str], payload: Any,
+                 owner: int, actor_id: str | None = None):
+        self.id = task_id
+        self.return_ids = return_ids
+        self.name = name
+        self.demand = demand
+        self.retries_left = max_retries
+        self.deps = deps
+        self.contained = contained
+        self.payload = payload
+        self.owner = owner
+        self.actor_id = actor_id
+        self.state = "WAITING"
+        self.missing = 0
+        self.worker: _Worker | None = None
+        self.parent: str | None = None
+        self.children: list[str] = []
+
+
+class _Worker:
+    __slots__ = ("actor_id", "blocked", "conn", "id", "lease", "log_fd", "pid", "state", "tasks",
+                 "log_buf")
+
+    def __init__(self, worker_id: str, pid: int, log_fd: int):
+        self.id = worker_id
+        self.pid = pid
+        self.state = "STARTING"
+        self.conn: _Conn | None = None
+        self.lease: dict[str, float] | None = None
+        self.tasks: collections.deque[_Task] = collections.deque()
+        self.blocked = False
+        self.actor_id: str | None = None
+        self.log_fd = log_fd
+        self.log_buf = b""
+
+
+class _Actor:
+    __slots__ = ("contained", "death", "demand_create", "demand_life", "deps", "holding", "id",
+                 "inflight", "kill_requested", "missing", "name", "namespace", "owner",
+                 "payload", "queue", "restarts_used", "spec", "state", "worker")
+
+    def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
+                 contained: list[str], owner: int):
+        self.id = actor_id
+        self.spec = spec
+        self.name = spec.get("name")
+        self.namespace = spec.get("namespace") or "default"
+        self.payload = payload
+        self.deps = deps
+        self.contained = contained
+        self.owner = owner
+        self.demand_create = spec["demand_create"]
+        self.demand_life = spec["demand_life"]
+        self.state = "PENDING"
+        self.worker: _Worker | None = None
+        self.queue: collections.deque[_Task] = collections.deque()
+        self.inflight: dict[str, _Task] = {}
+        self.restarts_used = 0
+        self.death = ""
+        self.kill_requested = False
+        self.missing = 0
+        self.holding: dict[str, float] = {}
+
+
+class NodeManager:
+    """The node manager process's state and event loop (see the module docstring)."""
+
+    def __init__(self, config: dict[str, Any], token: bytes):
+        self.config = config
+        self.token = token
+        self.node_id = config["node_id"]
+        self.session_dir = config["session_dir"]
+        self.socket_path = os.path.join(self.session_dir, "node.sock")
+        total = {"CPU": float(config["num_cpus"]), "memory": float(config["memory"])}
+        if config.get("num_gpus"):
+            total["GPU"] = float(config["num_gpus"])
+        total.update(config.get("resources") or {})
+        self.pool = ResourcePool(total)
+        self.scheduler = Scheduler(self.pool)
+        self.store = StoreManager(config["store_dir"], config["spill_dir"],
+                                  int(config["object_store_memory"]))
+        self.objects: dict[str, _Obj] = {}
+        self.tasks: dict[str, _Task] = {}
+        self.workers: dict[str, _Worker] = {}
+        self.workers_by_pid: dict[int, _Worker] = {}
+        self.actors: dict[str, _Actor] = {}
+        self.named: dict[tuple[str, str], str] = {}
+        self.conns: dict[int, _Conn] = {}
+        self._next_conn = 1
+        self.sel = selectors.DefaultSelector()
+        self.stopping = False
+        self.parent_pid = config.get("parent_pid") or os.getppid()
+        self.pool_size = max(1, math.ceil(float(config["num_cpus"])))
+        self.initializer = config.get("initializer")  # opaque pickled bytes or None
+        self.idle: collections.deque[_Worker] = collections.deque()
+        self.starting = 0
+        self._wake_r, self._wake_w = os.pipe()
+
+    # ------------------------------------------------------------------ loop
+    def serve(self, ready_fd: int | None) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        listener.bind(self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        listener.listen(256)
+        listener.setblocking(False)
+        self.listener = listener
+        self.sel.register(listener, _READ, "listen")
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.sel.register(self._wake_r, _READ, "wake")
+        for _ in range(self.pool_size):
+            self._spawn_worker()
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+        last_check = time.monotonic()
+        try:
+            while not self.stopping:
+                for key, mask in self.sel.select(1.0):
+                    data = key.data
+                    if data == "listen":
+                        self._accept()
+                    elif data == "wake":
+                        self._drain_wake()
+                    elif isinstance(data, _Worker):
+                        self._read_log(data)
+                    else:
+                        if mask & _READ:
+                            self._read(data)
+                        if mask & _WRITE and data.id in self.conns:
+                            self._write(data)
+                self._flush()
+                now = time.monotonic()
+                if now - last_check > 1.0:
+                    last_check = now
+                    if os.getppid() != self.parent_pid:
+                        self.stopping = True  # our driver died: nobody owns us any more
+        finally:
+            self._shutdown()
+
+    def _on_term(self, *_: Any) -> None:
+        self.stopping = True
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+        self._reap()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            auth = ServerHandshake(self.token)
+            conn = _Conn(self._next_conn, sock, auth)
+            self._next_conn += 1
+            self.conns[conn.id] = conn
+            conn.wbuf += auth.greeting()
+            self.sel.register(sock, _READ | _WRITE, conn)
+
+    def _read(self, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        if conn.auth is not None:
+            done, ok, reply, leftover = conn.auth.feed(data)
+            if not done:
+                return
+            if not ok:
+                self._close(conn)  # nothing it sent was decoded
+                return
+            conn.auth = None
+            conn.wbuf += reply
+            self._want_write(conn)
+            data = leftover
+            if not data:
+                return
+        try:
+            frames = conn.reader.feed(data)
+        except Exception:
+            self._close(conn)
+            return
+        for frame in frames:
+            for msg in frame:
+                self._handle(conn, msg)
+                if conn.id not in self.conns:
+                    return
+
+    def _want_write(self, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.modify(conn.sock, _READ | _WRITE, conn)
+
+    def _write(self, conn: _Conn) -> None:
+        if conn.wbuf:
+            try:
+                n = conn.sock.send(conn.wbuf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(conn)
+                return
+            del conn.wbuf[:n]
+        if not conn.wbuf:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.modify(conn.sock, _READ, conn)
+
+    def _flush(self) -> None:
+        for conn in list(self.conns.values()):
+            if conn.out:
+                conn.wbuf += pack_frame(conn.out)
+                conn.out = []
+            if conn.wbuf and conn.auth is None:
+                self._write(conn)
+                if conn.wbuf and conn.id in self.conns:
+                    self._want_write(conn)
+            elif conn.wbuf:
+                self._write(conn)
+
+    def _send(self, cid: int | None, msg: list[Any]) -> None:
+        conn = self.conns.get(cid) if cid is not None else None
+        if conn is not None:
+            conn.out.append(msg)
+
+    def _close(self, conn: _Conn) -> None:
+        if self.conns.pop(conn.id, None) is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        for obj_id in conn.held:
+            obj = self.objects.get(obj_id)
+            if obj is not None:
+                obj.holders.discard(conn.id)
+                self._maybe_free(obj)
+        for obj_id in conn.creating:
+            self.store.abort(obj_id)
+        if conn.worker is not None:
+            self._worker_died(conn.worker, "its connection closed")
+        elif conn.role == "driver" and self.config.get("embedded"):
+            self.stopping = True  # the driver that started us is gone
+
+    # -------------------------------------------------------------- messages
+    def _handle(self, conn: _Conn, msg: list[Any]) -> None:
+        op = msg[0]
+        handler = self._handlers.get(op)
+        if handler is None:
+            return
+        handler(self, conn, msg)
+
+    def _on_hello(self, conn: _Conn, msg: list[Any]) -> None:
+        _, role, pid, worker_id = msg
+        conn.role, conn.pid = role, pid
+        if role == "worker":
+            worker = self.workers.get(worker_id)
+            if worker is None:
+                self._close(conn)
+                return
+            worker.conn = conn
+            conn.worker = worker
+            self.starting -= 1
+            if worker.state == "STARTING":
+                worker.state = "IDLE"
+                self.idle.append(worker)
+            self._dispatch()
+
+    def _on_submit(self, conn: _Conn, msg: list[Any]) -> None:
+        _, task_id, return_ids, name, demand, max_retries, deps, contained, payload = msg
+        task = _Task(task_id, return_ids, name, demand, max_retries, deps, contained, payload,
+                     conn.id)
+        self._register_task(conn, task)
+        self._await_deps(task, self._enqueue)
+
+    def _register_task(self, conn: _Conn, task: _Task) -> None:
+        self.tasks[task.id] = task
+        for rid in task.return_ids:
+            obj = _Obj(rid, conn.id)
+            obj.holders.add(conn.id)
+            obj.task = task.id
+            self.objects[rid] = obj
+            conn.held.add(rid)
+        for oid in task.deps:
+            self._pin(oid)
+        for oid in task.contained:
+            self._pin(oid)
+        worker = conn.worker
+        if worker is not None and worker.tasks:
+            parent = worker.tasks[0]
+            task.parent = parent.id
+            parent.children.append(task.id)
+
+    def _await_deps(self, item: Any, ready: Any) -> None:
+        missing = 0
+        for oid in item.deps:
+            obj = self.objects.get(oid)
+            if obj is None:
+                obj = self._lost(oid)
+            if not obj.ready:
+                obj.waiters.append((item, ready))
+                missing += 1
+        item.missing = missing
+        if missing == 0:
+            ready(item)
+
+    def _lost(self, oid: str) -> _Obj:
+        obj = _Obj(oid, None)
+        obj.ready = True
+        obj.kind = Kind.FAILED
+        obj.payload = [ErrorKind.OBJECT_LOST,
+                       f"object {oid} was freed or never existed on this node"]
+        self.objects[oid] = obj
+        return obj
+
+    def _failed_dep(self, item: Any) -> _Obj | None:
+        for oid in item.deps:
+            obj = self.objects.get(oid)
+            if obj is not None and obj.kind in (Kind.ERROR, Kind.FAILED):
+                return obj
+        return None
+
+    def _enqueue(self, task: _Task) -> None:
+        if task.state != "WAITING":
+            return
+        bad = self._failed_dep(task)
+        if bad is not None:
+            self._finish_task(task, [[rid, bad.kind, *bad.payload] for rid in task.return_ids])
+            return
+        task.state = "QUEUED"
+        self.scheduler.enqueue(task, task.demand)
+        self._dispatch()
+
+    def _on_put(self, conn: _Conn, msg: list[Any]) -> None:
+        _, obj_id, kind, *rest = msg
+        obj = _Obj(obj_id, conn.id)
+        obj.holders.add(conn.id)
+        conn.held.add(obj_id)
+        self.objects[obj_id] = obj
+        if kind == Kind.SHM:
+            conn.creating.discard(obj_id)
+            self.store.seal(obj_id)
+        self._set_object(obj, [obj_id, kind, *rest])
+
+    def _on_create(self, conn: _Conn, msg: list[Any]) -> None:
+        _, obj_id, size = msg
+        try:
+            path = self.store.reserve(obj_id, size)
+        except Exception as exc:
+            self._send(conn.id, [Op.CREATED, obj_id, None, str(exc)])
+            return
+        conn.creating.add(obj_id)
+        self._send(conn.id, [Op.CREATED, obj_id, path, ""])
+
+    def _on_incref(self, conn: _Conn, msg: list[Any]) -> None:
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders.add(conn.id)
+                conn.held.add(oid)
+
+    def _on_decref(self, conn: _Conn, msg: list[Any]) -> None:
+        for oid in msg[1]:
+            conn.held.discard(oid)
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders.discard(conn.id)
+                self._maybe_free(obj)
+
+    def _on_subscribe(self, conn: _Conn, msg: list[Any]) -> None:
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is None:
+                obj = self._lost(oid)
+            if obj.ready:
+                self._send(conn.id, self._deliverable(obj))
+            else:
+                obj.subscribers.add(conn.id)
+
+    def _deliverable(self, obj: _Obj) -> list[Any]:
+        if obj.kind == Kind.SHM:
+            try:
+                self.store.ensure_local(obj.id)  # restore it if it was spilled
+            except Exception as exc:
+                return [Op.OBJECT, obj.id, Kind.FAILED, ErrorKind.OBJECT_LOST, str(exc)]
+        return obj.message()
+
+    def _on_cancel(self, conn: _Conn, msg: list[Any]) -> None:
+        _, task_id, force, recursive = msg
+        self._cancel(task_id, force, recursive)
+
+    def _on_request(self, conn: _Conn, msg: list[Any]) -> None:
+        _, req_id, call, args = msg
+        try:
+            value = self._calls[call](self, conn, *args)
+            reply = [Op.REPLY, req_id, True, value]
+        except Exception as exc:
+            reply = [Op.REPLY, req_id, False, f"{type(exc).__name__}: {exc}"]
+        self._send(conn.id, reply)
+
+    def _on_actor_call(self, conn: _Conn, msg: list[Any]) -> None:
+        _, actor_id, task_id, return_ids, name, deps, contained, payload = msg
+        task = _Task(task_id, return_ids, name, {}, 0, deps, contained, payload, conn.id,
+                     actor_id)
+        self._register_task(conn, task)
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            why = actor.death if actor is not None else "it does not exist"
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+            return
+        task.retries_left = actor.spec.get("max_task_retries", 0)
+        actor.queue.append(task)
+        self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
+
+    def _on_task_done(self, conn: _Conn, msg: list[Any]) -> None:
+        _, task_id, results = msg
+        worker = conn.worker
+        if worker is None:
+            return
+        task = self.tasks.get(task_id)
+        if worker.actor_id is not None:
+            actor = self.actors.get(worker.actor_id)
+            if actor is not None:
+                actor.inflight.pop(task_id, None)
+        elif worker.tasks and worker.tasks[0].id == task_id:
+            worker.tasks.popleft()
+        else:
+            with contextlib.suppress(ValueError):
+                worker.tasks.remove(task) if task is not None else None
+        for r in results:
+            if r[1] == Kind.SHM:
+                self.store.seal(r[0])
+                conn.creating.discard(r[0])
+        if task is not None:
+            self._finish_task(task, results)
+        if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
+            self._release_lease(worker)
+        self._dispatch()
+
+    def _on_blocked(self, conn: _Conn, msg: list[Any]) -> None:
+        worker = conn.worker
+        if worker is None or worker.blocked:
+            return
+        worker.blocked = True
+        handed_back = set(msg[1])
+        if handed_back:
+            keep = collections.deque(t for t in worker.tasks if t.id not in handed_back)
+            for t in worker.tasks:
+                if t.id in handed_back:
+                    t.state = "QUEUED"
+                    t.worker = None
+                    self.scheduler.enqueue(t, t.demand)
+            worker.tasks = keep
+        if worker.lease is not None:
+            self.pool.release(worker.lease)
+        self._dispatch()
+
+    def _on_unblocked(self, conn: _Conn, msg: list[Any]) -> None:
+        worker = conn.worker
+        if worker is None or not worker.blocked:
+            return
+        worker.blocked = False
+        if worker.lease is not None:
+            self.pool.acquire(worker.lease)
+
+    def _on_actor_ready(self, conn: _Conn, msg: list[Any]) -> None:
+        actor = self.actors.get(msg[1])
+        if actor is None or actor.state == "DEAD":
+            return
+        actor.state = "ALIVE"
+        self._swap(actor, actor.demand_life)
+        self._forward_calls(actor)
+
+    def _on_actor_failed(self, conn: _Conn, msg: list[Any]) -> None:
+        actor = self.actors.get(msg[1])
+        if actor is None:
+            return
+        self._actor_dead(actor, msg[2])
+        if conn.worker is not None:
+            self._retire(conn.worker)
+
+    _handlers: dict[int, Any] = {
+        Op.HELLO: _on_hello,
+        Op.SUBMIT: _on_submit,
+        Op.PUT: _on_put,
+        Op.CREATE: _on_create,
+        Op.INCREF: _on_incref,
+        Op.DECREF: _on_decref,
+        Op.SUBSCRIBE: _on_subscribe,
+        Op.CANCEL: _on_cancel,
+        Op.REQUEST: _on_request,
+        Op.ACTOR_CALL: _on_actor_call,
+        Op.TASK_DONE: _on_task_done,
+        Op.BLOCKED: _on_blocked,
+        Op.UNBLOCKED: _on_unblocked,
+        Op.ACTOR_READY: _on_actor_ready,
+        Op.ACTOR_FAILED: _on_actor_failed,
+    }
+
+    # --------------------------------------------------------------- objects
+    def _pin(self, oid: str) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None:
+            obj.pins += 1
+
+    def _unpin(self, oid: str) -> None:
+        obj = self.objects.get(oid)
+        if obj is not None:
+            obj.pins -= 1
+            self._maybe_free(obj)
+
+    def _maybe_free(self, obj: _Obj) -> None:
+        if obj.holders or obj.pins > 0 or not obj.ready or obj.waiters:
+            return
+        del self.objects[obj.id]
+        if obj.kind == Kind.SHM:
+            self.store.free(obj.id)
+        for oid in obj.contained:
+            self._unpin(oid)
+
+    def _set_object(self, obj: _Obj, result: list[Any]) -> None:
+        """Complete ``obj`` with a result entry ``[id, kind, ...]`` and notify."""
+        kind = result[1]
+        obj.ready = True
+        obj.kind = kind
+        obj.payload = list(result[2:])
+        if kind == Kind.INLINE:
+            obj.contained = list(result[4])
+            obj.size = len(result[2]) + sum(len(b) for b in result[3])
+        elif kind == Kind.SHM:
+            obj.contained = list(result[4])
+            obj.size = result[3]
+        for oid in obj.contained:
+            self._pin(oid)
+        msg = obj.message()
+        if obj.owner is not None:
+            self._send(obj.owner, msg)
+        for cid in obj.subscribers:
+            if cid != obj.owner:
+                self._send(cid, msg)
+        obj.subscribers.clear()
+        waiters, obj.waiters = obj.waiters, []
+        for item, ready in waiters:
+            item.missing -= 1
+            if item.missing == 0:
+                ready(item)
+        self._maybe_free(obj)
+
+    # ----------------------------------------------------------------- tasks
+    def _finish_task(self, task: _Task, results: list[list[Any]]) -> None:
+        if self.tasks.pop(task.id, None) is None:
+            return
+        task.state = "DONE"
+        for r in results:
+            obj = self.objects.get(r[0])
+            if obj is None:  # nobody holds it any more; still free its storage
+                if r[1] == Kind.SHM:
+                    self.store.free(r[0])
+                continue
+            if not obj.ready:
+                self._set_object(obj, r)
+        for oid in task.deps:
+            self._unpin(oid)
+        for oid in task.contained:
+            self._unpin(oid)
+        task.payload = None
+
+    def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None:
+        self._finish_task(task, [[rid, Kind.FAILED, kind, message] for rid in task.return_ids])
+
+    def _dispatch(self) -> None:
+        while self.idle and len(self.scheduler):
+            started = self.scheduler.dispatch(limit=1)
+            if not started:
+                break
+            item, demand = started[0]
+            worker = self.idle.popleft()
+            if isinstance(item, _Actor):
+                self._start_actor(item, worker)
+                continue
+            worker.state = "LEASED"
+            worker.lease = demand
+            self._assign(worker, [item])
+        if len(self.scheduler):
+            self._pipeline()
+            if self.scheduler.fits_any() and not self.idle:
+                self._grow_pool()
+
+    def _pipeline(self) -> None:
+        leases: dict[frozenset[Any], list[_Worker]] = {}
+        for w in self.workers.values():
+            if w.state == "LEASED" and not w.blocked and w.conn is not None:
+                leases.setdefault(frozenset(w.lease.items()), []).append(w)
+        if not leases:
+            return
+        for shape, ws in leases.items():
+            waiting = self.scheduler.count(shape)
+            if not waiting:
+                continue
+            depth = min(_MAX_PIPELINE, max(2, waiting // len(ws) + 1))
+            for w in ws:
+                room = depth - len(w.tasks)
+                if room > 0:
+                    items = self.scheduler.take(shape, room)
+                    if items:
+                        self._assign(w, items)
+
+    def _assign(self, worker: _Worker, tasks: list[_Task]) -> None:
+        msgs = []
+        for task in tasks:
+            task.state = "ASSIGNED"
+            task.worker = worker
+            worker.tasks.append(task)
+            msgs.append([Op.EXECUTE, task.id, task.return_ids, task.payload,
+                         [self._dep_entry(oid) for oid in task.deps], task.name])
+        if worker.conn is not None:
+            worker.conn.out.extend(msgs)
+
+    def _dep_entry(self, oid: str) -> list[Any]:
+        obj = self.objects[oid]
+        return self._deliverable(obj)[1:]
+
+    def _release_lease(self, worker: _Worker) -> None:
+        if worker.lease is not None and not worker.blocked:
+            self.pool.release(worker.lease)
+        worker.lease = None
+        worker.state = "IDLE"
+        self.idle.append(worker)
+
+    def _cancel(self, task_id: str, force: bool, recursive: bool) -> None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        children = list(task.children) if recursive else []
+        if task.actor_id is not None:
+            actor = self.actors.get(task.actor_id)
+            if actor is not None and task in actor.queue:
+                actor.queue.remove(task)
+                self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
+            elif actor is not None and actor.worker is not None and actor.worker.conn:
+                actor.worker.conn.out.append([Op.CANCEL_TASK, task_id])
+        elif task.state in ("WAITING", "QUEUED"):
+            self.scheduler.remove(task)
+            task.state = "CANCELLED"
+            self._fail_task(task, ErrorKind.CANCELLED, f"task {task.name!r} was cancelled")
+        elif task.state == "ASSIGNED" and task.worker is not None:
+            worker = task.worker
+            if force and worker.tasks and worker.tasks[0] is task:
+                task.retries_left = 0
+                self._fail_task(task, ErrorKind.CANCELLED,
+                                f"task {task.name!r} was cancelled (its worker was killed)")
+                worker.tasks.popleft()
+                self._kill_worker(worker)
+            elif worker.conn is not None:
+                worker.conn.out.append([Op.CANCEL_TASK, task_id])
+        for child in children:
+            self._cancel(child, force, True)
+
+    # --------------------------------------------------------------- workers
+    def _spawn_worker(self) -> _Worker:
+        worker_id = new_id()
+        log_r, log_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: become a worker
+            try:
+                os.close(log_r)
+                os.dup2(log_w, 1)
+                os.dup2(log_w, 2)
+                os.close(log_w)
+                self._child_close()
+                from . import worker
+
+                worker.main_from_fork(self.socket_path, self.token, worker_id, self.node_id,
+                                      self.config)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(1)
+        os.close(log_w)
+        os.set_blocking(log_r, False)
+        worker = _Worker(worker_id, pid, log_r)
+        self.workers[worker_id] = worker
+        self.workers_by_pid[pid] = worker
+        self.starting += 1
+        self.sel.register(log_r, _READ, worker)
+        return worker
+
+    def _child_close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(Exception):
+            self.sel.close()
+        self.listener.close()
+        for conn in self.conns.values():
+            conn.sock.close()
+        for w in self.workers.values():
+            with contextlib.suppress(OSError):
+                os.close(w.log_fd)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _grow_pool(self) -> None:
+        alive = sum(1 for w in self.workers.values() if w.state != "DEAD")
+        if self.starting == 0 and alive < _MAX_WORKERS:
+            self._spawn_worker()
+
+    def _read_log(self, worker: _Worker) -> None:
+        try:
+            data = os.read(worker.log_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(worker.log_fd)
+            with contextlib.suppress(OSError):
+                os.close(worker.log_fd)
+            if worker.log_buf:
+                self._emit_log(worker, worker.log_buf + b"\n")
+            return
+        buf = worker.log_buf + data
+        cut = buf.rfind(b"\n") + 1
+        worker.log_buf = buf[cut:]
+        if cut:
+            self._emit_log(worker, buf[:cut])
+
+    def _emit_log(self, worker: _Worker, chunk: bytes) -> None:
+        prefix = f"(pid={worker.pid}) ".encode()
+        lines = b"".join(prefix + line + b"\n" for line in chunk.splitlines())
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno() if self.config.get("log_to_stderr") else 1, lines)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers_by_pid.get(pid)
+            if worker is not None:
+                self._worker_died(worker, "its process exited")
+
+    def _kill_worker(self, worker: _Worker) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+
+    def _retire(self, worker: _Worker) -> None:
+        if worker.conn is not None:
+            worker.conn.out.append([Op.EXIT])
+
+    def _worker_died(self, worker: _Worker, why: str) -> None:
+        if worker.state == "DEAD":
+            return
+        was_starting = worker.state == "STARTING"
+        worker.state = "DEAD"
+        self.workers.pop(worker.id, None)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(worker)
+        if was_starting:
+            self.starting -= 1
+        if worker.conn is not None:
+            conn, worker.conn = worker.conn, None
+            conn.worker = None
+            self._close(conn)
+        if worker.lease is not None and not worker.blocked:
+            self.pool.release(worker.lease)
+        worker.lease = None
+        tasks, worker.tasks = list(worker.tasks), collections.deque()
+        for i, task in enumerate(tasks):
+            if task.id not in self.tasks:
+                continue
+            if i == 0:  # it was running
+                if task.retries_left == 0:
+                    self._fail_task(task, ErrorKind.WORKER_CRASHED,
+                                    f"the worker (pid {worker.pid}) running task {task.name!r} "
+                                    f"died ({why}) and max_retries is exhausted")
+                    continue
+                if task.retries_left > 0:
+                    task.retries_left -= 1
+            task.state = "QUEUED"
+            task.worker = None
+            self.scheduler.enqueue(task, task.demand)
+        if worker.actor_id is not None:
+            actor = self.actors.get(worker.actor_id)
+            if actor is not None and actor.worker is worker:
+                self._actor_lost(actor, why)
+        if not self.stopping:
+            alive = sum(1 for w in self.workers.values() if w.actor_id is None)
+            if alive < self.pool_size:
+                self._spawn_worker()
+            self._dispatch()
+
+    # ---------------------------------------------------------------- actors
+    def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
+                      deps: list[str], contained: list[str]) -> list[Any]:
+        name, namespace = spec.get("name"), spec.get("namespace") or "default"
+        if name is not None:
+            existing = self.actors.get(self.named.get((namespace, name), ""))
+            if existing is not None and existing.state != "DEAD":
+                if spec.get("get_if_exists"):
+                    return [existing.id, existing.spec]
+                raise ValueError(
+                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
+                    "use get_actor(), or get_if_exists=True"
+                )
+        if not self.pool.feasible(spec["demand_create"]):
+            raise ValueError(f"actor needs {spec['demand_create']} but the node has "
+                             f"{self.pool.total}")
+        actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
+        self.actors[actor_id] = actor
+        if name is not None:
+            self.named[(namespace, name)] = actor_id
+        for oid in deps + contained:
+            self._pin(oid)
+        self._await_deps(actor, self._actor_deps_ready)
+        return [actor_id, spec]
+
+    def _actor_deps_ready(self, actor: _Actor) -> None:
+        bad = self._failed_dep(actor)
+        if bad is not None:
+            self._actor_dead(actor, f"an argument of its __init__ failed ({bad.payload[-1]})")
+            return
+        self.scheduler.enqueue(actor, actor.demand_create)
+        self._dispatch()
+
+    def _start_actor(self, actor: _Actor, worker: _Worker) -> None:
+        actor.holding = dict(actor.demand_create)
+        worker.state = "ACTOR"
+        worker.actor_id = actor.id
+        actor.worker = worker
+        deps = [self._dep_entry(oid) for oid in actor.deps if oid in self.objects]
+        if worker.conn is not None:
+            worker.conn.out.append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps])
+        alive = sum(1 for w in self.workers.values() if w.actor_id is None)
+        if alive < self.pool_size:
+            self._spawn_worker()
+
+    def _swap(self, actor: _Actor, new: dict[str, float]) -> None:
+        self.pool.release(actor.holding)
+        self.pool.acquire(new)
+        actor.holding = dict(new)
+        self._dispatch()
+
+    def _forward_calls(self, actor: _Actor) -> None:
+        if actor.state != "ALIVE" or actor.worker is None or actor.worker.conn is None:
+            return
+        out = actor.worker.conn.out
+        while actor.queue and actor.queue[0].missing == 0:
+            task = actor.queue.popleft()
+            if task.id not in self.tasks:
+                continue
+            bad = self._failed_dep(task)
+            if bad is not None:
+                self._finish_task(task, [[r, bad.kind, *bad.payload] for r in task.return_ids])
+                continue
+            actor.inflight[task.id] = task
+            task.state = "ASSIGNED"
+            out.append([Op.ACTOR_EXEC, task.id, task.return_ids, task.payload,
+                        [self._dep_entry(oid) for oid in task.deps], task.name])
+
+    def _actor_lost(self, actor: _Actor, why: str) -> None:
+        """The actor's worker died: restart it if allowed, else it is dead."""
+        actor.worker = None
+        max_restarts = actor.spec.get("max_restarts", 0)
+        can = not actor.kill_requested and (
+            max_restarts == -1 or actor.restarts_used < max_restarts)
+        inflight = list(actor.inflight.values())
+        actor.inflight.clear()
+        if not can or actor.state == "DEAD":
+            reason = "it was killed" if actor.kill_requested else f"its worker died ({why})"
+            for task in inflight:
+                self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor died: {reason}")
+            self._actor_dead(actor, reason)
+            return
+        actor.restarts_used += 1
+        actor.state = "RESTARTING"
+        retry = []
+        for task in inflight:
+            if task.retries_left != 0:
+                task.retries_left -= 1 if task.retries_left > 0 else 0
+                retry.append(task)
+            else:
+                self._fail_task(task, ErrorKind.ACTOR_DIED,
+                                f"the actor's worker died ({why}) while running {task.name}; "
+                                "set max_task_retries to retry such calls")
+        actor.queue.extendleft(reversed(retry))
+        self.pool.release(actor.holding)
+        actor.holding = {}
+        self.scheduler.enqueue(actor, actor.demand_create)
+        self._dispatch()
+
+    def _actor_dead(self, actor: _Actor, why: str) -> None:
+        if actor.state == "DEAD":
+            return
+        actor.state = "DEAD"
+        actor.death = why
+        self.scheduler.remove(actor)
+        self.pool.release(actor.holding)
+        actor.holding = {}
+        calls = list(actor.queue) + list(actor.inflight.values())
+        actor.queue.clear()
+        actor.inflight.clear()
+        for task in calls:
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+        if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
+            del self.named[(actor.namespace, actor.name)]
+        for oid in actor.deps + actor.contained:
+            self._unpin(oid)
+        actor.deps, actor.contained = [], []
+        if actor.worker is not None:
+            self._kill_worker(actor.worker)
+        self._dispatch()
+
+    # ----------------------------------------------------------------- calls
+    def _call_cluster_resources(self, conn: _Conn) -> dict[str, float]:
+        return dict(self.pool.total)
+
+    def _call_available(self, conn: _Conn) -> dict[str, float]:
+        return self.pool.available()
+
+    def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
+        return [{"node_id": self.node_id, "address": self.socket_path, "alive": True,
+                 "resources": dict(self.pool.total)}]
+
+    def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
+        actor = self.actors.get(self.named.get((namespace, name), ""))
+        if actor is None or actor.state == "DEAD":
+            raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
+        return [actor.id, actor.spec]
+
+    def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool) -> bool:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == "DEAD":
+            return False
+        if no_restart:
+            actor.kill_requested = True
+        if actor.worker is not None:
+            self._kill_worker(actor.worker)
+        elif no_restart:
+            self._actor_dead(actor, "it was killed")
+        return True
+
+    def _call_stats(self, conn: _Conn) -> dict[str, Any]:
+        return {
+            "objects": len(self.objects),
+            "tasks": len(self.tasks),
+            "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
+            "store": self.store.stats(),
+            "queued": len(self.scheduler),
+        }
+
+    def _call_shutdown(self, conn: _Conn) -> bool:
+        self.stopping = True
+        return True
+
+    def _call_create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
+                           deps: list[str], contained: list[str]) -> list[Any]:
+        return self._create_actor(conn, actor_id, spec, payload, deps, contained)
+
+    def _call_cancel_pending(self, conn: _Conn, task_id: str) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None or task.state not in ("WAITING", "QUEUED"):
+            if task is not None and task.actor_id is not None:
+                actor = self.actors.get(task.actor_id)
+                if actor is not None and task in actor.queue:
+                    actor.queue.remove(task)
+                    self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
+                    return True
+            return False
+        self._cancel(task_id, False, False)
+        return True
+
+    def _call_cancel_queued(self, conn: _Conn) -> int:
+        doomed = [t.id for t in self.tasks.values()
+                  if t.owner == conn.id and t.state in ("WAITING", "QUEUED")]
+        for task_id in doomed:
+            self._cancel(task_id, False, False)
+        return len(doomed)
+
+    def _call_info(self, conn: _Conn) -> dict[str, Any]:
+        return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
+                "pid": os.getpid()}
+
+    _calls: dict[int, Any] = {
+        Call.CLUSTER_RESOURCES: _call_cluster_resources,
+        Call.AVAILABLE_RESOURCES: _call_available,
+        Call.NODES: _call_nodes,
+        Call.GET_ACTOR: _call_get_actor,
+        Call.KILL_ACTOR: _call_kill_actor,
+        Call.STATS: _call_stats,
+        Call.SHUTDOWN: _call_shutdown,
+        Call.CREATE_ACTOR: _call_create_actor,
+        Call.NODE_INFO: _call_info,
+        Call.CANCEL_PENDING: _call_cancel_pending,
+        Call.CANCEL_QUEUED: _call_cancel_queued,
+    }
+
+    # -------------------------------------------------------------- shutdown
+    def _shutdown(self) -> None:
+        self.stopping = True
+        for conn in list(self.conns.values()):
+            if conn.out:
+                with contextlib.suppress(OSError):
+                    conn.sock.setblocking(True)
+                    conn.sock.settimeout(0.5)
+                    conn.sock.sendall(bytes(conn.wbuf) + pack_frame(conn.out))
+        for w in list(self.workers.values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        for w in list(self.workers_by_pid.values()):
+            while time.monotonic() < deadline:
+                try:
+                    pid, _ = os.waitpid(w.pid, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid:
+                    break
+                time.sleep(0.005)
+        self.store.cleanup()
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+def main() -> None:
+    """Entry point: ``python -m fedexec.backends.native.node`` with the config as JSON
+    on stdin (token included) and fd 3 (if open) to report readiness."""
+    raw = sys.stdin.buffer.read()
+    config = json.loads(raw)
+    token = bytes.fromhex(config.pop("token"))
+    ready_fd = config.pop("ready_fd", None)
+    os.setsid() if config.get("new_session") else None
+    manager = NodeManager(config, token)
+    try:
+        manager.serve(ready_fd)
+    except OSError as exc:
+        if exc.errno != errno.EINTR:
+            raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Wire protocol of the native runtime: authentication, framing, message ops.
+
+Every connection starts with a mutual HMAC-SHA256 challenge on the cluster token,
+exchanged as fixed-size raw bytes, so nothing from an unauthenticated peer is ever
+decoded (no msgpack, and never pickle: the node manager does not unpickle at all)::
+
+    server ─ MAGIC + nonce_s (36 B) ─────────────────────────▶ client
+    server ◀── HMAC(token, "client" + nonce_s) + nonce_c (64 B) ── client
+    server ─ HMAC(token, "server" + nonce_c) (32 B) ─────────▶ client
+
+Then both sides exchange *frames*: a 4-byte little-endian length and a msgpack
+array of messages; each message is an array whose first element is an :class:`Op`.
+Frames batch many messages (a submit loop, a worker's results) into one write.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from ...exceptions import AuthenticationError
+
+__all__ = [
+    "Channel",
+    "ErrorKind",
+    "FrameReader",
+    "Op",
+    "Kind",
+    "ServerHandshake",
+    "client_handshake",
+    "pack_frame",
+]
+
+MAGIC = b"FDX1"
+NONCE = 32
+MAC = 32
+MAX_FRAME = (1 << 32) - 1
+_LEN = struct.Struct("<I")
+
+
+class Op(enum.IntEnum):
+    """Message types. Client = driver or worker; NM = node manager."""
+
+    # client -> NM
+    HELLO = 1            # [op, role, pid, worker_id]
+    SUBMIT = 2           # [op, task_id, return_ids, name, demand, max_retries, deps, contained, payload]
+    PUT = 3              # [op, obj_id, data, buffers, contained]            (inline object)
+    CREATE = 4           # [op, obj_id, size]                               (reserve shm)
+    SEAL = 5             # [op, obj_id, size, contained]
+    INCREF = 6           # [op, [obj_id...]]
+    DECREF = 7           # [op, [obj_id...]]
+    SUBSCRIBE = 8        # [op, [obj_id...]]   reply: OBJECT when ready
+    CANCEL = 9           # [op, task_id, force, recursive]
+    REQUEST = 10         # [op, req_id, Call, args]   reply: REPLY
+    ACTOR_CALL = 12      # [op, actor_id, task_id, return_ids, name, deps, contained, payload]
+    # worker -> NM
+    TASK_DONE = 20       # [op, task_id, [result...]]   result: [obj_id, Kind, ...]
+    BLOCKED = 21         # [op, [task_ids handed back]]
+    UNBLOCKED = 22       # [op]
+    ACTOR_READY = 23     # [op, actor_id]
+    ACTOR_FAILED = 24    # [op, actor_id, error_message]
+    # NM -> client
+    OBJECT = 40          # [op, obj_id, Kind, ...]
+    REPLY = 41           # [op, req_id, ok, value]
+    CREATED = 42         # [op, obj_id, path or None, error message]
+    # NM -> worker
+    EXECUTE = 60         # [op, task_id, return_ids, payload, [dep objects], retries]
+    ACTOR_INIT = 61      # [op, actor_id, spec, payload, [dep objects]]
+    ACTOR_EXEC = 62      # [op, task_id, return_ids, payload, [dep objects]]
+    CANCEL_TASK = 63     # [op, task_id]
+    EXIT = 64            # [op]
+
+
+class Kind(enum.IntEnum):
+    """How an object travels in OBJECT / TASK_DONE / EXECUTE messages."""
+
+    INLINE = 1   # [obj_id, INLINE, data, buffers, contained]
+    SHM = 2      # [obj_id, SHM, path, size, contained]
+    ERROR = 3    # [obj_id, ERROR, pickled exception (from the worker that raised)]
+    FAILED = 4   # [obj_id, FAILED, ErrorKind, message]   (an error the runtime made)
+
+
+class ErrorKind(enum.IntEnum):
+    """Errors the node manager reports without pickling anything."""
+
+    WORKER_CRASHED = 1
+    ACTOR_DIED = 2
+    CANCELLED = 3
+    OBJECT_LOST = 4
+    STORE_FULL = 5
+    UNAVAILABLE = 6
+    RUNTIME_ENV = 7
+
+
+class Call(enum.IntEnum):
+    """REQUEST kinds: control-plane calls answered with a REPLY."""
+
+    CLUSTER_RESOURCES = 1
+    AVAILABLE_RESOURCES = 2
+    NODES = 3
+    GET_ACTOR = 4
+    KILL_ACTOR = 5
+    NODE_INFO = 6
+    SHUTDOWN = 7
+    PLACEMENT_GROUP = 8
+    REMOVE_PLACEMENT_GROUP = 9
+    STATS = 10
+    CREATE_ACTOR = 11
+    CANCEL_PENDING = 12
+    CANCEL_QUEUED = 13
+
+
+def pack_frame(messages: list[Any]) -> bytes:
+    """One frame holding ``messages``."""
+    body = msgpack.packb(messages, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+class FrameReader:
+    """Incremental frame decoder: ``feed(bytes)`` returns the complete frames."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes | memoryview) -> list[list[Any]]:
+        buf = self._buf
+        buf += data
+        frames = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if n - pos - 4 < size:
+                break
+            frames.append(msgpack.unpackb(buf[pos + 4:pos + 4 + size], raw=False,
+                                          strict_map_key=False))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+# ------------------------------------------------------------------- handshake
+def _mac(token: bytes, label: bytes, nonce: bytes) -> bytes:
+    return hmac.new(token, label + nonce, hashlib.sha256).digest()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise ConnectionError("peer closed the connection during the handshake")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -> None:
+    """Authenticate to a server (blocking). Raises :class:`AuthenticationError`."""
+    old = sock.gettimeout()
+    sock.settimeout(timeout)
+    try:
+        hello = _recv_exact(sock, len(MAGIC) + NONCE)
+        if hello[:len(MAGIC)] != MAGIC:
+            raise AuthenticationError("the peer is not a fedexec runtime (bad greeting)")
+        nonce_c = os.urandom(NONCE)
+        sock.sendall(_mac(token, b"client", hello[len(MAGIC):]) + nonce_c)
+        try:
+            proof = _recv_exact(sock, MAC)
+        except ConnectionError:
+            raise AuthenticationError(
+                "the runtime refused the cluster token; pass token= or set FEDEXEC_TOKEN "
+                "to the token of the cluster's head"
+            ) from None
+        if not hmac.compare_digest(proof, _mac(token, b"server", nonce_c)):
+            raise AuthenticationError("the runtime failed to prove it holds the cluster token")
+    except TimeoutError:
+        raise AuthenticationError("timed out authenticating to the runtime") from None
+    finally:
+        sock.settimeout(old)
+
+
+class ServerHandshake:
+    """Server side of the handshake as a non-blocking state machine.
+
+    ``greeting()`` is sent first; ``feed(bytes)`` returns (done, ok, reply_bytes,
+    leftover) once the client's 64 bytes arrived. Nothing else is read before."""
+
+    def __init__(self, token: bytes):
+        self._token = token
+        self._nonce = os.urandom(NONCE)
+        self._buf = b""
+
+    def greeting(self) -> bytes:
+        return MAGIC + self._nonce
+
+    def feed(self, data: bytes) -> tuple[bool, bool, bytes, bytes]:
+        self._buf += data
+        if len(self._buf) < MAC + NONCE:
+            return False, False, b"", b""
+        mac, nonce_c = self._buf[:MAC], self._buf[MAC:MAC + NONCE]
+        leftover = self._buf[MAC + NONCE:]
+        if not hmac.compare_digest(mac, _mac(self._token, b"client", self._nonce)):
+            return True, False, b"", b""
+        return True, True, _mac(self._token, b"server", nonce_c), leftover
+
+
+# ------------------------------------------------------------------- channel
+class Channel:
+    """A blocking, thread-safe connection for drivers and workers.
+
+    ``send(msg)`` writes at once when no other thread is writing, and otherwise
+    leaves ``msg`` for that thread, which sends everything queued in one frame
+    (so concurrent senders batch). A daemon thread reads frames and calls
+    ``on_frame(messages)``; ``on_close()`` when the peer goes away.
+    """
+
+    def __init__(self, sock: socket.socket, on_frame: Callable[[list[Any]], None],
+                 on_close: Callable[[], None], name: str,
+                 before_send: Callable[[list[Any]], None] | None = None):
+        self._sock = sock
+        self._before_send = before_send
+        self._on_frame = on_frame
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._outbox: list[Any] = []
+        self._sending = False
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._reader.start()
+
+    def send(self, msg: Any) -> None:
+        """Queue ``msg`` (after whatever ``before_send`` adds) and write if idle."""
+        with self._lock:
+            if self._before_send is not None:
+                self._before_send(self._outbox)
+            self._outbox.append(msg)
+            if self._sending:
+                return
+            self._sending = True
+        self._flush()
+
+    def send_many(self, msgs: list[Any]) -> None:
+        """Queue several messages, in order, and write if idle."""
+        with self._lock:
+            if self._before_send is not None:
+                self._before_send(self._outbox)
+            self._outbox.extend(msgs)
+            if self._sending:
+                return
+            self._sending = True
+        self._flush()
+
+    def flush(self) -> None:
+        """Write what ``before_send`` has pending (e.g. reference-count changes)."""
+        with self._lock:
+            if self._before_send is not None:
+                self._before_send(self._outbox)
+            if self._sending or not self._outbox:
+                return
+            self._sending = True
+        self._flush()
+
+    def _flush(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._outbox
+                if not batch or self._closed:
+                    self._sending = False
+                    return
+                self._outbox = []
+            try:
+                self._sock.sendall(pack_frame(batch))
+            except OSError:
+                with self._lock:
+                    self._sending = False
+                    self._closed = True
+                return
+
+    def _read_loop(self) -> None:
+        reader = FrameReader()
+        sock = self._sock
+        try:
+            while True:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                for frame in reader.feed(data):
+                    self._on_frame(frame)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._closed = True
+            self._on_close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()

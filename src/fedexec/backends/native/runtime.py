@@ -1,0 +1,183 @@
+"""Starting and stopping an embedded native runtime (``Executor(address=None)``).
+
+The driver starts the node manager as a subprocess (``python -m
+fedexec.backends.native.node``), hands it its configuration and a fresh cluster
+token on stdin, and waits for it to say it is ready; the node manager then forks
+the worker pool. Everything of a session lives in two directories — a private
+session directory (Unix socket, spill files) and the shared-memory store
+directory — both removed at shutdown, by the node manager or, if it was killed,
+by the driver. A driver that is SIGKILLed is noticed by the node manager (its
+connection closes, and its parent pid changes), which then cleans up and exits;
+a later start removes directories whose owners are all dead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import cloudpickle
+import psutil
+
+from ..._ids import new_id
+from ...exceptions import FedexecError
+
+__all__ = ["EmbeddedRuntime"]
+
+_SHM_ROOT = "/dev/shm"
+_PREFIX = "fedexec-"
+
+
+def _store_root() -> str:
+    if os.path.isdir(_SHM_ROOT) and os.access(_SHM_ROOT, os.W_OK):
+        return _SHM_ROOT
+    return tempfile.gettempdir()
+
+
+def _default_store_memory(root: str) -> int:
+    avail = psutil.virtual_memory().available
+    free = shutil.disk_usage(root).free
+    return max(64 << 20, int(min(avail * 0.3, free * 0.9)))
+
+
+def reap_stale_sessions() -> None:
+    """Remove store directories of sessions whose driver and node manager are dead."""
+    for root in {_store_root(), tempfile.gettempdir()}:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(root):
+                if not name.startswith(_PREFIX):
+                    continue
+                path = os.path.join(root, name)
+                owners = os.path.join(path, ".owners")
+                try:
+                    with open(owners) as f:
+                        pids = [int(p) for p in f.read().split()]
+                except (OSError, ValueError):
+                    continue
+                if pids and not any(psutil.pid_exists(p) for p in pids):
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+class EmbeddedRuntime:
+    """A node manager (and its workers) started by and for one driver."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any],
+                 dirs: list[str]):
+        self.proc = proc
+        self.info = info
+        self.dirs = dirs
+
+    @classmethod
+    def start(cls, config: Any, timeout: float = 60.0) -> EmbeddedRuntime:
+        """Start a node manager for ``config`` (a ``RuntimeConfig``); wait until ready."""
+        reap_stale_sessions()
+        session = os.urandom(6).hex()
+        session_dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{session}-")
+        shm_dir = os.path.join(_store_root(), f"{_PREFIX}{session}")
+        os.makedirs(shm_dir, mode=0o700, exist_ok=True)
+        store_dir = os.path.join(shm_dir, "objects")
+        os.makedirs(os.path.join(session_dir, "spill"), mode=0o700, exist_ok=True)
+        token = os.urandom(32)
+        node_id = new_id()
+        job_id = os.urandom(4).hex()
+        opts = dict(config.backend_options)
+        initializer = None
+        if config.initializer is not None:
+            initializer = cloudpickle.dumps((config.initializer, config.initargs)).hex()
+        node_config = {
+            "node_id": node_id,
+            "job_id": job_id,
+            "session_dir": session_dir,
+            "store_dir": store_dir,
+            "spill_dir": os.path.join(session_dir, "spill"),
+            "num_cpus": config.cpu_count(os.cpu_count() or 1),
+            "num_gpus": config.num_gpus or 0,
+            "resources": dict(config.resources),
+            "memory": int(psutil.virtual_memory().available * 0.7),
+            "object_store_memory": config.object_store_memory
+            or _default_store_memory(_store_root()),
+            "embedded": True,
+            "parent_pid": os.getpid(),
+            "initializer": initializer,
+            "log_to_stderr": bool(opts.get("log_to_stderr", False)),
+            "token": token.hex(),
+        }
+        ready_r, ready_w = os.pipe()
+        node_config["ready_fd"] = ready_w
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fedexec.backends.native.node"],
+            stdin=subprocess.PIPE,
+            pass_fds=(ready_w,),
+            start_new_session=True,  # a Ctrl-C in the terminal is the driver's alone
+        )
+        os.close(ready_w)
+        runtime = cls(proc, {
+            "node_id": node_id,
+            "job_id": job_id,
+            "socket_path": os.path.join(session_dir, "node.sock"),
+            "token": token,
+            "role": "driver",
+        }, [shm_dir, session_dir])
+        with open(os.path.join(shm_dir, ".owners"), "w") as f:
+            f.write(f"{os.getpid()} {proc.pid}\n")
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(node_config).encode())
+            proc.stdin.close()
+            runtime._wait_ready(ready_r, timeout)
+        except BaseException:
+            runtime.stop()
+            raise
+        finally:
+            os.close(ready_r)
+        return runtime
+
+    def _wait_ready(self, fd: int, timeout: float) -> None:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FedexecError(f"the node manager did not start within {timeout} s")
+            r, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if r:
+                if os.read(fd, 64).startswith(b"ready"):
+                    return
+                raise FedexecError(
+                    f"the node manager exited during start-up (exit code {self.proc.poll()}); "
+                    "see its error output above"
+                )
+            if self.proc.poll() is not None:
+                raise FedexecError(
+                    f"the node manager exited during start-up (exit code {self.proc.returncode})"
+                )
+
+    def attach_info(self) -> dict[str, Any]:
+        """What a client needs to connect: socket path, token, node and job ids."""
+        return dict(self.info)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Wait for the node manager to exit (it does once its driver disconnects),
+        terminating it if needed, and remove the session's directories."""
+        proc = self.proc
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for d in self.dirs:
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,687 @@
+"""The node's shared-memory object store: one file per object, spilled to disk when full.
+
+Data flow on one node (messages go through the node manager's sockets, not this
+module; the node manager is the only process that calls :class:`StoreManager`)::
+
+    writer (driver / worker)            node manager: StoreManager          reader (driver / worker)
+    ------------------------            --------------------------          ------------------------
+    s = dumps(value)
+    n = object_size(s.data, s.buffers)
+          --- "put X, n bytes" ------>  reserve(X, n)
+                                          spill LRU unpinned objects
+                                          shm -> spill dir if full
+          <-- path ------------------
+    write_object(path, data, buffers)
+      tmp file, pwrite, link to path
+          --- "sealed X" ------------>  seal(X)
+                                                           <--- "get X" --- (asks)
+                                        ensure_local(X)  (restore from disk
+                                        pin(X)            if it was spilled)
+                                                           --- path ----->
+                                                                            read_object(path)
+                                                                              mmap PROT_READ
+                                                                            loads(data, buffers)
+                                                                              -> zero-copy,
+                                                                                 read-only views
+                                                           <--- "mapped X"
+                                        unpin(X)
+          ... no reference left anywhere ...
+                                        free(X): unlink shm file / spill file
+
+State of :class:`StoreManager` (single-threaded; no locks)::
+
+    _entries : dict[obj_id, _Entry]   every object the store knows
+        .size  : int                  bytes of its file (the reserved size until sealed)
+        .state : RESERVED             being written into shm; counts in _used; never spilled
+               | LOCAL                sealed, file in `directory`; counts in _used
+               | SPILLED              sealed, file only in `spill_directory`; counts in _spilled
+        .pins  : int                  > 0: never spilled
+    _lru     : OrderedDict[obj_id, None]
+                                      exactly the LOCAL entries with pins == 0,
+                                      least recently used first (the spill order)
+    _used    : int                    sum of .size over RESERVED and LOCAL  (<= capacity)
+    _spilled : int                    sum of .size over SPILLED    (<= spill_capacity)
+    _num_spilled, _spill_count, _restore_count : int   counters for stats()
+
+A sealed object lives in exactly one place: in shared memory (LOCAL) or in the
+spill directory (SPILLED); ``ensure_local`` and spilling move it, ``free`` deletes it.
+
+File format (little-endian; the same file is copied verbatim to the spill directory)::
+
+    0   magic       8 bytes  b"FXOBJ\\x00\\r\\n"
+    8   version     u32      1
+    12  header_len  u32      24 + 16 * (count + 1)
+    16  count       u32      number of out-of-band buffers
+    20  reserved    u32      0
+    24  (offset u64, length u64) of the pickle stream, then of each buffer
+    ... the pickle stream at the first multiple of 64 after the header, each buffer at
+        the next multiple of 64 after the previous segment; the file ends with the last one.
+
+Buffers are 64-byte aligned in the file and the mapping starts on a page, so any
+numpy dtype (and AVX-512 loads) is aligned in the reader's view.
+
+Why one file per object, not one arena with an allocator. Measured with the
+functions of this module on the development VM (2 cores AMD EPYC, Linux 6.18,
+tmpfs /dev/shm with 4 KiB pages, no shmem huge pages; spill directory on ext4 under
+/tmp, so spill/restore hit the page cache, not the disk), best of 5-300 runs::
+
+    object    write_object    read_object    fault in every   spill copy    restore copy   unlink
+              (create, size,  (open, mmap,   page of the      shm -> disk   disk -> shm    (free)
+              pwrite, link)   parse)         reader's view    (sendfile)    (sendfile)
+    1 KiB        26 us           15 us            --            0.1 ms         25 us          8 us
+    1 MiB       0.30 ms          22 us          0.05 ms         0.3 ms        0.31 ms      0.12 ms
+    200 MiB       71 ms        0.1 ms             15 ms           61 ms         75 ms        22 ms
+
+    memcpy of 200 MiB: 16 ms into warm memory (12.9 GB/s), 20 ms into fresh
+    anonymous memory (10 GB/s, transparent huge pages).
+    Filling a fresh 200 MiB tmpfs file: pwrite 75 ms (2.8 GB/s); through a shared
+    mapping 145 ms (1.4 GB/s; 130 ms with posix_fallocate first; MAP_POPULATE does
+    not help). So write_object uses pwrite.
+
+* The fixed cost of a file (~25 us to write, ~15 us to map, ~10 us to unlink) is
+  noise for what goes into the store: values under ~100 KiB travel inline in
+  control messages and never reach it. At 1 MiB the fixed cost is < 10 %.
+* The variable cost is the kernel's: tmpfs allocates and zeroes a fresh 4 KiB page
+  per 4 KiB written, so a new file fills at ~2.8 GB/s where memcpy into warm,
+  already-faulted memory runs at ~13 GB/s. A pre-faulted arena would write a
+  200 MiB object in ~16 ms instead of ~71 ms. We accept that for now because the
+  arena's price is correctness machinery the kernel otherwise gives for free:
+  - freeing or spilling an object that a reader still maps is safe with files
+    (``unlink`` keeps existing mappings valid); an arena would need cross-process
+    reference counts on every block before reusing it;
+  - no allocator, no fragmentation, no compaction; ``free`` is ``unlink``, spilling
+    is a file copy, restoring is a copy back, and a crashed node leaves one
+    directory that ``cleanup``/``rm -r`` removes;
+  - a reader maps only the object it reads, not the whole arena.
+  Reusing the pages of freed files (a free list of same-sized files nobody maps)
+  is the way to recover memcpy speed later, without changing this API.
+* Freeing or spilling a large object unlinks its file in the node manager's thread,
+  which returns the pages to the kernel at ~0.1 ms per MiB (22 ms for 200 MiB);
+  hand the unlink to a helper thread if that ever shows in the manager's latency.
+
+Capacity accounting is approximate in three ways, all documented for callers:
+a process that mapped an object before it was spilled or freed keeps its pages
+alive until its views are gone (``unlink`` does not invalidate mappings), and
+those pages are no longer counted; tmpfs rounds each file up to whole pages; and
+``/dev/shm`` itself may be smaller than ``capacity`` (containers often give 64
+MiB), in which case the writer's ``pwrite`` fails with ENOSPC and the node
+manager should ``abort`` the object.
+
+A reader must hold a pin (or otherwise be sure the object is not spilled or
+freed) between learning the path and calling :func:`read_object`; once mapped,
+nothing the store does can invalidate its views. Files are never modified after
+they are published, so a mapping cannot see a truncation (no SIGBUS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import glob
+import itertools
+import mmap
+import os
+import pickle
+import re
+import shutil
+import struct
+import tempfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...exceptions import ObjectStoreFullError
+
+__all__ = [
+    "ALIGNMENT",
+    "StoreManager",
+    "object_size",
+    "read_object",
+    "shm_root",
+    "write_object",
+]
+
+#: Every segment (pickle stream, buffers) starts at a multiple of this in the file.
+ALIGNMENT = 64
+
+_MAGIC = b"FXOBJ\x00\r\n"
+_VERSION = 1
+_PREFIX = struct.Struct("<8sIIII")  # magic, version, header_len, count, reserved
+_SEGMENT = struct.Struct("<QQ")  # offset, length
+_ID_RE = re.compile(r"[0-9A-Za-z_\-]+")
+_tmp_counter = itertools.count()
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def shm_root() -> str:
+    """Where per-node store directories go: ``/dev/shm``, else the temp directory."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+# ------------------------------------------------------------------ file format
+
+
+def _byte_view(obj: Any) -> memoryview:
+    """A flat unsigned-byte view of a contiguous buffer (C or Fortran order)."""
+    return pickle.PickleBuffer(obj).raw()
+
+
+def _align(n: int) -> int:
+    return (n + ALIGNMENT - 1) & ~(ALIGNMENT - 1)
+
+
+def _layout(lengths: Sequence[int]) -> tuple[list[tuple[int, int]], int]:
+    """(offset, length) of each segment, and the file size."""
+    offset = _PREFIX.size + _SEGMENT.size * len(lengths)
+    segments = []
+    for length in lengths:
+        offset = _align(offset)
+        segments.append((offset, length))
+        offset += length
+    return segments, offset
+
+
+def object_size(data: bytes | memoryview, buffers: Sequence[Any]) -> int:
+    """Bytes the file of this object takes: header, pickle stream, aligned buffers."""
+    lengths = [memoryview(data).nbytes, *(memoryview(b).nbytes for b in buffers)]
+    return _layout(lengths)[1]
+
+
+def _pwrite_all(fd: int, view: memoryview | bytes, offset: int) -> None:
+    view = memoryview(view)
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _publish(tmp: str, path: str) -> None:
+    """Give ``tmp`` the name ``path`` atomically, failing if ``path`` exists."""
+    try:
+        os.link(tmp, path)  # no-replace, unlike rename
+    except OSError as exc:  # EEXIST, or a file system without hard links
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+        os.rename(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def _tmp_name(path: str) -> str:
+    return f"{path}.{os.getpid()}-{next(_tmp_counter)}.tmp"
+
+
+def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any]) -> int:
+    """Write a serialized object to a new file at ``path``, atomically.
+
+    The bytes go to a temporary file next to ``path`` (created with ``O_EXCL``,
+    mode 0600) that is then linked into place, so a reader never sees a partial
+    file, and an existing ``path`` is never overwritten.
+
+    Args:
+        path: where the file goes (from :meth:`StoreManager.reserve`).
+        data: the pickle stream.
+        buffers: the out-of-band buffers, in order (any contiguous buffers).
+
+    Returns:
+        The file's size, equal to :func:`object_size` of the same arguments.
+
+    Raises:
+        FileExistsError: ``path`` exists already.
+        BufferError: a buffer is not contiguous.
+        OSError: e.g. ENOSPC when ``/dev/shm`` is full; no file is left behind.
+    """
+    views = [_byte_view(data), *(_byte_view(b) for b in buffers)]
+    segments, size = _layout([v.nbytes for v in views])
+    header = bytearray(_PREFIX.pack(_MAGIC, _VERSION, _PREFIX.size + _SEGMENT.size * len(views),
+                                    len(views) - 1, 0))
+    for segment in segments:
+        header += _SEGMENT.pack(*segment)
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.ftruncate(fd, size)  # the alignment gaps read as zeros
+            _pwrite_all(fd, header, 0)
+            for view, (offset, _) in zip(views, segments):
+                _pwrite_all(fd, view, offset)
+        finally:
+            os.close(fd)
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return size
+
+
+def read_object(path: str) -> tuple[memoryview, list[memoryview]]:
+    """Map the object file at ``path`` read-only and return views of its parts.
+
+    The views share one read-only mapping, which stays alive while any view, or
+    anything built on one (a numpy array from :func:`fedexec.serialization.loads`),
+    is alive; it is unmapped when the last is gone. Spilling or freeing the object
+    afterwards does not affect them.
+
+    Returns:
+        ``(data, buffers)``: the pickle stream and the out-of-band buffers, ready
+        for :func:`fedexec.serialization.loads` (zero-copy, read-only arrays).
+
+    Raises:
+        FileNotFoundError: no object file at ``path``.
+        ValueError: the file is not an object file of this version.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        if size < _PREFIX.size:
+            raise ValueError(f"{path} is not a fedexec object file (only {size} bytes)")
+        mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(mapped)
+    magic, version, header_len, count, _ = _PREFIX.unpack_from(view)
+    if magic != _MAGIC or version != _VERSION:
+        raise ValueError(f"{path} is not a version-{_VERSION} fedexec object file")
+    if header_len != _PREFIX.size + _SEGMENT.size * (count + 1) or header_len > size:
+        raise ValueError(f"{path} has a corrupt header")
+    parts = []
+    for i in range(count + 1):
+        offset, length = _SEGMENT.unpack_from(view, _PREFIX.size + _SEGMENT.size * i)
+        if offset < header_len or offset + length > size:
+            raise ValueError(f"{path} has a corrupt header (segment {i} out of the file)")
+        parts.append(view[offset:offset + length])
+    return parts[0], parts[1:]
+
+
+# ------------------------------------------------------------------ the manager
+
+
+class _State(enum.Enum):
+    RESERVED = "reserved"
+    LOCAL = "local"
+    SPILLED = "spilled"
+
+
+@dataclass(slots=True)
+class _Entry:
+    size: int
+    state: _State
+    pins: int = 0
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _copy_fd(src: int, dst: int, size: int) -> None:
+    done = 0
+    while done < size:
+        try:
+            sent = os.sendfile(dst, src, done, size - done)
+        except OSError as exc:  # sendfile to a regular file is Linux-only
+            if done or exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK):
+                raise
+            break
+        if sent == 0:
+            raise OSError(errno.EIO, "the file shrank while being copied")
+        done += sent
+    while done < size:
+        chunk = os.pread(src, min(size - done, 8 << 20), done)
+        if not chunk:
+            raise OSError(errno.EIO, "the file shrank while being copied")
+        _pwrite_all(dst, chunk, done)
+        done += len(chunk)
+
+
+def _copy_atomic(src: str, dst: str) -> None:
+    """Copy ``src`` to a new file ``dst`` (mode 0600) through a temporary name, so
+    readers see all or nothing; sendfile(2) keeps the bytes out of user space."""
+    tmp = _tmp_name(dst)
+    with open(src, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                _copy_fd(source.fileno(), fd, size)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dst)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+
+def _fresh_directory(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.listdir(path):
+        raise FileExistsError(
+            f"store directory {path} is not empty; pass a new directory (the store "
+            "deletes it entirely at cleanup)")
+
+
+class StoreManager:
+    """Bookkeeping of one node's object store: capacity, LRU spilling, pins.
+
+    Used only by the node manager, from one thread. It never opens object files
+    for reading; writers and readers use :func:`write_object` and
+    :func:`read_object` on the paths it hands out. See the module docstring for
+    the state it keeps and the protocol around it.
+
+    Args:
+        directory: the shared-memory directory (e.g. under :func:`shm_root`); made
+            if missing, must be empty; deleted entirely by :meth:`cleanup`.
+        spill_directory: where spilled objects go, on local disk; same rules.
+        capacity: bytes of shared memory the objects may take.
+        spill_capacity: bytes the spill directory may take; None: as much as the
+            disk has free.
+    """
+
+    def __init__(self, directory: str, spill_directory: str, capacity: int,
+                 spill_capacity: int | None = None):
+        if capacity < 0 or (spill_capacity is not None and spill_capacity < 0):
+            raise ValueError("capacities must be >= 0")
+        directory, spill_directory = os.path.abspath(directory), os.path.abspath(spill_directory)
+        if directory == spill_directory:
+            raise ValueError("directory and spill_directory must differ")
+        _fresh_directory(directory)
+        _fresh_directory(spill_directory)
+        self.directory = directory
+        self.spill_directory = spill_directory
+        self.capacity = capacity
+        self.spill_capacity = spill_capacity
+        self._entries: dict[str, _Entry] = {}
+        self._lru: OrderedDict[str, None] = OrderedDict()
+        self._used = 0
+        self._spilled = 0
+        self._num_spilled = 0
+        self._spill_count = 0
+        self._restore_count = 0
+        self._closed = False
+
+    # -- paths and queries
+
+    def path(self, obj_id: str) -> str:
+        """Where the shared-memory file of ``obj_id`` is, or will be."""
+        if not _ID_RE.fullmatch(obj_id):
+            raise ValueError(f"invalid object id {obj_id!r} (letters, digits, '_' and '-' only)")
+        return os.path.join(self.directory, obj_id)
+
+    def _spill_path(self, obj_id: str) -> str:
+        return os.path.join(self.spill_directory, obj_id)
+
+    def contains(self, obj_id: str) -> bool:
+        """Whether ``obj_id`` is sealed and not freed (in shared memory or spilled)."""
+        entry = self._entries.get(obj_id)
+        return entry is not None and entry.state is not _State.RESERVED
+
+    def is_spilled(self, obj_id: str) -> bool:
+        """Whether ``obj_id`` is on disk only (``ensure_local`` brings it back)."""
+        entry = self._entries.get(obj_id)
+        return entry is not None and entry.state is _State.SPILLED
+
+    def size_of(self, obj_id: str) -> int:
+        """Bytes of ``obj_id``'s file (the reserved size until sealed). KeyError if unknown."""
+        return self._entry(obj_id).size
+
+    def stats(self) -> dict[str, int | None]:
+        """Counters: ``used_bytes``, ``capacity``, ``num_objects`` (any state),
+        ``num_spilled``, ``spilled_bytes``, ``spill_capacity``, ``spill_count`` and
+        ``restore_count`` (files copied to and from disk since the start)."""
+        return {
+            "used_bytes": self._used,
+            "capacity": self.capacity,
+            "num_objects": len(self._entries),
+            "num_spilled": self._num_spilled,
+            "spilled_bytes": self._spilled,
+            "spill_capacity": self.spill_capacity,
+            "spill_count": self._spill_count,
+            "restore_count": self._restore_count,
+        }
+
+    def _entry(self, obj_id: str) -> _Entry:
+        try:
+            return self._entries[obj_id]
+        except KeyError:
+            raise KeyError(f"unknown object {obj_id!r}") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the object store was cleaned up")
+
+    # -- life cycle of an object
+
+    def reserve(self, obj_id: str, size: int) -> str:
+        """Make room for a new object of ``size`` bytes and return its path.
+
+        The caller then writes the file (:func:`write_object`) and calls
+        :meth:`seal`, or :meth:`abort` if writing failed. Least recently used,
+        unpinned, sealed objects are spilled to disk as needed; nothing is spilled
+        if the object would not fit anyway.
+
+        Raises:
+            ObjectStoreFullError: it does not fit even after spilling all that can
+                be spilled, the spill space is exhausted, or it is bigger than the
+                whole capacity.
+            ValueError: ``obj_id`` is already known, or ``size`` < 0.
+        """
+        self._check_open()
+        path = self.path(obj_id)
+        if obj_id in self._entries:
+            raise ValueError(f"object {obj_id!r} is already in the store")
+        if size < 0:
+            raise ValueError(f"size must be >= 0, not {size}")
+        self._make_room(size, obj_id)
+        self._entries[obj_id] = _Entry(size, _State.RESERVED)
+        self._used += size
+        return path
+
+    def seal(self, obj_id: str) -> None:
+        """Record that the writer finished ``obj_id``'s file; it becomes readable.
+
+        The file's actual size replaces the reserved one.
+
+        Raises:
+            KeyError: unknown id.
+            ValueError: not reserved (already sealed), or the file is larger than
+                reserved (the writer's fault: ``abort`` it).
+            FileNotFoundError: the file was not written (``abort`` it).
+        """
+        entry = self._entry(obj_id)
+        if entry.state is not _State.RESERVED:
+            raise ValueError(f"object {obj_id!r} is already sealed")
+        actual = os.stat(self.path(obj_id)).st_size
+        if actual > entry.size:
+            raise ValueError(f"object {obj_id!r} has {actual} bytes, more than the "
+                             f"{entry.size} reserved; abort it and reserve object_size()")
+        self._used -= entry.size - actual
+        entry.size = actual
+        entry.state = _State.LOCAL
+        if entry.pins == 0:
+            self._lru[obj_id] = None
+
+    def abort(self, obj_id: str) -> None:
+        """The writer of a reserved object failed: forget it and delete any partial
+        file (also temporary files a crashed writer left). Unknown id: no-op.
+
+        Raises:
+            ValueError: the object is sealed (use :meth:`free`).
+        """
+        entry = self._entries.get(obj_id)
+        if entry is None:
+            return
+        if entry.state is not _State.RESERVED:
+            raise ValueError(f"object {obj_id!r} is sealed; free it instead")
+        self.free(obj_id)
+
+    def ensure_local(self, obj_id: str) -> str:
+        """Make ``obj_id`` readable in shared memory and return its path.
+
+        A spilled object is copied back (spilling least recently used ones to make
+        room). The object becomes the most recently used. Pin it before handing
+        the path to a reader, so it is not spilled before the reader maps it.
+
+        Raises:
+            KeyError: unknown id.
+            ValueError: not sealed yet.
+            ObjectStoreFullError: no room can be made for it.
+            OSError: its spilled copy cannot be read (removed behind the store's back).
+        """
+        self._check_open()
+        entry = self._entry(obj_id)
+        path = self.path(obj_id)
+        if entry.state is _State.LOCAL:
+            if obj_id in self._lru:
+                self._lru.move_to_end(obj_id)
+            return path
+        if entry.state is _State.RESERVED:
+            raise ValueError(f"object {obj_id!r} is not sealed yet")
+        self._make_room(entry.size, obj_id)
+        spilled = self._spill_path(obj_id)
+        try:
+            _copy_atomic(spilled, path)
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise ObjectStoreFullError(
+                    f"cannot restore object {obj_id!r} ({entry.size} bytes): "
+                    f"{self.directory} is full ({exc}). Give the node more shared memory "
+                    "(/dev/shm) or a smaller object_store_memory.") from exc
+            raise
+        _unlink(spilled)
+        entry.state = _State.LOCAL
+        self._spilled -= entry.size
+        self._used += entry.size
+        self._num_spilled -= 1
+        self._restore_count += 1
+        if entry.pins == 0:
+            self._lru[obj_id] = None
+        return path
+
+    def pin(self, obj_id: str) -> None:
+        """Keep ``obj_id`` from being spilled until a matching :meth:`unpin`.
+
+        Pins are counted. Pinning a spilled object does not restore it. KeyError if unknown.
+        """
+        entry = self._entry(obj_id)
+        entry.pins += 1
+        if entry.pins == 1:
+            self._lru.pop(obj_id, None)
+
+    def unpin(self, obj_id: str) -> None:
+        """Undo one :meth:`pin`; the last one makes the object the most recently used.
+
+        Raises:
+            KeyError: unknown id.
+            ValueError: the object is not pinned.
+        """
+        entry = self._entry(obj_id)
+        if entry.pins == 0:
+            raise ValueError(f"object {obj_id!r} is not pinned")
+        entry.pins -= 1
+        if entry.pins == 0 and entry.state is _State.LOCAL:
+            self._lru[obj_id] = None
+
+    def free(self, obj_id: str) -> None:
+        """Delete ``obj_id`` wherever it is (pinned or not) and release its space.
+
+        Unknown id: no-op. Processes that mapped it keep their views.
+        """
+        entry = self._entries.pop(obj_id, None)
+        if entry is None:
+            return
+        self._lru.pop(obj_id, None)
+        if entry.state is _State.SPILLED:
+            _unlink(self._spill_path(obj_id))
+            self._spilled -= entry.size
+            self._num_spilled -= 1
+            return
+        path = self.path(obj_id)
+        _unlink(path)
+        self._used -= entry.size
+        if entry.state is _State.RESERVED:  # temporary files of a writer that died
+            for tmp in glob.glob(glob.escape(path) + ".*.tmp"):
+                _unlink(tmp)
+
+    def cleanup(self) -> None:
+        """Delete the directory and the spill directory entirely and forget every
+        object. Idempotent; the store cannot be used afterwards."""
+        self._closed = True
+        shutil.rmtree(self.directory, ignore_errors=True)
+        shutil.rmtree(self.spill_directory, ignore_errors=True)
+        self._entries.clear()
+        self._lru.clear()
+        self._used = self._spilled = self._num_spilled = 0
+
+    def __enter__(self) -> StoreManager:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
+
+    # -- spilling
+
+    def _make_room(self, size: int, obj_id: str) -> None:
+        """Spill least recently used objects until ``size`` more bytes fit."""
+        if size > self.capacity:
+            raise ObjectStoreFullError(
+                f"object {obj_id!r} ({size} bytes) is larger than the whole object store "
+                f"({self.capacity} bytes). Start the runtime with a larger "
+                "object_store_memory, or split the value.")
+        excess = self._used + size - self.capacity
+        if excess <= 0:
+            return
+        victims: list[str] = []
+        freed = 0
+        for victim in self._lru:
+            if freed >= excess:
+                break
+            victims.append(victim)
+            freed += self._entries[victim].size
+        if freed < excess:
+            raise ObjectStoreFullError(
+                f"object store full: object {obj_id!r} needs {size} bytes, "
+                f"{self.capacity - self._used} of {self.capacity} are free and only "
+                f"{freed} more can be spilled (the rest is pinned or being written). "
+                "Free references to objects you no longer need, or start the runtime "
+                "with a larger object_store_memory.")
+        self._check_spill_space(freed, obj_id)
+        for victim in victims:
+            self._spill(victim)
+
+    def _check_spill_space(self, nbytes: int, obj_id: str) -> None:
+        if self.spill_capacity is not None:
+            room = self.spill_capacity - self._spilled
+            where = f"spill_capacity {self.spill_capacity} bytes"
+        else:
+            room = shutil.disk_usage(self.spill_directory).free
+            where = f"free disk space under {self.spill_directory}"
+        if nbytes > room:
+            raise ObjectStoreFullError(
+                f"object store and spill space full: making room for object {obj_id!r} "
+                f"means spilling {nbytes} bytes, but only {room} are left ({where}). "
+                "Free references to objects you no longer need, start the runtime with a "
+                "larger object_store_memory, or give spilling more disk space.")
+
+    def _spill(self, obj_id: str) -> None:
+        entry = self._entries[obj_id]
+        path = self.path(obj_id)
+        try:
+            _copy_atomic(path, self._spill_path(obj_id))
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise ObjectStoreFullError(
+                    f"cannot spill object {obj_id!r}: {self.spill_directory} is full "
+                    f"({exc}). Free references to objects you no longer need, or give "
+                    "spilling more disk space.") from exc
+            raise
+        os.unlink(path)  # readers that mapped it keep their views
+        del self._lru[obj_id]
+        entry.state = _State.SPILLED
+        self._used -= entry.size
+        self._spilled += entry.size
+        self._num_spilled += 1
+        self._spill_count += 1

@@ -1,0 +1,405 @@
+"""A worker process of the native runtime: runs tasks, or hosts one actor.
+
+Forked by the node manager; connects back over the node's Unix socket with the
+cluster token and says HELLO. The reader thread (the client's) hands EXECUTE and
+ACTOR_* messages to this loop; the main thread runs them in arrival order and
+answers TASK_DONE. Inside a task, ``fedexec.*`` calls go through the same client.
+
+Task messages::
+
+    EXECUTE    [op, task_id, return_ids, payload, dep entries, name]
+               payload = [fn, args mode, args data, args buffers, num_returns,
+                          retry_exceptions, max_retries, runtime_env]
+    ACTOR_INIT [op, actor_id, spec, [cls, args mode, data, buffers], dep entries]
+    ACTOR_EXEC [op, task_id, return_ids, [method, mode, data, buffers, num_returns],
+                dep entries, name]
+
+A task blocked in ``get`` hands the tasks queued behind it back to the node
+manager (so a parent can never wait on a child stuck behind it) and lends its
+CPU until it resumes. Cancelling a running task sends SIGINT to the main thread,
+raised as ``KeyboardInterrupt`` only while that task runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+
+from ... import serialization
+from ..._context import resolving, running_task
+from ...exceptions import BrokenExecutorError, TaskCancelledError
+from ...options import TaskOptions
+from .. import _execution as execution
+from . import _values as values
+from .client import NativeBackend
+from .protocol import ErrorKind, Kind, Op
+
+__all__ = ["main_from_fork"]
+
+
+class _Cancelled(BaseException):
+    """Raised into the main thread by SIGINT aimed at the running task."""
+
+
+class WorkerLoop:
+    """The main-thread loop of one worker (see the module docstring)."""
+
+    def __init__(self, backend: NativeBackend, config: dict[str, Any]):
+        self.backend = backend
+        self.config = config
+        self.cv = threading.Condition()
+        self.queue: collections.deque[list[Any]] = collections.deque()
+        self.current: str | None = None
+        self.interrupt: str | None = None
+        self.cancelled: set[str] = set()
+        self.fn_cache: dict[bytes, Any] = {}
+        self.initialized = config.get("initializer") is None
+        self.actor: Any = None
+        self.actor_id: str | None = None
+        self.actor_spec: dict[str, Any] = {}
+        self.actor_pool: ThreadPoolExecutor | None = None
+        self.actor_loop: asyncio.AbstractEventLoop | None = None
+        self.actor_sem: asyncio.Semaphore | None = None
+        self.async_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.main_ident = threading.get_ident()
+        self.block_depth = 0
+
+    # --------------------------------------------------------- reader thread
+    def on_message(self, msg: list[Any]) -> None:
+        op = msg[0]
+        if op == Op.ACTOR_EXEC and self.actor is not None:
+            if self.actor_loop is not None:
+                self.actor_loop.call_soon_threadsafe(self._start_async_call, msg)
+                return
+            if self.actor_pool is not None:
+                self.actor_pool.submit(self._run_call, msg)
+                return
+        if op in (Op.EXECUTE, Op.ACTOR_INIT, Op.ACTOR_EXEC):
+            with self.cv:
+                self.queue.append(msg)
+                self.cv.notify()
+        elif op == Op.CANCEL_TASK:
+            self._cancel(msg[1])
+        elif op == Op.EXIT:
+            os._exit(0)
+
+    def _cancel(self, task_id: str) -> None:
+        with self.cv:
+            for msg in self.queue:
+                if msg[1] == task_id:
+                    self.queue.remove(msg)
+                    self._send_failed(msg, ErrorKind.CANCELLED, f"{msg[-1]} was cancelled")
+                    return
+            if self.current == task_id and self.actor is None:
+                self.interrupt = task_id
+                signal.pthread_kill(self.main_ident, signal.SIGINT)
+                return
+        if self.actor_loop is not None:
+            task = self.async_tasks.get(task_id)
+            if task is not None:
+                self.actor_loop.call_soon_threadsafe(task.cancel)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupt is not None and self.interrupt == self.current:
+            self.interrupt = None
+            raise _Cancelled
+
+    # ------------------------------------------------------------ main loop
+    def run(self) -> None:
+        signal.signal(signal.SIGINT, self._on_sigint)
+        while True:
+            with self.cv:
+                while not self.queue:
+                    self.cv.wait()
+                msg = self.queue.popleft()
+                self.current = msg[1]
+            try:
+                op = msg[0]
+                if op == Op.EXECUTE:
+                    self._execute(msg)
+                elif op == Op.ACTOR_INIT:
+                    self._init_actor(msg)
+                else:
+                    self._run_call(msg)
+            except _Cancelled:
+                pass  # a late interrupt: its task has already been answered
+            finally:
+                with self.cv:
+                    self.current = None
+                    self.interrupt = None
+            if self.actor_loop is not None:
+                self._serve_async()  # an async actor's loop owns the main thread now
+
+    @contextlib.contextmanager
+    def blocked(self) -> Iterator[None]:
+        """Around a wait inside a task: hand queued tasks back and lend the CPU."""
+        if threading.get_ident() != self.main_ident or self.actor is not None:
+            yield
+            return
+        self.block_depth += 1
+        if self.block_depth == 1:
+            with self.cv:
+                handed = [m for m in self.queue if m[0] == Op.EXECUTE]
+                for m in handed:
+                    self.queue.remove(m)
+            self.backend._send([Op.BLOCKED, [m[1] for m in handed]])
+        try:
+            yield
+        finally:
+            self.block_depth -= 1
+            if self.block_depth == 0:
+                self.backend._send([Op.UNBLOCKED])
+
+    # ------------------------------------------------------------- answers
+    def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
+        self.backend._send([Op.TASK_DONE, task_id, results])
+
+    def _send_failed(self, msg: list[Any], kind: ErrorKind, message: str) -> None:
+        self._send_done(msg[1], [[rid, Kind.FAILED, kind, message] for rid in msg[2]])
+
+    def _error_results(self, return_ids: list[str], error: BaseException) -> list[list[Any]]:
+        blob = values.pickle_error(error)
+        return [[rid, Kind.ERROR, blob] for rid in return_ids]
+
+    def _value_results(self, return_ids: list[str], result: Any, num_returns: int,
+                       name: str) -> list[list[Any]]:
+        parts = execution.split_returns(result, num_returns, name)
+        return [values.encode(self.backend, rid, v, f"return value of {name!r}")[0]
+                for rid, v in zip(return_ids, parts)]
+
+    # --------------------------------------------------------------- tasks
+    def _load_call(self, packed: list[Any], deps: list[list[Any]]
+                   ) -> tuple[list[Any], dict[str, Any]]:
+        dep_values = [values.decode(self.backend, e) for e in deps]
+        mode, data, buffers = packed
+        if mode == 1:
+            args, kwargs = dep_values.pop()
+        else:
+            with resolving(self.backend):
+                args, kwargs = serialization.loads(data, buffers)
+        if dep_values:
+            args = [dep_values[a.index] if isinstance(a, values.DepSlot) else a for a in args]
+            kwargs = {k: dep_values[v.index] if isinstance(v, values.DepSlot) else v
+                      for k, v in kwargs.items()}
+        return list(args), kwargs
+
+    def _function(self, blob: bytes) -> Any:
+        fn = self.fn_cache.get(blob)
+        if fn is None:
+            with resolving(self.backend):
+                fn = serialization.loads(blob)
+            if len(self.fn_cache) > 512:
+                self.fn_cache.clear()
+            self.fn_cache[blob] = fn
+        return fn
+
+    def _ensure_initialized(self) -> None:
+        if self.initialized:
+            return
+        self.initialized = True
+        fn, args = cloudpickle.loads(bytes.fromhex(self.config["initializer"]))
+        try:
+            fn(*args)
+        except BaseException as exc:
+            self.init_error = BrokenExecutorError(
+                f"a worker's initializer raised {type(exc).__name__}: {exc}; the executor is "
+                "broken and runs no more tasks")
+            raise self.init_error from exc
+
+    def _execute(self, msg: list[Any]) -> None:
+        _, task_id, return_ids, payload, deps, name = msg
+        (fn_blob, mode, data, buffers, num_returns, retry, max_retries, env) = payload
+        if not isinstance(retry, bool):
+            retry = tuple(serialization.loads(retry))
+        options = TaskOptions(retry_exceptions=retry)
+        retries_left = max_retries
+        ctx = self.backend.task_context(task_id, None, task_id)
+        with running_task(ctx), _runtime_env(env):
+            while True:
+                try:
+                    if not self.initialized or getattr(self, "init_error", None):
+                        if getattr(self, "init_error", None):
+                            raise self.init_error
+                        self._ensure_initialized()
+                    fn = self._function(fn_blob)
+                    args, kwargs = self._load_call([mode, data, buffers], deps)
+                    result = fn(*args, **kwargs)
+                    del args, kwargs
+                    results = self._value_results(return_ids, result, num_returns, name)
+                    del result
+                except _Cancelled:
+                    results = self._error_results(
+                        return_ids, TaskCancelledError(f"task {name!r} was cancelled"))
+                except BrokenExecutorError as exc:
+                    results = self._error_results(return_ids, exc)
+                except BaseException as exc:
+                    if isinstance(exc, KeyboardInterrupt) or not execution.should_retry(
+                            exc, options, retries_left):
+                        results = self._error_results(
+                            return_ids, execution.wrap_exception(exc, name))
+                    else:
+                        retries_left -= 1
+                        continue
+                break
+        with self.cv:
+            self.current = None  # a cancel arriving now is too late
+        self._send_done(task_id, results)
+
+    # -------------------------------------------------------------- actors
+    def _init_actor(self, msg: list[Any]) -> None:
+        _, actor_id, spec, payload, deps = msg
+        cls_blob, mode, data, buffers = payload
+        ctx = self.backend.task_context(None, actor_id, None)
+        try:
+            with running_task(ctx), _runtime_env(spec.get("runtime_env")):
+                cls = self._function(cls_blob)
+                args, kwargs = self._load_call([mode, data, buffers], deps)
+                instance = cls(*args, **kwargs)
+        except BaseException as exc:
+            err = execution.wrap_exception(exc, f"{spec['class_name']}.__init__")
+            self.backend._send([Op.ACTOR_FAILED, actor_id, f"its __init__ raised:\n{err}"])
+            return
+        self.actor, self.actor_id, self.actor_spec = instance, actor_id, spec
+        concurrency = spec["max_concurrency"]
+        if spec["is_async"]:
+            self.actor_loop = asyncio.new_event_loop()
+            self.actor_sem = asyncio.Semaphore(concurrency)
+        elif concurrency > 1:
+            self.actor_pool = ThreadPoolExecutor(concurrency, "fedexec-actor")
+        self.backend._send([Op.ACTOR_READY, actor_id])
+        with self.cv:  # calls that arrived before __init__ finished
+            early = [m for m in self.queue if m[0] == Op.ACTOR_EXEC]
+            for m in early:
+                self.queue.remove(m)
+        for m in early:
+            if self.actor_loop is not None:
+                self.actor_loop.call_soon_threadsafe(self._start_async_call, m)
+            elif self.actor_pool is not None:
+                self.actor_pool.submit(self._run_call, m)
+            else:
+                with self.cv:
+                    self.queue.appendleft(m)
+
+    def _call_parts(self, msg: list[Any]) -> tuple[str, list[str], Any, list[Any], dict[str, Any],
+                                                    int, str]:
+        _, task_id, return_ids, payload, deps, name = msg
+        method, mode, data, buffers, num_returns = payload
+        args, kwargs = self._load_call([mode, data, buffers], deps)
+        return task_id, return_ids, getattr(self.actor, method), args, kwargs, num_returns, name
+
+    def _run_call(self, msg: list[Any]) -> None:
+        task_id, return_ids, name = msg[1], msg[2], msg[-1]
+        ctx = self.backend.task_context(task_id, self.actor_id, None)
+        with running_task(ctx):
+            try:
+                _, _, method, args, kwargs, n, name = self._call_parts(msg)
+                result = method(*args, **kwargs)
+                results = self._value_results(return_ids, result, n, name)
+            except BaseException as exc:
+                results = self._error_results(return_ids, execution.wrap_exception(exc, name))
+        self._send_done(task_id, results)
+
+    def _start_async_call(self, msg: list[Any]) -> None:
+        assert self.actor_loop is not None
+        task = self.actor_loop.create_task(self._run_async_call(msg))
+        self.async_tasks[msg[1]] = task
+        task.add_done_callback(lambda _t, k=msg[1]: self.async_tasks.pop(k, None))
+
+    async def _run_async_call(self, msg: list[Any]) -> None:
+        task_id, return_ids, name = msg[1], msg[2], msg[-1]
+        assert self.actor_sem is not None
+        async with self.actor_sem:
+            ctx = self.backend.task_context(task_id, self.actor_id, None)
+            with running_task(ctx):
+                try:
+                    _, _, method, args, kwargs, n, name = self._call_parts(msg)
+                    result = method(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    results = self._value_results(return_ids, result, n, name)
+                except asyncio.CancelledError:
+                    results = self._error_results(
+                        return_ids, TaskCancelledError(f"{name} was cancelled"))
+                except BaseException as exc:
+                    results = self._error_results(return_ids,
+                                                  execution.wrap_exception(exc, name))
+        self._send_done(task_id, results)
+
+    def _serve_async(self) -> None:
+        loop = self.actor_loop
+        assert loop is not None
+        with self.cv:
+            early = list(self.queue)
+            self.queue.clear()
+        for m in early:
+            loop.call_soon(self._start_async_call, m)
+        loop.run_forever()
+
+
+@contextlib.contextmanager
+def _runtime_env(env: dict[str, Any] | None) -> Iterator[None]:
+    """Apply a task's ``runtime_env`` (env_vars, working_dir, py_modules) around it."""
+    if not env:
+        yield
+        return
+    saved_env = {k: os.environ.get(k) for k in (env.get("env_vars") or {})}
+    saved_cwd = os.getcwd()
+    saved_path = list(sys.path)
+    try:
+        os.environ.update(env.get("env_vars") or {})
+        wd = env.get("working_dir")
+        if wd:
+            try:
+                os.chdir(wd)
+            except OSError as exc:
+                from ...exceptions import RuntimeEnvSetupError
+
+                raise RuntimeEnvSetupError(
+                    f"runtime_env working_dir {wd!r} cannot be used: {exc}") from exc
+            sys.path.insert(0, os.path.abspath(wd))
+        for mod in env.get("py_modules") or []:
+            path = getattr(mod, "__file__", None) or str(mod)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(path))
+                            if os.path.isfile(path) else os.path.abspath(path))
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        with contextlib.suppress(OSError):
+            os.chdir(saved_cwd)
+        sys.path[:] = saved_path
+
+
+def main_from_fork(socket_path: str, token: bytes, worker_id: str, node_id: str,
+                   config: dict[str, Any]) -> None:
+    """Run as a worker (called in the child right after the node manager forks)."""
+    from ... import executor as executor_module
+    from ...config import RuntimeConfig
+
+    with contextlib.suppress(Exception):
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    executor_module._default = None
+    attach = {"node_id": node_id, "job_id": config["job_id"], "socket_path": socket_path,
+              "token": token, "role": "worker", "worker_id": worker_id}
+    backend = NativeBackend(RuntimeConfig(), _attach=attach)
+    executor_module.Executor._wrap(backend)
+    loop = WorkerLoop(backend, config)
+    backend.on_message = loop.on_message
+    backend.worker_loop = loop
+    backend.hello()
+    loop.run()
