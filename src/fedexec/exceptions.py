@@ -61,7 +61,10 @@ class TaskError(FedexecError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         cause = self.cause
-        state = (type(cause), cause.args, dict(getattr(cause, "__dict__", {})))
+        attrs = dict(getattr(cause, "__dict__", {}))
+        if isinstance(cause, OSError):
+            attrs.update({f"__os_{n}": getattr(cause, n) for n in _OSERROR_SLOTS})
+        state = (type(cause), cause.args, attrs)
         return (_rebuild_task_error, (state, self.traceback_str, self.task_name))
 
     @staticmethod
@@ -91,12 +94,22 @@ class TaskError(FedexecError):
                 err.__dict__.update(getattr(cause, "__dict__", {}))
             except (AttributeError, TypeError):  # pragma: no cover - exotic exceptions
                 pass
-            if isinstance(cause, OSError):  # errno/strerror live in C slots, not __dict__
-                OSError.__init__(err, *cause.args)
+            if isinstance(cause, OSError):  # errno/strerror/filename live in C slots
+                _copy_oserror(cause, err)
             TaskError.__init__(err, cause, traceback_str, task_name)
             err.args = cause.args
         err.__cause__ = cause
         return err
+
+
+_OSERROR_SLOTS = ("errno", "strerror", "filename", "filename2")
+
+
+def _copy_oserror(src: OSError, dst: OSError) -> None:
+    OSError.__init__(dst, *src.args)
+    for name in _OSERROR_SLOTS:
+        if getattr(src, name) is not None:
+            setattr(dst, name, getattr(src, name))
 
 
 def _rebuild_task_error(
@@ -109,6 +122,12 @@ def _rebuild_task_error(
     exc_type, args, attrs = state
     cause = exc_type.__new__(exc_type, *args)
     cause.args = args
+    if isinstance(cause, OSError):
+        OSError.__init__(cause, *args)
+        for name in _OSERROR_SLOTS:
+            value = attrs.pop(f"__os_{name}", None)
+            if value is not None:
+                setattr(cause, name, value)
     try:
         cause.__dict__.update(attrs)
     except (AttributeError, TypeError):  # pragma: no cover - exotic exceptions

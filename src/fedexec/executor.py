@@ -187,9 +187,10 @@ class Executor(cf.Executor):
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
+            return cf.Executor.map(self, fn, *iterables, timeout=timeout)
         chunks = _chunks(zip(*iterables), chunksize)
-        results = super().map(_apply_chunk, itertools.repeat(fn), chunks, timeout=timeout)
+        results = cf.Executor.map(self, _apply_chunk, itertools.repeat(fn), chunks,
+                                  timeout=timeout)
         return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import threading
 from typing import TYPE_CHECKING, Any
@@ -162,6 +163,8 @@ class LocalActor:
         try:
             loop.run_until_complete(self._async_serve(gen, loop))
         finally:
+            with self._cv:
+                self._wakeup = None
             loop.close()
 
     async def _async_serve(self, gen: int, loop: asyncio.AbstractEventLoop) -> None:
@@ -171,6 +174,7 @@ class LocalActor:
         sem = asyncio.Semaphore(self.concurrency)
         with self._cv:
             self._wakeup = lambda: loop.call_soon_threadsafe(wake.set)
+        wake.set()  # calls submitted while __init__ ran are already queued
         tasks: set[asyncio.Task[None]] = set()
         while True:
             await wake.wait()
@@ -271,7 +275,8 @@ class LocalActor:
         if call is not None:
             self._fail(call)
         elif wake is not None:
-            wake()
+            with contextlib.suppress(RuntimeError):
+                wake()
 
     def cancel_call(self, ref: ObjectRef[Any]) -> bool:
         with self._cv:
@@ -312,7 +317,8 @@ class LocalActor:
         for call in doomed:
             self._fail(call)
         if wake is not None:
-            wake()
+            with contextlib.suppress(RuntimeError):  # its loop may be closing
+                wake()
         self.backend.actor_resources(self.held, {})
         self.held = {}
         self.backend.actor_gone(self)
@@ -345,6 +351,10 @@ class LocalActor:
         if not restart:
             self._die("it was killed", gen)
             return
+        if wake is not None:
+            with contextlib.suppress(RuntimeError):  # its loop may be closing
+                wake()
+            wake = None
         self.death_cause = "it was killed and is restarting"
         for c in lost:
             self._fail(c)
@@ -360,7 +370,8 @@ class LocalActor:
             wake = self._wakeup
             self._cv.notify_all()
         if wake is not None:
-            wake()
+            with contextlib.suppress(RuntimeError):
+                wake()
         if wait:
             for t in list(self._threads):
                 if t is not threading.current_thread():

@@ -543,5 +543,8 @@ class LocalBackend(Backend):
                 while self._tasks:
                     self._idle.wait(0.5)
         for actor in list(self._actors.values()):
-            actor.stop(wait=wait)
+            try:
+                actor.stop(wait=wait)
+            except Exception:  # one broken actor must not keep the others running
+                continue
         self._threads.close(wait=wait, timeout=5.0)

@@ -22,9 +22,8 @@ _IDLE_EXIT_S = 30.0
 class ThreadPool:
     """Runs ``job()`` callables on daemon threads named ``{prefix}-N``."""
 
-    def __init__(self, prefix: str, on_start: Callable[[], None] | None = None):
+    def __init__(self, prefix: str):
         self._prefix = prefix
-        self._on_start = on_start
         self._jobs: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -45,11 +44,9 @@ class ThreadPool:
                 target=self._loop, name=f"{self._prefix}-{next(self._counter)}", daemon=True
             )
             self._threads.add(t)
-        t.start()
+            t.start()
 
     def _loop(self) -> None:
-        if self._on_start is not None:
-            self._on_start()
         me = threading.current_thread()
         try:
             while True:

@@ -36,10 +36,9 @@ from ...exceptions import (
 )
 from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
 from ...refs import ObjectRef
-from .. import _execution as execution
 from ..base import Backend
 from . import _values as values
-from .protocol import Call, Channel, Kind, Op, client_handshake
+from .protocol import Call, Channel, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
 
 __all__ = ["NativeBackend"]
@@ -176,6 +175,12 @@ class NativeBackend(Backend):
             op = msg[0]
             if op == Op.OBJECT:
                 self._on_object(msg)
+            elif op == Op.STARTED:
+                refs = self._refs
+                for rid in msg[1]:
+                    ref = refs.get(rid)
+                    if ref is not None and ref._state == "PENDING":
+                        ref.set_running_or_notify_cancel()
             elif op == Op.REPLY:
                 fut = self._pending.get(msg[1])
                 if fut is not None:
@@ -196,6 +201,8 @@ class NativeBackend(Backend):
         ref = self._refs.get(obj_id)
         if ref is None or ref.done():
             return
+        if kind == Kind.FAILED and entry[2] == ErrorKind.CANCELLED and ref._cancel_now():
+            return  # never started: a stdlib-cancelled future
         if ref._state == "PENDING":
             ref.set_running_or_notify_cancel()
         if kind in (Kind.INLINE, Kind.SHM):
@@ -293,7 +300,11 @@ class NativeBackend(Backend):
 
     def _pack_args(self, obj_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
                    ) -> tuple[list[str], list[str], list[Any]]:
-        """(dep ids, contained ids, [mode, data, buffers]) for a call's arguments."""
+        """(dep ids, contained ids, [mode, data, buffers]) for a call's arguments.
+
+        Large arguments are written to shared memory as an object of their own (the
+        last dep); the caller must call :meth:`_release_args` after sending the call.
+        """
         deps: list[str] = []
         if any(isinstance(a, ObjectRef) for a in args):
             new_args = []
@@ -326,9 +337,14 @@ class NativeBackend(Backend):
         args_id = new_id() + "fe"
         entry, _ = values.encode_blob(self, args_id, blob)
         self._send([Op.PUT, *entry])
-        self._refcount_ops.append((Op.DECREF, args_id))  # the task's pin keeps it alive
         deps.append(args_id)
         return deps, contained, [1, None, None]
+
+    def _release_args(self, deps: list[str]) -> None:
+        """After a call was sent: drop our hold on its large-arguments object (the
+        call's pin keeps it alive as long as needed)."""
+        if deps and deps[-1].endswith("fe"):
+            self._refcount_ops.append((Op.DECREF, deps[-1]))
 
     def _check_submit(self) -> None:
         if self._closed:
@@ -375,6 +391,7 @@ class NativeBackend(Backend):
         refs = [self._new_ref(rid, name) for rid in return_ids]
         self._send([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
                     contained, payload])
+        self._release_args(deps)
         return refs
 
     def put(self, value: Any) -> ObjectRef[Any]:
@@ -382,9 +399,9 @@ class NativeBackend(Backend):
         obj_id = new_id() + "ff"
         entry, local = values.encode(self, obj_id, value, "the value passed to put()")
         ref = self._new_ref(obj_id, "put")
-        self._send([Op.PUT, *entry])
         ref.set_running_or_notify_cancel()
         ref.set_result(local)
+        self._send([Op.PUT, *entry])
         return ref
 
     @contextlib.contextmanager
@@ -412,7 +429,7 @@ class NativeBackend(Backend):
         ok = self._request(Call.CANCEL_PENDING, found[0])
         if ok:
             ref._cancel_now()
-        return bool(ok) or ref.cancelled()
+        return ref.cancelled()
 
     def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
         found = self._task_of(ref)
@@ -456,6 +473,7 @@ class NativeBackend(Backend):
         payload = [cls_blob, *packed]
         actor_id, spec = self._request(Call.CREATE_ACTOR, actor_id, spec, payload, deps,
                                        contained)
+        self._release_args(deps)
         return self._handle(actor_id, spec)
 
     def _handle(self, actor_id: str, spec: dict[str, Any]) -> ActorHandle[Any]:
@@ -474,6 +492,7 @@ class NativeBackend(Backend):
         refs = [self._new_ref(rid, name) for rid in return_ids]
         self._send([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps, contained,
                     [method, *packed, n]])
+        self._release_args(deps)
         return refs
 
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle[Any]:
@@ -518,17 +537,23 @@ class NativeBackend(Backend):
                 self._runtime.stop()
             return
         if cancel_futures:
-            self._request(Call.CANCEL_QUEUED)
+            with contextlib.suppress(FedexecError):
+                self._request(Call.CANCEL_QUEUED)
         if wait:
-            pending = [r for r in list(self._refs.values())
-                       if not r.done() and self._task_of(r) is not None]
-            import concurrent.futures as cf
+            self._close_when_done()
+        else:  # as the stdlib: return now, let submitted work finish, then stop
+            threading.Thread(target=self._close_when_done, daemon=True,
+                             name="fedexec-native-shutdown").start()
 
-            if pending:
-                cf.wait(pending)
+    def _close_when_done(self) -> None:
+        import concurrent.futures as cf
+
+        pending = [r for r in list(self._refs.values())
+                   if not r.done() and self._task_of(r) is not None]
+        if pending:
+            cf.wait(pending)
         self._closed = True
         self._channel.flush()
         self._channel.close()
         if self._runtime is not None:
             self._runtime.stop()
-

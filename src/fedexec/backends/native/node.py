@@ -59,11 +59,23 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
+_DEFER = object()  # a REQUEST handler's "the reply comes later"
 
 
 class _Conn:
-    __slots__ = ("auth", "held", "id", "out", "pid", "reader", "role", "sock", "wbuf", "worker",
-                 "creating")
+    __slots__ = (
+        "auth",
+        "creating",
+        "held",
+        "id",
+        "out",
+        "pid",
+        "reader",
+        "role",
+        "sock",
+        "wbuf",
+        "worker",
+    )
 
     def __init__(self, cid: int, sock: socket.socket, auth: ServerHandshake):
         self.id = cid
@@ -127,8 +139,18 @@ class _Task:
 
 
 class _Worker:
-    __slots__ = ("actor_id", "blocked", "conn", "id", "lease", "log_fd", "pid", "state", "tasks",
-                 "log_buf")
+    __slots__ = (
+        "actor_id",
+        "blocked",
+        "conn",
+        "id",
+        "lease",
+        "log_buf",
+        "log_fd",
+        "pid",
+        "state",
+        "tasks",
+    )
 
     def __init__(self, worker_id: str, pid: int, log_fd: int):
         self.id = worker_id
@@ -203,6 +225,8 @@ class NodeManager:
         self.initializer = config.get("initializer")  # opaque pickled bytes or None
         self.idle: collections.deque[_Worker] = collections.deque()
         self.starting = 0
+        self.revokes: dict[str, dict[str, Any]] = {}
+        self._request_id = 0
         self._wake_r, self._wake_w = os.pipe()
 
     # ------------------------------------------------------------------ loop
@@ -370,7 +394,13 @@ class NodeManager:
         handler = self._handlers.get(op)
         if handler is None:
             return
-        handler(self, conn, msg)
+        try:
+            handler(self, conn, msg)
+        except Exception:  # a bug must not take the node down: report it, carry on
+            import traceback
+
+            sys.stderr.write(f"fedexec node manager: error handling {Op(op).name}:\n"
+                             f"{traceback.format_exc()}")
 
     def _on_hello(self, conn: _Conn, msg: list[Any]) -> None:
         _, role, pid, worker_id = msg
@@ -462,6 +492,7 @@ class NodeManager:
         if kind == Kind.SHM:
             conn.creating.discard(obj_id)
             self.store.seal(obj_id)
+        obj.owner = None  # the putter completed its ref itself
         self._set_object(obj, [obj_id, kind, *rest])
 
     def _on_create(self, conn: _Conn, msg: list[Any]) -> None:
@@ -513,8 +544,11 @@ class NodeManager:
 
     def _on_request(self, conn: _Conn, msg: list[Any]) -> None:
         _, req_id, call, args = msg
+        self._request_id = req_id
         try:
             value = self._calls[call](self, conn, *args)
+            if value is _DEFER:
+                return  # answered later (see _revoke)
             reply = [Op.REPLY, req_id, True, value]
         except Exception as exc:
             reply = [Op.REPLY, req_id, False, f"{type(exc).__name__}: {exc}"]
@@ -546,15 +580,17 @@ class NodeManager:
                 actor.inflight.pop(task_id, None)
         elif worker.tasks and worker.tasks[0].id == task_id:
             worker.tasks.popleft()
-        else:
-            with contextlib.suppress(ValueError):
-                worker.tasks.remove(task) if task is not None else None
+            if worker.tasks:
+                self._started(worker.tasks[0])
+        elif task is not None and task in worker.tasks:
+            worker.tasks.remove(task)
         for r in results:
             if r[1] == Kind.SHM:
                 self.store.seal(r[0])
                 conn.creating.discard(r[0])
         if task is not None:
             self._finish_task(task, results)
+            self._revoked(task_id, results)
         if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
             self._release_lease(worker)
         self._dispatch()
@@ -564,18 +600,30 @@ class NodeManager:
         if worker is None or worker.blocked:
             return
         worker.blocked = True
-        handed_back = set(msg[1])
-        if handed_back:
-            keep = collections.deque(t for t in worker.tasks if t.id not in handed_back)
-            for t in worker.tasks:
-                if t.id in handed_back:
-                    t.state = "QUEUED"
-                    t.worker = None
-                    self.scheduler.enqueue(t, t.demand)
-            worker.tasks = keep
+        self._requeue(worker, msg[1])
         if worker.lease is not None:
             self.pool.release(worker.lease)
         self._dispatch()
+
+    def _on_handback(self, conn: _Conn, msg: list[Any]) -> None:
+        if conn.worker is not None:
+            self._requeue(conn.worker, msg[1])
+            self._dispatch()
+
+    def _requeue(self, worker: _Worker, task_ids: list[str]) -> None:
+        """Take tasks a worker handed back (not started) and queue them again."""
+        ids = set(task_ids)
+        if not ids:
+            return
+        keep: collections.deque[_Task] = collections.deque()
+        for t in worker.tasks:
+            if t.id in ids:
+                t.state = "QUEUED"
+                t.worker = None
+                self.scheduler.enqueue(t, t.demand)
+            else:
+                keep.append(t)
+        worker.tasks = keep
 
     def _on_unblocked(self, conn: _Conn, msg: list[Any]) -> None:
         worker = conn.worker
@@ -615,6 +663,7 @@ class NodeManager:
         Op.TASK_DONE: _on_task_done,
         Op.BLOCKED: _on_blocked,
         Op.UNBLOCKED: _on_unblocked,
+        Op.HANDBACK: _on_handback,
         Op.ACTOR_READY: _on_actor_ready,
         Op.ACTOR_FAILED: _on_actor_failed,
     }
@@ -634,6 +683,8 @@ class NodeManager:
     def _maybe_free(self, obj: _Obj) -> None:
         if obj.holders or obj.pins > 0 or not obj.ready or obj.waiters:
             return
+        if self.objects.get(obj.id) is not obj:
+            return  # freed already (re-entered while completing it)
         del self.objects[obj.id]
         if obj.kind == Kind.SHM:
             self.store.free(obj.id)
@@ -717,9 +768,11 @@ class NodeManager:
             return
         for shape, ws in leases.items():
             waiting = self.scheduler.count(shape)
-            if not waiting:
-                continue
-            depth = min(_MAX_PIPELINE, max(2, waiting // len(ws) + 1))
+            if not waiting or self.pool.fits(dict(shape)):
+                continue  # nothing waits, or it can start on a worker of its own
+            if waiting < 2 * len(ws):
+                continue  # a short queue stays here: cancellable, and free to go anywhere
+            depth = min(_MAX_PIPELINE, 1 + waiting // len(ws))
             for w in ws:
                 room = depth - len(w.tasks)
                 if room > 0:
@@ -729,6 +782,8 @@ class NodeManager:
 
     def _assign(self, worker: _Worker, tasks: list[_Task]) -> None:
         msgs = []
+        if not worker.tasks:
+            self._started(tasks[0])
         for task in tasks:
             task.state = "ASSIGNED"
             task.worker = worker
@@ -737,6 +792,10 @@ class NodeManager:
                          [self._dep_entry(oid) for oid in task.deps], task.name])
         if worker.conn is not None:
             worker.conn.out.extend(msgs)
+
+    def _started(self, task: _Task) -> None:
+        """Tell the owner its task is running now (``Future.running()``)."""
+        self._send(task.owner, [Op.STARTED, task.return_ids])
 
     def _dep_entry(self, oid: str) -> list[Any]:
         obj = self.objects[oid]
@@ -894,6 +953,10 @@ class NodeManager:
             self.pool.release(worker.lease)
         worker.lease = None
         tasks, worker.tasks = list(worker.tasks), collections.deque()
+        for task in [t for t in self.tasks.values()
+                     if t.state == "REVOKING" and t.worker is worker]:
+            self._fail_task(task, ErrorKind.CANCELLED, f"task {task.name!r} was cancelled")
+            self._revoked(task.id, [[task.return_ids[0], Kind.FAILED, ErrorKind.CANCELLED]])
         for i, task in enumerate(tasks):
             if task.id not in self.tasks:
                 continue
@@ -1062,8 +1125,11 @@ class NodeManager:
             return False
         if no_restart:
             actor.kill_requested = True
-        if actor.worker is not None:
-            self._kill_worker(actor.worker)
+        worker = actor.worker
+        if worker is not None:
+            # Detach now, so calls made from here on wait for the restart (or fail).
+            self._kill_worker(worker)
+            self._actor_lost(actor, "it was killed")
         elif no_restart:
             self._actor_dead(actor, "it was killed")
         return True
@@ -1085,25 +1151,68 @@ class NodeManager:
                            deps: list[str], contained: list[str]) -> list[Any]:
         return self._create_actor(conn, actor_id, spec, payload, deps, contained)
 
-    def _call_cancel_pending(self, conn: _Conn, task_id: str) -> bool:
+    def _call_cancel_pending(self, conn: _Conn, task_id: str) -> Any:
+        """``Future.cancel()``: cancel only if the task has not started."""
         task = self.tasks.get(task_id)
-        if task is None or task.state not in ("WAITING", "QUEUED"):
-            if task is not None and task.actor_id is not None:
-                actor = self.actors.get(task.actor_id)
-                if actor is not None and task in actor.queue:
-                    actor.queue.remove(task)
-                    self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
-                    return True
+        if task is None:
             return False
-        self._cancel(task_id, False, False)
+        if task.actor_id is not None:
+            actor = self.actors.get(task.actor_id)
+            if actor is not None and task in actor.queue:
+                actor.queue.remove(task)
+                self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
+                return True
+            return False
+        if task.state in ("WAITING", "QUEUED"):
+            self._cancel(task_id, False, False)
+            return True
+        if self._revocable(task):
+            self._revoke([task], conn.id, self._request_id)
+            return _DEFER
+        return False
+
+    def _call_cancel_queued(self, conn: _Conn) -> Any:
+        """``shutdown(cancel_futures=True)``: cancel every task of ``conn`` not started."""
+        mine = [t for t in self.tasks.values() if t.owner == conn.id and t.actor_id is None]
+        for task in mine:
+            if task.state in ("WAITING", "QUEUED"):
+                self._cancel(task.id, False, False)
+        revocable = [t for t in mine if self._revocable(t)]
+        if revocable:
+            self._revoke(revocable, conn.id, self._request_id)
+            return _DEFER
         return True
 
-    def _call_cancel_queued(self, conn: _Conn) -> int:
-        doomed = [t.id for t in self.tasks.values()
-                  if t.owner == conn.id and t.state in ("WAITING", "QUEUED")]
-        for task_id in doomed:
-            self._cancel(task_id, False, False)
-        return len(doomed)
+    @staticmethod
+    def _revocable(task: _Task) -> bool:
+        """Pipelined onto a worker but (as far as we know) not started there."""
+        w = task.worker
+        return task.state == "ASSIGNED" and w is not None and bool(w.tasks) and \
+            w.tasks[0] is not task and task in w.tasks
+
+    def _revoke(self, tasks: list[_Task], cid: int, req_id: int) -> None:
+        """Ask workers to drop tasks queued there; answer ``req_id`` with True once
+        every one is confirmed dropped (False if one had started after all)."""
+        waiting = {"left": len(tasks), "ok": True, "conn": cid, "req": req_id}
+        for task in tasks:
+            worker = task.worker
+            assert worker is not None
+            worker.tasks.remove(task)
+            task.state = "REVOKING"
+            self.revokes[task.id] = waiting
+            if worker.conn is not None:
+                worker.conn.out.append([Op.REVOKE, task.id])
+
+    def _revoked(self, task_id: str, results: list[list[Any]]) -> None:
+        waiting = self.revokes.pop(task_id, None)
+        if waiting is None:
+            return
+        dropped = bool(results) and results[0][1] == Kind.FAILED and \
+            results[0][2] == ErrorKind.CANCELLED
+        waiting["ok"] = waiting["ok"] and dropped
+        waiting["left"] -= 1
+        if waiting["left"] == 0:
+            self._send(waiting["conn"], [Op.REPLY, waiting["req"], True, waiting["ok"]])
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
@@ -1158,7 +1267,12 @@ def main() -> None:
     config = json.loads(raw)
     token = bytes.fromhex(config.pop("token"))
     ready_fd = config.pop("ready_fd", None)
-    os.setsid() if config.get("new_session") else None
+    for path in reversed(config.get("sys_path") or []):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if config.get("cwd"):
+        with contextlib.suppress(OSError):
+            os.chdir(config["cwd"])
     manager = NodeManager(config, token)
     try:
         manager.serve(ready_fd)

@@ -33,8 +33,8 @@ __all__ = [
     "Channel",
     "ErrorKind",
     "FrameReader",
-    "Op",
     "Kind",
+    "Op",
     "ServerHandshake",
     "client_handshake",
     "pack_frame",
@@ -66,18 +66,21 @@ class Op(enum.IntEnum):
     TASK_DONE = 20       # [op, task_id, [result...]]   result: [obj_id, Kind, ...]
     BLOCKED = 21         # [op, [task_ids handed back]]
     UNBLOCKED = 22       # [op]
+    HANDBACK = 25        # [op, [task_ids]]  tasks that reached a blocked worker
     ACTOR_READY = 23     # [op, actor_id]
     ACTOR_FAILED = 24    # [op, actor_id, error_message]
     # NM -> client
     OBJECT = 40          # [op, obj_id, Kind, ...]
     REPLY = 41           # [op, req_id, ok, value]
     CREATED = 42         # [op, obj_id, path or None, error message]
+    STARTED = 43         # [op, [return ids of tasks handed to a worker]]
     # NM -> worker
     EXECUTE = 60         # [op, task_id, return_ids, payload, [dep objects], retries]
     ACTOR_INIT = 61      # [op, actor_id, spec, payload, [dep objects]]
     ACTOR_EXEC = 62      # [op, task_id, return_ids, payload, [dep objects]]
     CANCEL_TASK = 63     # [op, task_id]
     EXIT = 64            # [op]
+    REVOKE = 65          # [op, task_id]  drop it if not started (TASK_DONE CANCELLED)
 
 
 class Kind(enum.IntEnum):

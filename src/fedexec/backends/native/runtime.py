@@ -108,6 +108,9 @@ class EmbeddedRuntime:
             "parent_pid": os.getpid(),
             "initializer": initializer,
             "log_to_stderr": bool(opts.get("log_to_stderr", False)),
+            # Workers import what the driver can: its sys.path and working directory.
+            "sys_path": [p for p in sys.path if p],
+            "cwd": os.getcwd(),
             "token": token.hex(),
         }
         ready_r, ready_w = os.pipe()

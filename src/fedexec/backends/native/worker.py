@@ -38,7 +38,7 @@ import cloudpickle
 
 from ... import serialization
 from ..._context import resolving, running_task
-from ...exceptions import BrokenExecutorError, TaskCancelledError
+from ...exceptions import BrokenExecutorError, RuntimeEnvSetupError, TaskCancelledError
 from ...options import TaskOptions
 from .. import _execution as execution
 from . import _values as values
@@ -46,10 +46,6 @@ from .client import NativeBackend
 from .protocol import ErrorKind, Kind, Op
 
 __all__ = ["main_from_fork"]
-
-
-class _Cancelled(BaseException):
-    """Raised into the main thread by SIGINT aimed at the running task."""
 
 
 class WorkerLoop:
@@ -62,9 +58,10 @@ class WorkerLoop:
         self.queue: collections.deque[list[Any]] = collections.deque()
         self.current: str | None = None
         self.interrupt: str | None = None
-        self.cancelled: set[str] = set()
+        self.cancelling: str | None = None  # the task a SIGINT was raised into
         self.fn_cache: dict[bytes, Any] = {}
         self.initialized = config.get("initializer") is None
+        self.init_error: BrokenExecutorError | None = None
         self.actor: Any = None
         self.actor_id: str | None = None
         self.actor_spec: dict[str, Any] = {}
@@ -87,12 +84,27 @@ class WorkerLoop:
                 return
         if op in (Op.EXECUTE, Op.ACTOR_INIT, Op.ACTOR_EXEC):
             with self.cv:
+                if op == Op.EXECUTE and self.block_depth:
+                    # Blocked in a get: a task queued here could be the one awaited.
+                    self.backend._send([Op.HANDBACK, [msg[1]]])
+                    return
                 self.queue.append(msg)
                 self.cv.notify()
         elif op == Op.CANCEL_TASK:
             self._cancel(msg[1])
+        elif op == Op.REVOKE:
+            self._revoke(msg[1])
         elif op == Op.EXIT:
             os._exit(0)
+
+    def _revoke(self, task_id: str) -> None:
+        """Drop a queued task (it was cancelled before starting); a started one goes on."""
+        with self.cv:
+            for msg in self.queue:
+                if msg[1] == task_id:
+                    self.queue.remove(msg)
+                    self._send_failed(msg, ErrorKind.CANCELLED, f"{msg[-1]} was cancelled")
+                    return
 
     def _cancel(self, task_id: str) -> None:
         with self.cv:
@@ -112,8 +124,8 @@ class WorkerLoop:
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.interrupt is not None and self.interrupt == self.current:
-            self.interrupt = None
-            raise _Cancelled
+            self.cancelling, self.interrupt = self.interrupt, None
+            raise KeyboardInterrupt
 
     # ------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -132,7 +144,7 @@ class WorkerLoop:
                     self._init_actor(msg)
                 else:
                     self._run_call(msg)
-            except _Cancelled:
+            except KeyboardInterrupt:
                 pass  # a late interrupt: its task has already been answered
             finally:
                 with self.cv:
@@ -147,19 +159,21 @@ class WorkerLoop:
         if threading.get_ident() != self.main_ident or self.actor is not None:
             yield
             return
-        self.block_depth += 1
-        if self.block_depth == 1:
-            with self.cv:
+        with self.cv:
+            self.block_depth += 1
+            first = self.block_depth == 1
+            if first:
                 handed = [m for m in self.queue if m[0] == Op.EXECUTE]
                 for m in handed:
                     self.queue.remove(m)
-            self.backend._send([Op.BLOCKED, [m[1] for m in handed]])
+                self.backend._send([Op.BLOCKED, [m[1] for m in handed]])
         try:
             yield
         finally:
-            self.block_depth -= 1
-            if self.block_depth == 0:
-                self.backend._send([Op.UNBLOCKED])
+            with self.cv:
+                self.block_depth -= 1
+                if self.block_depth == 0:
+                    self.backend._send([Op.UNBLOCKED])
 
     # ------------------------------------------------------------- answers
     def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
@@ -208,8 +222,8 @@ class WorkerLoop:
         if self.initialized:
             return
         self.initialized = True
-        fn, args = cloudpickle.loads(bytes.fromhex(self.config["initializer"]))
         try:
+            fn, args = cloudpickle.loads(bytes.fromhex(self.config["initializer"]))
             fn(*args)
         except BaseException as exc:
             self.init_error = BrokenExecutorError(
@@ -223,38 +237,49 @@ class WorkerLoop:
         if not isinstance(retry, bool):
             retry = tuple(serialization.loads(retry))
         options = TaskOptions(retry_exceptions=retry)
-        retries_left = max_retries
         ctx = self.backend.task_context(task_id, None, task_id)
-        with running_task(ctx), _runtime_env(env):
-            while True:
-                try:
-                    if not self.initialized or getattr(self, "init_error", None):
-                        if getattr(self, "init_error", None):
-                            raise self.init_error
-                        self._ensure_initialized()
-                    fn = self._function(fn_blob)
-                    args, kwargs = self._load_call([mode, data, buffers], deps)
-                    result = fn(*args, **kwargs)
-                    del args, kwargs
-                    results = self._value_results(return_ids, result, num_returns, name)
-                    del result
-                except _Cancelled:
-                    results = self._error_results(
-                        return_ids, TaskCancelledError(f"task {name!r} was cancelled"))
-                except BrokenExecutorError as exc:
-                    results = self._error_results(return_ids, exc)
-                except BaseException as exc:
-                    if isinstance(exc, KeyboardInterrupt) or not execution.should_retry(
-                            exc, options, retries_left):
-                        results = self._error_results(
-                            return_ids, execution.wrap_exception(exc, name))
-                    else:
-                        retries_left -= 1
-                        continue
-                break
+        keep: Any = None  # the return value, alive until TASK_DONE is queued (see below)
+        try:
+            with running_task(ctx), _runtime_env(env):
+                results, keep = self._attempts(task_id, return_ids, name, fn_blob,
+                                               [mode, data, buffers], deps, num_returns,
+                                               options, max_retries)
+        except RuntimeEnvSetupError as exc:
+            results = self._error_results(return_ids, exc)
         with self.cv:
             self.current = None  # a cancel arriving now is too late
+        # Refs inside the return value must not be released (DECREF) before the
+        # result that contains them has been sent, so ``keep`` dies only now.
         self._send_done(task_id, results)
+        del keep
+
+    def _attempts(self, task_id: str, return_ids: list[str], name: str, fn_blob: bytes,
+                  packed: list[Any], deps: list[list[Any]], num_returns: int,
+                  options: TaskOptions, retries_left: int) -> tuple[list[list[Any]], Any]:
+        """Run a task, again while ``retry_exceptions`` allows: (result entries, value)."""
+        while True:
+            try:
+                if self.init_error is not None:
+                    raise self.init_error
+                self._ensure_initialized()
+                fn = self._function(fn_blob)
+                args, kwargs = self._load_call(packed, deps)
+                result = fn(*args, **kwargs)
+                del args, kwargs
+                return self._value_results(return_ids, result, num_returns, name), result
+            except KeyboardInterrupt as exc:
+                if self.cancelling == task_id:
+                    error: BaseException = TaskCancelledError(f"task {name!r} was cancelled")
+                else:
+                    error = execution.wrap_exception(exc, name)
+                return self._error_results(return_ids, error), None
+            except BrokenExecutorError as exc:
+                return self._error_results(return_ids, exc), None
+            except BaseException as exc:
+                if execution.should_retry(exc, options, retries_left):
+                    retries_left -= 1
+                    continue
+                return self._error_results(return_ids, execution.wrap_exception(exc, name)), None
 
     # -------------------------------------------------------------- actors
     def _init_actor(self, msg: list[Any]) -> None:
@@ -278,18 +303,14 @@ class WorkerLoop:
         elif concurrency > 1:
             self.actor_pool = ThreadPoolExecutor(concurrency, "fedexec-actor")
         self.backend._send([Op.ACTOR_READY, actor_id])
-        with self.cv:  # calls that arrived before __init__ finished
+        if self.actor_pool is None:
+            return  # calls queued meanwhile run from the queue (async: see _serve_async)
+        with self.cv:  # calls that arrived before __init__ finished, in order
             early = [m for m in self.queue if m[0] == Op.ACTOR_EXEC]
             for m in early:
                 self.queue.remove(m)
         for m in early:
-            if self.actor_loop is not None:
-                self.actor_loop.call_soon_threadsafe(self._start_async_call, m)
-            elif self.actor_pool is not None:
-                self.actor_pool.submit(self._run_call, m)
-            else:
-                with self.cv:
-                    self.queue.appendleft(m)
+            self.actor_pool.submit(self._run_call, m)
 
     def _call_parts(self, msg: list[Any]) -> tuple[str, list[str], Any, list[Any], dict[str, Any],
                                                     int, str]:

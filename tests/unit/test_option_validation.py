@@ -21,7 +21,7 @@ def test_non_numeric_num_gpus_is_a_type_error(value):
 
 
 def test_unknown_option_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="num_cpu.*valid options"):
+    with pytest.raises(ValueError, match=r"num_cpu.*valid options"):
         TaskOptions.make(num_cpu=1)
 
 
@@ -77,5 +77,5 @@ def test_executor_rejects_bad_arguments():
         fedexec.Executor(max_workers=0)
     with pytest.raises(ValueError, match="num_cpus"):
         fedexec.Executor(num_cpus=-2)
-    with pytest.raises(ValueError, match="unknown backend 'nope'.*local"):
+    with pytest.raises(ValueError, match=r"unknown backend 'nope'.*local"):
         fedexec.Executor(backend="nope")

@@ -1,0 +1,322 @@
+"""The native runtime on one node: shared-memory store, freeing, spilling, faults,
+clean-up. Processes are really killed (SIGKILL) and nothing may be lost or leaked."""
+
+from __future__ import annotations
+
+import gc
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+import fedexec
+
+T = 60
+
+
+def _mapped_files() -> list[tuple[int, int, str]]:
+    out = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                out.append((lo, hi, parts[5]))
+    return out
+
+
+def _backing_file(address: int) -> str | None:
+    for lo, hi, path in _mapped_files():
+        if lo <= address < hi:
+            return path
+    return None
+
+
+def array_backing_file(arr: np.ndarray) -> str | None:
+    """The file a numpy array's memory is mapped from, as seen by this process."""
+    return _backing_file(arr.__array_interface__["data"][0])
+
+
+def wait_until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def ex():
+    executor = fedexec.Executor("native", num_cpus=2)
+    yield executor
+    executor.shutdown()
+
+
+def store_dir(executor) -> str:
+    return executor._backend._request(fedexec.backends.native.protocol.Call.NODE_INFO)[
+        "store_dir"]
+
+
+def worker_pids(executor) -> list[int]:
+    return [pid for pid, state in executor._backend.stats()["workers"].values()]
+
+
+# ------------------------------------------------------------------- the store
+def test_get_of_a_put_array_is_a_zero_copy_view_of_shared_memory(ex):
+    arr = np.arange(5_000_000, dtype=np.float64)  # 40 MB
+    ref = ex.put(arr)
+    out = ex.get(ref, timeout=T)
+    np.testing.assert_array_equal(out, arr)
+    assert not out.flags.writeable
+    backing = array_backing_file(out)
+    assert backing is not None and backing.startswith(store_dir(ex)), backing
+
+
+def add_one_and_report(arr):
+    # Runs in a worker: where does the argument's memory live?
+    return _backing_file(arr.__array_interface__["data"][0]), float(arr[0]) + 1
+
+
+def test_a_task_gets_its_array_argument_zero_copy(ex):
+    ref = ex.put(np.full(2_000_000, 7.0))
+    backing, value = ex.get(ex.submit(add_one_and_report, ref), timeout=T)
+    assert value == 8.0
+    assert backing is not None and backing.startswith(store_dir(ex))
+
+
+def make_array(n):
+    return np.ones(n, dtype=np.uint8)
+
+
+def test_large_task_results_live_in_shared_memory(ex):
+    out = ex.get(ex.submit(make_array, 3_000_000), timeout=T)
+    assert out.sum() == 3_000_000
+    assert array_backing_file(out).startswith(store_dir(ex))
+
+
+def test_memory_is_freed_when_the_last_ref_dies(ex):
+    ref = ex.put(np.zeros(10_000_000, dtype=np.uint8))
+    assert wait_until(lambda: ex._backend.stats()["store"]["used_bytes"] >= 10_000_000)
+    files = os.listdir(store_dir(ex))
+    assert files
+    del ref
+    gc.collect()
+    assert wait_until(lambda: ex._backend.stats()["store"]["used_bytes"] == 0)
+    assert wait_until(lambda: ex._backend.stats()["objects"] == 0)
+    assert not [f for f in os.listdir(store_dir(ex)) if not f.startswith(".")]
+
+
+def read_later(box):
+    time.sleep(0.3)
+    return int(fedexec.get(box[0]).sum())
+
+
+def test_a_ref_nested_in_an_argument_keeps_its_object_alive(ex):
+    ref = ex.put(np.ones(1_000_000, dtype=np.uint8))
+    result = ex.submit(read_later, [ref])
+    del ref
+    gc.collect()
+    assert ex.get(result, timeout=T) == 1_000_000
+
+
+def test_objects_spill_to_disk_and_come_back():
+    with fedexec.Executor("native", num_cpus=1, object_store_memory=30_000_000) as small:
+        arrays = [np.full(2_000_000, i, dtype=np.float64) for i in range(5)]  # 16 MB each
+        refs = [small.put(a) for a in arrays]
+        stats = small._backend.stats()["store"]
+        assert stats["spill_count"] >= 3
+        assert stats["used_bytes"] <= 30_000_000
+        for a, r in zip(arrays, refs):
+            np.testing.assert_array_equal(small.get(r, timeout=T), a)
+        assert small._backend.stats()["store"]["restore_count"] >= 1
+
+
+def test_an_object_larger_than_the_store_raises_object_store_full():
+    with fedexec.Executor("native", num_cpus=1, object_store_memory=5_000_000) as small:
+        with pytest.raises(fedexec.ObjectStoreFullError, match="object_store_memory"):
+            small.put(np.zeros(8_000_000, dtype=np.uint8))
+        assert small.get(small.submit(pow, 3, 2), timeout=T) == 9
+
+
+# ------------------------------------------------------------------- faults
+def pid_then_sleep(pid_dir, seconds):
+    n = len(os.listdir(pid_dir))
+    with open(os.path.join(pid_dir, f"{n}-{os.getpid()}"), "w"):
+        pass
+    if n == 0:
+        time.sleep(seconds)
+    return n
+
+
+def _first_pid(pid_dir) -> int:
+    assert wait_until(lambda: os.listdir(pid_dir))
+    return int(os.listdir(pid_dir)[0].split("-")[1])
+
+
+def test_a_task_whose_worker_is_sigkilled_is_retried(ex, tmp_path):
+    ref = ex.options(max_retries=1).submit(pid_then_sleep, str(tmp_path), 60)
+    os.kill(_first_pid(tmp_path), signal.SIGKILL)
+    assert ex.get(ref, timeout=T) == 1  # the second attempt ran to the end
+    assert ex.get(ex.submit(pow, 2, 3), timeout=T) == 8
+
+
+def test_worker_crash_without_retries_left_raises_worker_crashed(ex, tmp_path):
+    ref = ex.options(max_retries=0).submit(pid_then_sleep, str(tmp_path), 60)
+    os.kill(_first_pid(tmp_path), signal.SIGKILL)
+    with pytest.raises(fedexec.WorkerCrashedError, match="max_retries"):
+        ex.get(ref, timeout=T)
+    assert ex.get(ex.submit(pow, 2, 4), timeout=T) == 16
+    assert wait_until(lambda: len(worker_pids(ex)) >= 2)  # the pool was refilled
+
+
+def crash():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_retries_are_bounded_by_max_retries(ex):
+    with pytest.raises(fedexec.WorkerCrashedError):
+        ex.get(ex.options(max_retries=2).submit(crash), timeout=T)
+
+
+class Stateful:
+    def __init__(self):
+        self.n = 0
+
+    def pid(self):
+        return os.getpid()
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+
+def test_an_actor_whose_process_is_killed_restarts_with_fresh_state(ex):
+    actor = ex.options(max_restarts=1).actor(Stateful)
+    assert ex.get([actor.incr.remote(), actor.incr.remote()], timeout=T) == [1, 2]
+    pid = ex.get(actor.pid.remote(), timeout=T)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not psutil.pid_exists(pid) or
+                      psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert ex.get(actor.incr.remote(), timeout=T) == 1  # __init__ ran again
+    assert ex.get(actor.pid.remote(), timeout=T) != pid
+    os.kill(ex.get(actor.pid.remote(), timeout=T), signal.SIGKILL)
+    with pytest.raises(fedexec.ActorDiedError):
+        for _ in range(100):  # restarts are exhausted: calls fail from now on
+            ex.get(actor.incr.remote(), timeout=T)
+            time.sleep(0.05)
+
+
+def test_force_cancel_kills_the_worker_and_the_runtime_carries_on(ex, tmp_path):
+    ref = ex.submit(pid_then_sleep, str(tmp_path), 60)
+    pid = _first_pid(tmp_path)
+    assert ex.cancel(ref, force=True)
+    with pytest.raises(fedexec.TaskCancelledError):
+        ex.get(ref, timeout=T)
+    assert wait_until(lambda: not psutil.pid_exists(pid) or
+                      psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert ex.get(ex.submit(pow, 5, 2), timeout=T) == 25
+
+
+# ---------------------------------------------------------------- clean-up
+DRIVER = textwrap.dedent("""
+    import sys, time, numpy as np, fedexec
+    ex = fedexec.Executor("native", num_cpus=2)
+    ref = ex.put(np.zeros(5_000_000, dtype=np.uint8))
+    stats = ex._backend.stats()
+    info = ex._backend._request(fedexec.backends.native.protocol.Call.NODE_INFO)
+    pids = [info["pid"]] + [p for p, _ in stats["workers"].values()]
+    print(" ".join(map(str, pids)), info["store_dir"], flush=True)
+    @fedexec.remote
+    def shout(x):
+        print("hello from a worker", x)
+        return x
+    if sys.argv[1] == "print":
+        fedexec.init(backend="native", num_cpus=1)
+        fedexec.get(shout.remote(42))
+        fedexec.shutdown()
+        ex.shutdown()
+    else:
+        time.sleep(600)
+""")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_sigkilled_driver_leaves_no_process_and_no_shared_memory(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script), "sleep"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        line = proc.stdout.readline().split()
+        pids, store = [int(p) for p in line[:-1]], line[-1]
+        assert os.path.isdir(store) and all(psutil.pid_exists(p) for p in pids)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert wait_until(lambda: all(_gone(p) for p in pids), 20), "orphaned processes"
+        assert wait_until(lambda: not os.path.exists(os.path.dirname(store)), 20)
+    finally:
+        proc.kill()
+
+
+def test_worker_output_reaches_the_driver_prefixed_with_its_pid(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    out = subprocess.run([sys.executable, str(script), "print"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stdout.splitlines() if "hello from a worker 42" in ln]
+    assert lines and lines[0].startswith("(pid="), out.stdout
+
+
+def test_shutdown_stops_every_process_and_removes_the_store():
+    executor = fedexec.Executor("native", num_cpus=2)
+    executor.get(executor.submit(pow, 2, 2), timeout=T)
+    info = executor._backend._request(fedexec.backends.native.protocol.Call.NODE_INFO)
+    pids = [info["pid"], *worker_pids(executor)]
+    executor.shutdown()
+    assert all(_gone(p) for p in pids)
+    assert not os.path.exists(info["store_dir"])
+    assert not glob.glob(os.path.join(os.path.dirname(info["store_dir"]), ".owners"))
+
+
+# -------------------------------------------------------------- ergonomics
+def read_env_and_cwd():
+    return os.environ.get("FEDEXEC_TEST_VAR"), os.getcwd()
+
+
+def test_runtime_env_sets_env_vars_and_working_dir_for_the_task_only(ex, tmp_path):
+    env = {"env_vars": {"FEDEXEC_TEST_VAR": "yes"}, "working_dir": str(tmp_path)}
+    value, cwd = ex.get(ex.options(runtime_env=env).submit(read_env_and_cwd), timeout=T)
+    assert value == "yes" and os.path.samefile(cwd, tmp_path)
+    value, cwd = ex.get(ex.submit(read_env_and_cwd), timeout=T)
+    assert value is None and not os.path.samefile(cwd, tmp_path)
+
+
+def test_a_missing_working_dir_is_a_runtime_env_setup_error(ex, tmp_path):
+    env = {"working_dir": str(tmp_path / "missing")}
+    with pytest.raises(fedexec.RuntimeEnvSetupError, match="missing"):
+        ex.get(ex.options(runtime_env=env).submit(read_env_and_cwd), timeout=T)
+
+
+def worker_pid():
+    return os.getpid()
+
+
+def test_tasks_run_in_separate_worker_processes(ex):
+    pids = set(ex.get([ex.submit(worker_pid) for _ in range(20)], timeout=T))
+    assert os.getpid() not in pids
+    assert pids <= set(worker_pids(ex))
