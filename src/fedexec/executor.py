@@ -34,9 +34,8 @@ from .refs import ObjectRef
 
 __all__ = ["DEFAULT_BACKEND", "Executor"]
 
-#: The backend used when none is named. ``native`` becomes the default once the
-#: native runtime lands; until then it is ``local`` (see the README).
-DEFAULT_BACKEND = "local"
+#: The backend used when none is named: fedexec's own runtime.
+DEFAULT_BACKEND = "native"
 
 P = ParamSpec("P")
 R = TypeVar("R")

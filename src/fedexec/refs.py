@@ -17,7 +17,6 @@ through the public ``Future`` transitions only (``set_running_or_notify_cancel``
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -149,6 +148,8 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
         return super().cancel()
 
     def __await__(self) -> Generator[Any, None, T]:
+        import asyncio  # not at import time: it costs ~20 ms
+
         return asyncio.wrap_future(self).__await__()
 
     # -- pickling ---------------------------------------------------------------

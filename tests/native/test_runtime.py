@@ -320,3 +320,29 @@ def test_tasks_run_in_separate_worker_processes(ex):
     pids = set(ex.get([ex.submit(worker_pid) for _ in range(20)], timeout=T))
     assert os.getpid() not in pids
     assert pids <= set(worker_pids(ex))
+
+
+def visible_devices():
+    time.sleep(0.2)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+class GpuActor:
+    def devices(self):
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_gpu_tasks_see_only_their_gpus_and_gpu_resources_are_counted():
+    with fedexec.Executor("native", num_cpus=4, num_gpus=2) as gpu_ex:
+        assert gpu_ex.cluster_resources()["GPU"] == 2
+        one = [gpu_ex.options(num_gpus=1).submit(visible_devices) for _ in range(2)]
+        assert sorted(gpu_ex.get(one, timeout=T)) == ["0", "1"]
+        assert gpu_ex.get(gpu_ex.options(num_gpus=2).submit(visible_devices),
+                          timeout=T) == "0,1"
+        assert gpu_ex.get(gpu_ex.submit(visible_devices), timeout=T) in (None, "")
+        halves = [gpu_ex.options(num_gpus=0.5).submit(visible_devices) for _ in range(2)]
+        assert len(set(gpu_ex.get(halves, timeout=T))) == 1  # two shares of one GPU
+        actor = gpu_ex.options(num_gpus=1).actor(GpuActor)
+        assert gpu_ex.get(actor.devices.remote(), timeout=T) in ("0", "1")
+        with pytest.raises(ValueError, match="could never run"):
+            gpu_ex.options(num_gpus=3).submit(visible_devices)

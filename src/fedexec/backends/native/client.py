@@ -61,7 +61,7 @@ class NativeBackend(Backend):
     name = "native"
     capabilities = frozenset({
         "actors", "async_actors", "named_actors", "actor_restarts", "zero_copy",
-        "cancel_running", "worker_processes", "spilling",
+        "cancel_running", "worker_processes", "spilling", "gpus",
     })
     tracks_refs = True
 

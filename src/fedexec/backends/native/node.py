@@ -143,6 +143,7 @@ class _Worker:
         "actor_id",
         "blocked",
         "conn",
+        "gpus",
         "id",
         "lease",
         "log_buf",
@@ -163,6 +164,7 @@ class _Worker:
         self.actor_id: str | None = None
         self.log_fd = log_fd
         self.log_buf = b""
+        self.gpus: list[tuple[int, float]] = []
 
 
 class _Actor:
@@ -226,6 +228,10 @@ class NodeManager:
         self.idle: collections.deque[_Worker] = collections.deque()
         self.starting = 0
         self.revokes: dict[str, dict[str, Any]] = {}
+        n_gpus = int(config.get("num_gpus") or 0)
+        self.gpu_free = [1.0] * n_gpus
+        self.gpu_ids: list[str] = (list(config.get("gpu_ids") or []) + [
+            str(i) for i in range(n_gpus)])[:n_gpus]
         self._request_id = 0
         self._wake_r, self._wake_w = os.pipe()
 
@@ -753,6 +759,7 @@ class NodeManager:
                 continue
             worker.state = "LEASED"
             worker.lease = demand
+            worker.gpus = self._take_gpus(demand.get("GPU", 0.0))
             self._assign(worker, [item])
         if len(self.scheduler):
             self._pipeline()
@@ -789,7 +796,8 @@ class NodeManager:
             task.worker = worker
             worker.tasks.append(task)
             msgs.append([Op.EXECUTE, task.id, task.return_ids, task.payload,
-                         [self._dep_entry(oid) for oid in task.deps], task.name])
+                         [self._dep_entry(oid) for oid in task.deps], task.name,
+                         self._gpu_names(worker.gpus)])
         if worker.conn is not None:
             worker.conn.out.extend(msgs)
 
@@ -801,9 +809,34 @@ class NodeManager:
         obj = self.objects[oid]
         return self._deliverable(obj)[1:]
 
+    def _take_gpus(self, amount: float) -> list[tuple[int, float]]:
+        """Pick GPU ids for a lease: whole GPUs, or a share of one (Ray's rule)."""
+        if amount <= 0:
+            return []
+        free = self.gpu_free
+        if amount < 1:
+            order = sorted(range(len(free)), key=lambda i: free[i])  # pack shares
+            pick = next((i for i in order if free[i] + 1e-9 >= amount), None)
+            taken = [] if pick is None else [(pick, amount)]
+        else:
+            whole = [i for i in range(len(free)) if free[i] >= 1 - 1e-9][:math.ceil(amount)]
+            taken = [(i, 1.0) for i in whole]
+        for i, share in taken:
+            free[i] -= share
+        return taken
+
+    def _give_gpus(self, taken: list[tuple[int, float]]) -> None:
+        for i, share in taken:
+            self.gpu_free[i] += share
+
+    def _gpu_names(self, taken: list[tuple[int, float]]) -> list[str]:
+        return [self.gpu_ids[i] for i, _ in taken]
+
     def _release_lease(self, worker: _Worker) -> None:
         if worker.lease is not None and not worker.blocked:
             self.pool.release(worker.lease)
+        self._give_gpus(worker.gpus)
+        worker.gpus = []
         worker.lease = None
         worker.state = "IDLE"
         self.idle.append(worker)
@@ -951,6 +984,8 @@ class NodeManager:
             self._close(conn)
         if worker.lease is not None and not worker.blocked:
             self.pool.release(worker.lease)
+        self._give_gpus(worker.gpus)
+        worker.gpus = []
         worker.lease = None
         tasks, worker.tasks = list(worker.tasks), collections.deque()
         for task in [t for t in self.tasks.values()
@@ -1021,7 +1056,9 @@ class NodeManager:
         actor.worker = worker
         deps = [self._dep_entry(oid) for oid in actor.deps if oid in self.objects]
         if worker.conn is not None:
-            worker.conn.out.append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps])
+            worker.gpus = self._take_gpus(actor.demand_create.get("GPU", 0.0))
+            worker.conn.out.append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps,
+                                    self._gpu_names(worker.gpus)])
         alive = sum(1 for w in self.workers.values() if w.actor_id is None)
         if alive < self.pool_size:
             self._spawn_worker()
@@ -1258,6 +1295,8 @@ class NodeManager:
         with contextlib.suppress(OSError):
             os.unlink(self.socket_path)
         shutil.rmtree(self.session_dir, ignore_errors=True)
+        if self.config.get("shm_dir"):
+            shutil.rmtree(self.config["shm_dir"], ignore_errors=True)
 
 
 def main() -> None:

@@ -66,6 +66,22 @@ def reap_stale_sessions() -> None:
                     shutil.rmtree(path, ignore_errors=True)
 
 
+def detect_gpus() -> list[str]:
+    """The GPU ids this machine offers: ``CUDA_VISIBLE_DEVICES`` if set, else what
+    ``nvidia-smi -L`` lists (none when it is absent)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip() and g.strip() != "-1"]
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
 class EmbeddedRuntime:
     """A node manager (and its workers) started by and for one driver."""
 
@@ -89,6 +105,8 @@ class EmbeddedRuntime:
         node_id = new_id()
         job_id = os.urandom(4).hex()
         opts = dict(config.backend_options)
+        gpu_ids = detect_gpus()
+        gpus = len(gpu_ids)
         initializer = None
         if config.initializer is not None:
             initializer = cloudpickle.dumps((config.initializer, config.initargs)).hex()
@@ -97,9 +115,11 @@ class EmbeddedRuntime:
             "job_id": job_id,
             "session_dir": session_dir,
             "store_dir": store_dir,
+            "shm_dir": shm_dir,
             "spill_dir": os.path.join(session_dir, "spill"),
             "num_cpus": config.cpu_count(os.cpu_count() or 1),
-            "num_gpus": config.num_gpus or 0,
+            "num_gpus": gpus if config.num_gpus is None else config.num_gpus,
+            "gpu_ids": gpu_ids,
             "resources": dict(config.resources),
             "memory": int(psutil.virtual_memory().available * 0.7),
             "object_store_memory": config.object_store_memory

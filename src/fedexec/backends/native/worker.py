@@ -7,10 +7,10 @@ answers TASK_DONE. Inside a task, ``fedexec.*`` calls go through the same client
 
 Task messages::
 
-    EXECUTE    [op, task_id, return_ids, payload, dep entries, name]
+    EXECUTE    [op, task_id, return_ids, payload, dep entries, name, gpu ids]
                payload = [fn, args mode, args data, args buffers, num_returns,
                           retry_exceptions, max_retries, runtime_env]
-    ACTOR_INIT [op, actor_id, spec, [cls, args mode, data, buffers], dep entries]
+    ACTOR_INIT [op, actor_id, spec, [cls, args mode, data, buffers], dep entries, gpu ids]
     ACTOR_EXEC [op, task_id, return_ids, [method, mode, data, buffers, num_returns],
                 dep entries, name]
 
@@ -232,7 +232,7 @@ class WorkerLoop:
             raise self.init_error from exc
 
     def _execute(self, msg: list[Any]) -> None:
-        _, task_id, return_ids, payload, deps, name = msg
+        _, task_id, return_ids, payload, deps, name, gpus = msg
         (fn_blob, mode, data, buffers, num_returns, retry, max_retries, env) = payload
         if not isinstance(retry, bool):
             retry = tuple(serialization.loads(retry))
@@ -240,7 +240,7 @@ class WorkerLoop:
         ctx = self.backend.task_context(task_id, None, task_id)
         keep: Any = None  # the return value, alive until TASK_DONE is queued (see below)
         try:
-            with running_task(ctx), _runtime_env(env):
+            with running_task(ctx), _runtime_env(env), _visible_gpus(gpus):
                 results, keep = self._attempts(task_id, return_ids, name, fn_blob,
                                                [mode, data, buffers], deps, num_returns,
                                                options, max_retries)
@@ -283,8 +283,10 @@ class WorkerLoop:
 
     # -------------------------------------------------------------- actors
     def _init_actor(self, msg: list[Any]) -> None:
-        _, actor_id, spec, payload, deps = msg
+        _, actor_id, spec, payload, deps, gpus = msg
         cls_blob, mode, data, buffers = payload
+        if gpus:  # the actor's process keeps its GPUs for life
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         ctx = self.backend.task_context(None, actor_id, None)
         try:
             with running_task(ctx), _runtime_env(spec.get("runtime_env")):
@@ -366,6 +368,24 @@ class WorkerLoop:
         for m in early:
             loop.call_soon(self._start_async_call, m)
         loop.run_forever()
+
+
+@contextlib.contextmanager
+def _visible_gpus(gpus: list[str]) -> Iterator[None]:
+    """``CUDA_VISIBLE_DEVICES`` = the task's GPUs while it runs (takes effect for
+    CUDA contexts created in the task, as with Ray's reused workers)."""
+    if not gpus:
+        yield
+        return
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 @contextlib.contextmanager
