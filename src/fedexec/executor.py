@@ -230,7 +230,7 @@ class Executor(cf.Executor):
         refs = _as_ref_list(refs, "get()")
         pending = [r for r in refs if not r.done()]
         if pending:
-            with self._backend.blocked():
+            with self._backend.blocked(pending):
                 cf.wait(pending, timeout=timeout, return_when=cf.FIRST_EXCEPTION)
         for r in refs:  # a failure raises at once, in list order among the finished
             if r.done() and (r.cancelled() or r._exception is not None):
@@ -377,7 +377,7 @@ def _wait_for(refs: list[ObjectRef[Any]], needed: int, timeout: float | None,
                 else:
                     r._waiters.append(waiter)
                     installed.append(r)
-        with backend.blocked():
+        with backend.blocked(refs):
             waiter.event.wait(timeout)
     finally:
         for r in installed:

@@ -100,7 +100,7 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
             backend = self._backend
             if backend is None:
                 raise _unbound(self)
-            with backend.blocked():
+            with backend.blocked((self,)):
                 return super().result(timeout)
         except TaskCancelledError:
             raise
@@ -120,7 +120,7 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
                 backend = self._backend
                 if backend is None:
                     raise _unbound(self)
-                with backend.blocked():
+                with backend.blocked((self,)):
                     return super().exception(timeout)
             return super().exception(0)
         except TaskCancelledError:

@@ -346,3 +346,19 @@ def test_gpu_tasks_see_only_their_gpus_and_gpu_resources_are_counted():
         assert gpu_ex.get(actor.devices.remote(), timeout=T) in ("0", "1")
         with pytest.raises(ValueError, match="could never run"):
             gpu_ex.options(num_gpus=3).submit(visible_devices)
+
+
+def test_a_long_blocked_get_logs_what_it_waits_on(tmp_path, caplog):
+    with fedexec.Executor("native", num_cpus=1, blocked_warning_s=0.5) as slow:
+        running = slow.submit(pid_then_sleep, str(tmp_path), 60)
+        queued = slow.options(num_cpus=1).submit(pow, 2, 2)
+        waiting = slow.submit(pow, queued, 2)
+        with caplog.at_level("WARNING", logger="fedexec"):
+            with pytest.raises(fedexec.GetTimeoutError):
+                slow.get([running, queued, waiting], timeout=3)
+        text = caplog.text
+        assert "blocked for" in text
+        assert "running on worker pid" in text
+        assert "queued for resources" in text
+        assert "waiting for 1 argument" in text
+        slow.cancel(running, force=True)

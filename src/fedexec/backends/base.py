@@ -89,9 +89,9 @@ class Backend:
         return False
 
     @contextlib.contextmanager
-    def blocked(self) -> Iterator[None]:
-        """Wrapped around a wait on an unfinished ref (lets a backend lend the
-        waiting task's resources to others, or fetch the object)."""
+    def blocked(self, refs: Sequence[ObjectRef[Any]] = ()) -> Iterator[None]:
+        """Wrapped around a wait on the unfinished ``refs`` (lets a backend lend the
+        waiting task's resources to others, fetch objects, or report a long wait)."""
         yield
 
     # -- actors ------------------------------------------------------------------

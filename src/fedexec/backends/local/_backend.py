@@ -346,7 +346,7 @@ class LocalBackend(Backend):
                 self._finish(item, error=err)
 
     @contextlib.contextmanager
-    def blocked(self) -> Iterator[None]:
+    def blocked(self, refs: Any = ()) -> Iterator[None]:
         """A task waiting for a ref lends its resources to others meanwhile."""
         ctx = current_task()
         task = ctx.extra if ctx is not None and ctx.backend is self else None

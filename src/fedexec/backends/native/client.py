@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import logging
 import os
 import socket
 import sys
@@ -42,6 +43,8 @@ from .protocol import Call, Channel, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
 
 __all__ = ["NativeBackend"]
+
+_log = logging.getLogger("fedexec")
 
 _CALL_TAG = 0x80  # object ids of actor calls end in 0x80 + index; puts end in "ff"
 
@@ -95,6 +98,9 @@ class NativeBackend(Backend):
         self._closed = False
         self._broken: str | None = None
         self.on_message: Any = None  # set by a worker loop for the messages it serves
+        self._waits: dict[object, tuple[float, list[ObjectRef[Any]]]] = {}
+        self._warned: set[object] = set()
+        self._warn_after = float(config.backend_options.get("blocked_warning_s", 30.0))
         self.worker_loop: Any = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -142,10 +148,15 @@ class NativeBackend(Backend):
             ids.append(oid)  # type: ignore[union-attr]
 
     def _flush_loop(self) -> None:
+        ticks = 0
         while not self._closed:
             time.sleep(0.05)
             if self._refcount_ops:
                 self._channel.flush()
+            ticks += 1
+            if ticks % 20 == 0 and self._waits:
+                with contextlib.suppress(Exception):
+                    self._report_long_waits()
 
     def _request(self, call: Call, *args: Any, timeout: float = 60.0) -> Any:
         import concurrent.futures as cf
@@ -405,14 +416,38 @@ class NativeBackend(Backend):
         return ref
 
     @contextlib.contextmanager
-    def blocked(self) -> Iterator[None]:
+    def blocked(self, refs: Any = ()) -> Iterator[None]:
         self._channel.flush()
-        loop = self.worker_loop
-        if loop is None:
-            yield
-            return
-        with loop.blocked():
-            yield
+        token = object()
+        self._waits[token] = (time.monotonic(), list(refs))
+        try:
+            loop = self.worker_loop
+            if loop is None:
+                yield
+            else:
+                with loop.blocked():
+                    yield
+        finally:
+            self._waits.pop(token, None)
+
+    def _report_long_waits(self) -> None:
+        """Log once per wait that lasts over ``blocked_warning_s`` what it waits on."""
+        now = time.monotonic()
+        for token, (since, refs) in list(self._waits.items()):
+            if now - since < self._warn_after or token in self._warned:
+                continue
+            self._warned.add(token)
+            tasks = sorted({found[0] for r in refs if not r.done()
+                            for found in [self._task_of(r)] if found is not None})
+            try:
+                states = self._request(Call.DESCRIBE, tasks[:20], timeout=10) if tasks else []
+            except FedexecError:
+                states = []
+            lines = "\n".join(f"  - {s}" for s in states) or "  - (objects, not tasks)"
+            _log.warning("a get/wait has been blocked for %.0f s on %d object(s):\n%s",
+                         now - since, len(refs), lines)
+        if len(self._warned) > 1000:
+            self._warned = {t for t in self._warned if t in self._waits}
 
     # ------------------------------------------------------------- cancelling
     @staticmethod

@@ -1251,6 +1251,36 @@ class NodeManager:
         if waiting["left"] == 0:
             self._send(waiting["conn"], [Op.REPLY, waiting["req"], True, waiting["ok"]])
 
+    def _call_describe(self, conn: _Conn, task_ids: list[str]) -> list[str]:
+        """A line per task saying what it waits for (for a long-blocked get)."""
+        out = []
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None:
+                out.append(f"task {task_id}: finished (its result is on its way)")
+                continue
+            head = f"task {task.name!r} ({task_id})"
+            if task.state == "WAITING":
+                missing = [d for d in task.deps if not self.objects[d].ready]
+                out.append(f"{head}: waiting for {len(missing)} argument(s) "
+                           f"{missing[:5]} to be computed")
+            elif task.state == "QUEUED":
+                out.append(f"{head}: queued for resources {task.demand}; available now "
+                           f"{self.pool.available()} of {self.pool.total}")
+            elif task.actor_id is not None:
+                actor = self.actors.get(task.actor_id)
+                pid = actor.worker.pid if actor and actor.worker else None
+                where = "running" if task.state == "ASSIGNED" else "queued"
+                out.append(f"{head}: {where} on actor {task.actor_id} (pid {pid}, state "
+                           f"{actor.state if actor else '?'})")
+            elif task.worker is not None:
+                pos = list(task.worker.tasks).index(task) if task in task.worker.tasks else 0
+                where = "running" if pos == 0 else f"queued behind {pos} task(s)"
+                out.append(f"{head}: {where} on worker pid {task.worker.pid}")
+            else:
+                out.append(f"{head}: {task.state.lower()}")
+        return out
+
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
                 "pid": os.getpid()}
@@ -1267,6 +1297,7 @@ class NodeManager:
         Call.NODE_INFO: _call_info,
         Call.CANCEL_PENDING: _call_cancel_pending,
         Call.CANCEL_QUEUED: _call_cancel_queued,
+        Call.DESCRIBE: _call_describe,
     }
 
     # -------------------------------------------------------------- shutdown

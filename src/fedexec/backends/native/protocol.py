@@ -120,6 +120,7 @@ class Call(enum.IntEnum):
     CREATE_ACTOR = 11
     CANCEL_PENDING = 12
     CANCEL_QUEUED = 13
+    DESCRIBE = 14
 
 
 def pack_frame(messages: list[Any]) -> bytes:
