@@ -143,6 +143,13 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
             return super().cancel()
         return backend.cancel_pending(self)
 
+    def add_done_callback(self, fn: Any) -> None:
+        """As ``Future.add_done_callback``; also tells the backend someone waits."""
+        backend = self._backend
+        if backend is not None and self._state == "PENDING":
+            backend.flush()
+        super().add_done_callback(fn)
+
     def _cancel_now(self) -> bool:
         """For backends: the stdlib transition PENDING -> CANCELLED."""
         return super().cancel()
@@ -161,7 +168,7 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
         backend = self._backend
         if backend is not None and backend.tracks_refs:
             try:
-                backend.ref_released(self._id)
+                backend.ref_released(self)
             except Exception:  # interpreter shutdown: nothing to tell any more
                 pass
 

@@ -39,9 +39,11 @@ class ResourcePool:
 
     def fits(self, demand: Mapping[str, float]) -> bool:
         """Does ``demand`` fit now?"""
-        return all(
-            self.total.get(k, 0.0) - self.used.get(k, 0.0) + _EPS >= v for k, v in demand.items()
-        )
+        total, used = self.total, self.used
+        for k, v in demand.items():
+            if total.get(k, 0.0) - used.get(k, 0.0) + _EPS < v:
+                return False
+        return True
 
     def acquire(self, demand: Mapping[str, float]) -> None:
         """Take ``demand`` (even past the total: used after a blocked task resumes)."""

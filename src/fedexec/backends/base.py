@@ -76,7 +76,10 @@ class Backend:
         """The ref for ``ref_id`` (called when a ref is unpickled in this runtime)."""
         raise NotImplementedError
 
-    def ref_released(self, ref_id: str) -> None:
+    def flush(self) -> None:
+        """Send any batched messages now (someone is about to wait for a result)."""
+
+    def ref_released(self, ref: ObjectRef[Any]) -> None:
         """An ``ObjectRef`` of this runtime was garbage-collected (``tracks_refs``).
         Called from ``__del__``: may run in any thread, must not block or lock."""
 

@@ -18,8 +18,8 @@ import contextlib
 import itertools
 import logging
 import os
+import pickle
 import socket
-import sys
 import threading
 import time
 import weakref
@@ -49,13 +49,46 @@ _log = logging.getLogger("fedexec")
 _CALL_TAG = 0x80  # object ids of actor calls end in 0x80 + index; puts end in "ff"
 
 
-def _function_blob_cacheable(fn: Any) -> bool:
-    """True for functions pickled by reference (importable by module and name)."""
-    module = getattr(fn, "__module__", None)
-    if module in (None, "__main__") or getattr(fn, "__closure__", None):
-        return False
-    mod = sys.modules.get(module)
-    return mod is not None and getattr(mod, getattr(fn, "__qualname__", ""), None) is fn
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, values.DepSlot})
+
+
+def _all_atoms(items: Any) -> bool:
+    """True if every item is of a type the plain pickler handles alone."""
+    for item in items:
+        if type(item) not in _ATOMS:
+            return False
+    return True
+
+
+class _RefTable:
+    """``id -> the live ObjectRef of this process`` (weak; cheaper than a
+    ``WeakValueDictionary``). ``discard`` is called from ``ObjectRef.__del__``."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self) -> None:
+        self._d: dict[str, weakref.ref[ObjectRef[Any]]] = {}
+
+    def get(self, obj_id: str) -> ObjectRef[Any] | None:
+        w = self._d.get(obj_id)
+        return None if w is None else w()
+
+    def add(self, obj_id: str, ref: ObjectRef[Any]) -> None:
+        self._d[obj_id] = weakref.ref(ref)
+
+    def discard(self, ref: ObjectRef[Any]) -> bool:
+        """Forget ``ref``; True if it was this process's instance for its id."""
+        w = self._d.get(ref._id)
+        if w is None:
+            return False
+        live = w()
+        if live is not None and live is not ref:
+            return False  # a newer instance took the id over
+        self._d.pop(ref._id, None)
+        return True
+
+    def values(self) -> list[ObjectRef[Any]]:
+        return [r for w in list(self._d.values()) if (r := w()) is not None]
 
 
 class NativeBackend(Backend):
@@ -85,9 +118,7 @@ class NativeBackend(Backend):
         self.job_id: str = _attach["job_id"]
         self.worker_id: str = _attach.get("worker_id") or f"driver-{os.getpid()}"
         self.role = _attach.get("role", "driver")
-        self._refs: weakref.WeakValueDictionary[str, ObjectRef[Any]] = (
-            weakref.WeakValueDictionary()
-        )
+        self._refs = _RefTable()
         self._refcount_ops: collections.deque[tuple[int, str]] = collections.deque()
         self._pending: dict[int, Any] = {}
         self._req_ids = itertools.count(1)
@@ -118,6 +149,7 @@ class NativeBackend(Backend):
         self._total = self._request(Call.CLUSTER_RESOURCES)
         if self.role == "driver":
             self.hello()
+        self._wake_flusher = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="fedexec-native-flush")
         self._flusher.start()
@@ -147,14 +179,27 @@ class NativeBackend(Backend):
                 kind = op
             ids.append(oid)  # type: ignore[union-attr]
 
+    def _send_soon(self, msg: list[Any]) -> None:
+        """Queue ``msg``; it is written within ~1 ms, or as soon as anyone waits."""
+        if self._channel.send_later(msg):
+            self._wake_flusher.set()
+
+    def flush(self) -> None:
+        """Write every queued message now."""
+        self._channel.flush()
+
     def _flush_loop(self) -> None:
-        ticks = 0
+        last_report = time.monotonic()
         while not self._closed:
-            time.sleep(0.05)
-            if self._refcount_ops:
+            if self._wake_flusher.wait(0.05):
+                self._wake_flusher.clear()
+                time.sleep(0.0005)  # let a submit loop fill the batch
                 self._channel.flush()
-            ticks += 1
-            if ticks % 20 == 0 and self._waits:
+            elif self._refcount_ops:
+                self._channel.flush()
+            now = time.monotonic()
+            if self._waits and now - last_report > 1.0:
+                last_report = now
                 with contextlib.suppress(Exception):
                     self._report_long_waits()
 
@@ -245,13 +290,13 @@ class NativeBackend(Backend):
             os._exit(0)
 
     # ----------------------------------------------------------- references
-    def ref_released(self, ref_id: str) -> None:
-        if not self._closed:
-            self._refcount_ops.append((Op.DECREF, ref_id))
+    def ref_released(self, ref: ObjectRef[Any]) -> None:
+        if self._refs.discard(ref) and not self._closed:
+            self._refcount_ops.append((Op.DECREF, ref._id))
 
     def _new_ref(self, obj_id: str, name: str) -> ObjectRef[Any]:
         ref: ObjectRef[Any] = ObjectRef(obj_id, self, name)
-        self._refs[obj_id] = ref
+        self._refs.add(obj_id, ref)
         return ref
 
     def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
@@ -297,6 +342,8 @@ class NativeBackend(Backend):
 
     # ------------------------------------------------------------------ tasks
     def _fn_blob(self, fn: Any) -> bytes:
+        """The pickled function, cached per function object (as Ray exports a remote
+        function once): a function pickled by value is captured at its first use."""
         try:
             blob = self._fn_cache.get(fn)
         except TypeError:
@@ -304,9 +351,8 @@ class NativeBackend(Backend):
         if blob is None:
             name = getattr(fn, "__qualname__", repr(fn))
             blob = serialization.dumps(fn, what=f"function {name!r}", out_of_band=False).data
-            if _function_blob_cacheable(fn):
-                with contextlib.suppress(TypeError):
-                    self._fn_cache[fn] = blob
+            with contextlib.suppress(TypeError):
+                self._fn_cache[fn] = blob
         return blob
 
     def _pack_args(self, obj_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -335,6 +381,9 @@ class NativeBackend(Backend):
                 else:
                     new_kwargs[k] = v
             kwargs = new_kwargs
+        if _all_atoms(args) and _all_atoms(kwargs.values()):
+            # The common case (numbers, strings, dep slots): the C pickler alone.
+            return deps, [], [0, pickle.dumps((args, kwargs), 5), []]
         try:
             blob = serialization.dumps((args, kwargs))
         except Exception:
@@ -400,8 +449,8 @@ class NativeBackend(Backend):
         n = options.num_returns
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
-        self._send([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
-                    contained, payload])
+        self._send_soon([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries,
+                         deps, contained, payload])
         self._release_args(deps)
         return refs
 
@@ -412,7 +461,7 @@ class NativeBackend(Backend):
         ref = self._new_ref(obj_id, "put")
         ref.set_running_or_notify_cancel()
         ref.set_result(local)
-        self._send([Op.PUT, *entry])
+        self._send_soon([Op.PUT, *entry])
         return ref
 
     @contextlib.contextmanager
@@ -525,8 +574,8 @@ class NativeBackend(Backend):
         return_ids = [f"{task_id}{_CALL_TAG + i:02x}" for i in range(n)]
         name = options.name or f"{handle._class_name}.{method}"
         refs = [self._new_ref(rid, name) for rid in return_ids]
-        self._send([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps, contained,
-                    [method, *packed, n]])
+        self._send_soon([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps,
+                         contained, [method, *packed, n]])
         self._release_args(deps)
         return refs
 

@@ -228,6 +228,7 @@ class NodeManager:
         self.idle: collections.deque[_Worker] = collections.deque()
         self.starting = 0
         self.revokes: dict[str, dict[str, Any]] = {}
+        self._dirty = False  # something may be schedulable: _dispatch at the loop's end
         n_gpus = int(config.get("num_gpus") or 0)
         self.gpu_free = [1.0] * n_gpus
         self.gpu_ids: list[str] = (list(config.get("gpu_ids") or []) + [
@@ -274,6 +275,8 @@ class NodeManager:
                             self._read(data)
                         if mask & _WRITE and data.id in self.conns:
                             self._write(data)
+                if self._dirty:
+                    self._dispatch()
                 self._flush()
                 now = time.monotonic()
                 if now - last_check > 1.0:
@@ -422,7 +425,7 @@ class NodeManager:
             if worker.state == "STARTING":
                 worker.state = "IDLE"
                 self.idle.append(worker)
-            self._dispatch()
+            self._dirty = True
 
     def _on_submit(self, conn: _Conn, msg: list[Any]) -> None:
         _, task_id, return_ids, name, demand, max_retries, deps, contained, payload = msg
@@ -487,7 +490,7 @@ class NodeManager:
             return
         task.state = "QUEUED"
         self.scheduler.enqueue(task, task.demand)
-        self._dispatch()
+        self._dirty = True
 
     def _on_put(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, kind, *rest = msg
@@ -599,7 +602,7 @@ class NodeManager:
             self._revoked(task_id, results)
         if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
             self._release_lease(worker)
-        self._dispatch()
+        self._dirty = True
 
     def _on_blocked(self, conn: _Conn, msg: list[Any]) -> None:
         worker = conn.worker
@@ -609,12 +612,12 @@ class NodeManager:
         self._requeue(worker, msg[1])
         if worker.lease is not None:
             self.pool.release(worker.lease)
-        self._dispatch()
+        self._dirty = True
 
     def _on_handback(self, conn: _Conn, msg: list[Any]) -> None:
         if conn.worker is not None:
             self._requeue(conn.worker, msg[1])
-            self._dispatch()
+            self._dirty = True
 
     def _requeue(self, worker: _Worker, task_ids: list[str]) -> None:
         """Take tasks a worker handed back (not started) and queue them again."""
@@ -748,6 +751,8 @@ class NodeManager:
         self._finish_task(task, [[rid, Kind.FAILED, kind, message] for rid in task.return_ids])
 
     def _dispatch(self) -> None:
+        """Start what can start (run once per loop turn, after all input is handled)."""
+        self._dirty = False
         while self.idle and len(self.scheduler):
             started = self.scheduler.dispatch(limit=1)
             if not started:
@@ -1014,7 +1019,7 @@ class NodeManager:
             alive = sum(1 for w in self.workers.values() if w.actor_id is None)
             if alive < self.pool_size:
                 self._spawn_worker()
-            self._dispatch()
+            self._dirty = True
 
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
@@ -1047,7 +1052,7 @@ class NodeManager:
             self._actor_dead(actor, f"an argument of its __init__ failed ({bad.payload[-1]})")
             return
         self.scheduler.enqueue(actor, actor.demand_create)
-        self._dispatch()
+        self._dirty = True
 
     def _start_actor(self, actor: _Actor, worker: _Worker) -> None:
         actor.holding = dict(actor.demand_create)
@@ -1067,7 +1072,7 @@ class NodeManager:
         self.pool.release(actor.holding)
         self.pool.acquire(new)
         actor.holding = dict(new)
-        self._dispatch()
+        self._dirty = True
 
     def _forward_calls(self, actor: _Actor) -> None:
         if actor.state != "ALIVE" or actor.worker is None or actor.worker.conn is None:
@@ -1115,7 +1120,7 @@ class NodeManager:
         self.pool.release(actor.holding)
         actor.holding = {}
         self.scheduler.enqueue(actor, actor.demand_create)
-        self._dispatch()
+        self._dirty = True
 
     def _actor_dead(self, actor: _Actor, why: str) -> None:
         if actor.state == "DEAD":
@@ -1137,7 +1142,7 @@ class NodeManager:
         actor.deps, actor.contained = [], []
         if actor.worker is not None:
             self._kill_worker(actor.worker)
-        self._dispatch()
+        self._dirty = True
 
     # ----------------------------------------------------------------- calls
     def _call_cluster_resources(self, conn: _Conn) -> dict[str, float]:

@@ -45,6 +45,7 @@ NONCE = 32
 MAC = 32
 MAX_FRAME = (1 << 32) - 1
 _LEN = struct.Struct("<I")
+_BATCH = 512  # messages a deferred send lets pile up before writing
 
 
 class Op(enum.IntEnum):
@@ -135,21 +136,25 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes | memoryview) -> list[list[Any]]:
-        buf = self._buf
-        buf += data
+    def feed(self, data: bytes) -> list[list[Any]]:
+        if self._buf:
+            self._buf += data
+            data = bytes(self._buf)
+            self._buf = bytearray()
+        view = memoryview(data)
         frames = []
         pos = 0
-        n = len(buf)
+        n = len(data)
+        unpack = _LEN.unpack_from
         while n - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if n - pos - 4 < size:
+            (size,) = unpack(data, pos)
+            end = pos + 4 + size
+            if end > n:
                 break
-            frames.append(msgpack.unpackb(buf[pos + 4:pos + 4 + size], raw=False,
-                                          strict_map_key=False))
-            pos += 4 + size
-        if pos:
-            del buf[:pos]
+            frames.append(msgpack.unpackb(view[pos + 4:end], raw=False, strict_map_key=False))
+            pos = end
+        if pos < n:
+            self._buf += view[pos:]
         return frames
 
 
@@ -267,8 +272,23 @@ class Channel:
             self._sending = True
         self._flush()
 
+    def send_later(self, msg: Any) -> bool:
+        """Queue ``msg`` without writing (a submit loop batches this way); it goes out
+        with the next ``send``/``flush``, or at once past ``_BATCH`` messages. Returns
+        True if the outbox was empty (the caller arranges a flush soon)."""
+        with self._lock:
+            was_empty = not self._outbox
+            if self._before_send is not None:
+                self._before_send(self._outbox)
+            self._outbox.append(msg)
+            if len(self._outbox) < _BATCH or self._sending:
+                return was_empty
+            self._sending = True
+        self._flush()
+        return False
+
     def flush(self) -> None:
-        """Write what ``before_send`` has pending (e.g. reference-count changes)."""
+        """Write what is queued, and what ``before_send`` has pending."""
         with self._lock:
             if self._before_send is not None:
                 self._before_send(self._outbox)
