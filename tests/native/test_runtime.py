@@ -362,3 +362,57 @@ def test_a_long_blocked_get_logs_what_it_waits_on(tmp_path, caplog):
         assert "queued for resources" in text
         assert "waiting for 1 argument" in text
         slow.cancel(running, force=True)
+
+
+EXITING_DRIVER = textwrap.dedent("""
+    import fedexec
+    ex = fedexec.Executor("native", num_cpus=2)
+    ref = ex.put(b"x" * 1_000_000)
+    info = ex._backend._request(fedexec.backends.native.protocol.Call.NODE_INFO)
+    pids = [info["pid"]] + [p for p, _ in ex._backend.stats()["workers"].values()]
+    print(" ".join(map(str, pids)), info["store_dir"], flush=True)
+    # no shutdown(): the interpreter exits with the runtime running
+""")
+
+
+def test_interpreter_exit_without_shutdown_stops_the_runtime(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(EXITING_DRIVER)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.split()
+    pids, store = [int(p) for p in line[:-1]], line[-1]
+    assert wait_until(lambda: all(_gone(p) for p in pids), 20)
+    assert wait_until(lambda: not os.path.exists(os.path.dirname(store)), 20)
+
+
+class Keeper:
+    def __init__(self):
+        self.box = None
+
+    def keep(self, box):
+        self.box = box  # a list holding a ref: the actor now borrows the object
+
+    def total(self):
+        return int(fedexec.get(self.box[0]).sum())
+
+
+def test_an_actor_holding_a_nested_ref_keeps_the_object_alive(ex):
+    keeper = ex.actor(Keeper)
+    ref = ex.put(np.ones(500_000, dtype=np.uint8))
+    ex.get(keeper.keep.remote([ref]), timeout=T)
+    del ref
+    gc.collect()
+    time.sleep(0.3)  # let the driver's release reach the node manager
+    assert ex.get(keeper.total.remote(), timeout=T) == 500_000
+
+
+def test_a_ref_nested_in_a_put_object_keeps_its_object_alive(ex):
+    inner = ex.put(np.arange(300_000))
+    outer = ex.put({"inner": inner})
+    del inner
+    gc.collect()
+    time.sleep(0.3)
+    again = ex.get(outer, timeout=T)["inner"]
+    assert int(ex.get(again, timeout=T)[-1]) == 299_999
