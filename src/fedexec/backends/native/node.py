@@ -73,6 +73,7 @@ class _Conn:
         "reader",
         "role",
         "sock",
+        "watching_write",
         "wbuf",
         "worker",
     )
@@ -89,6 +90,7 @@ class _Conn:
         self.worker: _Worker | None = None
         self.held: set[str] = set()
         self.creating: set[str] = set()
+        self.watching_write = False
 
 
 class _Obj:
@@ -229,6 +231,7 @@ class NodeManager:
         self.starting = 0
         self.revokes: dict[str, dict[str, Any]] = {}
         self._dirty = False  # something may be schedulable: _dispatch at the loop's end
+        self._pending_out: set[_Conn] = set()  # connections with output to flush
         n_gpus = int(config.get("num_gpus") or 0)
         self.gpu_free = [1.0] * n_gpus
         self.gpu_ids: list[str] = (list(config.get("gpu_ids") or []) + [
@@ -308,6 +311,7 @@ class NodeManager:
             self.conns[conn.id] = conn
             conn.wbuf += auth.greeting()
             self.sel.register(sock, _READ | _WRITE, conn)
+            conn.watching_write = True
 
     def _read(self, conn: _Conn) -> None:
         try:
@@ -328,7 +332,7 @@ class NodeManager:
                 return
             conn.auth = None
             conn.wbuf += reply
-            self._want_write(conn)
+            self._pending_out.add(conn)
             data = leftover
             if not data:
                 return
@@ -343,40 +347,50 @@ class NodeManager:
                 if conn.id not in self.conns:
                     return
 
-    def _want_write(self, conn: _Conn) -> None:
+    def _want_write(self, conn: _Conn, want: bool = True) -> None:
+        """Watch ``conn`` for writability only while it has unsent bytes (each change
+        is an epoll_ctl call, so it is made only when the interest changes)."""
+        if conn.watching_write == want:
+            return
+        conn.watching_write = want
         with contextlib.suppress(KeyError, ValueError):
-            self.sel.modify(conn.sock, _READ | _WRITE, conn)
+            self.sel.modify(conn.sock, _READ | _WRITE if want else _READ, conn)
 
     def _write(self, conn: _Conn) -> None:
         if conn.wbuf:
             try:
                 n = conn.sock.send(conn.wbuf)
             except (BlockingIOError, InterruptedError):
-                return
+                n = 0
             except OSError:
                 self._close(conn)
                 return
-            del conn.wbuf[:n]
-        if not conn.wbuf:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.modify(conn.sock, _READ, conn)
+            if n:
+                del conn.wbuf[:n]
+        if conn.id in self.conns:
+            self._want_write(conn, bool(conn.wbuf))
 
     def _flush(self) -> None:
-        for conn in list(self.conns.values()):
+        dirty, self._pending_out = self._pending_out, set()
+        for conn in dirty:
+            if conn.id not in self.conns:
+                continue
             if conn.out:
                 conn.wbuf += pack_frame(conn.out)
                 conn.out = []
-            if conn.wbuf and conn.auth is None:
-                self._write(conn)
-                if conn.wbuf and conn.id in self.conns:
-                    self._want_write(conn)
-            elif conn.wbuf:
+            if conn.wbuf:
                 self._write(conn)
 
     def _send(self, cid: int | None, msg: list[Any]) -> None:
         conn = self.conns.get(cid) if cid is not None else None
         if conn is not None:
             conn.out.append(msg)
+            self._pending_out.add(conn)
+
+    def _out(self, conn: _Conn) -> list[Any]:
+        """``conn``'s outgoing message list (it is flushed at the end of the turn)."""
+        self._pending_out.add(conn)
+        return conn.out
 
     def _close(self, conn: _Conn) -> None:
         if self.conns.pop(conn.id, None) is None:
@@ -804,7 +818,7 @@ class NodeManager:
                          [self._dep_entry(oid) for oid in task.deps], task.name,
                          self._gpu_names(worker.gpus)])
         if worker.conn is not None:
-            worker.conn.out.extend(msgs)
+            self._out(worker.conn).extend(msgs)
 
     def _started(self, task: _Task) -> None:
         """Tell the owner its task is running now (``Future.running()``)."""
@@ -857,7 +871,7 @@ class NodeManager:
                 actor.queue.remove(task)
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
             elif actor is not None and actor.worker is not None and actor.worker.conn:
-                actor.worker.conn.out.append([Op.CANCEL_TASK, task_id])
+                self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
         elif task.state in ("WAITING", "QUEUED"):
             self.scheduler.remove(task)
             task.state = "CANCELLED"
@@ -871,7 +885,7 @@ class NodeManager:
                 worker.tasks.popleft()
                 self._kill_worker(worker)
             elif worker.conn is not None:
-                worker.conn.out.append([Op.CANCEL_TASK, task_id])
+                self._out(worker.conn).append([Op.CANCEL_TASK, task_id])
         for child in children:
             self._cancel(child, force, True)
 
@@ -971,7 +985,7 @@ class NodeManager:
 
     def _retire(self, worker: _Worker) -> None:
         if worker.conn is not None:
-            worker.conn.out.append([Op.EXIT])
+            self._out(worker.conn).append([Op.EXIT])
 
     def _worker_died(self, worker: _Worker, why: str) -> None:
         if worker.state == "DEAD":
@@ -1062,7 +1076,7 @@ class NodeManager:
         deps = [self._dep_entry(oid) for oid in actor.deps if oid in self.objects]
         if worker.conn is not None:
             worker.gpus = self._take_gpus(actor.demand_create.get("GPU", 0.0))
-            worker.conn.out.append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps,
+            self._out(worker.conn).append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps,
                                     self._gpu_names(worker.gpus)])
         alive = sum(1 for w in self.workers.values() if w.actor_id is None)
         if alive < self.pool_size:
@@ -1077,7 +1091,7 @@ class NodeManager:
     def _forward_calls(self, actor: _Actor) -> None:
         if actor.state != "ALIVE" or actor.worker is None or actor.worker.conn is None:
             return
-        out = actor.worker.conn.out
+        out = self._out(actor.worker.conn)
         while actor.queue and actor.queue[0].missing == 0:
             task = actor.queue.popleft()
             if task.id not in self.tasks:
@@ -1243,7 +1257,7 @@ class NodeManager:
             task.state = "REVOKING"
             self.revokes[task.id] = waiting
             if worker.conn is not None:
-                worker.conn.out.append([Op.REVOKE, task.id])
+                self._out(worker.conn).append([Op.REVOKE, task.id])
 
     def _revoked(self, task_id: str, results: list[list[Any]]) -> None:
         waiting = self.revokes.pop(task_id, None)
