@@ -105,7 +105,7 @@ __all__ = [
     "wait",
 ]
 
-_LAZY = {"integrations", "testing"}
+_LAZY = {"integrations"}
 
 
 def __getattr__(name: str) -> Any:

@@ -159,6 +159,18 @@ class Backend:
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------
+    def _check_single_node_strategy(self, options: Any, node_id: str) -> None:
+        """Scheduling strategies on a one-node runtime: affinity to another node is
+        infeasible unless soft; placement groups are not available."""
+        from ..options import NodeAffinity
+
+        strategy = options.scheduling_strategy
+        if isinstance(strategy, NodeAffinity):
+            if strategy.node_id != node_id and not strategy.soft:
+                raise ValueError(f"no alive node with id {strategy.node_id!r}")
+        elif strategy not in ("DEFAULT", "SPREAD"):
+            raise self._unsupported("placement groups", "placement_groups")
+
     def _unsupported(self, feature: str, capability: str) -> UnsupportedOnBackendError:
         from . import backends_with
 

@@ -39,7 +39,7 @@ from ...exceptions import (
     TaskCancelledError,
     UnsupportedOnBackendError,
 )
-from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
+from ...options import ActorOptions, MethodOptions, TaskOptions
 from ...refs import LazyValue, ObjectRef
 from .. import _execution as execution
 from .._scheduling import ResourcePool, Scheduler
@@ -154,12 +154,7 @@ class LocalBackend(Backend):
             )
 
     def _check_strategy(self, options: Any) -> None:
-        strategy = options.scheduling_strategy
-        if isinstance(strategy, NodeAffinity):
-            if strategy.node_id != self.node_id and not strategy.soft:
-                raise ValueError(f"no alive node with id {strategy.node_id!r}")
-        elif strategy not in ("DEFAULT", "SPREAD"):
-            raise self._unsupported("placement groups", "placement_groups")
+        self._check_single_node_strategy(options, self.node_id)
         if options.runtime_env:
             raise UnsupportedOnBackendError(
                 "runtime_env needs separate worker processes; the 'local' backend runs "

@@ -35,7 +35,7 @@ from ...exceptions import (
     FedexecError,
     ObjectStoreFullError,
 )
-from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
+from ...options import ActorOptions, MethodOptions, TaskOptions
 from ...refs import ObjectRef
 from ..base import Backend
 from . import _values as values
@@ -424,12 +424,7 @@ class NativeBackend(Backend):
                 )
 
     def _check_strategy(self, options: Any) -> None:
-        strategy = options.scheduling_strategy
-        if isinstance(strategy, NodeAffinity):
-            if strategy.node_id != self.node_id and not strategy.soft:
-                raise ValueError(f"no alive node with id {strategy.node_id!r}")
-        elif strategy not in ("DEFAULT", "SPREAD"):
-            raise self._unsupported("placement groups", "placement_groups")
+        self._check_single_node_strategy(options, self.node_id)
 
     def submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                options: TaskOptions) -> list[ObjectRef[Any]]:

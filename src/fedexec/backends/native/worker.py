@@ -97,22 +97,20 @@ class WorkerLoop:
         elif op == Op.EXIT:
             os._exit(0)
 
-    def _revoke(self, task_id: str) -> None:
-        """Drop a queued task (it was cancelled before starting); a started one goes on."""
+    def _revoke(self, task_id: str) -> bool:
+        """Drop a queued task (cancelled before starting); False if it is not queued."""
         with self.cv:
             for msg in self.queue:
                 if msg[1] == task_id:
                     self.queue.remove(msg)
                     self._send_failed(msg, ErrorKind.CANCELLED, f"{msg[-1]} was cancelled")
-                    return
+                    return True
+        return False
 
     def _cancel(self, task_id: str) -> None:
+        if self._revoke(task_id):
+            return
         with self.cv:
-            for msg in self.queue:
-                if msg[1] == task_id:
-                    self.queue.remove(msg)
-                    self._send_failed(msg, ErrorKind.CANCELLED, f"{msg[-1]} was cancelled")
-                    return
             if self.current == task_id and self.actor is None:
                 self.interrupt = task_id
                 signal.pthread_kill(self.main_ident, signal.SIGINT)
