@@ -18,6 +18,7 @@ __all__ = [
     "AuthenticationError",
     "BackendUnavailableError",
     "BrokenExecutorError",
+    "ClusterUnreachableError",
     "FedexecError",
     "GetTimeoutError",
     "NodeDiedError",
@@ -237,6 +238,11 @@ class SerializationError(FedexecError):
 class AuthenticationError(FedexecError):
     """A peer failed the cluster-token check: a wrong or missing token. Pass
     ``token=`` or set ``FEDEXEC_TOKEN`` to the token of the cluster's head."""
+
+
+class ClusterUnreachableError(FedexecError, ConnectionError):
+    """No runtime answers at the given address (nothing listening, a wrong host or
+    port, or ``address="auto"`` with no cluster started on this machine)."""
 
 
 class BrokenExecutorError(FedexecError, _cf.BrokenExecutor):

@@ -19,7 +19,7 @@ import itertools
 import logging
 import os
 import pickle
-import socket
+import sys
 import threading
 import time
 import weakref
@@ -39,6 +39,7 @@ from ...options import ActorOptions, MethodOptions, TaskOptions
 from ...refs import ObjectRef
 from ..base import Backend
 from . import _values as values
+from . import cluster
 from .protocol import Call, Channel, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
 
@@ -105,17 +106,19 @@ class NativeBackend(Backend):
         super().__init__(config)
         self._runtime = None
         if _attach is None:
-            from .runtime import EmbeddedRuntime
+            if config.address is None:
+                from .runtime import EmbeddedRuntime
 
-            if config.address not in (None, "local"):
-                raise ValueError(
-                    f"connecting to a running cluster (address={config.address!r}) is not "
-                    "available yet; use address=None for an embedded runtime"
-                )
-            self._runtime = EmbeddedRuntime.start(config)
-            _attach = self._runtime.attach_info()
-        self.node_id: str = _attach["node_id"]
-        self.job_id: str = _attach["job_id"]
+                self._runtime = EmbeddedRuntime.start(config)
+                _attach = self._runtime.attach_info()
+            else:
+                _attach = cluster.resolve(config.address, config.token)
+        # A driver joining a cluster sends its import path with its work, so workers
+        # started by someone else can import the driver's modules.
+        self._import_path = None if self._runtime is not None or _attach.get("worker_id") \
+            else [p for p in sys.path if p]
+        self.node_id: str = _attach.get("node_id", "")
+        self.job_id: str = _attach.get("job_id", "")
         self.worker_id: str = _attach.get("worker_id") or f"driver-{os.getpid()}"
         self.role = _attach.get("role", "driver")
         self._refs = _RefTable()
@@ -133,9 +136,14 @@ class NativeBackend(Backend):
         self._warned: set[object] = set()
         self._warn_after = float(config.backend_options.get("blocked_warning_s", 30.0))
         self.worker_loop: Any = None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = _attach.get("target") or ("unix", _attach["socket_path"])
         try:
-            sock.connect(_attach["socket_path"])
+            sock = cluster.connect(target)
+        except BaseException:
+            if self._runtime is not None:
+                self._runtime.stop()
+            raise
+        try:
             client_handshake(sock, _attach["token"])
         except BaseException:
             sock.close()
@@ -147,6 +155,9 @@ class NativeBackend(Backend):
                                 before_send=self._drain_refcount_ops)
         self._channel.start()
         self._total = self._request(Call.CLUSTER_RESOURCES)
+        if not self.node_id:  # joined a running cluster: ask where we are
+            info = self._request(Call.NODE_INFO)
+            self.node_id, self.job_id = info["node_id"], info["job_id"]
         if self.role == "driver":
             self.hello()
         self._wake_flusher = threading.Event()
@@ -423,6 +434,12 @@ class NativeBackend(Backend):
                     "(num_cpus=..., num_gpus=..., resources=...)"
                 )
 
+    def _env(self, runtime_env: Any) -> Any:
+        """The runtime_env sent with work (plus our import path when we joined a cluster)."""
+        if self._import_path is None:
+            return runtime_env
+        return {**(runtime_env or {}), "sys_path": self._import_path}
+
     def _check_strategy(self, options: Any) -> None:
         self._check_single_node_strategy(options, self.node_id)
 
@@ -440,7 +457,7 @@ class NativeBackend(Backend):
         retry = options.retry_exceptions
         retry_blob = retry if isinstance(retry, bool) else serialization.dumps(retry).data
         payload = [fn_blob, *packed, options.num_returns, retry_blob, options.max_retries,
-                   options.runtime_env]
+                   self._env(options.runtime_env)]
         n = options.num_returns
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
@@ -547,7 +564,7 @@ class NativeBackend(Backend):
             "get_if_exists": options.get_if_exists,
             "demand_create": create,
             "demand_life": options.demand(0.0),
-            "runtime_env": options.runtime_env,
+            "runtime_env": self._env(options.runtime_env),
         }
         payload = [cls_blob, *packed]
         actor_id, spec = self._request(Call.CREATE_ACTOR, actor_id, spec, payload, deps,

@@ -238,6 +238,8 @@ class NodeManager:
             str(i) for i in range(n_gpus)])[:n_gpus]
         self._request_id = 0
         self._wake_r, self._wake_w = os.pipe()
+        self.tcp_address: str | None = None
+        self.started = time.time()
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -248,8 +250,16 @@ class NodeManager:
         os.chmod(self.socket_path, 0o600)
         listener.listen(256)
         listener.setblocking(False)
-        self.listener = listener
+        self.listeners = [listener]
         self.sel.register(listener, _READ, "listen")
+        if self.config.get("tcp_port") is not None:
+            tcp = socket.create_server((self.config.get("tcp_host") or "127.0.0.1",
+                                        int(self.config["tcp_port"])), backlog=256)
+            tcp.setblocking(False)
+            host, port = tcp.getsockname()[:2]
+            self.tcp_address = f"{host}:{port}"
+            self.listeners.append(tcp)
+            self.sel.register(tcp, _READ, "listen")
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         signal.set_wakeup_fd(self._wake_w)
@@ -260,7 +270,7 @@ class NodeManager:
         for _ in range(self.pool_size):
             self._spawn_worker()
         if ready_fd is not None:
-            os.write(ready_fd, b"ready\n")
+            os.write(ready_fd, f"ready {self.tcp_address or ''}\n".encode())
             os.close(ready_fd)
         last_check = time.monotonic()
         try:
@@ -268,7 +278,7 @@ class NodeManager:
                 for key, mask in self.sel.select(1.0):
                     data = key.data
                     if data == "listen":
-                        self._accept()
+                        self._accept(key.fileobj)  # type: ignore[arg-type]
                     elif data == "wake":
                         self._drain_wake()
                     elif isinstance(data, _Worker):
@@ -284,7 +294,7 @@ class NodeManager:
                 now = time.monotonic()
                 if now - last_check > 1.0:
                     last_check = now
-                    if os.getppid() != self.parent_pid:
+                    if self.config.get("embedded") and os.getppid() != self.parent_pid:
                         self.stopping = True  # our driver died: nobody owns us any more
         finally:
             self._shutdown()
@@ -298,10 +308,10 @@ class NodeManager:
                 pass
         self._reap()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                sock, _ = self.listener.accept()
+                sock, _ = listener.accept()
             except BlockingIOError:
                 return
             sock.setblocking(False)
@@ -926,7 +936,8 @@ class NodeManager:
             signal.signal(sig, signal.SIG_DFL)
         with contextlib.suppress(Exception):
             self.sel.close()
-        self.listener.close()
+        for listener in self.listeners:
+            listener.close()
         for conn in self.conns.values():
             conn.sock.close()
         for w in self.workers.values():
@@ -1166,8 +1177,8 @@ class NodeManager:
         return self.pool.available()
 
     def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
-        return [{"node_id": self.node_id, "address": self.socket_path, "alive": True,
-                 "resources": dict(self.pool.total)}]
+        return [{"node_id": self.node_id, "address": self.tcp_address or self.socket_path,
+                 "alive": True, "resources": dict(self.pool.total)}]
 
     def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
         actor = self.actors.get(self.named.get((namespace, name), ""))
@@ -1302,7 +1313,8 @@ class NodeManager:
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
-                "pid": os.getpid()}
+                "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
+                "job_id": new_id()[-8:], "started": self.started}
 
     _calls: dict[int, Any] = {
         Call.CLUSTER_RESOURCES: _call_cluster_resources,

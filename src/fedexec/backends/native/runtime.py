@@ -30,7 +30,7 @@ import psutil
 from ..._ids import new_id
 from ...exceptions import FedexecError
 
-__all__ = ["EmbeddedRuntime"]
+__all__ = ["EmbeddedRuntime", "NodeProcess"]
 
 _SHM_ROOT = "/dev/shm"
 _PREFIX = "fedexec-"
@@ -82,18 +82,23 @@ def detect_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
 
 
-class EmbeddedRuntime:
-    """A node manager (and its workers) started by and for one driver."""
+class NodeProcess:
+    """A node manager process we started, with its session's directories."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any],
-                 dirs: list[str]):
+    def __init__(self, proc: subprocess.Popen[bytes], info: dict[str, Any], dirs: list[str]):
         self.proc = proc
         self.info = info
         self.dirs = dirs
 
     @classmethod
-    def start(cls, config: Any, timeout: float = 60.0) -> EmbeddedRuntime:
-        """Start a node manager for ``config`` (a ``RuntimeConfig``); wait until ready."""
+    def launch(cls, config: Any, *, embedded: bool, tcp: tuple[str, int] | None = None,
+               log_path: str | None = None, timeout: float = 60.0) -> NodeProcess:
+        """Start a node manager for ``config`` (a ``RuntimeConfig``); wait until ready.
+
+        ``embedded``: it belongs to this process (it exits when we disconnect or
+        die). Otherwise it is a cluster head that runs until stopped; ``tcp`` is the
+        (host, port) it also listens on, ``log_path`` where its output goes.
+        """
         reap_stale_sessions()
         session = os.urandom(6).hex()
         session_dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{session}-")
@@ -101,12 +106,13 @@ class EmbeddedRuntime:
         os.makedirs(shm_dir, mode=0o700, exist_ok=True)
         store_dir = os.path.join(shm_dir, "objects")
         os.makedirs(os.path.join(session_dir, "spill"), mode=0o700, exist_ok=True)
-        token = os.urandom(32)
+        from .cluster import token_bytes
+
+        token = token_bytes(config.token) if config.token else os.urandom(32)
         node_id = new_id()
         job_id = os.urandom(4).hex()
         opts = dict(config.backend_options)
         gpu_ids = detect_gpus()
-        gpus = len(gpu_ids)
         initializer = None
         if config.initializer is not None:
             initializer = cloudpickle.dumps((config.initializer, config.initargs)).hex()
@@ -118,52 +124,62 @@ class EmbeddedRuntime:
             "shm_dir": shm_dir,
             "spill_dir": os.path.join(session_dir, "spill"),
             "num_cpus": config.cpu_count(os.cpu_count() or 1),
-            "num_gpus": gpus if config.num_gpus is None else config.num_gpus,
+            "num_gpus": len(gpu_ids) if config.num_gpus is None else config.num_gpus,
             "gpu_ids": gpu_ids,
             "resources": dict(config.resources),
             "memory": int(psutil.virtual_memory().available * 0.7),
             "object_store_memory": config.object_store_memory
             or _default_store_memory(_store_root()),
-            "embedded": True,
+            "embedded": embedded,
             "parent_pid": os.getpid(),
             "initializer": initializer,
             "log_to_stderr": bool(opts.get("log_to_stderr", False)),
             # Workers import what the driver can: its sys.path and working directory.
             "sys_path": [p for p in sys.path if p],
             "cwd": os.getcwd(),
+            "tcp_host": tcp[0] if tcp else None,
+            "tcp_port": tcp[1] if tcp else None,
             "token": token.hex(),
         }
         ready_r, ready_w = os.pipe()
         node_config["ready_fd"] = ready_w
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fedexec.backends.native.node"],
-            stdin=subprocess.PIPE,
-            pass_fds=(ready_w,),
-            start_new_session=True,  # a Ctrl-C in the terminal is the driver's alone
-        )
-        os.close(ready_w)
-        runtime = cls(proc, {
+        log = open(log_path, "ab") if log_path else None
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fedexec.backends.native.node"],
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=log,
+                pass_fds=(ready_w,),
+                start_new_session=True,  # a Ctrl-C in the terminal is the driver's alone
+            )
+        finally:
+            os.close(ready_w)
+            if log is not None:
+                log.close()
+        node = cls(proc, {
             "node_id": node_id,
             "job_id": job_id,
             "socket_path": os.path.join(session_dir, "node.sock"),
             "token": token,
             "role": "driver",
+            "pid": proc.pid,
         }, [shm_dir, session_dir])
         with open(os.path.join(shm_dir, ".owners"), "w") as f:
-            f.write(f"{os.getpid()} {proc.pid}\n")
+            f.write(f"{os.getpid() if embedded else proc.pid} {proc.pid}\n")
         try:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(node_config).encode())
             proc.stdin.close()
-            runtime._wait_ready(ready_r, timeout)
+            node.info["address"] = node._wait_ready(ready_r, timeout)
         except BaseException:
-            runtime.stop()
+            node.stop()
             raise
         finally:
             os.close(ready_r)
-        return runtime
+        return node
 
-    def _wait_ready(self, fd: int, timeout: float) -> None:
+    def _wait_ready(self, fd: int, timeout: float) -> str:
         import select
 
         deadline = time.monotonic() + timeout
@@ -173,8 +189,9 @@ class EmbeddedRuntime:
                 raise FedexecError(f"the node manager did not start within {timeout} s")
             r, _, _ = select.select([fd], [], [], min(left, 0.5))
             if r:
-                if os.read(fd, 64).startswith(b"ready"):
-                    return
+                line = os.read(fd, 256)
+                if line.startswith(b"ready"):
+                    return line[5:].strip().decode()
                 raise FedexecError(
                     f"the node manager exited during start-up (exit code {self.proc.poll()}); "
                     "see its error output above"
@@ -204,3 +221,12 @@ class EmbeddedRuntime:
                     proc.wait()
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+class EmbeddedRuntime(NodeProcess):
+    """A node manager (and its workers) started by and for one driver."""
+
+    @classmethod
+    def start(cls, config: Any, timeout: float = 60.0) -> NodeProcess:
+        """Start an embedded node manager for ``config``; wait until ready."""
+        return cls.launch(config, embedded=True, timeout=timeout)

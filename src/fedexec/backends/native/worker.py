@@ -285,6 +285,7 @@ class WorkerLoop:
         cls_blob, mode, data, buffers = payload
         if gpus:  # the actor's process keeps its GPUs for life
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        _extend_path((spec.get("runtime_env") or {}).get("sys_path"))  # for its lifetime
         ctx = self.backend.task_context(None, actor_id, None)
         try:
             with running_task(ctx), _runtime_env(spec.get("runtime_env")):
@@ -368,6 +369,13 @@ class WorkerLoop:
         loop.run_forever()
 
 
+def _extend_path(paths: list[str] | None) -> None:
+    """Append the driver's import path entries this process lacks."""
+    for path in paths or ():
+        if path not in sys.path:
+            sys.path.append(path)
+
+
 @contextlib.contextmanager
 def _visible_gpus(gpus: list[str]) -> Iterator[None]:
     """``CUDA_VISIBLE_DEVICES`` = the task's GPUs while it runs (takes effect for
@@ -396,6 +404,7 @@ def _runtime_env(env: dict[str, Any] | None) -> Iterator[None]:
     saved_cwd = os.getcwd()
     saved_path = list(sys.path)
     try:
+        _extend_path(env.get("sys_path"))
         os.environ.update(env.get("env_vars") or {})
         wd = env.get("working_dir")
         if wd:

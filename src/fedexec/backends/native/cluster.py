@@ -1,0 +1,190 @@
+"""A native cluster started from the command line (``fedexec start --head``) and
+how drivers find and join it (``Executor(address="auto" | "host:port")``).
+
+The head is a node manager that is not owned by any driver: it listens on a Unix
+socket and on TCP (127.0.0.1 unless told otherwise), runs until ``fedexec stop``,
+and writes two files in the cluster directory (``$FEDEXEC_HOME``, else
+``<tmp>/fedexec-<uid>``), both mode 0600::
+
+    cluster.json   address, Unix socket, pid, node id, session directories
+    token          the cluster token (hex); drivers and joiners need it
+
+Every connection, local or TCP, is authenticated with an HMAC challenge on the
+token before anything it sends is decoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import tempfile
+import time
+from typing import Any
+
+from ...exceptions import AuthenticationError, ClusterUnreachableError
+
+__all__ = ["DEFAULT_PORT", "cluster_dir", "read_local_cluster", "resolve", "start_head",
+           "stop_head"]
+
+DEFAULT_PORT = 6390
+
+
+def cluster_dir() -> str:
+    """Where this machine's cluster files live (created 0700)."""
+    path = os.environ.get("FEDEXEC_HOME") or os.path.join(
+        tempfile.gettempdir(), f"fedexec-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def read_local_cluster() -> dict[str, Any] | None:
+    """The head started on this machine, if one is running."""
+    path = os.path.join(cluster_dir(), "cluster.json")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(info["pid"], 0)
+    except (ProcessLookupError, KeyError):
+        return None
+    except PermissionError:
+        pass
+    return dict(info)
+
+
+def _local_token() -> str | None:
+    try:
+        with open(os.path.join(cluster_dir(), "token")) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+               num_cpus: float | None = None, num_gpus: float | None = None,
+               resources: dict[str, float] | None = None,
+               object_store_memory: int | None = None) -> dict[str, Any]:
+    """Start a head node manager in the background; returns its cluster info."""
+    from ...config import RuntimeConfig
+    from .runtime import NodeProcess
+
+    running = read_local_cluster()
+    if running is not None:
+        raise RuntimeError(
+            f"a fedexec head is already running here (pid {running['pid']}, address "
+            f"{running['address']}); run 'fedexec stop' first"
+        )
+    token = os.urandom(32).hex()
+    config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                object_store_memory=object_store_memory, token=token)
+    log_path = os.path.join(cluster_dir(), "head.log")
+    node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path)
+    info = {
+        "address": node.info["address"],
+        "socket_path": node.info["socket_path"],
+        "pid": node.proc.pid,
+        "node_id": node.info["node_id"],
+        "dirs": node.dirs,
+        "log": log_path,
+    }
+    _write_private(os.path.join(cluster_dir(), "token"), token + "\n")
+    _write_private(os.path.join(cluster_dir(), "cluster.json"), json.dumps(info))
+    return info
+
+
+def stop_head(timeout: float = 15.0) -> bool:
+    """Stop this machine's head (and its workers); False if none was running."""
+    import shutil
+
+    info = read_local_cluster()
+    files = [os.path.join(cluster_dir(), n) for n in ("cluster.json", "token")]
+    if info is None:
+        for f in files:
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info["pid"], signal.SIGKILL)
+    for d in info.get("dirs", []):
+        shutil.rmtree(d, ignore_errors=True)
+    for f in files:
+        with contextlib.suppress(OSError):
+            os.unlink(f)
+    return True
+
+
+def resolve(address: str, token: str | None) -> dict[str, Any]:
+    """How a driver connects to ``address`` ("auto" or "host:port"): the socket to
+    use and the token (from ``token``, ``FEDEXEC_TOKEN``, or the local token file)."""
+    token = token or os.environ.get("FEDEXEC_TOKEN") or _local_token()
+    if address == "auto":
+        info = read_local_cluster()
+        if info is None:
+            raise ClusterUnreachableError(
+                "address='auto' found no running fedexec cluster on this machine; start "
+                "one with 'fedexec start --head', or pass address='host:port'"
+            )
+        target: tuple[Any, ...] = ("unix", info["socket_path"])
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(
+                f"address must be 'auto' or 'host:port' for the native backend, got {address!r}"
+            )
+        target = ("tcp", host.strip("[]") or "127.0.0.1", int(port))
+    if not token:
+        raise AuthenticationError(
+            "no cluster token: pass token=..., set FEDEXEC_TOKEN, or run on the machine "
+            "where 'fedexec start --head' wrote its token file"
+        )
+    return {"target": target, "token": token_bytes(token), "role": "driver"}
+
+
+def token_bytes(token: str) -> bytes:
+    """The key a token string stands for: its bytes if it is hex, else its UTF-8."""
+    try:
+        return bytes.fromhex(token)
+    except ValueError:
+        return token.encode()
+
+
+def connect(target: tuple[Any, ...], timeout: float = 10.0) -> socket.socket:
+    """Open the socket to a node manager ("unix", path) or ("tcp", host, port)."""
+    try:
+        if target[0] == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            sock.connect(target[1])
+        else:
+            sock = socket.create_connection((target[1], target[2]), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        return sock
+    except OSError as exc:
+        where = target[1] if target[0] == "unix" else f"{target[1]}:{target[2]}"
+        raise ClusterUnreachableError(
+            f"cannot reach a fedexec node manager at {where} ({exc.strerror or exc}); check "
+            "the address, and that the cluster is running ('fedexec status')"
+        ) from exc

@@ -1,0 +1,127 @@
+"""A cluster started from the command line, joined by drivers, and its security:
+every connection is authenticated before anything it sends is decoded."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+import fedexec
+
+T = 60
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "fedexec", *args], capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+@pytest.fixture
+def head(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("FEDEXEC_HOME", str(home))
+    monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
+    out = cli("start", "--head", "--port", "0", "--num-cpus", "2", "--resources",
+              '{"disk": 3}', env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    info = json.loads((home / "cluster.json").read_text())
+    info["token"] = (home / "token").read_text().strip()
+    info["home"] = home
+    yield info
+    cli("stop", env=os.environ.copy())
+
+
+def test_start_status_stop_as_a_user_types_them(head):
+    out = cli("status", env=os.environ.copy())
+    assert out.returncode == 0, out.stderr
+    assert "CPU        0 / 2" in out.stdout and "disk" in out.stdout
+    js = json.loads(cli("status", "--format", "json", env=os.environ.copy()).stdout)
+    assert js["total"]["CPU"] == 2 and len(js["nodes"]) == 1
+    out = cli("stop", env=os.environ.copy())
+    assert out.returncode == 0 and "stopped" in out.stdout
+    assert "no fedexec head" in cli("stop", env=os.environ.copy()).stdout
+    assert cli("status", env=os.environ.copy()).returncode == 1
+
+
+def test_a_second_head_is_refused(head):
+    out = cli("start", "--head", "--port", "0", env=os.environ.copy())
+    assert out.returncode == 1 and "already running" in out.stderr
+
+
+def test_files_are_private_and_the_default_bind_is_loopback(head):
+    for name in ("token", "cluster.json"):
+        assert stat.S_IMODE(os.stat(head["home"] / name).st_mode) == 0o600
+    assert head["address"].startswith("127.0.0.1:")
+
+
+def square(x):
+    return x * x
+
+
+def test_address_auto_joins_the_local_cluster(head):
+    with fedexec.Executor(address="auto") as ex:
+        assert ex.get([ex.submit(square, i) for i in range(5)], timeout=T) == [0, 1, 4, 9, 16]
+        assert ex.cluster_resources()["disk"] == 3
+
+
+def test_host_port_with_the_token_joins_over_tcp(head, monkeypatch):
+    monkeypatch.setenv("FEDEXEC_HOME", "/nonexistent-fedexec-home")
+    with fedexec.Executor(address=head["address"], token=head["token"]) as ex:
+        assert ex.get(ex.submit(square, 7), timeout=T) == 49
+    monkeypatch.setenv("FEDEXEC_TOKEN", head["token"])
+    with fedexec.Executor(address=head["address"]) as ex:
+        assert ex.get(ex.submit(square, 8), timeout=T) == 64
+
+
+def test_two_drivers_share_the_cluster(head):
+    with fedexec.Executor(address="auto") as a, fedexec.Executor(address="auto") as b:
+        ra, rb = a.submit(square, 2), b.submit(square, 3)
+        assert a.get(ra, timeout=T) == 4 and b.get(rb, timeout=T) == 9
+
+
+def test_a_wrong_token_is_refused_at_construction(head):
+    with pytest.raises(fedexec.AuthenticationError, match="token"):
+        fedexec.Executor(address=head["address"], token="ab" * 32)
+
+
+def test_no_token_at_all_is_an_authentication_error(head, monkeypatch):
+    monkeypatch.setenv("FEDEXEC_HOME", "/nonexistent-fedexec-home")
+    with pytest.raises(fedexec.AuthenticationError, match="no cluster token"):
+        fedexec.Executor(address=head["address"])
+
+
+def test_a_wrong_address_is_a_clear_error():
+    with pytest.raises(fedexec.ClusterUnreachableError, match="cannot reach"):
+        fedexec.Executor(address="127.0.0.1:1", token="ab" * 32)
+    with pytest.raises(ValueError, match="host:port"):
+        fedexec.Executor(address="not-an-address", token="ab" * 32)
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))  # would create the file if ever unpickled
+
+
+def test_a_raw_tcp_peer_sending_a_pickle_is_dropped_unread(head, tmp_path):
+    marker = tmp_path / "unpickled"
+    host, port = head["address"].rsplit(":", 1)
+    payload = pickle.dumps(_Evil(str(marker)))
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        greeting = sock.recv(64)
+        assert greeting.startswith(b"FDX1")
+        sock.sendall(payload.ljust(64, b"\0") + payload * 4)
+        sock.settimeout(10)
+        assert sock.recv(64) == b""  # the head closed the connection
+    assert not marker.exists()
+    with fedexec.Executor(address="auto") as ex:  # and it keeps serving
+        assert ex.get(ex.submit(square, 9), timeout=T) == 81
