@@ -13,6 +13,7 @@ import itertools
 import math
 import numbers
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -230,8 +231,14 @@ class Executor(cf.Executor):
         refs = _as_ref_list(refs, "get()")
         pending = [r for r in refs if not r.done()]
         if pending:
-            with self._backend.blocked(pending):
-                cf.wait(pending, timeout=timeout, return_when=cf.FIRST_EXCEPTION)
+            def settled() -> bool:  # all done, or one failed
+                return all(r.done() for r in pending) or any(
+                    r.done() and (r.cancelled() or r._exception is not None) for r in pending)
+
+            start = time.monotonic()
+            with self._backend.blocked(pending, timeout, settled):
+                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+                cf.wait(pending, timeout=left, return_when=cf.FIRST_EXCEPTION)
         for r in refs:  # a failure raises at once, in list order among the finished
             if r.done() and (r.cancelled() or r._exception is not None):
                 r.result(0)
@@ -377,8 +384,10 @@ def _wait_for(refs: list[ObjectRef[Any]], needed: int, timeout: float | None,
                 else:
                     r._waiters.append(waiter)
                     installed.append(r)
-        with backend.blocked(refs):
-            waiter.event.wait(timeout)
+        start = time.monotonic()
+        with backend.blocked(refs, timeout, waiter.event.is_set):
+            waiter.event.wait(None if timeout is None else
+                              max(0.0, timeout - (time.monotonic() - start)))
     finally:
         for r in installed:
             with r._condition:

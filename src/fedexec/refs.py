@@ -18,6 +18,7 @@ through the public ``Future`` transitions only (``set_running_or_notify_cancel``
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -100,8 +101,9 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
             backend = self._backend
             if backend is None:
                 raise _unbound(self)
-            with backend.blocked((self,)):
-                return super().result(timeout)
+            start = time.monotonic()
+            with backend.blocked((self,), timeout):
+                return super().result(_left(timeout, start))
         except TaskCancelledError:
             raise
         except cf.CancelledError:
@@ -120,8 +122,9 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
                 backend = self._backend
                 if backend is None:
                     raise _unbound(self)
-                with backend.blocked((self,)):
-                    return super().exception(timeout)
+                start = time.monotonic()
+                with backend.blocked((self,), timeout):
+                    return super().exception(_left(timeout, start))
             return super().exception(0)
         except TaskCancelledError:
             raise
@@ -177,6 +180,11 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> ObjectRef[T]:
         return self
+
+
+def _left(timeout: float | None, start: float) -> float | None:
+    """What remains of ``timeout`` seconds counted from ``start``."""
+    return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
 
 
 def _unbound(ref: ObjectRef[Any]) -> ObjectLostError:

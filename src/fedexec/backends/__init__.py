@@ -25,6 +25,7 @@ Factory = Callable[["RuntimeConfig"], Backend]
 
 # name -> (module:attribute, the pip extra that brings its dependencies)
 _BUILTIN: dict[str, tuple[str, str | None]] = {
+    "dask": ("fedexec.backends.dask:DaskBackend", "dask"),
     "local": ("fedexec.backends.local:LocalBackend", None),
     "native": ("fedexec.backends.native:NativeBackend", None),
 }

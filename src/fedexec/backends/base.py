@@ -15,7 +15,7 @@ by the ``capabilities`` class attribute so tests skip by capability.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..exceptions import UnsupportedOnBackendError
@@ -92,9 +92,12 @@ class Backend:
         return False
 
     @contextlib.contextmanager
-    def blocked(self, refs: Sequence[ObjectRef[Any]] = ()) -> Iterator[None]:
-        """Wrapped around a wait on the unfinished ``refs`` (lets a backend lend the
-        waiting task's resources to others, fetch objects, or report a long wait)."""
+    def blocked(self, refs: Sequence[ObjectRef[Any]] = (), timeout: float | None = None,
+                done: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Wrapped around a wait of at most ``timeout`` for the unfinished ``refs``
+        (until ``done()``, by default until all are done). A backend may lend the
+        waiting task's resources, fetch objects, report a long wait, or do the
+        waiting itself (reading its connection in the waiting thread)."""
         yield
 
     # -- actors ------------------------------------------------------------------

@@ -341,7 +341,8 @@ class LocalBackend(Backend):
                 self._finish(item, error=err)
 
     @contextlib.contextmanager
-    def blocked(self, refs: Any = ()) -> Iterator[None]:
+    def blocked(self, refs: Any = (), timeout: float | None = None,
+                done: Any = None) -> Iterator[None]:
         """A task waiting for a ref lends its resources to others meanwhile."""
         ctx = current_task()
         task = ctx.extra if ctx is not None and ctx.backend is self else None

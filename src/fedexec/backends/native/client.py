@@ -40,7 +40,8 @@ from ...refs import ObjectRef
 from ..base import Backend
 from . import _values as values
 from . import cluster
-from .protocol import Call, Channel, ErrorKind, Kind, Op, client_handshake
+from .channel import Channel
+from .protocol import Call, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
 
 __all__ = ["NativeBackend"]
@@ -477,7 +478,10 @@ class NativeBackend(Backend):
         return ref
 
     @contextlib.contextmanager
-    def blocked(self, refs: Any = ()) -> Iterator[None]:
+    def blocked(self, refs: Any = (), timeout: float | None = None,
+                done: Any = None) -> Iterator[None]:
+        """Send what is queued before waiting; a worker lends its CPU meanwhile; a
+        wait that lasts is reported (see ``_report_long_waits``)."""
         self._channel.flush()
         token = object()
         self._waits[token] = (time.monotonic(), list(refs))

@@ -21,8 +21,6 @@ import hmac
 import os
 import socket
 import struct
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -30,7 +28,6 @@ import msgpack
 from ...exceptions import AuthenticationError
 
 __all__ = [
-    "Channel",
     "ErrorKind",
     "FrameReader",
     "Kind",
@@ -222,123 +219,3 @@ class ServerHandshake:
         if not hmac.compare_digest(mac, _mac(self._token, b"client", self._nonce)):
             return True, False, b"", b""
         return True, True, _mac(self._token, b"server", nonce_c), leftover
-
-
-# ------------------------------------------------------------------- channel
-class Channel:
-    """A blocking, thread-safe connection for drivers and workers.
-
-    ``send(msg)`` writes at once when no other thread is writing, and otherwise
-    leaves ``msg`` for that thread, which sends everything queued in one frame
-    (so concurrent senders batch). A daemon thread reads frames and calls
-    ``on_frame(messages)``; ``on_close()`` when the peer goes away.
-    """
-
-    def __init__(self, sock: socket.socket, on_frame: Callable[[list[Any]], None],
-                 on_close: Callable[[], None], name: str,
-                 before_send: Callable[[list[Any]], None] | None = None):
-        self._sock = sock
-        self._before_send = before_send
-        self._on_frame = on_frame
-        self._on_close = on_close
-        self._lock = threading.Lock()
-        self._outbox: list[Any] = []
-        self._sending = False
-        self._closed = False
-        self._reader = threading.Thread(target=self._read_loop, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._reader.start()
-
-    def send(self, msg: Any) -> None:
-        """Queue ``msg`` (after whatever ``before_send`` adds) and write if idle."""
-        with self._lock:
-            if self._before_send is not None:
-                self._before_send(self._outbox)
-            self._outbox.append(msg)
-            if self._sending:
-                return
-            self._sending = True
-        self._flush()
-
-    def send_many(self, msgs: list[Any]) -> None:
-        """Queue several messages, in order, and write if idle."""
-        with self._lock:
-            if self._before_send is not None:
-                self._before_send(self._outbox)
-            self._outbox.extend(msgs)
-            if self._sending:
-                return
-            self._sending = True
-        self._flush()
-
-    def send_later(self, msg: Any) -> bool:
-        """Queue ``msg`` without writing (a submit loop batches this way); it goes out
-        with the next ``send``/``flush``, or at once past ``_BATCH`` messages. Returns
-        True if the outbox was empty (the caller arranges a flush soon)."""
-        with self._lock:
-            was_empty = not self._outbox
-            if self._before_send is not None:
-                self._before_send(self._outbox)
-            self._outbox.append(msg)
-            if len(self._outbox) < _BATCH or self._sending:
-                return was_empty
-            self._sending = True
-        self._flush()
-        return False
-
-    def flush(self) -> None:
-        """Write what is queued, and what ``before_send`` has pending."""
-        with self._lock:
-            if self._before_send is not None:
-                self._before_send(self._outbox)
-            if self._sending or not self._outbox:
-                return
-            self._sending = True
-        self._flush()
-
-    def _flush(self) -> None:
-        while True:
-            with self._lock:
-                batch = self._outbox
-                if not batch or self._closed:
-                    self._sending = False
-                    return
-                self._outbox = []
-            try:
-                self._sock.sendall(pack_frame(batch))
-            except OSError:
-                with self._lock:
-                    self._sending = False
-                    self._closed = True
-                return
-
-    def _read_loop(self) -> None:
-        reader = FrameReader()
-        sock = self._sock
-        try:
-            while True:
-                data = sock.recv(1 << 20)
-                if not data:
-                    break
-                for frame in reader.feed(data):
-                    self._on_frame(frame)
-        except OSError:
-            pass
-        finally:
-            with self._lock:
-                self._closed = True
-            self._on_close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()

@@ -1,0 +1,591 @@
+"""Actors as seen by a caller: creating them, sending calls, killing them.
+
+Every process that calls an actor (the driver, a task, another actor) keeps a
+:class:`Proxy` for it: where the actor lives now and the calls it sent. The
+process that created the actor owns it: its proxy also watches the actor's
+lifetime task (``_host.run_actor``) and restarts it when its worker dies.
+
+Data flow (the worker side is in ``_host``)::
+
+    create ─▶ client.submit(run_actor, creation resources) ══ runs for the actor's life
+                  │ __init__ done: event "ready" (address, generation) on the actor topic
+                  ▼
+    call ───▶ Proxy ── buffered until ready ──▶ client.submit(run_call, previous call,
+                                                    workers=[address]) ─▶ ObjectRef
+
+Proxy state (under its ``lock``)::
+
+    state    pending (no address yet) -> alive -> dead; back to pending while the
+             owner restarts an actor whose worker died
+    buffer   calls waiting for the address, in submission order
+    tail     the last call sent (the next one depends on it when calls are chained)
+    calls    {main key: _Call} sent and not finished
+
+Named actors: ``{"id", "class_name", "methods"}`` under the scheduler metadata key
+``("fedexec", "names", namespace, name)``, claimed under a ``distributed.Lock``;
+a name whose actor's topic says "died" is free again.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import distributed
+
+from ... import serialization
+from ..._ids import new_id
+from ...actors import ActorHandle, is_async_class, public_methods
+from ...exceptions import ActorDiedError, TaskCancelledError
+from ...options import ActorOptions, MethodOptions
+from ...refs import ObjectRef
+from .. import _execution as execution
+from . import _host as host_side
+from . import _worker as worker_side
+from ._common import ActorSpec, CallSpec, DaskRef, DaskValue, Failed, dask_key
+
+if TYPE_CHECKING:
+    from ._backend import DaskBackend
+
+__all__ = ["ActorManager"]
+
+_TOPICS_LOCK = threading.Lock()
+_TOPICS: dict[tuple[int, str], list[weakref.ref[Proxy]]] = {}
+
+
+def _subscribe(client: distributed.Client, topic: str, proxy: Proxy) -> None:
+    """One Dask handler per (client, topic) in this process, fanning out to proxies
+    (several runtimes in one worker process share the worker's client)."""
+    key = (id(client), topic)
+    with _TOPICS_LOCK:
+        listeners = _TOPICS.get(key)
+        if listeners is None:
+            listeners = _TOPICS[key] = []
+            client.subscribe_topic(topic, functools.partial(_dispatch, key))
+        listeners.append(weakref.ref(proxy))
+
+
+def _unsubscribe(client: distributed.Client, topic: str, proxy: Proxy) -> None:
+    key = (id(client), topic)
+    with _TOPICS_LOCK:
+        listeners = [r for r in _TOPICS.get(key, []) if r() not in (None, proxy)]
+        if listeners:
+            _TOPICS[key] = listeners
+            return
+        _TOPICS.pop(key, None)
+    try:
+        client.unsubscribe_topic(topic)
+    except Exception:  # the client is closing
+        pass
+
+
+def _dispatch(key: tuple[int, str], event: tuple[float, dict[str, Any]]) -> None:
+    for r in list(_TOPICS.get(key, [])):
+        proxy = r()
+        if proxy is not None:
+            proxy.manager.post(proxy, event[1])
+
+
+class _Call:
+    __slots__ = ("address", "deps", "futures", "keep", "key", "name", "proxy", "refs", "spec")
+
+    def __init__(self, proxy: Proxy, spec: CallSpec, key: str, refs: list[DaskRef],
+                 deps: list[DaskRef], keep: list[Any]):
+        self.proxy = proxy
+        self.spec = spec
+        self.name = spec.name
+        self.key = key
+        self.refs = refs
+        self.deps = deps
+        self.keep = keep
+        self.futures: list[distributed.Future] = []
+        self.address: str | None = None
+
+
+class Proxy:
+    """How this process reaches one actor (see the module docstring)."""
+
+    def __init__(self, manager: ActorManager, actor_id: str, class_name: str,
+                 methods: dict[str, bool], name: str | None, namespace: str | None,
+                 owner: bool):
+        self.manager = manager
+        self.actor_id = actor_id
+        self.class_name = class_name
+        self.methods = methods
+        self.name = name
+        self.namespace = namespace
+        self.owner = owner
+        self.topic = host_side.actor_topic(actor_id)
+        self.lock = threading.RLock()
+        self.state = "pending"
+        self.address: str | None = None
+        self.gen = -1
+        self.chain = True
+        self.cause = ""
+        self.buffer: list[_Call] = []
+        self.tail: distributed.Future | None = None
+        self.calls: dict[str, _Call] = {}
+        self.restarts_left = 0
+        # owner only
+        self.spec: ActorSpec | None = None
+        self.placement: dict[str, Any] = {}
+        self.deps: list[DaskRef] = []
+        self.keep: list[Any] = []
+        self.lifetime: distributed.Future | None = None
+        self.detached = False
+
+    def handle(self) -> ActorHandle[Any]:
+        return ActorHandle(self.actor_id, self.manager.backend, self.class_name, self.methods,
+                           self.name, self.namespace)
+
+    def died(self) -> ActorDiedError:
+        return ActorDiedError(f"actor {self.class_name}({self.actor_id}) is dead"
+                              + (f": {self.cause}" if self.cause else ""))
+
+
+class ActorManager:
+    """The actors of one runtime (see the module docstring)."""
+
+    def __init__(self, backend: DaskBackend):
+        self.backend = backend
+        self.client = backend.client
+        self.proxies: dict[str, Proxy] = {}
+        self.by_ref: dict[str, _Call] = {}
+        self.lock = threading.RLock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ----------------------------------------------------------------- events
+    def post(self, proxy: Proxy, msg: dict[str, Any]) -> None:
+        """An event for ``proxy`` (on the client's event loop): handle it on our thread."""
+        pool = self._events_pool()
+        try:
+            pool.submit(self._on_event, proxy, msg)
+        except RuntimeError:  # shut down
+            pass
+
+    def on_event(self, msg: dict[str, Any]) -> None:
+        """An actor event on the runtime's own topic (none are sent there today)."""
+
+    def _events_pool(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    1, thread_name_prefix=f"fedexec-dask-actors-{self.backend.uid}")
+            return self._pool
+
+    def _on_event(self, proxy: Proxy, msg: dict[str, Any]) -> None:
+        kind = msg.get("e")
+        if kind == "ready":
+            with proxy.lock:
+                if proxy.state == "dead" or msg["g"] < proxy.gen:
+                    return
+                moved = proxy.address is not None and proxy.address != msg["a"]
+                proxy.address = msg["a"]
+                proxy.gen = msg["g"]
+                proxy.chain = bool(msg["c"])
+                proxy.restarts_left = int(msg.get("r", 0))
+                proxy.state = "alive"
+                lost = self._take_calls(proxy) if moved else []
+                buffered, proxy.buffer = proxy.buffer, []
+                for call in buffered:
+                    self._send(proxy, call)
+            self._fail_calls(lost, ActorDiedError(
+                f"actor {proxy.class_name}({proxy.actor_id}) was restarted on another worker"))
+        elif kind == "died":
+            self._mark_dead(proxy, str(msg.get("cause", "")), publish=False)
+        elif kind == "lost":
+            with proxy.lock:
+                if proxy.state == "dead":
+                    return
+                proxy.state = "pending"
+                proxy.address = None
+                lost = self._take_calls(proxy)
+            self._fail_calls(lost, ActorDiedError(
+                f"the worker of actor {proxy.class_name}({proxy.actor_id}) died"))
+
+    def _take_calls(self, proxy: Proxy) -> list[_Call]:
+        calls = list(proxy.calls.values())
+        proxy.calls.clear()
+        proxy.tail = None
+        return calls
+
+    def _fail_calls(self, calls: list[_Call], error: BaseException) -> None:
+        from ._backend import settle
+
+        for call in calls:
+            for r in call.refs:
+                settle(r, error=error)
+            self._forget(call)
+        futures = [f for c in calls for f in c.futures]
+        if futures:
+            try:
+                self.client.cancel(futures)
+            except Exception:  # the cluster is going away
+                pass
+
+    # --------------------------------------------------------------- creation
+    def create(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: ActorOptions) -> ActorHandle[Any]:
+        backend = self.backend
+        namespace = options.namespace or backend.job.namespace
+        methods = public_methods(cls)
+        is_async = is_async_class(methods)
+        concurrency = options.concurrency(is_async)
+        create = options.demand(1.0)
+        placement = backend.placement(options, create, f"actor {cls.__name__!r}")
+        alive = options.demand(0.0)
+        lend = {k: v - alive.get(k, 0.0) for k, v in (placement["resources"] or {}).items()
+                if v - alive.get(k, 0.0) > 1e-12}
+        cls_blob = serialization.dumps(cls, what=f"actor class {cls.__qualname__!r}",
+                                       out_of_band=False)
+        deps, args, kwargs = backend.split_deps(args, kwargs)
+        _, call_blob = execution.serialize_call(cls, args, kwargs)
+        actor_id = new_id()
+        proxy = Proxy(self, actor_id, cls.__name__, methods, options.name, namespace, owner=True)
+        proxy.chain = concurrency == 1 and not is_async
+        proxy.restarts_left = options.max_restarts
+        proxy.detached = options.lifetime == "detached"
+        proxy.placement = placement
+        proxy.deps = deps
+        proxy.keep = call_blob.contained + cls_blob.contained
+        proxy.spec = ActorSpec(actor_id, cls_blob.data, call_blob.data, cls.__name__, is_async,
+                               concurrency, options.max_restarts, lend, 0, backend.job)
+        if options.name is not None:
+            existing = self._claim_name(proxy, options.get_if_exists)
+            if existing is not None:
+                return existing
+        self._register(proxy)
+        self._launch(proxy)
+        return proxy.handle()
+
+    def _register(self, proxy: Proxy) -> None:
+        with self.lock:
+            self.proxies[proxy.actor_id] = proxy
+        _subscribe(self.client, proxy.topic, proxy)
+
+    def _launch(self, proxy: Proxy) -> None:
+        spec = proxy.spec
+        assert spec is not None
+        key = dask_key(f"{spec.class_name}.actor", f"{proxy.actor_id}{spec.gen:04x}")
+        fut = self.client.submit(host_side.run_actor, spec, *[d._dask for d in proxy.deps],
+                                 key=key, pure=False, **proxy.placement)
+        if proxy.detached:
+            distributed.fire_and_forget(fut)
+        proxy.lifetime = fut
+        fut.add_done_callback(functools.partial(self._lifetime_done, proxy, spec.gen))
+
+    def _lifetime_done(self, proxy: Proxy, gen: int, fut: distributed.Future) -> None:
+        """The actor's lifetime task ended (on Dask's callback thread)."""
+        spec = proxy.spec
+        if spec is None or spec.gen != gen or proxy.state == "dead":
+            return
+        status = fut.status
+        cause = "it was killed"
+        if status == "cancelled":
+            cause = "the executor that owned it was shut down"
+        elif status == "finished":
+            try:
+                value = fut.result()
+            except Exception as exc:
+                value = None
+                cause = f"its state could not be read: {exc}"
+            if isinstance(value, Failed):
+                cause = str(value.error).split(": ", 1)[-1]
+        else:
+            exc = fut.exception()
+            if isinstance(exc, distributed.KilledWorker):
+                if proxy.restarts_left != 0:
+                    self._restart_elsewhere(proxy)
+                    return
+                cause = "its worker process died"
+            else:
+                cause = f"its lifetime task failed: {exc!r}"
+        self._mark_dead(proxy, cause, publish=True)
+
+    def _restart_elsewhere(self, proxy: Proxy) -> None:
+        """The owner rebuilds an actor whose worker process died (``max_restarts``)."""
+        spec = proxy.spec
+        assert spec is not None
+        with proxy.lock:
+            if proxy.restarts_left > 0:
+                proxy.restarts_left -= 1
+            proxy.state = "pending"
+            proxy.address = None
+            lost = self._take_calls(proxy)
+            proxy.spec = ActorSpec(spec.actor_id, spec.cls, spec.call, spec.class_name,
+                                   spec.is_async, spec.concurrency, proxy.restarts_left,
+                                   spec.lend, spec.gen + 1, spec.job)
+        self._publish(proxy, {"e": "lost", "g": spec.gen})
+        self._fail_calls(lost, ActorDiedError(
+            f"the worker of actor {proxy.class_name}({proxy.actor_id}) died; it restarts"))
+        self._launch(proxy)
+
+    def _publish(self, proxy: Proxy, msg: dict[str, Any]) -> None:
+        try:
+            self.client.log_event(proxy.topic, msg)
+        except Exception:  # the cluster is going away: nobody left to tell
+            pass
+
+    def _mark_dead(self, proxy: Proxy, cause: str, publish: bool) -> None:
+        with proxy.lock:
+            if proxy.state == "dead":
+                return
+            proxy.state = "dead"
+            proxy.cause = cause
+            calls = self._take_calls(proxy) + proxy.buffer
+            proxy.buffer = []
+            proxy.lifetime = None
+            proxy.deps = []
+            proxy.keep = []
+        if publish:
+            self._publish(proxy, {"e": "died", "cause": cause})
+        self._fail_calls(calls, proxy.died())
+
+    # ------------------------------------------------------------------ names
+    def _name_key(self, namespace: str, name: str) -> list[str]:
+        return ["fedexec", "names", namespace, name]
+
+    def _alive(self, actor_id: str) -> bool:
+        proxy = self.proxies.get(actor_id)
+        if proxy is not None:
+            return proxy.state != "dead"
+        events = self.client.get_events(host_side.actor_topic(actor_id))
+        kinds = [e[1].get("e") for e in events]
+        return not kinds or kinds[-1] != "died"
+
+    def _claim_name(self, proxy: Proxy, get_if_exists: bool) -> ActorHandle[Any] | None:
+        namespace, name = proxy.namespace or "default", proxy.name or ""
+        key = self._name_key(namespace, name)
+        lock = distributed.Lock(f"fedexec-actor-name-{namespace}-{name}", client=self.client)
+        if not lock.acquire(timeout=60):
+            raise TimeoutError(f"could not claim the actor name {name!r} within 60 s")
+        try:
+            entry = self.client.get_metadata(key, None)
+            if entry is not None and self._alive(entry["id"]):
+                if get_if_exists:
+                    return self._handle_of(entry, namespace, name)
+                raise ValueError(
+                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
+                    "use get_actor(), or get_if_exists=True")
+            self.client.set_metadata(key, {"id": proxy.actor_id, "class_name": proxy.class_name,
+                                           "methods": proxy.methods})
+            self._register(proxy)  # before the lock goes: the name is taken from now on
+        finally:
+            lock.release()
+        return None
+
+    def _handle_of(self, entry: dict[str, Any], namespace: str, name: str) -> ActorHandle[Any]:
+        return ActorHandle(entry["id"], self.backend, entry["class_name"],
+                           dict(entry["methods"]), name, namespace)
+
+    def get_named(self, name: str, namespace: str) -> ActorHandle[Any]:
+        """The handle of the live actor named ``name``; ``ValueError`` if none."""
+        entry = self.client.get_metadata(self._name_key(namespace, name), None)
+        if entry is None or not self._alive(entry["id"]):
+            raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
+        return self._handle_of(entry, namespace, name)
+
+    # ------------------------------------------------------------------ calls
+    def _proxy(self, handle: ActorHandle[Any]) -> Proxy:
+        proxy = self.proxies.get(handle.actor_id)
+        if proxy is not None:
+            return proxy
+        with self.lock:
+            proxy = self.proxies.get(handle.actor_id)
+            if proxy is not None:
+                return proxy
+            proxy = Proxy(self, handle.actor_id, handle._class_name, handle._methods,
+                          handle._name, handle._namespace, owner=False)
+            self._register(proxy)
+        for _, msg in self.client.get_events(proxy.topic):  # catch up on its history
+            self._on_event(proxy, msg)
+        return proxy
+
+    def call(self, handle: ActorHandle[Any], method: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any], options: MethodOptions) -> list[ObjectRef[Any]]:
+        """Send a method call; its refs."""
+        from ._backend import settle
+
+        backend = self.backend
+        proxy = self._proxy(handle)
+        name = f"{proxy.class_name}.{method}"
+        n = options.num_returns
+        ids = [new_id() for _ in range(n)]
+        task_id = ids[0] if n == 1 else new_id()
+        refs = [DaskRef(rid, backend, name, dask_key(name, rid)) for rid in ids]
+        for r in refs:
+            backend._refs[r.id] = r
+        deps, args, kwargs = backend.split_deps(args, kwargs)
+        _, blob = execution.serialize_call(method, args, kwargs)
+        spec = CallSpec(proxy.actor_id, method, blob.data, name, task_id, n, backend.job)
+        call = _Call(proxy, spec, refs[0].key if n == 1 else dask_key(name, task_id), refs,
+                     deps, blob.contained)
+        with proxy.lock:
+            if proxy.state != "dead":
+                with self.lock:
+                    for r in refs:
+                        self.by_ref[r.id] = call
+                if proxy.address is None:
+                    proxy.buffer.append(call)
+                else:
+                    self._send(proxy, call)
+                return list(refs)
+        for r in refs:
+            settle(r, error=proxy.died())
+        return list(refs)
+
+    def _send(self, proxy: Proxy, call: _Call) -> None:
+        """Submit ``call`` to the actor's worker (under ``proxy.lock``, in order)."""
+        previous = proxy.tail if proxy.chain else None
+        client = self.client
+        main = client.submit(host_side.run_call, call.spec, previous,
+                             *[d._dask for d in call.deps], key=call.key, pure=False,
+                             workers=[proxy.address], allow_other_workers=False)
+        futures = [main]
+        if len(call.refs) > 1:
+            futures += [client.submit(worker_side.pick, main, i, key=r.key, pure=False)
+                        for i, r in enumerate(call.refs)]
+        if proxy.chain:
+            proxy.tail = main
+        call.futures = futures
+        call.address = proxy.address
+        proxy.calls[call.key] = call
+        watched = futures if len(futures) == 1 else futures[1:]
+        for i, (r, f) in enumerate(zip(call.refs, watched)):
+            r._dask = f
+            f.add_done_callback(functools.partial(self._call_done, call, i))
+
+    def _call_done(self, call: _Call, index: int, fut: distributed.Future) -> None:
+        from ._backend import dask_error, settle
+
+        ref = call.refs[index]
+        if not ref.done():
+            try:
+                status = fut.status
+                if status == "finished":
+                    if fut.type is Failed:
+                        error = fut.result().error
+                        if isinstance(error, host_side.ActorMissing):
+                            error = ActorDiedError(
+                                f"actor {call.proxy.class_name}({call.proxy.actor_id}) is not "
+                                "on its worker any more (the worker restarted)")
+                        settle(ref, error=error)
+                    else:
+                        settle(ref, DaskValue(self.backend, fut))
+                elif status == "cancelled":
+                    settle(ref, error=TaskCancelledError(f"actor call {call.name!r} was "
+                                                         "cancelled"))
+                else:
+                    exc = fut.exception()
+                    if isinstance(exc, distributed.KilledWorker):
+                        settle(ref, error=ActorDiedError(
+                            f"the worker of actor {call.proxy.class_name}"
+                            f"({call.proxy.actor_id}) died while {call.name!r} ran"))
+                    else:
+                        settle(ref, error=dask_error(exc, call.name))
+            except Exception as exc:
+                settle(ref, error=ActorDiedError(f"actor call {call.name!r} was lost: {exc}"))
+        if all(r.done() for r in call.refs):
+            self._forget(call)
+
+    def _forget(self, call: _Call) -> None:
+        with self.lock:
+            for r in call.refs:
+                self.by_ref.pop(r.id, None)
+        with call.proxy.lock:
+            call.proxy.calls.pop(call.key, None)
+        call.keep = []
+        call.deps = []
+
+    def cancel_call(self, ref: ObjectRef[Any], running_too: bool, force: bool = False) -> bool:
+        """Cancel an actor call that has not started (a running one goes on)."""
+        from ._backend import cancel_ref
+
+        call = self.by_ref.get(ref.id)
+        if call is None:
+            return False
+        if force:
+            raise ValueError(
+                "force-cancelling an actor call is not allowed; kill the actor instead")
+        if ref.done():
+            return False
+        proxy = call.proxy
+        with proxy.lock:
+            if call in proxy.buffer:
+                proxy.buffer.remove(call)
+                address = None
+            else:
+                address = call.address
+        if address is not None:
+            try:
+                ok = self.client.run(host_side.cancel_call, proxy.actor_id, call.key,
+                                     workers=[address]).get(address, False)
+            except Exception:
+                ok = False
+            if not ok:
+                return False
+        for r in call.refs:
+            cancel_ref(r)
+        self._forget(call)
+        return True
+
+    # ---------------------------------------------------------------- killing
+    def kill(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
+        """Kill the actor; with ``no_restart=False`` it restarts if it may."""
+        proxy = self._proxy(handle)
+        if proxy.state == "dead":
+            return
+        deadline = time.monotonic() + 30
+        while proxy.address is None and proxy.state == "pending" and proxy.owner is False:
+            if time.monotonic() > deadline:  # never became ready: nothing to kill
+                break
+            time.sleep(0.01)
+        address = proxy.address
+        outcome = "missing"
+        if address is not None:
+            try:
+                outcome = self.client.run(host_side.kill_host, proxy.actor_id, no_restart,
+                                          workers=[address]).get(address, "missing")
+            except Exception:
+                outcome = "missing"
+        if outcome == "restarting":
+            return
+        if address is None and proxy.lifetime is not None:  # still being created
+            try:
+                self.client.cancel([proxy.lifetime])
+            except Exception:
+                pass
+        self._mark_dead(proxy, "it was killed", publish=True)
+
+    # --------------------------------------------------------------- shutdown
+    def drain(self) -> None:
+        """Wait until the calls this runtime sent have finished."""
+        while True:
+            with self.lock:
+                pending = [c for c in self.by_ref.values()
+                           if c.proxy.state != "dead" and not all(r.done() for r in c.refs)]
+            if not pending:
+                return
+            time.sleep(0.02)
+
+    def shutdown(self) -> None:
+        """The runtime stops: its actors die with it (detached ones live on)."""
+        for proxy in list(self.proxies.values()):
+            if proxy.owner and not proxy.detached and proxy.state != "dead":
+                if proxy.address is not None and not self.backend.embedded:
+                    try:
+                        self.client.run(host_side.kill_host, proxy.actor_id, True,
+                                        workers=[proxy.address])
+                    except Exception:
+                        pass
+                self._mark_dead(proxy, "the executor that owned it was shut down",
+                                publish=not self.backend.embedded)
+            _unsubscribe(self.client, proxy.topic, proxy)
+        with self.lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)

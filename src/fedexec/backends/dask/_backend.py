@@ -1,0 +1,747 @@
+"""``DaskBackend``: fedexec's Backend protocol over a ``distributed.Client``.
+
+One class serves both sides: in the driver it owns (or borrows) a client and
+maybe a LocalCluster; inside a Dask worker, :meth:`DaskBackend.attached` wraps
+the worker's own client, so code running in a task submits, puts and gets
+through the same cluster. See the package docstring for the data flow.
+
+State (under ``_lock``):
+    _records   {main dask key: _TaskRecord}   tasks whose refs are not all done
+    _by_ref    {ref id: _TaskRecord}
+    _refs      {ref id: DaskRef}  (weak)     rebinds refs unpickled in this process
+    _broken    why the executor is broken (a failed initializer), or None
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import functools
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cloudpickle
+import distributed
+
+from ..._context import RuntimeContext, current_task
+from ..._ids import new_id
+from ...actors import ActorHandle
+from ...exceptions import (
+    BrokenExecutorError,
+    FedexecError,
+    ObjectLostError,
+    TaskCancelledError,
+    TaskError,
+    UnsupportedOnBackendError,
+    WorkerCrashedError,
+)
+from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
+from ...refs import ObjectRef
+from .. import _execution as execution
+from ..base import Backend
+from . import _worker as worker_side
+from ._cluster import ClusterView, check_options, start_local_cluster
+from ._common import Blob, DaskRef, DaskValue, DepSlot, Failed, Job, TaskSpec, dask_key, node_id_of
+
+__all__ = ["DaskBackend"]
+
+_PENDING = cf._base.PENDING
+_CANCELLED_STATES = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
+
+
+def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
+    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
+    try:
+        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
+            return
+        if ref._state != cf._base.RUNNING:
+            return
+        if error is not None:
+            ref.set_exception(error)
+        else:
+            ref.set_result(value)
+    except cf.InvalidStateError:  # completed by another thread meanwhile
+        pass
+
+
+def cancel_ref(ref: ObjectRef[Any]) -> bool:
+    """PENDING -> CANCELLED, with ``cf.wait`` waiters notified (as an executor does)."""
+    if ref._state != _PENDING:
+        return ref._state in _CANCELLED_STATES
+    if ref._cancel_now():
+        ref.set_running_or_notify_cancel()
+        return True
+    return False
+
+
+def dask_error(exc: BaseException, name: str) -> BaseException:
+    """The fedexec error for an exception a Dask future holds."""
+    if isinstance(exc, FedexecError):
+        return exc
+    if isinstance(exc, cf.CancelledError):
+        return TaskCancelledError(f"task {name!r} was cancelled")
+    # Dask's own failure (e.g. the task could not be deserialized on the worker).
+    return TaskError.from_exception(exc, execution.remote_traceback(exc, 0), name)
+
+
+class _TaskRecord:
+    __slots__ = ("attempt", "cancelled", "deps", "futures", "handling", "keep", "keys",
+                 "name", "refs", "retries_left", "started")
+
+    def __init__(self, name: str, keys: list[str], futures: list[distributed.Future],
+                 refs: list[DaskRef], deps: list[DaskRef], keep: list[Any], retries: int):
+        self.name = name
+        self.keys = keys
+        self.futures = futures
+        self.refs = refs
+        self.deps = deps
+        self.keep = keep  # refs and handles inside the arguments: borrowed until done
+        self.retries_left = retries
+        self.started: str | None = None  # the worker address, once running
+        self.cancelled = False
+        self.attempt = 0
+        self.handling = False
+
+    @property
+    def watched(self) -> list[distributed.Future]:
+        """The futures whose completion completes the refs (one per ref)."""
+        return self.futures if len(self.futures) == 1 else self.futures[1:]
+
+
+class DaskBackend(Backend):
+    """Runs fedexec tasks and actors on a Dask cluster (see the package docstring)."""
+
+    name = "dask"
+    capabilities = frozenset({
+        "actors", "async_actors", "named_actors", "actor_restarts", "cancel_running",
+        "worker_processes", "multi_node",
+    })
+
+    def __init__(self, config: Any, *, _attach: tuple[distributed.Client, Job] | None = None):
+        super().__init__(config)
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._records: dict[str, _TaskRecord] = {}
+        self._by_ref: dict[str, _TaskRecord] = {}
+        self._refs: weakref.WeakValueDictionary[str, DaskRef] = weakref.WeakValueDictionary()
+        self._broken: str | None = None
+        self._closed = False
+        self._teardown_done = threading.Event()
+        self._closer: threading.Thread | None = None
+        self._initializer_plugin: str | None = None
+        self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()
+        self._feasible: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
+        self.cluster: distributed.LocalCluster | None = None
+        self.owns_client = False
+        self.uid = new_id()[-12:]
+        if _attach is not None:
+            self.client, self.job = _attach
+            self.in_worker = True
+            self.embedded = False
+            worker = distributed.get_worker()
+            self._worker_id = str(worker.id)
+            self._node_id = node_id_of(worker.scheduler.address, worker.name)
+        else:
+            self.in_worker = False
+            self._connect(config)
+            namespace = config.namespace or "default"
+            self.job = Job(os.urandom(4).hex(), namespace, f"fedexec-{self.uid}")
+            self._worker_id = f"driver-{os.getpid()}"
+            self._node_id = ""
+        self.job = Job(self.job.job_id, self.job.namespace, f"fedexec-{self.uid}")
+        self.view = ClusterView(self.client) if not self.in_worker else None
+        self.client.subscribe_topic(self.job.topic, self._on_event)
+        from ._actors import ActorManager
+
+        self.actors = ActorManager(self)
+        if not self.in_worker and config.initializer is not None:
+            self._register_initializer(config)
+
+    @classmethod
+    def attached(cls, client: distributed.Client, job: Job) -> DaskBackend:
+        """The runtime of tasks of ``job`` inside a Dask worker (over its client)."""
+        from ...config import RuntimeConfig
+
+        return cls(RuntimeConfig(namespace=job.namespace), _attach=(client, job))
+
+    # ------------------------------------------------------------------ setup
+    def _connect(self, config: Any) -> None:
+        opts = dict(config.backend_options)
+        check_options(opts)
+        client = opts.get("client")
+        address = config.address
+        if client is not None and address is not None:
+            raise ValueError("pass either address= or client= to the 'dask' backend, not both")
+        joined = client is not None or address is not None
+        if joined:
+            given = [n for n in ("num_cpus", "num_gpus", "max_workers", "object_store_memory")
+                     if getattr(config, n) is not None] + (["resources"] if config.resources
+                                                           else [])
+            if given or opts.get("n_workers") or opts.get("threads_per_worker"):
+                raise ValueError(
+                    f"{given or ['n_workers/threads_per_worker']} size a cluster the executor "
+                    "starts; with address= or client= the Dask cluster's own workers are used")
+        if client is not None:
+            if not isinstance(client, distributed.Client):
+                raise TypeError(f"client= takes a distributed.Client, got {client!r}")
+            self.client = client
+            self.embedded = False
+            return
+        if address is not None:
+            if not isinstance(address, str):
+                raise TypeError(f"address must be a Dask scheduler address, got {address!r}")
+            self.client = distributed.Client(address, set_as_default=False)
+            self.owns_client = True
+            self.embedded = False
+            return
+        self.cluster = start_local_cluster(config)
+        try:
+            self.client = distributed.Client(self.cluster, set_as_default=False)
+        except BaseException:
+            self.cluster.close()
+            raise
+        self.owns_client = True
+        self.embedded = True
+
+    def _register_initializer(self, config: Any) -> None:
+        payload = cloudpickle.dumps((config.initializer, tuple(config.initargs)))
+        name = f"fedexec-initializer-{self.job.job_id}"
+        self.client.register_plugin(worker_side.Initializer(self.job.job_id, payload), name=name)
+        self._initializer_plugin = name
+
+    # ------------------------------------------------------------------ tasks
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise BrokenExecutorError(
+                f"a worker's initializer raised {self._broken}; the executor is broken")
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def placement(self, options: Any, demand: dict[str, float], what: str) -> dict[str, Any]:
+        """``client.submit`` arguments for a demand and a scheduling strategy."""
+        if options.runtime_env:
+            raise UnsupportedOnBackendError(
+                "runtime_env is not available on the 'dask' backend: Dask runs tasks on "
+                "threads of shared worker processes, where environment variables and the "
+                "working directory cannot be set per task. Use the 'native' backend.")
+        strategy = options.scheduling_strategy
+        workers = None
+        loose = False
+        if isinstance(strategy, NodeAffinity):
+            address = self._node_address(strategy.node_id)
+            if address is not None:
+                workers, loose = [address], strategy.soft
+            elif not strategy.soft:
+                raise ValueError(f"no alive node with id {strategy.node_id!r}")
+        elif strategy not in ("DEFAULT", "SPREAD"):
+            raise self._unsupported("placement groups", "placement_groups")
+        return {"resources": self._dask_resources(demand, what) or None,
+                "workers": workers, "allow_other_workers": loose}
+
+    def _node_address(self, node_id: str) -> str | None:
+        view = self._view()
+        address = view.address_of(node_id)
+        if address is None:
+            view.refresh()
+            address = view.address_of(node_id)
+        return address
+
+    def _view(self) -> ClusterView:
+        if self.view is None:
+            self.view = ClusterView(self.client)
+        return self.view
+
+    def _dask_resources(self, demand: dict[str, float], what: str) -> dict[str, float]:
+        shape = tuple(sorted(demand.items()))
+        known = self._feasible.get(shape)
+        if known is not None:
+            return known
+        view = self._view()
+        if not view.fits_one_worker(demand):
+            if self.embedded:
+                raise ValueError(
+                    f"{what} asks for {demand} but no worker of this Dask cluster has that "
+                    f"much (workers: {[n['resources'] for n in view.nodes()]}); it could "
+                    "never run. Ask for less, or start the executor with more (num_cpus=..., "
+                    "resources=...; a task must fit one worker: see n_workers)")
+            view.refresh()
+            if not view.fits_one_worker(demand) and shape not in self._warned_shapes:
+                self._warned_shapes.add(shape)
+                warnings.warn(
+                    f"{what} asks for {demand}, more than any worker of the Dask cluster "
+                    "has now; it waits until such a worker joins", stacklevel=4)
+                return {k: v for k, v in demand.items() if k != "CPU" or
+                        view.has_cpu_resource}
+        declared = set()
+        for w in view.workers.values():
+            declared.update((w.get("resources") or {}).keys())
+        # CPU and memory without a matching worker resource are Dask's threads and
+        # memory limits: nothing to restrict.
+        out = {k: v for k, v in demand.items() if k in declared or k not in ("CPU", "memory")}
+        self._feasible[shape] = out
+        return out
+
+    def split_deps(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> tuple[list[DaskRef], tuple[Any, ...], dict[str, Any]]:
+        """Top-level refs of this runtime become Dask dependencies (``DepSlot`` s);
+        a ref of another runtime is passed by value (waiting for it here)."""
+        deps: list[DaskRef] = []
+
+        def slot(v: Any) -> Any:
+            if isinstance(v, DaskRef) and v._backend is self and v._dask is not None:
+                deps.append(v)
+                return DepSlot(len(deps) - 1)
+            if isinstance(v, ObjectRef):
+                return v.result()
+            return v
+
+        if not any(isinstance(a, ObjectRef) for a in args) and not any(
+                isinstance(v, ObjectRef) for v in kwargs.values()):
+            return deps, args, kwargs
+        new_args = tuple(slot(a) for a in args)
+        new_kwargs = {k: slot(v) for k, v in kwargs.items()}
+        return deps, new_args, new_kwargs
+
+    def submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: TaskOptions) -> list[ObjectRef[Any]]:
+        self._check_open()
+        name = options.name or getattr(fn, "__qualname__", None) or repr(fn)
+        placement = self.placement(options, options.demand(1.0), f"task {name!r}")
+        deps, args, kwargs = self.split_deps(args, kwargs)
+        fn_blob, call_blob = execution.serialize_call(fn, args, kwargs)
+        n = options.num_returns
+        task_id = new_id()
+        ref_ids = [task_id] if n == 1 else [new_id() for _ in range(n)]
+        retry = options.retry_exceptions
+        spec = TaskSpec(fn_blob.data, call_blob.data, name, task_id, n,
+                        retry if isinstance(retry, bool) else cloudpickle.dumps(retry),
+                        options.max_retries, self.job)
+        main_key = dask_key(name, task_id)
+        refs = [DaskRef(rid, self, name, main_key if n == 1 else dask_key(name, rid))
+                for rid in ref_ids]
+        dead = next((d for d in deps if d.done() and d.cancelled()), None)
+        if dead is not None:  # a cancelled argument: the task can never run
+            for r in refs:
+                settle(r, error=TaskCancelledError(f"an argument of task {name!r} was "
+                                                   "cancelled"))
+            return list(refs)
+        main = self.client.submit(worker_side.run_task, spec, *[d._dask for d in deps],
+                                  key=main_key, pure=False, retries=0, **placement)
+        futures = [main]
+        if n > 1:
+            futures += [self.client.submit(worker_side.pick, main, i, key=r.key, pure=False)
+                        for i, r in enumerate(refs)]
+        for r, f in zip(refs, futures if n == 1 else futures[1:]):
+            r._dask = f
+        record = _TaskRecord(name, [f.key for f in futures], futures, refs, deps,
+                             call_blob.contained + fn_blob.contained, options.max_retries)
+        self._track(record)
+        return list(refs)
+
+    def _track(self, record: _TaskRecord) -> None:
+        with self._lock:
+            self._records[record.keys[0]] = record
+            for r in record.refs:
+                self._by_ref[r.id] = record
+                self._refs[r.id] = r
+        parent = current_task()
+        if parent is not None and isinstance(parent.extra, worker_side.Running):
+            parent.extra.children.extend(record.refs)
+        self._watch(record)
+
+    def _watch(self, record: _TaskRecord) -> None:
+        attempt = record.attempt
+        for i, f in enumerate(record.watched):
+            f.add_done_callback(functools.partial(self._future_done, record, i, attempt))
+
+    def _future_done(self, record: _TaskRecord, index: int, attempt: int,
+                     fut: distributed.Future) -> None:
+        """A Dask future finished (on Dask's callback thread): complete its ref."""
+        if attempt != record.attempt:
+            return
+        ref = record.refs[index]
+        if not ref.done():
+            try:
+                status = fut.status
+                if status == "finished":
+                    if fut.type is Failed:
+                        settle(ref, error=fut.result().error)
+                    else:
+                        settle(ref, DaskValue(self, fut))
+                elif status == "cancelled":
+                    settle(ref, error=TaskCancelledError(
+                        f"task {record.name!r} was cancelled"))
+                else:
+                    exc = fut.exception()
+                    if isinstance(exc, distributed.KilledWorker):
+                        self._on_killed(record, exc)
+                        return
+                    error = dask_error(exc, record.name)
+                    if isinstance(error, BrokenExecutorError):
+                        self._broken = str(error)
+                    settle(ref, error=error)
+            except Exception as exc:  # the cluster went away under us
+                settle(ref, error=ObjectLostError(
+                    f"the result of task {record.name!r} could not be read: {exc}"))
+        self._maybe_forget(record)
+
+    def _maybe_forget(self, record: _TaskRecord) -> None:
+        if not all(r.done() for r in record.refs):
+            return
+        with self._lock:
+            if self._records.pop(record.keys[0], None) is None:
+                return
+            for r in record.refs:
+                self._by_ref.pop(r.id, None)
+            record.keep = []
+            record.deps = []
+            self._idle.notify_all()
+
+    def _on_killed(self, record: _TaskRecord, exc: distributed.KilledWorker) -> None:
+        """A worker died under this task or under one of its dependencies."""
+        with self._lock:
+            if record.handling:
+                return
+            record.handling = True
+        if record.cancelled:
+            self._fail(record, TaskCancelledError(f"task {record.name!r} was cancelled"))
+        elif exc.task in record.keys:
+            if record.retries_left == 0:
+                self._fail(record, WorkerCrashedError(
+                    f"the worker process running task {record.name!r} died (last on "
+                    f"{getattr(exc, 'last_worker', None) and exc.last_worker.address}) and "
+                    "its max_retries are exhausted; raise max_retries if the crash was "
+                    "transient"))
+            else:
+                if record.retries_left > 0:
+                    record.retries_left -= 1
+                self._retry(record)
+        else:
+            self._after_deps(record)
+
+    def _after_deps(self, record: _TaskRecord) -> None:
+        """A dependency's worker died: once the dependencies settle (they are being
+        retried), run again, or fail with the dependency's error."""
+        pending = [d for d in record.deps if not d.done()]
+        if pending:
+            left = [len(pending)]
+            lock = threading.Lock()
+
+            def one(_: Any) -> None:
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    self._after_deps(record)
+
+            for d in pending:
+                d.add_done_callback(one)
+            return
+        for d in record.deps:
+            if d.cancelled() or d._exception is not None:
+                try:
+                    d.result(0)
+                except BaseException as exc:
+                    self._fail(record, exc)
+                return
+        self._retry(record)
+
+    def _retry(self, record: _TaskRecord) -> None:
+        with self._lock:
+            record.attempt += 1
+            record.started = None
+            record.handling = False
+        try:
+            self.client.retry(record.futures)
+        except Exception as exc:
+            self._fail(record, WorkerCrashedError(
+                f"task {record.name!r} lost its worker and could not be retried: {exc}"))
+            return
+        self._watch(record)
+
+    def _fail(self, record: _TaskRecord, error: BaseException) -> None:
+        for r in record.refs:
+            settle(r, error=error)
+        self._maybe_forget(record)
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        """An event on this runtime's topic (on the client's event loop: no blocking)."""
+        msg = event[1]
+        kind = msg.get("e")
+        if kind == "start":
+            record = self._records.get(msg["k"])
+            if record is not None and record.started is None:
+                record.started = msg["a"]
+                for r in record.refs:
+                    if r._state == _PENDING:
+                        r.set_running_or_notify_cancel()
+        else:
+            self.actors.on_event(msg)
+
+    # ---------------------------------------------------------------- objects
+    def put(self, value: Any) -> ObjectRef[Any]:
+        self._check_open()
+        blob, contained = Blob.of(value, "the value passed to put()")
+        ref_id = new_id()
+        key = f"put-{ref_id}"
+        fut = self.client.scatter({key: blob}, hash=False)[key]
+        ref = DaskRef(ref_id, self, "put", key)
+        ref._dask = fut
+        ref._keep = contained  # type: ignore[attr-defined]
+        self._refs[ref_id] = ref
+        settle(ref, DaskValue(self, fut, blob))
+        return ref
+
+    def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
+        ref = self._refs.get(ref_id)
+        return ref if ref is not None else ObjectRef(ref_id, None)
+
+    def bind_ref(self, ref_id: str, key: str) -> ObjectRef[Any]:
+        """The ref for Dask key ``key`` in this process (a ref was unpickled here)."""
+        ref = self._refs.get(ref_id)
+        if ref is not None:
+            return ref
+        with self._lock:
+            ref = self._refs.get(ref_id)
+            if ref is not None:
+                return ref
+            ref = DaskRef(ref_id, self, "", key)
+            if self._teardown_done.is_set():
+                return ObjectRef(ref_id, None)
+            fut = distributed.Future(key, self.client)
+            ref._dask = fut
+            self._refs[ref_id] = ref
+        fut.add_done_callback(functools.partial(self._bound_done, ref))
+        return ref
+
+    def _bound_done(self, ref: DaskRef, fut: distributed.Future) -> None:
+        try:
+            status = fut.status
+            if status == "finished":
+                if fut.type is Failed:
+                    settle(ref, error=fut.result().error)
+                else:
+                    settle(ref, DaskValue(self, fut))
+            elif status == "cancelled":
+                settle(ref, error=TaskCancelledError(f"{ref!r} was cancelled"))
+            else:
+                exc = fut.exception()
+                if isinstance(exc, distributed.KilledWorker):
+                    exc = WorkerCrashedError(f"the worker computing {ref!r} died: {exc}")
+                settle(ref, error=dask_error(exc, ref._task_name or ref.key))
+        except Exception as exc:
+            settle(ref, error=ObjectLostError(f"{ref!r} could not be read: {exc}"))
+
+    @contextlib.contextmanager
+    def blocked(self, refs: Any = (), timeout: float | None = None,
+                done: Callable[[], bool] | None = None) -> Iterator[None]:
+        """Inside a task: lend its resources and thread slot while it waits."""
+        ctx = current_task()
+        st = ctx.extra if ctx is not None and ctx.backend is self else None
+        if not isinstance(st, worker_side.Running) or st.ident != threading.get_ident():
+            yield
+            return
+        st.lend()
+        try:
+            yield
+        finally:
+            st.unlend()
+
+    # ------------------------------------------------------------- cancelling
+    def cancel_pending(self, ref: ObjectRef[Any]) -> bool:
+        record = self._by_ref.get(ref.id)
+        if record is None:
+            return self.actors.cancel_call(ref, running_too=False)
+        with self._lock:
+            if record.started is not None or all(r.done() for r in record.refs):
+                return False
+            record.cancelled = True
+        with contextlib.suppress(Exception):
+            self.client.cancel(record.futures)
+        for r in record.refs:
+            cancel_ref(r)
+        self._maybe_forget(record)
+        return True
+
+    def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
+        record = self._by_ref.get(ref.id)
+        if record is None:
+            return self.actors.cancel_call(ref, running_too=True, force=force)
+        if self.cancel_pending(ref):
+            return True
+        address = record.started
+        if address is None or ref.done():
+            return False
+        record.cancelled = True
+        try:
+            delivered = self.client.run(worker_side.interrupt, record.keys[0], recursive,
+                                        workers=[address]).get(address, False)
+        except Exception:
+            delivered = False
+        if force:
+            self._force_after_grace(record, address)
+            return True
+        return bool(delivered)
+
+    def _force_after_grace(self, record: _TaskRecord, address: str) -> None:
+        """``force=True``: if the interrupted task has not ended within a second (it
+        is stuck in native code), restart its worker process."""
+
+        def kill() -> None:
+            deadline = 1.0
+            done = threading.Event()
+            record.refs[0].add_done_callback(lambda _: done.set())
+            if done.wait(deadline):
+                return
+            with contextlib.suppress(Exception):
+                self.client.cancel(record.futures)
+            for r in record.refs:
+                settle(r, error=TaskCancelledError(f"task {record.name!r} was cancelled"))
+            with contextlib.suppress(Exception):
+                self.client.restart_workers([address])
+
+        threading.Thread(target=kill, daemon=True,
+                         name=f"fedexec-dask-force-cancel-{self.uid}").start()
+
+    # ----------------------------------------------------------------- actors
+    def create_actor(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     options: ActorOptions) -> ActorHandle[Any]:
+        if self._closed:
+            raise RuntimeError("cannot create actors after shutdown")
+        return self.actors.create(cls, args, kwargs, options)
+
+    def submit_actor_call(self, handle: ActorHandle[Any], method: str, args: tuple[Any, ...],
+                          kwargs: dict[str, Any], options: MethodOptions
+                          ) -> list[ObjectRef[Any]]:
+        return self.actors.call(handle, method, args, kwargs, options)
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle[Any]:
+        return self.actors.get_named(name, namespace or self.job.namespace)
+
+    def kill_actor(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
+        self.actors.kill(handle, no_restart=no_restart)
+
+    def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
+        return ActorHandle(actor_id, self, state["class_name"], state["methods"],
+                           state.get("name"), state.get("namespace"))
+
+    # ---------------------------------------------------------------- cluster
+    def cluster_resources(self) -> dict[str, float]:
+        view = self._view()
+        view.refresh()
+        return view.total()
+
+    def available_resources(self) -> dict[str, float]:
+        view = self._view()
+        view.refresh()
+        now = self.client.run(worker_side.resources_now)
+        out: dict[str, float] = {}
+        for address, w in view.workers.items():
+            report = now.get(address)
+            if report is None:
+                continue
+            res = view.worker_resources(w)
+            free = dict(report["available"])
+            if "CPU" not in free:
+                free["CPU"] = float(report["free_threads"])
+            for k in res:
+                out[k] = out.get(k, 0.0) + max(0.0, float(free.get(k, res[k])))
+        return out
+
+    def nodes(self) -> list[dict[str, Any]]:
+        view = self._view()
+        view.refresh()
+        return view.nodes()
+
+    def runtime_for(self, task_id: str | None, actor_id: str | None) -> RuntimeContext:
+        """The runtime context of a task or actor call running in this worker."""
+        return RuntimeContext(self._node_id, self._worker_id, self.job.job_id, task_id,
+                              actor_id, self.name)
+
+    def runtime_context(self) -> RuntimeContext:
+        if not self._node_id:
+            nodes = self.nodes()
+            self._node_id = nodes[0]["node_id"] if nodes else node_id_of(
+                str(self.client.scheduler.address), "driver")
+        return RuntimeContext(self._node_id, self._worker_id, self.job.job_id,
+                              backend=self.name)
+
+    # --------------------------------------------------------------- shutdown
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            records = list(self._records.values())
+        if cancel_futures:
+            for record in records:
+                self.cancel_pending(record.refs[0])
+        if not first:
+            closer = self._closer
+            if wait and closer is not None and closer is not threading.current_thread():
+                closer.join()
+            return
+        if wait:
+            self._drain()
+            self._teardown()
+            return
+        self._closer = threading.Thread(target=self._drain_then_teardown, daemon=True,
+                                        name=f"fedexec-dask-shutdown-{self.uid}")
+        self._closer.start()
+
+    def _drain(self) -> None:
+        with self._lock:
+            while self._records:
+                self._idle.wait(0.5)
+        self.actors.drain()
+
+    def _drain_then_teardown(self) -> None:
+        try:
+            self._drain()
+        finally:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        """Fetch the values still referenced here, then stop (what this executor owns)."""
+        if self._teardown_done.is_set():
+            return
+        try:
+            self.actors.shutdown()
+            self._fetch_live_values()
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(self.job.topic)
+            if self._initializer_plugin is not None and not self.embedded:
+                with contextlib.suppress(Exception):
+                    self.client.unregister_worker_plugin(self._initializer_plugin)
+        finally:
+            self._teardown_done.set()
+            if self.owns_client:
+                with contextlib.suppress(Exception):
+                    self.client.close()
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close()
+
+    def _fetch_live_values(self) -> None:
+        values = []
+        for ref in list(self._refs.values()):
+            if ref._state == cf._base.FINISHED and ref._exception is None:
+                v = ref._result
+                if isinstance(v, DaskValue) and v.blob is None and v.future is not None:
+                    values.append(v)
+        if not values:
+            return
+        try:
+            blobs = self.client.gather({i: v.future for i, v in enumerate(values)},
+                                       errors="skip")
+        except Exception:
+            return
+        for i, blob in blobs.items():
+            values[i].blob = blob
+
+    def fetch_error(self) -> ObjectLostError:
+        """What reading a value not fetched before shutdown raises."""
+        return ObjectLostError("the executor was shut down before this value was fetched")

@@ -1,0 +1,302 @@
+"""What runs inside a Dask worker process: the task wrapper and its helpers.
+
+Every fedexec task is the Dask task ``run_task(spec, *dependency_values)``::
+
+    run_task ── log_event(topic, start) ──▶ scheduler ──▶ submitting runtime (running())
+       │ task context set: fedexec.get/put/remote inside talk to this worker's runtime,
+       │ a DaskBackend over the worker's own client (one per job and process)
+       ├─ fn(*args) on this Dask thread; cancel → KeyboardInterrupt raised in it
+       │    blocked in fedexec.get: the task lends its resources (and its thread slot,
+       │    by seceding) so the tasks it waits for can run here
+       └─ returns a Blob (or a tuple of them): what Dask stores and passes on
+
+State of this process (module globals; the worker's event loop reads them in
+``client.run`` calls):
+    _BACKENDS     {job id: DaskBackend}   the runtime tasks of that job talk to
+    _RUNNING      {dask key: Running}     tasks running now (for cancel)
+    _KEEP         {dask key: [refs]}      refs inside a result, kept alive while
+                                          the result is (Dask forgets the key ->
+                                          the entry goes)
+    _INIT_ERRORS  {job id: message}       a failed ``initializer`` (broken executor)
+
+Lending resources is the one place that reaches into ``distributed`` internals:
+the worker state machine's ``available_resources`` (see :func:`adjust_resources`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import distributed
+from distributed.worker import thread_state
+
+from ... import serialization
+from ..._context import TaskContext, resolving, running_task
+from ...exceptions import BrokenExecutorError, SerializationError, TaskCancelledError
+from ...options import TaskOptions
+from .. import _execution as execution
+from ._common import Blob, DepSlot, Failed, Job, TaskSpec
+
+if TYPE_CHECKING:
+    from ._backend import DaskBackend
+
+__all__ = ["Running", "adjust_resources", "interrupt", "pick", "run_task", "worker_backend"]
+
+_BACKENDS: dict[str, DaskBackend] = {}
+_BACKENDS_LOCK = threading.Lock()
+_RUNNING: dict[str, Running] = {}
+_KEEP: dict[str, list[Any]] = {}
+_INIT_ERRORS: dict[str, str] = {}
+
+
+def worker_backend(job: Job) -> DaskBackend:
+    """The runtime that tasks of ``job`` running in this process talk to."""
+    backend = _BACKENDS.get(job.job_id)
+    if backend is not None:
+        return backend
+    with _BACKENDS_LOCK:
+        backend = _BACKENDS.get(job.job_id)
+        if backend is None:
+            from ...executor import Executor
+            from ._backend import DaskBackend
+
+            backend = DaskBackend.attached(distributed.get_client(), job)
+            Executor._wrap(backend)
+            _BACKENDS[job.job_id] = backend
+    return backend
+
+
+class _ArgFailed(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__()
+        self.error = error
+
+
+class Running:
+    """A fedexec task (or an actor's ``__init__``) running on a thread of this worker."""
+
+    __slots__ = ("backend", "cancel_requested", "children", "depth", "ident", "interruptible",
+                 "key", "lent", "lock", "seceded", "worker")
+
+    def __init__(self, key: str, worker: distributed.Worker, backend: DaskBackend):
+        self.key = key
+        self.worker = worker
+        self.backend = backend
+        self.ident = threading.get_ident()
+        self.lock = threading.Lock()
+        self.cancel_requested = False
+        self.interruptible = False
+        self.children: list[Any] = []  # refs of the tasks it submitted
+        self.depth = 0
+        self.seceded = False
+        self.lent: dict[str, float] = {}
+
+    def lend(self) -> None:
+        """Blocked in a get: let others use this task's resources and thread slot."""
+        self.depth += 1
+        if self.depth > 1:
+            return
+        ts = self.worker.state.tasks.get(self.key)
+        self.lent = dict(ts.resource_restrictions or {}) if ts is not None else {}
+        adjust_resources(self.worker, self.lent, +1)
+        if not self.seceded:
+            self.seceded = True
+            distributed.secede()  # the worker may start another task in our slot
+
+    def unlend(self) -> None:
+        """The get returned: take the resources back (maybe past the total, briefly)."""
+        self.depth -= 1
+        if self.depth == 0 and self.lent:
+            adjust_resources(self.worker, self.lent, -1)
+            self.lent = {}
+
+    def call(self, fn: Any, args: Any, kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, interruptible by :func:`interrupt`."""
+        with self.lock:
+            if self.cancel_requested:
+                raise KeyboardInterrupt
+            self.interruptible = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.interruptible = False
+            execution.interrupt_thread(self.ident, None)  # drop one raised too late
+
+
+def adjust_resources(worker: distributed.Worker, delta: dict[str, float], sign: int) -> None:
+    """Add (``sign=+1``) or take back (``-1``) ``delta`` to the worker's free resources.
+
+    Dask releases a task's resources only when it ends (``secede`` frees the
+    thread slot, not the resources), so a task blocked on the tasks it waits for
+    would deadlock a full worker. This lends them, on the worker's event loop, and
+    asks the state machine to start what now fits.
+    """
+    if not delta:
+        return
+
+    def apply() -> None:
+        state = worker.state
+        available = state.available_resources
+        for name, amount in delta.items():
+            if name in available:
+                available[name] += sign * amount
+        if sign > 0 and state.running:
+            from distributed.worker_state_machine import UnpauseEvent
+
+            worker.handle_stimulus(UnpauseEvent(stimulus_id=f"fedexec-lend-{time.time()}"))
+
+    worker.loop.add_callback(apply)
+
+
+def run_task(spec: TaskSpec, *deps: Any) -> Any:
+    """The Dask task of one fedexec task (see the module docstring)."""
+    worker = distributed.get_worker()
+    key = thread_state.key
+    backend = worker_backend(spec.job)
+    worker.log_event(spec.job.topic, {"e": "start", "k": key, "a": worker.address})
+    st = Running(key, worker, backend)
+    _RUNNING[key] = st
+    ctx = TaskContext(backend, backend.executor, backend.runtime_for(spec.task_id, None), st)
+    try:
+        with running_task(ctx):
+            return _attempts(spec, deps, st, backend)
+    finally:
+        _RUNNING.pop(key, None)
+        collect_keepers(worker)
+
+
+def _attempts(spec: TaskSpec, deps: tuple[Any, ...], st: Running, backend: DaskBackend) -> Any:
+    retry = spec.retry if isinstance(spec.retry, bool) else cloudpickle.loads(spec.retry)
+    options = TaskOptions(retry_exceptions=retry)
+    retries_left = spec.max_retries
+    name = spec.name
+    while True:
+        try:
+            failed = _INIT_ERRORS.get(spec.job.job_id)
+            if failed is not None:
+                raise BrokenExecutorError(
+                    f"a worker's initializer raised {failed}; the executor is broken and "
+                    "runs no more tasks")
+            with resolving(backend):
+                fn = serialization.loads(spec.fn)
+                args, kwargs = serialization.loads(spec.call)
+            args, kwargs = fill_deps(args, kwargs, deps, backend)
+            value = st.call(fn, args, kwargs)
+            del args, kwargs
+            if st.cancel_requested:
+                raise TaskCancelledError(f"task {name!r} was cancelled")
+            return store(value, spec.num_returns, name, st.key)
+        except KeyboardInterrupt as exc:
+            if st.cancel_requested:
+                raise TaskCancelledError(f"task {name!r} was cancelled") from None
+            raise execution.wrap_exception(exc, name) from None
+        except _ArgFailed as exc:
+            raise exc.error from None
+        except (BrokenExecutorError, SerializationError, TaskCancelledError):
+            raise
+        except BaseException as exc:
+            if execution.should_retry(exc, options, retries_left):
+                retries_left -= 1
+                continue
+            raise execution.wrap_exception(exc, name) from None
+
+
+def fill_deps(args: Any, kwargs: dict[str, Any], deps: tuple[Any, ...],
+              backend: DaskBackend) -> tuple[list[Any], dict[str, Any]]:
+    """Replace the ``DepSlot`` s by the values Dask passed (a fresh copy each)."""
+
+    def value(slot: DepSlot) -> Any:
+        dep = deps[slot.index]
+        if isinstance(dep, Failed):
+            raise _ArgFailed(dep.error)
+        return dep.load(backend)
+
+    args = [value(a) if isinstance(a, DepSlot) else a for a in args]
+    kwargs = {k: value(v) if isinstance(v, DepSlot) else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def store(value: Any, num_returns: int, name: str, key: str) -> Any:
+    """Pickle a task's return value(s) into what Dask stores under ``key``."""
+    values = execution.split_returns(value, num_returns, name)
+    blobs = []
+    keep: list[Any] = []
+    for v in values:
+        blob, contained = Blob.of(v, f"return value of {name!r}")
+        blobs.append(blob)
+        keep.extend(contained)
+    if keep:
+        _KEEP[key] = keep  # refs inside stay alive as long as the result does
+    return blobs[0] if num_returns == 1 else tuple(blobs)
+
+
+def collect_keepers(worker: distributed.Worker) -> None:
+    """Forget the kept refs of results that Dask has released on this worker."""
+    if _KEEP:
+        tasks = worker.state.tasks
+        for key in [k for k in _KEEP if k not in tasks]:
+            _KEEP.pop(key, None)
+
+
+def pick(values: Any, index: int) -> Any:
+    """Return ``index`` of a task with ``num_returns > 1`` (a failure passes through)."""
+    if isinstance(values, Failed):
+        return values
+    return values[index]
+
+
+# --------------------------------------------------------------- called by client.run
+def interrupt(key: str, recursive: bool, dask_worker: distributed.Worker) -> bool:
+    """Cancel the running task ``key``: ``KeyboardInterrupt`` in its thread (and its
+    children's, if ``recursive``). Runs on the worker's event loop."""
+    st = _RUNNING.get(key)
+    if st is None:
+        return False
+    with st.lock:
+        st.cancel_requested = True
+        if st.interruptible:
+            execution.interrupt_thread(st.ident, KeyboardInterrupt)
+        children = list(st.children) if recursive else []
+    if children:
+        threading.Thread(target=_cancel_children, args=(st.backend, children), daemon=True,
+                         name="fedexec-dask-cancel-children").start()
+    return True
+
+
+def _cancel_children(backend: DaskBackend, children: list[Any]) -> None:
+    for child in children:
+        if not child.done():
+            try:
+                backend.cancel(child, force=False, recursive=True)
+            except Exception:  # the child's worker may be gone: nothing left to cancel
+                continue
+
+
+def resources_now(dask_worker: distributed.Worker) -> dict[str, Any]:
+    """What this worker has free now (lent resources included)."""
+    state = dask_worker.state
+    return {
+        "available": dict(state.available_resources),
+        "total": dict(state.total_resources),
+        "free_threads": max(0, state.nthreads - len(state.executing)),
+    }
+
+
+class Initializer(distributed.WorkerPlugin):
+    """Runs an executor's ``initializer(*initargs)`` once in every worker process;
+    a failure breaks that executor (its tasks raise ``BrokenExecutorError``)."""
+
+    def __init__(self, job_id: str, payload: bytes):
+        self.job_id = job_id
+        self.payload = payload
+
+    def setup(self, worker: distributed.Worker) -> None:
+        try:
+            fn, args = cloudpickle.loads(self.payload)
+            fn(*args)
+        except BaseException as exc:
+            _INIT_ERRORS[self.job_id] = f"{type(exc).__name__}: {exc}"
