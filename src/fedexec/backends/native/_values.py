@@ -88,8 +88,14 @@ class ShmValue(LazyValue):
             return serialization.loads(data, buffers)
 
 
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 def encode(backend: NativeBackend, obj_id: str, value: Any, what: str) -> tuple[list[Any], Any]:
     """Serialize ``value`` as the entry of ``obj_id``; returns (entry, local LazyValue)."""
+    if type(value) in _ATOMS and (type(value) not in (str, bytes) or len(value) < 4096):
+        data = pickle.dumps(value, 5)  # a number or short string: the C pickler alone
+        return [obj_id, Kind.INLINE, data, [], []], InlineValue(data, [], backend)
     blob = serialization.dumps(value, what=what)
     return encode_blob(backend, obj_id, blob)
 

@@ -271,8 +271,7 @@ class NativeBackend(Backend):
             return
         if kind == Kind.FAILED and entry[2] == ErrorKind.CANCELLED and ref._cancel_now():
             return  # never started: a stdlib-cancelled future
-        if ref._state == "PENDING":
-            ref.set_running_or_notify_cancel()
+        # PENDING -> FINISHED directly is a valid Future transition (one lock, not two).
         if kind in (Kind.INLINE, Kind.SHM):
             ref.set_result(values.lazy(self, entry))
         else:

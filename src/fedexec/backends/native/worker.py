@@ -175,7 +175,13 @@ class WorkerLoop:
 
     # ------------------------------------------------------------- answers
     def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
-        self.backend._send([Op.TASK_DONE, task_id, results])
+        msg = [Op.TASK_DONE, task_id, results]
+        if self.queue and threading.get_ident() == self.main_ident:
+            # More tasks are queued here: batch this result with the next ones (the
+            # client's flusher writes it within a millisecond if the next one is slow).
+            self.backend._send_soon(msg)
+        else:
+            self.backend._send(msg)
 
     def _send_failed(self, msg: list[Any], kind: ErrorKind, message: str) -> None:
         self._send_done(msg[1], [[rid, Kind.FAILED, kind, message] for rid in msg[2]])
