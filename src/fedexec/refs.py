@@ -154,8 +154,15 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
         super().add_done_callback(fn)
 
     def _cancel_now(self) -> bool:
-        """For backends: the stdlib transition PENDING -> CANCELLED."""
-        return super().cancel()
+        """For backends: PENDING -> CANCELLED -> CANCELLED_AND_NOTIFIED, as the stdlib
+        pools do when they reach a cancelled item (the second step is what wakes
+        ``concurrent.futures.wait`` and ``as_completed``)."""
+        with self._condition:  # reentrant: both steps happen as one
+            if self._state != cf._base.PENDING:
+                return self._state in _CANCELLED_STATES
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        return True
 
     def __await__(self) -> Generator[Any, None, T]:
         import asyncio  # not at import time: it costs ~20 ms

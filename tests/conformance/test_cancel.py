@@ -249,3 +249,13 @@ def test_cancelling_a_queued_actor_call_means_it_never_runs(ex, gates):
     # Calls run in order: had the cancelled call run, it would have run before this one.
     assert ex.get(sleeper.nap.remote(gate.release, gate.marker("third")), timeout=T) == "woke"
     assert not os.path.exists(marker)
+
+
+def test_concurrent_futures_wait_and_as_completed_see_a_cancelled_ref_as_done(busy):
+    executor, _, _ = busy
+    queued = executor.submit(square, 3)
+    assert executor.cancel(queued) is True
+    done, not_done = cf.wait([queued], timeout=T)
+    assert done == {queued} and not not_done
+    assert list(cf.as_completed([queued], timeout=T)) == [queued]
+    assert queued.cancel() is True  # cancelling again stays true and changes nothing
