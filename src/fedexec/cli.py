@@ -1,8 +1,9 @@
 """The ``fedexec`` command (also ``python -m fedexec``).
 
 ``fedexec start --head`` starts a cluster head on this machine, ``fedexec stop``
-stops it, ``fedexec status`` shows its nodes, resources and pending work, and
-``fedexec backends`` lists the backends usable here.
+stops it, ``fedexec status`` shows its nodes, resources and pending work,
+``fedexec list nodes|tasks|actors|objects`` lists them, and ``fedexec backends``
+lists the backends usable here.
 """
 
 from __future__ import annotations
@@ -112,6 +113,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .backends.native.protocol import Call
+    from .exceptions import FedexecError
+    from .executor import Executor
+
+    try:
+        with Executor(address=args.address) as ex:
+            rows = ex._backend._request(Call.LIST, args.kind)  # type: ignore[attr-defined]
+    except (FedexecError, ValueError) as exc:
+        print(f"fedexec list: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no {args.kind}")
+        return 0
+    cols = [c for c in rows[0] if c != "resources"]
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedexec`` console script; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -139,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--address", default="auto")
     st.add_argument("--format", choices=("table", "json"), default="table")
     st.set_defaults(func=_cmd_status)
+    ls = sub.add_parser("list", help="list nodes, tasks, actors or objects")
+    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects"))
+    ls.add_argument("--address", default="auto")
+    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.set_defaults(func=_cmd_list)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT

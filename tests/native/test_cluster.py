@@ -125,3 +125,25 @@ def test_a_raw_tcp_peer_sending_a_pickle_is_dropped_unread(head, tmp_path):
     assert not marker.exists()
     with fedexec.Executor(address="auto") as ex:  # and it keeps serving
         assert ex.get(ex.submit(square, 9), timeout=T) == 81
+
+
+class Named:
+    def ping(self):
+        return "pong"
+
+
+def test_list_shows_nodes_actors_tasks_and_objects(head):
+    with fedexec.Executor(address="auto") as ex:
+        actor = ex.options(name="lister", lifetime="detached").actor(Named)
+        assert ex.get(actor.ping.remote(), timeout=T) == "pong"
+        kept = ex.put(b"x" * 200_000)
+        actors = json.loads(cli("list", "actors", "--format", "json",
+                                env=os.environ.copy()).stdout)
+        assert any(a["name"] == "lister" and a["state"] == "ALIVE" for a in actors)
+        objects = json.loads(cli("list", "objects", "--format", "json",
+                                 env=os.environ.copy()).stdout)
+        assert any(o["object_id"] == kept.id and o["where"] == "shared memory"
+                   for o in objects)
+        table = cli("list", "nodes", env=os.environ.copy())
+        assert table.returncode == 0 and "NODE_ID" in table.stdout
+        assert cli("list", "tasks", env=os.environ.copy()).returncode == 0

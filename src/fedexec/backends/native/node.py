@@ -1311,6 +1311,30 @@ class NodeManager:
                 out.append(f"{head}: {task.state.lower()}")
         return out
 
+    def _call_list(self, conn: _Conn, kind: str) -> list[dict[str, Any]]:
+        """Rows for ``fedexec list nodes|tasks|actors|objects``."""
+        if kind == "nodes":
+            return self._call_nodes(conn)
+        if kind == "tasks":
+            return [{"task_id": t.id, "name": t.name, "state": t.state,
+                     "actor_id": t.actor_id or "",
+                     "worker_pid": t.worker.pid if t.worker is not None else None}
+                    for t in self.tasks.values()]
+        if kind == "actors":
+            return [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
+                     "namespace": a.namespace, "state": a.state,
+                     "pid": a.worker.pid if a.worker is not None else None,
+                     "restarts": a.restarts_used}
+                    for a in self.actors.values()]
+        if kind == "objects":
+            where = {Kind.INLINE: "inline", Kind.SHM: "shared memory", Kind.ERROR: "error",
+                     Kind.FAILED: "failed"}
+            return [{"object_id": o.id, "ready": o.ready,
+                     "where": where.get(o.kind, "pending") if o.ready else "pending",
+                     "size": o.size, "holders": len(o.holders), "pins": o.pins}
+                    for o in self.objects.values()]
+        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors or objects")
+
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
                 "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
@@ -1329,6 +1353,7 @@ class NodeManager:
         Call.CANCEL_PENDING: _call_cancel_pending,
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
+        Call.LIST: _call_list,
     }
 
     # -------------------------------------------------------------- shutdown

@@ -119,6 +119,7 @@ class Call(enum.IntEnum):
     CANCEL_PENDING = 12
     CANCEL_QUEUED = 13
     DESCRIBE = 14
+    LIST = 15
 
 
 def pack_frame(messages: list[Any]) -> bytes:
