@@ -380,7 +380,7 @@ def _wait_for(refs: list[ObjectRef[Any]], needed: int, timeout: float | None,
         for r in refs:
             with r._condition:
                 if r.done():
-                    waiter._one(r)
+                    continue  # already counted in ``done``
                 else:
                     r._waiters.append(waiter)
                     installed.append(r)

@@ -1,43 +1,54 @@
 """The ``dask`` backend: fedexec tasks, objects and actors on ``distributed``.
 
 ``Executor(backend="dask")`` starts a ``distributed.LocalCluster`` it owns (closed
-at shutdown); ``address="tcp://host:port"`` joins a running scheduler; the
-backend option ``client=`` uses an existing ``distributed.Client`` as it is.
+at shutdown; its layout is described in ``_cluster``); ``address="tcp://host:port"``
+joins a running scheduler; the backend option ``client=`` uses an existing
+``distributed.Client`` as it is (not closed at shutdown).
 
 Data flow::
 
-    driver                           Dask scheduler            Dask worker process
-    ───────────────────────────      ──────────────            ─────────────────────────────
-    submit(fn, ref, x) ── client.submit(run_task, spec, ref's future,      run_task(spec, value)
-        │  spec = pickled fn + args   key="fn-<id>", resources={"CPU": 1}) ─▶ │ task context set:
-        │  (ref -> DepSlot: Dask                                            │ fedexec.* uses the
-        │   passes its value)         ◀─ log_event "start" ───────────────  │ worker's client
-        ▼                                                                   ▼
-    ObjectRef ◀── Future.add_done_callback ◀── key in memory ◀──────── Blob (pickled result)
-       result(): fetched from the worker on first use (a value only passed on to
-       other tasks never comes to the driver)
-    put(v) ──── client.scatter({"put-<id>": Blob}) ────────────────────▶ worker memory
-    actor ───── client.submit(run_actor) ══ one long task per actor ══▶ instance + calls
-                                                                         (run_call, pinned)
+    caller (driver or task)          Dask scheduler            Dask worker process
+    ───────────────────────          ──────────────            ──────────────────────────
+    submit(fn, ref, x) ─ client.submit(run_task, spec, <ref's future>,  run_task(spec, value)
+       spec: fn and args pickled     key="fn-<id>", resources=...) ──▶ │ task context set:
+       by fedexec; the ref is a                                         │ fedexec.* inside use
+       DepSlot, Dask passes its      ◀── log_event "start" ─────────── │ this worker's client
+       value (worker to worker)                                         ▼
+    ObjectRef ◀─ Future.add_done_callback ◀─ key in memory ◀──── Blob (the pickled result)
+       result(): the Blob is fetched on first use (a value only passed on to other
+       tasks never reaches the caller) and unpickled afresh on every call
+    put(v) ───── client.scatter({"put-<id>": Blob}) ─────────────────▶ worker memory
+    actor ────── client.submit(run_actor) ════ one long task per actor ═▶ instance; calls
+                 are run_call tasks pinned to its worker, chained per caller (``_actors``,
+                 ``_host``)
 
-Mapping of the contract onto Dask:
+How the contract maps onto Dask:
 
-* a ref is a Dask key; a ``DaskRef`` pickles with its key and, unpickled inside
-  the cluster, becomes a ``distributed.Future`` of that process's client, so Dask's
-  reference counting keeps the object alive while any ref to it exists; refs
-  inside a task's result are kept alive by the worker while the result is;
-* a ref passed directly as an argument is a Dask dependency (resolved by Dask,
-  worker to worker); a nested one stays a ref;
-* ``num_cpus``/``num_gpus``/``resources`` are Dask worker resources (``CPU``,
-  ``GPU``, custom); a task waiting in ``fedexec.get`` lends them (and its thread
-  slot, by seceding) to the tasks it waits for;
-* ``max_retries``: a task whose worker died (``KilledWorker``) is retried by the
-  submitting runtime with ``Client.retry`` (same key, so refs stay valid);
-  ``retry_exceptions`` re-runs the function in the same task;
-* ``cancel``: a task not started is cancelled in Dask (it never runs); a running
-  one gets ``KeyboardInterrupt`` in its thread (``force=True``: and its worker
-  process is restarted if it has not stopped a second later);
-* actors: see ``_actors`` (caller side) and ``_host`` (worker side).
+* a ref is a Dask key; a ``DaskRef`` pickles with its key and, unpickled inside the
+  cluster, becomes a ``distributed.Future`` of that process's client: Dask's
+  reference counting keeps the object alive while a ref to it exists anywhere;
+  refs inside a task's result are kept alive by the worker while the result is;
+* a ref passed directly as an argument is a Dask dependency; a nested one stays a
+  ref (``fedexec.get`` on it inside the task fetches through the worker's client);
+* ``num_cpus``/``num_gpus``/``memory``/``resources`` are Dask worker resources
+  (``CPU``, ``GPU``, ``memory``, custom) when the workers declare them (an
+  executor-started cluster does); a task waiting in ``fedexec.get`` lends its
+  resources and, by seceding, its thread slot to the tasks it waits for;
+* ``max_retries``: a task whose worker died (``KilledWorker``) is run again by the
+  runtime that submitted it with ``Client.retry`` (same key: refs stay valid);
+  ``retry_exceptions`` runs the function again inside the same Dask task (Dask's
+  own ``retries`` cannot tell the two apart, so it is not used);
+* ``cancel``: a queued task is cancelled so that it never runs (``_cancel``); a
+  running one gets ``KeyboardInterrupt`` in its thread; ``force=True`` also
+  restarts its worker process if it has not stopped a second later;
+* a finished result lost with its worker is recomputed by Dask from its lineage
+  while a ref to it exists; a lost ``put`` value is stored again by the process
+  that put it; objects beyond a worker's memory limit are spilled to disk by Dask;
+* at shutdown, the values of finished refs still referenced are fetched, so
+  ``result()`` keeps working, as with the stdlib pools.
+
+Not available: placement groups, ``runtime_env`` (tasks share worker processes),
+zero-copy reads, GPU device assignment (``GPU`` is only a counted resource).
 
 ``import distributed`` stays at the top: without it the registry reports
 ``BackendUnavailableError`` naming ``pip install "fedexec[dask]"``.

@@ -21,14 +21,22 @@ Proxy state (under its ``lock``)::
     tail     the last call sent (the next one depends on it when calls are chained)
     calls    {main key: _Call} sent and not finished
 
+A proxy learns where its actor is from the actor's event topic (``_host``): a
+non-owner subscribes, replays the past events, and looks again until "ready"
+or "died" (its subscription and the replay travel separately). Calls lost with
+the actor (its worker died, or it was restarted under them) are sent again
+after the restart while ``max_task_retries`` allows, else fail with
+``ActorDiedError``.
+
 Named actors: ``{"id", "class_name", "methods"}`` under the scheduler metadata key
-``("fedexec", "names", namespace, name)``, claimed under a ``distributed.Lock``;
-a name whose actor's topic says "died" is free again.
+``("fedexec", "names", namespace, name)``, claimed atomically on the scheduler's
+event loop; a name whose actor's topic says "died" is free again.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 import weakref
@@ -43,10 +51,21 @@ from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import ActorDiedError, TaskCancelledError
 from ...options import ActorOptions, MethodOptions
 from ...refs import ObjectRef
-from .. import _execution as execution
 from . import _host as host_side
 from . import _worker as worker_side
-from ._common import ActorSpec, CallSpec, DaskRef, DaskValue, Failed, dask_key
+from ._common import (
+    ActorSpec,
+    Blob,
+    CallSpec,
+    DaskRef,
+    DaskValue,
+    Failed,
+    cancel_ref,
+    dask_error,
+    dask_key,
+    serialize_call,
+    settle,
+)
 
 if TYPE_CHECKING:
     from ._backend import DaskBackend
@@ -54,13 +73,13 @@ if TYPE_CHECKING:
 __all__ = ["ActorManager"]
 
 _TOPICS_LOCK = threading.Lock()
-_TOPICS: dict[tuple[int, str], list[weakref.ref[Proxy]]] = {}
+_TOPICS: dict[tuple[str, str], list[weakref.ref[Proxy]]] = {}
 
 
 def _subscribe(client: distributed.Client, topic: str, proxy: Proxy) -> None:
     """One Dask handler per (client, topic) in this process, fanning out to proxies
     (several runtimes in one worker process share the worker's client)."""
-    key = (id(client), topic)
+    key = (client.id, topic)
     with _TOPICS_LOCK:
         listeners = _TOPICS.get(key)
         if listeners is None:
@@ -70,7 +89,7 @@ def _subscribe(client: distributed.Client, topic: str, proxy: Proxy) -> None:
 
 
 def _unsubscribe(client: distributed.Client, topic: str, proxy: Proxy) -> None:
-    key = (id(client), topic)
+    key = (client.id, topic)
     with _TOPICS_LOCK:
         listeners = [r for r in _TOPICS.get(key, []) if r() not in (None, proxy)]
         if listeners:
@@ -83,7 +102,7 @@ def _unsubscribe(client: distributed.Client, topic: str, proxy: Proxy) -> None:
         pass
 
 
-def _dispatch(key: tuple[int, str], event: tuple[float, dict[str, Any]]) -> None:
+def _dispatch(key: tuple[str, str], event: tuple[float, dict[str, Any]]) -> None:
     for r in list(_TOPICS.get(key, [])):
         proxy = r()
         if proxy is not None:
@@ -91,10 +110,11 @@ def _dispatch(key: tuple[int, str], event: tuple[float, dict[str, Any]]) -> None
 
 
 class _Call:
-    __slots__ = ("address", "deps", "futures", "keep", "key", "name", "proxy", "refs", "spec")
+    __slots__ = ("address", "attempt", "base_keys", "deps", "futures", "inline", "keep", "key",
+                 "name", "proxy", "refs", "retries_left", "seq", "spec")
 
     def __init__(self, proxy: Proxy, spec: CallSpec, key: str, refs: list[DaskRef],
-                 deps: list[DaskRef], keep: list[Any]):
+                 deps: list[DaskRef], keep: list[Any], seq: int):
         self.proxy = proxy
         self.spec = spec
         self.name = spec.name
@@ -102,8 +122,21 @@ class _Call:
         self.refs = refs
         self.deps = deps
         self.keep = keep
+        self.seq = seq  # submission order, for calls sent again
+        self.base_keys = [key] + [r.key for r in refs]
         self.futures: list[distributed.Future] = []
         self.address: str | None = None
+        self.attempt = 0
+        self.retries_left = proxy.task_retries
+        self.inline: list[Blob] | None = None  # a small result, sent with "done"
+
+    def rekey(self) -> None:
+        """New Dask keys for sending the call again (the old ones may linger)."""
+        self.attempt += 1
+        suffix = f"-r{self.attempt}"
+        self.key = self.base_keys[0] + suffix
+        for r, key in zip(self.refs, self.base_keys[1:]):
+            r._key = key + suffix
 
 
 class Proxy:
@@ -130,6 +163,9 @@ class Proxy:
         self.tail: distributed.Future | None = None
         self.calls: dict[str, _Call] = {}
         self.restarts_left = 0
+        self.task_retries = 0
+        self.settled = threading.Event()  # set while alive or dead (not pending)
+        self.lost: tuple[int, str | None] = (-1, None)  # (generation, address) gone
         # owner only
         self.spec: ActorSpec | None = None
         self.placement: dict[str, Any] = {}
@@ -155,8 +191,10 @@ class ActorManager:
         self.client = backend.client
         self.proxies: dict[str, Proxy] = {}
         self.by_ref: dict[str, _Call] = {}
+        self.by_key: dict[str, _Call] = {}  # calls sent, by their Dask key
         self.lock = threading.RLock()
         self._pool: ThreadPoolExecutor | None = None
+        self._seq = itertools.count()
 
     # ----------------------------------------------------------------- events
     def post(self, proxy: Proxy, msg: dict[str, Any]) -> None:
@@ -170,6 +208,12 @@ class ActorManager:
     def on_event(self, msg: dict[str, Any]) -> None:
         """An actor event on the runtime's own topic (none are sent there today)."""
 
+    def on_done(self, key: str, blobs: list[Blob]) -> None:
+        """A call's small result came with its "done" event (on the event loop)."""
+        call = self.by_key.get(key)
+        if call is not None:
+            call.inline = blobs
+
     def _events_pool(self) -> ThreadPoolExecutor:
         with self.lock:
             if self._pool is None:
@@ -181,20 +225,24 @@ class ActorManager:
         kind = msg.get("e")
         if kind == "ready":
             with proxy.lock:
-                if proxy.state == "dead" or msg["g"] < proxy.gen:
+                if proxy.state == "dead" or msg["g"] < proxy.gen or (
+                        msg["g"], msg["a"]) == proxy.lost:
                     return
                 moved = proxy.address is not None and proxy.address != msg["a"]
                 proxy.address = msg["a"]
                 proxy.gen = msg["g"]
                 proxy.chain = bool(msg["c"])
                 proxy.restarts_left = int(msg.get("r", 0))
+                proxy.task_retries = int(msg.get("t", 0))
                 proxy.state = "alive"
+                proxy.settled.set()
                 lost = self._take_calls(proxy) if moved else []
+                self._lose_calls(lost, ActorDiedError(
+                    f"actor {proxy.class_name}({proxy.actor_id}) was restarted on another "
+                    "worker"))
                 buffered, proxy.buffer = proxy.buffer, []
                 for call in buffered:
                     self._send(proxy, call)
-            self._fail_calls(lost, ActorDiedError(
-                f"actor {proxy.class_name}({proxy.actor_id}) was restarted on another worker"))
         elif kind == "died":
             self._mark_dead(proxy, str(msg.get("cause", "")), publish=False)
         elif kind == "lost":
@@ -202,9 +250,10 @@ class ActorManager:
                 if proxy.state == "dead":
                     return
                 proxy.state = "pending"
+                proxy.settled.clear()
                 proxy.address = None
                 lost = self._take_calls(proxy)
-            self._fail_calls(lost, ActorDiedError(
+            self._lose_calls(lost, ActorDiedError(
                 f"the worker of actor {proxy.class_name}({proxy.actor_id}) died"))
 
     def _take_calls(self, proxy: Proxy) -> list[_Call]:
@@ -213,9 +262,40 @@ class ActorManager:
         proxy.tail = None
         return calls
 
-    def _fail_calls(self, calls: list[_Call], error: BaseException) -> None:
-        from ._backend import settle
+    def _lose_calls(self, calls: list[_Call], error: BaseException) -> None:
+        """Calls the actor lost (it died or moved): sent again when it is back if
+        ``max_task_retries`` allows, else they fail with ``error``."""
+        self._fail_calls([c for c in calls if not self._requeue(c)], error)
 
+    def _requeue(self, call: _Call) -> bool:
+        """Put a lost call back in its actor's buffer (True), if it may retry."""
+        proxy = call.proxy
+        with proxy.lock:
+            if (proxy.state == "dead" or call.retries_left == 0
+                    or all(r.done() for r in call.refs)):
+                return False
+            if call.retries_left > 0:
+                call.retries_left -= 1
+            proxy.calls.pop(call.key, None)
+            with self.lock:
+                self.by_key.pop(call.key, None)
+            old, call.futures = call.futures, []
+            call.address = None
+            call.inline = None
+            call.rekey()
+            if proxy.address is not None and proxy.state == "alive":
+                self._send(proxy, call)
+            else:
+                proxy.buffer.append(call)
+                proxy.buffer.sort(key=lambda c: c.seq)
+        if old:
+            try:
+                self.client.cancel(old)
+            except Exception:  # the cluster is going away
+                pass
+        return True
+
+    def _fail_calls(self, calls: list[_Call], error: BaseException) -> None:
         for call in calls:
             for r in call.refs:
                 settle(r, error=error)
@@ -243,17 +323,19 @@ class ActorManager:
         cls_blob = serialization.dumps(cls, what=f"actor class {cls.__qualname__!r}",
                                        out_of_band=False)
         deps, args, kwargs = backend.split_deps(args, kwargs)
-        _, call_blob = execution.serialize_call(cls, args, kwargs)
+        _, call_blob = serialize_call(cls, args, kwargs)
         actor_id = new_id()
         proxy = Proxy(self, actor_id, cls.__name__, methods, options.name, namespace, owner=True)
         proxy.chain = concurrency == 1 and not is_async
         proxy.restarts_left = options.max_restarts
+        proxy.task_retries = options.max_task_retries
         proxy.detached = options.lifetime == "detached"
         proxy.placement = placement
         proxy.deps = deps
         proxy.keep = call_blob.contained + cls_blob.contained
         proxy.spec = ActorSpec(actor_id, cls_blob.data, call_blob.data, cls.__name__, is_async,
-                               concurrency, options.max_restarts, lend, 0, backend.job)
+                               concurrency, options.max_restarts, lend, 0, backend.job,
+                               options.max_task_retries)
         if options.name is not None:
             existing = self._claim_name(proxy, options.get_if_exists)
             if existing is not None:
@@ -314,13 +396,14 @@ class ActorManager:
             if proxy.restarts_left > 0:
                 proxy.restarts_left -= 1
             proxy.state = "pending"
+            proxy.settled.clear()
             proxy.address = None
             lost = self._take_calls(proxy)
             proxy.spec = ActorSpec(spec.actor_id, spec.cls, spec.call, spec.class_name,
                                    spec.is_async, spec.concurrency, proxy.restarts_left,
-                                   spec.lend, spec.gen + 1, spec.job)
+                                   spec.lend, spec.gen + 1, spec.job, spec.task_retries)
         self._publish(proxy, {"e": "lost", "g": spec.gen})
-        self._fail_calls(lost, ActorDiedError(
+        self._lose_calls(lost, ActorDiedError(
             f"the worker of actor {proxy.class_name}({proxy.actor_id}) died; it restarts"))
         self._launch(proxy)
 
@@ -335,6 +418,7 @@ class ActorManager:
             if proxy.state == "dead":
                 return
             proxy.state = "dead"
+            proxy.settled.set()
             proxy.cause = cause
             calls = self._take_calls(proxy) + proxy.buffer
             proxy.buffer = []
@@ -358,25 +442,30 @@ class ActorManager:
         return not kinds or kinds[-1] != "died"
 
     def _claim_name(self, proxy: Proxy, get_if_exists: bool) -> ActorHandle[Any] | None:
+        """Take ``proxy``'s name atomically (on the scheduler's event loop); the
+        existing actor's handle with ``get_if_exists``."""
         namespace, name = proxy.namespace or "default", proxy.name or ""
-        key = self._name_key(namespace, name)
-        lock = distributed.Lock(f"fedexec-actor-name-{namespace}-{name}", client=self.client)
-        if not lock.acquire(timeout=60):
-            raise TimeoutError(f"could not claim the actor name {name!r} within 60 s")
-        try:
-            entry = self.client.get_metadata(key, None)
-            if entry is not None and self._alive(entry["id"]):
-                if get_if_exists:
-                    return self._handle_of(entry, namespace, name)
-                raise ValueError(
-                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
-                    "use get_actor(), or get_if_exists=True")
-            self.client.set_metadata(key, {"id": proxy.actor_id, "class_name": proxy.class_name,
-                                           "methods": proxy.methods})
-            self._register(proxy)  # before the lock goes: the name is taken from now on
-        finally:
-            lock.release()
-        return None
+        entry = {"id": proxy.actor_id, "class_name": proxy.class_name,
+                 "methods": proxy.methods}
+
+        def claim(keys: list[str], entry: dict[str, Any], dask_scheduler: Any = None) -> Any:
+            # Runs on the scheduler: builtins only (it is pickled by value).
+            current = dask_scheduler.get_metadata(keys, None)
+            if current is not None:
+                events = dask_scheduler.get_events("fedexec-actor-" + current["id"])
+                if not events or events[-1][1].get("e") != "died":
+                    return current
+            dask_scheduler.set_metadata(keys, entry)
+            return None
+
+        existing = self.client.run_on_scheduler(claim, self._name_key(namespace, name), entry)
+        if existing is None:
+            return None
+        if get_if_exists:
+            return self._handle_of(existing, namespace, name)
+        raise ValueError(
+            f"an actor named {name!r} already exists in namespace {namespace!r}; "
+            "use get_actor(), or get_if_exists=True")
 
     def _handle_of(self, entry: dict[str, Any], namespace: str, name: str) -> ActorHandle[Any]:
         return ActorHandle(entry["id"], self.backend, entry["class_name"],
@@ -401,15 +490,35 @@ class ActorManager:
             proxy = Proxy(self, handle.actor_id, handle._class_name, handle._methods,
                           handle._name, handle._namespace, owner=False)
             self._register(proxy)
-        for _, msg in self.client.get_events(proxy.topic):  # catch up on its history
-            self._on_event(proxy, msg)
+        self._catch_up(proxy)
+        if not proxy.settled.is_set():
+            self._watch_in_background(proxy)
         return proxy
+
+    def _watch_in_background(self, proxy: Proxy) -> None:
+        threading.Thread(target=self._watch_pending, args=(proxy,), daemon=True,
+                         name=f"fedexec-dask-actor-wait-{proxy.actor_id[-8:]}").start()
+
+    def _catch_up(self, proxy: Proxy) -> None:
+        """Replay the actor's past events (those before we subscribed)."""
+        try:
+            events = self.client.get_events(proxy.topic)
+        except Exception:  # the cluster is going away
+            return
+        for _, msg in events:
+            self._on_event(proxy, msg)
+
+    def _watch_pending(self, proxy: Proxy) -> None:
+        """Our subscription may reach the scheduler after the actor said "ready" (the
+        subscription and the catch-up travel separately): look again until it has."""
+        delay = 0.02
+        while not proxy.settled.wait(delay) and not self.backend._teardown_done.is_set():
+            self._catch_up(proxy)
+            delay = min(1.0, delay * 2)
 
     def call(self, handle: ActorHandle[Any], method: str, args: tuple[Any, ...],
              kwargs: dict[str, Any], options: MethodOptions) -> list[ObjectRef[Any]]:
         """Send a method call; its refs."""
-        from ._backend import settle
-
         backend = self.backend
         proxy = self._proxy(handle)
         name = f"{proxy.class_name}.{method}"
@@ -420,10 +529,10 @@ class ActorManager:
         for r in refs:
             backend._refs[r.id] = r
         deps, args, kwargs = backend.split_deps(args, kwargs)
-        _, blob = execution.serialize_call(method, args, kwargs)
+        _, blob = serialize_call(method, args, kwargs)
         spec = CallSpec(proxy.actor_id, method, blob.data, name, task_id, n, backend.job)
         call = _Call(proxy, spec, refs[0].key if n == 1 else dask_key(name, task_id), refs,
-                     deps, blob.contained)
+                     deps, blob.contained, next(self._seq))
         with proxy.lock:
             if proxy.state != "dead":
                 with self.lock:
@@ -454,14 +563,16 @@ class ActorManager:
         call.futures = futures
         call.address = proxy.address
         proxy.calls[call.key] = call
+        self.by_key[call.key] = call
         watched = futures if len(futures) == 1 else futures[1:]
         for i, (r, f) in enumerate(zip(call.refs, watched)):
             r._dask = f
-            f.add_done_callback(functools.partial(self._call_done, call, i))
+            f.add_done_callback(functools.partial(self._call_done, call, i, call.attempt))
 
-    def _call_done(self, call: _Call, index: int, fut: distributed.Future) -> None:
-        from ._backend import dask_error, settle
-
+    def _call_done(self, call: _Call, index: int, attempt: int,
+                   fut: distributed.Future) -> None:
+        if attempt != call.attempt:  # sent again since
+            return
         ref = call.refs[index]
         if not ref.done():
             try:
@@ -469,19 +580,29 @@ class ActorManager:
                 if status == "finished":
                     if fut.type is Failed:
                         error = fut.result().error
+                        lost = isinstance(error, (host_side.ActorMissing,
+                                                  host_side.CallInterrupted))
                         if isinstance(error, host_side.ActorMissing):
+                            self._worker_lost(call)
                             error = ActorDiedError(
                                 f"actor {call.proxy.class_name}({call.proxy.actor_id}) is not "
                                 "on its worker any more (the worker restarted)")
+                        if lost and self._requeue(call):
+                            return
                         settle(ref, error=error)
                     else:
-                        settle(ref, DaskValue(self.backend, fut))
+                        inline = call.inline
+                        blob = inline[index] if inline and len(inline) > index else None
+                        settle(ref, DaskValue(self.backend, fut, blob))
                 elif status == "cancelled":
                     settle(ref, error=TaskCancelledError(f"actor call {call.name!r} was "
                                                          "cancelled"))
                 else:
                     exc = fut.exception()
                     if isinstance(exc, distributed.KilledWorker):
+                        self._worker_lost(call)
+                        if self._requeue(call):
+                            return
                         settle(ref, error=ActorDiedError(
                             f"the worker of actor {call.proxy.class_name}"
                             f"({call.proxy.actor_id}) died while {call.name!r} ran"))
@@ -492,10 +613,26 @@ class ActorManager:
         if all(r.done() for r in call.refs):
             self._forget(call)
 
+    def _worker_lost(self, call: _Call) -> None:
+        """A call found the actor's worker dead: send no more calls there; later ones
+        wait for the actor's next "ready" (its owner restarts it) or "died"."""
+        proxy = call.proxy
+        with proxy.lock:
+            if proxy.state != "alive" or proxy.address != call.address:
+                return
+            proxy.lost = (proxy.gen, proxy.address)
+            proxy.state = "pending"
+            proxy.settled.clear()
+            proxy.address = None
+            proxy.tail = None
+        if not proxy.owner:
+            self._watch_in_background(proxy)
+
     def _forget(self, call: _Call) -> None:
         with self.lock:
             for r in call.refs:
                 self.by_ref.pop(r.id, None)
+            self.by_key.pop(call.key, None)
         with call.proxy.lock:
             call.proxy.calls.pop(call.key, None)
         call.keep = []
@@ -503,8 +640,6 @@ class ActorManager:
 
     def cancel_call(self, ref: ObjectRef[Any], running_too: bool, force: bool = False) -> bool:
         """Cancel an actor call that has not started (a running one goes on)."""
-        from ._backend import cancel_ref
-
         call = self.by_ref.get(ref.id)
         if call is None:
             return False
@@ -539,11 +674,7 @@ class ActorManager:
         proxy = self._proxy(handle)
         if proxy.state == "dead":
             return
-        deadline = time.monotonic() + 30
-        while proxy.address is None and proxy.state == "pending" and proxy.owner is False:
-            if time.monotonic() > deadline:  # never became ready: nothing to kill
-                break
-            time.sleep(0.01)
+        proxy.settled.wait(60)  # being created: kill it once it is (or gave up)
         address = proxy.address
         outcome = "missing"
         if address is not None:
@@ -554,12 +685,13 @@ class ActorManager:
                 outcome = "missing"
         if outcome == "restarting":
             return
-        if address is None and proxy.lifetime is not None:  # still being created
+        lifetime = proxy.lifetime
+        self._mark_dead(proxy, "it was killed", publish=True)
+        if address is None and lifetime is not None:  # still waiting to be created
             try:
-                self.client.cancel([proxy.lifetime])
+                self.client.cancel([lifetime])
             except Exception:
                 pass
-        self._mark_dead(proxy, "it was killed", publish=True)
 
     # --------------------------------------------------------------- shutdown
     def drain(self) -> None:

@@ -19,7 +19,6 @@ import contextlib
 import functools
 import os
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,65 +31,41 @@ from ..._ids import new_id
 from ...actors import ActorHandle
 from ...exceptions import (
     BrokenExecutorError,
-    FedexecError,
     ObjectLostError,
     TaskCancelledError,
-    TaskError,
     UnsupportedOnBackendError,
     WorkerCrashedError,
 )
 from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
 from ...refs import ObjectRef
-from .. import _execution as execution
 from ..base import Backend
+from . import _cancel as cancelling
 from . import _worker as worker_side
 from ._cluster import ClusterView, check_options, start_local_cluster
-from ._common import Blob, DaskRef, DaskValue, DepSlot, Failed, Job, TaskSpec, dask_key, node_id_of
+from ._common import (
+    Blob,
+    DaskRef,
+    DaskValue,
+    DepSlot,
+    Failed,
+    Job,
+    TaskSpec,
+    cancel_ref,
+    dask_error,
+    dask_key,
+    node_id_of,
+    serialize_call,
+    settle,
+)
 
 __all__ = ["DaskBackend"]
 
 _PENDING = cf._base.PENDING
-_CANCELLED_STATES = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
-
-
-def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
-    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
-    try:
-        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
-            return
-        if ref._state != cf._base.RUNNING:
-            return
-        if error is not None:
-            ref.set_exception(error)
-        else:
-            ref.set_result(value)
-    except cf.InvalidStateError:  # completed by another thread meanwhile
-        pass
-
-
-def cancel_ref(ref: ObjectRef[Any]) -> bool:
-    """PENDING -> CANCELLED, with ``cf.wait`` waiters notified (as an executor does)."""
-    if ref._state != _PENDING:
-        return ref._state in _CANCELLED_STATES
-    if ref._cancel_now():
-        ref.set_running_or_notify_cancel()
-        return True
-    return False
-
-
-def dask_error(exc: BaseException, name: str) -> BaseException:
-    """The fedexec error for an exception a Dask future holds."""
-    if isinstance(exc, FedexecError):
-        return exc
-    if isinstance(exc, cf.CancelledError):
-        return TaskCancelledError(f"task {name!r} was cancelled")
-    # Dask's own failure (e.g. the task could not be deserialized on the worker).
-    return TaskError.from_exception(exc, execution.remote_traceback(exc, 0), name)
 
 
 class _TaskRecord:
-    __slots__ = ("attempt", "cancelled", "deps", "futures", "handling", "keep", "keys",
-                 "name", "refs", "retries_left", "started")
+    __slots__ = ("attempt", "cancelled", "cancelling", "deps", "futures", "handling",
+                 "inline", "keep", "keys", "name", "refs", "retries_left", "started")
 
     def __init__(self, name: str, keys: list[str], futures: list[distributed.Future],
                  refs: list[DaskRef], deps: list[DaskRef], keep: list[Any], retries: int):
@@ -103,6 +78,8 @@ class _TaskRecord:
         self.retries_left = retries
         self.started: str | None = None  # the worker address, once running
         self.cancelled = False
+        self.cancelling = False
+        self.inline: list[Blob] | None = None  # small results sent with the "done" event
         self.attempt = 0
         self.handling = False
 
@@ -118,7 +95,7 @@ class DaskBackend(Backend):
     name = "dask"
     capabilities = frozenset({
         "actors", "async_actors", "named_actors", "actor_restarts", "cancel_running",
-        "worker_processes", "multi_node",
+        "worker_processes", "multi_node", "lineage_reconstruction", "spilling",
     })
 
     def __init__(self, config: Any, *, _attach: tuple[distributed.Client, Job] | None = None):
@@ -133,13 +110,14 @@ class DaskBackend(Backend):
         self._teardown_done = threading.Event()
         self._closer: threading.Thread | None = None
         self._initializer_plugin: str | None = None
-        self._warned_shapes: set[tuple[tuple[str, float], ...]] = set()
-        self._feasible: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
         self.cluster: distributed.LocalCluster | None = None
         self.owns_client = False
-        self.uid = new_id()[-12:]
-        if _attach is not None:
-            self.client, self.job = _attach
+        self.uid = os.urandom(6).hex()
+        self.view: ClusterView | None = None
+        topic = f"fedexec-{self.uid}"  # start events of the tasks this runtime submits
+        if _attach is not None:  # inside a task: the submitting job's ids, our own topic
+            self.client, job = _attach
+            self.job = Job(job.job_id, job.namespace, topic)
             self.in_worker = True
             self.embedded = False
             worker = distributed.get_worker()
@@ -148,18 +126,21 @@ class DaskBackend(Backend):
         else:
             self.in_worker = False
             self._connect(config)
-            namespace = config.namespace or "default"
-            self.job = Job(os.urandom(4).hex(), namespace, f"fedexec-{self.uid}")
+            self.job = Job(os.urandom(4).hex(), config.namespace or "default", topic)
             self._worker_id = f"driver-{os.getpid()}"
             self._node_id = ""
-        self.job = Job(self.job.job_id, self.job.namespace, f"fedexec-{self.uid}")
-        self.view = ClusterView(self.client) if not self.in_worker else None
-        self.client.subscribe_topic(self.job.topic, self._on_event)
         from ._actors import ActorManager
 
         self.actors = ActorManager(self)
-        if not self.in_worker and config.initializer is not None:
-            self._register_initializer(config)
+        try:
+            self.client.subscribe_topic(self.job.topic, self._on_event)
+            if not self.in_worker:
+                self.view = ClusterView(self.client)
+                if config.initializer is not None:
+                    self._register_initializer(config)
+        except BaseException:
+            self._teardown()
+            raise
 
     @classmethod
     def attached(cls, client: distributed.Client, job: Job) -> DaskBackend:
@@ -194,6 +175,11 @@ class DaskBackend(Backend):
         if address is not None:
             if not isinstance(address, str):
                 raise TypeError(f"address must be a Dask scheduler address, got {address!r}")
+            if address == "auto":
+                raise ValueError(
+                    "address='auto' joins a cluster started by 'fedexec start' (the native "
+                    "backend); for the 'dask' backend give the Dask scheduler's address, "
+                    "e.g. 'tcp://host:8786'")
             self.client = distributed.Client(address, set_as_default=False)
             self.owns_client = True
             self.embedded = False
@@ -232,58 +218,21 @@ class DaskBackend(Backend):
         workers = None
         loose = False
         if isinstance(strategy, NodeAffinity):
-            address = self._node_address(strategy.node_id)
+            address = self._view().node_address(strategy.node_id)
             if address is not None:
                 workers, loose = [address], strategy.soft
             elif not strategy.soft:
                 raise ValueError(f"no alive node with id {strategy.node_id!r}")
         elif strategy not in ("DEFAULT", "SPREAD"):
             raise self._unsupported("placement groups", "placement_groups")
-        return {"resources": self._dask_resources(demand, what) or None,
-                "workers": workers, "allow_other_workers": loose}
-
-    def _node_address(self, node_id: str) -> str | None:
-        view = self._view()
-        address = view.address_of(node_id)
-        if address is None:
-            view.refresh()
-            address = view.address_of(node_id)
-        return address
+        resources = self._view().restrictions(demand, what, fixed=self.embedded)
+        return {"resources": resources or None, "workers": workers,
+                "allow_other_workers": loose}
 
     def _view(self) -> ClusterView:
         if self.view is None:
             self.view = ClusterView(self.client)
         return self.view
-
-    def _dask_resources(self, demand: dict[str, float], what: str) -> dict[str, float]:
-        shape = tuple(sorted(demand.items()))
-        known = self._feasible.get(shape)
-        if known is not None:
-            return known
-        view = self._view()
-        if not view.fits_one_worker(demand):
-            if self.embedded:
-                raise ValueError(
-                    f"{what} asks for {demand} but no worker of this Dask cluster has that "
-                    f"much (workers: {[n['resources'] for n in view.nodes()]}); it could "
-                    "never run. Ask for less, or start the executor with more (num_cpus=..., "
-                    "resources=...; a task must fit one worker: see n_workers)")
-            view.refresh()
-            if not view.fits_one_worker(demand) and shape not in self._warned_shapes:
-                self._warned_shapes.add(shape)
-                warnings.warn(
-                    f"{what} asks for {demand}, more than any worker of the Dask cluster "
-                    "has now; it waits until such a worker joins", stacklevel=4)
-                return {k: v for k, v in demand.items() if k != "CPU" or
-                        view.has_cpu_resource}
-        declared = set()
-        for w in view.workers.values():
-            declared.update((w.get("resources") or {}).keys())
-        # CPU and memory without a matching worker resource are Dask's threads and
-        # memory limits: nothing to restrict.
-        out = {k: v for k, v in demand.items() if k in declared or k not in ("CPU", "memory")}
-        self._feasible[shape] = out
-        return out
 
     def split_deps(self, args: tuple[Any, ...], kwargs: dict[str, Any]
                    ) -> tuple[list[DaskRef], tuple[Any, ...], dict[str, Any]]:
@@ -293,6 +242,8 @@ class DaskBackend(Backend):
 
         def slot(v: Any) -> Any:
             if isinstance(v, DaskRef) and v._backend is self and v._dask is not None:
+                if v._dask.status == "cancelled" and not v.cancelled():
+                    self._restore(v)
                 deps.append(v)
                 return DepSlot(len(deps) - 1)
             if isinstance(v, ObjectRef):
@@ -312,7 +263,7 @@ class DaskBackend(Backend):
         name = options.name or getattr(fn, "__qualname__", None) or repr(fn)
         placement = self.placement(options, options.demand(1.0), f"task {name!r}")
         deps, args, kwargs = self.split_deps(args, kwargs)
-        fn_blob, call_blob = execution.serialize_call(fn, args, kwargs)
+        fn_blob, call_blob = serialize_call(fn, args, kwargs)
         n = options.num_returns
         task_id = new_id()
         ref_ids = [task_id] if n == 1 else [new_id() for _ in range(n)]
@@ -350,7 +301,7 @@ class DaskBackend(Backend):
                 self._refs[r.id] = r
         parent = current_task()
         if parent is not None and isinstance(parent.extra, worker_side.Running):
-            parent.extra.children.extend(record.refs)
+            parent.extra.children.append(record.keys[0])
         self._watch(record)
 
     def _watch(self, record: _TaskRecord) -> None:
@@ -371,12 +322,31 @@ class DaskBackend(Backend):
                     if fut.type is Failed:
                         settle(ref, error=fut.result().error)
                     else:
-                        settle(ref, DaskValue(self, fut))
+                        inline = record.inline
+                        blob = inline[index] if inline and len(inline) > index else None
+                        settle(ref, DaskValue(self, fut, blob))
                 elif status == "cancelled":
-                    settle(ref, error=TaskCancelledError(
-                        f"task {record.name!r} was cancelled"))
+                    if record.cancelling or record.cancelled:
+                        cancel_ref(ref)  # our own cancel, reported back by Dask
+                    elif any(not d.cancelled() for d in record.deps
+                             if d._dask is not None and d._dask.status == "cancelled"):
+                        settle(ref, error=ObjectLostError(
+                            f"an argument of task {record.name!r} was lost with the worker "
+                            "that held it"))
+                    else:  # a dependency was cancelled
+                        settle(ref, error=TaskCancelledError(
+                            f"task {record.name!r} was cancelled"))
+                elif status not in ("error", "lost"):
+                    # Reset to pending: Dask retries it with a dependency it lost.
+                    fut.add_done_callback(
+                        functools.partial(self._future_done, record, index, attempt))
+                    return
                 else:
                     exc = fut.exception()
+                    if exc is None:  # retried meanwhile (see above)
+                        fut.add_done_callback(
+                            functools.partial(self._future_done, record, index, attempt))
+                        return
                     if isinstance(exc, distributed.KilledWorker):
                         self._on_killed(record, exc)
                         return
@@ -455,8 +425,10 @@ class DaskBackend(Backend):
             record.attempt += 1
             record.started = None
             record.handling = False
-        try:
-            self.client.retry(record.futures)
+        try:  # only what is still failed: Dask may have revived dependents itself
+            failed = [f for f in record.futures if f.status in ("error", "lost")]
+            if failed:
+                self.client.retry(failed)
         except Exception as exc:
             self._fail(record, WorkerCrashedError(
                 f"task {record.name!r} lost its worker and could not be retried: {exc}"))
@@ -479,6 +451,12 @@ class DaskBackend(Backend):
                 for r in record.refs:
                     if r._state == _PENDING:
                         r.set_running_or_notify_cancel()
+        elif kind == "done":  # a small result, ahead of Dask's "finished"
+            record = self._records.get(msg["k"])
+            if record is not None:
+                record.inline = [Blob(data) for data in msg["v"]]
+            else:
+                self.actors.on_done(msg["k"], [Blob(data) for data in msg["v"]])
         else:
             self.actors.on_event(msg)
 
@@ -491,10 +469,20 @@ class DaskBackend(Backend):
         fut = self.client.scatter({key: blob}, hash=False)[key]
         ref = DaskRef(ref_id, self, "put", key)
         ref._dask = fut
-        ref._keep = contained  # type: ignore[attr-defined]
+        ref._keep = contained
         self._refs[ref_id] = ref
         settle(ref, DaskValue(self, fut, blob))
         return ref
+
+    def _restore(self, ref: DaskRef) -> None:
+        """A finished object Dask lost (its worker died): a value put here, which we
+        still hold, is stored again under its key; a task's result is rebuilt by
+        Dask from its lineage as long as the key is wanted, so only puts get here."""
+        value = ref._result if ref._state == cf._base.FINISHED else None
+        blob = value.blob if isinstance(value, DaskValue) else None
+        if blob is None:
+            return
+        ref._dask = value.future = self.client.scatter({ref.key: blob}, hash=False)[ref.key]
 
     def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
         ref = self._refs.get(ref_id)
@@ -515,6 +503,10 @@ class DaskBackend(Backend):
             fut = distributed.Future(key, self.client)
             ref._dask = fut
             self._refs[ref_id] = ref
+        # A Future made from a key does not tell the scheduler that this client
+        # wants the key (Dask does it in bulk, privately): say so, so the object
+        # stays alive for us and we hear when it is ready.
+        self.client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})
         fut.add_done_callback(functools.partial(self._bound_done, ref))
         return ref
 
@@ -556,16 +548,11 @@ class DaskBackend(Backend):
         record = self._by_ref.get(ref.id)
         if record is None:
             return self.actors.cancel_call(ref, running_too=False)
-        with self._lock:
-            if record.started is not None or all(r.done() for r in record.refs):
-                return False
-            record.cancelled = True
-        with contextlib.suppress(Exception):
-            self.client.cancel(record.futures)
-        for r in record.refs:
-            cancel_ref(r)
-        self._maybe_forget(record)
-        return True
+        return record in self._cancel_queued([record])
+
+    def _cancel_queued(self, records: list[_TaskRecord]) -> list[_TaskRecord]:
+        """Cancel the tasks of ``records`` that have not started; those cancelled."""
+        return cancelling.cancel_queued(self, records)
 
     def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
         record = self._by_ref.get(ref.id)
@@ -583,29 +570,9 @@ class DaskBackend(Backend):
         except Exception:
             delivered = False
         if force:
-            self._force_after_grace(record, address)
+            cancelling.restart_if_stuck(self, record, address)
             return True
         return bool(delivered)
-
-    def _force_after_grace(self, record: _TaskRecord, address: str) -> None:
-        """``force=True``: if the interrupted task has not ended within a second (it
-        is stuck in native code), restart its worker process."""
-
-        def kill() -> None:
-            deadline = 1.0
-            done = threading.Event()
-            record.refs[0].add_done_callback(lambda _: done.set())
-            if done.wait(deadline):
-                return
-            with contextlib.suppress(Exception):
-                self.client.cancel(record.futures)
-            for r in record.refs:
-                settle(r, error=TaskCancelledError(f"task {record.name!r} was cancelled"))
-            with contextlib.suppress(Exception):
-                self.client.restart_workers([address])
-
-        threading.Thread(target=kill, daemon=True,
-                         name=f"fedexec-dask-force-cancel-{self.uid}").start()
 
     # ----------------------------------------------------------------- actors
     def create_actor(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -677,8 +644,7 @@ class DaskBackend(Backend):
             self._closed = True
             records = list(self._records.values())
         if cancel_futures:
-            for record in records:
-                self.cancel_pending(record.refs[0])
+            self._cancel_queued(records)
         if not first:
             closer = self._closer
             if wait and closer is not None and closer is not threading.current_thread():
@@ -726,6 +692,9 @@ class DaskBackend(Backend):
                     self.cluster.close()
 
     def _fetch_live_values(self) -> None:
+        """Bring here the values of finished refs still referenced, so ``result()``
+        works after shutdown (as with the stdlib pools); in batches of at most
+        64 MB, as a worker short of memory must read spilled objects back first."""
         values = []
         for ref in list(self._refs.values()):
             if ref._state == cf._base.FINISHED and ref._exception is None:
@@ -735,13 +704,22 @@ class DaskBackend(Backend):
         if not values:
             return
         try:
-            blobs = self.client.gather({i: v.future for i, v in enumerate(values)},
-                                       errors="skip")
+            sizes = self.client.nbytes([v.future.key for v in values], summary=False)
         except Exception:
-            return
-        for i, blob in blobs.items():
-            values[i].blob = blob
-
-    def fetch_error(self) -> ObjectLostError:
-        """What reading a value not fetched before shutdown raises."""
-        return ObjectLostError("the executor was shut down before this value was fetched")
+            sizes = {}
+        batch: list[DaskValue] = []
+        budget = 0
+        for v in [*values, None]:
+            size = sizes.get(v.future.key, 0) if v is not None else 0
+            if batch and (v is None or budget + size > 64 << 20 or len(batch) >= 1024):
+                try:
+                    blobs = self.client.gather({i: b.future for i, b in enumerate(batch)},
+                                               errors="skip")
+                except Exception:
+                    return
+                for i, blob in blobs.items():
+                    batch[i].blob = blob
+                batch, budget = [], 0
+            if v is not None:
+                batch.append(v)
+                budget += size

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,7 +70,7 @@ def start_local_cluster(config: Any) -> distributed.LocalCluster:
         "processes": True,
         "host": "127.0.0.1",
         "dashboard_address": None,
-        "silence_logs": logging.ERROR,
+        "silence_logs": logging.CRITICAL,
         "memory_limit": memory,
         "resources": resources,
         "scheduler_kwargs": {"allowed_failures": 0, "dashboard_address": "127.0.0.1:0"},
@@ -84,6 +85,8 @@ class ClusterView:
     def __init__(self, client: distributed.Client):
         self.client = client
         self.workers: dict[str, dict[str, Any]] = {}
+        self._feasible: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
+        self._warned: set[tuple[tuple[str, float], ...]] = set()
         self.refresh()
 
     def refresh(self) -> None:
@@ -91,11 +94,6 @@ class ClusterView:
         info = self.client.scheduler_info(n_workers=-1)
         self.scheduler = info.get("address", "")
         self.workers = dict(info.get("workers", {}))
-
-    @property
-    def has_cpu_resource(self) -> bool:
-        """Do the workers declare a ``CPU`` resource (else threads are the CPUs)?"""
-        return any("CPU" in (w.get("resources") or {}) for w in self.workers.values())
 
     def worker_resources(self, w: Mapping[str, Any]) -> dict[str, float]:
         """One worker's resources in fedexec's terms."""
@@ -125,6 +123,54 @@ class ClusterView:
     def node_id(self, w: Mapping[str, Any]) -> str:
         """The fedexec node id of worker ``w``."""
         return node_id_of(self.scheduler, w.get("name"))
+
+    def node_address(self, node_id: str) -> str | None:
+        """The worker address of a node id, reading the worker list again if needed."""
+        address = self.address_of(node_id)
+        if address is None:
+            self.refresh()
+            address = self.address_of(node_id)
+        return address
+
+    def restrictions(self, demand: dict[str, float], what: str, fixed: bool
+                     ) -> dict[str, float]:
+        """The Dask resource restrictions of ``demand`` (``what`` names it).
+
+        Raises:
+            ValueError: no worker could ever run it and the cluster is ``fixed`` (an
+                executor-started one); on a joined cluster, which may grow, a
+                warning instead, and the task waits.
+        """
+        shape = tuple(sorted(demand.items()))
+        known = self._feasible.get(shape)
+        if known is not None:
+            return known
+        if not self.fits_one_worker(demand):
+            if fixed:
+                raise ValueError(
+                    f"{what} asks for {demand} but no worker of this Dask cluster has that "
+                    f"much (workers: {[n['resources'] for n in self.nodes()]}); it could "
+                    "never run. Ask for less, or start the executor with more (num_cpus=..., "
+                    "resources=...; a task must fit one worker: see n_workers)")
+            self.refresh()
+            if not self.fits_one_worker(demand):
+                if shape not in self._warned:
+                    self._warned.add(shape)
+                    warnings.warn(
+                        f"{what} asks for {demand}, more than any worker of the Dask "
+                        "cluster has now; it waits until such a worker joins", stacklevel=5)
+                return {k: v for k, v in demand.items()
+                        if k not in ("CPU", "memory") or self.declares(k)}
+        # CPU and memory without a matching worker resource are Dask's threads and
+        # memory limits: nothing to restrict.
+        out = {k: v for k, v in demand.items()
+               if k not in ("CPU", "memory") or self.declares(k)}
+        self._feasible[shape] = out
+        return out
+
+    def declares(self, resource: str) -> bool:
+        """Does some worker declare ``resource`` as a Dask resource?"""
+        return any(resource in (w.get("resources") or {}) for w in self.workers.values())
 
     def address_of(self, node_id: str) -> str | None:
         """The worker address of a node id (None if no such worker now)."""

@@ -14,13 +14,25 @@ task that made it, with its path. An actor call that failed stores a
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import hashlib
+import pickle
 import re
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
+
 from ... import serialization
 from ..._context import current_backend, resolving
+from ...exceptions import (
+    FedexecError,
+    ObjectLostError,
+    SerializationError,
+    TaskCancelledError,
+    TaskError,
+)
 from ...refs import LazyValue, ObjectRef
+from .. import _execution as execution
 
 if TYPE_CHECKING:
     import distributed
@@ -35,9 +47,14 @@ __all__ = [
     "DepSlot",
     "Failed",
     "Job",
+    "Raised",
     "TaskSpec",
+    "cancel_ref",
+    "dask_error",
     "dask_key",
     "node_id_of",
+    "serialize_call",
+    "settle",
 ]
 
 
@@ -79,6 +96,29 @@ class Failed:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Failed, (self.error,))
+
+
+class Raised(Exception):
+    """How a task's fedexec error travels through Dask: pickled whole, behind a short
+    message (Dask replaces exceptions with long messages by a truncated copy)."""
+
+    def __init__(self, payload: bytes, summary: str):
+        super().__init__(summary)
+        self.payload = payload
+
+    @classmethod
+    def of(cls, error: BaseException) -> Raised:
+        """Wrap ``error``."""
+        cause = getattr(error, "cause", error)
+        summary = f"{type(cause).__name__}: {str(cause)[:200]}"
+        return cls(cloudpickle.dumps(error), summary)
+
+    def error(self) -> BaseException:
+        """The fedexec error it carries."""
+        return pickle.loads(self.payload)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Raised, (self.payload, self.args[0] if self.args else ""))
 
 
 class DepSlot:
@@ -134,11 +174,11 @@ class ActorSpec:
     """One actor incarnation: its class and constructor call, and its options."""
 
     __slots__ = ("actor_id", "call", "class_name", "cls", "concurrency", "gen", "is_async",
-                 "job", "lend", "restarts_left")
+                 "job", "lend", "restarts_left", "task_retries")
 
     def __init__(self, actor_id: str, cls: bytes, call: bytes, class_name: str,
                  is_async: bool, concurrency: int, restarts_left: int,
-                 lend: dict[str, float], gen: int, job: Job):
+                 lend: dict[str, float], gen: int, job: Job, task_retries: int = 0):
         self.actor_id = actor_id
         self.cls = cls
         self.call = call
@@ -149,11 +189,12 @@ class ActorSpec:
         self.lend = lend  # resources held while creating but not while alive
         self.gen = gen
         self.job = job
+        self.task_retries = task_retries  # max_task_retries: calls lost with the actor
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ActorSpec, (self.actor_id, self.cls, self.call, self.class_name,
                             self.is_async, self.concurrency, self.restarts_left, self.lend,
-                            self.gen, self.job))
+                            self.gen, self.job, self.task_retries))
 
 
 class CallSpec:
@@ -176,6 +217,21 @@ class CallSpec:
                            self.num_returns, self.job))
 
 
+def serialize_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                   ) -> tuple[serialization.Serialized, serialization.Serialized]:
+    """Pickle a call's function and arguments in band (Dask moves the bytes); the
+    error names what failed and where, as ``_execution.serialize_call``'s does."""
+    name = getattr(fn, "__qualname__", repr(fn))
+    fn_blob = serialization.dumps(fn, what=f"function {name!r}", out_of_band=False)
+    try:
+        call_blob = serialization.dumps((args, kwargs), out_of_band=False)
+    except SerializationError:
+        serialization.dumps(args, what="args", out_of_band=False)  # raises, naming args[i]
+        serialization.dumps(kwargs, what="kwargs", out_of_band=False)
+        raise
+    return fn_blob, call_blob
+
+
 # --------------------------------------------------------------------------- refs
 class DaskValue(LazyValue):
     """A finished ref's value: fetched from the cluster on the first ``result()``
@@ -191,9 +247,16 @@ class DaskValue(LazyValue):
         self.blob = blob
 
     def fetch(self) -> Blob:
+        """The pickled value (fetched from its worker the first time)."""
         blob = self.blob
         if blob is None:
-            blob = self.future.result()  # type: ignore[union-attr]
+            try:
+                blob = self.future.result()  # type: ignore[union-attr]
+            except Exception as exc:
+                raise ObjectLostError(
+                    f"the object could not be read from the Dask cluster ({exc!r}); its "
+                    "executor was shut down, or the worker holding it died and it cannot "
+                    "be rebuilt") from exc
             self.blob = blob
         return blob
 
@@ -216,6 +279,7 @@ class DaskRef(ObjectRef):  # type: ignore[type-arg]
         super().__init__(ref_id, backend, task_name)
         self._key = key
         self._dask: distributed.Future | None = None
+        self._keep: list[Any] = []  # refs inside a put value: borrowed while this lives
 
     @property
     def key(self) -> str:
@@ -235,6 +299,54 @@ def _rebuild_dask_ref(ref_id: str, key: str) -> ObjectRef[Any]:
     if backend is None:
         return ObjectRef(ref_id, None)
     return backend.resolve_ref(ref_id)
+
+
+# --------------------------------------------------------------------------- completing
+_PENDING = cf._base.PENDING
+_CANCELLED_STATES = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
+
+
+def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
+    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
+    try:
+        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
+            return
+        if ref._state != cf._base.RUNNING:
+            return
+        if error is not None:
+            ref.set_exception(error)
+        else:
+            ref.set_result(value)
+    except cf.InvalidStateError:  # completed by another thread meanwhile
+        pass
+
+
+def cancel_ref(ref: ObjectRef[Any]) -> bool:
+    """PENDING -> CANCELLED, with ``cf.wait`` waiters notified (as an executor does)."""
+    if ref._state != _PENDING:
+        return ref._state in _CANCELLED_STATES
+    if not ref._cancel_now():
+        return False
+    try:
+        ref.set_running_or_notify_cancel()
+    except RuntimeError:  # another thread notified the waiters already
+        pass
+    return True
+
+
+def dask_error(exc: BaseException, name: str) -> BaseException:
+    """The fedexec error for an exception a Dask future holds."""
+    if isinstance(exc, Raised):
+        try:
+            return exc.error()
+        except Exception as err:  # its class cannot be imported here
+            return TaskError.from_exception(err, str(exc), name)
+    if isinstance(exc, FedexecError):
+        return exc
+    if isinstance(exc, cf.CancelledError):
+        return TaskCancelledError(f"task {name!r} was cancelled")
+    # Dask's own failure (e.g. the task could not be deserialized on the worker).
+    return TaskError.from_exception(exc, execution.remote_traceback(exc, 0), name)
 
 
 # --------------------------------------------------------------------------- names

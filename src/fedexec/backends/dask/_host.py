@@ -17,8 +17,11 @@ so the chain goes on.
 
 Events on the actor's topic ``fedexec-actor-<id>`` (callers subscribe)::
 
-    ready  {"g": generation, "a": worker address, "c": chain calls?}  (from here)
+    ready  {"g": generation, "a": worker address, "c": chain calls?,
+            "r": restarts left, "t": max_task_retries}                (from here)
     died   {"cause": ...}   lost {"g": ...}                           (from the owner)
+
+A call's small result also goes to its caller's own topic ("done"), as a task's.
 
 State of one :class:`Host` (under ``cv``)::
 
@@ -46,7 +49,15 @@ from ..._context import TaskContext, resolving, running_task
 from ...exceptions import ActorDiedError, TaskCancelledError
 from .. import _execution as execution
 from ._common import ActorSpec, Blob, CallSpec, Failed
-from ._worker import Running, _ArgFailed, adjust_resources, fill_deps, store, worker_backend
+from ._worker import (
+    Running,
+    _ArgFailed,
+    adjust_resources,
+    fill_deps,
+    send_small,
+    store,
+    worker_backend,
+)
 
 __all__ = ["actor_topic", "cancel_call", "kill_host", "run_actor", "run_call"]
 
@@ -61,6 +72,11 @@ def actor_topic(actor_id: str) -> str:
 
 class ActorMissing(Exception):
     """A call reached a worker that does not host the actor (it moved or is gone)."""
+
+
+class CallInterrupted(ActorDiedError):
+    """The actor was killed or restarted while this call ran (``max_task_retries``
+    may send it again)."""
 
 
 class Host:
@@ -159,7 +175,7 @@ def _publish(worker: distributed.Worker, host: Host, spec: ActorSpec) -> None:
     chain = spec.concurrency == 1 and not spec.is_async
     worker.log_event(actor_topic(host.actor_id),
                      {"e": "ready", "g": host.gen, "a": worker.address, "c": chain,
-                      "r": host.restarts_left})
+                      "r": host.restarts_left, "t": spec.task_retries})
 
 
 def _owner_gone(worker: distributed.Worker, key: str) -> bool:
@@ -247,9 +263,11 @@ def run_call(spec: CallSpec, previous: Any, *deps: Any) -> Any:
     with host.cv:
         host.started.discard(key)
         if host.gen != gen:
-            return Failed(ActorDiedError(
+            return Failed(CallInterrupted(
                 f"actor {host.class_name}({host.actor_id}) was killed while "
                 f"{spec.name!r} ran"))
+    if not isinstance(out, Failed):
+        send_small(distributed.get_worker(), spec.job.topic, key, out)
     return out
 
 

@@ -8,23 +8,31 @@ Every fedexec task is the Dask task ``run_task(spec, *dependency_values)``::
        ├─ fn(*args) on this Dask thread; cancel → KeyboardInterrupt raised in it
        │    blocked in fedexec.get: the task lends its resources (and its thread slot,
        │    by seceding) so the tasks it waits for can run here
-       └─ returns a Blob (or a tuple of them): what Dask stores and passes on
+       ├─ returns a Blob (or a tuple of them): what Dask stores and passes on
+       └─ a small result also goes to the submitting runtime with a "done" event,
+          so reading it there costs no round trip to this worker
 
-State of this process (module globals; the worker's event loop reads them in
-``client.run`` calls):
+A failure is raised as ``Raised`` (the fedexec error, pickled whole behind a
+short message); Dask fails the tasks that depend on it with the same error.
+
+State of this process (module globals; ``client.run`` calls read them on the
+worker's event loop):
     _BACKENDS     {job id: DaskBackend}   the runtime tasks of that job talk to
     _RUNNING      {dask key: Running}     tasks running now (for cancel)
+    _REVOKED      {dask key}              tasks cancelled before they started
     _KEEP         {dask key: [refs]}      refs inside a result, kept alive while
                                           the result is (Dask forgets the key ->
                                           the entry goes)
     _INIT_ERRORS  {job id: message}       a failed ``initializer`` (broken executor)
 
 Lending resources is the one place that reaches into ``distributed`` internals:
-the worker state machine's ``available_resources`` (see :func:`adjust_resources`).
+the worker state machine's ``available_resources`` (see :func:`adjust_resources`);
+without it a task blocked on its children would deadlock a full worker.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,18 +46,24 @@ from ..._context import TaskContext, resolving, running_task
 from ...exceptions import BrokenExecutorError, SerializationError, TaskCancelledError
 from ...options import TaskOptions
 from .. import _execution as execution
-from ._common import Blob, DepSlot, Failed, Job, TaskSpec
+from ._common import Blob, DepSlot, Failed, Job, Raised, TaskSpec
 
 if TYPE_CHECKING:
     from ._backend import DaskBackend
 
-__all__ = ["Running", "adjust_resources", "interrupt", "pick", "run_task", "worker_backend"]
+__all__ = [
+    "Running", "adjust_resources", "interrupt", "pick", "revoke", "run_task", "worker_backend",
+]
+
+logger = logging.getLogger(__name__)
 
 _BACKENDS: dict[str, DaskBackend] = {}
 _BACKENDS_LOCK = threading.Lock()
 _RUNNING: dict[str, Running] = {}
 _KEEP: dict[str, list[Any]] = {}
 _INIT_ERRORS: dict[str, str] = {}
+_REVOKED: set[str] = set()
+_STATE_LOCK = threading.Lock()
 
 
 def worker_backend(job: Job) -> DaskBackend:
@@ -81,15 +95,15 @@ class Running:
     __slots__ = ("backend", "cancel_requested", "children", "depth", "ident", "interruptible",
                  "key", "lent", "lock", "seceded", "worker")
 
-    def __init__(self, key: str, worker: distributed.Worker, backend: DaskBackend):
+    def __init__(self, key: str, worker: distributed.Worker, backend: DaskBackend | None):
         self.key = key
         self.worker = worker
-        self.backend = backend
+        self.backend: Any = backend
         self.ident = threading.get_ident()
         self.lock = threading.Lock()
         self.cancel_requested = False
         self.interruptible = False
-        self.children: list[Any] = []  # refs of the tasks it submitted
+        self.children: list[str] = []  # keys of the tasks it submitted (for cancel)
         self.depth = 0
         self.seceded = False
         self.lent: dict[str, float] = {}
@@ -139,15 +153,19 @@ def adjust_resources(worker: distributed.Worker, delta: dict[str, float], sign: 
         return
 
     def apply() -> None:
-        state = worker.state
-        available = state.available_resources
-        for name, amount in delta.items():
-            if name in available:
-                available[name] += sign * amount
-        if sign > 0 and state.running:
-            from distributed.worker_state_machine import UnpauseEvent
+        try:
+            state = worker.state
+            available = state.available_resources
+            for name, amount in delta.items():
+                if name in available:
+                    available[name] += sign * amount
+            if sign > 0 and state.running:
+                from distributed.worker_state_machine import UnpauseEvent
 
-            worker.handle_stimulus(UnpauseEvent(stimulus_id=f"fedexec-lend-{time.time()}"))
+                worker.handle_stimulus(UnpauseEvent(stimulus_id=f"fedexec-lend-{time.time()}"))
+        except (AttributeError, ImportError) as exc:  # a distributed we do not know
+            logger.warning("fedexec cannot lend a blocked task's resources on this version "
+                           "of distributed (%s); nested gets may wait for free resources", exc)
 
     worker.loop.add_callback(apply)
 
@@ -156,12 +174,17 @@ def run_task(spec: TaskSpec, *deps: Any) -> Any:
     """The Dask task of one fedexec task (see the module docstring)."""
     worker = distributed.get_worker()
     key = thread_state.key
-    backend = worker_backend(spec.job)
-    worker.log_event(spec.job.topic, {"e": "start", "k": key, "a": worker.address})
-    st = Running(key, worker, backend)
-    _RUNNING[key] = st
-    ctx = TaskContext(backend, backend.executor, backend.runtime_for(spec.task_id, None), st)
+    st = Running(key, worker, None)
+    with _STATE_LOCK:
+        if key in _REVOKED:  # cancelled before it started: never run it
+            _REVOKED.discard(key)
+            raise Raised.of(TaskCancelledError(f"task {spec.name!r} was cancelled"))
+        _RUNNING[key] = st
     try:
+        backend = st.backend = worker_backend(spec.job)
+        worker.log_event(spec.job.topic, {"e": "start", "k": key, "a": worker.address})
+        ctx = TaskContext(backend, backend.executor, backend.runtime_for(spec.task_id, None),
+                          st)
         with running_task(ctx):
             return _attempts(spec, deps, st, backend)
     finally:
@@ -189,20 +212,22 @@ def _attempts(spec: TaskSpec, deps: tuple[Any, ...], st: Running, backend: DaskB
             del args, kwargs
             if st.cancel_requested:
                 raise TaskCancelledError(f"task {name!r} was cancelled")
-            return store(value, spec.num_returns, name, st.key)
+            stored = store(value, spec.num_returns, name, st.key)
+            send_small(st.worker, spec.job.topic, st.key, stored)
+            return stored
         except KeyboardInterrupt as exc:
             if st.cancel_requested:
-                raise TaskCancelledError(f"task {name!r} was cancelled") from None
-            raise execution.wrap_exception(exc, name) from None
+                raise Raised.of(TaskCancelledError(f"task {name!r} was cancelled")) from None
+            raise Raised.of(execution.wrap_exception(exc, name, skip=2)) from None
         except _ArgFailed as exc:
-            raise exc.error from None
-        except (BrokenExecutorError, SerializationError, TaskCancelledError):
-            raise
+            raise Raised.of(exc.error) from None
+        except (BrokenExecutorError, SerializationError, TaskCancelledError) as exc:
+            raise Raised.of(exc) from None
         except BaseException as exc:
             if execution.should_retry(exc, options, retries_left):
                 retries_left -= 1
                 continue
-            raise execution.wrap_exception(exc, name) from None
+            raise Raised.of(execution.wrap_exception(exc, name, skip=2)) from None
 
 
 def fill_deps(args: Any, kwargs: dict[str, Any], deps: tuple[Any, ...],
@@ -234,6 +259,19 @@ def store(value: Any, num_returns: int, name: str, key: str) -> Any:
     return blobs[0] if num_returns == 1 else tuple(blobs)
 
 
+#: Results up to this size also travel to the submitter with the "done" event, so
+#: reading them costs no round trip to the worker (as Ray returns small results to
+#: the owner directly). The scheduler keeps the last events of a topic: keep it small.
+INLINE_MAX = 2048
+
+
+def send_small(worker: distributed.Worker, topic: str, key: str, stored: Any) -> None:
+    """Send a small result to the runtime that submitted its task (see INLINE_MAX)."""
+    blobs = stored if isinstance(stored, tuple) else (stored,)
+    if sum(len(b.data) for b in blobs) <= INLINE_MAX:
+        worker.log_event(topic, {"e": "done", "k": key, "v": [b.data for b in blobs]})
+
+
 def collect_keepers(worker: distributed.Worker) -> None:
     """Forget the kept refs of results that Dask has released on this worker."""
     if _KEEP:
@@ -250,6 +288,21 @@ def pick(values: Any, index: int) -> Any:
 
 
 # --------------------------------------------------------------- called by client.run
+def revoke(keys: list[str], dask_worker: distributed.Worker) -> list[str]:
+    """Make sure tasks ``keys`` never start here; those that already did."""
+    started = []
+    with _STATE_LOCK:
+        tasks = dask_worker.state.tasks
+        for key in [k for k in _REVOKED if k not in tasks]:  # forgotten by Dask
+            _REVOKED.discard(key)
+        for key in keys:
+            if key in _RUNNING:
+                started.append(key)
+            else:
+                _REVOKED.add(key)
+    return started
+
+
 def interrupt(key: str, recursive: bool, dask_worker: distributed.Worker) -> bool:
     """Cancel the running task ``key``: ``KeyboardInterrupt`` in its thread (and its
     children's, if ``recursive``). Runs on the worker's event loop."""
@@ -267,13 +320,15 @@ def interrupt(key: str, recursive: bool, dask_worker: distributed.Worker) -> boo
     return True
 
 
-def _cancel_children(backend: DaskBackend, children: list[Any]) -> None:
-    for child in children:
-        if not child.done():
-            try:
-                backend.cancel(child, force=False, recursive=True)
-            except Exception:  # the child's worker may be gone: nothing left to cancel
-                continue
+def _cancel_children(backend: DaskBackend, children: list[str]) -> None:
+    for key in children:
+        record = backend._records.get(key)  # gone: the child finished
+        if record is None:
+            continue
+        try:
+            backend.cancel(record.refs[0], force=False, recursive=True)
+        except Exception:  # the child's worker may be gone: nothing left to cancel
+            continue
 
 
 def resources_now(dask_worker: distributed.Worker) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""Cancelling tasks on Dask without races.
+
+Dask's own cancel travels scheduler -> worker asynchronously, so a queued task
+whose turn comes meanwhile would still run. fedexec promises that a cancelled
+queued task never runs, so :func:`cancel_queued` first asks the scheduler, in
+one atomic step on its event loop, where each task is (:func:`locate`: a task
+not yet sent to a worker is cancelled right there), then tells the worker a
+task was sent to, synchronously, never to start it (``_worker.revoke``); that
+worker answers which ones had started already (they are running: too late).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ...exceptions import TaskCancelledError
+from . import _worker as worker_side
+from ._common import cancel_ref, settle
+
+if TYPE_CHECKING:
+    from ._backend import DaskBackend
+
+__all__ = ["cancel_queued", "locate", "restart_if_stuck"]
+
+
+def locate() -> Any:
+    """The function that runs on the scheduler (:func:`cancel_queued`); made here,
+    nested, so that it is pickled by value: the scheduler needs no fedexec."""
+
+    def on_scheduler(keys: list[str], client: str, dask_scheduler: Any = None
+                     ) -> dict[str, Any]:
+        # Where each task was sent (a worker address); a task not sent to a worker
+        # yet is cancelled right here, atomically ("cancelled"); "?" for a key the
+        # scheduler does not know yet (its submission is still in flight).
+        out: dict[str, Any] = {}
+        waiting = []
+        for key in keys:
+            ts = dask_scheduler.tasks.get(key)
+            if ts is None:
+                out[key] = "?"
+            elif ts.processing_on is not None:
+                out[key] = ts.processing_on.address
+            elif ts.state in ("waiting", "queued", "no-worker", "released"):
+                waiting.append(key)
+                out[key] = "cancelled"
+            else:
+                out[key] = None  # finished or failed
+        if waiting:
+            try:
+                dask_scheduler.stimulus_cancel(waiting, client, False, "fedexec cancel", None)
+            except TypeError:  # distributed before 2024.2 takes no reason/msg
+                dask_scheduler.stimulus_cancel(waiting, client, False)
+        return out
+
+    return on_scheduler
+
+
+def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
+    """Cancel the tasks of ``records`` (``_TaskRecord`` s) that have not started;
+    return those cancelled (see the module docstring)."""
+    with backend._lock:
+        todo = [r for r in records if r.started is None and not r.cancelled
+                and not all(x.done() for x in r.refs)]
+        for r in todo:
+            r.cancelling = True
+    if not todo:
+        return []
+    placed: dict[str, Any] = {}
+    keys = [r.keys[0] for r in todo]
+    for _ in range(100):  # a key submitted a moment ago may not be there yet
+        try:
+            placed.update(backend.client.run_on_scheduler(locate(), keys, backend.client.id))
+        except Exception:
+            break
+        keys = [k for k, v in placed.items() if v == "?"]
+        if not keys:
+            break
+        time.sleep(0.005)
+    started: set[str] = {k for k, v in placed.items() if v is None}
+    by_worker: dict[str, list[str]] = {}
+    for key, where in placed.items():
+        if where not in (None, "?", "cancelled"):
+            by_worker.setdefault(where, []).append(key)
+    for address, worker_keys in by_worker.items():
+        try:
+            reply = backend.client.run(worker_side.revoke, worker_keys, workers=[address])
+            started.update(reply.get(address, ()))
+        except Exception:  # the worker is gone: Dask reschedules or fails it
+            continue
+    done = []
+    with backend._lock:
+        for record in todo:
+            record.cancelling = False
+            if record.keys[0] in started or record.started is not None:
+                continue
+            record.cancelled = True
+            done.append(record)
+    for record in done:
+        for r in record.refs:  # before Dask's own cancel reaches _future_done
+            cancel_ref(r)
+    if done:
+        with contextlib.suppress(Exception):
+            backend.client.cancel([f for record in done for f in record.futures])
+    for record in done:
+        backend._maybe_forget(record)
+    return done
+
+
+def restart_if_stuck(backend: DaskBackend, record: Any, address: str) -> None:
+    """``force=True``: if the interrupted task has not ended within a second (it
+    is stuck in native code), restart its worker process."""
+
+    def kill() -> None:
+        deadline = 1.0
+        done = threading.Event()
+        record.refs[0].add_done_callback(lambda _: done.set())
+        if done.wait(deadline):
+            return
+        with contextlib.suppress(Exception):
+            backend.client.cancel(record.futures)
+        for r in record.refs:
+            settle(r, error=TaskCancelledError(f"task {record.name!r} was cancelled"))
+        with contextlib.suppress(Exception):
+            backend.client.restart_workers([address])
+
+    threading.Thread(target=kill, daemon=True,
+                     name=f"fedexec-dask-force-cancel-{backend.uid}").start()

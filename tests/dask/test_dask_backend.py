@@ -1,0 +1,248 @@
+"""The dask backend beyond the conformance suite: joining clusters, how fedexec's
+resources map onto Dask's, worker deaths, and what is left after shutdown."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import uuid
+
+import pytest
+
+import fedexec
+from fedexec import backends
+
+distributed = pytest.importorskip("distributed")
+
+T = 30
+
+
+def square(x):
+    return x * x
+
+
+def add_one(x):
+    return x + 1
+
+
+def die_on_first_call(directory):
+    marker = os.path.join(directory, "died")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return 41
+
+
+def my_restrictions():
+    worker = distributed.get_worker()
+    key = distributed.worker.thread_state.key
+    return dict(worker.state.tasks[key].resource_restrictions or {})
+
+
+def where_am_i():
+    return fedexec.get_runtime_context().node_id
+
+
+def kill_my_worker():
+    os._exit(1)
+
+
+def filled(byte, size):
+    return bytes([byte]) * size
+
+
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def incr(self):
+        self.n += 1
+        return self.n
+
+    def crash(self):
+        os._exit(1)
+
+    def crash_once(self, directory):
+        die_on_first_call(directory)
+        return "sent again after the restart"
+
+
+# --------------------------------------------------------------------------- registry
+def test_missing_distributed_raises_backend_unavailable_naming_the_extra(monkeypatch):
+    for name in [m for m in sys.modules if m.startswith("fedexec.backends.dask")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(fedexec.BackendUnavailableError, match=r'pip install "fedexec\[dask\]"'):
+        fedexec.Executor(backend="dask")
+    monkeypatch.undo()
+    importlib.import_module("fedexec.backends.dask")
+
+
+def test_capabilities_are_declared():
+    caps = backends.capabilities("dask")
+    assert {"actors", "named_actors", "async_actors", "actor_restarts", "cancel_running",
+            "worker_processes", "multi_node"} <= caps
+    assert {"lineage_reconstruction", "spilling"} <= caps
+    assert "placement_groups" not in caps and "gpus" not in caps and "zero_copy" not in caps
+
+
+def test_unknown_backend_option_raises_value_error():
+    with pytest.raises(ValueError, match="n_wrokers"):
+        fedexec.Executor(backend="dask", n_wrokers=2)
+
+
+# --------------------------------------------------------------------------- joining
+def test_address_joins_a_running_scheduler_and_leaves_it_running(dask_cluster):
+    address = dask_cluster.scheduler_address
+    with fedexec.Executor(backend="dask", address=address) as ex:
+        assert ex.get(ex.submit(square, 7), timeout=T) == 49
+        assert ex.cluster_resources()["CPU"] == 4
+        ref = ex.put([1, 2])
+        assert ex.get(ex.submit(len, ref), timeout=T) == 2
+    assert ref.result(timeout=0) == [1, 2]  # fetched before the client closed
+    with distributed.Client(address, set_as_default=False) as client:  # still up
+        assert client.submit(square, 3).result(timeout=T) == 9
+
+
+def test_client_option_uses_the_client_as_is_and_does_not_close_it(dask_client):
+    ex = fedexec.Executor(backend="dask", client=dask_client)
+    assert ex.get(ex.submit(square, 5), timeout=T) == 25
+    ex.shutdown()
+    assert dask_client.status == "running"
+    assert dask_client.submit(square, 4).result(timeout=T) == 16
+
+
+def test_joined_cluster_rejects_arguments_that_size_a_cluster(dask_cluster):
+    with pytest.raises(ValueError, match="num_cpus"):
+        fedexec.Executor(backend="dask", address=dask_cluster.scheduler_address, num_cpus=2)
+    with pytest.raises(ValueError):
+        fedexec.Executor(backend="dask", address=dask_cluster.scheduler_address,
+                         client=object())
+
+
+def test_cluster_without_cpu_resources_counts_threads_as_cpus():
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=3, processes=False,
+                                  dashboard_address=None, silence_logs=logging.CRITICAL,
+                                  scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}
+                                  ) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        ex = fedexec.Executor(backend="dask", client=client)
+        try:
+            assert ex.cluster_resources()["CPU"] == 3
+            assert ex.get(ex.options(num_cpus=2).submit(my_restrictions), timeout=T) == {}
+            with pytest.warns(UserWarning, match="waits until such a worker joins"):
+                waiting = ex.options(resources={"tpu": 1}).submit(square, 2)
+            assert ex.cancel(waiting) is True
+        finally:
+            ex.shutdown(cancel_futures=True)
+
+
+def test_named_detached_actor_outlives_the_executor_that_made_it(dask_client):
+    name = f"detached-{uuid.uuid4().hex[:8]}"
+    first = fedexec.Executor(backend="dask", client=dask_client)
+    first.options(name=name, lifetime="detached").actor(Counter)
+    assert first.get(first.get_actor(name).incr.remote(), timeout=T) == 1
+    first.shutdown()
+    second = fedexec.Executor(backend="dask", client=dask_client)
+    try:
+        counter = second.get_actor(name)
+        assert second.get(counter.incr.remote(), timeout=T) == 2
+        second.kill(counter)
+        with pytest.raises(ValueError):
+            second.get_actor(name)
+    finally:
+        second.shutdown()
+
+
+# --------------------------------------------------------------------------- resources
+def test_executor_resources_are_the_workers_dask_resources():
+    with fedexec.Executor(backend="dask", num_cpus=3, num_gpus=1,
+                          resources={"slot": 2}) as ex:
+        totals = ex._backend.client.run(lambda dask_worker: dask_worker.state.total_resources)
+        (worker_resources,) = totals.values()
+        assert worker_resources["CPU"] == 3
+        assert worker_resources["GPU"] == 1
+        assert worker_resources["slot"] == 2
+        view = ex.options(num_cpus=2, num_gpus=1, resources={"slot": 0.5})
+        assert ex.get(view.submit(my_restrictions), timeout=T) == {
+            "CPU": 2, "GPU": 1, "slot": 0.5}
+        assert ex.get(ex.options(num_cpus=0).submit(my_restrictions), timeout=T) == {}
+
+
+def test_n_workers_splits_the_resources_and_each_worker_is_a_node():
+    with fedexec.Executor(backend="dask", num_cpus=4, n_workers=2) as ex:
+        nodes = ex.nodes()
+        assert len(nodes) == 2
+        assert [n["resources"]["CPU"] for n in nodes] == [2, 2]
+        assert ex.cluster_resources()["CPU"] == 4
+        with pytest.raises(ValueError, match="must fit one worker"):
+            ex.options(num_cpus=3).submit(square, 1)
+        for node in nodes:
+            strategy = fedexec.NodeAffinity(node["node_id"])
+            ref = ex.options(scheduling_strategy=strategy).submit(where_am_i)
+            assert ex.get(ref, timeout=T) == node["node_id"]
+
+
+# --------------------------------------------------------------------------- failures
+def test_dependents_of_a_task_retried_after_a_worker_death_get_its_result(tmp_path):
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        upstream = ex.options(max_retries=1).submit(die_on_first_call, str(tmp_path))
+        downstream = ex.submit(add_one, upstream)
+        assert ex.get(downstream, timeout=T) == 42
+        assert ex.get(upstream, timeout=T) == 41
+
+
+def test_actor_is_rebuilt_when_its_worker_dies_if_it_may_restart():
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        counter = ex.options(max_restarts=1).actor(Counter)
+        assert ex.get([counter.incr.remote(), counter.incr.remote()], timeout=T) == [1, 2]
+        with pytest.raises(fedexec.ActorDiedError):
+            ex.get(counter.crash.remote(), timeout=T)
+        assert ex.get(counter.incr.remote(), timeout=T) == 1  # a new instance
+        with pytest.raises(fedexec.ActorDiedError):
+            ex.get(counter.crash.remote(), timeout=T)
+        with pytest.raises(fedexec.ActorDiedError):  # no restarts left
+            ex.get(counter.incr.remote(), timeout=T)
+
+
+def test_objects_lost_with_a_worker_are_rebuilt_or_stored_again(tmp_path):
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        made = ex.submit(filled, 7, 3)
+        put = ex.put([1, 2, 3])
+        ex.wait([made], timeout=T)  # finished; its value lives only on the worker
+        with pytest.raises(fedexec.WorkerCrashedError):
+            ex.get(ex.options(max_retries=0).submit(kill_my_worker), timeout=T)
+        assert ex.get(made, timeout=T) == b"\x07\x07\x07"  # re-run from its lineage
+        assert ex.get(ex.submit(len, made), timeout=T) == 3
+        assert ex.get(ex.submit(len, put), timeout=T) == 3  # put again from the driver
+
+
+def test_objects_beyond_the_worker_memory_limit_are_spilled_to_disk():
+    with fedexec.Executor(backend="dask", num_cpus=2,
+                          cluster_kwargs={"memory_limit": "400MB"}) as ex:
+        refs = [ex.submit(filled, i, 10_000_000) for i in range(30)]  # 300 MB
+        ex.wait(refs, num_returns=len(refs), timeout=T)
+        on_disk = ex._backend.client.run(lambda dask_worker: len(dask_worker.data.slow))
+        assert sum(on_disk.values()) > 0
+        assert ex.get(refs[0], timeout=T)[:2] == b"\x00\x00"
+        assert ex.get(ex.submit(len, refs[-1]), timeout=T) == 10_000_000
+
+
+def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        counter = ex.options(max_restarts=1, max_task_retries=1).actor(Counter)
+        assert ex.get(counter.crash_once.remote(str(tmp_path)), timeout=T) == (
+            "sent again after the restart")
+
+
+# --------------------------------------------------------------------------- shutdown
+def test_values_stay_readable_after_shutdown():
+    ex = fedexec.Executor(backend="dask", num_cpus=1)
+    put = ex.put({"a": 1})
+    result = ex.submit(square, 12)
+    ex.wait([result], timeout=T)  # finished, its value not fetched yet
+    ex.shutdown()
+    assert put.result(timeout=0) == {"a": 1}
+    assert result.result(timeout=0) == 144
