@@ -81,6 +81,7 @@ class ActorHandle(Generic[T]):
         methods: dict[str, bool],
         name: str | None = None,
         namespace: str | None = None,
+        location: str | None = None,
     ):
         self._actor_id = actor_id
         self._backend = backend
@@ -88,6 +89,7 @@ class ActorHandle(Generic[T]):
         self._methods = methods
         self._name = name
         self._namespace = namespace
+        self._location = location  # backend data: where the actor lives (a node id)
 
     @property
     def actor_id(self) -> str:
@@ -117,6 +119,7 @@ class ActorHandle(Generic[T]):
             "methods": self._methods,
             "name": self._name,
             "namespace": self._namespace,
+            "location": self._location,
         }
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -18,6 +18,11 @@ import pytest
 import fedexec
 from fedexec import backends
 
+if "native" in backends.available():
+    from _cluster_backend import register as _register_cluster
+
+    _register_cluster()  # the native backend on a 3-node cluster (see _cluster_backend.py)
+
 BACKENDS = backends.available()
 
 

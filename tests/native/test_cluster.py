@@ -34,8 +34,9 @@ def head(tmp_path, monkeypatch):
     info = json.loads((home / "cluster.json").read_text())
     info["token"] = (home / "token").read_text().strip()
     info["home"] = home
+    env = os.environ.copy()  # tests may point FEDEXEC_HOME elsewhere meanwhile
     yield info
-    cli("stop", env=os.environ.copy())
+    cli("stop", env=env)
 
 
 def test_start_status_stop_as_a_user_types_them(head):

@@ -28,6 +28,7 @@ _BUILTIN: dict[str, tuple[str, str | None]] = {
     "dask": ("fedexec.backends.dask:DaskBackend", "dask"),
     "local": ("fedexec.backends.local:LocalBackend", None),
     "native": ("fedexec.backends.native:NativeBackend", None),
+    "spark": ("fedexec.backends.spark:SparkBackend", "spark"),
 }
 
 _registered: dict[str, Factory] = {}
@@ -95,6 +96,10 @@ def get_factory(name: str) -> Factory:
         raise BackendUnavailableError(
             f"the {name!r} backend needs a package that is not installed ({exc.name}); "
             f"run: {hint}"
+        ) from exc
+    except AttributeError as exc:  # a partial install: the module lacks its backend
+        raise BackendUnavailableError(
+            f"the {name!r} backend is broken in this installation ({exc}); reinstall fedexec"
         ) from exc
     return factory
 

@@ -19,6 +19,7 @@ from ..._context import resolving
 from ...exceptions import (
     ActorDiedError,
     FedexecError,
+    NodeDiedError,
     ObjectLostError,
     ObjectStoreFullError,
     RuntimeEnvSetupError,
@@ -80,9 +81,14 @@ class ShmValue(LazyValue):
 
     def load(self) -> Any:
         try:
+            if not self.path:
+                raise FileNotFoundError(self.obj_id)  # on another node: fetch it here
             data, buffers = read_object(self.path)
-        except FileNotFoundError:  # spilled meanwhile: ask for it back
-            self.path = self.backend.restore(self.obj_id)
+        except FileNotFoundError:  # spilled meanwhile (or remote): ask for it here
+            entry = self.backend.fetch(self.obj_id)
+            if entry[1] == Kind.INLINE:
+                return InlineValue(entry[2], entry[3], self.backend).load()
+            self.path = entry[2]
             data, buffers = read_object(self.path)
         with resolving(self.backend):
             return serialization.loads(data, buffers)
@@ -114,16 +120,19 @@ def encode_blob(backend: NativeBackend, obj_id: str, blob: serialization.Seriali
 
 
 def lazy(backend: NativeBackend, entry: list[Any]) -> Any:
-    """The LazyValue for an INLINE or SHM entry."""
+    """The LazyValue for an INLINE, SHM or REMOTE entry (a REMOTE one is fetched to
+    this node on first use)."""
     if entry[1] == Kind.INLINE:
         return InlineValue(entry[2], entry[3], backend)
+    if entry[1] == Kind.REMOTE:
+        return ShmValue(entry[0], "", backend)
     return ShmValue(entry[0], entry[2], backend)
 
 
 def decode(backend: NativeBackend, entry: list[Any]) -> Any:
     """The value of an entry (raises the error an ERROR/FAILED entry carries)."""
     kind = entry[1]
-    if kind in (Kind.INLINE, Kind.SHM):
+    if kind in (Kind.INLINE, Kind.SHM, Kind.REMOTE):
         return lazy(backend, entry).load()
     raise error_of(entry)
 
@@ -135,6 +144,7 @@ _FAILED = {
     ErrorKind.OBJECT_LOST: ObjectLostError,
     ErrorKind.STORE_FULL: ObjectStoreFullError,
     ErrorKind.RUNTIME_ENV: RuntimeEnvSetupError,
+    ErrorKind.NODE_DIED: NodeDiedError,
 }
 
 

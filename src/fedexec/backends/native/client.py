@@ -272,7 +272,7 @@ class NativeBackend(Backend):
         if kind == Kind.FAILED and entry[2] == ErrorKind.CANCELLED and ref._cancel_now():
             return  # never started: a stdlib-cancelled future
         # PENDING -> FINISHED directly is a valid Future transition (one lock, not two).
-        if kind in (Kind.INLINE, Kind.SHM):
+        if kind in (Kind.INLINE, Kind.SHM, Kind.REMOTE):
             ref.set_result(values.lazy(self, entry))
         else:
             err = values.error_of(entry)
@@ -323,17 +323,18 @@ class NativeBackend(Backend):
         self._send([Op.SUBSCRIBE, [ref_id]])
         return ref
 
-    def restore(self, obj_id: str) -> str:
-        """Ask for a spilled object to be restored; its new path."""
+    def fetch(self, obj_id: str) -> list[Any]:
+        """Ask for an object's bytes on this node (restored if it was spilled, pulled
+        if it is on another node); its INLINE or SHM entry (raises its error)."""
         import concurrent.futures as cf
 
         fut: cf.Future[Any] = cf.Future()
         self._restores[obj_id] = fut
-        self._send([Op.SUBSCRIBE, [obj_id]])
-        entry = fut.result(60)
-        if entry[1] != Kind.SHM:
+        self._send([Op.FETCH, [obj_id]])
+        entry = fut.result()
+        if entry[1] not in (Kind.SHM, Kind.INLINE):
             raise values.error_of(entry)
-        return str(entry[2])
+        return list(entry)
 
     def write_shm(self, obj_id: str, blob: serialization.Serialized) -> str:
         """Reserve room in the store, write ``blob`` there; the file's path."""
@@ -428,6 +429,10 @@ class NativeBackend(Backend):
     def _feasible(self, demand: dict[str, float], what: str) -> None:
         for k, v in demand.items():
             if self._total.get(k, 0.0) + 1e-9 < v:
+                # Nodes may have joined since we last looked: ask before refusing.
+                self._total = self._request(Call.CLUSTER_RESOURCES)
+                if self._total.get(k, 0.0) + 1e-9 >= v:
+                    continue
                 raise ValueError(
                     f"{what} asks for {demand} but the cluster has only {self._total}; it "
                     "could never run. Ask for less, or start the runtime with more "
@@ -435,13 +440,29 @@ class NativeBackend(Backend):
                 )
 
     def _env(self, runtime_env: Any) -> Any:
-        """The runtime_env sent with work (plus our import path when we joined a cluster)."""
+        """The runtime_env sent with work (plus our import path and job id when we
+        joined a cluster)."""
         if self._import_path is None:
             return runtime_env
-        return {**(runtime_env or {}), "sys_path": self._import_path}
+        return {**(runtime_env or {}), "sys_path": self._import_path, "job_id": self.job_id}
 
-    def _check_strategy(self, options: Any) -> None:
-        self._check_single_node_strategy(options, self.node_id)
+    def _strategy(self, options: Any) -> Any:
+        """The wire form of a scheduling strategy (checked against the live nodes)."""
+        from ...options import NodeAffinity
+
+        strategy = options.scheduling_strategy
+        if strategy == "DEFAULT":
+            return None
+        if strategy == "SPREAD":
+            return "SPREAD"
+        if isinstance(strategy, NodeAffinity):
+            if strategy.node_id != self.node_id and not strategy.soft:
+                alive = {n["node_id"] for n in self.nodes() if n.get("alive", True)}
+                if strategy.node_id not in alive:
+                    raise ValueError(f"no alive node with id {strategy.node_id!r}; alive "
+                                     f"nodes: {sorted(alive)}")
+            return ["NODE", strategy.node_id, bool(strategy.soft)]
+        raise self._unsupported("placement groups", "placement_groups")
 
     def submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                options: TaskOptions) -> list[ObjectRef[Any]]:
@@ -449,8 +470,8 @@ class NativeBackend(Backend):
         name = options.name or getattr(fn, "__qualname__", None) or repr(fn)
         demand = options.demand(1.0)
         self._feasible(demand, f"task {name!r}")
-        if options.scheduling_strategy != "DEFAULT":
-            self._check_strategy(options)
+        strategy = None if options.scheduling_strategy == "DEFAULT" else \
+            self._strategy(options)
         task_id = new_id()
         fn_blob = self._fn_blob(fn)
         deps, contained, packed = self._pack_args(task_id, args, kwargs)
@@ -462,7 +483,7 @@ class NativeBackend(Backend):
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
         self._send_soon([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries,
-                         deps, contained, payload])
+                         deps, contained, payload, strategy])
         self._release_args(deps)
         return refs
 
@@ -547,8 +568,8 @@ class NativeBackend(Backend):
         self._check_submit()
         create = options.demand(1.0)
         self._feasible(create, f"actor {cls.__name__!r}")
-        if options.scheduling_strategy != "DEFAULT":
-            self._check_strategy(options)
+        strategy = None if options.scheduling_strategy == "DEFAULT" else \
+            self._strategy(options)
         methods = public_methods(cls)
         is_async = is_async_class(methods)
         actor_id = new_id()
@@ -568,6 +589,7 @@ class NativeBackend(Backend):
             "demand_create": create,
             "demand_life": options.demand(0.0),
             "runtime_env": self._env(options.runtime_env),
+            "strategy": strategy,
         }
         payload = [cls_blob, *packed]
         actor_id, spec = self._request(Call.CREATE_ACTOR, actor_id, spec, payload, deps,
@@ -577,7 +599,7 @@ class NativeBackend(Backend):
 
     def _handle(self, actor_id: str, spec: dict[str, Any]) -> ActorHandle[Any]:
         return ActorHandle(actor_id, self, spec["class_name"], spec["methods"], spec["name"],
-                           spec["namespace"])
+                           spec["namespace"], spec.get("node_id"))
 
     def submit_actor_call(self, handle: ActorHandle[Any], method: str, args: tuple[Any, ...],
                           kwargs: dict[str, Any], options: MethodOptions
@@ -590,7 +612,7 @@ class NativeBackend(Backend):
         name = options.name or f"{handle._class_name}.{method}"
         refs = [self._new_ref(rid, name) for rid in return_ids]
         self._send_soon([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps,
-                         contained, [method, *packed, n]])
+                         contained, [method, *packed, n], handle._location])
         self._release_args(deps)
         return refs
 
@@ -600,11 +622,11 @@ class NativeBackend(Backend):
         return self._handle(actor_id, spec)
 
     def kill_actor(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
-        self._request(Call.KILL_ACTOR, handle.actor_id, no_restart)
+        self._request(Call.KILL_ACTOR, handle.actor_id, no_restart, handle._location)
 
     def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
         return ActorHandle(actor_id, self, state["class_name"], state["methods"],
-                           state.get("name"), state.get("namespace"))
+                           state.get("name"), state.get("namespace"), state.get("location"))
 
     # ---------------------------------------------------------------- cluster
     def cluster_resources(self) -> dict[str, float]:
@@ -623,11 +645,12 @@ class NativeBackend(Backend):
     def runtime_context(self) -> RuntimeContext:
         return RuntimeContext(self.node_id, self.worker_id, self.job_id, backend=self.name)
 
-    def task_context(self, task_id: str | None, actor_id: str | None, extra: Any
-                     ) -> TaskContext:
-        """The context a worker sets while running a task or actor method."""
-        runtime = RuntimeContext(self.node_id, self.worker_id, self.job_id, task_id, actor_id,
-                                 self.name)
+    def task_context(self, task_id: str | None, actor_id: str | None, extra: Any,
+                     job_id: str | None = None) -> TaskContext:
+        """The context a worker sets while running a task or actor method (``job_id``:
+        the submitting driver's, when it is not this node's)."""
+        runtime = RuntimeContext(self.node_id, self.worker_id, job_id or self.job_id, task_id,
+                                 actor_id, self.name)
         return TaskContext(self, self.executor, runtime, extra)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 from ...exceptions import AuthenticationError, ClusterUnreachableError
 
 __all__ = ["DEFAULT_PORT", "cluster_dir", "read_local_cluster", "resolve", "start_head",
-           "stop_head"]
+           "start_node", "stop_head", "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
@@ -75,8 +75,10 @@ def _local_token() -> str | None:
 def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                num_cpus: float | None = None, num_gpus: float | None = None,
                resources: dict[str, float] | None = None,
-               object_store_memory: int | None = None) -> dict[str, Any]:
-    """Start a head node manager in the background; returns its cluster info."""
+               object_store_memory: int | None = None,
+               job_port: int | None = None) -> dict[str, Any]:
+    """Start a head node manager in the background, and its job agent (on
+    ``job_port``, default the head's port + 1); returns its cluster info."""
     from ...config import RuntimeConfig
     from .runtime import NodeProcess
 
@@ -91,6 +93,17 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                                 object_store_memory=object_store_memory, token=token)
     log_path = os.path.join(cluster_dir(), "head.log")
     node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path)
+    from .jobs_agent import default_job_port, launch_agent
+
+    try:
+        agent = launch_agent(
+            host=host, port=default_job_port(port) if job_port is None else job_port,
+            head_address=node.info["address"], head_pid=node.proc.pid, token=token,
+            session_dir=node.dirs[-1], home=cluster_dir())
+    except BaseException:
+        node.proc.terminate()
+        node.stop()
+        raise
     info = {
         "address": node.info["address"],
         "socket_path": node.info["socket_path"],
@@ -98,10 +111,97 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         "node_id": node.info["node_id"],
         "dirs": node.dirs,
         "log": log_path,
+        "job_address": agent["address"],
+        "job_agent_pid": agent["pid"],
     }
     _write_private(os.path.join(cluster_dir(), "token"), token + "\n")
     _write_private(os.path.join(cluster_dir(), "cluster.json"), json.dumps(info))
     return info
+
+
+def _nodes_dir() -> str:
+    path = os.path.join(cluster_dir(), "nodes")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def start_node(address: str, *, token: str | None = None, host: str = "127.0.0.1",
+               port: int = 0, num_cpus: float | None = None, num_gpus: float | None = None,
+               resources: dict[str, float] | None = None,
+               object_store_memory: int | None = None) -> dict[str, Any]:
+    """Start a node manager on this machine that joins the head at ``address``
+    (``host:port``), in the background; returns its info. The token comes from
+    ``token``, ``FEDEXEC_TOKEN`` or this machine's token file."""
+    from ...config import RuntimeConfig
+    from .runtime import NodeProcess
+
+    token = token or os.environ.get("FEDEXEC_TOKEN") or _local_token()
+    if not token:
+        raise AuthenticationError(
+            "no cluster token: pass --token, set FEDEXEC_TOKEN, or copy the head's token "
+            f"file to {os.path.join(cluster_dir(), 'token')}"
+        )
+    host_part, sep, port_part = address.rpartition(":")
+    if not sep or not port_part.isdigit():
+        raise ValueError(f"--address must be HOST:PORT, got {address!r}")
+    # Fail fast, with the usual errors, if the head is not there or refuses the token.
+    from .protocol import client_handshake
+
+    probe = connect(("tcp", host_part.strip("[]") or "127.0.0.1", int(port_part)))
+    try:
+        client_handshake(probe, token_bytes(token))
+    finally:
+        probe.close()
+    config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                                object_store_memory=object_store_memory, token=token)
+    log_path = os.path.join(_nodes_dir(), f"node-{os.getpid()}-{time.time_ns()}.log")
+    node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path,
+                              head_address=address)
+    info = {"address": node.info["address"], "pid": node.proc.pid,
+            "node_id": node.info["node_id"], "dirs": node.dirs, "log": log_path,
+            "head": address}
+    _write_private(os.path.join(_nodes_dir(), f"{node.info['node_id']}.json"),
+                   json.dumps(info))
+    return info
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def stop_nodes(timeout: float = 15.0) -> int:
+    """Stop the (non-head) nodes started on this machine; how many were running."""
+    import shutil
+
+    stopped = 0
+    for name in sorted(os.listdir(_nodes_dir())):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(_nodes_dir(), name)
+        try:
+            with open(path) as f:
+                info = json.load(f)
+            os.kill(info["pid"], 0)
+        except (OSError, ValueError, KeyError):
+            info = None
+        if info is not None:
+            _stop_pid(info["pid"], timeout)
+            for d in info.get("dirs", []):
+                shutil.rmtree(d, ignore_errors=True)
+            stopped += 1
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    return stopped
 
 
 def stop_head(timeout: float = 15.0) -> bool:
@@ -115,6 +215,9 @@ def stop_head(timeout: float = 15.0) -> bool:
             with contextlib.suppress(OSError):
                 os.unlink(f)
         return False
+    from .jobs_agent import stop_agent
+
+    stop_agent(info.get("job_agent_pid"))  # it stops the jobs still running first
     with contextlib.suppress(ProcessLookupError):
         os.kill(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout

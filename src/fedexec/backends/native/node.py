@@ -50,6 +50,7 @@ from typing import Any
 
 from ..._ids import new_id
 from .._scheduling import ResourcePool, Scheduler
+from .federation import Federation, _Peer
 from .protocol import Call, ErrorKind, FrameReader, Kind, Op, ServerHandshake, pack_frame
 from .store import StoreManager
 
@@ -69,6 +70,7 @@ class _Conn:
         "held",
         "id",
         "out",
+        "peer",
         "pid",
         "reader",
         "role",
@@ -91,11 +93,12 @@ class _Conn:
         self.held: set[str] = set()
         self.creating: set[str] = set()
         self.watching_write = False
+        self.peer: _Peer | None = None  # set on a link to another node
 
 
 class _Obj:
-    __slots__ = ("contained", "holders", "id", "kind", "owner", "payload", "pins", "ready",
-                 "size", "subscribers", "task", "waiters")
+    __slots__ = ("contained", "holders", "home", "id", "kind", "owner", "payload", "pins",
+                 "ready", "size", "subscribers", "task", "waiters")
 
     def __init__(self, obj_id: str, owner: int | None):
         self.id = obj_id
@@ -110,15 +113,16 @@ class _Obj:
         self.owner = owner
         self.size = 0
         self.task: str | None = None
+        self.home: int | None = None  # the peer we hold it from (a proxy, a remote result)
 
     def message(self) -> list[Any]:
         return [Op.OBJECT, self.id, self.kind, *self.payload]
 
 
 class _Task:
-    __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "missing",
-                 "name", "owner", "parent", "payload", "retries_left", "return_ids", "state",
-                 "worker")
+    __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "live", "missing",
+                 "name", "node", "owner", "parent", "payload", "retries_left", "return_ids",
+                 "state", "strategy", "worker")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
                  max_retries: int, deps: list[str], contained: list[str], payload: Any,
@@ -138,6 +142,9 @@ class _Task:
         self.worker: _Worker | None = None
         self.parent: str | None = None
         self.children: list[str] = []
+        self.strategy: Any = None      # None | "SPREAD" | "LOCAL" | ["NODE", id, soft]
+        self.node: int | None = None   # the peer it was forwarded to
+        self.live = 0                  # lineage: its results still held elsewhere
 
 
 class _Worker:
@@ -197,7 +204,7 @@ class _Actor:
         self.holding: dict[str, float] = {}
 
 
-class NodeManager:
+class NodeManager(Federation):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -240,6 +247,8 @@ class NodeManager:
         self._wake_r, self._wake_w = os.pipe()
         self.tcp_address: str | None = None
         self.started = time.time()
+        self.remote_actors: dict[str, dict[str, Any]] = {}  # created here, living elsewhere
+        self._init_federation()
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -267,6 +276,7 @@ class NodeManager:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.sel.register(self._wake_r, _READ, "wake")
+        self._start_federation()
         for _ in range(self.pool_size):
             self._spawn_worker()
         if ready_fd is not None:
@@ -275,7 +285,8 @@ class NodeManager:
         last_check = time.monotonic()
         try:
             while not self.stopping:
-                for key, mask in self.sel.select(1.0):
+                for key, mask in self.sel.select(0.0 if self.serving else
+                                                 min(1.0, self.interval)):
                     data = key.data
                     if data == "listen":
                         self._accept(key.fileobj)  # type: ignore[arg-type]
@@ -290,12 +301,18 @@ class NodeManager:
                             self._write(data)
                 if self._dirty:
                     self._dispatch()
-                self._flush()
                 now = time.monotonic()
+                self._tick(now)
+                if self.serving:
+                    self._serve_pulls()
+                self._flush()
                 if now - last_check > 1.0:
                     last_check = now
                     if self.config.get("embedded") and os.getppid() != self.parent_pid:
                         self.stopping = True  # our driver died: nobody owns us any more
+                    owner = self.config.get("owner_pid")
+                    if owner and not _pid_alive(owner):
+                        self.stopping = True  # whoever started us (e.g. a test) is gone
         finally:
             self._shutdown()
 
@@ -353,7 +370,7 @@ class NodeManager:
             return
         for frame in frames:
             for msg in frame:
-                self._handle(conn, msg)
+                self._handle(conn.peer or conn, msg)
                 if conn.id not in self.conns:
                     return
 
@@ -385,6 +402,13 @@ class NodeManager:
         for conn in dirty:
             if conn.id not in self.conns:
                 continue
+            if isinstance(conn, _Peer):  # a node: its messages go out on its link
+                link = self._peer_link(conn)
+                if link is None:
+                    continue  # kept until it is reachable, or declared dead
+                link.out.extend(conn.out)
+                conn.out = []
+                conn = link
             if conn.out:
                 conn.wbuf += pack_frame(conn.out)
                 conn.out = []
@@ -409,6 +433,9 @@ class NodeManager:
             self.sel.unregister(conn.sock)
         with contextlib.suppress(OSError):
             conn.sock.close()
+        if conn.peer is not None:
+            self._link_closed(conn)
+            return  # its holds are the peer's: released when the node is declared dead
         for obj_id in conn.held:
             obj = self.objects.get(obj_id)
             if obj is not None:
@@ -436,7 +463,10 @@ class NodeManager:
                              f"{traceback.format_exc()}")
 
     def _on_hello(self, conn: _Conn, msg: list[Any]) -> None:
-        _, role, pid, worker_id = msg
+        role, pid, worker_id = msg[1], msg[2], msg[3]
+        if role == "node":
+            self._node_hello(conn, msg)
+            return
         conn.role, conn.pid = role, pid
         if role == "worker":
             worker = self.workers.get(worker_id)
@@ -452,11 +482,15 @@ class NodeManager:
             self._dirty = True
 
     def _on_submit(self, conn: _Conn, msg: list[Any]) -> None:
-        _, task_id, return_ids, name, demand, max_retries, deps, contained, payload = msg
+        _, task_id, return_ids, name, demand, max_retries, deps, contained, payload = msg[:9]
         task = _Task(task_id, return_ids, name, demand, max_retries, deps, contained, payload,
                      conn.id)
+        if len(msg) > 9:
+            task.strategy = msg[9]
+        if isinstance(conn, _Peer):
+            self._adopt(conn, deps + contained)
         self._register_task(conn, task)
-        self._await_deps(task, self._enqueue)
+        self._await_deps(task, self._enqueue, localize=False)
 
     def _register_task(self, conn: _Conn, task: _Task) -> None:
         self.tasks[task.id] = task
@@ -476,17 +510,38 @@ class NodeManager:
             task.parent = parent.id
             parent.children.append(task.id)
 
-    def _await_deps(self, item: Any, ready: Any) -> None:
+    def _await_deps(self, item: Any, ready: Any, localize: bool = True) -> None:
+        """Call ``ready(item)`` once its dependencies are computed (``localize``:
+        and their bytes are on this node, pulled from others if need be)."""
         missing = 0
+        remote = None
+        cont = ready
         for oid in item.deps:
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
             if not obj.ready:
-                obj.waiters.append((item, ready))
+                if localize and cont is ready:  # look again once all are computed
+                    cont = lambda i, r=ready: self._await_deps(i, r)  # noqa: E731
+                obj.waiters.append((item, cont))
+                missing += 1
+            elif localize and obj.kind == Kind.REMOTE:
+                if cont is ready:
+                    cont = lambda i, r=ready: self._await_deps(i, r)  # noqa: E731
+                remote = remote or []
+                remote.append(obj)
                 missing += 1
         item.missing = missing
-        if missing == 0:
+        if remote:
+            for obj in remote:
+                self._localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
+        elif missing == 0:
+            ready(item)
+
+    @staticmethod
+    def _dep_local(item: Any, ready: Any) -> None:
+        item.missing -= 1
+        if item.missing == 0:
             ready(item)
 
     def _lost(self, oid: str) -> _Obj:
@@ -506,7 +561,28 @@ class NodeManager:
         return None
 
     def _enqueue(self, task: _Task) -> None:
+        """A task's arguments are computed: run it here, or forward it to a peer."""
         if task.state != "WAITING":
+            return
+        bad = self._failed_dep(task)
+        if bad is not None:
+            self._finish_task(task, [[rid, bad.kind, *bad.payload] for rid in task.return_ids])
+            return
+        if len(self.members.nodes) > 1:
+            peer = self._place(task)
+            if task.state != "WAITING":
+                return  # failed while placing
+            if peer is not None:
+                self._forward(task, peer)
+                return
+            if any(self.objects[d].kind == Kind.REMOTE for d in task.deps):
+                task.state = "PULLING"
+                self._await_deps(task, self._queue_here)
+                return
+        self._queue_here(task)
+
+    def _queue_here(self, task: _Task) -> None:
+        if task.state not in ("WAITING", "PULLING"):
             return
         bad = self._failed_dep(task)
         if bad is not None:
@@ -559,7 +635,7 @@ class NodeManager:
             if obj is None:
                 obj = self._lost(oid)
             if obj.ready:
-                self._send(conn.id, self._deliverable(obj))
+                self._send(conn.id, self._entry_for(conn.id, obj, self._deliverable(obj)))
             else:
                 obj.subscribers.add(conn.id)
 
@@ -588,11 +664,19 @@ class NodeManager:
         self._send(conn.id, reply)
 
     def _on_actor_call(self, conn: _Conn, msg: list[Any]) -> None:
-        _, actor_id, task_id, return_ids, name, deps, contained, payload = msg
+        _, actor_id, task_id, return_ids, name, deps, contained, payload = msg[:8]
         task = _Task(task_id, return_ids, name, {}, 0, deps, contained, payload, conn.id,
                      actor_id)
+        if isinstance(conn, _Peer):
+            self._adopt(conn, deps + contained)
         self._register_task(conn, task)
         actor = self.actors.get(actor_id)
+        if actor is None:
+            home = self.remote_actors.get(actor_id, {}).get("node") or \
+                (msg[8] if len(msg) > 8 else None)
+            if home and home != self.node_id and self.members.is_alive(home):
+                self._forward_call(task, self._peer(home))  # it lives on another node
+                return
         if actor is None or actor.state == "DEAD":
             why = actor.death if actor is not None else "it does not exist"
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
@@ -699,6 +783,16 @@ class NodeManager:
         Op.HANDBACK: _on_handback,
         Op.ACTOR_READY: _on_actor_ready,
         Op.ACTOR_FAILED: _on_actor_failed,
+        # from other nodes (see federation.py)
+        Op.FETCH: Federation._on_fetch,
+        Op.PULL: Federation._on_pull,
+        Op.CHUNK: Federation._on_chunk,
+        Op.HEARTBEAT: Federation._on_heartbeat,
+        Op.VIEW: Federation._on_view,
+        Op.NODE_DEAD: Federation._on_node_dead,
+        Op.OBJECT: Federation._on_peer_object,
+        Op.STARTED: Federation._on_peer_started,
+        Op.REPLY: Federation._on_peer_reply,
     }
 
     # --------------------------------------------------------------- objects
@@ -718,9 +812,15 @@ class NodeManager:
             return
         if self.objects.get(obj.id) is not obj:
             return  # freed already (re-entered while completing it)
+        if obj.id in self.pulls or obj.id in self.incoming:
+            return  # being pulled here: freed when that ends
         del self.objects[obj.id]
         if obj.kind == Kind.SHM:
             self.store.free(obj.id)
+        if obj.home is not None:
+            self._send(obj.home, [Op.DECREF, [obj.id]])
+        if obj.task is not None and obj.task in self.lineage:
+            self._lineage_release(obj)
         for oid in obj.contained:
             self._unpin(oid)
 
@@ -733,17 +833,17 @@ class NodeManager:
         if kind == Kind.INLINE:
             obj.contained = list(result[4])
             obj.size = len(result[2]) + sum(len(b) for b in result[3])
-        elif kind == Kind.SHM:
+        elif kind in (Kind.SHM, Kind.REMOTE):
             obj.contained = list(result[4])
             obj.size = result[3]
         for oid in obj.contained:
             self._pin(oid)
         msg = obj.message()
         if obj.owner is not None:
-            self._send(obj.owner, msg)
+            self._send(obj.owner, self._entry_for(obj.owner, obj, msg))
         for cid in obj.subscribers:
             if cid != obj.owner:
-                self._send(cid, msg)
+                self._send(cid, self._entry_for(cid, obj, msg))
         obj.subscribers.clear()
         waiters, obj.waiters = obj.waiters, []
         for item, ready in waiters:
@@ -790,6 +890,8 @@ class NodeManager:
             worker.lease = demand
             worker.gpus = self._take_gpus(demand.get("GPU", 0.0))
             self._assign(worker, [item])
+        if len(self.scheduler) and len(self.members.nodes) > 1:
+            self._spill()
         if len(self.scheduler):
             self._pipeline()
             if self.scheduler.fits_any() and not self.idle:
@@ -802,11 +904,15 @@ class NodeManager:
                 leases.setdefault(frozenset(w.lease.items()), []).append(w)
         if not leases:
             return
+        # With other nodes, queued tasks may yet go there (spillback): pipeline only
+        # a queue far longer than the whole cluster can start.
+        short = 4 * self.members.totals().get("CPU", 0.0) if len(self.members.nodes) > 1 \
+            else 0.0
         for shape, ws in leases.items():
             waiting = self.scheduler.count(shape)
             if not waiting or self.pool.fits(dict(shape)):
                 continue  # nothing waits, or it can start on a worker of its own
-            if waiting < 2 * len(ws):
+            if waiting < 2 * len(ws) or waiting < short:
                 continue  # a short queue stays here: cancellable, and free to go anywhere
             depth = min(_MAX_PIPELINE, 1 + waiting // len(ws))
             for w in ws:
@@ -882,10 +988,12 @@ class NodeManager:
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
             elif actor is not None and actor.worker is not None and actor.worker.conn:
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
-        elif task.state in ("WAITING", "QUEUED"):
+        elif task.state in ("WAITING", "QUEUED", "PULLING"):
             self.scheduler.remove(task)
             task.state = "CANCELLED"
             self._fail_task(task, ErrorKind.CANCELLED, f"task {task.name!r} was cancelled")
+        elif task.state == "FORWARDED" and task.node is not None:
+            self._send(task.node, [Op.CANCEL, task_id, force, recursive])
         elif task.state == "ASSIGNED" and task.worker is not None:
             worker = task.worker
             if force and worker.tasks and worker.tasks[0] is task:
@@ -939,7 +1047,8 @@ class NodeManager:
         for listener in self.listeners:
             listener.close()
         for conn in self.conns.values():
-            conn.sock.close()
+            if isinstance(conn, _Conn):
+                conn.sock.close()
         for w in self.workers.values():
             with contextlib.suppress(OSError):
                 os.close(w.log_fd)
@@ -1048,17 +1157,31 @@ class NodeManager:
 
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str]) -> list[Any]:
+                      deps: list[str], contained: list[str]) -> Any:
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
+        if isinstance(conn, _Peer):
+            self._adopt(conn, deps + contained)
         if name is not None:
-            existing = self.actors.get(self.named.get((namespace, name), ""))
-            if existing is not None and existing.state != "DEAD":
+            found = self.named.get((namespace, name), "")
+            existing = self.actors.get(found)
+            remote = self.remote_actors.get(found)
+            if remote is not None and self.members.is_alive(remote["node"]):
+                if spec.get("get_if_exists"):
+                    return [found, remote["spec"]]
+                existing = remote  # type: ignore[assignment]
+            if existing is not None and getattr(existing, "state", "ALIVE") != "DEAD":
                 if spec.get("get_if_exists"):
                     return [existing.id, existing.spec]
                 raise ValueError(
                     f"an actor named {name!r} already exists in namespace {namespace!r}; "
                     "use get_actor(), or get_if_exists=True"
                 )
+        if len(self.members.nodes) > 1:
+            peer = self._place_actor(spec)
+            if peer is not None:
+                self._create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
+                return _DEFER
+        spec["node_id"] = self.node_id
         if not self.pool.feasible(spec["demand_create"]):
             raise ValueError(f"actor needs {spec['demand_create']} but the node has "
                              f"{self.pool.total}")
@@ -1171,23 +1294,39 @@ class NodeManager:
 
     # ----------------------------------------------------------------- calls
     def _call_cluster_resources(self, conn: _Conn) -> dict[str, float]:
-        return dict(self.pool.total)
+        if len(self.members.nodes) < 2:
+            return dict(self.pool.total)
+        return self.members.totals()
 
     def _call_available(self, conn: _Conn) -> dict[str, float]:
-        return self.pool.available()
+        if len(self.members.nodes) < 2:
+            return self.pool.available()
+        own = self.members.nodes[self.node_id]
+        own.available = self.pool.available()
+        return self.members.availability()
 
     def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
-        return [{"node_id": self.node_id, "address": self.tcp_address or self.socket_path,
-                 "alive": True, "resources": dict(self.pool.total)}]
+        return self._cluster_nodes()
 
     def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
-        actor = self.actors.get(self.named.get((namespace, name), ""))
+        found = self.named.get((namespace, name), "")
+        remote = self.remote_actors.get(found)
+        if remote is not None and self.members.is_alive(remote["node"]):
+            return [found, remote["spec"]]
+        actor = self.actors.get(found)
         if actor is None or actor.state == "DEAD":
             raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
         return [actor.id, actor.spec]
 
-    def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool) -> bool:
+    def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
+                         location: str | None = None) -> Any:
         actor = self.actors.get(actor_id)
+        if actor is None:
+            home = self.remote_actors.get(actor_id, {}).get("node") or location
+            if home and home != self.node_id and self.members.is_alive(home):
+                self._relay(self._peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
+                            conn.id, self._request_id)
+                return _DEFER
         if actor is None or actor.state == "DEAD":
             return False
         if no_restart:
@@ -1230,9 +1369,15 @@ class NodeManager:
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
                 return True
             return False
-        if task.state in ("WAITING", "QUEUED"):
+        if task.state in ("WAITING", "QUEUED", "PULLING"):
             self._cancel(task_id, False, False)
             return True
+        if task.state == "FORWARDED" and task.node is not None:
+            peer = self.conns.get(task.node)
+            if isinstance(peer, _Peer):
+                self._relay(peer, Call.CANCEL_PENDING, [task_id], conn.id, self._request_id)
+                return _DEFER
+            return False
         if self._revocable(task):
             self._revoke([task], conn.id, self._request_id)
             return _DEFER
@@ -1242,8 +1387,11 @@ class NodeManager:
         """``shutdown(cancel_futures=True)``: cancel every task of ``conn`` not started."""
         mine = [t for t in self.tasks.values() if t.owner == conn.id and t.actor_id is None]
         for task in mine:
-            if task.state in ("WAITING", "QUEUED"):
+            if task.state in ("WAITING", "QUEUED", "PULLING"):
                 self._cancel(task.id, False, False)
+            elif task.state == "FORWARDED" and task.node is not None:
+                # Ask the node it runs on; its answer (req 0) needs no reply here.
+                self._send(task.node, [Op.REQUEST, 0, int(Call.CANCEL_PENDING), [task.id]])
         revocable = [t for t in mine if self._revocable(t)]
         if revocable:
             self._revoke(revocable, conn.id, self._request_id)
@@ -1294,6 +1442,9 @@ class NodeManager:
                 missing = [d for d in task.deps if not self.objects[d].ready]
                 out.append(f"{head}: waiting for {len(missing)} argument(s) "
                            f"{missing[:5]} to be computed")
+            elif task.state == "FORWARDED":
+                peer = self.conns.get(task.node)
+                out.append(f"{head}: forwarded to node {getattr(peer, 'node_id', '?')}")
             elif task.state == "QUEUED":
                 out.append(f"{head}: queued for resources {task.demand}; available now "
                            f"{self.pool.available()} of {self.pool.total}")
@@ -1338,7 +1489,7 @@ class NodeManager:
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
                 "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
-                "job_id": new_id()[-8:], "started": self.started}
+                "job_id": new_id()[-8:], "started": self.started, "head_id": self.head_id}
 
     _calls: dict[int, Any] = {
         Call.CLUSTER_RESOURCES: _call_cluster_resources,
@@ -1360,7 +1511,7 @@ class NodeManager:
     def _shutdown(self) -> None:
         self.stopping = True
         for conn in list(self.conns.values()):
-            if conn.out:
+            if isinstance(conn, _Conn) and conn.out:
                 with contextlib.suppress(OSError):
                     conn.sock.setblocking(True)
                     conn.sock.settimeout(0.5)
@@ -1384,6 +1535,16 @@ class NodeManager:
         shutil.rmtree(self.session_dir, ignore_errors=True)
         if self.config.get("shm_dir"):
             shutil.rmtree(self.config["shm_dir"], ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main() -> None:

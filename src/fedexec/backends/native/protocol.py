@@ -50,7 +50,9 @@ class Op(enum.IntEnum):
 
     # client -> NM
     HELLO = 1            # [op, role, pid, worker_id]
-    SUBMIT = 2           # [op, task_id, return_ids, name, demand, max_retries, deps, contained, payload]
+    SUBMIT = 2           # [op, task_id, return_ids, name, demand, max_retries, deps, contained,
+                         #  payload, strategy]  strategy: None | "SPREAD" | "LOCAL" |
+                         #  ["NODE", node_id, soft]
     PUT = 3              # [op, obj_id, data, buffers, contained]            (inline object)
     CREATE = 4           # [op, obj_id, size]                               (reserve shm)
     SEAL = 5             # [op, obj_id, size, contained]
@@ -60,6 +62,14 @@ class Op(enum.IntEnum):
     CANCEL = 9           # [op, task_id, force, recursive]
     REQUEST = 10         # [op, req_id, Call, args]   reply: REPLY
     ACTOR_CALL = 12      # [op, actor_id, task_id, return_ids, name, deps, contained, payload]
+    FETCH = 13           # [op, [obj_id...]]   reply: OBJECT, with the data on this node
+    # node -> node (peers; a peer is also a client of the other: SUBMIT, INCREF, ...)
+    PULL = 14            # [op, obj_id]        reply: CHUNK messages
+    HEARTBEAT = 15       # [op, available, queued]                  (node -> head)
+    CHUNK = 44           # [op, obj_id, offset, total, data, contained]  offset -1: error
+    VIEW = 45            # [op, [[node_id, address, total, available, alive, queued]...]]
+    NODE_DEAD = 46       # [op, node_id, why]                        (head -> nodes)
+    WELCOME = 47         # [op, head node id, [view rows]]           (head -> joining node)
     # worker -> NM
     TASK_DONE = 20       # [op, task_id, [result...]]   result: [obj_id, Kind, ...]
     BLOCKED = 21         # [op, [task_ids handed back]]
@@ -88,6 +98,7 @@ class Kind(enum.IntEnum):
     SHM = 2      # [obj_id, SHM, path, size, contained]
     ERROR = 3    # [obj_id, ERROR, pickled exception (from the worker that raised)]
     FAILED = 4   # [obj_id, FAILED, ErrorKind, message]   (an error the runtime made)
+    REMOTE = 5   # [obj_id, REMOTE, node_id, size, contained]  (held on another node)
 
 
 class ErrorKind(enum.IntEnum):
@@ -100,6 +111,7 @@ class ErrorKind(enum.IntEnum):
     STORE_FULL = 5
     UNAVAILABLE = 6
     RUNTIME_ENV = 7
+    NODE_DIED = 8
 
 
 class Call(enum.IntEnum):

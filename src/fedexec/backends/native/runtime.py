@@ -92,12 +92,16 @@ class NodeProcess:
 
     @classmethod
     def launch(cls, config: Any, *, embedded: bool, tcp: tuple[str, int] | None = None,
-               log_path: str | None = None, timeout: float = 60.0) -> NodeProcess:
+               log_path: str | None = None, timeout: float = 60.0,
+               head_address: str | None = None, owner_pid: int | None = None
+               ) -> NodeProcess:
         """Start a node manager for ``config`` (a ``RuntimeConfig``); wait until ready.
 
         ``embedded``: it belongs to this process (it exits when we disconnect or
-        die). Otherwise it is a cluster head that runs until stopped; ``tcp`` is the
-        (host, port) it also listens on, ``log_path`` where its output goes.
+        die). Otherwise it is a cluster node that runs until stopped: the head, or,
+        with ``head_address``, a node that joins that head (ready once joined);
+        ``tcp`` is the (host, port) it also listens on, ``log_path`` where its
+        output goes, ``owner_pid`` a process whose death stops it (tests).
         """
         reap_stale_sessions()
         session = os.urandom(6).hex()
@@ -140,6 +144,10 @@ class NodeProcess:
             "tcp_host": tcp[0] if tcp else None,
             "tcp_port": tcp[1] if tcp else None,
             "token": token.hex(),
+            "head_address": head_address,
+            "owner_pid": owner_pid,
+            "heartbeat_interval": float(opts.get("heartbeat_interval", 0.5)),
+            "heartbeat_timeout": float(opts.get("heartbeat_timeout", 5.0)),
         }
         ready_r, ready_w = os.pipe()
         node_config["ready_fd"] = ready_w

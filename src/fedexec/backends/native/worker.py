@@ -241,7 +241,7 @@ class WorkerLoop:
         if not isinstance(retry, bool):
             retry = tuple(serialization.loads(retry))
         options = TaskOptions(retry_exceptions=retry)
-        ctx = self.backend.task_context(task_id, None, task_id)
+        ctx = self.backend.task_context(task_id, None, task_id, (env or {}).get("job_id"))
         keep: Any = None  # the return value, alive until TASK_DONE is queued (see below)
         try:
             with running_task(ctx), _runtime_env(env), _visible_gpus(gpus):
@@ -292,7 +292,8 @@ class WorkerLoop:
         if gpus:  # the actor's process keeps its GPUs for life
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         _extend_path((spec.get("runtime_env") or {}).get("sys_path"))  # for its lifetime
-        ctx = self.backend.task_context(None, actor_id, None)
+        self.actor_job_id = (spec.get("runtime_env") or {}).get("job_id")
+        ctx = self.backend.task_context(None, actor_id, None, self.actor_job_id)
         try:
             with running_task(ctx), _runtime_env(spec.get("runtime_env")):
                 cls = self._function(cls_blob)
@@ -328,7 +329,8 @@ class WorkerLoop:
 
     def _run_call(self, msg: list[Any]) -> None:
         task_id, return_ids, name = msg[1], msg[2], msg[-1]
-        ctx = self.backend.task_context(task_id, self.actor_id, None)
+        ctx = self.backend.task_context(task_id, self.actor_id, None,
+                                            getattr(self, "actor_job_id", None))
         with running_task(ctx):
             try:
                 _, _, method, args, kwargs, n, name = self._call_parts(msg)
@@ -348,7 +350,8 @@ class WorkerLoop:
         task_id, return_ids, name = msg[1], msg[2], msg[-1]
         assert self.actor_sem is not None
         async with self.actor_sem:
-            ctx = self.backend.task_context(task_id, self.actor_id, None)
+            ctx = self.backend.task_context(task_id, self.actor_id, None,
+                                            getattr(self, "actor_job_id", None))
             with running_task(ctx):
                 try:
                     _, _, method, args, kwargs, n, name = self._call_parts(msg)

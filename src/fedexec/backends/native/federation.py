@@ -1,0 +1,884 @@
+"""Node to node: joining the head, heartbeats, peers, object transfer, spillback and
+node loss. A mixin of :class:`~.node.NodeManager` (it shares its state and loop).
+
+A *peer* is another node. It is a client of this node like a driver is — it
+submits tasks (SUBMIT), holds references (INCREF/DECREF), subscribes to objects —
+so the node's handlers serve it unchanged; a :class:`_Peer` is that logical
+client, registered in ``conns`` under its own id, sending over one TCP link
+(opened by whichever side spoke first)::
+
+    node A ──SUBMIT (strategy LOCAL), INCREF, SUBSCRIBE, PULL──▶ node B
+    node A ◀──OBJECT (large ones as REMOTE@B), STARTED, CHUNK── node B
+    every node ──HELLO, HEARTBEAT──▶ head ──WELCOME, VIEW (changed rows)──▶ every node
+
+Rules that keep reference counting exact across nodes:
+
+* A node that learns an object id from a peer (a dependency, a ref inside a
+  value) and does not know it makes a *proxy* whose ``home`` is that peer, and
+  takes a hold there (INCREF, then SUBSCRIBE for its value). The sender's own
+  hold (a task pin, a container pin) lasts until after the INCREF arrives, as
+  both travel in order on one link. Freeing a proxy sends DECREF home.
+* A large object crosses as ``REMOTE@node`` (where its bytes are); whoever needs
+  the bytes PULLs them from that node (chunked; concurrent pulls of one object
+  are merged; the copy is cached here and freed by reference counting).
+* A forwarded task stays in its origin's ``tasks`` (pinning its arguments) until
+  its results come back; if they stay on the other node and retries remain, the
+  task is kept as *lineage* so a lost result can be rebuilt by running it again.
+
+Node loss: the head declares a node dead after ``heartbeat_timeout`` seconds
+without a heartbeat and tells everyone (a VIEW row with alive=False). Each node
+then retries the tasks it forwarded there (if ``max_retries`` allows), rebuilds
+lost objects from lineage, fails the rest with ``NodeDiedError`` /
+``ObjectLostError``, and drops the holds that node had here.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .membership import Membership
+from .protocol import Call, ErrorKind, FrameReader, Kind, Op, client_handshake, pack_frame
+
+if TYPE_CHECKING:
+    from .node import _Conn, _Obj, _Task
+
+__all__ = ["Federation"]
+
+_CHUNK = 4 << 20            # bytes per CHUNK message
+_SERVE_PER_TURN = 32 << 20  # bytes of pulls served per loop turn (others wait their turn)
+_LINK_BACKLOG = 64 << 20    # stop serving a peer while this much is unsent to it
+_LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
+
+
+class _Peer:
+    """Another node, as a logical client of this one (see the module docstring)."""
+
+    __slots__ = ("address", "creating", "down", "held", "id", "link", "node_id", "out", "pid",
+                 "role", "sent", "worker")
+
+    def __init__(self, vcid: int, node_id: str, address: str):
+        self.id = vcid
+        self.node_id = node_id
+        self.address = address
+        self.link: _Conn | None = None
+        self.out: list[Any] = []
+        self.held: set[str] = set()
+        self.creating: set[str] = set()
+        self.role = "node"
+        self.worker = None
+        self.pid = 0
+        self.sent = 0.0     # CPUs forwarded there since its last report
+        self.down = 0.0     # when a connection attempt last failed
+
+
+class _Incoming:
+    """An object being pulled here: a temporary file filled chunk by chunk."""
+
+    __slots__ = ("fd", "got", "path", "source", "tmp", "total")
+
+    def __init__(self, fd: int, path: str, tmp: str, total: int, source: str):
+        self.fd, self.path, self.tmp, self.total, self.source = fd, path, tmp, total, source
+        self.got = 0
+
+
+class _Fetch:
+    """A local client waiting for an object's bytes (FETCH)."""
+
+    __slots__ = ("cid", "missing")
+
+    def __init__(self, cid: int):
+        self.cid = cid
+        self.missing = 1
+
+
+def _recv_frame(sock: socket.socket, timeout: float) -> list[Any]:
+    """Read one frame, blocking (only while joining, before the loop owns the socket)."""
+    sock.settimeout(timeout)
+    reader = FrameReader()
+    try:
+        while True:
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("the head closed the connection")
+            frames = reader.feed(data)
+            if frames:
+                return frames[0]
+    finally:
+        sock.settimeout(None)
+
+
+class Federation:
+    """The multi-node half of the node manager (mixed into ``NodeManager``)."""
+
+    # ------------------------------------------------------------ life cycle
+    def _init_federation(self: Any) -> None:
+        cfg = self.config
+        self.interval = float(cfg.get("heartbeat_interval") or 0.5)
+        self.members = Membership(float(cfg.get("heartbeat_timeout") or 5.0))
+        self.head_address: str | None = cfg.get("head_address")
+        self.is_head = self.head_address is None
+        self.head_id: str | None = self.node_id if self.is_head else None
+        self.peers: dict[str, _Peer] = {}
+        self.pulls: dict[str, list[Any]] = {}
+        self.incoming: dict[str, _Incoming] = {}
+        self.serving: collections.deque[list[Any]] = collections.deque()
+        self.relays: dict[int, tuple[int, int, str]] = {}
+        self._next_relay = 1
+        self.lineage: dict[str, _Task] = {}
+        self._sent_version: dict[str, int] = {}
+        self._spread = 0
+        self._last_tick = 0.0
+
+    def _start_federation(self: Any) -> None:
+        """Enter our own row; join the head if we are not it."""
+        self.members.join(self.node_id, self.tcp_address or "", dict(self.pool.total),
+                          time.monotonic())
+        if not self.is_head:
+            self._join_head(timeout=15.0, first=True)
+
+    def _hello_info(self: Any) -> dict[str, Any]:
+        return {"address": self.tcp_address or "", "total": dict(self.pool.total)}
+
+    def _open_link(self: Any, address: str, timeout: float) -> socket.socket:
+        from .cluster import connect
+
+        host, _, port = address.rpartition(":")
+        sock = connect(("tcp", host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout)
+        try:
+            client_handshake(sock, self.token, timeout=timeout)
+            sock.sendall(pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
+                                      self._hello_info()]]))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _adopt_link(self: Any, sock: socket.socket, peer: _Peer) -> _Conn:
+        from .node import _Conn
+
+        sock.setblocking(False)
+        conn = _Conn(self._next_conn, sock, None)  # type: ignore[arg-type]
+        self._next_conn += 1
+        conn.auth = None
+        conn.role = "node"
+        conn.peer = peer
+        self.conns[conn.id] = conn
+        self.sel.register(sock, 1, conn)  # EVENT_READ
+        if peer.link is None:
+            peer.link = conn
+        return conn
+
+    def _join_head(self: Any, timeout: float, first: bool = False) -> bool:
+        """Connect to the head, say HELLO, take its WELCOME (blocking, bounded)."""
+        try:
+            sock = self._open_link(self.head_address, timeout)
+            frame = _recv_frame(sock, timeout)
+        except Exception as exc:
+            if first:
+                raise
+            sys.stderr.write(f"fedexec node: cannot reach the head at {self.head_address} "
+                             f"({exc}); retrying\n")
+            return False
+        msg = next((m for m in frame if m[0] == Op.WELCOME), None)
+        if msg is None:
+            sock.close()
+            return False
+        _, head_id, rows = msg
+        old_head = self.head_id
+        self.head_id = head_id
+        listed = {r[0] for r in rows}
+        # Nodes the (possibly restarted) head does not list are gone.
+        for node_id in [n for n in self.members.nodes if n not in listed and n != self.node_id]:
+            if self.members.mark_dead(node_id):
+                self._node_dead(node_id, "the head no longer lists it")
+        if old_head is not None and old_head != head_id:
+            self._node_dead(old_head, "the head was replaced")
+        self._apply_view([r for r in rows if r[0] != self.node_id])
+        peer = self._peer(head_id, self.head_address)
+        self._adopt_link(sock, peer)
+        self._dirty = True
+        return True
+
+    # ------------------------------------------------------------------ peers
+    def _peer(self: Any, node_id: str, address: str | None = None) -> _Peer:
+        peer = self.peers.get(node_id)
+        if peer is None:
+            if address is None:
+                entry = self.members.nodes.get(node_id)
+                address = entry.address if entry is not None else ""
+            peer = _Peer(self._next_conn, node_id, address)
+            self._next_conn += 1
+            self.peers[node_id] = peer
+            self.conns[peer.id] = peer
+        elif address:
+            peer.address = address
+        return peer
+
+    def _peer_link(self: Any, peer: _Peer) -> _Conn | None:
+        """The connection to send to ``peer`` on, opened now if needed (None: not
+        reachable now; messages wait for the next attempt or its death)."""
+        if peer.link is not None:
+            return peer.link
+        now = time.monotonic()
+        if not peer.address or now - peer.down < 1.0:
+            return None
+        try:
+            sock = self._open_link(peer.address, timeout=2.0)
+        except Exception:
+            peer.down = now
+            return None
+        return self._adopt_link(sock, peer)
+
+    def _node_hello(self: Any, conn: _Conn, msg: list[Any]) -> None:
+        """A node connected to us (HELLO with role "node")."""
+        node_id, info = msg[3], msg[4] if len(msg) > 4 else {}
+        if not self.members.is_alive(node_id) and node_id in self.members.nodes \
+                and not self.is_head:
+            self._close(conn)  # declared dead: it must not come back under that id
+            return
+        peer = self._peer(node_id, info.get("address") or None)
+        conn.peer = peer
+        conn.role = "node"
+        if peer.link is None:
+            peer.link = conn
+        if self.is_head:
+            entry = self.members.nodes.get(node_id)
+            if entry is not None and not entry.alive:
+                # It was declared dead: its work was retried elsewhere. Tell it to go.
+                conn.wbuf += pack_frame([[Op.NODE_DEAD, node_id, "declared dead earlier"]])
+                self._pending_out.add(conn)
+                return
+            self.members.join(node_id, info.get("address", ""), info.get("total", {}),
+                              time.monotonic())
+            conn.wbuf += pack_frame([[Op.WELCOME, self.node_id,
+                                      [e.row() for e in self.members.nodes.values()]]])
+            self._sent_version[node_id] = self.members.version
+            self._pending_out.add(conn)
+            self._dirty = True
+
+    def _link_closed(self: Any, conn: _Conn) -> None:
+        peer = conn.peer
+        if peer is not None and peer.link is conn:
+            peer.link = next((c for c in self.conns.values()
+                              if getattr(c, "peer", None) is peer and c is not conn), None)
+
+    # ------------------------------------------------------------- heartbeats
+    def _tick(self: Any, now: float) -> None:
+        """Once per ``interval``: report, expire, broadcast changes; serve pulls."""
+        if now - self._last_tick < self.interval:
+            return
+        self._last_tick = now
+        if self.is_head:
+            self.members.heartbeat(self.node_id, self.pool.available(), len(self.scheduler),
+                                   now)
+            for node_id in self.members.expire(now, exempt=self.node_id):
+                self._node_dead(node_id, f"it missed heartbeats for "
+                                         f"{self.members.timeout:g} s")
+            self._broadcast_view()
+            return
+        head = self.peers.get(self.head_id or "")
+        if head is None or head.link is None:
+            self._join_head(timeout=2.0)
+            return
+        self._send(head.id, [Op.HEARTBEAT, self.pool.available(), len(self.scheduler)])
+
+    def _broadcast_view(self: Any) -> None:
+        version = self.members.version
+        for entry in self.members.alive():
+            if entry.node_id == self.node_id:
+                continue
+            seen = self._sent_version.get(entry.node_id, 0)
+            if seen >= version:
+                continue
+            peer = self.peers.get(entry.node_id)
+            if peer is None:
+                continue
+            rows = [r for r in self.members.changes_since(seen) if r[0] != entry.node_id]
+            self._sent_version[entry.node_id] = version
+            if rows:
+                self._send(peer.id, [Op.VIEW, rows])
+
+    def _on_heartbeat(self: Any, conn: Any, msg: list[Any]) -> None:
+        if not isinstance(conn, _Peer) or not self.is_head:
+            return
+        if not self.members.heartbeat(conn.node_id, msg[1], msg[2], time.monotonic()):
+            self._send(conn.id, [Op.NODE_DEAD, conn.node_id, "declared dead earlier"])
+            return
+        conn.sent = 0.0  # its report counts what we sent it so far
+        if len(self.scheduler):
+            self._dirty = True
+
+    def _apply_view(self: Any, rows: list[list[Any]]) -> None:
+        died = self.members.apply(rows)
+        for row in rows:
+            peer = self.peers.get(row[0])
+            if peer is not None:
+                peer.sent = 0.0
+                if row[1]:
+                    peer.address = row[1]
+        for node_id in died:
+            if node_id == self.node_id:
+                self._declared_dead("the head declared this node dead")
+            else:
+                self._node_dead(node_id, "the head declared it dead")
+        self._dirty = True
+
+    def _on_view(self: Any, conn: Any, msg: list[Any]) -> None:
+        self._apply_view(msg[1])
+
+    def _on_node_dead(self: Any, conn: Any, msg: list[Any]) -> None:
+        if msg[1] == self.node_id:
+            self._declared_dead(msg[2])
+        elif self.members.mark_dead(msg[1]) or msg[1] in self.peers:
+            self._node_dead(msg[1], msg[2])
+
+    def _declared_dead(self: Any, why: str) -> None:
+        sys.stderr.write(f"fedexec node {self.node_id}: {why}; exiting (its work was "
+                         "retried elsewhere)\n")
+        self.stopping = True
+
+    # ----------------------------------------------------------- node loss
+    def _node_dead(self: Any, node_id: str, why: str) -> None:
+        """Clean up after a dead node (see the module docstring)."""
+        self.members.mark_dead(node_id)
+        self._sent_version.pop(node_id, None)
+        peer = self.peers.pop(node_id, None)
+        if peer is None:
+            self._lose_objects_at(node_id, why)
+            return
+        self.conns.pop(peer.id, None)
+        for conn in [c for c in list(self.conns.values()) if getattr(c, "peer", None) is peer]:
+            self._close(conn)
+        for oid in list(peer.held):
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders.discard(peer.id)
+                obj.subscribers.discard(peer.id)
+        peer.held.clear()
+        for rid, (cid, req, target, on_reply) in list(self.relays.items()):
+            if target == node_id:
+                del self.relays[rid]
+                if on_reply is not None:
+                    on_reply(False, None)
+                self._send(cid, [Op.REPLY, req, False, f"NodeDiedError: node {node_id} died"])
+        for actor_id, where in list(self.remote_actors.items()):
+            if where["node"] == node_id:
+                del self.remote_actors[actor_id]
+        retry = []
+        for task in list(self.tasks.values()):
+            if task.owner == peer.id and task.state in ("WAITING", "QUEUED"):
+                self._cancel(task.id, False, False)  # its origin is gone
+            elif task.state == "FORWARDED" and task.node == peer.id:
+                retry.append(task)
+        for task in retry:
+            if task.actor_id is not None:
+                self._fail_task(task, ErrorKind.ACTOR_DIED,
+                                f"the actor's node {node_id} died ({why})")
+                continue
+            if task.retries_left == 0:
+                self._fail_task(task, ErrorKind.NODE_DIED,
+                                f"node {node_id} running task {task.name!r} died ({why}) and "
+                                "max_retries is exhausted")
+                continue
+            if task.retries_left > 0:
+                task.retries_left -= 1
+            task.state, task.node = "WAITING", None
+            self._enqueue(task)
+        self._lose_objects_at(node_id, why, peer.id)
+        for obj in list(self.objects.values()):
+            self._maybe_free(obj)
+        self._dirty = True
+
+    def _lose_objects_at(self: Any, node_id: str, why: str, vcid: int | None = None) -> None:
+        """Objects whose bytes or our hold were on ``node_id``: rebuild or fail."""
+        rebuild: dict[str, _Task] = {}
+        for obj in list(self.objects.values()):
+            remote_there = obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == node_id
+            held_there = vcid is not None and obj.home == vcid
+            if not (remote_there or held_there):
+                continue
+            obj.home = None
+            if obj.ready and obj.kind in (Kind.INLINE, Kind.SHM, Kind.ERROR, Kind.FAILED):
+                continue  # we have its value here
+            task = self.lineage.get(obj.task or "")
+            if task is not None and task.retries_left != 0:
+                rebuild[task.id] = task
+                continue
+            pending = self.tasks.get(obj.task or "")
+            if pending is not None and pending.state == "FORWARDED":
+                continue  # its task is being retried: the result comes again
+            self._lose(obj, ErrorKind.OBJECT_LOST,
+                       f"object {obj.id} was lost with node {node_id} ({why}), and it "
+                       "cannot be rebuilt (it was put, or its task's retries are exhausted)")
+        for inc in [i for i in self.incoming.values() if i.source == node_id]:
+            self._abort_incoming(inc)
+        for task in rebuild.values():
+            self._rebuild(task)
+
+    def _lose(self: Any, obj: _Obj, kind: ErrorKind, message: str) -> None:
+        if not obj.ready:
+            self._set_object(obj, [obj.id, Kind.FAILED, kind, message])
+        else:
+            for oid in obj.contained:
+                self._unpin(oid)
+            obj.contained = []
+            obj.kind = Kind.FAILED
+            obj.payload = [kind, message]
+        self._lineage_release(obj)
+        for then in self.pulls.pop(obj.id, []):
+            then()
+        self._maybe_free(obj)
+
+    def _rebuild(self: Any, task: _Task) -> None:
+        """Run a finished task again because its result was lost (lineage)."""
+        del self.lineage[task.id]
+        if task.retries_left > 0:
+            task.retries_left -= 1
+        for rid in task.return_ids:
+            obj = self.objects.get(rid)
+            if obj is None:
+                continue
+            for oid in obj.contained:
+                self._unpin(oid)
+            obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
+            obj.task = task.id
+        task.state, task.node = "WAITING", None
+        self.tasks[task.id] = task
+        self._await_deps(task, self._enqueue, localize=False)
+
+    def _lineage_release(self: Any, obj: _Obj) -> None:
+        """``obj`` no longer needs its task kept for a rebuild."""
+        task = self.lineage.get(obj.task or "")
+        if task is None:
+            return
+        obj.task = None
+        task.live -= 1
+        if task.live <= 0:
+            del self.lineage[task.id]
+            for oid in task.deps:
+                self._unpin(oid)
+            for oid in task.contained:
+                self._unpin(oid)
+            task.payload = None
+
+    # ---------------------------------------------------------------- objects
+    def _adopt(self: Any, peer: _Peer, ids: list[str]) -> None:
+        """Make proxies for ids ``peer`` told us of that we do not know."""
+        from .node import _Obj
+
+        new = [oid for oid in ids if oid not in self.objects]
+        if not new:
+            return
+        for oid in new:
+            obj = _Obj(oid, None)
+            obj.home = peer.id
+            self.objects[oid] = obj
+        self._send(peer.id, [Op.INCREF, new])
+        self._send(peer.id, [Op.SUBSCRIBE, new])
+
+    def _on_peer_object(self: Any, conn: Any, msg: list[Any]) -> None:
+        """A peer completed an object we hold there (a result, or a proxy's value)."""
+        if not isinstance(conn, _Peer):
+            return
+        entry = msg[1:]
+        oid, kind = entry[0], entry[1]
+        if kind in (Kind.INLINE, Kind.REMOTE):
+            self._adopt(conn, list(entry[4]))
+        obj = self.objects.get(oid)
+        if obj is None or obj.ready:
+            self._send(conn.id, [Op.DECREF, [oid]])
+            return
+        obj.home = conn.id
+        task = self.tasks.get(obj.task or "")
+        self._set_object(obj, entry)
+        if task is not None and task.state == "FORWARDED" and all(
+                (o := self.objects.get(r)) is None or o.ready for r in task.return_ids):
+            self._forwarded_done(task)
+
+    def _forwarded_done(self: Any, task: _Task) -> None:
+        self.tasks.pop(task.id, None)
+        task.state = "DONE"
+        remote = [o for r in task.return_ids
+                  if (o := self.objects.get(r)) is not None and o.kind == Kind.REMOTE]
+        if remote and task.retries_left != 0:
+            task.live = len(remote)
+            self.lineage[task.id] = task  # its arguments stay pinned, for a rebuild
+            return
+        for oid in task.deps:
+            self._unpin(oid)
+        for oid in task.contained:
+            self._unpin(oid)
+        task.payload = None
+
+    def _on_peer_started(self: Any, conn: Any, msg: list[Any]) -> None:
+        by_owner: dict[int, list[str]] = {}
+        for rid in msg[1]:
+            obj = self.objects.get(rid)
+            if obj is not None and obj.owner is not None:
+                by_owner.setdefault(obj.owner, []).append(rid)
+        for cid, rids in by_owner.items():
+            self._send(cid, [Op.STARTED, rids])
+
+    def _entry_for(self: Any, cid: int | None, obj: _Obj, msg: list[Any]) -> list[Any]:
+        """``msg`` (an OBJECT message) as ``cid`` must see it: a peer gets a large
+        object as REMOTE@here."""
+        if obj.kind == Kind.SHM and isinstance(self.conns.get(cid), _Peer):
+            return [Op.OBJECT, obj.id, Kind.REMOTE, self.node_id, obj.size, obj.contained]
+        return msg
+
+    def _on_fetch(self: Any, conn: Any, msg: list[Any]) -> None:
+        """A local client wants objects' bytes here (pulled or restored if needed)."""
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is None:
+                obj = self._lost(oid)
+            if not obj.ready:
+                fetch = _Fetch(conn.id)
+                obj.waiters.append((fetch, lambda f, o=obj: self._fetch_ready(f.cid, o)))
+            else:
+                self._fetch_ready(conn.id, obj)
+
+    def _fetch_ready(self: Any, cid: int, obj: _Obj) -> None:
+        if obj.kind == Kind.REMOTE:
+            self._localize(obj, lambda: self._send(cid, self._deliverable(obj)))
+        else:
+            self._send(cid, self._deliverable(obj))
+
+    # ------------------------------------------------------------------ pulls
+    def _localize(self: Any, obj: _Obj, then: Any) -> None:
+        """Pull ``obj``'s bytes here (once, however many ask); then ``then()``."""
+        waiting = self.pulls.get(obj.id)
+        if waiting is not None:
+            waiting.append(then)
+            return
+        node_id = obj.payload[0]
+        if not self.members.is_alive(node_id):
+            self.pulls[obj.id] = [then]
+            self._lose(obj, ErrorKind.OBJECT_LOST,
+                       f"object {obj.id} was on node {node_id}, which is dead")
+            return
+        self.pulls[obj.id] = [then]
+        peer = self._peer(node_id)
+        self._send(peer.id, [Op.PULL, obj.id])
+
+    def _on_pull(self: Any, conn: Any, msg: list[Any]) -> None:
+        """A peer wants an object's bytes: queue it to be served in chunks."""
+        oid = msg[1]
+        obj = self.objects.get(oid)
+        if obj is None or not obj.ready or obj.kind != Kind.SHM:
+            where = "freed" if obj is None else "not held in this node's store"
+            self._send(conn.id, [Op.CHUNK, oid, -1, 0, f"object {oid} is {where}", []])
+            return
+        try:
+            path = self.store.ensure_local(oid)
+            self.store.pin(oid)
+        except Exception as exc:
+            self._send(conn.id, [Op.CHUNK, oid, -1, 0, str(exc), []])
+            return
+        self._pin(oid)
+        size = os.path.getsize(path)
+        self.serving.append([conn.id, oid, path, 0, size, list(obj.contained)])
+
+    def _serve_pulls(self: Any) -> None:
+        """Send up to ``_SERVE_PER_TURN`` bytes of pulled objects (round robin)."""
+        budget = _SERVE_PER_TURN
+        rounds = len(self.serving)
+        while self.serving and budget > 0 and rounds > 0:
+            rounds -= 1
+            job = self.serving.popleft()
+            cid, oid, path, offset, total, contained = job
+            peer = self.conns.get(cid)
+            link = peer.link if isinstance(peer, _Peer) else None
+            if peer is None:
+                self._served(oid)
+                continue
+            if link is not None and len(link.wbuf) > _LINK_BACKLOG:
+                self.serving.append(job)
+                continue
+            try:
+                with open(path, "rb") as f:
+                    n = min(_CHUNK, total - offset, budget) if total else 0
+                    data = os.pread(f.fileno(), n, offset) if n else b""
+            except OSError as exc:
+                self._send(cid, [Op.CHUNK, oid, -1, 0, f"cannot read object {oid}: {exc}", []])
+                self._served(oid)
+                continue
+            self._send(cid, [Op.CHUNK, oid, offset, total, data, contained])
+            budget -= max(1, len(data))
+            job[3] = offset + len(data)
+            if job[3] >= total or not data:
+                self._served(oid)
+            else:
+                self.serving.append(job)
+
+    def _served(self: Any, oid: str) -> None:
+        with contextlib.suppress(Exception):
+            self.store.unpin(oid)
+        self._unpin(oid)
+
+    def _on_chunk(self: Any, conn: Any, msg: list[Any]) -> None:
+        _, oid, offset, total, data, _contained = msg
+        obj = self.objects.get(oid)
+        inc = self.incoming.get(oid)
+        if offset < 0:
+            if inc is not None:
+                self._abort_incoming(inc)
+            if obj is not None and obj.kind == Kind.REMOTE:
+                self._lose(obj, ErrorKind.OBJECT_LOST, f"pulling object {oid} failed: {data}")
+            return
+        if obj is None or obj.kind != Kind.REMOTE:
+            if inc is not None:
+                self._abort_incoming(inc)
+            return
+        if inc is None:
+            try:
+                path = self.store.reserve(oid, total)
+            except Exception as exc:
+                kind = ErrorKind.STORE_FULL if "full" in str(exc).lower() else \
+                    ErrorKind.OBJECT_LOST
+                self._lose(obj, kind, f"cannot store pulled object {oid} here: {exc}")
+                return
+            tmp = f"{path}.pull"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            os.ftruncate(fd, total)
+            inc = self.incoming[oid] = _Incoming(fd, path, tmp, total,
+                                                  getattr(conn, "node_id", ""))
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.pwrite(inc.fd, view[done:], offset + done)
+        inc.got += len(data)
+        if inc.got < inc.total:
+            return
+        del self.incoming[oid]
+        os.close(inc.fd)
+        os.rename(inc.tmp, inc.path)
+        self.store.seal(oid)
+        obj.kind = Kind.SHM
+        obj.payload = [inc.path, inc.total, obj.payload[2] if len(obj.payload) > 2 else []]
+        self._lineage_release(obj)
+        for then in self.pulls.pop(oid, []):
+            then()
+        self._maybe_free(obj)
+
+    def _abort_incoming(self: Any, inc: _Incoming) -> None:
+        oid = next((k for k, v in self.incoming.items() if v is inc), None)
+        if oid is not None:
+            del self.incoming[oid]
+            with contextlib.suppress(Exception):
+                self.store.abort(oid)
+        with contextlib.suppress(OSError):
+            os.close(inc.fd)
+        with contextlib.suppress(OSError):
+            os.unlink(inc.tmp)
+
+    # -------------------------------------------------------------- placement
+    def _place(self: Any, task: _Task) -> _Peer | None:
+        """Where a ready task runs: None for here, or the peer to forward it to."""
+        strategy = task.strategy
+        if strategy == "LOCAL" or len(self.members.nodes) < 2:
+            return None
+        demand = task.demand
+        if isinstance(strategy, list):  # ["NODE", node_id, soft]
+            _, node_id, soft = strategy
+            if node_id == self.node_id:
+                if self.pool.feasible(demand) or not soft:
+                    return None
+            elif self.members.is_alive(node_id) and (
+                    not soft or self._fits_remote(node_id, demand)):
+                return self._peer(node_id)
+            elif not soft:
+                self._fail_task(task, ErrorKind.UNAVAILABLE,
+                                f"task {task.name!r} must run on node {node_id}, which is "
+                                "not alive (use NodeAffinity(..., soft=True) to allow others)")
+                return None
+        elif strategy == "SPREAD":
+            nodes = [e.node_id for e in self.members.alive() if self._feasible_on(e, demand)]
+            if nodes:
+                nodes.sort()
+                self._spread += 1
+                pick = nodes[self._spread % len(nodes)]
+                return None if pick == self.node_id else self._peer(pick)
+        return self._default_place(task)
+
+    def _place_actor(self: Any, spec: dict[str, Any]) -> _Peer | None:
+        """Where a new actor lives: None for here, or the peer to create it on.
+        Raises ValueError when no live node can ever host it."""
+        strategy = spec.get("strategy")
+        demand = spec["demand_create"]
+        if strategy == "LOCAL":
+            return None
+        if isinstance(strategy, list):  # ["NODE", node_id, soft]
+            _, node_id, soft = strategy
+            if node_id == self.node_id and (self.pool.feasible(demand) or not soft):
+                return None
+            if node_id != self.node_id and self.members.is_alive(node_id):
+                return self._peer(node_id)
+            if not soft:
+                raise ValueError(f"no alive node with id {node_id!r} to place the actor on")
+        elif strategy == "SPREAD":
+            nodes = sorted(e.node_id for e in self.members.alive()
+                           if self._feasible_on(e, demand))
+            if nodes:
+                self._spread += 1
+                pick = nodes[self._spread % len(nodes)]
+                return None if pick == self.node_id else self._peer(pick)
+        if not self.pool.feasible(demand):
+            return self._best_remote(demand, need_room=False)
+        if not self.pool.fits(demand):
+            return self._best_remote(demand, need_room=True)
+        return None
+
+    def _create_remote_actor(self: Any, peer: _Peer, conn: Any, actor_id: str,
+                             spec: dict[str, Any], payload: Any, deps: list[str],
+                             contained: list[str]) -> None:
+        """Create an actor on ``peer`` for client ``conn``; remember where it went (for
+        its name, and calls arriving here)."""
+        spec = {**spec, "strategy": "LOCAL"}
+        for oid in deps + contained:
+            self._pin(oid)  # until the peer has taken its own holds (the reply)
+
+        def done(ok: bool, value: Any) -> None:
+            for oid in deps + contained:
+                self._unpin(oid)
+            if not ok:
+                return
+            rid, rspec = value
+            self.remote_actors[rid] = {"node": peer.node_id, "spec": rspec}
+            if rspec.get("name") is not None:
+                self.named[(rspec.get("namespace") or "default", rspec["name"])] = rid
+
+        self._relay(peer, Call.CREATE_ACTOR, [actor_id, spec, payload, deps, contained],
+                    conn.id, self._request_id, done)
+
+    def _forward_call(self: Any, task: _Task, peer: _Peer) -> None:
+        """Send an actor call to the node its actor lives on (in order, at once: that
+        node waits for its arguments)."""
+        task.state = "FORWARDED"
+        task.node = peer.id
+        self._send(peer.id, [Op.ACTOR_CALL, task.actor_id, task.id, task.return_ids,
+                             task.name, task.deps, task.contained, task.payload])
+
+    def _feasible_on(self: Any, entry: Any, demand: dict[str, float]) -> bool:
+        return all(entry.total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+
+    def _fits_remote(self: Any, node_id: str, demand: dict[str, float]) -> bool:
+        """Does ``demand`` fit the node's last reported free resources, counting
+        what we sent it since?"""
+        entry = self.members.nodes.get(node_id)
+        if entry is None or not entry.alive:
+            return False
+        peer = self.peers.get(node_id)
+        sent = peer.sent if peer is not None else 0.0
+        for k, v in demand.items():
+            free = entry.available.get(k, 0.0) - (sent if k == "CPU" else 0.0)
+            if free + 1e-9 < v:
+                return False
+        return True
+
+    def _default_place(self: Any, task: _Task) -> _Peer | None:
+        demand = task.demand
+        if not self.pool.feasible(demand):
+            return self._best_remote(demand, need_room=False)
+        # Locality: follow the argument bytes when most of them are elsewhere.
+        here = 0
+        there: dict[str, int] = {}
+        for oid in task.deps:
+            obj = self.objects.get(oid)
+            if obj is None or not obj.ready:
+                continue
+            if obj.kind == Kind.REMOTE:
+                there[obj.payload[0]] = there.get(obj.payload[0], 0) + obj.size
+            else:
+                here += obj.size
+        if there:
+            node_id, size = max(there.items(), key=lambda kv: kv[1])
+            if size > here and size >= _LOCALITY_MIN and self.members.is_alive(node_id):
+                entry = self.members.nodes[node_id]
+                if self._feasible_on(entry, demand):
+                    return self._peer(node_id)
+        return None
+
+    def _best_remote(self: Any, demand: dict[str, float], need_room: bool) -> _Peer | None:
+        best, best_free = None, -1.0
+        for entry in self.members.alive():
+            if entry.node_id == self.node_id or not self._feasible_on(entry, demand):
+                continue
+            fits = self._fits_remote(entry.node_id, demand)
+            if need_room and not fits:
+                continue
+            peer = self.peers.get(entry.node_id)
+            free = entry.available.get("CPU", 0.0) - (peer.sent if peer else 0.0)
+            if fits:
+                free += 1e6  # room now beats a bigger node that is busy
+            if free > best_free:
+                best, best_free = entry.node_id, free
+        return None if best is None else self._peer(best)
+
+    def _forward(self: Any, task: _Task, peer: _Peer) -> None:
+        """Send a ready task to ``peer`` to run there (it stays ours: see docstring)."""
+        task.state = "FORWARDED"
+        task.node = peer.id
+        peer.sent += task.demand.get("CPU", 0.0)
+        self._send(peer.id, [Op.SUBMIT, task.id, task.return_ids, task.name, task.demand,
+                             task.retries_left, task.deps, task.contained, task.payload,
+                             "LOCAL"])
+
+    def _spill(self: Any) -> None:
+        """Spillback: forward queued tasks that cannot start here now to nodes that
+        have room (or, for tasks this node can never run, to any node that can)."""
+        if len(self.members.nodes) < 2:
+            return
+        if not any(e.node_id != self.node_id and self._fits_remote(e.node_id, {"CPU": 1e-6})
+                   for e in self.members.alive()) and not self._infeasible_here():
+            return
+        for item in self.scheduler.items():
+            if getattr(item, "strategy", "LOCAL") is not None or self.pool.fits(item.demand):
+                continue
+            feasible_here = self.pool.feasible(item.demand)
+            peer = self._best_remote(item.demand, need_room=feasible_here)
+            if peer is None:
+                if feasible_here:
+                    break  # no room anywhere now: the rest waits here
+                continue
+            self.scheduler.remove(item)
+            self._forward(item, peer)
+
+    def _infeasible_here(self: Any) -> bool:
+        return any(not self.pool.feasible(getattr(i, "demand", {}))
+                   for i in self.scheduler.items()) if len(self.scheduler) < 1000 else False
+
+    # ------------------------------------------------------------- relaying
+    def _relay(self: Any, peer: _Peer, call: int, args: list[Any], cid: int, req_id: int,
+               on_reply: Any = None) -> None:
+        """Ask ``peer`` a REQUEST on behalf of client ``cid``; its REPLY goes back
+        (after ``on_reply(ok, value)``, if given)."""
+        rid = self._next_relay
+        self._next_relay += 1
+        self.relays[rid] = (cid, req_id, peer.node_id, on_reply)
+        self._send(peer.id, [Op.REQUEST, rid, int(call), args])
+
+    def _on_peer_reply(self: Any, conn: Any, msg: list[Any]) -> None:
+        found = self.relays.pop(msg[1], None)
+        if found is not None:
+            if found[3] is not None:
+                found[3](msg[2], msg[3])
+            self._send(found[0], [Op.REPLY, found[1], msg[2], msg[3]])
+
+    # ------------------------------------------------------------- answers
+    def _cluster_nodes(self: Any) -> list[dict[str, Any]]:
+        own = self.members.nodes.get(self.node_id)
+        if own is not None:
+            own.available = self.pool.available()
+        return [{"node_id": e.node_id, "address": e.address or self.socket_path,
+                 "alive": e.alive, "resources": dict(e.total),
+                 "available": dict(e.available), "is_head": e.node_id == self.head_id,
+                 "queued": e.queued}
+                for e in self.members.nodes.values()]
+
