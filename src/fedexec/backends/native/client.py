@@ -263,9 +263,10 @@ class NativeBackend(Backend):
     def _on_object(self, msg: list[Any]) -> None:
         entry = msg[1:]
         obj_id, kind = entry[0], entry[1]
-        fut = self._restores.pop(obj_id, None)
-        if fut is not None:
-            fut.set_result(entry)
+        if kind != Kind.REMOTE:  # a FETCH is answered with the bytes here, or an error
+            fut = self._restores.pop(obj_id, None)
+            if fut is not None:
+                fut.set_result(entry)
         ref = self._refs.get(obj_id)
         if ref is None or ref.done():
             return

@@ -97,10 +97,11 @@ class _Fetch:
         self.missing = 1
 
 
-def _recv_frame(sock: socket.socket, timeout: float) -> list[Any]:
-    """Read one frame, blocking (only while joining, before the loop owns the socket)."""
+def _recv_frames(sock: socket.socket, reader: FrameReader, timeout: float
+                 ) -> list[list[Any]]:
+    """Read until at least one frame arrived, blocking (only while joining, before
+    the loop owns the socket); every frame read (``reader`` keeps a partial one)."""
     sock.settimeout(timeout)
-    reader = FrameReader()
     try:
         while True:
             data = sock.recv(1 << 16)
@@ -108,7 +109,7 @@ def _recv_frame(sock: socket.socket, timeout: float) -> list[Any]:
                 raise ConnectionError("the head closed the connection")
             frames = reader.feed(data)
             if frames:
-                return frames[0]
+                return frames
     finally:
         sock.settimeout(None)
 
@@ -134,6 +135,8 @@ class Federation:
         self._sent_version: dict[str, int] = {}
         self._spread = 0
         self._last_tick = 0.0
+        self.transfers = {"pulls": 0, "pulled_bytes": 0, "served": 0, "served_bytes": 0,
+                          "forwarded_tasks": 0}
 
     def _start_federation(self: Any) -> None:
         """Enter our own row; join the head if we are not it."""
@@ -176,15 +179,17 @@ class Federation:
 
     def _join_head(self: Any, timeout: float, first: bool = False) -> bool:
         """Connect to the head, say HELLO, take its WELCOME (blocking, bounded)."""
+        reader = FrameReader()
         try:
             sock = self._open_link(self.head_address, timeout)
-            frame = _recv_frame(sock, timeout)
+            frames = _recv_frames(sock, reader, timeout)
         except Exception as exc:
             if first:
                 raise
             sys.stderr.write(f"fedexec node: cannot reach the head at {self.head_address} "
                              f"({exc}); retrying\n")
             return False
+        frame, later = frames[0], frames[1:]
         msg = next((m for m in frame if m[0] == Op.WELCOME), None)
         if msg is None:
             sock.close()
@@ -201,7 +206,14 @@ class Federation:
             self._node_dead(old_head, "the head was replaced")
         self._apply_view([r for r in rows if r[0] != self.node_id])
         peer = self._peer(head_id, self.head_address)
-        self._adopt_link(sock, peer)
+        conn = self._adopt_link(sock, peer)
+        conn.reader = reader  # what the head sent right after WELCOME is not lost
+        for m in frame:
+            if m[0] != Op.WELCOME:
+                self._handle(peer, m)
+        for f in later:
+            for m in f:
+                self._handle(peer, m)
         self._dirty = True
         return True
 
@@ -564,6 +576,7 @@ class Federation:
                        f"object {obj.id} was on node {node_id}, which is dead")
             return
         self.pulls[obj.id] = [then]
+        self.transfers["pulls"] += 1
         peer = self._peer(node_id)
         self._send(peer.id, [Op.PULL, obj.id])
 
@@ -583,6 +596,8 @@ class Federation:
             return
         self._pin(oid)
         size = os.path.getsize(path)
+        self.transfers["served"] += 1
+        self.transfers["served_bytes"] += size
         self.serving.append([conn.id, oid, path, 0, size, list(obj.contained)])
 
     def _serve_pulls(self: Any) -> None:
@@ -657,6 +672,7 @@ class Federation:
         if inc.got < inc.total:
             return
         del self.incoming[oid]
+        self.transfers["pulled_bytes"] += inc.total
         os.close(inc.fd)
         os.rename(inc.tmp, inc.path)
         self.store.seal(oid)
@@ -825,6 +841,7 @@ class Federation:
         """Send a ready task to ``peer`` to run there (it stays ours: see docstring)."""
         task.state = "FORWARDED"
         task.node = peer.id
+        self.transfers["forwarded_tasks"] += 1
         peer.sent += task.demand.get("CPU", 0.0)
         self._send(peer.id, [Op.SUBMIT, task.id, task.return_ids, task.name, task.demand,
                              task.retries_left, task.deps, task.contained, task.payload,

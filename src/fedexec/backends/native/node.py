@@ -904,15 +904,15 @@ class NodeManager(Federation):
                 leases.setdefault(frozenset(w.lease.items()), []).append(w)
         if not leases:
             return
-        # With other nodes, queued tasks may yet go there (spillback): pipeline only
-        # a queue far longer than the whole cluster can start.
-        short = 4 * self.members.totals().get("CPU", 0.0) if len(self.members.nodes) > 1 \
-            else 0.0
+        # A node of a cluster (it listens on TCP) keeps a queue as long as four times
+        # the cluster's CPUs unpipelined: other nodes, present or joining, may take it.
+        keep = 4 * self.members.totals().get("CPU", 0.0) if self.tcp_address else 0.0
         for shape, ws in leases.items():
             waiting = self.scheduler.count(shape)
             if not waiting or self.pool.fits(dict(shape)):
                 continue  # nothing waits, or it can start on a worker of its own
-            if waiting < 2 * len(ws) or waiting < short:
+            waiting -= int(keep)
+            if waiting < 2 * len(ws):
                 continue  # a short queue stays here: cancellable, and free to go anywhere
             depth = min(_MAX_PIPELINE, 1 + waiting // len(ws))
             for w in ws:
@@ -1347,6 +1347,8 @@ class NodeManager(Federation):
             "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
             "store": self.store.stats(),
             "queued": len(self.scheduler),
+            "transfers": dict(self.transfers),
+            "lineage": len(self.lineage),
         }
 
     def _call_shutdown(self, conn: _Conn) -> bool:

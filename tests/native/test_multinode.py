@@ -1,0 +1,334 @@
+"""The native runtime across nodes, each node a real process with its own store:
+object transfer, spillback, locality, SPREAD, affinity, actors elsewhere, node loss
+(SIGKILL) with retries and lineage rebuild, late joiners, a head restart, and the
+CLI that joins nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fedexec
+from fedexec.exceptions import (
+    AuthenticationError,
+    NodeDiedError,
+    ObjectLostError,
+    WorkerCrashedError,
+)
+from fedexec.options import NodeAffinity
+from fedexec.testing import Cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+T = 60
+
+
+def node_of(*_args):
+    """The node a task ran on (arguments are ignored: they only create dependencies)."""
+    return fedexec.get_runtime_context().node_id
+
+
+def sleep_on_node(seconds):
+    time.sleep(seconds)
+    return fedexec.get_runtime_context().node_id
+
+
+def make_array(n, value=1.0):
+    return np.full(n, value)
+
+
+def total(arr):
+    return float(arr.sum()), fedexec.get_runtime_context().node_id
+
+
+def poll(pred, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stats_of(address, token):
+    with fedexec.Executor(address=address, token=token) as ex:
+        return ex._backend.stats()
+
+
+@pytest.fixture
+def cluster():
+    with Cluster(head_node_args={"num_cpus": 1}) as c:
+        yield c
+
+
+def test_nodes_join_and_resources_add_up(cluster):
+    far = cluster.add_node(num_cpus=2, resources={"far": 1})
+    with cluster.connect() as ex:
+        nodes = {n["node_id"]: n for n in ex.nodes()}
+        assert set(nodes) == {cluster.head.node_id, far.node_id}
+        assert all(n["alive"] for n in nodes.values())
+        assert nodes[cluster.head.node_id]["is_head"]
+        assert ex.cluster_resources()["CPU"] == 3
+        assert ex.cluster_resources()["far"] == 1
+
+
+def test_a_large_result_made_elsewhere_is_pulled_to_the_driver(cluster):
+    far = cluster.add_node(num_cpus=1, resources={"far": 1})
+    with cluster.connect() as ex:
+        ref = ex.options(resources={"far": 1}).submit(make_array, 3_000_000, 2.0)
+        value = ref.result(timeout=T)
+        assert value.shape == (3_000_000,) and float(value.sum()) == 6_000_000.0
+        head = ex._backend.stats()["transfers"]
+        assert head["pulls"] == 1 and head["pulled_bytes"] >= 24_000_000
+        assert stats_of(far.address, cluster.token)["transfers"]["served"] == 1
+        # A second get reads the cached copy: no new transfer.
+        assert float(ex.get(ref).sum()) == 6_000_000.0
+        assert ex._backend.stats()["transfers"]["pulls"] == 1
+
+
+def test_a_put_is_pulled_by_a_task_on_another_node(cluster):
+    cluster.add_node(num_cpus=1, resources={"far": 1})
+    with cluster.connect() as ex:
+        data = ex.put(np.arange(2_000_000, dtype=np.float64))
+        value, node = ex.options(resources={"far": 1}).submit(total, data).result(timeout=T)
+        assert value == float(np.arange(2_000_000, dtype=np.float64).sum())
+        assert node != cluster.head.node_id
+
+
+def test_concurrent_pulls_of_one_object_are_merged_and_freed_after(cluster):
+    cluster.add_node(num_cpus=1, resources={"far": 1})
+    with cluster.connect() as ex:
+        src = ex.options(resources={"far": 1}).submit(make_array, 2_000_000)
+        ex.wait([src], timeout=T)
+        # Three consumers on the head at once: one transfer.
+        refs = [ex.options(num_cpus=0.3, scheduling_strategy=NodeAffinity(
+            cluster.head.node_id)).submit(total, src) for _ in range(3)]
+        assert [r.result(timeout=T)[0] for r in refs] == [2_000_000.0] * 3
+        assert ex._backend.stats()["transfers"]["pulls"] == 1
+        del src, refs
+        assert poll(lambda: ex._backend.stats()["store"]["num_objects"] == 0)
+
+
+def test_spillback_runs_work_on_other_nodes_when_the_head_is_busy(cluster):
+    second = cluster.add_node(num_cpus=2)
+    with cluster.connect() as ex:
+        refs = [ex.submit(sleep_on_node, 0.5) for _ in range(6)]
+        nodes = [r.result(timeout=T) for r in refs]
+        assert set(nodes) == {cluster.head.node_id, second.node_id}
+        assert ex._backend.stats()["transfers"]["forwarded_tasks"] >= 2
+
+
+def test_a_task_needing_a_resource_only_another_node_has_runs_there(cluster):
+    far = cluster.add_node(num_cpus=1, resources={"gpuish": 2})
+    with cluster.connect() as ex:
+        assert ex.options(resources={"gpuish": 1}).submit(node_of).result(timeout=T) == \
+            far.node_id
+
+
+def test_locality_a_task_follows_its_large_argument(cluster):
+    far = cluster.add_node(num_cpus=2, resources={"far": 1})
+    with cluster.connect() as ex:
+        big = ex.options(resources={"far": 1}).submit(make_array, 2_000_000)
+        ex.wait([big], timeout=T)
+        # The head has a free CPU, but the 16 MB argument lives on the far node.
+        assert ex.submit(node_of, big).result(timeout=T) == far.node_id
+        assert ex._backend.stats()["transfers"]["pulls"] == 0
+
+
+def test_spread_puts_tasks_on_every_node(cluster):
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    with cluster.connect() as ex:
+        refs = [ex.options(scheduling_strategy="SPREAD", num_cpus=0.1).submit(
+            sleep_on_node, 0.2) for _ in range(6)]
+        assert {r.result(timeout=T) for r in refs} == {n.node_id for n in cluster.nodes}
+
+
+def test_node_affinity_hard_and_soft(cluster):
+    far = cluster.add_node(num_cpus=1)
+    with cluster.connect() as ex:
+        on = ex.options(scheduling_strategy=NodeAffinity(far.node_id))
+        assert {on.submit(node_of).result(timeout=T) for _ in range(3)} == {far.node_id}
+        with pytest.raises(ValueError, match="no alive node"):
+            ex.options(scheduling_strategy=NodeAffinity("0" * 28)).submit(node_of)
+        soft = ex.options(scheduling_strategy=NodeAffinity("0" * 28, soft=True))
+        assert soft.submit(node_of).result(timeout=T) in {n.node_id for n in cluster.nodes}
+
+
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+
+    def add(self, k=1):
+        self.n += k
+        return self.n
+
+    def where(self):
+        return fedexec.get_runtime_context().node_id
+
+
+def call_actor(handle, k):
+    return fedexec.get(handle.add.remote(k), timeout=30)
+
+
+def test_actors_live_on_other_nodes_and_are_reachable_from_everywhere(cluster):
+    far = cluster.add_node(num_cpus=1, resources={"far": 1})
+    other = cluster.add_node(num_cpus=1, resources={"other": 1})
+    with cluster.connect() as ex:
+        counter = ex.options(resources={"far": 0.5}, name="c").actor(Counter, 10)
+        assert counter.where.remote().result(timeout=T) == far.node_id
+        assert [counter.add.remote().result(timeout=T) for _ in range(3)] == [11, 12, 13]
+        # A task on a third node calls it through its handle.
+        assert ex.options(resources={"other": 1}).submit(call_actor, counter, 5).result(
+            timeout=T) == 18
+        assert ex.get_actor("c").add.remote(2).result(timeout=T) == 20
+        ex.kill(counter)
+        with pytest.raises(fedexec.exceptions.ActorDiedError):
+            counter.add.remote().result(timeout=T)
+        assert other.node_id != far.node_id
+
+
+def test_a_task_on_a_killed_node_is_retried_elsewhere(cluster):
+    a = cluster.add_node(num_cpus=1, resources={"special": 1})
+    b = cluster.add_node(num_cpus=1, resources={"special": 1})
+    with cluster.connect() as ex:
+        ref = ex.options(resources={"special": 1}).submit(sleep_on_node, 2.0)
+        assert poll(lambda: ex._backend.stats()["transfers"]["forwarded_tasks"] >= 1)
+        time.sleep(0.3)
+        victim = a if poll(lambda: _busy(ex, a), timeout=1) else b
+        survivor = b if victim is a else a
+        cluster.remove_node(victim)
+        assert ref.result(timeout=T) == survivor.node_id
+        assert poll(lambda: not _alive(ex, victim.node_id), timeout=10)
+
+
+def test_without_retries_a_killed_node_fails_its_task_with_node_died(cluster):
+    victim = cluster.add_node(num_cpus=1, resources={"special": 1})
+    with cluster.connect() as ex:
+        ref = ex.options(resources={"special": 1}, max_retries=0).submit(sleep_on_node, 30)
+        assert poll(lambda: _busy(ex, victim))
+        cluster.remove_node(victim)
+        with pytest.raises((NodeDiedError, WorkerCrashedError)):
+            ref.result(timeout=T)
+
+
+def test_lineage_rebuilds_a_result_lost_with_its_node(cluster):
+    a = cluster.add_node(num_cpus=1, resources={"special": 1})
+    b = cluster.add_node(num_cpus=1, resources={"special": 1})
+    with cluster.connect() as ex:
+        ref = ex.options(resources={"special": 1}).submit(make_array, 1_000_000, 3.0)
+        ex.wait([ref], timeout=T)
+        assert ex._backend.stats()["transfers"]["pulls"] == 0  # it stayed where it was made
+        holder = a if _holds_objects(a, cluster) else b
+        cluster.remove_node(holder)
+        assert poll(lambda: not _alive(ex, holder.node_id), timeout=10)
+        assert float(ref.result(timeout=T).sum()) == 3_000_000.0  # run again, elsewhere
+
+
+def test_a_lost_object_without_lineage_raises_object_lost(cluster):
+    victim = cluster.add_node(num_cpus=1, resources={"special": 1})
+    with cluster.connect() as ex:
+        ref = ex.options(resources={"special": 1}, max_retries=0).submit(make_array, 1_000_000)
+        ex.wait([ref], timeout=T)
+        cluster.remove_node(victim)
+        assert poll(lambda: not _alive(ex, victim.node_id), timeout=10)
+        with pytest.raises(ObjectLostError):
+            ref.result(timeout=T)
+
+
+def test_a_node_joining_late_receives_queued_work(cluster):
+    with cluster.connect() as ex:
+        refs = [ex.submit(sleep_on_node, 1.0) for _ in range(5)]
+        time.sleep(0.3)
+        late = cluster.add_node(num_cpus=3)
+        nodes = [r.result(timeout=T) for r in refs]
+        assert late.node_id in nodes
+
+
+def test_a_node_with_a_wrong_token_cannot_join(cluster, tmp_path, monkeypatch):
+    from fedexec.backends.native import cluster as native_cluster
+
+    monkeypatch.setenv("FEDEXEC_HOME", str(tmp_path))
+    with pytest.raises(AuthenticationError):
+        native_cluster.start_node(cluster.address, token="00" * 32)
+    with cluster.connect() as ex:
+        assert len(ex.nodes()) == 1
+
+
+def test_nodes_rejoin_a_restarted_head_and_running_work_survives(tmp_path):
+    from fedexec.backends.native.runtime import NodeProcess
+    from fedexec.config import RuntimeConfig
+
+    token = os.urandom(32).hex()
+    opts = {"heartbeat_interval": 0.2, "heartbeat_timeout": 2.0}
+
+    def launch(**kw):
+        config = RuntimeConfig.make(num_cpus=1, token=token, backend_options=opts)
+        return NodeProcess.launch(config, embedded=False, owner_pid=os.getpid(), **kw)
+
+    head = launch(tcp=("127.0.0.1", 0))
+    address = head.info["address"]
+    node = launch(tcp=("127.0.0.1", 0), head_address=address)
+    try:
+        with fedexec.Executor(address=node.info["address"], token=token) as ex:
+            ref = ex.submit(sleep_on_node, 3.0)  # runs on the node across the restart
+            head.proc.kill()
+            head.stop()
+            host, port = address.rsplit(":", 1)
+            head = launch(tcp=(host, int(port)))
+            assert ref.result(timeout=T) == node.info["node_id"]
+        with fedexec.Executor(address=address, token=token) as ex:
+            assert poll(lambda: node.info["node_id"] in {
+                n["node_id"] for n in ex.nodes() if n["alive"]}, timeout=15)
+            assert ex.options(scheduling_strategy=NodeAffinity(node.info["node_id"])).submit(
+                node_of).result(timeout=T) == node.info["node_id"]
+    finally:
+        for proc in (node, head):
+            proc.proc.terminate()
+            proc.stop()
+
+
+def test_cli_start_address_joins_and_stop_stops_both(tmp_path):
+    env = {**os.environ, "FEDEXEC_HOME": str(tmp_path)}
+    env.pop("FEDEXEC_TOKEN", None)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fedexec", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    assert cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus",
+               "1").returncode == 0
+    try:
+        address = json.loads((tmp_path / "cluster.json").read_text())["address"]
+        out = cli("start", "--address", address, "--num-cpus", "2", "--resources",
+                  '{"far": 1}')
+        assert out.returncode == 0, out.stderr
+        assert "joined the head" in out.stdout
+        bad = cli("start", "--address", "127.0.0.1:1")
+        assert bad.returncode == 1 and "cannot reach" in bad.stderr
+        status = json.loads(cli("status", "--format", "json").stdout)
+        assert len([n for n in status["nodes"] if n["alive"]]) == 2
+        assert status["total"]["CPU"] == 3 and status["total"]["far"] == 1
+    finally:
+        out = cli("stop")
+    assert "stopped 1 fedexec node" in out.stdout and "head stopped" in out.stdout
+
+
+# ----------------------------------------------------------------- helpers
+def _alive(ex, node_id):
+    return any(n["node_id"] == node_id and n["alive"] for n in ex.nodes())
+
+
+def _busy(ex, node):
+    entry = next(n for n in ex.nodes() if n["node_id"] == node.node_id)
+    return entry["available"].get("special", 1.0) < 1.0
+
+
+def _holds_objects(node, cluster):
+    return stats_of(node.address, cluster.token)["objects"] > 0
