@@ -332,3 +332,45 @@ def _busy(ex, node):
 
 def _holds_objects(node, cluster):
     return stats_of(node.address, cluster.token)["objects"] > 0
+
+
+# --------------------------------------------------------- placement groups
+def test_placement_groups_reserve_bundles_atomically_across_nodes(cluster):
+    from fedexec.options import PlacementGroupStrategy
+
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    with cluster.connect() as ex:
+        spread = ex.placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+        assert spread.ready(timeout=T)
+        in_bundle = [ex.options(scheduling_strategy=PlacementGroupStrategy(spread, i)).submit(
+            sleep_on_node, 0.1) for i in range(3)]
+        assert len({r.result(timeout=T) for r in in_bundle}) == 3  # one bundle per node
+        assert poll(lambda: ex.available_resources()["CPU"] == 0)
+        # Nothing left: a new group waits, all or nothing, until the first is removed.
+        waiting = ex.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="PACK")
+        assert not waiting.ready(timeout=1)
+        too_many = ex.placement_group([{"CPU": 1}] * 4, strategy="STRICT_SPREAD")
+        ex.remove_placement_group(spread)
+        assert waiting.ready(timeout=T)
+        assert not too_many.ready(timeout=1)  # four distinct nodes will never exist
+        ex.remove_placement_group(too_many)
+        ex.remove_placement_group(waiting)
+        assert poll(lambda: ex.available_resources()["CPU"] == 3)
+
+
+def test_strict_pack_keeps_bundles_on_one_node_and_actors_run_in_them(cluster):
+    from fedexec.options import PlacementGroupStrategy
+
+    big = cluster.add_node(num_cpus=3)
+    with cluster.connect() as ex:
+        pg = ex.placement_group([{"CPU": 1}, {"CPU": 2}], strategy="STRICT_PACK")
+        assert pg.ready(timeout=T)
+        counter = ex.options(scheduling_strategy=PlacementGroupStrategy(pg, 1)).actor(Counter)
+        assert counter.where.remote().result(timeout=T) == big.node_id
+        task = ex.options(scheduling_strategy=PlacementGroupStrategy(pg, 0)).submit(node_of)
+        assert task.result(timeout=T) == big.node_id
+        with pytest.raises(ValueError, match="bundle_index"):
+            ex.options(scheduling_strategy=PlacementGroupStrategy(pg, 5)).submit(node_of)
+        ex.kill(counter)
+        ex.remove_placement_group(pg)

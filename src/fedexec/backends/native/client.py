@@ -35,7 +35,8 @@ from ...exceptions import (
     FedexecError,
     ObjectStoreFullError,
 )
-from ...options import ActorOptions, MethodOptions, TaskOptions
+from ...options import ActorOptions, MethodOptions, PlacementGroupStrategy, TaskOptions
+from ...placement import PlacementGroup
 from ...refs import ObjectRef
 from ..base import Backend
 from . import _values as values
@@ -52,6 +53,21 @@ _CALL_TAG = 0x80  # object ids of actor calls end in 0x80 + index; puts end in "
 
 
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, values.DepSlot})
+
+
+def _in_group(options: Any, demand: dict[str, float]) -> dict[str, float] | None:
+    """``demand`` renamed into its placement-group bundle, or None if not in a group."""
+    strategy = options.scheduling_strategy
+    if not isinstance(strategy, PlacementGroupStrategy):
+        return None
+    from .placement_groups import bundle_demand
+
+    pg = strategy.placement_group
+    index = strategy.bundle_index
+    if index >= len(pg.bundle_specs):
+        raise ValueError(f"bundle_index {index} is out of range: the group has "
+                         f"{len(pg.bundle_specs)} bundles")
+    return bundle_demand(demand, pg.id, index)
 
 
 def _all_atoms(items: Any) -> bool:
@@ -99,7 +115,8 @@ class NativeBackend(Backend):
     name = "native"
     capabilities = frozenset({
         "actors", "async_actors", "named_actors", "actor_restarts", "zero_copy",
-        "cancel_running", "worker_processes", "spilling", "gpus",
+        "cancel_running", "worker_processes", "spilling", "gpus", "placement_groups",
+        "multi_node", "lineage_reconstruction",
     })
     tracks_refs = True
 
@@ -470,9 +487,13 @@ class NativeBackend(Backend):
         self._check_submit()
         name = options.name or getattr(fn, "__qualname__", None) or repr(fn)
         demand = options.demand(1.0)
-        self._feasible(demand, f"task {name!r}")
-        strategy = None if options.scheduling_strategy == "DEFAULT" else \
-            self._strategy(options)
+        in_group = _in_group(options, demand)
+        if in_group is not None:
+            demand, strategy = in_group, None
+        else:
+            self._feasible(demand, f"task {name!r}")
+            strategy = None if options.scheduling_strategy == "DEFAULT" else \
+                self._strategy(options)
         task_id = new_id()
         fn_blob = self._fn_blob(fn)
         deps, contained, packed = self._pack_args(task_id, args, kwargs)
@@ -568,9 +589,14 @@ class NativeBackend(Backend):
                      options: ActorOptions) -> ActorHandle[Any]:
         self._check_submit()
         create = options.demand(1.0)
-        self._feasible(create, f"actor {cls.__name__!r}")
-        strategy = None if options.scheduling_strategy == "DEFAULT" else \
-            self._strategy(options)
+        life = options.demand(0.0)
+        in_group = _in_group(options, create)
+        if in_group is not None:
+            create, life, strategy = in_group, _in_group(options, life) or {}, None
+        else:
+            self._feasible(create, f"actor {cls.__name__!r}")
+            strategy = None if options.scheduling_strategy == "DEFAULT" else \
+                self._strategy(options)
         methods = public_methods(cls)
         is_async = is_async_class(methods)
         actor_id = new_id()
@@ -588,7 +614,7 @@ class NativeBackend(Backend):
             "namespace": options.namespace or self.config.namespace or "default",
             "get_if_exists": options.get_if_exists,
             "demand_create": create,
-            "demand_life": options.demand(0.0),
+            "demand_life": life,
             "runtime_env": self._env(options.runtime_env),
             "strategy": strategy,
         }
@@ -628,6 +654,35 @@ class NativeBackend(Backend):
     def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
         return ActorHandle(actor_id, self, state["class_name"], state["methods"],
                            state.get("name"), state.get("namespace"), state.get("location"))
+
+    # ------------------------------------------------------- placement groups
+    def placement_group(self, bundles: list[dict[str, float]], strategy: str,
+                        name: str | None) -> PlacementGroup:
+        """Ask the node to reserve ``bundles``; ``pg.ready()`` turns True once every
+        bundle is reserved (see ``placement_groups.py``)."""
+        import concurrent.futures as cf
+
+        self._check_submit()
+        pg = PlacementGroup(new_id(), [dict(b) for b in bundles], strategy, name)
+        req_id = next(self._req_ids)
+        fut: cf.Future[Any] = cf.Future()
+        self._pending[req_id] = fut
+
+        def placed(f: cf.Future[Any]) -> None:
+            self._pending.pop(req_id, None)
+            ok, value = f.result()
+            if not ok:
+                pg._ready.set_exception(FedexecError(f"placement group failed: {value}"))
+            else:
+                pg._ready.set_result(value is not None)  # None: removed before placed
+
+        fut.add_done_callback(placed)
+        self._send([Op.REQUEST, req_id, int(Call.PLACEMENT_GROUP),
+                    [pg.id, pg.bundle_specs, strategy, name]])
+        return pg
+
+    def remove_placement_group(self, pg: PlacementGroup) -> None:
+        self._request(Call.REMOVE_PLACEMENT_GROUP, pg.id)
 
     # ---------------------------------------------------------------- cluster
     def cluster_resources(self) -> dict[str, float]:

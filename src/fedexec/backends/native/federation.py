@@ -288,7 +288,7 @@ class Federation:
         self._last_tick = now
         if self.is_head:
             self.members.heartbeat(self.node_id, self.pool.available(), len(self.scheduler),
-                                   now)
+                                   now, self.pool.total)
             for node_id in self.members.expire(now, exempt=self.node_id):
                 self._node_dead(node_id, f"it missed heartbeats for "
                                          f"{self.members.timeout:g} s")
@@ -298,7 +298,8 @@ class Federation:
         if head is None or head.link is None:
             self._join_head(timeout=2.0)
             return
-        self._send(head.id, [Op.HEARTBEAT, self.pool.available(), len(self.scheduler)])
+        self._send(head.id, [Op.HEARTBEAT, self.pool.available(), len(self.scheduler),
+                             self.pool.total])
 
     def _broadcast_view(self: Any) -> None:
         version = self.members.version
@@ -319,7 +320,8 @@ class Federation:
     def _on_heartbeat(self: Any, conn: Any, msg: list[Any]) -> None:
         if not isinstance(conn, _Peer) or not self.is_head:
             return
-        if not self.members.heartbeat(conn.node_id, msg[1], msg[2], time.monotonic()):
+        total = msg[3] if len(msg) > 3 else None
+        if not self.members.heartbeat(conn.node_id, msg[1], msg[2], time.monotonic(), total):
             self._send(conn.id, [Op.NODE_DEAD, conn.node_id, "declared dead earlier"])
             return
         conn.sent = 0.0  # its report counts what we sent it so far

@@ -67,16 +67,19 @@ class Membership:
         return entry
 
     def heartbeat(self, node_id: str, available: dict[str, float], queued: int,
-                  now: float) -> bool:
-        """Record a node's report; False if the node is unknown or already dead
-        (it must join again)."""
+                  now: float, total: dict[str, float] | None = None) -> bool:
+        """Record a node's report (``total`` changes with placement groups); False
+        if the node is unknown or already dead (it must join again)."""
         entry = self.nodes.get(node_id)
         if entry is None or not entry.alive:
             return False
         entry.last_seen = now
-        if entry.available != available or entry.queued != queued:
+        if entry.available != available or entry.queued != queued or (
+                total is not None and total != entry.total):
             entry.available = dict(available)
             entry.queued = queued
+            if total is not None:
+                entry.total = dict(total)
             self._touch(entry)
         return True
 

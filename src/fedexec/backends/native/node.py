@@ -51,6 +51,7 @@ from typing import Any
 from ..._ids import new_id
 from .._scheduling import ResourcePool, Scheduler
 from .federation import Federation, _Peer
+from .placement_groups import PlacementGroups
 from .protocol import Call, ErrorKind, FrameReader, Kind, Op, ServerHandshake, pack_frame
 from .store import StoreManager
 
@@ -204,7 +205,7 @@ class _Actor:
         self.holding: dict[str, float] = {}
 
 
-class NodeManager(Federation):
+class NodeManager(Federation, PlacementGroups):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -249,6 +250,7 @@ class NodeManager(Federation):
         self.started = time.time()
         self.remote_actors: dict[str, dict[str, Any]] = {}  # created here, living elsewhere
         self._init_federation()
+        self._init_placement()
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -303,6 +305,8 @@ class NodeManager(Federation):
                     self._dispatch()
                 now = time.monotonic()
                 self._tick(now)
+                if self.pgs:
+                    self._retry_placement(now)
                 if self.serving:
                     self._serve_pulls()
                 self._flush()
@@ -1507,6 +1511,10 @@ class NodeManager(Federation):
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
+        Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
+        Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,
+        Call.RESERVE_BUNDLES: PlacementGroups._call_reserve_bundles,
+        Call.RELEASE_BUNDLES: PlacementGroups._call_release_bundles,
     }
 
     # -------------------------------------------------------------- shutdown
@@ -1571,4 +1579,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the package's copy of this module, not ``__main__``: federation.py and
+    # placement_groups.py import classes and markers from ``.node``, which must be
+    # the very objects the manager uses.
+    from fedexec.backends.native import node as _node
+
+    _node.main()

@@ -65,7 +65,7 @@ class Op(enum.IntEnum):
     FETCH = 13           # [op, [obj_id...]]   reply: OBJECT, with the data on this node
     # node -> node (peers; a peer is also a client of the other: SUBMIT, INCREF, ...)
     PULL = 14            # [op, obj_id]        reply: CHUNK messages
-    HEARTBEAT = 15       # [op, available, queued]                  (node -> head)
+    HEARTBEAT = 15       # [op, available, queued, total]           (node -> head)
     CHUNK = 44           # [op, obj_id, offset, total, data, contained]  offset -1: error
     VIEW = 45            # [op, [[node_id, address, total, available, alive, queued]...]]
     NODE_DEAD = 46       # [op, node_id, why]                        (head -> nodes)
@@ -132,6 +132,8 @@ class Call(enum.IntEnum):
     CANCEL_QUEUED = 13
     DESCRIBE = 14
     LIST = 15
+    RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
+    RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
 
 
 def pack_frame(messages: list[Any]) -> bytes:

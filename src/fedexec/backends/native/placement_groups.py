@@ -1,0 +1,239 @@
+"""Placement groups in the native runtime: bundles of resources reserved atomically
+on one or more nodes. A mixin of :class:`~.node.NodeManager`.
+
+The node a driver asks (the *origin*) plans where each bundle goes from the
+cluster view (``plan_bundles``, pure), then reserves in two phases: every chosen
+node reserves its bundles (RESERVE_BUNDLES, answered yes/no); if any says no, the
+others are released and the group is tried again on a later tick. A reserved
+bundle turns the node's resources into renamed ones, as Ray does::
+
+    bundle 1 of group G = {"CPU": 2}   →   CPU_group_1_G: 2  and  CPU_group_G: 2
+
+and a task run with ``PlacementGroupStrategy(G, 1)`` asks for ``CPU_group_1_G``
+(``bundle_index=-1``: ``CPU_group_G``), so the ordinary scheduler and spillback put
+it on the right node. Removing the group gives the resources back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .protocol import Call, Op
+
+__all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
+
+_EPS = 1e-9
+_RETRY_S = 0.5
+
+
+def bundle_demand(demand: Mapping[str, float], pg_id: str, index: int) -> dict[str, float]:
+    """A task's demand inside bundle ``index`` of group ``pg_id`` (-1: any bundle)."""
+    suffix = f"_group_{pg_id}" if index < 0 else f"_group_{index}_{pg_id}"
+    return {f"{k}{suffix}": v for k, v in demand.items() if v}
+
+
+def _fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
+    return all(free.get(k, 0.0) + _EPS >= v for k, v in need.items())
+
+
+def _take(free: dict[str, float], need: Mapping[str, float]) -> None:
+    for k, v in need.items():
+        free[k] = free.get(k, 0.0) - v
+
+
+def plan_bundles(bundles: list[dict[str, float]], strategy: str,
+                 free: dict[str, dict[str, float]], prefer: str) -> dict[int, str] | None:
+    """Choose a node for each bundle (``{index: node_id}``) from the free resources
+    per node, or None if the strategy cannot be met now. ``prefer``: the node to
+    try first (the origin)."""
+    order = sorted(free, key=lambda n: (n != prefer, -free[n].get("CPU", 0.0), n))
+    left = {n: dict(f) for n, f in free.items()}
+    if strategy in ("PACK", "STRICT_PACK"):
+        whole: dict[str, float] = {}
+        for b in bundles:
+            for k, v in b.items():
+                whole[k] = whole.get(k, 0.0) + v
+        for node in order:
+            if _fits(left[node], whole):
+                return dict.fromkeys(range(len(bundles)), node)
+        if strategy == "STRICT_PACK":
+            return None
+        out: dict[int, str] = {}
+        for i, b in enumerate(bundles):  # fewest nodes: fill the used ones first
+            used = list(dict.fromkeys(out.values()))
+            node = next((n for n in used + order if _fits(left[n], b)), None)
+            if node is None:
+                return None
+            _take(left[node], b)
+            out[i] = node
+        return out
+    out = {}
+    for i, b in enumerate(bundles):
+        taken = set(out.values())
+        fresh = [n for n in order if n not in taken and _fits(left[n], b)]
+        if fresh:
+            node = fresh[0]
+        elif strategy == "SPREAD":
+            node = next((n for n in order if _fits(left[n], b)), None)
+            if node is None:
+                return None
+        else:  # STRICT_SPREAD: one node per bundle, or nothing
+            return None
+        _take(left[node], b)
+        out[i] = node
+    return out
+
+
+class PlacementGroups:
+    """The placement-group half of the node manager (mixed into ``NodeManager``)."""
+
+    def _init_placement(self: Any) -> None:
+        self.pgs: dict[str, dict[str, Any]] = {}        # groups asked of this node
+        self.reserved: dict[str, list[list[Any]]] = {}  # bundles held here: [index, bundle]
+
+    # ------------------------------------------------------------ this node
+    def _reserve_local(self: Any, pg_id: str, items: list[list[Any]]) -> bool:
+        """Reserve bundles here (renamed resources); False if they do not fit now."""
+        whole: dict[str, float] = {}
+        for _, b in items:
+            for k, v in b.items():
+                whole[k] = whole.get(k, 0.0) + v
+        if pg_id in self.reserved or not self.pool.fits(whole):
+            return False
+        self.pool.acquire(whole)
+        for index, b in items:
+            for demand in (bundle_demand(b, pg_id, index), bundle_demand(b, pg_id, -1)):
+                for k, v in demand.items():
+                    self.pool.total[k] = self.pool.total.get(k, 0.0) + v
+                    self.pool.used.setdefault(k, 0.0)
+        self.reserved[pg_id] = [list(i) for i in items]
+        self._dirty = True
+        return True
+
+    def _release_local(self: Any, pg_id: str) -> bool:
+        items = self.reserved.pop(pg_id, None)
+        if items is None:
+            return False
+        for index, b in items:
+            for demand in (bundle_demand(b, pg_id, index), bundle_demand(b, pg_id, -1)):
+                for k in demand:
+                    self.pool.total.pop(k, None)
+                    self.pool.used.pop(k, None)
+            self.pool.release(b)
+        self._dirty = True
+        return True
+
+    def _call_reserve_bundles(self: Any, conn: Any, pg_id: str, items: list[list[Any]]
+                              ) -> bool:
+        return self._reserve_local(pg_id, items)
+
+    def _call_release_bundles(self: Any, conn: Any, pg_id: str) -> bool:
+        return self._release_local(pg_id)
+
+    # ------------------------------------------------------------- origin
+    def _call_placement_group(self: Any, conn: Any, pg_id: str, bundles: list[dict[str, float]],
+                              strategy: str, name: str | None) -> Any:
+        from .node import _DEFER
+
+        pg = {"id": pg_id, "bundles": bundles, "strategy": strategy, "name": name,
+              "nodes": None, "waiters": [(conn.id, self._request_id)], "votes": None,
+              "tried": 0.0}
+        self.pgs[pg_id] = pg
+        self._try_place(pg)
+        return _DEFER
+
+    def _call_remove_placement_group(self: Any, conn: Any, pg_id: str) -> bool:
+        pg = self.pgs.pop(pg_id, None)
+        if pg is None:
+            return self._release_local(pg_id)
+        for cid, req in pg["waiters"]:
+            self._send(cid, [Op.REPLY, req, True, None])  # never placed: ready() is False
+        pg["waiters"] = []
+        self._release_everywhere(pg_id, set((pg["nodes"] or {}).values()) |
+                                 set((pg["votes"] or {}).keys()))
+        return True
+
+    def _free_view(self: Any) -> dict[str, dict[str, float]]:
+        free = {self.node_id: self.pool.available()}
+        for entry in self.members.alive():
+            if entry.node_id != self.node_id:
+                peer = self.peers.get(entry.node_id)
+                avail = dict(entry.available)
+                if peer is not None:
+                    avail["CPU"] = avail.get("CPU", 0.0) - peer.sent
+                free[entry.node_id] = avail
+        return free
+
+    def _try_place(self: Any, pg: dict[str, Any]) -> None:
+        """Plan and start the two-phase reservation (again, if it failed before)."""
+        if pg["nodes"] is not None or pg["votes"] is not None:
+            return
+        pg["tried"] = time.monotonic()
+        plan = plan_bundles(pg["bundles"], pg["strategy"], self._free_view(), self.node_id)
+        if plan is None:
+            return  # not now: tried again on a later tick
+        by_node: dict[str, list[list[Any]]] = {}
+        for index, node in plan.items():
+            by_node.setdefault(node, []).append([index, pg["bundles"][index]])
+        pg["votes"] = dict.fromkeys(by_node)
+        pg["plan"] = plan
+        for node, items in by_node.items():
+            if node == self.node_id:
+                self._vote(pg["id"], node, self._reserve_local(pg["id"], items))
+            else:
+                self._relay(self._peer(node), Call.RESERVE_BUNDLES, [pg["id"], items], None, 0,
+                            lambda ok, value, n=node, p=pg["id"]: self._vote(
+                                p, n, bool(ok and value)))
+
+    def _vote(self: Any, pg_id: str, node: str, ok: bool) -> None:
+        pg = self.pgs.get(pg_id)
+        if pg is None or pg["votes"] is None:
+            if ok:  # removed meanwhile: give it back
+                self._release_everywhere(pg_id, {node})
+            return
+        pg["votes"][node] = ok
+        if any(v is None for v in pg["votes"].values()):
+            return
+        votes, pg["votes"] = pg["votes"], None
+        if all(votes.values()):
+            pg["nodes"] = pg.pop("plan")
+            self._note_reserved(pg)
+            for cid, req in pg["waiters"]:
+                self._send(cid, [Op.REPLY, req, True, pg["nodes"]])
+            pg["waiters"] = []
+            return
+        self._release_everywhere(pg_id, {n for n, v in votes.items() if v})
+
+    def _note_reserved(self: Any, pg: dict[str, Any]) -> None:
+        """Add the renamed resources to our view of the other nodes now (their next
+        heartbeat says the same), so work for the group can be placed at once."""
+        for index, node in pg["nodes"].items():
+            entry = self.members.nodes.get(node)
+            if node == self.node_id or entry is None:
+                continue
+            b = pg["bundles"][index]
+            for demand in (bundle_demand(b, pg["id"], index), bundle_demand(b, pg["id"], -1)):
+                for k, v in demand.items():
+                    entry.total[k] = entry.total.get(k, 0.0) + v
+                    entry.available[k] = entry.available.get(k, 0.0) + v
+
+    def _release_everywhere(self: Any, pg_id: str, nodes: set[str]) -> None:
+        for node in nodes:
+            if node == self.node_id:
+                self._release_local(pg_id)
+            elif node in self.peers:
+                self._send(self.peers[node].id, [Op.REQUEST, 0, int(Call.RELEASE_BUNDLES),
+                                                 [pg_id]])
+
+    def _retry_placement(self: Any, now: float) -> None:
+        """On a tick: try pending groups again; re-place groups that lost a node."""
+        for pg in self.pgs.values():
+            if pg["nodes"] is not None and any(
+                    not self.members.is_alive(n) for n in set(pg["nodes"].values())):
+                alive = {n for n in pg["nodes"].values() if self.members.is_alive(n)}
+                self._release_everywhere(pg["id"], alive)
+                pg["nodes"] = None
+            if pg["nodes"] is None and pg["votes"] is None and now - pg["tried"] > _RETRY_S:
+                self._try_place(pg)
