@@ -374,3 +374,31 @@ def test_strict_pack_keeps_bundles_on_one_node_and_actors_run_in_them(cluster):
             ex.options(scheduling_strategy=PlacementGroupStrategy(pg, 5)).submit(node_of)
         ex.kill(counter)
         ex.remove_placement_group(pg)
+
+
+def test_an_actor_on_a_killed_node_restarts_elsewhere_when_allowed(cluster):
+    a = cluster.add_node(num_cpus=1, resources={"special": 1, "mark": 1})
+    b = cluster.add_node(num_cpus=1, resources={"special": 1})
+    with cluster.connect() as ex:
+        keeper = ex.options(resources={"special": 1}, max_restarts=1,
+                            scheduling_strategy=NodeAffinity(a.node_id, soft=True)
+                            ).actor(Counter, 100)
+        doomed = ex.options(num_cpus=0, resources={"mark": 1}, max_restarts=0).actor(Counter)
+        assert keeper.where.remote().result(timeout=T) == a.node_id
+        assert doomed.where.remote().result(timeout=T) == a.node_id
+        assert keeper.add.remote(5).result(timeout=T) == 105
+        cluster.remove_node(a)
+        assert poll(lambda: not _alive(ex, a.node_id), timeout=10)
+        assert poll(lambda: _call_ok(keeper), timeout=20)
+        assert keeper.where.remote().result(timeout=T) == b.node_id
+        assert keeper.add.remote(1).result(timeout=T) == 101  # __init__ ran again
+        with pytest.raises(fedexec.exceptions.ActorDiedError):
+            doomed.add.remote().result(timeout=T)
+
+
+def _call_ok(handle):
+    try:
+        handle.where.remote().result(timeout=5)
+        return True
+    except (fedexec.exceptions.ActorDiedError, fedexec.exceptions.GetTimeoutError):
+        return False

@@ -383,7 +383,7 @@ class Federation:
                 self._send(cid, [Op.REPLY, req, False, f"NodeDiedError: node {node_id} died"])
         for actor_id, where in list(self.remote_actors.items()):
             if where["node"] == node_id:
-                del self.remote_actors[actor_id]
+                self._restart_remote_actor(actor_id, f"node {node_id} died ({why})")
         retry = []
         for task in list(self.tasks.values()):
             if task.owner == peer.id and task.state in ("WAITING", "QUEUED"):
@@ -759,21 +759,69 @@ class Federation:
         """Create an actor on ``peer`` for client ``conn``; remember where it went (for
         its name, and calls arriving here)."""
         spec = {**spec, "strategy": "LOCAL"}
-        for oid in deps + contained:
-            self._pin(oid)  # until the peer has taken its own holds (the reply)
+        entry = self.remote_actors.get(actor_id)
+        if entry is None:
+            # Kept (arguments pinned) so the actor can be made again elsewhere if its
+            # node dies and max_restarts allows.
+            entry = {"node": peer.node_id, "spec": spec, "payload": payload, "deps": deps,
+                     "contained": contained, "owner": conn.id if conn is not None else None,
+                     "restarts": 0}
+            for oid in deps + contained:
+                self._pin(oid)
+        entry["node"] = peer.node_id
+        self.remote_actors[actor_id] = entry
 
         def done(ok: bool, value: Any) -> None:
-            for oid in deps + contained:
-                self._unpin(oid)
-            if not ok:
+            if not ok or not isinstance(value, list):
+                self._drop_remote_actor(actor_id)
                 return
             rid, rspec = value
-            self.remote_actors[rid] = {"node": peer.node_id, "spec": rspec}
+            if rid != actor_id:  # get_if_exists found another
+                self._drop_remote_actor(actor_id)
+                return
+            entry["spec"] = rspec
             if rspec.get("name") is not None:
                 self.named[(rspec.get("namespace") or "default", rspec["name"])] = rid
 
         self._relay(peer, Call.CREATE_ACTOR, [actor_id, spec, payload, deps, contained],
-                    conn.id, self._request_id, done)
+                    conn.id if conn is not None else None, self._request_id, done)
+
+    def _drop_remote_actor(self: Any, actor_id: str) -> None:
+        entry = self.remote_actors.pop(actor_id, None)
+        if entry is None:
+            return
+        for oid in entry["deps"] + entry["contained"]:
+            self._unpin(oid)
+
+    def _restart_remote_actor(self: Any, actor_id: str, why: str) -> None:
+        """An actor we placed on a node that died: make it again elsewhere, if its
+        ``max_restarts`` allows and its creator is still here."""
+        entry = self.remote_actors[actor_id]
+        spec = dict(entry["spec"])
+        limit = spec.get("max_restarts", 0)
+        owner = self.conns.get(entry["owner"]) if entry["owner"] is not None else None
+        if owner is None or not (limit == -1 or entry["restarts"] < limit):
+            self._drop_remote_actor(actor_id)
+            return
+        entry["restarts"] += 1
+        spec["strategy"] = None
+        spec.pop("node_id", None)
+        sys.stderr.write(f"fedexec: restarting actor {actor_id} elsewhere: {why}\n")
+        try:
+            peer = self._place_actor(spec)
+        except ValueError:
+            peer = None
+            if not self.pool.feasible(spec["demand_create"]):
+                self._drop_remote_actor(actor_id)
+                return
+        args = [entry["payload"], entry["deps"], entry["contained"]]
+        if peer is None:  # here, after all
+            spec["strategy"] = "LOCAL"
+            with contextlib.suppress(Exception):
+                self._create_actor(owner, actor_id, spec, *args)
+            self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
+            return
+        self._create_remote_actor(peer, None, actor_id, spec, *args)
 
     def _forward_call(self: Any, task: _Task, peer: _Peer) -> None:
         """Send an actor call to the node its actor lives on (in order, at once: that

@@ -1328,6 +1328,8 @@ class NodeManager(Federation, PlacementGroups):
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
             if home and home != self.node_id and self.members.is_alive(home):
+                if no_restart:
+                    self._drop_remote_actor(actor_id)
                 self._relay(self._peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
                             conn.id, self._request_id)
                 return _DEFER
