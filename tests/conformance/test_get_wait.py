@@ -238,3 +238,16 @@ def test_wait_counts_a_cancelled_task_as_ready(make_executor, gates):
     assert queued.cancel()
     ready, not_ready = executor.wait([running, queued], num_returns=1, timeout=T)
     assert ready == [queued] and not_ready == [running]
+
+
+def test_wait_counts_refs_that_finished_before_it_was_called_once(ex, gates):
+    # Two refs are done before wait() starts; it must still wait for a third.
+    done = [ex.put(1), ex.submit(square, 2)]
+    ex.get(done, timeout=T)
+    gate_a, gate_b = gates(), gates()
+    slow = [ex.submit(block, gate_a.release, "a"), ex.submit(block, gate_b.release, "b")]
+    ready, not_ready = ex.wait(done + slow, num_returns=3, timeout=0.5)
+    assert ready == done and not_ready == slow  # timed out with only the two
+    gate_b.open()
+    ready, not_ready = ex.wait(done + slow, num_returns=3, timeout=T)
+    assert ready == [*done, slow[1]] and not_ready == [slow[0]]
