@@ -135,6 +135,10 @@ class Scheduler:
             del self._queues[shape]
         return out
 
+    def by_shape(self) -> list[tuple[dict[str, float], list[Any]]]:
+        """(demand, queued items oldest first) per resource shape: no global sort."""
+        return [(q[0][2], [item for _, item, _ in q]) for q in self._queues.values() if q]
+
     def items(self) -> list[Any]:
         """Every queued item, oldest first."""
         entries = [e for q in self._queues.values() for e in q]

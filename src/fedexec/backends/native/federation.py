@@ -135,6 +135,7 @@ class Federation:
         self._sent_version: dict[str, int] = {}
         self._spread = 0
         self._last_tick = 0.0
+        self._spill_due = False
         self.transfers = {"pulls": 0, "pulled_bytes": 0, "served": 0, "served_bytes": 0,
                           "forwarded_tasks": 0}
 
@@ -272,7 +273,7 @@ class Federation:
                                       [e.row() for e in self.members.nodes.values()]]])
             self._sent_version[node_id] = self.members.version
             self._pending_out.add(conn)
-            self._dirty = True
+            self._dirty = self._spill_due = True
 
     def _link_closed(self: Any, conn: _Conn) -> None:
         peer = conn.peer
@@ -285,7 +286,8 @@ class Federation:
         """Once per ``interval``: report, expire, broadcast changes; serve pulls."""
         if now - self._last_tick < self.interval:
             return
-        self._last_tick = now
+        # On schedule (no drift), unless we fell far behind.
+        self._last_tick = max(self._last_tick + self.interval, now - self.interval)
         if self.is_head:
             self.members.heartbeat(self.node_id, self.pool.available(), len(self.scheduler),
                                    now, self.pool.total)
@@ -302,18 +304,23 @@ class Federation:
                              self.pool.total])
 
     def _broadcast_view(self: Any) -> None:
+        """Send each node the rows that changed since it last heard (one pass over
+        the table, then per node only the changed rows: O(nodes x changes))."""
         version = self.members.version
-        for entry in self.members.alive():
-            if entry.node_id == self.node_id:
-                continue
-            seen = self._sent_version.get(entry.node_id, 0)
-            if seen >= version:
-                continue
-            peer = self.peers.get(entry.node_id)
+        targets = [(e.node_id, self._sent_version.get(e.node_id, 0))
+                   for e in self.members.alive() if e.node_id != self.node_id]
+        targets = [(n, seen) for n, seen in targets if seen < version]
+        if not targets:
+            return
+        oldest = min(seen for _, seen in targets)
+        changed = [(e.version, e.row()) for e in self.members.nodes.values()
+                   if e.version > oldest]
+        for node_id, seen in targets:
+            peer = self.peers.get(node_id)
             if peer is None:
                 continue
-            rows = [r for r in self.members.changes_since(seen) if r[0] != entry.node_id]
-            self._sent_version[entry.node_id] = version
+            self._sent_version[node_id] = version
+            rows = [row for v, row in changed if v > seen and row[0] != node_id]
             if rows:
                 self._send(peer.id, [Op.VIEW, rows])
 
@@ -326,7 +333,7 @@ class Federation:
             return
         conn.sent = 0.0  # its report counts what we sent it so far
         if len(self.scheduler):
-            self._dirty = True
+            self._dirty = self._spill_due = True
 
     def _apply_view(self: Any, rows: list[list[Any]]) -> None:
         died = self.members.apply(rows)
@@ -341,7 +348,7 @@ class Federation:
                 self._declared_dead("the head declared this node dead")
             else:
                 self._node_dead(node_id, "the head declared it dead")
-        self._dirty = True
+        self._dirty = self._spill_due = True
 
     def _on_view(self: Any, conn: Any, msg: list[Any]) -> None:
         self._apply_view(msg[1])
@@ -407,7 +414,7 @@ class Federation:
         self._lose_objects_at(node_id, why, peer.id)
         for obj in list(self.objects.values()):
             self._maybe_free(obj)
-        self._dirty = True
+        self._dirty = self._spill_due = True
 
     def _lose_objects_at(self: Any, node_id: str, why: str, vcid: int | None = None) -> None:
         """Objects whose bytes or our hold were on ``node_id``: rebuild or fail."""
@@ -615,7 +622,7 @@ class Federation:
             if peer is None:
                 self._served(oid)
                 continue
-            if link is not None and len(link.wbuf) > _LINK_BACKLOG:
+            if link is not None and len(link.wbuf) - link.woff > _LINK_BACKLOG:
                 self.serving.append(job)
                 continue
             try:
@@ -872,7 +879,7 @@ class Federation:
         return None
 
     def _best_remote(self: Any, demand: dict[str, float], need_room: bool) -> _Peer | None:
-        best, best_free = None, -1.0
+        best, best_free = None, None
         for entry in self.members.alive():
             if entry.node_id == self.node_id or not self._feasible_on(entry, demand):
                 continue
@@ -883,7 +890,7 @@ class Federation:
             free = entry.available.get("CPU", 0.0) - (peer.sent if peer else 0.0)
             if fits:
                 free += 1e6  # room now beats a bigger node that is busy
-            if free > best_free:
+            if best_free is None or free > best_free:
                 best, best_free = entry.node_id, free
         return None if best is None else self._peer(best)
 
@@ -899,27 +906,24 @@ class Federation:
 
     def _spill(self: Any) -> None:
         """Spillback: forward queued tasks that cannot start here now to nodes that
-        have room (or, for tasks this node can never run, to any node that can)."""
-        if len(self.members.nodes) < 2:
+        have room (or, for tasks this node can never run, to any node that can).
+        Runs only when something changed (``_spill_due``: a task queued, a report
+        or view arrived, a node came or went), per resource shape, oldest first."""
+        if not self._spill_due or len(self.members.nodes) < 2:
             return
-        if not any(e.node_id != self.node_id and self._fits_remote(e.node_id, {"CPU": 1e-6})
-                   for e in self.members.alive()) and not self._infeasible_here():
-            return
-        for item in self.scheduler.items():
-            if getattr(item, "strategy", "LOCAL") is not None or self.pool.fits(item.demand):
+        self._spill_due = False
+        for demand, items in self.scheduler.by_shape():
+            if self.pool.fits(demand):
                 continue
-            feasible_here = self.pool.feasible(item.demand)
-            peer = self._best_remote(item.demand, need_room=feasible_here)
-            if peer is None:
-                if feasible_here:
-                    break  # no room anywhere now: the rest waits here
-                continue
-            self.scheduler.remove(item)
-            self._forward(item, peer)
-
-    def _infeasible_here(self: Any) -> bool:
-        return any(not self.pool.feasible(getattr(i, "demand", {}))
-                   for i in self.scheduler.items()) if len(self.scheduler) < 1000 else False
+            feasible_here = self.pool.feasible(demand)
+            for item in items:
+                if getattr(item, "strategy", "LOCAL") is not None:
+                    continue  # actors, and tasks placed by strategy, stay
+                peer = self._best_remote(demand, need_room=feasible_here)
+                if peer is None:
+                    break  # no room anywhere now: the rest waits for a report
+                self.scheduler.remove(item)
+                self._forward(item, peer)
 
     # ------------------------------------------------------------- relaying
     def _relay(self: Any, peer: _Peer, call: int, args: list[Any], cid: int, req_id: int,

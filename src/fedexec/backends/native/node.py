@@ -78,6 +78,7 @@ class _Conn:
         "sock",
         "watching_write",
         "wbuf",
+        "woff",
         "worker",
     )
 
@@ -88,6 +89,7 @@ class _Conn:
         self.reader = FrameReader()
         self.out: list[Any] = []
         self.wbuf = bytearray()
+        self.woff = 0  # bytes of wbuf already sent (compacted now and then, not per send)
         self.role = "?"
         self.pid = 0
         self.worker: _Worker | None = None
@@ -336,6 +338,8 @@ class NodeManager(Federation, PlacementGroups):
             except BlockingIOError:
                 return
             sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             auth = ServerHandshake(self.token)
             conn = _Conn(self._next_conn, sock, auth)
             self._next_conn += 1
@@ -388,18 +392,25 @@ class NodeManager(Federation, PlacementGroups):
             self.sel.modify(conn.sock, _READ | _WRITE if want else _READ, conn)
 
     def _write(self, conn: _Conn) -> None:
-        if conn.wbuf:
+        buf = conn.wbuf
+        if len(buf) > conn.woff:
             try:
-                n = conn.sock.send(conn.wbuf)
+                with memoryview(buf) as view, view[conn.woff:] as rest:
+                    n = conn.sock.send(rest)
             except (BlockingIOError, InterruptedError):
                 n = 0
             except OSError:
                 self._close(conn)
                 return
-            if n:
-                del conn.wbuf[:n]
+            conn.woff += n
+            if conn.woff >= len(buf):
+                buf.clear()
+                conn.woff = 0
+            elif conn.woff > (8 << 20):  # compact now and then, not per send
+                del buf[:conn.woff]
+                conn.woff = 0
         if conn.id in self.conns:
-            self._want_write(conn, bool(conn.wbuf))
+            self._want_write(conn, len(buf) > conn.woff)
 
     def _flush(self) -> None:
         dirty, self._pending_out = self._pending_out, set()
@@ -416,7 +427,7 @@ class NodeManager(Federation, PlacementGroups):
             if conn.out:
                 conn.wbuf += pack_frame(conn.out)
                 conn.out = []
-            if conn.wbuf:
+            if len(conn.wbuf) > conn.woff:
                 self._write(conn)
 
     def _send(self, cid: int | None, msg: list[Any]) -> None:
@@ -595,6 +606,7 @@ class NodeManager(Federation, PlacementGroups):
         task.state = "QUEUED"
         self.scheduler.enqueue(task, task.demand)
         self._dirty = True
+        self._spill_due = True
 
     def _on_put(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, kind, *rest = msg
@@ -1527,7 +1539,7 @@ class NodeManager(Federation, PlacementGroups):
                 with contextlib.suppress(OSError):
                     conn.sock.setblocking(True)
                     conn.sock.settimeout(0.5)
-                    conn.sock.sendall(bytes(conn.wbuf) + pack_frame(conn.out))
+                    conn.sock.sendall(bytes(conn.wbuf[conn.woff:]) + pack_frame(conn.out))
         for w in list(self.workers.values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(w.pid, signal.SIGKILL)

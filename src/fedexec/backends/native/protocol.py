@@ -147,10 +147,13 @@ class FrameReader:
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._need = 0  # bytes the partial frame in _buf needs before it can be decoded
 
     def feed(self, data: bytes) -> list[list[Any]]:
         if self._buf:
             self._buf += data
+            if len(self._buf) < self._need:
+                return []  # a large frame still arriving: no copy, no parse
             data = bytes(self._buf)
             self._buf = bytearray()
         view = memoryview(data)
@@ -167,6 +170,7 @@ class FrameReader:
             pos = end
         if pos < n:
             self._buf += view[pos:]
+            self._need = 4 + unpack(data, pos)[0] if n - pos >= 4 else 4
         return frames
 
 
