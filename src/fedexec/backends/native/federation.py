@@ -482,11 +482,7 @@ class Federation:
         task.live -= 1
         if task.live <= 0:
             del self.lineage[task.id]
-            for oid in task.deps:
-                self._unpin(oid)
-            for oid in task.contained:
-                self._unpin(oid)
-            task.payload = None
+            self._release_args(task)
 
     # ---------------------------------------------------------------- objects
     def _adopt(self: Any, peer: _Peer, ids: list[str]) -> None:
@@ -531,6 +527,10 @@ class Federation:
             task.live = len(remote)
             self.lineage[task.id] = task  # its arguments stay pinned, for a rebuild
             return
+        self._release_args(task)
+
+    def _release_args(self: Any, task: _Task) -> None:
+        """A task is done for good: unpin its arguments, drop its payload."""
         for oid in task.deps:
             self._unpin(oid)
         for oid in task.contained:

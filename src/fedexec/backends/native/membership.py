@@ -128,18 +128,17 @@ class Membership:
         entry = self.nodes.get(node_id)
         return entry is not None and entry.alive
 
-    def totals(self) -> dict[str, float]:
-        """Resources summed over the live nodes."""
+    def _sum(self, field: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for e in self.alive():
-            for k, v in e.total.items():
+            for k, v in getattr(e, field).items():
                 out[k] = out.get(k, 0.0) + v
         return out
 
+    def totals(self) -> dict[str, float]:
+        """Resources summed over the live nodes."""
+        return self._sum("total")
+
     def availability(self) -> dict[str, float]:
         """Free resources summed over the live nodes (as last reported)."""
-        out: dict[str, float] = {}
-        for e in self.alive():
-            for k, v in e.available.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
+        return self._sum("available")

@@ -881,11 +881,7 @@ class NodeManager(Federation, PlacementGroups):
                 continue
             if not obj.ready:
                 self._set_object(obj, r)
-        for oid in task.deps:
-            self._unpin(oid)
-        for oid in task.contained:
-            self._unpin(oid)
-        task.payload = None
+        self._release_args(task)
 
     def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None:
         self._finish_task(task, [[rid, Kind.FAILED, kind, message] for rid in task.return_ids])
