@@ -402,3 +402,23 @@ def _call_ok(handle):
         return True
     except (fedexec.exceptions.ActorDiedError, fedexec.exceptions.GetTimeoutError):
         return False
+
+
+def test_a_driver_without_the_nodes_store_gets_bytes_not_paths(cluster, monkeypatch):
+    # As a driver on another machine: the node's store files cannot be opened here.
+    from fedexec.backends.native import _values
+
+    def no_store(path):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(_values, "read_object", no_store)
+    cluster.add_node(num_cpus=1, resources={"far": 1})
+    with cluster.connect(remote_store=True) as ex:
+        assert ex._backend.remote_store
+        big = ex.put(np.arange(1_000_000, dtype=np.float64))
+        value, _ = ex.options(resources={"far": 1}).submit(total, big).result(timeout=T)
+        assert value == float(np.arange(1_000_000, dtype=np.float64).sum())
+        made = ex.options(resources={"far": 1}).submit(make_array, 500_000, 2.0)
+        assert float(made.result(timeout=T).sum()) == 1_000_000.0  # pulled, then sent inline
+        assert float(ex.submit(total, made).result(timeout=T)[0]) == 1_000_000.0
+        assert float(ex.get(ex.submit(make_array, 300_000)).sum()) == 300_000.0

@@ -111,7 +111,7 @@ def encode_blob(backend: NativeBackend, obj_id: str, blob: serialization.Seriali
     """The entry for an already-pickled value (inline, or written to shared memory)."""
     contained = [r.id for r in blob.contained if hasattr(r, "result")]
     size = blob.nbytes
-    if size <= INLINE_MAX:
+    if size <= INLINE_MAX or backend.remote_store:  # remote: the node stores it
         buffers = [bytes(b) for b in blob.buffers]
         return ([obj_id, Kind.INLINE, blob.data, buffers, contained],
                 InlineValue(blob.data, buffers, backend))

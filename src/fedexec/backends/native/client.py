@@ -173,9 +173,15 @@ class NativeBackend(Backend):
                                 before_send=self._drain_refcount_ops)
         self._channel.start()
         self._total = self._request(Call.CLUSTER_RESOURCES)
+        #: True when the node's shared-memory store is not on this machine (a driver
+        #: joining by address from elsewhere): large values then travel in messages.
+        self.remote_store = False
         if not self.node_id:  # joined a running cluster: ask where we are
             info = self._request(Call.NODE_INFO)
             self.node_id, self.job_id = info["node_id"], info["job_id"]
+            forced = config.backend_options.get("remote_store")
+            self.remote_store = bool(forced) if forced is not None else \
+                not os.path.isdir(info["store_dir"])
         if self.role == "driver":
             self.hello()
         self._wake_flusher = threading.Event()
@@ -186,7 +192,7 @@ class NativeBackend(Backend):
     def hello(self) -> None:
         """Register with the node manager (a worker does it once it can take tasks)."""
         self._send([Op.HELLO, self.role, os.getpid(), self.worker_id if self.role == "worker"
-                    else None])
+                    else None, {"remote_store": self.remote_store}])
 
     # ------------------------------------------------------------- messaging
     def _send(self, msg: list[Any]) -> None:

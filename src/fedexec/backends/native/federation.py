@@ -567,9 +567,26 @@ class Federation:
 
     def _fetch_ready(self: Any, cid: int, obj: _Obj) -> None:
         if obj.kind == Kind.REMOTE:
-            self._localize(obj, lambda: self._send(cid, self._deliverable(obj)))
-        else:
-            self._send(cid, self._deliverable(obj))
+            self._localize(obj, lambda: self._fetch_ready(cid, obj))
+            return
+        msg = self._deliverable(obj)
+        conn = self.conns.get(cid)
+        if msg[2] == Kind.SHM and getattr(conn, "remote", False):
+            msg = self._inline_message(obj, msg)
+        self._send(cid, msg)
+
+    def _inline_message(self: Any, obj: _Obj, msg: list[Any]) -> list[Any]:
+        """An SHM object's bytes as an INLINE message, for a driver on another machine
+        (the file is read, never unpickled)."""
+        from .store import read_object
+
+        try:
+            data, buffers = read_object(msg[3])
+            return [Op.OBJECT, obj.id, Kind.INLINE, bytes(data), [bytes(b) for b in buffers],
+                    list(obj.contained)]
+        except Exception as exc:
+            return [Op.OBJECT, obj.id, Kind.FAILED, ErrorKind.OBJECT_LOST,
+                    f"cannot read object {obj.id}: {exc}"]
 
     # ------------------------------------------------------------------ pulls
     def _localize(self: Any, obj: _Obj, then: Any) -> None:

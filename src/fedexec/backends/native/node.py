@@ -74,6 +74,7 @@ class _Conn:
         "peer",
         "pid",
         "reader",
+        "remote",
         "role",
         "sock",
         "watching_write",
@@ -97,6 +98,7 @@ class _Conn:
         self.creating: set[str] = set()
         self.watching_write = False
         self.peer: _Peer | None = None  # set on a link to another node
+        self.remote = False  # a driver on another machine: it gets bytes, not paths
 
 
 class _Obj:
@@ -483,6 +485,8 @@ class NodeManager(Federation, PlacementGroups):
             self._node_hello(conn, msg)
             return
         conn.role, conn.pid = role, pid
+        if len(msg) > 4 and isinstance(msg[4], dict):
+            conn.remote = bool(msg[4].get("remote_store"))
         if role == "worker":
             worker = self.workers.get(worker_id)
             if worker is None:
@@ -617,8 +621,31 @@ class NodeManager(Federation, PlacementGroups):
         if kind == Kind.SHM:
             conn.creating.discard(obj_id)
             self.store.seal(obj_id)
+        elif kind == Kind.INLINE and getattr(conn, "remote", False):
+            rest = self._store_inline(obj_id, rest)  # a remote driver's large value
+            kind = Kind.SHM if rest[0] is None else kind
+            rest = rest[1:] if rest[0] is None else rest
         obj.owner = None  # the putter completed its ref itself
         self._set_object(obj, [obj_id, kind, *rest])
+
+    def _store_inline(self, obj_id: str, rest: list[Any]) -> list[Any]:
+        """Write a large inline value into the store (it came from a remote driver):
+        ``[None, path, size, contained]``, or ``rest`` unchanged if small or full."""
+        data, buffers, contained = rest
+        size = len(data) + sum(len(b) for b in buffers)
+        if size <= 100 * 1024:
+            return rest
+        from .store import object_size, write_object
+
+        try:
+            path = self.store.reserve(obj_id, object_size(data, buffers))
+            write_object(path, data, buffers)
+            self.store.seal(obj_id)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.store.abort(obj_id)
+            return rest  # kept in memory instead
+        return [None, path, os.path.getsize(path), contained]
 
     def _on_create(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, size = msg
