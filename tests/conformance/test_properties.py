@@ -17,6 +17,10 @@ import fedexec
 
 T = 30
 
+# Each test runs up to 25 examples, some with several blocked tasks: on a slow
+# backend (Spark) on a busy 2-core machine that can pass the suite's 120 s default.
+pytestmark = pytest.mark.timeout(480)
+
 PROPS = settings(
     max_examples=25,
     deadline=None,
