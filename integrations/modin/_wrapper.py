@@ -96,48 +96,46 @@ def _apply_config(values: tuple[Any, ...]) -> None:
             param.put(value)
 
 
-def _extract(value: Any, refs: dict[ObjectRef[Any], int], depth: int) -> Any:
+def _map_nested(value: Any, leaf: Callable[[Any], Any], depth: int = 0) -> Any:
+    """``value`` with ``leaf(item)`` in place of each item inside lists, tuples and
+    dicts (exact types, up to ``_MAX_DEPTH`` deep); ``leaf`` returns an item it does
+    not replace as is. Containers where nothing changed are returned as they are
+    (same object)."""
+    replaced = leaf(value)
+    if replaced is not value or depth >= _MAX_DEPTH:
+        return replaced
+    kind = type(value)
+    if kind is list or kind is tuple:
+        items = [_map_nested(v, leaf, depth + 1) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return kind(items)
+    if kind is dict:
+        new = {k: _map_nested(v, leaf, depth + 1) for k, v in value.items()}
+        if all(new[k] is v for k, v in value.items()):
+            return value
+        return new
+    return value
+
+
+def _extract(value: Any, refs: dict[ObjectRef[Any], int]) -> Any:
     """``value`` with each ref in it replaced by a ``_Slot`` (``refs`` numbers them);
     containers without refs are returned as they are (same object)."""
-    if isinstance(value, ObjectRef):
-        index = refs.get(value)
+
+    def slot(item: Any) -> Any:
+        if not isinstance(item, ObjectRef):
+            return item
+        index = refs.get(item)
         if index is None:
-            index = refs[value] = len(refs)
+            index = refs[item] = len(refs)
         return _Slot(index)
-    if depth >= _MAX_DEPTH:
-        return value
-    kind = type(value)
-    if kind is list or kind is tuple:
-        items = [_extract(v, refs, depth + 1) for v in value]
-        if all(a is b for a, b in zip(items, value)):
-            return value
-        return kind(items)
-    if kind is dict:
-        new = {k: _extract(v, refs, depth + 1) for k, v in value.items()}
-        if all(new[k] is v for k, v in value.items()):
-            return value
-        return new
-    return value
+
+    return _map_nested(value, slot)
 
 
-def _restore(value: Any, values: list[Any] | tuple[Any, ...], depth: int) -> Any:
+def _restore(value: Any, values: list[Any] | tuple[Any, ...]) -> Any:
     """The inverse of :func:`_extract`: each ``_Slot(i)`` becomes ``values[i]``."""
-    kind = type(value)
-    if kind is _Slot:
-        return values[value.index]
-    if depth >= _MAX_DEPTH:
-        return value
-    if kind is list or kind is tuple:
-        items = [_restore(v, values, depth + 1) for v in value]
-        if all(a is b for a, b in zip(items, value)):
-            return value
-        return kind(items)
-    if kind is dict:
-        new = {k: _restore(v, values, depth + 1) for k, v in value.items()}
-        if all(new[k] is v for k, v in value.items()):
-            return value
-        return new
-    return value
+    return _map_nested(value, lambda item: values[item.index] if type(item) is _Slot else item)
 
 
 _MODIN_FUTURE_WARNINGS = ("ignore", None, FutureWarning, re.compile(r"modin\."), 0)
@@ -158,9 +156,9 @@ def _run_deployed(call: _Call, *values: Any) -> Any:
     _apply_config(call.config)
     func, args, kwargs = call.func, call.args, call.kwargs
     if values:
-        func = _restore(func, values, 0)
-        args = _restore(args, values, 0)
-        kwargs = _restore(kwargs, values, 0)
+        func = _restore(func, values)
+        args = _restore(args, values)
+        kwargs = _restore(kwargs, values)
     result = func(*args, **kwargs)
     if call.return_pandas_df and not isinstance(result, pandas.DataFrame):
         result = pandas.DataFrame(result)
@@ -196,9 +194,9 @@ class FedexecWrapper:
         """
         refs: dict[ObjectRef[Any], int] = {}
         call = _Call(
-            _extract(func, refs, 0),
-            _extract(tuple(f_args) if f_args is not None else (), refs, 0),
-            _extract(f_kwargs if f_kwargs is not None else {}, refs, 0),
+            _extract(func, refs),
+            _extract(tuple(f_args) if f_args is not None else (), refs),
+            _extract(f_kwargs if f_kwargs is not None else {}, refs),
             return_pandas_df,
             _config_values(),
         )
@@ -217,10 +215,10 @@ class FedexecWrapper:
         if isinstance(obj_id, ObjectRef):
             return get_executor().get(obj_id)
         refs: dict[ObjectRef[Any], int] = {}
-        packed = _extract(obj_id, refs, 0)
+        packed = _extract(obj_id, refs)
         if not refs:
             return obj_id
-        return _restore(packed, get_executor().get(list(refs)), 0)
+        return _restore(packed, get_executor().get(list(refs)))
 
     @classmethod
     def put(cls, data: Any, **kwargs: Any) -> Any:

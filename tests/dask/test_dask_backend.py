@@ -3,36 +3,25 @@ resources map onto Dask's, worker deaths, and what is left after shutdown."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 import uuid
 
 import pytest
 
 import fedexec
+from _backend_support import (
+    check_dependents_of_a_retried_task_get_its_result,
+    check_missing_dependency_names_the_extra,
+    check_values_stay_readable_after_shutdown,
+    die_on_first_call,
+    square,
+)
 from fedexec import backends
 
 distributed = pytest.importorskip("distributed")
 
 T = 30
-
-
-def square(x):
-    return x * x
-
-
-def add_one(x):
-    return x + 1
-
-
-def die_on_first_call(directory):
-    marker = os.path.join(directory, "died")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)
-    return 41
 
 
 def my_restrictions():
@@ -71,13 +60,7 @@ class Counter:
 
 # --------------------------------------------------------------------------- registry
 def test_missing_distributed_raises_backend_unavailable_naming_the_extra(monkeypatch):
-    for name in [m for m in sys.modules if m.startswith("fedexec.backends.dask")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(fedexec.BackendUnavailableError, match=r'pip install "fedexec\[dask\]"'):
-        fedexec.Executor(backend="dask")
-    monkeypatch.undo()
-    importlib.import_module("fedexec.backends.dask")
+    check_missing_dependency_names_the_extra(monkeypatch, "dask", "distributed")
 
 
 def test_capabilities_are_declared():
@@ -188,10 +171,7 @@ def test_n_workers_splits_the_resources_and_each_worker_is_a_node():
 # --------------------------------------------------------------------------- failures
 def test_dependents_of_a_task_retried_after_a_worker_death_get_its_result(tmp_path):
     with fedexec.Executor(backend="dask", num_cpus=2) as ex:
-        upstream = ex.options(max_retries=1).submit(die_on_first_call, str(tmp_path))
-        downstream = ex.submit(add_one, upstream)
-        assert ex.get(downstream, timeout=T) == 42
-        assert ex.get(upstream, timeout=T) == 41
+        check_dependents_of_a_retried_task_get_its_result(ex, tmp_path)
 
 
 def test_actor_is_rebuilt_when_its_worker_dies_if_it_may_restart():
@@ -239,10 +219,4 @@ def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):
 
 # --------------------------------------------------------------------------- shutdown
 def test_values_stay_readable_after_shutdown():
-    ex = fedexec.Executor(backend="dask", num_cpus=1)
-    put = ex.put({"a": 1})
-    result = ex.submit(square, 12)
-    ex.wait([result], timeout=T)  # finished, its value not fetched yet
-    ex.shutdown()
-    assert put.result(timeout=0) == {"a": 1}
-    assert result.result(timeout=0) == 144
+    check_values_stay_readable_after_shutdown(fedexec.Executor(backend="dask", num_cpus=1))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import socket
 import stat
 import subprocess
 import sys
@@ -14,6 +12,7 @@ import sys
 import pytest
 
 import fedexec
+from _backend_support import check_a_raw_pickle_is_dropped_unread
 
 T = 60
 
@@ -105,25 +104,8 @@ def test_a_wrong_address_is_a_clear_error():
         fedexec.Executor(address="not-an-address", token="ab" * 32)
 
 
-class _Evil:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))  # would create the file if ever unpickled
-
-
 def test_a_raw_tcp_peer_sending_a_pickle_is_dropped_unread(head, tmp_path):
-    marker = tmp_path / "unpickled"
-    host, port = head["address"].rsplit(":", 1)
-    payload = pickle.dumps(_Evil(str(marker)))
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        greeting = sock.recv(64)
-        assert greeting.startswith(b"FDX1")
-        sock.sendall(payload.ljust(64, b"\0") + payload * 4)
-        sock.settimeout(10)
-        assert sock.recv(64) == b""  # the head closed the connection
-    assert not marker.exists()
+    check_a_raw_pickle_is_dropped_unread(head["address"], tmp_path)
     with fedexec.Executor(address="auto") as ex:  # and it keeps serving
         assert ex.get(ex.submit(square, 9), timeout=T) == 81
 

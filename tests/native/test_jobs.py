@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +17,7 @@ import psutil
 import pytest
 
 import fedexec
+from _backend_support import check_a_raw_pickle_is_dropped_unread
 from fedexec.backends.native import jobs_agent
 from fedexec.backends.native.jobs import JobClient, pack_working_dir
 
@@ -297,26 +296,7 @@ def test_a_working_dir_over_the_limit_is_refused(tmp_path):
     assert len(pack_working_dir(str(tmp_path))) > 50_000
 
 
-class _Evil:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))  # would create the file if ever unpickled
-
-
 def test_a_raw_tcp_peer_sending_a_pickle_to_the_agent_is_dropped_unread(head, tmp_path):
-    marker = tmp_path / "unpickled"
-    host, port = head["job_address"].rsplit(":", 1)
-    payload = pickle.dumps(_Evil(str(marker)))
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        assert sock.recv(64).startswith(b"FDX1")
-        sock.sendall(payload.ljust(64, b"\0") + payload * 4)
-        sock.settimeout(10)
-        try:
-            assert sock.recv(64) == b""  # the agent closed the connection
-        except ConnectionResetError:
-            pass
-    assert not marker.exists()
+    check_a_raw_pickle_is_dropped_unread(head["job_address"], tmp_path)
     out = cli("job", "list", "--format", "json")  # and it keeps serving
     assert out.returncode == 0 and json.loads(out.stdout) == []

@@ -5,7 +5,6 @@ shared SparkContext, other masters, and what is left after shutdown."""
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,13 @@ import psutil
 import pytest
 
 import fedexec
+from _backend_support import (
+    add_one,
+    check_dependents_of_a_retried_task_get_its_result,
+    check_missing_dependency_names_the_extra,
+    check_values_stay_readable_after_shutdown,
+    square,
+)
 from fedexec import backends
 
 pyspark = pytest.importorskip("pyspark")
@@ -26,14 +32,6 @@ T = 60
 
 
 # --------------------------------------------------------------------------- task bodies
-def square(x):
-    return x * x
-
-
-def add_one(x):
-    return x + 1
-
-
 def my_pid():
     return os.getpid()
 
@@ -61,14 +59,6 @@ def broadcasts_here_and_sum(array):
 
 def nested_length(items):
     return len(fedexec.get(items[0], timeout=T))  # a large value read from the driver
-
-
-def die_on_first_call(directory):
-    marker = os.path.join(directory, "died")
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)
-    return 41
 
 
 def note_initializer_pid(directory):
@@ -104,13 +94,7 @@ def _spark_jobs(sc, groups):
 
 # --------------------------------------------------------------------------- registry
 def test_missing_pyspark_raises_backend_unavailable_naming_the_extra(monkeypatch):
-    for name in [m for m in sys.modules if m.startswith("fedexec.backends.spark")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "pyspark", None)
-    with pytest.raises(fedexec.BackendUnavailableError, match=r'pip install "fedexec\[spark\]"'):
-        fedexec.Executor(backend="spark")
-    monkeypatch.undo()
-    importlib.import_module("fedexec.backends.spark")
+    check_missing_dependency_names_the_extra(monkeypatch, "spark", "pyspark")
 
 
 def test_capabilities_are_declared():
@@ -242,22 +226,12 @@ def test_a_large_task_result_feeding_many_tasks_is_broadcast_once(make_executor)
 
 
 def test_values_stay_readable_after_shutdown(make_executor):
-    executor = make_executor(num_cpus=1)
-    put = executor.put({"a": 1})
-    result = executor.submit(square, 12)
-    executor.wait([result], timeout=T)
-    executor.shutdown()
-    assert put.result(timeout=0) == {"a": 1}
-    assert result.result(timeout=0) == 144
+    check_values_stay_readable_after_shutdown(make_executor(num_cpus=1))
 
 
 # --------------------------------------------------------------------------- workers
 def test_a_dead_worker_is_detected_and_its_task_retried_for_dependents(make_executor, tmp_path):
-    executor = make_executor(num_cpus=2)
-    upstream = executor.options(max_retries=1).submit(die_on_first_call, str(tmp_path))
-    downstream = executor.submit(add_one, upstream)
-    assert executor.get(downstream, timeout=T) == 42
-    assert executor.get(upstream, timeout=T) == 41
+    check_dependents_of_a_retried_task_get_its_result(make_executor(num_cpus=2), tmp_path)
 
 
 def test_initializer_runs_once_in_each_python_worker(make_executor, tmp_path):

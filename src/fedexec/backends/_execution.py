@@ -1,12 +1,18 @@
-"""Helpers every backend uses to run a task body the same way: resolving the
-top-level ref arguments, splitting ``num_returns`` results, deciding retries,
-and wrapping the user's exception into a :class:`TaskError`."""
+"""Helpers every backend uses to run a task the same way: waiting for and
+resolving its top-level ref arguments, letting a cancel interrupt its call,
+splitting ``num_returns`` results, deciding retries, wrapping the user's
+exception into a :class:`TaskError`, and completing its refs."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import ctypes
+import threading
 import traceback
+from collections.abc import Callable, Iterable
 from typing import Any
+
+import cloudpickle
 
 from .. import serialization
 from ..exceptions import SerializationError, TaskError
@@ -14,14 +20,23 @@ from ..options import TaskOptions
 from ..refs import ObjectRef
 
 __all__ = [
+    "Interruptible",
+    "dependency_error",
+    "dump_retry",
     "interrupt_thread",
+    "load_retry",
     "remote_traceback",
     "resolve_args",
     "serialize_call",
+    "settle",
     "should_retry",
     "split_returns",
     "top_level_refs",
+    "when_done",
+    "wrap_exception",
 ]
+
+_PENDING = cf._base.PENDING
 
 
 def top_level_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[ObjectRef[Any]]:
@@ -31,6 +46,39 @@ def top_level_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Object
     return deps
 
 
+def when_done(refs: Iterable[ObjectRef[Any]], callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once every ref of ``refs`` is done: now if they all are,
+    else on the thread that completes the last of them."""
+    pending = [r for r in refs if not r.done()]
+    if not pending:
+        callback()
+        return
+    left = [len(pending)]
+    lock = threading.Lock()
+
+    def one_done(_: Any) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            callback()
+
+    for r in pending:
+        r.add_done_callback(one_done)
+
+
+def dependency_error(deps: Iterable[ObjectRef[Any]]) -> BaseException | None:
+    """What ``get`` raises for the first of ``deps`` (all done) that failed or was
+    cancelled: the error a task waiting for them fails with. None if none did."""
+    for d in deps:
+        if d.cancelled() or d._exception is not None:
+            try:
+                d.result(0)
+            except BaseException as exc:
+                return exc
+    return None
+
+
 def resolve_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """Replace top-level refs (all finished) by their values; nested refs stay refs."""
     out_args = [a.result() if isinstance(a, ObjectRef) else a for a in args]
@@ -38,16 +86,18 @@ def resolve_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[An
     return out_args, out_kwargs
 
 
-def serialize_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+def serialize_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                   out_of_band: bool = True) -> tuple[
         serialization.Serialized, serialization.Serialized]:
-    """Pickle a call's function and arguments; the error names what failed and where."""
+    """Pickle a call's function and arguments (large buffers out of band unless
+    ``out_of_band=False``); the error names what failed and where."""
     name = getattr(fn, "__qualname__", repr(fn))
-    fn_blob = serialization.dumps(fn, what=f"function {name!r}")
+    fn_blob = serialization.dumps(fn, what=f"function {name!r}", out_of_band=out_of_band)
     try:
-        call_blob = serialization.dumps((args, kwargs))
+        call_blob = serialization.dumps((args, kwargs), out_of_band=out_of_band)
     except SerializationError:
-        serialization.dumps(args, what="args")  # raises, naming args[i]...
-        serialization.dumps(kwargs, what="kwargs")
+        serialization.dumps(args, what="args", out_of_band=out_of_band)  # raises, naming args[i]
+        serialization.dumps(kwargs, what="kwargs", out_of_band=out_of_band)
         raise
     return fn_blob, call_blob
 
@@ -68,6 +118,20 @@ def split_returns(value: Any, num_returns: int, name: str) -> list[Any]:
             f"task {name!r} has num_returns={num_returns} but returned {len(values)} values"
         )
     return values
+
+
+def dump_retry(retry_exceptions: bool | tuple[type[BaseException], ...]) -> bool | bytes:
+    """``retry_exceptions`` as a task spec carries it to a worker: a bool as is,
+    exception types cloudpickled (they may be classes of the user's ``__main__``)."""
+    if isinstance(retry_exceptions, bool):
+        return retry_exceptions
+    return cloudpickle.dumps(retry_exceptions)
+
+
+def load_retry(packed: bool | bytes) -> TaskOptions:
+    """The options :func:`should_retry` reads, from what :func:`dump_retry` made."""
+    retry = packed if isinstance(packed, bool) else cloudpickle.loads(packed)
+    return TaskOptions(retry_exceptions=retry)
 
 
 def should_retry(exc: BaseException, options: TaskOptions, retries_left: int) -> bool:
@@ -91,6 +155,52 @@ def remote_traceback(exc: BaseException, skip: int = 1) -> str:
 def wrap_exception(exc: BaseException, name: str, skip: int = 1) -> TaskError:
     """The :class:`TaskError` that ``get`` raises for a task that raised ``exc``."""
     return TaskError.from_exception(exc, remote_traceback(exc, skip), name)
+
+
+class Interruptible:
+    """``with Interruptible(state, lock, thread): fn(...)``: the call a cancel may
+    interrupt.
+
+    ``state`` is the running task's record (``cancel_requested``, ``interruptible``,
+    both changed under ``lock``). The canceller sets ``cancel_requested`` and, only
+    while ``interruptible`` is set, raises ``KeyboardInterrupt`` in the task's
+    thread; a cancel that came first raises it on entry. On exit an interrupt that
+    came too late is dropped from ``thread`` (None: none is delivered that way).
+    """
+
+    __slots__ = ("lock", "state", "thread")
+
+    def __init__(self, state: Any, lock: Any, thread: int | None):
+        self.state = state
+        self.lock = lock
+        self.thread = thread
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if self.state.cancel_requested:
+                raise KeyboardInterrupt
+            self.state.interruptible = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with self.lock:
+            self.state.interruptible = False
+        if self.thread is not None:
+            interrupt_thread(self.thread, None)
+
+
+def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
+    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
+    try:
+        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
+            return
+        if ref._state != cf._base.RUNNING:
+            return
+        if error is not None:
+            ref.set_exception(error)
+        else:
+            ref.set_result(value)
+    except (cf.InvalidStateError, RuntimeError):  # completed by another thread meanwhile
+        pass
 
 
 def interrupt_thread(ident: int, exc_type: type[BaseException] | None) -> bool:

@@ -38,6 +38,8 @@ from ...exceptions import (
 )
 from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
 from ...refs import ObjectRef
+from .. import _execution as execution
+from .._shutdown import Closer
 from ..base import Backend
 from . import _cancel as cancelling
 from . import _worker as worker_side
@@ -108,11 +110,11 @@ class DaskBackend(Backend):
         self._broken: str | None = None
         self._closed = False
         self._teardown_done = threading.Event()
-        self._closer: threading.Thread | None = None
         self._initializer_plugin: str | None = None
         self.cluster: distributed.LocalCluster | None = None
         self.owns_client = False
         self.uid = os.urandom(6).hex()
+        self._closer = Closer(self._drain, self._teardown, f"fedexec-dask-shutdown-{self.uid}")
         self.view: ClusterView | None = None
         topic = f"fedexec-{self.uid}"  # start events of the tasks this runtime submits
         if _attach is not None:  # inside a task: the submitting job's ids, our own topic
@@ -267,10 +269,9 @@ class DaskBackend(Backend):
         n = options.num_returns
         task_id = new_id()
         ref_ids = [task_id] if n == 1 else [new_id() for _ in range(n)]
-        retry = options.retry_exceptions
         spec = TaskSpec(fn_blob.data, call_blob.data, name, task_id, n,
-                        retry if isinstance(retry, bool) else cloudpickle.dumps(retry),
-                        options.max_retries, self.job)
+                        execution.dump_retry(options.retry_exceptions), options.max_retries,
+                        self.job)
         main_key = dask_key(name, task_id)
         refs = [DaskRef(rid, self, name, main_key if n == 1 else dask_key(name, rid))
                 for rid in ref_ids]
@@ -396,29 +397,15 @@ class DaskBackend(Backend):
     def _after_deps(self, record: _TaskRecord) -> None:
         """A dependency's worker died: once the dependencies settle (they are being
         retried), run again, or fail with the dependency's error."""
-        pending = [d for d in record.deps if not d.done()]
-        if pending:
-            left = [len(pending)]
-            lock = threading.Lock()
 
-            def one(_: Any) -> None:
-                with lock:
-                    left[0] -= 1
-                    last = left[0] == 0
-                if last:
-                    self._after_deps(record)
+        def settled() -> None:
+            error = execution.dependency_error(record.deps)
+            if error is not None:
+                self._fail(record, error)
+            else:
+                self._retry(record)
 
-            for d in pending:
-                d.add_done_callback(one)
-            return
-        for d in record.deps:
-            if d.cancelled() or d._exception is not None:
-                try:
-                    d.result(0)
-                except BaseException as exc:
-                    self._fail(record, exc)
-                return
-        self._retry(record)
+        execution.when_done(record.deps, settled)
 
     def _retry(self, record: _TaskRecord) -> None:
         with self._lock:
@@ -645,30 +632,13 @@ class DaskBackend(Backend):
             records = list(self._records.values())
         if cancel_futures:
             self._cancel_queued(records)
-        if not first:
-            closer = self._closer
-            if wait and closer is not None and closer is not threading.current_thread():
-                closer.join()
-            return
-        if wait:
-            self._drain()
-            self._teardown()
-            return
-        self._closer = threading.Thread(target=self._drain_then_teardown, daemon=True,
-                                        name=f"fedexec-dask-shutdown-{self.uid}")
-        self._closer.start()
+        self._closer.close(first, wait)
 
     def _drain(self) -> None:
         with self._lock:
             while self._records:
                 self._idle.wait(0.5)
         self.actors.drain()
-
-    def _drain_then_teardown(self) -> None:
-        try:
-            self._drain()
-        finally:
-            self._teardown()
 
     def _teardown(self) -> None:
         """Fetch the values still referenced here, then stop (what this executor owns)."""

@@ -27,12 +27,12 @@ from ..._context import current_backend, resolving
 from ...exceptions import (
     FedexecError,
     ObjectLostError,
-    SerializationError,
     TaskCancelledError,
     TaskError,
 )
 from ...refs import LazyValue, ObjectRef
 from .. import _execution as execution
+from .._execution import settle  # re-exported: the dask modules complete refs with it
 
 if TYPE_CHECKING:
     import distributed
@@ -219,17 +219,8 @@ class CallSpec:
 
 def serialize_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
                    ) -> tuple[serialization.Serialized, serialization.Serialized]:
-    """Pickle a call's function and arguments in band (Dask moves the bytes); the
-    error names what failed and where, as ``_execution.serialize_call``'s does."""
-    name = getattr(fn, "__qualname__", repr(fn))
-    fn_blob = serialization.dumps(fn, what=f"function {name!r}", out_of_band=False)
-    try:
-        call_blob = serialization.dumps((args, kwargs), out_of_band=False)
-    except SerializationError:
-        serialization.dumps(args, what="args", out_of_band=False)  # raises, naming args[i]
-        serialization.dumps(kwargs, what="kwargs", out_of_band=False)
-        raise
-    return fn_blob, call_blob
+    """Pickle a call's function and arguments in band (Dask moves the bytes)."""
+    return execution.serialize_call(fn, args, kwargs, out_of_band=False)
 
 
 # --------------------------------------------------------------------------- refs
@@ -304,21 +295,6 @@ def _rebuild_dask_ref(ref_id: str, key: str) -> ObjectRef[Any]:
 # --------------------------------------------------------------------------- completing
 _PENDING = cf._base.PENDING
 _CANCELLED_STATES = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
-
-
-def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
-    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
-    try:
-        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
-            return
-        if ref._state != cf._base.RUNNING:
-            return
-        if error is not None:
-            ref.set_exception(error)
-        else:
-            ref.set_result(value)
-    except cf.InvalidStateError:  # completed by another thread meanwhile
-        pass
 
 
 def cancel_ref(ref: ObjectRef[Any]) -> bool:

@@ -44,7 +44,6 @@ from distributed.worker import thread_state
 from ... import serialization
 from ..._context import TaskContext, resolving, running_task
 from ...exceptions import BrokenExecutorError, SerializationError, TaskCancelledError
-from ...options import TaskOptions
 from .. import _execution as execution
 from ._common import Blob, DepSlot, Failed, Job, Raised, TaskSpec
 
@@ -129,16 +128,8 @@ class Running:
 
     def call(self, fn: Any, args: Any, kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, interruptible by :func:`interrupt`."""
-        with self.lock:
-            if self.cancel_requested:
-                raise KeyboardInterrupt
-            self.interruptible = True
-        try:
+        with execution.Interruptible(self, self.lock, self.ident):
             return fn(*args, **kwargs)
-        finally:
-            with self.lock:
-                self.interruptible = False
-            execution.interrupt_thread(self.ident, None)  # drop one raised too late
 
 
 def adjust_resources(worker: distributed.Worker, delta: dict[str, float], sign: int) -> None:
@@ -193,8 +184,7 @@ def run_task(spec: TaskSpec, *deps: Any) -> Any:
 
 
 def _attempts(spec: TaskSpec, deps: tuple[Any, ...], st: Running, backend: DaskBackend) -> Any:
-    retry = spec.retry if isinstance(spec.retry, bool) else cloudpickle.loads(spec.retry)
-    options = TaskOptions(retry_exceptions=retry)
+    options = execution.load_retry(spec.retry)
     retries_left = spec.max_retries
     name = spec.name
     while True:

@@ -181,35 +181,14 @@ class LocalBackend(Backend):
                 self._tasks[r.id] = task
             if parent is not None and isinstance(parent.extra, _Task):
                 parent.extra.children.extend(refs)
-        self._await_deps(task)
+        execution.when_done(task.deps, lambda: self._deps_ready(task))
         return refs
 
-    def _await_deps(self, task: _Task) -> None:
-        pending = [d for d in task.deps if not d.done()]
-        if not pending:
-            self._deps_ready(task)
-            return
-        remaining = [len(pending)]
-        lock = threading.Lock()
-
-        def one_done(_: Any) -> None:
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if last:
-                self._deps_ready(task)
-
-        for d in pending:
-            d.add_done_callback(one_done)
-
     def _deps_ready(self, task: _Task) -> None:
-        for d in task.deps:
-            if d.cancelled() or d._exception is not None:
-                try:
-                    d.result(0)
-                except BaseException as exc:
-                    self._finish(task, error=exc)
-                return
+        error = execution.dependency_error(task.deps)
+        if error is not None:
+            self._finish(task, error=error)
+            return
         with self._lock:
             if task.state != "waiting":
                 return  # cancelled meanwhile
@@ -291,16 +270,8 @@ class LocalBackend(Backend):
             fn = serialization.loads(task.fn_blob.data, task.fn_blob.buffers)
             args, kwargs = serialization.loads(task.call_blob.data, task.call_blob.buffers)
         args, kwargs = execution.resolve_args(args, kwargs)
-        with self._lock:
-            if task.cancel_requested:
-                raise KeyboardInterrupt
-            task.interruptible = True
-        try:
+        with execution.Interruptible(task, self._lock, task.thread_ident):
             value = fn(*args, **kwargs)
-        finally:
-            with self._lock:
-                task.interruptible = False
-            execution.interrupt_thread(task.thread_ident, None)
         del args, kwargs
         values = execution.split_returns(value, task.options.num_returns, task.name)
         return [store(v, self, f"return value of {task.name!r}") for v in values]

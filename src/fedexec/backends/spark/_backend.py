@@ -53,7 +53,9 @@ from ...exceptions import (
 from ...options import NodeAffinity, TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
+from .._execution import settle
 from .._scheduling import ResourcePool, Scheduler
+from .._shutdown import Closer
 from . import _cluster as cluster
 from . import _protocol as msg
 from . import _session as session
@@ -62,7 +64,6 @@ from ._channel import Channel
 from ._dispatcher import Dispatching
 from ._handlers import LeaseHandlers
 from ._leases import Launcher, LeaseRecord
-from ._runtime import settle
 from ._tasks import Task, normalize_runtime_env
 from ._values import Stored, dump_value, serialize_call
 
@@ -125,7 +126,7 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
         self._broken: str | None = None
         self._launch_failures = 0
         self._starved_warned = False
-        self._closer: threading.Thread | None = None
+        self._closer = Closer(self._drain, self._teardown, f"fedexec-spark-{self.uid}-shutdown")
         self._teardown_done = threading.Event()
         self.tasks_run = 0
         self._authkey = os.urandom(32)
@@ -196,32 +197,14 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
             if parent is not None:
                 parent.children.extend(refs)
                 parent.holds.extend(refs)
-        pending = [d for d in deps if not d.done()]
-        if not pending:
-            self._deps_ready(task)
-            return refs
-        left = [len(pending)]
-        lock = threading.Lock()
-
-        def one_done(_: Any) -> None:
-            with lock:
-                left[0] -= 1
-                last = left[0] == 0
-            if last:
-                self._deps_ready(task)
-
-        for d in pending:
-            d.add_done_callback(one_done)
+        execution.when_done(deps, lambda: self._deps_ready(task))
         return refs
 
     def _deps_ready(self, task: Task) -> None:
-        for d in task.deps:
-            if d.cancelled() or d._exception is not None:
-                try:
-                    d.result(0)
-                except BaseException as exc:
-                    self._finish(task, error=exc)
-                return
+        error = execution.dependency_error(task.deps)
+        if error is not None:
+            self._finish(task, error=error)
+            return
         with self._lock:
             if task.state != "waiting":
                 return  # cancelled meanwhile
@@ -462,29 +445,12 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
         if cancel_futures:
             for task in queued:
                 self.cancel_pending(task.refs[0])
-        if not first:
-            closer = self._closer
-            if wait and closer is not None and closer is not threading.current_thread():
-                closer.join()
-            return
-        if wait:
-            self._drain()
-            self._teardown()
-            return
-        self._closer = threading.Thread(target=self._drain_then_teardown, daemon=True,
-                                        name=f"fedexec-spark-{self.uid}-shutdown")
-        self._closer.start()
+        self._closer.close(first, wait)
 
     def _drain(self) -> None:
         with self._lock:
             while self._tasks:
                 self._idle.wait(0.5)
-
-    def _drain_then_teardown(self) -> None:
-        try:
-            self._drain()
-        finally:
-            self._teardown()
 
     def _teardown(self) -> None:
         if self._teardown_done.is_set():

@@ -13,17 +13,19 @@ import contextlib
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
 from ...exceptions import BrokenExecutorError, TaskCancelledError, WorkerCrashedError
 from ...refs import ObjectRef
+from .._execution import settle
 from . import _cluster as cluster
 from . import _protocol as msg
 from ._channel import Peer
 from ._leases import LeaseRecord, describe_error
-from ._runtime import INLINE_MAX, settle
+from ._runtime import INLINE_MAX
 from ._tasks import Task
 from ._values import Stored, dump_error, dump_value, load_error
 
@@ -133,18 +135,19 @@ class LeaseHandlers:
                 self._pool.acquire(task.demand)
 
     def _on_submit(self, peer: Peer, m: msg.Submit) -> None:
-        try:
+        refs: list[ObjectRef[Any]] = []
+
+        def submit() -> bool:
             options = cloudpickle.loads(m.options)
             self._check_submit(options, m.name)
             keep = [self._known_ref(i) for i in m.contained]
             deps = [self._known_ref(i) for i in m.deps]
             parent = self._tasks.get(m.parent)
-            refs = self._create_task(m.name, m.fn, m.call, deps, keep, options, parent,
-                                     m.ref_ids)
-        except BaseException as exc:
-            peer.send(msg.Reply(m.req, error=dump_error(exc)))
-            return
-        peer.send(msg.Reply(m.req, True))
+            refs.extend(self._create_task(m.name, m.fn, m.call, deps, keep, options, parent,
+                                          m.ref_ids))
+            return True
+
+        _reply(peer, m.req, submit)
         for r in refs:
             r.add_done_callback(functools.partial(self._push_ready, peer))
 
@@ -189,34 +192,22 @@ class LeaseHandlers:
         return dump_value(ref.result(0), f"object {ref.id}")[0]
 
     def _on_fetch(self, peer: Peer, m: msg.Fetch) -> None:
-        try:
-            data = self._data_of(self._known_ref(m.ref_id))
-        except BaseException as exc:
-            peer.send(msg.Reply(m.req, error=dump_error(exc)))
-            return
-        peer.send(msg.Reply(m.req, data))
+        _reply(peer, m.req, lambda: self._data_of(self._known_ref(m.ref_id)))
 
     def _on_cancel(self, peer: Peer, m: msg.Cancel) -> None:
-        try:
+        def cancel() -> bool:
             ref = self._known_ref(m.ref_id)
             if m.pending_only:
-                done = self.cancel_pending(ref)
-            else:
-                done = self.cancel(ref, force=m.force, recursive=m.recursive)
-        except BaseException as exc:
-            peer.send(msg.Reply(m.req, error=dump_error(exc)))
-            return
-        peer.send(msg.Reply(m.req, done))
+                return self.cancel_pending(ref)
+            return self.cancel(ref, force=m.force, recursive=m.recursive)
+
+        _reply(peer, m.req, cancel)
 
     def _on_query(self, peer: Peer, m: msg.Query) -> None:
-        try:
-            value = {"cluster_resources": self.cluster_resources,
-                     "available_resources": self.available_resources,
-                     "nodes": self.nodes}[m.what]()
-        except BaseException as exc:
-            peer.send(msg.Reply(m.req, error=dump_error(exc)))
-            return
-        peer.send(msg.Reply(m.req, value))
+        queries = {"cluster_resources": self.cluster_resources,
+                   "available_resources": self.available_resources,
+                   "nodes": self.nodes}
+        _reply(peer, m.req, lambda: queries[m.what]())
 
     _HANDLERS: dict[type, Any] = {
         msg.Hello: _on_hello,
@@ -300,3 +291,13 @@ class LeaseHandlers:
             if node["host"] in mine or cluster.resolve(node["host"]) in mine:
                 return str(node["node_id"])
         return cluster.node_id(self.app_id, hello.host)
+
+
+def _reply(peer: Peer, req: int, answer: Callable[[], Any]) -> None:
+    """Answer request ``req`` with ``answer()``'s value, or with the error it raised."""
+    try:
+        value = answer()
+    except BaseException as exc:
+        peer.send(msg.Reply(req, error=dump_error(exc)))
+        return
+    peer.send(msg.Reply(req, value))

@@ -30,6 +30,7 @@ from ...exceptions import ObjectLostError
 from ...options import TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
+from .._execution import settle
 from . import _protocol as msg
 from ._base import SparkBase
 from ._values import Fetched, Stored, dump_value, load_error, serialize_call
@@ -37,28 +38,13 @@ from ._values import Fetched, Stored, dump_value, load_error, serialize_call
 if TYPE_CHECKING:
     from ._worker import Lease
 
-__all__ = ["LeaseRuntime", "settle"]
+__all__ = ["LeaseRuntime"]
 
 _PENDING = cf._base.PENDING
 
 #: Ready values up to this size travel with the Ready message; larger ones are
 #: fetched when the task reads them.
 INLINE_MAX = 1 << 20
-
-
-def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
-    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
-    try:
-        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
-            return
-        if ref._state != cf._base.RUNNING:
-            return
-        if error is not None:
-            ref.set_exception(error)
-        else:
-            ref.set_result(value)
-    except (cf.InvalidStateError, RuntimeError):  # completed by another thread meanwhile
-        pass
 
 
 class LeaseRuntime(SparkBase):

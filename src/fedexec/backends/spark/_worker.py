@@ -41,7 +41,6 @@ import cloudpickle
 from ... import serialization
 from ..._context import TaskContext, resolving, running_task
 from ...exceptions import RuntimeEnvSetupError, SerializationError, TaskCancelledError
-from ...options import TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
 from . import _protocol as msg
@@ -226,8 +225,7 @@ class Lease:
                 self._running = None
 
     def _attempts(self, spec: msg.TaskSpec, run: _Running, runtime: LeaseRuntime) -> msg.Done:
-        retry = spec.retry if isinstance(spec.retry, bool) else cloudpickle.loads(spec.retry)
-        options = TaskOptions(retry_exceptions=retry)
+        options = execution.load_retry(spec.retry)
         retries_left = spec.retries
         name = spec.name
         while True:
@@ -262,17 +260,10 @@ class Lease:
             return msg.Done(spec.task_id, None, error=dump_error(error))
 
     def _call(self, run: _Running, fn: Any, args: Any, kwargs: Any) -> Any:
-        with self._state_lock:
-            if run.cancel_requested:
-                raise KeyboardInterrupt
-            run.interruptible = True
-        try:
+        # A late SIGINT finds nothing to interrupt; a late async exception is dropped.
+        with execution.Interruptible(run, self._state_lock,
+                                     None if self._use_signal else self._main_ident):
             return fn(*args, **kwargs)
-        finally:
-            with self._state_lock:
-                run.interruptible = False
-            if not self._use_signal:
-                execution.interrupt_thread(self._main_ident, None)  # drop a late one
 
     # ------------------------------------------------------------------ cancel and lend
     def _interrupt(self, task_id: str) -> None:

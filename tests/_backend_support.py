@@ -1,0 +1,104 @@
+"""Helpers shared by the test directories of the backends (``tests/dask``,
+``tests/spark``, ``tests/native``): task bodies, test bodies that hold for every
+backend they are run on, and a probe of a runtime's authenticated sockets.
+
+Importable as ``_backend_support`` because ``tests`` is on pytest's
+``pythonpath`` (see ``pyproject.toml``); task bodies here are pickled by
+reference, so worker processes import this module too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fedexec
+
+T = 60
+
+
+# --------------------------------------------------------------------------- tasks
+def square(x: int) -> int:
+    return x * x
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+def die_on_first_call(directory: str) -> int:
+    """Kill this worker process the first time (``directory`` remembers it); 41 after."""
+    marker = os.path.join(directory, "died")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return 41
+
+
+# --------------------------------------------------------------------------- test bodies
+def check_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch, backend: str,
+                                             dependency: str) -> None:
+    """Without ``dependency`` installed, ``Executor(backend=backend)`` raises
+    ``BackendUnavailableError`` naming the ``fedexec[backend]`` extra."""
+    package = f"fedexec.backends.{backend}"
+    for name in [m for m in sys.modules if m.startswith(package)]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, dependency, None)
+    with pytest.raises(fedexec.BackendUnavailableError,
+                       match=rf'pip install "fedexec\[{backend}\]"'):
+        fedexec.Executor(backend=backend)
+    monkeypatch.undo()
+    importlib.import_module(package)
+
+
+def check_values_stay_readable_after_shutdown(executor: fedexec.Executor) -> None:
+    """A put value, and a task's result not fetched before ``shutdown``, stay readable."""
+    put = executor.put({"a": 1})
+    result = executor.submit(square, 12)
+    executor.wait([result], timeout=T)  # finished, its value not fetched yet
+    executor.shutdown()
+    assert put.result(timeout=0) == {"a": 1}
+    assert result.result(timeout=0) == 144
+
+
+def check_dependents_of_a_retried_task_get_its_result(executor: fedexec.Executor,
+                                                      directory: Path) -> None:
+    """A task whose worker died is retried (``max_retries``), and a task waiting
+    for it gets the retried result."""
+    upstream = executor.options(max_retries=1).submit(die_on_first_call, str(directory))
+    downstream = executor.submit(add_one, upstream)
+    assert executor.get(downstream, timeout=T) == 42
+    assert executor.get(upstream, timeout=T) == 41
+
+
+# --------------------------------------------------------------------------- sockets
+class _Evil:
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))  # would create the file if ever unpickled
+
+
+def check_a_raw_pickle_is_dropped_unread(address: str, directory: Path) -> None:
+    """A raw TCP peer of ``address`` (``"host:port"``, a fedexec listener) that sends
+    a pickle instead of authenticating is hung up on, and nothing is unpickled."""
+    marker = directory / "unpickled"
+    host, port = address.rsplit(":", 1)
+    payload = pickle.dumps(_Evil(str(marker)))
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        assert sock.recv(64).startswith(b"FDX1")
+        sock.sendall(payload.ljust(64, b"\0") + payload * 4)
+        sock.settimeout(10)
+        try:
+            assert sock.recv(64) == b""  # the listener closed the connection
+        except ConnectionResetError:
+            pass
+    assert not marker.exists()
