@@ -18,6 +18,9 @@ Sections (``--only joblib,dask`` runs some of them, in the order given):
     dask-backend  the cases of run.py that map onto distributed.Client, on
                   Executor(backend="dask") vs a plain Client of the same LocalCluster;
                   target (issue 5): fedexec-dask within 1.3x of plain Dask
+    spark-backend per-task overhead, round trip, a chain, a 100 MB argument for 4
+                  tasks and start-up, on Executor(backend="spark", spark=session)
+                  vs plain pyspark on the same SparkSession (local[2])
 
 Data flow::
 
@@ -33,9 +36,12 @@ default client, Ray). The ``dask-backend`` section is the exception: one process
 per case holds one LocalCluster laid out as ``Executor(backend="dask")`` lays out
 its own, and both a fedexec executor joined to it (``address=``) and plain
 ``distributed.Client`` s of it; their repetitions alternate, so load from other
-processes on the machine hits both alike. Systems whose package is missing are
-skipped with a printed line. Ray, Dask, Modin and scikit-learn are imported only
-inside the child that needs them.
+processes on the machine hits both alike. ``spark-backend`` does the same with
+one SparkSession per case, shared by plain pyspark and ``Executor(backend="spark",
+spark=session)`` (it waits for fedexec's idle leases to end before plain pyspark
+runs). Systems whose package is missing are skipped with a printed line. Ray,
+Dask, Modin, scikit-learn and pyspark are imported only inside the child that
+needs them.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ NUM_CPUS = 2
 US = "\u00b5s"
 TARGET = 1.3  # issue 5: fedexec-dask within 1.3x of plain Dask
 PACKAGES = ("fedexec", "ray", "dask", "distributed", "joblib", "loky", "scikit-learn",
-            "modin", "pandas", "pyarrow", "numpy")
+            "modin", "pandas", "pyarrow", "pyspark", "numpy")
 
 
 def reps(quick: bool) -> int:
@@ -713,6 +719,420 @@ def dask_backend_child(case: str, quick: bool, child: Child, args: argparse.Name
                    "note": f"{note}; median of {reps(quick)} repetition(s)"}
 
 
+# =========================================================================== spark backend
+SPARK_CASES = ("startup", "fedexec_cold_start", "noop_overhead", "round_trip", "chain",
+               "large_arg")
+PLAIN_SPARK = "plain-pyspark"
+FEDEXEC_SPARK = "fedexec-spark"
+SPARK_MASTER = f"local[{NUM_CPUS}]"
+SPARK_ARRAY_BYTES = 100_000_000  # the large argument: 100 MB of float64 ones
+
+
+def spark_sizes(quick: bool) -> dict[str, int]:
+    if quick:
+        return {"noop": 40, "round_trip": 10, "chain": 10, "tasks": 4}
+    return {"noop": 100, "round_trip": 20, "chain": 30, "tasks": 4}
+
+
+#: The settings of a session fedexec starts itself (``fedexec.backends.spark._session.
+#: DEFAULT_CONF`` and its 127.0.0.1 addresses), written out so that the timed plain
+#: session start does not import fedexec.
+SPARK_CONF = {"spark.app.name": "fedexec-bench", "spark.ui.enabled": "false",
+              "spark.ui.showConsoleProgress": "false", "spark.log.level": "ERROR",
+              "spark.python.worker.reuse": "true", "spark.driver.bindAddress": "127.0.0.1",
+              "spark.driver.host": "127.0.0.1"}
+
+
+def start_spark(master: str) -> Any:
+    """A classic SparkSession whose Python workers run this interpreter."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.master(master)
+    for key, value in SPARK_CONF.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+def spark_quiet(sc: Any, timeout: float = 15.0) -> None:
+    """Wait until no Spark job runs: fedexec's idle leases (each a Spark job holding
+    one of the session's task slots) end ``linger`` (1 s) after their last task, and
+    plain pyspark must not find its slots taken."""
+    deadline = time.monotonic() + timeout
+    while sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def spark_entry(case: str, system: str, label: str, how: str, value: float, unit: str,
+                group: str = "", compare: bool = True) -> dict[str, Any]:
+    """One measured value; a fedexec entry gets a ratio to every plain entry of its
+    ``group`` that has ``compare`` set."""
+    return {"case": case, "system": system, "label": label, "how": how, "value": value,
+            "unit": unit, "group": group, "compare": compare}
+
+
+def _spark_first_element(bc: Any) -> Callable[[Any], float]:
+    def read(_: Any) -> float:
+        return float(bc.value[0])
+    return read
+
+
+def spark_backend_child(case: str, quick: bool, child: Child, args: argparse.Namespace) -> None:
+    """One case: one SparkSession, plain pyspark and ``Executor(backend="spark",
+    spark=session)`` on it, repetitions alternating (waiting for fedexec's leases to
+    end before plain pyspark runs)."""
+    import _tasks
+
+    size = spark_sizes(quick)
+    entries: list[dict[str, Any]] = []
+    child.check = {"entries": entries, "note": ""}
+    if case == "fedexec_cold_start":
+        t0 = time.perf_counter()
+        import fedexec
+        from fedexec.backends.spark import stop_session
+
+        ex = fedexec.Executor(backend="spark", num_cpus=NUM_CPUS)
+        t1 = time.perf_counter()
+        child.closers += [stop_session, lambda: ex.shutdown(wait=True)]
+        assert ex.submit(_tasks.link, 1).result() == 2
+        t2 = time.perf_counter()
+        master = ex._backend.sc.master
+        entries += [
+            spark_entry(case, FEDEXEC_SPARK, "no session yet: Executor()",
+                        f"`import fedexec` + `Executor(backend='spark', num_cpus=2)`: fedexec "
+                        f"starts its own session ({master}, the default)", t1 - t0, "s",
+                        "session"),
+            spark_entry(case, FEDEXEC_SPARK, "its first task",
+                        "first `submit(...).result()`: the first lease (a Spark job) and "
+                        "Python worker start", t2 - t1, "s", "first"),
+            spark_entry(case, FEDEXEC_SPARK, "to the first result", "the two above",
+                        t2 - t0, "s", "cold"),
+        ]
+        child.check["note"] = "one fresh process, measured once"
+        return
+
+    t0 = time.perf_counter()
+    spark = start_spark(SPARK_MASTER)
+    t1 = time.perf_counter()
+    sc = spark.sparkContext
+    child.closers.append(spark.stop)
+    plain_first = _plain_job(sc, [0], _tasks.link)
+    t2 = time.perf_counter()
+    assert plain_first == [1]
+    child.start_s = t1 - t0
+    import fedexec
+
+    t2b = time.perf_counter()
+    ex = fedexec.Executor(backend="spark", spark=spark)
+    t3 = time.perf_counter()
+    child.closers.append(lambda: ex.shutdown(wait=True))
+    assert ex.submit(_tasks.link, 1).result() == 2
+    t4 = time.perf_counter()
+    child.notes.append(
+        f"one SparkSession ({SPARK_MASTER}, fedexec's default settings, UI off); "
+        f"{FEDEXEC_SPARK} = Executor(backend='spark', spark=session): "
+        f"{ex.cluster_resources().get('CPU')} CPUs (the session's slots), linger 1 s")
+    if case == "startup":
+        t5 = time.perf_counter()
+        ex2 = fedexec.Executor(backend="spark")
+        t6 = time.perf_counter()
+        child.closers.append(lambda: ex2.shutdown(wait=True))
+        assert ex2.submit(_tasks.link, 1).result() == 2
+        t7 = time.perf_counter()
+        entries += [
+            spark_entry(case, PLAIN_SPARK, "session start",
+                        f"`import pyspark` + `SparkSession.builder.master('{SPARK_MASTER}')"
+                        ".getOrCreate()` (JVM, SparkContext)", t1 - t0, "s", "session"),
+            spark_entry(case, PLAIN_SPARK, "first job",
+                        "first `sc.parallelize([0], 1).map(f).collect()` (Python worker "
+                        "daemon starts)", t2 - t1, "s", "first"),
+            spark_entry(case, PLAIN_SPARK, "to the first result", "the two above", t2 - t0,
+                        "s", "cold"),
+            spark_entry(case, FEDEXEC_SPARK, "import fedexec", "`import fedexec` (pyspark "
+                        "already imported)", (t2b - t2) * 1e3, "ms", "import"),
+            spark_entry(case, FEDEXEC_SPARK, "Executor(spark=session)",
+                        "`Executor(backend='spark', spark=session)` on the running session",
+                        (t3 - t2b) * 1e3, "ms", "on-session"),
+            spark_entry(case, FEDEXEC_SPARK, "its first task",
+                        "first `submit(...).result()`: launches the first lease (a Spark job; "
+                        "its Python worker imports fedexec)", (t4 - t3) * 1e3, "ms",
+                        "first-lease"),
+            spark_entry(case, FEDEXEC_SPARK, "Executor() on a running session",
+                        "`Executor(backend='spark')` with no `spark=`: finds the running "
+                        "context", (t6 - t5) * 1e3, "ms", "on-session"),
+            spark_entry(case, FEDEXEC_SPARK, "its first task",
+                        "its first `submit(...).result()` (a new lease)", (t7 - t6) * 1e3,
+                        "ms", "first-lease"),
+        ]
+        child.check["note"] = "one fresh process, measured once"
+        return
+
+    n = size["noop"]
+    measure_plain: dict[str, Callable[[], float]] = {}
+    measure_fx: dict[str, Callable[[], float]] = {}
+    # sample key -> label, how, unit, group, compare (see spark_entry)
+    labels: dict[str, tuple[str, str, str, str, bool]] = {}
+    if case == "noop_overhead":
+        def plain_one_job() -> float:
+            dt, out = timed(lambda: _plain_job(sc, range(n), _tasks.link, n))
+            assert out == list(range(1, n + 1))
+            return dt / n * 1e3
+
+        def plain_n_jobs() -> float:
+            import concurrent.futures as cf
+
+            with cf.ThreadPoolExecutor(NUM_CPUS) as pool:
+                dt, out = timed(lambda: list(pool.map(
+                    lambda i: _plain_job(sc, [i], _tasks.link)[0], range(n))))
+            assert out == list(range(1, n + 1))
+            return dt / n * 1e3
+
+        def plain_batched() -> float:
+            dt, out = timed(lambda: _plain_job(sc, range(n), _tasks.link, NUM_CPUS))
+            assert out == list(range(1, n + 1))
+            return dt / n * 1e3
+
+        def fx_submit() -> float:
+            _fx_warm(ex)
+            dt, out = timed(lambda: ex.get([ex.submit(_tasks.link, i) for i in range(n)]))
+            assert out == list(range(1, n + 1))
+            return dt / n * 1e3
+
+        def fx_map() -> float:
+            _fx_warm(ex)
+            dt, out = timed(lambda: list(ex.map(_tasks.link, range(n))))
+            assert out == list(range(1, n + 1))
+            return dt / n * 1e3
+
+        measure_plain = {"one": plain_one_job, "jobs": plain_n_jobs, "batched": plain_batched}
+        measure_fx = {"submit": fx_submit, "map": fx_map}
+        labels = {
+            "plain:one": ("1 job, N partitions",
+                          "`sc.parallelize(range(N), N).map(f).collect()`", "ms/call", "noop",
+                          True),
+            "plain:jobs": ("N 1-partition jobs", f"N x `sc.parallelize([i], 1).map(f)"
+                           f".collect()`, from {NUM_CPUS} threads", "ms/call", "noop", True),
+            "plain:batched": ("1 job, 2 partitions",
+                              f"`sc.parallelize(range(N), {NUM_CPUS}).map(f).collect()`: for "
+                              "reference, not one task per call", "ms/call", "noop", False),
+            "fx:submit": ("submit + get", "N x `ex.submit(f, i)`, then `ex.get(refs)`",
+                          "ms/call", "noop", True),
+            "fx:map": ("map", "`list(ex.map(f, range(N)))`", "ms/call", "noop", True),
+        }
+        child.check["note"] = (f"N = {n} calls of f = x + 1; fedexec's leases warm (an "
+                               "untimed batch of 20 tasks first)")
+    elif case == "round_trip":
+        k = size["round_trip"]
+
+        def plain_rt() -> float:
+            samples = [timed(lambda: _plain_job(sc, [0], _tasks.link))[0] for _ in range(k)]
+            return statistics.median(samples) * 1e3
+
+        def fx_rt() -> float:
+            _fx_warm(ex)
+            samples = [timed(lambda: ex.submit(_tasks.link, 0).result())[0] for _ in range(k)]
+            return statistics.median(samples) * 1e3
+
+        def fx_rt_cold() -> float:
+            spark_quiet(sc)  # every lease has ended: this task launches one
+            return timed(lambda: ex.submit(_tasks.link, 0).result())[0] * 1e3
+
+        measure_plain = {"job": plain_rt}
+        measure_fx = {"cold": fx_rt_cold, "warm": fx_rt}
+        labels = {
+            "plain:job": ("1-partition job", "`sc.parallelize([0], 1).map(f).collect()`",
+                          "ms", "rt", True),
+            "fx:warm": ("submit -> result (idle lease)", "`ex.submit(f, 0).result()` while a "
+                        "lease is idle (linger 1 s)", "ms", "rt", True),
+            "fx:cold": ("submit -> result (no lease)", "`ex.submit(f, 0).result()` after every "
+                        "lease ended: launches a Spark job", "ms", "rt", True),
+        }
+        child.check["note"] = (f"median of {k} sequential calls per repetition (the "
+                               "no-lease one: 1 call)")
+    elif case == "chain":
+        links = size["chain"]
+
+        def plain_chain() -> float:
+            def run() -> int:
+                value = 0
+                for _ in range(links):
+                    (value,) = _plain_job(sc, [value], _tasks.link)
+                return value
+            dt, out = timed(run)
+            assert out == links
+            return dt / links * 1e3
+
+        def fx_chain() -> float:
+            _fx_warm(ex)
+
+            def run() -> int:
+                ref = ex.submit(_tasks.link, 0)
+                for _ in range(links - 1):
+                    ref = ex.submit(_tasks.link, ref)
+                return ref.result()  # type: ignore[no-any-return]
+            dt, out = timed(run)
+            assert out == links
+            return dt / links * 1e3
+
+        measure_plain = {"chain": plain_chain}
+        measure_fx = {"chain": fx_chain}
+        labels = {
+            "plain:chain": ("a job per link", "a 1-partition job per link, the value "
+                            "through the driver", "ms/link", "chain", True),
+            "fx:chain": ("refs as arguments", "`ref = ex.submit(f, ref)` per link, all "
+                         "submitted, then the last `.result()`", "ms/link", "chain", True),
+        }
+        child.check["note"] = f"{links} links of f = x + 1"
+    elif case == "large_arg":
+        import numpy as np
+
+        arr = np.ones(SPARK_ARRAY_BYTES // 8, dtype=np.float64)
+        tasks = size["tasks"]
+        fx_rounds: dict[str, list[dict[str, float]]] = {"quiet": [], "idle": []}
+        plain_rounds: list[dict[str, float]] = []
+
+        def plain_big() -> float:
+            t0 = time.perf_counter()
+            bc = sc.broadcast(arr)
+            t1 = time.perf_counter()
+            out = sc.parallelize(range(tasks), tasks).map(_spark_first_element(bc)).collect()
+            t2 = time.perf_counter()
+            again = sc.parallelize(range(tasks), tasks).map(_spark_first_element(bc)).collect()
+            t3 = time.perf_counter()
+            assert out == again == [1.0] * tasks
+            bc.destroy()
+            plain_rounds.append({"put": t1 - t0, "first": t2 - t1, "again": t3 - t2})
+            return (t2 - t0) * 1e3
+
+        def fx_big(idle_leases: bool) -> float:
+            if idle_leases:
+                _fx_warm(ex)  # leases without the new broadcast hold both slots
+            else:
+                spark_quiet(sc)  # no lease runs, as plain pyspark finds the session
+            t0 = time.perf_counter()
+            ref = ex.put(arr)
+            t1 = time.perf_counter()
+            out = ex.get([ex.submit(_tasks.first_element, ref) for _ in range(tasks)])
+            t2 = time.perf_counter()
+            again = ex.get([ex.submit(_tasks.first_element, ref) for _ in range(tasks)])
+            t3 = time.perf_counter()
+            assert out == again == [1.0] * tasks
+            del ref
+            fx_rounds["idle" if idle_leases else "quiet"].append(
+                {"put": t1 - t0, "first": t2 - t1, "again": t3 - t2})
+            return (t2 - t0) * 1e3
+
+        measure_plain = {"big": plain_big}
+        measure_fx = {"quiet": lambda: fx_big(False), "idle": lambda: fx_big(True)}
+        # untimed warm-up: a 2 MB array through both paths (fedexec: a broadcast too)
+        small = np.ones(250_000, dtype=np.float64)
+        bc = sc.broadcast(small)
+        assert sc.parallelize(range(tasks), tasks).map(_spark_first_element(bc)).collect()
+        bc.destroy()
+        ref = ex.put(small)
+        assert ex.get([ex.submit(_tasks.first_element, ref) for _ in range(tasks)])
+        del ref
+    samples: dict[str, list[float]] = {}  # (large_arg keeps its rounds itself)
+    spark_quiet(sc)  # the first lease (above) must not hold a slot
+    for _ in range(reps(quick)):
+        for key, fn in measure_plain.items():
+            samples.setdefault(f"plain:{key}", []).append(fn())
+        for key, fn in measure_fx.items():
+            samples.setdefault(f"fx:{key}", []).append(fn())
+        spark_quiet(sc)
+    if case == "large_arg":
+        mb = SPARK_ARRAY_BYTES / 1e6
+        fx_how = f"{tasks} x `ex.submit(first_element, ref)`, then `ex.get`"
+        for system, rounds_, put_how, task_how in (
+                (PLAIN_SPARK, plain_rounds, "`bc = sc.broadcast(arr)`",
+                 f"`sc.parallelize(range({tasks}), {tasks}).map(lambda _: bc.value[0])"
+                 ".collect()`"),
+                (FEDEXEC_SPARK, fx_rounds["quiet"], "`ref = ex.put(arr)`: pickles it on "
+                 "the driver; the Spark broadcast is made when a task needs it (so in the "
+                 "next row), not comparable alone",
+                 f"{fx_how}; no lease running before (as for plain pyspark)")):
+            med = {k: statistics.median(r[k] for r in rounds_) * 1e3 for k in rounds_[0]}
+            entries += [
+                spark_entry(case, system, "put / broadcast", put_how, med["put"], "ms",
+                            "put", compare=False),
+                spark_entry(case, system, f"{tasks} tasks, first", task_how, med["first"],
+                            "ms", "first", compare=False),
+                spark_entry(case, system, "put + first", "the two above",
+                            med["put"] + med["first"], "ms", "total"),
+                spark_entry(case, system, f"{tasks} tasks again", "the same again (same "
+                            "broadcast / ref)", med["again"], "ms", "again"),
+            ]
+        med = {k: statistics.median(r[k] for r in fx_rounds["idle"]) * 1e3
+               for k in fx_rounds["idle"][0]}
+        entries += [
+            spark_entry(case, FEDEXEC_SPARK, f"{tasks} tasks, first, idle leases",
+                        f"{fx_how}, just after other tasks: {NUM_CPUS} idle leases (without "
+                        "the new broadcast) hold the session's slots until they linger out",
+                        med["first"], "ms", "first", compare=False),
+            spark_entry(case, FEDEXEC_SPARK, "put + first, idle leases", "the two above",
+                        med["put"] + med["first"], "ms", "total"),
+        ]
+        child.check["note"] = (f"a {mb:.0f} MB float64 array, a new put/broadcast per "
+                               f"repetition; {tasks} tasks each return arr[0]; median of "
+                               f"{reps(quick)}")
+        return
+    for key, values in samples.items():
+        system = PLAIN_SPARK if key.startswith("plain:") else FEDEXEC_SPARK
+        label, how, unit, group, compare = labels[key]
+        entries.append(spark_entry(case, system, label, how, statistics.median(values), unit,
+                                   group, compare))
+    child.check["note"] += f"; median of {reps(quick)} repetition(s), systems alternating"
+
+
+def _plain_job(sc: Any, data: Any, fn: Callable[[Any], Any], parts: int = 1) -> list[Any]:
+    return sc.parallelize(data, parts).map(fn).collect()  # type: ignore[no-any-return]
+
+
+def _fx_warm(ex: Any) -> None:
+    """Untimed: 20 tasks, so that leases are running and idle (they linger 1 s)."""
+    import _tasks
+
+    ex.get([ex.submit(_tasks.noop) for _ in range(20)])
+
+
+def render_spark_backend(results: list[dict[str, Any]], skipped: dict[str, str]) -> str:
+    lines = [f"### spark-backend: {SECTIONS['spark-backend']['title']}", "",
+             f"fedexec / plain = {FEDEXEC_SPARK}'s value / {PLAIN_SPARK}'s (times: below 1 "
+             f"is faster); every case on one SparkSession ({SPARK_MASTER}) shared by both, "
+             "except `fedexec_cold_start`", "",
+             "| case | system | what | value | unit | fedexec / plain |",
+             "|---|---|---|---:|---|---|"]
+    notes: list[str] = []
+    entries = [e for r in results if r["status"] == "ok" for e in r["check"]["entries"]]
+    for r in results:
+        case = r["system"]
+        if r["status"] != "ok":
+            short = r.get("error", "").strip().splitlines()[-1:] or [r["status"]]
+            lines.append(f"| {case} | - | {r['status']}: {short[0]} | | | |")
+            continue
+        notes.append(f"- {case}: {r['check']['note']}")
+        for e in (e for e in entries if e["case"] == case):
+            ratio = ""
+            if e["system"] == FEDEXEC_SPARK and e["compare"]:
+                # the plain entries of the same group (startup: across the two cases)
+                plains = [p for p in entries if p["system"] == PLAIN_SPARK and p["compare"]
+                          and p["group"] == e["group"]
+                          and (p["case"] == case or (case == "fedexec_cold_start"
+                                                     and p["case"] == "startup"))]
+                parts = [f"{e['value'] / p['value']:.3g}x" + (
+                         f" vs {p['label']}" if len(plains) > 1 else "")
+                         for p in plains if p["value"] > 0]
+                ratio = "; ".join(parts)
+            lines.append(f"| {case} | {e['system']} | {e['label']} | {runner.fmt(e['value'])} "
+                         f"| {e['unit']} | {ratio} |")
+            how = f"- {case} / {e['system']} / {e['label']}: {e['how']}"
+            if e["how"] and how not in notes:
+                notes.append(how)
+        notes += [f"- {n}" for n in r.get("notes", []) if f"- {n}" not in notes]
+    notes += [f"- skipped {name}: {why}" for name, why in skipped.items()]
+    return "\n".join([*lines, "", *notes]) + "\n"
+
+
 # =========================================================================== parent
 SECTIONS: dict[str, dict[str, Any]] = {
     "joblib": {"systems": JOBLIB_SYSTEMS, "requires": JOBLIB_REQUIRES, "run": joblib_child,
@@ -730,6 +1150,11 @@ SECTIONS: dict[str, dict[str, Any]] = {
                      "requires": dict.fromkeys(DASK_BACKEND_CASES, ("distributed", "fedexec")),
                      "run": dask_backend_child, "reference": PLAIN, "check": None,
                      "title": "fedexec's dask backend vs plain Dask (issue 5, item 6)"},
+    "spark-backend": {"systems": SPARK_CASES,
+                      "requires": {c: ("pyspark", "fedexec", "numpy") if c == "large_arg"
+                                   else ("pyspark", "fedexec") for c in SPARK_CASES},
+                      "run": spark_backend_child, "reference": PLAIN_SPARK, "check": None,
+                      "title": "fedexec's spark backend vs plain pyspark (issue 5, item 6)"},
 }
 
 
@@ -968,6 +1393,8 @@ def main(argv: list[str] | None = None) -> int:
             all_results[section] = results
             if section == "dask-backend":
                 print(render_dask_backend(results, skipped), flush=True)
+            elif section == "spark-backend":
+                print(render_spark_backend(results, skipped), flush=True)
             else:
                 print(render_section(section, results, skipped), flush=True)
     print(f"total wall time {time.perf_counter() - t_all:.0f} s")

@@ -5,11 +5,14 @@ with its own shared-memory store, workers and resources, joined over
 authenticated TCP on 127.0.0.1 — so object transfer, spillback and node loss run
 for real::
 
-    with fedexec.testing.Cluster(head_node_args={"num_cpus": 1}) as cluster:
+    with fedexec.testing.Cluster(head_num_cpus=1) as cluster:
         worker = cluster.add_node(num_cpus=2, resources={"special": 1})
-        with cluster.connect() as ex:
+        with fedexec.Executor(address=cluster.address) as ex:   # or cluster.connect()
             ...
         cluster.remove_node(worker)        # SIGKILL: the head notices missed heartbeats
+
+The cluster's token is handled for the caller: ``Executor(address=cluster.address)``
+in this process finds it while the cluster runs.
 
 Nodes die with the process that started them. Heartbeats default to every 0.2 s
 with a node declared dead after 2 s of silence (the runtime's defaults are 0.5 s
@@ -27,7 +30,14 @@ from typing import Any
 
 from .exceptions import FedexecError
 
-__all__ = ["Cluster", "ClusterNode"]
+__all__ = ["Cluster", "ClusterNode", "Node"]
+
+_tokens: dict[str, str] = {}  # address -> token of the clusters this process runs
+
+
+def token_for(address: str) -> str | None:
+    """The token of a running ``Cluster`` of this process at ``address``, if any."""
+    return _tokens.get(address)
 
 
 class ClusterNode:
@@ -65,23 +75,31 @@ class Cluster:
     """A multi-node native cluster of processes on this machine (see module docs).
 
     Args:
-        head_node_args: ``num_cpus``, ``num_gpus``, ``resources``,
-            ``object_store_memory`` of the head (default: 1 CPU).
+        head_num_cpus: CPUs of the head (default 0: tasks run on added nodes).
+        head_options / head_node_args: more of the head's ``num_gpus``,
+            ``resources``, ``object_store_memory``.
         heartbeat_interval: seconds between node heartbeats.
         heartbeat_timeout: seconds of silence before the head declares a node dead.
         initializer, initargs: run in every worker process of every node.
     """
 
-    def __init__(self, head_node_args: Mapping[str, Any] | None = None, *,
+    def __init__(self, head_num_cpus: float | None = None, *,
+                 head_node_args: Mapping[str, Any] | None = None,
                  heartbeat_interval: float = 0.2, heartbeat_timeout: float = 2.0,
-                 initializer: Any = None, initargs: tuple[Any, ...] = ()):
+                 initializer: Any = None, initargs: tuple[Any, ...] = (),
+                 **head_options: Any):
         self.token = os.urandom(32).hex()
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._init = {"initializer": initializer, "initargs": initargs} if initializer \
             else {}
         self.nodes: list[ClusterNode] = []
-        self.head: ClusterNode = self._launch(dict(head_node_args or {}), head=None)
+        args = {**dict(head_node_args or {}), **head_options}
+        if head_num_cpus is not None:
+            args["num_cpus"] = head_num_cpus
+        args.setdefault("num_cpus", 0)
+        self.head: ClusterNode = self._launch(args, head=None)
+        _tokens[self.head.address] = self.token
 
     @property
     def address(self) -> str:
@@ -92,7 +110,6 @@ class Cluster:
         from .backends.native.runtime import NodeProcess
         from .config import RuntimeConfig
 
-        args.setdefault("num_cpus", 1)
         args.setdefault("num_gpus", 0)
         config = RuntimeConfig.make(
             **self._init,
@@ -122,11 +139,11 @@ class Cluster:
             self.wait_for_nodes()
         return node
 
-    def remove_node(self, node: ClusterNode, *, allow_graceful: bool = False) -> None:
+    def remove_node(self, node: ClusterNode, graceful: bool = False) -> None:
         """Take a node away: SIGKILL (default) or a graceful stop."""
         if node is self.head:
             raise ValueError("remove_node() takes worker nodes; use shutdown() for the head")
-        if allow_graceful:
+        if graceful:
             node.stop()
         else:
             node.kill()
@@ -159,6 +176,7 @@ class Cluster:
 
     def shutdown(self) -> None:
         """Stop every node (workers first, then the head)."""
+        _tokens.pop(self.head.address, None)
         for node in reversed(self.nodes):
             with contextlib.suppress(Exception):
                 node.stop()
@@ -169,3 +187,6 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+Node = ClusterNode  #: the name API.md uses

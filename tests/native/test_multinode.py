@@ -63,7 +63,7 @@ def stats_of(address, token):
 
 @pytest.fixture
 def cluster():
-    with Cluster(head_node_args={"num_cpus": 1}) as c:
+    with Cluster(head_num_cpus=1) as c:
         yield c
 
 
@@ -422,3 +422,16 @@ def test_a_driver_without_the_nodes_store_gets_bytes_not_paths(cluster, monkeypa
         assert float(made.result(timeout=T).sum()) == 1_000_000.0  # pulled, then sent inline
         assert float(ex.submit(total, made).result(timeout=T)[0]) == 1_000_000.0
         assert float(ex.get(ex.submit(make_array, 300_000)).sum()) == 300_000.0
+
+
+def test_the_testing_cluster_follows_the_documented_api():
+    from fedexec.testing import Node
+
+    with Cluster() as c:  # head_num_cpus=0: tasks run on added nodes
+        node = c.add_node(num_cpus=1, resources={"x": 1})
+        assert isinstance(node, Node) and node.node_id
+        with fedexec.Executor(address=c.address) as ex:  # the token is found for us
+            assert ex.cluster_resources()["CPU"] == 1
+            assert ex.submit(node_of).result(timeout=T) == node.node_id
+        c.remove_node(node, graceful=True)
+        assert not node.alive()

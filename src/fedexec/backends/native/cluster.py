@@ -241,7 +241,8 @@ def stop_head(timeout: float = 15.0) -> bool:
 def resolve(address: str, token: str | None) -> dict[str, Any]:
     """How a driver connects to ``address`` ("auto" or "host:port"): the socket to
     use and the token (from ``token``, ``FEDEXEC_TOKEN``, or the local token file)."""
-    token = token or os.environ.get("FEDEXEC_TOKEN") or _local_token()
+    token = token or _test_cluster_token(address) or os.environ.get("FEDEXEC_TOKEN") or \
+        _local_token()
     if address == "auto":
         info = read_local_cluster()
         if info is None:
@@ -263,6 +264,14 @@ def resolve(address: str, token: str | None) -> dict[str, Any]:
             "where 'fedexec start --head' wrote its token file"
         )
     return {"target": target, "token": token_bytes(token), "role": "driver"}
+
+
+def _test_cluster_token(address: str) -> str | None:
+    """The token of a ``fedexec.testing.Cluster`` this process runs at ``address``."""
+    import sys
+
+    testing = sys.modules.get("fedexec.testing")
+    return testing.token_for(address) if testing is not None else None
 
 
 def token_bytes(token: str) -> bytes:
