@@ -98,11 +98,12 @@ class Dispatching:
         with self._lock:
             expired = [lease for lease in self._idle_leases
                        if now - lease.idle_since >= self.linger]
+            sends = self._assign_idle()
+            expired += self._blocking_leases(expired)
             for lease in expired:
                 self._idle_leases.remove(lease)
                 lease.state = "ended"
                 self._leases.pop(lease.id, None)
-            sends = self._assign_idle()
             launches = self._plan_launches()
             self._check_starved(now)
         for lease in expired:
@@ -131,6 +132,18 @@ class Dispatching:
                 "slots (%d) cannot run. Give Spark more slots (address='local[N]', more "
                 "executor cores) or nest less.", len(waiting), STARVED_AFTER_S, blocked,
                 self.slots)
+
+    def _blocking_leases(self, ending: list[LeaseRecord]) -> list[LeaseRecord]:
+        """Idle leases to stop before their ``linger`` is up: when tasks wait that no
+        idle lease can take (they need broadcasts made after it started) and every
+        Spark slot is taken, an idle lease only holds the slot a new lease needs
+        (under the lock)."""
+        waiting = [t for t in self._unassigned if all(s.broadcast is not None for s in t.big)]
+        if not waiting or len(self._leases) - len(ending) < self.slots:
+            return []
+        useless = [lease for lease in self._idle_leases if lease not in ending
+                   and not any(self._fits(t, lease) for t in waiting)]
+        return useless[:len(waiting)]
 
     def _plan_launches(self) -> list[tuple[LeaseRecord, dict[int, Any]]]:
         """New leases for the unassigned tasks that none starting will take (under
