@@ -54,7 +54,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -1168,40 +1167,7 @@ def run_child(section: str, name: str, quick: bool, timeout: float, env: dict[st
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", section, name, *extra]
     if quick:
         cmd.append("--quick")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True, stdin=subprocess.DEVNULL)
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        runner._kill_tree(proc.pid)
-        out, err = proc.communicate()
-    except KeyboardInterrupt:
-        runner._kill_tree(proc.pid)
-        raise
-    leftovers = [] if timed_out else runner._leftovers(proc.pid)
-    result: dict[str, Any] | None = None
-    notes: list[str] = []
-    for line in out.splitlines():
-        if line.startswith(MARK_RESULT):
-            result = json.loads(line[len(MARK_RESULT):])
-        elif line.startswith(MARK_NOTE):
-            notes.append(json.loads(line[len(MARK_NOTE):]))
-    if result is None:
-        tail = (out + err).strip()[-3000:]
-        status = "timeout" if timed_out else "error"
-        error = (f"timeout after {timeout:.0f} s" if timed_out
-                 else f"child exited {proc.returncode} with no result:\n{tail}")
-        result = {"status": status, "error": error, "rows": [], "notes": []}
-    elif timed_out:
-        notes.append(f"{name}: killed after the {timeout:.0f} s timeout (after measuring)")
-    if leftovers:
-        notes.append(f"{name}: {len(leftovers)} process(es) still running 5 s after the child "
-                     f"exited, killed: {runner._describe(leftovers)}")
-    result["notes"] = list(result.get("notes", [])) + notes
-    result["wall_s"] = time.perf_counter() - t0
+    result = runner.spawn(cmd, name, timeout, env)
     result["system"] = name
     return result
 

@@ -124,6 +124,16 @@ def run_child(system: str, case: str, quick: bool, timeout: float,
     cmd = [sys.executable, str(HERE / "_child.py"), system, case, "--timeout", str(timeout)]
     if quick:
         cmd.append("--quick")
+    result = spawn(cmd, system, timeout, env)
+    if result["status"] in ("timeout", "error") and "case" not in result:
+        result.update(system=system, case=case)
+    return result
+
+
+def spawn(cmd: list[str], name: str, timeout: float, env: dict[str, str]) -> dict[str, Any]:
+    """Run a benchmark child (``cmd``) in its own process session, killed with its
+    whole tree on timeout; its result line parsed, with notes about timeouts and
+    processes it left behind, and ``wall_s``."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, start_new_session=True, stdin=subprocess.DEVNULL)
@@ -138,7 +148,6 @@ def run_child(system: str, case: str, quick: bool, timeout: float,
         _kill_tree(proc.pid)
         raise
     leftovers = [] if timed_out else _leftovers(proc.pid)
-    wall = time.perf_counter() - t0
     result: dict[str, Any] | None = None
     notes: list[str] = []
     for line in out.splitlines():
@@ -148,20 +157,17 @@ def run_child(system: str, case: str, quick: bool, timeout: float,
             notes.append(json.loads(line[len(MARK_NOTE):]))
     if result is None:
         tail = (out + err).strip()[-3000:]
-        if timed_out:
-            result = {"status": "timeout", "error": f"timeout after {timeout:.0f} s"}
-        else:
-            result = {"status": "error",
-                      "error": f"child exited {proc.returncode} with no result:\n{tail}"}
-        result.update(system=system, case=case, rows=[], notes=[])
+        error = (f"timeout after {timeout:.0f} s" if timed_out
+                 else f"child exited {proc.returncode} with no result:\n{tail}")
+        result = {"status": "timeout" if timed_out else "error", "error": error, "rows": [],
+                  "notes": []}
     elif timed_out:
-        notes.append(f"{system}: killed after the {timeout:.0f} s timeout (after measuring)")
+        notes.append(f"{name}: killed after the {timeout:.0f} s timeout (after measuring)")
     if leftovers:
-        notes.append(f"{system}: {len(leftovers)} process(es) still running 5 s after the "
-                     f"runtime shut down and the benchmark process exited, killed: "
-                     f"{_describe(leftovers)}")
+        notes.append(f"{name}: {len(leftovers)} process(es) still running 5 s after the "
+                     f"child exited, killed: {_describe(leftovers)}")
     result["notes"] = list(result.get("notes", [])) + notes
-    result["wall_s"] = wall
+    result["wall_s"] = time.perf_counter() - t0
     return result
 
 
