@@ -417,3 +417,16 @@ def test_a_ref_nested_in_a_put_object_keeps_its_object_alive(ex):
     time.sleep(0.3)
     again = ex.get(outer, timeout=T)["inner"]
     assert int(ex.get(again, timeout=T)[-1]) == 299_999
+
+
+def test_tasks_in_a_gpu_bundle_see_the_bundles_gpus():
+    with fedexec.Executor("native", num_cpus=2, num_gpus=2) as gpu_ex:
+        pg = gpu_ex.placement_group([{"CPU": 1, "GPU": 1}])
+        assert pg.ready(timeout=T)
+        in_bundle = gpu_ex.options(num_gpus=1, scheduling_strategy=fedexec.PlacementGroupStrategy(
+            pg, 0)).submit(visible_devices)
+        assert gpu_ex.get(in_bundle, timeout=T) in ("0", "1")
+        # The other GPU is still free for work outside the group.
+        outside = gpu_ex.get(gpu_ex.options(num_gpus=1).submit(visible_devices), timeout=T)
+        assert outside in ("0", "1")
+        gpu_ex.remove_placement_group(pg)

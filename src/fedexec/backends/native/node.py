@@ -927,7 +927,7 @@ class NodeManager(Federation, PlacementGroups):
                 continue
             worker.state = "LEASED"
             worker.lease = demand
-            worker.gpus = self._take_gpus(demand.get("GPU", 0.0))
+            worker.gpus = self._take_gpus(_gpus_of(demand))
             self._assign(worker, [item])
         if len(self.scheduler) and len(self.members.nodes) > 1:
             self._spill()
@@ -1248,7 +1248,7 @@ class NodeManager(Federation, PlacementGroups):
         actor.worker = worker
         deps = [self._dep_entry(oid) for oid in actor.deps if oid in self.objects]
         if worker.conn is not None:
-            worker.gpus = self._take_gpus(actor.demand_create.get("GPU", 0.0))
+            worker.gpus = self._take_gpus(_gpus_of(actor.demand_create))
             self._out(worker.conn).append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps,
                                     self._gpu_names(worker.gpus)])
         alive = sum(1 for w in self.workers.values() if w.actor_id is None)
@@ -1582,6 +1582,13 @@ class NodeManager(Federation, PlacementGroups):
         shutil.rmtree(self.session_dir, ignore_errors=True)
         if self.config.get("shm_dir"):
             shutil.rmtree(self.config["shm_dir"], ignore_errors=True)
+
+
+def _gpus_of(demand: dict[str, float]) -> float:
+    """GPUs a demand asks for, also inside a placement-group bundle (``GPU_group_*``:
+    the bundle reserved them, its tasks get their ids)."""
+    return demand.get("GPU", 0.0) + sum(v for k, v in demand.items()
+                                        if k.startswith("GPU_group_"))
 
 
 def _pid_alive(pid: int) -> bool:
