@@ -78,20 +78,25 @@ def rounds(quick: bool) -> int:
     return 1 if quick else 3
 
 
+def noop_round(system: Any, n: int) -> tuple[float, float]:
+    """Submit ``n`` no-op tasks, then gather them: (tasks/s overall, submits/s)."""
+    t0 = time.perf_counter()
+    handles = [system.submit(_tasks.noop) for _ in range(n)]
+    t1 = time.perf_counter()
+    values = system.gather(handles)
+    t2 = time.perf_counter()
+    assert len(values) == n and values[0] is None
+    return n / (t2 - t0), n / (t1 - t0)
+
+
 def noop_throughput(system: System, quick: bool) -> list[dict[str, Any]]:
     n = 2_000 if quick else 20_000
     warm_up(system)
     totals, submits = [], []
     for _ in range(rounds(quick)):
-        t0 = time.perf_counter()
-        handles = [system.submit(_tasks.noop) for _ in range(n)]
-        t1 = time.perf_counter()
-        values = system.gather(handles)
-        t2 = time.perf_counter()
-        assert len(values) == n and values[0] is None
-        totals.append(n / (t2 - t0))
-        submits.append(n / (t1 - t0))
-        del handles, values
+        total, submit = noop_round(system, n)
+        totals.append(total)
+        submits.append(submit)
     note = f"{n:,} no-op tasks; median of {rounds(quick)} round(s)"
     return [
         row("tasks/s (submit all, then gather)", statistics.median(totals), "higher", note),

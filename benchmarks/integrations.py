@@ -538,16 +538,10 @@ def backend_systems(cluster: Any, case: str) -> list[Any]:
 
 
 def _noop_once(system: Any, n: int) -> dict[str, float]:
-    import _tasks
+    import _cases
 
-    t0 = time.perf_counter()
-    handles = [system.submit(_tasks.noop) for _ in range(n)]
-    t1 = time.perf_counter()
-    values = system.gather(handles)
-    t2 = time.perf_counter()
-    assert len(values) == n and values[0] is None
-    return {"tasks/s (submit all, then gather)": n / (t2 - t0),
-            "submit-only tasks/s": n / (t1 - t0)}
+    total, submit = _cases.noop_round(system, n)
+    return {"tasks/s (submit all, then gather)": total, "submit-only tasks/s": submit}
 
 
 def _round_trip_once(system: Any, n: int) -> dict[str, float]:

@@ -960,10 +960,14 @@ class Federation:
             self._send(found[0], [Op.REPLY, found[1], msg[2], msg[3]])
 
     # ------------------------------------------------------------- answers
-    def _cluster_nodes(self: Any) -> list[dict[str, Any]]:
+    def _refresh_own(self: Any) -> None:
+        """Our own row reports what is free now (not at the last tick)."""
         own = self.members.nodes.get(self.node_id)
         if own is not None:
             own.available = self.pool.available()
+
+    def _cluster_nodes(self: Any) -> list[dict[str, Any]]:
+        self._refresh_own()
         return [{"node_id": e.node_id, "address": e.address or self.socket_path,
                  "alive": e.alive, "resources": dict(e.total),
                  "available": dict(e.available), "is_head": e.node_id == self.head_id,

@@ -945,11 +945,13 @@ class NodeManager(Federation, PlacementGroups):
             return
         # A node of a cluster (it listens on TCP) keeps a queue as long as four times
         # the cluster's CPUs unpipelined: other nodes, present or joining, may take it.
-        keep = 4 * self.members.totals().get("CPU", 0.0) if self.tcp_address else 0.0
+        keep: float | None = None  # computed once, and only if some queue needs it
         for shape, ws in leases.items():
             waiting = self.scheduler.count(shape)
             if not waiting or self.pool.fits(dict(shape)):
                 continue  # nothing waits, or it can start on a worker of its own
+            if keep is None:
+                keep = 4 * self.members.totals().get("CPU", 0.0) if self.tcp_address else 0.0
             waiting -= int(keep)
             if waiting < 2 * len(ws):
                 continue  # a short queue stays here: cancellable, and free to go anywhere
@@ -1340,8 +1342,7 @@ class NodeManager(Federation, PlacementGroups):
     def _call_available(self, conn: _Conn) -> dict[str, float]:
         if len(self.members.nodes) < 2:
             return self.pool.available()
-        own = self.members.nodes[self.node_id]
-        own.available = self.pool.available()
+        self._refresh_own()
         return self.members.availability()
 
     def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
