@@ -42,6 +42,17 @@ def filled(byte, size):
     return bytes([byte]) * size
 
 
+def array_filled(value, n):
+    import numpy as np
+
+    return np.full(n, value, dtype=np.float64)
+
+
+def buffer_of(arr):
+    """Where the array's memory is, whether it is writable, and its first element."""
+    return arr.__array_interface__["data"][0], arr.flags.writeable, float(arr[0])
+
+
 class Counter:
     def __init__(self):
         self.n = 0
@@ -208,6 +219,32 @@ def test_objects_beyond_the_worker_memory_limit_are_spilled_to_disk():
         assert sum(on_disk.values()) > 0
         assert ex.get(refs[0], timeout=T)[:2] == b"\x00\x00"
         assert ex.get(ex.submit(len, refs[-1]), timeout=T) == 10_000_000
+
+
+def test_spilled_arrays_come_back_from_disk_intact():
+    with fedexec.Executor(backend="dask", num_cpus=2,
+                          cluster_kwargs={"memory_limit": "400MB"}) as ex:
+        refs = [ex.submit(array_filled, i, 1_250_000) for i in range(30)]  # 300 MB
+        ex.wait(refs, num_returns=len(refs), timeout=T)
+        on_disk = ex._backend.client.run(lambda dask_worker: len(dask_worker.data.slow))
+        assert sum(on_disk.values()) > 0
+        assert [ex.get(ex.submit(buffer_of, r), timeout=T)[2] for r in refs] == list(range(30))
+        assert ex.get(refs[0], timeout=T).sum() == 0.0
+
+
+def test_tasks_in_one_worker_share_a_large_arguments_memory_read_only():
+    np = pytest.importorskip("numpy")
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:  # one worker process
+        arr = np.arange(2_000_000, dtype=np.float64)  # 16 MB
+        ref = ex.put(arr)
+        arr[0] = -1.0  # put took a snapshot
+        seen = ex.get([ex.submit(buffer_of, ref) for _ in range(4)], timeout=T)
+        assert {s[0] for s in seen} == {seen[0][0]}  # one buffer: no copy per task
+        assert {s[1:] for s in seen} == {(False, 0.0)}
+        made = ex.submit(array_filled, 3.0, 2_000_000)
+        assert len({ex.get(ex.submit(buffer_of, made), timeout=T)[0] for _ in range(3)}) == 1
+        got = ex.get(ref, timeout=T)
+        assert not got.flags.writeable and got[0] == 0.0 and got[1:].tolist() == arr[1:].tolist()
 
 
 def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):

@@ -16,7 +16,8 @@ Data flow::
        value (worker to worker)                                         ▼
     ObjectRef ◀─ Future.add_done_callback ◀─ key in memory ◀──── Blob (the pickled result)
        result(): the Blob is fetched on first use (a value only passed on to other
-       tasks never reaches the caller) and unpickled afresh on every call
+       tasks never reaches the caller) and unpickled on every call (large arrays
+       come out as read-only views of the Blob's buffers: Dask moves those as frames)
     put(v) ───── client.scatter({"put-<id>": Blob}) ─────────────────▶ worker memory
     actor ────── client.submit(run_actor) ════ one long task per actor ═▶ instance; calls
                  are run_call tasks pinned to its worker, chained per caller (``_actors``,
@@ -48,7 +49,9 @@ How the contract maps onto Dask:
   ``result()`` keeps working, as with the stdlib pools.
 
 Not available: placement groups, ``runtime_env`` (tasks share worker processes),
-zero-copy reads, GPU device assignment (``GPU`` is only a counted resource).
+shared-memory reads across processes (a worker reading an object another worker
+holds gets a copy over TCP; tasks in one worker process share its buffers), GPU
+device assignment (``GPU`` is only a counted resource).
 
 ``import distributed`` stays at the top: without it the registry reports
 ``BackendUnavailableError`` naming ``pip install "fedexec[dask]"``.

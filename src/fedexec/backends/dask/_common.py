@@ -5,9 +5,10 @@ Everything here is imported on both sides (the driver and every Dask worker
 process), so it holds data types and small pure helpers only.
 
 Values in Dask's memory are never the user's objects themselves but
-:class:`Blob` s (fedexec's own pickle of them): a consumer always gets a fresh
-copy, exactly as pickle would give it, and an unpicklable value fails in the
-task that made it, with its path. An actor call that failed stores a
+:class:`Blob` s (fedexec's own pickle of them, large buffers out of band): a
+consumer gets the value as pickle would give it, large arrays as read-only views
+of the stored buffers, and an unpicklable value fails in the task that made it,
+with its path. An actor call that failed stores a
 :class:`Failed` instead of raising, so that the next call chained behind it (see
 ``_actors``) still runs.
 """
@@ -21,6 +22,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+from distributed.protocol import dask_deserialize, dask_serialize
 
 from ... import serialization
 from ..._context import current_backend, resolving
@@ -59,31 +61,64 @@ __all__ = [
 
 
 class Blob:
-    """A value pickled by fedexec (cloudpickle, protocol 5, in band)."""
+    """A value pickled by fedexec: the pickle stream ``data`` (cloudpickle, protocol
+    5) and its large buffers (numpy arrays, arrow buffers: out of band, each a
+    read-only bytes-like object of its own).
 
-    __slots__ = ("data",)
+    Dask moves a Blob as frames (``data`` and the buffers, no re-pickling: see the
+    serializer registered below), so a 200 MB array is copied once, by
+    :meth:`of`, and never pickled into a stream. :meth:`load` gives arrays that are
+    read-only views of those buffers: every task reading the same object in one
+    worker process shares its memory, as readers of the ``native`` store do.
+    """
 
-    def __init__(self, data: bytes):
+    __slots__ = ("buffers", "data")
+
+    def __init__(self, data: bytes | memoryview, buffers: list[Any] | tuple[Any, ...] = ()):
         self.data = data
+        self.buffers = list(buffers)
 
     @classmethod
     def of(cls, value: Any, what: str) -> tuple[Blob, list[Any]]:
-        """Pickle ``value``; also return the refs and actor handles found inside."""
-        s = serialization.dumps(value, what=what, out_of_band=False)
-        return cls(s.data), s.contained
+        """Pickle ``value`` (its large buffers copied: a snapshot, as ``put`` takes);
+        also return the refs and actor handles found inside."""
+        s = serialization.dumps(value, what=what)
+        return cls(s.data, [bytes(b) for b in s.buffers]), s.contained
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the stream and its buffers."""
+        return len(self.data) + sum(memoryview(b).nbytes for b in self.buffers)
 
     def load(self, backend: Backend | None) -> Any:
-        """A fresh copy of the value; refs inside bind to ``backend``."""
+        """The value (arrays are read-only views of the buffers); refs inside bind
+        to ``backend``."""
         if backend is None:
-            return serialization.loads(self.data)
+            return serialization.loads(self.data, self.buffers)
         with resolving(backend):
-            return serialization.loads(self.data)
+            return serialization.loads(self.data, self.buffers)
 
     def __sizeof__(self) -> int:  # what Dask's memory accounting sees
-        return len(self.data) + 64
+        return self.nbytes + 64
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Blob, (self.data,))
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        if isinstance(protocol, int) and protocol >= 5:  # buffers out of band if asked
+            return (_blob, (self.data, [pickle.PickleBuffer(b) for b in self.buffers]))
+        return (_blob, (self.data, [bytes(b) for b in self.buffers]))
+
+
+def _blob(data: Any, buffers: list[Any]) -> Blob:
+    return Blob(data, [memoryview(b).toreadonly() for b in buffers])
+
+
+@dask_serialize.register(Blob)
+def _blob_to_frames(blob: Blob) -> tuple[dict[str, Any], list[Any]]:
+    return {}, [blob.data, *blob.buffers]
+
+
+@dask_deserialize.register(Blob)
+def _blob_from_frames(header: dict[str, Any], frames: list[Any]) -> Blob:
+    return _blob(frames[0], frames[1:])
 
 
 class Failed:
@@ -227,7 +262,8 @@ def serialize_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 class DaskValue(LazyValue):
     """A finished ref's value: fetched from the cluster on the first ``result()``
     (so a value only passed on to other tasks never travels to the caller), then
-    kept pickled here; every ``result()`` unpickles a fresh copy."""
+    kept pickled here; every ``result()`` unpickles it again (large arrays as
+    read-only views of the buffers)."""
 
     __slots__ = ("backend", "blob", "future")
 

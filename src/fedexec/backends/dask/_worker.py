@@ -222,7 +222,8 @@ def _attempts(spec: TaskSpec, deps: tuple[Any, ...], st: Running, backend: DaskB
 
 def fill_deps(args: Any, kwargs: dict[str, Any], deps: tuple[Any, ...],
               backend: DaskBackend) -> tuple[list[Any], dict[str, Any]]:
-    """Replace the ``DepSlot`` s by the values Dask passed (a fresh copy each)."""
+    """Replace the ``DepSlot`` s by the values Dask passed (large arrays: read-only
+    views of the buffers Dask holds, shared by every task reading them here)."""
 
     def value(slot: DepSlot) -> Any:
         dep = deps[slot.index]
@@ -258,7 +259,7 @@ INLINE_MAX = 2048
 def send_small(worker: distributed.Worker, topic: str, key: str, stored: Any) -> None:
     """Send a small result to the runtime that submitted its task (see INLINE_MAX)."""
     blobs = stored if isinstance(stored, tuple) else (stored,)
-    if sum(len(b.data) for b in blobs) <= INLINE_MAX:
+    if sum(b.nbytes for b in blobs) <= INLINE_MAX:
         worker.log_event(topic, {"e": "done", "k": key, "v": [b.data for b in blobs]})
 
 
