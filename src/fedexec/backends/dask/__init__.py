@@ -14,7 +14,7 @@ Data flow::
        by fedexec; the ref is a                                         │ fedexec.* inside use
        DepSlot, Dask passes its      ◀── log_event "start" ─────────── │ this worker's client
        value (worker to worker)                                         ▼
-    ObjectRef ◀─ Future.add_done_callback ◀─ key in memory ◀──── Blob (the pickled result)
+    ObjectRef ◀─ Watcher (_watch) ◀─────── key in memory ◀──── Blob (the pickled result)
        result(): the Blob is fetched on first use (a value only passed on to other
        tasks never reaches the caller) and unpickled on every call (large arrays
        come out as read-only views of the Blob's buffers: Dask moves those as frames)

@@ -289,10 +289,7 @@ class ActorManager:
                 proxy.buffer.append(call)
                 proxy.buffer.sort(key=lambda c: c.seq)
         if old:
-            try:
-                self.client.cancel(old)
-            except Exception:  # the cluster is going away
-                pass
+            self.backend.cancel_futures(old)
         return True
 
     def _fail_calls(self, calls: list[_Call], error: BaseException) -> None:
@@ -302,10 +299,7 @@ class ActorManager:
             self._forget(call)
         futures = [f for c in calls for f in c.futures]
         if futures:
-            try:
-                self.client.cancel(futures)
-            except Exception:  # the cluster is going away
-                pass
+            self.backend.cancel_futures(futures)
 
     # --------------------------------------------------------------- creation
     def create(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -353,15 +347,15 @@ class ActorManager:
         spec = proxy.spec
         assert spec is not None
         key = dask_key(f"{spec.class_name}.actor", f"{proxy.actor_id}{spec.gen:04x}")
-        fut = self.client.submit(host_side.run_actor, spec, *[d._dask for d in proxy.deps],
-                                 key=key, pure=False, **proxy.placement)
-        if proxy.detached:
-            distributed.fire_and_forget(fut)
+        outbox = self.backend.outbox
+        fut = outbox.submit(host_side.run_actor, [spec, *[d._dask for d in proxy.deps]], key,
+                            proxy.placement, forget=proxy.detached,
+                            failed=functools.partial(self._not_sent, proxy))
         proxy.lifetime = fut
-        fut.add_done_callback(functools.partial(self._lifetime_done, proxy, spec.gen))
+        outbox.watch(fut, functools.partial(self._lifetime_done, proxy, spec.gen))
 
     def _lifetime_done(self, proxy: Proxy, gen: int, fut: distributed.Future) -> None:
-        """The actor's lifetime task ended (on Dask's callback thread)."""
+        """The actor's lifetime task ended (on the runtime's callback thread)."""
         spec = proxy.spec
         if spec is None or spec.gen != gen or proxy.state == "dead":
             return
@@ -550,13 +544,14 @@ class ActorManager:
     def _send(self, proxy: Proxy, call: _Call) -> None:
         """Submit ``call`` to the actor's worker (under ``proxy.lock``, in order)."""
         previous = proxy.tail if proxy.chain else None
-        client = self.client
-        main = client.submit(host_side.run_call, call.spec, previous,
-                             *[d._dask for d in call.deps], key=call.key, pure=False,
-                             workers=[proxy.address], allow_other_workers=False)
+        outbox = self.backend.outbox
+        failed = functools.partial(self._call_not_sent, call)
+        main = outbox.submit(host_side.run_call, [call.spec, previous,
+                                                  *[d._dask for d in call.deps]],
+                             call.key, {"workers": [proxy.address]}, failed=failed)
         futures = [main]
         if len(call.refs) > 1:
-            futures += [client.submit(worker_side.pick, main, i, key=r.key, pure=False)
+            futures += [outbox.submit(worker_side.pick, [main, i], r.key, failed=failed)
                         for i, r in enumerate(call.refs)]
         if proxy.chain:
             proxy.tail = main
@@ -567,7 +562,7 @@ class ActorManager:
         watched = futures if len(futures) == 1 else futures[1:]
         for i, (r, f) in enumerate(zip(call.refs, watched)):
             r._dask = f
-            f.add_done_callback(functools.partial(self._call_done, call, i, call.attempt))
+            outbox.watch(f, functools.partial(self._call_done, call, i, call.attempt))
 
     def _call_done(self, call: _Call, index: int, attempt: int,
                    fut: distributed.Future) -> None:
@@ -612,6 +607,18 @@ class ActorManager:
                 settle(ref, error=ActorDiedError(f"actor call {call.name!r} was lost: {exc}"))
         if all(r.done() for r in call.refs):
             self._forget(call)
+
+    def _call_not_sent(self, call: _Call, exc: BaseException) -> None:
+        """The call could not be sent to the scheduler (the client closed)."""
+        for r in call.refs:
+            settle(r, error=ActorDiedError(
+                f"actor call {call.name!r} could not be sent to the Dask scheduler: {exc!r}"))
+        self._forget(call)
+
+    def _not_sent(self, proxy: Proxy, exc: BaseException) -> None:
+        """The actor's lifetime task could not be sent to the scheduler."""
+        self._mark_dead(proxy, f"it could not be sent to the Dask scheduler: {exc!r}",
+                        publish=False)
 
     def _worker_lost(self, call: _Call) -> None:
         """A call found the actor's worker dead: send no more calls there; later ones
@@ -688,10 +695,7 @@ class ActorManager:
         lifetime = proxy.lifetime
         self._mark_dead(proxy, "it was killed", publish=True)
         if address is None and lifetime is not None:  # still waiting to be created
-            try:
-                self.client.cancel([lifetime])
-            except Exception:
-                pass
+            self.backend.cancel_futures([lifetime])
 
     # --------------------------------------------------------------- shutdown
     def drain(self) -> None:

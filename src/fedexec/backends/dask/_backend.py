@@ -31,6 +31,7 @@ from ..._ids import new_id
 from ...actors import ActorHandle
 from ...exceptions import (
     BrokenExecutorError,
+    ClusterUnreachableError,
     ObjectLostError,
     TaskCancelledError,
     UnsupportedOnBackendError,
@@ -59,6 +60,7 @@ from ._common import (
     serialize_call,
     settle,
 )
+from ._outbox import Outbox
 
 __all__ = ["DaskBackend"]
 
@@ -133,6 +135,7 @@ class DaskBackend(Backend):
             self._node_id = ""
         from ._actors import ActorManager
 
+        self.outbox = Outbox(self.client, f"fedexec-dask-callbacks-{self.uid}")
         self.actors = ActorManager(self)
         try:
             self.client.subscribe_topic(self.job.topic, self._on_event)
@@ -281,11 +284,12 @@ class DaskBackend(Backend):
                 settle(r, error=TaskCancelledError(f"an argument of task {name!r} was "
                                                    "cancelled"))
             return list(refs)
-        main = self.client.submit(worker_side.run_task, spec, *[d._dask for d in deps],
-                                  key=main_key, pure=False, retries=0, **placement)
+        failed = functools.partial(self._not_sent, main_key)
+        main = self.outbox.submit(worker_side.run_task, [spec, *[d._dask for d in deps]],
+                                  main_key, placement, failed=failed)
         futures = [main]
         if n > 1:
-            futures += [self.client.submit(worker_side.pick, main, i, key=r.key, pure=False)
+            futures += [self.outbox.submit(worker_side.pick, [main, i], r.key, failed=failed)
                         for i, r in enumerate(refs)]
         for r, f in zip(refs, futures if n == 1 else futures[1:]):
             r._dask = f
@@ -308,11 +312,11 @@ class DaskBackend(Backend):
     def _watch(self, record: _TaskRecord) -> None:
         attempt = record.attempt
         for i, f in enumerate(record.watched):
-            f.add_done_callback(functools.partial(self._future_done, record, i, attempt))
+            self.outbox.watch(f, functools.partial(self._future_done, record, i, attempt))
 
     def _future_done(self, record: _TaskRecord, index: int, attempt: int,
                      fut: distributed.Future) -> None:
-        """A Dask future finished (on Dask's callback thread): complete its ref."""
+        """A Dask future finished (on our callback thread): complete its ref."""
         if attempt != record.attempt:
             return
         ref = record.refs[index]
@@ -339,13 +343,13 @@ class DaskBackend(Backend):
                             f"task {record.name!r} was cancelled"))
                 elif status not in ("error", "lost"):
                     # Reset to pending: Dask retries it with a dependency it lost.
-                    fut.add_done_callback(
+                    self.outbox.watch(fut,
                         functools.partial(self._future_done, record, index, attempt))
                     return
                 else:
                     exc = fut.exception()
                     if exc is None:  # retried meanwhile (see above)
-                        fut.add_done_callback(
+                        self.outbox.watch(fut,
                             functools.partial(self._future_done, record, index, attempt))
                         return
                     if isinstance(exc, distributed.KilledWorker):
@@ -359,6 +363,19 @@ class DaskBackend(Backend):
                 settle(ref, error=ObjectLostError(
                     f"the result of task {record.name!r} could not be read: {exc}"))
         self._maybe_forget(record)
+
+    def _not_sent(self, key: str, exc: BaseException) -> None:
+        """The task ``key`` could not be sent to the scheduler (the client closed)."""
+        record = self._records.get(key)
+        if record is not None:
+            self._fail(record, ClusterUnreachableError(
+                f"task {record.name!r} could not be sent to the Dask scheduler: {exc!r}"))
+
+    def cancel_futures(self, futures: list[distributed.Future]) -> None:
+        """Cancel Dask futures of this runtime (those not sent yet are never sent)."""
+        self.outbox.withdraw(f.key for f in futures)
+        with contextlib.suppress(Exception):  # the cluster is going away
+            self.client.cancel(futures)
 
     def _maybe_forget(self, record: _TaskRecord) -> None:
         if not all(r.done() for r in record.refs):
@@ -494,7 +511,7 @@ class DaskBackend(Backend):
         # wants the key (Dask does it in bulk, privately): say so, so the object
         # stays alive for us and we hear when it is ready.
         self.client._send_to_scheduler({"op": "client-desires-keys", "keys": [key]})
-        fut.add_done_callback(functools.partial(self._bound_done, ref))
+        self.outbox.watch(fut, functools.partial(self._bound_done, ref))
         return ref
 
     def _bound_done(self, ref: DaskRef, fut: distributed.Future) -> None:
@@ -654,6 +671,7 @@ class DaskBackend(Backend):
                     self.client.unregister_worker_plugin(self._initializer_plugin)
         finally:
             self._teardown_done.set()
+            self.outbox.close()
             if self.owns_client:
                 with contextlib.suppress(Exception):
                     self.client.close()

@@ -2,7 +2,8 @@
 
 Dask's own cancel travels scheduler -> worker asynchronously, so a queued task
 whose turn comes meanwhile would still run. fedexec promises that a cancelled
-queued task never runs, so :func:`cancel_queued` first asks the scheduler, in
+queued task never runs, so :func:`cancel_queued` takes back the tasks still in
+the runtime's outbox (``_outbox``: never sent), then asks the scheduler, in
 one atomic step on its event loop, where each task is (:func:`locate`: a task
 not yet sent to a worker is cancelled right there), then tells the worker a
 task was sent to, synchronously, never to start it (``_worker.revoke``); that
@@ -68,9 +69,11 @@ def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
             r.cancelling = True
     if not todo:
         return []
-    placed: dict[str, Any] = {}
-    keys = [r.keys[0] for r in todo]
-    for _ in range(100):  # a key submitted a moment ago may not be there yet
+    # Not sent yet: never will be. Else ask the scheduler.
+    withdrawn = backend.outbox.withdraw(k for r in todo for k in r.keys)
+    placed: dict[str, Any] = {r.keys[0]: "cancelled" for r in todo if r.keys[0] in withdrawn}
+    keys = [r.keys[0] for r in todo if r.keys[0] not in placed]
+    for _ in range(100 if keys else 0):  # a key submitted a moment ago may not be there yet
         try:
             placed.update(backend.client.run_on_scheduler(locate(), keys, backend.client.id))
         except Exception:
@@ -102,8 +105,7 @@ def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
         for r in record.refs:  # before Dask's own cancel reaches _future_done
             cancel_ref(r)
     if done:
-        with contextlib.suppress(Exception):
-            backend.client.cancel([f for record in done for f in record.futures])
+        backend.cancel_futures([f for record in done for f in record.futures])
     for record in done:
         backend._maybe_forget(record)
     return done
@@ -119,8 +121,7 @@ def restart_if_stuck(backend: DaskBackend, record: Any, address: str) -> None:
         record.refs[0].add_done_callback(lambda _: done.set())
         if done.wait(deadline):
             return
-        with contextlib.suppress(Exception):
-            backend.client.cancel(record.futures)
+        backend.cancel_futures(record.futures)
         for r in record.refs:
             settle(r, error=TaskCancelledError(f"task {record.name!r} was cancelled"))
         with contextlib.suppress(Exception):
