@@ -48,6 +48,11 @@ def array_filled(value, n):
     return np.full(n, value, dtype=np.float64)
 
 
+def touch(path):
+    with open(path, "w") as f:
+        f.write("ran")
+
+
 def buffer_of(arr):
     """Where the array's memory is, whether it is writable, and its first element."""
     return arr.__array_interface__["data"][0], arr.flags.writeable, float(arr[0])
@@ -245,6 +250,39 @@ def test_tasks_in_one_worker_share_a_large_arguments_memory_read_only():
         assert len({ex.get(ex.submit(buffer_of, made), timeout=T)[0] for _ in range(3)}) == 1
         got = ex.get(ref, timeout=T)
         assert not got.flags.writeable and got[0] == 0.0 and got[1:].tolist() == arr[1:].tolist()
+
+
+def test_a_burst_of_submits_leaves_in_few_graphs_and_keeps_its_order(monkeypatch):
+    from fedexec.backends.dask import _outbox
+
+    sizes = []
+    send = _outbox.Outbox._send
+    monkeypatch.setattr(_outbox.Outbox, "_send",
+                        lambda self, batch: (sizes.append(len(batch)), send(self, batch))[1])
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        ref = ex.submit(square, 1)
+        refs = [ref]
+        for _ in range(200):  # each takes the previous one: order matters
+            ref = ex.submit(square, ref)
+            refs.append(ref)
+        assert ex.get(refs[:4], timeout=T) == [1, 1, 1, 1]
+        ex.wait(refs, num_returns=len(refs), timeout=T)
+    assert sum(sizes) >= 201 and len(sizes) < 100, sizes
+
+
+def test_a_task_cancelled_before_its_batch_left_is_never_sent(monkeypatch, tmp_path):
+    from fedexec.backends.dask import _outbox
+
+    monkeypatch.setattr(_outbox, "BURST_GAP", 1e9)  # every later submit waits...
+    monkeypatch.setattr(_outbox, "BURST_WAIT", 1.0)  # ...a second before it leaves
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        assert ex.get(ex.submit(square, 2), timeout=T) == 4  # the first leaves at once
+        ref = ex.submit(touch, str(tmp_path / "ran"))
+        assert ref.cancel() and ref.cancelled()
+        assert ex.get(ex.submit(square, 3), timeout=T) == 9  # sent after the cancel
+        assert not (tmp_path / "ran").exists()
+        with pytest.raises(fedexec.TaskCancelledError):
+            ex.get(ref, timeout=T)
 
 
 def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):

@@ -9,17 +9,17 @@ Data flow::
 
     caller (driver or task)          Dask scheduler            Dask worker process
     ───────────────────────          ──────────────            ──────────────────────────
-    submit(fn, ref, x) ─ client.submit(run_task, spec, <ref's future>,  run_task(spec, value)
-       spec: fn and args pickled     key="fn-<id>", resources=...) ──▶ │ task context set:
-       by fedexec; the ref is a                                         │ fedexec.* inside use
-       DepSlot, Dask passes its      ◀── log_event "start" ─────────── │ this worker's client
-       value (worker to worker)                                         ▼
-    ObjectRef ◀─ Watcher (_watch) ◀─────── key in memory ◀──── Blob (the pickled result)
+    submit(fn, ref, x) ─ outbox: run_task(spec, <ref's future>),    run_task(spec, value)
+       spec: fn and args pickled     key="fn-<id>", resources=...;    │ task context set:
+       by fedexec; the ref is a      a burst of submits leaves as one  │ fedexec.* inside use
+       DepSlot, Dask passes its      client.map (``_outbox``) ──────▶ │ this worker's client
+       value (worker to worker)      ◀── log_event "start" ─────────── ▼
+    ObjectRef ◀─ outbox callback ◀──────── key in memory ◀──── Blob (the pickled result)
        result(): the Blob is fetched on first use (a value only passed on to other
        tasks never reaches the caller) and unpickled on every call (large arrays
        come out as read-only views of the Blob's buffers: Dask moves those as frames)
     put(v) ───── client.scatter({"put-<id>": Blob}) ─────────────────▶ worker memory
-    actor ────── client.submit(run_actor) ════ one long task per actor ═▶ instance; calls
+    actor ────── outbox: run_actor ═══════════ one long task per actor ═▶ instance; calls
                  are run_call tasks pinned to its worker, chained per caller (``_actors``,
                  ``_host``)
 

@@ -7,11 +7,11 @@ lifetime task (``_host.run_actor``) and restarts it when its worker dies.
 
 Data flow (the worker side is in ``_host``)::
 
-    create ─▶ client.submit(run_actor, creation resources) ══ runs for the actor's life
+    create ─▶ outbox: run_actor, creation resources ══ runs for the actor's life
                   │ __init__ done: event "ready" (address, generation) on the actor topic
                   ▼
-    call ───▶ Proxy ── buffered until ready ──▶ client.submit(run_call, previous call,
-                                                    workers=[address]) ─▶ ObjectRef
+    call ───▶ Proxy ── buffered until ready ──▶ outbox: run_call(previous call),
+                                                    workers=[address] ─▶ ObjectRef
 
 Proxy state (under its ``lock``)::
 
