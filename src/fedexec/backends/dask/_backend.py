@@ -284,7 +284,7 @@ class DaskBackend(Backend):
                 settle(r, error=TaskCancelledError(f"an argument of task {name!r} was "
                                                    "cancelled"))
             return list(refs)
-        failed = functools.partial(self._not_sent, main_key)
+        failed = functools.partial(self._not_sent, refs, name)
         main = self.outbox.submit(worker_side.run_task, [spec, *[d._dask for d in deps]],
                                   main_key, placement, failed=failed)
         futures = [main]
@@ -308,6 +308,8 @@ class DaskBackend(Backend):
         if parent is not None and isinstance(parent.extra, worker_side.Running):
             parent.extra.children.append(record.keys[0])
         self._watch(record)
+        if record.refs[0].done():  # failed to send already (_not_sent)
+            self._maybe_forget(record)
 
     def _watch(self, record: _TaskRecord) -> None:
         attempt = record.attempt
@@ -364,12 +366,15 @@ class DaskBackend(Backend):
                     f"the result of task {record.name!r} could not be read: {exc}"))
         self._maybe_forget(record)
 
-    def _not_sent(self, key: str, exc: BaseException) -> None:
-        """The task ``key`` could not be sent to the scheduler (the client closed)."""
-        record = self._records.get(key)
+    def _not_sent(self, refs: list[DaskRef], name: str, exc: BaseException) -> None:
+        """A task could not be sent to the scheduler (the client closed); it may run
+        before ``_track`` has (which then forgets the record itself)."""
+        for r in refs:
+            settle(r, error=ClusterUnreachableError(
+                f"task {name!r} could not be sent to the Dask scheduler: {exc!r}"))
+        record = self._by_ref.get(refs[0].id)
         if record is not None:
-            self._fail(record, ClusterUnreachableError(
-                f"task {record.name!r} could not be sent to the Dask scheduler: {exc!r}"))
+            self._maybe_forget(record)
 
     def cancel_futures(self, futures: list[distributed.Future]) -> None:
         """Cancel Dask futures of this runtime (those not sent yet are never sent)."""

@@ -36,6 +36,8 @@ from typing import Any
 import distributed
 from distributed.client import done_callback
 
+from ...exceptions import ClusterUnreachableError
+
 __all__ = ["Outbox"]
 
 logger = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ class Outbox:
         dependencies); ``placement``: ``resources``/``workers``/``allow_other_workers``
         as ``client.submit`` takes them. ``failed(exc)`` is called if the task could
         not be sent; ``forget`` keeps it running with no reference (fire and forget)."""
+        if self._client.status in ("closing", "closed"):
+            raise ClusterUnreachableError(
+                f"the Dask client of this executor is {self._client.status}; "
+                "create a new executor")
         future = distributed.Future(key, self._client)
         self._add(_Send(fn, list(args), future, placement or {}, failed, forget))
         return future
