@@ -281,6 +281,25 @@ def test_a_task_cancelled_before_its_batch_left_is_never_sent(monkeypatch, tmp_p
             ex.get(ref, timeout=T)
 
 
+def test_withdrawing_a_task_already_sent_keeps_its_completion_callback(monkeypatch):
+    import operator
+    import threading
+
+    from fedexec.backends.dask import _outbox
+
+    monkeypatch.setattr(_outbox, "BURST_GAP", 1e9)  # after the first, every item...
+    monkeypatch.setattr(_outbox, "BURST_WAIT", 0.5)  # ...leaves half a second later
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        outbox = ex._backend.outbox
+        assert ex.get(ex.submit(square, 2), timeout=T) == 4
+        future = outbox.submit(operator.mul, [3, 3], f"mul-{uuid.uuid4().hex}")
+        assert future.result(timeout=T) == 9  # sent and done
+        fired = threading.Event()
+        outbox.watch(future, lambda f: fired.set())  # still waiting to be registered
+        assert outbox.withdraw([future.key]) == set()  # too late to take the task back
+        assert fired.wait(T)
+
+
 def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):
     with fedexec.Executor(backend="dask", num_cpus=2) as ex:
         counter = ex.options(max_restarts=1, max_task_retries=1).actor(Counter)

@@ -118,19 +118,17 @@ class Outbox:
         self._add(_Watch(future, fn))
 
     def withdraw(self, keys: Iterable[str]) -> set[str]:
-        """Take back the tasks ``keys`` not sent yet (they never run); those taken."""
+        """Take back the tasks ``keys`` not sent yet (they never run); those taken.
+
+        Their completion callbacks stay: cancelling the Futures fires them (a task
+        may have left already while its callback has not been registered yet)."""
         wanted = set(keys)
         with self._lock:
-            kept = []
-            taken = set()
-            for item in self._pending:
-                key = item.future.key
-                if key in wanted:
-                    if isinstance(item, _Send):
-                        taken.add(key)
-                    continue
-                kept.append(item)
-            self._pending = kept
+            taken = {item.future.key for item in self._pending
+                     if isinstance(item, _Send) and item.future.key in wanted}
+            if taken:
+                self._pending = [item for item in self._pending if not (
+                    isinstance(item, _Send) and item.future.key in taken)]
         return taken
 
     def _add(self, item: _Send | _Watch) -> None:
