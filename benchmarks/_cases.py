@@ -145,6 +145,17 @@ def chain(system: System, quick: bool) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------- objects
+def put_get_once(system: Any, arr: Any) -> tuple[float, float]:
+    """Put ``arr``, then get it back: (put seconds, get seconds)."""
+    t0 = time.perf_counter()
+    ref = system.put(arr)
+    t1 = time.perf_counter()
+    value = system.result(ref)
+    t2 = time.perf_counter()
+    assert value.shape == arr.shape and value[0] == 1.0
+    return t1 - t0, t2 - t1
+
+
 def put_get_200mb(system: System, quick: bool) -> list[dict[str, Any]]:
     reps = 1 if quick else 3
     warm_up(system)
@@ -152,15 +163,9 @@ def put_get_200mb(system: System, quick: bool) -> list[dict[str, Any]]:
     arr = make_array()
     puts, gets = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        ref = system.put(arr)
-        t1 = time.perf_counter()
-        value = system.result(ref)
-        t2 = time.perf_counter()
-        assert value.shape == arr.shape and value[0] == 1.0
-        puts.append(t1 - t0)
-        gets.append(t2 - t1)
-        del ref, value
+        put_s, get_s = put_get_once(system, arr)
+        puts.append(put_s)
+        gets.append(get_s)
     note = f"200 MB float64 numpy array; median of {reps}"
     return [
         row("put ms", statistics.median(puts) * 1e3, "lower", note),
