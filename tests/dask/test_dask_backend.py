@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 
 import pytest
@@ -298,6 +299,51 @@ def test_withdrawing_a_task_already_sent_keeps_its_completion_callback(monkeypat
         outbox.watch(future, lambda f: fired.set())  # still waiting to be registered
         assert outbox.withdraw([future.key]) == set()  # too late to take the task back
         assert fired.wait(T)
+
+
+def results_kept_for(actor_id, dask_worker=None):
+    from fedexec.backends.dask import _host
+
+    host = _host._HOSTED.get(actor_id)
+    return -1 if host is None else len(host.results)
+
+
+def first_item(values):
+    return fedexec.get(values[0])
+
+
+class Slow:
+    def wait_then(self, seconds, value):
+        import time
+
+        time.sleep(seconds)
+        return value
+
+
+def test_actor_call_results_come_straight_back_and_become_dask_keys_only_when_needed():
+    import gc
+
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        counter = ex.actor(Counter)
+        slow = ex.actor(Slow)
+        refs = [counter.incr.remote() for _ in range(20)]
+        assert ex.get(refs, timeout=T) == list(range(1, 21))
+        assert all(r._dask is None for r in refs)  # no Dask key: not via the scheduler
+        client = ex._backend.client
+        assert list(client.run(results_kept_for, counter.actor_id).values()) == [20]
+        # as a task's argument, and nested in one (to another process): exported
+        assert ex.get(ex.submit(square, refs[2]), timeout=T) == 9
+        assert ex.get(ex.submit(first_item, [refs[3]]), timeout=T) == 4
+        # still running when passed on: the export waits for it on the actor's worker
+        pending = slow.wait_then.remote(1.0, 7)
+        assert not pending.done()
+        assert ex.get(ex.submit(square, pending), timeout=T) == 49
+        del refs, pending
+        gc.collect()
+        deadline = time.monotonic() + T  # dropped refs: the worker drops the results
+        while list(client.run(results_kept_for, counter.actor_id).values()) != [0]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
 
 def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):

@@ -19,8 +19,9 @@ Data flow::
        tasks never reaches the caller) and unpickled on every call (large arrays
        come out as read-only views of the Blob's buffers: Dask moves those as frames)
     put(v) ───── client.scatter({"put-<id>": Blob}) ─────────────────▶ worker memory
-    actor ────── outbox: run_actor ═══════════ one long task per actor ═▶ instance; calls
-                 are run_call tasks pinned to its worker, chained per caller (``_actors``,
+    actor ────── outbox: run_actor ═══════════ one long task per actor ═▶ instance
+    actor call ─ direct channel to the actor's worker (not via the scheduler) ─▶ the
+                 actor's threads; the result comes back on it (``_actors``, ``_channel``,
                  ``_host``)
 
 How the contract maps onto Dask:

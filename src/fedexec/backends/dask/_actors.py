@@ -10,16 +10,21 @@ Data flow (the worker side is in ``_host``)::
     create ─▶ outbox: run_actor, creation resources ══ runs for the actor's life
                   │ __init__ done: event "ready" (address, generation) on the actor topic
                   ▼
-    call ───▶ Proxy ── buffered until ready ──▶ outbox: run_call(previous call),
-                                                    workers=[address] ─▶ ObjectRef
+    call ───▶ Proxy ── buffered until ready ──▶ Channel to that worker (``_channel``)
+                                                    ─▶ reply ─▶ ObjectRef (its value kept
+                                                       here, not in Dask)
+
+A call's ref gets a Dask key only when one is needed (it is passed to a task, or
+pickled into another process): ``_export`` submits ``_host.export`` on the actor's
+worker, which reads the result the worker keeps until the caller's refs are gone
+(a :class:`_Lease` held by them sends the release).
 
 Proxy state (under its ``lock``)::
 
     state    pending (no address yet) -> alive -> dead; back to pending while the
              owner restarts an actor whose worker died
     buffer   calls waiting for the address, in submission order
-    tail     the last call sent (the next one depends on it when calls are chained)
-    calls    {main key: _Call} sent and not finished
+    calls    {key: _Call} sent and not finished
 
 A proxy learns where its actor is from the actor's event topic (``_host``): a
 non-owner subscribes, replays the past events, and looks again until "ready"
@@ -48,20 +53,18 @@ import distributed
 from ... import serialization
 from ..._ids import new_id
 from ...actors import ActorHandle, is_async_class, public_methods
-from ...exceptions import ActorDiedError, TaskCancelledError
+from ...exceptions import ActorDiedError
 from ...options import ActorOptions, MethodOptions
 from ...refs import ObjectRef
 from . import _host as host_side
-from . import _worker as worker_side
+from ._channel import Channel
 from ._common import (
     ActorSpec,
-    Blob,
     CallSpec,
     DaskRef,
     DaskValue,
     Failed,
     cancel_ref,
-    dask_error,
     dask_key,
     serialize_call,
     settle,
@@ -110,25 +113,23 @@ def _dispatch(key: tuple[str, str], event: tuple[float, dict[str, Any]]) -> None
 
 
 class _Call:
-    __slots__ = ("address", "attempt", "base_keys", "deps", "futures", "inline", "keep", "key",
-                 "name", "proxy", "refs", "retries_left", "seq", "spec")
+    __slots__ = ("address", "attempt", "base_keys", "keep", "key", "lease", "name", "proxy",
+                 "refs", "retries_left", "seq", "spec")
 
     def __init__(self, proxy: Proxy, spec: CallSpec, key: str, refs: list[DaskRef],
-                 deps: list[DaskRef], keep: list[Any], seq: int):
+                 keep: list[Any], seq: int):
         self.proxy = proxy
         self.spec = spec
         self.name = spec.name
         self.key = key
         self.refs = refs
-        self.deps = deps
-        self.keep = keep
+        self.keep = keep  # refs and handles in the arguments: borrowed until done
         self.seq = seq  # submission order, for calls sent again
         self.base_keys = [key] + [r.key for r in refs]
-        self.futures: list[distributed.Future] = []
         self.address: str | None = None
         self.attempt = 0
         self.retries_left = proxy.task_retries
-        self.inline: list[Blob] | None = None  # a small result, sent with "done"
+        self.lease: _Lease | None = None
 
     def rekey(self) -> None:
         """New Dask keys for sending the call again (the old ones may linger)."""
@@ -137,6 +138,13 @@ class _Call:
         self.key = self.base_keys[0] + suffix
         for r, key in zip(self.refs, self.base_keys[1:]):
             r._key = key + suffix
+
+
+class _Lease:
+    """Held by the refs of one sent call: when the last of them goes, the worker
+    may drop the call's result (it keeps it for exports until then)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class Proxy:
@@ -157,10 +165,8 @@ class Proxy:
         self.state = "pending"
         self.address: str | None = None
         self.gen = -1
-        self.chain = True
         self.cause = ""
         self.buffer: list[_Call] = []
-        self.tail: distributed.Future | None = None
         self.calls: dict[str, _Call] = {}
         self.restarts_left = 0
         self.task_retries = 0
@@ -195,6 +201,7 @@ class ActorManager:
         self.lock = threading.RLock()
         self._pool: ThreadPoolExecutor | None = None
         self._seq = itertools.count()
+        self.channels: dict[str, Channel] = {}
 
     # ----------------------------------------------------------------- events
     def post(self, proxy: Proxy, msg: dict[str, Any]) -> None:
@@ -207,12 +214,6 @@ class ActorManager:
 
     def on_event(self, msg: dict[str, Any]) -> None:
         """An actor event on the runtime's own topic (none are sent there today)."""
-
-    def on_done(self, key: str, blobs: list[Blob]) -> None:
-        """A call's small result came with its "done" event (on the event loop)."""
-        call = self.by_key.get(key)
-        if call is not None:
-            call.inline = blobs
 
     def _events_pool(self) -> ThreadPoolExecutor:
         with self.lock:
@@ -231,7 +232,6 @@ class ActorManager:
                 moved = proxy.address is not None and proxy.address != msg["a"]
                 proxy.address = msg["a"]
                 proxy.gen = msg["g"]
-                proxy.chain = bool(msg["c"])
                 proxy.restarts_left = int(msg.get("r", 0))
                 proxy.task_retries = int(msg.get("t", 0))
                 proxy.state = "alive"
@@ -259,7 +259,6 @@ class ActorManager:
     def _take_calls(self, proxy: Proxy) -> list[_Call]:
         calls = list(proxy.calls.values())
         proxy.calls.clear()
-        proxy.tail = None
         return calls
 
     def _lose_calls(self, calls: list[_Call], error: BaseException) -> None:
@@ -279,17 +278,13 @@ class ActorManager:
             proxy.calls.pop(call.key, None)
             with self.lock:
                 self.by_key.pop(call.key, None)
-            old, call.futures = call.futures, []
             call.address = None
-            call.inline = None
             call.rekey()
             if proxy.address is not None and proxy.state == "alive":
                 self._send(proxy, call)
             else:
                 proxy.buffer.append(call)
                 proxy.buffer.sort(key=lambda c: c.seq)
-        if old:
-            self.backend.cancel_futures(old)
         return True
 
     def _fail_calls(self, calls: list[_Call], error: BaseException) -> None:
@@ -297,9 +292,6 @@ class ActorManager:
             for r in call.refs:
                 settle(r, error=error)
             self._forget(call)
-        futures = [f for c in calls for f in c.futures]
-        if futures:
-            self.backend.cancel_futures(futures)
 
     # --------------------------------------------------------------- creation
     def create(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -320,7 +312,6 @@ class ActorManager:
         _, call_blob = serialize_call(cls, args, kwargs)
         actor_id = new_id()
         proxy = Proxy(self, actor_id, cls.__name__, methods, options.name, namespace, owner=True)
-        proxy.chain = concurrency == 1 and not is_async
         proxy.restarts_left = options.max_restarts
         proxy.task_retries = options.max_task_retries
         proxy.detached = options.lifetime == "detached"
@@ -522,11 +513,11 @@ class ActorManager:
         refs = [DaskRef(rid, backend, name, dask_key(name, rid)) for rid in ids]
         for r in refs:
             backend._refs[r.id] = r
-        deps, args, kwargs = backend.split_deps(args, kwargs)
+        args, kwargs = backend.bind_args(args, kwargs)
         _, blob = serialize_call(method, args, kwargs)
         spec = CallSpec(proxy.actor_id, method, blob.data, name, task_id, n, backend.job)
         call = _Call(proxy, spec, refs[0].key if n == 1 else dask_key(name, task_id), refs,
-                     deps, blob.contained, next(self._seq))
+                     blob.contained, next(self._seq))
         with proxy.lock:
             if proxy.state != "dead":
                 with self.lock:
@@ -542,78 +533,80 @@ class ActorManager:
         return list(refs)
 
     def _send(self, proxy: Proxy, call: _Call) -> None:
-        """Submit ``call`` to the actor's worker (under ``proxy.lock``, in order)."""
-        previous = proxy.tail if proxy.chain else None
-        outbox = self.backend.outbox
-        failed = functools.partial(self._call_not_sent, call)
-        main = outbox.submit(host_side.run_call, [call.spec, previous,
-                                                  *[d._dask for d in call.deps]],
-                             call.key, {"workers": [proxy.address]}, failed=failed)
-        futures = [main]
-        if len(call.refs) > 1:
-            futures += [outbox.submit(worker_side.pick, [main, i], r.key, failed=failed)
-                        for i, r in enumerate(call.refs)]
-        if proxy.chain:
-            proxy.tail = main
-        call.futures = futures
-        call.address = proxy.address
+        """Send ``call`` to the actor's worker (under ``proxy.lock``, in order)."""
+        address = proxy.address
+        assert address is not None
+        channel = self._channel(address)
+        call.address = address
         proxy.calls[call.key] = call
         self.by_key[call.key] = call
-        watched = futures if len(futures) == 1 else futures[1:]
-        for i, (r, f) in enumerate(zip(call.refs, watched)):
-            r._dask = f
-            outbox.watch(f, functools.partial(self._call_done, call, i, call.attempt))
+        lease = call.lease = _Lease()
+        weakref.finalize(lease, channel.release, proxy.actor_id, call.key)
+        for i, r in enumerate(call.refs):
+            r._keep = [lease]
+            r._export = functools.partial(self._export, proxy.actor_id, call.key, i, address)
+        if not channel.send(proxy.actor_id, call.key, call.spec):
+            self._run_later(functools.partial(self._channel_lost, channel))
 
-    def _call_done(self, call: _Call, index: int, attempt: int,
-                   fut: distributed.Future) -> None:
-        if attempt != call.attempt:  # sent again since
+    def _channel(self, address: str) -> Channel:
+        with self.lock:
+            channel = self.channels.get(address)
+            if channel is None or channel.lost:
+                channel = self.channels[address] = Channel(
+                    self.client, address, self._on_reply, self._channel_lost, self._run_later)
+            return channel
+
+    def _run_later(self, fn: Any) -> None:
+        self.backend.outbox.run(fn)
+
+    def _export(self, actor_id: str, key: str, index: int, address: str, ref: DaskRef
+                ) -> distributed.Future:
+        """A Dask key for a direct call's result (a task on the actor's worker that
+        reads it), so the ref can be a Dask dependency or go to another process."""
+        return self.backend.outbox.submit(host_side.export, [actor_id, key, index], ref.key,
+                                          {"workers": [address]})
+
+    def _on_reply(self, key: str, out: Any) -> None:
+        """A call's result came back on its channel (on our callback thread)."""
+        call = self.by_key.get(key)
+        if call is None:  # cancelled, or sent again under another key
             return
-        ref = call.refs[index]
-        if not ref.done():
-            try:
-                status = fut.status
-                if status == "finished":
-                    if fut.type is Failed:
-                        error = fut.result().error
-                        lost = isinstance(error, (host_side.ActorMissing,
-                                                  host_side.CallInterrupted))
-                        if isinstance(error, host_side.ActorMissing):
-                            self._worker_lost(call)
-                            error = ActorDiedError(
-                                f"actor {call.proxy.class_name}({call.proxy.actor_id}) is not "
-                                "on its worker any more (the worker restarted)")
-                        if lost and self._requeue(call):
-                            return
-                        settle(ref, error=error)
-                    else:
-                        inline = call.inline
-                        blob = inline[index] if inline and len(inline) > index else None
-                        settle(ref, DaskValue(self.backend, fut, blob))
-                elif status == "cancelled":
-                    settle(ref, error=TaskCancelledError(f"actor call {call.name!r} was "
-                                                         "cancelled"))
-                else:
-                    exc = fut.exception()
-                    if isinstance(exc, distributed.KilledWorker):
-                        self._worker_lost(call)
-                        if self._requeue(call):
-                            return
-                        settle(ref, error=ActorDiedError(
-                            f"the worker of actor {call.proxy.class_name}"
-                            f"({call.proxy.actor_id}) died while {call.name!r} ran"))
-                    else:
-                        settle(ref, error=dask_error(exc, call.name))
-            except Exception as exc:
-                settle(ref, error=ActorDiedError(f"actor call {call.name!r} was lost: {exc}"))
-        if all(r.done() for r in call.refs):
-            self._forget(call)
-
-    def _call_not_sent(self, call: _Call, exc: BaseException) -> None:
-        """The call could not be sent to the scheduler (the client closed)."""
-        for r in call.refs:
-            settle(r, error=ActorDiedError(
-                f"actor call {call.name!r} could not be sent to the Dask scheduler: {exc!r}"))
+        if isinstance(out, Failed):
+            error = out.error
+            if isinstance(error, host_side.ActorMissing):
+                self._worker_lost(call)
+                error = ActorDiedError(
+                    f"actor {call.proxy.class_name}({call.proxy.actor_id}) is not on its "
+                    "worker any more (the worker restarted)")
+                if self._requeue(call):
+                    return
+            elif isinstance(error, host_side.CallInterrupted) and self._requeue(call):
+                return
+            for r in call.refs:
+                settle(r, error=error)
+        else:
+            blobs = [out] if len(call.refs) == 1 else list(out)
+            for r, blob in zip(call.refs, blobs):
+                settle(r, DaskValue(self.backend, None, blob))
         self._forget(call)
+
+    def _channel_lost(self, channel: Channel) -> None:
+        """The connection to a worker dropped: it died (or cannot be reached)."""
+        with self.lock:
+            if self.channels.get(channel.address) is channel:
+                del self.channels[channel.address]
+            calls = [c for c in self.by_key.values() if c.address == channel.address]
+        for call in calls:
+            if all(r.done() for r in call.refs):
+                continue
+            self._worker_lost(call)
+            if self._requeue(call):
+                continue
+            for r in call.refs:
+                settle(r, error=ActorDiedError(
+                    f"the worker of actor {call.proxy.class_name}({call.proxy.actor_id}) "
+                    f"died while {call.name!r} ran"))
+            self._forget(call)
 
     def _not_sent(self, proxy: Proxy, exc: BaseException) -> None:
         """The actor's lifetime task could not be sent to the scheduler."""
@@ -631,7 +624,6 @@ class ActorManager:
             proxy.state = "pending"
             proxy.settled.clear()
             proxy.address = None
-            proxy.tail = None
         if not proxy.owner:
             self._watch_in_background(proxy)
 
@@ -643,7 +635,6 @@ class ActorManager:
         with call.proxy.lock:
             call.proxy.calls.pop(call.key, None)
         call.keep = []
-        call.deps = []
 
     def cancel_call(self, ref: ObjectRef[Any], running_too: bool, force: bool = False) -> bool:
         """Cancel an actor call that has not started (a running one goes on)."""
@@ -722,6 +713,10 @@ class ActorManager:
                                 publish=not self.backend.embedded)
             _unsubscribe(self.client, proxy.topic, proxy)
         with self.lock:
+            channels = list(self.channels.values())
+            self.channels.clear()
             pool, self._pool = self._pool, None
+        for channel in channels:
+            channel.close()
         if pool is not None:
             pool.shutdown(wait=True)

@@ -102,7 +102,8 @@ class DaskBackend(Backend):
         "worker_processes", "multi_node", "lineage_reconstruction", "spilling",
     })
 
-    def __init__(self, config: Any, *, _attach: tuple[distributed.Client, Job] | None = None):
+    def __init__(self, config: Any, *,
+                 _attach: tuple[distributed.Client, Job, distributed.Worker] | None = None):
         super().__init__(config)
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
@@ -120,11 +121,10 @@ class DaskBackend(Backend):
         self.view: ClusterView | None = None
         topic = f"fedexec-{self.uid}"  # start events of the tasks this runtime submits
         if _attach is not None:  # inside a task: the submitting job's ids, our own topic
-            self.client, job = _attach
+            self.client, job, worker = _attach
             self.job = Job(job.job_id, job.namespace, topic)
             self.in_worker = True
             self.embedded = False
-            worker = distributed.get_worker()
             self._worker_id = str(worker.id)
             self._node_id = node_id_of(worker.scheduler.address, worker.name)
         else:
@@ -148,11 +148,13 @@ class DaskBackend(Backend):
             raise
 
     @classmethod
-    def attached(cls, client: distributed.Client, job: Job) -> DaskBackend:
-        """The runtime of tasks of ``job`` inside a Dask worker (over its client)."""
+    def attached(cls, client: distributed.Client, job: Job, worker: distributed.Worker
+                 ) -> DaskBackend:
+        """The runtime of tasks of ``job`` inside Dask worker ``worker`` (over its
+        client)."""
         from ...config import RuntimeConfig
 
-        return cls(RuntimeConfig(namespace=job.namespace), _attach=(client, job))
+        return cls(RuntimeConfig(namespace=job.namespace), _attach=(client, job, worker))
 
     # ------------------------------------------------------------------ setup
     def _connect(self, config: Any) -> None:
@@ -246,7 +248,7 @@ class DaskBackend(Backend):
         deps: list[DaskRef] = []
 
         def slot(v: Any) -> Any:
-            if isinstance(v, DaskRef) and v._backend is self and v._dask is not None:
+            if isinstance(v, DaskRef) and v._backend is self and self.ensure_key(v):
                 if v._dask.status == "cancelled" and not v.cancelled():
                     self._restore(v)
                 deps.append(v)
@@ -261,6 +263,32 @@ class DaskBackend(Backend):
         new_args = tuple(slot(a) for a in args)
         new_kwargs = {k: slot(v) for k, v in kwargs.items()}
         return deps, new_args, new_kwargs
+
+    def ensure_key(self, ref: DaskRef) -> bool:
+        """Make sure ``ref``'s object has a Dask key (an actor call's result is
+        exported on first need); False if it has none here (not bound to Dask)."""
+        if ref._dask is None and ref._export is not None:
+            with self._lock:
+                if ref._dask is None:
+                    ref._dask = ref._export(ref)
+        return ref._dask is not None
+
+    def bind_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """An actor call's arguments: top-level refs of this runtime stay refs (the
+        actor waits for them), refs of another runtime are passed by value."""
+
+        def bind(v: Any) -> Any:
+            if isinstance(v, DaskRef) and v._backend is self and self.ensure_key(v):
+                return v
+            if isinstance(v, ObjectRef):
+                return v.result()
+            return v
+
+        if not any(isinstance(a, ObjectRef) for a in args) and not any(
+                isinstance(v, ObjectRef) for v in kwargs.values()):
+            return args, kwargs
+        return tuple(bind(a) for a in args), {k: bind(v) for k, v in kwargs.items()}
 
     def submit(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                options: TaskOptions) -> list[ObjectRef[Any]]:
@@ -464,8 +492,6 @@ class DaskBackend(Backend):
             record = self._records.get(msg["k"])
             if record is not None:
                 record.inline = [Blob(data) for data in msg["v"]]
-            else:
-                self.actors.on_done(msg["k"], [Blob(data) for data in msg["v"]])
         else:
             self.actors.on_event(msg)
 

@@ -19,6 +19,7 @@ import concurrent.futures as cf
 import hashlib
 import pickle
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -307,6 +308,9 @@ class DaskRef(ObjectRef):  # type: ignore[type-arg]
         self._key = key
         self._dask: distributed.Future | None = None
         self._keep: list[Any] = []  # refs inside a put value: borrowed while this lives
+        # An actor call's result lives with the caller, not in Dask: this makes it a
+        # Dask key when one is needed (``DaskBackend.ensure_key``).
+        self._export: Callable[[DaskRef], distributed.Future] | None = None
 
     @property
     def key(self) -> str:
@@ -315,6 +319,9 @@ class DaskRef(ObjectRef):  # type: ignore[type-arg]
 
     def __reduce__(self) -> tuple[Any, ...]:
         serialization.note_contained(self)
+        ensure = getattr(self._backend, "ensure_key", None)
+        if ensure is not None:
+            ensure(self)  # another process binds to the key: it must exist in Dask
         return (_rebuild_dask_ref, (self._id, self._key))
 
 

@@ -1,4 +1,4 @@
-"""Actors inside a Dask worker process: the lifetime task and the call wrapper.
+"""Actors inside a Dask worker process: the lifetime task and the calls.
 
 An actor is one long-running Dask task, ``run_actor``, that builds the instance,
 keeps it in this process (``_HOSTED``) and waits for a command (stop, restart)
@@ -8,20 +8,26 @@ releases a task's resources only when it ends): its creation demand while
 Ray's default ``num_cpus=1`` while creating, 0 while alive). It secedes from the
 thread pool, so an idle actor holds no task slot.
 
-Each method call is a Dask task ``run_call(spec, previous_call, *dependency_values)``
-pinned to the actor's worker. With ``max_concurrency == 1`` each caller chains
-its calls (``previous_call`` is a Dask dependency on the caller's last call), so
-they run in submission order; calls from different callers are serialised by
-the actor's semaphore. A failed call stores :class:`Failed` instead of raising,
-so the chain goes on.
+Method calls do not go through the scheduler. Each caller holds a direct
+channel to this worker (``_channel``; the worker's handler ``CHANNEL_OP``,
+installed by ``run_actor``)::
+
+    channel ─ calls ─▶ _serve ─▶ Host.accept ─▶ the actor's threads (one when
+                                                 max_concurrency == 1: arrival order)
+                                                   │ _execute: args (waiting for top-
+                                                   │ level refs), method, store result
+    channel ◀─ replies (batched) ◀─────────────────┘   result kept in Host.results
+    export(actor, key) ─ a Dask task pinned here ─▶ Host.results[key] (a ref that
+                                                     must become a Dask key)
+    channel ─ release ─▶ Host.release (the caller dropped its refs)
+
+A failed call returns :class:`Failed` (the error to raise in the caller).
 
 Events on the actor's topic ``fedexec-actor-<id>`` (callers subscribe)::
 
-    ready  {"g": generation, "a": worker address, "c": chain calls?,
+    ready  {"g": generation, "a": worker address,
             "r": restarts left, "t": max_task_retries}                (from here)
     died   {"cause": ...}   lost {"g": ...}                           (from the owner)
-
-A call's small result also goes to its caller's own topic ("done"), as a task's.
 
 State of one :class:`Host` (under ``cv``)::
 
@@ -30,6 +36,8 @@ State of one :class:`Host` (under ``cv``)::
               older generation fails with ActorDiedError
     started   keys of calls that have started (too late to cancel)
     cancelled keys of calls cancelled before they started
+    pending / results / released   direct calls accepted / their results until
+              the caller drops its refs / dropped before they finished
 """
 
 from __future__ import annotations
@@ -39,14 +47,18 @@ import contextlib
 import inspect
 import queue
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import distributed
+from distributed.comm import CommClosedError
+from distributed.protocol import to_serialize
 from distributed.worker import thread_state
 
 from ... import serialization
 from ..._context import TaskContext, resolving, running_task
-from ...exceptions import ActorDiedError, TaskCancelledError
+from ...exceptions import ActorDiedError, ObjectLostError, TaskCancelledError
 from .. import _execution as execution
 from ._common import ActorSpec, Blob, CallSpec, Failed
 from ._worker import (
@@ -54,12 +66,12 @@ from ._worker import (
     _ArgFailed,
     adjust_resources,
     fill_deps,
-    send_small,
     store,
     worker_backend,
 )
 
-__all__ = ["actor_topic", "cancel_call", "kill_host", "run_actor", "run_call"]
+__all__ = ["CHANNEL_OP", "actor_topic", "cancel_call", "export", "install_channel",
+           "kill_host", "run_actor"]
 
 _HOSTED: dict[str, Host] = {}
 _HOSTED_LOCK = threading.Lock()
@@ -101,6 +113,38 @@ class Host:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: threading.Thread | None = None
         self.async_sem: asyncio.Semaphore | None = None
+        self.worker: distributed.Worker | None = None  # set by run_actor, with
+        self.client: distributed.Client | None = None  # the worker's client
+        # Direct calls (under cv): accepted and not finished; finished results kept
+        # until the caller drops its refs (an export reads them); keys the caller
+        # dropped before the call finished.
+        self.pending: set[str] = set()
+        self.results: dict[str, Any] = {}
+        self.released: set[str] = set()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def accept(self, spec: CallSpec, key: str, replies: _Replies) -> None:
+        """A call from a channel: run it on the actor's threads, in arrival order
+        (one thread when ``max_concurrency == 1``)."""
+        if self.state == "dead":
+            replies.send(key, Failed(self.dead_error()))
+            return
+        with self.cv:
+            self.pending.add(key)
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.concurrency, thread_name_prefix=f"fedexec-actor-{self.actor_id[-6:]}")
+            pool = self._pool
+        pool.submit(_run_direct, self, spec, key, replies)
+
+    def release(self, keys: list[str]) -> None:
+        """The caller dropped its refs to these results."""
+        with self.cv:
+            for key in keys:
+                if self.results.pop(key, None) is None and key in self.pending:
+                    self.released.add(key)
 
     def dead_error(self) -> ActorDiedError:
         return ActorDiedError(
@@ -163,6 +207,10 @@ class Host:
         self.commands.put("stop")
 
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
         loop = self.loop
         if loop is not None:
             with contextlib.suppress(RuntimeError):
@@ -172,9 +220,8 @@ class Host:
 
 
 def _publish(worker: distributed.Worker, host: Host, spec: ActorSpec) -> None:
-    chain = spec.concurrency == 1 and not spec.is_async
     worker.log_event(actor_topic(host.actor_id),
-                     {"e": "ready", "g": host.gen, "a": worker.address, "c": chain,
+                     {"e": "ready", "g": host.gen, "a": worker.address,
                       "r": host.restarts_left, "t": spec.task_retries})
 
 
@@ -189,6 +236,7 @@ def run_actor(spec: ActorSpec, *deps: Any) -> Any:
     key = thread_state.key
     backend = worker_backend(spec.job)
     host = Host(spec, key)
+    host.worker, host.client = worker, distributed.get_client()
     with _HOSTED_LOCK:
         _HOSTED[spec.actor_id] = host
     st = Running(key, worker, backend)
@@ -201,6 +249,7 @@ def run_actor(spec: ActorSpec, *deps: Any) -> Any:
         if not st.seceded:
             st.seceded = True
             distributed.secede()
+        install_channel(worker)
         _publish(worker, host, spec)
         while True:
             try:
@@ -223,13 +272,9 @@ def run_actor(spec: ActorSpec, *deps: Any) -> Any:
         host.close()
 
 
-def run_call(spec: CallSpec, previous: Any, *deps: Any) -> Any:
-    """One actor-method call, on the actor's worker (see the module docstring)."""
-    key = thread_state.key
-    host = _HOSTED.get(spec.actor_id)
-    if host is None:
-        return Failed(ActorMissing(spec.actor_id))
-    distributed.secede()  # calls hold no task slot of the worker
+def _execute(host: Host, spec: CallSpec, key: str) -> Any:
+    """Run one call on this thread: its stored result (a Blob, a tuple of them, or
+    :class:`Failed`). Top-level refs in its arguments are waited for here."""
     with host.cv:
         if key in host.cancelled:
             host.cancelled.discard(key)
@@ -241,13 +286,14 @@ def run_call(spec: CallSpec, previous: Any, *deps: Any) -> Any:
             host.started.discard(key)
             return Failed(host.dead_error())
         gen, instance = host.gen, host.instance
-    backend = worker_backend(spec.job)
-    ctx = TaskContext(backend, backend.executor, backend.runtime_for(spec.task_id, spec.actor_id))
     try:
+        backend = worker_backend(spec.job, host.worker, host.client)
+        ctx = TaskContext(backend, backend.executor,
+                          backend.runtime_for(spec.task_id, spec.actor_id))
         with running_task(ctx):
             with resolving(backend):
                 args, kwargs = serialization.loads(spec.call)
-            args, kwargs = fill_deps(args, kwargs, deps, backend)
+            args, kwargs = fill_deps(args, kwargs, (), backend)
             method = getattr(instance, spec.method)
             if host.is_async:
                 result = _call_async(host, ctx, method, args, kwargs)
@@ -266,9 +312,119 @@ def run_call(spec: CallSpec, previous: Any, *deps: Any) -> Any:
             return Failed(CallInterrupted(
                 f"actor {host.class_name}({host.actor_id}) was killed while "
                 f"{spec.name!r} ran"))
-    if not isinstance(out, Failed):
-        send_small(distributed.get_worker(), spec.job.topic, key, out)
     return out
+
+
+def _run_direct(host: Host, spec: CallSpec, key: str, replies: _Replies) -> None:
+    out = _execute(host, spec, key)
+    with host.cv:
+        host.pending.discard(key)
+        if key in host.released:
+            host.released.discard(key)
+        else:
+            host.results[key] = out
+        host.cv.notify_all()
+    replies.send(key, out)
+
+
+# ------------------------------------------------------------ the direct channel
+CHANNEL_OP = "fedexec_actor_calls"
+
+#: How long an export waits for a call it has not seen arrive on a channel.
+EXPORT_GRACE_S = 30.0
+
+
+def install_channel(worker: distributed.Worker) -> None:
+    """Let callers open direct channels to this worker (see ``_channel``)."""
+    if CHANNEL_OP not in worker.handlers:
+
+        def fedexec_actor_calls(comm: Any) -> Any:  # Dask passes the comm first
+            return _serve(comm, worker)
+
+        worker.handlers[CHANNEL_OP] = fedexec_actor_calls
+
+
+async def _serve(comm: Any, worker: distributed.Worker) -> None:
+    """One caller's channel: calls in, replies out, until the caller closes it."""
+    replies = _Replies(comm, worker)
+    try:
+        while True:
+            msg = await comm.read()
+            for actor_id, key, spec in msg.get("calls") or ():
+                host = _HOSTED.get(actor_id)
+                if host is None:
+                    replies.send(key, Failed(ActorMissing(actor_id)))
+                else:
+                    host.accept(spec, key, replies)
+            for actor_id, keys in msg.get("release") or ():
+                host = _HOSTED.get(actor_id)
+                if host is not None:
+                    host.release(keys)
+    except (CommClosedError, OSError):
+        pass
+    finally:
+        replies.closed = True
+
+
+class _Replies:
+    """The results going back on one channel, batched: one write per burst."""
+
+    def __init__(self, comm: Any, worker: distributed.Worker):
+        self.comm = comm
+        self.loop = worker.loop
+        self.lock = threading.Lock()
+        self.pending: list[tuple[str, Any]] = []
+        self.scheduled = False
+        self.closed = False
+        self.writing: asyncio.Lock | None = None  # loop only
+
+    def send(self, key: str, out: Any) -> None:
+        with self.lock:
+            self.pending.append((key, out))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        self.loop.add_callback(self._flush)
+
+    async def _flush(self) -> None:
+        if self.writing is None:
+            self.writing = asyncio.Lock()
+        async with self.writing:
+            with self.lock:
+                batch, self.pending = self.pending, []
+                self.scheduled = False
+            if not batch or self.closed:
+                return
+            try:
+                await self.comm.write({"replies": to_serialize(batch)},
+                                      serializers=("dask", "pickle"))
+            except Exception:  # the caller went away
+                self.closed = True
+
+
+def export(actor_id: str, key: str, index: int) -> Any:
+    """A Dask task on the actor's worker: the result of direct call ``key`` (item
+    ``index`` of it for ``num_returns > 1``), so that a ref to it can be a Dask
+    dependency or travel to another process."""
+    host = _HOSTED.get(actor_id)
+    if host is None:
+        return Failed(ObjectLostError(f"the result of actor call {key!r} was lost with "
+                                      "its actor's worker"))
+    distributed.secede()
+    with host.cv:
+        deadline = time.monotonic() + EXPORT_GRACE_S
+        while key not in host.results:
+            # Not here yet, and not running: the call may still be on its way (the
+            # export came through the scheduler), or its result was dropped.
+            if key in host.released or (key not in host.pending
+                                        and time.monotonic() > deadline):
+                return Failed(ObjectLostError(
+                    f"the result of actor call {key!r} is not on its actor's worker"))
+            host.cv.wait(0.1)
+        out = host.results[key]
+    if isinstance(out, Failed) or not isinstance(out, tuple):
+        return out
+    return out[index]
 
 
 def _call_async(host: Host, ctx: TaskContext, method: Any, args: Any, kwargs: Any) -> Any:

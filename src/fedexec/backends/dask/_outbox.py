@@ -169,7 +169,7 @@ class Outbox:
         except Exception as exc:  # the client is closing, or a graph Dask refused
             for s in batch:
                 if s.failed is not None:
-                    self._run(functools.partial(s.failed, exc))
+                    self.run(functools.partial(s.failed, exc))
             return
         for s in batch:
             if s.forget:
@@ -185,9 +185,10 @@ class Outbox:
             fn(item.future)
 
     def _done(self, fn: Callable[[Any], None], future: distributed.Future) -> None:
-        self._run(functools.partial(fn, future))
+        self.run(functools.partial(fn, future))
 
-    def _run(self, call: Callable[[], None]) -> None:
+    def run(self, call: Callable[[], None]) -> None:
+        """Call ``call()`` on the runtime's callback thread (after those queued)."""
         try:
             self._pool.submit(_call, call)
         except RuntimeError:  # the runtime shut down (never on the loop: it may block)

@@ -44,6 +44,7 @@ from distributed.worker import thread_state
 from ... import serialization
 from ..._context import TaskContext, resolving, running_task
 from ...exceptions import BrokenExecutorError, SerializationError, TaskCancelledError
+from ...refs import ObjectRef
 from .. import _execution as execution
 from ._common import Blob, DepSlot, Failed, Job, Raised, TaskSpec
 
@@ -65,8 +66,11 @@ _REVOKED: set[str] = set()
 _STATE_LOCK = threading.Lock()
 
 
-def worker_backend(job: Job) -> DaskBackend:
-    """The runtime that tasks of ``job`` running in this process talk to."""
+def worker_backend(job: Job, worker: distributed.Worker | None = None,
+                   client: distributed.Client | None = None) -> DaskBackend:
+    """The runtime that tasks of ``job`` running in this process talk to (over the
+    worker's client; ``worker`` and ``client`` are found from the running Dask task
+    if not given, e.g. on an actor's own threads)."""
     backend = _BACKENDS.get(job.job_id)
     if backend is not None:
         return backend
@@ -76,7 +80,9 @@ def worker_backend(job: Job) -> DaskBackend:
             from ...executor import Executor
             from ._backend import DaskBackend
 
-            backend = DaskBackend.attached(distributed.get_client(), job)
+            if worker is None or client is None:
+                worker, client = distributed.get_worker(), distributed.get_client()
+            backend = DaskBackend.attached(client, job, worker)
             Executor._wrap(backend)
             _BACKENDS[job.job_id] = backend
     return backend
@@ -223,16 +229,23 @@ def _attempts(spec: TaskSpec, deps: tuple[Any, ...], st: Running, backend: DaskB
 def fill_deps(args: Any, kwargs: dict[str, Any], deps: tuple[Any, ...],
               backend: DaskBackend) -> tuple[list[Any], dict[str, Any]]:
     """Replace the ``DepSlot`` s by the values Dask passed (large arrays: read-only
-    views of the buffers Dask holds, shared by every task reading them here)."""
+    views of the buffers Dask holds, shared by every task reading them here), and
+    top-level refs (an actor call's arguments) by their values, waiting for them."""
 
-    def value(slot: DepSlot) -> Any:
+    def value(slot: Any) -> Any:
+        if isinstance(slot, ObjectRef):
+            try:
+                return slot.result()
+            except BaseException as exc:
+                raise _ArgFailed(exc) from None
         dep = deps[slot.index]
         if isinstance(dep, Failed):
             raise _ArgFailed(dep.error)
         return dep.load(backend)
 
-    args = [value(a) if isinstance(a, DepSlot) else a for a in args]
-    kwargs = {k: value(v) if isinstance(v, DepSlot) else v for k, v in kwargs.items()}
+    args = [value(a) if isinstance(a, (DepSlot, ObjectRef)) else a for a in args]
+    kwargs = {k: value(v) if isinstance(v, (DepSlot, ObjectRef)) else v
+              for k, v in kwargs.items()}
     return args, kwargs
 
 
