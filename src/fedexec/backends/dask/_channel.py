@@ -28,6 +28,7 @@ import distributed
 from distributed.comm import connect
 from distributed.protocol import to_serialize
 
+from ._batch import Batcher
 from ._host import CHANNEL_OP
 
 __all__ = ["Channel"]
@@ -44,60 +45,41 @@ class Channel:
         self._on_reply = on_reply
         self._on_lost = on_lost
         self._run = run  # runs a callable on the runtime's callback thread
-        self._lock = threading.Lock()
-        self._calls: list[tuple[str, str, Any]] = []
-        self._releases: dict[str, list[str]] = {}
-        self._scheduled = False
-        self.lost = False
         self._comm: Any = None
-        self._writing: asyncio.Lock | None = None  # loop only
         self._reader: asyncio.Task[None] | None = None
+        self._batch = Batcher(client.loop, self._write)
+        self._lost = threading.Event()
+
+    @property
+    def lost(self) -> bool:
+        """The connection dropped (or the channel was closed): it takes no calls."""
+        return self._lost.is_set()
 
     def send(self, actor_id: str, key: str, spec: Any) -> bool:
         """Queue a call; False if the channel is lost (the caller must not wait)."""
-        with self._lock:
-            if self.lost:
-                return False
-            self._calls.append((actor_id, key, spec))
-            self._wake()
-        return True
+        return self._batch.add(("call", actor_id, key, spec))
 
     def release(self, actor_id: str, key: str) -> None:
         """The refs to a call's result are gone: the worker may drop it."""
-        with self._lock:
-            if self.lost:
-                return
-            self._releases.setdefault(actor_id, []).append(key)
-            self._wake()
+        self._batch.add(("release", actor_id, key, None))
 
-    def _wake(self) -> None:  # under _lock
-        if not self._scheduled:
-            self._scheduled = True
-            try:
-                self.client.loop.add_callback(self._flush)
-            except Exception:  # the client's loop is gone
-                self._scheduled = False
-
-    async def _flush(self) -> None:  # on the event loop
-        if self._writing is None:
-            self._writing = asyncio.Lock()
-        async with self._writing:
-            with self._lock:
-                calls, self._calls = self._calls, []
-                releases, self._releases = self._releases, {}
-                self._scheduled = False
-            if self.lost or not (calls or releases):
-                return
-            try:
-                if self._comm is None:
-                    self._comm = await connect(self.address, **self.client.connection_args)
-                    await self._comm.write({"op": CHANNEL_OP, "reply": False})
-                    self._reader = asyncio.ensure_future(self._read())
-                await self._comm.write(
-                    {"calls": to_serialize(calls), "release": list(releases.items())},
-                    serializers=("dask", "pickle"))
-            except Exception:
-                self._lose()
+    async def _write(self, items: list[tuple[str, str, str, Any]]) -> None:  # on the loop
+        calls = [(actor_id, key, spec) for kind, actor_id, key, spec in items
+                 if kind == "call"]
+        releases: dict[str, list[str]] = {}
+        for kind, actor_id, key, _ in items:
+            if kind == "release":
+                releases.setdefault(actor_id, []).append(key)
+        try:
+            if self._comm is None:
+                self._comm = await connect(self.address, **self.client.connection_args)
+                await self._comm.write({"op": CHANNEL_OP, "reply": False})
+                self._reader = asyncio.ensure_future(self._read())
+            await self._comm.write(
+                {"calls": to_serialize(calls), "release": list(releases.items())},
+                serializers=("dask", "pickle"))
+        except Exception:
+            self._lose()
 
     async def _read(self) -> None:
         try:
@@ -109,18 +91,16 @@ class Channel:
             self._lose()
 
     def _lose(self) -> None:
-        with self._lock:
-            if self.lost:
-                return
-            self.lost = True
-            self._calls = []
-            self._releases = {}
+        if self._lost.is_set():
+            return
+        self._lost.set()
+        self._batch.stop()
         self._run(lambda: self._on_lost(self))
 
     def close(self) -> None:
         """Close the connection (the runtime is shutting down)."""
-        with self._lock:
-            self.lost = True
+        self._lost.set()
+        self._batch.stop()
         comm = self._comm
         if comm is not None:
             try:

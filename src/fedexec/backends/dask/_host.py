@@ -60,6 +60,7 @@ from ... import serialization
 from ..._context import TaskContext, resolving, running_task
 from ...exceptions import ActorDiedError, ObjectLostError, TaskCancelledError
 from .. import _execution as execution
+from ._batch import Batcher
 from ._common import ActorSpec, Blob, CallSpec, Failed
 from ._worker import (
     Running,
@@ -363,43 +364,28 @@ async def _serve(comm: Any, worker: distributed.Worker) -> None:
     except (CommClosedError, OSError):
         pass
     finally:
-        replies.closed = True
+        replies.close()
 
 
 class _Replies:
-    """The results going back on one channel, batched: one write per burst."""
+    """The results going back on one channel (one write per burst)."""
 
     def __init__(self, comm: Any, worker: distributed.Worker):
         self.comm = comm
-        self.loop = worker.loop
-        self.lock = threading.Lock()
-        self.pending: list[tuple[str, Any]] = []
-        self.scheduled = False
-        self.closed = False
-        self.writing: asyncio.Lock | None = None  # loop only
+        self.batch = Batcher(worker.loop, self._write)
 
     def send(self, key: str, out: Any) -> None:
-        with self.lock:
-            self.pending.append((key, out))
-            if self.scheduled:
-                return
-            self.scheduled = True
-        self.loop.add_callback(self._flush)
+        self.batch.add((key, out))
 
-    async def _flush(self) -> None:
-        if self.writing is None:
-            self.writing = asyncio.Lock()
-        async with self.writing:
-            with self.lock:
-                batch, self.pending = self.pending, []
-                self.scheduled = False
-            if not batch or self.closed:
-                return
-            try:
-                await self.comm.write({"replies": to_serialize(batch)},
-                                      serializers=("dask", "pickle"))
-            except Exception:  # the caller went away
-                self.closed = True
+    def close(self) -> None:
+        self.batch.stop()
+
+    async def _write(self, replies: list[tuple[str, Any]]) -> None:
+        try:
+            await self.comm.write({"replies": to_serialize(replies)},
+                                  serializers=("dask", "pickle"))
+        except Exception:  # the caller went away
+            self.batch.stop()
 
 
 def export(actor_id: str, key: str, index: int) -> Any:
