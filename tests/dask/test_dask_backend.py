@@ -346,6 +346,28 @@ def test_actor_call_results_come_straight_back_and_become_dask_keys_only_when_ne
             time.sleep(0.1)
 
 
+class Sleeper:
+    def nap(self, i):
+        import time
+
+        time.sleep(0.02)
+        return i
+
+
+def test_calls_in_flight_when_the_actors_worker_is_killed_are_sent_again():
+    import signal
+
+    with fedexec.Executor(backend="dask", num_cpus=2) as ex:
+        sleeper = ex.options(max_restarts=1, max_task_retries=-1).actor(Sleeper)
+        assert ex.get(sleeper.nap.remote(-1), timeout=T) == -1
+        pids = ex._backend.client.run(os.getpid)
+        refs = [sleeper.nap.remote(i) for i in range(100)]  # ~2 s of calls queued
+        time.sleep(0.3)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGKILL)
+        assert ex.get(refs, timeout=2 * T) == list(range(100))  # none lost
+
+
 def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):
     with fedexec.Executor(backend="dask", num_cpus=2) as ex:
         counter = ex.options(max_restarts=1, max_task_retries=1).actor(Counter)
