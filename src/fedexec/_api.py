@@ -28,9 +28,23 @@ __all__ = [
 ]
 
 
+def _owner_of(refs: Any) -> Any:
+    """The executor that made ``refs`` when they all come from one live executor
+    (so ``fedexec.get(ref)`` works on refs of any executor, as ``ray.get`` does),
+    else the current executor."""
+    items = [refs] if isinstance(refs, ObjectRef) else refs
+    if isinstance(items, (list, tuple)) and items:
+        backends = {id(r._backend): r._backend for r in items if isinstance(r, ObjectRef)}
+        if len(backends) == 1:
+            owner = getattr(next(iter(backends.values())), "executor", None)
+            if owner is not None and not owner._is_shutdown:
+                return owner
+    return current_executor()
+
+
 def get(refs: Any, *, timeout: float | None = None) -> Any:
-    """``Executor.get`` on the current executor."""
-    return current_executor().get(refs, timeout=timeout)
+    """``Executor.get`` on the executor that made ``refs`` (else the current one)."""
+    return _owner_of(refs).get(refs, timeout=timeout)
 
 
 def put(value: Any) -> ObjectRef[Any]:
@@ -40,13 +54,16 @@ def put(value: Any) -> ObjectRef[Any]:
 
 def wait(refs: Iterable[ObjectRef[Any]], *, num_returns: int = 1,
          timeout: float | None = None) -> tuple[list[ObjectRef[Any]], list[ObjectRef[Any]]]:
-    """``Executor.wait`` on the current executor."""
-    return current_executor().wait(refs, num_returns=num_returns, timeout=timeout)
+    """``Executor.wait`` on the executor that made ``refs`` (else the current one)."""
+    if not isinstance(refs, (list, tuple)):
+        refs = list(refs) if isinstance(refs, Iterable) and not isinstance(refs, (str, bytes)) \
+            else refs
+    return _owner_of(refs).wait(refs, num_returns=num_returns, timeout=timeout)
 
 
 def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) -> bool:
-    """``Executor.cancel`` on the current executor."""
-    return current_executor().cancel(ref, force=force, recursive=recursive)
+    """``Executor.cancel`` on the executor that made ``ref`` (else the current one)."""
+    return _owner_of(ref).cancel(ref, force=force, recursive=recursive)
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
