@@ -14,7 +14,7 @@ import threading
 from modin.config import CpuCount, NPartitions
 
 from fedexec import Executor
-from fedexec._context import current_task
+from fedexec._runtime import current_task
 from fedexec.executor import current_executor
 
 __all__ = ["get_executor", "initialize_fedexec", "set_executor"]

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..exceptions import UnsupportedOnBackendError
+from ._registry import CAPABILITIES, backends_with
 
 if TYPE_CHECKING:
-    from .._context import RuntimeContext
+    from .._runtime import RuntimeContext
     from ..actors import ActorHandle
     from ..config import RuntimeConfig
     from ..options import ActorOptions, MethodOptions, TaskOptions
@@ -29,25 +30,6 @@ if TYPE_CHECKING:
     from ..refs import ObjectRef
 
 __all__ = ["CAPABILITIES", "Backend"]
-
-#: Every capability name a backend may declare (see API.md "Backend capabilities").
-CAPABILITIES = frozenset(
-    {
-        "actors",
-        "async_actors",
-        "named_actors",
-        "actor_restarts",
-        "zero_copy",
-        "placement_groups",
-        "multi_node",
-        "gpus",
-        "cancel_running",
-        "worker_processes",
-        "lineage_reconstruction",
-        "spilling",
-    }
-)
-
 
 class Backend:
     """Base class of backends. Subclasses set ``name``/``capabilities`` and override
@@ -60,6 +42,8 @@ class Backend:
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
+        #: The ``fedexec.Executor`` over this backend (set by the executor).
+        self.executor: Any = None
 
     # -- tasks and objects -------------------------------------------------------
     def submit(
@@ -175,8 +159,6 @@ class Backend:
             raise self._unsupported("placement groups", "placement_groups")
 
     def _unsupported(self, feature: str, capability: str) -> UnsupportedOnBackendError:
-        from . import backends_with
-
         others = ", ".join(backends_with(capability)) or "none yet"
         return UnsupportedOnBackendError(
             f"{feature} are not available on the {self.name!r} backend; "

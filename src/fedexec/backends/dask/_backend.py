@@ -26,8 +26,8 @@ from typing import Any
 import cloudpickle
 import distributed
 
-from ..._context import RuntimeContext, current_task
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, current_task
 from ...actors import ActorHandle
 from ...exceptions import (
     BrokenExecutorError,

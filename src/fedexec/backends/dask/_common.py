@@ -26,7 +26,7 @@ import cloudpickle
 from distributed.protocol import dask_deserialize, dask_serialize
 
 from ... import serialization
-from ..._context import current_backend, resolving
+from ..._runtime import current_backend, resolving
 from ...exceptions import (
     FedexecError,
     ObjectLostError,

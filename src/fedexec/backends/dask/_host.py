@@ -57,7 +57,7 @@ from distributed.protocol import to_serialize
 from distributed.worker import thread_state
 
 from ... import serialization
-from ..._context import TaskContext, resolving, running_task
+from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import ActorDiedError, ObjectLostError, TaskCancelledError
 from .. import _execution as execution
 from ._batch import Batcher
@@ -156,7 +156,7 @@ class Host:
     def construct(self, spec: ActorSpec, deps: tuple[Any, ...], st: Running) -> bool:
         """Run ``__init__`` (again, on a restart); False if it raised (now dead)."""
         backend = st.backend
-        ctx = TaskContext(backend, backend.executor, backend.runtime_for(None, self.actor_id), st)
+        ctx = TaskContext(backend, backend.runtime_for(None, self.actor_id), st)
         with running_task(ctx):
             try:
                 with resolving(backend):
@@ -289,7 +289,7 @@ def _execute(host: Host, spec: CallSpec, key: str) -> Any:
         gen, instance = host.gen, host.instance
     try:
         backend = worker_backend(spec.job, host.worker, host.client)
-        ctx = TaskContext(backend, backend.executor,
+        ctx = TaskContext(backend,
                           backend.runtime_for(spec.task_id, spec.actor_id))
         with running_task(ctx):
             with resolving(backend):

@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ... import serialization
-from ..._context import RuntimeContext, TaskContext, resolving, running_task
+from ..._runtime import RuntimeContext, TaskContext, resolving, running_task
 from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import ActorDiedError, TaskError
 from ...options import ActorOptions, MethodOptions
@@ -104,7 +104,7 @@ class LocalActor:
 
     def _context(self, task_id: str | None) -> TaskContext:
         runtime = self.backend._runtime_for(task_id, self.actor_id)
-        return TaskContext(self.backend, self.backend.executor, runtime, self)
+        return TaskContext(self.backend, runtime, self)
 
     def _construct(self, gen: int) -> bool:
         """Run ``__init__``; False if the actor died instead."""

@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 
 from ... import serialization
-from ..._context import RuntimeContext, TaskContext, current_task, resolving, running_task
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, TaskContext, current_task, resolving, running_task
 from ...actors import ActorHandle
 from ...exceptions import (
     BrokenExecutorError,
@@ -236,7 +236,7 @@ class LocalBackend(Backend):
         for r in task.refs:
             r.set_running_or_notify_cancel()
         task.thread_ident = threading.get_ident()
-        ctx = TaskContext(self, self.executor, self._runtime_for(task.id, None), task)
+        ctx = TaskContext(self, self._runtime_for(task.id, None), task)
         error: BaseException | None = None
         values: list[Any] = []
         with running_task(ctx):

@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from ... import serialization
-from ..._context import RuntimeContext, TaskContext
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, TaskContext
 from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import (
     BrokenExecutorError,
@@ -713,7 +713,7 @@ class NativeBackend(Backend):
         the submitting driver's, when it is not this node's)."""
         runtime = RuntimeContext(self.node_id, self.worker_id, job_id or self.job_id, task_id,
                                  actor_id, self.name)
-        return TaskContext(self, self.executor, runtime, extra)
+        return TaskContext(self, runtime, extra)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         if self._closed:

@@ -26,8 +26,9 @@ from typing import Any
 
 from ...exceptions import AuthenticationError, ClusterUnreachableError
 
-__all__ = ["DEFAULT_PORT", "cluster_dir", "read_local_cluster", "resolve", "start_head",
-           "start_node", "stop_head", "stop_nodes"]
+__all__ = ["DEFAULT_PORT", "cluster_dir", "forget_head_token", "read_local_cluster",
+           "remember_head_token", "resolve", "start_head", "start_node", "stop_head",
+           "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
@@ -241,7 +242,7 @@ def stop_head(timeout: float = 15.0) -> bool:
 def resolve(address: str, token: str | None) -> dict[str, Any]:
     """How a driver connects to ``address`` ("auto" or "host:port"): the socket to
     use and the token (from ``token``, ``FEDEXEC_TOKEN``, or the local token file)."""
-    token = token or _test_cluster_token(address) or os.environ.get("FEDEXEC_TOKEN") or \
+    token = token or _known_head_token(address) or os.environ.get("FEDEXEC_TOKEN") or \
         _local_token()
     if address == "auto":
         info = read_local_cluster()
@@ -266,12 +267,42 @@ def resolve(address: str, token: str | None) -> dict[str, Any]:
     return {"target": target, "token": token_bytes(token), "role": "driver"}
 
 
-def _test_cluster_token(address: str) -> str | None:
-    """The token of a ``fedexec.testing.Cluster`` this process runs at ``address``."""
-    import sys
+def _heads_dir() -> str:
+    path = os.path.join(cluster_dir(), "heads")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
 
-    testing = sys.modules.get("fedexec.testing")
-    return testing.token_for(address) if testing is not None else None
+
+def _head_file(address: str) -> str:
+    return os.path.join(_heads_dir(), address.replace(":", "_").replace("/", "_") + ".json")
+
+
+def remember_head_token(address: str, token: str, pid: int) -> None:
+    """Record (mode 0600) the token of a head started from Python on this machine,
+    so ``Executor(address=address)`` here finds it while process ``pid`` lives."""
+    _write_private(_head_file(address), json.dumps({"token": token, "pid": pid}))
+
+
+def forget_head_token(address: str) -> None:
+    """Remove what :func:`remember_head_token` recorded for ``address``."""
+    with contextlib.suppress(OSError):
+        os.unlink(_head_file(address))
+
+
+def _known_head_token(address: str) -> str | None:
+    """The token recorded for the head at ``address`` if that head still runs."""
+    if address == "auto":
+        return None
+    try:
+        with open(_head_file(address)) as f:
+            info = json.load(f)
+        os.kill(int(info["pid"]), 0)
+    except PermissionError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    token = info.get("token")
+    return token if isinstance(token, str) else None
 
 
 def token_bytes(token: str) -> bytes:

@@ -37,7 +37,7 @@ from typing import Any
 import cloudpickle
 
 from ... import serialization
-from ..._context import resolving, running_task
+from ..._runtime import resolving, running_task
 from ...exceptions import BrokenExecutorError, RuntimeEnvSetupError, TaskCancelledError
 from ...options import TaskOptions
 from .. import _execution as execution
@@ -444,17 +444,16 @@ def _runtime_env(env: dict[str, Any] | None) -> Iterator[None]:
 def main_from_fork(socket_path: str, token: bytes, worker_id: str, node_id: str,
                    config: dict[str, Any]) -> None:
     """Run as a worker (called in the child right after the node manager forks)."""
-    from ... import executor as executor_module
+    from ... import _runtime
     from ...config import RuntimeConfig
 
     with contextlib.suppress(Exception):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    executor_module._default = None
+    _runtime.forget_default_executor()  # the parent's, if it had one, is not ours
     attach = {"node_id": node_id, "job_id": config["job_id"], "socket_path": socket_path,
               "token": token, "role": "worker", "worker_id": worker_id}
     backend = NativeBackend(RuntimeConfig(), _attach=attach)
-    executor_module.Executor._wrap(backend)
     loop = WorkerLoop(backend, config)
     backend.on_message = loop.on_message
     backend.worker_loop = loop

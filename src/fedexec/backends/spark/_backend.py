@@ -42,8 +42,8 @@ from typing import Any
 
 import psutil
 
-from ..._context import RuntimeContext
 from ..._ids import new_id
+from ..._runtime import RuntimeContext
 from ...exceptions import (
     BrokenExecutorError,
     ObjectLostError,

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..._context import RuntimeContext, current_task
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, current_task
 from ...config import RuntimeConfig
 from ...exceptions import ObjectLostError
 from ...options import TaskOptions
@@ -52,7 +52,6 @@ class LeaseRuntime(SparkBase):
 
     def __init__(self, lease: Lease, welcome: msg.Welcome):
         super().__init__(RuntimeConfig(namespace=welcome.namespace))
-        from ...executor import Executor
 
         self._lease = lease
         self.welcome = welcome
@@ -63,7 +62,6 @@ class LeaseRuntime(SparkBase):
         self._counter = itertools.count(1)
         self._closed = False
         self.worker_id = f"{lease.host}:{lease.pid}"
-        Executor._wrap(self)
 
     # ------------------------------------------------------------------ plumbing
     def request(self, make: Callable[[int], Any]) -> Any:
