@@ -18,11 +18,11 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._runtime import RuntimeContext, current_task
 from ..exceptions import UnsupportedOnBackendError
 from ._registry import CAPABILITIES, backends_with
 
 if TYPE_CHECKING:
-    from .._runtime import RuntimeContext
     from ..actors import ActorHandle
     from ..config import RuntimeConfig
     from ..options import ActorOptions, MethodOptions, TaskOptions
@@ -146,6 +146,17 @@ class Backend:
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------
+    def namespace_for(self, namespace: str | None) -> str:
+        """The namespace of a named-actor operation: ``namespace`` if given, else the
+        running task's (tasks and actors inherit their driver's, as in Ray), else
+        this runtime's (``Executor(namespace=...)``, default ``"default"``)."""
+        if namespace:
+            return namespace
+        task = current_task()
+        if task is not None and task.backend is self:
+            return task.runtime.namespace
+        return self.config.namespace or "default"
+
     def _check_single_node_strategy(self, options: Any, node_id: str) -> None:
         """Scheduling strategies on a one-node runtime: affinity to another node is
         infeasible unless soft; placement groups are not available."""

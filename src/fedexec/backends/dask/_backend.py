@@ -40,6 +40,7 @@ from ...exceptions import (
 from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
+from .._net import host_of, node_ip
 from .._shutdown import Closer
 from ..base import Backend
 from . import _cancel as cancelling
@@ -127,12 +128,16 @@ class DaskBackend(Backend):
             self.embedded = False
             self._worker_id = str(worker.id)
             self._node_id = node_id_of(worker.scheduler.address, worker.name)
+            self._node_ip = node_ip(host_of(str(worker.address)))
         else:
             self.in_worker = False
             self._connect(config)
             self.job = Job(os.urandom(4).hex(), config.namespace or "default", topic)
             self._worker_id = f"driver-{os.getpid()}"
             self._node_id = ""
+            scheduler = host_of(str(self.client.scheduler.address))
+            self._node_ip = node_ip(scheduler if scheduler and scheduler.startswith("127.")
+                                    else "0.0.0.0")
         from ._actors import ActorManager
 
         self.outbox = Outbox(self.client, f"fedexec-dask-callbacks-{self.uid}")
@@ -662,7 +667,7 @@ class DaskBackend(Backend):
     def runtime_for(self, task_id: str | None, actor_id: str | None) -> RuntimeContext:
         """The runtime context of a task or actor call running in this worker."""
         return RuntimeContext(self._node_id, self._worker_id, self.job.job_id, task_id,
-                              actor_id, self.name)
+                              actor_id, self.name, self._node_ip, (), self.job.namespace)
 
     def runtime_context(self) -> RuntimeContext:
         if not self._node_id:
@@ -670,7 +675,8 @@ class DaskBackend(Backend):
             self._node_id = nodes[0]["node_id"] if nodes else node_id_of(
                 str(self.client.scheduler.address), "driver")
         return RuntimeContext(self._node_id, self._worker_id, self.job.job_id,
-                              backend=self.name)
+                              backend=self.name, node_ip_address=self._node_ip,
+                              namespace=self.job.namespace)
 
     # --------------------------------------------------------------- shutdown
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:

@@ -103,7 +103,7 @@ class LocalActor:
         t.start()
 
     def _context(self, task_id: str | None) -> TaskContext:
-        runtime = self.backend._runtime_for(task_id, self.actor_id)
+        runtime = self.backend._runtime_for(task_id, self.actor_id, self.namespace)
         return TaskContext(self.backend, runtime, self)
 
     def _construct(self, gen: int) -> bool:

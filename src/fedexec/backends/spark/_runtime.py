@@ -31,6 +31,7 @@ from ...options import TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
 from .._execution import settle
+from .._net import node_ip
 from . import _protocol as msg
 from ._base import SparkBase
 from ._values import Fetched, Stored, dump_value, load_error, serialize_call
@@ -221,7 +222,8 @@ class LeaseRuntime(SparkBase):
     def runtime_for(self, task_id: str | None) -> RuntimeContext:
         """The runtime context of a task running in this lease."""
         w = self.welcome
-        return RuntimeContext(w.node_id, self.worker_id, w.job_id, task_id, None, self.name)
+        return RuntimeContext(w.node_id, self.worker_id, w.job_id, task_id, None, self.name,
+                              node_ip(self._lease.host), (), w.namespace)
 
     def runtime_context(self) -> RuntimeContext:
         return self.runtime_for(None)
