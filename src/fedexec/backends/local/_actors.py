@@ -165,6 +165,7 @@ class LocalActor:
         finally:
             with self._cv:
                 self._wakeup = None
+            _unwind_pending(loop)
             loop.close()
 
     async def _async_serve(self, gen: int, loop: asyncio.AbstractEventLoop) -> None:
@@ -387,3 +388,15 @@ def _store(value: Any, backend: LocalBackend, name: str) -> Any:
 
 def runtime_of(ctx: TaskContext) -> RuntimeContext:
     return ctx.runtime
+
+
+def _unwind_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the calls still suspended on a killed actor's loop and let them unwind
+    in this thread (their results are dropped: the kill already failed them). Left
+    suspended, each would be finalized later by the garbage collector, in another
+    thread and context, where leaving its task context raises."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
