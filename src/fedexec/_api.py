@@ -68,8 +68,11 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
-    """``Executor.kill`` on the current executor."""
-    current_executor().kill(actor, no_restart=no_restart)
+    """``Executor.kill`` on the executor the handle belongs to (else the current one)."""
+    owner = getattr(getattr(actor, "_backend", None), "executor", None)
+    if owner is None or owner.is_shutdown:
+        owner = current_executor()
+    owner.kill(actor, no_restart=no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:

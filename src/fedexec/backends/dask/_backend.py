@@ -664,10 +664,13 @@ class DaskBackend(Backend):
         view.refresh()
         return view.nodes()
 
-    def runtime_for(self, task_id: str | None, actor_id: str | None) -> RuntimeContext:
-        """The runtime context of a task or actor call running in this worker."""
+    def runtime_for(self, task_id: str | None, actor_id: str | None,
+                    namespace: str | None = None) -> RuntimeContext:
+        """The runtime context of a task or actor call running in this worker
+        (``namespace``: the actor's, else the job's)."""
         return RuntimeContext(self._node_id, self._worker_id, self.job.job_id, task_id,
-                              actor_id, self.name, self._node_ip, (), self.job.namespace)
+                              actor_id, self.name, self._node_ip, (),
+                              namespace or self.job.namespace)
 
     def runtime_context(self) -> RuntimeContext:
         if not self._node_id:
