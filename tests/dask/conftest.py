@@ -1,47 +1,13 @@
 """Fixtures of the dask backend tests: a Dask cluster started by the test (to join
-by address or through a client), and leak checks: when the module is done, no
-Dask worker process of ours and no ``fedexec*`` thread is left."""
+by address or through a client). Leaks are checked after every test (tests/_leaks.py)."""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
-import psutil
 import pytest
 
 distributed = pytest.importorskip("distributed")
-
-
-def _worker_processes() -> list[psutil.Process]:
-    """Children of this process other than multiprocessing's resource tracker (one
-    per interpreter, shared, gone at exit)."""
-    out = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "resource_tracker" not in " ".join(child.cmdline()):
-                out.append(child)
-        except psutil.Error:
-            continue
-    return out
-
-
-def _fedexec_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("fedexec")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leaks():
-    before = {p.pid for p in _worker_processes()}
-    yield
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        procs = [p for p in _worker_processes() if p.pid not in before]
-        if not procs and not _fedexec_threads():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"left behind: processes {procs}, threads {_fedexec_threads()}")
 
 
 @pytest.fixture(scope="module")
