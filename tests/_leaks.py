@@ -3,24 +3,22 @@
 Around each test (after the wider-scoped fixtures it uses were set up, before they
 are torn down) it notes this process's descendant processes, the ``fedexec-*``
 entries of ``/dev/shm`` and the temporary directory, and the ``fedexec*``
-threads. After the test and its own fixtures are done, whatever the test started
-must be gone (within a grace period):
+threads. Whatever the test started must be gone once it and its runtimes are done:
 
-* a process started during the test that still runs, unless it descends from a
-  process that was there before (a worker a shared runtime started, say) or is
-  one of the two per-interpreter helpers that outlive every executor by design:
-  multiprocessing's resource tracker and the JVM of pyspark's process-wide
-  SparkContext (and its Python daemons);
-* a ``fedexec-*`` entry of a runtime of ours created in ``/dev/shm`` or the
-  temporary directory (object stores, session directories);
-* a ``fedexec*`` thread started during the test.
+* files: a ``fedexec-*`` entry of a runtime of ours (object stores, session
+  directories) created during the test, checked after the test;
+* processes: one started during the test that still runs, unless it descends from
+  a process that was there before (a worker a shared runtime started) or is one
+  of the per-interpreter helpers that outlive every executor by design
+  (multiprocessing's resource tracker; pyspark's JVM and its Python daemons).
+  Checked after the test, or, when a runtime of ours was already running as the
+  test began (a module-scoped executor or cluster, which may start processes
+  lazily: a Dask nanny replacing a killed worker), when the module ends;
+* threads: a ``fedexec*`` thread started during the test, checked when the module
+  ends (a shared runtime may start threads lazily during any test).
 
-When a runtime shared by several tests (a module-scoped executor or cluster) was
-already running as the test began, it may start processes and threads lazily
-during any test (a Dask nanny replacing a killed worker, a callback pool): then
-the processes and threads the test started are checked when the module ends,
-after those runtimes are shut down, and reported with the test that started
-them. A default executor the test left is shut down first, as a user's exit would.
+What is checked at the module's end is reported with the test that started it.
+A default executor the test left is shut down first, as a user's exit would.
 """
 
 from __future__ import annotations
@@ -117,10 +115,9 @@ def snapshot() -> Snapshot:
 
 
 def runtime_running(snap: Snapshot) -> bool:
-    """Whether a runtime of ours was running at ``snap`` (a process or thread)."""
+    """Whether a runtime of ours had processes running at ``snap``."""
     procs = _processes()
-    return bool(snap.threads) or any(
-        key in procs and not _exempt(procs[key], frozenset()) for key in snap.processes)
+    return any(key in procs and not _exempt(procs[key], frozenset()) for key in snap.processes)
 
 
 def started_since(before: Snapshot) -> tuple[dict[Key, str], list[str], dict[int, str]]:
@@ -150,8 +147,8 @@ def _still_running(procs: dict[Key, str], threads: dict[int, str]) -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _deferred_leak_checks():
-    """``[(test id, processes, threads)]`` the module's tests started while a shared
-    runtime ran; each must have ended once the module's runtimes are shut down."""
+    """``[(test id, processes, threads)]`` the module's tests started whose check
+    waits for the module's end (see the module docstring)."""
     deferred: list[tuple[str, dict[Key, str], dict[int, str]]] = []
     yield deferred
     deadline = time.monotonic() + GRACE
@@ -181,12 +178,12 @@ def _no_leaks_after_each_test(request: pytest.FixtureRequest,
     deadline = time.monotonic() + GRACE
     while True:
         procs, files, threads = started_since(before)
-        left = files if shared else [*procs.values(), *files, *threads.values()]
+        left = files if shared else [*procs.values(), *files]
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    if shared and (procs or threads):
-        _deferred_leak_checks.append((request.node.nodeid, procs, threads))
+    if threads or (shared and procs):
+        _deferred_leak_checks.append((request.node.nodeid, procs if shared else {}, threads))
     if left:
         pytest.fail("the test left behind (after its executors shut down):\n  "
                     + "\n  ".join(left), pytrace=False)
