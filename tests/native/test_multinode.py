@@ -435,3 +435,62 @@ def test_the_testing_cluster_follows_the_documented_api():
             assert ex.submit(node_of).result(timeout=T) == node.node_id
         c.remove_node(node, graceful=True)
         assert not node.alive()
+
+
+# ------------------------------------------- lineage across a remote driver
+@pytest.fixture
+def headless():
+    """A head without CPUs and a node with ``safe``; drivers connect over TCP."""
+    with Cluster(head_num_cpus=0) as c:
+        c.add_node(num_cpus=1, resources={"safe": 1})
+        yield c
+
+
+def _lose_node(cluster, ex, node, noticed):
+    """SIGKILL ``node`` after a replacement with ``doomed`` joined; with ``noticed``,
+    return once the driver's node lists it dead, else at once."""
+    cluster.add_node(num_cpus=1, resources={"doomed": 1})
+    cluster.remove_node(node)
+    if noticed:
+        assert poll(lambda: not _alive(ex, node.node_id), timeout=15)
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
+def test_lineage_rebuilds_an_argument_lost_with_its_node(headless, noticed):
+    with fedexec.Executor(address=headless.address) as ex:
+        doomed = headless.add_node(num_cpus=1, resources={"doomed": 1})
+        produce = ex.options(resources={"doomed": 1}, max_retries=3).submit(
+            make_array, 2_000_000)
+        ex.wait([produce], timeout=T)
+        _lose_node(headless, ex, doomed, noticed)
+        value, node = ex.options(resources={"safe": 1}).submit(total, produce).result(timeout=T)
+        assert value == 2_000_000.0 and node != doomed.node_id
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
+def test_lineage_rebuilds_a_lost_result_for_the_drivers_get(headless, noticed):
+    with fedexec.Executor(address=headless.address) as ex:
+        doomed = headless.add_node(num_cpus=1, resources={"doomed": 1})
+        produce = ex.options(resources={"doomed": 1}, max_retries=3).submit(
+            make_array, 2_000_000)
+        ex.wait([produce], timeout=T)
+        _lose_node(headless, ex, doomed, noticed)
+        assert float(ex.get(produce, timeout=T).sum()) == 2_000_000.0
+
+
+def double(arr):
+    return arr * 2
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
+def test_lineage_rebuilds_a_chain_of_two_lost_objects(headless, noticed):
+    with fedexec.Executor(address=headless.address) as ex:
+        doomed = headless.add_node(num_cpus=1, resources={"doomed": 1})
+        on_doomed = ex.options(resources={"doomed": 1}, max_retries=3)
+        first = on_doomed.submit(make_array, 2_000_000)
+        second = on_doomed.submit(double, first)
+        ex.wait([second], timeout=T)
+        _lose_node(headless, ex, doomed, noticed)
+        value, _ = ex.options(resources={"safe": 1}).submit(total, second).result(timeout=T)
+        assert value == 4_000_000.0
+        assert float(ex.get(first, timeout=T).sum()) == 2_000_000.0

@@ -417,30 +417,54 @@ class Federation:
         self._dirty = self._spill_due = True
 
     def _lose_objects_at(self: Any, node_id: str, why: str, vcid: int | None = None) -> None:
-        """Objects whose bytes or our hold were on ``node_id``: rebuild or fail."""
+        """Objects whose bytes or our hold were on ``node_id``: rebuild them from our
+        lineage, wait for a retried task, ask their home again (the node we hold a
+        proxy from rebuilds them), or fail them."""
         rebuild: dict[str, _Task] = {}
+        for inc in [i for i in self.incoming.values() if i.source == node_id]:
+            self._abort_incoming(inc)
         for obj in list(self.objects.values()):
             remote_there = obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == node_id
             held_there = vcid is not None and obj.home == vcid
             if not (remote_there or held_there):
                 continue
-            obj.home = None
+            if held_there:
+                obj.home = None
             if obj.ready and obj.kind in (Kind.INLINE, Kind.SHM, Kind.ERROR, Kind.FAILED):
                 continue  # we have its value here
             task = self.lineage.get(obj.task or "")
             if task is not None and task.retries_left != 0:
                 rebuild[task.id] = task
                 continue
-            pending = self.tasks.get(obj.task or "")
-            if pending is not None and pending.state == "FORWARDED":
-                continue  # its task is being retried: the result comes again
+            if obj.task in self.tasks:
+                self._unready(obj)  # its task is being retried: the result comes again
+                continue
+            if isinstance(self.conns.get(obj.home), _Peer):
+                # A proxy: its home owns it (and its lineage); ask again, saying where
+                # it was lost, so the home answers once it has rebuilt or failed it.
+                self._unready(obj)
+                self._send(obj.home, [Op.SUBSCRIBE, [obj.id], node_id])
+                continue
             self._lose(obj, ErrorKind.OBJECT_LOST,
                        f"object {obj.id} was lost with node {node_id} ({why}), and it "
                        "cannot be rebuilt (it was put, or its task's retries are exhausted)")
-        for inc in [i for i in self.incoming.values() if i.source == node_id]:
-            self._abort_incoming(inc)
         for task in rebuild.values():
             self._rebuild(task)
+
+    def _unready(self: Any, obj: _Obj) -> None:
+        """``obj``'s value is gone but will come again: make it pending (its holders,
+        subscribers and waiters stay), and wake what was pulling it (it waits again)."""
+        for oid in obj.contained:
+            self._unpin(oid)
+        obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
+        for then in self.pulls.pop(obj.id, []):
+            then()
+
+    def _lost_there(self: Any, obj: _Obj, lost: str | None) -> bool:
+        """Has a peer that SUBSCRIBEd again told us of a copy on ``lost`` we still
+        think is there? (The answer waits until we learn of that node's death.)"""
+        return bool(lost) and obj.ready and obj.kind == Kind.REMOTE and \
+            obj.payload[0] == lost and self.members.is_alive(lost)
 
     def _lose(self: Any, obj: _Obj, kind: ErrorKind, message: str) -> None:
         if not obj.ready:
@@ -451,6 +475,9 @@ class Federation:
             obj.contained = []
             obj.kind = Kind.FAILED
             obj.payload = [kind, message]
+            for cid in obj.subscribers:  # peers that asked again (see _lost_there)
+                self._send(cid, obj.message())
+            obj.subscribers.clear()
         self._lineage_release(obj)
         for then in self.pulls.pop(obj.id, []):
             then()
@@ -465,10 +492,8 @@ class Federation:
             obj = self.objects.get(rid)
             if obj is None:
                 continue
-            for oid in obj.contained:
-                self._unpin(oid)
-            obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
             obj.task = task.id
+            self._unready(obj)
         task.state, task.node = "WAITING", None
         self.tasks[task.id] = task
         self._await_deps(task, self._enqueue, localize=False)
@@ -559,13 +584,12 @@ class Federation:
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
-            if not obj.ready:
-                fetch = _Fetch(conn.id)
-                obj.waiters.append((fetch, lambda f, o=obj: self._fetch_ready(f.cid, o)))
-            else:
-                self._fetch_ready(conn.id, obj)
+            self._fetch_ready(conn.id, obj)
 
     def _fetch_ready(self: Any, cid: int, obj: _Obj) -> None:
+        if not obj.ready:  # it was lost while being pulled, and is being made again
+            obj.waiters.append((_Fetch(cid), lambda f, o=obj: self._fetch_ready(f.cid, o)))
+            return
         if obj.kind == Kind.REMOTE:
             self._localize(obj, lambda: self._fetch_ready(cid, obj))
             return

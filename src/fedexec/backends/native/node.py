@@ -673,11 +673,12 @@ class NodeManager(Federation, PlacementGroups):
                 self._maybe_free(obj)
 
     def _on_subscribe(self, conn: _Conn, msg: list[Any]) -> None:
+        lost = msg[2] if len(msg) > 2 else None  # a peer lost its copy on that node
         for oid in msg[1]:
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
-            if obj.ready:
+            if obj.ready and not self._lost_there(obj, lost):
                 self._send(conn.id, self._entry_for(conn.id, obj, self._deliverable(obj)))
             else:
                 obj.subscribers.add(conn.id)
