@@ -135,6 +135,7 @@ class Call(enum.IntEnum):
     LIST = 15
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
+    GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
 
 
 def pack_frame(messages: list[Any]) -> bytes:
