@@ -44,6 +44,30 @@ def _no_leaks():
     raise AssertionError(f"left behind: processes {procs}, threads {_fedexec_threads()}")
 
 
+@pytest.fixture
+def nothing_left():
+    """A check to call after a shutdown: no process and no thread started since this
+    fixture was set up is left (waits up to 15 s), but Dask's process-wide offload
+    thread (started once, on first use)."""
+    before = {p.pid for p in _worker_processes()}
+    threads_before = {t.ident for t in threading.enumerate()}
+
+    def check() -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            procs = [p for p in _worker_processes() if p.pid not in before]
+            threads = [t.name for t in threading.enumerate()
+                       if t.ident not in threads_before and t.is_alive()
+                       and not t.name.startswith("Dask-Offload")]
+            if not procs and not threads:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"left behind: processes {procs}, threads {threads}")
+            time.sleep(0.1)
+
+    return check
+
+
 @pytest.fixture(scope="module")
 def dask_cluster():
     """A running Dask cluster of the kind a user joins: one worker process with
