@@ -43,6 +43,7 @@ from .. import _execution as execution
 from .._shutdown import Closer
 from ..base import Backend
 from . import _cancel as cancelling
+from . import _drain as draining
 from . import _worker as worker_side
 from ._cluster import ClusterView, check_options, start_local_cluster
 from ._common import (
@@ -688,11 +689,7 @@ class DaskBackend(Backend):
         self._closer.close(first, wait)
 
     def _drain(self) -> None:
-        with self._lock:
-            while self._records:
-                self._idle.wait(0.5)
-        self.actors.drain()
-        cancelling.join_force_cancels(self)
+        draining.drain(self)
 
     def _teardown(self) -> None:
         """Fetch the values still referenced here, then stop (what this executor owns)."""
