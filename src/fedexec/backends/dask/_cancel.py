@@ -133,6 +133,8 @@ def restart_if_stuck(backend: DaskBackend, record: Any, address: str) -> None:
         # "cancelled" future, which must find them done, not running.
         backend._fail(record, TaskCancelledError(f"task {record.name!r} was cancelled"))
         backend.cancel_futures(record.futures)
+        if backend._closed and backend.cluster is not None:
+            return  # shutting down: closing the executor's own cluster ends the worker
         with contextlib.suppress(Exception):
             backend.client.restart_workers([address], timeout=RESTART_TIMEOUT_S)
 
