@@ -4,10 +4,38 @@ by address or through a client). Leaks are checked after every test (tests/_leak
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
 
+import _leaks
+
 distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture
+def nothing_left():
+    """A check to call right after a shutdown, inside the test: no process and no
+    thread started since this fixture was set up is left (waits up to 15 s), but
+    Dask's process-wide offload thread (started once, on first use)."""
+    before = _leaks.snapshot()
+    threads_before = {t.ident for t in threading.enumerate()}
+
+    def check() -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            procs = list(_leaks.started_since(before)[0].values())
+            threads = [t.name for t in threading.enumerate()
+                       if t.ident not in threads_before and t.is_alive()
+                       and not t.name.startswith("Dask-Offload")]
+            if not procs and not threads:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"left behind: processes {procs}, threads {threads}")
+            time.sleep(0.1)
+
+    return check
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ from .._net import host_of, node_ip
 from .._shutdown import Closer
 from ..base import Backend
 from . import _cancel as cancelling
+from . import _drain as draining
 from . import _worker as worker_side
 from ._cluster import ClusterView, check_options, start_local_cluster
 from ._common import (
@@ -114,6 +115,7 @@ class DaskBackend(Backend):
         self._broken: str | None = None
         self._closed = False
         self._teardown_done = threading.Event()
+        self._force_cancels: list[threading.Thread] = []  # see _cancel.restart_if_stuck
         self._initializer_plugin: str | None = None
         self.cluster: distributed.LocalCluster | None = None
         self.owns_client = False
@@ -367,7 +369,11 @@ class DaskBackend(Backend):
                         settle(ref, DaskValue(self, fut, blob))
                 elif status == "cancelled":
                     if record.cancelling or record.cancelled:
-                        cancel_ref(ref)  # our own cancel, reported back by Dask
+                        # Our own cancel, reported back by Dask (a running ref cannot
+                        # be cancelled: it fails with TaskCancelledError instead).
+                        if not cancel_ref(ref):
+                            settle(ref, error=TaskCancelledError(
+                                f"task {record.name!r} was cancelled"))
                     elif any(not d.cancelled() for d in record.deps
                              if d._dask is not None and d._dask.status == "cancelled"):
                         settle(ref, error=ObjectLostError(
@@ -692,10 +698,7 @@ class DaskBackend(Backend):
         self._closer.close(first, wait)
 
     def _drain(self) -> None:
-        with self._lock:
-            while self._records:
-                self._idle.wait(0.5)
-        self.actors.drain()
+        draining.drain(self)
 
     def _teardown(self) -> None:
         """Fetch the values still referenced here, then stop (what this executor owns)."""
