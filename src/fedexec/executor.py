@@ -86,12 +86,16 @@ class Executor(cf.Executor):
     Args:
         backend: ``"native"``, ``"local"``, ``"dask"``, ``"spark"`` or a registered
             name (default: :data:`DEFAULT_BACKEND`).
-        address: None starts an embedded runtime; otherwise the cluster to join.
-        max_workers: tasks that may run at once (sizes the pool; defaults ``num_cpus``).
+        address: None starts an embedded runtime (native: inside a ``fedexec job``,
+            joins the job's cluster, ``FEDEXEC_ADDRESS``; ``"local"`` never joins);
+            otherwise the cluster to join.
+        max_workers: tasks that may run at once (sizes the pool; defaults ``num_cpus``);
+            ignored when joining a cluster, whose CPUs bound that.
         initializer: called as ``initializer(*initargs)`` once in every worker before
             its first task; if it raises, the executor is broken (as in the stdlib).
         num_cpus, num_gpus, resources: what the embedded runtime offers.
-        object_store_memory: bytes of object store (embedded runtimes).
+        object_store_memory: bytes of object store (embedded runtimes). Joining a
+            native cluster, these and ``initializer`` are a ``ValueError``.
         namespace: default namespace of named actors.
         token: cluster token (native clusters).
         **backend_options: passed to the backend.

@@ -28,10 +28,11 @@ from typing import Any
 
 from ... import serialization
 from ..._ids import new_id
-from ..._runtime import RuntimeContext, TaskContext
+from ..._runtime import RuntimeContext, TaskContext, current_task
 from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import (
     BrokenExecutorError,
+    ClusterUnreachableError,
     FedexecError,
     ObjectStoreFullError,
 )
@@ -125,13 +126,12 @@ class NativeBackend(Backend):
         super().__init__(config)
         self._runtime = None
         if _attach is None:
-            if config.address is None:
+            _attach = cluster.join(config)  # None: no address, and not in a job
+            if _attach is None:
                 from .runtime import EmbeddedRuntime
 
                 self._runtime = EmbeddedRuntime.start(config)
                 _attach = self._runtime.attach_info()
-            else:
-                _attach = cluster.resolve(config.address, config.token)
         # A driver joining a cluster sends its import path with its work, so workers
         # started by someone else can import the driver's modules.
         self._import_path = None if self._runtime is not None or _attach.get("worker_id") \
@@ -160,9 +160,11 @@ class NativeBackend(Backend):
         target = _attach.get("target") or ("unix", _attach["socket_path"])
         try:
             sock = cluster.connect(target)
-        except BaseException:
+        except BaseException as exc:
             if self._runtime is not None:
                 self._runtime.stop()
+            if isinstance(exc, ClusterUnreachableError) and _attach.get("hint"):
+                raise ClusterUnreachableError(f"{exc}{_attach['hint']}") from exc
             raise
         try:
             client_handshake(sock, _attach["token"])
@@ -181,7 +183,8 @@ class NativeBackend(Backend):
         self.remote_store = False
         if not self.node_id:  # joined a running cluster: ask where we are
             info = self._request(Call.NODE_INFO)
-            self.node_id, self.job_id = info["node_id"], info["job_id"]
+            self.node_id = info["node_id"]
+            self.job_id = cluster.driver_job_id(info.get("head_id") or self.node_id)
             self.node_ip = node_ip(host_of(info.get("address")))
             forced = config.backend_options.get("remote_store")
             self.remote_store = bool(forced) if forced is not None else \
@@ -468,12 +471,18 @@ class NativeBackend(Backend):
                 )
 
     def _env(self, runtime_env: Any) -> Any:
-        """The runtime_env sent with work, plus our import path and job id when we
-        joined a cluster, and our namespace when it is not the default one (tasks
-        inherit it)."""
+        """The runtime_env sent with work, plus our import path when we joined a
+        cluster, the job id when it is not the node's (a joined driver's; inside a
+        task, the task's: nested work belongs to its job), and our namespace when it
+        is not the default one (tasks inherit it)."""
         extra: dict[str, Any] = {}
+        task = current_task()  # work submitted by a task belongs to the task's job
+        job_id = task.runtime.job_id if task is not None and task.backend is self \
+            else self.job_id
         if self._import_path is not None:
-            extra = {"sys_path": self._import_path, "job_id": self.job_id}
+            extra = {"sys_path": self._import_path, "job_id": job_id}
+        elif job_id != self.job_id:
+            extra["job_id"] = job_id
         namespace = self.namespace_for(None)
         if namespace != "default":
             extra["namespace"] = namespace

@@ -26,9 +26,9 @@ from typing import Any
 
 from ...exceptions import AuthenticationError, ClusterUnreachableError
 
-__all__ = ["DEFAULT_PORT", "cluster_dir", "forget_head_token", "read_local_cluster",
-           "remember_head_token", "resolve", "start_head", "start_node", "stop_head",
-           "stop_nodes"]
+__all__ = ["DEFAULT_PORT", "cluster_dir", "driver_job_id", "forget_head_token", "join",
+           "read_local_cluster", "remember_head_token", "resolve", "start_head", "start_node",
+           "stop_head", "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
@@ -265,6 +265,61 @@ def resolve(address: str, token: str | None) -> dict[str, Any]:
             "where 'fedexec start --head' wrote its token file"
         )
     return {"target": target, "token": token_bytes(token), "role": "driver"}
+
+
+# Set by the job agent for the processes of a job (see jobs_agent.py).
+ADDRESS_ENV, JOB_ID_ENV = "FEDEXEC_ADDRESS", "FEDEXEC_JOB_ID"
+# Executor arguments that only shape a runtime the executor starts itself.
+_OWN_RUNTIME_ONLY = ("num_cpus", "num_gpus", "resources", "object_store_memory", "initializer")
+
+
+def join(config: Any) -> dict[str, Any] | None:
+    """How a native driver made with ``config`` connects (what :func:`resolve`
+    returns, plus a ``hint`` for connection errors), or None when it starts an
+    embedded runtime.
+
+    ``config.address`` wins; ``"local"`` always means an embedded runtime. With no
+    address, a process of a job (``FEDEXEC_ADDRESS`` set; read here, at
+    construction, never at import) joins the job's cluster, as ``ray.init()``
+    does inside a Ray job. ``max_workers`` is accepted and ignored when joining.
+
+    Raises:
+        ValueError: it joins a cluster but ``config`` sets an argument that only
+            shapes a runtime of its own (``num_cpus``, ``num_gpus``, ``resources``,
+            ``object_store_memory``, ``initializer``), as Ray refuses them.
+    """
+    address, hint = config.address, ""
+    if address is None and os.environ.get(ADDRESS_ENV):
+        address = os.environ[ADDRESS_ENV]
+        hint = (f"; the address came from {ADDRESS_ENV}, set for the processes of a "
+                "'fedexec job submit' job: is that cluster still running? (address='local' "
+                "starts a private runtime instead)")
+    if address in (None, "local"):
+        return None
+    asked = [name for name in _OWN_RUNTIME_ONLY if getattr(config, name)]
+    if asked:
+        where = f"{address!r} (from {ADDRESS_ENV})" if hint else repr(address)
+        raise ValueError(
+            f"{', '.join(asked)} only shape a runtime this executor starts, but it joins "
+            f"the cluster at {where}: leave them out (a cluster offers what its nodes were "
+            "started with, 'fedexec start --num-cpus N --num-gpus N --resources JSON', and "
+            "its workers are shared: do per-worker setup inside your tasks), or pass "
+            "address='local' for a private runtime")
+    return {**resolve(address, config.token), "hint": hint}
+
+
+_driver_jobs: dict[tuple[int, str], str] = {}
+
+
+def driver_job_id(cluster_id: str) -> str:
+    """This process's job id on the cluster whose head is ``cluster_id``: the
+    job's id (``FEDEXEC_JOB_ID``) in a process of a job, else an id made on the
+    process's first join of that cluster and kept for its life, so that every
+    executor of one driver reports the same ``job_id``."""
+    job_id = os.environ.get(JOB_ID_ENV)
+    if job_id:
+        return job_id
+    return _driver_jobs.setdefault((os.getpid(), cluster_id), os.urandom(4).hex())
 
 
 def _heads_dir() -> str:

@@ -1539,9 +1539,11 @@ class NodeManager(Federation, PlacementGroups):
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors or objects")
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
+        # No job id here: a driver's is its own (cluster.driver_job_id), one per
+        # process and cluster, and travels with its work in the runtime_env.
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
                 "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
-                "job_id": new_id()[-8:], "started": self.started, "head_id": self.head_id}
+                "started": self.started, "head_id": self.head_id}
 
     _calls: dict[int, Any] = {
         Call.CLUSTER_RESOURCES: _call_cluster_resources,
