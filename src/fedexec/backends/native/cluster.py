@@ -308,18 +308,22 @@ def join(config: Any) -> dict[str, Any] | None:
     return {**resolve(address, config.token), "hint": hint}
 
 
-_driver_jobs: dict[tuple[int, str], str] = {}
 
 
 def driver_job_id(cluster_id: str) -> str:
     """This process's job id on the cluster whose head is ``cluster_id``: the
-    job's id (``FEDEXEC_JOB_ID``) in a process of a job, else an id made on the
-    process's first join of that cluster and kept for its life, so that every
-    executor of one driver reports the same ``job_id``."""
+    job's id (``FEDEXEC_JOB_ID``) in a process of a job, else one derived from
+    this process (pid and start time) and the cluster, the same for every
+    executor of one driver and different in a forked child."""
     job_id = os.environ.get(JOB_ID_ENV)
     if job_id:
         return job_id
-    return _driver_jobs.setdefault((os.getpid(), cluster_id), os.urandom(4).hex())
+    import hashlib
+
+    import psutil
+
+    me = f"{os.getpid()}:{psutil.Process().create_time()}:{cluster_id}"
+    return hashlib.blake2b(me.encode(), digest_size=4).hexdigest()
 
 
 def _heads_dir() -> str:
