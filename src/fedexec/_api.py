@@ -8,7 +8,7 @@ from typing import Any
 
 from ._runtime import RuntimeContext
 from .actors import ActorHandle
-from .executor import current_executor
+from .executor import Executor, current_executor
 from .placement import PlacementGroup
 from .refs import ObjectRef
 
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-def _owner_of(refs: Any) -> Any:
+def _owner_of(refs: Any) -> Executor:
     """The executor that made ``refs`` when they all come from one live executor
     (so ``fedexec.get(ref)`` works on refs of any executor, as ``ray.get`` does),
     else the current executor."""
@@ -37,8 +37,8 @@ def _owner_of(refs: Any) -> Any:
     if isinstance(items, (list, tuple)) and items:
         backends = {id(r._backend): r._backend for r in items if isinstance(r, ObjectRef)}
         if len(backends) == 1:
-            owner = getattr(next(iter(backends.values())), "executor", None)
-            if owner is not None and not owner._is_shutdown:
+            owner: Executor | None = getattr(next(iter(backends.values())), "executor", None)
+            if owner is not None and not owner.is_shutdown:
                 return owner
     return current_executor()
 

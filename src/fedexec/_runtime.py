@@ -166,4 +166,4 @@ def current_backend() -> Backend | None:
     if task is not None:
         return task.backend
     ex = _default
-    return None if ex is None else ex._backend  # type: ignore[no-any-return]
+    return None if ex is None else ex._backend

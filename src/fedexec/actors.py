@@ -45,7 +45,7 @@ class ActorMethod:
 
     __slots__ = ("_handle", "_name", "_options")
 
-    def __init__(self, handle: ActorHandle, name: str, options: MethodOptions | None = None):
+    def __init__(self, handle: ActorHandle[Any], name: str, options: MethodOptions | None = None):
         self._handle = handle
         self._name = name
         self._options = options or MethodOptions()

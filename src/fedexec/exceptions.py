@@ -96,7 +96,7 @@ class TaskError(FedexecError):
             except (AttributeError, TypeError):  # pragma: no cover - exotic exceptions
                 pass
             if isinstance(cause, OSError):  # errno/strerror/filename live in C slots
-                _copy_oserror(cause, err)
+                _copy_oserror(cause, err)  # type: ignore[arg-type]
             TaskError.__init__(err, cause, traceback_str, task_name)
             err.args = cause.args
         err.__cause__ = cause
@@ -204,7 +204,7 @@ class GetTimeoutError(FedexecError, TimeoutError):
 
 
 if not issubclass(GetTimeoutError, _cf.TimeoutError):  # Python 3.10: a distinct class
-    GetTimeoutError = type(  # type: ignore[misc]
+    GetTimeoutError = type(  # type: ignore[misc,assignment]
         "GetTimeoutError", (FedexecError, TimeoutError, _cf.TimeoutError), {
             "__doc__": GetTimeoutError.__doc__, "__module__": __name__})
 

@@ -60,15 +60,15 @@ def _as_ref_list(refs: Any, what: str) -> list[ObjectRef[Any]]:
     return out
 
 
-class _CountWaiter:
+class _CountWaiter(cf._base._Waiter):
     """A ``concurrent.futures`` waiter that fires once ``needed`` futures are done.
 
     Installed in each ref's ``_waiters`` (as ``cf.wait`` does), and removed after,
     so repeated ``wait`` calls leave nothing behind on long-lived refs."""
 
     def __init__(self, needed: int):
+        super().__init__()
         self.needed = needed
-        self.event = threading.Event()
         self.lock = threading.Lock()
 
     def _one(self, future: Any) -> None:
@@ -142,7 +142,8 @@ class Executor(cf.Executor):
         self._backend = factory(config)
         self._backend.executor = self
         # Stop the runtime at interpreter exit if the user did not.
-        self._finalizer = weakref.finalize(self, _finalize_backend, self._backend)
+        self._finalizer: weakref.finalize[..., Any] = weakref.finalize(
+            self, _finalize_backend, self._backend)
 
     @classmethod
     def _for_backend(cls, backend: backends.Backend) -> Executor:
@@ -160,7 +161,7 @@ class Executor(cf.Executor):
         ex._is_shutdown = False
         ex._backend = backend
         backend.executor = ex
-        ex._finalizer = weakref.finalize(ex, lambda: None)
+        ex._finalizer = weakref.finalize(ex, _nothing)
         return ex
 
     # -- concurrent.futures.Executor -------------------------------------------
@@ -372,6 +373,10 @@ class Executor(cf.Executor):
         return f"<fedexec.Executor backend={self.backend!r} {state}>"
 
 
+def _nothing() -> None:
+    """The finalizer of an executor facade: it started nothing to stop."""
+
+
 def _unwrap(target: Any, options: Any) -> tuple[Any, Any]:
     """A ``@remote`` function or class stands for its target with its own options:
     it says so through ``__fedexec_remote__`` (so this module never imports them)."""
@@ -519,9 +524,9 @@ def current_executor() -> Executor:
     task = current_task()
     if task is not None:
         return Executor._for_backend(task.backend)
-    ex = _runtime.default_executor()
+    ex: Executor | None = _runtime.default_executor()
     if ex is not None:
-        return ex  # type: ignore[no-any-return]
+        return ex
     with _runtime.default_lock():
         ex = _runtime.default_executor()
-        return ex if ex is not None else init()  # type: ignore[no-any-return]
+        return ex if ex is not None else init()

@@ -14,7 +14,7 @@ import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ActorOptions",
@@ -49,10 +49,10 @@ _RUNTIME_ENV_KEYS = ("env_vars", "working_dir", "py_modules")
 def _resource(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"option {name!r} must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or math.isinf(value) or value < 0:
+    number = float(value)
+    if math.isnan(number) or math.isinf(number) or number < 0:
         raise ValueError(f"option {name!r} must be a finite number >= 0, got {value!r}")
-    return value
+    return number
 
 
 def _int(name: str, value: Any, minimum: int) -> int:
@@ -240,12 +240,15 @@ def _bool(name: str, v: Any) -> bool:
 
 
 def _lifetime(v: Any) -> str | None:
-    if v not in (None, "detached"):
-        raise ValueError(f"option 'lifetime' must be None or 'detached', got {v!r}")
-    return v
+    if v is None or v == "detached":
+        return v  # type: ignore[no-any-return]
+    raise ValueError(f"option 'lifetime' must be None or 'detached', got {v!r}")
 
 
-def _merge(cls: type[Any], base: Any, opts: dict[str, Any]) -> Any:
+_O = TypeVar("_O", "TaskOptions", "ActorOptions", "MethodOptions")
+
+
+def _merge(cls: type[_O], base: _O, opts: dict[str, Any]) -> _O:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(opts) - names)
     if unknown:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from . import serialization
 from ._runtime import current_backend
@@ -91,8 +91,8 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
         else:
             value = self._wait_result(timeout)
         if isinstance(value, LazyValue):
-            return value.load()
-        return value  # type: ignore[no-any-return]
+            return cast(T, value.load())
+        return cast(T, value)
 
     def _wait_result(self, timeout: float | None) -> Any:
         try:

@@ -100,7 +100,7 @@ class ActorClass(Generic[T]):
 
 
 @overload
-def remote(fn_or_cls: type[T], /) -> ActorClass[T]: ...
+def remote(fn_or_cls: type[T], /) -> ActorClass[T]: ...  # type: ignore[overload-overlap]
 @overload
 def remote(fn_or_cls: Callable[P, R], /) -> RemoteFunction[P, R]: ...
 @overload

@@ -87,13 +87,13 @@ class Backend:
     # -- actors ------------------------------------------------------------------
     def create_actor(
         self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
-    ) -> ActorHandle:
+    ) -> ActorHandle[Any]:
         """Create an actor; return its handle (``get_if_exists`` honoured here)."""
         raise self._unsupported("actors", "actors")
 
     def submit_actor_call(
         self,
-        handle: ActorHandle,
+        handle: ActorHandle[Any],
         method: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -102,15 +102,15 @@ class Backend:
         """Call ``method`` on the actor; return ``options.num_returns`` refs."""
         raise self._unsupported("actors", "actors")
 
-    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle[Any]:
         """The named actor's handle; ``ValueError`` if there is none."""
         raise self._unsupported("named actors", "named_actors")
 
-    def kill_actor(self, handle: ActorHandle, *, no_restart: bool) -> None:
+    def kill_actor(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
         """Kill the actor (restart it if ``no_restart`` is False and it may restart)."""
         raise self._unsupported("actors", "actors")
 
-    def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle:
+    def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
         """A handle for ``actor_id`` (called when a handle is unpickled here)."""
         raise self._unsupported("actors", "actors")
 
