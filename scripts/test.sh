@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set everything up, lint, and run the whole test suite (what CI runs).
+# Set everything up, lint, check imports and types, and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test,dask,spark,modin
 .venv/bin/ruff check src integrations tests examples benchmarks
+.venv/bin/lint-imports            # the import contracts in pyproject.toml
+.venv/bin/mypy                    # strict for the core, normal elsewhere (pyproject.toml)
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
