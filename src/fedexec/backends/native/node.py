@@ -727,20 +727,25 @@ class NodeManager(Federation, PlacementGroups):
         if isinstance(conn, _Peer):
             self._adopt(conn, deps + contained)
         self._register_task(conn, task)
-        actor = self.actors.get(actor_id)
+        why = self._route_actor_call(task, msg[8] if len(msg) > 8 else None)
+        if why is not None:
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+
+    def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None:
+        """Queue an actor call on its actor here, or forward it to the node the actor
+        lives on (``home``: where the caller last knew it); else say why it is dead."""
+        actor = self.actors.get(task.actor_id or "")
         if actor is None:
-            home = self.remote_actors.get(actor_id, {}).get("node") or \
-                (msg[8] if len(msg) > 8 else None)
+            home = self.remote_actors.get(task.actor_id, {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
-                return
+                return None
         if actor is None or actor.state == "DEAD":
-            why = actor.death if actor is not None else "it does not exist"
-            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-            return
+            return actor.death if actor is not None else "it does not exist"
         task.retries_left = actor.spec.get("max_task_retries", 0)
         actor.queue.append(task)
         self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
+        return None
 
     def _on_task_done(self, conn: _Conn, msg: list[Any]) -> None:
         _, task_id, results = msg
