@@ -30,6 +30,12 @@ without a heartbeat and tells everyone (a VIEW row with alive=False). Each node
 then retries the tasks it forwarded there (if ``max_retries`` allows), rebuilds
 lost objects from lineage, fails the rest with ``NodeDiedError`` /
 ``ObjectLostError``, and drops the holds that node had here.
+
+Link loss before that: if a link to a node breaks while the node is still alive
+in the view, the actor calls sent there fail with ``ActorUnavailableError`` (they
+may or may not have run); messages not sent yet wait in the peer's ``out`` (the
+link is tried again each tick). At its death, actor calls never sent there go to
+the actor restarted elsewhere, if any.
 """
 
 from __future__ import annotations
