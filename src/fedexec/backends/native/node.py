@@ -736,7 +736,7 @@ class NodeManager(Federation, PlacementGroups):
         lives on (``home``: where the caller last knew it); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
-            home = self.remote_actors.get(task.actor_id, {}).get("node") or home
+            home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
                 return None
