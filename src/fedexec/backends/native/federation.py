@@ -249,6 +249,10 @@ class Federation:
         reachable now; messages wait for the next attempt or its death)."""
         if peer.link is not None:
             return peer.link
+        if self.is_head:
+            # Nodes (re)join the head themselves, every tick. Were the head to dial a
+            # node at the same moment, both loops would block in their handshakes.
+            return None
         now = time.monotonic()
         if not peer.address or now - peer.down < 1.0:
             return None
