@@ -175,8 +175,15 @@ class ActorDiedError(FedexecError):
 
 
 class ActorUnavailableError(FedexecError):
-    """The actor is temporarily unreachable (restarting, its node being declared
-    dead). The call may succeed if retried."""
+    """The actor's node became unreachable while a call to it was in flight: the
+    connection to that node broke (its process died, or the network failed) and the
+    cluster has not (yet) declared the node dead. Nobody is at fault yet; the call
+    may or may not have run. Retry it if running it twice is acceptable: the retry
+    waits until the node is back (then it runs there) or declared dead (then it runs
+    on the actor restarted elsewhere per ``max_restarts``, or raises
+    :class:`ActorDiedError`). A node that goes silent without its connection
+    breaking (stopped, partitioned) is not reported here: calls to it wait, and fail
+    with ``ActorDiedError`` only if it is declared dead."""
 
 
 class NodeDiedError(FedexecError):
@@ -194,8 +201,12 @@ class ObjectStoreFullError(FedexecError):
 
 
 class OutOfMemoryError(FedexecError):
-    """A worker was killed because the machine ran out of memory. Ask for ``memory``
-    in the task options so fewer such tasks run at once."""
+    """The memory monitor killed the task's worker: the node's memory use passed
+    ``memory_usage_threshold`` and this was the most recently started task that
+    could be retried (else the most recently started one), and ``max_retries`` was
+    used up (each such kill uses one). Usually the workload's fault: run fewer such
+    tasks at once (more ``num_cpus`` or ``memory`` per task), or raise the
+    threshold. The message names the task, its worker and the memory in use."""
 
 
 class GetTimeoutError(FedexecError, TimeoutError):

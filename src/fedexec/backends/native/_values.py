@@ -18,10 +18,12 @@ from ... import serialization
 from ..._runtime import resolving
 from ...exceptions import (
     ActorDiedError,
+    ActorUnavailableError,
     FedexecError,
     NodeDiedError,
     ObjectLostError,
     ObjectStoreFullError,
+    OutOfMemoryError,
     RuntimeEnvSetupError,
     TaskCancelledError,
     TaskError,
@@ -145,6 +147,8 @@ _FAILED = {
     ErrorKind.STORE_FULL: ObjectStoreFullError,
     ErrorKind.RUNTIME_ENV: RuntimeEnvSetupError,
     ErrorKind.NODE_DIED: NodeDiedError,
+    ErrorKind.OUT_OF_MEMORY: OutOfMemoryError,
+    ErrorKind.ACTOR_UNAVAILABLE: ActorUnavailableError,
 }
 
 

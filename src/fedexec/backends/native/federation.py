@@ -35,6 +35,12 @@ without a heartbeat and tells everyone (a VIEW row with alive=False). Each node
 then retries the tasks it forwarded there (if ``max_retries`` allows), rebuilds
 lost objects from lineage, fails the rest with ``NodeDiedError`` /
 ``ObjectLostError``, and drops the holds that node had here.
+
+Link loss before that: if a link to a node breaks while the node is still alive
+in the view, the actor calls sent there fail with ``ActorUnavailableError`` (they
+may or may not have run); messages not sent yet wait in the peer's ``out`` (the
+link is tried again each tick). At its death, actor calls never sent there go to
+the actor restarted elsewhere, if any.
 """
 
 from __future__ import annotations
@@ -115,6 +121,11 @@ class _Fetch:
     def __init__(self, cid: int):
         self.cid = cid
         self.missing = 1
+
+
+def _unsent_calls(peer: _Peer) -> set[str]:
+    """Ids of the actor calls still waiting in ``peer.out`` (no link took them yet)."""
+    return {m[2] for m in peer.out if m[0] == Op.ACTOR_CALL}
 
 
 def _recv_frames(sock: socket.socket, reader: FrameReader, timeout: float
@@ -259,6 +270,10 @@ class Federation:
         reachable now; messages wait for the next attempt or its death)."""
         if peer.link is not None:
             return peer.link
+        if self.is_head:
+            # Nodes (re)join the head themselves, every tick. Were the head to dial a
+            # node at the same moment, both loops would block in their handshakes.
+            return None
         now = time.monotonic()
         if not peer.address or now - peer.down < 1.0:
             return None
@@ -301,6 +316,25 @@ class Federation:
         if peer is not None and peer.link is conn:
             peer.link = next((c for c in self.conns.values()
                               if getattr(c, "peer", None) is peer and c is not conn), None)
+        if peer is not None and self.peers.get(peer.node_id) is peer and not self.stopping \
+                and self.members.is_alive(peer.node_id):
+            self._calls_unreachable(peer)
+
+    def _calls_unreachable(self: Any, peer: _Peer) -> None:
+        """A link to ``peer`` broke while the node is not declared dead: the actor
+        calls sent there fail with ActorUnavailableError (they may or may not have
+        run). Calls not sent yet wait in ``peer.out`` for the link to come back or
+        the node to be declared dead (see ``_node_dead``)."""
+        unsent = _unsent_calls(peer)
+        for task in [t for t in self.tasks.values() if t.state == "FORWARDED"
+                     and t.node == peer.id and t.actor_id is not None and t.id not in unsent]:
+            self._fail_task(task, ErrorKind.ACTOR_UNAVAILABLE, (
+                f"actor call {task.name!r} ({task.id}): the connection to node "
+                f"{peer.node_id}, where actor {task.actor_id} lives, broke before the call "
+                "answered, and the node is not declared dead (yet). The call may or may not "
+                "have run. Retry it later: a retry waits until the node is reachable again "
+                "(it runs there) or declared dead (it runs on the actor restarted elsewhere "
+                "per max_restarts, or raises ActorDiedError)."))
 
     # ------------------------------------------------------------- heartbeats
     def _tick(self: Any, now: float) -> None:
@@ -312,6 +346,9 @@ class Federation:
             return
         # On schedule (no drift), unless we fell far behind.
         self._last_tick = max(self._last_tick + self.interval, now - self.interval)
+        for peer in self.peers.values():
+            if peer.out and peer.link is None:
+                self._pending_out.add(peer)  # try the link again: messages wait for it
         if self.is_head:
             self.members.heartbeat(self.node_id, self.pool.available(), len(self.scheduler),
                                    now, self.pool.total)
@@ -397,6 +434,7 @@ class Federation:
         if peer is None:
             self._lose_objects_at(node_id, why)
             return
+        unsent = _unsent_calls(peer)
         self.conns.pop(peer.id, None)
         for conn in [c for c in list(self.conns.values()) if getattr(c, "peer", None) is peer]:
             self._close(conn)
@@ -423,8 +461,15 @@ class Federation:
                 retry.append(task)
         for task in retry:
             if task.actor_id is not None:
+                # Never sent there: it goes to the actor restarted elsewhere, if any.
+                if task.id in unsent:
+                    task.state, task.node = "WAITING", None
+                    if self._route_actor_call(task) is None:
+                        continue
                 self._fail_task(task, ErrorKind.ACTOR_DIED,
-                                f"the actor's node {node_id} died ({why})")
+                                f"the actor's node {node_id} died ({why})" + (
+                                    ", and no restarted actor is known here (max_restarts)"
+                                    if task.id in unsent else ""))
                 continue
             if task.retries_left == 0:
                 self._fail_task(task, ErrorKind.NODE_DIED,

@@ -51,6 +51,14 @@ from typing import Any
 from ..._ids import new_id
 from .._scheduling import ResourcePool, Scheduler
 from .federation import Federation, _Peer
+from .memory_monitor import (
+    DEFAULT_INTERVAL_S,
+    DEFAULT_THRESHOLD,
+    Candidate,
+    Kill,
+    MemoryMonitor,
+    worker_rss,
+)
 from .placement_groups import PlacementGroups
 from .protocol import Call, ErrorKind, FrameReader, Kind, Op, ServerHandshake, pack_frame
 from .store import StoreManager
@@ -127,7 +135,7 @@ class _Obj:
 class _Task:
     __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "live", "missing",
                  "name", "node", "owner", "parent", "payload", "retries_left", "return_ids",
-                 "state", "strategy", "worker")
+                 "started", "state", "strategy", "worker")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
                  max_retries: int, deps: list[str], contained: list[str], payload: Any,
@@ -150,6 +158,7 @@ class _Task:
         self.strategy: Any = None      # None | "SPREAD" | "LOCAL" | ["NODE", id, soft]
         self.node: int | None = None   # the peer it was forwarded to
         self.live = 0                  # lineage: its results still held elsewhere
+        self.started = 0.0             # when it last started on a worker (monotonic)
 
 
 class _Worker:
@@ -184,7 +193,7 @@ class _Worker:
 class _Actor:
     __slots__ = ("contained", "death", "demand_create", "demand_life", "deps", "holding", "id",
                  "inflight", "kill_requested", "missing", "name", "namespace", "owner",
-                 "payload", "queue", "restarts_used", "spec", "state", "worker")
+                 "payload", "queue", "restarts_used", "spec", "started", "state", "worker")
 
     def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
                  contained: list[str], owner: int):
@@ -207,6 +216,7 @@ class _Actor:
         self.kill_requested = False
         self.missing = 0
         self.holding: dict[str, float] = {}
+        self.started = 0.0  # when its current worker was given it (monotonic)
 
 
 class NodeManager(Federation, PlacementGroups):
@@ -253,6 +263,9 @@ class NodeManager(Federation, PlacementGroups):
         self.tcp_address: str | None = None
         self.started = time.time()
         self.remote_actors: dict[str, dict[str, Any]] = {}  # created here, living elsewhere
+        self.memory = MemoryMonitor(
+            float(config.get("memory_usage_threshold", DEFAULT_THRESHOLD)),
+            float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
         self._init_federation()
         self._init_placement()
 
@@ -292,7 +305,7 @@ class NodeManager(Federation, PlacementGroups):
         try:
             while not self.stopping:
                 for key, mask in self.sel.select(0.0 if self.serving else
-                                                 min(1.0, self.interval)):
+                                                 min(1.0, self.interval, self._memory_wait)):
                     data = key.data
                     if data == "listen":
                         self._accept(key.fileobj)  # type: ignore[arg-type]
@@ -309,6 +322,7 @@ class NodeManager(Federation, PlacementGroups):
                     self._dispatch()
                 now = time.monotonic()
                 self._tick(now)
+                self._check_memory(now)
                 if self.pgs:
                     self._retry_placement(now)
                 if self.serving:
@@ -714,20 +728,25 @@ class NodeManager(Federation, PlacementGroups):
         if isinstance(conn, _Peer):
             self._adopt(conn, deps + contained)
         self._register_task(conn, task)
-        actor = self.actors.get(actor_id)
+        why = self._route_actor_call(task, msg[8] if len(msg) > 8 else None)
+        if why is not None:
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+
+    def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None:
+        """Queue an actor call on its actor here, or forward it to the node the actor
+        lives on (``home``: where the caller last knew it); else say why it is dead."""
+        actor = self.actors.get(task.actor_id or "")
         if actor is None:
-            home = self.remote_actors.get(actor_id, {}).get("node") or \
-                (msg[8] if len(msg) > 8 else None)
+            home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
-                return
+                return None
         if actor is None or actor.state == "DEAD":
-            why = actor.death if actor is not None else "it does not exist"
-            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-            return
+            return actor.death if actor is not None else "it does not exist"
         task.retries_left = actor.spec.get("max_task_retries", 0)
         actor.queue.append(task)
         self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
+        return None
 
     def _on_task_done(self, conn: _Conn, msg: list[Any]) -> None:
         _, task_id, results = msg
@@ -980,6 +999,7 @@ class NodeManager(Federation, PlacementGroups):
 
     def _started(self, task: _Task) -> None:
         """Tell the owner its task is running now (``Future.running()``)."""
+        task.started = time.monotonic()
         self._send(task.owner, [Op.STARTED, task.return_ids])
 
     def _dep_entry(self, oid: str) -> list[Any]:
@@ -1197,6 +1217,54 @@ class NodeManager(Federation, PlacementGroups):
                 self._spawn_worker()
             self._dirty = True
 
+    # --------------------------------------------------------- memory monitor
+    @property
+    def _memory_wait(self) -> float:
+        """How long the loop may sleep before the memory monitor wants to look."""
+        return self.memory.interval_s if self.memory.enabled else 1.0
+
+    def _check_memory(self, now: float) -> None:
+        """Kill a worker if the node's memory use passed the threshold (see
+        memory_monitor.py for whom)."""
+        kill = self.memory.poll(now, self._memory_candidates, _pid_alive)
+        if kill is not None:
+            self._oom_kill(kill)
+
+    def _memory_candidates(self) -> list[Candidate]:
+        out = []
+        for w in self.workers.values():
+            if w.state == "LEASED" and w.tasks and w.tasks[0].state == "ASSIGNED":
+                t = w.tasks[0]
+                out.append(Candidate(w.id, w.pid, t.id, t.name, t.started, t.retries_left != 0))
+            elif w.state == "ACTOR" and w.actor_id in self.actors:
+                a = self.actors[w.actor_id]
+                out.append(Candidate(w.id, w.pid, a.id, a.name or a.spec.get("class_name", ""),
+                                     a.started, False, actor=True))
+        return out
+
+    def _oom_kill(self, kill: Kill) -> None:
+        """SIGKILL the victim's worker; fail its task with OutOfMemoryError, or retry
+        it if ``max_retries`` allows (the kill uses up one retry)."""
+        worker = self.workers.get(kill.victim.worker_id)
+        if worker is None or worker.pid != kill.victim.pid or worker.state == "DEAD":
+            return
+        message = kill.describe(worker_rss(worker.pid))
+        self._kill_worker(worker)
+        task = worker.tasks[0] if worker.actor_id is None and worker.tasks else None
+        if task is None:
+            outcome = "its in-flight calls fail; it restarts if max_restarts allows"
+        elif task.retries_left == 0:
+            outcome = "failing the task with OutOfMemoryError"
+            self._fail_task(task, ErrorKind.OUT_OF_MEMORY,
+                            f"{message} No retries were left (max_retries).")
+        else:
+            outcome = "retrying the task (max_retries)"
+        sys.stderr.write(f"fedexec memory monitor (node {self.node_id}): killed worker pid "
+                         f"{worker.pid}, {outcome}: {message}\n")
+        # Now, not when it is reaped: its connection is closed, so nothing it still
+        # sends counts, and a task with retries left goes back to the queue.
+        self._worker_died(worker, "it was killed by the memory monitor: " + message)
+
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
                       deps: list[str], contained: list[str]) -> Any:
@@ -1246,6 +1314,7 @@ class NodeManager(Federation, PlacementGroups):
 
     def _start_actor(self, actor: _Actor, worker: _Worker) -> None:
         actor.holding = dict(actor.demand_create)
+        actor.started = time.monotonic()
         worker.state = "ACTOR"
         worker.actor_id = actor.id
         actor.worker = worker

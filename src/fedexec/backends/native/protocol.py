@@ -113,6 +113,8 @@ class ErrorKind(enum.IntEnum):
     UNAVAILABLE = 6
     RUNTIME_ENV = 7
     NODE_DIED = 8
+    OUT_OF_MEMORY = 9      # the memory monitor killed the task's worker
+    ACTOR_UNAVAILABLE = 10  # the link to the actor's node broke; the node is not dead (yet)
 
 
 class Call(enum.IntEnum):

@@ -29,6 +29,7 @@ import psutil
 
 from ..._ids import new_id
 from ...exceptions import FedexecError
+from .memory_monitor import settings as memory_settings
 
 __all__ = ["EmbeddedRuntime", "NodeProcess"]
 
@@ -103,6 +104,7 @@ class NodeProcess:
         ``tcp`` is the (host, port) it also listens on, ``log_path`` where its
         output goes, ``owner_pid`` a process whose death stops it (tests).
         """
+        memory = memory_settings(config.backend_options, os.environ)  # ValueError: nothing made
         reap_stale_sessions()
         session = os.urandom(6).hex()
         session_dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{session}-")
@@ -148,6 +150,7 @@ class NodeProcess:
             "owner_pid": owner_pid,
             "heartbeat_interval": float(opts.get("heartbeat_interval", 0.5)),
             "heartbeat_timeout": float(opts.get("heartbeat_timeout", 5.0)),
+            **memory,
         }
         ready_r, ready_w = os.pipe()
         node_config["ready_fd"] = ready_w
