@@ -62,6 +62,7 @@ _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
 _DEFER = object()  # a REQUEST handler's "the reply comes later"
+_TAKE_WAIT = 5.0  # s a CANCEL_QUEUED waits for starting workers to take their tasks
 
 
 class _Conn:
@@ -242,6 +243,7 @@ class NodeManager(Federation, PlacementGroups):
         self.idle: collections.deque[_Worker] = collections.deque()
         self.starting = 0
         self.revokes: dict[str, dict[str, Any]] = {}
+        self.cancel_waits: list[tuple[int, int, float]] = []  # deferred CANCEL_QUEUED
         self._dirty = False  # something may be schedulable: _dispatch at the loop's end
         self._pending_out: set[_Conn] = set()  # connections with output to flush
         n_gpus = int(config.get("num_gpus") or 0)
@@ -935,6 +937,8 @@ class NodeManager(Federation, PlacementGroups):
             self._pipeline()
             if self.scheduler.fits_any() and not self.idle:
                 self._grow_pool()
+        if self.cancel_waits:
+            self._settle_cancels()
 
     def _pipeline(self) -> None:
         leases: dict[frozenset[Any], list[_Worker]] = {}
@@ -1428,8 +1432,39 @@ class NodeManager(Federation, PlacementGroups):
         return False
 
     def _call_cancel_queued(self, conn: _Conn) -> Any:
-        """``shutdown(cancel_futures=True)``: cancel every task of ``conn`` not started."""
-        mine = [t for t in self.tasks.values() if t.owner == conn.id and t.actor_id is None]
+        """``shutdown(cancel_futures=True)``: cancel every task of ``conn`` that no
+        worker has taken. As in the stdlib pools, what the pool takes at once counts as
+        taken: the tasks this turn hands out (the submits may have come in the same
+        frame) and those the workers being started will take; the reply waits for
+        those workers to connect (at most ``_TAKE_WAIT`` s)."""
+        self._dispatch()
+        if self._workers_coming():
+            self.cancel_waits.append((conn.id, self._request_id,
+                                      time.monotonic() + _TAKE_WAIT))
+            self._dirty = True  # _dispatch looks again each turn (see _settle_cancels)
+            return _DEFER
+        return self._cancel_queued(conn.id, self._request_id)
+
+    def _workers_coming(self) -> bool:
+        """Workers are starting and some queued work could start on them."""
+        return self.starting > 0 and self.scheduler.fits_any()
+
+    def _settle_cancels(self) -> None:
+        """Finish the deferred CANCEL_QUEUED requests whose workers came (or whose
+        wait ran out); called at the end of ``_dispatch``."""
+        now = time.monotonic()
+        if self._workers_coming() and all(now < w[2] for w in self.cancel_waits):
+            self._dirty = True
+            return
+        waits, self.cancel_waits = self.cancel_waits, []
+        for cid, req_id, _ in waits:
+            if self._cancel_queued(cid, req_id) is not _DEFER:
+                self._send(cid, [Op.REPLY, req_id, True, True])
+
+    def _cancel_queued(self, cid: int, req_id: int) -> Any:
+        """Cancel the tasks of connection ``cid`` no worker has started: True, or
+        ``_DEFER`` when workers must confirm first (``_revoke`` answers ``req_id``)."""
+        mine = [t for t in self.tasks.values() if t.owner == cid and t.actor_id is None]
         for task in mine:
             if task.state in ("WAITING", "QUEUED", "PULLING"):
                 self._cancel(task.id, False, False)
@@ -1438,7 +1473,7 @@ class NodeManager(Federation, PlacementGroups):
                 self._send(task.node, [Op.REQUEST, 0, int(Call.CANCEL_PENDING), [task.id]])
         revocable = [t for t in mine if self._revocable(t)]
         if revocable:
-            self._revoke(revocable, conn.id, self._request_id)
+            self._revoke(revocable, cid, req_id)
             return _DEFER
         return True
 
