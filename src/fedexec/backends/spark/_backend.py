@@ -440,8 +440,9 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
         with self._lock:
             first = not self._closed
             self._closed = True
-            queued = [t for t in self._tasks.values()
-                      if t.state in ("waiting", "queued", "unassigned")]
+            # An "unassigned" task holds its resources and waits for a lease being
+            # started: the pool took it (as the stdlib's call queue), so it runs.
+            queued = [t for t in self._tasks.values() if t.state in ("waiting", "queued")]
         if cancel_futures:
             for task in queued:
                 self.cancel_pending(task.refs[0])
