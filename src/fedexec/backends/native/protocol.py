@@ -34,6 +34,7 @@ __all__ = [
     "Op",
     "ServerHandshake",
     "client_handshake",
+    "error_text",
     "pack_frame",
 ]
 
@@ -112,6 +113,7 @@ class ErrorKind(enum.IntEnum):
     UNAVAILABLE = 6
     RUNTIME_ENV = 7
     NODE_DIED = 8
+    INTERNAL = 9   # the node manager failed handling the message (logged there)
 
 
 class Call(enum.IntEnum):
@@ -134,6 +136,15 @@ class Call(enum.IntEnum):
     LIST = 15
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as a REPLY carries it: ``"TypeName: message"`` (text, never pickled;
+    the client rebuilds the type if it is one it allows, see ``_values.reply_error``)."""
+    args = exc.args
+    # KeyError's str() is the repr of its argument: send the argument itself.
+    message = args[0] if isinstance(exc, KeyError) and len(args) == 1 else exc
+    return f"{type(exc).__name__}: {message}"
 
 
 def pack_frame(messages: list[Any]) -> bytes:
