@@ -134,6 +134,9 @@ class NativeBackend(Backend):
         "multi_node", "lineage_reconstruction",
     })
     tracks_refs = True
+    #: Read here and by ``runtime.NodeProcess.launch`` (the embedded node manager).
+    options = frozenset({"blocked_warning_s", "remote_store", "log_to_stderr",
+                         "heartbeat_interval", "heartbeat_timeout"})
 
     def __init__(self, config: Any, *, _attach: dict[str, Any] | None = None) -> None:
         super().__init__(config)
