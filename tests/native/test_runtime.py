@@ -18,7 +18,7 @@ import pytest
 
 import fedexec
 from fedexec._ids import new_id
-from fedexec.backends.native.protocol import Call, Kind, Op
+from fedexec.backends.native.protocol import Call, Kind, Op, pack_frame
 
 T = 60
 
@@ -504,10 +504,12 @@ def test_a_request_or_op_the_node_manager_cannot_handle_is_answered_and_logged(c
         with pytest.raises(ValueError, match="does not know control call 99"):
             backend._request(99, timeout=10)
         backend._send([250, "from a client of another version"])
+        backend.flush()
+        backend._channel._sock.sendall(pack_frame(7))  # a frame that is not a list
         assert executor.submit(pow, 3, 2).result(timeout=T) == 9
         log = capfd.readouterr().err
         assert "error handling REQUEST" in log and "Traceback" in log
-        assert "unknown op" in log and "op 250" in log
+        assert "unknown op" in log and "op 250" in log and "is not [op, ...]" in log
     finally:
         executor.shutdown()
 

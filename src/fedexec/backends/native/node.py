@@ -479,8 +479,8 @@ class NodeManager(Federation, PlacementGroups):
     # -------------------------------------------------------------- messages
     def _handle(self, conn: _Conn, msg: list[Any]) -> None:
         try:
-            handler = self._handlers.get(msg[0])
-        except Exception:  # not a message at all (no op)
+            handler = self._handlers.get(msg[0]) if isinstance(msg, list) and msg else None
+        except TypeError:  # an op that is not even hashable
             handler = None
         if handler is None:
             self._log(f"dropped a message with an unknown op from {self._origin(conn)}: "
@@ -512,6 +512,8 @@ class NodeManager(Federation, PlacementGroups):
         """Answer a message that could not be handled so its sender does not wait
         forever: an error REPLY to a REQUEST; the task it submitted or completed, or
         the objects it put or asked for, fail with ``why`` (ErrorKind.INTERNAL)."""
+        if not isinstance(msg, list) or not msg:
+            return  # nothing tells what it was about
         try:
             op = msg[0]
             if op == Op.REQUEST:
@@ -1684,11 +1686,12 @@ class NodeManager(Federation, PlacementGroups):
 
 def _op_name(msg: Any) -> str:
     """The op of a message, by name when it is one of ours."""
-    op = msg[0] if isinstance(msg, list) and msg else msg
+    if not isinstance(msg, list) or not msg:
+        return f"a message that is not [op, ...] ({str(msg)[:40]!r})"
     try:
-        return Op(op).name
+        return Op(msg[0]).name
     except (ValueError, TypeError):
-        return f"op {op!r}"
+        return f"op {msg[0]!r}"
 
 
 #: Where a client message names the task it is about and the objects it makes or
