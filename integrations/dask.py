@@ -92,9 +92,7 @@ from dask.order import order
 from dask.utils import ensure_dict
 
 import fedexec
-from fedexec.executor import current_executor
-from fedexec.options import TASK_OPTION_NAMES, TaskOptions, check_option_names
-from fedexec.refs import ObjectRef
+from fedexec import ObjectRef, current_executor
 
 __all__ = ["FedexecDaskScheduler", "fedexec_dask_get", "fedexec_persist"]
 
@@ -203,13 +201,9 @@ class FedexecDaskScheduler:
 
     def __init__(self, executor: fedexec.Executor | None = None, **task_options: Any) -> None:
         _check_executor(executor)
-        check_option_names(task_options)
-        unknown = sorted(set(task_options) - TASK_OPTION_NAMES)
-        if unknown:
-            raise ValueError(f"{unknown} are not task options")
         if "num_returns" in task_options or "name" in task_options:
             raise ValueError("num_returns and name are set by the Dask scheduler itself")
-        TaskOptions.make(None, **task_options)  # a bad value fails here, not at compute
+        fedexec.remote(**task_options)(_from_object_ref)  # bad options fail now, not at compute
         self.executor = executor
         self.task_options = dict(task_options)
 

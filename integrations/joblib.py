@@ -56,8 +56,7 @@ from joblib._parallel_backends import (
 )
 
 import fedexec
-from fedexec.executor import current_executor
-from fedexec.refs import ObjectRef
+from fedexec import ObjectRef, current_executor
 
 __all__ = ["DEFAULT_SHARE_THRESHOLD", "FedexecBackend", "register_fedexec"]
 

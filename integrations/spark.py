@@ -43,25 +43,23 @@ def _node_task(head: str, token: str, args: dict[str, Any], backend_options: dic
     (the task's life is the node's life)."""
 
     def run(partition: Any) -> Any:
-        from fedexec.backends.native.runtime import NodeProcess
-        from fedexec.config import RuntimeConfig
+        from fedexec.cluster import start_node
 
         index = next(iter(partition), 0)
         host = "127.0.0.1" if head.startswith("127.") or head.startswith("localhost") \
             else socket.gethostbyname(socket.gethostname())
-        config = RuntimeConfig.make(token=token, backend_options=backend_options, **args)
         log = os.path.join(os.environ.get("TMPDIR", "/tmp"),
                            f"fedexec-spark-node-{os.getpid()}.log")
-        node = NodeProcess.launch(config, embedded=False, tcp=(host, 0), head_address=head,
-                                  owner_pid=os.getpid(), log_path=log)
+        node = start_node(head, token=token, host=host, owner_pid=os.getpid(), log_path=log,
+                          **args, **backend_options)
         try:
-            while node.proc.poll() is None:
-                time.sleep(0.5)
+            code = None
+            while code is None:
+                code = node.wait(0.5)
         finally:
             with contextlib.suppress(Exception):
-                node.proc.terminate()
                 node.stop(timeout=5)
-        yield (index, node.info["node_id"], node.proc.returncode)
+        yield (index, node.node_id, code)
 
     return run
 
@@ -75,7 +73,7 @@ class SparkCluster:
         self.token = token
         self.job_group = group
         self.num_nodes = num_nodes
-        self.address: str = head.info["address"]
+        self.address: str = head.address
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -97,8 +95,6 @@ class SparkCluster:
             self.spark.sparkContext.cancelJobGroup(self.job_group)
         if self._thread is not None:
             self._thread.join(30)
-        with contextlib.suppress(Exception):
-            self._head.proc.terminate()
         self._head.stop(timeout=10)
         with _lock:
             if _active is self:
@@ -123,8 +119,7 @@ def start_cluster(spark: Any, num_nodes: int | None = None, *, num_cpus_per_node
     parallelism). Returns once every node has joined; raises ``FedexecError`` if
     they do not within ``timeout`` seconds (the Spark job is then cancelled)."""
     global _active
-    from fedexec.backends.native.runtime import NodeProcess
-    from fedexec.config import RuntimeConfig
+    from fedexec.cluster import start_head
 
     sc = spark.sparkContext
     n = int(num_nodes or sc.defaultParallelism)
@@ -138,9 +133,8 @@ def start_cluster(spark: Any, num_nodes: int | None = None, *, num_cpus_per_node
     options = {"heartbeat_interval": heartbeat_interval, "heartbeat_timeout": heartbeat_timeout}
     driver_host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     host = "127.0.0.1" if sc.master.startswith("local") else driver_host
-    head = NodeProcess.launch(
-        RuntimeConfig.make(num_cpus=head_num_cpus, token=token, backend_options=options),
-        embedded=False, tcp=(host, 0), owner_pid=os.getpid())
+    head = start_head(host=host, num_cpus=head_num_cpus, token=token, owner_pid=os.getpid(),
+                      **options)
     group = f"fedexec-cluster-{os.urandom(4).hex()}"
     cluster = SparkCluster(spark, head, token, group, n)
     args = {"num_cpus": num_cpus_per_node, "num_gpus": num_gpus_per_node,

@@ -13,9 +13,8 @@ import threading
 
 from modin.config import CpuCount, NPartitions
 
-from fedexec import Executor
-from fedexec._context import current_task
-from fedexec.executor import current_executor
+from fedexec import Executor, current_executor
+from fedexec.util import inside_task
 
 __all__ = ["get_executor", "initialize_fedexec", "set_executor"]
 
@@ -42,7 +41,7 @@ def get_executor() -> Executor:
     in, else the one given to :func:`set_executor` (while it is not shut down), else
     the default executor (``fedexec.init()`` with its defaults if there is none)."""
     pinned = _pinned
-    if pinned is not None and current_task() is None and not pinned._is_shutdown:
+    if pinned is not None and not inside_task() and not pinned.is_shutdown:
         return pinned
     return current_executor()
 

@@ -26,7 +26,7 @@ from modin.core.dataframe.pandas.partitioning.partition import PandasDataframePa
 from modin.pandas.indexing import compute_sliced_len
 
 import fedexec
-from fedexec.refs import ObjectRef
+from fedexec import ObjectRef
 
 from ._engine import get_executor
 from ._wrapper import FedexecWrapper

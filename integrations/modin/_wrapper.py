@@ -35,7 +35,7 @@ from typing import Any
 import pandas
 from modin.config import CpuCount, MinColumnPartitionSize, MinRowPartitionSize, NPartitions
 
-from fedexec.refs import ObjectRef
+from fedexec import ObjectRef
 
 from ._engine import get_executor
 

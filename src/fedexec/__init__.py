@@ -19,6 +19,7 @@ from ._api import (
     cluster_resources,
     get,
     get_actor,
+    get_gpu_ids,
     get_runtime_context,
     kill,
     nodes,
@@ -27,9 +28,9 @@ from ._api import (
     remove_placement_group,
     wait,
 )
-from ._context import RuntimeContext
+from ._runtime import RuntimeContext
 from ._version import __version__
-from .actors import ActorClass, ActorHandle, ActorMethod
+from .actors import ActorHandle, ActorMethod
 from .exceptions import (
     ActorDiedError,
     ActorUnavailableError,
@@ -50,11 +51,18 @@ from .exceptions import (
     UnsupportedOnBackendError,
     WorkerCrashedError,
 )
-from .executor import DEFAULT_BACKEND, Executor, init, is_initialized, shutdown
+from .executor import (
+    DEFAULT_BACKEND,
+    Executor,
+    current_executor,
+    init,
+    is_initialized,
+    shutdown,
+)
 from .options import NodeAffinity, PlacementGroupStrategy
 from .placement import PlacementGroup
 from .refs import ObjectRef
-from .remote import RemoteFunction, remote
+from .remote import ActorClass, RemoteFunction, remote
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -91,9 +99,11 @@ __all__ = [
     "backends",
     "cancel",
     "cluster_resources",
+    "current_executor",
     "exceptions",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
@@ -107,7 +117,7 @@ __all__ = [
     "wait",
 ]
 
-_LAZY = {"integrations"}
+_LAZY = {"cluster", "integrations", "util"}
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._context import RuntimeContext
+from ._runtime import RuntimeContext
 from .actors import ActorHandle
 from .executor import current_executor
 from .placement import PlacementGroup
@@ -18,6 +18,7 @@ __all__ = [
     "cluster_resources",
     "get",
     "get_actor",
+    "get_gpu_ids",
     "get_runtime_context",
     "kill",
     "nodes",
@@ -67,8 +68,11 @@ def cancel(ref: ObjectRef[Any], *, force: bool = False, recursive: bool = True) 
 
 
 def kill(actor: ActorHandle[Any], *, no_restart: bool = True) -> None:
-    """``Executor.kill`` on the current executor."""
-    current_executor().kill(actor, no_restart=no_restart)
+    """``Executor.kill`` on the executor the handle belongs to (else the current one)."""
+    owner = getattr(getattr(actor, "_backend", None), "executor", None)
+    if owner is None or owner.is_shutdown:
+        owner = current_executor()
+    owner.kill(actor, no_restart=no_restart)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle[Any]:
@@ -104,5 +108,11 @@ def remove_placement_group(pg: PlacementGroup) -> None:
 
 def get_runtime_context() -> RuntimeContext:
     """Where this code runs: ``node_id``, ``worker_id``, ``task_id``, ``actor_id``,
-    ``job_id`` (inside a task or actor: that task's)."""
+    ``job_id``, ``node_ip_address``, ``gpu_ids``, ``namespace`` (inside a task or
+    actor: that task's)."""
     return current_executor().get_runtime_context()
+
+
+def get_gpu_ids() -> list[str]:
+    """The GPU ids given to the running task or actor (``[]`` on CPU or in a driver)."""
+    return get_runtime_context().get_gpu_ids()

@@ -1,4 +1,4 @@
-"""Actor handles, method proxies, and ``@remote`` classes.
+"""Actor handles and method proxies (``@remote`` classes are in ``fedexec.remote``).
 
 ``ActorHandle`` is what ``executor.actor(Cls)`` / ``Cls.remote()`` return: it names
 one actor in one runtime. ``handle.method.remote(...)`` submits a call and returns
@@ -13,13 +13,13 @@ import inspect
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import serialization
-from ._context import current_backend
-from .options import ActorOptions, MethodOptions
+from ._runtime import current_backend
+from .options import MethodOptions
 
 if TYPE_CHECKING:
     from .backends.base import Backend
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod"]
+__all__ = ["ActorHandle", "ActorMethod"]
 
 T = TypeVar("T")
 
@@ -136,35 +136,3 @@ def _rebuild_actor(actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
             f"actor handle {actor_id} was unpickled outside any fedexec runtime"
         )
     return backend.resolve_actor(actor_id, state)
-
-
-class ActorClass(Generic[T]):
-    """What ``@fedexec.remote`` makes of a class: ``Cls.remote(*args)`` creates an
-    actor on the current runtime; ``Cls.options(name=..., ...)`` sets options."""
-
-    def __init__(self, cls: type[T], options: ActorOptions | None = None):
-        self._cls = cls
-        self._options = options or ActorOptions()
-        self.__doc__ = cls.__doc__
-        self.__name__ = cls.__name__
-        self.__qualname__ = cls.__qualname__
-        self.__module__ = cls.__module__
-
-    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle[T]:
-        """Create the actor; returns its handle at once (``__init__`` runs remotely)."""
-        from .executor import current_executor
-
-        return current_executor()._create_actor(self._cls, args, kwargs, self._options)
-
-    def options(self, **opts: Any) -> ActorClass[T]:
-        """A copy with actor options (``name``, ``max_restarts``, ``num_cpus``...)."""
-        return ActorClass(self._cls, ActorOptions.make(self._options, **opts))
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(
-            f"actor class {self._cls.__name__!r} cannot be instantiated directly; "
-            f"use {self._cls.__name__}.remote(...) instead"
-        )
-
-    def __repr__(self) -> str:
-        return f"ActorClass({self._cls.__qualname__})"

@@ -88,72 +88,113 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(address: str) -> dict[str, Any]:
-    from .executor import Executor
+def format_bytes(n: float | None) -> str:
+    """``n`` bytes for people: ``512 B``, ``1.5 KiB``, ``16.0 MiB``, ``2.0 GiB``
+    (``-`` for None: not limited)."""
+    if n is None:
+        return "-"
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    value, i = float(n), 0
+    while abs(value) >= 1024 and i < len(units) - 1:
+        value, i = value / 1024, i + 1
+    return f"{int(value)} B" if i == 0 else f"{value:.1f} {units[i]}"
 
-    with Executor(address=address) as ex:
-        stats = ex._backend.stats()  # type: ignore[attr-defined]
-        return {
-            "nodes": ex.nodes(),
-            "total": ex.cluster_resources(),
-            "available": ex.available_resources(),
-            "queued_tasks": stats["queued"],
-            "tasks": stats["tasks"],
-            "objects": stats["objects"],
-            "store": stats["store"],
-            "workers": len(stats["workers"]),
-        }
+
+_BYTE_KEYS = frozenset({"memory", "object_store_memory", "size", "used_bytes", "capacity",
+                        "spilled_bytes"})
+
+
+def _amount(key: str, value: Any) -> str:
+    """A resource or counter value: bytes for people where ``key`` is in bytes."""
+    if key in _BYTE_KEYS and isinstance(value, (int, float)):
+        return format_bytes(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_amount(k, v)}" for k, v in sorted(value.items()))
+    return "" if value is None else str(value)
+
+
+def format_table(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> str:
+    """Rows as an aligned text table, one column per key of the first row (less
+    ``skip``), byte counts for people."""
+    cols = [c for c in rows[0] if c not in skip]
+    cells = [[_amount(c, r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _store_line(store: dict[str, Any]) -> str:
+    return f"{format_bytes(store['used_bytes'])} / {format_bytes(store['capacity'])}"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``fedexec status`` as text: every node (its state, work and store), the
+    resources used / total, and the cluster's totals."""
+    nodes = status["nodes"]
+    alive = sum(1 for n in nodes if n["state"] == "alive")
+    lines = [f"nodes: {len(nodes)} ({alive} alive)"]
+    rows = []
+    for n in nodes:
+        answered = "store" in n
+        rows.append({
+            "node_id": n["node_id"] + (" (head)" if n.get("is_head") else ""),
+            "address": n["address"], "state": n["state"],
+            **{k: n[k] if answered else "-"
+               for k in ("tasks", "queued_tasks", "actors", "objects", "workers")},
+            "store": _store_line(n["store"]) if answered else "-",
+        })
+    lines += ["  " + line for line in format_table(rows).splitlines()]
+    for node_id, why in status.get("missing", {}).items():
+        lines.append(f"  node {node_id} is not counted below: {why}")
+    lines.append("resources (used / total):")
+    for key, total in sorted(status["total"].items()):
+        used = total - status["available"].get(key, 0.0)
+        lines.append(f"  {key:<10} {_amount(key, used)} / {_amount(key, total)}")
+    lines.append(f"tasks: {status['tasks']} unfinished, {status['queued_tasks']} queued for "
+                 f"resources; actors: {status['actors']}; workers: {status['workers']}")
+    store = status["store"]
+    lines.append(f"object store: {_store_line(store)} in {store['num_objects']} objects "
+                 f"({store['num_spilled']} spilled, {format_bytes(store['spilled_bytes'])}) "
+                 f"on {alive} node(s); {status['objects']} object references tracked")
+    return "\n".join(lines)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .backends.native import state
     from .exceptions import FedexecError
 
     try:
-        status = _status(args.address)
-    except FedexecError as exc:
+        status = state.cluster_status(args.address)
+    except (FedexecError, ValueError) as exc:
         print(f"fedexec status: {exc}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(json.dumps(status, indent=2))
-        return 0
-    print(f"nodes: {len(status['nodes'])}")
-    for node in status["nodes"]:
-        state = "alive" if node["alive"] else "dead"
-        print(f"  {node['node_id']}  {node['address']}  {state}")
-    print("resources (used / total):")
-    for key, total in sorted(status["total"].items()):
-        used = total - status["available"].get(key, 0.0)
-        print(f"  {key:<10} {used:g} / {total:g}")
-    print(f"tasks: {status['tasks']} unfinished, {status['queued_tasks']} queued for "
-          f"resources; workers: {status['workers']}")
-    store = status["store"]
-    print(f"object store: {store['used_bytes']} / {store['capacity']} bytes in "
-          f"{status['objects']} objects ({store['num_spilled']} spilled)")
+    else:
+        print(format_status(status))
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .backends.native.protocol import Call
+    from .backends.native import state
     from .exceptions import FedexecError
-    from .executor import Executor
 
     try:
-        with Executor(address=args.address) as ex:
-            rows = ex._backend._request(Call.LIST, args.kind)  # type: ignore[attr-defined]
+        rows = state.list_state(args.kind, args.address)
     except (FedexecError, ValueError) as exc:
         print(f"fedexec list: {exc}", file=sys.stderr)
         return 1
+    for node_id, why in rows.missing.items():
+        print(f"fedexec list: node {node_id} is not listed: {why}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
+        print(json.dumps(list(rows), indent=2))
+    elif not rows:
         print(f"no {args.kind}")
-        return 0
-    cols = [c for c in rows[0] if c != "resources"]
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
-    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+    else:
+        print(format_table(rows, skip=("resources",)))
     return 0
 
 

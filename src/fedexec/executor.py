@@ -18,8 +18,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-from . import backends
-from ._context import RuntimeContext, current_task
+from . import _runtime, backends
+from ._runtime import RuntimeContext, current_task
 from .actors import ActorHandle
 from .config import RuntimeConfig
 from .exceptions import GetTimeoutError
@@ -33,7 +33,7 @@ from .options import (
 from .placement import PlacementGroup, validate_bundles
 from .refs import ObjectRef
 
-__all__ = ["DEFAULT_BACKEND", "Executor"]
+__all__ = ["DEFAULT_BACKEND", "Executor", "current_executor", "init", "is_initialized", "shutdown"]
 
 #: The backend used when none is named: fedexec's own runtime.
 DEFAULT_BACKEND = "native"
@@ -86,12 +86,16 @@ class Executor(cf.Executor):
     Args:
         backend: ``"native"``, ``"local"``, ``"dask"``, ``"spark"`` or a registered
             name (default: :data:`DEFAULT_BACKEND`).
-        address: None starts an embedded runtime; otherwise the cluster to join.
-        max_workers: tasks that may run at once (sizes the pool; defaults ``num_cpus``).
+        address: None starts an embedded runtime (native: inside a ``fedexec job``,
+            joins the job's cluster, ``FEDEXEC_ADDRESS``; ``"local"`` never joins);
+            otherwise the cluster to join.
+        max_workers: tasks that may run at once (sizes the pool; defaults ``num_cpus``);
+            ignored when joining a cluster, whose CPUs bound that.
         initializer: called as ``initializer(*initargs)`` once in every worker before
             its first task; if it raises, the executor is broken (as in the stdlib).
         num_cpus, num_gpus, resources: what the embedded runtime offers.
-        object_store_memory: bytes of object store (embedded runtimes).
+        object_store_memory: bytes of object store (embedded runtimes). Joining a
+            native cluster, these and ``initializer`` are a ``ValueError``.
         namespace: default namespace of named actors.
         token: cluster token (native clusters).
         **backend_options: passed to the backend.
@@ -136,33 +140,40 @@ class Executor(cf.Executor):
         self._shutdown_lock = threading.Lock()
         self._is_shutdown = False
         self._backend = factory(config)
-        self._backend.executor = self  # type: ignore[attr-defined]
+        self._backend.executor = self
         # Stop the runtime at interpreter exit if the user did not.
         self._finalizer = weakref.finalize(self, _finalize_backend, self._backend)
 
     @classmethod
+    def _for_backend(cls, backend: backends.Backend) -> Executor:
+        """The executor of ``backend``: the one that started it, else a facade made
+        once (inside worker processes the runtime is the worker's connection, which
+        no ``Executor`` started; backends never import this module to make one)."""
+        ex = backend.executor
+        return ex if ex is not None else cls._wrap(backend)
+
+    @classmethod
     def _wrap(cls, backend: backends.Backend) -> Executor:
-        """An executor facade over a running backend (used inside worker processes,
-        where the runtime is the worker's connection, not one we started)."""
+        """An executor facade over a running backend we did not start."""
         ex = cls.__new__(cls)
         ex._shutdown_lock = threading.Lock()
         ex._is_shutdown = False
         ex._backend = backend
-        backend.executor = ex  # type: ignore[attr-defined]
+        backend.executor = ex
         ex._finalizer = weakref.finalize(ex, lambda: None)
         return ex
 
     # -- concurrent.futures.Executor -------------------------------------------
-    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Any:
+    def submit(self, fn: Callable[P, R], /, *args: P.args,
+               **kwargs: P.kwargs) -> ObjectRef[R]:
         """Run ``fn(*args, **kwargs)`` as a task; returns an :class:`ObjectRef`
-        (a list of refs with ``num_returns > 1``)."""
-        return self._submit_one(fn, args, kwargs, self._backend.config.task_defaults)
+        (a list of refs with ``num_returns > 1``). ``fn`` may be a ``@remote``
+        function: its options apply."""
+        return self._submit_one(  # type: ignore[no-any-return]
+            fn, args, kwargs, self._backend.config.task_defaults)
 
     def _submit_one(self, fn: Any, args: Any, kwargs: Any, options: TaskOptions) -> Any:
-        from .remote import RemoteFunction
-
-        if isinstance(fn, RemoteFunction):
-            fn, options = fn._function, fn._options
+        fn, options = _unwrap(fn, options)
         refs = self._submit(fn, args, kwargs, options)
         return refs[0] if options.num_returns == 1 else refs
 
@@ -201,10 +212,12 @@ class Executor(cf.Executor):
         self._backend.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:
             self._finalizer.detach()
-        global _default
-        with _default_lock:
-            if _default is self:
-                _default = None
+        _runtime.set_default_executor(None, expected=self)
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once ``shutdown()`` was called (no new work is accepted)."""
+        return self._is_shutdown
 
     # -- objects -------------------------------------------------------------
     def put(self, value: Any) -> ObjectRef[Any]:
@@ -294,10 +307,7 @@ class Executor(cf.Executor):
     def _create_actor(
         self, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: ActorOptions
     ) -> ActorHandle[Any]:
-        from .actors import ActorClass
-
-        if isinstance(cls, ActorClass):
-            cls, options = cls._cls, cls._options
+        cls, options = _unwrap(cls, options)
         if not isinstance(cls, type):
             raise TypeError(f"actor() needs a class, got {cls!r}")
         if self._is_shutdown:
@@ -360,6 +370,15 @@ class Executor(cf.Executor):
     def __repr__(self) -> str:
         state = "shut down" if self._is_shutdown else "running"
         return f"<fedexec.Executor backend={self.backend!r} {state}>"
+
+
+def _unwrap(target: Any, options: Any) -> tuple[Any, Any]:
+    """A ``@remote`` function or class stands for its target with its own options:
+    it says so through ``__fedexec_remote__`` (so this module never imports them)."""
+    unwrap = getattr(type(target), "__fedexec_remote__", None)
+    if unwrap is None:
+        return target, options
+    return unwrap(target)  # type: ignore[no-any-return]
 
 
 def _finalize_backend(backend: backends.Backend) -> None:
@@ -451,13 +470,8 @@ class _OptionsView:
 
 
 # --------------------------------------------------------------------------- default
-# The one piece of process-wide state: the default executor of the module-level API.
-_default: Executor | None = None
-_default_lock = threading.RLock()
-
-
-def _default_executor_if_any() -> Executor | None:
-    return _default
+# The process-wide default executor lives in ``_runtime`` (the bottom module), so
+# that refs and handles can find it without importing this module.
 
 
 def init(
@@ -472,40 +486,42 @@ def init(
     Raises ``RuntimeError`` if one exists, unless ``ignore_reinit_error=True``
     (then the existing one is returned).
     """
-    global _default
-    with _default_lock:
-        if _default is not None:
+    with _runtime.default_lock():
+        existing = _runtime.default_executor()
+        if existing is not None:
             if ignore_reinit_error:
-                return _default
+                return existing  # type: ignore[no-any-return]
             raise RuntimeError(
                 "fedexec is already initialized; call fedexec.shutdown() first or pass "
                 "ignore_reinit_error=True"
             )
-        _default = Executor(backend, address, **kwargs)
-        return _default
+        ex = Executor(backend, address, **kwargs)
+        _runtime.set_default_executor(ex)
+        return ex
 
 
 def shutdown() -> None:
     """Shut down the default executor (a no-op if there is none)."""
-    with _default_lock:
-        ex = _default
+    ex = _runtime.default_executor()
     if ex is not None:
         ex.shutdown(wait=True)
 
 
 def is_initialized() -> bool:
     """True if the default executor exists."""
-    return _default is not None
+    return _runtime.default_executor() is not None
 
 
 def current_executor() -> Executor:
-    """The executor for module-level calls: the runtime running the current task,
-    else the default executor (created with ``init()`` defaults on first use)."""
+    """The executor running the calling code: inside a task or actor, the runtime
+    running it; else the process-wide default executor, created with ``init()``'s
+    defaults on first use."""
     task = current_task()
     if task is not None:
-        return task.executor  # type: ignore[no-any-return]
-    ex = _default
+        return Executor._for_backend(task.backend)
+    ex = _runtime.default_executor()
     if ex is not None:
-        return ex
-    with _default_lock:
-        return _default if _default is not None else init()
+        return ex  # type: ignore[no-any-return]
+    with _runtime.default_lock():
+        ex = _runtime.default_executor()
+        return ex if ex is not None else init()  # type: ignore[no-any-return]

@@ -23,7 +23,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import serialization
-from ._context import current_backend
+from ._runtime import current_backend
 from .exceptions import GetTimeoutError, ObjectLostError, TaskCancelledError
 
 if TYPE_CHECKING:

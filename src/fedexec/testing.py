@@ -12,7 +12,7 @@ for real::
         cluster.remove_node(worker)        # SIGKILL: the head notices missed heartbeats
 
 The cluster's token is handled for the caller: ``Executor(address=cluster.address)``
-in this process finds it while the cluster runs.
+on this machine finds it while the cluster runs (see ``fedexec.cluster``).
 
 Nodes die with the process that started them. Heartbeats default to every 0.2 s
 with a node declared dead after 2 s of silence (the runtime's defaults are 0.5 s
@@ -23,52 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from . import cluster as _cluster
+from .cluster import NodeHandle
 from .exceptions import FedexecError
 
 __all__ = ["Cluster", "ClusterNode", "Node"]
 
-_tokens: dict[str, str] = {}  # address -> token of the clusters this process runs
-
-
-def token_for(address: str) -> str | None:
-    """The token of a running ``Cluster`` of this process at ``address``, if any."""
-    return _tokens.get(address)
-
-
-class ClusterNode:
-    """One node manager process of a :class:`Cluster`."""
-
-    def __init__(self, process: Any, resources: dict[str, float]):
-        self._process = process
-        self.node_id: str = process.info["node_id"]
-        self.address: str = process.info["address"]
-        self.pid: int = process.proc.pid
-        self.resources = resources
-
-    def alive(self) -> bool:
-        """True while the node manager process runs."""
-        return self._process.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the node manager (its workers exit when it goes)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            self._process.proc.wait(10)
-
-    def stop(self) -> None:
-        """Stop the node gracefully and remove its directories."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        self._process.stop(timeout=10)
-
-    def __repr__(self) -> str:
-        return f"ClusterNode({self.node_id}, {self.address}, pid={self.pid})"
+ClusterNode = NodeHandle  #: one node manager process of a :class:`Cluster`
+Node = NodeHandle  #: the name API.md uses
 
 
 class Cluster:
@@ -98,38 +64,26 @@ class Cluster:
         if head_num_cpus is not None:
             args["num_cpus"] = head_num_cpus
         args.setdefault("num_cpus", 0)
-        self.head: ClusterNode = self._launch(args, head=None)
-        _tokens[self.head.address] = self.token
+        self.head: NodeHandle = self._launch(args, head=None)
 
     @property
     def address(self) -> str:
         """The head's ``host:port`` (pass it, with ``token``, to ``Executor``)."""
         return self.head.address
 
-    def _launch(self, args: dict[str, Any], head: str | None) -> ClusterNode:
-        from .backends.native.runtime import NodeProcess
-        from .config import RuntimeConfig
-
+    def _launch(self, args: dict[str, Any], head: str | None) -> NodeHandle:
         args.setdefault("num_gpus", 0)
-        config = RuntimeConfig.make(
-            **self._init,
-            token=self.token,
-            backend_options={"heartbeat_interval": self.heartbeat_interval,
-                             "heartbeat_timeout": self.heartbeat_timeout},
-            **args,
-        )
-        process = NodeProcess.launch(config, embedded=False, tcp=("127.0.0.1", 0),
-                                     head_address=head, owner_pid=os.getpid())
-        resources = {"CPU": float(args["num_cpus"]), **dict(args.get("resources") or {})}
-        if args["num_gpus"]:
-            resources["GPU"] = float(args["num_gpus"])
-        node = ClusterNode(process, resources)
+        common = dict(token=self.token, host="127.0.0.1", owner_pid=os.getpid(),
+                      heartbeat_interval=self.heartbeat_interval,
+                      heartbeat_timeout=self.heartbeat_timeout, **self._init, **args)
+        node = _cluster.start_head(**common) if head is None else \
+            _cluster.start_node(head, **common)
         self.nodes.append(node)
         return node
 
     def add_node(self, *, num_cpus: float = 1, num_gpus: float = 0,
                  resources: Mapping[str, float] | None = None,
-                 object_store_memory: int | None = None, wait: bool = True) -> ClusterNode:
+                 object_store_memory: int | None = None, wait: bool = True) -> NodeHandle:
         """Start a node that joins the head; with ``wait``, return once every node
         of the cluster sees it."""
         node = self._launch({"num_cpus": num_cpus, "num_gpus": num_gpus,
@@ -139,7 +93,7 @@ class Cluster:
             self.wait_for_nodes()
         return node
 
-    def remove_node(self, node: ClusterNode, graceful: bool = False) -> None:
+    def remove_node(self, node: NodeHandle, graceful: bool = False) -> None:
         """Take a node away: SIGKILL (default) or a graceful stop."""
         if node is self.head:
             raise ValueError("remove_node() takes worker nodes; use shutdown() for the head")
@@ -176,7 +130,6 @@ class Cluster:
 
     def shutdown(self) -> None:
         """Stop every node (workers first, then the head)."""
-        _tokens.pop(self.head.address, None)
         for node in reversed(self.nodes):
             with contextlib.suppress(Exception):
                 node.stop()
@@ -188,5 +141,3 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-
-Node = ClusterNode  #: the name API.md uses

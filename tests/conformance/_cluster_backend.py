@@ -49,8 +49,10 @@ class ClusterBackend(NativeBackend):
             cluster.add_node(num_cpus=second, wait=False)
             cluster.add_node(num_cpus=third, wait=False)
             cluster.wait_for_nodes()
-            super().__init__(dataclasses.replace(config, address=cluster.address,
-                                                 token=cluster.token))
+            # The cluster got the sizing and the initializer; the driver just joins.
+            super().__init__(dataclasses.replace(
+                config, address=cluster.address, token=cluster.token, num_cpus=None,
+                num_gpus=None, resources={}, object_store_memory=None, initializer=None))
         except BaseException:
             cluster.shutdown()
             raise

@@ -1,6 +1,5 @@
 """Fixtures of the dask backend tests: a Dask cluster started by the test (to join
-by address or through a client), and leak checks: when the module is done, no
-Dask worker process of ours and no ``fedexec*`` thread is left."""
+by address or through a client). Leaks are checked after every test (tests/_leaks.py)."""
 
 from __future__ import annotations
 
@@ -8,40 +7,35 @@ import logging
 import threading
 import time
 
-import psutil
 import pytest
+
+import _leaks
 
 distributed = pytest.importorskip("distributed")
 
 
-def _worker_processes() -> list[psutil.Process]:
-    """Children of this process other than multiprocessing's resource tracker (one
-    per interpreter, shared, gone at exit)."""
-    out = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "resource_tracker" not in " ".join(child.cmdline()):
-                out.append(child)
-        except psutil.Error:
-            continue
-    return out
+@pytest.fixture
+def nothing_left():
+    """A check to call right after a shutdown, inside the test: no process and no
+    thread started since this fixture was set up is left (waits up to 15 s), but
+    Dask's process-wide offload thread (started once, on first use)."""
+    before = _leaks.snapshot()
+    threads_before = {t.ident for t in threading.enumerate()}
 
+    def check() -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            procs = list(_leaks.started_since(before)[0].values())
+            threads = [t.name for t in threading.enumerate()
+                       if t.ident not in threads_before and t.is_alive()
+                       and not t.name.startswith("Dask-Offload")]
+            if not procs and not threads:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"left behind: processes {procs}, threads {threads}")
+            time.sleep(0.1)
 
-def _fedexec_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("fedexec")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_leaks():
-    before = {p.pid for p in _worker_processes()}
-    yield
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        procs = [p for p in _worker_processes() if p.pid not in before]
-        if not procs and not _fedexec_threads():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"left behind: processes {procs}, threads {_fedexec_threads()}")
+    return check
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,8 @@ def head(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("FEDEXEC_HOME", str(home))
     monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
-    out = cli("start", "--head", "--port", "0", "--num-cpus", "2")
+    out = cli("start", "--head", "--port", "0", "--num-cpus", "2",
+              "--resources", json.dumps({"on_cluster": 1}))  # no private runtime has it
     assert out.returncode == 0, out.stderr
     info = json.loads((home / "cluster.json").read_text())
     info["token"] = (home / "token").read_text().strip()
@@ -139,6 +140,128 @@ def test_a_job_runs_its_working_dir_on_the_cluster(head, tmp_path):
     assert logs.returncode == 0 and logs.stdout == out.stdout
     table = cli("job", "status", job_id).stdout
     assert "SUCCEEDED" in table and "python script.py a --flag" in table
+
+
+BARE_INIT = textwrap.dedent("""
+    import fedexec
+
+    fedexec.init()  # no address: inside a job, the job's cluster
+
+    @fedexec.remote
+    def nested():
+        return fedexec.get_runtime_context().job_id
+
+    @fedexec.remote(resources={"on_cluster": 0.1})
+    def where():
+        ctx = fedexec.get_runtime_context()
+        return ctx.job_id, ctx.node_id, fedexec.get(nested.remote(), timeout=60)
+
+    @fedexec.remote(resources={"on_cluster": 0.1})
+    class Probe:
+        def job(self):
+            return fedexec.get_runtime_context().job_id
+
+    ctx = fedexec.get_runtime_context()
+    print("driver", ctx.job_id, ctx.node_id)
+    print("task", *fedexec.get(where.remote(), timeout=60))
+    print("actor", fedexec.get(Probe.remote().job.remote(), timeout=60))
+    print("nodes", *[n["node_id"] for n in fedexec.nodes()])
+    fedexec.shutdown()
+""")
+
+
+def test_a_bare_init_in_a_job_joins_the_jobs_cluster(head):
+    out = cli("job", "submit", "--", "python", "-c", BARE_INIT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    job_id, node = submitted_id(out), head["node_id"]
+    lines = out.stdout.splitlines()
+    assert f"driver {job_id} {node}" in lines        # a driver of this cluster, in this job
+    assert f"task {job_id} {node} {job_id}" in lines  # its tasks (nested ones too) are the job's
+    assert f"actor {job_id}" in lines
+    assert f"nodes {node}" in lines
+    rows = json.loads(cli("job", "list", "--format", "json").stdout)
+    assert [r["job_id"] for r in rows] == [job_id]
+
+
+BARE_EXECUTORS = textwrap.dedent("""
+    import fedexec
+
+    def job_of_task():
+        return fedexec.get_runtime_context().job_id
+
+    with fedexec.Executor() as a, fedexec.Executor(max_workers=1) as b, \\
+            fedexec.Executor(address="auto") as c:
+        print("jobs", *[ex.get_runtime_context().job_id for ex in (a, b, c)])
+        print("nodes", *[ex.get_runtime_context().node_id for ex in (a, b, c)])
+        on_cluster = a.options(resources={"on_cluster": 0.1})
+        print("task", a.get(on_cluster.submit(job_of_task), timeout=60))
+        print("map", list(b.map(abs, [-1, -2, -3], timeout=60)))  # max_workers: no error
+    with fedexec.Executor(address="local", num_cpus=1) as private:
+        print("private", private.get_runtime_context().node_id)
+    for arg, value in (("num_cpus", 4), ("num_gpus", 1), ("object_store_memory", 1 << 30),
+                       ("resources", {"x": 1}), ("initializer", print)):
+        try:
+            fedexec.Executor(**{arg: value})
+        except ValueError as exc:
+            print("refused", arg, "--", exc)
+""")
+
+
+def test_bare_executors_in_a_job_join_its_cluster_with_the_jobs_id(head):
+    out = cli("job", "submit", "--", "python", "-c", BARE_EXECUTORS)
+    assert out.returncode == 0, out.stdout + out.stderr
+    job_id, node = submitted_id(out), head["node_id"]
+    lines = out.stdout.splitlines()
+    assert f"jobs {job_id} {job_id} {job_id}" in lines
+    assert f"nodes {node} {node} {node}" in lines
+    assert f"task {job_id}" in lines
+    assert "map [1, 2, 3]" in lines
+    private = next(line.split()[1] for line in lines if line.startswith("private"))
+    assert private != node
+    refused = [line for line in lines if line.startswith("refused")]
+    assert [line.split()[1] for line in refused] == [
+        "num_cpus", "num_gpus", "object_store_memory", "resources", "initializer"]
+    assert all("joins the cluster" in line and "(from FEDEXEC_ADDRESS)" in line
+               and "address='local'" in line for line in refused)
+
+
+def test_a_driver_keeps_one_job_id_per_cluster(head):
+    with fedexec.Executor(address=head["address"]) as a, \
+            fedexec.Executor(address="auto") as b:
+        job_id = a.get_runtime_context().job_id
+        assert job_id and b.get_runtime_context().job_id == job_id
+        task = a.submit(lambda: fedexec.get_runtime_context().job_id)
+        assert a.get(task, timeout=T) == job_id
+    with fedexec.Executor(address="auto") as again:  # the same driver, later
+        assert again.get_runtime_context().job_id == job_id
+    other = subprocess.run(
+        [sys.executable, "-c", "import fedexec\n"
+         "with fedexec.Executor(address='auto') as ex:\n"
+         "    print(ex.get_runtime_context().job_id)"],
+        capture_output=True, text=True, timeout=T)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() not in ("", job_id)  # another driver, another job
+
+
+def test_fedexec_address_is_read_only_by_a_native_executor_without_an_address(head):
+    env = {**os.environ, "FEDEXEC_ADDRESS": "127.0.0.1:1"}  # nothing listens there
+    script = textwrap.dedent("""
+        import fedexec
+        with fedexec.Executor(address="auto") as ex:    # an explicit address wins
+            print("auto", ex.get(ex.submit(abs, -2), timeout=60))
+        with fedexec.Executor(backend="local") as ex:  # other backends ignore it
+            print("local", ex.get(ex.submit(abs, -3), timeout=60))
+        try:
+            fedexec.Executor()
+        except fedexec.ClusterUnreachableError as exc:
+            print("unreachable --", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=T, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["auto 2", "local 3"]
+    assert lines[2].startswith("unreachable --") and "FEDEXEC_ADDRESS" in lines[2]
 
 
 def test_a_failing_job_is_failed_with_its_exit_code(head):

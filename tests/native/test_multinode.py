@@ -435,3 +435,138 @@ def test_the_testing_cluster_follows_the_documented_api():
             assert ex.submit(node_of).result(timeout=T) == node.node_id
         c.remove_node(node, graceful=True)
         assert not node.alive()
+
+
+# ------------------------------------------- lineage across a remote driver
+@pytest.fixture
+def headless():
+    """A head without CPUs and a node with ``safe``; drivers connect over TCP."""
+    with Cluster(head_num_cpus=0) as c:
+        c.add_node(num_cpus=1, resources={"safe": 1})
+        yield c
+
+
+def _lose_node(cluster, ex, node, noticed):
+    """SIGKILL ``node`` after a replacement with ``doomed`` joined; with ``noticed``,
+    return once the driver's node lists it dead, else at once."""
+    cluster.add_node(num_cpus=1, resources={"doomed": 1})
+    cluster.remove_node(node)
+    if noticed:
+        assert poll(lambda: not _alive(ex, node.node_id), timeout=15)
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
+def test_lineage_rebuilds_an_argument_lost_with_its_node(headless, noticed):
+    with fedexec.Executor(address=headless.address) as ex:
+        doomed = headless.add_node(num_cpus=1, resources={"doomed": 1})
+        produce = ex.options(resources={"doomed": 1}, max_retries=3).submit(
+            make_array, 2_000_000)
+        ex.wait([produce], timeout=T)
+        _lose_node(headless, ex, doomed, noticed)
+        value, node = ex.options(resources={"safe": 1}).submit(total, produce).result(timeout=T)
+        assert value == 2_000_000.0 and node != doomed.node_id
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
+def test_lineage_rebuilds_a_lost_result_for_the_drivers_get(headless, noticed):
+    with fedexec.Executor(address=headless.address) as ex:
+        doomed = headless.add_node(num_cpus=1, resources={"doomed": 1})
+        produce = ex.options(resources={"doomed": 1}, max_retries=3).submit(
+            make_array, 2_000_000)
+        ex.wait([produce], timeout=T)
+        _lose_node(headless, ex, doomed, noticed)
+        assert float(ex.get(produce, timeout=T).sum()) == 2_000_000.0
+
+
+def double(arr):
+    return arr * 2
+
+
+@pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
+def test_lineage_rebuilds_a_chain_of_two_lost_objects(headless, noticed):
+    with fedexec.Executor(address=headless.address) as ex:
+        doomed = headless.add_node(num_cpus=1, resources={"doomed": 1})
+        on_doomed = ex.options(resources={"doomed": 1}, max_retries=3)
+        first = on_doomed.submit(make_array, 2_000_000)
+        second = on_doomed.submit(double, first)
+        ex.wait([second], timeout=T)
+        _lose_node(headless, ex, doomed, noticed)
+        value, _ = ex.options(resources={"safe": 1}).submit(total, second).result(timeout=T)
+        assert value == 4_000_000.0
+        assert float(ex.get(first, timeout=T).sum()) == 2_000_000.0
+
+
+# --------------------------------------------------- cluster-wide status / list
+def _cli(*args, token):
+    env = {**os.environ, "FEDEXEC_TOKEN": token}
+    return subprocess.run([sys.executable, "-m", "fedexec", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_status_and_list_report_every_nodes_tasks_objects_and_store(cluster):
+    from fedexec.backends.native import state
+
+    far = cluster.add_node(num_cpus=1, resources={"far": 1})
+    head = cluster.head.node_id
+    with cluster.connect() as ex:
+        here = ex.put(np.ones(1_000_000))  # an 8 MB put: in the head's store
+        there = ex.options(resources={"far": 1}).submit(make_array, 1_000_000)
+        ex.wait([there], timeout=T)  # made on the far node, and left there
+        on = {n: ex.options(scheduling_strategy=NodeAffinity(n), num_cpus=0.5)
+              for n in (head, far.node_id)}
+        running = {n: o.submit(sleep_on_node, 30) for n, o in on.items()}
+        assert poll(lambda: all(r.running() for r in running.values()))
+
+        objects = state.list_state("objects", cluster.address)
+        where = {(o["object_id"], o["node_id"]): o["where"] for o in objects}
+        assert where[(here.id, head)] == "shared memory"
+        assert where[(there.id, far.node_id)] == "shared memory"
+        assert where[(there.id, head)] == f"node {far.node_id}"  # the head's proxy
+        assert objects.missing == {}
+
+        tasks = state.list_state("tasks", cluster.address)
+        task_node = {t["task_id"]: t["node_id"] for t in tasks}
+        for node_id, ref in running.items():
+            task_id = ref.id[:-2]  # a task's return id is its id and an index
+            assert task_node[task_id] == node_id
+            assert [t["state"] for t in tasks if t["task_id"] == task_id] == ["ASSIGNED"]
+
+        status = state.cluster_status(cluster.address)
+        nodes = {n["node_id"]: n for n in status["nodes"]}
+        assert {n["state"] for n in nodes.values()} == {"alive"} and status["missing"] == {}
+        assert nodes[head]["store"]["used_bytes"] >= 8_000_000
+        assert nodes[far.node_id]["store"]["used_bytes"] >= 8_000_000
+        assert status["store"]["used_bytes"] == sum(
+            n["store"]["used_bytes"] for n in nodes.values())
+        assert nodes[head]["tasks"] >= 1 and nodes[far.node_id]["tasks"] >= 1
+        assert status["tasks"] == nodes[head]["tasks"] + nodes[far.node_id]["tasks"]
+
+        out = _cli("list", "objects", "--address", cluster.address, token=cluster.token)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("NODE_ID") and far.node_id in out.stdout
+        assert "7.6 MiB" in out.stdout  # 8_000_000 bytes and a header, for people
+        out = _cli("status", "--address", cluster.address, token=cluster.token)
+        assert out.returncode == 0, out.stderr
+        assert far.node_id in out.stdout and head in out.stdout and "MiB" in out.stdout
+        for ref in running.values():
+            ex.cancel(ref, force=True)
+
+
+def test_status_and_list_report_a_dead_or_silent_node_as_such(cluster):
+    from fedexec.backends.native import state
+
+    victim = cluster.add_node(num_cpus=1, resources={"far": 1})
+    with cluster.connect() as ex:
+        kept = ex.options(resources={"far": 1}).submit(make_array, 1_000_000)
+        ex.wait([kept], timeout=T)
+        victim.kill()  # not yet declared dead: it just does not answer
+        rows = state.list_state("objects", cluster.address, timeout=1.0)
+        assert victim.node_id in rows.missing
+        assert all(r["node_id"] == cluster.head.node_id for r in rows)
+        cluster.remove_node(victim)
+        assert poll(lambda: not _alive(ex, victim.node_id), timeout=15)
+        status = state.cluster_status(cluster.address)
+        entry = next(n for n in status["nodes"] if n["node_id"] == victim.node_id)
+        assert entry["state"] == "dead" and "dead" in status["missing"][victim.node_id]
+        out = _cli("list", "tasks", "--address", cluster.address, token=cluster.token)
+        assert out.returncode == 0 and f"node {victim.node_id} is not listed" in out.stderr

@@ -1,7 +1,6 @@
 """Fixtures of the spark backend tests: an executor on the process's shared
-SparkContext, a runner for scripts that need a SparkContext of their own (Spark
-allows one per process), and a leak check: when a module is done, no
-``fedexec`` thread of ours is left."""
+SparkContext, and a runner for scripts that need a SparkContext of their own (Spark
+allows one per process). Leaks are checked after every test (tests/_leaks.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -22,19 +19,6 @@ import fedexec  # noqa: E402
 
 #: A fresh interpreter starting its own SparkContext needs ~10 s on a small machine.
 SCRIPT_TIMEOUT = 240
-
-
-def _fedexec_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("fedexec")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_thread_leaks():
-    yield
-    deadline = time.monotonic() + 15
-    while _fedexec_threads() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _fedexec_threads(), f"threads left running: {_fedexec_threads()}"
 
 
 @pytest.fixture(scope="module")

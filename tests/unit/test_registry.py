@@ -3,6 +3,7 @@
 import pytest
 
 import fedexec
+import fedexec.backends._registry
 from fedexec import backends
 from fedexec.backends.local import LocalBackend
 
@@ -19,7 +20,7 @@ def test_register_a_backend_and_use_it():
             assert ex.submit(pow, 2, 5).result(timeout=10) == 32
         assert "named-for-test" in backends.available()
     finally:
-        backends._registered.pop("named-for-test", None)
+        backends._registry._registered.pop("named-for-test", None)
 
 
 def test_register_requires_capabilities():
@@ -28,7 +29,7 @@ def test_register_requires_capabilities():
 
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch):
-    monkeypatch.setitem(backends._BUILTIN, "fake", ("fedexec_no_such_module:X", "fake"))
+    monkeypatch.setitem(backends._registry._BUILTIN, "fake", ("fedexec_no_such_module:X", "fake"))
     with pytest.raises(fedexec.BackendUnavailableError, match=r'pip install "fedexec\[fake\]"'):
         fedexec.Executor(backend="fake")
     assert "fake" not in backends.available()

@@ -18,10 +18,11 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._runtime import RuntimeContext, current_task
 from ..exceptions import UnsupportedOnBackendError
+from ._registry import CAPABILITIES, backends_with
 
 if TYPE_CHECKING:
-    from .._context import RuntimeContext
     from ..actors import ActorHandle
     from ..config import RuntimeConfig
     from ..options import ActorOptions, MethodOptions, TaskOptions
@@ -29,25 +30,6 @@ if TYPE_CHECKING:
     from ..refs import ObjectRef
 
 __all__ = ["CAPABILITIES", "Backend"]
-
-#: Every capability name a backend may declare (see API.md "Backend capabilities").
-CAPABILITIES = frozenset(
-    {
-        "actors",
-        "async_actors",
-        "named_actors",
-        "actor_restarts",
-        "zero_copy",
-        "placement_groups",
-        "multi_node",
-        "gpus",
-        "cancel_running",
-        "worker_processes",
-        "lineage_reconstruction",
-        "spilling",
-    }
-)
-
 
 class Backend:
     """Base class of backends. Subclasses set ``name``/``capabilities`` and override
@@ -69,6 +51,8 @@ class Backend:
                 f"{sorted(self.options) or 'none'} (other settings are Executor arguments: "
                 "num_cpus=, resources=, ...)")
         self.config = config
+        #: The ``fedexec.Executor`` over this backend (set by the executor).
+        self.executor: Any = None
 
     # -- tasks and objects -------------------------------------------------------
     def submit(
@@ -171,6 +155,17 @@ class Backend:
         raise NotImplementedError
 
     # -- helpers -----------------------------------------------------------------
+    def namespace_for(self, namespace: str | None) -> str:
+        """The namespace of a named-actor operation: ``namespace`` if given, else the
+        running task's (tasks and actors inherit their driver's, as in Ray), else
+        this runtime's (``Executor(namespace=...)``, default ``"default"``)."""
+        if namespace:
+            return namespace
+        task = current_task()
+        if task is not None and task.backend is self:
+            return task.runtime.namespace
+        return self.config.namespace or "default"
+
     def _check_single_node_strategy(self, options: Any, node_id: str) -> None:
         """Scheduling strategies on a one-node runtime: affinity to another node is
         infeasible unless soft; placement groups are not available."""
@@ -184,8 +179,6 @@ class Backend:
             raise self._unsupported("placement groups", "placement_groups")
 
     def _unsupported(self, feature: str, capability: str) -> UnsupportedOnBackendError:
-        from . import backends_with
-
         others = ", ".join(backends_with(capability)) or "none yet"
         return UnsupportedOnBackendError(
             f"{feature} are not available on the {self.name!r} backend; "

@@ -46,8 +46,10 @@ How the contract maps onto Dask:
 * a finished result lost with its worker is recomputed by Dask from its lineage
   while a ref to it exists; a lost ``put`` value is stored again by the process
   that put it; objects beyond a worker's memory limit are spilled to disk by Dask;
-* at shutdown, the values of finished refs still referenced are fetched, so
-  ``result()`` keeps working, as with the stdlib pools.
+* ``shutdown(wait=True)`` waits while Dask runs the tasks in flight, never for a
+  completion Dask says is due but that did not arrive (``_drain``); then the
+  values of finished refs still referenced are fetched, so ``result()`` keeps
+  working, as with the stdlib pools.
 
 Not available: placement groups, ``runtime_env`` (tasks share worker processes),
 shared-memory reads across processes (a worker reading an object another worker

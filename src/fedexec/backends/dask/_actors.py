@@ -320,7 +320,7 @@ class ActorManager:
         proxy.keep = call_blob.contained + cls_blob.contained
         proxy.spec = ActorSpec(actor_id, cls_blob.data, call_blob.data, cls.__name__, is_async,
                                concurrency, options.max_restarts, lend, 0, backend.job,
-                               options.max_task_retries)
+                               options.max_task_retries, namespace)
         if options.name is not None:
             existing = self._claim_name(proxy, options.get_if_exists)
             if existing is not None:
@@ -386,7 +386,8 @@ class ActorManager:
             lost = self._take_calls(proxy)
             proxy.spec = ActorSpec(spec.actor_id, spec.cls, spec.call, spec.class_name,
                                    spec.is_async, spec.concurrency, proxy.restarts_left,
-                                   spec.lend, spec.gen + 1, spec.job, spec.task_retries)
+                                   spec.lend, spec.gen + 1, spec.job, spec.task_retries,
+                                   spec.namespace)
         self._publish(proxy, {"e": "lost", "g": spec.gen})
         self._lose_calls(lost, ActorDiedError(
             f"the worker of actor {proxy.class_name}({proxy.actor_id}) died; it restarts"))

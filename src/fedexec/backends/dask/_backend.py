@@ -26,8 +26,8 @@ from typing import Any
 import cloudpickle
 import distributed
 
-from ..._context import RuntimeContext, current_task
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, current_task
 from ...actors import ActorHandle
 from ...exceptions import (
     BrokenExecutorError,
@@ -40,9 +40,11 @@ from ...exceptions import (
 from ...options import ActorOptions, MethodOptions, NodeAffinity, TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
+from .._net import host_of, node_ip
 from .._shutdown import Closer
 from ..base import Backend
 from . import _cancel as cancelling
+from . import _drain as draining
 from . import _worker as worker_side
 from ._cluster import OPTIONS, ClusterView, start_local_cluster
 from ._common import (
@@ -114,6 +116,7 @@ class DaskBackend(Backend):
         self._broken: str | None = None
         self._closed = False
         self._teardown_done = threading.Event()
+        self._force_cancels: list[threading.Thread] = []  # see _cancel.restart_if_stuck
         self._initializer_plugin: str | None = None
         self.cluster: distributed.LocalCluster | None = None
         self.owns_client = False
@@ -128,12 +131,16 @@ class DaskBackend(Backend):
             self.embedded = False
             self._worker_id = str(worker.id)
             self._node_id = node_id_of(worker.scheduler.address, worker.name)
+            self._node_ip = node_ip(host_of(str(worker.address)))
         else:
             self.in_worker = False
             self._connect(config)
             self.job = Job(os.urandom(4).hex(), config.namespace or "default", topic)
             self._worker_id = f"driver-{os.getpid()}"
             self._node_id = ""
+            scheduler = host_of(str(self.client.scheduler.address))
+            self._node_ip = node_ip(scheduler if scheduler and scheduler.startswith("127.")
+                                    else "0.0.0.0")
         from ._actors import ActorManager
 
         self.outbox = Outbox(self.client, f"fedexec-dask-callbacks-{self.uid}")
@@ -362,7 +369,11 @@ class DaskBackend(Backend):
                         settle(ref, DaskValue(self, fut, blob))
                 elif status == "cancelled":
                     if record.cancelling or record.cancelled:
-                        cancel_ref(ref)  # our own cancel, reported back by Dask
+                        # Our own cancel, reported back by Dask (a running ref cannot
+                        # be cancelled: it fails with TaskCancelledError instead).
+                        if not cancel_ref(ref):
+                            settle(ref, error=TaskCancelledError(
+                                f"task {record.name!r} was cancelled"))
                     elif any(not d.cancelled() for d in record.deps
                              if d._dask is not None and d._dask.status == "cancelled"):
                         settle(ref, error=ObjectLostError(
@@ -659,10 +670,13 @@ class DaskBackend(Backend):
         view.refresh()
         return view.nodes()
 
-    def runtime_for(self, task_id: str | None, actor_id: str | None) -> RuntimeContext:
-        """The runtime context of a task or actor call running in this worker."""
+    def runtime_for(self, task_id: str | None, actor_id: str | None,
+                    namespace: str | None = None) -> RuntimeContext:
+        """The runtime context of a task or actor call running in this worker
+        (``namespace``: the actor's, else the job's)."""
         return RuntimeContext(self._node_id, self._worker_id, self.job.job_id, task_id,
-                              actor_id, self.name)
+                              actor_id, self.name, self._node_ip, (),
+                              namespace or self.job.namespace)
 
     def runtime_context(self) -> RuntimeContext:
         if not self._node_id:
@@ -670,7 +684,8 @@ class DaskBackend(Backend):
             self._node_id = nodes[0]["node_id"] if nodes else node_id_of(
                 str(self.client.scheduler.address), "driver")
         return RuntimeContext(self._node_id, self._worker_id, self.job.job_id,
-                              backend=self.name)
+                              backend=self.name, node_ip_address=self._node_ip,
+                              namespace=self.job.namespace)
 
     # --------------------------------------------------------------- shutdown
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
@@ -683,10 +698,7 @@ class DaskBackend(Backend):
         self._closer.close(first, wait)
 
     def _drain(self) -> None:
-        with self._lock:
-            while self._records:
-                self._idle.wait(0.5)
-        self.actors.drain()
+        draining.drain(self)
 
     def _teardown(self) -> None:
         """Fetch the values still referenced here, then stop (what this executor owns)."""

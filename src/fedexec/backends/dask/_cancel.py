@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from ...exceptions import TaskCancelledError
 from . import _worker as worker_side
-from ._common import cancel_ref, settle
+from ._common import cancel_ref
 
 if TYPE_CHECKING:
     from ._backend import DaskBackend
 
-__all__ = ["cancel_queued", "locate", "restart_if_stuck"]
+__all__ = ["cancel_queued", "join_force_cancels", "locate", "restart_if_stuck"]
 
 
 def locate() -> Any:
@@ -111,21 +111,45 @@ def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
     return done
 
 
+#: A force-cancelled task still running this long after its interrupt is stuck
+#: (in native code): its worker is restarted.
+STUCK_AFTER_S = 1.0
+#: How long a worker restart may take before the force-cancel gives up on it.
+RESTART_TIMEOUT_S = 30.0
+
+
 def restart_if_stuck(backend: DaskBackend, record: Any, address: str) -> None:
-    """``force=True``: if the interrupted task has not ended within a second (it
-    is stuck in native code), restart its worker process."""
+    """``force=True``: if the interrupted task has not ended within
+    ``STUCK_AFTER_S`` (it is stuck in native code), fail its refs with
+    ``TaskCancelledError`` and restart its worker process (on a thread of its own,
+    which shutdown waits for: :func:`join_force_cancels`)."""
 
     def kill() -> None:
-        deadline = 1.0
         done = threading.Event()
         record.refs[0].add_done_callback(lambda _: done.set())
-        if done.wait(deadline):
+        if done.wait(STUCK_AFTER_S):
             return
+        # Settle (and forget) the refs first: Dask's cancel below comes back as a
+        # "cancelled" future, which must find them done, not running.
+        backend._fail(record, TaskCancelledError(f"task {record.name!r} was cancelled"))
         backend.cancel_futures(record.futures)
-        for r in record.refs:
-            settle(r, error=TaskCancelledError(f"task {record.name!r} was cancelled"))
+        if backend._closed and backend.cluster is not None:
+            return  # shutting down: closing the executor's own cluster ends the worker
         with contextlib.suppress(Exception):
-            backend.client.restart_workers([address])
+            backend.client.restart_workers([address], timeout=RESTART_TIMEOUT_S)
 
-    threading.Thread(target=kill, daemon=True,
-                     name=f"fedexec-dask-force-cancel-{backend.uid}").start()
+    thread = threading.Thread(target=kill, daemon=True,
+                              name=f"fedexec-dask-force-cancel-{backend.uid}")
+    with backend._lock:
+        backend._force_cancels = [t for t in backend._force_cancels if t.is_alive()]
+        backend._force_cancels.append(thread)
+    thread.start()
+
+
+def join_force_cancels(backend: DaskBackend) -> None:
+    """Wait for the force-cancels in progress (each ends within ``STUCK_AFTER_S``
+    plus ``RESTART_TIMEOUT_S``), so that shutdown closes the client after them."""
+    with backend._lock:
+        threads, backend._force_cancels = backend._force_cancels, []
+    for thread in threads:
+        thread.join(STUCK_AFTER_S + RESTART_TIMEOUT_S + 5)

@@ -26,7 +26,7 @@ import cloudpickle
 from distributed.protocol import dask_deserialize, dask_serialize
 
 from ... import serialization
-from ..._context import current_backend, resolving
+from ..._runtime import current_backend, resolving
 from ...exceptions import (
     FedexecError,
     ObjectLostError,
@@ -210,11 +210,12 @@ class ActorSpec:
     """One actor incarnation: its class and constructor call, and its options."""
 
     __slots__ = ("actor_id", "call", "class_name", "cls", "concurrency", "gen", "is_async",
-                 "job", "lend", "restarts_left", "task_retries")
+                 "job", "lend", "namespace", "restarts_left", "task_retries")
 
     def __init__(self, actor_id: str, cls: bytes, call: bytes, class_name: str,
                  is_async: bool, concurrency: int, restarts_left: int,
-                 lend: dict[str, float], gen: int, job: Job, task_retries: int = 0):
+                 lend: dict[str, float], gen: int, job: Job, task_retries: int = 0,
+                 namespace: str | None = None):
         self.actor_id = actor_id
         self.cls = cls
         self.call = call
@@ -226,11 +227,12 @@ class ActorSpec:
         self.gen = gen
         self.job = job
         self.task_retries = task_retries  # max_task_retries: calls lost with the actor
+        self.namespace = namespace or job.namespace  # the actor's (its context shows it)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ActorSpec, (self.actor_id, self.cls, self.call, self.class_name,
                             self.is_async, self.concurrency, self.restarts_left, self.lend,
-                            self.gen, self.job, self.task_retries))
+                            self.gen, self.job, self.task_retries, self.namespace))
 
 
 class CallSpec:

@@ -57,7 +57,7 @@ from distributed.protocol import to_serialize
 from distributed.worker import thread_state
 
 from ... import serialization
-from ..._context import TaskContext, resolving, running_task
+from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import ActorDiedError, ObjectLostError, TaskCancelledError
 from .. import _execution as execution
 from ._batch import Batcher
@@ -98,6 +98,7 @@ class Host:
     def __init__(self, spec: ActorSpec, key: str):
         self.actor_id = spec.actor_id
         self.class_name = spec.class_name
+        self.namespace = spec.namespace
         self.is_async = spec.is_async
         self.key = key
         self.cv = threading.Condition()
@@ -156,7 +157,7 @@ class Host:
     def construct(self, spec: ActorSpec, deps: tuple[Any, ...], st: Running) -> bool:
         """Run ``__init__`` (again, on a restart); False if it raised (now dead)."""
         backend = st.backend
-        ctx = TaskContext(backend, backend.executor, backend.runtime_for(None, self.actor_id), st)
+        ctx = TaskContext(backend, backend.runtime_for(None, self.actor_id, self.namespace), st)
         with running_task(ctx):
             try:
                 with resolving(backend):
@@ -289,8 +290,8 @@ def _execute(host: Host, spec: CallSpec, key: str) -> Any:
         gen, instance = host.gen, host.instance
     try:
         backend = worker_backend(spec.job, host.worker, host.client)
-        ctx = TaskContext(backend, backend.executor,
-                          backend.runtime_for(spec.task_id, spec.actor_id))
+        ctx = TaskContext(backend,
+                          backend.runtime_for(spec.task_id, spec.actor_id, host.namespace))
         with running_task(ctx):
             with resolving(backend):
                 args, kwargs = serialization.loads(spec.call)

@@ -42,7 +42,7 @@ import distributed
 from distributed.worker import thread_state
 
 from ... import serialization
-from ..._context import TaskContext, resolving, running_task
+from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import BrokenExecutorError, SerializationError, TaskCancelledError
 from ...refs import ObjectRef
 from .. import _execution as execution
@@ -77,13 +77,11 @@ def worker_backend(job: Job, worker: distributed.Worker | None = None,
     with _BACKENDS_LOCK:
         backend = _BACKENDS.get(job.job_id)
         if backend is None:
-            from ...executor import Executor
             from ._backend import DaskBackend
 
             if worker is None or client is None:
                 worker, client = distributed.get_worker(), distributed.get_client()
             backend = DaskBackend.attached(client, job, worker)
-            Executor._wrap(backend)
             _BACKENDS[job.job_id] = backend
     return backend
 
@@ -180,7 +178,7 @@ def run_task(spec: TaskSpec, *deps: Any) -> Any:
     try:
         backend = st.backend = worker_backend(spec.job)
         worker.log_event(spec.job.topic, {"e": "start", "k": key, "a": worker.address})
-        ctx = TaskContext(backend, backend.executor, backend.runtime_for(spec.task_id, None),
+        ctx = TaskContext(backend, backend.runtime_for(spec.task_id, None),
                           st)
         with running_task(ctx):
             return _attempts(spec, deps, st, backend)

@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ... import serialization
-from ..._context import RuntimeContext, TaskContext, resolving, running_task
+from ..._runtime import RuntimeContext, TaskContext, resolving, running_task
 from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import ActorDiedError, TaskError
 from ...options import ActorOptions, MethodOptions
@@ -103,8 +103,8 @@ class LocalActor:
         t.start()
 
     def _context(self, task_id: str | None) -> TaskContext:
-        runtime = self.backend._runtime_for(task_id, self.actor_id)
-        return TaskContext(self.backend, self.backend.executor, runtime, self)
+        runtime = self.backend._runtime_for(task_id, self.actor_id, self.namespace)
+        return TaskContext(self.backend, runtime, self)
 
     def _construct(self, gen: int) -> bool:
         """Run ``__init__``; False if the actor died instead."""
@@ -165,6 +165,7 @@ class LocalActor:
         finally:
             with self._cv:
                 self._wakeup = None
+            _unwind_pending(loop)
             loop.close()
 
     async def _async_serve(self, gen: int, loop: asyncio.AbstractEventLoop) -> None:
@@ -387,3 +388,15 @@ def _store(value: Any, backend: LocalBackend, name: str) -> Any:
 
 def runtime_of(ctx: TaskContext) -> RuntimeContext:
     return ctx.runtime
+
+
+def _unwind_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the calls still suspended on a killed actor's loop and let them unwind
+    in this thread (their results are dropped: the kill already failed them). Left
+    suspended, each would be finalized later by the garbage collector, in another
+    thread and context, where leaving its task context raises."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 
 from ... import serialization
-from ..._context import RuntimeContext, TaskContext, current_task, resolving, running_task
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, TaskContext, current_task, resolving, running_task
 from ...actors import ActorHandle
 from ...exceptions import (
     BrokenExecutorError,
@@ -222,7 +222,8 @@ class LocalBackend(Backend):
                 "is broken and runs no more tasks"
             ) from exc
 
-    def _runtime_for(self, task_id: str | None, actor_id: str | None) -> RuntimeContext:
+    def _runtime_for(self, task_id: str | None, actor_id: str | None,
+                     namespace: str | None = None) -> RuntimeContext:
         return RuntimeContext(
             node_id=self.node_id,
             worker_id=f"thread-{threading.get_ident()}",
@@ -230,13 +231,14 @@ class LocalBackend(Backend):
             task_id=task_id,
             actor_id=actor_id,
             backend=self.name,
+            namespace=namespace or self.namespace_for(None),
         )
 
     def _execute(self, task: _Task) -> None:
         for r in task.refs:
             r.set_running_or_notify_cancel()
         task.thread_ident = threading.get_ident()
-        ctx = TaskContext(self, self.executor, self._runtime_for(task.id, None), task)
+        ctx = TaskContext(self, self._runtime_for(task.id, None), task)
         error: BaseException | None = None
         values: list[Any] = []
         with running_task(ctx):
@@ -398,7 +400,7 @@ class LocalBackend(Backend):
 
     def create_actor(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
                      options: ActorOptions) -> ActorHandle[Any]:
-        namespace = options.namespace or self.config.namespace or "default"
+        namespace = self.namespace_for(options.namespace)
         name = options.name
         with self._lock:
             if self._closed:
@@ -460,7 +462,7 @@ class LocalBackend(Backend):
         return refs
 
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle[Any]:
-        namespace = namespace or self.config.namespace or "default"
+        namespace = self.namespace_for(namespace)
         with self._lock:
             actor_id = self._named.get((namespace, name))
             actor = self._actors.get(actor_id) if actor_id else None
@@ -494,7 +496,8 @@ class LocalBackend(Backend):
         }]
 
     def runtime_context(self) -> RuntimeContext:
-        return RuntimeContext(self.node_id, self.driver_id, self.job_id, backend=self.name)
+        return RuntimeContext(self.node_id, self.driver_id, self.job_id, backend=self.name,
+                              namespace=self.config.namespace or "default")
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ... import exceptions, serialization
-from ..._context import resolving
+from ..._runtime import resolving
 from ...exceptions import (
     ActorDiedError,
     FedexecError,

@@ -27,11 +27,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from ... import serialization
-from ..._context import RuntimeContext, TaskContext
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, TaskContext, current_task
 from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import (
     BrokenExecutorError,
+    ClusterUnreachableError,
     FedexecError,
     NodeDiedError,
     ObjectLostError,
@@ -40,6 +41,7 @@ from ...exceptions import (
 from ...options import ActorOptions, MethodOptions, PlacementGroupStrategy, TaskOptions
 from ...placement import PlacementGroup
 from ...refs import ObjectRef
+from .._net import host_of, node_ip
 from ..base import Backend
 from . import _values as values
 from . import cluster
@@ -142,13 +144,12 @@ class NativeBackend(Backend):
         super().__init__(config)
         self._runtime = None
         if _attach is None:
-            if config.address is None:
+            _attach = cluster.join(config)  # None: no address, and not in a job
+            if _attach is None:
                 from .runtime import EmbeddedRuntime
 
                 self._runtime = EmbeddedRuntime.start(config)
                 _attach = self._runtime.attach_info()
-            else:
-                _attach = cluster.resolve(config.address, config.token)
         # A driver joining a cluster sends its import path with its work, so workers
         # started by someone else can import the driver's modules.
         self._import_path = None if self._runtime is not None or _attach.get("worker_id") \
@@ -157,6 +158,8 @@ class NativeBackend(Backend):
         self.job_id: str = _attach.get("job_id", "")
         self.worker_id: str = _attach.get("worker_id") or f"driver-{os.getpid()}"
         self.role = _attach.get("role", "driver")
+        #: This node's IP as the cluster sees it (refined below for joined drivers).
+        self.node_ip = _attach.get("node_ip") or node_ip(None)
         self._refs = _RefTable()
         self._refcount_ops: collections.deque[tuple[int, str]] = collections.deque()
         self._pending: dict[int, Any] = {}
@@ -176,9 +179,11 @@ class NativeBackend(Backend):
         target = _attach.get("target") or ("unix", _attach["socket_path"])
         try:
             sock = cluster.connect(target)
-        except BaseException:
+        except BaseException as exc:
             if self._runtime is not None:
                 self._runtime.stop()
+            if isinstance(exc, ClusterUnreachableError) and _attach.get("hint"):
+                raise ClusterUnreachableError(f"{exc}{_attach['hint']}") from exc
             raise
         try:
             client_handshake(sock, _attach["token"])
@@ -197,7 +202,9 @@ class NativeBackend(Backend):
         self.remote_store = False
         if not self.node_id:  # joined a running cluster: ask where we are
             info = self._request(Call.NODE_INFO)
-            self.node_id, self.job_id = info["node_id"], info["job_id"]
+            self.node_id = info["node_id"]
+            self.job_id = cluster.driver_job_id(info.get("head_id") or self.node_id)
+            self.node_ip = node_ip(host_of(info.get("address")))
             forced = config.backend_options.get("remote_store")
             self.remote_store = bool(forced) if forced is not None else \
                 not os.path.isdir(info["store_dir"])
@@ -509,11 +516,22 @@ class NativeBackend(Backend):
                 )
 
     def _env(self, runtime_env: Any) -> Any:
-        """The runtime_env sent with work (plus our import path and job id when we
-        joined a cluster)."""
-        if self._import_path is None:
-            return runtime_env
-        return {**(runtime_env or {}), "sys_path": self._import_path, "job_id": self.job_id}
+        """The runtime_env sent with work, plus our import path when we joined a
+        cluster, the job id when it is not the node's (a joined driver's; inside a
+        task, the task's: nested work belongs to its job), and our namespace when it
+        is not the default one (tasks inherit it)."""
+        extra: dict[str, Any] = {}
+        task = current_task()  # work submitted by a task belongs to the task's job
+        job_id = task.runtime.job_id if task is not None and task.backend is self \
+            else self.job_id
+        if self._import_path is not None:
+            extra = {"sys_path": self._import_path, "job_id": job_id}
+        elif job_id != self.job_id:
+            extra["job_id"] = job_id
+        namespace = self.namespace_for(None)
+        if namespace != "default":
+            extra["namespace"] = namespace
+        return {**(runtime_env or {}), **extra} if extra else runtime_env
 
     def _strategy(self, options: Any) -> Any:
         """The wire form of a scheduling strategy (checked against the live nodes)."""
@@ -662,7 +680,7 @@ class NativeBackend(Backend):
             "max_restarts": options.max_restarts,
             "max_task_retries": options.max_task_retries,
             "name": options.name,
-            "namespace": options.namespace or self.config.namespace or "default",
+            "namespace": self.namespace_for(options.namespace),
             "get_if_exists": options.get_if_exists,
             "demand_create": create,
             "demand_life": life,
@@ -695,7 +713,7 @@ class NativeBackend(Backend):
         return refs
 
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle[Any]:
-        namespace = namespace or self.config.namespace or "default"
+        namespace = self.namespace_for(namespace)
         actor_id, spec = self._request(Call.GET_ACTOR, name, namespace)
         return self._handle(actor_id, spec)
 
@@ -753,15 +771,19 @@ class NativeBackend(Backend):
         return dict(self._request(Call.STATS))
 
     def runtime_context(self) -> RuntimeContext:
-        return RuntimeContext(self.node_id, self.worker_id, self.job_id, backend=self.name)
+        return RuntimeContext(self.node_id, self.worker_id, self.job_id, backend=self.name,
+                              node_ip_address=self.node_ip,
+                              namespace=self.config.namespace or "default")
 
     def task_context(self, task_id: str | None, actor_id: str | None, extra: Any,
-                     job_id: str | None = None) -> TaskContext:
-        """The context a worker sets while running a task or actor method (``job_id``:
-        the submitting driver's, when it is not this node's)."""
+                     job_id: str | None = None, gpus: Any = (),
+                     namespace: str | None = None) -> TaskContext:
+        """The context a worker sets while running a task or actor method (``job_id``
+        and ``namespace``: the submitting driver's; ``gpus``: the ids given to it)."""
         runtime = RuntimeContext(self.node_id, self.worker_id, job_id or self.job_id, task_id,
-                                 actor_id, self.name)
-        return TaskContext(self, self.executor, runtime, extra)
+                                 actor_id, self.name, self.node_ip, tuple(gpus or ()),
+                                 namespace or self.config.namespace or "default")
+        return TaskContext(self, runtime, extra)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         self._shut_down = True

@@ -26,8 +26,9 @@ from typing import Any
 
 from ...exceptions import AuthenticationError, ClusterUnreachableError
 
-__all__ = ["DEFAULT_PORT", "cluster_dir", "read_local_cluster", "resolve", "start_head",
-           "start_node", "stop_head", "stop_nodes"]
+__all__ = ["DEFAULT_PORT", "cluster_dir", "driver_job_id", "forget_head_token", "join",
+           "read_local_cluster", "remember_head_token", "resolve", "start_head", "start_node",
+           "stop_head", "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
@@ -241,7 +242,7 @@ def stop_head(timeout: float = 15.0) -> bool:
 def resolve(address: str, token: str | None) -> dict[str, Any]:
     """How a driver connects to ``address`` ("auto" or "host:port"): the socket to
     use and the token (from ``token``, ``FEDEXEC_TOKEN``, or the local token file)."""
-    token = token or _test_cluster_token(address) or os.environ.get("FEDEXEC_TOKEN") or \
+    token = token or _known_head_token(address) or os.environ.get("FEDEXEC_TOKEN") or \
         _local_token()
     if address == "auto":
         info = read_local_cluster()
@@ -266,12 +267,101 @@ def resolve(address: str, token: str | None) -> dict[str, Any]:
     return {"target": target, "token": token_bytes(token), "role": "driver"}
 
 
-def _test_cluster_token(address: str) -> str | None:
-    """The token of a ``fedexec.testing.Cluster`` this process runs at ``address``."""
-    import sys
+# Set by the job agent for the processes of a job (see jobs_agent.py).
+ADDRESS_ENV, JOB_ID_ENV = "FEDEXEC_ADDRESS", "FEDEXEC_JOB_ID"
+# Executor arguments that only shape a runtime the executor starts itself.
+_OWN_RUNTIME_ONLY = ("num_cpus", "num_gpus", "resources", "object_store_memory", "initializer")
 
-    testing = sys.modules.get("fedexec.testing")
-    return testing.token_for(address) if testing is not None else None
+
+def join(config: Any) -> dict[str, Any] | None:
+    """How a native driver made with ``config`` connects (what :func:`resolve`
+    returns, plus a ``hint`` for connection errors), or None when it starts an
+    embedded runtime.
+
+    ``config.address`` wins; ``"local"`` always means an embedded runtime. With no
+    address, a process of a job (``FEDEXEC_ADDRESS`` set; read here, at
+    construction, never at import) joins the job's cluster, as ``ray.init()``
+    does inside a Ray job. ``max_workers`` is accepted and ignored when joining.
+
+    Raises:
+        ValueError: it joins a cluster but ``config`` sets an argument that only
+            shapes a runtime of its own (``num_cpus``, ``num_gpus``, ``resources``,
+            ``object_store_memory``, ``initializer``), as Ray refuses them.
+    """
+    address, hint = config.address, ""
+    if address is None and os.environ.get(ADDRESS_ENV):
+        address = os.environ[ADDRESS_ENV]
+        hint = (f"; the address came from {ADDRESS_ENV}, set for the processes of a "
+                "'fedexec job submit' job: is that cluster still running? (address='local' "
+                "starts a private runtime instead)")
+    if address in (None, "local"):
+        return None
+    asked = [name for name in _OWN_RUNTIME_ONLY if getattr(config, name)]
+    if asked:
+        where = f"{address!r} (from {ADDRESS_ENV})" if hint else repr(address)
+        raise ValueError(
+            f"{', '.join(asked)} only shape a runtime this executor starts, but it joins "
+            f"the cluster at {where}: leave them out (a cluster offers what its nodes were "
+            "started with, 'fedexec start --num-cpus N --num-gpus N --resources JSON', and "
+            "its workers are shared: do per-worker setup inside your tasks), or pass "
+            "address='local' for a private runtime")
+    return {**resolve(address, config.token), "hint": hint}
+
+
+
+
+def driver_job_id(cluster_id: str) -> str:
+    """This process's job id on the cluster whose head is ``cluster_id``: the
+    job's id (``FEDEXEC_JOB_ID``) in a process of a job, else one derived from
+    this process (pid and start time) and the cluster, the same for every
+    executor of one driver and different in a forked child."""
+    job_id = os.environ.get(JOB_ID_ENV)
+    if job_id:
+        return job_id
+    import hashlib
+
+    import psutil
+
+    me = f"{os.getpid()}:{psutil.Process().create_time()}:{cluster_id}"
+    return hashlib.blake2b(me.encode(), digest_size=4).hexdigest()
+
+
+def _heads_dir() -> str:
+    path = os.path.join(cluster_dir(), "heads")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _head_file(address: str) -> str:
+    return os.path.join(_heads_dir(), address.replace(":", "_").replace("/", "_") + ".json")
+
+
+def remember_head_token(address: str, token: str, pid: int) -> None:
+    """Record (mode 0600) the token of a head started from Python on this machine,
+    so ``Executor(address=address)`` here finds it while process ``pid`` lives."""
+    _write_private(_head_file(address), json.dumps({"token": token, "pid": pid}))
+
+
+def forget_head_token(address: str) -> None:
+    """Remove what :func:`remember_head_token` recorded for ``address``."""
+    with contextlib.suppress(OSError):
+        os.unlink(_head_file(address))
+
+
+def _known_head_token(address: str) -> str | None:
+    """The token recorded for the head at ``address`` if that head still runs."""
+    if address == "auto":
+        return None
+    try:
+        with open(_head_file(address)) as f:
+            info = json.load(f)
+        os.kill(int(info["pid"]), 0)
+    except PermissionError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    token = info.get("token")
+    return token if isinstance(token, str) else None
 
 
 def token_bytes(token: str) -> bytes:

@@ -25,6 +25,11 @@ Rules that keep reference counting exact across nodes:
   its results come back; if they stay on the other node and retries remain, the
   task is kept as *lineage* so a lost result can be rebuilt by running it again.
 
+Cluster-wide state (``fedexec status`` / ``fedexec list``): the node a client asks
+sends the same STATS or LIST request to every other node over the peer links and
+answers with each node's reply (GATHER); a dead node, or one silent for the
+gather's timeout, is reported as such.
+
 Node loss: the head declares a node dead after ``heartbeat_timeout`` seconds
 without a heartbeat and tells everyone (a VIEW row with alive=False). Each node
 then retries the tasks it forwarded there (if ``max_retries`` allows), rebuilds
@@ -54,6 +59,8 @@ _CHUNK = 4 << 20            # bytes per CHUNK message
 _SERVE_PER_TURN = 32 << 20  # bytes of pulls served per loop turn (others wait their turn)
 _LINK_BACKLOG = 64 << 20    # stop serving a peer while this much is unsent to it
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
+_GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node
+_GATHERABLE = (Call.STATS, Call.LIST)
 
 
 class _Peer:
@@ -75,6 +82,19 @@ class _Peer:
         self.pid = 0
         self.sent = 0.0     # CPUs forwarded there since its last report
         self.down = 0.0     # when a connection attempt last failed
+
+
+class _Gather:
+    """A GATHER request waiting for other nodes' answers (see ``_call_gather``)."""
+
+    __slots__ = ("cid", "deadline", "done", "req", "results", "timeout", "waiting")
+
+    def __init__(self, cid: int, req: int, timeout: float):
+        self.cid, self.req, self.timeout = cid, req, timeout
+        self.deadline = time.monotonic() + timeout
+        self.results: dict[str, list[Any]] = {}
+        self.waiting: dict[int, str] = {}  # relay id -> node id
+        self.done = False
 
 
 class _Incoming:
@@ -132,6 +152,7 @@ class Federation:
         self.relays: dict[int, tuple[int, int, str]] = {}
         self._next_relay = 1
         self.lineage: dict[str, _Task] = {}
+        self.gathers: list[_Gather] = []
         self._sent_version: dict[str, int] = {}
         self._spread = 0
         self._last_tick = 0.0
@@ -283,7 +304,10 @@ class Federation:
 
     # ------------------------------------------------------------- heartbeats
     def _tick(self: Any, now: float) -> None:
-        """Once per ``interval``: report, expire, broadcast changes; serve pulls."""
+        """Once per ``interval``: report, expire, broadcast changes. (Every turn:
+        answer the gathers whose time is up.)"""
+        if self.gathers:
+            self._expire_gathers(now)
         if now - self._last_tick < self.interval:
             return
         # On schedule (no drift), unless we fell far behind.
@@ -417,30 +441,54 @@ class Federation:
         self._dirty = self._spill_due = True
 
     def _lose_objects_at(self: Any, node_id: str, why: str, vcid: int | None = None) -> None:
-        """Objects whose bytes or our hold were on ``node_id``: rebuild or fail."""
+        """Objects whose bytes or our hold were on ``node_id``: rebuild them from our
+        lineage, wait for a retried task, ask their home again (the node we hold a
+        proxy from rebuilds them), or fail them."""
         rebuild: dict[str, _Task] = {}
+        for inc in [i for i in self.incoming.values() if i.source == node_id]:
+            self._abort_incoming(inc)
         for obj in list(self.objects.values()):
             remote_there = obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == node_id
             held_there = vcid is not None and obj.home == vcid
             if not (remote_there or held_there):
                 continue
-            obj.home = None
+            if held_there:
+                obj.home = None
             if obj.ready and obj.kind in (Kind.INLINE, Kind.SHM, Kind.ERROR, Kind.FAILED):
                 continue  # we have its value here
             task = self.lineage.get(obj.task or "")
             if task is not None and task.retries_left != 0:
                 rebuild[task.id] = task
                 continue
-            pending = self.tasks.get(obj.task or "")
-            if pending is not None and pending.state == "FORWARDED":
-                continue  # its task is being retried: the result comes again
+            if obj.task in self.tasks:
+                self._unready(obj)  # its task is being retried: the result comes again
+                continue
+            if isinstance(self.conns.get(obj.home), _Peer):
+                # A proxy: its home owns it (and its lineage); ask again, saying where
+                # it was lost, so the home answers once it has rebuilt or failed it.
+                self._unready(obj)
+                self._send(obj.home, [Op.SUBSCRIBE, [obj.id], node_id])
+                continue
             self._lose(obj, ErrorKind.OBJECT_LOST,
                        f"object {obj.id} was lost with node {node_id} ({why}), and it "
                        "cannot be rebuilt (it was put, or its task's retries are exhausted)")
-        for inc in [i for i in self.incoming.values() if i.source == node_id]:
-            self._abort_incoming(inc)
         for task in rebuild.values():
             self._rebuild(task)
+
+    def _unready(self: Any, obj: _Obj) -> None:
+        """``obj``'s value is gone but will come again: make it pending (its holders,
+        subscribers and waiters stay), and wake what was pulling it (it waits again)."""
+        for oid in obj.contained:
+            self._unpin(oid)
+        obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
+        for then in self.pulls.pop(obj.id, []):
+            then()
+
+    def _lost_there(self: Any, obj: _Obj, lost: str | None) -> bool:
+        """Has a peer that SUBSCRIBEd again told us of a copy on ``lost`` we still
+        think is there? (The answer waits until we learn of that node's death.)"""
+        return bool(lost) and obj.ready and obj.kind == Kind.REMOTE and \
+            obj.payload[0] == lost and self.members.is_alive(lost)
 
     def _lose(self: Any, obj: _Obj, kind: ErrorKind, message: str) -> None:
         if not obj.ready:
@@ -451,6 +499,9 @@ class Federation:
             obj.contained = []
             obj.kind = Kind.FAILED
             obj.payload = [kind, message]
+            for cid in obj.subscribers:  # peers that asked again (see _lost_there)
+                self._send(cid, obj.message())
+            obj.subscribers.clear()
         self._lineage_release(obj)
         for then in self.pulls.pop(obj.id, []):
             then()
@@ -465,10 +516,8 @@ class Federation:
             obj = self.objects.get(rid)
             if obj is None:
                 continue
-            for oid in obj.contained:
-                self._unpin(oid)
-            obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
             obj.task = task.id
+            self._unready(obj)
         task.state, task.node = "WAITING", None
         self.tasks[task.id] = task
         self._await_deps(task, self._enqueue, localize=False)
@@ -559,13 +608,12 @@ class Federation:
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
-            if not obj.ready:
-                fetch = _Fetch(conn.id)
-                obj.waiters.append((fetch, lambda f, o=obj: self._fetch_ready(f.cid, o)))
-            else:
-                self._fetch_ready(conn.id, obj)
+            self._fetch_ready(conn.id, obj)
 
     def _fetch_ready(self: Any, cid: int, obj: _Obj) -> None:
+        if not obj.ready:  # it was lost while being pulled, and is being made again
+            obj.waiters.append((_Fetch(cid), lambda f, o=obj: self._fetch_ready(f.cid, o)))
+            return
         if obj.kind == Kind.REMOTE:
             self._localize(obj, lambda: self._fetch_ready(cid, obj))
             return
@@ -943,14 +991,15 @@ class Federation:
                 self._forward(item, peer)
 
     # ------------------------------------------------------------- relaying
-    def _relay(self: Any, peer: _Peer, call: int, args: list[Any], cid: int, req_id: int,
-               on_reply: Any = None) -> None:
-        """Ask ``peer`` a REQUEST on behalf of client ``cid``; its REPLY goes back
-        (after ``on_reply(ok, value)``, if given)."""
+    def _relay(self: Any, peer: _Peer, call: int, args: list[Any], cid: int | None,
+               req_id: int, on_reply: Any = None) -> int:
+        """Ask ``peer`` a REQUEST on behalf of client ``cid`` (None: nobody); its REPLY
+        goes back (after ``on_reply(ok, value)``, if given). Returns the relay's id."""
         rid = self._next_relay
         self._next_relay += 1
         self.relays[rid] = (cid, req_id, peer.node_id, on_reply)
         self._send(peer.id, [Op.REQUEST, rid, int(call), args])
+        return rid
 
     def _on_peer_reply(self: Any, conn: Any, msg: list[Any]) -> None:
         found = self.relays.pop(msg[1], None)
@@ -958,6 +1007,64 @@ class Federation:
             if found[3] is not None:
                 found[3](msg[2], msg[3])
             self._send(found[0], [Op.REPLY, found[1], msg[2], msg[3]])
+
+    # ------------------------------------------------------ cluster-wide state
+    def _call_gather(self: Any, conn: Any, call: int, args: list[Any],
+                     timeout: float = _GATHER_TIMEOUT) -> Any:
+        """GATHER: run ``call`` (STATS or LIST only) here and on every other node over
+        the peer links; reply ``{node_id: [ok, value or error message]}`` for every
+        node of the table: a dead node says so, one that does not answer within
+        ``timeout`` seconds is reported unreachable."""
+        from .node import _DEFER
+
+        if call not in _GATHERABLE:
+            raise ValueError(f"GATHER takes STATS or LIST, not call {call}")
+        here = self._calls[call](self, conn, *args)  # a bad argument fails here, once
+        gather = _Gather(conn.id, self._request_id, float(timeout))
+        gather.results[self.node_id] = [True, here]
+        for entry in self.members.nodes.values():
+            if entry.node_id == self.node_id:
+                continue
+            if not entry.alive:
+                gather.results[entry.node_id] = [False, "NodeDiedError: the node is dead"]
+                continue
+            node_id = entry.node_id
+            rid = self._relay(self._peer(node_id), call, args, None, 0,
+                              lambda ok, value, n=node_id: self._gathered(gather, n, ok, value))
+            gather.waiting[rid] = node_id
+        if not gather.waiting:
+            return gather.results
+        self.gathers.append(gather)
+        return _DEFER
+
+    def _gathered(self: Any, gather: _Gather, node_id: str, ok: bool, value: Any) -> None:
+        if gather.done:
+            return
+        if not ok and value is None:  # the node died while we asked (see _node_dead)
+            value = "NodeDiedError: the node died while being asked"
+        gather.results[node_id] = [ok, value]
+        for rid, n in list(gather.waiting.items()):
+            if n == node_id:
+                del gather.waiting[rid]
+        if not gather.waiting:
+            self._gather_reply(gather)
+
+    def _gather_reply(self: Any, gather: _Gather) -> None:
+        gather.done = True
+        with contextlib.suppress(ValueError):
+            self.gathers.remove(gather)
+        self._send(gather.cid, [Op.REPLY, gather.req, True, gather.results])
+
+    def _expire_gathers(self: Any, now: float) -> None:
+        """Answer the gathers whose time is up; the nodes still silent are unreachable."""
+        for gather in [g for g in self.gathers if now >= g.deadline]:
+            for rid, node_id in gather.waiting.items():
+                self.relays.pop(rid, None)
+                gather.results[node_id] = [
+                    False, "ClusterUnreachableError: the node did not answer within "
+                           f"{gather.timeout:g} s (unreachable or busy)"]
+            gather.waiting.clear()
+            self._gather_reply(gather)
 
     # ------------------------------------------------------------- answers
     def _refresh_own(self: Any) -> None:

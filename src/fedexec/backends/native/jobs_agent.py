@@ -21,6 +21,11 @@ to ``$FEDEXEC_HOME/jobs/<job_id>/job.json`` (0600) before it is answered, so a
 restarted agent lists the same jobs; a job it finds still running (same pid and
 start time) it adopts, one whose process is gone it marks FAILED.
 
+A job's process gets ``FEDEXEC_ADDRESS`` (the head's host:port), ``FEDEXEC_TOKEN``,
+``FEDEXEC_JOB_ID`` and ``FEDEXEC_HOME``: a native executor made there without an
+address joins the head (``cluster.join``) and reports the job's id as its
+``job_id`` (``cluster.driver_job_id``).
+
 Files per job: ``$FEDEXEC_HOME/jobs/<id>/{job.json,output.log}`` (kept after the
 cluster stops) and its working directory ``<session>/jobs/<id>/`` (the head's
 session directory, removed by ``fedexec stop``).

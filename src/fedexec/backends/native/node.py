@@ -735,11 +735,12 @@ class NodeManager(Federation, PlacementGroups):
                 self._maybe_free(obj)
 
     def _on_subscribe(self, conn: _Conn, msg: list[Any]) -> None:
+        lost = msg[2] if len(msg) > 2 else None  # a peer lost its copy on that node
         for oid in msg[1]:
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
-            if obj.ready:
+            if obj.ready and not self._lost_there(obj, lost):
                 self._send(conn.id, self._entry_for(conn.id, obj, self._deliverable(obj)))
             else:
                 obj.subscribers.add(conn.id)
@@ -1451,9 +1452,14 @@ class NodeManager(Federation, PlacementGroups):
         return True
 
     def _call_stats(self, conn: _Conn) -> dict[str, Any]:
+        """This node's counters (``tasks`` includes ``forwarded``: tasks it owns that
+        run on another node, which that node counts too)."""
         return {
+            "node_id": self.node_id,
             "objects": len(self.objects),
             "tasks": len(self.tasks),
+            "forwarded": sum(1 for t in self.tasks.values() if t.state == "FORWARDED"),
+            "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
             "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
             "store": self.store.stats(),
             "queued": len(self.scheduler),
@@ -1606,7 +1612,8 @@ class NodeManager(Federation, PlacementGroups):
         return out
 
     def _call_list(self, conn: _Conn, kind: str) -> list[dict[str, Any]]:
-        """Rows for ``fedexec list nodes|tasks|actors|objects``."""
+        """This node's rows for ``fedexec list nodes|tasks|actors|objects`` (the
+        cluster's: GATHER, see ``state.list_state``)."""
         if kind == "nodes":
             return self._call_nodes(conn)
         if kind == "tasks":
@@ -1621,18 +1628,21 @@ class NodeManager(Federation, PlacementGroups):
                      "restarts": a.restarts_used}
                     for a in self.actors.values()]
         if kind == "objects":
-            where = {Kind.INLINE: "inline", Kind.SHM: "shared memory", Kind.ERROR: "error",
-                     Kind.FAILED: "failed"}
+            where: dict[int, str] = {Kind.INLINE: "inline", Kind.SHM: "shared memory",
+                                     Kind.ERROR: "error", Kind.FAILED: "failed"}
             return [{"object_id": o.id, "ready": o.ready,
-                     "where": where.get(o.kind, "pending") if o.ready else "pending",
+                     "where": "pending" if not o.ready else f"node {o.payload[0]}"
+                     if o.kind == Kind.REMOTE else where.get(o.kind, "?"),
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.objects.values()]
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors or objects")
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
+        # No job id here: a driver's is its own (cluster.driver_job_id), one per
+        # process and cluster, and travels with its work in the runtime_env.
         return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
                 "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
-                "job_id": new_id()[-8:], "started": self.started, "head_id": self.head_id}
+                "started": self.started, "head_id": self.head_id}
 
     _calls: dict[int, Any] = {
         Call.CLUSTER_RESOURCES: _call_cluster_resources,
@@ -1648,6 +1658,7 @@ class NodeManager(Federation, PlacementGroups):
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
+        Call.GATHER: Federation._call_gather,
         Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
         Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,
         Call.RESERVE_BUNDLES: PlacementGroups._call_reserve_bundles,

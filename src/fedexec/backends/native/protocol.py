@@ -59,7 +59,8 @@ class Op(enum.IntEnum):
     SEAL = 5             # [op, obj_id, size, contained]
     INCREF = 6           # [op, [obj_id...]]
     DECREF = 7           # [op, [obj_id...]]
-    SUBSCRIBE = 8        # [op, [obj_id...]]   reply: OBJECT when ready
+    SUBSCRIBE = 8        # [op, [obj_id...], lost_at?]   reply: OBJECT when ready (a peer
+                         #  whose copy on node lost_at died: not before we know it died)
     CANCEL = 9           # [op, task_id, force, recursive]
     REQUEST = 10         # [op, req_id, Call, args]   reply: REPLY
     ACTOR_CALL = 12      # [op, actor_id, task_id, return_ids, name, deps, contained, payload]
@@ -113,7 +114,7 @@ class ErrorKind(enum.IntEnum):
     UNAVAILABLE = 6
     RUNTIME_ENV = 7
     NODE_DIED = 8
-    INTERNAL = 9   # the node manager failed handling the message (logged there)
+    INTERNAL = 20  # the node manager failed handling the message (logged there)
 
 
 class Call(enum.IntEnum):
@@ -136,6 +137,7 @@ class Call(enum.IntEnum):
     LIST = 15
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
+    GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
 
 
 def error_text(exc: BaseException) -> str:

@@ -37,10 +37,11 @@ from typing import Any
 import cloudpickle
 
 from ... import serialization
-from ..._context import resolving, running_task
+from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import BrokenExecutorError, RuntimeEnvSetupError, TaskCancelledError
 from ...options import TaskOptions
 from .. import _execution as execution
+from .._net import node_ip
 from . import _values as values
 from .client import NativeBackend
 from .protocol import ErrorKind, Kind, Op
@@ -65,6 +66,9 @@ class WorkerLoop:
         self.actor: Any = None
         self.actor_id: str | None = None
         self.actor_spec: dict[str, Any] = {}
+        self.actor_job_id: str | None = None
+        self.actor_gpus: tuple[str, ...] = ()
+        self.actor_namespace: str | None = None
         self.actor_pool: ThreadPoolExecutor | None = None
         self.actor_loop: asyncio.AbstractEventLoop | None = None
         self.actor_sem: asyncio.Semaphore | None = None
@@ -241,7 +245,8 @@ class WorkerLoop:
         if not isinstance(retry, bool):
             retry = tuple(serialization.loads(retry))
         options = TaskOptions(retry_exceptions=retry)
-        ctx = self.backend.task_context(task_id, None, task_id, (env or {}).get("job_id"))
+        ctx = self.backend.task_context(task_id, None, task_id, (env or {}).get("job_id"),
+                                        gpus, (env or {}).get("namespace"))
         keep: Any = None  # the return value, alive until TASK_DONE is queued (see below)
         try:
             with running_task(ctx), _runtime_env(env), _visible_gpus(gpus):
@@ -293,7 +298,8 @@ class WorkerLoop:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         _extend_path((spec.get("runtime_env") or {}).get("sys_path"))  # for its lifetime
         self.actor_job_id = (spec.get("runtime_env") or {}).get("job_id")
-        ctx = self.backend.task_context(None, actor_id, None, self.actor_job_id)
+        self.actor_gpus, self.actor_namespace = tuple(gpus or ()), spec.get("namespace")
+        ctx = self._actor_context(None, actor_id)
         try:
             with running_task(ctx), _runtime_env(spec.get("runtime_env")):
                 cls = self._function(cls_blob)
@@ -327,10 +333,14 @@ class WorkerLoop:
         args, kwargs = self._load_call([mode, data, buffers], deps)
         return task_id, return_ids, getattr(self.actor, method), args, kwargs, num_returns, name
 
+    def _actor_context(self, task_id: str | None, actor_id: str | None) -> TaskContext:
+        """The context of this worker's actor (its __init__, or a call ``task_id``)."""
+        return self.backend.task_context(task_id, actor_id, None, self.actor_job_id,
+                                         self.actor_gpus, self.actor_namespace)
+
     def _run_call(self, msg: list[Any]) -> None:
         task_id, return_ids, name = msg[1], msg[2], msg[-1]
-        ctx = self.backend.task_context(task_id, self.actor_id, None,
-                                            getattr(self, "actor_job_id", None))
+        ctx = self._actor_context(task_id, self.actor_id)
         with running_task(ctx):
             try:
                 _, _, method, args, kwargs, n, name = self._call_parts(msg)
@@ -350,8 +360,7 @@ class WorkerLoop:
         task_id, return_ids, name = msg[1], msg[2], msg[-1]
         assert self.actor_sem is not None
         async with self.actor_sem:
-            ctx = self.backend.task_context(task_id, self.actor_id, None,
-                                            getattr(self, "actor_job_id", None))
+            ctx = self._actor_context(task_id, self.actor_id)
             with running_task(ctx):
                 try:
                     _, _, method, args, kwargs, n, name = self._call_parts(msg)
@@ -444,17 +453,17 @@ def _runtime_env(env: dict[str, Any] | None) -> Iterator[None]:
 def main_from_fork(socket_path: str, token: bytes, worker_id: str, node_id: str,
                    config: dict[str, Any]) -> None:
     """Run as a worker (called in the child right after the node manager forks)."""
-    from ... import executor as executor_module
+    from ... import _runtime
     from ...config import RuntimeConfig
 
     with contextlib.suppress(Exception):
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
         sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    executor_module._default = None
+    _runtime.forget_default_executor()  # the parent's, if it had one, is not ours
     attach = {"node_id": node_id, "job_id": config["job_id"], "socket_path": socket_path,
-              "token": token, "role": "worker", "worker_id": worker_id}
+              "token": token, "role": "worker", "worker_id": worker_id,
+              "node_ip": node_ip(config.get("tcp_host"))}
     backend = NativeBackend(RuntimeConfig(), _attach=attach)
-    executor_module.Executor._wrap(backend)
     loop = WorkerLoop(backend, config)
     backend.on_message = loop.on_message
     backend.worker_loop = loop

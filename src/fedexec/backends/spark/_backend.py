@@ -42,8 +42,8 @@ from typing import Any
 
 import psutil
 
-from ..._context import RuntimeContext
 from ..._ids import new_id
+from ..._runtime import RuntimeContext
 from ...exceptions import (
     BrokenExecutorError,
     ObjectLostError,
@@ -54,6 +54,7 @@ from ...options import NodeAffinity, TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
 from .._execution import settle
+from .._net import node_ip
 from .._scheduling import ResourcePool, Scheduler
 from .._shutdown import Closer
 from . import _cluster as cluster
@@ -424,7 +425,9 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
 
     def runtime_context(self) -> RuntimeContext:
         return RuntimeContext(self.node_id, f"driver-{os.getpid()}", self.job_id,
-                              backend=self.name)
+                              backend=self.name, node_ip_address=node_ip(
+                                  None if self.local else cluster.driver_host(self.sc)),
+                              namespace=self.config.namespace or "default")
 
     def stats(self) -> dict[str, Any]:
         """Counters for tests and tuning: Spark jobs launched (one per lease), their

@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..._context import RuntimeContext, current_task
 from ..._ids import new_id
+from ..._runtime import RuntimeContext, current_task
 from ...config import RuntimeConfig
 from ...exceptions import ObjectLostError
 from ...options import TaskOptions
 from ...refs import ObjectRef
 from .. import _execution as execution
 from .._execution import settle
+from .._net import node_ip
 from . import _protocol as msg
 from ._base import SparkBase
 from ._values import Fetched, Stored, dump_value, load_error, serialize_call
@@ -52,7 +53,6 @@ class LeaseRuntime(SparkBase):
 
     def __init__(self, lease: Lease, welcome: msg.Welcome):
         super().__init__(RuntimeConfig(namespace=welcome.namespace))
-        from ...executor import Executor
 
         self._lease = lease
         self.welcome = welcome
@@ -63,7 +63,6 @@ class LeaseRuntime(SparkBase):
         self._counter = itertools.count(1)
         self._closed = False
         self.worker_id = f"{lease.host}:{lease.pid}"
-        Executor._wrap(self)
 
     # ------------------------------------------------------------------ plumbing
     def request(self, make: Callable[[int], Any]) -> Any:
@@ -223,7 +222,8 @@ class LeaseRuntime(SparkBase):
     def runtime_for(self, task_id: str | None) -> RuntimeContext:
         """The runtime context of a task running in this lease."""
         w = self.welcome
-        return RuntimeContext(w.node_id, self.worker_id, w.job_id, task_id, None, self.name)
+        return RuntimeContext(w.node_id, self.worker_id, w.job_id, task_id, None, self.name,
+                              node_ip(self._lease.host), (), w.namespace)
 
     def runtime_context(self) -> RuntimeContext:
         return self.runtime_for(None)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ... import serialization
-from ..._context import resolving
+from ..._runtime import resolving
 from ...exceptions import SerializationError, TaskError
 from ...refs import LazyValue
 

@@ -39,7 +39,7 @@ from typing import Any
 import cloudpickle
 
 from ... import serialization
-from ..._context import TaskContext, resolving, running_task
+from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import RuntimeEnvSetupError, SerializationError, TaskCancelledError
 from ...refs import ObjectRef
 from .. import _execution as execution
@@ -212,7 +212,7 @@ class Lease:
         run = _Running(spec.task_id)
         with self._state_lock:
             self._running = run
-        ctx = TaskContext(runtime, runtime.executor, runtime.runtime_for(spec.task_id), run)
+        ctx = TaskContext(runtime, runtime.runtime_for(spec.task_id), run)
         try:
             with running_task(ctx):
                 try:

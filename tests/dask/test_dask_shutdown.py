@@ -1,0 +1,78 @@
+"""The dask backend's shutdown ends, whatever state its tasks are in, and leaves
+nothing behind: no Dask worker process, no fedexec thread, no open client."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import fedexec
+
+distributed = pytest.importorskip("distributed")
+
+T = 30
+#: Generous: shutdown must return, not be fast (the machine may be loaded).
+BOUND = 30
+
+
+def shut_down_within(shutdown, bound=BOUND):
+    """Call ``shutdown()`` on a thread; True if it returned within ``bound`` s (a
+    hang fails the test instead of hanging it)."""
+    errors = []
+
+    def run():
+        try:
+            shutdown()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name="test-shutdown")
+    thread.start()
+    thread.join(bound)
+    assert not errors, errors
+    return not thread.is_alive()
+
+
+def wait_until(predicate, timeout=T):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def assert_closed(ex):
+    """The executor's Dask client and (embedded) cluster are closed."""
+    backend = ex._backend
+    assert backend.client.status == "closed"
+    if backend.cluster is not None:
+        assert backend.cluster.status.name == "closed"
+
+
+def test_shutdown_after_force_cancelling_a_running_task_returns_and_leaves_nothing(
+        nothing_left):
+    ex = fedexec.Executor(backend="dask", num_cpus=2)
+    ref = ex.submit(time.sleep, 40)  # inside C code: only a worker restart stops it
+    assert wait_until(ref.running)
+    assert ex.cancel(ref, force=True) is True
+    assert shut_down_within(lambda: ex.shutdown(wait=True, cancel_futures=True)), (
+        "shutdown hung after a running task was force-cancelled")
+    with pytest.raises(fedexec.TaskCancelledError):
+        ref.result(0)
+    assert_closed(ex)
+    nothing_left()
+
+
+def test_shutdown_of_the_default_executor_after_a_get_timed_out_returns(nothing_left):
+    ex = fedexec.init(backend="dask")
+    slow = fedexec.remote(time.sleep).remote(3)
+    with pytest.raises(fedexec.GetTimeoutError):
+        fedexec.get(slow, timeout=0.3)
+    assert shut_down_within(fedexec.shutdown), "fedexec.shutdown() hung after a get timed out"
+    assert not fedexec.is_initialized()
+    assert slow.result(0) is None  # wait=True: the running task was let finish
+    assert_closed(ex)
+    nothing_left()
