@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import threading
+import time
 import uuid
 
 import pytest
@@ -204,6 +205,22 @@ def test_shutdown_cancel_futures_cancels_queued_tasks(make_executor, gates):
     gate.open()
     assert running.result(timeout=T) == "ran"
     assert not any(os.path.exists(gate.marker(f"q{i}")) for i in range(3))
+
+
+def test_shutdown_cancel_futures_lets_the_tasks_workers_took_finish(make_executor):
+    """As CPython's ``test_cancel_futures``: many short tasks on few workers, then
+    ``shutdown(cancel_futures=True)`` at once. Only what no worker took is cancelled;
+    what a worker took finishes normally."""
+    executor = make_executor(max_workers=5, num_cpus=None)
+    refs = [executor.submit(time.sleep, 0.1) for _ in range(50)]
+    executor.shutdown(cancel_futures=True)
+    cancelled = [r for r in refs if r.cancelled()]
+    others = [r for r in refs if not r.cancelled()]
+    assert len(cancelled) > 20
+    assert others, "every task was cancelled, also those the workers had taken"
+    for ref in others:
+        assert ref.done()
+        assert ref.exception(timeout=0) is None
 
 
 # --------------------------------------------------------------------------- workers

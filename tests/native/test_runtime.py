@@ -17,6 +17,8 @@ import psutil
 import pytest
 
 import fedexec
+from fedexec._ids import new_id
+from fedexec.backends.native.protocol import Call, Kind, Op, pack_frame
 
 T = 60
 
@@ -430,3 +432,140 @@ def test_tasks_in_a_gpu_bundle_see_the_bundles_gpus():
         outside = gpu_ex.get(gpu_ex.options(num_gpus=1).submit(visible_devices), timeout=T)
         assert outside in ("0", "1")
         gpu_ex.remove_placement_group(pg)
+
+
+# ------------------------------------------- messages the node manager cannot handle
+def _fresh_executor():
+    """An executor started inside the test, so ``capfd`` sees its node manager's log."""
+    return fedexec.Executor("native", num_cpus=1)
+
+
+def _submit_with_a_bad_demand(task_id, rid):
+    return [Op.SUBMIT, task_id, [rid], "malformed", "not a demand", 0, [], [], [0, b"", []],
+            None]
+
+
+def _submit_too_short(task_id, rid):
+    return [Op.SUBMIT, task_id, [rid], "malformed"]
+
+
+def _actor_call_too_short(task_id, rid):
+    return [Op.ACTOR_CALL, new_id(), task_id, [rid]]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("make", [_submit_with_a_bad_demand, _submit_too_short,
+                                  _actor_call_too_short])
+def test_a_task_message_the_node_manager_fails_on_fails_its_ref(capfd, make):
+    executor = _fresh_executor()
+    try:
+        backend = executor._backend
+        task_id = new_id()
+        ref = backend._new_ref(task_id + "00", "malformed")
+        msg = make(task_id, ref.id)
+        backend._send(msg)
+        err = ref.exception(timeout=10)  # before: PENDING forever
+        op = Op(msg[0]).name
+        assert isinstance(err, fedexec.FedexecError)
+        assert f"failed handling {op}" in str(err)
+        assert executor.submit(pow, 2, 5).result(timeout=T) == 32  # the node carries on
+        log = capfd.readouterr().err
+        assert f"error handling {op}" in log and "Traceback" in log
+    finally:
+        executor.shutdown()
+
+
+@pytest.mark.timeout(90)
+def test_a_put_the_node_manager_fails_on_fails_the_tasks_that_use_it(capfd):
+    executor = _fresh_executor()
+    try:
+        backend = executor._backend
+        obj_id = new_id() + "ff"
+        ref = backend._new_ref(obj_id, "put")
+        backend._send([Op.PUT, obj_id, Kind.INLINE, b"no buffers, no contained"])
+        user = executor.submit(abs, ref)
+        with pytest.raises(fedexec.FedexecError, match="failed handling PUT"):
+            user.result(timeout=10)
+        assert executor.submit(pow, 2, 3).result(timeout=T) == 8
+        assert "error handling PUT" in capfd.readouterr().err
+    finally:
+        executor.shutdown()
+
+
+@pytest.mark.timeout(90)
+def test_a_request_or_op_the_node_manager_cannot_handle_is_answered_and_logged(capfd):
+    executor = _fresh_executor()
+    try:
+        backend = executor._backend
+        req_id = 10**9
+        ok, value = backend._ask(backend._pending, req_id, [Op.REQUEST, req_id, int(Call.NODES)],
+                                 10, RuntimeError("closed"))  # no args: the handler raises
+        assert not ok and "failed handling REQUEST" in value
+        with pytest.raises(ValueError, match="does not know control call 99"):
+            backend._request(99, timeout=10)
+        backend._send([250, "from a client of another version"])
+        backend.flush()
+        backend._channel._sock.sendall(pack_frame(7))  # a frame that is not a list
+        assert executor.submit(pow, 3, 2).result(timeout=T) == 9
+        log = capfd.readouterr().err
+        assert "error handling REQUEST" in log and "Traceback" in log
+        assert "unknown op" in log and "op 250" in log and "is not [op, ...]" in log
+    finally:
+        executor.shutdown()
+
+
+# --------------------------------------- errors of control calls keep their type
+@pytest.mark.parametrize(("call", "args", "error", "text"), [
+    (Call.GET_ACTOR, ("a name without a namespace",), TypeError, "namespace"),
+    (Call.CREATE_ACTOR, ("f" * 28, {"name": None}, [], [], []), KeyError, "'demand_create'"),
+    (Call.LIST, ("everything",), ValueError, "cannot list 'everything'"),
+])
+def test_a_control_call_error_comes_back_with_its_type(ex, call, args, error, text):
+    with pytest.raises(error) as info:
+        ex._backend._request(call, *args, timeout=10)
+    assert text in str(info.value)
+
+
+# ------------------------------------------------ shut down vs. node manager lost
+@pytest.mark.timeout(120)
+def test_using_an_executor_after_shutdown_says_it_was_shut_down():
+    executor = fedexec.Executor("native", num_cpus=2)
+    actor = executor.actor(Stateful)
+    big = executor.submit(np.ones, 1_000_000)
+    executor.get(big, timeout=T)
+    executor.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        executor.submit(pow, 2, 2)
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        actor.incr.remote()
+    for call in (lambda: executor.kill(actor), lambda: executor.get_actor("nobody"),
+                 executor.cluster_resources):
+        with pytest.raises(RuntimeError, match="executor was shut down"):
+            call()
+    # Its shared-memory copy went with the runtime; and a ref no task of ours makes.
+    with pytest.raises(fedexec.ObjectLostError, match="shut down"):
+        executor.get(big, timeout=T)
+    with pytest.raises(fedexec.ObjectLostError, match="shut down"):
+        executor._backend.resolve_ref("ab" * 15).result(timeout=T)
+
+
+@pytest.mark.timeout(120)
+def test_a_sigkilled_node_manager_is_a_node_died_error():
+    executor = fedexec.Executor("native", num_cpus=2)
+    try:
+        actor = executor.actor(Stateful)
+        assert executor.get(actor.incr.remote(), timeout=T) == 1
+        running = executor.submit(time.sleep, 60)
+        pg = executor.placement_group([{"CPU": 2}, {"CPU": 2}], strategy="STRICT_PACK")
+        assert not pg.ready(timeout=0.2)  # never fits on 2 CPUs: it waits
+        os.kill(executor._backend._request(Call.NODE_INFO)["pid"], signal.SIGKILL)
+        with pytest.raises(fedexec.NodeDiedError):
+            running.result(timeout=T)
+        with pytest.raises(fedexec.NodeDiedError):
+            pg.ready(timeout=T)
+        for call in (lambda: executor.submit(pow, 2, 2), lambda: executor.put(1),
+                     lambda: actor.incr.remote(), lambda: executor.get_actor("nobody")):
+            with pytest.raises(fedexec.NodeDiedError):
+                call()
+    finally:
+        executor.shutdown()

@@ -79,3 +79,23 @@ def test_executor_rejects_bad_arguments():
         fedexec.Executor(num_cpus=-2)
     with pytest.raises(ValueError, match=r"unknown backend 'nope'.*local"):
         fedexec.Executor(backend="nope")
+
+
+# --------------------------------------------------------------- backend options
+@pytest.mark.parametrize("name", fedexec.backends.available())
+def test_an_unknown_backend_option_is_a_value_error_listing_the_known_ones(name):
+    known = fedexec.backends.get_factory(name).options
+    with pytest.raises(ValueError, match="unknown option") as info:
+        fedexec.Executor(backend=name, not_an_option=1, neither_this=2)
+    message = str(info.value)
+    assert "not_an_option" in message and "neither_this" in message
+    assert repr(name) in message
+    assert all(option in message for option in known)
+
+
+def test_every_backend_declares_the_options_it_reads():
+    declared = {name: fedexec.backends.get_factory(name).options
+                for name in fedexec.backends.available()}
+    assert declared["local"] == frozenset()
+    assert {"heartbeat_interval", "heartbeat_timeout", "log_to_stderr", "remote_store",
+            "blocked_warning_s"} == declared["native"]

@@ -37,10 +37,19 @@ class Backend:
 
     name: ClassVar[str] = "?"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: The backend options (``Executor(..., **backend_options)``) it reads; any
+    #: other is a ``ValueError`` at construction.
+    options: ClassVar[frozenset[str]] = frozenset()
     #: True if ``ref_released`` must be called when an ``ObjectRef`` is collected.
     tracks_refs: ClassVar[bool] = False
 
     def __init__(self, config: RuntimeConfig) -> None:
+        unknown = sorted(set(config.backend_options) - self.options)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for the {self.name!r} backend; it takes "
+                f"{sorted(self.options) or 'none'} (other settings are Executor arguments: "
+                "num_cpus=, resources=, ...)")
         self.config = config
         #: The ``fedexec.Executor`` over this backend (set by the executor).
         self.executor: Any = None

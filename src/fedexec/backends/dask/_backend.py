@@ -46,7 +46,7 @@ from ..base import Backend
 from . import _cancel as cancelling
 from . import _drain as draining
 from . import _worker as worker_side
-from ._cluster import ClusterView, check_options, start_local_cluster
+from ._cluster import OPTIONS, ClusterView, start_local_cluster
 from ._common import (
     Blob,
     DaskRef,
@@ -103,6 +103,7 @@ class DaskBackend(Backend):
         "actors", "async_actors", "named_actors", "actor_restarts", "cancel_running",
         "worker_processes", "multi_node", "lineage_reconstruction", "spilling",
     })
+    options = OPTIONS
 
     def __init__(self, config: Any, *,
                  _attach: tuple[distributed.Client, Job, distributed.Worker] | None = None):
@@ -166,7 +167,6 @@ class DaskBackend(Backend):
     # ------------------------------------------------------------------ setup
     def _connect(self, config: Any) -> None:
         opts = dict(config.backend_options)
-        check_options(opts)
         client = opts.get("client")
         address = config.address
         if client is not None and address is not None:

@@ -37,17 +37,8 @@ from ._common import node_id_of
 
 __all__ = ["ClusterView", "start_local_cluster"]
 
-_KNOWN_OPTIONS = ("client", "n_workers", "threads_per_worker", "cluster_kwargs")
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    """``ValueError`` for a backend option the dask backend does not know."""
-    unknown = sorted(set(options) - set(_KNOWN_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {unknown} for the 'dask' backend; it takes "
-            f"{list(_KNOWN_OPTIONS)}"
-        )
+#: The dask backend's options (``DaskBackend.options``).
+OPTIONS = frozenset({"client", "n_workers", "threads_per_worker", "cluster_kwargs"})
 
 
 def start_local_cluster(config: Any) -> distributed.LocalCluster:

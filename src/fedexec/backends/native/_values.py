@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ... import serialization
+from ... import exceptions, serialization
 from ..._runtime import resolving
 from ...exceptions import (
     ActorDiedError,
@@ -36,7 +36,15 @@ from .store import read_object
 if TYPE_CHECKING:
     from .client import NativeBackend
 
-__all__ = ["INLINE_MAX", "DepSlot", "decode", "encode", "error_of", "pickle_error"]
+__all__ = [
+    "INLINE_MAX",
+    "DepSlot",
+    "decode",
+    "encode",
+    "error_of",
+    "pickle_error",
+    "reply_error",
+]
 
 #: Objects up to this size travel inside messages; larger ones go to shared memory.
 INLINE_MAX = 100 * 1024
@@ -149,7 +157,33 @@ _FAILED = {
     ErrorKind.NODE_DIED: NodeDiedError,
     ErrorKind.OUT_OF_MEMORY: OutOfMemoryError,
     ErrorKind.ACTOR_UNAVAILABLE: ActorUnavailableError,
+    ErrorKind.INTERNAL: FedexecError,
 }
+
+#: The error types a REPLY may name and the client rebuilds (by this table, never by
+#: looking a name up): common builtins and fedexec's own (but TaskError, which wraps
+#: a task's exception and never travels in a REPLY).
+_REPLY_TYPES: dict[str, type[BaseException]] = {
+    cls.__name__: cls for cls in (
+        ValueError, TypeError, KeyError, IndexError, LookupError, RuntimeError,
+        TimeoutError, NotImplementedError, PermissionError, FileNotFoundError, OSError,
+        ConnectionError, *(getattr(exceptions, name) for name in exceptions.__all__
+                           if name != "TaskError"))
+}
+
+
+def reply_error(text: str) -> BaseException:
+    """The exception an error REPLY (``"TypeName: message"``, see
+    ``protocol.error_text``) stands for: that type if it is allowed, else a
+    :class:`FedexecError` with the whole text."""
+    name, sep, message = text.partition(": ")
+    cls = _REPLY_TYPES.get(name) if sep else None
+    if cls is None:
+        return FedexecError(text)
+    try:
+        return cls(message)
+    except Exception:  # a constructor that wants more than a message
+        return FedexecError(text)
 
 
 def error_of(entry: list[Any]) -> BaseException:

@@ -34,6 +34,8 @@ from ...exceptions import (
     BrokenExecutorError,
     ClusterUnreachableError,
     FedexecError,
+    NodeDiedError,
+    ObjectLostError,
     ObjectStoreFullError,
 )
 from ...options import ActorOptions, MethodOptions, PlacementGroupStrategy, TaskOptions
@@ -55,6 +57,19 @@ _CALL_TAG = 0x80  # object ids of actor calls end in 0x80 + index; puts end in "
 
 
 _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, values.DepSlot})
+
+#: What a control call does, for the error saying it cannot be done any more.
+_WHAT = {
+    Call.CLUSTER_RESOURCES: "report its resources",
+    Call.AVAILABLE_RESOURCES: "report its resources",
+    Call.NODES: "list its nodes",
+    Call.GET_ACTOR: "look up a named actor",
+    Call.KILL_ACTOR: "kill an actor",
+    Call.CREATE_ACTOR: "create an actor",
+    Call.PLACEMENT_GROUP: "create a placement group",
+    Call.REMOVE_PLACEMENT_GROUP: "remove a placement group",
+    Call.CANCEL_PENDING: "cancel a task",
+}
 
 
 def _in_group(options: Any, demand: dict[str, float]) -> dict[str, float] | None:
@@ -121,6 +136,9 @@ class NativeBackend(Backend):
         "multi_node", "lineage_reconstruction",
     })
     tracks_refs = True
+    #: Read here and by ``runtime.NodeProcess.launch`` (the embedded node manager).
+    options = frozenset({"blocked_warning_s", "remote_store", "log_to_stderr",
+                         "heartbeat_interval", "heartbeat_timeout"})
 
     def __init__(self, config: Any, *, _attach: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -151,6 +169,7 @@ class NativeBackend(Backend):
         self._fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closed = False
+        self._shut_down = False  # shutdown() was called: the runtime is gone on purpose
         self._broken: str | None = None
         self.on_message: Any = None  # set by a worker loop for the messages it serves
         self._waits: dict[object, tuple[float, list[ObjectRef[Any]]]] = {}
@@ -245,28 +264,55 @@ class NativeBackend(Backend):
                 with contextlib.suppress(Exception):
                     self._report_long_waits()
 
-    def _request(self, call: Call, *args: Any, timeout: float = 60.0) -> Any:
+    def _ask(self, table: dict[Any, Any], key: Any, msg: list[Any], timeout: float | None,
+             gone: BaseException) -> Any:
+        """Send ``msg`` and wait for its answer, which the reader thread sets in
+        ``table[key]``; raises ``gone`` if the connection is (or gets) closed."""
         import concurrent.futures as cf
 
-        req_id = next(self._req_ids)
         fut: cf.Future[Any] = cf.Future()
-        self._pending[req_id] = fut
-        self._send([Op.REQUEST, req_id, int(call), list(args)])
+        table[key] = fut
         try:
-            ok, value = fut.result(timeout)
-        except TimeoutError:
-            raise FedexecError(f"the node manager did not answer {call.name} within "
-                               f"{timeout} s") from None
+            if self._closed:  # checked after registering: _on_close fails it otherwise
+                raise gone
+            self._send(msg)
+            return fut.result(timeout)
         finally:
-            self._pending.pop(req_id, None)
+            table.pop(key, None)
+
+    def _request(self, call: Call, *args: Any, timeout: float = 60.0) -> Any:
+        req_id = next(self._req_ids)
+        name = getattr(call, "name", f"call {call!r}")
+        try:
+            ok, value = self._ask(self._pending, req_id,
+                                  [Op.REQUEST, req_id, int(call), list(args)], timeout,
+                                  self._gone(_WHAT.get(call, f"answer {name}")))
+        except TimeoutError:
+            raise FedexecError(f"the node manager did not answer {name} within "
+                               f"{timeout} s") from None
         if not ok:
-            kind, _, message = value.partition(": ")
-            if kind == "ValueError":
-                raise ValueError(message)
-            if kind == "ObjectStoreFullError":
-                raise ObjectStoreFullError(message)
-            raise FedexecError(value)
+            raise values.reply_error(value)
         return value
+
+    def _gone(self, what: str) -> BaseException:
+        """The error for ``what`` once the runtime is gone: the executor was shut down
+        (RuntimeError, as the stdlib pools), or its node manager was lost."""
+        if self._shut_down:
+            return RuntimeError(f"the executor was shut down, so it cannot {what} any "
+                                "more; create a new executor for more work")
+        return NodeDiedError(f"cannot {what}: the connection to the node manager was lost "
+                             "(it exited or was killed); the runtime is gone, create a new "
+                             "executor")
+
+    def _object_gone(self, obj_id: str) -> BaseException:
+        """The error of a ref whose runtime is gone before its value could be read."""
+        if self._shut_down:
+            return ObjectLostError(
+                f"object {obj_id} cannot be read: the executor that held it was shut down "
+                "(before it was computed, or with its shared-memory store); get() the "
+                "values you need before shutting the executor down")
+        return NodeDiedError(f"object {obj_id} cannot be read: the connection to the node "
+                             "manager was lost (it exited or was killed); the runtime is gone")
 
     def _on_frame(self, frame: list[Any]) -> None:
         for msg in frame:
@@ -312,24 +358,29 @@ class NativeBackend(Backend):
             ref.set_exception(err)
 
     def _on_close(self) -> None:
-        if self._closed:
-            return
+        """The connection ended: we closed it (shutdown), or the node manager was lost.
+        Whatever still waits on it fails, saying which."""
+        lost = not self._closed
         self._closed = True
-        from ...exceptions import NodeDiedError
-
-        err = NodeDiedError("the connection to the node manager was lost (it exited or was "
-                            "killed); the runtime is gone")
         for ref in list(self._refs.values()):
             if not ref.done():
-                with contextlib.suppress(Exception):
-                    if ref._state == "PENDING":
-                        ref.set_running_or_notify_cancel()
-                    ref.set_exception(err)
+                self._fail_ref(ref, self._object_gone(ref.id))
+        gone = self._gone("get an answer from the node manager")
         for fut in list(self._pending.values()) + list(self._creates.values()):
             with contextlib.suppress(Exception):
-                fut.set_result((False, "NodeDiedError: the node manager is gone"))
-        if self.role == "worker":
+                fut.set_exception(gone)
+        for obj_id, fut in list(self._restores.items()):
+            with contextlib.suppress(Exception):
+                fut.set_exception(self._object_gone(obj_id))
+        if lost and self.role == "worker":
             os._exit(0)
+
+    @staticmethod
+    def _fail_ref(ref: ObjectRef[Any], err: BaseException) -> None:
+        with contextlib.suppress(Exception):
+            if ref._state == "PENDING":
+                ref.set_running_or_notify_cancel()
+            ref.set_exception(err)
 
     # ----------------------------------------------------------- references
     def ref_released(self, ref: ObjectRef[Any]) -> None:
@@ -352,32 +403,26 @@ class NativeBackend(Backend):
             ref = self._new_ref(ref_id, "")
             self._refcount_ops.append((Op.INCREF, ref_id))
         self._send([Op.SUBSCRIBE, [ref_id]])
+        if self._closed:  # nothing will ever complete it
+            self._fail_ref(ref, self._object_gone(ref_id))
         return ref
 
     def fetch(self, obj_id: str) -> list[Any]:
         """Ask for an object's bytes on this node (restored if it was spilled, pulled
         if it is on another node); its INLINE or SHM entry (raises its error)."""
-        import concurrent.futures as cf
-
-        fut: cf.Future[Any] = cf.Future()
-        self._restores[obj_id] = fut
-        self._send([Op.FETCH, [obj_id]])
-        entry = fut.result()
+        entry = self._ask(self._restores, obj_id, [Op.FETCH, [obj_id]], None,
+                          self._object_gone(obj_id))
         if entry[1] not in (Kind.SHM, Kind.INLINE):
             raise values.error_of(entry)
         return list(entry)
 
     def write_shm(self, obj_id: str, blob: serialization.Serialized) -> str:
         """Reserve room in the store, write ``blob`` there; the file's path."""
-        import concurrent.futures as cf
-
         from .store import object_size
 
         size = object_size(blob.data, blob.buffers)
-        fut: cf.Future[Any] = cf.Future()
-        self._creates[obj_id] = fut
-        self._send([Op.CREATE, obj_id, size])
-        path, error = fut.result(120)
+        path, error = self._ask(self._creates, obj_id, [Op.CREATE, obj_id, size], 120,
+                                self._gone("store an object"))
         if path is None:
             raise ObjectStoreFullError(error)
         write_object(path, blob.data, blob.buffers)
@@ -450,10 +495,10 @@ class NativeBackend(Backend):
             self._refcount_ops.append((Op.DECREF, deps[-1]))
 
     def _check_submit(self) -> None:
+        if self._shut_down:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         if self._closed:
-            from ...exceptions import NodeDiedError
-
-            raise NodeDiedError("the native runtime is not running")
+            raise self._gone("schedule new work")
         if self._broken is not None:
             raise BrokenExecutorError(self._broken)
 
@@ -694,9 +739,12 @@ class NativeBackend(Backend):
 
         def placed(f: cf.Future[Any]) -> None:
             self._pending.pop(req_id, None)
+            if f.exception() is not None:  # the connection closed meanwhile
+                pg._ready.set_exception(f.exception())  # type: ignore[arg-type]
+                return
             ok, value = f.result()
             if not ok:
-                pg._ready.set_exception(FedexecError(f"placement group failed: {value}"))
+                pg._ready.set_exception(values.reply_error(value))
             else:
                 pg._ready.set_result(value is not None)  # None: removed before placed
 
@@ -738,12 +786,13 @@ class NativeBackend(Backend):
         return TaskContext(self, runtime, extra)
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        self._shut_down = True
         if self._closed:
             if self._runtime is not None:
                 self._runtime.stop()
             return
         if cancel_futures:
-            with contextlib.suppress(FedexecError):
+            with contextlib.suppress(FedexecError, RuntimeError):
                 self._request(Call.CANCEL_QUEUED)
         if wait:
             self._close_when_done()

@@ -60,7 +60,16 @@ from .memory_monitor import (
     worker_rss,
 )
 from .placement_groups import PlacementGroups
-from .protocol import Call, ErrorKind, FrameReader, Kind, Op, ServerHandshake, pack_frame
+from .protocol import (
+    Call,
+    ErrorKind,
+    FrameReader,
+    Kind,
+    Op,
+    ServerHandshake,
+    error_text,
+    pack_frame,
+)
 from .store import StoreManager
 
 __all__ = ["NodeManager", "main"]
@@ -70,6 +79,7 @@ _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
 _DEFER = object()  # a REQUEST handler's "the reply comes later"
+_TAKE_WAIT = 5.0  # s a CANCEL_QUEUED waits for starting workers to take their tasks
 
 
 class _Conn:
@@ -252,6 +262,7 @@ class NodeManager(Federation, PlacementGroups):
         self.idle: collections.deque[_Worker] = collections.deque()
         self.starting = 0
         self.revokes: dict[str, dict[str, Any]] = {}
+        self.cancel_waits: list[tuple[int, int, float]] = []  # deferred CANCEL_QUEUED
         self._dirty = False  # something may be schedulable: _dispatch at the loop's end
         self._pending_out: set[_Conn] = set()  # connections with output to flush
         n_gpus = int(config.get("num_gpus") or 0)
@@ -393,7 +404,7 @@ class NodeManager(Federation, PlacementGroups):
             self._close(conn)
             return
         for frame in frames:
-            for msg in frame:
+            for msg in frame if isinstance(frame, list) else [frame]:
                 self._handle(conn.peer or conn, msg)
                 if conn.id not in self.conns:
                     return
@@ -481,17 +492,68 @@ class NodeManager(Federation, PlacementGroups):
 
     # -------------------------------------------------------------- messages
     def _handle(self, conn: _Conn, msg: list[Any]) -> None:
-        op = msg[0]
-        handler = self._handlers.get(op)
+        try:
+            handler = self._handlers.get(msg[0]) if isinstance(msg, list) and msg else None
+        except TypeError:  # an op that is not even hashable
+            handler = None
         if handler is None:
+            self._log(f"dropped a message with an unknown op from {self._origin(conn)}: "
+                      f"{_op_name(msg)} (a client of another fedexec version?)")
+            self._fail_message(conn, msg, f"the node manager does not know {_op_name(msg)}")
             return
         try:
             handler(self, conn, msg)
-        except Exception:  # a bug must not take the node down: report it, carry on
+        except Exception as exc:  # a bug must not take the node down: log, fail, carry on
             import traceback
 
-            sys.stderr.write(f"fedexec node manager: error handling {Op(op).name}:\n"
-                             f"{traceback.format_exc()}")
+            self._log(f"error handling {_op_name(msg)} from {self._origin(conn)}:\n"
+                      f"{traceback.format_exc()}")
+            self._fail_message(conn, msg, f"the node manager failed handling "
+                               f"{_op_name(msg)}: {type(exc).__name__}: {exc} (a fedexec "
+                               "bug; its traceback is in the node manager's log)")
+
+    def _log(self, text: str) -> None:
+        """A line (or more) in the node manager's log (its stderr)."""
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"fedexec node manager {self.node_id}: {text.rstrip()}\n")
+            sys.stderr.flush()
+
+    @staticmethod
+    def _origin(conn: _Conn) -> str:
+        return f"{getattr(conn, 'role', 'node')} pid {getattr(conn, 'pid', '?')}"
+
+    def _fail_message(self, conn: _Conn, msg: Any, why: str) -> None:
+        """Answer a message that could not be handled so its sender does not wait
+        forever: an error REPLY to a REQUEST; the task it submitted or completed, or
+        the objects it put or asked for, fail with ``why`` (ErrorKind.INTERNAL)."""
+        if not isinstance(msg, list) or not msg:
+            return  # nothing tells what it was about
+        try:
+            op = msg[0]
+            if op == Op.REQUEST:
+                if isinstance(msg[1], int) and msg[1]:
+                    self._send(conn.id, [Op.REPLY, msg[1], False, f"FedexecError: {why}"])
+                return
+            task_id, obj_ids = _about(msg)
+            task = self.tasks.get(task_id) if isinstance(task_id, str) else None
+            if task is not None:
+                obj_ids = list(task.return_ids)
+                with contextlib.suppress(Exception):
+                    self._fail_task(task, ErrorKind.INTERNAL, why)
+            failed = [ErrorKind.INTERNAL, why]
+            for oid in obj_ids:
+                obj = self.objects.get(oid)
+                if obj is not None and op == Op.PUT:  # (half) set by the failed PUT
+                    obj.ready, obj.contained = False, []
+                if obj is not None and not obj.ready:
+                    self._set_object(obj, [oid, Kind.FAILED, *failed])
+                elif task is None:  # nothing here completes it: tell the sender
+                    self._send(conn.id, [Op.OBJECT, oid, Kind.FAILED, *failed])
+        except Exception:  # a message too malformed to tell what it was about
+            import traceback
+
+            self._log(f"could not fail what {_op_name(msg)} was about:\n"
+                      f"{traceback.format_exc()}")
 
     def _on_hello(self, conn: _Conn, msg: list[Any]) -> None:
         role, pid, worker_id = msg[1], msg[2], msg[3]
@@ -713,12 +775,16 @@ class NodeManager(Federation, PlacementGroups):
         _, req_id, call, args = msg
         self._request_id = req_id
         try:
-            value = self._calls[call](self, conn, *args)
+            handler = self._calls.get(call)
+            if handler is None:
+                raise ValueError(f"the node manager does not know control call {call!r} "
+                                 "(a client of another fedexec version?)")
+            value = handler(self, conn, *args)
             if value is _DEFER:
                 return  # answered later (see _revoke)
             reply = [Op.REPLY, req_id, True, value]
-        except Exception as exc:
-            reply = [Op.REPLY, req_id, False, f"{type(exc).__name__}: {exc}"]
+        except Exception as exc:  # the caller gets it back with its type (error_text)
+            reply = [Op.REPLY, req_id, False, error_text(exc)]
         self._send(conn.id, reply)
 
     def _on_actor_call(self, conn: _Conn, msg: list[Any]) -> None:
@@ -955,6 +1021,8 @@ class NodeManager(Federation, PlacementGroups):
             self._pipeline()
             if self.scheduler.fits_any() and not self.idle:
                 self._grow_pool()
+        if self.cancel_waits:
+            self._settle_cancels()
 
     def _pipeline(self) -> None:
         leases: dict[frozenset[Any], list[_Worker]] = {}
@@ -1503,8 +1571,39 @@ class NodeManager(Federation, PlacementGroups):
         return False
 
     def _call_cancel_queued(self, conn: _Conn) -> Any:
-        """``shutdown(cancel_futures=True)``: cancel every task of ``conn`` not started."""
-        mine = [t for t in self.tasks.values() if t.owner == conn.id and t.actor_id is None]
+        """``shutdown(cancel_futures=True)``: cancel every task of ``conn`` that no
+        worker has taken. As in the stdlib pools, what the pool takes at once counts as
+        taken: the tasks this turn hands out (the submits may have come in the same
+        frame) and those the workers being started will take; the reply waits for
+        those workers to connect (at most ``_TAKE_WAIT`` s)."""
+        self._dispatch()
+        if self._workers_coming():
+            self.cancel_waits.append((conn.id, self._request_id,
+                                      time.monotonic() + _TAKE_WAIT))
+            self._dirty = True  # _dispatch looks again each turn (see _settle_cancels)
+            return _DEFER
+        return self._cancel_queued(conn.id, self._request_id)
+
+    def _workers_coming(self) -> bool:
+        """Workers are starting and some queued work could start on them."""
+        return self.starting > 0 and self.scheduler.fits_any()
+
+    def _settle_cancels(self) -> None:
+        """Finish the deferred CANCEL_QUEUED requests whose workers came (or whose
+        wait ran out); called at the end of ``_dispatch``."""
+        now = time.monotonic()
+        if self._workers_coming() and all(now < w[2] for w in self.cancel_waits):
+            self._dirty = True
+            return
+        waits, self.cancel_waits = self.cancel_waits, []
+        for cid, req_id, _ in waits:
+            if self._cancel_queued(cid, req_id) is not _DEFER:
+                self._send(cid, [Op.REPLY, req_id, True, True])
+
+    def _cancel_queued(self, cid: int, req_id: int) -> Any:
+        """Cancel the tasks of connection ``cid`` no worker has started: True, or
+        ``_DEFER`` when workers must confirm first (``_revoke`` answers ``req_id``)."""
+        mine = [t for t in self.tasks.values() if t.owner == cid and t.actor_id is None]
         for task in mine:
             if task.state in ("WAITING", "QUEUED", "PULLING"):
                 self._cancel(task.id, False, False)
@@ -1513,7 +1612,7 @@ class NodeManager(Federation, PlacementGroups):
                 self._send(task.node, [Op.REQUEST, 0, int(Call.CANCEL_PENDING), [task.id]])
         revocable = [t for t in mine if self._revocable(t)]
         if revocable:
-            self._revoke(revocable, conn.id, self._request_id)
+            self._revoke(revocable, cid, req_id)
             return _DEFER
         return True
 
@@ -1663,6 +1762,36 @@ class NodeManager(Federation, PlacementGroups):
         shutil.rmtree(self.session_dir, ignore_errors=True)
         if self.config.get("shm_dir"):
             shutil.rmtree(self.config["shm_dir"], ignore_errors=True)
+
+
+def _op_name(msg: Any) -> str:
+    """The op of a message, by name when it is one of ours."""
+    if not isinstance(msg, list) or not msg:
+        return f"a message that is not [op, ...] ({str(msg)[:40]!r})"
+    try:
+        return Op(msg[0]).name
+    except (ValueError, TypeError):
+        return f"op {msg[0]!r}"
+
+
+#: Where a client message names the task it is about and the objects it makes or
+#: asks for: {op: (index of the task id or None, index of the object id(s))}.
+_ABOUT = {Op.SUBMIT: (1, 2), Op.ACTOR_CALL: (2, 3), Op.TASK_DONE: (1, None),
+          Op.PUT: (None, 1), Op.FETCH: (None, 1)}
+
+
+def _about(msg: list[Any]) -> tuple[str | None, list[str]]:
+    """(task id, object ids) a message is about, as far as its op tells."""
+    where = _ABOUT.get(msg[0])
+    if where is None:
+        return None, []
+    task_at, ids_at = where
+    task_id = msg[task_at] if task_at is not None and len(msg) > task_at else None
+    ids = msg[ids_at] if ids_at is not None and len(msg) > ids_at else []
+    if msg[0] == Op.TASK_DONE and len(msg) > 2 and isinstance(msg[2], list):
+        ids = [r[0] for r in msg[2] if isinstance(r, list) and r]  # its results' ids
+    ids = [ids] if isinstance(ids, str) else ids
+    return task_id, [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _gpus_of(demand: dict[str, float]) -> float:

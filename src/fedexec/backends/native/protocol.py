@@ -34,6 +34,7 @@ __all__ = [
     "Op",
     "ServerHandshake",
     "client_handshake",
+    "error_text",
     "pack_frame",
 ]
 
@@ -115,6 +116,7 @@ class ErrorKind(enum.IntEnum):
     NODE_DIED = 8
     OUT_OF_MEMORY = 9      # the memory monitor killed the task's worker
     ACTOR_UNAVAILABLE = 10  # the link to the actor's node broke; the node is not dead (yet)
+    INTERNAL = 20  # the node manager failed handling the message (logged there)
 
 
 class Call(enum.IntEnum):
@@ -138,6 +140,15 @@ class Call(enum.IntEnum):
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as a REPLY carries it: ``"TypeName: message"`` (text, never pickled;
+    the client rebuilds the type if it is one it allows, see ``_values.reply_error``)."""
+    args = exc.args
+    # KeyError's str() is the repr of its argument: send the argument itself.
+    message = args[0] if isinstance(exc, KeyError) and len(args) == 1 else exc
+    return f"{type(exc).__name__}: {message}"
 
 
 def pack_frame(messages: list[Any]) -> bytes:

@@ -73,19 +73,16 @@ __all__ = ["SparkBackend"]
 logger = logging.getLogger(__name__)
 
 _PENDING = cf._base.PENDING
-_KNOWN_OPTIONS = ("spark", "session", "spark_conf", "linger", "broadcast_threshold")
 
 
 class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
     """Runs fedexec tasks on Spark executors (see the module docstring)."""
 
+    options = frozenset({"spark", "session", "spark_conf", "linger", "broadcast_threshold"})
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         opts = dict(config.backend_options)
-        unknown = sorted(set(opts) - set(_KNOWN_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown} for the 'spark' backend; it takes "
-                             f"{list(_KNOWN_OPTIONS)}")
         if "spark" in opts and "session" in opts:
             raise ValueError("pass spark= or session= to the 'spark' backend, not both")
         self.linger = _positive(opts.get("linger", 1.0), "linger")
@@ -443,8 +440,9 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
         with self._lock:
             first = not self._closed
             self._closed = True
-            queued = [t for t in self._tasks.values()
-                      if t.state in ("waiting", "queued", "unassigned")]
+            # An "unassigned" task holds its resources and waits for a lease being
+            # started: the pool took it (as the stdlib's call queue), so it runs.
+            queued = [t for t in self._tasks.values() if t.state in ("waiting", "queued")]
         if cancel_futures:
             for task in queued:
                 self.cancel_pending(task.refs[0])
