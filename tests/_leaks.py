@@ -45,7 +45,7 @@ Key = tuple[int, float]  # (pid, create time) names a process; a thread is its i
 class Snapshot:
     processes: frozenset[Key]
     entries: frozenset[str]
-    threads: frozenset[int]
+    threads: frozenset[threading.Thread]
 
 
 def _processes() -> dict[Key, psutil.Process]:
@@ -84,9 +84,9 @@ def _owners(path: str) -> set[int] | None:
     return None
 
 
-def _threads() -> dict[int, str]:
-    return {t.ident: t.name for t in threading.enumerate()
-            if t.ident is not None and t.name.startswith("fedexec")}
+def _threads() -> set[threading.Thread]:
+    """The ``fedexec*`` threads alive now (the objects: an ident may be reused)."""
+    return {t for t in threading.enumerate() if t.name.startswith("fedexec")}
 
 
 def _exempt(proc: psutil.Process, before: frozenset[Key]) -> bool:
@@ -120,7 +120,8 @@ def runtime_running(snap: Snapshot) -> bool:
     return any(key in procs and not _exempt(procs[key], frozenset()) for key in snap.processes)
 
 
-def started_since(before: Snapshot) -> tuple[dict[Key, str], list[str], dict[int, str]]:
+def started_since(before: Snapshot
+                  ) -> tuple[dict[Key, str], list[str], dict[threading.Thread, str]]:
     """What was started or created after ``before`` and is still there: processes,
     files of our runtimes, threads."""
     now = _processes()
@@ -134,22 +135,33 @@ def started_since(before: Snapshot) -> tuple[dict[Key, str], list[str], dict[int
     pids = {os.getpid()} | {pid for pid, _ in before.processes} | {pid for pid, _ in now}
     files = [f"file {path}" for path in sorted(_entries() - before.entries)
              if os.path.exists(path) and (_owners(path) or set()) & pids]
-    threads = {i: f"thread {n}" for i, n in _threads().items() if i not in before.threads}
+    threads = {t: f"thread {t.name}" for t in _threads() - before.threads}
     return procs, files, threads
 
 
-def _still_running(procs: dict[Key, str], threads: dict[int, str]) -> list[str]:
+def _where(thread: threading.Thread) -> str:
+    """Where ``thread`` is now (its innermost frames), for the report."""
+    import sys
+    import traceback
+
+    frame = sys._current_frames().get(thread.ident or 0)
+    if frame is None:
+        return ""
+    lines = traceback.format_stack(frame)[-3:]
+    return "\n      " + "      ".join(lines).rstrip()
+
+
+def _still_running(procs: dict[Key, str], threads: dict[threading.Thread, str]) -> list[str]:
     alive_procs = _processes()
-    alive_threads = {t.ident for t in threading.enumerate()}
     return [text for key, text in procs.items() if key in alive_procs] + \
-        [text for ident, text in threads.items() if ident in alive_threads]
+        [text + _where(t) for t, text in threads.items() if t.is_alive()]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _deferred_leak_checks():
     """``[(test id, processes, threads)]`` the module's tests started whose check
     waits for the module's end (see the module docstring)."""
-    deferred: list[tuple[str, dict[Key, str], dict[int, str]]] = []
+    deferred: list[tuple[str, dict[Key, str], dict[threading.Thread, str]]] = []
     yield deferred
     deadline = time.monotonic() + GRACE
     while True:
@@ -166,7 +178,7 @@ def _deferred_leak_checks():
 @pytest.fixture(autouse=True)
 def _no_leaks_after_each_test(request: pytest.FixtureRequest,
                               _deferred_leak_checks: list[tuple[str, dict[Key, str],
-                                                                dict[int, str]]]):
+                                                                dict[threading.Thread, str]]]):
     """The per-test check (see the module docstring)."""
     import fedexec
 

@@ -222,6 +222,21 @@ def test_force_cancel_kills_a_running_task(make_executor, gates):
     assert executor.get(executor.submit(square, 3), timeout=T) == 9
 
 
+@pytest.mark.requires("cancel_running", "worker_processes")
+def test_force_cancel_leaves_the_tasks_queued_behind_it_untouched(make_executor, gates):
+    # Tasks waiting for the killed worker's CPU (a runtime may already have handed
+    # them to that worker) were not running: they run, and use up no retry.
+    executor = make_executor(num_cpus=1)
+    gate = gates()
+    ref = executor.submit(spin, gate.started, gate.release)
+    behind = [executor.options(max_retries=0).submit(square, i) for i in range(3)]
+    gate.wait_started()
+    assert executor.cancel(ref, force=True) is True
+    with pytest.raises(fedexec.TaskCancelledError):
+        executor.get(ref, timeout=T)
+    assert executor.get(behind, timeout=T) == [0, 1, 4]
+
+
 @pytest.mark.requires("actors")
 def test_force_cancelling_an_actor_call_raises_value_error(ex, gates):
     gate = gates()

@@ -1130,8 +1130,11 @@ class NodeManager(Federation, PlacementGroups):
                 task.retries_left = 0
                 self._fail_task(task, ErrorKind.CANCELLED,
                                 f"task {task.name!r} was cancelled (its worker was killed)")
-                worker.tasks.popleft()
                 self._kill_worker(worker)
+                # Now, not when it is reaped: tasks pipelined behind the cancelled one
+                # go back to the queue untouched (none of them was running), and
+                # nothing the dying worker still sends counts.
+                self._worker_died(worker, f"it was killed to force-cancel task {task.name!r}")
             elif worker.conn is not None:
                 self._out(worker.conn).append([Op.CANCEL_TASK, task_id])
         for child in children:
