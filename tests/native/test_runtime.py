@@ -526,6 +526,24 @@ def test_a_control_call_error_comes_back_with_its_type(ex, call, args, error, te
     assert text in str(info.value)
 
 
+@pytest.mark.parametrize(("bundles", "strategy", "error"), [
+    ([{"CPU": "x"}], "PACK", TypeError),
+    ([{"CPU": -1}], "PACK", ValueError),
+    ([], "PACK", ValueError),
+    ([{"CPU": 1}], "SOMEWHERE", ValueError),
+])
+def test_a_malformed_placement_group_request_is_refused_and_the_node_lives(
+        ex, bundles, strategy, error):
+    # Sent past Executor's own checks, as a client of another version could: the
+    # node manager checks it at the boundary (it used to keep the group and crash on
+    # the next tick trying to place it).
+    with pytest.raises(error):
+        ex._backend._request(Call.PLACEMENT_GROUP, "a" * 28, bundles, strategy, None,
+                             timeout=10)
+    time.sleep(1.0)  # a few ticks: the node would retry a kept group here
+    assert ex.submit(abs, -3).result(timeout=30) == 3
+
+
 # ------------------------------------------------ shut down vs. node manager lost
 @pytest.mark.timeout(120)
 def test_using_an_executor_after_shutdown_says_it_was_shut_down():

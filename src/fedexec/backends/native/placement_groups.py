@@ -16,11 +16,13 @@ it on the right node. Removing the group gives the resources back.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from .protocol import Call, Op
+from ...placement import validate_bundles
+from .protocol import Call, Op, error_text
 
 __all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
 
@@ -137,6 +139,9 @@ class PlacementGroups:
                               strategy: str, name: str | None) -> Any:
         from .node import _DEFER
 
+        # A client's request is checked here, at the boundary: a group kept with bad
+        # bundles would fail again on every tick (ValueError/TypeError reply instead).
+        bundles = validate_bundles(bundles, strategy)
         pg = {"id": pg_id, "bundles": bundles, "strategy": strategy, "name": name,
               "nodes": None, "waiters": [(conn.id, self._request_id)], "votes": None,
               "tried": 0.0}
@@ -229,11 +234,25 @@ class PlacementGroups:
 
     def _retry_placement(self: Any, now: float) -> None:
         """On a tick: try pending groups again; re-place groups that lost a node."""
-        for pg in self.pgs.values():
+        for pg in list(self.pgs.values()):
             if pg["nodes"] is not None and any(
                     not self.members.is_alive(n) for n in set(pg["nodes"].values())):
                 alive = {n for n in pg["nodes"].values() if self.members.is_alive(n)}
                 self._release_everywhere(pg["id"], alive)
                 pg["nodes"] = None
             if pg["nodes"] is None and pg["votes"] is None and now - pg["tried"] > _RETRY_S:
-                self._try_place(pg)
+                try:
+                    self._try_place(pg)
+                except Exception as exc:  # one broken group must not stop the node
+                    self._drop_broken(pg, exc)
+
+    def _drop_broken(self: Any, pg: dict[str, Any], exc: Exception) -> None:
+        """Give up on a group that cannot even be planned: its waiters get the error."""
+        import traceback
+
+        sys.stderr.write(f"fedexec node {self.node_id}: dropping placement group "
+                         f"{pg['id']}, placing it failed:\n{traceback.format_exc()}")
+        self.pgs.pop(pg["id"], None)
+        for cid, req in pg["waiters"]:
+            self._send(cid, [Op.REPLY, req, False, error_text(exc)])
+        pg["waiters"] = []
