@@ -10,7 +10,8 @@ threads. Whatever the test started must be gone once it and its runtimes are don
 * processes: one started during the test that still runs, unless it descends from
   a process that was there before (a worker a shared runtime started) or is one
   of the per-interpreter helpers that outlive every executor by design
-  (multiprocessing's resource tracker; pyspark's JVM and its Python daemons).
+  (multiprocessing's resource tracker; pyspark's JVM and its Python daemons;
+  the workers of joblib's reusable loky executor, which tests compare against).
   Checked after the test, or, when a runtime of ours was already running as the
   test began (a module-scoped executor or cluster, which may start processes
   lazily: a Dask nanny replacing a killed worker), when the module ends;
@@ -35,7 +36,7 @@ import pytest
 GRACE = 20.0  # seconds a runtime may take to finish stopping after shutdown returned
 
 _SHARED_BY_DESIGN = ("resource_tracker", "org.apache.spark.deploy.SparkSubmit",
-                     "pyspark.daemon", "pyspark/daemon")
+                     "pyspark.daemon", "pyspark/daemon", "loky.backend.popen_loky")
 _DIRS = ("/dev/shm", tempfile.gettempdir())
 
 Key = tuple[int, float]  # (pid, create time) names a process; a thread is its ident
