@@ -265,6 +265,7 @@ class LocalActor:
     def submit(self, method: str, blob: Any, deps: list[ObjectRef[Any]],
                options: MethodOptions, refs: list[ObjectRef[Any]]) -> None:
         call = _Call(method, blob, deps, options, refs, self.options.max_task_retries)
+        accepted = False
         with self._cv:
             if self.state != "dead":
                 self.queue.append(call)
@@ -272,8 +273,8 @@ class LocalActor:
                     self._calls[r.id] = call
                 self._cv.notify()
                 wake = self._wakeup
-                call = None
-        if call is not None:
+                accepted = True
+        if not accepted:
             self._fail(call)
         elif wake is not None:
             with contextlib.suppress(RuntimeError):

@@ -21,10 +21,11 @@ State (all under ``_lock``):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psutil
@@ -140,7 +141,7 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ tasks
     def _new_refs(self, n: int, name: str) -> list[ObjectRef[Any]]:
-        refs = [ObjectRef(new_id(), self, name) for _ in range(n)]
+        refs: list[ObjectRef[Any]] = [ObjectRef(new_id(), self, name) for _ in range(n)]
         for r in refs:
             self._refs[r.id] = r
         return refs
@@ -204,7 +205,7 @@ class LocalBackend(Backend):
                     item.state = "running"
         for item, _ in started:
             if isinstance(item, _Task):
-                self._threads.run(lambda t=item: self._execute(t))
+                self._threads.run(functools.partial(self._execute, item))
             else:
                 item.start()
 
@@ -278,7 +279,7 @@ class LocalBackend(Backend):
         values = execution.split_returns(value, task.options.num_returns, task.name)
         return [store(v, self, f"return value of {task.name!r}") for v in values]
 
-    def _finish(self, task: _Task, values: list[Any] = (), error: BaseException | None = None
+    def _finish(self, task: _Task, values: Sequence[Any] = (), error: BaseException | None = None
                 ) -> None:
         with self._lock:
             held = task.state == "running"

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ... import serialization
@@ -228,7 +228,8 @@ class NativeBackend(Backend):
         ops = self._refcount_ops
         if not ops:
             return
-        kind, ids = None, None
+        kind: int | None = None
+        ids: list[str] = []
         while True:
             try:
                 op, oid = ops.popleft()
@@ -238,7 +239,7 @@ class NativeBackend(Backend):
                 ids = []
                 out.append([op, ids])
                 kind = op
-            ids.append(oid)  # type: ignore[union-attr]
+            ids.append(oid)
 
     def _send_soon(self, msg: list[Any]) -> None:
         """Queue ``msg``; it is written within ~1 ms, or as soon as anyone waits."""
@@ -725,7 +726,7 @@ class NativeBackend(Backend):
                            state.get("name"), state.get("namespace"), state.get("location"))
 
     # ------------------------------------------------------- placement groups
-    def placement_group(self, bundles: list[dict[str, float]], strategy: str,
+    def placement_group(self, bundles: Sequence[dict[str, float]], strategy: str,
                         name: str | None) -> PlacementGroup:
         """Ask the node to reserve ``bundles``; ``pg.ready()`` turns True once every
         bundle is reserved (see ``placement_groups.py``)."""
@@ -740,7 +741,7 @@ class NativeBackend(Backend):
         def placed(f: cf.Future[Any]) -> None:
             self._pending.pop(req_id, None)
             if f.exception() is not None:  # the connection closed meanwhile
-                pg._ready.set_exception(f.exception())  # type: ignore[arg-type]
+                pg._ready.set_exception(f.exception())
                 return
             ok, value = f.result()
             if not ok:

@@ -491,7 +491,7 @@ class NodeManager(Federation, PlacementGroups):
             self.stopping = True  # the driver that started us is gone
 
     # -------------------------------------------------------------- messages
-    def _handle(self, conn: _Conn, msg: list[Any]) -> None:
+    def _handle(self, conn: _Conn | _Peer, msg: list[Any]) -> None:
         try:
             handler = self._handlers.get(msg[0]) if isinstance(msg, list) and msg else None
         except TypeError:  # an op that is not even hashable
@@ -519,10 +519,10 @@ class NodeManager(Federation, PlacementGroups):
             sys.stderr.flush()
 
     @staticmethod
-    def _origin(conn: _Conn) -> str:
+    def _origin(conn: _Conn | _Peer) -> str:
         return f"{getattr(conn, 'role', 'node')} pid {getattr(conn, 'pid', '?')}"
 
-    def _fail_message(self, conn: _Conn, msg: Any, why: str) -> None:
+    def _fail_message(self, conn: _Conn | _Peer, msg: Any, why: str) -> None:
         """Answer a message that could not be handled so its sender does not wait
         forever: an error REPLY to a REQUEST; the task it submitted or completed, or
         the objects it put or asked for, fail with ``why`` (ErrorKind.INTERNAL)."""
@@ -1027,7 +1027,7 @@ class NodeManager(Federation, PlacementGroups):
     def _pipeline(self) -> None:
         leases: dict[frozenset[Any], list[_Worker]] = {}
         for w in self.workers.values():
-            if w.state == "LEASED" and not w.blocked and w.conn is not None:
+            if w.state == "LEASED" and not w.blocked and w.conn is not None and w.lease:
                 leases.setdefault(frozenset(w.lease.items()), []).append(w)
         if not leases:
             return
@@ -1152,9 +1152,9 @@ class NodeManager(Federation, PlacementGroups):
                 os.dup2(log_w, 2)
                 os.close(log_w)
                 self._child_close()
-                from . import worker
+                from . import worker as worker_main
 
-                worker.main_from_fork(self.socket_path, self.token, worker_id, self.node_id,
+                worker_main.main_from_fork(self.socket_path, self.token, worker_id, self.node_id,
                                       self.config)
             except BaseException:
                 import traceback
@@ -1664,7 +1664,7 @@ class NodeManager(Federation, PlacementGroups):
                 out.append(f"{head}: waiting for {len(missing)} argument(s) "
                            f"{missing[:5]} to be computed")
             elif task.state == "FORWARDED":
-                peer = self.conns.get(task.node)
+                peer = None if task.node is None else self.conns.get(task.node)
                 out.append(f"{head}: forwarded to node {getattr(peer, 'node_id', '?')}")
             elif task.state == "QUEUED":
                 out.append(f"{head}: queued for resources {task.demand}; available now "

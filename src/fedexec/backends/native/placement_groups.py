@@ -57,19 +57,19 @@ def plan_bundles(bundles: list[dict[str, float]], strategy: str,
         for b in bundles:
             for k, v in b.items():
                 whole[k] = whole.get(k, 0.0) + v
-        for node in order:
-            if _fits(left[node], whole):
-                return dict.fromkeys(range(len(bundles)), node)
+        for candidate in order:
+            if _fits(left[candidate], whole):
+                return dict.fromkeys(range(len(bundles)), candidate)
         if strategy == "STRICT_PACK":
             return None
         out: dict[int, str] = {}
         for i, b in enumerate(bundles):  # fewest nodes: fill the used ones first
             used = list(dict.fromkeys(out.values()))
-            node = next((n for n in used + order if _fits(left[n], b)), None)
-            if node is None:
+            packed = next((n for n in used + order if _fits(left[n], b)), None)
+            if packed is None:
                 return None
-            _take(left[node], b)
-            out[i] = node
+            _take(left[packed], b)
+            out[i] = packed
         return out
     out = {}
     for i, b in enumerate(bundles):
@@ -77,10 +77,11 @@ def plan_bundles(bundles: list[dict[str, float]], strategy: str,
         fresh = [n for n in order if n not in taken and _fits(left[n], b)]
         if fresh:
             node = fresh[0]
-        elif strategy == "SPREAD":
-            node = next((n for n in order if _fits(left[n], b)), None)
-            if node is None:
+        elif strategy == "SPREAD":  # shares a node once every node has a bundle
+            shared = [n for n in order if _fits(left[n], b)]
+            if not shared:
                 return None
+            node = shared[0]
         else:  # STRICT_SPREAD: one node per bundle, or nothing
             return None
         _take(left[node], b)

@@ -189,7 +189,7 @@ def object_size(data: bytes | memoryview, buffers: Sequence[Any]) -> int:
     return _layout(lengths)[1]
 
 
-def _pwrite_all(fd: int, view: memoryview | bytes, offset: int) -> None:
+def _pwrite_all(fd: int, view: memoryview | bytes | bytearray, offset: int) -> None:
     view = memoryview(view)
     done = 0
     while done < view.nbytes:

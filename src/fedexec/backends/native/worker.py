@@ -354,7 +354,8 @@ class WorkerLoop:
         assert self.actor_loop is not None
         task = self.actor_loop.create_task(self._run_async_call(msg))
         self.async_tasks[msg[1]] = task
-        task.add_done_callback(lambda _t, k=msg[1]: self.async_tasks.pop(k, None))
+        key: str = msg[1]
+        task.add_done_callback(lambda _t: self.async_tasks.pop(key, None))
 
     async def _run_async_call(self, msg: list[Any]) -> None:
         task_id, return_ids, name = msg[1], msg[2], msg[-1]
