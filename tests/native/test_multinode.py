@@ -161,6 +161,20 @@ def test_node_affinity_hard_and_soft(cluster):
         assert soft.submit(node_of).result(timeout=T) in {n.node_id for n in cluster.nodes}
 
 
+def test_a_task_pinned_to_a_node_that_died_before_it_could_run_fails_with_node_died(
+        cluster):
+    # It waits for an argument; meanwhile its node is declared dead: a hard affinity
+    # can never be met any more.
+    doomed = cluster.add_node(num_cpus=1)
+    with cluster.connect() as ex:
+        slow = ex.submit(sleep_on_node, 4)
+        pinned = ex.options(scheduling_strategy=NodeAffinity(doomed.node_id)).submit(
+            node_of, slow)
+        cluster.remove_node(doomed)
+        with pytest.raises(NodeDiedError, match="not alive"):
+            pinned.result(timeout=T)
+
+
 class Counter:
     def __init__(self, start=0):
         self.n = start

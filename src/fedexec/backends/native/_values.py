@@ -155,6 +155,7 @@ _FAILED = {
     ErrorKind.STORE_FULL: ObjectStoreFullError,
     ErrorKind.RUNTIME_ENV: RuntimeEnvSetupError,
     ErrorKind.NODE_DIED: NodeDiedError,
+    ErrorKind.UNAVAILABLE: NodeDiedError,  # a hard NodeAffinity to a node that died
     ErrorKind.OUT_OF_MEMORY: OutOfMemoryError,
     ErrorKind.ACTOR_UNAVAILABLE: ActorUnavailableError,
     ErrorKind.INTERNAL: FedexecError,
