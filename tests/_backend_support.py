@@ -59,13 +59,21 @@ def check_missing_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch, ba
 
 
 def check_values_stay_readable_after_shutdown(executor: fedexec.Executor) -> None:
-    """A put value, and a task's result not fetched before ``shutdown``, stay readable."""
+    """Put values, and tasks' results not fetched before ``shutdown``, small and
+    large (out of the store's shared memory), stay readable, as the stdlib's
+    futures' results do."""
+    import numpy as np
+
     put = executor.put({"a": 1})
+    big_put = executor.put(np.arange(1_000_000))
     result = executor.submit(square, 12)
-    executor.wait([result], timeout=T)  # finished, its value not fetched yet
+    big = executor.submit(np.ones, 1_000_000)
+    executor.wait([result, big], num_returns=2, timeout=T)  # finished, not fetched yet
     executor.shutdown()
     assert put.result(timeout=0) == {"a": 1}
     assert result.result(timeout=0) == 144
+    assert np.array_equal(big_put.result(timeout=0), np.arange(1_000_000))
+    assert np.array_equal(big.result(timeout=0), np.ones(1_000_000))
 
 
 def check_dependents_of_a_retried_task_get_its_result(executor: fedexec.Executor,

@@ -19,6 +19,8 @@ from _support import (
     touch,
 )
 
+from _backend_support import check_values_stay_readable_after_shutdown
+
 gates = gates_fixture()
 
 T = 30
@@ -151,6 +153,10 @@ def test_map_after_shutdown_raises_runtime_error(make_executor):
     executor.shutdown()
     with pytest.raises(RuntimeError):
         list(executor.map(square, [1, 2]))
+
+
+def test_results_stay_readable_after_shutdown(make_executor):
+    check_values_stay_readable_after_shutdown(make_executor(num_cpus=1))
 
 
 def test_shutdown_twice_is_harmless(make_executor):

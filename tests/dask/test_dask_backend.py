@@ -14,7 +14,6 @@ import fedexec
 from _backend_support import (
     check_dependents_of_a_retried_task_get_its_result,
     check_missing_dependency_names_the_extra,
-    check_values_stay_readable_after_shutdown,
     die_on_first_call,
     square,
 )
@@ -374,7 +373,3 @@ def test_max_task_retries_sends_a_call_lost_with_its_worker_again(tmp_path):
         assert ex.get(counter.crash_once.remote(str(tmp_path)), timeout=T) == (
             "sent again after the restart")
 
-
-# --------------------------------------------------------------------------- shutdown
-def test_values_stay_readable_after_shutdown():
-    check_values_stay_readable_after_shutdown(fedexec.Executor(backend="dask", num_cpus=1))

@@ -21,7 +21,6 @@ from _backend_support import (
     add_one,
     check_dependents_of_a_retried_task_get_its_result,
     check_missing_dependency_names_the_extra,
-    check_values_stay_readable_after_shutdown,
     square,
 )
 from fedexec import backends
@@ -224,9 +223,6 @@ def test_a_large_task_result_feeding_many_tasks_is_broadcast_once(make_executor)
     assert sums == [sum(range(1 << 18))] * 5
     assert made._result.broadcast_id is not None
 
-
-def test_values_stay_readable_after_shutdown(make_executor):
-    check_values_stay_readable_after_shutdown(make_executor(num_cpus=1))
 
 
 # --------------------------------------------------------------------------- workers

@@ -80,26 +80,43 @@ class InlineValue(LazyValue):
 
 class ShmValue(LazyValue):
     """A large object in this node's shared-memory store: every load maps the file
-    read-only, so arrays come back as zero-copy views."""
+    read-only, so arrays come back as zero-copy views. ``keep()`` maps it once for
+    good: the mapping outlives the file (and the runtime that removes it)."""
 
-    __slots__ = ("backend", "obj_id", "path")
+    __slots__ = ("backend", "kept", "obj_id", "path")
 
     def __init__(self, obj_id: str, path: str, backend: NativeBackend):
         self.obj_id = obj_id
         self.path = path
         self.backend = backend
+        self.kept: tuple[Any, list[Any]] | None = None
 
-    def load(self) -> Any:
+    def _parts(self) -> tuple[Any, list[Any]]:
+        """The pickle stream and buffers: from the kept mapping, the store's file,
+        or (spilled meanwhile, or on another node) fetched to this node."""
+        if self.kept is not None:
+            return self.kept
         try:
             if not self.path:
                 raise FileNotFoundError(self.obj_id)  # on another node: fetch it here
-            data, buffers = read_object(self.path)
-        except FileNotFoundError:  # spilled meanwhile (or remote): ask for it here
+            return read_object(self.path)
+        except FileNotFoundError:
             entry = self.backend.fetch(self.obj_id)
             if entry[1] == Kind.INLINE:
-                return InlineValue(entry[2], entry[3], self.backend).load()
+                return entry[2], entry[3]
             self.path = entry[2]
-            data, buffers = read_object(self.path)
+            return read_object(self.path)
+
+    def keep(self) -> None:
+        """If the object is in this node's store now, map it and hold the mapping
+        (no copy), so it stays readable after the runtime stops and its store is
+        removed. One spilled or on another node is not fetched for this."""
+        if self.kept is None and self.path:
+            with contextlib.suppress(FileNotFoundError):
+                self.kept = read_object(self.path)
+
+    def load(self) -> Any:
+        data, buffers = self._parts()
         with resolving(self.backend):
             return serialization.loads(data, buffers)
 

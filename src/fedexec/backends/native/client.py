@@ -801,6 +801,16 @@ class NativeBackend(Backend):
             threading.Thread(target=self._close_when_done, daemon=True,
                              name="fedexec-native-shutdown").start()
 
+    def _keep_results(self) -> None:
+        """Results still referenced here stay readable after shutdown, as the
+        stdlib's futures do: map the large ones in this node's store for good (no
+        copy; the mapping outlives the store's files, which go when our references
+        are released or with the runtime). Spilled or remote ones are not fetched."""
+        for ref in list(self._refs.values()):
+            value = ref._result if ref.done() and not ref.cancelled() else None
+            if isinstance(value, values.ShmValue):
+                value.keep()
+
     def _close_when_done(self) -> None:
         import concurrent.futures as cf
 
@@ -808,6 +818,7 @@ class NativeBackend(Backend):
                    if not r.done() and self._task_of(r) is not None]
         if pending:
             cf.wait(pending)
+        self._keep_results()
         self._closed = True
         self._channel.flush()
         self._channel.close()
