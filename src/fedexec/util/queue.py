@@ -210,13 +210,7 @@ class Queue:
             Full: no room (``block=False``), or still none after ``timeout``.
             ValueError: ``timeout`` is negative.
         """
-        if not block:
-            ok = fedexec.get(self._handle().put_nowait.remote((item,)))
-        else:
-            _check_timeout(timeout)
-            ok = fedexec.get(self._handle().put.remote((item,), timeout))
-        if not ok:
-            raise Full(self._full_message(block, timeout))
+        self._put_done(fedexec.get(self._put_call(item, block, timeout)), block, timeout)
 
     async def put_async(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         """:meth:`put` for asyncio code: ``await q.put_async(item)``.
@@ -230,11 +224,17 @@ class Queue:
             Full: no room (``block=False``), or still none after ``timeout``.
             ValueError: ``timeout`` is negative.
         """
+        self._put_done(await self._put_call(item, block, timeout), block, timeout)
+
+    def _put_call(self, item: Any, block: bool, timeout: float | None
+                  ) -> fedexec.ObjectRef[Any]:
+        """The actor call a put makes (the item travels boxed: a ref stays a ref)."""
         if not block:
-            ok = await self._handle().put_nowait.remote((item,))
-        else:
-            _check_timeout(timeout)
-            ok = await self._handle().put.remote((item,), timeout)
+            return self._handle().put_nowait.remote((item,))
+        _check_timeout(timeout)
+        return self._handle().put.remote((item,), timeout)
+
+    def _put_done(self, ok: bool, block: bool, timeout: float | None) -> None:
         if not ok:
             raise Full(self._full_message(block, timeout))
 
@@ -288,14 +288,7 @@ class Queue:
             Empty: no item (``block=False``), or still none after ``timeout``.
             ValueError: ``timeout`` is negative.
         """
-        if not block:
-            ok, item = fedexec.get(self._handle().get_nowait.remote())
-        else:
-            _check_timeout(timeout)
-            ok, item = fedexec.get(self._handle().get.remote(timeout))
-        if not ok:
-            raise Empty(self._empty_message(block, timeout))
-        return item
+        return self._got(fedexec.get(self._get_call(block, timeout)), block, timeout)
 
     async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
         """:meth:`get` for asyncio code: ``item = await q.get_async()``.
@@ -311,11 +304,17 @@ class Queue:
             Empty: no item (``block=False``), or still none after ``timeout``.
             ValueError: ``timeout`` is negative.
         """
+        return self._got(await self._get_call(block, timeout), block, timeout)
+
+    def _get_call(self, block: bool, timeout: float | None) -> fedexec.ObjectRef[Any]:
+        """The actor call a get makes; it answers ``(ok, item)``."""
         if not block:
-            ok, item = await self._handle().get_nowait.remote()
-        else:
-            _check_timeout(timeout)
-            ok, item = await self._handle().get.remote(timeout)
+            return self._handle().get_nowait.remote()
+        _check_timeout(timeout)
+        return self._handle().get.remote(timeout)
+
+    def _got(self, answer: tuple[bool, Any], block: bool, timeout: float | None) -> Any:
+        ok, item = answer
         if not ok:
             raise Empty(self._empty_message(block, timeout))
         return item
