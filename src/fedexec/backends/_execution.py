@@ -125,7 +125,8 @@ def dump_retry(retry_exceptions: bool | tuple[type[BaseException], ...]) -> bool
     exception types cloudpickled (they may be classes of the user's ``__main__``)."""
     if isinstance(retry_exceptions, bool):
         return retry_exceptions
-    return cloudpickle.dumps(retry_exceptions)
+    packed: bytes = cloudpickle.dumps(retry_exceptions)
+    return packed
 
 
 def load_retry(packed: bool | bytes) -> TaskOptions:
@@ -136,11 +137,12 @@ def load_retry(packed: bool | bytes) -> TaskOptions:
 
 def should_retry(exc: BaseException, options: TaskOptions, retries_left: int) -> bool:
     """Retry a task that raised ``exc``? (``retry_exceptions`` and retries left)."""
-    if retries_left == 0 or not options.retry_exceptions:
+    retry = options.retry_exceptions
+    if retries_left == 0 or not retry:
         return False
-    if options.retry_exceptions is True:
+    if isinstance(retry, bool):  # True
         return isinstance(exc, Exception)
-    return isinstance(exc, options.retry_exceptions)
+    return isinstance(exc, retry)
 
 
 def remote_traceback(exc: BaseException, skip: int = 1) -> str:
@@ -209,5 +211,5 @@ def interrupt_thread(ident: int, exc_type: type[BaseException] | None) -> bool:
     Delivered when the thread next runs Python bytecode (not inside a blocking C call).
     """
     obj = ctypes.py_object(exc_type) if exc_type is not None else ctypes.c_void_p(0)
-    n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), obj)
+    n: int = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), obj)
     return n == 1

@@ -177,7 +177,7 @@ class Proxy:
         self.placement: dict[str, Any] = {}
         self.deps: list[DaskRef] = []
         self.keep: list[Any] = []
-        self.lifetime: distributed.Future | None = None
+        self.lifetime: distributed.Future[Any] | None = None
         self.detached = False
 
     def handle(self) -> ActorHandle[Any]:
@@ -345,7 +345,7 @@ class ActorManager:
         proxy.lifetime = fut
         outbox.watch(fut, functools.partial(self._lifetime_done, proxy, spec.gen))
 
-    def _lifetime_done(self, proxy: Proxy, gen: int, fut: distributed.Future) -> None:
+    def _lifetime_done(self, proxy: Proxy, gen: int, fut: distributed.Future[Any]) -> None:
         """The actor's lifetime task ended (on the runtime's callback thread)."""
         spec = proxy.spec
         if spec is None or spec.gen != gen or proxy.state == "dead":
@@ -363,14 +363,14 @@ class ActorManager:
             if isinstance(value, Failed):
                 cause = str(value.error).split(": ", 1)[-1]
         else:
-            exc = fut.exception()
-            if isinstance(exc, distributed.KilledWorker):
+            error = fut.exception()
+            if isinstance(error, distributed.KilledWorker):
                 if proxy.restarts_left != 0:
                     self._restart_elsewhere(proxy)
                     return
                 cause = "its worker process died"
             else:
-                cause = f"its lifetime task failed: {exc!r}"
+                cause = f"its lifetime task failed: {error!r}"
         self._mark_dead(proxy, cause, publish=True)
 
     def _restart_elsewhere(self, proxy: Proxy) -> None:
@@ -561,7 +561,7 @@ class ActorManager:
         self.backend.outbox.run(fn)
 
     def _export(self, actor_id: str, key: str, index: int, address: str, ref: DaskRef
-                ) -> distributed.Future:
+                ) -> distributed.Future[Any]:
         """A Dask key for a direct call's result (a task on the actor's worker that
         reads it), so the ref can be a Dask dependency or go to another process."""
         return self.backend.outbox.submit(host_side.export, [actor_id, key, index], ref.key,

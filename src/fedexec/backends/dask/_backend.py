@@ -73,7 +73,7 @@ class _TaskRecord:
     __slots__ = ("attempt", "cancelled", "cancelling", "deps", "futures", "handling",
                  "inline", "keep", "keys", "name", "refs", "retries_left", "started")
 
-    def __init__(self, name: str, keys: list[str], futures: list[distributed.Future],
+    def __init__(self, name: str, keys: list[str], futures: list[distributed.Future[Any]],
                  refs: list[DaskRef], deps: list[DaskRef], keep: list[Any], retries: int):
         self.name = name
         self.keys = keys
@@ -90,7 +90,7 @@ class _TaskRecord:
         self.handling = False
 
     @property
-    def watched(self) -> list[distributed.Future]:
+    def watched(self) -> list[distributed.Future[Any]]:
         """The futures whose completion completes the refs (one per ref)."""
         return self.futures if len(self.futures) == 1 else self.futures[1:]
 
@@ -138,7 +138,7 @@ class DaskBackend(Backend):
             self.job = Job(os.urandom(4).hex(), config.namespace or "default", topic)
             self._worker_id = f"driver-{os.getpid()}"
             self._node_id = ""
-            scheduler = host_of(str(self.client.scheduler.address))
+            scheduler = host_of(_scheduler_address(self.client))
             self._node_ip = node_ip(scheduler if scheduler and scheduler.startswith("127.")
                                     else "0.0.0.0")
         from ._actors import ActorManager
@@ -256,7 +256,8 @@ class DaskBackend(Backend):
 
         def slot(v: Any) -> Any:
             if isinstance(v, DaskRef) and v._backend is self and self.ensure_key(v):
-                if v._dask.status == "cancelled" and not v.cancelled():
+                fut = v._dask  # set: ensure_key
+                if fut is not None and fut.status == "cancelled" and not v.cancelled():
                     self._restore(v)
                 deps.append(v)
                 return DepSlot(len(deps) - 1)
@@ -323,12 +324,14 @@ class DaskBackend(Backend):
         main = self.outbox.submit(worker_side.run_task, [spec, *[d._dask for d in deps]],
                                   main_key, placement, failed=failed)
         futures = [main]
+        keys = [main_key]
         if n > 1:
             futures += [self.outbox.submit(worker_side.pick, [main, i], r.key, failed=failed)
                         for i, r in enumerate(refs)]
+            keys += [r.key for r in refs]
         for r, f in zip(refs, futures if n == 1 else futures[1:]):
             r._dask = f
-        record = _TaskRecord(name, [f.key for f in futures], futures, refs, deps,
+        record = _TaskRecord(name, keys, futures, refs, deps,
                              call_blob.contained + fn_blob.contained, options.max_retries)
         self._track(record)
         return list(refs)
@@ -352,7 +355,7 @@ class DaskBackend(Backend):
             self.outbox.watch(f, functools.partial(self._future_done, record, i, attempt))
 
     def _future_done(self, record: _TaskRecord, index: int, attempt: int,
-                     fut: distributed.Future) -> None:
+                     fut: distributed.Future[Any]) -> None:
         """A Dask future finished (on our callback thread): complete its ref."""
         if attempt != record.attempt:
             return
@@ -415,7 +418,7 @@ class DaskBackend(Backend):
         if record is not None:
             self._maybe_forget(record)
 
-    def cancel_futures(self, futures: list[distributed.Future]) -> None:
+    def cancel_futures(self, futures: list[distributed.Future[Any]]) -> None:
         """Cancel Dask futures of this runtime (those not sent yet are never sent)."""
         self.outbox.withdraw(f.key for f in futures)
         with contextlib.suppress(Exception):  # the cluster is going away
@@ -525,9 +528,9 @@ class DaskBackend(Backend):
         still hold, is stored again under its key; a task's result is rebuilt by
         Dask from its lineage as long as the key is wanted, so only puts get here."""
         value = ref._result if ref._state == cf._base.FINISHED else None
-        blob = value.blob if isinstance(value, DaskValue) else None
-        if blob is None:
+        if not isinstance(value, DaskValue) or value.blob is None:
             return
+        blob = value.blob
         ref._dask = value.future = self.client.scatter({ref.key: blob}, hash=False)[ref.key]
 
     def resolve_ref(self, ref_id: str) -> ObjectRef[Any]:
@@ -546,7 +549,7 @@ class DaskBackend(Backend):
             ref = DaskRef(ref_id, self, "", key)
             if self._teardown_done.is_set():
                 return ObjectRef(ref_id, None)
-            fut = distributed.Future(key, self.client)
+            fut: distributed.Future[Any] = distributed.Future(key, self.client)
             ref._dask = fut
             self._refs[ref_id] = ref
         # A Future made from a key does not tell the scheduler that this client
@@ -556,7 +559,7 @@ class DaskBackend(Backend):
         self.outbox.watch(fut, functools.partial(self._bound_done, ref))
         return ref
 
-    def _bound_done(self, ref: DaskRef, fut: distributed.Future) -> None:
+    def _bound_done(self, ref: DaskRef, fut: distributed.Future[Any]) -> None:
         try:
             status = fut.status
             if status == "finished":
@@ -682,7 +685,7 @@ class DaskBackend(Backend):
         if not self._node_id:
             nodes = self.nodes()
             self._node_id = nodes[0]["node_id"] if nodes else node_id_of(
-                str(self.client.scheduler.address), "driver")
+                _scheduler_address(self.client), "driver")
         return RuntimeContext(self._node_id, self._worker_id, self.job.job_id,
                               backend=self.name, node_ip_address=self._node_ip,
                               namespace=self.job.namespace)
@@ -726,31 +729,39 @@ class DaskBackend(Backend):
         """Bring here the values of finished refs still referenced, so ``result()``
         works after shutdown (as with the stdlib pools); in batches of at most
         64 MB, as a worker short of memory must read spilled objects back first."""
-        values = []
+        values: list[tuple[DaskValue, distributed.Future[Any]]] = []  # (value, its future)
         for ref in list(self._refs.values()):
             if ref._state == cf._base.FINISHED and ref._exception is None:
                 v = ref._result
                 if isinstance(v, DaskValue) and v.blob is None and v.future is not None:
-                    values.append(v)
+                    values.append((v, v.future))
         if not values:
             return
         try:
-            sizes = self.client.nbytes([v.future.key for v in values], summary=False)
+            sizes = self.client.nbytes([f.key for _, f in values], summary=False)
         except Exception:
             sizes = {}
-        batch: list[DaskValue] = []
+        batch: list[tuple[DaskValue, distributed.Future[Any]]] = []
         budget = 0
-        for v in [*values, None]:
-            size = sizes.get(v.future.key, 0) if v is not None else 0
-            if batch and (v is None or budget + size > 64 << 20 or len(batch) >= 1024):
+        for item in [*values, None]:
+            size = sizes.get(item[1].key, 0) if item is not None else 0
+            if batch and (item is None or budget + size > 64 << 20 or len(batch) >= 1024):
                 try:
-                    blobs = self.client.gather({i: b.future for i, b in enumerate(batch)},
+                    blobs = self.client.gather({i: f for i, (_, f) in enumerate(batch)},
                                                errors="skip")
                 except Exception:
                     return
                 for i, blob in blobs.items():
-                    batch[i].blob = blob
+                    batch[i][0].blob = blob
                 batch, budget = [], 0
-            if v is not None:
-                batch.append(v)
+            if item is not None:
+                batch.append(item)
                 budget += size
+
+
+def _scheduler_address(client: distributed.Client) -> str:
+    """The address of ``client``'s scheduler (Dask types ``client.scheduler`` as
+    optional: it is None only before the client has connected)."""
+    scheduler = client.scheduler
+    assert scheduler is not None, "the Dask client has not connected"
+    return str(scheduler.address)

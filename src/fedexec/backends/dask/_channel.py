@@ -20,13 +20,14 @@ once and the channel takes no more calls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import distributed
-from distributed.comm import connect
-from distributed.protocol import to_serialize
+from distributed.comm.core import connect
+from distributed.protocol.serialize import to_serialize
 
 from ._batch import Batcher
 from ._host import CHANNEL_OP
@@ -86,7 +87,7 @@ class Channel:
             while True:
                 msg = await self._comm.read()
                 for key, out in msg.get("replies") or ():
-                    self._run(lambda key=key, out=out: self._on_reply(key, out))
+                    self._run(functools.partial(self._on_reply, key, out))
         except Exception:  # closed: the worker died, or we closed it
             self._lose()
 
@@ -104,6 +105,8 @@ class Channel:
         comm = self._comm
         if comm is not None:
             try:
-                self.client.loop.add_callback(comm.close)
+                loop = self.client.loop
+                if loop is not None:
+                    loop.add_callback(comm.close)
             except Exception:  # the loop is gone, and the comm with it
                 pass

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
-from distributed.protocol import dask_deserialize, dask_serialize
+from distributed.protocol.serialize import dask_deserialize, dask_serialize
 
 from ... import serialization
 from ..._runtime import current_backend, resolving
@@ -112,14 +112,16 @@ def _blob(data: Any, buffers: list[Any]) -> Blob:
     return Blob(data, [memoryview(b).toreadonly() for b in buffers])
 
 
-@dask_serialize.register(Blob)
 def _blob_to_frames(blob: Blob) -> tuple[dict[str, Any], list[Any]]:
     return {}, [blob.data, *blob.buffers]
 
 
-@dask_deserialize.register(Blob)
 def _blob_from_frames(header: dict[str, Any], frames: list[Any]) -> Blob:
     return _blob(frames[0], frames[1:])
+
+
+dask_serialize.register(Blob, _blob_to_frames)
+dask_deserialize.register(Blob, _blob_from_frames)
 
 
 class Failed:
@@ -151,7 +153,8 @@ class Raised(Exception):
 
     def error(self) -> BaseException:
         """The fedexec error it carries."""
-        return pickle.loads(self.payload)  # type: ignore[no-any-return]
+        error: BaseException = pickle.loads(self.payload)
+        return error
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Raised, (self.payload, self.args[0] if self.args else ""))
@@ -270,7 +273,7 @@ class DaskValue(LazyValue):
 
     __slots__ = ("backend", "blob", "future")
 
-    def __init__(self, backend: Backend, future: distributed.Future | None,
+    def __init__(self, backend: Backend, future: distributed.Future[Any] | None,
                  blob: Blob | None = None):
         self.backend = backend
         self.future = future
@@ -297,7 +300,7 @@ class DaskValue(LazyValue):
         return blob.load(self.backend)
 
 
-class DaskRef(ObjectRef):  # type: ignore[type-arg]
+class DaskRef(ObjectRef[Any]):
     """An ``ObjectRef`` whose object is the Dask key ``key``.
 
     It pickles with its key, so wherever it is unpickled inside the same Dask
@@ -308,11 +311,11 @@ class DaskRef(ObjectRef):  # type: ignore[type-arg]
     def __init__(self, ref_id: str, backend: Backend | None, task_name: str, key: str):
         super().__init__(ref_id, backend, task_name)
         self._key = key
-        self._dask: distributed.Future | None = None
+        self._dask: distributed.Future[Any] | None = None
         self._keep: list[Any] = []  # refs inside a put value: borrowed while this lives
         # An actor call's result lives with the caller, not in Dask: this makes it a
         # Dask key when one is needed (``DaskBackend.ensure_key``).
-        self._export: Callable[[DaskRef], distributed.Future] | None = None
+        self._export: Callable[[DaskRef], distributed.Future[Any]] | None = None
 
     @property
     def key(self) -> str:
@@ -331,7 +334,8 @@ def _rebuild_dask_ref(ref_id: str, key: str) -> ObjectRef[Any]:
     backend = current_backend()
     bind = getattr(backend, "bind_ref", None)
     if bind is not None:
-        return bind(ref_id, key)  # type: ignore[no-any-return]
+        ref: ObjectRef[Any] = bind(ref_id, key)
+        return ref
     if backend is None:
         return ObjectRef(ref_id, None)
     return backend.resolve_ref(ref_id)

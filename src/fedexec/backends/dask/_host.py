@@ -52,9 +52,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import distributed
-from distributed.comm import CommClosedError
-from distributed.protocol import to_serialize
-from distributed.worker import thread_state
+from dask.context import thread_state  # distributed.worker's: it sets the task key there
+from distributed.comm.core import CommClosedError
+from distributed.protocol.serialize import to_serialize
 
 from ... import serialization
 from ..._runtime import TaskContext, resolving, running_task

@@ -31,12 +31,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import distributed
 from distributed.client import done_callback
 
 from ...exceptions import ClusterUnreachableError
+
+if TYPE_CHECKING:
+    from dask.typing import Key
 
 __all__ = ["Outbox"]
 
@@ -59,7 +62,7 @@ BURST_WAIT = 0.001
 class _Send:
     __slots__ = ("args", "failed", "fn", "forget", "future", "group", "placement")
 
-    def __init__(self, fn: Callable[..., Any], args: list[Any], future: distributed.Future,
+    def __init__(self, fn: Callable[..., Any], args: list[Any], future: distributed.Future[Any],
                  placement: dict[str, Any], failed: Callable[[BaseException], None] | None,
                  forget: bool):
         self.fn = fn
@@ -78,7 +81,7 @@ class _Send:
 class _Watch:
     __slots__ = ("fn", "future")
 
-    def __init__(self, future: distributed.Future, fn: Callable[[Any], None]):
+    def __init__(self, future: distributed.Future[Any], fn: Callable[[Any], None]):
         self.future = future
         self.fn = fn
 
@@ -99,7 +102,7 @@ class Outbox:
     def submit(self, fn: Callable[..., Any], args: Iterable[Any], key: str,
                placement: dict[str, Any] | None = None, *,
                failed: Callable[[BaseException], None] | None = None,
-               forget: bool = False) -> distributed.Future:
+               forget: bool = False) -> distributed.Future[Any]:
         """Run ``fn(*args)`` as Dask task ``key`` (Futures in ``args`` are its
         dependencies); ``placement``: ``resources``/``workers``/``allow_other_workers``
         as ``client.submit`` takes them. ``failed(exc)`` is called if the task could
@@ -108,16 +111,16 @@ class Outbox:
             raise ClusterUnreachableError(
                 f"the Dask client of this executor is {self._client.status}; "
                 "create a new executor")
-        future = distributed.Future(key, self._client)
+        future: distributed.Future[Any] = distributed.Future(key, self._client)
         self._add(_Send(fn, list(args), future, placement or {}, failed, forget))
         return future
 
-    def watch(self, future: distributed.Future, fn: Callable[[Any], None]) -> None:
+    def watch(self, future: distributed.Future[Any], fn: Callable[[Any], None]) -> None:
         """Call ``fn(future)`` on the callback thread once ``future`` is done
         (finished, failed, cancelled or lost)."""
         self._add(_Watch(future, fn))
 
-    def withdraw(self, keys: Iterable[str]) -> set[str]:
+    def withdraw(self, keys: Iterable[Key]) -> set[Key]:
         """Take back the tasks ``keys`` not sent yet (they never run); those taken.
 
         Their completion callbacks stay: cancelling the Futures fires them (a task
@@ -138,7 +141,9 @@ class Outbox:
                 return
             self._scheduled = True
             burst = time.monotonic() - self._last_flush < BURST_GAP
-        self._client.loop.add_callback(self._flush_later if burst else self._flush)
+        loop = self._client.loop
+        assert loop is not None  # a started client has one (Dask types it optional)
+        loop.add_callback(self._flush_later if burst else self._flush)
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(BURST_WAIT)
@@ -184,7 +189,7 @@ class Outbox:
         else:
             fn(item.future)
 
-    def _done(self, fn: Callable[[Any], None], future: distributed.Future) -> None:
+    def _done(self, fn: Callable[[Any], None], future: distributed.Future[Any]) -> None:
         self.run(functools.partial(fn, future))
 
     def run(self, call: Callable[[], None]) -> None:

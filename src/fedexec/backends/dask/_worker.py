@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import distributed
-from distributed.worker import thread_state
+from dask.context import thread_state  # distributed.worker's: it sets the task key there
 
 from ... import serialization
 from ..._runtime import TaskContext, resolving, running_task

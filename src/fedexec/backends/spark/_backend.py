@@ -181,7 +181,7 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
                      ref_ids: list[str] | None) -> list[ObjectRef[Any]]:
         env = normalize_runtime_env(options.runtime_env)
         ids = ref_ids or [new_id() for _ in range(options.num_returns)]
-        refs = [ObjectRef(i, self, name) for i in ids]
+        refs: list[ObjectRef[Any]] = [ObjectRef(i, self, name) for i in ids]
         task = Task(name, fn, call, deps, keep, options, refs, options.demand(1.0), env)
         with self._lock:
             if self._closed:
@@ -273,7 +273,8 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
         for d in task.deps:
             value = d._result
             if isinstance(value, Stored) and value.backend is self:
-                deps[d.id] = value.broadcast_id if value in task.big else value.data
+                bid = value.broadcast_id  # None once the broadcast is destroyed
+                deps[d.id] = bid if bid is not None and value in task.big else value.data
             else:  # a ref of another runtime
                 deps[d.id] = dump_value(d.result(0), f"argument {d.id}")[0]
         return msg.TaskSpec(task.id, task.name, task.fn, task.call, deps,
@@ -345,7 +346,7 @@ class SparkBackend(LeaseHandlers, Dispatching, SparkBase):
     # ================================================================== objects
     def put(self, value: Any) -> ObjectRef[Any]:
         data, contained = dump_value(value, "the value passed to put()")
-        ref = ObjectRef(new_id(), self, "put")
+        ref: ObjectRef[Any] = ObjectRef(new_id(), self, "put")
         settle(ref, Stored(data, self, list(contained)))
         self._refs[ref.id] = ref
         return ref

@@ -82,7 +82,7 @@ class Channel:
         self._authkey = authkey
         self._handler = handler
         self._listener = Listener((host, 0), authkey=authkey)
-        self.address: tuple[str, int] = self._listener.address  # type: ignore[assignment]
+        self.address: tuple[str, int] = self._listener.address
         self._lock = threading.Lock()
         self._peers: dict[int, tuple[Connection, Peer]] = {}
         self._new: list[Peer] = []
@@ -125,10 +125,10 @@ class Channel:
                     conns = [c for c, _ in self._peers.values()]
                 ready = wait([self._wake_r, *conns])
                 for obj in ready:
-                    if obj == self._wake_r:
+                    if not isinstance(obj, Connection):  # the wake pipe
                         os.read(self._wake_r, 4096)
                         continue
-                    self._read_one(obj)  # type: ignore[arg-type]
+                    self._read_one(obj)
         finally:
             for _, peer in list(self._peers.values()):
                 peer.dispose()

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import _protocol as msg
 from ._leases import LeaseRecord
+from ._state import DriverState
 from ._values import Stored
 
 __all__ = ["Dispatching"]
@@ -34,10 +35,10 @@ logger = logging.getLogger(__name__)
 STARVED_AFTER_S = 30.0
 
 
-class Dispatching:
+class Dispatching(DriverState):
     """Mixin of :class:`~._backend.SparkBackend`: the dispatcher thread. It works
     on the backend's state (``_lock``, ``_unassigned``, ``_leases``, ...) as
-    described in ``_backend``'s docstring."""
+    declared in ``_state`` and described in ``_backend``'s docstring."""
 
     def _want(self) -> None:
         """Wake the dispatcher (under the lock)."""
@@ -157,7 +158,8 @@ class Dispatching:
         n = min(len(ready) - starting, room)
         if n <= 0:
             return []
-        broadcasts = {s.broadcast_id: s.broadcast for t in ready for s in t.big}
+        broadcasts = {s.broadcast_id: s.broadcast for t in ready for s in t.big
+                      if s.broadcast_id is not None}
         out = []
         for _ in range(n):
             lease = self._launcher.new_lease(frozenset(broadcasts))

@@ -26,6 +26,7 @@ from . import _protocol as msg
 from ._channel import Peer
 from ._leases import LeaseRecord, describe_error
 from ._runtime import INLINE_MAX
+from ._state import DriverState
 from ._tasks import Task
 from ._values import Stored, dump_error, dump_value, load_error
 
@@ -37,10 +38,10 @@ logger = logging.getLogger(__name__)
 MAX_LAUNCH_FAILURES = 3
 
 
-class LeaseHandlers:
+class LeaseHandlers(DriverState):
     """Mixin of :class:`~._backend.SparkBackend`: the ``_channel.Handler`` part.
     It works on the backend's state (``_lock``, ``_tasks``, ``_leases``, ...) as
-    described in ``_backend``'s docstring."""
+    declared in ``_state`` and described in ``_backend``'s docstring."""
 
     def on_message(self, peer: Peer, m: Any) -> None:
         """A lease's message (``_channel.Handler``)."""
@@ -61,14 +62,15 @@ class LeaseHandlers:
     def _on_hello(self, peer: Peer, m: msg.Hello) -> None:
         with self._lock:
             lease = self._leases.get(m.lease_id)
-            ok = (lease is not None and lease.state == "starting" and lease.peer is None
-                  and not self._stopping)
-            if ok:
+            if (lease is not None and lease.state == "starting" and lease.peer is None
+                    and not self._stopping):
                 lease.peer = peer
                 lease.state = "connected"
                 peer.lease = lease
                 self._launch_failures = 0
-        if not ok:
+            else:  # unknown, connected already, or the executor is stopping
+                lease = None
+        if lease is None:
             peer.send(msg.Stop())
             peer.close()
             return
@@ -153,7 +155,7 @@ class LeaseHandlers:
 
     def _on_put(self, peer: Peer, m: msg.Put) -> None:
         keep = [self._known_ref(i) for i in m.contained]
-        ref = ObjectRef(m.ref_id, self, "put")
+        ref: ObjectRef[Any] = ObjectRef(m.ref_id, self, "put")
         settle(ref, Stored(m.data, self, keep))
         self._refs[ref.id] = ref
         parent = self._tasks.get(m.parent)
@@ -209,7 +211,7 @@ class LeaseHandlers:
                    "nodes": self.nodes}
         _reply(peer, m.req, lambda: queries[m.what]())
 
-    _HANDLERS: dict[type, Any] = {
+    _HANDLERS: dict[type, Callable[[LeaseHandlers, Peer, Any], None]] = {
         msg.Hello: _on_hello,
         msg.Idle: _on_idle,
         msg.Done: _on_done,

@@ -118,7 +118,8 @@ class LeaseRuntime(SparkBase):
 
     def fetch(self, ref_id: str) -> bytes:
         """The pickled value of a large object (kept on the driver until read)."""
-        return self.request(lambda req: msg.Fetch(req, ref_id))  # type: ignore[no-any-return]
+        data: bytes = self.request(lambda req: msg.Fetch(req, ref_id))
+        return data
 
     def preload(self, deps: dict[str, bytes | int], broadcasts: dict[int, Any]
                 ) -> list[ObjectRef[Any]]:
@@ -127,7 +128,7 @@ class LeaseRuntime(SparkBase):
 
         made = []
         for ref_id, payload in deps.items():
-            ref = ObjectRef(ref_id, self)
+            ref: ObjectRef[Any] = ObjectRef(ref_id, self)
             if isinstance(payload, int):
                 settle(ref, Broadcasted(self, broadcasts[payload]))
             else:
@@ -149,7 +150,8 @@ class LeaseRuntime(SparkBase):
         fn_data, call = serialize_call(fn, args, kwargs)
         deps = [r.id for r in execution.top_level_refs(args, kwargs)]
         contained = [r.id for r in call.contained if isinstance(r, ObjectRef)]
-        refs = [ObjectRef(new_id(), self, name) for _ in range(options.num_returns)]
+        refs: list[ObjectRef[Any]] = [ObjectRef(new_id(), self, name)
+                                      for _ in range(options.num_returns)]
         for ref in refs:  # before asking: the driver may answer Ready at once
             self._refs[ref.id] = ref
         submit = msg.Submit(0, self._current_task_id(), [r.id for r in refs], name, fn_data,
@@ -164,7 +166,7 @@ class LeaseRuntime(SparkBase):
 
     def put(self, value: Any) -> ObjectRef[Any]:
         data, contained = dump_value(value, "the value passed to put()")
-        ref = ObjectRef(new_id(), self, "put")
+        ref: ObjectRef[Any] = ObjectRef(new_id(), self, "put")
         ids = [r.id for r in contained if isinstance(r, ObjectRef)]
         if not self._lease.send(msg.Put(ref.id, self._current_task_id(), data, ids)):
             raise ObjectLostError("the connection to the fedexec driver is closed")
@@ -211,13 +213,16 @@ class LeaseRuntime(SparkBase):
         return False
 
     def cluster_resources(self) -> dict[str, float]:
-        return self.request(lambda req: msg.Query(req, "cluster_resources"))  # type: ignore[no-any-return]
+        resources: dict[str, float] = self.request(lambda req: msg.Query(req, "cluster_resources"))
+        return resources
 
     def available_resources(self) -> dict[str, float]:
-        return self.request(lambda req: msg.Query(req, "available_resources"))  # type: ignore[no-any-return]
+        resources: dict[str, float] = self.request(lambda req: msg.Query(req, "available_resources"))
+        return resources
 
     def nodes(self) -> list[dict[str, Any]]:
-        return self.request(lambda req: msg.Query(req, "nodes"))  # type: ignore[no-any-return]
+        nodes: list[dict[str, Any]] = self.request(lambda req: msg.Query(req, "nodes"))
+        return nodes
 
     def runtime_for(self, task_id: str | None) -> RuntimeContext:
         """The runtime context of a task running in this lease."""

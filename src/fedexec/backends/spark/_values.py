@@ -110,13 +110,14 @@ def serialize_call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 def dump_error(error: BaseException) -> bytes:
     """Pickle an exception to send it to the other side (a stand-in if it won't)."""
     try:
-        return cloudpickle.dumps(error)
+        data: bytes = cloudpickle.dumps(error)
     except Exception as exc:
         text = f"{type(error).__name__}: {error}"
         stand_in = TaskError.from_exception(
             RuntimeError(f"{text} (the exception itself could not be pickled: {exc})"),
             getattr(error, "traceback_str", ""), getattr(error, "task_name", ""))
-        return cloudpickle.dumps(stand_in)
+        data = cloudpickle.dumps(stand_in)
+    return data
 
 
 def load_error(data: bytes, name: str) -> BaseException:

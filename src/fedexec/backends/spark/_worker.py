@@ -239,7 +239,8 @@ class Lease:
                 del args, kwargs, deps
                 if run.cancel_requested:
                     raise TaskCancelledError(f"task {name!r} was cancelled")
-                values, contained = [], []
+                values: list[bytes] = []
+                contained: list[str] = []
                 for v in execution.split_returns(value, spec.num_returns, name):
                     data, inside = dump_value(v, f"return value of {name!r}")
                     values.append(data)
