@@ -66,8 +66,6 @@ from ._outbox import Outbox
 
 __all__ = ["DaskBackend"]
 
-_PENDING = cf._base.PENDING
-
 
 class _TaskRecord:
     __slots__ = ("attempt", "cancelled", "cancelling", "deps", "futures", "handling",
@@ -497,8 +495,7 @@ class DaskBackend(Backend):
             if record is not None and record.started is None:
                 record.started = msg["a"]
                 for r in record.refs:
-                    if r._state == _PENDING:
-                        r.set_running_or_notify_cancel()
+                    execution.mark_running(r)
         elif kind == "done":  # a small result, ahead of Dask's "finished"
             record = self._records.get(msg["k"])
             if record is not None:
