@@ -690,8 +690,8 @@ class DaskBackend(Backend):
             first = not self._closed
             self._closed = True
             records = list(self._records.values())
-        if cancel_futures:
-            self._cancel_queued(records)
+        if cancel_futures:  # only what no worker has taken, as the stdlib pools
+            cancelling.cancel_queued(self, records, leave_taken=True)
         self._closer.close(first, wait)
 
     def _drain(self) -> None:
