@@ -300,6 +300,35 @@ def test_withdrawing_a_task_already_sent_keeps_its_completion_callback(monkeypat
         assert fired.wait(T)
 
 
+def wait_for_file(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return "ran"
+
+
+@pytest.mark.timeout(120)
+def test_shutdown_cancel_futures_cancels_only_what_no_worker_took(monkeypatch, tmp_path):
+    """Tasks still in the outbox at shutdown are delivered first; the worker takes
+    what it has a free thread and CPU for (two), and only the rest is cancelled."""
+    from fedexec.backends.dask import _outbox
+
+    monkeypatch.setattr(_outbox, "BURST_GAP", 1e9)  # after the first, every item...
+    monkeypatch.setattr(_outbox, "BURST_WAIT", 5.0)  # ...waits 5 s in the outbox
+    gate = str(tmp_path / "open")
+    ex = fedexec.Executor(backend="dask", num_cpus=2)
+    try:
+        assert ex.get(ex.submit(square, 2), timeout=T) == 4  # the first leaves at once
+        refs = [ex.submit(wait_for_file, gate) for _ in range(6)]
+        ex.shutdown(wait=False, cancel_futures=True)
+        taken = [r for r in refs if not r.cancelled()]
+        assert len(taken) == 2, [r._state for r in refs]
+        open(gate, "w").close()
+        assert [r.result(timeout=T) for r in taken] == ["ran", "ran"]
+    finally:
+        open(gate, "w").close()
+        ex.shutdown(wait=True)
+
+
 def results_kept_for(actor_id, dask_worker=None):
     from fedexec.backends.dask import _host
 

@@ -3,6 +3,7 @@ nothing behind: no Dask worker process, no fedexec thread, no open client."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -74,5 +75,25 @@ def test_shutdown_of_the_default_executor_after_a_get_timed_out_returns(nothing_
     assert shut_down_within(fedexec.shutdown), "fedexec.shutdown() hung after a get timed out"
     assert not fedexec.is_initialized()
     assert slow.result(0) is None  # wait=True: the running task was let finish
+    assert_closed(ex)
+    nothing_left()
+
+
+@pytest.mark.timeout(120)
+def test_cancel_then_shutdown_with_cancel_futures_logs_nothing_critical(caplog, nothing_left):
+    """Cancelling a ref completes it once: no ``concurrent.futures`` CRITICAL
+    "Future in unexpected state" from a ref completed again after its cancel."""
+    caplog.set_level(logging.WARNING)
+    ex = fedexec.Executor(backend="dask", num_cpus=1)
+    blocker = ex.submit(time.sleep, 5)
+    assert wait_until(blocker.running)
+    queued = [ex.submit(time.sleep, 0.01) for _ in range(6)]
+    assert queued[0].cancel()
+    assert ex.cancel(queued[1]) is True
+    assert shut_down_within(lambda: ex.shutdown(wait=True, cancel_futures=True))
+    assert all(q.cancelled() for q in queued)
+    assert blocker.result(0) is None
+    critical = [r for r in caplog.records if r.levelno >= logging.CRITICAL]
+    assert not critical, [r.getMessage() for r in critical]
     assert_closed(ex)
     nothing_left()

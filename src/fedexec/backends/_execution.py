@@ -25,6 +25,7 @@ __all__ = [
     "dump_retry",
     "interrupt_thread",
     "load_retry",
+    "mark_running",
     "remote_traceback",
     "resolve_args",
     "serialize_call",
@@ -190,12 +191,21 @@ class Interruptible:
             interrupt_thread(self.thread, None)
 
 
+def mark_running(ref: ObjectRef[Any]) -> bool:
+    """PENDING -> RUNNING, checked and done under the ref's lock (a cancel on another
+    thread cannot come in between: notifying a cancelled ref again is what the
+    stdlib logs as CRITICAL "Future in unexpected state"); True if it runs now."""
+    with ref._condition:
+        if ref._state == _PENDING:
+            return ref.set_running_or_notify_cancel()
+        return ref._state == cf._base.RUNNING
+
+
 def settle(ref: ObjectRef[Any], value: Any = None, error: BaseException | None = None) -> None:
-    """Complete ``ref`` through the public Future transitions (a no-op if done)."""
+    """Complete ``ref`` through the public Future transitions (a no-op if done or
+    cancelled)."""
     try:
-        if ref._state == _PENDING and not ref.set_running_or_notify_cancel():
-            return
-        if ref._state != cf._base.RUNNING:
+        if not mark_running(ref):
             return
         if error is not None:
             ref.set_exception(error)

@@ -66,8 +66,6 @@ from ._outbox import Outbox
 
 __all__ = ["DaskBackend"]
 
-_PENDING = cf._base.PENDING
-
 
 class _TaskRecord:
     __slots__ = ("attempt", "cancelled", "cancelling", "deps", "futures", "handling",
@@ -500,8 +498,7 @@ class DaskBackend(Backend):
             if record is not None and record.started is None:
                 record.started = msg["a"]
                 for r in record.refs:
-                    if r._state == _PENDING:
-                        r.set_running_or_notify_cancel()
+                    execution.mark_running(r)
         elif kind == "done":  # a small result, ahead of Dask's "finished"
             record = self._records.get(msg["k"])
             if record is not None:
@@ -696,8 +693,8 @@ class DaskBackend(Backend):
             first = not self._closed
             self._closed = True
             records = list(self._records.values())
-        if cancel_futures:
-            self._cancel_queued(records)
+        if cancel_futures:  # only what no worker has taken, as the stdlib pools
+            cancelling.cancel_queued(self, records, leave_taken=True)
         self._closer.close(first, wait)
 
     def _drain(self) -> None:

@@ -8,6 +8,27 @@ one atomic step on its event loop, where each task is (:func:`locate`: a task
 not yet sent to a worker is cancelled right there), then tells the worker a
 task was sent to, synchronously, never to start it (``_worker.revoke``); that
 worker answers which ones had started already (they are running: too late).
+
+``shutdown(cancel_futures=True)`` cancels, as the stdlib pools do, only what no
+worker has *taken*, and lets the rest finish (``leave_taken=True``). On Dask a
+task is taken when a thread of a worker has it or will have it without waiting
+for anything new:
+
+* it runs (its "start" event came, or it is in ``_worker._RUNNING``), or
+* the worker it was placed on has handed it to a thread: its state in that
+  worker's state machine is ``executing`` or ``long-running`` (or it already ran
+  there: ``memory``, ``error``). A Dask worker hands a task to a thread the moment
+  it has one free and the task's resources (its ``CPU``) free, so a task placed on
+  a worker with room for it is taken; one waiting there for a thread or resources
+  (``ready``, ``constrained``) or for its arguments (``waiting``) is not.
+
+Not taken: a task in the outbox, in the scheduler's queue (``queued``,
+``waiting``, ``no-worker``) or waiting on its worker. As the stdlib's pools hand
+out their work queue before they read the shutdown flag, shutdown first lets the
+workers take what they have room for: it sends what the outbox holds
+(:meth:`~._outbox.Outbox.deliver`), then asks each worker
+(``_worker.revoke_untaken``), which waits for the tasks the scheduler sent it to
+arrive (at most ``TAKE_WAIT_S``), keeps the taken ones and revokes the others.
 """
 
 from __future__ import annotations
@@ -59,9 +80,17 @@ def locate() -> Any:
     return on_scheduler
 
 
-def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
-    """Cancel the tasks of ``records`` (``_TaskRecord`` s) that have not started;
-    return those cancelled (see the module docstring)."""
+#: How long shutdown waits for the outbox to be sent, then for a task sent to a
+#: worker to reach it (both take milliseconds), before it cancels what is left.
+DELIVER_WAIT_S = 2.0
+TAKE_WAIT_S = 2.0
+
+
+def cancel_queued(backend: DaskBackend, records: list[Any], *,
+                  leave_taken: bool = False) -> list[Any]:
+    """Cancel the tasks of ``records`` (``_TaskRecord`` s) that have not started
+    (``leave_taken``: that no worker has taken); return those cancelled (see the
+    module docstring)."""
     with backend._lock:
         todo = [r for r in records if r.started is None and not r.cancelled
                 and not all(x.done() for x in r.refs)]
@@ -69,6 +98,8 @@ def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
             r.cancelling = True
     if not todo:
         return []
+    if leave_taken:  # let the workers take what they have room for first
+        backend.outbox.deliver(DELIVER_WAIT_S)
     # Not sent yet: never will be. Else ask the scheduler.
     withdrawn = backend.outbox.withdraw(k for r in todo for k in r.keys)
     placed: dict[str, Any] = {r.keys[0]: "cancelled" for r in todo if r.keys[0] in withdrawn}
@@ -89,7 +120,11 @@ def cancel_queued(backend: DaskBackend, records: list[Any]) -> list[Any]:
             by_worker.setdefault(where, []).append(key)
     for address, worker_keys in by_worker.items():
         try:
-            reply = backend.client.run(worker_side.revoke, worker_keys, workers=[address])
+            if leave_taken:
+                reply = backend.client.run(worker_side.revoke_untaken, worker_keys,
+                                           TAKE_WAIT_S, workers=[address])
+            else:
+                reply = backend.client.run(worker_side.revoke, worker_keys, workers=[address])
             started.update(reply.get(address, ()))
         except Exception:  # the worker is gone: Dask reschedules or fails it
             continue

@@ -342,21 +342,12 @@ def _rebuild_dask_ref(ref_id: str, key: str) -> ObjectRef[Any]:
 
 
 # --------------------------------------------------------------------------- completing
-_PENDING = cf._base.PENDING
-_CANCELLED_STATES = (cf._base.CANCELLED, cf._base.CANCELLED_AND_NOTIFIED)
-
-
 def cancel_ref(ref: ObjectRef[Any]) -> bool:
-    """PENDING -> CANCELLED, with ``cf.wait`` waiters notified (as an executor does)."""
-    if ref._state != _PENDING:
-        return ref._state in _CANCELLED_STATES
-    if not ref._cancel_now():
-        return False
-    try:
-        ref.set_running_or_notify_cancel()
-    except RuntimeError:  # another thread notified the waiters already
-        pass
-    return True
+    """PENDING -> CANCELLED_AND_NOTIFIED, with ``cf.wait`` waiters notified (as an
+    executor does); True if ``ref`` is cancelled now or was already, False if it
+    runs or is done. ``_cancel_now`` takes both steps under the ref's lock: the
+    ref must not be notified again (the stdlib logs that as CRITICAL)."""
+    return ref._cancel_now()
 
 
 def dask_error(exc: BaseException, name: str) -> BaseException:

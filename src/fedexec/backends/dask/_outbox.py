@@ -17,7 +17,8 @@ costs ~5-25 µs per task. So::
 
 Order is kept: pending items are sent in the order they were added, so a task
 always reaches the scheduler after the tasks it depends on. A task withdrawn
-before its batch left (:meth:`Outbox.withdraw`, used by cancel) is never sent.
+before its batch left (:meth:`Outbox.withdraw`, used by cancel) is never sent;
+:meth:`Outbox.deliver` sends what is pending at once (used by shutdown).
 The Futures handed out are made before their graph is sent (Dask's client does
 the same); they only count a reference, they send nothing.
 """
@@ -133,6 +134,27 @@ class Outbox:
                 self._pending = [item for item in self._pending if not (
                     isinstance(item, _Send) and item.future.key in taken)]
         return taken
+
+    def deliver(self, timeout: float) -> bool:
+        """Send the tasks added so far now, without waiting for their burst (shutdown
+        lets the workers take them before it cancels the rest); False if the event
+        loop did not get to it within ``timeout`` s (they stay pending)."""
+        sent = threading.Event()
+
+        def flush() -> None:  # on the event loop
+            try:
+                self._flush()
+            finally:
+                sent.set()
+
+        loop = self._client.loop
+        if loop is None:  # the client is closed
+            return False
+        try:
+            loop.add_callback(flush)
+        except RuntimeError:  # the event loop is closed
+            return False
+        return sent.wait(timeout)
 
     def _add(self, item: _Send | _Watch) -> None:
         with self._lock:

@@ -32,9 +32,11 @@ without it a task blocked on its children would deadlock a full worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -52,7 +54,8 @@ if TYPE_CHECKING:
     from ._backend import DaskBackend
 
 __all__ = [
-    "Running", "adjust_resources", "interrupt", "pick", "revoke", "run_task", "worker_backend",
+    "Running", "adjust_resources", "interrupt", "pick", "revoke", "revoke_untaken", "run_task",
+    "worker_backend",
 ]
 
 logger = logging.getLogger(__name__)
@@ -292,17 +295,49 @@ def pick(values: Any, index: int) -> Any:
 # --------------------------------------------------------------- called by client.run
 def revoke(keys: list[str], dask_worker: distributed.Worker) -> list[str]:
     """Make sure tasks ``keys`` never start here; those that already did."""
-    started = []
+    return _revoke(keys, dask_worker, _RUNNING.__contains__)
+
+
+#: The states (in this worker's state machine) of a task a thread here has taken:
+#: handed to a thread, or already run here.
+TAKEN_STATES = frozenset({"executing", "long-running", "memory", "error"})
+
+
+async def revoke_untaken(keys: list[str], wait_s: float,
+                         dask_worker: distributed.Worker) -> list[str]:
+    """Make sure the tasks ``keys`` no thread of this worker has taken never start
+    here; those taken (``shutdown(cancel_futures=True)``: see ``_cancel``).
+
+    The scheduler sent ``keys`` here: one that has not arrived yet is waited for, up
+    to ``wait_s`` (it takes milliseconds), as the worker hands it to a thread the
+    moment it arrives if a thread and its resources are free. Runs on the worker's
+    event loop, which goes on handling the scheduler's messages while it waits."""
+    tasks = dask_worker.state.tasks
+    deadline = time.monotonic() + wait_s
+    while any(k not in tasks for k in keys) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+    def taken(key: str) -> bool:
+        ts = tasks.get(key)
+        return key in _RUNNING or (ts is not None and ts.state in TAKEN_STATES)
+
+    return _revoke(keys, dask_worker, taken)
+
+
+def _revoke(keys: list[str], dask_worker: distributed.Worker,
+            started: Callable[[str], bool]) -> list[str]:
+    """Mark the tasks ``keys`` not ``started`` never to start here; those started."""
+    out = []
     with _STATE_LOCK:
         tasks = dask_worker.state.tasks
         for key in [k for k in _REVOKED if k not in tasks]:  # forgotten by Dask
             _REVOKED.discard(key)
         for key in keys:
-            if key in _RUNNING:
-                started.append(key)
+            if started(key):
+                out.append(key)
             else:
                 _REVOKED.add(key)
-    return started
+    return out
 
 
 def interrupt(key: str, recursive: bool, dask_worker: distributed.Worker) -> bool:
