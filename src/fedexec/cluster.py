@@ -23,6 +23,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
+from .backends.native import NativeBackend
 from .backends.native import cluster as _native_cluster
 from .backends.native.runtime import NodeProcess
 from .config import RuntimeConfig
@@ -92,6 +93,7 @@ def _launch(*, head_address: str | None, token: str, host: str, port: int,
             owner_pid: int | None, log_path: str | None, timeout: float,
             initializer: Any, initargs: tuple[Any, ...],
             backend_options: dict[str, Any]) -> NodeHandle:
+    NativeBackend.check_options(backend_options)
     config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus,
                                 resources=dict(resources or {}),
                                 object_store_memory=object_store_memory, token=token,

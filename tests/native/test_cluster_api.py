@@ -76,3 +76,8 @@ def test_a_node_with_the_wrong_token_does_not_join(home):
                                owner_pid=os.getpid(), timeout=15)
     finally:
         head.stop()
+
+
+def test_an_unknown_runtime_option_is_refused_before_anything_starts(home):
+    with pytest.raises(ValueError, match="heartbeat_intervall"):
+        cluster.start_head(num_cpus=1, heartbeat_intervall=0.2)

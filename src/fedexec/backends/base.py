@@ -15,7 +15,7 @@ by the ``capabilities`` class attribute so tests skip by capability.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._runtime import RuntimeContext, current_task
@@ -44,15 +44,20 @@ class Backend:
     tracks_refs: ClassVar[bool] = False
 
     def __init__(self, config: RuntimeConfig) -> None:
-        unknown = sorted(set(config.backend_options) - self.options)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for the {self.name!r} backend; it takes "
-                f"{sorted(self.options) or 'none'} (other settings are Executor arguments: "
-                "num_cpus=, resources=, ...)")
+        self.check_options(config.backend_options)
         self.config = config
         #: The ``fedexec.Executor`` over this backend (set by the executor).
         self.executor: Any = None
+
+    @classmethod
+    def check_options(cls, backend_options: Mapping[str, Any]) -> None:
+        """``ValueError`` naming any option this backend does not read."""
+        unknown = sorted(set(backend_options) - cls.options)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for the {cls.name!r} backend; it takes "
+                f"{sorted(cls.options) or 'none'} (other settings are Executor arguments: "
+                "num_cpus=, resources=, ...)")
 
     # -- tasks and objects -------------------------------------------------------
     def submit(
