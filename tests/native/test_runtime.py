@@ -588,3 +588,9 @@ def test_a_sigkilled_node_manager_is_a_node_died_error():
                 call()
     finally:
         executor.shutdown()
+
+
+def test_the_object_store_capacity_shows_in_cluster_resources():
+    with fedexec.Executor("native", num_cpus=1, object_store_memory=96 << 20) as executor:
+        assert executor.cluster_resources()["object_store_memory"] == 96 << 20
+        assert executor.available_resources()["object_store_memory"] == 96 << 20

@@ -242,6 +242,9 @@ class NodeManager(Federation, PlacementGroups):
         if config.get("num_gpus"):
             total["GPU"] = float(config["num_gpus"])
         total.update(config.get("resources") or {})
+        # As in Ray: the store's capacity shows in cluster_resources() (libraries size
+        # their memory budgets by it); nothing takes it, so it stays available.
+        total["object_store_memory"] = float(config["object_store_memory"])
         self.pool = ResourcePool(total)
         self.scheduler = Scheduler(self.pool)
         self.store = StoreManager(config["store_dir"], config["spill_dir"],
