@@ -14,6 +14,8 @@ import os
 import pickle
 import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,19 @@ def die_on_first_call(directory: str) -> int:
         open(marker, "w").close()
         os._exit(1)
     return 41
+
+
+# --------------------------------------------------------------------------- waiting
+def poll_until(predicate: Callable[[], bool], timeout: float = 30.0,
+               interval: float = 0.02) -> bool:
+    """Call ``predicate`` until it is true (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
 
 
 # --------------------------------------------------------------------------- test bodies

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from _backend_support import poll_until  # noqa: F401  (re-exported for the tests here)
+
 POLL_S = 0.01
 #: The longest any helper task blocks; tests use ``timeout=`` shorter than this
 #: only where a timeout is the behaviour under test.
@@ -131,17 +133,6 @@ def probe_concurrency(directory: str, me: int, hold: float = 0.15) -> int:
         time.sleep(POLL_S)
     mine.unlink()
     return seen
-
-
-def poll_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Call ``predicate`` until it is true (True) or ``timeout`` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(POLL_S)
 
 
 # --------------------------------------------------------------------------- gates

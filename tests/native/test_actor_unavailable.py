@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 import fedexec
+from _backend_support import poll_until
 from fedexec.exceptions import ActorDiedError, ActorUnavailableError
 from fedexec.options import NodeAffinity
 from fedexec.testing import Cluster
@@ -51,13 +52,6 @@ class Sleeper:
         return self.calls
 
 
-def wait_for(pred, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def alive(ex, node_id: str) -> bool:
@@ -89,7 +83,7 @@ def test_a_broken_link_fails_calls_in_flight_with_actor_unavailable_and_later_on
             assert doomed.where.remote().result(timeout=T) == a.node_id
             running = [str(tmp_path / "keeper"), str(tmp_path / "doomed")]
             flights = [keeper.nap.remote(60, running[0]), doomed.nap.remote(60, running[1])]
-            assert wait_for(lambda: all(os.path.exists(m) for m in running))
+            assert poll_until(lambda: all(os.path.exists(m) for m in running))
 
             os.kill(a.pid, signal.SIGKILL)
             for ref in flights:
@@ -136,7 +130,7 @@ def test_a_link_that_breaks_and_comes_back_fails_the_call_in_flight_only(tmp_pat
             assert actor.where.remote().result(timeout=T) == a.node_id
             marker = str(tmp_path / "running")
             flight = actor.nap.remote(2.0, marker)
-            assert wait_for(lambda: os.path.exists(marker))
+            assert poll_until(lambda: os.path.exists(marker))
             break_links(a.pid, cluster.head.pid)
             with pytest.raises(ActorUnavailableError, match="may or may not have run"):
                 flight.result(timeout=T)
@@ -156,7 +150,7 @@ def test_a_node_silent_for_less_than_the_heartbeat_timeout_delays_calls_and_lose
             assert actor.where.remote().result(timeout=T) == a.node_id
             marker = str(tmp_path / "running")
             flight = actor.nap.remote(1.0, marker)
-            assert wait_for(lambda: os.path.exists(marker))
+            assert poll_until(lambda: os.path.exists(marker))
             os.kill(a.pid, signal.SIGSTOP)
             try:
                 later = actor.count.remote()
@@ -178,7 +172,7 @@ def test_a_node_silent_past_the_heartbeat_timeout_is_declared_dead(tmp_path):
             assert actor.where.remote().result(timeout=T) == a.node_id
             marker = str(tmp_path / "running")
             flight = actor.nap.remote(60, marker)
-            assert wait_for(lambda: os.path.exists(marker))
+            assert poll_until(lambda: os.path.exists(marker))
             os.kill(a.pid, signal.SIGSTOP)
             try:
                 with pytest.raises(ActorDiedError):  # it had reached the node

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fedexec
+from _backend_support import poll_until
 from fedexec.exceptions import (
     AuthenticationError,
     NodeDiedError,
@@ -47,13 +48,6 @@ def total(arr):
     return float(arr.sum()), fedexec.get_runtime_context().node_id
 
 
-def poll(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def stats_of(address, token):
@@ -112,7 +106,7 @@ def test_concurrent_pulls_of_one_object_are_merged_and_freed_after(cluster):
         assert [r.result(timeout=T)[0] for r in refs] == [2_000_000.0] * 3
         assert ex._backend.stats()["transfers"]["pulls"] == 1
         del src, refs
-        assert poll(lambda: ex._backend.stats()["store"]["num_objects"] == 0)
+        assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0)
 
 
 def test_spillback_runs_work_on_other_nodes_when_the_head_is_busy(cluster):
@@ -213,20 +207,20 @@ def test_a_task_on_a_killed_node_is_retried_elsewhere(cluster):
     b = cluster.add_node(num_cpus=1, resources={"special": 1})
     with cluster.connect() as ex:
         ref = ex.options(resources={"special": 1}).submit(sleep_on_node, 2.0)
-        assert poll(lambda: ex._backend.stats()["transfers"]["forwarded_tasks"] >= 1)
+        assert poll_until(lambda: ex._backend.stats()["transfers"]["forwarded_tasks"] >= 1)
         time.sleep(0.3)
-        victim = a if poll(lambda: _busy(ex, a), timeout=1) else b
+        victim = a if poll_until(lambda: _busy(ex, a), timeout=1) else b
         survivor = b if victim is a else a
         cluster.remove_node(victim)
         assert ref.result(timeout=T) == survivor.node_id
-        assert poll(lambda: not _alive(ex, victim.node_id), timeout=10)
+        assert poll_until(lambda: not _alive(ex, victim.node_id), timeout=10)
 
 
 def test_without_retries_a_killed_node_fails_its_task_with_node_died(cluster):
     victim = cluster.add_node(num_cpus=1, resources={"special": 1})
     with cluster.connect() as ex:
         ref = ex.options(resources={"special": 1}, max_retries=0).submit(sleep_on_node, 30)
-        assert poll(lambda: _busy(ex, victim))
+        assert poll_until(lambda: _busy(ex, victim))
         cluster.remove_node(victim)
         with pytest.raises((NodeDiedError, WorkerCrashedError)):
             ref.result(timeout=T)
@@ -241,7 +235,7 @@ def test_lineage_rebuilds_a_result_lost_with_its_node(cluster):
         assert ex._backend.stats()["transfers"]["pulls"] == 0  # it stayed where it was made
         holder = a if _holds_objects(a, cluster) else b
         cluster.remove_node(holder)
-        assert poll(lambda: not _alive(ex, holder.node_id), timeout=10)
+        assert poll_until(lambda: not _alive(ex, holder.node_id), timeout=10)
         assert float(ref.result(timeout=T).sum()) == 3_000_000.0  # run again, elsewhere
 
 
@@ -251,7 +245,7 @@ def test_a_lost_object_without_lineage_raises_object_lost(cluster):
         ref = ex.options(resources={"special": 1}, max_retries=0).submit(make_array, 1_000_000)
         ex.wait([ref], timeout=T)
         cluster.remove_node(victim)
-        assert poll(lambda: not _alive(ex, victim.node_id), timeout=10)
+        assert poll_until(lambda: not _alive(ex, victim.node_id), timeout=10)
         with pytest.raises(ObjectLostError):
             ref.result(timeout=T)
 
@@ -298,7 +292,7 @@ def test_nodes_rejoin_a_restarted_head_and_running_work_survives(tmp_path):
             head = launch(tcp=(host, int(port)))
             assert ref.result(timeout=T) == node.info["node_id"]
         with fedexec.Executor(address=address, token=token) as ex:
-            assert poll(lambda: node.info["node_id"] in {
+            assert poll_until(lambda: node.info["node_id"] in {
                 n["node_id"] for n in ex.nodes() if n["alive"]}, timeout=15)
             assert ex.options(scheduling_strategy=NodeAffinity(node.info["node_id"])).submit(
                 node_of).result(timeout=T) == node.info["node_id"]
@@ -360,7 +354,7 @@ def test_placement_groups_reserve_bundles_atomically_across_nodes(cluster):
         in_bundle = [ex.options(scheduling_strategy=PlacementGroupStrategy(spread, i)).submit(
             sleep_on_node, 0.1) for i in range(3)]
         assert len({r.result(timeout=T) for r in in_bundle}) == 3  # one bundle per node
-        assert poll(lambda: ex.available_resources()["CPU"] == 0)
+        assert poll_until(lambda: ex.available_resources()["CPU"] == 0)
         # Nothing left: a new group waits, all or nothing, until the first is removed.
         waiting = ex.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="PACK")
         assert not waiting.ready(timeout=1)
@@ -370,7 +364,7 @@ def test_placement_groups_reserve_bundles_atomically_across_nodes(cluster):
         assert not too_many.ready(timeout=1)  # four distinct nodes will never exist
         ex.remove_placement_group(too_many)
         ex.remove_placement_group(waiting)
-        assert poll(lambda: ex.available_resources()["CPU"] == 3)
+        assert poll_until(lambda: ex.available_resources()["CPU"] == 3)
 
 
 def test_strict_pack_keeps_bundles_on_one_node_and_actors_run_in_them(cluster):
@@ -402,8 +396,8 @@ def test_an_actor_on_a_killed_node_restarts_elsewhere_when_allowed(cluster):
         assert doomed.where.remote().result(timeout=T) == a.node_id
         assert keeper.add.remote(5).result(timeout=T) == 105
         cluster.remove_node(a)
-        assert poll(lambda: not _alive(ex, a.node_id), timeout=10)
-        assert poll(lambda: _call_ok(keeper), timeout=20)
+        assert poll_until(lambda: not _alive(ex, a.node_id), timeout=10)
+        assert poll_until(lambda: _call_ok(keeper), timeout=20)
         assert keeper.where.remote().result(timeout=T) == b.node_id
         assert keeper.add.remote(1).result(timeout=T) == 101  # __init__ ran again
         with pytest.raises(fedexec.exceptions.ActorDiedError):
@@ -466,7 +460,7 @@ def _lose_node(cluster, ex, node, noticed):
     cluster.add_node(num_cpus=1, resources={"doomed": 1})
     cluster.remove_node(node)
     if noticed:
-        assert poll(lambda: not _alive(ex, node.node_id), timeout=15)
+        assert poll_until(lambda: not _alive(ex, node.node_id), timeout=15)
 
 
 @pytest.mark.parametrize("noticed", [True, False], ids=["after-noticed", "before-noticed"])
@@ -529,7 +523,7 @@ def test_status_and_list_report_every_nodes_tasks_objects_and_store(cluster):
         on = {n: ex.options(scheduling_strategy=NodeAffinity(n), num_cpus=0.5)
               for n in (head, far.node_id)}
         running = {n: o.submit(sleep_on_node, 30) for n, o in on.items()}
-        assert poll(lambda: all(r.running() for r in running.values()))
+        assert poll_until(lambda: all(r.running() for r in running.values()))
 
         objects = state.list_state("objects", cluster.address)
         where = {(o["object_id"], o["node_id"]): o["where"] for o in objects}
@@ -578,7 +572,7 @@ def test_status_and_list_report_a_dead_or_silent_node_as_such(cluster):
         assert victim.node_id in rows.missing
         assert all(r["node_id"] == cluster.head.node_id for r in rows)
         cluster.remove_node(victim)
-        assert poll(lambda: not _alive(ex, victim.node_id), timeout=15)
+        assert poll_until(lambda: not _alive(ex, victim.node_id), timeout=15)
         status = state.cluster_status(cluster.address)
         entry = next(n for n in status["nodes"] if n["node_id"] == victim.node_id)
         assert entry["state"] == "dead" and "dead" in status["missing"][victim.node_id]
