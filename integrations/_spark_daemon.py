@@ -60,13 +60,13 @@ def find_java(where: str) -> str:
             f"JAVA_HOME={home} on {where} has no bin/java: Spark needs a Java 17+ runtime; "
             "point JAVA_HOME at one (or unset it to use the java on PATH) in the "
             "environment the fedexec nodes are started with")
-    java = shutil.which("java")
-    if java is None:
+    found = shutil.which("java")
+    if found is None:
         raise FedexecError(
             f"no Java runtime on {where} (JAVA_HOME is unset and no java on PATH): Spark "
             "needs Java 17+; install one (e.g. apt-get install openjdk-17-jre-headless) "
             "or set JAVA_HOME in the environment the fedexec nodes are started with")
-    return java
+    return found
 
 
 def _tail(path: str, limit: int = 3000) -> str:

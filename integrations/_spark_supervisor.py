@@ -114,7 +114,7 @@ def _run(watch: _Watch, command: list[str], workdir: str) -> str:
                                  start_new_session=True)
     with open(os.path.join(workdir, "pgid"), "w") as f:
         f.write(str(child.pid))
-    event = watch.next_event(child.pid)
+    event = watch.next_event(child.pid) or EXITED  # (no timeout: never None)
     if event == STOP:
         _kill_group(child.pid, signal.SIGTERM)
         if watch.next_event(child.pid, GRACE) == OWNER_GONE:

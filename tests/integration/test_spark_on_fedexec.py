@@ -125,6 +125,14 @@ def test_spark_runs_in_actors_of_the_embedded_runtime(spark_stopped):
     pids = spark.sparkContext.parallelize(range(8), 4).map(lambda _: os.getpid()).collect()
     assert {_actor_process(psutil.Process(pid)).pid for pid in pids} <= actors
     assert len(_workdirs() - dirs_before) == 3  # the master's and the workers'
+    # Every Spark process (master, workers, executors, their Python workers) listens
+    # on the loopback interface only.
+    spark_procs = [p for p in psutil.Process().children(recursive=True)
+                   if any(SUPERVISOR in _cmd(a) for a in p.parents())]
+    listening = {(_cmd(p)[:60], c.laddr.ip) for p in spark_procs
+                 for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    assert listening and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for _, ip in listening), \
+        listening
 
     stop_spark()
     stop_spark()  # idempotent
@@ -207,6 +215,16 @@ def test_executors_that_cannot_start_are_a_clear_error(spark_stopped):
     from pyspark import SparkContext
 
     assert SparkContext._active_spark_context is None
+    assert _eventually(lambda: not _java_left()), _java_left()
+    assert _eventually(lambda: ex.available_resources()["CPU"] == 2)
+
+
+@pytest.mark.timeout(120)
+def test_no_room_for_the_executors_is_a_clear_error(spark_stopped):
+    ex = fedexec.init(num_cpus=2)
+    with pytest.raises(fedexec.FedexecError,
+                       match="has not had room for 1 Spark executors of 8 CPU"):
+        init_spark("big", 1, 8, "512m", timeout=5)
     assert _eventually(lambda: not _java_left()), _java_left()
     assert _eventually(lambda: ex.available_resources()["CPU"] == 2)
 
