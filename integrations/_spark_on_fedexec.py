@@ -1,16 +1,16 @@
 """Spark on fedexec: a Spark standalone cluster whose master and workers run inside
 fedexec actors, and a ``SparkSession`` on it (what RayDP does for Ray).
 
-``init_spark`` builds it in this order, with one deadline for the whole start::
+``init_spark`` builds it in this order; each step may take ``timeout`` seconds::
 
     driver (this process)                       fedexec cluster
     ─────────────────────                       ───────────────
-    actor SparkDaemon, num_cpus=0  ───────────▶ master: spark://host:port (ALIVE)
-    placement group, SPREAD:
+    placement group, SPREAD:                    reserved on the nodes
       N * {CPU: executor_cores, memory: executor_memory}
+    actor SparkDaemon, num_cpus=0  ───────────▶ master: spark://host:port (ALIVE)
     N actors SparkDaemon, one per bundle ─────▶ worker i: --cores C --memory M,
                                                 registered with the master
-    SparkSession(master=spark://host:port,
+    SparkSession(master=spark://host:port,      (started while the workers start)
       spark.executor.cores=C, spark.executor.memory=M,
       spark.cores.max=N*C)  ─────────────────▶ one executor JVM per worker
     wait until N executors registered
@@ -25,11 +25,15 @@ State (``_lock`` guards it): ``_active``, the running ``_SparkOnFedexec`` (or th
 one being started), else None; one per process, as Spark allows one SparkContext
 per process.
 
-For exchanging data with fedexec (a later ``fedexec.data.from_spark``): Python code
-running in the executors (a ``mapInArrow`` UDF) runs in processes on the fedexec
-nodes, so it can connect to the cluster (address and token passed in the Spark
-conf, e.g. ``spark.executorEnv.FEDEXEC_ADDRESS``) and ``put`` Arrow batches into
-the node-local object store, returning only the refs to the driver.
+Exchanging data with fedexec (a later ``fedexec.data.from_spark``) without the
+driver: the executors' Python workers run this interpreter on the fedexec nodes,
+inside the worker actors' process trees. A ``mapInArrow`` function can write each
+partition's Arrow batches next to its worker (a node-local file) and yield only the
+path; the worker actor on that node, a fedexec process, then ``put``s them into
+the node's object store (zero-copy for readers on that node). Alternatively the
+function connects to the cluster itself (address and token passed in the Spark
+conf, e.g. ``spark.executorEnv.FEDEXEC_ADDRESS``), but the objects it puts then
+belong to that short-lived connection.
 """
 
 from __future__ import annotations
