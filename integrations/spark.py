@@ -1,4 +1,16 @@
-"""fedexec on a Spark cluster: the native runtime, actors and object store included,
+"""fedexec and Spark, both ways.
+
+Spark on fedexec (what RayDP does for Ray): ``init_spark`` starts a Spark
+standalone master and workers inside fedexec actors and returns a SparkSession
+on them; ``stop_spark`` stops it all (see ``_spark_on_fedexec``)::
+
+    from fedexec.integrations.spark import init_spark, stop_spark
+
+    spark = init_spark("etl", num_executors=2, executor_cores=1, executor_memory="1g")
+    spark.range(1000).selectExpr("sum(id)").collect()
+    stop_spark()
+
+fedexec on a Spark cluster: the native runtime, actors and object store included,
 running inside Spark (what Ray-on-Spark does for Ray).
 
 ``start_cluster(spark, num_nodes=N)`` starts a native head on the Spark driver and
@@ -31,7 +43,9 @@ from typing import Any
 
 from fedexec.exceptions import FedexecError
 
-__all__ = ["SparkCluster", "start_cluster", "stop_cluster"]
+from ._spark_on_fedexec import init_spark, stop_spark
+
+__all__ = ["SparkCluster", "init_spark", "start_cluster", "stop_cluster", "stop_spark"]
 
 _active: SparkCluster | None = None
 _lock = threading.Lock()
