@@ -73,7 +73,7 @@ import functools
 import heapq
 import itertools
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dask
@@ -89,6 +89,7 @@ from dask._task_spec import (
 )
 from dask.core import flatten
 from dask.order import order
+from dask.typing import Key as _Key
 from dask.utils import ensure_dict
 
 import fedexec
@@ -96,7 +97,7 @@ from fedexec import ObjectRef, current_executor
 
 __all__ = ["FedexecDaskScheduler", "fedexec_dask_get", "fedexec_persist"]
 
-Key = Hashable
+Key = _Key  # a Dask key: str, int, float or a tuple of keys
 
 # What Dask's optimizer wraps a fused linear chain in (private; absent → no lifting).
 _execute_subgraph = getattr(_task_spec, "_execute_subgraph", None)
@@ -146,6 +147,7 @@ def _lift_persisted(node: Task, lifted: dict[Key, GraphNode]) -> Task:
     fused from a linear chain): each becomes a dependency again, so its stored value
     reaches the worker as a resolved argument instead of a ``ref.result()`` call
     inside the fused task. Adds the lifted nodes to ``lifted``."""
+    assert _execute_subgraph is not None  # only fused tasks, which call it, come here
     inner, outkey, inkeys = node.args[:3]
     if not isinstance(inner, dict):
         return node
@@ -384,12 +386,12 @@ class _Run:
         if ref is not None:
             return ref
         if isinstance(node, DataNode):
-            return self.executor.put(node.value)  # type: ignore[no-any-return]
+            return self.executor.put(node.value)
         dep_keys = tuple(node.dependencies)
         ref = self.executor.options(name=_task_name(key), **self.options).submit(
             _run_node, node, dep_keys, *(self.refs[k] for k in dep_keys))
         self.submitted.add(ref)
-        return ref  # type: ignore[no-any-return]
+        return ref
 
     def _cancel(self) -> None:
         """Cancel the submitted tasks that have not started (best effort)."""

@@ -144,7 +144,8 @@ def start_cluster(spark: Any, num_nodes: int | None = None, *, num_cpus_per_node
             raise FedexecError("a fedexec cluster is already running in this Spark "
                                "application; stop_cluster() first")
     token = os.urandom(32).hex()
-    options = {"heartbeat_interval": heartbeat_interval, "heartbeat_timeout": heartbeat_timeout}
+    options: dict[str, Any] = {"heartbeat_interval": heartbeat_interval,
+                               "heartbeat_timeout": heartbeat_timeout}
     driver_host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     host = "127.0.0.1" if sc.master.startswith("local") else driver_host
     head = start_head(host=host, num_cpus=head_num_cpus, token=token, owner_pid=os.getpid(),

@@ -48,11 +48,16 @@ _BUILD_ARGS = {
 
 
 def _reader(*classes: type) -> Any:
-    return type("", (FedexecWrapper, *classes), dict(_BUILD_ARGS)).read
+    return _dispatcher(classes).read
 
 
 def _writer(*classes: type) -> Any:
-    return type("", (FedexecWrapper, *classes), dict(_BUILD_ARGS)).write
+    return _dispatcher(classes).write
+
+
+def _dispatcher(classes: tuple[type, ...]) -> Any:
+    """Modin's reader/writer dispatcher ``classes`` bound to this engine's frame types."""
+    return type("", (FedexecWrapper, *classes), dict(_BUILD_ARGS))
 
 
 class PandasOnFedexecIO(BaseIO):

@@ -100,11 +100,11 @@ class PandasOnFedexecDataframePartition(PandasDataframePartition):
     def _deploy_queue(self, call_queue: list[Any]) -> list[ObjectRef[Any]]:
         """Start the task running ``call_queue`` on this block: [data ref, node ref]."""
         if len(call_queue) > 1:
-            return self.execution_wrapper.deploy(  # type: ignore[no-any-return]
+            return self.execution_wrapper.deploy(
                 func=apply_list_of_funcs, f_args=(call_queue, self._data), num_returns=2)
         # One call: passed unpacked, so its refs are top-level (a bit faster).
         func, f_args, f_kwargs = call_queue[0]
-        return self.execution_wrapper.deploy(  # type: ignore[no-any-return]
+        return self.execution_wrapper.deploy(
             func=apply_func, f_args=(self._data, func, *f_args), f_kwargs=f_kwargs,
             num_returns=2)
 
@@ -142,7 +142,7 @@ class PandasOnFedexecDataframePartition(PandasDataframePartition):
             else:
                 new_obj._width_cache = self.execution_wrapper.deploy(
                     func=compute_sliced_len, f_args=(col_labels, self._width_cache))
-        return new_obj  # type: ignore[no-any-return]
+        return new_obj
 
     def __copy__(self) -> PandasOnFedexecDataframePartition:
         return self.__constructor__(self._data, length=self._length_cache,

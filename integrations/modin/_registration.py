@@ -51,7 +51,7 @@ def register() -> None:
     with _lock:
         if _registered:
             return
-        factories.PandasOnFedexecFactory = PandasOnFedexecFactory  # type: ignore[attr-defined]
+        factories.PandasOnFedexecFactory = PandasOnFedexecFactory
         Engine.add_option(ENGINE)
         execution = Execution(storage_format="Pandas", engine=ENGINE)
         try:
