@@ -188,27 +188,30 @@ class StreamingExecutor:
             progress = ProgressBars(self._ops, self._context.enable_progress_bars,
                                     self._console)
             while not self._stop.is_set():
-                self._step()
+                launched = self._step()
                 progress.update()
                 if self._ops[-1].completed():
                     break
                 self._check_stall()
-                self._wait()
+                if not launched:  # a launch may have emitted outputs: route them first
+                    self._wait()
         except BaseException as e:
             outcome = _Failure(self._named(e))
         finally:
             self._finish(progress)
             self._out.put(outcome)
 
-    def _step(self) -> None:
+    def _step(self) -> bool:
+        """One iteration; True if it launched something."""
         self._handle_events()
         for op in self._ops:
             op.poll()
         self._route()
         self._apply_limits()
-        self._launch()
+        launched = self._launch()
         usage = self._usage()
         self._stats.peak_memory_usage = max(self._stats.peak_memory_usage, usage)
+        return launched
 
     def _handle_events(self) -> None:
         while True:
@@ -252,13 +255,16 @@ class StreamingExecutor:
                 up.halt()
                 self._halt_upstream(up)
 
-    def _launch(self) -> None:
+    def _launch(self) -> bool:
+        launched = False
         for op in reversed(self._ops):
             while op.ready_to_launch():
                 estimate = op.next_task_bytes()
                 if not self._may_launch(op, estimate):
                     break
                 op.launch_one()
+                launched = True
+        return launched
 
     def _may_launch(self, op: PhysicalOperator, estimate: int) -> bool:
         if self._usage() + estimate <= self._budget:
