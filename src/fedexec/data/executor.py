@@ -226,7 +226,12 @@ class StreamingExecutor:
             op, task = event
             if op.owns(task):  # else: cancelled by a halt; nothing to do
                 self._last_progress = time.monotonic()
-                op.on_task_done(task)
+                try:
+                    op.on_task_done(task)
+                except fedexec.TaskError:
+                    raise  # named by _named, from the stage it was tagged with
+                except fedexec.FedexecError as e:  # a dead actor, a lost worker ...
+                    raise _in_operator(e, op.name) from e
 
     def _route(self) -> None:
         for op in self._ops:
@@ -339,3 +344,11 @@ class StreamingExecutor:
     def stats(self) -> DatasetStats:
         """The run's stats (complete once the output iterator ended)."""
         return self._stats
+
+
+def _in_operator(error: fedexec.FedexecError, name: str) -> fedexec.FedexecError:
+    """An error of the same type whose message starts with the operator's name."""
+    try:
+        return type(error)(f"in operator {name}: {error}")
+    except Exception:
+        return error

@@ -49,6 +49,10 @@ __all__ = ["AllToAllContext", "AllToAllOperator", "InputDataOperator", "LimitOpe
            "MapOperator", "PhysicalOperator", "UnionOperator", "ZipOperator"]
 
 
+#: Tasks an operator may run before the first one finished (see ``_launch_cap``).
+_SLOW_START = 2
+
+
 class _Reorder:
     """Outputs released in the order their sequence numbers were reserved."""
 
@@ -386,7 +390,12 @@ class MapOperator(_TaskOperator):
 
     # -- launching -----------------------------------------------------------------------
     def ready_to_launch(self) -> bool:
-        return len(self._active) < self._cap and self.ready_to_launch_inputs()
+        return len(self._active) < self._launch_cap() and self.ready_to_launch_inputs()
+
+    def _launch_cap(self) -> int:
+        """The cap on tasks in flight; a slow start (2) until a task has finished,
+        while the output size per input byte is still a guess."""
+        return self._cap if self.stats.tasks else min(self._cap, _SLOW_START)
 
     def ready_to_launch_inputs(self) -> bool:
         """Whether the next task's inputs are there (the cap on tasks aside)."""
