@@ -98,7 +98,8 @@ class ActorPoolMapOperator(MapOperator):
         options = {k: v for k, v in self.options.items() if k in _ACTOR_OPTIONS}
         handle = self.run.executor.options(**options).actor(_PoolWorker, self._chain_ref)
         ready = handle.ready.remote()
-        ready.add_done_callback(lambda _ref: self.run.wake() if self.run else None)
+        wake = self.run.wake  # not self: the ref's callbacks must not hold the operator
+        ready.add_done_callback(lambda _ref: wake())
         self._actors.append(_Actor(handle, ready))
         self.stats.actors = max(self.stats.actors, len(self._actors))
 

@@ -45,6 +45,7 @@ describing what each operator waits on.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -93,8 +94,15 @@ class Run:
         self._events = events
 
     def track(self, op: PhysicalOperator, task: _Task) -> None:
-        """Have ``op.on_task_done(task)`` called (in the loop) when ``task`` ends."""
-        task.meta_ref.add_done_callback(lambda _ref: self._events.put((op, task)))
+        """Have ``op.on_task_done(task)`` called (in the loop) when ``task`` ends.
+
+        The callback holds the operator and gets the ref, never the task: a task
+        that referenced itself through its ref's callbacks would keep its blocks
+        in the store until the garbage collector ran."""
+        task.meta_ref.add_done_callback(functools.partial(self._task_done, op))
+
+    def _task_done(self, op: PhysicalOperator, meta_ref: fedexec.ObjectRef[Any]) -> None:
+        self._events.put((op, meta_ref))
 
     def wake(self) -> None:
         """Make the loop run an iteration now."""
@@ -223,8 +231,9 @@ class StreamingExecutor:
                     return
             if event is _WAKE:
                 continue
-            op, task = event
-            if op.owns(task):  # else: cancelled by a halt; nothing to do
+            op, meta_ref = event
+            task = op.task_for(meta_ref)
+            if task is not None:  # else: cancelled by a halt; nothing to do
                 self._last_progress = time.monotonic()
                 try:
                     op.on_task_done(task)

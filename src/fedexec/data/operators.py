@@ -182,9 +182,10 @@ class PhysicalOperator:
         """Tasks in flight."""
         return []
 
-    def owns(self, task: _Task) -> bool:
-        """``task`` is still in flight here (not cancelled by a halt)."""
-        return False
+    def task_for(self, meta_ref: fedexec.ObjectRef[Any]) -> _Task | None:
+        """The task in flight whose metadata ref is ``meta_ref`` (None once it was
+        cancelled by a halt)."""
+        return None
 
     def on_task_done(self, task: _Task) -> None:
         """``task``'s metadata ref is done (raises the task's error)."""
@@ -233,8 +234,8 @@ class _TaskOperator(PhysicalOperator):
     def active_tasks(self) -> list[_Task]:
         return list(self._active.values())
 
-    def owns(self, task: _Task) -> bool:
-        return self._active.get(task.meta_ref) is task
+    def task_for(self, meta_ref: fedexec.ObjectRef[Any]) -> _Task | None:
+        return self._active.get(meta_ref)
 
     def _track(self, task: _Task) -> None:
         assert self.run is not None
@@ -256,6 +257,7 @@ class _TaskOperator(PhysicalOperator):
         assert self.run is not None
         del self._active[task.meta_ref]
         metas: list[BlockMetadata] = self.run.executor.get(task.meta_ref)
+        task.held, task.held_bytes = [], 0  # the inputs may go now
         self.stats.task_finished(metas)
         out = [RefBundle(((ref, meta),)) for ref, meta in zip(task.refs[1:], metas)
                if meta.num_rows != 0 or meta.num_rows is None]
