@@ -9,6 +9,8 @@ import threading
 import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute
 import pytest
 from _data_support import MarkingSource, count_marks, data_executor_fixture, mark
 from _support import block, gates_fixture
@@ -225,3 +227,60 @@ def test_progress_bars_only_on_a_terminal(monkeypatch, capsys):
     fd.DataContext.get_current().enable_progress_bars = False
     fd.range(10).take_all()
     assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- extension points
+def negate_block(block):
+    from fedexec.data.block import BlockAccessor
+
+    out = block.set_column(0, "id", pa.compute.negate(block.column("id")))
+    return [[BlockAccessor.for_block(out).get_metadata()], out]
+
+
+def reverse_and_negate(bundles, ctx):
+    """An all-to-all: every block negated by a task of its own, in reverse order."""
+    blocks = [pair for bundle in bundles for pair in bundle.blocks][::-1]
+    out = []
+    for ref, _ in blocks:
+        meta_ref, block_ref = ctx.submit(negate_block, ref, num_returns=2)
+        (meta,) = ctx.executor.get(meta_ref)
+        out.append(fd.RefBundle(((block_ref, meta),)))
+    return out
+
+
+def test_an_all_to_all_operator_gets_every_bundle_and_streams_its_output():
+    from fedexec.data.plan import AllToAll
+
+    ds = fd.range_table(40, parallelism=4).map(add_one)
+    shuffled = fd.Dataset(AllToAll((ds._plan,), op_name="ReverseNegate", fn=reverse_and_negate))
+    expected = [-(b * 10 + i + 1) for b in range(3, -1, -1) for i in range(10)]
+    out = shuffled.map(add_one)
+    assert [r["id"] for r in out.take_all()] == [v + 1 for v in expected]
+    assert "Operator 2 ReverseNegate: 1 tasks executed, 4 blocks produced" in out.stats()
+
+
+class FileSink(fd.Datasink):
+    def __init__(self, directory):
+        self.directory = directory
+        self.completed = None
+
+    def on_write_start(self):
+        os.makedirs(self.directory, exist_ok=True)
+
+    def write(self, blocks, ctx):
+        rows = [r for b in blocks for r in fd.BlockAccessor.for_block(b).iter_rows()]
+        path = os.path.join(self.directory, f"{ctx.run_id}-{ctx.task_index:04d}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(str(r["id"]) for r in rows))
+        return {"path": path, "rows": len(rows)}
+
+    def on_write_complete(self, results):
+        self.completed = results
+
+
+def test_a_datasink_writes_every_block_with_tasks(tmp_path):
+    sink = FileSink(str(tmp_path / "out"))
+    fd.range_table(30, parallelism=3).write_datasink(sink)
+    assert [r["rows"] for r in sink.completed] == [10, 10, 10]
+    written = [open(r["path"]).read().split("\n") for r in sink.completed]
+    assert [int(v) for part in written for v in part] == list(range(30))

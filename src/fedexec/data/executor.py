@@ -66,6 +66,7 @@ from .transforms import operator_of
 __all__ = ["Run", "StreamingExecutor"]
 
 _WAKE = object()
+_PROGRESS = object()
 _DONE = object()
 _WAIT_S = 0.5
 
@@ -107,6 +108,11 @@ class Run:
     def wake(self) -> None:
         """Make the loop run an iteration now."""
         self._events.put(_WAKE)
+
+    def progress(self) -> None:
+        """Note progress made outside the operators' tasks (an all-to-all's own
+        tasks finishing): it resets the stall clock, and wakes the loop."""
+        self._events.put(_PROGRESS)
 
     def cancel(self, refs: Sequence[fedexec.ObjectRef[Any]]) -> None:
         """Cancel the tasks behind ``refs`` (best effort: finished ones are ignored)."""
@@ -230,6 +236,9 @@ class StreamingExecutor:
                 except queue.Empty:
                     return
             if event is _WAKE:
+                continue
+            if event is _PROGRESS:
+                self._last_progress = time.monotonic()
                 continue
             op, meta_ref = event
             task = op.task_for(meta_ref)

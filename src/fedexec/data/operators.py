@@ -227,6 +227,7 @@ class _TaskOperator(PhysicalOperator):
     def __init__(self, name: str, inputs: Sequence[PhysicalOperator]):
         super().__init__(name, inputs)
         self._active: dict[fedexec.ObjectRef[Any], _Task] = {}
+        self._views: dict[Any, Any] = {}
         self._out_bytes = 0
         self._in_bytes = 0
         self._rows_out = 0
@@ -247,8 +248,12 @@ class _TaskOperator(PhysicalOperator):
                options: dict[str, Any], **task: Any) -> _Task:
         """Submit ``fn(*args)`` returning ``1 + num_outputs`` values, and track it."""
         assert self.run is not None
-        refs = self.run.executor.options(num_returns=1 + num_outputs, name=self.name,
-                                         **options).submit(fn, *args)
+        key = (num_outputs, tuple(sorted(options.items())))
+        view = self._views.get(key)
+        if view is None:  # one options view per shape: validated once, not per task
+            view = self._views[key] = self.run.executor.options(
+                num_returns=1 + num_outputs, name=self.name, **options)
+        refs = view.submit(fn, *args)
         t = _Task(seq=self._reorder.reserve(), refs=list(refs), **task)
         self._track(t)
         return t
@@ -782,7 +787,7 @@ class AllToAllOperator(PhysicalOperator):
         assert self.run is not None
         run = self.run
         self._ctx = AllToAllContext(run.executor, run.context, self.name, run.run_id,
-                                    _on_done=lambda ref: run.wake())
+                                    _on_done=lambda ref: run.progress())
         self.stats.task_started()
         self._thread = threading.Thread(target=self._body, name=f"fedexec-data-{self.name}",
                                         daemon=True)
