@@ -4,6 +4,7 @@ workers, so pickled by reference)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -41,24 +42,31 @@ def count_marks(directory: str, prefix: str) -> int:
 
 class MarkingSource(fd.Datasource):
     """``n`` rows ``{"id": i}`` read by ``tasks`` read tasks, each leaving a
-    ``read-*`` file in ``directory`` when it runs (and sleeping ``delay`` s)."""
+    ``read-*`` file in ``directory`` when it runs (and sleeping ``delay`` s), and
+    yielding its rows in ``chunks`` tables (a ``chunk-*`` file each)."""
 
-    def __init__(self, n: int, tasks: int, directory: str, delay: float = 0.0):
+    def __init__(self, n: int, tasks: int, directory: str, delay: float = 0.0,
+                 chunks: int = 1):
         self.n, self.tasks, self.directory, self.delay = n, tasks, directory, delay
+        self.chunks = chunks
 
     def get_read_tasks(self, parallelism):
         import pyarrow as pa
 
         size = self.n // self.tasks
-        return [fd.ReadTask(_MarkingRead(i * size, (i + 1) * size, self.directory, self.delay),
+        return [fd.ReadTask(_MarkingRead(i * size, (i + 1) * size, self.directory, self.delay,
+                                         self.chunks),
                             fd.BlockMetadata(num_rows=size, size_bytes=8 * size,
                                              schema=pa.schema([("id", pa.int64())])))
                 for i in range(self.tasks)]
 
 
 class _MarkingRead:
-    def __init__(self, lo: int, hi: int, directory: str, delay: float):
+    """Yields its rows in ``chunks`` tables, leaving a ``chunk-*`` file for each."""
+
+    def __init__(self, lo: int, hi: int, directory: str, delay: float, chunks: int = 1):
         self.lo, self.hi, self.directory, self.delay = lo, hi, directory, delay
+        self.chunks = chunks
 
     def __call__(self):
         import numpy as np
@@ -67,4 +75,7 @@ class _MarkingRead:
         mark(self.directory, "read")
         if self.delay:
             time.sleep(self.delay)
-        yield pa.table({"id": np.arange(self.lo, self.hi)})
+        bounds = np.linspace(self.lo, self.hi, self.chunks + 1).astype(int)
+        for lo, hi in itertools.pairwise(bounds):
+            mark(self.directory, "chunk")
+            yield pa.table({"id": np.arange(lo, hi)})

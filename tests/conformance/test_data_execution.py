@@ -67,6 +67,18 @@ def test_take_starts_only_the_read_tasks_it_needs(tmp_path):
     assert count_marks(str(tmp_path), "read") == 2
 
 
+def test_take_after_a_batch_transform_reads_only_the_first_chunk(tmp_path):
+    directory = str(tmp_path)
+    ds = fd.read_datasource(MarkingSource(10_000_000, 10, directory, chunks=100))
+    assert ds.map_batches(double, batch_size=8).take(3) == [{"id": 0}, {"id": 2}, {"id": 4}]
+    # the limit cannot pass map_batches into the read, but a task stops after 3
+    # output rows: its read yields one chunk of its 100 (at most the 2 tasks of the
+    # slow start ran)
+    reads = count_marks(directory, "read")
+    assert 1 <= reads <= 2
+    assert count_marks(directory, "chunk") <= reads
+
+
 def test_take_after_a_filter_stops_reading_once_it_has_the_rows(tmp_path):
     ds = fd.read_datasource(MarkingSource(100_000, 1000, str(tmp_path))).filter(keep_even)
     assert ds.take(10) == [{"id": i} for i in range(0, 20, 2)]

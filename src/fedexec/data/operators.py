@@ -445,7 +445,7 @@ class MapOperator(_TaskOperator):
 
     def launch_one(self) -> None:
         assert self.run is not None
-        ctx = TaskContext(self._task_index, self.name, self.run.run_id)
+        ctx = TaskContext(self._task_index, self.name, self.run.run_id, self.row_limit)
         self._task_index += 1
         if self._read_tasks:
             read = self._read_tasks.popleft()

@@ -46,11 +46,15 @@ class TaskContext:
         task_index: the task's number within its operator in this run (0, 1, ...).
         op_name: the (fused) operator's name.
         run_id: an id unique to this run (e.g. for names of written files).
+        row_limit: the operator's outputs are needed only up to this many rows
+            (a limit downstream): the task stops once it has made that many, so
+            the rest of its input is never read.
     """
 
     task_index: int
     op_name: str
     run_id: str = ""
+    row_limit: int | None = None
 
 
 def fn_name(fn: Any) -> str:
@@ -273,5 +277,25 @@ def run_map_task(chain: MapChain, ctx: TaskContext, num_outputs: int, *inputs: A
     from refs by the runtime, or read tasks); returns ``1 + num_outputs`` values
     (see the module docstring)."""
     start, cpu_start = time.time(), time.thread_time()
-    return finish_task(chain.run(inputs, ctx), num_outputs, input_files(inputs), start,
-                       cpu_start)
+    blocks = chain.run(inputs, ctx)
+    if ctx.row_limit is not None:
+        blocks = _first_rows(blocks, ctx.row_limit)
+    return finish_task(blocks, num_outputs, input_files(inputs), start, cpu_start)
+
+
+def _first_rows(blocks: Iterator[Block], n: int) -> Iterator[Block]:
+    """The first ``n`` rows of ``blocks``; the stream is closed after them (so the
+    stages and the read before it stop early)."""
+    try:
+        for block in blocks:
+            acc = BlockAccessor.for_block(block)
+            rows = acc.num_rows()
+            if rows >= n:
+                yield acc.slice(0, n)
+                return
+            n -= rows
+            yield block
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
