@@ -223,7 +223,7 @@ class BlockAccessor:
     def from_rows(rows: Iterable[Any]) -> Block:
         """A block of ``rows``: a table if every row is a mapping, else plain rows."""
         rows = list(rows)
-        if rows and all(isinstance(r, Mapping) for r in rows):
+        if rows and all(type(r) is dict or isinstance(r, Mapping) for r in rows):
             return rows_to_table(rows)
         return rows
 

@@ -119,19 +119,23 @@ class MapRows(Stage):
         self.preserves_rows = kind == "map"
 
     def apply(self, blocks: Iterator[Block], ctx: TaskContext) -> Iterator[Block]:
+        fn = self.fn
         for block in blocks:
             acc = BlockAccessor.for_block(block)
+            try:  # one try per block, not per row: the per-row loop stays tight
+                if self.kind == "filter":
+                    keep = [bool(fn(row)) for row in acc.iter_rows()]
+                elif self.kind == "map":
+                    out = [fn(row) for row in acc.iter_rows()]
+                else:
+                    out = [x for row in acc.iter_rows() for x in fn(row)]
+            except Exception as e:
+                _tag(e, self.name)
+                raise
             if self.kind == "filter":
-                keep = [bool(self._call(self.fn, row)) for row in acc.iter_rows()]
                 yield acc.block.filter(pa.array(keep, type=pa.bool_())) if acc.is_tabular \
                     else [row for row, k in zip(acc.block, keep) if k]
-            elif self.kind == "map":
-                yield BlockAccessor.from_rows([self._call(self.fn, row)
-                                               for row in acc.iter_rows()])
             else:
-                out: list[Any] = []
-                for row in acc.iter_rows():
-                    out.extend(self._call(self.fn, row))
                 yield BlockAccessor.from_rows(out)
 
 
