@@ -79,6 +79,16 @@ def test_take_after_a_batch_transform_reads_only_the_first_chunk(tmp_path):
     assert count_marks(directory, "chunk") <= reads
 
 
+def test_count_of_a_read_with_known_rows_reads_nothing(tmp_path):
+    directory = str(tmp_path)
+    ds = fd.read_datasource(MarkingSource(1000, 10, directory))
+    assert ds.count() == 1000 and ds.map(add_one).limit(15).count() == 15
+    assert fd.range(10**12).count() == 10**12
+    assert count_marks(directory, "read") == 0
+    assert ds.filter(keep_even).count() == 500  # a filter must run
+    assert count_marks(directory, "read") == 10
+
+
 def test_take_after_a_filter_stops_reading_once_it_has_the_rows(tmp_path):
     ds = fd.read_datasource(MarkingSource(100_000, 1000, str(tmp_path))).filter(keep_even)
     assert ds.take(10) == [{"id": i} for i in range(0, 20, 2)]

@@ -26,7 +26,7 @@ from .context import DataContext
 from .datasink import Datasink
 from .executor import StreamingExecutor
 from .iterator import iter_batches, iter_blocks, iter_rows
-from .plan import InputData, Limit, LogicalOperator, MapOp, Union, Zip, plan_physical
+from .plan import InputData, Limit, LogicalOperator, MapOp, Read, Union, Zip, plan_physical
 from .stats import DatasetStats
 from .transforms import MapBatches, MapRows, Stage, WriteStage
 
@@ -392,6 +392,8 @@ def _count_arg(what: str, n: Any) -> int:
 
 def _exact_rows(op: LogicalOperator) -> int | None:
     """The row count when the plan's metadata gives it without running."""
+    if isinstance(op, Read):
+        return _read_rows(op)
     if isinstance(op, InputData):
         counts = [b.num_rows() for b in op.bundles]
         return None if any(c is None for c in counts) else builtins.sum(
@@ -406,6 +408,24 @@ def _exact_rows(op: LogicalOperator) -> int | None:
         return None if any(c is None for c in counts) else builtins.sum(
             c for c in counts if c is not None)
     return None
+
+
+def _read_rows(op: Read) -> int | None:
+    """The rows a read will produce, when every read task knows its count."""
+    assert op.datasource is not None
+    context = DataContext.get_current()
+    parallelism = op.parallelism
+    if parallelism < 0:
+        resources = context.resolve_executor().cluster_resources()
+        parallelism = context.default_parallelism(
+            resources, op.datasource.estimate_inmemory_data_size())
+    total = 0
+    for task in op.datasource.get_read_tasks(parallelism):
+        rows = task.metadata.num_rows
+        if rows is None:
+            return None
+        total += rows
+    return total if op.limit is None else min(total, op.limit)
 
 
 def _to_arrow(block: Any) -> Any:

@@ -5,9 +5,10 @@ database). When a dataset runs, the planner asks it for ``get_read_tasks(n)``:
 about ``n`` :class:`ReadTask` objects that together produce all of its rows.
 Each read task is pickled into a fedexec task (fused with the row and batch
 transforms after it), called there, and returns an iterable of blocks; it also
-carries *estimated* :class:`BlockMetadata` (rows, bytes, files), which the
-executor uses to plan (the memory budget, how many read tasks a ``limit`` needs)
-before it runs.
+carries :class:`BlockMetadata` known before reading, which the executor uses to
+plan (the memory budget, how many read tasks a ``limit`` needs): ``size_bytes``
+may be an estimate, but ``num_rows`` is either exact or None (``count()`` of a
+read whose tasks all know their rows reads nothing).
 
 Pushdown: ``limit`` and ``select_columns`` directly after a read are pushed
 into it: the planner calls ``read_task.with_limit(n)`` / ``with_columns(cols)``.
@@ -51,7 +52,8 @@ class ReadTask:
     Args:
         read_fn: called with no arguments (plus ``limit=``/``columns=`` keywords
             when the flags below say it takes them); returns an iterable of blocks.
-        metadata: the estimated metadata of everything it returns.
+        metadata: the metadata of everything it returns, known before reading:
+            ``num_rows`` exact or None, ``size_bytes`` an estimate or None.
         supports_limit: ``read_fn`` takes ``limit=n`` (stop after ``n`` rows).
         supports_columns: ``read_fn`` takes ``columns=[...]`` (read only those).
     """
