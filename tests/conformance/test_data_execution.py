@@ -177,6 +177,50 @@ def test_actor_pool_on_a_backend_without_actors_fails_before_anything_runs(backe
     assert count_marks(directory, "read") == 0
 
 
+# --------------------------------------------------------------------------- faults
+def die_once(batch, directory):
+    marker = os.path.join(directory, "died")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return batch
+
+
+@pytest.mark.requires("worker_processes")
+def test_a_task_whose_worker_dies_is_retried(tmp_path):
+    ds = fd.range_table(40, parallelism=4).map_batches(die_once, fn_args=(str(tmp_path),))
+    assert [r["id"] for r in ds.take_all()] == list(range(40))
+    assert os.path.exists(tmp_path / "died")
+
+
+class SlowTagger(Tagger):
+    def __init__(self, directory):
+        super().__init__(directory)
+        mark(directory, f"pid{os.getpid()}")
+
+    def __call__(self, batch):
+        time.sleep(0.05)
+        return super().__call__(batch)
+
+
+@pytest.mark.requires("actors", "worker_processes", "actor_restarts")
+def test_an_actor_killed_mid_run_is_restarted_and_its_calls_retried(tmp_path):
+    import signal
+
+    directory = str(tmp_path)
+    ds = fd.range_table(400, parallelism=40).map_batches(
+        SlowTagger, batch_size=10, concurrency=2, fn_constructor_args=(directory,))
+    it = ds.iter_rows()
+    rows = [next(it) for _ in range(20)]
+    pids = [int(n.split("-")[0][3:]) for n in os.listdir(directory) if n.startswith("pid")]
+    os.kill(pids[0], signal.SIGKILL)
+    rows.extend(it)
+    assert [r["id"] for r in rows] == list(range(400))
+    # the actors of the killed process (one, or both where a backend hosts several
+    # actors in one worker process) were constructed again
+    assert count_marks(directory, "init") == 2 + pids.count(pids[0])
+
+
 # --------------------------------------------------------------------------- errors
 def reject_57(row):
     if row["id"] == 57:

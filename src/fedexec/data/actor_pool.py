@@ -8,6 +8,10 @@ error, or when the consumer stops early). State on the driver::
     actors      list[_Actor]   handle, calls in flight, ready (its __init__ finished)
     queue, active, reorder     as every map operator (see ``operators.py``)
 
+Faults: an actor whose process dies is restarted (its class constructed again)
+and the calls it had are retried on it, up to 3 times each; an error raised by
+the class's ``__init__`` or ``__call__`` fails the run (naming the operator).
+
 Dispatch: the next input goes to the ready-or-not actor with the fewest calls in
 flight, up to ``max_tasks_in_flight_per_actor`` each (calls queue in the actor,
 so it never idles between batches). Scaling between ``min_size`` and
@@ -29,25 +33,27 @@ from fedexec.backends import capabilities
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
 from .operators import MapOperator, PhysicalOperator, _Task
-from .transforms import MapChain, TaskContext, run_map_task
+from .transforms import MapChain, TaskContext, load_chain, run_chain
 
 __all__ = ["ActorPoolMapOperator"]
 
 _ACTOR_OPTIONS = ("num_cpus", "num_gpus", "resources", "memory")
+#: A dead actor is restarted, and its calls retried this many times each.
+_RESTARTS = {"max_restarts": -1, "max_task_retries": 3}
 
 
 class _PoolWorker:
     """The actor: holds the fused chain, whose callable classes it constructs once."""
 
-    def __init__(self, chain: MapChain):
-        self.chain = chain
-        chain.init()
+    def __init__(self, chain_blob: bytes):
+        self.chain = load_chain(chain_blob, cached=False)  # its own: it holds the instance
+        self.chain.init()
 
     def ready(self) -> bool:
         return True
 
     def run(self, ctx: TaskContext, num_outputs: int, *blocks: Any) -> list[Any]:
-        return run_map_task(self.chain, ctx, num_outputs, *blocks)
+        return run_chain(self.chain, ctx, num_outputs, *blocks)
 
 
 @dataclass
@@ -96,7 +102,8 @@ class ActorPoolMapOperator(MapOperator):
     def _add_actor(self) -> None:
         assert self.run is not None
         options = {k: v for k, v in self.options.items() if k in _ACTOR_OPTIONS}
-        handle = self.run.executor.options(**options).actor(_PoolWorker, self._chain_ref)
+        handle = self.run.executor.options(**options, **_RESTARTS).actor(
+            _PoolWorker, self._chain_blob)
         ready = handle.ready.remote()
         wake = self.run.wake  # not self: the ref's callbacks must not hold the operator
         ready.add_done_callback(lambda _ref: wake())

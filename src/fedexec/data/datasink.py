@@ -42,7 +42,9 @@ class Datasink:
 
     def write(self, blocks: Iterable[Block], ctx: TaskContext) -> Any:
         """Write ``blocks`` (inside a task); return a small picklable result.
-        ``ctx.task_index`` and ``ctx.run_id`` make unique file names."""
+        ``ctx.task_index`` and ``ctx.run_id`` make unique file names. One copy of
+        the sink may serve several tasks of a worker, even at once: keep no
+        per-task state on ``self``."""
         raise NotImplementedError(f"{type(self).__name__} must implement write()")
 
     def on_write_complete(self, results: list[Any]) -> None:

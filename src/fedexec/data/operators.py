@@ -40,7 +40,7 @@ from .block import BlockMetadata
 from .bundle import RefBundle
 from .datasource import ReadTask
 from .stats import OperatorStats
-from .transforms import MapChain, TaskContext, run_map_task
+from .transforms import MapChain, TaskContext, dump_chain, run_map_task
 
 if TYPE_CHECKING:
     from .executor import Run
@@ -359,7 +359,7 @@ class MapOperator(_TaskOperator):
         self.concurrency = concurrency
         self.min_rows_per_task = min_rows_per_task
         self._cap = 1
-        self._chain_ref: Any = None
+        self._chain_blob = b""
         self._task_index = 0
         self._num_reads = len(self._read_tasks)
 
@@ -375,7 +375,7 @@ class MapOperator(_TaskOperator):
         super().start(run)
         cap = run.context.tasks_in_flight_cap(run.resources)
         self._cap = min(cap, self.concurrency) if self.concurrency else cap
-        self._chain_ref = run.executor.put(self.chain)
+        self._chain_blob = dump_chain(self.chain)
 
     # -- inputs ------------------------------------------------------------------------
     def add_input(self, bundle: RefBundle, index: int) -> None:
@@ -451,7 +451,7 @@ class MapOperator(_TaskOperator):
             read = self._read_tasks.popleft()
             base = self._read_estimate(read)
             k = self._num_outputs(base)
-            self.submit(run_map_task, [self._chain_ref, ctx, k, read], k, self.options,
+            self.submit(run_map_task, [self._chain_blob, ctx, k, read], k, self.options,
                         est_bytes=int(base * self._ratio()), est_rows=read.metadata.num_rows
                         if self.preserves_rows else None, base_bytes=base)
             return
@@ -464,7 +464,7 @@ class MapOperator(_TaskOperator):
                   est_rows: int | None) -> None:
         """Start the task for ``bundles`` (the actor pool overrides this)."""
         refs = [ref for b in bundles for ref in b.block_refs]
-        self.submit(run_map_task, [self._chain_ref, ctx, 1, *refs], 1, self.options,
+        self.submit(run_map_task, [self._chain_blob, ctx, 1, *refs], 1, self.options,
                     held=bundles, held_bytes=base, est_bytes=int(base * self._ratio()),
                     est_rows=est_rows, base_bytes=base)
 

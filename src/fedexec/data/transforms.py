@@ -19,12 +19,16 @@ so the driver can say "in operator Map(parse)" even in a fused task.
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import cloudpickle
 import pyarrow as pa
 
 from .batcher import batch_blocks
@@ -32,7 +36,7 @@ from .block import Block, BlockAccessor, BlockExecStats, BlockMetadata, check_ba
 from .datasource import ReadTask
 
 __all__ = ["MapBatches", "MapChain", "MapRows", "Stage", "TaskContext", "WriteStage",
-           "operator_of", "run_map_task"]
+           "dump_chain", "load_chain", "operator_of", "run_chain", "run_map_task"]
 
 #: The attribute an exception from user code is tagged with (the stage's name).
 OPERATOR_ATTR = "_fedexec_data_operator"
@@ -276,10 +280,46 @@ def finish_task(blocks: Iterable[Block], num_outputs: int, files: tuple[str, ...
     return [metas, *out]
 
 
-def run_map_task(chain: MapChain, ctx: TaskContext, num_outputs: int, *inputs: Any) -> list[Any]:
-    """The body of every map task: run ``chain`` on ``inputs`` (blocks, resolved
-    from refs by the runtime, or read tasks); returns ``1 + num_outputs`` values
-    (see the module docstring)."""
+def dump_chain(chain: MapChain) -> bytes:
+    """``chain`` pickled once per run: it travels with every task as bytes (a
+    ``put`` value could be lost with a worker on some backends; bytes cannot)."""
+    return cloudpickle.dumps(chain)
+
+
+_chains: collections.OrderedDict[bytes, MapChain] = collections.OrderedDict()
+_chains_lock = threading.Lock()
+_CHAINS_KEPT = 16
+
+
+def load_chain(blob: bytes, *, cached: bool = True) -> MapChain:
+    """The chain pickled in ``blob``; with ``cached``, unpickled once per process
+    (a few recent chains are kept; their stages hold no per-task state)."""
+    if not cached:
+        return cloudpickle.loads(blob)
+    key = hashlib.blake2b(blob, digest_size=16).digest()
+    with _chains_lock:
+        chain = _chains.get(key)
+        if chain is not None:
+            _chains.move_to_end(key)
+            return chain
+    chain = cloudpickle.loads(blob)
+    with _chains_lock:
+        _chains[key] = chain
+        while len(_chains) > _CHAINS_KEPT:
+            _chains.popitem(last=False)
+    return chain
+
+
+def run_map_task(chain_blob: bytes, ctx: TaskContext, num_outputs: int,
+                 *inputs: Any) -> list[Any]:
+    """The body of every map task: run the pickled chain on ``inputs`` (blocks,
+    resolved from refs by the runtime, or read tasks); returns ``1 + num_outputs``
+    values (see the module docstring)."""
+    return run_chain(load_chain(chain_blob), ctx, num_outputs, *inputs)
+
+
+def run_chain(chain: MapChain, ctx: TaskContext, num_outputs: int, *inputs: Any) -> list[Any]:
+    """Run ``chain`` on ``inputs``; the task result (see :func:`run_map_task`)."""
     start, cpu_start = time.time(), time.thread_time()
     blocks = chain.run(inputs, ctx)
     if ctx.row_limit is not None:
