@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute
 import pytest
 from _data_support import MarkingSource, count_marks, data_executor_fixture, mark
-from _support import block, gates_fixture
+from _support import block, gates_fixture, spin, wait_for_path
 
 import fedexec
 import fedexec.data as fd
@@ -251,6 +251,27 @@ def test_an_error_in_an_actor_pool_class_names_the_operator():
     with pytest.raises(fedexec.FedexecError, match="cannot load the model") as info:
         ds.take_all()
     assert "in operator MapBatches(BrokenInit)" in str(info.value)
+
+
+def fail_when_the_other_runs(batch, directory, release):
+    """Block 0 fails once block 1's task runs; block 1 spins until cancelled."""
+    first = int(batch["id"][0])
+    if first == 0:
+        assert wait_for_path(os.path.join(directory, "started"))
+        raise ValueError("block 0 fails")
+    spin(os.path.join(directory, "started"), release, os.path.join(directory, "interrupted"))
+    return batch
+
+
+@pytest.mark.requires("cancel_running")
+def test_an_error_cancels_the_tasks_still_running(tmp_path, gates):
+    gate = gates()
+    directory = str(tmp_path)
+    ds = fd.range_table(40, parallelism=4).map_batches(
+        fail_when_the_other_runs, batch_size=None, fn_args=(directory, gate.release))
+    with pytest.raises(ValueError, match="block 0 fails"):
+        ds.take_all()
+    assert wait_for_path(os.path.join(directory, "interrupted"), timeout=20)
 
 
 def hang(batch, release):
