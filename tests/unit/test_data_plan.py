@@ -15,9 +15,10 @@ import fedexec.data as fd
 from fedexec.data.batcher import batch_blocks
 from fedexec.data.block import BlockAccessor
 from fedexec.data.columns import SelectColumns
+from fedexec.data.combine import LimitOperator
 from fedexec.data.compute import ActorPoolStrategy, TaskPoolStrategy, compute_for
 from fedexec.data.datasource import RangeDatasource
-from fedexec.data.operators import LimitOperator, MapOperator
+from fedexec.data.operators import MapOperator
 from fedexec.data.plan import Limit, MapOp, Read, optimize, plan_physical
 from fedexec.data.transforms import MapBatches, MapRows
 

@@ -14,7 +14,8 @@ Modules (each opens with its design)::
     datasource, datasink     extension points: reading (ReadTask) and writing
     transforms, columns      what runs inside tasks (fused stages)
     plan                     logical operators, optimizer, physical planning
-    operators, actor_pool    physical operators (map, limit, union, zip, all-to-all)
+    operators, actor_pool    physical operators: the interface, map (tasks, actors)
+    combine, all_to_all      limit, union, zip; barriers (the AllToAll extension)
     executor                 the streaming executor (backpressure, order, errors)
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars

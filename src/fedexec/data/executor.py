@@ -56,9 +56,10 @@ from typing import Any
 import fedexec
 
 from .bundle import RefBundle
+from .combine import LimitOperator
 from .context import DataContext
 from .exceptions import DataStallError
-from .operators import LimitOperator, PhysicalOperator, _Task
+from .operators import PhysicalOperator, _Task
 from .progress import ProgressBars
 from .stats import DatasetStats, format_bytes
 from .transforms import operator_of

@@ -19,16 +19,14 @@ driver. ``usage_bytes()`` is what the operator holds against the run's memory
 budget: queued inputs, the inputs of running tasks, their estimated outputs, and
 outputs not yet taken downstream.
 
-Operators here: :class:`InputDataOperator` (bundles already in the store),
-:class:`MapOperator` (fused reads and row/batch transforms as tasks),
-:class:`LimitOperator`, :class:`UnionOperator`, :class:`ZipOperator` and
-:class:`AllToAllOperator` (a barrier running a driver-side function that
-schedules its own tasks). The actor-pool map operator is in ``actor_pool.py``.
+Here: the interface, :class:`InputDataOperator` (bundles already in the store)
+and :class:`MapOperator` (fused reads and row/batch transforms as tasks). The
+others: ``combine.py`` (limit, union, zip), ``all_to_all.py`` (barriers),
+``actor_pool.py`` (map on a pool of actors).
 """
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,8 +43,7 @@ from .transforms import MapChain, TaskContext, dump_chain, run_map_task
 if TYPE_CHECKING:
     from .executor import Run
 
-__all__ = ["AllToAllContext", "AllToAllOperator", "InputDataOperator", "LimitOperator",
-           "MapOperator", "PhysicalOperator", "UnionOperator", "ZipOperator"]
+__all__ = ["InputDataOperator", "MapOperator", "PhysicalOperator", "TaskOperator"]
 
 
 #: Tasks an operator may run before the first one finished (see ``_launch_cap``).
@@ -221,8 +218,9 @@ class PhysicalOperator:
         self._reorder.fill(seq, bundles)
 
 
-class _TaskOperator(PhysicalOperator):
-    """Shared machinery of operators that run tasks returning ``[metas, *blocks]``."""
+class TaskOperator(PhysicalOperator):
+    """Shared machinery of operators that run tasks returning ``[metas, *blocks]``
+    (subclass it for a new task-running operator; see ``combine.py``)."""
 
     def __init__(self, name: str, inputs: Sequence[PhysicalOperator]):
         super().__init__(name, inputs)
@@ -328,7 +326,7 @@ class InputDataOperator(PhysicalOperator):
         self._reorder.clear()
 
 
-class MapOperator(_TaskOperator):
+class MapOperator(TaskOperator):
     """Fused reads and row/batch transforms, one task per input (read task or bundle).
 
     Args:
@@ -488,363 +486,3 @@ class MapOperator(_TaskOperator):
         return (f"{self.name}: {len(self._active)} tasks in flight (cap {self._cap}), "
                 f"{pending} {what}, {self._reorder.waiting()} outputs held behind an "
                 "earlier one")
-
-
-def _slice_blocks(num_rows: int, *blocks: Any) -> list[Any]:
-    """Task body of a limit: the first ``num_rows`` rows of ``blocks`` as one block."""
-    import time
-
-    from .block import BlockAccessor
-    from .transforms import finish_task
-
-    start, cpu = time.time(), time.thread_time()
-    out = []
-    left = num_rows
-    for block in blocks:
-        acc = BlockAccessor.for_block(block)
-        n = min(left, acc.num_rows())
-        out.append(acc.slice(0, n))
-        left -= n
-    return finish_task(out, 1, (), start, cpu)
-
-
-class LimitOperator(_TaskOperator):
-    """The first ``n`` rows: bundles pass whole until the one that crosses ``n``,
-    whose last block is cut by a small task; then it is satisfied and the
-    executor halts everything upstream."""
-
-    preserves_rows = True
-
-    def __init__(self, n: int, input_op: PhysicalOperator):
-        super().__init__(f"Limit[{n}]", [input_op])
-        self.limit = n
-        self._remaining = n
-
-    def satisfied(self) -> bool:
-        """``n`` rows have been passed on (or are being cut)."""
-        return self._remaining <= 0
-
-    def add_input(self, bundle: RefBundle, index: int) -> None:
-        if self._remaining <= 0:
-            return
-        rows = bundle.num_rows() or 0
-        if rows <= self._remaining:
-            self._remaining -= rows
-            self.stats.outputs(bundle.metadata)
-            self._emit(self._reorder.reserve(), [bundle])
-            return
-        whole: list[tuple[Any, BlockMetadata]] = []
-        for ref, meta in bundle.blocks:
-            n = meta.num_rows or 0
-            if n <= self._remaining:
-                whole.append((ref, meta))
-                self._remaining -= n
-                continue
-            if whole:
-                kept = RefBundle(tuple(whole))
-                self.stats.outputs(kept.metadata)
-                self._emit(self._reorder.reserve(), [kept])
-            self.submit(_slice_blocks, [self._remaining, ref], 1, {"num_cpus": 0},
-                        held=[bundle], est_bytes=0)
-            self._remaining = 0
-            return
-
-    def _work_done(self) -> bool:
-        return (self.satisfied() or self.all_inputs_done()) and not self._active
-
-
-class UnionOperator(PhysicalOperator):
-    """The rows of its inputs one after the other (input 0 first): no tasks; a later
-    input's bundles wait (counted against the budget) until the earlier inputs end."""
-
-    preserves_rows = True
-
-    def __init__(self, inputs: Sequence[PhysicalOperator]):
-        super().__init__("Union", inputs)
-        self._buffers: list[deque[RefBundle]] = [deque() for _ in inputs]
-        self._current = 0
-        self._buffered = 0
-
-    def add_input(self, bundle: RefBundle, index: int) -> None:
-        if self._halted:
-            return
-        self._buffers[index].append(bundle)
-        self._buffered += bundle.size_bytes()
-        self._advance()
-
-    def input_done(self, index: int) -> None:
-        super().input_done(index)
-        self._advance()
-
-    def _advance(self) -> None:
-        while self._current < len(self._buffers):
-            buf = self._buffers[self._current]
-            while buf:
-                bundle = buf.popleft()
-                self._buffered -= bundle.size_bytes()
-                self.stats.outputs(bundle.metadata)
-                self._emit(self._reorder.reserve(), [bundle])
-            if not self._inputs_done[self._current]:
-                return
-            self._current += 1
-
-    def halt(self) -> None:
-        super().halt()
-        for buf in self._buffers:
-            buf.clear()
-        self._buffered = 0
-        self._reorder.clear()
-
-    def usage_bytes(self) -> int:
-        return super().usage_bytes() + self._buffered
-
-
-def _zip_blocks(spans: list[tuple[int, int]], left: Any, *rights: Any) -> list[Any]:
-    """Task body of a zip: ``left`` beside the rows ``spans[i]`` of ``rights[i]``."""
-    import time
-
-    from .block import BlockAccessor
-    from .transforms import finish_task
-
-    start, cpu = time.time(), time.thread_time()
-    right = BlockAccessor.concat([BlockAccessor.for_block(b).slice(lo, hi)
-                                  for b, (lo, hi) in zip(rights, spans)])
-    return finish_task([zip_two(left, right)], 1, (), start, cpu)
-
-
-def zip_two(left: Any, right: Any) -> Any:
-    """Rows of ``left`` and ``right`` side by side: tables get the columns of both
-    (a right column whose name is taken gets the suffix ``_1``); otherwise each
-    row is the pair ``(left_row, right_row)``."""
-    import pyarrow as pa
-
-    from .block import BlockAccessor
-
-    if isinstance(left, pa.Table) and isinstance(right, pa.Table):
-        out = left
-        for name in right.column_names:
-            new = name
-            while new in out.column_names:
-                new = f"{new}_1"
-            out = out.append_column(new, right.column(name))
-        return out
-    return list(zip(BlockAccessor.for_block(left).iter_rows(),
-                    BlockAccessor.for_block(right).iter_rows()))
-
-
-class ZipOperator(_TaskOperator):
-    """Row ``i`` of the left input beside row ``i`` of the right one, streaming: a
-    left block is zipped as soon as the right rows it needs have arrived (their
-    block boundaries may differ); the right blocks go into its task as refs."""
-
-    preserves_rows = True
-
-    def __init__(self, left: PhysicalOperator, right: PhysicalOperator):
-        super().__init__("Zip", [left, right])
-        self._left: deque[tuple[Any, BlockMetadata]] = deque()
-        self._right: deque[tuple[Any, BlockMetadata]] = deque()
-        self._right_offset = 0  # rows of the first right block already used
-        self._bytes = 0
-        self._left_rows = 0
-        self._right_rows = 0
-
-    def add_input(self, bundle: RefBundle, index: int) -> None:
-        if self._halted:
-            return
-        (self._left if index == 0 else self._right).extend(bundle.blocks)
-        self._bytes += bundle.size_bytes()
-        if index == 0:
-            self._left_rows += bundle.num_rows() or 0
-        else:
-            self._right_rows += bundle.num_rows() or 0
-
-    def input_done(self, index: int) -> None:
-        super().input_done(index)
-        if self.all_inputs_done() and self._left_rows != self._right_rows:
-            raise ValueError(f"zip() needs datasets with the same number of rows; the left "
-                             f"one has {self._left_rows}, the right one {self._right_rows}")
-
-    def _right_available(self) -> int:
-        return sum(meta.num_rows or 0 for _, meta in self._right) - self._right_offset
-
-    def ready_to_launch(self) -> bool:
-        if self._halted or not self._left:
-            return False
-        need = self._left[0][1].num_rows or 0
-        return self._right_available() >= need
-
-    def next_task_bytes(self) -> int:
-        return 2 * (self._left[0][1].size_bytes or 0)
-
-    def launch_one(self) -> None:
-        left_ref, left_meta = self._left.popleft()
-        need = left_meta.num_rows or 0
-        spans: list[tuple[int, int]] = []
-        refs: list[Any] = []
-        held_bytes = left_meta.size_bytes or 0
-        while need > 0:
-            ref, meta = self._right[0]
-            n = meta.num_rows or 0
-            take = min(need, n - self._right_offset)
-            spans.append((self._right_offset, self._right_offset + take))
-            refs.append(ref)
-            need -= take
-            self._right_offset += take
-            if self._right_offset == n:
-                self._right.popleft()
-                self._right_offset = 0
-                held_bytes += meta.size_bytes or 0
-        self._bytes -= held_bytes
-        self.submit(_zip_blocks, [spans, left_ref, *refs], 1, {"num_cpus": 0.5},
-                    held=[left_ref, *refs], held_bytes=held_bytes, est_bytes=held_bytes)
-
-    def _work_done(self) -> bool:
-        return self.all_inputs_done() and not self._left and not self._active
-
-    def usage_bytes(self) -> int:
-        return super().usage_bytes() + self._bytes
-
-
-@dataclass
-class AllToAllContext:
-    """What an all-to-all function gets besides its input bundles.
-
-    Attributes:
-        executor: the run's executor (schedule tasks with it, or with :meth:`submit`).
-        data_context: the run's settings.
-        name: the operator's name.
-        run_id: an id unique to the run.
-    """
-
-    executor: fedexec.Executor
-    data_context: Any
-    name: str
-    run_id: str
-    _on_done: Callable[[Any], None] = field(repr=False, default=lambda ref: None)
-    _refs: set[Any] = field(default_factory=set, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _cancelled: bool = field(default=False, repr=False)
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **options: Any) -> Any:
-        """``executor.options(**options).submit(fn, *args)``, tracked by the run: it
-        counts as progress when it finishes and is cancelled if the run stops.
-
-        Raises:
-            fedexec.TaskCancelledError: the run was stopped.
-        """
-        with self._lock:
-            if self._cancelled:
-                raise fedexec.TaskCancelledError(f"the run of {self.name} was stopped")
-        options.setdefault("name", self.name)
-        refs = self.executor.options(**options).submit(fn, *args)
-        for ref in refs if isinstance(refs, list) else [refs]:
-            with self._lock:
-                self._refs.add(ref)
-            ref.add_done_callback(self._done)
-        return refs
-
-    def _done(self, ref: Any) -> None:
-        with self._lock:
-            self._refs.discard(ref)
-        self._on_done(ref)
-
-    def _cancel(self) -> list[Any]:
-        with self._lock:
-            self._cancelled = True
-            refs, self._refs = list(self._refs), set()
-        return refs
-
-
-#: ``fn(bundles, ctx) -> bundles``: an all-to-all transform, run in the driver.
-AllToAllFn = Callable[[list[RefBundle], AllToAllContext], list[RefBundle]]
-
-
-class AllToAllOperator(PhysicalOperator):
-    """A barrier: collects every input bundle, then runs ``fn(bundles, ctx)`` on a
-    thread of the driver (it schedules its own tasks through ``ctx``); its result
-    bundles stream on in the order returned."""
-
-    def __init__(self, name: str, fn: AllToAllFn, input_op: PhysicalOperator):
-        super().__init__(name, [input_op])
-        self.fn = fn
-        self._collected: list[RefBundle] = []
-        self._bytes = 0
-        self._thread: threading.Thread | None = None
-        self._ctx: AllToAllContext | None = None
-        self._result: list[RefBundle] | None = None
-        self._error: BaseException | None = None
-        self._finished = threading.Event()
-
-    def add_input(self, bundle: RefBundle, index: int) -> None:
-        if not self._halted:
-            self._collected.append(bundle)
-            self._bytes += bundle.size_bytes()
-
-    def ready_to_launch(self) -> bool:
-        return not self._halted and self.all_inputs_done() and self._thread is None
-
-    def launch_one(self) -> None:
-        assert self.run is not None
-        run = self.run
-        self._ctx = AllToAllContext(run.executor, run.context, self.name, run.run_id,
-                                    _on_done=lambda ref: run.progress())
-        self.stats.task_started()
-        self._thread = threading.Thread(target=self._body, name=f"fedexec-data-{self.name}",
-                                        daemon=True)
-        self._thread.start()
-
-    def _body(self) -> None:
-        assert self._ctx is not None and self.run is not None
-        try:
-            self._result = list(self.fn(self._collected, self._ctx))
-        except BaseException as e:  # handed to the executor's thread
-            self._error = e
-        finally:
-            self._finished.set()
-            self.run.wake()
-
-    def running(self) -> bool:
-        """The function is running."""
-        return self._thread is not None and not self._finished.is_set()
-
-    def poll(self) -> None:
-        """Emit the result once the function returned (raises its error)."""
-        if self._thread is None or not self._finished.is_set() or (self._result is None and \
-                self._error is None):
-            return
-        self._thread.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        result, self._result = self._result or [], None
-        self._collected, self._bytes = [], 0
-        for bundle in result:
-            self.stats.outputs(bundle.metadata)
-        self.stats.tasks += 1
-        self._emit(self._reorder.reserve(), result)
-
-    def _work_done(self) -> bool:
-        return self.all_inputs_done() and self._finished.is_set() and \
-            self._result is None and self._error is None
-
-    def halt(self) -> None:
-        super().halt()
-        if self._ctx is not None and self.run is not None:
-            self.run.cancel(self._ctx._cancel())
-        self._collected, self._bytes = [], 0
-        self._reorder.clear()
-
-    def shutdown(self) -> None:
-        if self._ctx is not None and self.run is not None:
-            self.run.cancel(self._ctx._cancel())
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def usage_bytes(self) -> int:
-        return super().usage_bytes() + self._bytes
-
-    def describe(self) -> str:
-        state = "running" if self.running() else ("waiting for its inputs"
-                                                  if self._thread is None else "done")
-        tasks = len(self._ctx._refs) if self._ctx is not None else 0
-        return f"{self.name}: all-to-all {state}, {tasks} of its tasks in flight"

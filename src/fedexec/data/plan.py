@@ -30,21 +30,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .all_to_all import AllToAllFn, AllToAllOperator
 from .bundle import RefBundle
 from .columns import SelectColumns
+from .combine import LimitOperator, UnionOperator, ZipOperator
 from .compute import ActorPoolStrategy, TaskPoolStrategy
 from .context import DataContext
 from .datasource import Datasource
-from .operators import (
-    AllToAllFn,
-    AllToAllOperator,
-    InputDataOperator,
-    LimitOperator,
-    MapOperator,
-    PhysicalOperator,
-    UnionOperator,
-    ZipOperator,
-)
+from .operators import InputDataOperator, MapOperator, PhysicalOperator
 from .transforms import MapBatches, MapChain, Stage
 
 __all__ = ["AllToAll", "InputData", "Limit", "LogicalOperator", "MapOp", "Read", "Union",
