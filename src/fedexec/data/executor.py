@@ -213,8 +213,10 @@ class StreamingExecutor:
         except BaseException as e:
             outcome = _Failure(self._named(e))
         finally:
-            self._finish(progress)
-            self._out.put(outcome)
+            try:
+                self._finish(progress)
+            finally:
+                self._out.put(outcome)  # the consumer always hears the end
 
     def _step(self) -> bool:
         """One iteration; True if it launched something."""
