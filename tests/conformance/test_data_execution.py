@@ -46,6 +46,13 @@ def test_consecutive_transforms_fuse_into_the_read():
     assert "Remote cpu time" in report and "Output rows: 50" in report
 
 
+def test_a_read_larger_than_the_target_block_size_returns_several_blocks():
+    fd.DataContext.get_current().target_max_block_size = 1000  # bytes
+    ds = fd.range_table(1000, parallelism=2)  # 4000 bytes per read task
+    assert ds.num_blocks() == 8
+    assert ds.take_all() == [{"id": i} for i in range(1000)]
+
+
 def slow_start(batch):
     if batch["id"][0] < 10:
         time.sleep(0.5)  # the first block finishes last

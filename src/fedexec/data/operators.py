@@ -448,9 +448,10 @@ class MapOperator(TaskOperator):
         if self._read_tasks:
             read = self._read_tasks.popleft()
             base = self._read_estimate(read)
-            k = self._num_outputs(base)
+            estimate = int(base * self._ratio())
+            k = self._num_outputs(estimate)
             self.submit(run_map_task, [self._chain_blob, ctx, k, read], k, self.options,
-                        est_bytes=int(base * self._ratio()), est_rows=read.metadata.num_rows
+                        est_bytes=estimate, est_rows=read.metadata.num_rows
                         if self.preserves_rows else None, base_bytes=base)
             return
         bundles = self._next_inputs(pop=True)
@@ -467,6 +468,7 @@ class MapOperator(TaskOperator):
                     est_rows=est_rows, base_bytes=base)
 
     def _num_outputs(self, estimate: int) -> int:
+        """Blocks a read task returns: its estimated output cut at the target size."""
         assert self.run is not None
         target = self.run.context.target_max_block_size
         return max(1, -(-estimate // target)) if estimate > 0 else 1
