@@ -172,6 +172,19 @@ def test_autoscaling_actor_pool_stays_within_its_bounds(tmp_path):
     assert "Map(add_one)->MapBatches(Tagger)" in ds.stats()  # fused into the actors
 
 
+class Plus:
+    def __call__(self, batch):
+        return {"item": batch["item"] + 1}
+
+
+@pytest.mark.requires("actors")
+def test_a_pool_holding_every_cpu_is_warned_about(ex):
+    cpus = int(ex.cluster_resources()["CPU"])
+    ds = fd.from_items(list(range(20))).map_batches(Plus, concurrency=cpus, num_cpus=1)
+    with pytest.warns(RuntimeWarning, match="hold all"):
+        assert ds.take_all() == list(range(1, 21))  # no other task needs a CPU here
+
+
 def test_actor_pool_on_a_backend_without_actors_fails_before_anything_runs(backend_name,
                                                                            tmp_path):
     if "actors" in capabilities(backend_name):

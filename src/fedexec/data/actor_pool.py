@@ -23,6 +23,7 @@ are let go. A backend without actors (spark) is refused before the run starts.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,13 @@ class ActorPoolMapOperator(MapOperator):
                               ctx.max_tasks_in_flight_per_actor)
         cpus = int(run.resources.get("CPU", 1) or 1)
         self._max = self.strategy.max_size or max(self.strategy.min_size, cpus)
+        held = self.strategy.min_size * float(self.options.get("num_cpus") or 0)
+        if held >= float(run.resources.get("CPU", 0) or 0) > 0:
+            warnings.warn(
+                f"{self.name}: {self.strategy.min_size} actors with num_cpus="
+                f"{self.options['num_cpus']} hold all {cpus} CPUs of the cluster, so the "
+                "run's other tasks (reads) may never run; give the actors fewer CPUs or "
+                "a smaller pool", RuntimeWarning, stacklevel=2)
         for _ in range(self.strategy.min_size):
             self._add_actor()
 
