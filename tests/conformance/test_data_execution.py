@@ -317,8 +317,17 @@ def sum_inside_a_task(n):
     return sum(fd.range(n, parallelism=2).map(lambda x: x * 2).take_all())
 
 
+def take_all_of(ds):
+    return ds.take_all()
+
+
 def test_a_dataset_consumed_inside_a_task_runs_on_that_tasks_runtime(ex):
     assert ex.get(ex.submit(sum_inside_a_task, 100), timeout=60) == 9900
+    lazy = fd.range(10, parallelism=2).map(lambda x: x + 1)
+    assert ex.get(ex.submit(take_all_of, lazy), timeout=60) == list(range(1, 11))
+    materialized = fd.range_table(10, parallelism=3).materialize()  # its blocks travel as refs
+    assert ex.get(ex.submit(take_all_of, materialized), timeout=60) == [
+        {"id": i} for i in range(10)]
     assert not fedexec.is_initialized()  # no default executor was made for it
 
 
