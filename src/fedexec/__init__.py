@@ -117,7 +117,7 @@ __all__ = [
     "wait",
 ]
 
-_LAZY = {"cluster", "integrations", "util"}
+_LAZY = {"cluster", "data", "integrations", "util"}
 
 
 def __getattr__(name: str) -> Any:

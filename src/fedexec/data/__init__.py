@@ -1,0 +1,70 @@
+"""fedexec.data: streaming distributed datasets (the role of Ray Data).
+
+A ``Dataset`` is a lazy plan over **blocks** (pyarrow Tables for rows that are
+dicts, lists for plain rows) kept in the object store; transformations run as
+fedexec tasks (or on actors for callable classes), fused per block; consuming a
+dataset **streams** it: blocks flow through the operators with a bounded number
+in flight and a memory budget, so data larger than memory or the object store
+goes through without being materialized. Uses only the public fedexec API, on
+the executor that runs the calling code (``DataContext.executor`` to choose).
+
+Modules (each opens with its design)::
+
+    block, bundle, batcher   blocks, their metadata, refs of blocks, batching
+    datasource, datasink     extension points: reading (ReadTask) and writing
+    transforms, columns      what runs inside tasks (fused stages)
+    plan                     logical operators, optimizer, physical planning
+    operators, actor_pool    physical operators: the interface, map (tasks, actors)
+    combine, all_to_all      limit, union, zip; barriers (the AllToAll extension)
+    executor                 the streaming executor (backpressure, order, errors)
+    iterator                 fetching, batching and prefetching for consumers
+    stats, progress          per-operator stats and progress bars
+    dataset, read_api        the user-facing API
+
+    >>> import fedexec.data as fd
+    >>> fd.range(10000).map(lambda x: {"data": x ** 2}).filter(lambda r: r["data"] % 2 == 0).take(3)
+    [{'data': 0}, {'data': 4}, {'data': 16}]
+"""
+
+from __future__ import annotations
+
+from .block import BlockAccessor, BlockMetadata
+from .bundle import RefBundle
+from .compute import ActorPoolStrategy
+from .context import DataContext
+from .dataset import Dataset, MaterializedDataset
+from .datasink import Datasink
+from .datasource import Datasource, ReadTask
+from .exceptions import DataStallError
+from .read_api import (
+    from_arrow,
+    from_arrow_refs,
+    from_items,
+    from_numpy,
+    from_pandas,
+    range,
+    range_table,
+    read_datasource,
+)
+
+__all__ = [
+    "ActorPoolStrategy",
+    "BlockAccessor",
+    "BlockMetadata",
+    "DataContext",
+    "DataStallError",
+    "Dataset",
+    "Datasink",
+    "Datasource",
+    "MaterializedDataset",
+    "ReadTask",
+    "RefBundle",
+    "from_arrow",
+    "from_arrow_refs",
+    "from_items",
+    "from_numpy",
+    "from_pandas",
+    "range",
+    "range_table",
+    "read_datasource",
+]

@@ -1,0 +1,443 @@
+"""``Dataset``: a lazy plan over blocks; ``MaterializedDataset``: one that ran.
+
+Transformations build a new logical plan (``plan.py``) and run nothing.
+Consuming calls (``iter_batches``, ``take``, ``count``, ``materialize`` ...)
+optimize the plan, build the physical operators and run them with the streaming
+executor (``executor.py``) on the executor ``DataContext`` resolves at that
+moment; they pull bundles as they come, so a dataset larger than memory streams
+through. Each run records its stats, which ``stats()`` reports afterwards.
+Metadata travels apart from blocks, so ``count``/``num_blocks``/``size_bytes``
+never fetch a block into the driver.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import fedexec
+
+from .block import BlockAccessor, check_batch_format
+from .bundle import RefBundle
+from .columns import AddColumn, DropColumns, RenameColumns, SelectColumns
+from .compute import compute_for
+from .context import DataContext
+from .datasink import Datasink
+from .executor import StreamingExecutor
+from .iterator import iter_batches, iter_blocks, iter_rows
+from .plan import InputData, Limit, LogicalOperator, MapOp, Read, Union, Zip, plan_physical
+from .stats import DatasetStats
+from .transforms import MapBatches, MapRows, Stage, WriteStage
+
+__all__ = ["Dataset", "MaterializedDataset"]
+
+_DEFAULT = object()  # "not given" for batch_size
+
+
+class _Run:
+    """One execution: the bundle iterator, the run's stats and its final schema."""
+
+    def __init__(self, ds: Dataset):
+        context = DataContext.get_current().snapshot()
+        self.executor = context.resolve_executor()
+        resources = self.executor.cluster_resources()
+        self.ops = plan_physical(ds._plan, context, resources)
+        self.stats = DatasetStats(operators=[op.stats for op in self.ops])
+        ds._last_stats = self.stats
+        self._streaming = StreamingExecutor(self.ops, context, self.executor, resources,
+                                            self.stats)
+        self.bundles: Iterator[RefBundle] = self._streaming.execute()
+
+    def schema(self) -> Any:
+        """The last schema seen on the final operator's outputs (after the run)."""
+        return self.ops[-1].schema
+
+
+class Dataset:
+    """A distributed collection of rows (dicts, or plain values), built lazily.
+
+    Create one with ``fedexec.data.range``, ``from_items``, ``from_pandas`` ...;
+    transform it (``map``, ``map_batches`` ...: each returns a new ``Dataset``);
+    consume it (``iter_batches``, ``take``, ``to_pandas`` ...). Order is kept by
+    every transform here.
+    """
+
+    def __init__(self, plan: LogicalOperator, stats: DatasetStats | None = None):
+        self._plan = plan
+        self._last_stats = stats
+
+    def _with(self, op: LogicalOperator) -> Dataset:
+        return Dataset(op)
+
+    def _map(self, stage: Stage, compute: Any = None, options: dict[str, Any] | None = None,
+             ) -> Dataset:
+        return self._with(MapOp((self._plan,), stage=stage,
+                                compute=compute or compute_for(None, None),
+                                options=options or {}))
+
+    # -- per-row transforms ---------------------------------------------------------------
+    def map(self, fn: Callable[[Any], Any], *, num_cpus: float | None = None,
+            num_gpus: float | None = None) -> Dataset:
+        """``fn(row) -> row`` on every row. Rows returned as dicts make a tabular
+        dataset; other values make plain rows."""
+        return self._row_op(fn, "map", num_cpus, num_gpus)
+
+    def filter(self, fn: Callable[[Any], bool], *, num_cpus: float | None = None,
+               num_gpus: float | None = None) -> Dataset:
+        """The rows for which ``fn(row)`` is true."""
+        return self._row_op(fn, "filter", num_cpus, num_gpus)
+
+    def flat_map(self, fn: Callable[[Any], Any], *, num_cpus: float | None = None,
+                 num_gpus: float | None = None) -> Dataset:
+        """``fn(row) -> iterable of rows`` on every row, the outputs concatenated."""
+        return self._row_op(fn, "flat_map", num_cpus, num_gpus)
+
+    def _row_op(self, fn: Any, kind: str, num_cpus: float | None,
+                num_gpus: float | None) -> Dataset:
+        if isinstance(fn, type):
+            raise TypeError(f"{kind}() takes a function; for a callable class (constructed "
+                            "once per actor) use map_batches(Class, concurrency=n)")
+        if not callable(fn):
+            raise TypeError(f"{kind}() takes a function, got {fn!r}")
+        return self._map(MapRows(fn, kind), options=_options(num_cpus, num_gpus))
+
+    # -- batch transforms --------------------------------------------------------------------
+    def map_batches(self, fn: Any, *, batch_size: int | object | None = _DEFAULT,
+                    batch_format: str = "default", concurrency: int | tuple[int, int] | None = None,
+                    num_cpus: float | None = None, num_gpus: float | None = None,
+                    fn_args: Sequence[Any] = (), fn_kwargs: dict[str, Any] | None = None,
+                    fn_constructor_args: Sequence[Any] = (),
+                    fn_constructor_kwargs: dict[str, Any] | None = None) -> Dataset:
+        """``fn(batch) -> batch`` on batches of ``batch_size`` rows.
+
+        Args:
+            fn: a function, or a class whose instances are callable: a class runs on
+                a pool of actors, each constructing it once
+                (``fn_constructor_args/kwargs``) and calling it on many batches.
+            batch_size: rows per batch (default ``DataContext.default_batch_size``,
+                4096); None: one batch per block. The last batch of a task may be
+                smaller.
+            batch_format: ``"default"``/``"numpy"`` (dict of column → ndarray; plain
+                rows as the column ``"item"``), ``"pandas"`` or ``"pyarrow"``.
+            concurrency: for a function, at most this many tasks at once; for a
+                class, ``n`` actors or ``(min, max)`` scaled by the queue.
+            num_cpus, num_gpus: resources of each task or actor.
+            fn_args, fn_kwargs: more arguments for each call.
+
+        ``fn`` returns a dict of arrays, a DataFrame, a Table or a list (plain rows),
+        or is a generator function yielding several of them.
+
+        Raises:
+            ValueError: bad ``batch_size``/``batch_format``/``concurrency``, or
+                constructor arguments for a function.
+        """
+        if not callable(fn):
+            raise TypeError(f"map_batches() takes a function or a callable class, got {fn!r}")
+        is_class = isinstance(fn, type)
+        if not is_class and (fn_constructor_args or fn_constructor_kwargs):
+            raise ValueError("fn_constructor_args/fn_constructor_kwargs are for a callable "
+                             "class; fn is a function")
+        if batch_size is _DEFAULT:
+            batch_size = DataContext.get_current().default_batch_size
+        if batch_size is not None and (isinstance(batch_size, bool) or
+                                       not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+        check_batch_format(batch_format)
+        compute = compute_for(fn, concurrency)
+        stage = MapBatches(fn, batch_size=batch_size, batch_format=batch_format,
+                           fn_args=fn_args, fn_kwargs=fn_kwargs,
+                           fn_constructor_args=fn_constructor_args,
+                           fn_constructor_kwargs=fn_constructor_kwargs)
+        return self._map(stage, compute, _options(num_cpus, num_gpus))
+
+    def add_column(self, col: str, fn: Callable[[Any], Any], *,
+                   batch_format: str = "pandas") -> Dataset:
+        """Add (or replace) column ``col`` with ``fn(batch)`` (a pandas DataFrame by
+        default) returning one value per row."""
+        return self._map(AddColumn(col, fn, batch_format))
+
+    def drop_columns(self, cols: Sequence[str]) -> Dataset:
+        """Without ``cols`` (each must exist)."""
+        return self._map(DropColumns(cols))
+
+    def select_columns(self, cols: Sequence[str]) -> Dataset:
+        """Only ``cols``, in that order (pushed into the read when possible)."""
+        return self._map(SelectColumns(cols))
+
+    def rename_columns(self, mapping: Mapping[str, str]) -> Dataset:
+        """Columns renamed by ``mapping`` (old name → new name)."""
+        return self._map(RenameColumns(mapping))
+
+    # -- shape ---------------------------------------------------------------------------------
+    def limit(self, n: int) -> Dataset:
+        """The first ``n`` rows (reading stops once they are there)."""
+        return self._with(Limit((self._plan,), n=_count_arg("limit", n)))
+
+    def union(self, *others: Dataset) -> Dataset:
+        """This dataset's rows, then each of ``others``' rows, in order."""
+        for other in others:
+            if not isinstance(other, Dataset):
+                raise TypeError(f"union() takes datasets, got {type(other).__name__}")
+        if not others:
+            return self
+        return self._with(Union((self._plan, *(o._plan for o in others))))
+
+    def zip(self, other: Dataset) -> Dataset:
+        """Row ``i`` of this dataset beside row ``i`` of ``other`` (same row count):
+        columns of both (a duplicate name from ``other`` gets the suffix ``_1``), or
+        ``(row, other_row)`` pairs when either has plain rows.
+
+        Raises:
+            ValueError: (when consumed) the row counts differ.
+        """
+        if not isinstance(other, Dataset):
+            raise TypeError(f"zip() takes a dataset, got {type(other).__name__}")
+        return self._with(Zip((self._plan, other._plan)))
+
+    def write_datasink(self, datasink: Datasink) -> None:
+        """Write every block with ``datasink`` (one write task per block; see
+        ``fedexec.data.Datasink``)."""
+        if not isinstance(datasink, Datasink):
+            raise TypeError(f"write_datasink() takes a Datasink, got {type(datasink).__name__}")
+        datasink.on_write_start()
+        ds = self._map(WriteStage(datasink))
+        try:
+            results = [row for row in ds.iter_rows()]
+        except BaseException as e:
+            datasink.on_write_failed(e)
+            self._last_stats = ds._last_stats
+            raise
+        self._last_stats = ds._last_stats
+        datasink.on_write_complete(results)
+
+    # -- consuming -------------------------------------------------------------------------------
+    def _run(self) -> _Run:
+        return _Run(self)
+
+    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default",
+                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (None: one per block) in ``batch_format``,
+        in order, as the run produces them; ``prefetch_batches`` batches are made
+        ready ahead on a thread; ``drop_last`` drops a final short batch."""
+        run = self._run()
+        return iter_batches(run.bundles, run.executor, batch_size=batch_size,
+                            batch_format=batch_format, prefetch_batches=prefetch_batches,
+                            drop_last=drop_last)
+
+    def iter_rows(self) -> Iterator[Any]:
+        """The rows, in order, as the run produces them."""
+        run = self._run()
+        return iter_rows(run.bundles, run.executor)
+
+    def take(self, n: int = 20) -> list[Any]:
+        """The first ``n`` rows (reading stops once they are there)."""
+        ds = self.limit(_count_arg("take", n))
+        rows = list(ds.iter_rows())
+        self._last_stats = ds._last_stats
+        return rows
+
+    def take_all(self, limit: int | None = None) -> list[Any]:
+        """Every row; with ``limit``, ``ValueError`` if there are more than that."""
+        rows = []
+        for row in self.iter_rows():
+            rows.append(row)
+            if limit is not None and len(rows) > limit:
+                raise ValueError(f"the dataset has more than the given limit of {limit} rows")
+        return rows
+
+    def take_batch(self, batch_size: int = 20, *, batch_format: str = "default") -> Any:
+        """The first ``batch_size`` rows as one batch.
+
+        Raises:
+            ValueError: the dataset is empty.
+        """
+        ds = self.limit(_count_arg("take_batch", batch_size))
+        for batch in ds.iter_batches(batch_size=batch_size, batch_format=batch_format,
+                                     prefetch_batches=0):
+            self._last_stats = ds._last_stats
+            return batch
+        self._last_stats = ds._last_stats
+        raise ValueError("take_batch(): the dataset is empty")
+
+    def show(self, n: int = 20) -> None:
+        """Print the first ``n`` rows, one per line."""
+        for row in self.take(n):
+            print(row)
+
+    def count(self) -> int:
+        """The number of rows (from metadata: no block reaches the driver)."""
+        known = _exact_rows(self._plan)
+        if known is not None:
+            return known
+        return sum(b.num_rows() or 0 for b in self._run().bundles)
+
+    def schema(self) -> Any:
+        """A ``pyarrow.Schema`` (``.names``, ``.types``) for tabular rows, the Python
+        type of the rows for plain rows, None for an empty dataset. Runs the plan
+        only as far as its first block."""
+        if isinstance(self._plan, InputData):
+            return next((b.schema() for b in self._plan.bundles if b.schema() is not None),
+                        None)
+        run = self._run()
+        for bundle in run.bundles:
+            if bundle.schema() is not None:
+                run.bundles.close()  # type: ignore[attr-defined]
+                return bundle.schema()
+        return run.schema()
+
+    def columns(self) -> list[str] | None:
+        """The column names (None for plain rows or an empty dataset)."""
+        schema = self.schema()
+        names = getattr(schema, "names", None)
+        return list(names) if names is not None else None
+
+    def num_blocks(self) -> int:
+        """The number of blocks the dataset is made of (runs the plan, metadata only)."""
+        return sum(len(b) for b in self._run().bundles)
+
+    def size_bytes(self) -> int:
+        """The in-memory size of all blocks (runs the plan, metadata only)."""
+        return sum(b.size_bytes() for b in self._run().bundles)
+
+    def to_pandas(self, limit: int | None = None) -> Any:
+        """All rows as one pandas DataFrame (plain rows as the column ``"item"``);
+        with ``limit``, ``ValueError`` if there are more rows than that."""
+        import pandas as pd
+
+        run = self._run()
+        frames, rows = [], 0
+        for block in iter_blocks(run.bundles, run.executor):
+            acc = BlockAccessor.for_block(block)
+            rows += acc.num_rows()
+            if limit is not None and rows > limit:
+                run.bundles.close()  # type: ignore[attr-defined]
+                raise ValueError(f"the dataset has more than the given limit of {limit} rows")
+            frames.append(acc.to_arrow())
+        if not frames:
+            return pd.DataFrame()
+        return BlockAccessor.for_block(BlockAccessor.concat(frames)).to_pandas()
+
+    def to_arrow_refs(self) -> list[fedexec.ObjectRef[Any]]:
+        """Refs of the blocks as pyarrow Tables (plain rows converted by tasks, as
+        the column ``"item"``); the blocks never pass through the driver."""
+        run = self._run()
+        refs = []
+        for bundle in run.bundles:
+            for ref, meta in bundle.blocks:
+                tabular = meta.schema is None or hasattr(meta.schema, "names")
+                refs.append(ref if tabular else
+                            run.executor.options(name="ToArrow").submit(_to_arrow, ref))
+        return refs
+
+    def to_numpy_refs(self, *, column: str | None = None) -> list[fedexec.ObjectRef[Any]]:
+        """Refs of each block as a dict of column → ndarray (or one column's ndarray
+        with ``column``), made by tasks."""
+        run = self._run()
+        return [run.executor.options(name="ToNumpy").submit(_to_numpy, ref, column)
+                for bundle in run.bundles for ref in bundle.block_refs]
+
+    def materialize(self) -> MaterializedDataset:
+        """Run now and keep every block in the store: a ``MaterializedDataset``."""
+        run = self._run()
+        bundles = tuple(run.bundles)
+        return MaterializedDataset(InputData(bundles=bundles), run.stats)
+
+    def stats(self) -> str:
+        """A report of this dataset's last run, per operator: wall and CPU time,
+        tasks, blocks, rows, bytes (``""`` before it ran)."""
+        return "" if self._last_stats is None else self._last_stats.to_string()
+
+    def __repr__(self) -> str:
+        return f"Dataset(plan={self._plan.describe()})"
+
+
+class MaterializedDataset(Dataset):
+    """A dataset whose blocks are in the store (``Dataset.materialize()``):
+    consuming it again reruns nothing."""
+
+    def __init__(self, plan: InputData, stats: DatasetStats | None = None):
+        super().__init__(plan, stats)
+        self._bundles = plan.bundles
+
+    def num_blocks(self) -> int:
+        return sum(len(b) for b in self._bundles)
+
+    def size_bytes(self) -> int:
+        return sum(b.size_bytes() for b in self._bundles)
+
+    def __repr__(self) -> str:
+        schema = self.schema()
+        names = getattr(schema, "names", None)
+        shown = names if names is not None else getattr(schema, "__name__", schema)
+        return (f"MaterializedDataset(num_blocks={self.num_blocks()}, "
+                f"num_rows={self.count()}, schema={shown})")
+
+
+# --------------------------------------------------------------------------- helpers
+def _options(num_cpus: float | None, num_gpus: float | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if num_cpus is not None:
+        opts["num_cpus"] = num_cpus
+    if num_gpus is not None:
+        opts["num_gpus"] = num_gpus
+    return opts
+
+
+def _count_arg(what: str, n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{what}() needs an int >= 0, got {n!r}")
+    return n
+
+
+def _exact_rows(op: LogicalOperator) -> int | None:
+    """The row count when the plan's metadata gives it without running."""
+    if isinstance(op, Read):
+        return _read_rows(op)
+    if isinstance(op, InputData):
+        counts = [b.num_rows() for b in op.bundles]
+        return None if any(c is None for c in counts) else builtins.sum(
+            c for c in counts if c is not None)
+    if isinstance(op, Limit):
+        below = _exact_rows(op.inputs[0])
+        return None if below is None else min(below, op.n)
+    if isinstance(op, MapOp) and op.stage is not None and op.stage.preserves_rows:
+        return _exact_rows(op.inputs[0])
+    if isinstance(op, Union):
+        counts = [_exact_rows(i) for i in op.inputs]
+        return None if any(c is None for c in counts) else builtins.sum(
+            c for c in counts if c is not None)
+    return None
+
+
+def _read_rows(op: Read) -> int | None:
+    """The rows a read will produce, when every read task knows its count."""
+    assert op.datasource is not None
+    context = DataContext.get_current()
+    parallelism = op.parallelism
+    if parallelism < 0:
+        resources = context.resolve_executor().cluster_resources()
+        parallelism = context.default_parallelism(
+            resources, op.datasource.estimate_inmemory_data_size())
+    total = 0
+    for task in op.datasource.get_read_tasks(parallelism):
+        rows = task.metadata.num_rows
+        if rows is None:
+            return None
+        total += rows
+    return total if op.limit is None else min(total, op.limit)
+
+
+def _to_arrow(block: Any) -> Any:
+    return BlockAccessor.for_block(block).to_arrow()
+
+
+def _to_numpy(block: Any, column: str | None) -> Any:
+    batch = BlockAccessor.for_block(block).to_batch("numpy")
+    if column is None:
+        return batch
+    if column not in batch:
+        raise KeyError(f"to_numpy_refs(column={column!r}): no such column; the block has "
+                       f"{list(batch)}")
+    return batch[column]
+
