@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 from _data_support import count_marks, data_executor_fixture, mark
 
@@ -395,3 +396,69 @@ def test_an_unreadable_file_fails_naming_the_file_and_the_operator(tmp_path):
     with pytest.raises(KeyError,
                        match=r"ReadParquet: cannot read .*good.parquet: KeyError: columns .*nope"):
         fd.read_parquet(str(tmp_path / "good.parquet"), columns=["nope"]).take_all()
+
+
+# --------------------------------------------------------------------------- writers
+def file_names(directory) -> list[str]:
+    return sorted(os.listdir(directory))
+
+
+def test_write_parquet_round_trip_one_file_per_block(tmp_path):
+    source = fd.from_pandas([frame(0, 30), frame(30, 40), frame(40, 100)])
+    ds = source.map_batches(lambda b: {**b, "y": b["id"] * 2}, batch_size=None)
+    out = tmp_path / "out" / "nested"
+    ds.write_parquet(str(out), compression="zstd")
+    names = file_names(out)
+    assert len(names) == 3
+    run = names[0].split("_")[0]
+    assert names == [f"{run}_{i:06d}.parquet" for i in range(3)]
+    assert [pq.read_metadata(out / n).num_rows for n in names] == [30, 10, 60]
+    expected = frame(0, 100).assign(y=np.arange(100) * 2)
+    assert_same(fd.read_parquet(str(out)), expected)
+    pd.testing.assert_frame_equal(read_all(pd.read_parquet, [out / n for n in names]), expected)
+    assert "MapBatches(<lambda>)->WriteParquet: 3 tasks executed" in ds.stats()
+    # a second write adds its own files
+    fd.from_pandas(frame(100, 110)).write_parquet(str(out))
+    assert len(file_names(out)) == 4 and fd.read_parquet(str(out)).count() == 110
+
+
+def test_write_csv_and_json_round_trip(tmp_path):
+    ds = fd.range_table(50, parallelism=4).map(lambda r: {"id": r["id"], "half": r["id"] / 2,
+                                                          "name": f"r{r['id']}"})
+    expected = pd.DataFrame({"id": np.arange(50), "half": np.arange(50) / 2,
+                             "name": [f"r{i}" for i in range(50)]})
+    ds.write_csv(str(tmp_path / "csv"))
+    names = file_names(tmp_path / "csv")
+    assert len(names) == 4 and all(n.endswith(".csv") for n in names)
+    assert_same(fd.read_csv(str(tmp_path / "csv")), expected)
+    pd.testing.assert_frame_equal(
+        read_all(pd.read_csv, [tmp_path / "csv" / n for n in names]), expected)
+    ds.write_json(str(tmp_path / "json"))
+    names = file_names(tmp_path / "json")
+    assert len(names) == 4 and all(n.endswith(".json") for n in names)
+    assert_same(fd.read_json(str(tmp_path / "json")), expected)
+    pd.testing.assert_frame_equal(
+        read_all(pd.read_json, [tmp_path / "json" / n for n in names], lines=True), expected)
+
+
+def test_write_numpy_round_trip(tmp_path):
+    images = np.arange(5 * 2 * 3, dtype=np.int16).reshape(5, 2, 3)
+    fd.from_numpy([images[:2], images[2:]]).write_numpy(str(tmp_path / "npy"), column="data")
+    assert len(file_names(tmp_path / "npy")) == 2
+    back = fd.read_numpy(str(tmp_path / "npy")).take_all()
+    np.testing.assert_array_equal(np.stack([r["data"] for r in back]), images)
+    with pytest.raises(KeyError, match="no such column") as info:
+        fd.from_numpy(images).write_numpy(str(tmp_path / "bad"), column="image")
+    assert "in operator WriteNumpy" in str(info.value)
+
+
+def test_write_skips_empty_blocks_and_refuses_a_file_path(tmp_path):
+    ds = fd.range_table(40, parallelism=4).filter(lambda r: r["id"] < 15)
+    ds.write_parquet(str(tmp_path / "out"))
+    assert len(file_names(tmp_path / "out")) == 2  # blocks 0 and 1 have rows
+    assert fd.read_parquet(str(tmp_path / "out")).take_all() == [{"id": i} for i in range(15)]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="writes files into a directory"):
+        ds.write_csv(str(tmp_path / "file"))
+    with pytest.raises(FileNotFoundError, match="try_create_dir"):
+        ds.write_json(str(tmp_path / "missing"), try_create_dir=False)
