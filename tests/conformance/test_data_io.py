@@ -374,6 +374,21 @@ def test_include_paths_adds_each_rows_file(tmp_path):
         ["path"]).take(1) == [{"path": paths[0]}]
 
 
+def take_all_of(ds):
+    return ds.take_all()
+
+
+def test_a_file_dataset_built_here_is_read_inside_a_task(ex, tmp_path):
+    paths = write_parquet_files(tmp_path, 2, 5)
+    ds = fd.read_parquet(str(tmp_path))
+    assert ds.count() == 10  # planned here first: the footers are cached
+    rows = ex.get(ex.submit(take_all_of, ds), timeout=60)
+    assert rows == read_all(pd.read_parquet, paths).to_dict("records")
+    frame(0, 4).to_csv(tmp_path / "a.csv", index=False)
+    csv = fd.read_csv(str(tmp_path / "a.csv"))  # never planned here
+    assert ex.get(ex.submit(take_all_of, csv), timeout=60) == frame(0, 4).to_dict("records")
+
+
 # --------------------------------------------------------------------------- errors
 def test_an_unreadable_file_fails_naming_the_file_and_the_operator(tmp_path):
     good = tmp_path / "good.jsonl"

@@ -68,8 +68,7 @@ class ParquetDatasource(FileBasedDatasource):
         self.filter = _expression(filter)
         self._row_groups: dict[str, list[tuple[int, int]]] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_row_groups": {}}
+    _PLANNING_STATE = (*FileBasedDatasource._PLANNING_STATE, "_row_groups")
 
     def get_name(self) -> str:
         return "Parquet"

@@ -19,13 +19,15 @@ stopping once a limit is met (later files are never opened) and reading only
 the columns asked for where the format can. An error while reading names the
 file and the operator (``ReadParquet: cannot read /data/x.parquet: ...``).
 
-The datasource itself travels in every read task, without its driver-only
+A copy of the datasource travels in every read task, without its planning
 state (the file list, the cached pieces): so its options do, and a subclass may
-override :meth:`~FileBasedDatasource.open_input` or ``read_piece``.
+override :meth:`~FileBasedDatasource.open_input` or ``read_piece``. (The
+datasource itself, in a dataset passed to a task, keeps everything.)
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import os
@@ -180,10 +182,6 @@ class FileBasedDatasource(Datasource):
             ignore_missing_paths=ignore_missing_paths)
         self._pieces: list[FilePiece] | None = None
 
-    def __getstate__(self) -> dict[str, Any]:
-        # What read tasks carry: the options, not the driver's file list and cache.
-        return {**self.__dict__, "_files": None, "_pieces": None}
-
     @property
     def op_name(self) -> str:
         """The read operator's name (``ReadParquet``)."""
@@ -192,7 +190,7 @@ class FileBasedDatasource(Datasource):
     @property
     def files(self) -> list[str]:
         """The files read, in order (in the driver)."""
-        assert self._files is not None, "the file list stays in the driver"
+        assert self._files is not None, "a read task's copy has no file list"
         return self._files
 
     # -- planning (driver) ------------------------------------------------------------
@@ -232,8 +230,19 @@ class FileBasedDatasource(Datasource):
             schema = schema.append(pa.field(PATH_COLUMN, pa.string()))
         meta = BlockMetadata(num_rows=rows, size_bytes=sum(p.size_bytes for p in group),
                              schema=schema, input_files=tuple(dict.fromkeys(p.path for p in group)))
-        return ReadTask(functools.partial(read_pieces, self, group), meta, supports_limit=True,
-                        supports_columns=self.supports_columns)
+        return ReadTask(functools.partial(read_pieces, self._reader(), group), meta,
+                        supports_limit=True, supports_columns=self.supports_columns)
+
+    #: Attributes only planning needs, left out of what read tasks carry.
+    _PLANNING_STATE: tuple[str, ...] = ("_files", "_pieces")
+
+    def _reader(self) -> FileBasedDatasource:
+        """A copy of this datasource for read tasks: the options, not the file list
+        and the planning caches (so each task carries only its own pieces)."""
+        reader = copy.copy(self)
+        for name in self._PLANNING_STATE:
+            setattr(reader, name, None)
+        return reader
 
     # -- reading (inside tasks) ---------------------------------------------------------
     def open_input(self, path: str) -> Any:
