@@ -220,9 +220,10 @@ class FileBasedDatasource(Datasource):
             groups = [pieces[lo:hi] for lo, hi in itertools.pairwise(bounds)]
         else:
             groups = [[p] for p in pieces]
-        return [self._read_task(tuple(g)) for g in groups if g]
+        reader = self._reader()
+        return [self._read_task(reader, tuple(g)) for g in groups if g]
 
-    def _read_task(self, group: tuple[FilePiece, ...]) -> ReadTask:
+    def _read_task(self, reader: FileBasedDatasource, group: tuple[FilePiece, ...]) -> ReadTask:
         counts = [p.num_rows for p in group]
         rows = None if any(c is None for c in counts) else sum(c or 0 for c in counts)
         schema = group[0].schema
@@ -230,7 +231,7 @@ class FileBasedDatasource(Datasource):
             schema = schema.append(pa.field(PATH_COLUMN, pa.string()))
         meta = BlockMetadata(num_rows=rows, size_bytes=sum(p.size_bytes for p in group),
                              schema=schema, input_files=tuple(dict.fromkeys(p.path for p in group)))
-        return ReadTask(functools.partial(read_pieces, self._reader(), group), meta,
+        return ReadTask(functools.partial(read_pieces, reader, group), meta,
                         supports_limit=True, supports_columns=self.supports_columns)
 
     #: Attributes only planning needs, left out of what read tasks carry.
