@@ -20,6 +20,9 @@ Modules (each opens with its design)::
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars
     dataset, read_api        the user-facing API
+    read_files, parquet,     reading files (paths, the file datasource base,
+      formats                Parquet, CSV, JSON lines, text, numpy, binary)
+    write_files              writing files (a datasink per format)
 
     >>> import fedexec.data as fd
     >>> fd.range(10000).map(lambda x: {"data": x ** 2}).filter(lambda r: r["data"] % 2 == 0).take(3)
@@ -36,6 +39,14 @@ from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
 from .exceptions import DataStallError
+from .formats import (
+    read_binary_files,
+    read_csv,
+    read_json,
+    read_numpy,
+    read_parquet,
+    read_text,
+)
 from .read_api import (
     from_arrow,
     from_arrow_refs,
@@ -66,5 +77,11 @@ __all__ = [
     "from_pandas",
     "range",
     "range_table",
+    "read_binary_files",
+    "read_csv",
     "read_datasource",
+    "read_json",
+    "read_numpy",
+    "read_parquet",
+    "read_text",
 ]

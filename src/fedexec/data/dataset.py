@@ -29,6 +29,7 @@ from .iterator import iter_batches, iter_blocks, iter_rows
 from .plan import InputData, Limit, LogicalOperator, MapOp, Read, Union, Zip, plan_physical
 from .stats import DatasetStats
 from .transforms import MapBatches, MapRows, Stage, WriteStage
+from .write_files import CSVDatasink, JSONDatasink, NumpyDatasink, ParquetDatasink
 
 __all__ = ["Dataset", "MaterializedDataset"]
 
@@ -350,6 +351,35 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"Dataset(plan={self._plan.describe()})"
+
+    # -- writing files (readers and writers: write_files.py) -----------------------------
+    def write_parquet(self, path: str, *, try_create_dir: bool = True,
+                      **arrow_parquet_args: Any) -> None:
+        """Write the rows as Parquet files into the directory ``path``: one file per
+        block, written by tasks, named ``{run}_{task:06d}.parquet`` in the dataset's
+        order; ``arrow_parquet_args`` go to ``pyarrow.parquet.write_table``
+        (``compression=``, ``row_group_size=``)."""
+        self.write_datasink(ParquetDatasink(path, try_create_dir=try_create_dir,
+                                            **arrow_parquet_args))
+
+    def write_csv(self, path: str, *, try_create_dir: bool = True,
+                  **arrow_csv_args: Any) -> None:
+        """Write the rows as CSV files (with a header) into the directory ``path``,
+        one per block (as :meth:`write_parquet`); ``write_options=`` is pyarrow's."""
+        self.write_datasink(CSVDatasink(path, try_create_dir=try_create_dir, **arrow_csv_args))
+
+    def write_json(self, path: str, *, try_create_dir: bool = True,
+                   **pandas_json_args: Any) -> None:
+        """Write the rows as JSON lines files into the directory ``path``, one per
+        block (as :meth:`write_parquet`); ``pandas_json_args`` go to pandas'
+        ``to_json``."""
+        self.write_datasink(JSONDatasink(path, try_create_dir=try_create_dir,
+                                         **pandas_json_args))
+
+    def write_numpy(self, path: str, *, column: str, try_create_dir: bool = True) -> None:
+        """Write the column ``column`` as ``.npy`` files into the directory ``path``,
+        one per block (as :meth:`write_parquet`)."""
+        self.write_datasink(NumpyDatasink(path, column=column, try_create_dir=try_create_dir))
 
 
 class MaterializedDataset(Dataset):
