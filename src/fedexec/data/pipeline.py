@@ -20,10 +20,11 @@ Windows:
   output blocks are grouped by ``b``.
 * ``ds.repeat(times)``: one window per pass, the whole dataset.
 
-Overlap: while window k is consumed, the run of window k+1 has already started
-(a background thread drains it into a queue of bundles), so the next window's
-reading happens while this one is transformed and consumed; at most two windows
-are in flight. Actor pools (``map_batches`` with a class) are *lent* across the
+Overlap: windows run ahead of the consumer, each on a thread draining its run
+into a queue of bundles: up to two run at once, and a new one starts as soon as
+one of them is done, while at most three are started and not yet consumed (the
+memory bound). So the next window's reading happens while this one is
+transformed and consumed, and a slow window does not stall the reading after it. Actor pools (``map_batches`` with a class) are *lent* across the
 windows' runs (``DataContext._actor_lender``, see ``actor_pool.py``): each
 actor is constructed once per pipeline iteration, not per window, and killed
 when the iteration ends.
@@ -35,6 +36,7 @@ import builtins
 import itertools
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +56,10 @@ __all__ = ["ActorLender", "DatasetPipeline", "repeat_pipeline", "window_pipeline
 
 Stage = Callable[["Dataset"], "Dataset"]
 _END = object()
+#: Windows running at once, and started but not yet consumed (see ``_bundles``).
+_COMPUTING = 2
+_HELD = 3
+_POLL_S = 0.05
 
 
 class ActorLender:
@@ -216,6 +222,7 @@ class _WindowRun:
         self._ds, self._context = ds, context
         self._out: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
+        self.finished = threading.Event()  # its run ended (all its bundles queued)
         self._thread = threading.Thread(target=self._body, name="fedexec-data-window",
                                         daemon=True)
         self._thread.start()
@@ -234,18 +241,20 @@ class _WindowRun:
         except BaseException as e:
             self._out.put(e)
         finally:
+            self.finished.set()
             if bundles is not None:
                 bundles.close()
 
-    def bundles(self) -> Iterator[RefBundle]:
-        """The window's bundles, in order (raises the run's error)."""
-        while True:
-            item = self._out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def next(self, timeout: float) -> Any:
+        """The next bundle, ``_END``, or None if none came within ``timeout`` s
+        (raises the run's error)."""
+        try:
+            item = self._out.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
     def stop(self) -> None:
         self._stop.set()
@@ -313,25 +322,35 @@ class DatasetPipeline(DataIterator):
                 yield window
 
     def _bundles(self, context: DataContext) -> Generator[RefBundle, None, None]:
-        """Every window's bundles in order, the next window running ahead
-        (``context`` has the executor resolved: the runs happen on threads)."""
+        """Every window's bundles in order, later windows running ahead: at most
+        ``_COMPUTING`` windows run at once, and at most ``_HELD`` are started and
+        not yet consumed (``context`` has the executor resolved: the runs happen
+        on threads)."""
         lender = ActorLender()
         context._actor_lender = lender
         windows = self._windows(context)
-        running: list[_WindowRun] = []
+        running: deque[_WindowRun] = deque()
+        exhausted = False
 
-        def start_next() -> None:
-            window = next(windows, None)
-            if window is not None:
-                running.append(_WindowRun(window, context))
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(running) < _HELD and \
+                    builtins.sum(not r.finished.is_set() for r in running) < _COMPUTING:
+                window = next(windows, None)
+                if window is None:
+                    exhausted = True
+                else:
+                    running.append(_WindowRun(window, context))
 
         try:
-            start_next()
-            start_next()
+            fill()
             while running:
-                yield from running[0].bundles()
-                running.pop(0)
-                start_next()
+                item = running[0].next(_POLL_S)
+                if item is _END:
+                    running.popleft()
+                elif item is not None:
+                    yield item
+                fill()
         finally:
             for run in running:
                 run.stop()
