@@ -38,6 +38,10 @@ stopped and a fresh one begins. Every consumer hears the end of a pass (its
 iterator stops) once the run is exhausted and its queue is empty, and an
 error of the run is raised in every consumer.
 
+The refs handed to a consumer stay held by the coordinator until that consumer
+calls again (it has fetched the blocks by then): a ref in flight to a consumer
+is never the last one.
+
 Consumers poll: a call waits in the coordinator at most ``_POLL_S`` seconds and
 answers "wait", so no call blocks an actor thread forever.
 """
@@ -175,12 +179,17 @@ class _SplitCoordinator:
         self._joined: set[int] = set()
         self._pass: _Pass | None = None
         self._stop: threading.Event | None = None
+        # the refs last handed to each consumer, kept until it calls again: some
+        # backends (dask) forget an object whose only holder let go before the
+        # receiver's copy of the ref registered
+        self._lent: dict[int, list[Any]] = {}
 
     def start_epoch(self, index: int, after: int, timeout: float) -> int | None:
         """The pass consumer ``index`` takes part in (the first one numbered above
         ``after``, the last it saw), starting it once all n asked; None if it has
         not started within ``timeout`` seconds (ask again)."""
         with self._cond:
+            self._lent.pop(index, None)
             if self._epoch <= after:
                 self._joined.add(index)
                 if len(self._joined) == self._n:
@@ -195,6 +204,7 @@ class _SplitCoordinator:
         nothing came within ``timeout`` seconds (ask again)."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._lent.pop(index, None)  # the consumer has fetched what it got last
             while True:
                 state = self._pass
                 if epoch != self._epoch or state is None:
@@ -205,6 +215,7 @@ class _SplitCoordinator:
                 if queue:
                     pieces = [(ref, None, None) if (lo, hi) == (0, whole) else (ref, lo, hi)
                               for ref, lo, hi, whole in queue]
+                    self._lent[index] = [piece[0] for piece in queue]
                     queue.clear()
                     self._cond.notify_all()  # room in the queues: the pump may pull
                     return "blocks", pieces
