@@ -42,6 +42,10 @@ The refs handed to a consumer stay held by the coordinator until that consumer
 calls again (it has fetched the blocks by then): a ref in flight to a consumer
 is never the last one.
 
+The coordinator lives as long as its executor (fedexec does not collect an
+actor when its handles are dropped); once a pass has ended it holds only the
+refs it last handed out.
+
 Consumers poll: a call waits in the coordinator at most ``_POLL_S`` seconds and
 answers "wait", so no call blocks an actor thread forever.
 """
