@@ -23,6 +23,11 @@ Modules (each opens with its design)::
     read_files, parquet,     reading files (paths, the file datasource base,
       formats                Parquet, CSV, JSON lines, text, numpy, binary)
     write_files              writing files (a datasink per format)
+    split, streaming_split   parts of a dataset; n iterators fed by one run
+    data_iterator            DataIterator: batches, rows, torch batches of any source
+    local_shuffle            the shuffle buffer of iter_batches
+    torch_utils, torch_dataset  tensors, to_torch, from_torch (torch imported lazily)
+    pipeline                 DatasetPipeline: window() / repeat(), the classic API
 
     >>> import fedexec.data as fd
     >>> fd.range(10000).map(lambda x: {"data": x ** 2}).filter(lambda r: r["data"] % 2 == 0).take(3)
@@ -35,6 +40,7 @@ from .block import BlockAccessor, BlockMetadata
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
 from .context import DataContext
+from .data_iterator import DataIterator
 from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
@@ -47,6 +53,7 @@ from .formats import (
     read_parquet,
     read_text,
 )
+from .pipeline import DatasetPipeline
 from .read_api import (
     from_arrow,
     from_arrow_refs,
@@ -57,14 +64,17 @@ from .read_api import (
     range_table,
     read_datasource,
 )
+from .torch_utils import from_torch
 
 __all__ = [
     "ActorPoolStrategy",
     "BlockAccessor",
     "BlockMetadata",
     "DataContext",
+    "DataIterator",
     "DataStallError",
     "Dataset",
+    "DatasetPipeline",
     "Datasink",
     "Datasource",
     "MaterializedDataset",
@@ -75,6 +85,7 @@ __all__ = [
     "from_items",
     "from_numpy",
     "from_pandas",
+    "from_torch",
     "range",
     "range_table",
     "read_binary_files",
