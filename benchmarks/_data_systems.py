@@ -26,6 +26,7 @@ Workloads (the functions they apply are in ``_data_work``):
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import tempfile
@@ -249,6 +250,7 @@ class DaskFrame(DataSystem):
     def start(self, store_bytes: int) -> None:
         from distributed import Client, LocalCluster
 
+        self.runs = itertools.count(1)  # see _data_work.transform's ``run``
         self.cluster = LocalCluster(n_workers=NUM_CPUS, threads_per_worker=1,
                                     processes=True, dashboard_address=None,
                                     memory_limit=store_bytes // NUM_CPUS,
@@ -269,7 +271,8 @@ class DaskFrame(DataSystem):
         import dask.dataframe as dd
 
         return dd.read_parquet(files).map_partitions(
-            work.transform, meta=self._frame_meta({"key": "int64", "x": "float64"}))
+            work.transform, run=next(self.runs),
+            meta=self._frame_meta({"key": "int64", "x": "float64"}))
 
     def etl(self, files: list[str], out: str, row_filter: bool) -> None:
         kept = self._transformed(files)
@@ -288,7 +291,7 @@ class DaskFrame(DataSystem):
     def infer(self, data: Any) -> tuple[int, float]:
         import dask
 
-        pred = data.map_partitions(work.predict_partition,
+        pred = data.map_partitions(work.predict_partition, run=next(self.runs),
                                    meta=self._frame_meta({"pred": "float32"}))["pred"]
         rows, total = dask.compute(pred.count(), pred.astype("float64").sum())
         return int(rows), float(total)
@@ -296,9 +299,11 @@ class DaskFrame(DataSystem):
     def shuffle_sort(self, data: Any) -> list[dict[str, Any]]:
         from distributed import wait
 
+        run = next(self.runs)
+
         def with_random(df: Any, partition_info: Any = None) -> Any:
             number = partition_info["number"] if partition_info else 0
-            return work.add_random(df, 1000 + number)
+            return work.add_random(df, 100_000 * run + number)
 
         # A random shuffle in Dask: hash-partition on a column of random numbers.
         # It is persisted before the sort: Dask 2026.8 never finishes building the
@@ -352,9 +357,11 @@ class DaskFrame(DataSystem):
 # =========================================================================== the floor
 class PandasFloor(DataSystem):
     name = "pandas"
-    notes = ("pandas: one process, pandas and pyarrow (with pyarrow's and torch's own "
-             "thread pools, as a plain script gets them); files read one at a time where "
-             "the work allows (ETL, streaming), so memory stays at about one file",)
+    notes = ("pandas: one process, pandas and pyarrow (pyarrow with its own thread pool, as "
+             "a plain script gets it; torch with one thread, as in each actor: two threads "
+             "ran 2-4x slower and erratic on the loaded 2-core machine); files read one at "
+             "a time where the work allows (ETL, streaming), so memory stays at about one "
+             "file",)
 
     def etl(self, files: list[str], out: str, row_filter: bool) -> None:
         import pandas as pd
@@ -376,8 +383,8 @@ class PandasFloor(DataSystem):
         return pa.concat_tables([pq.read_table(p) for p in files])
 
     def infer(self, data: Any) -> tuple[int, float]:
-        x = work.feature_matrix({c: data.column(c).to_numpy() for c in data.column_names})
-        pred = work.predict_array(work.make_model(), x)
+        predictor = work.Predictor()  # the actors' class, here in the driver, one thread
+        pred = predictor({c: data.column(c).to_numpy() for c in data.column_names})["pred"]
         return len(pred), float(pred.astype("float64").sum())
 
     def shuffle_sort(self, data: Any) -> list[dict[str, Any]]:

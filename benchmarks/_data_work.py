@@ -82,9 +82,12 @@ def write_dataset(directory: str, name: str, total_rows: int, parts: int,
 
 
 # --------------------------------------------------------------------------- P1, P4
-def transform(df: Any) -> Any:
+def transform(df: Any, run: int = 0) -> Any:
     """P1's numeric transform (a pandas batch in, a pandas batch out):
-    ``x = 2.5 a + log1p(b) c - 0.01 (d mod 7) + key / 1000``, keeping ``key`` and ``x``."""
+    ``x = 2.5 a + log1p(b) c - 0.01 (d mod 7) + key / 1000``, keeping ``key`` and ``x``.
+
+    ``run`` is not used: Dask passes a new number each run, which gives the run's
+    graph new keys, so that no result still held from an earlier run is reused."""
     import numpy as np
     import pandas as pd
 
@@ -156,10 +159,10 @@ class Predictor:
 _WORKER_MODEL: list[Any] = []
 
 
-def predict_partition(df: Any) -> Any:
+def predict_partition(df: Any, run: int = 0) -> Any:
     """Dask's form of :class:`Predictor`: one model per worker process, built on its
     first partition and kept in a module global (Dask has no actor pool for
-    ``map_partitions``)."""
+    ``map_partitions``). ``run``: as in :func:`transform`."""
     import pandas as pd
 
     if not _WORKER_MODEL:
