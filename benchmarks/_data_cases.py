@@ -252,28 +252,38 @@ def _close(a: Any, b: Any, rtol: float) -> bool:
     return bool(a == b)
 
 
+def _difference(key: str, got: Any, want: Any, rtol: float, ref: str) -> str | None:
+    """How ``got`` differs from ``want``, the value ``ref`` has (lists element by
+    element), or None."""
+    if not isinstance(want, list):
+        return None if _close(got, want, rtol) else f"{key} = {got!r} ({ref}: {want!r})"
+    if not isinstance(got, list) or len(got) != len(want):
+        n = len(got) if isinstance(got, list) else got
+        return f"{key} has {n!r} values ({ref}: {len(want)})"
+    bad = [i for i, (g, w) in enumerate(zip(got, want)) if not _close(g, w, rtol)]
+    if not bad:
+        return None
+    i = bad[0]
+    return (f"{key}[{i}] = {got[i]!r} ({ref}: {want[i]!r}; {len(bad)} of {len(want)} "
+            "values differ)")
+
+
 def compare(case: str, checks: dict[str, Any], reference: str) -> tuple[bool, list[str]]:
-    """Compare every system's check payload of ``case`` with ``reference``'s:
-    ``(all equal, lines to print)``."""
+    """Compare every system's check payload of ``case`` with ``reference``'s, and
+    each payload's own flags (``sorted``, ``*_ok``): ``(all good, lines to print)``."""
     rtol = {"inference": 1e-5}.get(case, 1e-9)
     ref = checks[reference]
     bad = []
     for system, c in checks.items():
-        for key, want in ref.items():
-            got = c.get(key)
-            if isinstance(want, list):
-                ok = isinstance(got, list) and len(got) == len(want) and all(
-                    _close(g, w, rtol) for g, w in zip(got, want))
-            else:
-                ok = _close(got, want, rtol)
-            if not ok:
-                shown = (f"{len(got)} values" if isinstance(got, list) else repr(got))
-                wanted = (f"{len(want)} values" if isinstance(want, list) else repr(want))
-                bad.append(f"{system} {key} = {shown}, {reference} has {wanted}")
         for key, value in c.items():
-            if key.endswith("_ok") or key == "sorted":
-                if value is not True:
-                    bad.append(f"{system} {key} is {value!r}")
+            if (key.endswith("_ok") or key == "sorted") and value is not True:
+                bad.append(f"{system}: {key} is {value!r}")
+        if system == reference:
+            continue
+        for key, want in ref.items():
+            diff = _difference(key, c.get(key), want, rtol, reference)
+            if diff is not None:
+                bad.append(f"{system}: {diff}")
     if bad:
         return False, ["MISMATCH (" + case + "): " + "; ".join(bad)]
     shown = ", ".join(f"{k} {v:.10g}" if isinstance(v, float) else

@@ -139,9 +139,14 @@ def child_main(case: str, name: str, ctx_path: str) -> int:
         system.start(store)
         started = True
         result["start_s"] = time.perf_counter() - t0
+        load = os.getloadavg()[0]
         rows, notes, check = cases.CASES[case](system, ctx)
         result.update(status="ok", rows=rows, check=check)
         result["notes"] += notes
+        result["notes"].append(f"{name}: load average (1 min) {load:.1f} when the case "
+                               f"started, {os.getloadavg()[0]:.1f} when it ended "
+                               f"({systems.NUM_CPUS} CPUs; other processes' load slows "
+                               "every system)")
     except Exception:
         result.update(status="error", rows=[], error=traceback.format_exc(limit=12))
     emit(MARK_RESULT, result)
@@ -301,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{facts['platform']}, Python {facts['python']}")
     print(f"- versions: {versions()}")
     print(f"- fedexec source: git {facts['fedexec_git']}")
+    print(f"- load average (1, 5, 15 min) at the start: "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
     skipped: dict[str, str] = {}
     names = []
