@@ -103,9 +103,12 @@ class DatasetAPI(DataSystem):
     def range_dataset(self, n: int) -> Any:
         raise NotImplementedError
 
-    def etl(self, files: list[str], out: str, row_filter: bool) -> None:
-        ds = self.rd.read_parquet(files).map_batches(
+    def _transformed(self, files: list[str]) -> Any:
+        return self.rd.read_parquet(files).map_batches(
             work.transform, batch_format="pandas", batch_size=None)
+
+    def etl(self, files: list[str], out: str, row_filter: bool) -> None:
+        ds = self._transformed(files)
         if row_filter:
             ds = ds.filter(work.keep_row)
         else:
@@ -131,10 +134,8 @@ class DatasetAPI(DataSystem):
         return [dict(r) for r in ds.take_all()]
 
     def stream(self, files: list[str]) -> tuple[int, float]:
-        ds = self.rd.read_parquet(files).map_batches(
-            work.transform, batch_format="pandas", batch_size=None)
         rows, total = 0, 0.0
-        for batch in ds.iter_batches(batch_size=ITER_BATCH, batch_format="numpy"):
+        for batch in self._transformed(files).iter_batches(batch_size=ITER_BATCH, batch_format="numpy"):
             rows += len(batch["x"])
             total += float(batch["x"].sum())
         return rows, total
@@ -145,9 +146,7 @@ class DatasetAPI(DataSystem):
         return [dict(r) for r in ds.take(10)]
 
     def take_read(self, files: list[str]) -> list[dict[str, Any]]:
-        ds = self.rd.read_parquet(files).map_batches(
-            work.transform, batch_format="pandas", batch_size=None)
-        return [dict(r) for r in ds.take(10)]
+        return [dict(r) for r in self._transformed(files).take(10)]
 
 
 class FedexecData(DatasetAPI):
@@ -156,9 +155,8 @@ class FedexecData(DatasetAPI):
              "object_store_memory=STORE); fedexec.data on the default executor",)
 
     def start(self, store_bytes: int) -> None:
-        import fedexec.data as fd
-
         import fedexec
+        import fedexec.data as fd
 
         self.fedexec = fedexec
         self.ex = fedexec.init(backend="native", num_cpus=NUM_CPUS,
