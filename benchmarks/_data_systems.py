@@ -315,7 +315,7 @@ class DaskFrame(DataSystem):
             work.block_summary, meta=self._frame_meta(
                 {"rows": "int64", "first": "float64", "last": "float64", "sorted": "bool",
                  "p0_sum": "float64"})).compute()
-        return summaries.to_dict("records")  # type: ignore[no-any-return]
+        return summaries.to_dict("records")
 
     def stream(self, files: list[str]) -> tuple[int, float]:
         import dask
@@ -336,10 +336,10 @@ class DaskFrame(DataSystem):
                             meta=self._frame_meta({"id": "int64"}))
         squared = frame.map_partitions(lambda df: pd.DataFrame(work.add_square(df)),
                                        meta=self._frame_meta({"id": "int64", "y": "int64"}))
-        return squared.head(10).to_dict("records")  # type: ignore[no-any-return]
+        return squared.head(10).to_dict("records")
 
     def take_read(self, files: list[str]) -> list[dict[str, Any]]:
-        return self._transformed(files).head(10).to_dict("records")  # type: ignore[no-any-return]
+        return self._transformed(files).head(10).to_dict("records")
 
     def spill_info(self) -> dict[str, float]:
         def counters(dask_worker: Any) -> tuple[float, float]:
@@ -390,7 +390,7 @@ class PandasFloor(DataSystem):
 
         perm = np.random.default_rng(0).permutation(data.num_rows)
         ordered = data.take(perm).sort_by("key")
-        return work.block_summary(ordered).to_dict("records")  # type: ignore[no-any-return]
+        return work.block_summary(ordered).to_dict("records")
 
     def stream(self, files: list[str]) -> tuple[int, float]:
         import pyarrow.parquet as pq
@@ -409,7 +409,7 @@ class PandasFloor(DataSystem):
         import pyarrow.parquet as pq
 
         first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=10))
-        return work.transform(first.to_pandas()).to_dict("records")  # type: ignore[no-any-return]
+        return work.transform(first.to_pandas()).to_dict("records")
 
 
 def make(name: str) -> DataSystem:
