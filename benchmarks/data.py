@@ -161,7 +161,19 @@ def child_main(case: str, name: str, ctx_path: str) -> int:
 
 
 # --------------------------------------------------------------------------- parent
-def unavailable(name: str, python: str) -> str | None:
+def child_env() -> dict[str, str]:
+    """The children's environment: ``benchmarks/`` (the shared functions) and this
+    checkout's ``src/`` first on ``PYTHONPATH``, so that they measure the fedexec of
+    this checkout whatever checkout the virtual environment was installed from."""
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE), str(HERE.parent / "src"), env.get("PYTHONPATH")]))
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env
+
+
+def unavailable(name: str, python: str, env: dict[str, str]) -> str | None:
     """Why system ``name`` cannot run here, or None."""
     lacking = [m for m in REQUIRES[name] if find_spec(m) is None]
     if lacking:
@@ -169,7 +181,7 @@ def unavailable(name: str, python: str) -> str | None:
     if name == "fedexec-native":
         try:
             probe = subprocess.run([python, "-c", "import fedexec.data"], capture_output=True,
-                                   text=True, timeout=120)
+                                   text=True, timeout=120, env=env)
         except subprocess.TimeoutExpired:
             return "import fedexec.data did not finish within 120 s"
         if probe.returncode != 0:
@@ -305,14 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- machine: {facts['cpus']} CPUs, {facts.get('memory_gib', '?')} GiB RAM, "
           f"{facts['platform']}, Python {facts['python']}")
     print(f"- versions: {versions()}")
-    print(f"- fedexec source: git {facts['fedexec_git']}")
+    print(f"- fedexec source: git {facts['fedexec_git']} ({HERE.parent / 'src'} comes first "
+          f"on the children's PYTHONPATH)")
     print(f"- load average (1, 5, 15 min) at the start: "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
+    env = child_env()
     skipped: dict[str, str] = {}
     names = []
     for name in wanted:
-        why = unavailable(name, sys.executable)
+        why = unavailable(name, sys.executable, env)
         if why is None:
             names.append(name)
         else:
@@ -327,10 +341,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- every system gets {systems.NUM_CPUS} CPUs; timeout {args.timeout:.0f} s per "
           f"(case, system) child", flush=True)
 
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("PYTHONWARNINGS", "ignore")
     root = tempfile.mkdtemp(prefix="fedexec-databench-", dir=args.data_dir)
     all_results: list[dict[str, Any]] = []
     all_passed = True
