@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import fedexec
@@ -55,6 +56,16 @@ def poll_until(predicate: Callable[[], bool], timeout: float = 30.0,
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+def exited(pid: int) -> bool:
+    """True when process ``pid`` has exited: gone, or a zombie not yet reaped (its
+    parent, or init, collects it later). Never raises for a process that exits
+    while it is being looked at."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 # --------------------------------------------------------------------------- test bodies

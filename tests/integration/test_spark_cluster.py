@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 import fedexec
+from _backend_support import exited
 
 pytest.importorskip("pyspark")
 
@@ -70,6 +71,6 @@ def test_start_cluster_runs_the_native_runtime_inside_spark(spark):
     finally:
         stop_cluster()
     deadline = time.monotonic() + 60
-    while any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
+    while not all(exited(p) for p in pids):
         assert time.monotonic() < deadline, "node managers outlived their Spark tasks"
         time.sleep(0.2)

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import fedexec
+from _backend_support import exited
 
 pytest.importorskip("pyspark")
 
@@ -65,7 +66,7 @@ def _java_left() -> list[str]:
     """Java processes under this one, except pyspark's own driver JVM."""
     return [_cmd(p)[:200] for p in psutil.Process().children(recursive=True)
             if "java" in _cmd(p) and "SparkSubmit" not in _cmd(p)
-            and p.status() != psutil.STATUS_ZOMBIE]
+            and not exited(p.pid)]
 
 
 def _actor_process(proc: psutil.Process) -> psutil.Process:
@@ -83,7 +84,7 @@ def _actor_process(proc: psutil.Process) -> psutil.Process:
 def _gone(procs: list[psutil.Process], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in procs if p.is_running() and not exited(p.pid)]
         if not alive:
             return True
         time.sleep(0.2)

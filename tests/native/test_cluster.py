@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -41,7 +42,8 @@ def head(tmp_path, monkeypatch):
 def test_start_status_stop_as_a_user_types_them(head):
     out = cli("status", env=os.environ.copy())
     assert out.returncode == 0, out.stderr
-    assert "CPU        0 / 2" in out.stdout and "disk" in out.stdout
+    assert re.search(r"^  CPU +0 / 2$", out.stdout, re.M), out.stdout
+    assert re.search(r"^  disk +0 / 3$", out.stdout, re.M), out.stdout
     js = json.loads(cli("status", "--format", "json", env=os.environ.copy()).stdout)
     assert js["total"]["CPU"] == 2 and len(js["nodes"]) == 1
     out = cli("stop", env=os.environ.copy())

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 import fedexec
-from _backend_support import check_a_raw_pickle_is_dropped_unread
+from _backend_support import check_a_raw_pickle_is_dropped_unread, exited, poll_until
 from fedexec.backends.native import jobs_agent
 from fedexec.backends.native.jobs import JobClient, pack_working_dir
 
@@ -31,15 +31,7 @@ def cli(*args, env=None, timeout=120):
 
 def gone(pid, timeout=15.0):
     """True once ``pid`` has exited (a zombie counts: init may reap it late)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+    return poll_until(lambda: exited(pid), timeout, interval=0.05)
 
 
 def job_pids(home):

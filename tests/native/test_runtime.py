@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 import fedexec
+from _backend_support import exited
 from fedexec._ids import new_id
 from fedexec.backends.native.protocol import Call, Kind, Op, pack_frame
 
@@ -223,8 +224,7 @@ def test_force_cancel_kills_the_worker_and_the_runtime_carries_on(ex, tmp_path):
     assert ex.cancel(ref, force=True)
     with pytest.raises(fedexec.TaskCancelledError):
         ex.get(ref, timeout=T)
-    assert wait_until(lambda: not psutil.pid_exists(pid) or
-                      psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    assert wait_until(lambda: exited(pid))
     assert ex.get(ex.submit(pow, 5, 2), timeout=T) == 25
 
 
@@ -251,13 +251,6 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_a_sigkilled_driver_leaves_no_process_and_no_shared_memory(tmp_path):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
@@ -269,7 +262,7 @@ def test_a_sigkilled_driver_leaves_no_process_and_no_shared_memory(tmp_path):
         assert os.path.isdir(store) and all(psutil.pid_exists(p) for p in pids)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        assert wait_until(lambda: all(_gone(p) for p in pids), 20), "orphaned processes"
+        assert wait_until(lambda: all(exited(p) for p in pids), 20), "orphaned processes"
         assert wait_until(lambda: not os.path.exists(os.path.dirname(store)), 20)
     finally:
         proc.kill()
@@ -291,7 +284,7 @@ def test_shutdown_stops_every_process_and_removes_the_store():
     info = executor._backend._request(fedexec.backends.native.protocol.Call.NODE_INFO)
     pids = [info["pid"], *worker_pids(executor)]
     executor.shutdown()
-    assert all(_gone(p) for p in pids)
+    assert all(exited(p) for p in pids)
     assert not os.path.exists(info["store_dir"])
     assert not glob.glob(os.path.join(os.path.dirname(info["store_dir"]), ".owners"))
 
@@ -386,7 +379,7 @@ def test_interpreter_exit_without_shutdown_stops_the_runtime(tmp_path):
     assert out.returncode == 0, out.stderr
     line = out.stdout.split()
     pids, store = [int(p) for p in line[:-1]], line[-1]
-    assert wait_until(lambda: all(_gone(p) for p in pids), 20)
+    assert wait_until(lambda: all(exited(p) for p in pids), 20)
     assert wait_until(lambda: not os.path.exists(os.path.dirname(store)), 20)
 
 
