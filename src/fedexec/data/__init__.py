@@ -16,6 +16,8 @@ Modules (each opens with its design)::
     plan                     logical operators, optimizer, physical planning
     operators, actor_pool    physical operators: the interface, map (tasks, actors)
     combine, all_to_all      limit, union, zip; barriers (the AllToAll extension)
+    shuffle, sort            all-to-all as map-reduce: shuffle, repartition, sort
+    grouped, aggregate       groupby, aggregations (Count, Sum, ...), map_groups
     executor                 the streaming executor (backpressure, order, errors)
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars
@@ -28,6 +30,7 @@ Modules (each opens with its design)::
 
 from __future__ import annotations
 
+from . import aggregate
 from .block import BlockAccessor, BlockMetadata
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
@@ -36,6 +39,7 @@ from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
 from .exceptions import DataStallError
+from .grouped import GroupedData
 from .read_api import (
     from_arrow,
     from_arrow_refs,
@@ -56,9 +60,11 @@ __all__ = [
     "Dataset",
     "Datasink",
     "Datasource",
+    "GroupedData",
     "MaterializedDataset",
     "ReadTask",
     "RefBundle",
+    "aggregate",
     "from_arrow",
     "from_arrow_refs",
     "from_items",
