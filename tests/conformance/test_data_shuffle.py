@@ -250,3 +250,26 @@ def test_no_block_passes_through_the_driver(monkeypatch):
     first = out.take(3)
     assert [(r["k"], r["id"]) for r in first] == [(0, 0), (0, 13), (0, 26)]
     assert grouped.count() == 13
+
+
+# --------------------------------------------------------------------------- block memory
+def identity(batch):
+    return batch
+
+
+def test_blocks_out_of_tasks_hold_only_their_own_rows(ex):
+    """A slice of a table pickles the whole buffers it points into: blocks cut by
+    tasks (batches, exchange parts, split outputs) must be copied out first."""
+    sources = {
+        "map_batches": fd.range_table(50_000, parallelism=1).map_batches(
+            identity, batch_format="pyarrow", batch_size=1000),
+        "repartition": fd.range_table(50_000, parallelism=2).repartition(9),
+        "sort": fd.range_table(50_000, parallelism=3).sort("id", descending=True),
+        "random_shuffle": fd.range_table(50_000, parallelism=3).random_shuffle(seed=0),
+    }
+    for name, ds in sources.items():
+        for ref in ds.to_arrow_refs():
+            table = ex.get(ref)
+            held = sum(chunk.get_total_buffer_size() for column in table.columns
+                       for chunk in column.chunks)
+            assert held <= 2 * table.nbytes + 4096, (name, table.num_rows, table.nbytes, held)
