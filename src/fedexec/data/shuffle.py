@@ -45,7 +45,7 @@ from typing import Any, cast
 import numpy as np
 
 from .all_to_all import AllToAllContext
-from .block import Block, BlockAccessor, BlockMetadata
+from .block import Block, BlockAccessor, BlockMetadata, compact
 from .bundle import RefBundle
 from .transforms import finish_task
 
@@ -87,7 +87,7 @@ def num_partitions(ctx: AllToAllContext, blocks: _Blocks) -> int:
 
 
 def _map_task(fn: MapFn, index: int, n: int, block: Block) -> list[Any]:
-    parts = list(fn(block, index))
+    parts = [compact(p) for p in fn(block, index)]
     if len(parts) != n:  # pragma: no cover - a bug in a map function
         raise RuntimeError(f"an exchange map made {len(parts)} parts, expected {n}")
     return [[BlockAccessor.for_block(p).num_rows() for p in parts], *parts]
@@ -153,9 +153,9 @@ class _ShuffleMap:
     def __call__(self, block: Block, index: int) -> list[Block]:
         acc = BlockAccessor.for_block(block)
         dest = _rng(self.seed, 0, index).integers(0, self.n, acc.num_rows())
-        grouped = BlockAccessor.for_block(acc.take(_indices(np.argsort(dest, kind="stable"))))
+        order = np.argsort(dest, kind="stable")
         ends = np.cumsum(np.bincount(dest, minlength=self.n))
-        return [grouped.slice(int(lo), int(hi)) for lo, hi in zip([0, *ends[:-1]], ends)]
+        return [acc.take(_indices(order[lo:hi])) for lo, hi in zip([0, *ends[:-1]], ends)]
 
 
 @dataclass(frozen=True)

@@ -76,17 +76,19 @@ class _Ordered:
 
 
 class _KeyView(Sequence[_Ordered]):
-    """The keys of a sorted block as a sequence, computed on access (for bisect)."""
+    """The keys of a block in sorted order (``order``: its rows' sort order; None:
+    sorted already) as a sequence, computed on access (for bisect)."""
 
-    def __init__(self, key: SortKey, block: Block):
-        self.key, self.block = key, block
+    def __init__(self, key: SortKey, block: Block, order: np.ndarray | None):
+        self.key, self.block, self.order = key, block, order
         self.n = BlockAccessor.for_block(block).num_rows()
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: Any) -> Any:
-        return self.key.ordered(self.key.row_key(self.block, i))
+        row = i if self.order is None else int(self.order[i])
+        return self.key.ordered(self.key.row_key(self.block, row))
 
 
 @dataclass(frozen=True)
@@ -186,30 +188,45 @@ class SortKey:
         return [self.row_key(block, int(i)) for i in rows]
 
     # -- sorting and cutting ----------------------------------------------------------------
+    def order(self, block: Any) -> np.ndarray:
+        """The rows of ``block`` in this key's order (a stable sort's indices)."""
+        self.check(block)
+        if self.columns is not None:
+            keys = [(c, "descending" if d else "ascending")
+                    for c, d in zip(self.columns, self.descending)]
+            indices = pc.sort_indices(block, sort_keys=keys)  # nulls at the end
+            return np.asarray(indices.to_numpy(), dtype=np.int64)
+        ordered = [self.ordered((self._call(row),)) for row in block]
+        return np.array(sorted(range(len(block)), key=ordered.__getitem__), dtype=np.int64)
+
     def sort(self, block: Any) -> Block:
         """``block`` stably sorted by this key."""
-        self.check(block)
-        acc = BlockAccessor.for_block(block)
-        if acc.num_rows() <= 1:
+        if BlockAccessor.for_block(block).num_rows() <= 1:
+            self.check(block)
             return block
-        if self.columns is not None:
-            order = [(c, "descending" if d else "ascending")
-                     for c, d in zip(self.columns, self.descending)]
-            return block.take(pc.sort_indices(block, sort_keys=order))  # nulls at the end
-        keys = [self.ordered((self._call(row),)) for row in block]
-        return [block[i] for i in sorted(range(len(block)), key=keys.__getitem__)]
+        return _take(block, self.order(block))
+
+    def _cuts(self, block: Block, bounds: Sequence[tuple[Any, ...]],
+              order: np.ndarray | None) -> list[int]:
+        view = _KeyView(self, block, order)
+        cuts, lo = [0], 0
+        for b in bounds:
+            lo = bisect.bisect_left(view, self.ordered(tuple(b)), lo)
+            cuts.append(lo)
+        return [*cuts, len(view)]
 
     def cut(self, block: Block, bounds: Sequence[tuple[Any, ...]]) -> list[Block]:
         """A block sorted by this key cut into ``len(bounds) + 1`` parts: part ``j``
         holds the keys in ``[bounds[j-1], bounds[j])``."""
         acc = BlockAccessor.for_block(block)
-        view = _KeyView(self, block)
-        cuts, lo = [0], 0
-        for b in bounds:
-            lo = bisect.bisect_left(view, self.ordered(tuple(b)), lo)
-            cuts.append(lo)
-        cuts.append(acc.num_rows())
-        return [acc.slice(a, b) for a, b in itertools.pairwise(cuts)]
+        return [acc.slice(a, b) for a, b in itertools.pairwise(self._cuts(block, bounds, None))]
+
+    def sorted_parts(self, block: Block, bounds: Sequence[tuple[Any, ...]]) -> list[Block]:
+        """``cut(sort(block), bounds)``, each part gathered straight from ``block``
+        (one copy of the rows, parts in buffers of their own)."""
+        order = self.order(block)
+        return [_take(block, order[a:b])
+                for a, b in itertools.pairwise(self._cuts(block, bounds, order))]
 
     def group_starts(self, block: Any) -> np.ndarray:
         """The first row of each run of equal keys in a sorted block (NaN equals NaN,
@@ -226,6 +243,12 @@ class SortKey:
             keys = [self._call(row) for row in block]
             change[1:] = [not _same(a, b) for a, b in itertools.pairwise(keys)]
         return np.flatnonzero(change)
+
+
+def _take(block: Block, indices: np.ndarray) -> Block:
+    if isinstance(block, list):
+        return [block[i] for i in indices]
+    return block.take(pa.array(indices, type=pa.int64()))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -284,7 +307,7 @@ class _SortMap:
     bounds: tuple[tuple[Any, ...], ...]
 
     def __call__(self, block: Block, index: int) -> list[Block]:
-        return self.key.cut(self.key.sort(block), self.bounds)
+        return self.key.sorted_parts(block, self.bounds)
 
 
 @dataclass(frozen=True)
