@@ -132,3 +132,22 @@ def test_groups_of_plain_rows_by_a_function():
     assert key.group_starts(block).tolist() == [0, 4, 7]
     acc = BlockAccessor.for_block(block)
     assert acc.num_rows() == 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.integers(-10**6, 10**6)), min_size=1,
+                       max_size=40),
+       cuts=st.sets(st.integers(1, 39), max_size=6), as_float=st.booleans())
+def test_reductions_over_contiguous_groups_match_pyarrows_hash_aggregation(values, cuts,
+                                                                           as_float):
+    from fedexec.data.aggregate import _ALL, _NULLS, _SUM, _VALID, by_group
+
+    array = pa.array(values, pa.float64() if as_float else pa.int32())
+    starts = np.array(sorted({0, *(c for c in cuts if c < len(values))}), dtype=np.int64)
+    groups = Groups(pa.table({"v": array}), starts, None)
+    ids = groups.ids()
+    for fn, options in [("sum", _SUM), ("min", None), ("max", None), ("count", _VALID),
+                        ("count", _NULLS), ("count", _ALL)]:
+        expected = pa.table({"g": ids, "v": array}).group_by("g", use_threads=False).aggregate(
+            [("v", fn, options)]).sort_by("g").column(f"v_{fn}").to_pylist()
+        assert by_group(array, groups, fn, options).to_pylist() == expected, (fn, options)

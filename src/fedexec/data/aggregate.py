@@ -88,15 +88,56 @@ class Groups:
 
 def by_group(values: Any, groups: Groups, fn: str, options: Any = None) -> pa.Array:
     """pyarrow's grouped aggregation ``fn`` of ``values`` (one per row of
-    ``groups.block``): one value per group, in group order."""
+    ``groups.block``): one value per group, in group order. Counts, and sums,
+    minima and maxima of numbers, are reduced over the (contiguous) groups by
+    numpy; the rest by pyarrow's hash aggregation."""
+    if groups.num_groups and ((fn == "count" and _is_count(options)) or (fn in _UFUNCS and (
+            pa.types.is_integer(values.type) or pa.types.is_floating(values.type)))):
+        return _segments(values, groups, fn, options)
     table = pa.table({"g": groups.ids(), "v": values})
     out = table.group_by("g", use_threads=False).aggregate([("v", fn, options)]).sort_by("g")
     return out.column(f"v_{fn}").combine_chunks()
 
 
+_UFUNCS = {"sum": np.add, "min": np.minimum, "max": np.maximum}
+
+
+def _segments(values: Any, groups: Groups, fn: str, options: Any) -> pa.Array:
+    """``by_group`` by ``ufunc.reduceat`` over each group's rows (null when a group
+    has no values, as pyarrow's ``min_count=1``)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    starts = groups.starts
+    valid = np.add.reduceat(np.asarray(values.is_valid(), dtype=np.int64), starts)
+    if fn == "count":
+        if options is _ALL:
+            return pa.array(groups.sizes())
+        return pa.array(groups.sizes() - valid if options is _NULLS else valid)
+    kind = values.type
+    if fn == "sum":
+        dtype = np.float64 if pa.types.is_floating(kind) else \
+            np.uint64 if pa.types.is_unsigned_integer(kind) else np.int64
+        fill: Any = 0
+    else:
+        dtype = kind.to_pandas_dtype()
+        info = np.finfo(dtype) if pa.types.is_floating(kind) else np.iinfo(dtype)
+        fill = info.max if fn == "min" else info.min
+    filled = pc.fill_null(values, pa.scalar(fill, kind)).to_numpy(zero_copy_only=False)
+    out = _UFUNCS[fn].reduceat(filled.astype(dtype, copy=False), starts)
+    return pa.array(out, mask=valid == 0)
+
+
+_ALL = pc.CountOptions("all")
 _VALID = pc.CountOptions("only_valid")
 _NULLS = pc.CountOptions("only_null")
 _SUM = pc.ScalarAggregateOptions(min_count=1)
+_COUNTS = (_ALL, _VALID, _NULLS)
+
+
+def _is_count(options: Any) -> bool:
+    """One of the count options here (by identity: pyarrow's options do not show
+    their mode, and comparing one with None crashes some pyarrow versions)."""
+    return any(options is o for o in _COUNTS)
 
 
 class AggregateFn:
@@ -188,7 +229,12 @@ def _to_column(name: str, values: list[Any]) -> pa.Array:
 
 class _ColumnAggregate(AggregateFn):
     """A built-in over one column (``on``): a column name for tabular rows; for
-    plain rows None (the row itself) or a function of the row."""
+    plain rows None (the row itself) or a function of the row.
+
+    Its partial state is pyarrow grouped kernels over its input column
+    (:meth:`_kernels`), so the engine may also compute it with one hash
+    aggregation by key (no sort) for all built-ins at once.
+    """
 
     kind = ""
 
@@ -201,9 +247,13 @@ class _ColumnAggregate(AggregateFn):
         shown = "" if on is None else on if isinstance(on, str) else fn_name(on)
         self.name = alias_name or f"{self.kind}({shown})"
 
-    def _values(self, groups: Groups) -> pa.Array:
+    def _kernels(self) -> list[tuple[str, str, Any]]:
+        """``(state, pyarrow grouped kernel, options)`` over the input column."""
+        raise NotImplementedError
+
+    def _input(self, block: Block) -> pa.Array:
         """The ``on`` value of each row, NaN as null."""
-        acc = BlockAccessor.for_block(groups.block)
+        acc = BlockAccessor.for_block(block)
         if isinstance(self.on, str):
             if not acc.is_tabular:
                 raise TypeError(f"{self.name}: a column name needs tabular rows (dicts); for "
@@ -221,6 +271,15 @@ class _ColumnAggregate(AggregateFn):
         if pa.types.is_floating(values.type):
             values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
         return values
+
+    def _from_kernels(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The partial state from the kernels' outputs."""
+        return raw
+
+    def _partial(self, groups: Groups) -> dict[str, pa.Array]:
+        values = self._input(groups.block)
+        return self._from_kernels({state: by_group(values, groups, kernel, options)
+                                   for state, kernel, options in self._kernels()})
 
     def _null_result(self, states: pa.Table) -> np.ndarray:
         """Groups whose result is null because of ``ignore_nulls=False``."""
@@ -242,10 +301,14 @@ class Count(_ColumnAggregate):
                  alias_name: str | None = None):
         super().__init__(on, ignore_nulls, alias_name)
 
-    def _partial(self, groups: Groups) -> dict[str, pa.Array]:
-        if self.on is None or not self.ignore_nulls:
-            return {"count": pa.array(groups.sizes())}
-        return {"count": by_group(self._values(groups), groups, "count", _VALID)}
+    def _kernels(self) -> list[tuple[str, str, Any]]:
+        every = self.on is None or not self.ignore_nulls
+        return [("count", "count", _ALL if every else _VALID)]
+
+    def _input(self, block: Block) -> pa.Array:
+        if self.on is None:
+            return pa.array(np.zeros(BlockAccessor.for_block(block).num_rows(), dtype=np.int8))
+        return super()._input(block)
 
     def _merge(self, states: pa.Table, groups: Groups) -> dict[str, pa.Array]:
         return {"count": by_group(states.column("count"), groups, "sum")}
@@ -258,17 +321,13 @@ class Count(_ColumnAggregate):
 
 
 class _Extreme(_ColumnAggregate):
-    """``Sum``, ``Min``, ``Max``: one pyarrow grouped kernel, merged by itself
-    (sum for ``Sum``)."""
+    """``Sum``, ``Min``, ``Max``: one pyarrow grouped kernel, merged by itself."""
 
     kernel = ""
-    merge_kernel = ""
 
-    def _partial(self, groups: Groups) -> dict[str, pa.Array]:
-        values = self._values(groups)
+    def _kernels(self) -> list[tuple[str, str, Any]]:
         options = _SUM if self.kernel == "sum" else None
-        return {"value": by_group(values, groups, self.kernel, options),
-                "nulls": by_group(values, groups, "count", _NULLS)}
+        return [("value", self.kernel, options), ("nulls", "count", _NULLS)]
 
     def _merge(self, states: pa.Table, groups: Groups) -> dict[str, pa.Array]:
         options = _SUM if self.kernel == "sum" else None
@@ -303,11 +362,11 @@ class Mean(_ColumnAggregate):
 
     kind = "mean"
 
-    def _partial(self, groups: Groups) -> dict[str, pa.Array]:
-        values = pc.cast(self._values(groups), pa.float64())
-        return {"sum": by_group(values, groups, "sum", _SUM),
-                "count": by_group(values, groups, "count", _VALID),
-                "nulls": by_group(values, groups, "count", _NULLS)}
+    def _kernels(self) -> list[tuple[str, str, Any]]:
+        return [("sum", "sum", _SUM), ("count", "count", _VALID), ("nulls", "count", _NULLS)]
+
+    def _input(self, block: Block) -> pa.Array:
+        return pc.cast(super()._input(block), pa.float64())
 
     def _merge(self, states: pa.Table, groups: Groups) -> dict[str, pa.Array]:
         return {name: by_group(states.column(name), groups, "sum", _SUM if name == "sum" else None)
@@ -333,13 +392,17 @@ class Std(_ColumnAggregate):
         super().__init__(on, ignore_nulls, alias_name)
         self.ddof = ddof
 
-    def _partial(self, groups: Groups) -> dict[str, pa.Array]:
-        values = pc.cast(self._values(groups), pa.float64())
-        count = by_group(values, groups, "count", _VALID)
-        variance = by_group(values, groups, "variance", pc.VarianceOptions(ddof=0))
-        return {"count": count, "mean": by_group(values, groups, "mean"),
-                "m2": pc.multiply(pc.fill_null(variance, 0.0), pc.cast(count, pa.float64())),
-                "nulls": by_group(values, groups, "count", _NULLS)}
+    def _kernels(self) -> list[tuple[str, str, Any]]:
+        return [("count", "count", _VALID), ("mean", "mean", None),
+                ("variance", "variance", pc.VarianceOptions(ddof=0)),
+                ("nulls", "count", _NULLS)]
+
+    def _input(self, block: Block) -> pa.Array:
+        return pc.cast(super()._input(block), pa.float64())
+
+    def _from_kernels(self, raw: dict[str, Any]) -> dict[str, Any]:
+        m2 = pc.multiply(pc.fill_null(raw["variance"], 0.0), pc.cast(raw["count"], pa.float64()))
+        return {"count": raw["count"], "mean": raw["mean"], "m2": m2, "nulls": raw["nulls"]}
 
     def _merge(self, states: pa.Table, groups: Groups) -> dict[str, pa.Array]:
         ids, n = groups.ids(), groups.num_groups

@@ -33,7 +33,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .aggregate import AggregateFn, Count, Groups, Max, Mean, Min, Std, Sum, _to_column
+from .aggregate import (
+    AggregateFn,
+    Count,
+    Groups,
+    Max,
+    Mean,
+    Min,
+    Std,
+    Sum,
+    _ColumnAggregate,
+    _to_column,
+)
 from .all_to_all import AllToAllContext
 from .block import Block, BlockAccessor, check_batch_format
 from .bundle import RefBundle
@@ -94,11 +105,43 @@ class _AggMap:
     bounds: tuple[tuple[Any, ...], ...]
 
     def __call__(self, block: Block, index: int) -> list[Block]:
-        groups = _groups(self.key, block, self.key_columns)
-        partial = _with_states(groups.keys, [agg._partial(groups) for agg in self.aggs])
+        if BlockAccessor.for_block(block).num_rows() and all(
+                isinstance(agg, _ColumnAggregate) for agg in self.aggs):
+            partial = _hash_partial(self.key, block, self.key_columns, self.aggs)
+        else:
+            groups = _groups(self.key, block, self.key_columns)
+            partial = _with_states(groups.keys, [agg._partial(groups) for agg in self.aggs])
         if not self.key_columns:
             return [partial]
-        return _partial_key(self.key_columns).cut(partial, self.bounds)
+        key = _partial_key(self.key_columns)
+        return key.sorted_parts(partial, self.bounds)
+
+
+def _hash_partial(key: SortKey | None, block: Any, key_columns: tuple[str, ...],
+                  aggs: Sequence[Any]) -> pa.Table:
+    """The partial table of built-in aggregations by one hash aggregation of the
+    block by key (no sort; groups in any order)."""
+    columns: dict[str, Any] = {}
+    if key is not None:
+        key.check(block)
+        if key.columns is not None:
+            columns.update({c: block.column(c) for c in key.columns})
+        else:
+            values = [key.row_key(block, i)[0] for i in range(len(block))]
+            columns[_PLAIN_KEY] = _to_column("the groupby key", values)
+    specs, states = [], []
+    for i, agg in enumerate(aggs):
+        columns[f"__in{i}"] = agg._input(block)
+        for state, kernel, options in agg._kernels():
+            specs.append((f"__in{i}", kernel, options))
+            states.append((i, state))
+    table = pa.table(columns).group_by(list(key_columns), use_threads=False).aggregate(specs)
+    raw: list[dict[str, Any]] = [{} for _ in aggs]
+    outputs = [c for name, c in zip(table.column_names, table.columns) if name.startswith("__in")]
+    for (i, state), column in zip(states, outputs):  # in the order of the specs
+        raw[i][state] = column
+    keys = table.select(list(key_columns)) if key_columns else None
+    return _with_states(keys, [agg._from_kernels(r) for agg, r in zip(aggs, raw)])
 
 
 def _partial_key(columns: tuple[str, ...]) -> SortKey:

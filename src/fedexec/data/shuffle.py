@@ -153,9 +153,9 @@ class _ShuffleMap:
     def __call__(self, block: Block, index: int) -> list[Block]:
         acc = BlockAccessor.for_block(block)
         dest = _rng(self.seed, 0, index).integers(0, self.n, acc.num_rows())
-        order = np.argsort(dest, kind="stable")
+        grouped = BlockAccessor.for_block(acc.take(_indices(np.argsort(dest, kind="stable"))))
         ends = np.cumsum(np.bincount(dest, minlength=self.n))
-        return [acc.take(_indices(order[lo:hi])) for lo, hi in zip([0, *ends[:-1]], ends)]
+        return [grouped.slice(int(lo), int(hi)) for lo, hi in zip([0, *ends[:-1]], ends)]
 
 
 @dataclass(frozen=True)

@@ -222,11 +222,11 @@ class SortKey:
         return [acc.slice(a, b) for a, b in itertools.pairwise(self._cuts(block, bounds, None))]
 
     def sorted_parts(self, block: Block, bounds: Sequence[tuple[Any, ...]]) -> list[Block]:
-        """``cut(sort(block), bounds)``, each part gathered straight from ``block``
-        (one copy of the rows, parts in buffers of their own)."""
+        """``cut(sort(block), bounds)`` (the cuts are found before the rows move)."""
         order = self.order(block)
-        return [_take(block, order[a:b])
-                for a, b in itertools.pairwise(self._cuts(block, bounds, order))]
+        cuts = self._cuts(block, bounds, order)
+        acc = BlockAccessor.for_block(_take(block, order))
+        return [acc.slice(a, b) for a, b in itertools.pairwise(cuts)]
 
     def group_starts(self, block: Any) -> np.ndarray:
         """The first row of each run of equal keys in a sorted block (NaN equals NaN,
