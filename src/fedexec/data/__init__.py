@@ -22,6 +22,14 @@ Modules (each opens with its design)::
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars
     dataset, read_api        the user-facing API
+    read_files, parquet,     reading files (paths, the file datasource base,
+      formats                Parquet, CSV, JSON lines, text, numpy, binary)
+    write_files              writing files (a datasink per format)
+    split, streaming_split   parts of a dataset; n iterators fed by one run
+    data_iterator            DataIterator: batches, rows, torch batches of any source
+    local_shuffle            the shuffle buffer of iter_batches
+    torch_utils, torch_dataset  tensors, to_torch, from_torch (torch imported lazily)
+    pipeline                 DatasetPipeline: window() / repeat(), the classic API
 
     >>> import fedexec.data as fd
     >>> fd.range(10000).map(lambda x: {"data": x ** 2}).filter(lambda r: r["data"] % 2 == 0).take(3)
@@ -35,11 +43,21 @@ from .block import BlockAccessor, BlockMetadata
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
 from .context import DataContext
+from .data_iterator import DataIterator
 from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
 from .exceptions import DataStallError
+from .formats import (
+    read_binary_files,
+    read_csv,
+    read_json,
+    read_numpy,
+    read_parquet,
+    read_text,
+)
 from .grouped import GroupedData
+from .pipeline import DatasetPipeline
 from .read_api import (
     from_arrow,
     from_arrow_refs,
@@ -50,14 +68,17 @@ from .read_api import (
     range_table,
     read_datasource,
 )
+from .torch_utils import from_torch
 
 __all__ = [
     "ActorPoolStrategy",
     "BlockAccessor",
     "BlockMetadata",
     "DataContext",
+    "DataIterator",
     "DataStallError",
     "Dataset",
+    "DatasetPipeline",
     "Datasink",
     "Datasource",
     "GroupedData",
@@ -70,7 +91,14 @@ __all__ = [
     "from_items",
     "from_numpy",
     "from_pandas",
+    "from_torch",
     "range",
     "range_table",
+    "read_binary_files",
+    "read_csv",
     "read_datasource",
+    "read_json",
+    "read_numpy",
+    "read_parquet",
+    "read_text",
 ]
