@@ -51,7 +51,7 @@ from .bundle import RefBundle
 from .compute import compute_for
 from .plan import AllToAll
 from .shuffle import exchange, num_partitions, repartition_fn, take_blocks
-from .sort import SortKey, range_partition, sample_boundaries
+from .sort import SortKey, check_columns, range_partition, sample_boundaries, schema_of
 from .transforms import MapBatches, TaskContext, fn_name
 
 if TYPE_CHECKING:
@@ -181,25 +181,21 @@ def _check(key: SortKey | None, aggs: Sequence[AggregateFn], schema: Any) -> Non
     if len(set(names)) != len(names):
         raise ValueError(f"aggregations need distinct names, got {names}: give one an "
                          "alias_name")
-    if key is None or schema is None:
-        return
-    tabular = isinstance(schema, pa.Schema)
-    if key.columns is None and tabular:
-        raise TypeError("groupby() of tabular rows (dicts) takes column names, not a function")
-    if key.columns is not None and not tabular:
-        raise TypeError(f"groupby({list(key.columns)}) needs tabular rows (dicts); group plain "
-                        "rows by a function of the row")
-    if key.columns is not None:
-        missing = [c for c in key.columns if c not in schema.names]
-        if missing:
-            raise KeyError(f"groupby(): key columns {missing} are not in the dataset; it has "
-                           f"{schema.names}")
+    if key is not None:
+        key.check_schema(schema)
+    for agg in aggs:
+        on = getattr(agg, "on", None)
+        if isinstance(on, str) and schema is not None:
+            if not isinstance(schema, pa.Schema):
+                raise TypeError(f"{agg.name}: a column name needs tabular rows (dicts); for "
+                                "plain rows pass on=None or a function of the row")
+            check_columns([on], schema, f"{agg.name}: columns")
 
 
 def _aggregate(key: SortKey | None, aggs_for: AggsFor, bundles: list[RefBundle],
                ctx: AllToAllContext) -> list[RefBundle]:
     blocks = take_blocks(bundles)
-    schema = next((meta.schema for _, meta in blocks if meta.schema is not None), None)
+    schema = schema_of(blocks)
     aggs = tuple(aggs_for(schema))
     _check(key, aggs, schema)
     plain = schema is not None and not isinstance(schema, pa.Schema)

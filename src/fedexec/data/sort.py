@@ -141,21 +141,25 @@ class SortKey:
     def check(self, block: Block) -> None:
         """Raise if ``block``'s rows cannot be ordered by this key."""
         acc = BlockAccessor.for_block(block)
-        if acc.num_rows() == 0:
+        if acc.num_rows():
+            self.check_schema(acc.schema())
+
+    def check_schema(self, schema: Any) -> None:
+        """Raise if rows of ``schema`` (a ``pyarrow.Schema``, the type of plain rows,
+        None: unknown) cannot be ordered by this key: checked in the driver from
+        the blocks' metadata before any task starts, and again in each task."""
+        if schema is None:
             return
-        if self.columns is None and acc.is_tabular:
+        tabular = isinstance(schema, pa.Schema)
+        if self.columns is None and tabular:
             raise TypeError(f"{self.what}() of tabular rows (dicts) takes column names, not "
                             f"{'a function' if self.fn else 'None'}")
         if self.columns is not None:
-            if not acc.is_tabular:
+            if not tabular:
+                itself = " or None (the row itself)" if self.what == "sort" else ""
                 raise TypeError(f"{self.what}({list(self.columns)}) needs tabular rows (dicts); "
-                                "for plain rows pass None (the row itself) or a function of "
-                                "the row")
-            names = acc.block.column_names
-            missing = [c for c in self.columns if c not in names]
-            if missing:
-                raise KeyError(f"{self.what}(): key columns {missing} are not in the dataset; "
-                               f"it has {names}")
+                                f"for plain rows pass a function of the row{itself}")
+            check_columns(self.columns, schema, f"{self.what}(): key columns")
 
     # -- keys ---------------------------------------------------------------------------
     def ordered(self, values: tuple[Any, ...]) -> _Ordered:
@@ -245,6 +249,18 @@ class SortKey:
         return np.flatnonzero(change)
 
 
+def check_columns(columns: Sequence[str], schema: Any, what: str) -> None:
+    """``KeyError`` naming the ``columns`` missing from ``schema`` (a pyarrow schema)."""
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise KeyError(f"{what} {missing} are not in the dataset; it has {schema.names}")
+
+
+def schema_of(blocks: Sequence[tuple[Any, Any]]) -> Any:
+    """The schema in the metadata of the first of ``(ref, metadata)`` that has one."""
+    return next((meta.schema for _, meta in blocks if meta.schema is not None), None)
+
+
 def _take(block: Block, indices: np.ndarray) -> Block:
     if isinstance(block, list):
         return [block[i] for i in indices]
@@ -323,6 +339,7 @@ def range_partition(key: SortKey, bundles: list[RefBundle],
     """``bundles``' rows sorted by ``key``, as blocks in key order (see the module
     docstring); equal keys end in one block."""
     blocks = take_blocks(bundles)
+    key.check_schema(schema_of(blocks))
     n = num_partitions(ctx, blocks)
     bounds = tuple(sample_boundaries(ctx, key, blocks, n))
     return exchange(ctx, blocks, _SortMap(key, bounds), _SortReduce(key), len(bounds) + 1)
