@@ -16,6 +16,8 @@ Modules (each opens with its design)::
     plan                     logical operators, optimizer, physical planning
     operators, actor_pool    physical operators: the interface, map (tasks, actors)
     combine, all_to_all      limit, union, zip; barriers (the AllToAll extension)
+    shuffle, sort            all-to-all as map-reduce: shuffle, repartition, sort
+    grouped, aggregate       groupby, aggregations (Count, Sum, ...), map_groups
     executor                 the streaming executor (backpressure, order, errors)
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars
@@ -36,6 +38,7 @@ Modules (each opens with its design)::
 
 from __future__ import annotations
 
+from . import aggregate
 from .block import BlockAccessor, BlockMetadata
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
@@ -53,6 +56,7 @@ from .formats import (
     read_parquet,
     read_text,
 )
+from .grouped import GroupedData
 from .pipeline import DatasetPipeline
 from .read_api import (
     from_arrow,
@@ -77,9 +81,11 @@ __all__ = [
     "DatasetPipeline",
     "Datasink",
     "Datasource",
+    "GroupedData",
     "MaterializedDataset",
     "ReadTask",
     "RefBundle",
+    "aggregate",
     "from_arrow",
     "from_arrow_refs",
     "from_items",

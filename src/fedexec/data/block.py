@@ -253,6 +253,23 @@ class BlockAccessor:
                 from None
 
 
+def compact(block: Block) -> Block:
+    """``block`` holding only the memory of its own rows: a table sliced out of a
+    larger one (or made of such slices) still points into, and pickles, the whole
+    buffers; its rows are then copied into buffers of their own (anything else is
+    returned as is). Blocks leaving a task go through this."""
+    if not isinstance(block, pa.Table):
+        return block
+    pickled = sum(chunk.get_total_buffer_size() for column in block.columns
+                  for chunk in column.chunks)  # each chunk pickles its buffers whole
+    if pickled <= block.nbytes + block.nbytes // 8 + 4096:
+        return block
+    if block.num_rows == 0:
+        return block.schema.empty_table()
+    return pa.Table.from_arrays([pa.concat_arrays(column.chunks) for column in block.columns],
+                                schema=block.schema)
+
+
 def check_batch_format(batch_format: str) -> str:
     """``batch_format`` itself, or ``ValueError`` listing the accepted ones."""
     if batch_format not in BATCH_FORMATS:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import fedexec
 
+from .aggregate import AggregateFn, Max, Mean, Min, Std, Sum
 from .block import BlockAccessor, check_batch_format
 from .bundle import RefBundle
 from .columns import AddColumn, DropColumns, RenameColumns, SelectColumns
@@ -26,9 +27,22 @@ from .context import DataContext
 from .data_iterator import DataIterator, DatasetIterator
 from .datasink import Datasink
 from .executor import StreamingExecutor
+from .grouped import GroupedData, aggregate_row, column_aggregate
 from .iterator import iter_batches, iter_blocks, iter_rows
 from .local_shuffle import check_shuffle_args
-from .plan import InputData, Limit, LogicalOperator, MapOp, Read, Union, Zip, plan_physical
+from .plan import (
+    AllToAll,
+    InputData,
+    Limit,
+    LogicalOperator,
+    MapOp,
+    Read,
+    Union,
+    Zip,
+    plan_physical,
+)
+from .shuffle import check_seed, random_shuffle_fn, randomize_block_order_fn, repartition_fn
+from .sort import SortKey, sort_fn
 from .stats import DatasetStats
 from .transforms import MapBatches, MapRows, Stage, WriteStage
 from .write_files import CSVDatasink, JSONDatasink, NumpyDatasink, ParquetDatasink
@@ -201,6 +215,74 @@ class Dataset:
         if not isinstance(other, Dataset):
             raise TypeError(f"zip() takes a dataset, got {type(other).__name__}")
         return self._with(Zip((self._plan, other._plan)))
+
+    # -- all-to-all: shuffle, sort, repartition, groupby, aggregations (datashuffle) -----
+    # map-reduce over the object store: shuffle.py, sort.py, grouped.py, aggregate.py
+    def random_shuffle(self, *, seed: int | None = None) -> Dataset:
+        """The rows in a random order (a distributed shuffle); the same ``seed`` over
+        the same blocks gives the same order on every run and backend."""
+        fn = random_shuffle_fn(check_seed(seed))
+        return self._with(AllToAll((self._plan,), op_name="RandomShuffle", fn=fn))
+
+    def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
+        """The blocks in a random order, rows within a block kept (nothing is moved)."""
+        fn = randomize_block_order_fn(check_seed(seed))
+        return self._with(AllToAll((self._plan,), op_name="RandomizeBlockOrder", fn=fn))
+
+    def sort(self, key: Any = None, descending: bool | Sequence[bool] = False) -> Dataset:
+        """The rows sorted by ``key`` (stable): a column name or a list of them for
+        tabular rows; for plain rows None (the row itself) or a function of the row.
+        ``descending``: a bool, or one per key column. NaN, then nulls, sort last."""
+        key = SortKey.of(key, descending, "sort")
+        return self._with(AllToAll((self._plan,), op_name="Sort", fn=sort_fn(key)))
+
+    def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
+        """The rows in ``num_blocks`` blocks: of nearly equal row counts with the
+        order kept, or with ``shuffle`` randomly shuffled among them."""
+        n = _count_arg("repartition", num_blocks)
+        if n < 1:
+            raise ValueError("repartition() needs num_blocks >= 1")
+        return self._with(AllToAll((self._plan,), op_name="Repartition",
+                                   fn=repartition_fn(n, bool(shuffle))))
+
+    def groupby(self, key: Any) -> GroupedData:
+        """The rows grouped by ``key`` (a column or a list of columns; for plain rows
+        a function of the row; None: one group), to aggregate or map per group."""
+        return GroupedData(self, key)
+
+    def aggregate(self, *aggs: AggregateFn) -> Any:
+        """The aggregations (``fedexec.data.aggregate.Count()``, ``Sum("x")`` ...)
+        over all rows: ``{name: result}`` (a tuple for plain rows)."""
+        return aggregate_row(self, aggs)
+
+    def sum(self, on: Any = None, ignore_nulls: bool = True) -> Any:
+        """The sum of column ``on`` (plain rows: of the rows, or of ``on(row)``); a
+        dict ``{"sum(col)": ...}`` for a list of columns or, with tabular rows,
+        ``on=None`` (every column). None for an empty dataset."""
+        return column_aggregate(self, Sum, on, ignore_nulls=ignore_nulls)
+
+    def min(self, on: Any = None, ignore_nulls: bool = True) -> Any:
+        """The smallest value of ``on`` (as ``sum``)."""
+        return column_aggregate(self, Min, on, ignore_nulls=ignore_nulls)
+
+    def max(self, on: Any = None, ignore_nulls: bool = True) -> Any:
+        """The largest value of ``on`` (as ``sum``)."""
+        return column_aggregate(self, Max, on, ignore_nulls=ignore_nulls)
+
+    def mean(self, on: Any = None, ignore_nulls: bool = True) -> Any:
+        """The mean of ``on`` (as ``sum``)."""
+        return column_aggregate(self, Mean, on, ignore_nulls=ignore_nulls)
+
+    def std(self, on: Any = None, ddof: int = 1, ignore_nulls: bool = True) -> Any:
+        """The standard deviation of ``on``, divisor ``count - ddof`` (as ``sum``)."""
+        return column_aggregate(self, Std, on, ddof=ddof, ignore_nulls=ignore_nulls)
+
+    def unique(self, column: str) -> list[Any]:
+        """The distinct values of ``column``, in sorted order (null last)."""
+        if not isinstance(column, str):
+            raise TypeError(f"unique() takes a column name, got {column!r}")
+        return [row[column] for row in self.select_columns([column]).groupby(column).count()
+                .iter_rows()]
 
     def write_datasink(self, datasink: Datasink) -> None:
         """Write every block with ``datasink`` (one write task per block; see

@@ -32,7 +32,14 @@ import cloudpickle
 import pyarrow as pa
 
 from .batcher import batch_blocks
-from .block import Block, BlockAccessor, BlockExecStats, BlockMetadata, check_batch_format
+from .block import (
+    Block,
+    BlockAccessor,
+    BlockExecStats,
+    BlockMetadata,
+    check_batch_format,
+    compact,
+)
 from .datasource import ReadTask
 
 __all__ = ["MapBatches", "MapChain", "MapRows", "Stage", "TaskContext", "WriteStage",
@@ -271,7 +278,7 @@ def finish_task(blocks: Iterable[Block], num_outputs: int, files: tuple[str, ...
                 start: float, cpu_start: float) -> list[Any]:
     """The result of a block-producing task: ``[[metadata, ...], block, ...]``,
     ``num_outputs`` blocks with the task's exec stats in each metadata."""
-    out = split_block(BlockAccessor.concat(blocks), num_outputs)
+    out = [compact(b) for b in split_block(BlockAccessor.concat(blocks), num_outputs)]
     end = time.time()
     stats = BlockExecStats(wall_s=end - start, cpu_s=time.thread_time() - cpu_start,
                            start=start, end=end)
