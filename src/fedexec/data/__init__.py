@@ -20,6 +20,8 @@ Modules (each opens with its design)::
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars
     dataset, read_api        the user-facing API
+    exchange, dask_exchange, modin_exchange, spark_exchange
+                             to and from Dask, Modin and Spark (by refs and files)
 
     >>> import fedexec.data as fd
     >>> fd.range(10000).map(lambda x: {"data": x ** 2}).filter(lambda r: r["data"] % 2 == 0).take(3)
@@ -32,10 +34,13 @@ from .block import BlockAccessor, BlockMetadata
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
 from .context import DataContext
+from .dask_exchange import from_dask
 from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
 from .exceptions import DataStallError
+from .exchange import from_pandas_refs
+from .modin_exchange import from_modin
 from .read_api import (
     from_arrow,
     from_arrow_refs,
@@ -46,6 +51,7 @@ from .read_api import (
     range_table,
     read_datasource,
 )
+from .spark_exchange import from_spark
 
 __all__ = [
     "ActorPoolStrategy",
@@ -61,9 +67,13 @@ __all__ = [
     "RefBundle",
     "from_arrow",
     "from_arrow_refs",
+    "from_dask",
     "from_items",
+    "from_modin",
     "from_numpy",
     "from_pandas",
+    "from_pandas_refs",
+    "from_spark",
     "range",
     "range_table",
     "read_datasource",
