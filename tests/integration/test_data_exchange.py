@@ -2,7 +2,7 @@
 against pandas, order (block ``i`` is partition ``i``), and that the data moves
 by refs or node-local files, not through the driver.
 
-Dask and Modin run on the ``native`` and ``local`` backends. Spark runs twice: on
+Dask and Modin run on the ``native``, ``local`` and ``dask`` backends. Spark runs twice: on
 a plain ``local[2]`` session (the fallback through the driver, which warns) and
 on Spark on fedexec (``init_spark``, 2 executors on a 2-node native cluster),
 where the bytes the driver's processes read and write (its Python process and its
@@ -82,7 +82,7 @@ def data_executor(ex):
         ctx.executor = saved
 
 
-@pytest.fixture(scope="module", params=["native", "local"])
+@pytest.fixture(scope="module", params=["native", "local", "dask"])
 def ex(request):
     executor = fedexec.Executor(request.param, num_cpus=3)
     with data_executor(executor):
@@ -225,6 +225,18 @@ def test_modin_needs_the_fedexec_engine_on_the_same_executor(modin_engine):
 
 
 # --------------------------------------------------------------------------- Spark
+def test_exchange_argument_errors(ex):
+    with pytest.raises(TypeError, match="Dask DataFrame"):
+        fd.from_dask(frame())
+    with pytest.raises(TypeError, match="Spark DataFrame"):
+        fd.from_spark(frame())
+    with pytest.raises(TypeError, match="SparkSession"):
+        fd.range(3).to_spark(None)
+    with pytest.raises(TypeError, match="ObjectRefs"):
+        fd.from_pandas_refs([frame()])
+    assert_same(fd.from_pandas_refs(ex.put(frame())).to_pandas(), frame())
+
+
 pyspark = pytest.importorskip("pyspark")
 from fedexec.integrations.spark import exchange_info, init_spark, stop_spark  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
@@ -293,6 +305,15 @@ def spark_rows(df: pd.DataFrame) -> list[tuple]:
 SPARK_DDL = "i long, f double, s string, t timestamp_ntz, n long"
 
 
+def with_partitions(sdf) -> tuple[pd.DataFrame, list[int]]:
+    """The frame's rows (one job), in order, and the sizes of its partitions."""
+    from pyspark.sql.functions import spark_partition_id
+
+    rows = sdf.withColumn("_part", spark_partition_id()).toPandas()
+    counts = rows.pop("_part").value_counts()
+    return rows, [int(counts.get(p, 0)) for p in range(sdf.rdd.getNumPartitions())]
+
+
 def spark_round_trips(spark, ex):
     """Checks shared by both sessions: Spark → dataset → Spark with exact values,
     dtypes and order."""
@@ -300,24 +321,24 @@ def spark_round_trips(spark, ex):
     sdf = spark.createDataFrame(spark.sparkContext.parallelize(spark_rows(df), 3), SPARK_DDL)
     ds = fd.from_spark(sdf)
     # One block per partition, in order, with exactly the values and dtypes of pandas.
-    assert [t.num_rows for t in ex.get(ds.to_arrow_refs())] == \
-        sdf.rdd.glom().map(len).collect()
+    expected, sizes = with_partitions(sdf)
+    assert [t.num_rows for t in ex.get(ds.to_arrow_refs())] == sizes
     got = ds.to_pandas()
     assert_same(got, plain_dtypes(df))
-    assert_same(got, sdf.toPandas().astype({"n": "float64", "t": "datetime64[us]"}))
-    # Dataset → Spark: one partition per block, in order, same values.
-    ds2 = fd.from_pandas(pieces(df, (10, 11, 50)))
-    back = ds2.to_spark(spark)
-    assert back.rdd.getNumPartitions() == 4
+    assert_same(got, expected.astype({"n": "float64", "t": "datetime64[us]"}))
+    # Dataset → Spark: one partition per block, in order, same values and types.
+    back = fd.from_pandas(pieces(df, (10, 11, 50))).to_spark(spark)
     assert dict(back.dtypes) == {"i": "bigint", "f": "double", "s": "string",
                                  "t": "timestamp_ntz", "n": "bigint"}
-    assert back.rdd.glom().map(len).collect() == [10, 1, 39, 30]
-    assert_same(back.toPandas().astype({"t": "datetime64[us]"}), plain_dtypes(df))
-    assert back.selectExpr("sum(i)").collect()[0][0] == df.i.sum()
-    # Plain rows become the column "item"; an empty dataset an empty frame.
+    rows, sizes = with_partitions(back)
+    assert sizes == [10, 1, 39, 30]
+    assert_same(rows.astype({"t": "datetime64[us]"}), plain_dtypes(df))
+    # Plain rows become the column "item"; no rows, an empty frame (with its columns).
     assert [r.item for r in fd.range(5, parallelism=2).to_spark(spark).collect()] == \
         list(range(5))
     assert fd.from_items([{"a": 1}]).filter(lambda r: False).to_spark(spark).count() == 0
+    empty = fd.from_spark(sdf.limit(0))
+    assert empty.count() == 0 and empty.columns() == list(df.columns)
 
 
 @pytest.mark.slow
@@ -371,9 +392,10 @@ def test_spark_on_fedexec_moves_data_by_node_local_files():
                         ds = fd.from_spark(sdf)
                     assert ds.count() == BIG_ROWS
                     with io.measure() as moved_out:
-                        assert ds.to_spark(spark).count() == BIG_ROWS
-                    with io.measure() as summed:
-                        assert ds.to_spark(spark).selectExpr("sum(k)").collect()[0][0] == \
+                        out = ds.to_spark(spark)
+                        assert out.count() == BIG_ROWS
+                    with io.measure() as summed:  # computed again: its files are still there
+                        assert out.selectExpr("sum(k)").collect()[0][0] == \
                             BIG_ROWS * (BIG_ROWS - 1) // 2
                 limit = size // 4
                 assert moved_in["bytes"] < limit, (moved_in, limit)
@@ -384,5 +406,12 @@ def test_spark_on_fedexec_moves_data_by_node_local_files():
                         for d in os.listdir(n.directory) if d.startswith("from-spark-")]
                 assert left == []
                 assert_same(ds.to_pandas(), sdf.toPandas())
+                # Spark and datasets must share one executor (refs belong to one).
+                other = fedexec.Executor("local", num_cpus=1)
+                try:
+                    with data_executor(other), pytest.raises(ValueError, match="one executor"):
+                        fd.from_spark(sdf)
+                finally:
+                    other.shutdown()
             finally:
                 stop_spark()

@@ -89,12 +89,12 @@ class _WritePartition:
         ctx = _task_context(TaskContext)
         part = ctx.partitionId()
         folder = os.path.join(directory, self.exchange_id)
-        os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"part-{part:06d}-{ctx.attemptNumber()}.arrow")
         rows, writer = 0, None
         try:
             for batch in batches:
                 if writer is None:
+                    os.makedirs(folder, exist_ok=True)
                     writer = pa.ipc.new_file(path, batch.schema)
                 writer.write_batch(batch)
                 rows += batch.num_rows
@@ -139,6 +139,8 @@ class _ReadArrow:
                     table = pa.ipc.open_file(pa.OSFile(value)).read_all()
                 else:
                     table = pa.ipc.open_stream(pa.py_buffer(value)).read_all()
+                if table.column_names != self.schema.names:
+                    table = table.select(self.schema.names)
                 yield from table.cast(self.schema).to_batches()
 
 
