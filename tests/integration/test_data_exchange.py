@@ -388,9 +388,16 @@ def test_spark_on_fedexec_moves_data_by_node_local_files():
                     spark_round_trips(spark, ex)
                     sdf, size = big_spark_frame(spark, 4)
                     io = DriverIO()
-                    with io.measure() as moved_in:
-                        ds = fd.from_spark(sdf)
+                    ctx = fd.DataContext.get_current()
+                    saved, ctx.target_max_block_size = ctx.target_max_block_size, 1 << 20
+                    try:
+                        with io.measure() as moved_in:
+                            ds = fd.from_spark(sdf)
+                    finally:
+                        ctx.target_max_block_size = saved
                     assert ds.count() == BIG_ROWS
+                    # ~1.9 MB partitions cut in blocks of about 1 MiB
+                    assert sdf.rdd.getNumPartitions() == 4 and ds.num_blocks() >= 8
                     with io.measure() as moved_out:
                         out = ds.to_spark(spark)
                         assert out.count() == BIG_ROWS

@@ -7,8 +7,9 @@ driver::
 
     from_spark(df)
       Spark job: df.mapInArrow(_WritePartition)   each task writes its partition's
-        │ batches to <exchange dir>/<id>/part-N.arrow on its node and returns one
-        │ row (part, path, node, rows): only these rows reach the driver
+        │ batches to <exchange dir>/<id>/part-N-M.arrow on its node (a new file
+        │ every DataContext.target_max_block_size bytes) and returns one row per
+        │ file (part, seq, path, node, rows): only these rows reach the driver
         ▼
       one fedexec task per file, NodeAffinity(node): reads the file, deletes it,
       returns [metadata, block]: the block goes into that node's object store
@@ -37,7 +38,9 @@ JVM for the life of the frame).
 Types: Spark has no nanosecond timestamps (timestamps become microseconds; a
 value that would lose digits raises) and no unsigned or tensor types. Timestamps
 without a time zone become ``timestamp_ntz`` and come back as they were.
-Order is kept both ways: block ``i`` is partition ``i``.
+Order is kept both ways: ``from_spark`` makes one block per partition (several
+for a partition above ``target_max_block_size``), ``to_spark`` one partition per
+block.
 """
 
 from __future__ import annotations
@@ -63,9 +66,9 @@ from .plan import InputData
 
 __all__ = ["dataset_to_spark", "from_spark"]
 
-_PARTS = pa.schema([("part", pa.int32()), ("path", pa.string()), ("node", pa.string()),
-                    ("rows", pa.int64())])
-_PARTS_DDL = "part int, path string, node string, rows long"
+_PARTS = pa.schema([("part", pa.int32()), ("seq", pa.int32()), ("path", pa.string()),
+                    ("node", pa.string()), ("rows", pa.int64())])
+_PARTS_DDL = "part int, seq int, path string, node string, rows long"
 _CHUNKS = pa.schema([("part", pa.int32()), ("seq", pa.int32()), ("data", pa.binary())])
 _CHUNKS_DDL = "part int, seq int, data binary"
 
@@ -73,11 +76,14 @@ _CHUNKS_DDL = "part int, seq int, data binary"
 # --------------------------------------------------------------------------- Spark side
 class _WritePartition:
     """In a Spark executor's Python worker (``mapInArrow``): write this partition's
-    batches to a file in the node's exchange directory; yield one ``_PARTS`` row."""
+    batches to files in the node's exchange directory, a new file once one holds
+    ``max_bytes``; yield one ``_PARTS`` row per file (a partition without rows
+    yields one with an empty path)."""
 
-    def __init__(self, exchange_id: str, directory_env: str, node_env: str):
+    def __init__(self, exchange_id: str, directory_env: str, node_env: str, max_bytes: int):
         self.exchange_id = exchange_id
         self.directory_env, self.node_env = directory_env, node_env
+        self.max_bytes = max_bytes
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -89,21 +95,28 @@ class _WritePartition:
         ctx = _task_context(TaskContext)
         part = ctx.partitionId()
         folder = os.path.join(directory, self.exchange_id)
-        path = os.path.join(folder, f"part-{part:06d}-{ctx.attemptNumber()}.arrow")
-        rows, writer = 0, None
+        files: list[dict[str, Any]] = []
+        writer, size = None, 0
         try:
             for batch in batches:
-                if writer is None:
+                if writer is None or size >= self.max_bytes:
+                    if writer is not None:
+                        writer.close()
                     os.makedirs(folder, exist_ok=True)
-                    writer = pa.ipc.new_file(path, batch.schema)
+                    path = os.path.join(folder, f"part-{part:06d}-{len(files):04d}-"
+                                                f"{ctx.attemptNumber()}.arrow")
+                    writer, size = pa.ipc.new_file(path, batch.schema), 0
+                    files.append({"part": part, "seq": len(files), "path": path,
+                                  "node": node, "rows": 0})
                 writer.write_batch(batch)
-                rows += batch.num_rows
+                files[-1]["rows"] += batch.num_rows
+                size += batch.nbytes
         finally:
             if writer is not None:
                 writer.close()
         yield pa.RecordBatch.from_pylist(
-            [{"part": part, "path": path if writer is not None else "", "node": node,
-              "rows": rows}], schema=_PARTS)
+            files or [{"part": part, "seq": 0, "path": "", "node": node, "rows": 0}],
+            schema=_PARTS)
 
 
 class _SerializePartition:
@@ -222,7 +235,8 @@ def _arrow_schema_of(spark_df: Any) -> pa.Schema:
 
 
 def from_spark(df: Any) -> MaterializedDataset:
-    """A dataset of a Spark DataFrame, one block per partition, in order.
+    """A dataset of a Spark DataFrame, one block per partition (several for a
+    partition above ``DataContext.target_max_block_size``), in order.
 
     On a session ``init_spark`` started, the partitions go from the executors to
     fedexec's object store on the same nodes, never through this process (see the
@@ -242,8 +256,10 @@ def from_spark(df: Any) -> MaterializedDataset:
     if info is None:
         return _from_spark_through_driver(df, executor)
     exchange_id = f"from-spark-{uuid.uuid4().hex}"
-    writer = _WritePartition(exchange_id, info.directory_env, info.node_id_env)
-    parts = sorted(df.mapInArrow(writer, _PARTS_DDL).collect(), key=lambda r: r["part"])
+    writer = _WritePartition(exchange_id, info.directory_env, info.node_id_env,
+                             DataContext.get_current().target_max_block_size)
+    parts = sorted(df.mapInArrow(writer, _PARTS_DDL).collect(),
+                   key=lambda r: (r["part"], r["seq"]))
     calls: list[BlockCall] = [
         (_read_file, (r["path"],), {"name": "FromSpark", "num_cpus": 0,
                                     "scheduling_strategy": fedexec.NodeAffinity(r["node"])})
