@@ -113,6 +113,7 @@ def test_from_dask_one_block_per_partition_computed_by_fedexec_tasks(ex):
     assert_same(strings_as_objects(got), strings_as_objects(expected))
     sizes = [len(ex.get(r)) for r in ds.to_pandas_refs()]
     assert sizes == list(ddf.map_partitions(len).compute(scheduler="sync"))
+    assert fd.from_dask(ddf.i).to_pandas().equals(df[["i"]])  # a Series: one column
 
 
 def test_to_dask_partitions_are_the_blocks_in_order(ex):
@@ -123,6 +124,8 @@ def test_to_dask_partitions_are_the_blocks_in_order(ex):
     scheduler = FedexecDaskScheduler(ex)
     got = ddf.compute(scheduler=scheduler)
     assert_same(strings_as_objects(got), strings_as_objects(df))
+    # Any other scheduler fetches the partitions from the store.
+    assert_same(ddf.compute(scheduler="sync"), got)
     assert [len(ddf.get_partition(i).compute(scheduler=scheduler)) for i in range(4)] == \
         [7, 23, 1, 29]
     # Dask's work on it runs in fedexec tasks, and matches pandas.
@@ -356,12 +359,13 @@ def test_spark_local_session_goes_through_the_driver_with_a_warning(monkeypatch)
             spark_round_trips(spark, ex)
             sdf, size = big_spark_frame(spark, 2)
             io = DriverIO()
-            with pytest.warns(RuntimeWarning, match="through this process"), \
+            with pytest.warns(RuntimeWarning, match="through this process") as warned, \
                     io.measure() as moved_in:
                 ds = fd.from_spark(sdf).materialize()
-            with pytest.warns(RuntimeWarning, match="through this process"), \
+            with pytest.warns(RuntimeWarning, match="through this process") as warned_too, \
                     io.measure() as moved_out:
                 assert ds.to_spark(spark).count() == BIG_ROWS
+            assert warned[0].filename == warned_too[0].filename == __file__  # the caller's line
         # The measure sees data that does go through the driver.
         assert moved_in["bytes"] > size, (moved_in, size)
         assert moved_out["bytes"] > size, (moved_out, size)

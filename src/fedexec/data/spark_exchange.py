@@ -202,7 +202,8 @@ def _write_file(block: Any, path: str) -> tuple[str, int, pa.Schema]:
 
 def _exchange(spark: Any, what: str, stacklevel: int) -> Any:
     """``exchange_info`` of ``spark`` (None: not init_spark's session, with the
-    warning that the data goes through the driver), checked against the executor
+    warning that the data goes through the driver, attributed to the code
+    ``stacklevel`` frames above the caller), checked against the executor
     datasets run on."""
     from fedexec.integrations.spark import exchange_info
 
@@ -251,7 +252,7 @@ def from_spark(df: Any) -> MaterializedDataset:
 
     if not isinstance(df, DataFrame):
         raise TypeError(f"from_spark() takes a Spark DataFrame, got {type(df).__name__}")
-    info = _exchange(df.sparkSession, "from_spark()", stacklevel=3)
+    info = _exchange(df.sparkSession, "from_spark()", stacklevel=2)
     executor = DataContext.get_current().resolve_executor()
     if info is None:
         return _from_spark_through_driver(df, executor)
@@ -344,7 +345,7 @@ def dataset_to_spark(ds: Dataset, spark: Any) -> Any:
 
     if not isinstance(spark, SparkSession):
         raise TypeError(f"to_spark() takes a SparkSession, got {type(spark).__name__}")
-    info = _exchange(spark, "to_spark()", stacklevel=4)
+    info = _exchange(spark, "to_spark()", stacklevel=3)
     run = ds._run()
     executor = run.executor
     if info is None:
