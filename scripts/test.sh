@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test,dask,spark,modin,data
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0  # data's torch tests (CPU build)
 .venv/bin/ruff check src integrations tests examples benchmarks
 .venv/bin/lint-imports            # the import contracts in pyproject.toml
 .venv/bin/mypy                    # strict for the core, normal elsewhere (pyproject.toml)

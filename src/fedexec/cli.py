@@ -150,9 +150,10 @@ def format_status(status: dict[str, Any]) -> str:
     for node_id, why in status.get("missing", {}).items():
         lines.append(f"  node {node_id} is not counted below: {why}")
     lines.append("resources (used / total):")
+    width = max((len(k) for k in status["total"]), default=0)
     for key, total in sorted(status["total"].items()):
         used = total - status["available"].get(key, 0.0)
-        lines.append(f"  {key:<10} {_amount(key, used)} / {_amount(key, total)}")
+        lines.append(f"  {key:<{width}} {_amount(key, used)} / {_amount(key, total)}")
     lines.append(f"tasks: {status['tasks']} unfinished, {status['queued_tasks']} queued for "
                  f"resources; actors: {status['actors']}; workers: {status['workers']}")
     store = status["store"]

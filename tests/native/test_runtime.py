@@ -594,3 +594,53 @@ def test_the_object_store_capacity_shows_in_cluster_resources():
     with fedexec.Executor("native", num_cpus=1, object_store_memory=96 << 20) as executor:
         assert executor.cluster_resources()["object_store_memory"] == 96 << 20
         assert executor.available_resources()["object_store_memory"] == 96 << 20
+
+
+# ------------------------------------- a cancel never interrupts an import halfway
+_SLOW_PACKAGE = {
+    "__init__.py": textwrap.dedent("""
+        import os, time
+        from . import helper  # captures this (still initialising) package object
+        open(os.environ["SLOWPKG_STARTED"], "w").close()
+        time.sleep(1.5)
+        VALUE = 42
+    """),
+    "helper.py": textwrap.dedent("""
+        import slowpkg
+
+        def value():
+            return slowpkg.VALUE
+    """),
+}
+
+
+def _import_slowpkg(then_sleep: float = 0.0) -> int:
+    import slowpkg
+
+    time.sleep(then_sleep)  # a cancel that waited for the import lands here
+    return slowpkg.helper.value()
+
+
+def test_cancelling_a_task_during_an_import_leaves_the_worker_usable(tmp_path, monkeypatch):
+    # A KeyboardInterrupt landing inside a package's __init__ would leave its
+    # submodules holding the half-initialised package: every later import of it in
+    # that worker fails ("partially initialized module"). The worker waits for the
+    # import to finish before it interrupts the task.
+    package = tmp_path / "slowpkg"
+    package.mkdir()
+    for name, text in _SLOW_PACKAGE.items():
+        (package / name).write_text(text)
+    started = tmp_path / "started"
+    monkeypatch.setenv("SLOWPKG_STARTED", str(started))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with fedexec.Executor("native", num_cpus=1) as executor:
+        ref = executor.submit(_import_slowpkg, 30)
+        deadline = time.monotonic() + T
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert started.exists()
+        assert executor.cancel(ref) is True
+        with pytest.raises(fedexec.TaskCancelledError):
+            ref.result(timeout=T)
+        # The same (only) worker imports it again and gets the whole package.
+        assert executor.submit(_import_slowpkg).result(timeout=T) == 42

@@ -72,6 +72,6 @@ def test_status_shows_every_node_the_dead_one_too_and_totals_in_units():
     dead = next(line for line in text.splitlines() if line.split()[0] == "n2")
     assert dead.split()[2:] == ["dead", "-", "-", "-", "-", "-", "-"]
     assert "node n2 is not counted below: NodeDiedError: the node is dead" in text
-    assert "CPU        2.5 / 4" in text and "memory     1.0 GiB / 2.0 GiB" in text
+    assert "CPU    2.5 / 4" in text and "memory 1.0 GiB / 2.0 GiB" in text  # aligned
     assert "object store: 3.0 MiB / 1.0 GiB in 2 objects" in text
     assert "tasks: 4 unfinished, 1 queued for resources; actors: 2; workers: 3" in text

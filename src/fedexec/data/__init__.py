@@ -22,6 +22,14 @@ Modules (each opens with its design)::
     dataset, read_api        the user-facing API
     exchange, dask_exchange, modin_exchange, spark_exchange
                              to and from Dask, Modin and Spark (by refs and files)
+    read_files, parquet,     reading files (paths, the file datasource base,
+      formats                Parquet, CSV, JSON lines, text, numpy, binary)
+    write_files              writing files (a datasink per format)
+    split, streaming_split   parts of a dataset; n iterators fed by one run
+    data_iterator            DataIterator: batches, rows, torch batches of any source
+    local_shuffle            the shuffle buffer of iter_batches
+    torch_utils, torch_dataset  tensors, to_torch, from_torch (torch imported lazily)
+    pipeline                 DatasetPipeline: window() / repeat(), the classic API
 
     >>> import fedexec.data as fd
     >>> fd.range(10000).map(lambda x: {"data": x ** 2}).filter(lambda r: r["data"] % 2 == 0).take(3)
@@ -35,12 +43,22 @@ from .bundle import RefBundle
 from .compute import ActorPoolStrategy
 from .context import DataContext
 from .dask_exchange import from_dask
+from .data_iterator import DataIterator
 from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
 from .exceptions import DataStallError
 from .exchange import from_pandas_refs
+from .formats import (
+    read_binary_files,
+    read_csv,
+    read_json,
+    read_numpy,
+    read_parquet,
+    read_text,
+)
 from .modin_exchange import from_modin
+from .pipeline import DatasetPipeline
 from .read_api import (
     from_arrow,
     from_arrow_refs,
@@ -52,14 +70,17 @@ from .read_api import (
     read_datasource,
 )
 from .spark_exchange import from_spark
+from .torch_utils import from_torch
 
 __all__ = [
     "ActorPoolStrategy",
     "BlockAccessor",
     "BlockMetadata",
     "DataContext",
+    "DataIterator",
     "DataStallError",
     "Dataset",
+    "DatasetPipeline",
     "Datasink",
     "Datasource",
     "MaterializedDataset",
@@ -74,7 +95,14 @@ __all__ = [
     "from_pandas",
     "from_pandas_refs",
     "from_spark",
+    "from_torch",
     "range",
     "range_table",
+    "read_binary_files",
+    "read_csv",
     "read_datasource",
+    "read_json",
+    "read_numpy",
+    "read_parquet",
+    "read_text",
 ]

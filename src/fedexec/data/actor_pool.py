@@ -19,6 +19,12 @@ so it never idles between batches). Scaling between ``min_size`` and
 actor is started — only when every actor started so far is ready, so a burst
 does not start ``max_size`` at once; when the inputs are exhausted, idle actors
 are let go. A backend without actors (spark) is refused before the run starts.
+
+Lending (``DataContext._actor_lender``, set by ``DatasetPipeline`` on the runs
+of its windows): actor number ``i`` of an operator comes from
+``lender.lend(key, i, create)`` — the same actor for every run with the same
+fused chain and options — and is never killed by the run; the lender kills
+them when the pipeline ends. So a pool lives across windows, not per window.
 """
 
 from __future__ import annotations
@@ -110,8 +116,14 @@ class ActorPoolMapOperator(MapOperator):
     def _add_actor(self) -> None:
         assert self.run is not None
         options = {k: v for k, v in self.options.items() if k in _ACTOR_OPTIONS}
-        handle = self.run.executor.options(**options, **_RESTARTS).actor(
-            _PoolWorker, self._chain_blob)
+        executor, blob = self.run.executor, self._chain_blob
+
+        def create() -> Any:
+            return executor.options(**options, **_RESTARTS).actor(_PoolWorker, blob)
+
+        lender = self.run.context._actor_lender
+        handle = create() if lender is None else lender.lend(
+            (self.name, blob, tuple(sorted(options.items()))), len(self._actors), create)
         ready = handle.ready.remote()
         wake = self.run.wake  # not self: the ref's callbacks must not hold the operator
         ready.add_done_callback(lambda _ref: wake())
@@ -155,6 +167,8 @@ class ActorPoolMapOperator(MapOperator):
     def _kill(self, actor: _Actor) -> None:
         assert self.run is not None
         self._actors.remove(actor)
+        if self.run.context._actor_lender is not None:
+            return  # lent: the lender kills it when its runs are over
         try:
             self.run.executor.kill(actor.handle)
         except (fedexec.FedexecError, ValueError, RuntimeError):

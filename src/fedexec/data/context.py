@@ -63,6 +63,8 @@ class DataContext:
     enable_progress_bars: bool = True
     default_batch_size: int = 4096
     read_parallelism: int = -1
+    #: Lends actor-pool actors across runs (``DatasetPipeline``; see ``actor_pool.py``).
+    _actor_lender: Any = None
 
     _current: ClassVar[DataContext | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fedexec
 
@@ -23,12 +23,18 @@ from .bundle import RefBundle
 from .columns import AddColumn, DropColumns, RenameColumns, SelectColumns
 from .compute import compute_for
 from .context import DataContext
+from .data_iterator import DataIterator, DatasetIterator
 from .datasink import Datasink
 from .executor import StreamingExecutor
 from .iterator import iter_batches, iter_blocks, iter_rows
+from .local_shuffle import check_shuffle_args
 from .plan import InputData, Limit, LogicalOperator, MapOp, Read, Union, Zip, plan_physical
 from .stats import DatasetStats
 from .transforms import MapBatches, MapRows, Stage, WriteStage
+from .write_files import CSVDatasink, JSONDatasink, NumpyDatasink, ParquetDatasink
+
+if TYPE_CHECKING:
+    from .pipeline import DatasetPipeline
 
 __all__ = ["Dataset", "MaterializedDataset"]
 
@@ -36,10 +42,11 @@ _DEFAULT = object()  # "not given" for batch_size
 
 
 class _Run:
-    """One execution: the bundle iterator, the run's stats and its final schema."""
+    """One execution: the bundle iterator, the run's stats and its final schema
+    (with the process's ``DataContext``, or ``context`` when given)."""
 
-    def __init__(self, ds: Dataset):
-        context = DataContext.get_current().snapshot()
+    def __init__(self, ds: Dataset, context: DataContext | None = None):
+        context = (context or DataContext.get_current()).snapshot()
         self.executor = context.resolve_executor()
         resources = self.executor.cluster_resources()
         self.ops = plan_physical(ds._plan, context, resources)
@@ -216,14 +223,22 @@ class Dataset:
         return _Run(self)
 
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default",
-                     prefetch_batches: int = 1, drop_last: bool = False) -> Iterator[Any]:
+                     prefetch_batches: int = 1, drop_last: bool = False,
+                     local_shuffle_buffer_size: int | None = None,
+                     local_shuffle_seed: int | None = None) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (None: one per block) in ``batch_format``,
         in order, as the run produces them; ``prefetch_batches`` batches are made
-        ready ahead on a thread; ``drop_last`` drops a final short batch."""
+        ready ahead on a thread; ``drop_last`` drops a final short batch.
+        ``local_shuffle_buffer_size=n``: rows are mixed in a buffer of at least
+        ``n`` rows, across blocks, and batches drawn from it at random
+        (``local_shuffle_seed`` makes it reproducible)."""
+        check_shuffle_args(batch_size, local_shuffle_buffer_size)
         run = self._run()
         return iter_batches(run.bundles, run.executor, batch_size=batch_size,
                             batch_format=batch_format, prefetch_batches=prefetch_batches,
-                            drop_last=drop_last)
+                            drop_last=drop_last,
+                            local_shuffle_buffer_size=local_shuffle_buffer_size,
+                            local_shuffle_seed=local_shuffle_seed)
 
     def iter_rows(self) -> Iterator[Any]:
         """The rows, in order, as the run produces them."""
@@ -350,6 +365,102 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"Dataset(plan={self._plan.describe()})"
+
+    # -- writing files (readers and writers: write_files.py) -----------------------------
+    def write_parquet(self, path: str, *, try_create_dir: bool = True,
+                      **arrow_parquet_args: Any) -> None:
+        """Write the rows as Parquet files into the directory ``path``: one file per
+        block, written by tasks, named ``{run}_{task:06d}.parquet`` in the dataset's
+        order; ``arrow_parquet_args`` go to ``pyarrow.parquet.write_table``
+        (``compression=``, ``row_group_size=``)."""
+        self.write_datasink(ParquetDatasink(path, try_create_dir=try_create_dir,
+                                            **arrow_parquet_args))
+
+    def write_csv(self, path: str, *, try_create_dir: bool = True,
+                  **arrow_csv_args: Any) -> None:
+        """Write the rows as CSV files (with a header) into the directory ``path``,
+        one per block (as :meth:`write_parquet`); ``write_options=`` is pyarrow's."""
+        self.write_datasink(CSVDatasink(path, try_create_dir=try_create_dir, **arrow_csv_args))
+
+    def write_json(self, path: str, *, try_create_dir: bool = True,
+                   **pandas_json_args: Any) -> None:
+        """Write the rows as JSON lines files into the directory ``path``, one per
+        block (as :meth:`write_parquet`); ``pandas_json_args`` go to pandas'
+        ``to_json``."""
+        self.write_datasink(JSONDatasink(path, try_create_dir=try_create_dir,
+                                         **pandas_json_args))
+
+    def write_numpy(self, path: str, *, column: str, try_create_dir: bool = True) -> None:
+        """Write the column ``column`` as ``.npy`` files into the directory ``path``,
+        one per block (as :meth:`write_parquet`)."""
+        self.write_datasink(NumpyDatasink(path, column=column, try_create_dir=try_create_dir))
+
+    # -- splits, iteration extras, pipelines (issue #12 phase 2: split.py,
+    # -- streaming_split.py, data_iterator.py, torch_utils.py, pipeline.py) --------------
+    def split(self, n: int, *, equal: bool = False) -> list[MaterializedDataset]:
+        """``n`` datasets in order (runs this one once); ``equal=True``: exactly
+        ``count() // n`` rows each, at most ``n - 1`` rows dropped. See ``split.py``."""
+        from .split import split
+
+        return split(self, n, equal=equal)
+
+    def split_at_indices(self, indices: Sequence[int]) -> list[MaterializedDataset]:
+        """Datasets of rows ``[0, i0)``, ``[i0, i1)``, ..., ``[ik, end)``."""
+        from .split import split_at_indices
+
+        return split_at_indices(self, indices)
+
+    def train_test_split(self, test_size: float | int, *, shuffle: bool = False,
+                         seed: int | None = None
+                         ) -> tuple[MaterializedDataset, MaterializedDataset]:
+        """``(train, test)``: ``test`` is the last ``test_size`` rows (an int) or
+        fraction of them (a float); ``shuffle=True`` shuffles first (with ``seed``)."""
+        from .split import train_test_split
+
+        return train_test_split(self, test_size, shuffle=shuffle, seed=seed)
+
+    def streaming_split(self, n: int, *, equal: bool = False) -> list[DataIterator]:
+        """``n`` picklable iterators fed by one streaming run (one per training
+        worker; consume them concurrently); ``equal=True``: equal rows per pass.
+        See ``streaming_split.py``."""
+        from .streaming_split import streaming_split
+
+        return streaming_split(self, n, equal=equal)
+
+    def iterator(self) -> DataIterator:
+        """A ``DataIterator`` over this dataset (each pass runs it)."""
+        return DatasetIterator(self)
+
+    def iter_torch_batches(self, *, batch_size: int | None = 256, dtypes: Any = None,
+                           device: Any = "cpu", collate_fn: Callable[[Any], Any] | None = None,
+                           prefetch_batches: int = 1, drop_last: bool = False,
+                           local_shuffle_buffer_size: int | None = None,
+                           local_shuffle_seed: int | None = None) -> Iterator[Any]:
+        """Batches as dicts of torch tensors (``DataIterator.iter_torch_batches``)."""
+        return self.iterator().iter_torch_batches(
+            batch_size=batch_size, dtypes=dtypes, device=device, collate_fn=collate_fn,
+            prefetch_batches=prefetch_batches, drop_last=drop_last,
+            local_shuffle_buffer_size=local_shuffle_buffer_size,
+            local_shuffle_seed=local_shuffle_seed)
+
+    def to_torch(self, **kwargs: Any) -> Any:
+        """A ``torch.utils.data.IterableDataset`` of ``(features, label)`` batches
+        (arguments: ``DataIterator.to_torch``)."""
+        return self.iterator().to_torch(**kwargs)
+
+    def window(self, *, blocks_per_window: int = 10) -> DatasetPipeline:
+        """A ``DatasetPipeline`` of windows of ``blocks_per_window`` blocks (the
+        classic API; see ``pipeline.py``)."""
+        from .pipeline import window_pipeline
+
+        return window_pipeline(self, blocks_per_window)
+
+    def repeat(self, times: int | None = None) -> DatasetPipeline:
+        """A ``DatasetPipeline`` passing over this whole dataset ``times`` times
+        (None: forever), one window per pass."""
+        from .pipeline import repeat_pipeline
+
+        return repeat_pipeline(self, times)
 
     # -- exchange with other engines (dask_exchange, modin_exchange, spark_exchange) -----------
     def to_pandas_refs(self) -> list[fedexec.ObjectRef[Any]]:

@@ -5,7 +5,8 @@ The streaming executor yields bundles (refs). Here they are fetched and shaped::
     executor ──bundles──▶ fetch blocks ─▶ cut into batches ─▶ format ──▶ consumer
                          └──── on a prefetch thread, up to N batches ahead ────┘
 
-With ``prefetch_batches=N > 0`` the fetching, cutting and formatting run on one
+A local shuffle buffer (``local_shuffle.py``) may sit between cutting and
+formatting. With ``prefetch_batches=N > 0`` the fetching, cutting and formatting run on one
 thread (``fedexec-data-prefetch``) that keeps up to N batches ready in a bounded
 queue while the consumer works on the current one; ``0`` does it all inline.
 Closing the consumer's iterator stops the thread, which closes the executor's
@@ -24,8 +25,9 @@ import fedexec
 from .batcher import batch_blocks
 from .block import Block, BlockAccessor, check_batch_format
 from .bundle import RefBundle
+from .local_shuffle import check_shuffle_args, shuffled_batches
 
-__all__ = ["iter_batches", "iter_blocks", "iter_rows", "prefetched"]
+__all__ = ["batches_of", "iter_batches", "iter_blocks", "iter_rows", "prefetched"]
 
 T = TypeVar("T")
 _END = object()
@@ -45,18 +47,42 @@ def iter_blocks(bundles: Iterator[RefBundle], executor: fedexec.Executor) -> Ite
 
 def iter_batches(bundles: Iterator[RefBundle], executor: fedexec.Executor, *,
                  batch_size: int | None, batch_format: str, prefetch_batches: int,
-                 drop_last: bool) -> Iterator[Any]:
+                 drop_last: bool, local_shuffle_buffer_size: int | None = None,
+                 local_shuffle_seed: int | None = None) -> Iterator[Any]:
     """Batches of ``batch_size`` rows in ``batch_format`` (see ``Dataset.iter_batches``)."""
+    return batches_of(lambda: iter_blocks(bundles, executor), _closer(bundles),
+                      batch_size=batch_size, batch_format=batch_format,
+                      prefetch_batches=prefetch_batches, drop_last=drop_last,
+                      local_shuffle_buffer_size=local_shuffle_buffer_size,
+                      local_shuffle_seed=local_shuffle_seed)
+
+
+def batches_of(blocks: Callable[[], Iterator[Block]], on_close: Callable[[], None] | None, *,
+               batch_size: int | None, batch_format: str, prefetch_batches: int,
+               drop_last: bool, local_shuffle_buffer_size: int | None = None,
+               local_shuffle_seed: int | None = None,
+               finalize: Callable[[Any], Any] | None = None) -> Iterator[Any]:
+    """Batches cut from the stream ``blocks()`` (through the local shuffle buffer
+    when ``local_shuffle_buffer_size`` is set), formatted and then ``finalize``d
+    (e.g. made torch tensors) on the prefetch thread; ``on_close`` as in
+    :func:`prefetched`."""
     check_batch_format(batch_format)
     if not isinstance(prefetch_batches, int) or prefetch_batches < 0:
         raise ValueError(f"prefetch_batches must be an int >= 0, got {prefetch_batches!r}")
+    check_shuffle_args(batch_size, local_shuffle_buffer_size)
 
     def produce() -> Iterator[Any]:
-        blocks = iter_blocks(bundles, executor)
-        for block in batch_blocks(blocks, batch_size, drop_last=drop_last):
-            yield BlockAccessor.for_block(block).to_batch(batch_format)
+        if local_shuffle_buffer_size is None:
+            cut = batch_blocks(blocks(), batch_size, drop_last=drop_last)
+        else:
+            assert batch_size is not None
+            cut = shuffled_batches(blocks(), batch_size, local_shuffle_buffer_size,
+                                   local_shuffle_seed, drop_last=drop_last)
+        for block in cut:
+            batch = BlockAccessor.for_block(block).to_batch(batch_format)
+            yield batch if finalize is None else finalize(batch)
 
-    return prefetched(produce, prefetch_batches, on_close=_closer(bundles))
+    return prefetched(produce, prefetch_batches, on_close=on_close)
 
 
 def iter_rows(bundles: Iterator[RefBundle], executor: fedexec.Executor, *,

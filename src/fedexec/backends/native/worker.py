@@ -125,9 +125,21 @@ class WorkerLoop:
                 self.actor_loop.call_soon_threadsafe(task.cancel)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.interrupt is not None and self.interrupt == self.current:
-            self.cancelling, self.interrupt = self.interrupt, None
-            raise KeyboardInterrupt
+        if self.interrupt is None or self.interrupt != self.current:
+            return
+        if _importing(frame):
+            # Never interrupt an import halfway: modules it already imported would keep
+            # a half-initialised parent (``partially initialized module``) and break
+            # this worker's later tasks. Ask again once the import had time to finish.
+            threading.Timer(_REINTERRUPT_S, self._reinterrupt, (self.interrupt,)).start()
+            return
+        self.cancelling, self.interrupt = self.interrupt, None
+        raise KeyboardInterrupt
+
+    def _reinterrupt(self, task_id: str) -> None:
+        with self.cv:
+            if self.interrupt == task_id and self.current == task_id:
+                signal.pthread_kill(self.main_ident, signal.SIGINT)
 
     # ------------------------------------------------------------ main loop
     def run(self) -> None:
@@ -411,6 +423,18 @@ def _visible_gpus(gpus: list[str]) -> Iterator[None]:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+_REINTERRUPT_S = 0.02
+
+
+def _importing(frame: Any) -> bool:
+    """Whether ``frame`` (the code a signal interrupted) runs inside an import."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 @contextlib.contextmanager

@@ -1,0 +1,438 @@
+"""``DatasetPipeline``: the classic windowed API (``ds.window()``, ``ds.repeat()``).
+
+A pipeline is a stream of **windows**, each a small ``Dataset``, passed through
+per-window stages (``map``, ``filter``, ``map_batches``, ``foreach_window`` ...:
+each stage is a function ``Dataset -> Dataset`` applied to every window), for
+one or more passes (``repeat``: each pass is an epoch). It is a thin layer over
+the streaming machinery: every window runs as an ordinary run of the streaming
+executor::
+
+    source windows ──stages──▶ window k   ─run─▶ bundles ──▶ consumer (batches, rows)
+      (per pass)               window k+1 ─run─▶ (already running: the overlap)
+
+Windows:
+
+* ``ds.window(blocks_per_window=b)`` over a dataset that is a chain of
+  row/batch transforms on a read (or on blocks in memory) cuts the *read tasks*
+  (or the blocks) into groups of ``b``: each window reads only its group, and
+  the transforms before ``window()`` are applied to it. Any other dataset
+  (union, zip, limit, a shuffle ...) is run streaming once per pass and its
+  output blocks are grouped by ``b``.
+* ``ds.repeat(times)``: one window per pass, the whole dataset.
+
+Overlap: windows run ahead of the consumer, each on a thread draining its run
+into a queue of bundles: up to two run at once, and a new one starts as soon as
+one of them is done, while at most three are started and not yet consumed (the
+memory bound). So the next window's reading happens while this one is
+transformed and consumed, and a slow window does not stall the reading after it. Actor pools (``map_batches`` with a class) are *lent* across the
+windows' runs (``DataContext._actor_lender``, see ``actor_pool.py``): each
+actor is constructed once per pipeline iteration, not per window, and killed
+when the iteration ends.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import fedexec
+
+from .bundle import RefBundle
+from .context import DataContext
+from .data_iterator import BlockStream, DataIterator
+from .datasource import Datasource, ReadTask
+from .iterator import iter_blocks
+from .plan import InputData, LogicalOperator, MapOp, Read
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
+
+__all__ = ["ActorLender", "DatasetPipeline", "repeat_pipeline", "window_pipeline"]
+
+Stage = Callable[["Dataset"], "Dataset"]
+_END = object()
+#: Windows running at once, and started but not yet consumed (see ``_bundles``).
+_COMPUTING = 2
+_HELD = 3
+_POLL_S = 0.05
+
+
+class ActorLender:
+    """Lends the actors of actor-pool operators to several runs (see
+    ``actor_pool.py``): actor ``index`` for ``key`` is created once by ``create``
+    and handed to every run asking for it."""
+
+    def __init__(self) -> None:
+        self._actors: dict[Any, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def lend(self, key: Any, index: int, create: Callable[[], Any]) -> Any:
+        with self._lock:
+            actors = self._actors.setdefault(key, [])
+            while len(actors) <= index:
+                actors.append(create())
+            return actors[index]
+
+    def shutdown(self, executor: fedexec.Executor) -> None:
+        """Kill every actor lent."""
+        with self._lock:
+            actors = [a for group in self._actors.values() for a in group]
+            self._actors.clear()
+        for actor in actors:
+            try:
+                executor.kill(actor)
+            except (fedexec.FedexecError, ValueError, RuntimeError):
+                pass
+
+
+# --------------------------------------------------------------------------- sources
+class _Windows:
+    """Where the windows of one pass come from."""
+
+    def windows(self, context: DataContext) -> Iterator[Dataset]:
+        raise NotImplementedError
+
+    def count(self) -> int | None:
+        """Windows per pass, when known without running anything."""
+        return None
+
+
+class _Whole(_Windows):
+    """The whole dataset as one window (``Dataset.repeat``)."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def windows(self, context: DataContext) -> Iterator[Dataset]:
+        yield self.ds
+
+    def count(self) -> int:
+        return 1
+
+
+class _FixedTasks(Datasource):
+    """A group of another source's read tasks (one window's reads)."""
+
+    def __init__(self, name: str, tasks: Sequence[ReadTask]):
+        self._name, self.tasks = name, list(tasks)
+
+    def get_name(self) -> str:
+        return self._name
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        sizes = [t.metadata.size_bytes for t in self.tasks]
+        return None if any(s is None for s in sizes) else builtins.sum(
+            s for s in sizes if s is not None)
+
+    def get_read_tasks(self, parallelism: int) -> list[ReadTask]:
+        return list(self.tasks)
+
+
+class _Split(_Windows):
+    """``ds.window(blocks_per_window=b)`` (see the module docstring)."""
+
+    def __init__(self, ds: Dataset, blocks_per_window: int):
+        self.ds, self.per_window = ds, blocks_per_window
+        self._cached: list[Dataset] | None = None
+
+    def windows(self, context: DataContext) -> Iterator[Dataset]:
+        if self._cached is None:
+            self._cached = self._cut(context)
+        if self._cached is not None:
+            yield from self._cached
+            return
+        yield from self._grouped_outputs(context)
+
+    def count(self) -> int | None:
+        if self._cached is None:
+            self._cached = self._cut(DataContext.get_current())
+        return None if self._cached is None else len(self._cached)
+
+    def _cut(self, context: DataContext) -> list[Dataset] | None:
+        """Windows over the leaf's read tasks or blocks, the transforms above it
+        re-applied to each; None when the plan is not such a chain."""
+        from .dataset import Dataset
+
+        chain: list[MapOp] = []
+        op: LogicalOperator = self.ds._plan
+        while isinstance(op, MapOp):
+            chain.append(op)
+            op = op.inputs[0]
+        if isinstance(op, Read):
+            leaves = self._read_windows(op, context)
+        elif isinstance(op, InputData):
+            blocks = [RefBundle((pair,)) for b in op.bundles for pair in b.blocks]
+            leaves = [InputData(bundles=tuple(group)) for group in _groups(blocks,
+                                                                          self.per_window)]
+        else:
+            return None
+        windows = []
+        for leaf in leaves:
+            plan: LogicalOperator = leaf
+            for mapop in reversed(chain):
+                plan = mapop.with_inputs(plan)
+            windows.append(Dataset(plan))
+        return windows
+
+    def _read_windows(self, read: Read, context: DataContext) -> list[LogicalOperator]:
+        assert read.datasource is not None
+        parallelism = read.parallelism
+        if parallelism < 0:
+            resources = context.resolve_executor().cluster_resources()
+            parallelism = context.default_parallelism(
+                resources, read.datasource.estimate_inmemory_data_size())
+        tasks = read.datasource.get_read_tasks(parallelism)
+        name = read.datasource.get_name()
+        return [Read(datasource=_FixedTasks(name, group), parallelism=len(group),
+                     limit=read.limit, columns=read.columns)
+                for group in _groups(tasks, self.per_window)]
+
+    def _grouped_outputs(self, context: DataContext) -> Iterator[Dataset]:
+        """One streaming run of the dataset, its output blocks grouped into windows."""
+        from .dataset import Dataset, _Run
+
+        bundles = _Run(self.ds, context).bundles
+        try:
+            group: list[RefBundle] = []
+            for bundle in bundles:
+                group.extend(RefBundle((pair,)) for pair in bundle.blocks)
+                while len(group) >= self.per_window:
+                    yield Dataset(InputData(bundles=tuple(group[:self.per_window])))
+                    group = group[self.per_window:]
+            if group:
+                yield Dataset(InputData(bundles=tuple(group)))
+        finally:
+            bundles.close()  # type: ignore[attr-defined]
+
+
+def _groups(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i:i + size]) for i in builtins.range(0, len(items), size)]
+
+
+# --------------------------------------------------------------------------- running
+class _WindowRun:
+    """One window running on a thread: its output bundles queue up as they come."""
+
+    def __init__(self, ds: Dataset, context: DataContext):
+        self._ds, self._context = ds, context
+        self._out: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self.finished = threading.Event()  # its run ended (all its bundles queued)
+        self._thread = threading.Thread(target=self._body, name="fedexec-data-window",
+                                        daemon=True)
+        self._thread.start()
+
+    def _body(self) -> None:
+        from .dataset import _Run
+
+        bundles: Any = None
+        try:
+            bundles = _Run(self._ds, self._context).bundles
+            for bundle in bundles:
+                if self._stop.is_set():
+                    break
+                self._out.put(bundle)
+            self._out.put(_END)
+        except BaseException as e:
+            self._out.put(e)
+        finally:
+            self.finished.set()
+            if bundles is not None:
+                bundles.close()
+
+    def next(self, timeout: float) -> Any:
+        """The next bundle, ``_END``, or None if none came within ``timeout`` s
+        (raises the run's error)."""
+        try:
+            item = self._out.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class DatasetPipeline(DataIterator):
+    """A stream of windows (small datasets) through per-window stages, for one
+    or more passes (see the module docstring). Made by ``Dataset.window()`` or
+    ``Dataset.repeat()``; transforms return a new pipeline; ``iter_batches``,
+    ``iter_rows``, ``iter_torch_batches``, ``take`` ... run it."""
+
+    def __init__(self, source: _Windows, times: int | None = 1, stages: tuple[Stage, ...] = ()):
+        self._source = source
+        self._times = times
+        self._stages = stages
+
+    # -- building --------------------------------------------------------------------
+    def foreach_window(self, fn: Stage) -> DatasetPipeline:
+        """Apply ``fn(window: Dataset) -> Dataset`` to every window."""
+        if not callable(fn):
+            raise TypeError(f"foreach_window() takes a function Dataset -> Dataset, got {fn!r}")
+        return DatasetPipeline(self._source, self._times, (*self._stages, fn))
+
+    def map(self, fn: Callable[[Any], Any], **kwargs: Any) -> DatasetPipeline:
+        """``Dataset.map`` on every window."""
+        return self.foreach_window(lambda w: w.map(fn, **kwargs))
+
+    def filter(self, fn: Callable[[Any], bool], **kwargs: Any) -> DatasetPipeline:
+        """``Dataset.filter`` on every window."""
+        return self.foreach_window(lambda w: w.filter(fn, **kwargs))
+
+    def flat_map(self, fn: Callable[[Any], Any], **kwargs: Any) -> DatasetPipeline:
+        """``Dataset.flat_map`` on every window."""
+        return self.foreach_window(lambda w: w.flat_map(fn, **kwargs))
+
+    def map_batches(self, fn: Any, **kwargs: Any) -> DatasetPipeline:
+        """``Dataset.map_batches`` (same arguments) on every window; a callable
+        class runs on one actor pool kept for the whole iteration."""
+        return self.foreach_window(lambda w: w.map_batches(fn, **kwargs))
+
+    def repeat(self, times: int | None = None) -> DatasetPipeline:
+        """This pipeline's passes ``times`` times over (None: forever)."""
+        _check_times(times)
+        total = None if times is None or self._times is None else self._times * times
+        return DatasetPipeline(self._source, total, self._stages)
+
+    def iter_epochs(self) -> Iterator[DatasetPipeline]:
+        """One pipeline per pass (epoch), in order (forever if repeated forever)."""
+        passes = itertools.count() if self._times is None else builtins.range(self._times)
+        for _ in passes:
+            yield DatasetPipeline(self._source, 1, self._stages)
+
+    # -- running ---------------------------------------------------------------------
+    def _windows(self, context: DataContext) -> Generator[Dataset, None, None]:
+        from .dataset import Dataset
+
+        passes = itertools.count() if self._times is None else builtins.range(self._times)
+        for _ in passes:
+            for window in self._source.windows(context):
+                for stage in self._stages:
+                    window = stage(window)
+                    if not isinstance(window, Dataset):
+                        raise TypeError("a pipeline stage (foreach_window) must return a "
+                                        f"Dataset, got {type(window).__name__}")
+                yield window
+
+    def _bundles(self, context: DataContext) -> Generator[RefBundle, None, None]:
+        """Every window's bundles in order, later windows running ahead: at most
+        ``_COMPUTING`` windows run at once, and at most ``_HELD`` are started and
+        not yet consumed (``context`` has the executor resolved: the runs happen
+        on threads)."""
+        lender = ActorLender()
+        context._actor_lender = lender
+        windows = self._windows(context)
+        running: deque[_WindowRun] = deque()
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(running) < _HELD and \
+                    builtins.sum(not r.finished.is_set() for r in running) < _COMPUTING:
+                window = next(windows, None)
+                if window is None:
+                    exhausted = True
+                else:
+                    running.append(_WindowRun(window, context))
+
+        try:
+            fill()
+            while running:
+                item = running[0].next(_POLL_S)
+                if item is _END:
+                    running.popleft()
+                elif item is not None:
+                    yield item
+                fill()
+        finally:
+            for run in running:
+                run.stop()
+            windows.close()
+            lender.shutdown(context.resolve_executor())
+
+    def _context(self) -> DataContext:
+        """The settings of an iteration, its executor resolved in the caller's thread."""
+        context = DataContext.get_current().snapshot()
+        context.executor = context.resolve_executor()
+        return context
+
+    def _block_stream(self) -> BlockStream:
+        context = self._context()
+        bundles = self._bundles(context)
+        executor = context.resolve_executor()
+        return (lambda: iter_blocks(bundles, executor)), bundles.close
+
+    # -- consuming -------------------------------------------------------------------
+    def take(self, n: int = 20) -> list[Any]:
+        """The first ``n`` rows (windows after them are not run)."""
+        return list(itertools.islice(self.iter_rows(), n))
+
+    def take_all(self, limit: int | None = None) -> list[Any]:
+        """Every row; with ``limit``, ``ValueError`` if there are more than that.
+
+        Raises:
+            ValueError: the pipeline repeats forever.
+        """
+        self._check_finite("take_all")
+        rows = []
+        for row in self.iter_rows():
+            rows.append(row)
+            if limit is not None and len(rows) > limit:
+                raise ValueError(f"the pipeline has more than the given limit of {limit} rows")
+        return rows
+
+    def show(self, n: int = 20) -> None:
+        """Print the first ``n`` rows, one per line."""
+        for row in self.take(n):
+            print(row)
+
+    def count(self) -> int:
+        """The number of rows over every window and pass (from metadata).
+
+        Raises:
+            ValueError: the pipeline repeats forever.
+        """
+        self._check_finite("count")
+        bundles = self._bundles(self._context())
+        try:
+            return builtins.sum(b.num_rows() or 0 for b in bundles)
+        finally:
+            bundles.close()
+
+    def _check_finite(self, what: str) -> None:
+        if self._times is None:
+            raise ValueError(f"{what}() of a pipeline repeated forever would never end; "
+                             "use take(n), or repeat(times) with a number")
+
+    def __repr__(self) -> str:
+        windows = self._source.count()
+        passes = "forever" if self._times is None else self._times
+        return (f"DatasetPipeline(num_windows={'?' if windows is None else windows}, "
+                f"passes={passes}, num_stages={len(self._stages)})")
+
+
+def _check_times(times: Any) -> None:
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or
+                              times < 1):
+        raise ValueError(f"repeat() takes None (forever) or an int >= 1, got {times!r}")
+
+
+def window_pipeline(ds: Dataset, blocks_per_window: int) -> DatasetPipeline:
+    """``ds.window(blocks_per_window=...)``."""
+    if isinstance(blocks_per_window, bool) or not isinstance(blocks_per_window, int) or \
+            blocks_per_window < 1:
+        raise ValueError(f"blocks_per_window must be an int >= 1, got {blocks_per_window!r}")
+    return DatasetPipeline(_Split(ds, blocks_per_window))
+
+
+def repeat_pipeline(ds: Dataset, times: int | None) -> DatasetPipeline:
+    """``ds.repeat(times)``: the whole dataset as the window of each pass."""
+    _check_times(times)
+    return DatasetPipeline(_Whole(ds), times)

@@ -1,0 +1,186 @@
+"""fedexec.data's classic pipeline API on every backend: ``window()``,
+``repeat()``, ``DatasetPipeline`` stages and consumers, overlapped windows, and
+actor pools kept across windows."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from _data_support import count_marks, data_executor_fixture, mark
+
+import fedexec.data as fd
+
+data_executor = data_executor_fixture()
+
+
+def square(x):
+    return {"data": x ** 2}
+
+
+def test_the_classic_program():
+    pipe = (fd.range(10000).window(blocks_per_window=2)
+            .map(square)
+            .filter(lambda r: r["data"] % 2 == 0)
+            .flat_map(lambda r: [r, {"data": -r["data"]}]))
+    expected = [v for x in range(0, 10000, 2) for v in ({"data": x * x}, {"data": -x * x})]
+    assert isinstance(pipe, fd.DatasetPipeline)
+    assert pipe.take(10) == expected[:10]
+    assert pipe.take_all() == expected
+    assert pipe.count() == 10000
+
+
+def test_windows_are_groups_of_blocks_each_a_dataset():
+    sizes = []
+
+    def record(window):
+        assert isinstance(window, fd.Dataset)
+        sizes.append(window.count())
+        return window.map_batches(lambda b: {"id": b["id"] * 10})
+
+    pipe = fd.range_table(100, parallelism=10).window(blocks_per_window=3).foreach_window(record)
+    assert "num_windows=4" in repr(pipe)
+    assert [r["id"] for r in pipe.iter_rows()] == [10 * i for i in range(100)]
+    assert sizes == [30, 30, 30, 10]
+    # a materialized dataset is windowed by its blocks; a union by its output blocks
+    mat = fd.range_table(40, parallelism=4).materialize()
+    assert fd.range_table(40, parallelism=4).materialize().window(blocks_per_window=1) \
+        .take_all() == mat.take_all()
+    both = fd.range(5, parallelism=1).union(fd.range(5, parallelism=1))
+    assert both.window(blocks_per_window=1).map(lambda x: x + 1).take_all() == \
+        [1, 2, 3, 4, 5] * 2
+
+
+def test_batches_span_windows_and_torch_batches():
+    pipe = fd.range_table(50, parallelism=5).window(blocks_per_window=2)
+    batches = [list(b["id"]) for b in pipe.iter_batches(batch_size=15)]
+    assert batches == [list(range(i, min(i + 15, 50))) for i in range(0, 50, 15)]
+    shuffled = [int(x) for b in pipe.iter_batches(batch_size=8, local_shuffle_buffer_size=10,
+                                                  local_shuffle_seed=1) for x in b["id"]]
+    assert sorted(shuffled) == list(range(50)) and shuffled != list(range(50))
+    torch = pytest.importorskip("torch")
+    tb = list(pipe.iter_torch_batches(batch_size=20, dtypes=torch.float32))
+    assert [tuple(b["id"].shape) for b in tb] == [(20,), (20,), (10,)]
+    assert tb[0]["id"].dtype == torch.float32
+
+
+def test_repeat_and_epochs():
+    assert fd.range(4).repeat(3).take_all() == [0, 1, 2, 3] * 3
+    pipe = fd.range(6, parallelism=3).window(blocks_per_window=1).map(lambda x: x * 2).repeat(2)
+    assert pipe.take_all() == [0, 2, 4, 6, 8, 10] * 2
+    assert pipe.repeat(2).count() == 24
+    epochs = list(pipe.iter_epochs())
+    assert len(epochs) == 2 and all(e.take_all() == [0, 2, 4, 6, 8, 10] for e in epochs)
+    forever = fd.range(3).repeat()
+    assert forever.take(7) == [0, 1, 2, 0, 1, 2, 0]
+    first_three = [e.take_all() for _, e in zip(range(3), forever.iter_epochs())]
+    assert first_three == [[0, 1, 2]] * 3
+    with pytest.raises(ValueError, match="forever"):
+        forever.count()
+    with pytest.raises(ValueError, match="repeat"):
+        fd.range(3).repeat(0)
+
+
+def test_show_and_errors_name_the_operator(capsys):
+    fd.range(5).window(blocks_per_window=1).map(lambda x: {"v": x}).show(2)
+    assert capsys.readouterr().out == "{'v': 0}\n{'v': 1}\n"
+
+    def bad(x):
+        if x == 3:
+            raise KeyError("no three")
+        return x
+
+    with pytest.raises(KeyError, match="Map\\(bad\\)"):
+        fd.range(10, parallelism=5).window(blocks_per_window=1).map(bad).take_all()
+    with pytest.raises(TypeError, match="must return a Dataset"):
+        fd.range(3).window().foreach_window(lambda w: 1).take_all()
+    with pytest.raises(ValueError, match="blocks_per_window"):
+        fd.range(3).window(blocks_per_window=0)
+
+
+# --------------------------------------------------------------------------- overlap
+class StampedSource(fd.Datasource):
+    """``tasks`` read tasks of ``rows`` rows each; each leaves a ``read-<task>-<time>``
+    file in ``directory`` when it starts (and then takes ``delay`` s)."""
+
+    def __init__(self, tasks, rows, directory, delay):
+        self.tasks, self.rows, self.directory, self.delay = tasks, rows, directory, delay
+
+    def get_read_tasks(self, parallelism):
+        return [fd.ReadTask(_StampedRead(i, self.rows, self.directory, self.delay),
+                            fd.BlockMetadata(num_rows=self.rows, size_bytes=8 * self.rows))
+                for i in range(self.tasks)]
+
+
+class _StampedRead:
+    def __init__(self, i, rows, directory, delay):
+        self.i, self.rows, self.directory, self.delay = i, rows, directory, delay
+
+    def __call__(self):
+        stamp(self.directory, "read", self.i)
+        time.sleep(self.delay)
+        yield pa.table({"id": np.arange(self.i * self.rows, (self.i + 1) * self.rows)})
+
+
+def stamp(directory, what, i):
+    Path(directory, f"{what}-{i}-{time.time():.6f}-{uuid.uuid4().hex[:6]}").touch()
+
+
+def stamps(directory, what):
+    out = {}
+    for name in os.listdir(directory):
+        kind, i, t, _ = name.split("-")
+        if kind == what:
+            out[int(i)] = float(t)
+    return out
+
+
+def transform(batch, directory):
+    window = int(batch["id"][0]) // 10
+    time.sleep(1.5 if window == 0 else 0.1)  # window 0 transforms slowly
+    stamp(directory, "done", window)
+    return batch
+
+
+@pytest.mark.timeout(120)
+def test_the_next_window_reads_while_this_one_transforms(tmp_path):
+    directory = str(tmp_path)
+    pipe = fd.read_datasource(StampedSource(5, 10, directory, 0.1)) \
+        .window(blocks_per_window=1) \
+        .map_batches(transform, batch_size=None, fn_kwargs={"directory": directory})
+    assert [r["id"] for r in pipe.iter_rows()] == list(range(50))
+    reads, done = stamps(directory, "read"), stamps(directory, "done")
+    assert sorted(reads) == sorted(done) == list(range(5))
+    # windows 1 and 2 were read (and transformed) while window 0 was transforming
+    assert reads[1] < done[0] and reads[2] < done[0] and done[1] < done[0]
+    # at most 3 windows are held ahead of the consumer: window 3 waited for window 0
+    assert reads[3] > done[0]
+
+
+# --------------------------------------------------------------------------- actor pools
+class Tag:
+    def __init__(self, directory):
+        mark(directory, "init")
+        self.pid = os.getpid()
+
+    def __call__(self, batch):
+        return {"id": batch["id"], "pid": np.full(len(batch["id"]), self.pid)}
+
+
+@pytest.mark.requires("actors")
+@pytest.mark.timeout(120)
+def test_an_actor_pool_is_kept_across_windows(tmp_path):
+    directory = str(tmp_path)
+    pipe = fd.range_table(120, parallelism=12).window(blocks_per_window=2).map_batches(
+        Tag, concurrency=2, batch_size=None, fn_constructor_args=(directory,))
+    rows = pipe.take_all()
+    assert [r["id"] for r in rows] == list(range(120))
+    assert count_marks(directory, "init") == 2  # 6 windows, one pool of 2
+    assert len({r["pid"] for r in rows}) <= 2
+    assert pipe.repeat(2).count() == 240
+    assert count_marks(directory, "init") == 4  # each iteration has its own pool
