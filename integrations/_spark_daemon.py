@@ -11,6 +11,13 @@ the actor's node, under the CPUs and memory the actor reserved.
 State of one actor: ``_workdir`` (a private temp dir: the daemon's log, Spark
 conf, work and local dirs; the supervisor removes it), ``_supervisor`` (Popen),
 ``_info`` (what ``start_*`` returned).
+
+Exchanging files with fedexec: a worker's environment, which its executors and
+their Python workers inherit, names the fedexec node they run on
+(``FEDEXEC_SPARK_NODE_ID``) and a directory on it, ``<workdir>/exchange``
+(``FEDEXEC_SPARK_EXCHANGE_DIR``), where Spark tasks and fedexec tasks on that node
+leave files for each other (``fedexec.data``'s ``from_spark``/``to_spark``); it is
+removed with the daemon.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ from typing import Any
 import fedexec
 from fedexec.exceptions import FedexecError
 
-__all__ = ["SparkDaemon", "find_java", "spark_home"]
+__all__ = ["EXCHANGE_DIR_ENV", "NODE_ID_ENV", "SparkDaemon", "find_java", "spark_home"]
+
+#: In a worker's executors' environment: the id of the fedexec node they run on.
+NODE_ID_ENV = "FEDEXEC_SPARK_NODE_ID"
+#: In a worker's executors' environment: the node-local directory for exchanged files.
+EXCHANGE_DIR_ENV = "FEDEXEC_SPARK_EXCHANGE_DIR"
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -115,21 +127,26 @@ class SparkDaemon:
     def start_worker(self, master_url: str, host: str | None, cores: int, memory_mib: int,
                      properties: dict[str, str], timeout: float) -> dict[str, Any]:
         """Start a worker offering ``cores`` and ``memory_mib`` to the master at
-        ``master_url``; returns ``info()`` once the master has registered it."""
+        ``master_url``; returns ``info()`` once the master has registered it, with
+        ``host`` (the worker's address) and ``exchange_dir`` (see the module docstring)."""
         host = host or fedexec.util.get_node_ip_address()
         assert self._workdir is None, "one daemon per actor"
         self._workdir = tempfile.mkdtemp(prefix="spark-on-fedexec-")
         work = os.path.join(self._workdir, "work")
+        exchange = os.path.join(self._workdir, "exchange")
+        os.makedirs(exchange)
         args = [master_url, "--host", host, "--port", "0", "--webui-port", "0",
                 "--cores", str(cores), "--memory", f"{memory_mib}M", "--work-dir", work]
-        log = self._launch("Spark worker", WORKER_CLASS, args, host, dict(properties))
+        env = {NODE_ID_ENV: fedexec.get_runtime_context().node_id, EXCHANGE_DIR_ENV: exchange}
+        log = self._launch("Spark worker", WORKER_CLASS, args, host, dict(properties), env)
         self._wait_ready(log, "Spark worker", (_WORKER_REGISTERED,), timeout)
-        self._info.update(role="worker", url=master_url)
+        self._info.update(role="worker", url=master_url, host=host, exchange_dir=exchange)
         return self.info()
 
     def info(self) -> dict[str, Any]:
         """``pid`` (this actor's process), ``node_id``, ``pgid`` (the daemon's process
-        group), ``role``, ``url`` (the master's)."""
+        group), ``role``, ``url`` (the master's); a worker's also ``host`` and
+        ``exchange_dir``."""
         return {"pid": os.getpid(), "node_id": fedexec.get_runtime_context().node_id,
                 **self._info}
 
@@ -163,8 +180,9 @@ class SparkDaemon:
             self._workdir = None
 
     def _launch(self, what: str, cls: str, args: list[str], host: str,
-                properties: dict[str, str]) -> str:
-        """Start ``spark-class cls args`` under a supervisor; returns the log path."""
+                properties: dict[str, str], extra_env: dict[str, str] | None = None) -> str:
+        """Start ``spark-class cls args`` under a supervisor (``extra_env`` added to
+        its environment); returns the log path."""
         node = fedexec.get_runtime_context().node_id
         find_java(f"node {node} ({what})")
         if self._workdir is None:
@@ -177,7 +195,7 @@ class SparkDaemon:
         home = spark_home()
         env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": host,
                "SPARK_CONF_DIR": workdir, "SPARK_LOCAL_DIRS": local, "SPARK_LOG_DIR": workdir,
-               "SPARK_NO_DAEMONIZE": "1"}
+               "SPARK_NO_DAEMONIZE": "1", **(extra_env or {})}
         env.setdefault("PYSPARK_PYTHON", sys.executable)
         command = [os.path.join(home, "bin", "spark-class"), cls, *args,
                    "--properties-file", props]

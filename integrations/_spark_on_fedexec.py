@@ -23,17 +23,19 @@ reserved from fedexec's scheduler. Every Spark process is killed with its actor
 
 State (``_lock`` guards it): ``_active``, the running ``_SparkOnFedexec`` (or the
 one being started), else None; one per process, as Spark allows one SparkContext
-per process.
+per process. A ``_SparkOnFedexec`` holds its executor, actors, placement group,
+session, and ``worker_infos`` (what each worker's ``start_worker`` returned).
 
-Exchanging data with fedexec (a later ``fedexec.data.from_spark``) without the
-driver: the executors' Python workers run this interpreter on the fedexec nodes,
-inside the worker actors' process trees. A ``mapInArrow`` function can write each
-partition's Arrow batches next to its worker (a node-local file) and yield only the
-path; the worker actor on that node, a fedexec process, then ``put``s them into
-the node's object store (zero-copy for readers on that node). Alternatively the
-function connects to the cluster itself (address and token passed in the Spark
-conf, e.g. ``spark.executorEnv.FEDEXEC_ADDRESS``), but the objects it puts then
-belong to that short-lived connection.
+Exchanging data with fedexec without the driver (``fedexec.data.from_spark`` and
+``Dataset.to_spark``): the executors' Python workers run this interpreter on the
+fedexec nodes, inside the worker actors' process trees, and their environment names
+their node and a node-local exchange directory (see ``_spark_daemon``).
+:func:`exchange_info` tells the driver, for the session ``init_spark`` made, which
+nodes run executors, at which Spark host, with which directory. A Spark task writes
+its partition's Arrow batches to a file there and returns only the path; a fedexec
+task placed on that node (``NodeAffinity``) reads the file into the node's object
+store. The other way, fedexec tasks on those nodes write blocks there and Spark
+reads each file in a task that prefers that host.
 """
 
 from __future__ import annotations
@@ -45,14 +47,15 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import fedexec
 from fedexec.exceptions import FedexecError
 
-from ._spark_daemon import SparkDaemon, find_java
+from ._spark_daemon import EXCHANGE_DIR_ENV, NODE_ID_ENV, SparkDaemon, find_java
 
-__all__ = ["init_spark", "stop_spark"]
+__all__ = ["ExchangeInfo", "ExchangeNode", "exchange_info", "init_spark", "stop_spark"]
 
 _lock = threading.Lock()
 _active: _SparkOnFedexec | None = None
@@ -92,6 +95,7 @@ class _SparkOnFedexec:
         self.workers: list[fedexec.ActorHandle[Any]] = []
         self.pg: fedexec.PlacementGroup | None = None
         self.session: Any = None
+        self.worker_infos: list[dict[str, Any]] = []
 
     def _get(self, refs: Any, timeout: float) -> Any:
         """``executor.get``, given a margin over the actors' own ``timeout``; an
@@ -140,7 +144,7 @@ class _SparkOnFedexec:
             _stop_context()  # created by this call, if at all: none ran before
             self._fail(f"the SparkSession on {url} could not start ({_summary(exc)}); when "
                        "the application has ended, its executors kept failing to start")
-        self._get(workers, timeout)
+        self.worker_infos = self._get(workers, timeout)
         self._wait_for_executors(num_executors, timeout)
         return self.session
 
@@ -178,7 +182,7 @@ class _SparkOnFedexec:
             with contextlib.suppress(Exception):
                 session.stop()
         daemons = [*self.workers, *([self.master] if self.master is not None else [])]
-        self.workers, self.master = [], None
+        self.workers, self.master, self.worker_infos = [], None, []
         ex = self.executor
         if not ex.is_shutdown:
             refs = []
@@ -323,3 +327,60 @@ def stop_spark() -> None:
         state, _active = _active, None
     if state is not None:
         state.stop()
+
+
+@dataclass(frozen=True)
+class ExchangeNode:
+    """A fedexec node that runs a Spark executor of ``init_spark``'s session.
+
+    Attributes:
+        node_id: the fedexec node's id (for ``fedexec.NodeAffinity``).
+        host: the address the Spark worker and its executor use on that node.
+        directory: a directory on that node shared by the executor's Python
+            workers and fedexec tasks placed there, removed when Spark stops.
+    """
+
+    node_id: str
+    host: str
+    directory: str
+
+
+@dataclass(frozen=True)
+class ExchangeInfo:
+    """Where Spark on fedexec runs (see :func:`exchange_info`).
+
+    Attributes:
+        executor: the fedexec executor whose cluster runs Spark.
+        nodes: one entry per Spark worker, in the order they were started.
+        node_id_env: the environment variable holding, in an executor's Python
+            worker, the id of its fedexec node.
+        directory_env: the environment variable holding, there, that node's
+            exchange directory.
+    """
+
+    executor: fedexec.Executor
+    nodes: tuple[ExchangeNode, ...]
+    node_id_env: str = NODE_ID_ENV
+    directory_env: str = EXCHANGE_DIR_ENV
+
+
+def exchange_info(spark: Any = None) -> ExchangeInfo | None:
+    """Where the Spark session ``init_spark`` started runs, for moving data between
+    its executors and fedexec by node-local files (see the module docstring).
+
+    Args:
+        spark: a ``SparkSession`` (or None: the one ``init_spark`` started).
+
+    Returns:
+        The executor and the nodes, or None when Spark does not run on fedexec in
+        this process, or ``spark`` belongs to another SparkContext.
+    """
+    with _lock:
+        state = _active
+    if state is None or state.session is None or not state.worker_infos:
+        return None
+    if spark is not None and spark.sparkContext is not state.session.sparkContext:
+        return None
+    nodes = tuple(ExchangeNode(i["node_id"], i["host"], i["exchange_dir"])
+                  for i in state.worker_infos)
+    return ExchangeInfo(state.executor, nodes)

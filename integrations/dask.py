@@ -95,7 +95,7 @@ from dask.utils import ensure_dict
 import fedexec
 from fedexec import ObjectRef, current_executor
 
-__all__ = ["FedexecDaskScheduler", "fedexec_dask_get", "fedexec_persist"]
+__all__ = ["FedexecDaskScheduler", "fedexec_dask_get", "fedexec_persist", "stored_chunk"]
 
 Key = _Key  # a Dask key: str, int, float or a tuple of keys
 
@@ -107,6 +107,17 @@ def _from_object_ref(ref: Any) -> Any:
     """The value behind a persisted chunk: what a scheduler other than fedexec's
     runs for it (fedexec's maps the key to the ref without running anything)."""
     return ref.result() if isinstance(ref, ObjectRef) else ref
+
+
+def stored_chunk(key: Key, ref: ObjectRef[Any]) -> Task:
+    """The graph node of a chunk whose value is already in fedexec's store (as a
+    persisted chunk is): :data:`fedexec_dask_get` maps ``key`` straight to ``ref``
+    (no task, no copy); any other scheduler fetches the value. For building a
+    collection over stored values, e.g. ``dask.delayed.Delayed(key, {key:
+    stored_chunk(key, ref)})``."""
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"stored_chunk() takes a fedexec ObjectRef, got {type(ref).__name__}")
+    return Task(key, _from_object_ref, ref)
 
 
 def _run_node(node: GraphNode, keys: tuple[Key, ...], *values: Any) -> Any:
@@ -275,7 +286,7 @@ def _persisting_get(scheduler: FedexecDaskScheduler, executor: Any,
     run = scheduler._run(dsk, keys, executor)
     if sink is not None:
         sink.extend(run.refs[k] for k in run.flat)
-    return _nested(keys, {k: Task(k, _from_object_ref, run.refs[k]) for k in run.flat})
+    return _nested(keys, {k: stored_chunk(k, run.refs[k]) for k in run.flat})
 
 
 fedexec_dask_get: FedexecDaskScheduler = FedexecDaskScheduler()

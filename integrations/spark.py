@@ -10,6 +10,10 @@ on them; ``stop_spark`` stops it all (see ``_spark_on_fedexec``)::
     spark.range(1000).selectExpr("sum(id)").collect()
     stop_spark()
 
+``fedexec.data.from_spark(df)`` and ``Dataset.to_spark(spark)`` move data between
+such a session and fedexec without passing it through the driver, by node-local
+files (``exchange_info`` says where).
+
 fedexec on a Spark cluster: the native runtime, actors and object store included,
 running inside Spark (what Ray-on-Spark does for Ray).
 
@@ -43,9 +47,10 @@ from typing import Any
 
 from fedexec.exceptions import FedexecError
 
-from ._spark_on_fedexec import init_spark, stop_spark
+from ._spark_on_fedexec import ExchangeInfo, ExchangeNode, exchange_info, init_spark, stop_spark
 
-__all__ = ["SparkCluster", "init_spark", "start_cluster", "stop_cluster", "stop_spark"]
+__all__ = ["ExchangeInfo", "ExchangeNode", "SparkCluster", "exchange_info", "init_spark",
+           "start_cluster", "stop_cluster", "stop_spark"]
 
 _active: SparkCluster | None = None
 _lock = threading.Lock()

@@ -22,6 +22,8 @@ Modules (each opens with its design)::
     iterator                 fetching, batching and prefetching for consumers
     stats, progress          per-operator stats and progress bars
     dataset, read_api        the user-facing API
+    exchange, dask_exchange, modin_exchange, spark_exchange
+                             to and from Dask, Modin and Spark (by refs and files)
     read_files, parquet,     reading files (paths, the file datasource base,
       formats                Parquet, CSV, JSON lines, text, numpy, binary)
     write_files              writing files (a datasink per format)
@@ -43,11 +45,13 @@ from .block import BlockAccessor, BlockMetadata
 from .bundle import RefBundle
 from .compute import ActorPoolStrategy
 from .context import DataContext
+from .dask_exchange import from_dask
 from .data_iterator import DataIterator
 from .dataset import Dataset, MaterializedDataset
 from .datasink import Datasink
 from .datasource import Datasource, ReadTask
 from .exceptions import DataStallError
+from .exchange import from_pandas_refs
 from .formats import (
     read_binary_files,
     read_csv,
@@ -57,6 +61,7 @@ from .formats import (
     read_text,
 )
 from .grouped import GroupedData
+from .modin_exchange import from_modin
 from .pipeline import DatasetPipeline
 from .read_api import (
     from_arrow,
@@ -68,6 +73,7 @@ from .read_api import (
     range_table,
     read_datasource,
 )
+from .spark_exchange import from_spark
 from .torch_utils import from_torch
 
 __all__ = [
@@ -88,9 +94,13 @@ __all__ = [
     "aggregate",
     "from_arrow",
     "from_arrow_refs",
+    "from_dask",
     "from_items",
+    "from_modin",
     "from_numpy",
     "from_pandas",
+    "from_pandas_refs",
+    "from_spark",
     "from_torch",
     "range",
     "range_table",

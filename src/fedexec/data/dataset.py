@@ -544,6 +544,40 @@ class Dataset:
 
         return repeat_pipeline(self, times)
 
+    # -- exchange with other engines (dask_exchange, modin_exchange, spark_exchange) -----------
+    def to_pandas_refs(self) -> list[fedexec.ObjectRef[Any]]:
+        """Refs of the blocks as pandas DataFrames (all with the same dtypes), made
+        by tasks: no block passes through the driver."""
+        from .exchange import pandas_partitions
+
+        return pandas_partitions(self, "ToPandasRefs")[0]
+
+    def to_dask(self, meta: Any = None, verify_meta: bool = True) -> Any:
+        """A Dask DataFrame with one partition per block, in order, its partitions
+        in the store: compute it with ``fedexec.integrations.dask.fedexec_dask_get``
+        (``FedexecDaskScheduler(ex)`` for an executor that is not the current one)
+        and no data passes through the driver. ``meta``: the empty frame Dask
+        checks partitions against (default: made from the blocks' dtypes)."""
+        from .dask_exchange import dataset_to_dask
+
+        return dataset_to_dask(self, meta, verify_meta)
+
+    def to_modin(self) -> Any:
+        """A Modin DataFrame on the ``"Fedexec"`` engine (selected unless another one
+        was chosen) whose row partitions are the blocks, moved by reference."""
+        from .modin_exchange import dataset_to_modin
+
+        return dataset_to_modin(self)
+
+    def to_spark(self, spark: Any) -> Any:
+        """A Spark DataFrame of ``spark`` with one partition per block, in order; on
+        a session ``fedexec.integrations.spark.init_spark`` started, the blocks
+        reach the Spark executors by node-local files, not through the driver
+        (other sessions: through the driver, with a ``RuntimeWarning``)."""
+        from .spark_exchange import dataset_to_spark
+
+        return dataset_to_spark(self, spark)
+
 
 class MaterializedDataset(Dataset):
     """A dataset whose blocks are in the store (``Dataset.materialize()``):
