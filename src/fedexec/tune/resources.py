@@ -9,7 +9,7 @@ all bundles against the cluster when deciding how many trials fit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["PlacementGroupFactory", "normalize", "resources_to_options"]
@@ -26,7 +26,7 @@ class PlacementGroupFactory:
         strategy: how the bundles are placed (``"PACK"``, ``"SPREAD"`` ...).
     """
 
-    def __init__(self, bundles: list[Mapping[str, float]], strategy: str = "PACK",
+    def __init__(self, bundles: Sequence[Mapping[str, float]], strategy: str = "PACK",
                  **kwargs: Any) -> None:
         if not bundles:
             raise ValueError("PlacementGroupFactory needs at least one bundle")
@@ -63,7 +63,7 @@ def _bundle(spec: Mapping[str, float]) -> dict[str, float]:
         if key in ("extra_cpu", "extra_gpu"):
             continue
         if key == "custom_resources":
-            out.update({k: float(v) for k, v in dict(value).items()})
+            out.update({k: float(v) for k, v in dict(value).items()})  # type: ignore[call-overload]
             continue
         if value is None:
             continue
@@ -88,9 +88,9 @@ def normalize(spec: Any) -> PlacementGroupFactory:
         if extra_cpu or extra_gpu:
             bundles.append({k: v for k, v in (("CPU", extra_cpu), ("GPU", extra_gpu)) if v})
         return PlacementGroupFactory(bundles)
-    bundles = getattr(spec, "bundles", None)
-    if bundles is not None:  # a Ray-style factory of another kind
-        return PlacementGroupFactory(list(bundles), getattr(spec, "strategy", "PACK"))
+    other = getattr(spec, "bundles", None)
+    if other is not None:  # a Ray-style factory of another kind
+        return PlacementGroupFactory(list(other), getattr(spec, "strategy", "PACK"))
     raise TypeError(f"resources must be a dict or a PlacementGroupFactory, not {spec!r}")
 
 

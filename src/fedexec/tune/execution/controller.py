@@ -380,11 +380,12 @@ class TuneController:
         if suggestion is None:
             return None
         self._next_index += 1
+        assert isinstance(suggestion, dict)
         config = suggestion if basic else self._merge(suggestion)
         varying = {path: get_path(config, path) for path, leaf in leaf_paths(self.param_space)
                    if isinstance(leaf, Domain) or _is_grid(leaf)}
         with contextlib.suppress(Exception):
-            varying = varying or {(k,): v for k, v in suggestion.items()}  # type: ignore[union-attr]
+            varying = varying or {(k,): v for k, v in suggestion.items()}
         tag = f"{index}_{format_vars(varying)}" if varying else str(index)
         trial = Trial(trial_id, self.spec.name, config, tag, "",
                       self.spec.resources_for(config), f"{self.spec.name}_{trial_id}")

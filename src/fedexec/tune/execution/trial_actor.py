@@ -192,6 +192,7 @@ class TrialActor:
         self._run: _Run | None = None
         self._kept: Trainable | None = None
         self._node = fedexec.get_runtime_context().node_id
+        self._error: BaseException | None = None
 
     def step(self, cmd: Command) -> Batch:
         """Apply ``cmd`` and return what the trial reported since the last call."""
@@ -223,7 +224,7 @@ class TrialActor:
     def raise_error(self) -> None:
         """Raise the error the last trial ended with (so it reaches the controller
         as a ``TaskError`` with the trial's traceback)."""
-        error = getattr(self, "_error", None)
+        error = self._error
         if error is None:
             return
         self._error = None

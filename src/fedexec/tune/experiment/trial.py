@@ -53,7 +53,7 @@ class Trial:
         self.error: BaseException | None = None
         self.checkpoints: list[tuple[str, dict[str, Any]]] = []  # kept, oldest first
         self.latest_checkpoint: tuple[str, dict[str, Any]] | None = None
-        self.restore_from: tuple[str, Any] | None = None  # what the next start resumes from
+        self.restore_from: str | None = None  # what the next start resumes from
         self.num_results = 0
         self.start_time: float | None = None
         self.evaluated_params = config

@@ -79,8 +79,8 @@ def create_searcher(search_alg: str, **kwargs: Any) -> Searcher:
     if search_alg in names:
         return names[search_alg](**kwargs)
     if search_alg == "optuna":
-        return __getattr__("OptunaSearch")(**kwargs)  # type: ignore[no-any-return]
+        return __getattr__("OptunaSearch")(**kwargs)
     if search_alg == "hyperopt":
-        return __getattr__("HyperOptSearch")(**kwargs)  # type: ignore[no-any-return]
+        return __getattr__("HyperOptSearch")(**kwargs)
     raise ValueError(f"unknown search algorithm {search_alg!r}: use one of "
                      "'variant_generator', 'random', 'optuna', 'hyperopt'")

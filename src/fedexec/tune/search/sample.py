@@ -120,7 +120,7 @@ class Float(Domain):
 
     def _draw(self, rng: np.random.Generator, size: int, spec: Any) -> list[Any]:
         if self.sampler == "uniform":
-            raw = rng.uniform(self.lower, self.upper, size)
+            raw = rng.uniform(self.lower, self.upper, size)  # type: ignore[arg-type]
         elif self.sampler == "loguniform":
             log = math.log(self.base)
             raw = np.exp(rng.uniform(math.log(self.lower) / log,  # type: ignore[arg-type]

@@ -84,7 +84,7 @@ class _Unresolved(Exception):
     """A ``sample_from`` function read a value that is not resolved yet."""
 
 
-class _Guard(dict):  # type: ignore[type-arg]
+class _Guard(dict):
     """``spec.config`` while functions run: reading an unresolved value raises."""
 
     def __getitem__(self, key: Any) -> Any:
@@ -107,7 +107,7 @@ def _guard(value: Any) -> Any:
     return _Guard(value) if isinstance(value, dict) and not isinstance(value, _Guard) else value
 
 
-class _Spec(dict):  # type: ignore[type-arg]
+class _Spec(dict):
     """What ``sample_from`` functions get: ``spec.config`` (also ``spec["config"]``)."""
 
     def __init__(self, config: dict[str, Any]) -> None:

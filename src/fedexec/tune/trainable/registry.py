@@ -128,10 +128,10 @@ def resolve(trainable: Any) -> TrainableSpec:
             break
     _check(trainable)
     if inspect.isclass(trainable):
-        overrides_reset = trainable.reset_config is not Trainable.reset_config
-        return TrainableSpec(name or trainable.__name__, "class", trainable, resources,
+        overrides_reset = getattr(trainable, "reset_config", None) is not Trainable.reset_config
+        return TrainableSpec(str(name or trainable.__name__), "class", trainable, resources,
                              parameters, supports_reset=overrides_reset)
-    return TrainableSpec(name or getattr(trainable, "__name__", "trainable"), "function",
+    return TrainableSpec(str(name or getattr(trainable, "__name__", "trainable")), "function",
                          trainable, resources, parameters, call_style=_call_style(trainable),
                          supports_reset=True)
 

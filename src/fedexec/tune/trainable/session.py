@@ -303,7 +303,7 @@ def load_dict(directory: str) -> dict[str, Any] | None:
     if not os.path.exists(path):
         return None
     with open(path, "rb") as f:
-        return pickle.load(f)  # type: ignore[no-any-return]
+        return pickle.load(f)
 
 
 # ------------------------------------------------------------ finding the session

@@ -50,7 +50,7 @@ class Trainable:
         legacy = getattr(self, "_train", None)
         if legacy is None:
             raise NotImplementedError(f"{type(self).__name__} must implement step()")
-        return legacy()  # type: ignore[no-any-return]
+        return legacy()
 
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any] | None:
         """Write the state into ``checkpoint_dir`` (or return it as a dict)."""
@@ -58,7 +58,7 @@ class Trainable:
         if legacy is None:
             raise NotImplementedError(f"{type(self).__name__} does not implement "
                                       "save_checkpoint(), so it cannot be checkpointed")
-        return legacy(checkpoint_dir)  # type: ignore[no-any-return]
+        return legacy(checkpoint_dir)
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         """Load what ``save_checkpoint`` wrote (its directory, or its dict)."""

@@ -50,10 +50,11 @@ def _expression(hp: Any, name: str, domain: Domain) -> Any:
 def _fit(domain: Domain, value: Any) -> Any:
     """Round integer domains' values and keep them inside the tune range."""
     if isinstance(domain, Integer):
-        hi = domain.upper if domain.q else domain.upper - 1
-        return min(max(round(float(value)), domain.lower), hi)
+        top = domain.upper if domain.q else domain.upper - 1
+        return min(max(round(float(value)), domain.lower), top)
     if isinstance(domain, Float) and domain.sampler != "normal" and domain.q is None:
-        return min(max(float(value), domain.lower), np.nextafter(domain.upper, -np.inf))
+        lo, hi = float(domain.lower or 0.0), float(domain.upper or 0.0)
+        return min(max(float(value), lo), float(np.nextafter(hi, -np.inf)))
     return float(value) if isinstance(domain, Float) else value
 
 
@@ -151,7 +152,7 @@ class HyperOptSearch(Searcher):
             doc["state"] = hpo.base.JOB_STATE_ERROR
             doc["result"] = {"status": hpo.STATUS_FAIL}
         else:
-            value = float(result[self._metric])  # type: ignore[index]
+            value = float(result[self._metric])
             doc["state"] = hpo.base.JOB_STATE_DONE
             doc["result"] = {"loss": value if self._mode == "min" else -value,
                              "status": hpo.STATUS_OK}

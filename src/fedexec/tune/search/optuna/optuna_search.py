@@ -75,7 +75,7 @@ class OptunaSearch(Searcher):
                  evaluated_rewards: list[Any] | None = None) -> None:
         self._ot = require("optuna", "OptunaSearch")
         self._ot.logging.set_verbosity(self._ot.logging.WARNING)
-        super().__init__(metric=None, mode=None)  # type: ignore[arg-type]
+        super().__init__(metric=None, mode=None)
         self._metric_any: Any = metric
         self._mode_any: Any = mode
         self._sampler = sampler
