@@ -96,6 +96,7 @@ class HyperBandScheduler(TrialScheduler):
         self._bracket_of[trial.trial_id] = bracket
 
     def on_trial_result(self, controller: Any, trial: Any, result: dict[str, Any]) -> str:
+        self._resume.discard(trial.trial_id)
         bracket = self._bracket_of.get(trial.trial_id)
         t = result.get(self._time_attr)
         if bracket is None or t is None:
@@ -125,6 +126,7 @@ class HyperBandScheduler(TrialScheduler):
                 self._resume.update(keep)
 
     def _leave(self, controller: Any, trial: Any) -> None:
+        self._resume.discard(trial.trial_id)
         bracket = self._bracket_of.get(trial.trial_id)
         if bracket is not None:
             bracket.live.discard(trial.trial_id)
@@ -147,8 +149,7 @@ class HyperBandScheduler(TrialScheduler):
                 return trial
         for trial in controller.get_trials():
             if trial.status == "PAUSED" and trial.trial_id in self._resume:
-                self._resume.discard(trial.trial_id)
-                return trial
+                return trial  # leaves _resume at its next result (choosing has no effect)
         return None
 
     def debug_string(self) -> str:
