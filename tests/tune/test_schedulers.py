@@ -6,8 +6,8 @@ cover the backends)."""
 from __future__ import annotations
 
 import pytest
-from _tune_trainables import Accumulating, Scripted
 
+from _tune_trainables import Accumulating, Scripted
 from fedexec import tune
 from fedexec.tune.schedulers import (
     ASHAScheduler,
@@ -69,7 +69,8 @@ def test_hyperband_pauses_at_milestones_then_keeps_the_best(local_ex, tmp_path):
     hb = HyperBandScheduler(max_t=9, reduction_factor=3)
     results = fit(local_ex, tmp_path, {"scores": grid}, hb)
     assert iterations(results) == [1, 1, 1, 1, 1, 1, 3, 3, 9]
-    assert results[8].metrics["loaded_from"] is not None  # resumed from its checkpoint
+    resumed = [r for r in results if r.metrics["loaded_from"] == r.metrics["trial_id"]]
+    assert len(resumed) >= 2  # kept trials that paused resumed from their own checkpoints
     assert results.num_terminated == 9
 
 

@@ -13,8 +13,8 @@ from fedexec.tune.search import ConcurrencyLimiter, Repeater, Searcher
 pytest.importorskip("optuna")
 pytest.importorskip("hyperopt")
 
-from fedexec.tune.search.hyperopt import HyperOptSearch  # noqa: E402
-from fedexec.tune.search.optuna import OptunaSearch  # noqa: E402
+from fedexec.tune.search.hyperopt import HyperOptSearch
+from fedexec.tune.search.optuna import OptunaSearch
 
 SPACE = {
     "u": tune.uniform(-1, 1),
