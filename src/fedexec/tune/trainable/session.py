@@ -70,7 +70,8 @@ class StopTrial(BaseException):
 class Outbox:
     """Results of one trial waiting to be collected, with flow control.
 
-    ``put`` (trial thread) blocks while ``window`` results are unacknowledged;
+    ``put`` (trial thread) blocks while ``window`` results are unacknowledged (a
+    result with a checkpoint: until it is acknowledged);
     ``take`` (actor thread) hands over everything buffered, waiting up to
     ``timeout`` for a result or the end; ``ack(n)`` says the first ``n`` results
     are decided. ``call(fn)`` runs ``fn`` in the trial's thread between two steps
@@ -94,7 +95,10 @@ class Outbox:
             self._buffer.append(result)
             self._produced += 1
             self._cond.notify_all()
-            while self._produced - self._acked >= self.window and not self.stopping:
+            # a checkpoint waits for its acknowledgement: if this process dies, the
+            # controller still knows the checkpoint to retry from
+            window = 1 if "_checkpoint" in result else self.window
+            while self._produced - self._acked >= window and not self.stopping:
                 if self._requests:
                     self._serve_locked()
                 else:
