@@ -10,6 +10,8 @@ import os
 import struct
 
 import pytest
+
+import fedexec
 from _tune_trainables import (
     Scripted,
     StandInTrainer,
@@ -18,8 +20,6 @@ from _tune_trainables import (
     failing,
     quadratic,
 )
-
-import fedexec
 from fedexec import tune
 
 pytestmark = pytest.mark.timeout(180)
