@@ -268,9 +268,9 @@ def test_result_grid(native_ex, tmp_path):
 
 
 def test_event_files_are_valid_records(native_ex, tmp_path):
-    from fedexec.tune.logger.tfevents import crc32c
+    from fedexec.tune.logger.tfevents import _crc32c_python, _masked, crc32c
 
-    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    assert crc32c(b"123456789") == _crc32c_python(b"123456789") == 0xE3069283  # check value
     results = tune.Tuner(counting, param_space={"n": 2}, executor=native_ex,
                          run_config=run_config(tmp_path)).fit()
     path = results[0].path
@@ -279,7 +279,10 @@ def test_event_files_are_valid_records(native_ex, tmp_path):
     records, i = [], 0
     while i < len(data):
         (n,) = struct.unpack("<Q", data[i:i + 8])
-        records.append(data[i + 12:i + 12 + n])
+        record = data[i + 12:i + 12 + n]
+        assert struct.unpack("<I", data[i + 8:i + 12])[0] == _masked(data[i:i + 8])
+        assert struct.unpack("<I", data[i + 12 + n:i + 16 + n])[0] == _masked(record)
+        records.append(record)
         i += 12 + n + 4
     assert i == len(data) and len(records) == 3  # the file-version event and 2 results
     assert b"brain.Event:2" in records[0] and b"tune/step" in records[2]

@@ -33,6 +33,8 @@ def load_state(path: str) -> dict[str, Any]:
                         "experiment directory, <storage_path>/<name>")
     with open(state_file, "rb") as f:
         state: dict[str, Any] = cloudpickle.load(f)
+    state["trials"] = [cloudpickle.loads(t) if isinstance(t, bytes) else t
+                       for t in state["trials"]]
     base = os.path.dirname(os.path.abspath(state_file))
     for trial in state["trials"]:  # the directory may have moved since
         trial.local_path = os.path.join(base, os.path.basename(trial.local_path))

@@ -138,7 +138,7 @@ class Tuner:
                 trial.error, trial.error_msg = None, None
                 if restart_errored:
                     trial.restore_from = None
-                    trial.last_result, trial.metric_analysis = {}, {}
+                    trial.last_result, trial._stats = {}, {}
                     trial.checkpoints, trial.latest_checkpoint = [], None
                 else:
                     trial.restore_from = (trial.latest_checkpoint[0]

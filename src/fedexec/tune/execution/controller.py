@@ -120,6 +120,8 @@ class TuneController:
         self._trials: list[Trial] = []
         self._by_id: dict[str, Trial] = {}
         self._pending: deque[Trial] = deque()
+        self._paused: dict[str, Trial] = {}  # in the order they paused
+        self._blobs: dict[str, tuple[tuple[Any, ...], bytes]] = {}  # pickled trials, cached
         self._live: dict[str, _Live] = {}
         self._refs: dict[Any, _Live] = {}
         self._next_index = 0
@@ -191,6 +193,7 @@ class TuneController:
         with contextlib.suppress(ValueError):
             self._pending.remove(trial)
         trial.status = Trial.TERMINATED
+        self._paused.pop(trial.trial_id, None)
         self._scheduler.on_trial_remove(self, trial)
         self._searcher.on_trial_complete(trial.trial_id, trial.last_result or None)
         self._each_callback("on_trial_complete", trial=trial)
@@ -329,10 +332,7 @@ class TuneController:
                 self._pending.popleft()
             if self._pending:
                 return self._pending[0] if peek else self._pending.popleft()
-            for trial in self._trials:
-                if trial.status == Trial.PAUSED:
-                    return trial
-            return None
+            return next(iter(self._paused.values()), None)
         if peek:
             self._chosen = self._scheduler.choose_trial_to_run(self)
             return self._chosen
@@ -417,6 +417,7 @@ class TuneController:
         first_start = trial.start_time is None
         trial.start_time = trial.start_time or time.time()
         trial.status = Trial.RUNNING
+        self._paused.pop(trial.trial_id, None)
         restore = trial.restore_from
         spec = StartSpec(
             trial_id=trial.trial_id, trial_name=trial.trial_name, trial_dir=trial.local_path,
@@ -539,6 +540,7 @@ class TuneController:
         self._actors.release(record, keep=batch.clean and self._reuse)
         if live.phase == "pause":
             trial.status = Trial.PAUSED
+            self._paused[trial.trial_id] = trial
             trial.restore_from = trial.latest_checkpoint[0] if trial.latest_checkpoint else None
             self._writer.trial_end(trial)
             return
@@ -671,8 +673,23 @@ class TuneController:
                 "search_finished": self.search_finished, "trainable_name": self.spec.name,
                 "experiment_name": self.experiment_name}
 
+    def _trial_blobs(self) -> list[bytes]:
+        """Each trial pickled; a trial unchanged since the last save is not pickled
+        again (a finished trial never is), so saving costs O(trials that changed)."""
+        out = []
+        for trial in self._trials:
+            mark = (trial.status, trial.num_results, trial.num_failures,
+                    len(trial.checkpoints), trial.restore_from, id(trial.config))
+            cached = self._blobs.get(trial.trial_id)
+            if cached is None or cached[0] != mark:
+                cached = (mark, cloudpickle.dumps(trial))
+                self._blobs[trial.trial_id] = cached
+            out.append(cached[1])
+        return out
+
     def _save_state(self) -> None:
         state = self.state()
+        state["trials"] = self._trial_blobs()
         try:
             blob = cloudpickle.dumps(state)
         except Exception:  # callbacks or reporters that cannot be pickled
@@ -685,6 +702,7 @@ class TuneController:
     def _restore(self, state: dict[str, Any]) -> None:
         self._trials = list(state["trials"])
         self._by_id = {t.trial_id: t for t in self._trials}
+        self._paused = {t.trial_id: t for t in self._trials if t.status == Trial.PAUSED}
         self._searcher = state["searcher"]
         self._scheduler = state["scheduler"]
         self._next_index = state["next_index"]

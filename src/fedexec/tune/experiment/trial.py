@@ -10,6 +10,7 @@ retries left goes back to PENDING and resumes from its latest checkpoint.
 from __future__ import annotations
 
 import os
+from collections import deque
 from numbers import Real
 from typing import Any
 
@@ -18,8 +19,8 @@ from ..resources import PlacementGroupFactory
 
 __all__ = ["Trial"]
 
-_WINDOWS = (5, 10)
-_SKIP = frozenset({"pid", "timestamp"})
+_SKIP = frozenset({"pid", "timestamp", "done", "trial_id", "date", "hostname"})
+_NUMBERS = (int, float)
 
 
 class Trial:
@@ -46,8 +47,7 @@ class Trial:
         self.trial_name = trial_name
         self.status = Trial.PENDING
         self.last_result: dict[str, Any] = {}
-        self.metric_analysis: dict[str, dict[str, float]] = {}
-        self._windows: dict[str, dict[int, list[float]]] = {}
+        self._stats: dict[str, list[Any]] = {}  # key -> [min, max, sum, n, last 10]
         self.num_failures = 0
         self.error_msg: str | None = None
         self.error: BaseException | None = None
@@ -86,33 +86,38 @@ class Trial:
 
     # -- results -------------------------------------------------------------------
     def update_last_result(self, result: dict[str, Any]) -> None:
-        """Record ``result`` and its numbers in :attr:`metric_analysis` (max, min,
-        avg, last, last-5-avg, last-10-avg per metric)."""
+        """Record ``result`` and fold its numbers into :attr:`metric_analysis`."""
         self.last_result = result
         self.num_results += 1
+        stats = self._stats
         for key, value in result.items():
-            if isinstance(value, bool) or not isinstance(value, Real) or key in _SKIP:
+            if key in _SKIP or (value.__class__ not in _NUMBERS and (
+                    isinstance(value, bool) or not isinstance(value, Real))):
                 continue
             v = float(value)
-            stats = self.metric_analysis.get(key)
-            if stats is None:
-                self.metric_analysis[key] = {"max": v, "min": v, "avg": v, "last": v,
-                                             "last-5-avg": v, "last-10-avg": v, "n": 1}
-                self._windows[key] = {w: [v] for w in _WINDOWS}
+            entry = stats.get(key)
+            if entry is None:
+                stats[key] = [v, v, v, 1, deque((v,), maxlen=10)]
                 continue
-            count = stats["n"] + 1
-            stats["n"] = count
-            if v > stats["max"]:
-                stats["max"] = v
-            if v < stats["min"]:
-                stats["min"] = v
-            stats["avg"] += (v - stats["avg"]) / count
-            stats["last"] = v
-            for w, window in self._windows[key].items():
-                window.append(v)
-                if len(window) > w:
-                    del window[0]
-                stats[f"last-{w}-avg"] = sum(window) / len(window)
+            if v < entry[0]:
+                entry[0] = v
+            if v > entry[1]:
+                entry[1] = v
+            entry[2] += v
+            entry[3] += 1
+            entry[4].append(v)
+
+    @property
+    def metric_analysis(self) -> dict[str, dict[str, float]]:
+        """Per numeric metric: ``max``, ``min``, ``avg``, ``last``, ``last-5-avg``,
+        ``last-10-avg`` over the trial's results."""
+        out = {}
+        for key, (lo, hi, total, n, recent) in self._stats.items():
+            last5 = list(recent)[-5:]
+            out[key] = {"max": hi, "min": lo, "avg": total / n, "last": recent[-1],
+                        "last-5-avg": sum(last5) / len(last5),
+                        "last-10-avg": sum(recent) / len(recent)}
+        return out
 
     def __repr__(self) -> str:
         return self.trial_name

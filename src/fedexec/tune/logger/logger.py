@@ -74,62 +74,28 @@ class JsonLoggerCallback(LoggerCallback):
     """``params.json``, ``params.pkl`` and ``result.json`` (JSON lines)."""
 
     def __init__(self) -> None:
-        self._files: dict[str, Any] = {}
+        self._files: dict[str, tuple[Any, str]] = {}  # trial -> (file, ',"config": ...}')
 
     def log_trial_start(self, trial: Any) -> None:
         path = trial.local_path
+        config = json.dumps(trial.config, default=to_jsonable)
         with open(os.path.join(path, EXPR_PARAM_FILE), "w") as f:
-            json.dump(trial.config, f, indent=2, sort_keys=True, default=to_jsonable)
+            f.write(json.dumps(trial.config, indent=2, sort_keys=True, default=to_jsonable))
         try:
             with open(os.path.join(path, EXPR_PARAM_PICKLE_FILE), "wb") as f:
                 pickle.dump(trial.config, f)
         except Exception:  # an unpicklable config value: params.json is enough
             pass
-        self._files[trial.trial_id] = open(os.path.join(path, EXPR_RESULT_FILE), "a")
-
-    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
-        f = self._files.get(trial.trial_id)
-        if f is None:
-            return
-        line = json.dumps({**result, "config": trial.config}, default=to_jsonable)
-        f.write(line + "\n")
-
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
-        f = self._files.pop(trial.trial_id, None)
-        if f is not None:
-            f.close()
-
-    def flush(self) -> None:
-        for f in self._files.values():
-            f.flush()
-
-
-class CSVLoggerCallback(LoggerCallback):
-    """``progress.csv``: one row per result, the first result's columns."""
-
-    def __init__(self) -> None:
-        self._files: dict[str, tuple[Any, Any]] = {}
-
-    def log_trial_start(self, trial: Any) -> None:
-        path = os.path.join(trial.local_path, EXPR_PROGRESS_FILE)
-        self._files[trial.trial_id] = (open(path, "a", newline=""), None)
+        self._files[trial.trial_id] = (open(os.path.join(path, EXPR_RESULT_FILE), "a"),
+                                       f', "config": {config}}}\n')
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
         entry = self._files.get(trial.trial_id)
         if entry is None:
             return
-        f, writer = entry
-        row = flatten_dict({k: v for k, v in result.items() if k != "config"})
-        if writer is None:
-            fields = list(row)
-            if f.tell() > 0:  # restored: keep the header already in the file
-                with open(f.name, newline="") as existing:
-                    fields = next(csv.reader(existing), fields)
-            writer = csv.DictWriter(f, fields, extrasaction="ignore")
-            if f.tell() == 0:
-                writer.writeheader()
-            self._files[trial.trial_id] = (f, writer)
-        writer.writerow(row)
+        f, config_tail = entry
+        text = _dumps(result)
+        f.write(text[:-1] + config_tail if len(text) > 2 else text[:-1] + config_tail[1:])
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         entry = self._files.pop(trial.trial_id, None)
@@ -138,6 +104,53 @@ class CSVLoggerCallback(LoggerCallback):
 
     def flush(self) -> None:
         for f, _ in self._files.values():
+            f.flush()
+
+
+_dumps = json.JSONEncoder(default=to_jsonable).encode
+
+
+def _flat(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` without ``config``, nested dicts flattened (no copy when flat)."""
+    if "config" not in result and not any(v.__class__ is dict for v in result.values()):
+        return result
+    return flatten_dict({k: v for k, v in result.items() if k != "config"})
+
+
+class CSVLoggerCallback(LoggerCallback):
+    """``progress.csv``: one row per result, the first result's columns."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[Any, Any, list[str] | None]] = {}
+
+    def log_trial_start(self, trial: Any) -> None:
+        path = os.path.join(trial.local_path, EXPR_PROGRESS_FILE)
+        f = open(path, "a", newline="")
+        fields = None
+        if f.tell() > 0:  # restored: keep the header already in the file
+            with open(path, newline="") as existing:
+                fields = next(csv.reader(existing), None)
+        self._files[trial.trial_id] = (f, csv.writer(f), fields)
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        entry = self._files.get(trial.trial_id)
+        if entry is None:
+            return
+        f, writer, fields = entry
+        row = _flat(result)
+        if fields is None:
+            fields = list(row)
+            writer.writerow(fields)
+            self._files[trial.trial_id] = (f, writer, fields)
+        writer.writerow([row.get(k, "") for k in fields])
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        entry = self._files.pop(trial.trial_id, None)
+        if entry is not None:
+            entry[0].close()
+
+    def flush(self) -> None:
+        for f, _, _ in self._files.values():
             f.flush()
 
 
@@ -155,8 +168,8 @@ class TBXLoggerCallback(LoggerCallback):
         writer = self._writers.get(trial.trial_id)
         if writer is None:
             return
-        scalars = [(f"tune/{k}", float(v)) for k, v in flatten_dict(result).items()
-                   if isinstance(v, Real) and not isinstance(v, bool) and k not in _NOT_SCALARS]
+        scalars = [(f"tune/{k}", float(v)) for k, v in _flat(result).items()
+                   if k not in _NOT_SCALARS and isinstance(v, Real) and not isinstance(v, bool)]
         writer.add_scalars(int(result.get("training_iteration") or 0), scalars)
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
@@ -169,7 +182,9 @@ class TBXLoggerCallback(LoggerCallback):
             writer.flush()
 
 
-_NOT_SCALARS = frozenset({"pid", "timestamp", "done"})
+#: automatic fields not worth a TensorBoard chart (time_total_s and the iteration are)
+_NOT_SCALARS = frozenset({"pid", "timestamp", "done", "time_this_iter_s", "time_since_restore",
+                          "iterations_since_restore"})
 
 
 DEFAULT_LOGGERS = (JsonLoggerCallback, CSVLoggerCallback, TBXLoggerCallback)

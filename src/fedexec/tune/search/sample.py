@@ -119,6 +119,10 @@ class Float(Domain):
         return Float(self.lower, self.upper, self.sampler, q, self.base, self.mean, self.sd)
 
     def _draw(self, rng: np.random.Generator, size: int, spec: Any) -> list[Any]:
+        if self.sampler == "uniform" and size == 1 and self.q is None:  # the common case
+            lo, hi = float(self.lower or 0.0), float(self.upper or 0.0)
+            value = float(rng.uniform(lo, hi))
+            return [value if value < hi else float(np.nextafter(hi, -np.inf))]
         if self.sampler == "uniform":
             raw = rng.uniform(self.lower, self.upper, size)  # type: ignore[arg-type]
         elif self.sampler == "loguniform":
