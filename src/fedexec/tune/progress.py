@@ -123,7 +123,7 @@ class CLIReporter(ProgressReporter):
         rows = []
         for trial in rows_src[: self._max_rows]:
             flat = flatten_dict(trial.config)
-            cells = [trial.trial_name, trial.status]
+            cells = [str(trial), trial.status]  # the name is never shortened
             cells += [_fmt(flat.get(p), self._max_col) for p in pnames]
             cells += [_fmt(trial.last_result.get(m), self._max_col) for m in names]
             rows.append(cells)
