@@ -104,3 +104,15 @@ def test_basic_variant_generator_points_limits_and_restore():
     assert limited.suggest("b") is None
     limited.on_trial_complete("a")
     assert limited.suggest("b") == {"x": 1}
+
+
+def test_imports_stay_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, fedexec; assert 'fedexec.tune' not in sys.modules; fedexec.tune; "
+            "heavy = [m for m in ('optuna', 'hyperopt', 'tensorboardX', 'pandas', 'torch', "
+            "'rich') if m in sys.modules]; assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr

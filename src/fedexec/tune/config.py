@@ -27,7 +27,7 @@ class CheckpointConfig:
     checkpoint_score_attribute: str | None = None
     checkpoint_score_order: str = "max"
     checkpoint_frequency: int = 0
-    checkpoint_at_end: bool | None = None
+    checkpoint_at_end: bool = False
 
     def __post_init__(self) -> None:
         if self.num_to_keep is not None and self.num_to_keep < 1:
