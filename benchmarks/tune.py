@@ -227,7 +227,15 @@ def case_t3(system: Any, n: int, storage: str) -> dict[str, Any]:
 
 def case_t4(system: Any, n: int, storage: str) -> dict[str, Any]:
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
+    # workers do not have examples/ on their path: ship the module's code by value
+    import cloudpickle
     import tune_digits
+
+    cloudpickle.register_pickle_by_value(tune_digits)
+    if system.name == "ray":
+        from ray import cloudpickle as ray_cloudpickle
+
+        ray_cloudpickle.register_pickle_by_value(tune_digits)
 
     space = {"lr": system.tune.choice([0.001, 0.01, 0.05, 0.1]),
              "momentum": system.tune.uniform(0.1, 0.9)}
