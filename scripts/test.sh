@@ -2,8 +2,7 @@
 # Set everything up, lint, check imports and types, and run the whole test suite (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test,dask,spark,modin,data
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0  # data's torch tests (CPU build)
+bash scripts/setup.sh test,dask,spark,modin,ml
 .venv/bin/ruff check src integrations tests examples benchmarks
 .venv/bin/lint-imports            # the import contracts in pyproject.toml
 .venv/bin/mypy                    # strict for the core, normal elsewhere (pyproject.toml)

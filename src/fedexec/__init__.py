@@ -3,7 +3,7 @@
 One program, written against ``Executor`` / ``ObjectRef`` / actors, runs in one
 process (``local``), on fedexec's own runtime (``native``), or on Dask or Spark,
 by changing ``backend=``. Public names are re-exported here; everything else is
-private. Libraries (``fedexec.data``, ``fedexec.integrations`` ...) are imported
+private. Libraries (``fedexec.tune``, ``fedexec.integrations`` ...) are imported
 lazily.
 """
 
@@ -117,7 +117,7 @@ __all__ = [
     "wait",
 ]
 
-_LAZY = {"cluster", "data", "integrations", "util"}
+_LAZY = {"cluster", "data", "integrations", "tune", "util"}
 
 
 def __getattr__(name: str) -> Any:
