@@ -99,8 +99,6 @@ def test_train_test_split_by_fraction_and_by_count(df):
         ds.train_test_split(300)
 
 
-@pytest.mark.skipif(not hasattr(fd.Dataset, "random_shuffle"),
-                    reason="random_shuffle is not built yet")
 def test_train_test_split_with_shuffle_is_seeded():
     ds = fd.range(100, parallelism=4)
     train1, test1 = ds.train_test_split(0.2, shuffle=True, seed=5)

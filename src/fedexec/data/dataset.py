@@ -25,7 +25,7 @@ from .columns import AddColumn, DropColumns, RenameColumns, SelectColumns
 from .compute import compute_for
 from .context import DataContext
 from .data_iterator import DataIterator, DatasetIterator
-from .datasink import Datasink
+from .datasink import Datasink, run_write
 from .executor import StreamingExecutor
 from .grouped import GroupedData, aggregate_row, column_aggregate
 from .iterator import iter_batches, iter_blocks, iter_rows
@@ -289,16 +289,11 @@ class Dataset:
         ``fedexec.data.Datasink``)."""
         if not isinstance(datasink, Datasink):
             raise TypeError(f"write_datasink() takes a Datasink, got {type(datasink).__name__}")
-        datasink.on_write_start()
         ds = self._map(WriteStage(datasink))
         try:
-            results = [row for row in ds.iter_rows()]
-        except BaseException as e:
-            datasink.on_write_failed(e)
+            run_write(datasink, lambda: list(ds.iter_rows()))
+        finally:
             self._last_stats = ds._last_stats
-            raise
-        self._last_stats = ds._last_stats
-        datasink.on_write_complete(results)
 
     # -- consuming -------------------------------------------------------------------------------
     def _run(self) -> _Run:

@@ -19,13 +19,13 @@ Writing a sink::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .block import Block
 from .transforms import TaskContext
 
-__all__ = ["Datasink"]
+__all__ = ["Datasink", "run_write"]
 
 
 class Datasink:
@@ -52,3 +52,16 @@ class Datasink:
 
     def on_write_failed(self, error: BaseException) -> None:
         """Called in the driver when the write failed (before the error is raised)."""
+
+
+def run_write(sink: Datasink, results: Callable[[], list[Any]]) -> None:
+    """The driver's part of a write: ``on_write_start``, then ``results()`` (runs
+    the write tasks, returns their results in order), then ``on_write_complete``
+    with them, or ``on_write_failed`` with the error before it is raised."""
+    sink.on_write_start()
+    try:
+        written = results()
+    except BaseException as e:
+        sink.on_write_failed(e)
+        raise
+    sink.on_write_complete(written)

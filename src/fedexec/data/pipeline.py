@@ -20,6 +20,13 @@ Windows:
   output blocks are grouped by ``b``.
 * ``ds.repeat(times)``: one window per pass, the whole dataset.
 
+Stages that need to know where a window is (``random_shuffle_each_window``
+with a seed, the writers) get its :class:`WindowIndex` (pass, window): a seed is
+mixed with it, so each window of each pass has its own reproducible order, and
+written files are named ``{write}_{pass:04d}_{window:06d}_{task:06d}.<ext>``,
+sorted in the pipeline's order. ``write_*`` consume the pipeline (every window
+is written by its own run's write tasks, overlapped like any consumer).
+
 Overlap: windows run ahead of the consumer, each on a thread draining its run
 into a queue of bundles: up to two run at once, and a new one starts as soon as
 one of them is done, while at most three are started and not yet consumed (the
@@ -33,28 +40,50 @@ when the iteration ends.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import itertools
 import queue
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 import fedexec
 
 from .bundle import RefBundle
 from .context import DataContext
 from .data_iterator import BlockStream, DataIterator
+from .datasink import Datasink, run_write
 from .datasource import Datasource, ReadTask
 from .iterator import iter_blocks
 from .plan import InputData, LogicalOperator, MapOp, Read
+from .shuffle import check_seed
+from .transforms import TaskContext, WriteStage
+from .write_files import CSVDatasink, JSONDatasink, NumpyDatasink, ParquetDatasink
 
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["ActorLender", "DatasetPipeline", "repeat_pipeline", "window_pipeline"]
+__all__ = ["ActorLender", "DatasetPipeline", "WindowIndex", "repeat_pipeline",
+           "window_pipeline"]
 
-Stage = Callable[["Dataset"], "Dataset"]
+
+@dataclass(frozen=True)
+class WindowIndex:
+    """Where a window is in an iteration: its pass (``epoch``, counted from the
+    pipeline's first, so ``iter_epochs()``' k-th pipeline has epoch k) and its
+    place in that pass (``window``)."""
+
+    epoch: int
+    window: int
+
+
+#: A pipeline stage: the window and its place -> the window transformed.
+Stage = Callable[["Dataset", WindowIndex], "Dataset"]
 _END = object()
 #: Windows running at once, and started but not yet consumed (see ``_bundles``).
 _COMPUTING = 2
@@ -266,56 +295,115 @@ class DatasetPipeline(DataIterator):
     ``Dataset.repeat()``; transforms return a new pipeline; ``iter_batches``,
     ``iter_rows``, ``iter_torch_batches``, ``take`` ... run it."""
 
-    def __init__(self, source: _Windows, times: int | None = 1, stages: tuple[Stage, ...] = ()):
+    def __init__(self, source: _Windows, times: int | None = 1, stages: tuple[Stage, ...] = (),
+                 first_epoch: int = 0):
         self._source = source
         self._times = times
         self._stages = stages
+        self._first_epoch = first_epoch
 
     # -- building --------------------------------------------------------------------
-    def foreach_window(self, fn: Stage) -> DatasetPipeline:
+    def _with_stage(self, stage: Stage) -> DatasetPipeline:
+        return DatasetPipeline(self._source, self._times, (*self._stages, stage),
+                               self._first_epoch)
+
+    def _each(self, method: str, *args: Any, **kwargs: Any) -> DatasetPipeline:
+        """``Dataset.<method>(*args, **kwargs)`` on every window."""
+        return self._with_stage(lambda w, _: getattr(w, method)(*args, **kwargs))
+
+    def foreach_window(self, fn: Callable[[Dataset], Dataset]) -> DatasetPipeline:
         """Apply ``fn(window: Dataset) -> Dataset`` to every window."""
         if not callable(fn):
             raise TypeError(f"foreach_window() takes a function Dataset -> Dataset, got {fn!r}")
-        return DatasetPipeline(self._source, self._times, (*self._stages, fn))
+        return self._with_stage(lambda w, _: fn(w))
 
     def map(self, fn: Callable[[Any], Any], **kwargs: Any) -> DatasetPipeline:
         """``Dataset.map`` on every window."""
-        return self.foreach_window(lambda w: w.map(fn, **kwargs))
+        return self._each("map", fn, **kwargs)
 
     def filter(self, fn: Callable[[Any], bool], **kwargs: Any) -> DatasetPipeline:
         """``Dataset.filter`` on every window."""
-        return self.foreach_window(lambda w: w.filter(fn, **kwargs))
+        return self._each("filter", fn, **kwargs)
 
     def flat_map(self, fn: Callable[[Any], Any], **kwargs: Any) -> DatasetPipeline:
         """``Dataset.flat_map`` on every window."""
-        return self.foreach_window(lambda w: w.flat_map(fn, **kwargs))
+        return self._each("flat_map", fn, **kwargs)
 
     def map_batches(self, fn: Any, **kwargs: Any) -> DatasetPipeline:
         """``Dataset.map_batches`` (same arguments) on every window; a callable
         class runs on one actor pool kept for the whole iteration."""
-        return self.foreach_window(lambda w: w.map_batches(fn, **kwargs))
+        return self._each("map_batches", fn, **kwargs)
+
+    def add_column(self, col: str, fn: Callable[[Any], Any], **kwargs: Any) -> DatasetPipeline:
+        """``Dataset.add_column`` on every window."""
+        return self._each("add_column", col, fn, **kwargs)
+
+    def drop_columns(self, cols: Sequence[str]) -> DatasetPipeline:
+        """``Dataset.drop_columns`` on every window."""
+        return self._each("drop_columns", cols)
+
+    def select_columns(self, cols: Sequence[str]) -> DatasetPipeline:
+        """``Dataset.select_columns`` on every window."""
+        return self._each("select_columns", cols)
+
+    def rename_columns(self, mapping: Any) -> DatasetPipeline:
+        """``Dataset.rename_columns`` on every window."""
+        return self._each("rename_columns", mapping)
+
+    def random_shuffle_each_window(self, *, seed: int | None = None) -> DatasetPipeline:
+        """Shuffle the rows of each window (``Dataset.random_shuffle``: a
+        distributed shuffle within the window). With ``seed``, window ``w`` of
+        pass ``e`` is shuffled with a seed made from ``(seed, e, w)``: every
+        window and pass has its own order, the same on every iteration."""
+        seed = check_seed(seed)
+        return self._with_stage(
+            lambda w, index: w.random_shuffle(seed=_window_seed(seed, index)))
+
+    def randomize_block_order_each_window(self, *, seed: int | None = None
+                                          ) -> DatasetPipeline:
+        """``Dataset.randomize_block_order`` on every window (``seed`` as in
+        :meth:`random_shuffle_each_window`)."""
+        seed = check_seed(seed)
+        return self._with_stage(
+            lambda w, index: w.randomize_block_order(seed=_window_seed(seed, index)))
+
+    def sort_each_window(self, key: Any = None,
+                         descending: bool | Sequence[bool] = False) -> DatasetPipeline:
+        """``Dataset.sort`` on every window (each window sorted on its own)."""
+        return self._each("sort", key, descending)
+
+    def repartition_each_window(self, num_blocks: int, *, shuffle: bool = False
+                                ) -> DatasetPipeline:
+        """``Dataset.repartition`` on every window."""
+        return self._each("repartition", num_blocks, shuffle=shuffle)
 
     def repeat(self, times: int | None = None) -> DatasetPipeline:
         """This pipeline's passes ``times`` times over (None: forever)."""
         _check_times(times)
         total = None if times is None or self._times is None else self._times * times
-        return DatasetPipeline(self._source, total, self._stages)
+        return DatasetPipeline(self._source, total, self._stages, self._first_epoch)
 
     def iter_epochs(self) -> Iterator[DatasetPipeline]:
         """One pipeline per pass (epoch), in order (forever if repeated forever)."""
         passes = itertools.count() if self._times is None else builtins.range(self._times)
-        for _ in passes:
-            yield DatasetPipeline(self._source, 1, self._stages)
+        for epoch in passes:
+            yield DatasetPipeline(self._source, 1, self._stages, self._first_epoch + epoch)
+
+    def iter_datasets(self) -> Iterator[Dataset]:
+        """The windows, each a ``Dataset`` with the pipeline's stages applied (lazy:
+        consuming one runs it)."""
+        return self._windows(self._context())
 
     # -- running ---------------------------------------------------------------------
     def _windows(self, context: DataContext) -> Generator[Dataset, None, None]:
         from .dataset import Dataset
 
         passes = itertools.count() if self._times is None else builtins.range(self._times)
-        for _ in passes:
-            for window in self._source.windows(context):
+        for epoch in passes:
+            for k, window in enumerate(self._source.windows(context)):
+                index = WindowIndex(self._first_epoch + epoch, k)
                 for stage in self._stages:
-                    window = stage(window)
+                    window = stage(window, index)
                     if not isinstance(window, Dataset):
                         raise TypeError("a pipeline stage (foreach_window) must return a "
                                         f"Dataset, got {type(window).__name__}")
@@ -406,6 +494,65 @@ class DatasetPipeline(DataIterator):
         finally:
             bundles.close()
 
+    def schema(self) -> Any:
+        """The schema of the first window that has one (``Dataset.schema``; runs
+        windows of the first pass only until one has rows); None if none has."""
+        context = self._context()
+        first = DatasetPipeline(self._source, 1, self._stages, self._first_epoch)
+        windows = first._windows(context)
+        try:
+            for window in windows:
+                schema = window.schema()
+                if schema is not None:
+                    return schema
+            return None
+        finally:
+            windows.close()
+
+    # -- writing ---------------------------------------------------------------------
+    def write_datasink(self, datasink: Datasink) -> None:
+        """Write every window's blocks with ``datasink`` (its write tasks run in
+        each window's run; ``on_write_start``/``on_write_complete`` once for the
+        whole pipeline); ``ctx.run_id`` is ``{write}_{pass:04d}_{window:06d}``.
+
+        Raises:
+            ValueError: the pipeline repeats forever.
+        """
+        if not isinstance(datasink, Datasink):
+            raise TypeError(f"write_datasink() takes a Datasink, got {type(datasink).__name__}")
+        self._check_finite(getattr(datasink, "writer", "write_datasink"))
+        write = uuid.uuid4().hex[:12]
+
+        def stage(window: Dataset, index: WindowIndex) -> Dataset:
+            run_id = f"{write}_{index.epoch:04d}_{index.window:06d}"
+            return window._map(WriteStage(_WindowSink(datasink, run_id)))
+
+        writing = self._with_stage(stage)
+        run_write(datasink, lambda: list(writing.iter_rows()))
+
+    def write_parquet(self, path: str, *, try_create_dir: bool = True,
+                      **arrow_parquet_args: Any) -> None:
+        """Write every window as Parquet files into the directory ``path``, one
+        file per block (``Dataset.write_parquet``), named in the pipeline's order."""
+        self.write_datasink(ParquetDatasink(path, try_create_dir=try_create_dir,
+                                            **arrow_parquet_args))
+
+    def write_csv(self, path: str, *, try_create_dir: bool = True,
+                  **arrow_csv_args: Any) -> None:
+        """Write every window as CSV files (as :meth:`write_parquet`)."""
+        self.write_datasink(CSVDatasink(path, try_create_dir=try_create_dir, **arrow_csv_args))
+
+    def write_json(self, path: str, *, try_create_dir: bool = True,
+                   **pandas_json_args: Any) -> None:
+        """Write every window as JSON lines files (as :meth:`write_parquet`)."""
+        self.write_datasink(JSONDatasink(path, try_create_dir=try_create_dir,
+                                         **pandas_json_args))
+
+    def write_numpy(self, path: str, *, column: str, try_create_dir: bool = True) -> None:
+        """Write the column ``column`` of every window as ``.npy`` files (as
+        :meth:`write_parquet`)."""
+        self.write_datasink(NumpyDatasink(path, column=column, try_create_dir=try_create_dir))
+
     def _check_finite(self, what: str) -> None:
         if self._times is None:
             raise ValueError(f"{what}() of a pipeline repeated forever would never end; "
@@ -416,6 +563,29 @@ class DatasetPipeline(DataIterator):
         passes = "forever" if self._times is None else self._times
         return (f"DatasetPipeline(num_windows={'?' if windows is None else windows}, "
                 f"passes={passes}, num_stages={len(self._stages)})")
+
+
+class _WindowSink(Datasink):
+    """``sink`` writing one window: its tasks see ``run_id`` (the window's place)."""
+
+    def __init__(self, sink: Datasink, run_id: str):
+        self.sink, self.run_id = sink, run_id
+
+    def get_name(self) -> str:
+        return self.sink.get_name()
+
+    def write(self, blocks: Any, ctx: TaskContext) -> Any:
+        return self.sink.write(blocks, dataclasses.replace(ctx, run_id=self.run_id))
+
+
+def _window_seed(seed: int | None, index: WindowIndex) -> int | None:
+    """The seed of one window's shuffle, from the pipeline's ``seed`` (None: a new
+    random order each time)."""
+    if seed is None:
+        return None
+    state = np.random.SeedSequence([seed, index.epoch, index.window]).generate_state(
+        1, np.uint64)
+    return int(state[0] >> np.uint64(1))
 
 
 def _check_times(times: Any) -> None:

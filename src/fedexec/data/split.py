@@ -94,19 +94,15 @@ def train_test_split(ds: Dataset, test_size: float | int, *, shuffle: bool = Fal
     (``random_shuffle(seed=seed)``).
 
     Raises:
-        ValueError: a float outside (0, 1), or an int outside (0, total).
-        NotImplementedError: ``shuffle=True`` without ``Dataset.random_shuffle``.
+        ValueError: a float outside (0, 1), an int outside (0, total), or a bad
+            ``seed``.
     """
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
         raise TypeError(f"test_size must be a float in (0, 1) or an int, got {test_size!r}")
     if isinstance(test_size, float) and not 0 < test_size < 1:
         raise ValueError(f"test_size as a fraction must be in (0, 1), got {test_size}")
     if shuffle:
-        shuffled = getattr(ds, "random_shuffle", None)
-        if shuffled is None:  # until the all-to-all operators are built
-            raise NotImplementedError("train_test_split(shuffle=True) needs "
-                                      "Dataset.random_shuffle, which this build lacks")
-        ds = shuffled(seed=seed)
+        ds = ds.random_shuffle(seed=seed)
     blocks = _blocks_of(ds)
     total = sum(_rows(m) for _, m in blocks)
     if isinstance(test_size, float):
