@@ -10,11 +10,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from _data_support import count_marks, data_executor_fixture, mark
 
 import fedexec.data as fd
+from fedexec.data.pipeline import WindowIndex, _window_seed
 
 data_executor = data_executor_fixture()
 
@@ -184,3 +186,128 @@ def test_an_actor_pool_is_kept_across_windows(tmp_path):
     assert len({r["pid"] for r in rows}) <= 2
     assert pipe.repeat(2).count() == 240
     assert count_marks(directory, "init") == 4  # each iteration has its own pool
+
+
+# --------------------------------------------------------------------------- per-window ops
+def windows_of(pipe):
+    return [w.take_all() for w in pipe.iter_datasets()]
+
+
+def test_random_shuffle_each_window_is_seeded_per_window_and_pass():
+    base = fd.range(60, parallelism=6).window(blocks_per_window=2)
+    pipe = base.random_shuffle_each_window(seed=7)
+    rows = pipe.take_all()
+    assert rows == pipe.take_all()  # reproducible
+    parts = [rows[i:i + 20] for i in range(0, 60, 20)]
+    assert [sorted(p) for p in parts] == [list(range(i, i + 20)) for i in range(0, 60, 20)]
+    # each window is Dataset.random_shuffle with the seed made from (seed, pass, window)
+    expected = [w.random_shuffle(seed=_window_seed(7, WindowIndex(0, k))).take_all()
+                for k, w in enumerate(base.iter_datasets())]
+    assert parts == expected
+    # ... so windows of the same shape do not all get the same permutation
+    assert len({tuple(x % 20 for x in p) for p in parts}) == 3
+    assert rows != base.take_all()
+    # passes differ; a pass of iter_epochs() is the same pass of the repeated pipeline
+    twice = pipe.repeat(2)
+    both = twice.take_all()
+    assert both[:60] == rows and sorted(both[60:]) == list(range(60)) and both[60:] != rows
+    assert [e.take_all() for e in twice.iter_epochs()] == [both[:60], both[60:]]
+    # another seed, or none, gives another order
+    assert base.random_shuffle_each_window(seed=8).take_all() != rows
+    unseeded = base.random_shuffle_each_window()
+    first, second = unseeded.take_all(), unseeded.take_all()
+    assert sorted(first) == sorted(second) == list(range(60)) and first != second
+    with pytest.raises(ValueError, match="seed"):
+        base.random_shuffle_each_window(seed=-1)
+
+
+def test_per_window_sort_shuffle_and_column_ops_match_pandas():
+    df = pd.DataFrame({"id": np.arange(40), "v": (np.arange(40) * 7) % 11})
+    ds = fd.from_pandas([df.iloc[i:i + 10] for i in range(0, 40, 10)])
+    pipe = ds.window(blocks_per_window=2)
+    got = pd.DataFrame(pipe.sort_each_window("v", descending=True).take_all())
+    expected = pd.concat([df.iloc[i:i + 20].sort_values("v", ascending=False, kind="stable")
+                          for i in (0, 20)], ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected)
+    ops = (pipe.add_column("w", lambda b: b["v"] * 2).drop_columns(["id"])
+           .rename_columns({"v": "value"}).select_columns(["w", "value"]))
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(ops.take_all()),
+        pd.DataFrame({"w": df["v"] * 2, "value": df["v"]}))
+    assert [w.num_blocks() for w in pipe.repartition_each_window(5).iter_datasets()] == [5, 5]
+    mixed = windows_of(pipe.randomize_block_order_each_window(seed=3))
+    assert [sorted(r["id"] for r in w) for w in mixed] == [list(range(0, 20)),
+                                                           list(range(20, 40))]
+    assert str(pipe.schema()) == str(ds.schema())
+    assert fd.range(3).filter(lambda x: x > 5).window().schema() is None
+
+
+# --------------------------------------------------------------------------- writing
+class RecordingSink(fd.Datasink):
+    """Writes nothing; the driver-side calls it got are kept on the class."""
+
+    calls: list = []
+
+    def on_write_start(self):
+        RecordingSink.calls.append("start")
+
+    def write(self, blocks, ctx):
+        return (ctx.run_id.split("_", 1)[1], ctx.task_index,
+                sum(fd.BlockAccessor.for_block(b).num_rows() for b in blocks))
+
+    def on_write_complete(self, results):
+        RecordingSink.calls.append(("complete", results))
+
+    def on_write_failed(self, error):
+        RecordingSink.calls.append(("failed", error))
+
+
+def test_pipeline_writes_files_in_its_order(tmp_path):
+    df = pd.DataFrame({"id": np.arange(50), "half": np.arange(50) / 2,
+                       "name": [f"r{i}" for i in range(50)]})
+    pipe = fd.range_table(50, parallelism=5).window(blocks_per_window=2).map(
+        lambda r: {"id": r["id"], "half": r["id"] / 2, "name": f"r{r['id']}"})
+    for fmt, read, pandas_read in (("parquet", fd.read_parquet, pd.read_parquet),
+                                   ("csv", fd.read_csv, pd.read_csv),
+                                   ("json", fd.read_json,
+                                    lambda p: pd.read_json(p, lines=True))):
+        out = tmp_path / fmt
+        getattr(pipe, f"write_{fmt}")(str(out))
+        names = sorted(os.listdir(out))
+        write = names[0].split("_")[0]
+        # {write}_{pass}_{window}_{task}: one file per block, sorted in the pipeline's order
+        assert names == [f"{write}_0000_{w:06d}_{t:06d}.{fmt}"
+                         for w, tasks in ((0, 2), (1, 2), (2, 1)) for t in range(tasks)]
+        pd.testing.assert_frame_equal(read(str(out)).to_pandas(), df)
+        pd.testing.assert_frame_equal(
+            pd.concat([pandas_read(out / n) for n in names], ignore_index=True), df)
+    fd.range_table(6, parallelism=2).window(blocks_per_window=1).repeat(2).write_numpy(
+        str(tmp_path / "npy"), column="id")
+    back = fd.read_numpy(str(tmp_path / "npy")).take_all()
+    assert [int(r["data"]) for r in back] == list(range(6)) * 2
+
+
+def test_pipeline_write_calls_the_sink_once_and_names_a_failing_operator():
+    RecordingSink.calls.clear()
+    fd.range(9, parallelism=3).window(blocks_per_window=2).repeat(2).write_datasink(
+        RecordingSink())
+    assert RecordingSink.calls == ["start", ("complete", [
+        ("0000_000000", 0, 3), ("0000_000000", 1, 3), ("0000_000001", 0, 3),
+        ("0001_000000", 0, 3), ("0001_000000", 1, 3), ("0001_000001", 0, 3)])]
+
+    def bad(x):
+        if x == 7:
+            raise KeyError("no seven")
+        return x
+
+    RecordingSink.calls.clear()
+    with pytest.raises(KeyError, match="Map\\(bad\\)"):
+        fd.range(9, parallelism=3).window(blocks_per_window=1).map(bad).write_datasink(
+            RecordingSink())
+    assert RecordingSink.calls[0] == "start" and len(RecordingSink.calls) == 2
+    assert RecordingSink.calls[1][0] == "failed"
+    assert isinstance(RecordingSink.calls[1][1], KeyError)
+    with pytest.raises(ValueError, match="forever"):
+        fd.range(3).repeat().write_parquet("unused")
+    with pytest.raises(TypeError, match="Datasink"):
+        fd.range(3).window().write_datasink(object())

@@ -106,6 +106,11 @@ def test_train_test_split_with_shuffle_is_seeded():
     assert test1.take_all() == test2.take_all()
     assert sorted(train1.take_all() + test1.take_all()) == list(range(100))
     assert train1.take_all() != list(range(80))
+    # the rows are random_shuffle(seed=seed)'s, cut as without shuffle
+    assert train1.take_all() + test1.take_all() == ds.random_shuffle(seed=5).take_all()
+    assert ds.train_test_split(0.2, shuffle=True, seed=6)[1].take_all() != test1.take_all()
+    with pytest.raises(ValueError, match="seed"):
+        ds.train_test_split(0.2, shuffle=True, seed=-1)
 
 
 # --------------------------------------------------------------------------- streaming_split
