@@ -218,6 +218,23 @@ def test_zip_of_plain_rows_gives_pairs():
         lambda x: -x)).take_all() == [(i, -i) for i in range(5)]
 
 
+def test_take_and_limit_of_a_zip_match_pandas(df):
+    # a limit reaches both sides of a zip, which stop at different rows: whole
+    # in-memory blocks on the left, map tasks cut at the limit on the right
+    ds = fd.from_pandas(pieces(df))
+    right = fd.from_pandas(pieces(df[["a"]], cuts=(7, 200))).map_batches(
+        lambda b: {"z": b["a"] * 2})
+    expected = df.assign(z=df.a * 2)
+    for n in (1, 5, 41, 45, 300, 400):
+        assert_frame(ds.zip(right).limit(n), expected.iloc[:n])
+        assert_frame(right.zip(ds).limit(n), expected[["z", "a", "b", "k"]].iloc[:n])
+    assert ds.zip(right).take(2) == expected.iloc[:2].to_dict("records")
+    assert fd.range(100, parallelism=4).zip(fd.range(100, parallelism=2).map(
+        lambda x: -x)).take(3) == [(0, 0), (1, -1), (2, -2)]
+    with pytest.raises(ValueError, match="same number of rows"):
+        fd.range(5).zip(fd.range(6)).take(10)
+
+
 def test_zip_of_different_lengths_fails():
     with pytest.raises(ValueError, match="same number of rows"):
         fd.range(5).zip(fd.range(6)).take_all()

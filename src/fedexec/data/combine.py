@@ -132,8 +132,10 @@ class UnionOperator(PhysicalOperator):
         return super().usage_bytes() + self._buffered
 
 
-def _zip_blocks(spans: list[tuple[int, int]], left: Any, *rights: Any) -> list[Any]:
-    """Task body of a zip: ``left`` beside the rows ``spans[i]`` of ``rights[i]``."""
+def _zip_blocks(spans: list[tuple[int, int]], rows: int, left: Any, *rights: Any
+                ) -> list[Any]:
+    """Task body of a zip: the first ``rows`` rows of ``left`` beside the rows
+    ``spans[i]`` of ``rights[i]``."""
     import time
 
     from .block import BlockAccessor
@@ -142,6 +144,9 @@ def _zip_blocks(spans: list[tuple[int, int]], left: Any, *rights: Any) -> list[A
     start, cpu = time.time(), time.thread_time()
     right = BlockAccessor.concat([BlockAccessor.for_block(b).slice(lo, hi)
                                   for b, (lo, hi) in zip(rights, spans)])
+    acc = BlockAccessor.for_block(left)
+    if rows < acc.num_rows():
+        left = acc.slice(0, rows)
     return finish_task([zip_two(left, right)], 1, (), start, cpu)
 
 
@@ -168,7 +173,12 @@ def zip_two(left: Any, right: Any) -> Any:
 class ZipOperator(TaskOperator):
     """Row ``i`` of the left input beside row ``i`` of the right one, streaming: a
     left block is zipped as soon as the right rows it needs have arrived (their
-    block boundaries may differ); the right blocks go into its task as refs."""
+    block boundaries may differ); the right blocks go into its task as refs.
+
+    Under a limit (``row_limit``, handed up to both inputs), each input may stop
+    at a different row past the limit (whole blocks, tasks cut at the limit): the
+    zip makes only the rows the limit needs, and the row counts must then agree
+    only up to it."""
 
     preserves_rows = True
 
@@ -180,6 +190,7 @@ class ZipOperator(TaskOperator):
         self._bytes = 0
         self._left_rows = 0
         self._right_rows = 0
+        self._zipped = 0  # left rows handed to zip tasks
 
     def add_input(self, bundle: RefBundle, index: int) -> None:
         if self._halted:
@@ -193,25 +204,37 @@ class ZipOperator(TaskOperator):
 
     def input_done(self, index: int) -> None:
         super().input_done(index)
-        if self.all_inputs_done() and self._left_rows != self._right_rows:
+        if self.all_inputs_done() and self._left_rows != self._right_rows and (
+                self.row_limit is None or
+                min(self._left_rows, self._right_rows) < self.row_limit):
             raise ValueError(f"zip() needs datasets with the same number of rows; the left "
                              f"one has {self._left_rows}, the right one {self._right_rows}")
 
     def _right_available(self) -> int:
         return sum(meta.num_rows or 0 for _, meta in self._right) - self._right_offset
 
+    def _need(self) -> int:
+        """Rows of the next left block to zip (fewer once the limit is near)."""
+        rows = self._left[0][1].num_rows or 0
+        if self.row_limit is not None:
+            rows = min(rows, max(self.row_limit - self._zipped, 0))
+        return rows
+
+    def _limit_reached(self) -> bool:
+        return self.row_limit is not None and self._zipped >= self.row_limit
+
     def ready_to_launch(self) -> bool:
-        if self._halted or not self._left:
+        if self._halted or not self._left or self._limit_reached():
             return False
-        need = self._left[0][1].num_rows or 0
-        return self._right_available() >= need
+        return self._right_available() >= self._need()
 
     def next_task_bytes(self) -> int:
         return 2 * (self._left[0][1].size_bytes or 0)
 
     def launch_one(self) -> None:
+        need = self._need()
         left_ref, left_meta = self._left.popleft()
-        need = left_meta.num_rows or 0
+        rows, self._zipped = need, self._zipped + need
         spans: list[tuple[int, int]] = []
         refs: list[Any] = []
         held_bytes = left_meta.size_bytes or 0
@@ -228,11 +251,12 @@ class ZipOperator(TaskOperator):
                 self._right_offset = 0
                 held_bytes += meta.size_bytes or 0
         self._bytes -= held_bytes
-        self.submit(_zip_blocks, [spans, left_ref, *refs], 1, {"num_cpus": 0.5},
+        self.submit(_zip_blocks, [spans, rows, left_ref, *refs], 1, {"num_cpus": 0.5},
                     held=[left_ref, *refs], held_bytes=held_bytes, est_bytes=held_bytes)
 
     def _work_done(self) -> bool:
-        return self.all_inputs_done() and not self._left and not self._active
+        return self.all_inputs_done() and not self._active and (
+            not self._left or self._limit_reached())
 
     def usage_bytes(self) -> int:
         return super().usage_bytes() + self._bytes
