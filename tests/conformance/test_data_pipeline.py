@@ -311,3 +311,17 @@ def test_pipeline_write_calls_the_sink_once_and_names_a_failing_operator():
         fd.range(3).repeat().write_parquet("unused")
     with pytest.raises(TypeError, match="Datasink"):
         fd.range(3).window().write_datasink(object())
+
+
+def test_pipeline_stats_report_each_window_of_the_last_iteration(tmp_path):
+    pipe = fd.range(30, parallelism=3).window(blocks_per_window=2).map(lambda x: x + 1)
+    assert pipe.stats() == ""
+    assert pipe.repeat(1).take_all() == list(range(1, 31))
+    assert pipe.count() == 30
+    report = pipe.stats()
+    assert report.index("== Pass 0, window 0 ==") < report.index("== Pass 0, window 1 ==")
+    assert "ReadRange->Map(<lambda>): 2 tasks executed" in report
+    assert "ReadRange->Map(<lambda>): 1 tasks executed" in report
+    assert "* Output rows: 20" in report and "* Output rows: 10" in report
+    pipe.write_parquet(str(tmp_path))
+    assert "->WriteParquet: 2 tasks executed" in pipe.stats()

@@ -301,6 +301,8 @@ class DatasetPipeline(DataIterator):
         self._times = times
         self._stages = stages
         self._first_epoch = first_epoch
+        #: The windows of the last iteration started, for ``stats()``.
+        self._last_windows: list[tuple[WindowIndex, Dataset]] = []
 
     # -- building --------------------------------------------------------------------
     def _with_stage(self, stage: Stage) -> DatasetPipeline:
@@ -392,10 +394,11 @@ class DatasetPipeline(DataIterator):
     def iter_datasets(self) -> Iterator[Dataset]:
         """The windows, each a ``Dataset`` with the pipeline's stages applied (lazy:
         consuming one runs it)."""
-        return self._windows(self._context())
+        return (window for _, window in self._windows(self._context()))
 
     # -- running ---------------------------------------------------------------------
-    def _windows(self, context: DataContext) -> Generator[Dataset, None, None]:
+    def _windows(self, context: DataContext
+                 ) -> Generator[tuple[WindowIndex, Dataset], None, None]:
         from .dataset import Dataset
 
         passes = itertools.count() if self._times is None else builtins.range(self._times)
@@ -407,7 +410,7 @@ class DatasetPipeline(DataIterator):
                     if not isinstance(window, Dataset):
                         raise TypeError("a pipeline stage (foreach_window) must return a "
                                         f"Dataset, got {type(window).__name__}")
-                yield window
+                yield index, window
 
     def _bundles(self, context: DataContext) -> Generator[RefBundle, None, None]:
         """Every window's bundles in order, later windows running ahead: at most
@@ -417,6 +420,7 @@ class DatasetPipeline(DataIterator):
         lender = ActorLender()
         context._actor_lender = lender
         windows = self._windows(context)
+        started = self._last_windows = []
         running: deque[_WindowRun] = deque()
         exhausted = False
 
@@ -424,11 +428,12 @@ class DatasetPipeline(DataIterator):
             nonlocal exhausted
             while not exhausted and len(running) < _HELD and \
                     builtins.sum(not r.finished.is_set() for r in running) < _COMPUTING:
-                window = next(windows, None)
-                if window is None:
+                item = next(windows, None)
+                if item is None:
                     exhausted = True
                 else:
-                    running.append(_WindowRun(window, context))
+                    started.append(item)
+                    running.append(_WindowRun(item[1], context))
 
         try:
             fill()
@@ -501,13 +506,19 @@ class DatasetPipeline(DataIterator):
         first = DatasetPipeline(self._source, 1, self._stages, self._first_epoch)
         windows = first._windows(context)
         try:
-            for window in windows:
+            for _, window in windows:
                 schema = window.schema()
                 if schema is not None:
                     return schema
             return None
         finally:
             windows.close()
+
+    def stats(self) -> str:
+        """A report of the last iteration (or write, or count ...): each window's
+        run as ``Dataset.stats()`` reports it, in order (``""`` before one ran)."""
+        return "\n\n".join(f"== Pass {index.epoch}, window {index.window} ==\n{window.stats()}"
+                           for index, window in self._last_windows if window.stats())
 
     # -- writing ---------------------------------------------------------------------
     def write_datasink(self, datasink: Datasink) -> None:
@@ -528,7 +539,10 @@ class DatasetPipeline(DataIterator):
             return window._map(WriteStage(_WindowSink(datasink, run_id)))
 
         writing = self._with_stage(stage)
-        run_write(datasink, lambda: list(writing.iter_rows()))
+        try:
+            run_write(datasink, lambda: list(writing.iter_rows()))
+        finally:
+            self._last_windows = writing._last_windows
 
     def write_parquet(self, path: str, *, try_create_dir: bool = True,
                       **arrow_parquet_args: Any) -> None:
