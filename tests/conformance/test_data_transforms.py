@@ -235,6 +235,18 @@ def test_take_and_limit_of_a_zip_match_pandas(df):
         fd.range(5).zip(fd.range(6)).take(10)
 
 
+def test_take_of_a_transformed_zip_stops_without_a_row_count_error():
+    # the limit is satisfied while the zip's inputs are still streaming: they are
+    # halted part way, which is no mismatch of row counts
+    left = fd.range_table(200, parallelism=20)
+    right = fd.from_pandas([pd.DataFrame({"v": np.arange(i, i + 25)}) for i in range(0, 200, 25)])
+    ds = left.zip(right).map_batches(lambda b: {"s": b["id"] + b["v"]}, batch_size=10)
+    for n in (1, 5, 24, 26, 60):
+        assert ds.take(n) == [{"s": 2 * i} for i in range(n)]
+        assert left.zip(right).filter(lambda r: r["id"] % 2 == 0).take(n) == \
+            [{"id": i, "v": i} for i in range(0, 2 * n, 2)]
+
+
 def test_zip_of_different_lengths_fails():
     with pytest.raises(ValueError, match="same number of rows"):
         fd.range(5).zip(fd.range(6)).take_all()

@@ -204,6 +204,8 @@ class ZipOperator(TaskOperator):
 
     def input_done(self, index: int) -> None:
         super().input_done(index)
+        if self._halted:
+            return  # downstream has what it needs: the inputs were stopped part way
         if self.all_inputs_done() and self._left_rows != self._right_rows and (
                 self.row_limit is None or
                 min(self._left_rows, self._right_rows) < self.row_limit):
