@@ -103,6 +103,16 @@ def test_show_and_errors_name_the_operator(capsys):
         fd.range(3).window().foreach_window(lambda w: 1).take_all()
     with pytest.raises(ValueError, match="blocks_per_window"):
         fd.range(3).window(blocks_per_window=0)
+    # per-window stages check their arguments when called, not when the windows run
+    pipe = fd.range(3).window()
+    with pytest.raises(ValueError, match="repartition"):
+        pipe.repartition_each_window(0)
+    with pytest.raises(ValueError, match="batch_size"):
+        pipe.map_batches(lambda b: b, batch_size=0)
+    with pytest.raises(TypeError, match="map_batches"):
+        pipe.map(Tag)
+    with pytest.raises(KeyError, match="sort\\(\\): key columns \\['nope'\\]"):
+        fd.range_table(4).window().sort_each_window("nope").take_all()
 
 
 # --------------------------------------------------------------------------- overlap

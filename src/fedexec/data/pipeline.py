@@ -310,7 +310,11 @@ class DatasetPipeline(DataIterator):
                                self._first_epoch)
 
     def _each(self, method: str, *args: Any, **kwargs: Any) -> DatasetPipeline:
-        """``Dataset.<method>(*args, **kwargs)`` on every window."""
+        """``Dataset.<method>(*args, **kwargs)`` on every window (the arguments are
+        checked now, on an empty dataset: building a plan runs nothing)."""
+        from .dataset import Dataset
+
+        getattr(Dataset(InputData(bundles=())), method)(*args, **kwargs)
         return self._with_stage(lambda w, _: getattr(w, method)(*args, **kwargs))
 
     def foreach_window(self, fn: Callable[[Dataset], Dataset]) -> DatasetPipeline:
