@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from _data_support import count_marks, data_executor_fixture, mark
+from _data_support import MarkingSource, count_marks, data_executor_fixture, mark
 
+import fedexec
 import fedexec.data as fd
+from fedexec.backends import capabilities
 from fedexec.data.pipeline import WindowIndex, _window_seed
 
 data_executor = data_executor_fixture()
@@ -335,3 +337,43 @@ def test_pipeline_stats_report_each_window_of_the_last_iteration(tmp_path):
     assert "* Output rows: 20" in report and "* Output rows: 10" in report
     pipe.write_parquet(str(tmp_path))
     assert "->WriteParquet: 2 tasks executed" in pipe.stats()
+
+
+# --------------------------------------------------------------------------- split
+class Shard:
+    """A training worker consuming its shard of a pipeline (an actor)."""
+
+    def __init__(self, it):
+        self.it = it
+
+    def passes(self, n):
+        return [[r["id"] for r in self.it.iter_rows()] for _ in range(n)]
+
+
+@pytest.mark.requires("actors")
+@pytest.mark.timeout(180)
+def test_split_feeds_workers_from_one_iteration_of_the_pipeline(ex, tmp_path):
+    directory = str(tmp_path)
+    pipe = (fd.read_datasource(MarkingSource(120, 6, directory)).window(blocks_per_window=2)
+            .map(lambda r: {"id": r["id"] + 1}).repeat(2))
+    shards = pipe.split(2, equal=True)
+    actors = [ex.actor(Shard, s) for s in shards]
+    try:
+        got = ex.get([a.passes.remote(2) for a in actors], timeout=120)
+    finally:
+        for a in actors:
+            ex.kill(a)
+    for k in range(2):  # each pass is one iteration: both repeats, every row twice
+        rows = got[0][k] + got[1][k]
+        assert sorted(rows) == sorted(list(range(1, 121)) * 2)
+        assert len(got[0][k]) == len(got[1][k]) == 120
+    assert count_marks(directory, "read") == 6 * 2 * 2  # 2 repeats per pass, 2 passes
+
+
+def test_split_of_a_pipeline_needs_actors_and_a_good_n(backend_name):
+    with pytest.raises(ValueError, match="split\\(\\) needs a number of splits"):
+        fd.range(10).window().split(0)
+    if "actors" in capabilities(backend_name):
+        return
+    with pytest.raises(fedexec.UnsupportedOnBackendError, match="split\\(\\) runs"):
+        fd.range(10).window().split(2)

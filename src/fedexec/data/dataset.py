@@ -299,6 +299,10 @@ class Dataset:
     def _run(self) -> _Run:
         return _Run(self)
 
+    def _stream(self, context: DataContext) -> Iterator[RefBundle]:
+        """The bundles of one run with ``context``'s settings (closeable)."""
+        return _Run(self, context).bundles
+
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default",
                      prefetch_batches: int = 1, drop_last: bool = False,
                      local_shuffle_buffer_size: int | None = None,

@@ -454,11 +454,19 @@ class DatasetPipeline(DataIterator):
             windows.close()
             lender.shutdown(context.resolve_executor())
 
-    def _context(self) -> DataContext:
-        """The settings of an iteration, its executor resolved in the caller's thread."""
-        context = DataContext.get_current().snapshot()
+    def _context(self, base: DataContext | None = None) -> DataContext:
+        """The settings of an iteration (``base``, else the current ones), its
+        executor resolved in the caller's thread."""
+        context = (base or DataContext.get_current()).snapshot()
         context.executor = context.resolve_executor()
         return context
+
+    def _stream(self, context: DataContext) -> Generator[RefBundle, None, None]:
+        """The bundles of one iteration with ``context``'s settings (closeable)."""
+        return self._bundles(self._context(context))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_last_windows": []}
 
     def _block_stream(self) -> BlockStream:
         context = self._context()
@@ -523,6 +531,22 @@ class DatasetPipeline(DataIterator):
         run as ``Dataset.stats()`` reports it, in order (``""`` before one ran)."""
         return "\n\n".join(f"== Pass {index.epoch}, window {index.window} ==\n{window.stats()}"
                            for index, window in self._last_windows if window.stats())
+
+    def split(self, n: int, *, equal: bool = False) -> list[DataIterator]:
+        """``n`` picklable iterators over disjoint parts of the pipeline's rows
+        that together cover them, fed by one iteration of it in a coordinator
+        actor (``Dataset.streaming_split``): hand one to each training worker and
+        consume them concurrently. Each pass over them (``iter_batches`` ...) is
+        one iteration of the pipeline: all its windows, and all its passes if it
+        repeats. ``equal=True``: exactly ``total // n`` rows each per iteration.
+
+        Raises:
+            ValueError: ``n`` is not an int >= 1.
+            fedexec.UnsupportedOnBackendError: the backend has no actors.
+        """
+        from .streaming_split import streaming_split
+
+        return streaming_split(self, n, equal=equal, what="split")
 
     # -- writing ---------------------------------------------------------------------
     def write_datasink(self, datasink: Datasink) -> None:

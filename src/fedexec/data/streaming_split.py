@@ -1,4 +1,5 @@
-"""``Dataset.streaming_split(n)``: n iterators fed by one streaming run.
+"""``Dataset.streaming_split(n)``: n iterators fed by one streaming run
+(``DatasetPipeline.split(n)`` too: one iteration of the pipeline feeds them).
 
 For training ingest: each of n workers (actors, processes, nodes) consumes its
 own ``DataIterator``; one run of the dataset feeds them all, so the data is
@@ -67,6 +68,7 @@ from .data_iterator import BlockStream, DataIterator
 
 if TYPE_CHECKING:
     from .dataset import Dataset
+    from .pipeline import DatasetPipeline
 
 __all__ = ["streaming_split"]
 
@@ -78,26 +80,28 @@ _QUEUED_PER_CONSUMER = 2
 _Piece = tuple[Any, int, int, int]
 
 
-def streaming_split(ds: Dataset, n: int, *, equal: bool = False) -> list[DataIterator]:
+def streaming_split(ds: Dataset | DatasetPipeline, n: int, *, equal: bool = False,
+                    what: str = "streaming_split") -> list[DataIterator]:
     """``n`` iterators over disjoint parts of ``ds`` that together cover it,
     fed by one streaming run in a coordinator actor (see the module docstring).
     They pickle (hand one to each training worker) and must be consumed
     concurrently; ``equal=True`` gives each exactly ``total // n`` rows per pass.
+    ``what`` names the caller in errors.
 
     Raises:
         ValueError: ``n`` is not an int >= 1.
         fedexec.UnsupportedOnBackendError: the backend has no actors.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"streaming_split() needs a number of splits n >= 1, got {n!r}")
+        raise ValueError(f"{what}() needs a number of splits n >= 1, got {n!r}")
     context = DataContext.get_current()
     executor = context.resolve_executor()
     if "actors" not in capabilities(executor.backend):
         have = [b for b in fedexec.backends.available() if "actors" in capabilities(b)]
         raise fedexec.UnsupportedOnBackendError(
-            f"streaming_split() runs its coordinator in an actor, and the "
-            f"{executor.backend!r} backend has no actors; use split(n) (materializes the "
-            f"parts), or a backend with actors: {', '.join(have)}")
+            f"{what}() runs its coordinator in an actor, and the "
+            f"{executor.backend!r} backend has no actors; use Dataset.split(n) (materializes "
+            f"the parts), or a backend with actors: {', '.join(have)}")
     settings = context.snapshot()
     settings.executor = None  # the coordinator runs on the runtime it lives in
     coordinator = executor.options(num_cpus=0, max_concurrency=n + 2).actor(
@@ -174,7 +178,8 @@ class _Pass:
 class _SplitCoordinator:
     """The actor running the dataset and assigning its blocks (module docstring)."""
 
-    def __init__(self, ds: Dataset, n: int, equal: bool, context: DataContext):
+    def __init__(self, ds: Dataset | DatasetPipeline, n: int, equal: bool,
+                 context: DataContext):
         self._ds, self._n, self._equal, self._context = ds, n, equal, context
         # the runtime this actor runs on, for the pump thread (which runs no task)
         self._executor = context.executor = fedexec.current_executor()
@@ -245,11 +250,9 @@ class _SplitCoordinator:
 
     def _pump(self, state: _Pass, stop: threading.Event) -> None:
         """Pull bundles from a run of the dataset while the consumers want them."""
-        from .dataset import _Run
-
         bundles: Any = None
         try:
-            bundles = _Run(self._ds, self._context).bundles
+            bundles = self._ds._stream(self._context)
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: stop.is_set() or state.wants_more())
