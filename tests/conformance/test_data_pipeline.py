@@ -377,3 +377,22 @@ def test_split_of_a_pipeline_needs_actors_and_a_good_n(backend_name):
         return
     with pytest.raises(fedexec.UnsupportedOnBackendError, match="split\\(\\) runs"):
         fd.range(10).window().split(2)
+
+
+# --------------------------------------------------------------------------- rewindow
+def test_rewindow_regroups_the_output_blocks_per_pass_or_across_passes():
+    pipe = fd.range(60, parallelism=6).window(blocks_per_window=1).map(lambda x: x * 2)
+    bigger = pipe.rewindow(blocks_per_window=4)
+    assert [w.count() for w in bigger.iter_datasets()] == [40, 20]
+    assert bigger.map(lambda x: x + 1).take_all() == [2 * i + 1 for i in range(60)]
+    per_pass = pipe.repeat(2).rewindow(blocks_per_window=4)
+    assert [w.count() for w in per_pass.iter_datasets()] == [40, 20, 40, 20]
+    assert len(list(per_pass.iter_epochs())) == 2
+    across = pipe.repeat(2).rewindow(blocks_per_window=4, preserve_epoch=False)
+    assert [w.count() for w in across.iter_datasets()] == [40, 40, 40]
+    assert across.take_all() == per_pass.take_all() == [2 * i for i in range(60)] * 2
+    # the windows' places (seeds per window and pass) are the original pipeline's
+    shuffled = pipe.random_shuffle_each_window(seed=1).repeat(2)
+    assert shuffled.rewindow(blocks_per_window=3).take_all() == shuffled.take_all()
+    with pytest.raises(ValueError, match="blocks_per_window"):
+        pipe.rewindow(blocks_per_window=0)

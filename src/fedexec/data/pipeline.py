@@ -123,7 +123,8 @@ class ActorLender:
 class _Windows:
     """Where the windows of one pass come from."""
 
-    def windows(self, context: DataContext) -> Iterator[Dataset]:
+    def windows(self, context: DataContext, epoch: int) -> Iterator[Dataset]:
+        """The windows of pass ``epoch``."""
         raise NotImplementedError
 
     def count(self) -> int | None:
@@ -137,7 +138,7 @@ class _Whole(_Windows):
     def __init__(self, ds: Dataset):
         self.ds = ds
 
-    def windows(self, context: DataContext) -> Iterator[Dataset]:
+    def windows(self, context: DataContext, epoch: int) -> Iterator[Dataset]:
         yield self.ds
 
     def count(self) -> int:
@@ -169,7 +170,7 @@ class _Split(_Windows):
         self.ds, self.per_window = ds, blocks_per_window
         self._cached: list[Dataset] | None = None
 
-    def windows(self, context: DataContext) -> Iterator[Dataset]:
+    def windows(self, context: DataContext, epoch: int) -> Iterator[Dataset]:
         if self._cached is None:
             self._cached = self._cut(context)
         if self._cached is not None:
@@ -223,20 +224,42 @@ class _Split(_Windows):
 
     def _grouped_outputs(self, context: DataContext) -> Iterator[Dataset]:
         """One streaming run of the dataset, its output blocks grouped into windows."""
-        from .dataset import Dataset, _Run
+        from .dataset import _Run
 
-        bundles = _Run(self.ds, context).bundles
-        try:
-            group: list[RefBundle] = []
-            for bundle in bundles:
-                group.extend(RefBundle((pair,)) for pair in bundle.blocks)
-                while len(group) >= self.per_window:
-                    yield Dataset(InputData(bundles=tuple(group[:self.per_window])))
-                    group = group[self.per_window:]
-            if group:
-                yield Dataset(InputData(bundles=tuple(group)))
-        finally:
-            bundles.close()  # type: ignore[attr-defined]
+        return _grouped(_Run(self.ds, context).bundles, self.per_window)
+
+
+class _Rewindowed(_Windows):
+    """``pipe.rewindow(blocks_per_window=b)``: ``pipe``'s output blocks regrouped
+    ``b`` per window, per pass of ``pipe`` (``per_pass``) or over its whole
+    iteration (then the new pipeline has one pass)."""
+
+    def __init__(self, pipe: DatasetPipeline, blocks_per_window: int, per_pass: bool):
+        self.pipe, self.per_window, self.per_pass = pipe, blocks_per_window, per_pass
+
+    def windows(self, context: DataContext, epoch: int) -> Iterator[Dataset]:
+        pipe = self.pipe
+        if self.per_pass:
+            pipe = DatasetPipeline(pipe._source, 1, pipe._stages, epoch)
+        # a context of its own: its iteration lends its own actors
+        return _grouped(pipe._bundles(context.snapshot()), self.per_window)
+
+
+def _grouped(bundles: Iterator[RefBundle], per_window: int) -> Iterator[Dataset]:
+    """The blocks of ``bundles`` (a closeable generator), ``per_window`` a window."""
+    from .dataset import Dataset
+
+    try:
+        group: list[RefBundle] = []
+        for bundle in bundles:
+            group.extend(RefBundle((pair,)) for pair in bundle.blocks)
+            while len(group) >= per_window:
+                yield Dataset(InputData(bundles=tuple(group[:per_window])))
+                group = group[per_window:]
+        if group:
+            yield Dataset(InputData(bundles=tuple(group)))
+    finally:
+        bundles.close()  # type: ignore[attr-defined]
 
 
 def _groups(items: Sequence[Any], size: int) -> list[list[Any]]:
@@ -389,6 +412,22 @@ class DatasetPipeline(DataIterator):
         total = None if times is None or self._times is None else self._times * times
         return DatasetPipeline(self._source, total, self._stages, self._first_epoch)
 
+    def rewindow(self, *, blocks_per_window: int, preserve_epoch: bool = True
+                 ) -> DatasetPipeline:
+        """A pipeline of this one's output blocks regrouped ``blocks_per_window`` a
+        window (each runs this pipeline's windows ahead, then its own stages).
+        ``preserve_epoch``: no window spans two passes (the passes stay);
+        otherwise one pass over this pipeline's whole iteration.
+
+        Raises:
+            ValueError: ``blocks_per_window`` is not an int >= 1.
+        """
+        _check_blocks_per_window(blocks_per_window)
+        if preserve_epoch:
+            return DatasetPipeline(_Rewindowed(self, blocks_per_window, True), self._times,
+                                   first_epoch=self._first_epoch)
+        return DatasetPipeline(_Rewindowed(self, blocks_per_window, False))
+
     def iter_epochs(self) -> Iterator[DatasetPipeline]:
         """One pipeline per pass (epoch), in order (forever if repeated forever)."""
         passes = itertools.count() if self._times is None else builtins.range(self._times)
@@ -407,14 +446,20 @@ class DatasetPipeline(DataIterator):
 
         passes = itertools.count() if self._times is None else builtins.range(self._times)
         for epoch in passes:
-            for k, window in enumerate(self._source.windows(context)):
-                index = WindowIndex(self._first_epoch + epoch, k)
-                for stage in self._stages:
-                    window = stage(window, index)
-                    if not isinstance(window, Dataset):
-                        raise TypeError("a pipeline stage (foreach_window) must return a "
-                                        f"Dataset, got {type(window).__name__}")
-                yield index, window
+            source = self._source.windows(context, self._first_epoch + epoch)
+            try:
+                for k, window in enumerate(source):
+                    index = WindowIndex(self._first_epoch + epoch, k)
+                    for stage in self._stages:
+                        window = stage(window, index)
+                        if not isinstance(window, Dataset):
+                            raise TypeError("a pipeline stage (foreach_window) must return "
+                                            f"a Dataset, got {type(window).__name__}")
+                    yield index, window
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()  # a source running a pipeline stops it now
 
     def _bundles(self, context: DataContext) -> Generator[RefBundle, None, None]:
         """Every window's bundles in order, later windows running ahead: at most
@@ -636,11 +681,15 @@ def _check_times(times: Any) -> None:
         raise ValueError(f"repeat() takes None (forever) or an int >= 1, got {times!r}")
 
 
-def window_pipeline(ds: Dataset, blocks_per_window: int) -> DatasetPipeline:
-    """``ds.window(blocks_per_window=...)``."""
+def _check_blocks_per_window(blocks_per_window: Any) -> None:
     if isinstance(blocks_per_window, bool) or not isinstance(blocks_per_window, int) or \
             blocks_per_window < 1:
         raise ValueError(f"blocks_per_window must be an int >= 1, got {blocks_per_window!r}")
+
+
+def window_pipeline(ds: Dataset, blocks_per_window: int) -> DatasetPipeline:
+    """``ds.window(blocks_per_window=...)``."""
+    _check_blocks_per_window(blocks_per_window)
     return DatasetPipeline(_Split(ds, blocks_per_window))
 
 
