@@ -57,6 +57,37 @@ def test_grid_runs_as_actors_and_writes_every_file(any_ex, tmp_path):
     assert tune.Tuner.can_restore(str(tmp_path / "exp"))
 
 
+def test_failures_retry_from_checkpoints_and_restore_on_every_backend(any_ex, tmp_path):
+    # a trial that raises once at count 3 is retried (FailureConfig) from its checkpoint
+    # at 2; one that raises every time errs, and Tuner.restore resumes it once fixed
+    markers = {True: str(tmp_path / "once"), False: str(tmp_path / "always")}
+    space = {"n": 4, "raise_at": 3, "raise_once": tune.grid_search([True, False]),
+             "marker": tune.sample_from(lambda spec: markers[spec.config.raise_once])}
+    results = tune.Tuner(checkpointing, param_space=space, executor=any_ex,
+                         run_config=run_config(tmp_path, name="exp", failure_config=(
+                             tune.FailureConfig(max_failures=1)))).fit()
+    retried, failed = results
+    assert retried.config["raise_once"] and not failed.config["raise_once"]
+    assert retried.error is None and retried.metrics["count"] == 4
+    assert retried.metrics["resumed"] is True
+    rows = [json.loads(x)["count"] for x in open(os.path.join(retried.path, "result.json"))]
+    assert rows == [1, 2, 3, 4]  # resumed after 2, not from 0
+    assert isinstance(failed.error, ValueError) and failed.metrics["count"] == 2
+    assert results.num_errors == 1
+    assert open(os.path.join(failed.path, "error.txt")).read().count("Failure #") == 2
+    (tmp_path / "always").touch()  # the cause is fixed
+    again = tune.Tuner.restore(str(tmp_path / "exp"), checkpointing, resume_errored=True,
+                               executor=any_ex).fit()
+    assert again.num_errors == 0 and [r.metrics["count"] for r in again] == [4, 4]
+    resumed = again[1]
+    assert resumed.metrics["resumed"] is True
+    rows = [json.loads(x)["count"] for x in open(os.path.join(resumed.path, "result.json"))]
+    assert rows == [1, 2, 3, 4]
+    fresh = tune.Tuner.restore(str(tmp_path / "exp"), checkpointing, restart_errored=True,
+                               executor=any_ex).fit()  # nothing errored any more: no-op
+    assert [r.metrics["count"] for r in fresh] == [4, 4]
+
+
 # ---------------------------------------------------------------------- native
 def test_classic_grid_program(native_ex, tmp_path):
     analysis = tune.run(quadratic, config={"x": tune.grid_search(GRID), "y": tune.grid_search(
