@@ -182,3 +182,8 @@ class WorkerTrainer:
                     fedexec.current_executor().kill(worker)
 
         return WorkerTrainable
+
+
+def stamped(config):
+    """One report: when it ran (``start``) and where (``pid``)."""
+    tune.report({"start": time.time(), "pid": os.getpid()})

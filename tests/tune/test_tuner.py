@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import struct
+import time
 
 import pytest
 
@@ -19,6 +20,7 @@ from _tune_trainables import (
     counting,
     failing,
     quadratic,
+    stamped,
 )
 from fedexec import tune
 
@@ -257,6 +259,68 @@ def test_registered_names_and_trainer_objects(native_ex, tmp_path):
         run_config=run_config(tmp_path)).fit()
     assert [round(r.metrics["loss"], 6) for r in results] == [0.3, 0.6]
     assert results.get_best_result().config == {"train_loop_config": {"lr": 0.1}}
+
+
+class SlowDriver(tune.Callback):
+    """Makes the driver take 0.3 s over each result (as a busy driver would)."""
+
+    def __init__(self):
+        self.handled_at = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        time.sleep(0.3)
+        self.handled_at[trial.trial_id] = time.time()
+
+
+def test_the_next_trial_starts_without_waiting_for_the_driver(native_ex, tmp_path):
+    slow = SlowDriver()
+    results = tune.Tuner(stamped, param_space={"i": tune.grid_search(list(range(5)))},
+                         executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path, callbacks=[slow])).fit()
+    assert results.num_errors == 0 and len({r.metrics["pid"] for r in results}) == 1
+    starts = [r.metrics["start"] for r in results]
+    handled = [slow.handled_at[r.metrics["trial_id"]] for r in results]
+    assert starts == sorted(starts)  # one actor: one trial after the other
+    # trial i+1 ran on the actor while the driver was still busy with trial i's result
+    early = sum(1 for i in range(4) if starts[i + 1] < handled[i])
+    assert early >= 3, (starts, handled)
+    for r in results:
+        assert len(open(os.path.join(r.path, "result.json")).readlines()) == 1
+
+
+def test_queued_trials_behind_long_ones_run_once_each(native_ex, tmp_path):
+    # trials that report several times: a trial queued behind one is turned away and
+    # started later; every trial still runs once, with all its files
+    space = {"n": 3, "sleep": 0.05, "i": tune.grid_search(list(range(5)))}
+    results = tune.Tuner(counting, param_space=space, executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path)).fit()
+    assert results.num_errors == 0 and results.num_terminated == 5
+    for r in results:
+        rows = [json.loads(x) for x in open(os.path.join(r.path, "result.json"))]
+        assert [x["step"] for x in rows] == [0, 1, 2]
+        assert len([f for f in os.listdir(r.path) if f.startswith("events.out")]) == 1
+    assert [t.num_failures for t in results._analysis.trials] == [0] * 5
+
+
+def test_errors_and_deaths_stay_with_their_own_trials(native_ex, tmp_path):
+    fails = [False, True, False, True, False]
+    results = tune.Tuner(failing, param_space={"fail": tune.grid_search(fails)},
+                         executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path)).fit()
+    assert [r.error is not None for r in results] == fails
+    assert all("on purpose" in str(r.error) for r in results if r.error is not None)
+    # a trial whose process is killed: the trials queued behind it are not charged
+    space = {"n": 3, "die_at": tune.grid_search([2, 0, 0, 0]), "marker": str(tmp_path / "m")}
+    results = tune.Tuner(checkpointing, param_space=space, executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path, failure_config=tune.FailureConfig(
+                             max_failures=1))).fit()
+    assert os.path.exists(tmp_path / "m") and results.num_errors == 0
+    assert [r.metrics["count"] for r in results] == [3, 3, 3, 3]
+    assert [t.num_failures for t in results._analysis.trials] == [1, 0, 0, 0]
 
 
 def test_stoppers(native_ex, tmp_path):
