@@ -106,6 +106,21 @@ def test_classic_grid_program(native_ex, tmp_path):
     assert loaded.get_best_config(metric="score", mode="min") == {"x": 0, "y": 0}
 
 
+def test_experiment_state_keeps_any_config_value(native_ex, tmp_path):
+    # configs of plain values are saved by the C pickler, others (a lambda, a class of
+    # this test) by cloudpickle: both load back from the directory alone
+    class Local:
+        value = 7
+
+    space = {"fn": tune.grid_search([lambda x: x + 1, abs]), "cls": Local, "n": 1}
+    tune.Tuner(counting, param_space=space, executor=native_ex,
+               run_config=run_config(tmp_path, name="exp")).fit()
+    loaded = tune.ExperimentAnalysis(str(tmp_path / "exp"))
+    first, second = loaded.trials
+    assert first.config["fn"](1) == 2 and second.config["fn"] is abs
+    assert first.config["cls"].value == 7 and first.status == "TERMINATED"
+
+
 def test_classic_reporting_spellings(native_ex, tmp_path):
     def with_reporter(config, reporter):
         for i in range(3):

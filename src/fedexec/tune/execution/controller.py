@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -789,7 +790,7 @@ class TuneController:
                     len(trial.checkpoints), trial.restore_from, id(trial.config))
             cached = self._blobs.get(trial.trial_id)
             if cached is None or cached[0] != mark:
-                cached = (mark, cloudpickle.dumps(trial))
+                cached = (mark, _state_bytes(trial))
                 self._blobs[trial.trial_id] = cached
             out.append(cached[1])
         return out
@@ -857,6 +858,21 @@ def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.,=+\-\[\]]", "_", name)[:120]
+
+
+def _state_bytes(obj: Any) -> bytes:
+    """``obj`` pickled for the experiment state: by the C pickler (several times
+    faster), unless ``obj`` holds what only cloudpickle keeps loadable elsewhere
+    (lambdas, local functions, anything of ``__main__`` or of a module pickled by
+    value)."""
+    try:
+        blob = pickle.dumps(obj, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(obj)
+    by_value = ("__main__", *cloudpickle.list_registry_pickle_by_value())
+    if any(name.encode() in blob for name in by_value):
+        return cloudpickle.dumps(obj)
+    return blob
 
 
 def _append(path: str, text: str) -> None:
