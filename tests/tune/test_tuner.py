@@ -212,6 +212,83 @@ def test_restore_resumes_errored_trials(native_ex, tmp_path):
         tune.Tuner.restore(str(tmp_path), checkpointing)
 
 
+class StopAllOnce(tune.Stopper):
+    """Ends the whole experiment after 3 results, once (a marker file remembers)."""
+
+    def __init__(self, marker):
+        self.marker, self.seen = marker, 0
+
+    def __call__(self, trial_id, result):
+        self.seen += 1
+        return False
+
+    def stop_all(self):
+        if self.seen >= 3 and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            return True
+        return False
+
+
+def test_restore_unfinished_trials_or_end_them(native_ex, tmp_path):
+    import shutil
+
+    # the run ends with trial 0 (all the CPUs) stopped part way and trial 1 waiting;
+    # trial 2 is not made yet
+    space = {"n": 10, "sleep": 0.05, "i": tune.grid_search([0, 1, 2])}
+    trainable = tune.with_resources(counting, {"cpu": 2})
+    first = tune.Tuner(trainable, param_space=space, executor=native_ex,
+                       run_config=run_config(tmp_path, name="exp", stop=StopAllOnce(
+                           str(tmp_path / "stopped")))).fit()
+    assert len(first) == 2 and first[0].metrics["training_iteration"] < 10
+    assert "step" not in first[1].metrics
+    shutil.copytree(tmp_path / "exp", tmp_path / "copy")
+    ended = tune.Tuner.restore(str(tmp_path / "exp"), trainable, resume_unfinished=False,
+                               executor=native_ex).fit()
+    # trial 1 is ended without running; the search goes on with trial 2
+    assert [r.metrics.get("step") for r in ended][1:] == [None, 9]
+    assert ended.num_terminated == 3
+    resumed = tune.Tuner.restore(str(tmp_path / "copy"), trainable, executor=native_ex).fit()
+    assert [r.metrics.get("step") for r in resumed][1:] == [9, 9]  # run to the end
+    assert resumed[0].metrics["training_iteration"] == first[0].metrics["training_iteration"]
+
+
+def test_classic_resume(native_ex, tmp_path):
+    marker = tmp_path / "fixed"
+    kwargs = dict(config={"n": 3, "raise_at": 2, "marker": str(marker)}, name="exp",
+                  storage_path=str(tmp_path), executor=native_ex, verbose=0,
+                  raise_on_failed_trial=False)
+    assert tune.run(checkpointing, **kwargs).trials[0].status == "ERROR"
+    marker.touch()
+    analysis = tune.run(checkpointing, resume="ERRORED_ONLY", **kwargs)
+    (trial,) = analysis.trials
+    assert trial.status == "TERMINATED" and trial.last_result["count"] == 3
+    assert trial.last_result["resumed"] is True
+    with pytest.raises(tune.TuneError, match="no experiment to resume"):
+        tune.run(checkpointing, resume=True, **{**kwargs, "name": "missing"})
+
+
+def test_best_trial_by_scope(tmp_path):
+    from fedexec.tune.experiment.trial import Trial
+    from fedexec.tune.resources import normalize
+
+    def trial(i, scores):
+        t = Trial(f"t{i}", "f", {"i": i}, str(i), str(tmp_path / str(i)), normalize(None), f"f{i}")
+        for s in scores:
+            t.update_last_result({"score": s})
+        return t
+
+    # last: t0 (5); all (max ever): t1 (9); avg: t2 (4.33)
+    analysis = tune.ExperimentAnalysis(str(tmp_path), [trial(0, [1, 1, 5]), trial(1, [9, 0, 0]),
+                                                       trial(2, [4, 4.5, 4.5])])
+    assert analysis.get_best_config("score", "max", scope="last") == {"i": 0}
+    assert analysis.get_best_config("score", "max", scope="all") == {"i": 1}
+    assert analysis.get_best_config("score", "max", scope="avg") == {"i": 2}
+    assert analysis.get_best_config("score", "min", scope="all") == {"i": 1}  # 0 is lowest
+    assert analysis.get_best_config("score", "max", scope="last-5-avg") == {"i": 2}
+    with pytest.raises(ValueError, match="scope"):
+        analysis.get_best_config("score", "max", scope="first")
+
+
 def test_trials_share_the_cluster_by_their_resources(native_ex, tmp_path):
     def spans(results):
         out = []
