@@ -90,6 +90,19 @@ def test_failures_retry_from_checkpoints_and_restore_on_every_backend(any_ex, tm
     assert [r.metrics["count"] for r in fresh] == [4, 4]
 
 
+def test_short_trials_queued_on_actors_on_every_backend(any_ex, tmp_path):
+    # more trials than actors: the next ones are queued on the actors (pipelined)
+    results = tune.Tuner(stamped, param_space={"i": tune.grid_search(list(range(8)))},
+                         executor=any_ex, tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path)).fit()
+    assert results.num_errors == 0 and results.num_terminated == 8
+    assert [r.config["i"] for r in results] == list(range(8))
+    starts = [r.metrics["start"] for r in results]
+    assert starts == sorted(starts)  # one at a time, in order
+    for r in results:
+        assert len(open(os.path.join(r.path, "result.json")).readlines()) == 1
+
+
 # ---------------------------------------------------------------------- native
 def test_classic_grid_program(native_ex, tmp_path):
     analysis = tune.run(quadratic, config={"x": tune.grid_search(GRID), "y": tune.grid_search(
