@@ -103,6 +103,19 @@ def test_short_trials_queued_on_actors_on_every_backend(any_ex, tmp_path):
         assert len(open(os.path.join(r.path, "result.json")).readlines()) == 1
 
 
+def test_a_time_budget_keeps_the_results_of_every_trial_that_ran(native_ex, tmp_path):
+    # trials queued on actors when the budget ends either ran (their result is kept)
+    # or did not start (they stay PENDING, for Tuner.restore)
+    results = tune.Tuner(stamped, param_space={"i": tune.grid_search(list(range(3000)))},
+                         executor=native_ex, tune_config=tune.TuneConfig(time_budget_s=1.0),
+                         run_config=run_config(tmp_path)).fit()
+    trials = results._analysis.trials
+    done = [t for t in trials if t.status == "TERMINATED"]
+    assert done and len(done) < 3000
+    assert [t.trial_id for t in done if "start" not in t.last_result] == []
+    assert {t.status for t in trials} <= {"TERMINATED", "PENDING", "PAUSED"}
+
+
 # ---------------------------------------------------------------------- native
 def test_classic_grid_program(native_ex, tmp_path):
     analysis = tune.run(quadratic, config={"x": tune.grid_search(GRID), "y": tune.grid_search(

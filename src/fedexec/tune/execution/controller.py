@@ -549,6 +549,8 @@ class TuneController:
             self._on_result(live, result, where)
         if batch.saved is not None:
             self._register_checkpoint(trial, batch.saved, trial.last_result)
+        if self._stop_all and live.phase == "run":
+            live.phase = "stop"
         if batch.finished:
             self._on_finished(live, batch)
             return
@@ -724,10 +726,16 @@ class TuneController:
 
     # ------------------------------------------------------------------ ending
     def _stop_everything(self) -> None:
+        """End the experiment: no new trials, every running trial stopped. Trials
+        that wait for a decision per result stop now (what they report later is
+        dropped); trials that run ahead (FIFO) stop at their next answer, after the
+        results in it are recorded (a queued trial that had not started stays
+        PENDING)."""
         self._stop_all = True
-        for live in self._live.values():
-            if live.phase == "run":
-                live.phase = "stop"
+        if self._window == 1:
+            for live in self._live.values():
+                if live.phase == "run":
+                    live.phase = "stop"
 
     def _install_sigint(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
