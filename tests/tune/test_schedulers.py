@@ -4,6 +4,8 @@ native and local backends."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 
 import pytest
@@ -110,7 +112,14 @@ def test_pbt_exploits_function_trainables_through_their_checkpoints(native_or_lo
                        tune_config=tune.TuneConfig(scheduler=pbt),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
-    assert all(r.metrics["count"] == 12 for r in results)
+    assert results.num_errors == 0
+    # each trial's state reached the end: its own count, or a copy of the donor's
+    # checkpoint (a trial that exploits a donor already at 12 has nothing left to
+    # report, so its last result can be its own 11, as in Ray)
+    for r in results:
+        with r.checkpoint.as_directory() as d:
+            assert json.load(open(os.path.join(d, "state.json")))["count"] == 12
+        assert r.metrics["count"] >= 11
 
 
 def test_pbt_explore_perturbs_or_resamples():
