@@ -253,6 +253,10 @@ def case_t4(system: Any, n: int, storage: str) -> dict[str, Any]:
 
 def child(system_name: str, case: str, quick: bool) -> None:
     out: dict[str, Any] = {"system": system_name, "case": case}
+    if system_name == "fedexec":
+        import fedexec
+
+        out["fedexec_from"] = os.path.dirname(os.path.dirname(fedexec.__file__))
     size = sizes(quick, system_name)
     system = {"fedexec": Fedexec, "ray": Ray}.get(system_name)
     instance = system() if system else None
@@ -284,13 +288,24 @@ def child(system_name: str, case: str, quick: bool) -> None:
 
 
 # ------------------------------------------------------------------ driver
+def child_env() -> dict[str, str]:
+    """The children's environment: this checkout's ``src/`` first on ``PYTHONPATH``,
+    so that they (and the workers they start) measure the fedexec of this checkout,
+    whatever checkout the virtual environment was installed from."""
+    env = os.environ.copy()
+    src = os.path.join(os.path.dirname(HERE), "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return env
+
+
 def run_child(system: str, case: str, quick: bool, timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", system, case]
     if quick:
         cmd.append("--quick")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              start_new_session=True)
+                              start_new_session=True, env=child_env())
     except subprocess.TimeoutExpired:
         return {"system": system, "case": case, "status": "timeout"}
     for line in proc.stdout.splitlines():
@@ -343,6 +358,7 @@ def main() -> None:
             began = time.time()
             result = run_child(system, case, args.quick, args.timeout)
             print(f"{case} {system}: {result.get('status')} {result.get('values', '')} "
+                  f"{result.get('fedexec_from', '')} "
                   f"({time.time() - began:.0f} s)", flush=True)
             results.append(result)
     print()

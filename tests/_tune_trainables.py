@@ -28,7 +28,8 @@ def checkpointing(config):
     """Counts to ``config["n"]``, saving its counter in a checkpoint each step;
     resumes from ``tune.get_checkpoint()``. With ``config["die_at"]`` it kills its
     own process (SIGKILL) at that count the first time (a marker file remembers),
-    with ``config["raise_at"]`` it raises there while the marker is absent."""
+    with ``config["raise_at"]`` it raises there while the marker is absent (with
+    ``config["raise_once"]`` it creates the marker first, so a retry goes on)."""
     start = 0
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -44,6 +45,8 @@ def checkpointing(config):
             open(marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
         if marker and not os.path.exists(marker) and count == config.get("raise_at"):
+            if config.get("raise_once"):
+                open(marker, "w").close()
             raise ValueError(f"failing at count {count}")
         tune.report({"count": count, "resumed": ckpt is not None},
                     checkpoint=tune.Checkpoint.from_directory(d))
@@ -127,3 +130,60 @@ class StandInTrainer:
                 return {"loss": self.loop_config["lr"] * self.loop_config["scale"], "done": True}
 
         return TrainerTrainable
+
+
+class _SquareWorker:
+    """One worker of :class:`WorkerTrainer`: its share of a sum of squares."""
+
+    def partial(self, values):
+        return sum(v * v for v in values), os.getpid()
+
+
+class WorkerTrainer:
+    """The ``fedexec.train`` trainer protocol with real workers: ``as_trainable()``
+    returns a Trainable that asks, besides its own (CPU-free) bundle, one CPU bundle
+    per worker, starts ``num_workers`` worker actors in ``setup`` and ends them in
+    ``cleanup``. Each step the workers compute the loss ``sum((lr * k)^2)`` over
+    their shares of ``k = 0..7``."""
+
+    def __init__(self, num_workers, train_loop_config=None):
+        self.num_workers = num_workers
+        self.train_loop_config = dict(train_loop_config or {})
+
+    def as_trainable(self):
+        num_workers, base = self.num_workers, self.train_loop_config
+
+        class WorkerTrainable(tune.Trainable):
+            @classmethod
+            def default_resource_request(cls, config):
+                return tune.PlacementGroupFactory([{"CPU": 0}] + [{"CPU": 1}] * num_workers)
+
+            def setup(self, config):
+                import fedexec
+
+                self.loop_config = {**base, **config.get("train_loop_config", {})}
+                ex = fedexec.current_executor()
+                self.workers = [ex.options(num_cpus=1).actor(_SquareWorker)
+                                for _ in range(num_workers)]
+
+            def step(self):
+                import fedexec
+
+                lr = self.loop_config["lr"]
+                shares = [[lr * k for k in range(i, 8, num_workers)] for i in range(num_workers)]
+                parts = fedexec.get([w.partial.remote(s) for w, s in zip(self.workers, shares)])
+                return {"loss": sum(p[0] for p in parts), "worker_pids": [p[1] for p in parts],
+                        "trial_pid": os.getpid(), "start": time.time(), "done": True}
+
+            def cleanup(self):
+                import fedexec
+
+                for worker in self.workers:
+                    fedexec.current_executor().kill(worker)
+
+        return WorkerTrainable
+
+
+def stamped(config):
+    """One report: when it ran (``start``) and where (``pid``)."""
+    tune.report({"start": time.time(), "pid": os.getpid()})

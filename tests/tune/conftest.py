@@ -19,6 +19,12 @@ def native_ex():
         yield ex
 
 
+@pytest.fixture(scope="module", params=["native", "local"])
+def native_or_local_ex(request):
+    with fedexec.Executor(backend=request.param, num_cpus=2) as ex:
+        yield ex
+
+
 @pytest.fixture(scope="module", params=["native", "local", "dask"])
 def any_ex(request):
     if request.param == "dask":

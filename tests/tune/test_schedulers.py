@@ -1,9 +1,12 @@
 """Every scheduler's decisions, on scripted trainables whose scores are fixed by
 their config, so where each trial must stop is known in advance. Run on the
-local backend (the decisions do not depend on where trials run; other tests
-cover the backends)."""
+native and local backends."""
 
 from __future__ import annotations
+
+import json
+import os
+import random
 
 import pytest
 
@@ -16,6 +19,7 @@ from fedexec.tune.schedulers import (
     MedianStoppingRule,
     PopulationBasedTraining,
 )
+from fedexec.tune.schedulers.pbt import explore
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,58 +40,58 @@ def iterations(results):
     return [r.metrics["training_iteration"] for r in results]
 
 
-def test_fifo_runs_every_trial_to_its_stop(local_ex, tmp_path):
+def test_fifo_runs_every_trial_to_its_stop(native_or_local_ex, tmp_path):
     grid = tune.grid_search([[1], [2], [3]])
-    results = fit(local_ex, tmp_path, {"scores": grid}, FIFOScheduler(),
+    results = fit(native_or_local_ex, tmp_path, {"scores": grid}, FIFOScheduler(),
                   stop={"training_iteration": 4})
     assert iterations(results) == [4, 4, 4]
     assert all(r.metrics["done"] for r in results)
 
 
-def test_asha_stops_trials_below_the_rung_cutoff(local_ex, tmp_path):
+def test_asha_stops_trials_below_the_rung_cutoff(native_or_local_ex, tmp_path):
     # one at a time: trial 0 sets each rung, 1 and 2 fall below it at the first
     # rung, 3 is better everywhere and runs to max_t
     grid = tune.grid_search([[4], [3], [2], [5]])
     asha = ASHAScheduler(max_t=8, grace_period=1, reduction_factor=2)
-    results = fit(local_ex, tmp_path, {"scores": grid}, asha, concurrent=1)
+    results = fit(native_or_local_ex, tmp_path, {"scores": grid}, asha, concurrent=1)
     assert iterations(results) == [8, 1, 1, 8]
 
 
-def test_asha_with_brackets_never_runs_past_max_t(local_ex, tmp_path):
+def test_asha_with_brackets_never_runs_past_max_t(native_or_local_ex, tmp_path):
     grid = tune.grid_search([[s] for s in range(8, 0, -1)])  # later trials are worse
     asha = ASHAScheduler(max_t=9, grace_period=1, reduction_factor=3, brackets=2, seed=0)
-    results = fit(local_ex, tmp_path, {"scores": grid}, asha)
+    results = fit(native_or_local_ex, tmp_path, {"scores": grid}, asha)
     its = iterations(results)
     assert max(its) == 9 and min(its) < 9 and all(1 <= i <= 9 for i in its)
 
 
-def test_hyperband_pauses_at_milestones_then_keeps_the_best(local_ex, tmp_path):
+def test_hyperband_pauses_at_milestones_then_keeps_the_best(native_or_local_ex, tmp_path):
     # max_t 9, rf 3: one bracket of 9 trials with milestones 1, 3, 9; all trials
     # pause at 1 (resources released: 2 CPUs for 9 trials), the best 3 resume from
     # their checkpoints to 3, the best one runs to 9
     grid = tune.grid_search([[s] for s in range(1, 10)])
     hb = HyperBandScheduler(max_t=9, reduction_factor=3)
-    results = fit(local_ex, tmp_path, {"scores": grid}, hb)
+    results = fit(native_or_local_ex, tmp_path, {"scores": grid}, hb)
     assert iterations(results) == [1, 1, 1, 1, 1, 1, 3, 3, 9]
     resumed = [r for r in results if r.metrics["loaded_from"] == r.metrics["trial_id"]]
     assert len(resumed) >= 2  # kept trials that paused resumed from their own checkpoints
     assert results.num_terminated == 9
 
 
-def test_median_stopping_rule_stops_a_trial_below_the_median(local_ex, tmp_path):
+def test_median_stopping_rule_stops_a_trial_below_the_median(native_or_local_ex, tmp_path):
     grid = tune.grid_search([[10], [10], [1]])
     rule = MedianStoppingRule(time_attr="training_iteration", grace_period=1,
                               min_samples_required=2)
-    results = fit(local_ex, tmp_path, {"scores": grid}, rule, concurrent=1,
+    results = fit(native_or_local_ex, tmp_path, {"scores": grid}, rule, concurrent=1,
                   stop={"training_iteration": 5})
     assert iterations(results) == [5, 5, 1]
 
 
-def test_pbt_bottom_trial_exploits_the_top_one(local_ex, tmp_path):
+def test_pbt_bottom_trial_exploits_the_top_one(native_or_local_ex, tmp_path):
     pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=2,
                                   quantile_fraction=0.5, resample_probability=1.0,
                                   hyperparam_mutations={"lr": [0.5, 0.25]}, seed=0)
-    results = fit(local_ex, tmp_path, {"lr": tune.grid_search([1.0, 0.001])}, pbt,
+    results = fit(native_or_local_ex, tmp_path, {"lr": tune.grid_search([1.0, 0.001])}, pbt,
                   stop={"training_iteration": 20}, trainable=Accumulating,
                   checkpoint_frequency=1)
     good, bad = results
@@ -97,15 +101,40 @@ def test_pbt_bottom_trial_exploits_the_top_one(local_ex, tmp_path):
     assert bad.metrics["score"] > 1.0  # far above what lr=0.001 alone reaches in 20 steps
 
 
-def test_pbt_exploits_function_trainables_through_their_checkpoints(local_ex, tmp_path):
+def test_pbt_exploits_function_trainables_through_their_checkpoints(native_or_local_ex, tmp_path):
     from _tune_trainables import checkpointing
 
     pbt = PopulationBasedTraining(time_attr="training_iteration", metric="count", mode="max",
                                   perturbation_interval=2, quantile_fraction=0.5,
                                   hyperparam_mutations={"n": [12]})
     tuner = tune.Tuner(checkpointing, param_space={"n": tune.grid_search([12, 12])},
-                       executor=local_ex,
+                       executor=native_or_local_ex,
                        tune_config=tune.TuneConfig(scheduler=pbt),
                        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0))
     results = tuner.fit()
-    assert all(r.metrics["count"] == 12 for r in results)
+    assert results.num_errors == 0
+    # each trial's state reached the end: its own count, or a copy of the donor's
+    # checkpoint (a trial that exploits a donor already at 12 has nothing left to
+    # report, so its last result can be its own 11, as in Ray)
+    for r in results:
+        with r.checkpoint.as_directory() as d:
+            assert json.load(open(os.path.join(d, "state.json")))["count"] == 12
+        assert r.metrics["count"] >= 11
+
+
+def test_pbt_explore_perturbs_or_resamples():
+    rng = random.Random(0)
+    mutations = {"lr": tune.uniform(0.001, 1.0), "bs": [16, 32, 64],
+                 "opt": {"mom": tune.uniform(0, 1)}}
+    config = {"lr": 0.1, "bs": 32, "opt": {"mom": 0.5}, "fixed": 7}
+    for _ in range(30):  # perturb: numbers times 1.2 or 0.8, list values to a neighbour
+        new = explore(config, mutations, 0.0, (1.2, 0.8), rng)
+        assert new["lr"] in (pytest.approx(0.12), pytest.approx(0.08))
+        assert new["bs"] in (16, 64)
+        assert new["opt"]["mom"] in (pytest.approx(0.6), pytest.approx(0.4))
+        assert new["fixed"] == 7
+    resampled = [explore(config, mutations, 1.0, (1.2, 0.8), rng) for _ in range(30)]
+    assert len({c["lr"] for c in resampled}) > 20  # drawn anew from the domain
+    assert all(0.001 <= c["lr"] < 1.0 and 0 <= c["opt"]["mom"] < 1 for c in resampled)
+    assert {c["bs"] for c in resampled} == {16, 32, 64}
+    assert config == {"lr": 0.1, "bs": 32, "opt": {"mom": 0.5}, "fixed": 7}  # not mutated

@@ -116,3 +116,19 @@ def test_imports_stay_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_trial_actor_imports_only_what_it_uses():
+    # every new trial actor process imports this: the searchers, schedulers, loggers
+    # and numpy (hundreds of ms) are the driver's business
+    import subprocess
+    import sys
+
+    code = ("import sys; import fedexec.tune.execution.trial_actor; "
+            "heavy = [m for m in ('numpy', 'fedexec.tune.schedulers', 'fedexec.tune.search', "
+            "'fedexec.tune.tuner', 'fedexec.tune.logger') if m in sys.modules]; "
+            "assert not heavy, heavy; from fedexec import tune; tune.Tuner; tune.uniform; "
+            "tune.schedulers.ASHAScheduler; from fedexec.tune import grid_search, Trainable")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -127,3 +127,68 @@ def test_repeater_repeats_and_reports_the_mean():
     for i, score in enumerate([1.0, 2.0, 6.0]):
         repeater.on_trial_complete(f"t{i}", {"score": score})
     assert inner.completed == [("t0", {"score": 3.0})]
+
+
+# ---------------------------------------------------------------------- in a Tuner
+def _spans(results):
+    """(first result's time, last result's time) of each trial."""
+    import json
+    import os
+
+    out = []
+    for r in results:
+        rows = [json.loads(x) for x in open(os.path.join(r.path, "result.json"))]
+        out.append((rows[0]["start"], rows[-1]["start"] + 0.2))
+    return out
+
+
+def _max_overlap(spans):
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    now = best = 0
+    for _, delta in events:
+        now += delta
+        best = max(best, now)
+    return best
+
+
+def _fit(ex, tmp_path, search_alg, space, num_samples, trainable=None):
+    from _tune_trainables import counting
+
+    return tune.Tuner(trainable or counting, param_space=space, executor=ex,
+                      tune_config=tune.TuneConfig(metric="score", mode="max",
+                                                  num_samples=num_samples,
+                                                  search_alg=search_alg),
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+
+
+@pytest.mark.timeout(180)
+def test_hyperopt_and_limiter_run_trials_in_a_tuner(native_ex, tmp_path):
+    space = {"n": 3, "sleep": 0.5, "u": tune.uniform(-1, 1), "c": tune.choice(["a", "b"])}
+    limited = ConcurrencyLimiter(HyperOptSearch(random_state_seed=0), max_concurrent=1)
+    results = _fit(native_ex, tmp_path, limited, space, num_samples=4)
+    assert len(results) == 4 and results.num_errors == 0
+    for r in results:
+        assert -1 <= r.config["u"] < 1 and r.config["c"] in ("a", "b")
+        assert r.config["n"] == 3 and r.metrics["training_iteration"] == 3
+    assert len({r.config["u"] for r in results}) == 4
+    assert _max_overlap(_spans(results)) == 1  # the limiter let one trial run at a time
+    free = _fit(native_ex, tmp_path, HyperOptSearch(random_state_seed=0), space, num_samples=4)
+    assert _max_overlap(_spans(free)) == 2  # without it both CPUs are used
+
+
+@pytest.mark.timeout(180)
+def test_repeater_runs_each_config_repeatedly_in_a_tuner(native_ex, tmp_path):
+    from _tune_trainables import quadratic
+
+    inner = OptunaSearch(seed=0)
+    space = {"x": tune.uniform(-1, 1), "y": 0.0}
+    results = _fit(native_ex, tmp_path, Repeater(inner, repeat=3), space, num_samples=6,
+                   trainable=quadratic)
+    assert len(results) == 6 and results.num_errors == 0
+    configs = [r.config for r in results]
+    assert [c["__trial_index__"] for c in configs] == [0, 1, 2, 0, 1, 2]
+    assert configs[0]["x"] == configs[1]["x"] == configs[2]["x"] != configs[3]["x"]
+    # optuna was told each group once, with the mean score of its three trials
+    done = inner._study.trials
+    assert len(done) == 2 and all(t.state.name == "COMPLETE" for t in done)
+    assert done[0].value == pytest.approx(results[0].metrics["score"])

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import struct
+import time
 
 import pytest
 
@@ -19,6 +20,7 @@ from _tune_trainables import (
     counting,
     failing,
     quadratic,
+    stamped,
 )
 from fedexec import tune
 
@@ -57,6 +59,63 @@ def test_grid_runs_as_actors_and_writes_every_file(any_ex, tmp_path):
     assert tune.Tuner.can_restore(str(tmp_path / "exp"))
 
 
+def test_failures_retry_from_checkpoints_and_restore_on_every_backend(any_ex, tmp_path):
+    # a trial that raises once at count 3 is retried (FailureConfig) from its checkpoint
+    # at 2; one that raises every time errs, and Tuner.restore resumes it once fixed
+    markers = {True: str(tmp_path / "once"), False: str(tmp_path / "always")}
+    space = {"n": 4, "raise_at": 3, "raise_once": tune.grid_search([True, False]),
+             "marker": tune.sample_from(lambda spec: markers[spec.config.raise_once])}
+    results = tune.Tuner(checkpointing, param_space=space, executor=any_ex,
+                         run_config=run_config(tmp_path, name="exp", failure_config=(
+                             tune.FailureConfig(max_failures=1)))).fit()
+    retried, failed = results
+    assert retried.config["raise_once"] and not failed.config["raise_once"]
+    assert retried.error is None and retried.metrics["count"] == 4
+    assert retried.metrics["resumed"] is True
+    rows = [json.loads(x)["count"] for x in open(os.path.join(retried.path, "result.json"))]
+    assert rows == [1, 2, 3, 4]  # resumed after 2, not from 0
+    assert isinstance(failed.error, ValueError) and failed.metrics["count"] == 2
+    assert results.num_errors == 1
+    assert open(os.path.join(failed.path, "error.txt")).read().count("Failure #") == 2
+    (tmp_path / "always").touch()  # the cause is fixed
+    again = tune.Tuner.restore(str(tmp_path / "exp"), checkpointing, resume_errored=True,
+                               executor=any_ex).fit()
+    assert again.num_errors == 0 and [r.metrics["count"] for r in again] == [4, 4]
+    resumed = again[1]
+    assert resumed.metrics["resumed"] is True
+    rows = [json.loads(x)["count"] for x in open(os.path.join(resumed.path, "result.json"))]
+    assert rows == [1, 2, 3, 4]
+    fresh = tune.Tuner.restore(str(tmp_path / "exp"), checkpointing, restart_errored=True,
+                               executor=any_ex).fit()  # nothing errored any more: no-op
+    assert [r.metrics["count"] for r in fresh] == [4, 4]
+
+
+def test_short_trials_queued_on_actors_on_every_backend(any_ex, tmp_path):
+    # more trials than actors: the next ones are queued on the actors (pipelined)
+    results = tune.Tuner(stamped, param_space={"i": tune.grid_search(list(range(8)))},
+                         executor=any_ex, tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path)).fit()
+    assert results.num_errors == 0 and results.num_terminated == 8
+    assert [r.config["i"] for r in results] == list(range(8))
+    starts = [r.metrics["start"] for r in results]
+    assert starts == sorted(starts)  # one at a time, in order
+    for r in results:
+        assert len(open(os.path.join(r.path, "result.json")).readlines()) == 1
+
+
+def test_a_time_budget_keeps_the_results_of_every_trial_that_ran(native_ex, tmp_path):
+    # trials queued on actors when the budget ends either ran (their result is kept)
+    # or did not start (they stay PENDING, for Tuner.restore)
+    results = tune.Tuner(stamped, param_space={"i": tune.grid_search(list(range(3000)))},
+                         executor=native_ex, tune_config=tune.TuneConfig(time_budget_s=1.0),
+                         run_config=run_config(tmp_path)).fit()
+    trials = results._analysis.trials
+    done = [t for t in trials if t.status == "TERMINATED"]
+    assert done and len(done) < 3000
+    assert [t.trial_id for t in done if "start" not in t.last_result] == []
+    assert {t.status for t in trials} <= {"TERMINATED", "PENDING", "PAUSED"}
+
+
 # ---------------------------------------------------------------------- native
 def test_classic_grid_program(native_ex, tmp_path):
     analysis = tune.run(quadratic, config={"x": tune.grid_search(GRID), "y": tune.grid_search(
@@ -71,6 +130,21 @@ def test_classic_grid_program(native_ex, tmp_path):
     assert best.last_result["score"] == 0 and best.trial_id in analysis.results
     loaded = tune.ExperimentAnalysis(analysis.experiment_path)  # from the directory alone
     assert loaded.get_best_config(metric="score", mode="min") == {"x": 0, "y": 0}
+
+
+def test_experiment_state_keeps_any_config_value(native_ex, tmp_path):
+    # configs of plain values are saved by the C pickler, others (a lambda, a class of
+    # this test) by cloudpickle: both load back from the directory alone
+    class Local:
+        value = 7
+
+    space = {"fn": tune.grid_search([lambda x: x + 1, abs]), "cls": Local, "n": 1}
+    tune.Tuner(counting, param_space=space, executor=native_ex,
+               run_config=run_config(tmp_path, name="exp")).fit()
+    loaded = tune.ExperimentAnalysis(str(tmp_path / "exp"))
+    first, second = loaded.trials
+    assert first.config["fn"](1) == 2 and second.config["fn"] is abs
+    assert first.config["cls"].value == 7 and first.status == "TERMINATED"
 
 
 def test_classic_reporting_spellings(native_ex, tmp_path):
@@ -164,6 +238,83 @@ def test_restore_resumes_errored_trials(native_ex, tmp_path):
         tune.Tuner.restore(str(tmp_path), checkpointing)
 
 
+class StopAllOnce(tune.Stopper):
+    """Ends the whole experiment after 3 results, once (a marker file remembers)."""
+
+    def __init__(self, marker):
+        self.marker, self.seen = marker, 0
+
+    def __call__(self, trial_id, result):
+        self.seen += 1
+        return False
+
+    def stop_all(self):
+        if self.seen >= 3 and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            return True
+        return False
+
+
+def test_restore_unfinished_trials_or_end_them(native_ex, tmp_path):
+    import shutil
+
+    # the run ends with trial 0 (all the CPUs) stopped part way and trial 1 waiting;
+    # trial 2 is not made yet
+    space = {"n": 10, "sleep": 0.05, "i": tune.grid_search([0, 1, 2])}
+    trainable = tune.with_resources(counting, {"cpu": 2})
+    first = tune.Tuner(trainable, param_space=space, executor=native_ex,
+                       run_config=run_config(tmp_path, name="exp", stop=StopAllOnce(
+                           str(tmp_path / "stopped")))).fit()
+    assert len(first) == 2 and first[0].metrics["training_iteration"] < 10
+    assert "step" not in first[1].metrics
+    shutil.copytree(tmp_path / "exp", tmp_path / "copy")
+    ended = tune.Tuner.restore(str(tmp_path / "exp"), trainable, resume_unfinished=False,
+                               executor=native_ex).fit()
+    # trial 1 is ended without running; the search goes on with trial 2
+    assert [r.metrics.get("step") for r in ended][1:] == [None, 9]
+    assert ended.num_terminated == 3
+    resumed = tune.Tuner.restore(str(tmp_path / "copy"), trainable, executor=native_ex).fit()
+    assert [r.metrics.get("step") for r in resumed][1:] == [9, 9]  # run to the end
+    assert resumed[0].metrics["training_iteration"] == first[0].metrics["training_iteration"]
+
+
+def test_classic_resume(native_ex, tmp_path):
+    marker = tmp_path / "fixed"
+    kwargs = dict(config={"n": 3, "raise_at": 2, "marker": str(marker)}, name="exp",
+                  storage_path=str(tmp_path), executor=native_ex, verbose=0,
+                  raise_on_failed_trial=False)
+    assert tune.run(checkpointing, **kwargs).trials[0].status == "ERROR"
+    marker.touch()
+    analysis = tune.run(checkpointing, resume="ERRORED_ONLY", **kwargs)
+    (trial,) = analysis.trials
+    assert trial.status == "TERMINATED" and trial.last_result["count"] == 3
+    assert trial.last_result["resumed"] is True
+    with pytest.raises(tune.TuneError, match="no experiment to resume"):
+        tune.run(checkpointing, resume=True, **{**kwargs, "name": "missing"})
+
+
+def test_best_trial_by_scope(tmp_path):
+    from fedexec.tune.experiment.trial import Trial
+    from fedexec.tune.resources import normalize
+
+    def trial(i, scores):
+        t = Trial(f"t{i}", "f", {"i": i}, str(i), str(tmp_path / str(i)), normalize(None), f"f{i}")
+        for s in scores:
+            t.update_last_result({"score": s})
+        return t
+
+    # last: t0 (5); all (max ever): t1 (9); avg: t2 (4.33)
+    analysis = tune.ExperimentAnalysis(str(tmp_path), [trial(0, [1, 1, 5]), trial(1, [9, 0, 0]),
+                                                       trial(2, [4, 4.5, 4.5])])
+    assert analysis.get_best_config("score", "max", scope="last") == {"i": 0}
+    assert analysis.get_best_config("score", "max", scope="all") == {"i": 1}
+    assert analysis.get_best_config("score", "max", scope="avg") == {"i": 2}
+    assert analysis.get_best_config("score", "min", scope="all") == {"i": 1}  # 0 is lowest
+    assert analysis.get_best_config("score", "max", scope="last-5-avg") == {"i": 2}
+    with pytest.raises(ValueError, match="scope"):
+        analysis.get_best_config("score", "max", scope="first")
+
+
 def test_trials_share_the_cluster_by_their_resources(native_ex, tmp_path):
     def spans(results):
         out = []
@@ -226,6 +377,68 @@ def test_registered_names_and_trainer_objects(native_ex, tmp_path):
         run_config=run_config(tmp_path)).fit()
     assert [round(r.metrics["loss"], 6) for r in results] == [0.3, 0.6]
     assert results.get_best_result().config == {"train_loop_config": {"lr": 0.1}}
+
+
+class SlowDriver(tune.Callback):
+    """Makes the driver take 0.3 s over each result (as a busy driver would)."""
+
+    def __init__(self):
+        self.handled_at = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        time.sleep(0.3)
+        self.handled_at[trial.trial_id] = time.time()
+
+
+def test_the_next_trial_starts_without_waiting_for_the_driver(native_ex, tmp_path):
+    slow = SlowDriver()
+    results = tune.Tuner(stamped, param_space={"i": tune.grid_search(list(range(5)))},
+                         executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path, callbacks=[slow])).fit()
+    assert results.num_errors == 0 and len({r.metrics["pid"] for r in results}) == 1
+    starts = [r.metrics["start"] for r in results]
+    handled = [slow.handled_at[r.metrics["trial_id"]] for r in results]
+    assert starts == sorted(starts)  # one actor: one trial after the other
+    # trial i+1 ran on the actor while the driver was still busy with trial i's result
+    early = sum(1 for i in range(4) if starts[i + 1] < handled[i])
+    assert early >= 3, (starts, handled)
+    for r in results:
+        assert len(open(os.path.join(r.path, "result.json")).readlines()) == 1
+
+
+def test_queued_trials_behind_long_ones_run_once_each(native_ex, tmp_path):
+    # trials that report several times: a trial queued behind one is turned away and
+    # started later; every trial still runs once, with all its files
+    space = {"n": 3, "sleep": 0.05, "i": tune.grid_search(list(range(5)))}
+    results = tune.Tuner(counting, param_space=space, executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path)).fit()
+    assert results.num_errors == 0 and results.num_terminated == 5
+    for r in results:
+        rows = [json.loads(x) for x in open(os.path.join(r.path, "result.json"))]
+        assert [x["step"] for x in rows] == [0, 1, 2]
+        assert len([f for f in os.listdir(r.path) if f.startswith("events.out")]) == 1
+    assert [t.num_failures for t in results._analysis.trials] == [0] * 5
+
+
+def test_errors_and_deaths_stay_with_their_own_trials(native_ex, tmp_path):
+    fails = [False, True, False, True, False]
+    results = tune.Tuner(failing, param_space={"fail": tune.grid_search(fails)},
+                         executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path)).fit()
+    assert [r.error is not None for r in results] == fails
+    assert all("on purpose" in str(r.error) for r in results if r.error is not None)
+    # a trial whose process is killed: the trials queued behind it are not charged
+    space = {"n": 3, "die_at": tune.grid_search([2, 0, 0, 0]), "marker": str(tmp_path / "m")}
+    results = tune.Tuner(checkpointing, param_space=space, executor=native_ex,
+                         tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                         run_config=run_config(tmp_path, failure_config=tune.FailureConfig(
+                             max_failures=1))).fit()
+    assert os.path.exists(tmp_path / "m") and results.num_errors == 0
+    assert [r.metrics["count"] for r in results] == [3, 3, 3, 3]
+    assert [t.num_failures for t in results._analysis.trials] == [1, 0, 0, 0]
 
 
 def test_stoppers(native_ex, tmp_path):

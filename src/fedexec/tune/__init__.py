@@ -21,50 +21,51 @@ The package is a client of fedexec's public API only.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import schedulers, search, stopper, track
-from .analysis import ExperimentAnalysis
-from .callback import Callback
-from .checkpoint import Checkpoint
-from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
-from .error import TuneError
-from .experiment.trial import Trial
-from .progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
-from .resources import PlacementGroupFactory
-from .result import Result
-from .result_grid import ResultGrid
-from .search.sample import (
-    choice,
-    grid_search,
-    lograndint,
-    loguniform,
-    qlograndint,
-    qloguniform,
-    qrandint,
-    qrandn,
-    quniform,
-    randint,
-    randn,
-    sample_from,
-    uniform,
-)
-from .stopper import Stopper
-from .trainable.registry import get_trainable_cls, register_trainable
-from .trainable.session import (
-    TrialContext,
-    get_checkpoint,
-    get_context,
-    get_trial_dir,
-    get_trial_id,
-    get_trial_name,
-    get_trial_resources,
-    report,
-)
-from .trainable.trainable import Trainable
-from .trainable.wrappers import with_parameters, with_resources
-from .tune import run
-from .tuner import Tuner
+if TYPE_CHECKING:  # the names below are imported on first use (see __getattr__)
+    from . import schedulers, search, stopper, track
+    from .analysis import ExperimentAnalysis
+    from .callback import Callback
+    from .checkpoint import Checkpoint
+    from .config import CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+    from .error import TuneError
+    from .experiment.trial import Trial
+    from .progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
+    from .resources import PlacementGroupFactory
+    from .result import Result
+    from .result_grid import ResultGrid
+    from .search.sample import (
+        choice,
+        grid_search,
+        lograndint,
+        loguniform,
+        qlograndint,
+        qloguniform,
+        qrandint,
+        qrandn,
+        quniform,
+        randint,
+        randn,
+        sample_from,
+        uniform,
+    )
+    from .stopper import Stopper
+    from .trainable.registry import get_trainable_cls, register_trainable
+    from .trainable.session import (
+        TrialContext,
+        get_checkpoint,
+        get_context,
+        get_trial_dir,
+        get_trial_id,
+        get_trial_name,
+        get_trial_resources,
+        report,
+    )
+    from .trainable.trainable import Trainable
+    from .trainable.wrappers import with_parameters, with_resources
+    from .tune import run
+    from .tuner import Tuner
 
 __all__ = [
     "CLIReporter",
@@ -117,10 +118,40 @@ __all__ = [
     "with_resources",
 ]
 
-_LAZY_MODULES = {"suggest", "logger", "experiment", "execution", "progress"}
+#: where each public name lives (imported on first use, so that a trial actor's
+#: process, which needs only the session and checkpoint modules, does not import
+#: the searchers, schedulers, loggers and numpy)
+_WHERE = {
+    "ExperimentAnalysis": ".analysis", "Callback": ".callback", "Checkpoint": ".checkpoint",
+    "CheckpointConfig": ".config", "FailureConfig": ".config", "RunConfig": ".config",
+    "TuneConfig": ".config", "TuneError": ".error", "Trial": ".experiment.trial",
+    "CLIReporter": ".progress", "JupyterNotebookReporter": ".progress",
+    "ProgressReporter": ".progress", "PlacementGroupFactory": ".resources",
+    "Result": ".result", "ResultGrid": ".result_grid", "Stopper": ".stopper",
+    "get_trainable_cls": ".trainable.registry", "register_trainable": ".trainable.registry",
+    "Trainable": ".trainable.trainable", "with_parameters": ".trainable.wrappers",
+    "with_resources": ".trainable.wrappers", "run": ".tune", "Tuner": ".tuner",
+    **dict.fromkeys(["choice", "grid_search", "lograndint", "loguniform", "qlograndint",
+                     "qloguniform", "qrandint", "qrandn", "quniform", "randint", "randn",
+                     "sample_from", "uniform"], ".search.sample"),
+    **dict.fromkeys(["TrialContext", "get_checkpoint", "get_context", "get_trial_dir",
+                     "get_trial_id", "get_trial_name", "get_trial_resources", "report"],
+                    ".trainable.session"),
+}
+_MODULES = {"schedulers", "search", "stopper", "track", "suggest", "logger", "experiment",
+            "execution", "progress"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _MODULES)

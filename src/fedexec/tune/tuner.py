@@ -35,14 +35,16 @@ class Tuner:
         trainable: a function, a ``tune.Trainable`` subclass, a registered name, a
             trainer (``as_trainable()``), possibly wrapped by ``with_resources`` /
             ``with_parameters``.
-        param_space: the search space (nested dict of values and tune primitives).
+        param_space: the search space (nested dict of values and tune primitives),
+            or a config object with ``to_dict()`` (an algorithm's config, as
+            ``PPOConfig()``), whose dict is the space.
         tune_config: how to search (:class:`TuneConfig`).
         run_config: where results go and when trials stop (:class:`RunConfig`).
         executor: the fedexec executor running the trials (default: the current
             one, ``fedexec.current_executor()``).
     """
 
-    def __init__(self, trainable: Any = None, *, param_space: dict[str, Any] | None = None,
+    def __init__(self, trainable: Any = None, *, param_space: Any = None,
                  tune_config: TuneConfig | None = None, run_config: RunConfig | None = None,
                  executor: fedexec.Executor | None = None, _restored: Any = None) -> None:
         if trainable is None:
@@ -50,7 +52,7 @@ class Tuner:
                             "a registered name or a trainer)")
         self._trainable = trainable
         self._spec = resolve(trainable)
-        self._param_space = dict(param_space or {})
+        self._param_space = _as_space(param_space)
         self._tune_config = tune_config or TuneConfig()
         self._run_config = run_config or RunConfig()
         self._executor = executor
@@ -159,6 +161,18 @@ class Tuner:
         from .analysis import STATE_FILE
 
         return os.path.exists(os.path.join(os.path.expanduser(path), STATE_FILE))
+
+
+def _as_space(param_space: Any) -> dict[str, Any]:
+    """The param_space as a dict (a config object gives its ``to_dict()``)."""
+    if param_space is None:
+        return {}
+    if not isinstance(param_space, dict) and callable(getattr(param_space, "to_dict", None)):
+        param_space = param_space.to_dict()
+    if not isinstance(param_space, dict):
+        raise TypeError(f"param_space must be a dict (or a config object with to_dict()), not "
+                        f"{type(param_space).__name__}")
+    return dict(param_space)
 
 
 def _safe_name(name: str) -> str:

@@ -4,7 +4,7 @@ keeping finished ones for reuse, and ending them.
 State::
 
     records  every live actor (ActorRecord: handle, resource shape, node, which
-             trainables it has unpickled)
+             trainables it has unpickled, the controller's trials on it)
     idle     shape -> actors with no trial, kept for reuse (they hold their shape's
              resources while alive, so the controller counts them as used)
 """
@@ -35,6 +35,7 @@ class ActorRecord:
     shape: Shape
     node: str | None = None
     trainables: set[str] = field(default_factory=set)
+    lives: list[Any] = field(default_factory=list)  # its trials: the current one, then queued
 
 
 class ActorManager:

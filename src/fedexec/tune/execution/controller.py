@@ -17,6 +17,16 @@ step-by-step run would have produced. Trials start while their resources fit
 in the cluster (counting idle reusable actors) and ``max_concurrent_trials``
 allows.
 
+Pipelining: when trials need no decision per result (FIFO, a dict ``stop``),
+actors are reused and the searcher does not learn from results (the default),
+up to ``QUEUE_DEPTH`` next trials' starts are queued on an actor right behind
+the first call of the trial last sent to it, so the actor runs each the moment
+the one ahead ends, without a round trip through the driver (what makes short
+trials cheap). An actor counts as one running trial (and its resources once),
+whatever is queued on it; if the trial ahead is still running when a queued
+start reaches the actor, the start is refused and the trial goes back to the
+queue. Its files and ``on_trial_start`` wait until the actor accepted it.
+
 State (besides the trials): ``live`` (trial id → _Live: its actor, the call in
 flight, results decided, the phase ``run | stop | pause | restart | error``),
 ``pending`` (a FIFO of PENDING trials for the default trial choice), the
@@ -28,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -72,7 +83,7 @@ from ..search.variant_generator import (
 )
 from ..stopper import DictStopper, Stopper, as_stopper
 from ..trainable.registry import TrainableSpec
-from .actor_manager import ActorManager, ActorRecord
+from .actor_manager import ActorManager, ActorRecord, shape_of
 from .checkpoints import to_delete
 from .messages import Batch, Command, StartSpec
 
@@ -80,6 +91,7 @@ __all__ = ["TuneController"]
 
 WINDOW = 1024          # results a trial may run ahead when nobody decides per result
 POLL_S = 0.5           # how long an actor waits for a result before answering
+QUEUE_DEPTH = 2        # trials queued on an actor behind its current one
 TICK_S = 0.2           # the loop's longest wait
 RESOURCES_REFRESH_S = 10.0
 _DEAD = (ActorDiedError, ActorUnavailableError, NodeDiedError, WorkerCrashedError)
@@ -95,6 +107,8 @@ class _Live:
     save_next: bool = False
     restart: tuple[dict[str, Any], str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    queued: bool = False    # a queued start the actor has not accepted yet
+    answered: bool = False  # its first call returned
 
 
 class TuneController:
@@ -242,6 +256,12 @@ class TuneController:
         self._window = 1 if per_result else WINDOW
         self._local_stop = (self._stopper.criteria if isinstance(self._stopper, DictStopper)
                             else None)
+        # queued trials are suggested before the results ahead of them arrive: only
+        # for searchers whose suggestions do not depend on results
+        self._pipelining = (self._reuse and self.spec.kind == "function" and self._window > 1
+                            and self._fast_choice
+                            and type(self._searcher) is BasicVariantGenerator)
+        self._no_queue: set[str] = set()  # trials never to queue (a queued start died)
         os.makedirs(self.experiment_path, exist_ok=True)
         if self._reporter is not None:
             total = getattr(self._searcher, "total_samples", None)
@@ -293,9 +313,11 @@ class TuneController:
             return
         self._ex.wait(refs, num_returns=1, timeout=TICK_S)
         for ref in refs:
-            if ref.done():
+            if ref.done() and ref in self._refs:
                 live = self._refs.pop(ref)
                 self._on_answer(live, ref)
+                if not self._stop_all and not self._interrupted:
+                    self._start_trials()  # keep actors busy while answers are handled
 
     def _periodic(self, now: float) -> None:
         if self._reporter is not None and self._reporter.should_report(self._trials):
@@ -311,20 +333,47 @@ class TuneController:
     # ------------------------------------------------------------------ starting trials
     def _start_trials(self) -> None:
         limit = self.tune_config.max_concurrent_trials
-        while limit is None or len(self._live) < limit:
-            trial = self._next_candidate(peek=True)
+        running = sum(1 for live in self._live.values() if live.actor.lives[0] is live)
+        while limit is None or running < limit:
+            trial = self._candidate()
             if trial is None:
-                if self.search_finished:
-                    return
-                trial = self._create_trial()
-                if trial is None:
-                    return
-                continue
+                break
             request = trial.placement_group_factory
             if not self._fits(request.required_resources, request.head_bundle):
-                return
+                break
             self._next_candidate(peek=False)
             self._launch(trial)
+            running += 1
+        if self._pipelining:
+            self._queue_trials()
+
+    def _candidate(self) -> Trial | None:
+        """The next trial to start (asking the searcher for a new one if needed)."""
+        while True:
+            trial = self._next_candidate(peek=True)
+            if trial is not None or self.search_finished:
+                return trial
+            if self._create_trial() is None:
+                return None
+
+    def _queue_trials(self) -> None:
+        """Queue the next trials on actors whose last trial's first call is still out."""
+        records = [live.actor for live in self._live.values() if live.actor.lives[0] is live]
+        for record in records:
+            while len(record.lives) <= QUEUE_DEPTH and not record.lives[-1].answered and all(
+                    other.phase == "run" for other in record.lives):
+                if not self._queue_one(record):
+                    return
+
+    def _queue_one(self, record: ActorRecord) -> bool:
+        trial = self._candidate()
+        if (trial is None or trial.status != Trial.PENDING or trial.restore_from
+                or trial.trial_id in self._no_queue
+                or shape_of(trial.placement_group_factory.head_bundle) != record.shape):
+            return False
+        self._next_candidate(peek=False)
+        self._launch(trial, record, queued=True)
+        return True
 
     def _next_candidate(self, peek: bool) -> Trial | None:
         if self._fast_choice:
@@ -348,6 +397,8 @@ class TuneController:
             for key, value in head.items():
                 used[key] = used.get(key, 0.0) - value
         for live in self._live.values():
+            if live.actor.lives[0] is not live:
+                continue  # queued on an actor whose current trial is counted
             for key, value in live.trial.placement_group_factory.required_resources.items():
                 used[key] = used.get(key, 0.0) + value
         for key, value in request.items():
@@ -407,7 +458,8 @@ class TuneController:
         _, resolved = resolve(config)  # sample_from functions and anything left
         return dict(resolved)
 
-    def _launch(self, trial: Trial, record: ActorRecord | None = None) -> None:
+    def _launch(self, trial: Trial, record: ActorRecord | None = None,
+                queued: bool = False) -> None:
         if record is None:
             record = self._actors.acquire(trial.placement_group_factory.head_bundle, self._reuse)
         blob = None
@@ -430,13 +482,19 @@ class TuneController:
             checkpoint_at_end=bool(self._checkpoint_config.checkpoint_at_end),
             driver_node=self._driver_node, reuse_instance=self._reuse)
         trial.restore_from = None
-        live = _Live(trial, record)
+        live = _Live(trial, record, queued=queued)
+        record.lives.append(live)
         self._live[trial.trial_id] = live
-        self._send(live, Command(start=spec, timeout=POLL_S))
-        self._writer.trial_start(trial)
-        self._each_callback("on_trial_start", trial=trial)
-        if restore and not first_start:
-            self._each_callback("on_trial_restore", trial=trial)
+        self._send(live, Command(start=spec, timeout=POLL_S, queued=queued))
+        if not queued:
+            self._started(live, restored=bool(restore and not first_start))
+
+    def _started(self, live: _Live, restored: bool = False) -> None:
+        """The trial runs on its actor: open its files, tell the callbacks."""
+        self._writer.trial_start(live.trial)
+        self._each_callback("on_trial_start", trial=live.trial)
+        if restored:
+            self._each_callback("on_trial_restore", trial=live.trial)
 
     def _where(self, path: str, record: ActorRecord) -> tuple[str, Any]:
         """How a checkpoint on the driver's disk reaches ``record``'s node."""
@@ -452,22 +510,30 @@ class TuneController:
     def _on_answer(self, live: _Live, ref: Any) -> None:
         try:
             answer = ref.result()
-        except _DEAD as exc:
-            self._actors.kill(live.actor)
-            live.actor = None  # type: ignore[assignment]
-            self._trial_failed(live, exc)
-            return
-        except FedexecError as exc:
-            if live.phase == "error":  # the trial's own error, raised by raise_error
-                self._trial_failed(live, exc)
+        except BaseException as exc:
+            if isinstance(exc, Exception) and live.queued:
+                # the actor died before the queued trial was known to run (most
+                # likely the trial ahead of it): start it again later, unqueued
+                self._no_queue.add(live.trial.trial_id)
+                self._drop_actor(live)
+                self._requeue(live)
                 return
-            self._actors.kill(live.actor)
-            live.actor = None  # type: ignore[assignment]
+            if isinstance(exc, _DEAD) or (isinstance(exc, FedexecError)
+                                          and live.phase != "error"):
+                self._drop_actor(live)
+            elif not isinstance(exc, Exception):
+                raise
+            # else: the trial's own error (raised by raise_error), or an error
+            # class fedexec could not wrap
             self._trial_failed(live, exc)
             return
-        except Exception as exc:  # an error class fedexec could not wrap
-            self._trial_failed(live, exc)
-            return
+        live.answered = True
+        if live.queued:
+            if answer.refused:
+                self._requeue(live)
+                return
+            live.queued = False
+            self._started(live)
         if live.phase == "error":
             self._trial_failed(live, TuneError(f"trial {live.trial} failed"))
             return
@@ -483,6 +549,8 @@ class TuneController:
             self._on_result(live, result, where)
         if batch.saved is not None:
             self._register_checkpoint(trial, batch.saved, trial.last_result)
+        if self._stop_all and live.phase == "run":
+            live.phase = "stop"
         if batch.finished:
             self._on_finished(live, batch)
             return
@@ -522,7 +590,7 @@ class TuneController:
         trial, record = live.trial, live.actor
         if batch.failed:
             live.phase = "error"
-            live.ref = record.handle.raise_error.remote()
+            live.ref = record.handle.raise_error.remote(trial.trial_id)
             self._refs[live.ref] = live
             return
         del self._live[trial.trial_id]
@@ -532,12 +600,13 @@ class TuneController:
             trial.restore_from = checkpoint
             self._writer.trial_end(trial)
             if batch.clean:
+                record.lives.remove(live)
                 self._launch(trial, record)
             else:
-                self._actors.kill(record)
+                self._drop_actor(live)
                 self._launch(trial)
             return
-        self._actors.release(record, keep=batch.clean and self._reuse)
+        self._release(live, keep=batch.clean and self._reuse)
         if live.phase == "pause":
             trial.status = Trial.PAUSED
             self._paused[trial.trial_id] = trial
@@ -564,7 +633,7 @@ class TuneController:
         if live.ref is not None:
             self._refs.pop(live.ref, None)
         if live.actor is not None:
-            self._actors.release(live.actor, keep=self._reuse)
+            self._release(live, keep=self._reuse)
         trial.num_failures += 1
         text = str(error) or repr(error)
         if not isinstance(error, FedexecError):
@@ -594,6 +663,47 @@ class TuneController:
             if fail_fast == "raise":
                 self._raise = error
 
+    # ------------------------------------------------------------------ actors
+    def _release(self, live: _Live, keep: bool) -> None:
+        """``live``'s trial left its actor: the trial queued behind it goes on there;
+        with none, the actor becomes idle (``keep``) or ends."""
+        record = live.actor
+        record.lives.remove(live)
+        if not record.lives:
+            self._actors.release(record, keep=keep)
+        elif not keep:
+            self._drop_actor(None, record)
+
+    def _drop_actor(self, live: _Live | None, record: ActorRecord | None = None) -> None:
+        """End the actor of ``live`` (or ``record``); the trials queued on it go back
+        to the front of the queue."""
+        if live is not None:
+            record = live.actor
+            live.actor = None  # type: ignore[assignment]
+            if live in record.lives:
+                record.lives.remove(live)
+        assert record is not None
+        for other in list(record.lives):
+            self._requeue(other)
+        self._actors.kill(record)
+
+    def _requeue(self, live: _Live) -> None:
+        """A queued start that did not happen: the trial waits at the front again."""
+        trial = live.trial
+        self._live.pop(trial.trial_id, None)
+        if live.ref is not None:
+            self._refs.pop(live.ref, None)
+        record = live.actor
+        if record is not None and live in record.lives:
+            record.lives.remove(live)
+            if not record.lives:
+                self._actors.release(record, keep=True)
+        trial.status = Trial.PENDING
+        at = 0  # back in creation order, near the front
+        while at < len(self._pending) and self._pending[at].trial_id < trial.trial_id:
+            at += 1
+        self._pending.insert(at, trial)
+
     # ------------------------------------------------------------------ checkpoints
     def _register_checkpoint(self, trial: Trial, where: tuple[str, Any],
                              metrics: dict[str, Any]) -> None:
@@ -616,10 +726,16 @@ class TuneController:
 
     # ------------------------------------------------------------------ ending
     def _stop_everything(self) -> None:
+        """End the experiment: no new trials, every running trial stopped. Trials
+        that wait for a decision per result stop now (what they report later is
+        dropped); trials that run ahead (FIFO) stop at their next answer, after the
+        results in it are recorded (a queued trial that had not started stays
+        PENDING)."""
         self._stop_all = True
-        for live in self._live.values():
-            if live.phase == "run":
-                live.phase = "stop"
+        if self._window == 1:
+            for live in self._live.values():
+                if live.phase == "run":
+                    live.phase = "stop"
 
     def _install_sigint(self) -> Any:
         if threading.current_thread() is not threading.main_thread():
@@ -682,7 +798,7 @@ class TuneController:
                     len(trial.checkpoints), trial.restore_from, id(trial.config))
             cached = self._blobs.get(trial.trial_id)
             if cached is None or cached[0] != mark:
-                cached = (mark, cloudpickle.dumps(trial))
+                cached = (mark, _state_bytes(trial))
                 self._blobs[trial.trial_id] = cached
             out.append(cached[1])
         return out
@@ -750,6 +866,21 @@ def _deep_update(base: dict[str, Any], update: dict[str, Any]) -> None:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^\w.,=+\-\[\]]", "_", name)[:120]
+
+
+def _state_bytes(obj: Any) -> bytes:
+    """``obj`` pickled for the experiment state: by the C pickler (several times
+    faster), unless ``obj`` holds what only cloudpickle keeps loadable elsewhere
+    (lambdas, local functions, anything of ``__main__`` or of a module pickled by
+    value)."""
+    try:
+        blob = pickle.dumps(obj, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(obj)
+    by_value = ("__main__", *cloudpickle.list_registry_pickle_by_value())
+    if any(name.encode() in blob for name in by_value):
+        return cloudpickle.dumps(obj)
+    return blob
 
 
 def _append(path: str, text: str) -> None:

@@ -2,7 +2,10 @@
 
 Every call is ``actor.step(Command) -> Batch``: one round trip carries the
 acknowledgement of the results decided so far, the commands (start a trial, save,
-stop) and, back, every result reported since the previous call. Checkpoints
+stop) and, back, every result reported since the previous call. A start may be
+sent *queued*, behind the call of the actor's current trial (calls to an actor
+run in order): it starts the next trial as soon as the current one ended,
+without waiting for the driver, or is refused if that trial is still running. Checkpoints
 travel as ``("path", dir)`` (same node as the driver: the directory is already in
 the trial directory) or ``("bytes", tar archive)``.
 """
@@ -48,6 +51,7 @@ class Command:
     save: bool = False    # make a checkpoint now (class trainables)
     stop: bool = False    # end the trial (after the save, if both)
     timeout: float = 1.0  # how long to wait for a new result
+    queued: bool = False  # start only if the actor's previous trial has ended, else refuse
 
 
 @dataclass(slots=True)
@@ -59,3 +63,4 @@ class Batch:
     failed: bool = False    # ... by raising: ``raise_error()`` raises it
     saved: tuple[str, Any] | None = None
     clean: bool = True      # the actor can take another trial
+    refused: bool = False   # a queued start found the previous trial still running

@@ -192,11 +192,13 @@ class TrialActor:
         self._run: _Run | None = None
         self._kept: Trainable | None = None
         self._node = fedexec.get_runtime_context().node_id
-        self._error: BaseException | None = None
+        self._errors: dict[str, BaseException] = {}  # trial id -> the error it ended with
 
     def step(self, cmd: Command) -> Batch:
         """Apply ``cmd`` and return what the trial reported since the last call."""
         if cmd.start is not None:
+            if cmd.queued and self._run is not None:
+                return Batch([], refused=True)
             self._start(cmd.start)
         run = self._run
         if run is None:
@@ -221,14 +223,12 @@ class TrialActor:
         return Batch(results + run.outbox.take(0), finished=True, failed=run.error is not None,
                      saved=saved, clean=self._finish(run))
 
-    def raise_error(self) -> None:
-        """Raise the error the last trial ended with (so it reaches the controller
-        as a ``TaskError`` with the trial's traceback)."""
-        error = self._error
-        if error is None:
-            return
-        self._error = None
-        raise error
+    def raise_error(self, trial_id: str) -> None:
+        """Raise the error trial ``trial_id`` ended with (so it reaches the
+        controller as a ``TaskError`` with the trial's traceback)."""
+        error = self._errors.pop(trial_id, None)
+        if error is not None:
+            raise error
 
     def shutdown(self) -> None:
         """Clean up a trainable kept for reuse (before the actor is killed)."""
@@ -253,7 +253,6 @@ class TrialActor:
                 self._parameters[ref.id] = fedexec.get(ref)
             parameters[name] = self._parameters[ref.id]
         kept, self._kept = self._kept, None
-        self._error = None
         self._run = _Run(spec, trainable, parameters, self._node, kept)
 
     def _finish(self, run: _Run) -> bool:
@@ -263,7 +262,7 @@ class TrialActor:
             error = run.error
             if not _picklable(error):
                 error = RuntimeError(f"{type(error).__name__}: {error}\n\n{run.error_tb}")
-            self._error = error
+            self._errors[run.spec.trial_id] = error
         if clean and run.instance is not None and run.spec.reuse_instance:
             self._kept = run.instance
         run.close()

@@ -5,9 +5,12 @@ A trainable is one of:
 - a function ``fn(config)`` that calls ``tune.report`` (also the classic
   ``fn(config, reporter)`` and ``fn(config, checkpoint_dir=None)`` forms);
 - a :class:`~fedexec.tune.Trainable` subclass;
-- a name registered with :func:`register_trainable` (``"PPO"`` once
-  ``fedexec.rl`` is imported: on an unknown name, ``fedexec.rl`` is imported if
-  it exists, and it registers its algorithms);
+- a name registered with :func:`register_trainable`. Libraries provide names
+  by registering them when imported; on an unknown name the modules in
+  :data:`PROVIDERS` (``fedexec.rl``) are imported, if they exist, and looked in
+  again. ``fedexec.rl`` registers each algorithm ("PPO", "DQN" ...) as a
+  ``tune.Trainable`` subclass; its config object (``PPOConfig()``, anything
+  with ``to_dict()``) may be the Tuner's ``param_space``;
 - a **trainer object**: anything with an ``as_trainable()`` method returning a
   function or Trainable subclass (optionally wrapped by ``tune.with_resources``).
   This is the interface ``fedexec.train`` trainers offer (as Ray's
@@ -34,6 +37,9 @@ __all__ = ["TrainableSpec", "get_trainable_cls", "register_trainable", "resolve"
 
 _registry: dict[str, Any] = {}
 
+#: modules that register trainables when imported, tried on an unknown name
+PROVIDERS: tuple[str, ...] = ("fedexec.rl",)
+
 
 def register_trainable(name: str, trainable: Any, warn: bool = True) -> None:
     """Make ``trainable`` usable by ``name`` (``tune.Tuner(name)``, ``tune.run(name)``).
@@ -55,11 +61,14 @@ def get_trainable_cls(name: str) -> Any:
     Raises:
         ValueError: no trainable has that name.
     """
-    if name not in _registry:
-        try:  # fedexec.rl registers its algorithms ("PPO", "DQN" ...) when imported
-            importlib.import_module("fedexec.rl")
-        except ImportError:
-            pass
+    for provider in PROVIDERS:
+        if name in _registry:
+            break
+        try:  # e.g. fedexec.rl registers its algorithms ("PPO", "DQN" ...) when imported
+            importlib.import_module(provider)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not (provider + ".").startswith(exc.name + "."):
+                raise  # the provider exists but one of its own imports failed
     if name not in _registry:
         known = ", ".join(sorted(_registry)) or "none"
         raise ValueError(f"unknown trainable {name!r} (registered: {known}): register it with "
