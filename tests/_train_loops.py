@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import tempfile
+import time
 
 import torch
 
+import fedexec
 from fedexec import train
 from fedexec.train import Checkpoint
 from fedexec.train.torch import prepare_model
@@ -71,7 +73,10 @@ def epoch_loop(config: dict) -> None:
         opt.load_state_dict(state["opt"])
         start = state["epoch"] + 1
     marker = os.path.join(config["out"], "killed")
+    node = fedexec.get_runtime_context().get_node_id()
+    dump(config["out"], f"node{ctx.get_world_rank()}_{os.getpid()}.json", node)
     for epoch in range(start, config["epochs"]):
+        time.sleep(config.get("sleep_s", 0))
         if (epoch == config.get("kill_at") and ctx.get_world_rank() == 1
                 and not os.path.exists(marker)):
             dump(config["out"], "killed", os.getpid())

@@ -166,21 +166,22 @@ class DataParallelTrainer:
             try:
                 if self.backend_config is not None:
                     self.backend_config.on_start(group, self.scaling_config)
-                self._start_loops(executor, group, storage)
+                runs = self._start_loops(group, storage)
             except fedexec.UnsupportedOnBackendError:
                 raise
             except Exception as exc:
                 raise _Failed(exc, None) from exc
             self._rounds(executor, group, storage, history, start)
+            executor.wait(runs, num_returns=len(runs), timeout=_WAIT_S * 10)
         finally:
             group.shutdown()
 
-    def _start_loops(self, executor: fedexec.Executor, group: WorkerGroup,
-                     storage: RunStorage) -> None:
+    def _start_loops(self, group: WorkerGroup, storage: RunStorage) -> list[Any]:
+        """Start every worker's loop; the refs of those calls (they end with it)."""
         shards = self._split(group.size)
         latest = storage.latest or self.resume_from_checkpoint
         archive: bytes | None = None
-        refs = []
+        runs = []
         for rank, worker in enumerate(group.workers):
             where: Any = None
             if latest is not None and worker.shared_fs:
@@ -188,12 +189,12 @@ class DataParallelTrainer:
             elif latest is not None:
                 archive = archive if archive is not None else pack(latest.path)
                 where = ("bytes", archive)
-            refs.append(worker.actor.start.remote(
+            runs.append(worker.actor.run.remote(
                 self.train_loop_per_worker, copy.deepcopy(self.train_loop_config),
                 context=worker.context, checkpoint=where,
                 datasets={name: parts[rank] for name, parts in shards.items()},
                 run_dir=storage.path, local=worker.shared_fs, next_index=storage.next_index))
-        executor.get(refs)
+        return runs
 
     def _split(self, n: int) -> dict[str, list[Any]]:
         """Each dataset as ``n`` streaming iterators with equal rows (so every

@@ -1,10 +1,10 @@
-"""The training worker actor: runs the loop in a thread, answers the trainer.
+"""The training worker actor: runs the loop (in one of its calls), answers the trainer.
 
 Calls (all from the trainer): ``info`` (node, address, GPUs, pid), ``free_port``,
-``execute(fn, *args)`` (setup such as forming the process group), ``start``
-(the loop, in a thread), ``poll`` (the next result; releases the previous one:
-see :mod:`.session`), ``stop``. The actor runs two calls at once, so ``poll``
-(which waits) never blocks ``execute``/``stop``.
+``execute(fn, *args)`` (setup such as forming the process group), ``run``
+(the loop, until it ends), ``poll`` (the next result; releases the previous one:
+see :mod:`.session`), ``stop``. The actor runs three calls at once, so ``run``
+and ``poll`` (which wait) never block each other or ``stop``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import inspect
 import os
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +30,7 @@ class TrainWorker:
     """One rank of a training group (an actor)."""
 
     def __init__(self) -> None:
-        self._session: _session.Session | None = None
-        self._thread: threading.Thread | None = None
+        self._channel = _session.Channel()  # one run per actor: groups are not reused
 
     def info(self, marker: tuple[str, str]) -> dict[str, Any]:
         """Where this worker runs. ``marker`` is ``(file, token)``: a file the
@@ -58,10 +56,13 @@ class TrainWorker:
         """``fn(*args, **kwargs)`` in this worker."""
         return fn(*args, **kwargs)
 
-    def start(self, loop: Callable[..., Any], config: dict[str, Any] | None, *,
-              context: Any, checkpoint: Any, datasets: dict[str, Any], run_dir: str,
-              local: bool, next_index: int) -> None:
-        """Run ``loop(config)`` (or ``loop()``) in a thread with a new session.
+    def run(self, loop: Callable[..., Any], config: dict[str, Any] | None, *,
+            context: Any, checkpoint: Any, datasets: dict[str, Any], run_dir: str,
+            local: bool, next_index: int) -> None:
+        """Run ``loop(config)`` (or ``loop()``) with a new session, in this call's
+        thread (so the loop sees the actor's runtime context: its node, its
+        GPUs). Returns when the loop ends; its results and its error reach the
+        trainer through ``poll``.
 
         ``checkpoint`` is ``("path", dir)``, ``("bytes", archive)`` or None;
         ``local``: this worker shares the run directory (see ``info``).
@@ -69,24 +70,19 @@ class TrainWorker:
         where = locate(checkpoint)
         session = _session.Session(
             context=context, checkpoint=Checkpoint(where) if where else None,
-            datasets=datasets, run_dir=run_dir, local=local, next_index=next_index)
-        self._session = session
-
-        def run() -> None:
-            _session.activate(session)
-            try:
-                loop(config) if _takes_config(loop) else loop()
-            except _session.Stopped:
-                return
-            except BaseException as exc:  # reaches the trainer through poll()
-                session.channel.put("error", exc)
-                return
-            finally:
-                _session.activate(None)
-            session.channel.put("done", None)
-
-        self._thread = threading.Thread(target=run, name="fedexec-train-loop", daemon=True)
-        self._thread.start()
+            datasets=datasets, run_dir=run_dir, local=local, next_index=next_index,
+            channel=self._channel)
+        _session.activate(session)
+        try:
+            loop(config) if _takes_config(loop) else loop()
+        except _session.Stopped:
+            return
+        except BaseException as exc:  # reaches the trainer through poll()
+            self._channel.put("error", exc)
+            return
+        finally:
+            _session.activate(None)
+        self._channel.put("done", None)
 
     def poll(self, timeout: float = POLL_S) -> tuple[str, Any]:
         """``("report", (metrics, checkpoint))``, ``("done", None)``, or
@@ -96,8 +92,7 @@ class TrainWorker:
         Raises:
             the loop's exception, when it raised.
         """
-        assert self._session is not None, "start() first"
-        item = self._session.channel.take(timeout)
+        item = self._channel.take(timeout)
         if item is None:
             return ("wait", None)
         if item[0] == "error":
@@ -106,8 +101,7 @@ class TrainWorker:
 
     def stop(self) -> None:
         """End the loop at its next report (the trainer is done with it)."""
-        if self._session is not None:
-            self._session.channel.stop()
+        self._channel.stop()
 
 
 def _sees(marker: tuple[str, str]) -> bool:
