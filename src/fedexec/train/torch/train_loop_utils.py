@@ -34,10 +34,12 @@ _amp: dict[str, Any] = {"enabled": False, "scaler": None}
 
 
 def _world() -> tuple[int, int]:
+    """``(rank, world size)``: the session's, else the environment's (a worker
+    of the classic ``sgd`` trainer), else a single process."""
     try:
         ctx = current().context
     except RuntimeError:
-        return 0, 1
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     return ctx.world_rank, ctx.world_size
 
 
