@@ -256,7 +256,9 @@ class DataParallelTrainer:
         from fedexec import tune
         from fedexec.tune.resources import PlacementGroupFactory
 
-        trainer = self
+        trainer = copy.copy(self)
+        trainer._executor = None  # in the trial: the trial actor's runtime
+        trainer._on_result = None
 
         def train_loop(config: dict[str, Any]) -> None:
             clone = copy.copy(trainer)
