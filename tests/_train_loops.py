@@ -106,3 +106,43 @@ def shard_loop(config: dict) -> None:
             ids.extend(int(i) for i in batch_["id"])
         dump(config["out"], f"rank{ctx.get_world_rank()}_epoch{epoch}.json", ids)
         train.report({"epoch": epoch, "rows": len(ids)})
+
+
+def loader_loop(config: dict) -> None:
+    """``prepare_data_loader`` over indices; every rank dumps what it saw per pass,
+    and the device of its batches; with ``amp`` a few mixed-precision steps."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fedexec.train.torch import (
+        accelerate,
+        backward,
+        enable_reproducibility,
+        get_device,
+        prepare_data_loader,
+        prepare_optimizer,
+    )
+
+    enable_reproducibility(config.get("seed", 0))
+    rank = train.get_context().get_world_rank()
+    if config.get("amp"):
+        accelerate(amp=True)
+    model = prepare_model(torch.nn.Linear(1, 1))
+    opt = prepare_optimizer(torch.optim.SGD(model.parameters(), lr=0.01))
+    dataset = TensorDataset(torch.arange(config["n"], dtype=torch.float32).unsqueeze(1))
+    loader = prepare_data_loader(DataLoader(dataset, batch_size=4, shuffle=True))
+    seen = []
+    dtypes = set()
+    for _ in range(2):
+        ids = []
+        for (x,) in loader:
+            ids.extend(int(v) for v in x.squeeze(1))
+            out = model(x)
+            dtypes.add(str(out.dtype))
+            backward(out.float().mean())
+            opt.step()
+            opt.zero_grad()
+        seen.append(ids)
+    dump(config["out"], f"loader{rank}.json",
+         {"seen": seen, "device": str(get_device()), "dtypes": sorted(dtypes),
+          "random": torch.rand(1).item()})
+    train.report({"done": 1})

@@ -225,3 +225,53 @@ def test_configs_validate():
     with pytest.raises(ValueError, match="backend"):
         TorchConfig(backend="mpi")
     assert train.RunConfig is fedexec.tune.RunConfig
+
+
+@pytest.mark.timeout(180)
+def test_prepare_data_loader_shards_and_reshuffles_each_pass(native_ex, tmp_path):
+    from _train_loops import loader_loop
+
+    TorchTrainer(loader_loop, train_loop_config={"n": 32, "out": str(tmp_path)},
+                 scaling_config=ScalingConfig(num_workers=2), run_config=_run_config(tmp_path),
+                 executor=native_ex).fit()
+    a, b = (_read(tmp_path / f"loader{r}.json") for r in range(2))
+    for epoch in range(2):
+        assert len(a["seen"][epoch]) == len(b["seen"][epoch]) == 16
+        assert sorted(a["seen"][epoch] + b["seen"][epoch]) == list(range(32))
+    assert a["seen"][0] != a["seen"][1]  # the sampler's epoch advanced: a new order
+    assert a["device"] == "cpu" and a["dtypes"] == ["torch.float32"]
+    assert a["random"] == b["random"]  # enable_reproducibility seeded both alike
+
+
+@pytest.mark.timeout(120)
+def test_mixed_precision_runs_the_forward_in_bf16_on_cpu(native_ex, tmp_path):
+    from _train_loops import loader_loop
+
+    TorchTrainer(loader_loop, train_loop_config={"n": 8, "out": str(tmp_path), "amp": True},
+                 run_config=_run_config(tmp_path), executor=native_ex).fit()
+    assert _read(tmp_path / "loader0.json")["dtypes"] == ["torch.bfloat16"]
+
+
+def test_a_checkpoint_from_a_worker_without_the_shared_directory_arrives_as_an_archive(
+        tmp_path):
+    """Rank 0 on a node that does not see the run directory sends its checkpoint
+    as bytes; the trainer unpacks it in place (the path a real remote node takes)."""
+    from fedexec.train.context import TrainContext
+    from fedexec.train.session import Session
+    from fedexec.train.storage import RunStorage
+
+    storage = RunStorage(str(tmp_path / "run"), CheckpointConfig(num_to_keep=1))
+    source = tmp_path / "ckpt"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(b"\x00\x01" * 100)
+    session = Session(context=TrainContext(), checkpoint=None, datasets={},
+                      run_dir=str(tmp_path / "elsewhere"), local=False, next_index=7)
+    kind, value = session._persist(Checkpoint.from_directory(str(source)))
+    assert kind == "bytes" and value[0] == "checkpoint_000007"
+    assert not (tmp_path / "elsewhere").exists()
+    kept = storage.add_checkpoint((kind, value), {"loss": 1.0})
+    assert kept.path == str(tmp_path / "run" / "checkpoint_000007")
+    assert (tmp_path / "run" / "checkpoint_000007" / "weights.bin").read_bytes() == (
+        b"\x00\x01" * 100)
+    assert storage.next_index == 8
+    storage.close()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -244,6 +246,11 @@ class DataParallelTrainer:
             checkpoint = storage.add_checkpoint(saved, row) if saved is not None else None
             history.append(row)
             storage.add_result(row)
+            if self.run_config.verbose and sys.stdout.isatty():
+                shown = ", ".join(f"{k}={_short(v)}" for k, v in metrics.items())
+                print(f"[{os.path.basename(storage.path)}] iteration {len(history)}: {shown}"
+                      + (f" (checkpoint {os.path.basename(checkpoint.path)})"
+                         if checkpoint else ""), flush=True)
             if self._on_result is not None:
                 self._on_result(dict(metrics), checkpoint)
 
@@ -279,6 +286,10 @@ class DataParallelTrainer:
         bundles = [{"CPU": 0.0}, *scaling.bundles()]
         return tune.with_resources(train_loop, PlacementGroupFactory(
             bundles, strategy=scaling.placement_strategy))
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _trial_name(trainer: DataParallelTrainer) -> str:

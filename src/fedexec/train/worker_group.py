@@ -16,6 +16,7 @@ reused after a failure (the trainer starts a fresh one).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,10 @@ __all__ = ["WorkerGroup", "WorkerInfo"]
 
 #: seconds to wait for the group's resources before failing
 PLACEMENT_TIMEOUT_S = 600.0
+#: seconds after which the wait for resources is logged
+WARN_AFTER_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,7 +82,7 @@ class WorkerGroup:
             if "placement_groups" in capabilities(executor.backend):
                 self.pg = executor.placement_group(scaling.bundles(),
                                                    strategy=scaling.placement_strategy)
-                if not self.pg.ready(timeout=PLACEMENT_TIMEOUT_S):
+                if not _wait_ready(executor, self.pg, scaling):
                     raise fedexec.exceptions.FedexecError(
                         f"the {scaling.num_workers} training workers' resources "
                         f"({scaling.worker_bundle()} each, {scaling.placement_strategy}) were "
@@ -125,6 +130,18 @@ class WorkerGroup:
             with contextlib.suppress(Exception):
                 self._ex.remove_placement_group(self.pg)
             self.pg = None
+
+
+def _wait_ready(executor: fedexec.Executor, pg: Any, scaling: ScalingConfig) -> bool:
+    """Wait for the placement group, saying after a while what it waits for."""
+    if pg.ready(timeout=WARN_AFTER_S):
+        return True
+    logger.warning(
+        "the %d training workers wait for their resources (%s each, %s); available now: %s. "
+        "Free resources or add nodes (a dataset's tasks need CPUs beyond the workers')",
+        scaling.num_workers, scaling.worker_bundle(), scaling.placement_strategy,
+        executor.available_resources())
+    return bool(pg.ready(timeout=PLACEMENT_TIMEOUT_S - WARN_AFTER_S))
 
 
 def check_backend(backend: str, num_workers: int) -> None:

@@ -73,7 +73,7 @@ def prepare_model(model: Any, *, move_to_device: bool | Any = True,
     if parallel_strategy not in (None, "ddp"):
         raise ValueError(f"parallel_strategy must be 'ddp' or None, not {parallel_strategy!r} "
                          "(FSDP is not supported yet)")
-    device = get_device() if move_to_device is True else move_to_device
+    device = move_to_device if move_to_device not in (True, False) else get_device()
     if move_to_device is not False:
         model = model.to(device)
     if _amp["enabled"]:
