@@ -4,7 +4,7 @@ Files::
 
     <storage_path>/<name>/
         checkpoint_000000/ ...   rank 0's checkpoints (CheckpointConfig decides which stay)
-        result.json              one JSON line per reported result (rank 0's metrics)
+        result.json              one JSON line per result of the latest fit() (rank 0's metrics)
         .fedexec_train_marker    a token telling workers whether they share this directory
 
 Rank 0 writes a checkpoint straight into its final place when it shares the
@@ -62,7 +62,8 @@ class RunStorage:
             match = _CHECKPOINT.match(entry)
             if match:
                 self.next_index = max(self.next_index, int(match.group(1)) + 1)
-        self._results = open(os.path.join(path, RESULT_FILE), "a")
+        # the results of this fit() (an earlier run's checkpoints stay; its results go)
+        self._results = open(os.path.join(path, RESULT_FILE), "w")
 
     def add_checkpoint(self, saved: tuple[str, Any], metrics: dict[str, Any]) -> Checkpoint:
         """Keep rank 0's checkpoint (``("path", dir)`` or ``("bytes", (name,

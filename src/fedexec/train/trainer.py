@@ -143,15 +143,10 @@ class DataParallelTrainer:
             storage.close()
         if error is not None:
             raise error
-        result = Result(metrics=dict(history[-1]) if history else {},
-                        config=dict(self.train_loop_config or {}),
-                        checkpoint=storage.latest,
-                        best_checkpoints=storage.best_checkpoints(), path=path)
-        if history:
-            import pandas as pd
-
-            result._metrics_dataframe = pd.DataFrame(history)
-        return result
+        # metrics_dataframe is read from result.json when first asked for
+        return Result(metrics=dict(history[-1]) if history else {},
+                      config=dict(self.train_loop_config or {}), checkpoint=storage.latest,
+                      best_checkpoints=storage.best_checkpoints(), path=path)
 
     def _run_group(self, executor: fedexec.Executor, storage: RunStorage,
                    history: list[dict[str, Any]], start: float) -> None:

@@ -48,9 +48,12 @@ class TrainWorker:
             sock.bind(("", 0))
             return int(sock.getsockname()[1])
 
-    def set_env(self, env: dict[str, str]) -> None:
-        """Add ``env`` to this worker process's environment."""
+    def set_env(self, env: dict[str, str], defaults: dict[str, str] | None = None) -> None:
+        """Add ``env`` to this worker process's environment, and ``defaults``
+        where the process has no value yet."""
         os.environ.update(env)
+        for key, value in (defaults or {}).items():
+            os.environ.setdefault(key, value)
 
     def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` in this worker."""

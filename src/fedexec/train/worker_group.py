@@ -7,6 +7,7 @@ Starting a group::
     ranks: contiguous per node (nodes in order of first appearance)
     env per worker: RANK WORLD_SIZE LOCAL_RANK LOCAL_WORLD_SIZE NODE_RANK
                     MASTER_ADDR MASTER_PORT (rank 0's node, a free port there)
+                    OMP_NUM_THREADS (its CPUs, unless already set)
                     CUDA_VISIBLE_DEVICES (with GPUs: the GPU ids of the node's workers)
 
 Ending it kills the actors and frees the placement group; a group is never
@@ -100,7 +101,9 @@ class WorkerGroup:
             for worker in self.workers:
                 worker.env.update(MASTER_ADDR=master.ip, MASTER_PORT=str(port))
             if "worker_processes" in capabilities(executor.backend):
-                executor.get([w.actor.set_env.remote(w.env) for w in self.workers])
+                # one math thread per reserved CPU, as torchrun does (unless the user set it)
+                threads = {"OMP_NUM_THREADS": str(max(1, int(scaling.worker_bundle()["CPU"])))}
+                executor.get([w.actor.set_env.remote(w.env, threads) for w in self.workers])
         except BaseException:
             self._end(actors)
             raise
