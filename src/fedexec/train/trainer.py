@@ -155,7 +155,8 @@ class DataParallelTrainer:
                  "storage_path": self.run_config.storage_path, "trial_dir": storage.path,
                  "metadata": self.metadata}
         try:
-            group = WorkerGroup(executor, self.scaling_config, storage.marker, names)
+            group = WorkerGroup(executor, self.scaling_config, storage.marker, names,
+                                preload=tuple(getattr(self.backend_config, "preload", ())))
         except (fedexec.exceptions.ActorDiedError, fedexec.exceptions.WorkerCrashedError,
                 fedexec.exceptions.NodeDiedError) as exc:
             raise _Failed(exc, None) from exc

@@ -9,9 +9,11 @@ and ``poll`` (which wait) never block each other or ``stop``.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +31,16 @@ POLL_S = 5.0
 class TrainWorker:
     """One rank of a training group (an actor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env_defaults: dict[str, str] | None = None,
+                 preload: tuple[str, ...] = ()) -> None:
+        """``env_defaults`` go into the environment where it has no value;
+        ``preload`` modules (torch) start importing now, in the background, so
+        the import overlaps the rest of the group's setup."""
+        for key, value in (env_defaults or {}).items():
+            os.environ.setdefault(key, value)
+        if preload:
+            threading.Thread(target=_preload, args=(preload,), daemon=True,
+                             name="fedexec-train-preload").start()
         self._channel = _session.Channel()  # one run per actor: groups are not reused
 
     def info(self, marker: tuple[str, str]) -> dict[str, Any]:
@@ -48,12 +59,9 @@ class TrainWorker:
             sock.bind(("", 0))
             return int(sock.getsockname()[1])
 
-    def set_env(self, env: dict[str, str], defaults: dict[str, str] | None = None) -> None:
-        """Add ``env`` to this worker process's environment, and ``defaults``
-        where the process has no value yet."""
+    def set_env(self, env: dict[str, str]) -> None:
+        """Add ``env`` to this worker process's environment."""
         os.environ.update(env)
-        for key, value in (defaults or {}).items():
-            os.environ.setdefault(key, value)
 
     def execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` in this worker."""
@@ -105,6 +113,14 @@ class TrainWorker:
     def stop(self) -> None:
         """End the loop at its next report (the trainer is done with it)."""
         self._channel.stop()
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception:  # the real import, later, reports it
+            pass
 
 
 def _sees(marker: tuple[str, str]) -> bool:

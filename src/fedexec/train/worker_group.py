@@ -63,6 +63,7 @@ class WorkerGroup:
             ``TrainWorker.info``).
         names: ``trial_name``/``experiment_name``/``storage_path``/``trial_dir`` for
             each worker's ``TrainContext``.
+        preload: modules the workers start importing as they start (``torch``).
 
     Raises:
         fedexec.UnsupportedOnBackendError: the backend has no actors, or more
@@ -72,12 +73,17 @@ class WorkerGroup:
     """
 
     def __init__(self, executor: fedexec.Executor, scaling: ScalingConfig,
-                 marker: tuple[str, str], names: dict[str, Any]) -> None:
+                 marker: tuple[str, str], names: dict[str, Any],
+                 preload: tuple[str, ...] = ()) -> None:
         self._ex = executor
         self.pg: Any = None
         self.workers: list[WorkerInfo] = []
         check_backend(executor.backend, scaling.num_workers)
         options = {**scaling.actor_options(), "max_restarts": 0, "max_concurrency": 3}
+        env_defaults: dict[str, str] = {}
+        if "worker_processes" in capabilities(executor.backend):
+            # one math thread per reserved CPU, as torchrun does (unless the user set it)
+            env_defaults["OMP_NUM_THREADS"] = str(max(1, int(scaling.worker_bundle()["CPU"])))
         actors = []
         try:
             if "placement_groups" in capabilities(executor.backend):
@@ -93,7 +99,7 @@ class WorkerGroup:
                 opts = dict(options)
                 if self.pg is not None:
                     opts["scheduling_strategy"] = fedexec.PlacementGroupStrategy(self.pg, index)
-                actors.append(executor.options(**opts).actor(TrainWorker))
+                actors.append(executor.options(**opts).actor(TrainWorker, env_defaults, preload))
             infos = executor.get([a.info.remote(marker) for a in actors])
             self.workers = _assign(actors, infos, names, scaling.use_gpu)
             master = self.workers[0]
@@ -101,9 +107,7 @@ class WorkerGroup:
             for worker in self.workers:
                 worker.env.update(MASTER_ADDR=master.ip, MASTER_PORT=str(port))
             if "worker_processes" in capabilities(executor.backend):
-                # one math thread per reserved CPU, as torchrun does (unless the user set it)
-                threads = {"OMP_NUM_THREADS": str(max(1, int(scaling.worker_bundle()["CPU"])))}
-                executor.get([w.actor.set_env.remote(w.env, threads) for w in self.workers])
+                executor.get([w.actor.set_env.remote(w.env) for w in self.workers])
         except BaseException:
             self._end(actors)
             raise

@@ -65,7 +65,8 @@ class TorchTrainer:
         self._scaling = ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                       resources_per_worker=resources)
         self._group: WorkerGroup | None = WorkerGroup(
-            self._ex, self._scaling, ("", ""), {"trial_name": "sgd"})
+            self._ex, self._scaling, ("", ""), {"trial_name": "sgd"},
+            preload=TorchConfig.preload)
         flags = {"use_gpu": use_gpu, "use_fp16": use_fp16, "use_tqdm": use_tqdm,
                  "wrap_ddp": wrap_ddp, "add_dist_sampler": add_dist_sampler,
                  "scheduler_step_freq": scheduler_step_freq}

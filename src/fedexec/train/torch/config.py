@@ -30,6 +30,9 @@ class TorchConfig:
     init_method: str = "env"
     timeout_s: int = 1800
 
+    #: the workers import these as they start (overlapping the group's setup)
+    preload = ("torch", "torch.distributed")
+
     def __post_init__(self) -> None:
         if self.backend not in (None, "gloo", "nccl"):
             raise ValueError(f"TorchConfig.backend must be None, 'gloo' or 'nccl', not "
