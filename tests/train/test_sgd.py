@@ -123,3 +123,56 @@ def test_bad_arguments():
         TorchTrainer(training_operator_cls=object)
     with pytest.raises(ValueError, match="backend"):
         TorchTrainer(training_operator_cls=Operator, backend="mpi")
+
+
+class DiesOnce(TrainingOperator):
+    """Rank 1 SIGKILLs its own process at its third batch, the first time (a
+    marker file remembers)."""
+
+    def setup(self, config):
+        model = model_creator(config)
+        self.register(models=model, optimizers=optimizer_creator(model, config),
+                      criterion=torch.nn.CrossEntropyLoss())
+        self.register_data(train_loader=data_creator(config)[0],
+                           validation_loader=data_creator(config)[1])
+
+    def train_batch(self, batch, batch_info):
+        import os
+        import signal
+
+        marker = os.path.join(self.config["out"], "killed")
+        if self.world_rank == 1 and batch_info["batch_idx"] == 2 and not os.path.exists(marker):
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().train_batch(batch, batch_info)
+
+
+@pytest.mark.timeout(240)
+def test_a_sigkilled_worker_is_replaced_and_the_epoch_rerun(native_ex, tmp_path):
+    t = TorchTrainer(training_operator_cls=DiesOnce, config={"out": str(tmp_path)},
+                     num_workers=2, executor=native_ex)
+    try:
+        t.train()  # epoch 1, no failure
+        first = t.state_dict()["model"]["weight"]
+        stats = t.train(max_retries=1)  # rank 1 dies in epoch 2; it runs again
+        assert (tmp_path / "killed").exists()
+        assert stats["epoch"] == 2 and stats["num_samples"] == 64
+        assert t.state_dict()["epoch"] == 2
+        assert not torch.equal(t.state_dict()["model"]["weight"], first)
+        assert t.validate()["num_samples"] == 64
+    finally:
+        t.shutdown()
+
+
+@pytest.mark.timeout(240)
+def test_without_retries_a_dead_worker_is_an_error(native_ex, tmp_path):
+    import fedexec
+
+    t = TorchTrainer(training_operator_cls=DiesOnce, config={"out": str(tmp_path)},
+                     num_workers=2, executor=native_ex)
+    try:
+        with pytest.raises(fedexec.exceptions.FedexecError):
+            t.train(max_retries=0)
+    finally:
+        t.shutdown()

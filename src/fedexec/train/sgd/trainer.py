@@ -6,6 +6,7 @@ their stats; state is rank 0's (every rank holds the same parameters)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from typing import Any
@@ -19,6 +20,8 @@ from . import _worker
 from .operator import TrainingOperator
 
 __all__ = ["TorchTrainer"]
+
+logger = logging.getLogger(__name__)
 
 
 class TorchTrainer:
@@ -64,17 +67,22 @@ class TorchTrainer:
         resources: dict[str, float] = {"CPU": float(num_cpus_per_worker)}
         self._scaling = ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                       resources_per_worker=resources)
-        self._group: WorkerGroup | None = WorkerGroup(
-            self._ex, self._scaling, ("", ""), {"trial_name": "sgd"},
-            preload=TorchConfig.preload)
         flags = {"use_gpu": use_gpu, "use_fp16": use_fp16, "use_tqdm": use_tqdm,
                  "wrap_ddp": wrap_ddp, "add_dist_sampler": add_dist_sampler,
                  "scheduler_step_freq": scheduler_step_freq}
+        self._torch = TorchConfig(backend=None if backend == "auto" else backend,
+                                  timeout_s=int(timeout_s))
+        self._setup_args = (training_operator_cls, self.config, flags, initialization_hook)
+        self._group: WorkerGroup | None = None
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        """A fresh worker group with an operator in every worker."""
+        self._group = WorkerGroup(self._ex, self._scaling, ("", ""), {"trial_name": "sgd"},
+                                  preload=TorchConfig.preload)
         try:
-            TorchConfig(backend=None if backend == "auto" else backend,
-                        timeout_s=int(timeout_s)).on_start(self._group, self._scaling)
-            self._group.run_all(_worker.setup, self._key, training_operator_cls, self.config,
-                                flags, initialization_hook)
+            self._torch.on_start(self._group, self._scaling)
+            self._group.run_all(_worker.setup, self._key, *self._setup_args)
         except BaseException:
             self.shutdown()
             raise
@@ -86,20 +94,42 @@ class TorchTrainer:
         return self._group
 
     def train(self, num_steps: int | None = None, profile: bool = False,
-              reduce_results: bool = True, max_retries: int = 0,
+              reduce_results: bool = True, max_retries: int = 3,
               info: dict[str, Any] | None = None) -> Any:
         """One epoch over the training data, split across the workers (at most
-        ``num_steps`` batches each). Returns ``{"epoch", "train_loss",
+        ``num_steps`` batches each). With ``max_retries``, a worker that dies
+        restarts all of them from the state before the epoch (kept in memory),
+        and the epoch runs again, up to that many times. Returns ``{"epoch", "train_loss",
         "num_samples", "batch_count"}``: samples of all workers together, their
         mean loss (a list of each worker's stats with ``reduce_results=False``)."""
-        stats = self._workers.run_all(_worker.train_epoch, self._key, num_steps,
-                                      {**(info or {}), "epoch_idx": self.epochs})
+        snapshot = self.state_dict() if max_retries > 0 else None
+        for attempt in range(max_retries + 1):
+            try:
+                stats = self._workers.run_all(_worker.train_epoch, self._key, num_steps,
+                                              {**(info or {}), "epoch_idx": self.epochs})
+                break
+            except Exception as exc:
+                if attempt == max_retries or snapshot is None or not self._lost_a_worker():
+                    raise
+                logger.warning("a training worker died (%s); restarting the %d workers from "
+                               "the state before this epoch (retry %d of %d)",
+                               type(exc).__name__, self._scaling.num_workers, attempt + 1,
+                               max_retries)
+                self._workers.shutdown()
+                self._start_workers()
+                self.load_state_dict(snapshot)
         self.epochs += 1
         if not reduce_results:
             return stats
         out = _combine(stats, "train_loss")
         out["batch_count"] = sum(s.get("batch_count", 0) for s in stats)
         return {"epoch": self.epochs, **out}
+
+    def _lost_a_worker(self) -> bool:
+        """Whether some worker process is gone (its actor answers no call)."""
+        refs = [w.actor.info.remote(("", "")) for w in self._workers.workers]
+        ready, _ = self._ex.wait(refs, num_returns=len(refs), timeout=30)
+        return len(ready) < len(refs) or any(r.exception() is not None for r in ready)
 
     def validate(self, num_steps: int | None = None, profile: bool = False,
                  reduce_results: bool = True, info: dict[str, Any] | None = None) -> Any:
