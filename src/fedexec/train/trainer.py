@@ -129,7 +129,8 @@ class DataParallelTrainer:
                     where = f"worker {failed.rank}" if failed.rank is not None else "the group"
                     if failure.max_failures != -1 and failures > failure.max_failures:
                         error = TrainingFailedError(
-                            f"training failed: {where} raised {_describe(failed.cause)} ({failures} failure(s), "
+                            f"training failed: {where} raised {_describe(failed.cause)} "
+                            f"({failures} failure(s), "
                             f"FailureConfig(max_failures={failure.max_failures})); see the "
                             "cause above; raise max_failures and report checkpoints to retry "
                             "from the latest one", failed.cause)
