@@ -101,6 +101,11 @@ class WorkerGroup:
                     opts["scheduling_strategy"] = fedexec.PlacementGroupStrategy(self.pg, index)
                 actors.append(executor.options(**opts).actor(TrainWorker, env_defaults, preload))
             infos = executor.get([a.info.remote(marker) for a in actors])
+            if len({(i["hostname"], i["pid"]) for i in infos}) < len(infos):
+                raise fedexec.UnsupportedOnBackendError(
+                    f"the {executor.backend!r} backend ran two training workers in one "
+                    "process; each torch.distributed rank needs a process of its own: use "
+                    "the native backend")
             self.workers = _assign(actors, infos, names, scaling.use_gpu)
             master = self.workers[0]
             port = executor.get(master.actor.free_port.remote())
