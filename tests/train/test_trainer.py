@@ -275,3 +275,15 @@ def test_a_checkpoint_from_a_worker_without_the_shared_directory_arrives_as_an_a
         b"\x00\x01" * 100)
     assert storage.next_index == 8
     storage.close()
+
+
+def test_importing_fedexec_or_fedexec_train_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, fedexec; assert 'fedexec.train' not in sys.modules; "
+            "from fedexec.train.torch import TorchTrainer; from fedexec.train.sgd import "
+            "TorchTrainer as T; assert 'torch' not in sys.modules, 'torch imported'; "
+            "import fedexec.train as t; assert fedexec.train is t")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
