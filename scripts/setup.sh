@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 case ",${extras}," in
-    *,ml,*|*,all,*)  # torch first, pinned: the CPU build, never whatever "torch" resolves to
+    *,ml,*|*,train,*|*,all,*)  # torch first, pinned: the CPU build, never whatever "torch" resolves to
         .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" ;;
 esac
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${extras}]"

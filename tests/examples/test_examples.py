@@ -8,7 +8,7 @@ import pytest
 
 EXAMPLES = sorted((pathlib.Path(__file__).parents[2] / "examples").glob("*.py"))
 #: examples that train models: slow (still run in CI), with more time
-SLOW = {"tune_digits.py"}
+SLOW = {"tune_digits.py", "train_classic.py"}
 
 
 def _param(path: pathlib.Path):
