@@ -60,7 +60,9 @@ def failing(config):
 
 class Scripted(tune.Trainable):
     """Reports ``score = config["scores"][i]`` at iteration i+1 (the last value
-    repeats); checkpointable: its state is the index and the trial that saved it."""
+    repeats); checkpointable: its state is the index and the trial that saved it.
+    A checkpoint takes ``config["save_delay"][0]`` seconds when the list's second
+    item is this trial's first score (slow to pause)."""
 
     def setup(self, config):
         self.scores = config["scores"]
@@ -75,6 +77,9 @@ class Scripted(tune.Trainable):
         return {"score": score, "loaded_from": self.loaded_from, "lr": self.config.get("lr")}
 
     def save_checkpoint(self, checkpoint_dir):
+        delay, slow_score = self.config.get("save_delay", (0, None))
+        if self.scores[0] == slow_score:
+            time.sleep(delay)
         with open(os.path.join(checkpoint_dir, "state.json"), "w") as f:
             json.dump({"i": self.i, "owner": self.trial_id}, f)
 

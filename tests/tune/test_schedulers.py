@@ -78,6 +78,17 @@ def test_hyperband_pauses_at_milestones_then_keeps_the_best(native_or_local_ex, 
     assert results.num_terminated == 9
 
 
+def test_a_trial_stopped_while_it_pauses_ends_terminated(native_or_local_ex, tmp_path):
+    # max_t 3, rf 3: one bracket of 3 trials, milestone 1, the best goes on. The
+    # worst (score 1) is slow to save its pause checkpoint: the bracket is decided,
+    # stopping it, while it is still pausing; it must end TERMINATED, not PAUSED
+    grid = tune.grid_search([[1], [2], [3]])
+    hb = HyperBandScheduler(max_t=3, reduction_factor=3)
+    results = fit(native_or_local_ex, tmp_path, {"scores": grid, "save_delay": (3, 1)}, hb)
+    assert iterations(results) == [1, 1, 3]
+    assert results.num_terminated == 3
+
+
 def test_median_stopping_rule_stops_a_trial_below_the_median(native_or_local_ex, tmp_path):
     grid = tune.grid_search([[10], [10], [1]])
     rule = MedianStoppingRule(time_attr="training_iteration", grace_period=1,

@@ -195,11 +195,12 @@ class TuneController:
         live.restart = (new_config, dest)
 
     def stop_trial(self, trial: Trial | str) -> None:
-        """End a trial: a running one at its next answer, another one now."""
+        """End a trial: a running one at its next answer (also one on its way to
+        pausing: it ends TERMINATED, not PAUSED), another one now."""
         trial = self._by_id[trial] if isinstance(trial, str) else trial
         live = self._live.get(trial.trial_id)
         if live is not None:
-            if live.phase == "run":
+            if live.phase in ("run", "pause"):
                 live.phase = "stop"
             return
         if trial.is_finished():

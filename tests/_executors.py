@@ -1,4 +1,5 @@
-"""Executors shared by a module's tune tests (one per backend)."""
+"""Executors shared by a test module, one per backend (module-scoped fixtures used by
+the library tests: tune, train)."""
 
 from __future__ import annotations
 
@@ -7,27 +8,28 @@ import pytest
 import fedexec
 
 
+def _executor(backend: str):
+    with fedexec.Executor(backend=backend, num_cpus=2) as ex:
+        yield ex
+
+
 @pytest.fixture(scope="module")
 def local_ex():
-    with fedexec.Executor(backend="local", num_cpus=2) as ex:
-        yield ex
+    yield from _executor("local")
 
 
 @pytest.fixture(scope="module")
 def native_ex():
-    with fedexec.Executor(backend="native", num_cpus=2) as ex:
-        yield ex
+    yield from _executor("native")
 
 
 @pytest.fixture(scope="module", params=["native", "local"])
 def native_or_local_ex(request):
-    with fedexec.Executor(backend=request.param, num_cpus=2) as ex:
-        yield ex
+    yield from _executor(request.param)
 
 
 @pytest.fixture(scope="module", params=["native", "local", "dask"])
 def any_ex(request):
     if request.param == "dask":
         pytest.importorskip("distributed")
-    with fedexec.Executor(backend=request.param, num_cpus=2) as ex:
-        yield ex
+    yield from _executor(request.param)
