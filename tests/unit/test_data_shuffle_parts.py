@@ -17,7 +17,7 @@ from fedexec.data.aggregate import Count, Groups, Std, Sum
 from fedexec.data.block import BlockAccessor, compact
 from fedexec.data.grouped import _AggPartial, _AggReduce, _CutPartial, _partial_task
 from fedexec.data.shuffle import _map_task, _ShuffleMap, _Slices
-from fedexec.data.sort import SortKey, _SortMap, _SortReduce, boundaries
+from fedexec.data.sort import SortKey, boundaries
 
 floats = st.one_of(st.none(), st.just(float("nan")), st.floats(-1e6, 1e6, allow_nan=False))
 
@@ -69,35 +69,6 @@ def test_descending_boundaries_cut_in_descending_order():
 
 
 # --------------------------------------------------------------------------- task outputs
-def test_a_sort_map_cuts_a_numeric_key_without_sorting_the_block():
-    """One numeric key column without nulls: each row goes to its range's part by
-    a binary search of the boundaries, in input order; the block is not sorted
-    there (the reduce sorts each partition once)."""
-    block = pa.table({"k": [5.0, 1.0, 9.0, 3.0, 7.0, 3.0], "row": range(6)})
-    low, mid, high = _SortMap(SortKey.of("k"), ((3.0,), (7.0,)))(block, 0)
-    assert low.column("row").to_pylist() == [1]
-    assert mid.column("row").to_pylist() == [0, 3, 5]
-    assert high.column("row").to_pylist() == [2, 4]
-
-
-keys = st.one_of(st.lists(st.integers(-5, 5), min_size=1, max_size=40),
-                 st.lists(floats, min_size=1, max_size=40))
-
-
-@settings(max_examples=80, deadline=None)
-@given(ks=keys, cut=st.lists(st.integers(0, 39), max_size=4), desc=st.booleans())
-def test_sort_map_and_reduce_equal_a_stable_sort_of_the_whole(ks, cut, desc):
-    block = pa.table({"k": pa.array(ks, from_pandas=False), "row": range(len(ks))})
-    key = SortKey.of("k", desc)
-    samples = [key.row_key(block, i % len(ks)) for i in cut]
-    bounds = tuple(boundaries(samples, len(samples) + 1, key))
-    parts = _SortMap(key, bounds)(block.slice(0, len(ks) // 2), 0)
-    rest = _SortMap(key, bounds)(block.slice(len(ks) // 2), 1)
-    out = [_SortReduce(key)(j, [a, b]) for j, (a, b) in enumerate(zip(parts, rest))]
-    assert BlockAccessor.concat(out).column("row").to_pylist() == \
-        key.sort(block).column("row").to_pylist()
-
-
 def test_compact_copies_slices_and_leaves_whole_tables_alone():
     table = pa.table({"a": np.arange(100_000), "s": [str(i) for i in range(100_000)]})
     assert compact(table) is table

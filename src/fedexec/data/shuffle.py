@@ -56,7 +56,6 @@ __all__ = [
     "random_shuffle_fn",
     "randomize_block_order_fn",
     "repartition_fn",
-    "split_by",
     "take_blocks",
 ]
 
@@ -146,23 +145,17 @@ def _indices(array: np.ndarray) -> Sequence[int]:
     return cast("Sequence[int]", array)  # an ndarray: no conversion to a list
 
 
-def split_by(block: Block, dest: np.ndarray, n: int) -> list[Block]:
-    """``block``'s rows in ``n`` parts: row ``i`` in part ``dest[i]``, each part
-    keeping the rows' order."""
-    acc = BlockAccessor.for_block(block)
-    grouped = BlockAccessor.for_block(acc.take(_indices(np.argsort(dest, kind="stable"))))
-    ends = np.cumsum(np.bincount(dest, minlength=n))
-    return [grouped.slice(int(lo), int(hi)) for lo, hi in zip([0, *ends[:-1]], ends)]
-
-
 @dataclass(frozen=True)
 class _ShuffleMap:
     seed: int
     n: int
 
     def __call__(self, block: Block, index: int) -> list[Block]:
-        rows = BlockAccessor.for_block(block).num_rows()
-        return split_by(block, _rng(self.seed, 0, index).integers(0, self.n, rows), self.n)
+        acc = BlockAccessor.for_block(block)
+        dest = _rng(self.seed, 0, index).integers(0, self.n, acc.num_rows())
+        grouped = BlockAccessor.for_block(acc.take(_indices(np.argsort(dest, kind="stable"))))
+        ends = np.cumsum(np.bincount(dest, minlength=self.n))
+        return [grouped.slice(int(lo), int(hi)) for lo, hi in zip([0, *ends[:-1]], ends)]
 
 
 @dataclass(frozen=True)

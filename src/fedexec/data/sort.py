@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from .all_to_all import AllToAllContext
 from .block import Block, BlockAccessor
 from .bundle import RefBundle
-from .shuffle import exchange, num_partitions, split_by, take_blocks
+from .shuffle import exchange, num_partitions, take_blocks
 from .transforms import _tag
 
 __all__ = ["SortKey", "boundaries", "range_partition", "sample_boundaries", "sort_fn"]
@@ -232,28 +232,6 @@ class SortKey:
         acc = BlockAccessor.for_block(_take(block, order))
         return [acc.slice(a, b) for a, b in itertools.pairwise(cuts)]
 
-    def partition_of(self, block: Block, bounds: Sequence[tuple[Any, ...]]) -> np.ndarray | None:
-        """The range partition of each row of ``block`` for ``bounds`` (row ``i``
-        goes to part ``j`` when ``bounds[j-1] <= key < bounds[j]``), by a binary
-        search of the boundaries: for one ascending numeric key column without
-        nulls or NaN, and boundaries of plain numbers; None for any other key."""
-        if self.columns is None or len(self.columns) != 1 or self.descending[0] or not bounds:
-            return None
-        self.check(block)
-        if not isinstance(block, pa.Table):
-            return None
-        column = block.column(self.columns[0])
-        numeric = pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
-        values = [b[0] for b in bounds]
-        if not numeric or column.null_count or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-                for v in values):
-            return None
-        keys = column.to_numpy()
-        if keys.dtype.kind == "f" and np.isnan(keys).any():
-            return None
-        return np.searchsorted(np.asarray(values), keys, side="right")
-
     def group_starts(self, block: Any) -> np.ndarray:
         """The first row of each run of equal keys in a sorted block (NaN equals NaN,
         None equals None)."""
@@ -345,9 +323,6 @@ class _SortMap:
     bounds: tuple[tuple[Any, ...], ...]
 
     def __call__(self, block: Block, index: int) -> list[Block]:
-        dest = self.key.partition_of(block, self.bounds)
-        if dest is not None:  # the reduce sorts each partition: no sort needed here
-            return split_by(block, dest, len(self.bounds) + 1)
         return self.key.sorted_parts(block, self.bounds)
 
 
