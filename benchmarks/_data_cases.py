@@ -21,7 +21,7 @@ from typing import Any
 
 import _data_work as work
 from _data_systems import DataSystem
-from _memwatch import MemoryWatch
+from _memwatch import MemoryWatch, cpu_between, system_cpu
 
 MB = 10**6
 TAKE_REPS = 3
@@ -54,11 +54,27 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def repeat(n: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     """Median seconds of ``n`` runs of ``fn``, and the last run's result."""
-    times, out = [], None
+    seconds, _, out = repeat_cpu(n, fn)
+    return seconds, out
+
+
+def repeat_cpu(n: int, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """Median seconds and median CPU seconds of all the system's processes
+    (``_memwatch.system_cpu``) of ``n`` runs of ``fn``, and the last run's result."""
+    times, cpus, out = [], [], None
     for _ in range(max(1, n)):
+        before = system_cpu()
         dt, out = timed(fn)
+        cpus.append(cpu_between(before, system_cpu()))
         times.append(dt)
-    return statistics.median(times), out
+    return statistics.median(times), statistics.median(cpus), out
+
+
+def cpu_row(case: str, cpu: float) -> dict[str, Any]:
+    return row(f"{case} CPU s", cpu, "lower",
+               "user + system CPU seconds of all the system's processes (the driver, its "
+               "descendants, its session) in the timed run: the work done, which other "
+               "processes' load changes less than the wall time")
 
 
 def _runs(ctx: Context) -> str:
@@ -89,7 +105,7 @@ def etl(system: DataSystem, ctx: Context) -> tuple[list[Any], list[str], Any]:
         return out
 
     try:
-        seconds, out = repeat(ctx.reps, run)
+        seconds, cpu, out = repeat_cpu(ctx.reps, run)
         check = read_means(out)
     finally:
         for i in range(n + 1):
@@ -101,7 +117,8 @@ def etl(system: DataSystem, ctx: Context) -> tuple[list[Any], list[str], Any]:
                 f"{len(files)} Parquet files, {mb:,.0f} MB in memory: read -> map_batches("
                 f"transform, pandas) -> filter x > {work.THRESHOLD} -> groupby(key).mean(x) "
                 f"-> write_parquet; {_runs(ctx)}"),
-            row("ETL MB/s", mb / seconds, "higher", "in-memory MB read / ETL s")]
+            row("ETL MB/s", mb / seconds, "higher", "in-memory MB read / ETL s"),
+            cpu_row("ETL", cpu)]
     return rows, [f"{system.name}: filter = {how}"], check
 
 
@@ -110,13 +127,13 @@ def inference(system: DataSystem, ctx: Context) -> tuple[list[Any], list[str], A
     files = ctx.files["features"]
     system.infer(system.load(files[:1]))
     data = system.load(files)
-    seconds, (n, total) = repeat(ctx.reps, lambda: system.infer(data))
+    seconds, cpu, (n, total) = repeat_cpu(ctx.reps, lambda: system.infer(data))
     rows = [row("inference s", seconds, "lower",
                 f"{n:,} rows x {work.NUM_FEATURES} float32 (already read into the system) "
                 f"through a torch MLP {work.NUM_FEATURES}-{work.HIDDEN}-{work.HIDDEN}-1 in "
                 f"batches of {work.MODEL_BATCH}, 2 model replicas (actor pool of 2; Dask: "
                 f"one model per worker; pandas: one model); {_runs(ctx)}"),
-            row("inference rows/s", n / seconds, "higher")]
+            row("inference rows/s", n / seconds, "higher"), cpu_row("inference", cpu)]
     return rows, [], {"rows": n, "pred_sum": total}
 
 
@@ -125,14 +142,14 @@ def shuffle(system: DataSystem, ctx: Context) -> tuple[list[Any], list[str], Any
     files = ctx.files["sort"]
     system.shuffle_sort(system.load(files[:1]))
     data = system.load(files)
-    seconds, summaries = repeat(ctx.reps, lambda: system.shuffle_sort(data))
+    seconds, cpu, summaries = repeat_cpu(ctx.reps, lambda: system.shuffle_sort(data))
     check = work.check_sorted(summaries)
     mb = ctx.data_bytes["sort"] / MB
     rows = [row("shuffle+sort s", seconds, "lower",
                 f"{check['rows']:,} rows, {mb:,.0f} MB (already read into the system): "
                 f"random_shuffle(seed=0) then sort('key'), each output block summarised "
                 f"where it is; {_runs(ctx)}"),
-            row("shuffle+sort MB/s", mb / seconds, "higher")]
+            row("shuffle+sort MB/s", mb / seconds, "higher"), cpu_row("shuffle+sort", cpu)]
     notes = [f"{system.name}: {check['blocks']} output blocks"]
     del check["blocks"]
     return rows, notes, check
@@ -153,7 +170,7 @@ def streaming(system: DataSystem, ctx: Context) -> tuple[list[Any], list[str], A
         finally:
             peaks.append(watch.stop())
 
-    seconds, (n, total) = repeat(ctx.reps, run)
+    seconds, cpu, (n, total) = repeat_cpu(ctx.reps, run)
     after = system.spill_info()
     data_mb = ctx.data_bytes["etl"] / MB
     mem = {k: max(p[k] for p in peaks) for k in peaks[0]}
@@ -175,7 +192,7 @@ def streaming(system: DataSystem, ctx: Context) -> tuple[list[Any], list[str], A
     rows = [row("streaming s", seconds, "lower",
                 f"read -> map_batches(transform) of the ETL files ({data_mb:,.0f} MB), "
                 f"consumed by the driver batch by batch; {_runs(ctx)}"),
-            row("streaming MB/s", data_mb / seconds, "higher"),
+            row("streaming MB/s", data_mb / seconds, "higher"), cpu_row("streaming", cpu),
             row("peak RSS, all processes MB", mem["peak_rss"] / MB, "lower",
                 "VmRSS added up over the driver, its descendants and its session (shared "
                 "pages count once per process that maps them)"),

@@ -104,6 +104,28 @@ def system_pids() -> set[int]:
     return pids
 
 
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and of its children it has reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def system_cpu() -> dict[int, float]:
+    """CPU seconds so far of each of the system's processes (:func:`system_pids`);
+    a process reaped by another of them moves its seconds into that one's."""
+    return {pid: _cpu_of(pid) for pid in system_pids()}
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds the system's processes used from ``before`` to ``after``
+    (:func:`system_cpu` snapshots; a process that exited unreaped is missed)."""
+    return sum(max(0.0, v - before.get(pid, 0.0)) for pid, v in after.items())
+
+
 class MemoryWatch:
     """Samples the system's memory every ``interval`` s between ``start()`` and
     ``stop()``; ``stop()`` returns the peaks in bytes (see the module docstring).

@@ -253,6 +253,13 @@ def render_targets(results: list[dict[str, Any]], ctx: cases.Context) -> str | N
             f"within {limit:.2g}x of {other}'s time"
         lines.append(f"| {case}: {want} | {runner.fmt(fx)} s | {runner.fmt(ot)} s "
                      f"({speed:.2f}x) | {'yes' if fx / ot <= limit else '**no**'} |")
+    for case, metric in (("etl", "ETL CPU s"), ("inference", "inference CPU s"),
+                         ("shuffle", "shuffle+sort CPU s")):
+        fx, ot = value.get((case, REFERENCE, metric)), value.get((case, FLOOR, metric))
+        if fx is not None and ot is not None:
+            lines.append(f"| {case}: CPU s of all processes vs {FLOOR} (for information: "
+                         f"the work done, less sensitive to load) | {runner.fmt(fx)} s | "
+                         f"{runner.fmt(ot)} s ({fx / ot:.2f}x the CPU) | - |")
     peak = value.get(("streaming", REFERENCE, "peak memory held MB"))
     if peak is not None:
         limit_mb = (ctx.stream_store_bytes + GB) / 1e6

@@ -7,6 +7,7 @@ AggregateFn; errors naming the operator."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pandas as pd
@@ -82,10 +83,25 @@ def test_groupby_of_many_groups_over_several_output_blocks():
     n = 3000
     keys = (np.arange(n) * 7919) % 1000
     ds = fd.from_pandas(pieces(pd.DataFrame({"k": keys, "v": np.arange(n)}), 6))
-    out = ds.groupby("k").sum("v")
+    # partitions are sized by the partial states' bytes: small blocks make several
+    fd.DataContext.get_current().target_max_block_size = 4096
+    out = ds.groupby("k").sum("v").materialize()
     assert out.num_blocks() > 1
     expected = pd.DataFrame({"k": keys, "v": np.arange(n)}).groupby("k")["v"].sum()
     assert_matches(frame(out), expected.rename("sum(v)").reset_index())
+
+
+def test_groupby_of_few_groups_from_many_blocks_gives_one_output_block(tmp_path):
+    """The reduce side is sized by the groups' partial states, not by the input:
+    three groups from eight blocks are reduced into one block (so one file is
+    written), not one block per input block or per sampled boundary."""
+    n = 4000
+    data = pd.DataFrame({"k": np.arange(n) % 3, "v": np.arange(n)})
+    out = fd.from_pandas(pieces(data, 8)).groupby("k").sum("v").materialize()
+    assert out.num_blocks() == 1
+    assert_matches(frame(out), data.groupby("k")["v"].sum().rename("sum(v)").reset_index())
+    out.write_parquet(str(tmp_path))
+    assert len(os.listdir(tmp_path)) == 1
 
 
 def test_min_max_and_unique_of_strings(df):

@@ -74,6 +74,26 @@ def test_tensor_columns_keep_their_shape():
     np.testing.assert_array_equal(BlockAccessor.for_block(again).to_batch("numpy")["t"], arr)
 
 
+def test_a_dataframe_batch_becomes_a_block_without_starting_threads(monkeypatch):
+    """A task converts every pandas batch it makes (two processes per two CPUs):
+    pyarrow's own conversion would start a thread pool per batch of more than a
+    hundred rows per column, which costs more than it saves on small columns."""
+    import threading
+
+    started = []
+    real_start = threading.Thread.start
+
+    def counting_start(self):
+        started.append(self.name)
+        return real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    frame = pd.DataFrame({"k": np.arange(50_000), "x": np.arange(50_000) * 0.5})
+    block = BlockAccessor.from_batch(frame)
+    assert started == []
+    assert block.equals(pa.table({"k": np.arange(50_000), "x": np.arange(50_000) * 0.5}))
+
+
 def test_from_batch_rejects_what_cannot_be_a_block():
     with pytest.raises(ValueError, match="equal lengths"):
         BlockAccessor.from_batch({"a": [1, 2], "b": [1]})

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from fedexec.data.aggregate import Count, Groups, Std, Sum
 from fedexec.data.block import BlockAccessor, compact
-from fedexec.data.grouped import _AggMap, _AggReduce
+from fedexec.data.grouped import _AggPartial, _AggReduce, _CutPartial, _partial_task
 from fedexec.data.shuffle import _map_task, _ShuffleMap, _Slices
 from fedexec.data.sort import SortKey, boundaries
 
@@ -92,9 +92,10 @@ def test_exchange_map_parts_pickle_only_their_rows(map_fn):
 def test_partial_aggregation_happens_before_the_shuffle():
     rng = np.random.default_rng(0)
     block = pa.table({"k": rng.integers(0, 5, 10_000), "v": rng.random(10_000)})
-    agg_map = _AggMap(SortKey.of("k", what="groupby"), (Count(), Sum("v")), ("k",),
-                      ((2,),))
-    low, high = agg_map(block, 0)
+    partial = _AggPartial(SortKey.of("k", what="groupby"), (Count(), Sum("v")), ("k",))
+    (groups, size, samples), table = _partial_task(partial, 3, block)
+    assert groups == table.num_rows == 5 and size == table.nbytes and len(samples) == 3
+    low, high = _CutPartial(("k",), ((2,),))(table, 0)
     assert low.column("k").to_pylist() == [0, 1] and high.column("k").to_pylist() == [2, 3, 4]
     reduced = _AggReduce((Count(), Sum("v")), ("k",), False)(0, [high, high])
     counts = np.bincount(block.column("k").to_numpy(), minlength=5)

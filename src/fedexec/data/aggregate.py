@@ -269,7 +269,9 @@ class _ColumnAggregate(AggregateFn):
         else:
             raise ValueError(f"{self.name} of tabular rows needs a column: pass on=<name>")
         if pa.types.is_floating(values.type):
-            values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
+            nan = pc.is_nan(values)
+            if pc.any(nan).as_py():  # most columns have none: no copy then
+                values = pc.if_else(nan, pa.scalar(None, values.type), values)
         return values
 
     def _from_kernels(self, raw: dict[str, Any]) -> dict[str, Any]:

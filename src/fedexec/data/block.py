@@ -206,7 +206,8 @@ class BlockAccessor:
         if isinstance(batch, pa.Table):
             table = batch
         elif isinstance(batch, pd.DataFrame):
-            table = pa.Table.from_pandas(batch, preserve_index=False)
+            # nthreads=1: pyarrow would start a thread pool for every batch
+            table = pa.Table.from_pandas(batch, preserve_index=False, nthreads=1)
         elif isinstance(batch, Mapping):
             table = _dict_to_table(batch)
         elif isinstance(batch, list):

@@ -1,13 +1,17 @@
 """``GroupedData`` (``Dataset.groupby(key)``) and the aggregation engine behind
 it and ``Dataset.aggregate``/``sum``/``mean``/...
 
-A grouped aggregation is a range-partitioned exchange (``sort.py``,
-``shuffle.py``) that aggregates before it shuffles::
+A grouped aggregation aggregates each block before anything moves, then sizes
+its exchange by what is left: the partial states, not the input::
 
-    block i ──sample task──▶ key samples ──driver──▶ boundaries
-    block i ──map task: sort by key, cut into groups, partial state per group
-              (aggregate.py), cut at the boundaries──▶ N partial tables
-    partials j ──reduce task: concatenate, sort, regroup, merge, finalize──▶ block j
+    block i ──partial task: partial state per group (aggregate.py), and the keys
+              of a few of its groups──▶ [(groups, bytes, key samples), partial i]
+    driver: N from the partials' bytes (:func:`partitions_for_partials`)
+      N = 1: every partial ──one reduce task──▶ the one output block
+      N > 1: boundaries from the key samples; the partials go through a
+             range-partitioned exchange (``shuffle.py``): partial i ──map task:
+             sort, cut at the boundaries──▶ N parts; parts j ──reduce task──▶ block j
+    reduce: concatenate, sort, regroup, merge, finalize
 
 A partial table has the key columns (``"key"`` for plain rows grouped by a
 function), then each aggregation's state columns (``__agg<i>_<state>``). The
@@ -46,12 +50,19 @@ from .aggregate import (
     _to_column,
 )
 from .all_to_all import AllToAllContext
-from .block import Block, BlockAccessor, check_batch_format
+from .block import Block, BlockAccessor, BlockMetadata, check_batch_format, compact
 from .bundle import RefBundle
 from .compute import compute_for
 from .plan import AllToAll
-from .shuffle import exchange, num_partitions, repartition_fn, take_blocks
-from .sort import SortKey, check_columns, range_partition, sample_boundaries, schema_of
+from .shuffle import MAX_PARTITIONS, exchange, reduce_parts, repartition_fn, take_blocks
+from .sort import (
+    SAMPLES_PER_PARTITION,
+    SortKey,
+    boundaries,
+    check_columns,
+    range_partition,
+    schema_of,
+)
 from .transforms import MapBatches, TaskContext, fn_name
 
 if TYPE_CHECKING:
@@ -63,6 +74,9 @@ __all__ = ["GroupedData", "MapGroups", "aggregate_fn", "aggregate_row", "column_
 AggsFor = Callable[[Any], Sequence[AggregateFn]]
 
 _PLAIN_KEY = "key"
+
+#: The least partial state (bytes) worth a reduce partition of its own.
+MIN_PARTITION_BYTES = 1 << 20
 
 
 # --------------------------------------------------------------------------- engine
@@ -96,25 +110,39 @@ def _with_states(keys: pa.Table | None, states: list[dict[str, pa.Array]]) -> pa
 
 
 @dataclass(frozen=True)
-class _AggMap:
-    """Map side: partial states per group, cut at the key boundaries."""
+class _AggPartial:
+    """Map side: the partial state of each group of a block (a table: the key
+    columns, then the states)."""
 
     key: SortKey | None
     aggs: tuple[AggregateFn, ...]
     key_columns: tuple[str, ...]
-    bounds: tuple[tuple[Any, ...], ...]
 
-    def __call__(self, block: Block, index: int) -> list[Block]:
+    def __call__(self, block: Block) -> pa.Table:
         if BlockAccessor.for_block(block).num_rows() and all(
                 isinstance(agg, _ColumnAggregate) for agg in self.aggs):
-            partial = _hash_partial(self.key, block, self.key_columns, self.aggs)
-        else:
-            groups = _groups(self.key, block, self.key_columns)
-            partial = _with_states(groups.keys, [agg._partial(groups) for agg in self.aggs])
-        if not self.key_columns:
-            return [partial]
-        key = _partial_key(self.key_columns)
-        return key.sorted_parts(partial, self.bounds)
+            return _hash_partial(self.key, block, self.key_columns, self.aggs)
+        groups = _groups(self.key, block, self.key_columns)
+        return _with_states(groups.keys, [agg._partial(groups) for agg in self.aggs])
+
+
+def _partial_task(fn: _AggPartial, samples: int, block: Block) -> list[Any]:
+    """Task body: ``[(groups, bytes, key samples), partial table]`` of a block."""
+    partial = compact(fn(block))
+    acc = BlockAccessor.for_block(partial)
+    keys = _partial_key(fn.key_columns).sample(partial, samples) if fn.key_columns else []
+    return [(acc.num_rows(), acc.size_bytes(), keys), partial]
+
+
+@dataclass(frozen=True)
+class _CutPartial:
+    """Exchange map over partial tables: sort by the key, cut at the boundaries."""
+
+    key_columns: tuple[str, ...]
+    bounds: tuple[tuple[Any, ...], ...]
+
+    def __call__(self, partial: Block, index: int) -> list[Block]:
+        return _partial_key(self.key_columns).sorted_parts(partial, self.bounds)
 
 
 def _hash_partial(key: SortKey | None, block: Any, key_columns: tuple[str, ...],
@@ -192,6 +220,16 @@ def _check(key: SortKey | None, aggs: Sequence[AggregateFn], schema: Any) -> Non
             check_columns([on], schema, f"{agg.name}: columns")
 
 
+def partitions_for_partials(ctx: AllToAllContext, partial_bytes: int, partials: int) -> int:
+    """Reduce partitions for partial states of ``partial_bytes`` in all, from
+    ``partials`` blocks: output blocks of at most ``target_max_block_size``, and
+    no partition under :data:`MIN_PARTITION_BYTES` of states (a smaller reduce
+    costs more in tasks than it gains in parallelism), at most one per block."""
+    by_size = -(-partial_bytes // max(1, ctx.data_context.target_max_block_size))
+    useful = -(-partial_bytes // MIN_PARTITION_BYTES)
+    return max(1, by_size, min(useful, partials, MAX_PARTITIONS))
+
+
 def _aggregate(key: SortKey | None, aggs_for: AggsFor, bundles: list[RefBundle],
                ctx: AllToAllContext) -> list[RefBundle]:
     blocks = take_blocks(bundles)
@@ -199,14 +237,26 @@ def _aggregate(key: SortKey | None, aggs_for: AggsFor, bundles: list[RefBundle],
     aggs = tuple(aggs_for(schema))
     _check(key, aggs, schema)
     plain = schema is not None and not isinstance(schema, pa.Schema)
-    if key is None:
-        key_columns: tuple[str, ...] = ()
-        bounds: tuple[tuple[Any, ...], ...] = ()
-    else:
-        key_columns = key.columns or (_PLAIN_KEY,)
-        bounds = tuple(sample_boundaries(ctx, key, blocks, num_partitions(ctx, blocks)))
-    return exchange(ctx, blocks, _AggMap(key, aggs, key_columns, bounds),
-                    _AggReduce(aggs, key_columns, plain), len(bounds) + 1)
+    key_columns: tuple[str, ...] = () if key is None else key.columns or (_PLAIN_KEY,)
+    most = max(1, min(len(blocks), MAX_PARTITIONS))
+    samples = -(-SAMPLES_PER_PARTITION * most // max(1, len(blocks)))
+    partial = _AggPartial(key, aggs, key_columns)
+    tasks = [ctx.submit(_partial_task, partial, samples, ref, num_returns=2)
+             for ref, _ in blocks]
+    blocks.clear()
+    infos = ctx.executor.get([info for info, _ in tasks])
+    partials = [(ref, BlockMetadata(groups, size)) for (_, ref), (groups, size, _)
+                in zip(tasks, infos) if groups]
+    del tasks
+    reduce = _AggReduce(aggs, key_columns, plain)
+    n = partitions_for_partials(ctx, sum(size for _, size, _ in infos), len(partials)) \
+        if key_columns else 1
+    bounds = tuple(boundaries([s for _, _, keys in infos for s in keys], n,
+                              _partial_key(key_columns))) if n > 1 else ()
+    if not bounds:
+        every = [[ref for ref, _ in partials]] if partials else []
+        return [b for b in reduce_parts(ctx, every, reduce) if b is not None]
+    return exchange(ctx, partials, _CutPartial(key_columns, bounds), reduce, len(bounds) + 1)
 
 
 def aggregate_fn(key: SortKey | None, aggs_for: AggsFor,
