@@ -97,3 +97,26 @@ def test_cancel_then_shutdown_with_cancel_futures_logs_nothing_critical(caplog, 
     assert not critical, [r.getMessage() for r in critical]
     assert_closed(ex)
     nothing_left()
+
+
+def test_a_shutdown_still_waiting_says_on_what(monkeypatch, nothing_left):
+    from fedexec.backends.dask import _drain
+
+    # a handler of its own: caplog's handlers are shared with the "distributed"
+    # logger under pytest, and the local cluster sets those to CRITICAL while it runs
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())
+    monkeypatch.setattr(_drain, "REPORT_EVERY_S", 0.5)
+    _drain.logger.addHandler(handler)
+    try:
+        ex = fedexec.Executor(backend="dask", num_cpus=2)
+        ref = ex.options(name="slow-one").submit(time.sleep, 3)
+        assert wait_until(ref.running)
+        assert shut_down_within(lambda: ex.shutdown(wait=True))
+    finally:
+        _drain.logger.removeHandler(handler)
+    assert ref.done() and ref.exception() is None  # waited for it: it ran to its end
+    said = [m for m in said if "still waits" in m]
+    assert said and "'slow-one' (running on tcp://" in said[0], said
+    nothing_left()

@@ -28,7 +28,7 @@ from . import _cancel as cancelling
 if TYPE_CHECKING:
     from ._backend import DaskBackend
 
-__all__ = ["COMPLETION_GRACE_S", "drain"]
+__all__ = ["COMPLETION_GRACE_S", "REPORT_EVERY_S", "drain"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 #: reach the refs (it takes milliseconds: a callback on the runtime's callback
 #: thread) before it delivers it itself.
 COMPLETION_GRACE_S = 10.0
+#: How often a shutdown still waiting says what on (at WARNING).
+REPORT_EVERY_S = 30.0
 _POLL_S = 0.5
 _FINAL = ("finished", "cancelled", "error")
 
@@ -44,6 +46,7 @@ def drain(backend: DaskBackend) -> None:
     """Return once every task of ``backend`` has ended and its refs are completed,
     then its actor calls, then its force-cancels (see the module docstring)."""
     ended_at: dict[str, float] = {}
+    next_report = time.monotonic() + REPORT_EVERY_S
     while True:
         with backend._lock:
             waiting = [r for r in backend._records.values() if not _completed(r)]
@@ -51,6 +54,9 @@ def drain(backend: DaskBackend) -> None:
                 break
             backend._idle.wait(_POLL_S)
         now = time.monotonic()
+        if now >= next_report:
+            next_report = now + REPORT_EVERY_S
+            _report_waiting(waiting)
         closing = backend.client.status in ("closing", "closed")
         ended_at = {r.keys[0]: ended_at.get(r.keys[0], now) for r in waiting
                     if not _completed(r) and (closing or _ended(r))}
@@ -61,6 +67,15 @@ def drain(backend: DaskBackend) -> None:
                 ended_at.pop(record.keys[0])
     backend.actors.drain()
     cancelling.join_force_cancels(backend)  # their worker restarts, before the client closes
+
+
+def _report_waiting(waiting: list[Any]) -> None:
+    shown = ", ".join(
+        f"{r.name!r} (" + (f"running on {r.started}" if r.started else "not started") +
+        (", its worker died: being retried" if r.handling else "") + ")"
+        for r in waiting[:5])
+    logger.warning("fedexec dask backend: shutdown(wait=True) still waits for %d task(s) "
+                   "to end: %s%s", len(waiting), shown, " ..." if len(waiting) > 5 else "")
 
 
 def _completed(record: Any) -> bool:
