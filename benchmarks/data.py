@@ -61,6 +61,7 @@ import _data_work as work  # noqa: E402
 import integrations  # noqa: E402  (cell: a value with its ratio)
 import run as runner  # noqa: E402  (spawn, number format, machine facts, name lists)
 from _child import MARK_NOTE, MARK_RESULT, _watchdog, emit  # noqa: E402
+from _env import child_env  # noqa: E402
 
 GB = 10**9
 MIB = 2**20
@@ -161,16 +162,6 @@ def child_main(case: str, name: str, ctx_path: str) -> int:
 
 
 # --------------------------------------------------------------------------- parent
-def child_env() -> dict[str, str]:
-    """The children's environment: ``benchmarks/`` (the shared functions) and this
-    checkout's ``src/`` first on ``PYTHONPATH``, so that they measure the fedexec of
-    this checkout whatever checkout the virtual environment was installed from."""
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(HERE), str(HERE.parent / "src"), env.get("PYTHONPATH")]))
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    return env
 
 
 def unavailable(name: str, python: str, env: dict[str, str]) -> str | None:

@@ -70,6 +70,7 @@ sys.path.insert(0, str(HERE))
 
 import run as runner  # noqa: E402  (kill/leftover helpers, number format, machine facts)
 from _child import MARK_NOTE, MARK_RESULT, _watchdog, emit  # noqa: E402
+from _env import child_env  # noqa: E402
 
 NUM_CPUS = 2
 US = "\u00b5s"
@@ -1324,10 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{reps(args.quick)} timed repetition(s) after a warm-up; timeout "
           f"{args.timeout:.0f} s per child process\n", flush=True)
 
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("PYTHONWARNINGS", "ignore")
+    env = child_env()
     all_results: dict[str, list[dict[str, Any]]] = {}
     t_all = time.perf_counter()
     with csv_files(args.quick, "modin" in sections and find_spec("pandas") is not None) as extra:

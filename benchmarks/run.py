@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 import _systems  # noqa: E402  (needs HERE on sys.path)
 from _cases import CASES  # noqa: E402
 from _child import MARK_NOTE, MARK_RESULT  # noqa: E402
+from _env import child_env  # noqa: E402
 
 PACKAGES = ("fedexec", "ray", "dask", "distributed", "loky", "numpy", "cloudpickle")
 
@@ -343,9 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {note}")
     print(flush=True)
 
-    env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network here; no usage reporting
+    env = child_env()
     all_results: list[dict[str, Any]] = []
     for case in cases:
         results = []

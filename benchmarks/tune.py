@@ -36,6 +36,10 @@ import traceback
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _env import child_env  # noqa: E402  (needs HERE on sys.path)
+
 MARK = "@@RESULT@@ "
 CASES = ("T1", "T2", "T3", "T4")
 SYSTEMS = ("fedexec", "ray", "optuna")
@@ -288,17 +292,6 @@ def child(system_name: str, case: str, quick: bool) -> None:
 
 
 # ------------------------------------------------------------------ driver
-def child_env() -> dict[str, str]:
-    """The children's environment: this checkout's ``src/`` first on ``PYTHONPATH``,
-    so that they (and the workers they start) measure the fedexec of this checkout,
-    whatever checkout the virtual environment was installed from."""
-    env = os.environ.copy()
-    src = os.path.join(os.path.dirname(HERE), "src")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    return env
-
-
 def run_child(system: str, case: str, quick: bool, timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", system, case]
     if quick:
