@@ -165,6 +165,18 @@ def add_one(row):
 
 @pytest.mark.requires("actors")
 @pytest.mark.timeout(180)
+def test_streaming_split_shutdown_ends_the_coordinator(ex):
+    its = fd.range_table(20, parallelism=4).streaming_split(2)
+    got = [epochs[0] for epochs in consume(ex, its, "epochs", 1)]
+    assert sorted(got[0] + got[1]) == list(range(20))
+    its[0].shutdown()
+    its[1].shutdown()  # the same coordinator: already ended, no error
+    with pytest.raises(fedexec.ActorDiedError):
+        list(its[1].iter_rows())
+
+
+@pytest.mark.requires("actors")
+@pytest.mark.timeout(180)
 def test_streaming_split_equal_gives_every_consumer_the_same_rows(ex, df):
     its = fd.from_pandas(pieces(df, (7, 100, 101, 150, 290))).streaming_split(3, equal=True)
     got = [epochs[0] for epochs in consume(ex, its, "epochs", 1, "a")]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fedexec
-from _train_loops import batch, ddp_loop, epoch_loop, make_model, shard_loop
+from _train_loops import batch, ddp_loop, epoch_loop, make_model, rows_of_pickled, shard_loop
 from fedexec import train
 from fedexec.train import (
     Checkpoint,
@@ -75,6 +75,10 @@ def test_dataset_shards_are_disjoint_and_cover_the_dataset(tmp_path):
         TorchTrainer(shard_loop, train_loop_config={"epochs": 2, "out": str(tmp_path)},
                      scaling_config=ScalingConfig(num_workers=2), datasets={"train": ds},
                      run_config=_run_config(tmp_path), executor=ex).fit()
+        # fit() ended the split's coordinator: rank 0's shard, read again, finds it dead
+        rows = ex.submit(rows_of_pickled, (tmp_path / "shard.pkl").read_bytes())
+        with pytest.raises(fedexec.ActorDiedError, match=r"killed|died|dead"):
+            rows.result(timeout=60)
     for epoch in range(2):
         a, b = (_read(tmp_path / f"rank{r}_epoch{epoch}.json") for r in range(2))
         assert len(a) == len(b) == 50

@@ -318,5 +318,12 @@ class _SplitIterator(DataIterator):
                 block = executor.get(ref)
                 yield block if lo is None else BlockAccessor.for_block(block).slice(lo, hi)
 
+    def shutdown(self) -> None:
+        """End the coordinator actor this split shares with its n - 1 siblings (its
+        run stops; a sibling still iterating fails with ``ActorDiedError``). For
+        whoever made the split, once every consumer is done; idempotent. Without
+        it the coordinator lives until its executor shuts down."""
+        fedexec.kill(self._coordinator)
+
     def __repr__(self) -> str:
         return f"DataIterator(streaming_split: split {self._index} of {self._n})"

@@ -161,11 +161,13 @@ class DataParallelTrainer:
         except (fedexec.exceptions.ActorDiedError, fedexec.exceptions.WorkerCrashedError,
                 fedexec.exceptions.NodeDiedError) as exc:
             raise _Failed(exc, None) from exc
+        shards: dict[str, list[Any]] = {}
         try:
             try:
                 if self.backend_config is not None:
                     self.backend_config.on_start(group, self.scaling_config)
-                runs = self._start_loops(group, storage)
+                shards = self._split(group.size)
+                runs = self._start_loops(group, storage, shards)
             except fedexec.UnsupportedOnBackendError:
                 raise
             except Exception as exc:
@@ -174,10 +176,12 @@ class DataParallelTrainer:
             executor.wait(runs, num_returns=len(runs), timeout=_WAIT_S * 10)
         finally:
             group.shutdown()
+            for parts in shards.values():  # each split's coordinator actor
+                parts[0].shutdown()
 
-    def _start_loops(self, group: WorkerGroup, storage: RunStorage) -> list[Any]:
+    def _start_loops(self, group: WorkerGroup, storage: RunStorage,
+                     shards: dict[str, list[Any]]) -> list[Any]:
         """Start every worker's loop; the refs of those calls (they end with it)."""
-        shards = self._split(group.size)
         latest = storage.latest or self.resume_from_checkpoint
         archive: bytes | None = None
         runs = []
