@@ -187,36 +187,8 @@ def render(case: str, results: list[dict[str, Any]], skipped: dict[str, str]
     reference), its notes and its check; and whether the check passed."""
     ok = [r for r in results if r["status"] == "ok"]
     ref = next((s for s in (REFERENCE, FLOOR) if any(r["system"] == s for r in ok)), None)
-    metrics: list[tuple[str, str]] = []
-    for r in ok:
-        for rw in r["rows"]:
-            if (rw["metric"], rw["better"]) not in metrics:
-                metrics.append((rw["metric"], rw["better"]))
-    names = [r["system"] for r in results]
-    value = {(r["system"], rw["metric"]): rw["value"] for r in ok for rw in r["rows"]}
-    lines = [f"### {case}: {cases.TITLES[case]}", "",
-             f"value (ratio = value / {ref}'s value)" if ref else "no system finished", "",
-             "| metric | better | " + " | ".join(names) + " |",
-             "|---|---|" + "---:|" * len(names)]
-    for metric, better in metrics:
-        base = value.get((ref, metric))
-        cells = []
-        for r in results:
-            v = value.get((r["system"], metric))
-            cells.append(integrations.cell(v, base) if v is not None else
-                         (r["status"] if r["status"] != "ok" else "-"))
-        lines.append(f"| {metric} | {better} | " + " | ".join(cells) + " |")
-    notes: list[str] = []
-    for r in ok:
-        for rw in r["rows"]:
-            if rw.get("note") and f"- {rw['metric']}: {rw['note']}" not in notes:
-                notes.append(f"- {rw['metric']}: {rw['note']}")
-    for r in results:
-        notes += [f"- {n}" for n in r.get("notes", []) if f"- {n}" not in notes]
-        if r["status"] != "ok":
-            last = r.get("error", "").strip().splitlines()[-1:] or ["(no message)"]
-            notes.append(f"- {r['system']}: {r['status']}: {last[0]}")
-    notes += [f"- skipped {name}: {why}" for name, why in skipped.items()]
+    lines, notes = integrations.table_and_notes(f"### {case}: {cases.TITLES[case]}", ref,
+                                                results, skipped)
     checks = {r["system"]: r["check"] for r in ok if r.get("check") is not None}
     passed = True
     if checks:

@@ -1169,11 +1169,10 @@ def cell(value: float, ref: float | None) -> str:
     return f"{runner.fmt(value)}{ratio}"
 
 
-def render_section(section: str, results: list[dict[str, Any]], skipped: dict[str, str]
-                   ) -> str:
-    """Metrics down, systems across: value (ratio to the reference system)."""
-    spec = SECTIONS[section]
-    ref = spec["reference"]
+def table_and_notes(title: str, ref: str | None, results: list[dict[str, Any]],
+                    skipped: dict[str, str]) -> tuple[list[str], list[str]]:
+    """A section's table (metrics down, systems across: value and ratio to ``ref``)
+    and its notes (the metrics', the systems', failures, skipped systems)."""
     ok = [r for r in results if r["status"] == "ok"]
     metrics: list[tuple[str, str]] = []
     for r in ok:
@@ -1182,8 +1181,8 @@ def render_section(section: str, results: list[dict[str, Any]], skipped: dict[st
                 metrics.append((rw["metric"], rw["better"]))
     names = [r["system"] for r in results]
     value = {(r["system"], rw["metric"]): rw["value"] for r in ok for rw in r["rows"]}
-    lines = [f"### {section}: {spec['title']}", "",
-             f"value (ratio = value / {ref}'s value)", "",
+    lines = [title, "",
+             f"value (ratio = value / {ref}'s value)" if ref else "no system finished", "",
              "| metric | better | " + " | ".join(names) + " |",
              "|---|---|" + "---:|" * len(names)]
     for metric, better in metrics:
@@ -1205,7 +1204,17 @@ def render_section(section: str, results: list[dict[str, Any]], skipped: dict[st
             last = r.get("error", "").strip().splitlines()[-1:] or ["(no message)"]
             notes.append(f"- {r['system']}: {r['status']}: {last[0]}")
     notes += [f"- skipped {name}: {why}" for name, why in skipped.items()]
-    checks = {r["system"]: r["check"] for r in ok if r.get("check") is not None}
+    return lines, notes
+
+
+def render_section(section: str, results: list[dict[str, Any]], skipped: dict[str, str]
+                   ) -> str:
+    """Metrics down, systems across: value (ratio to the reference system)."""
+    spec = SECTIONS[section]
+    lines, notes = table_and_notes(f"### {section}: {spec['title']}", spec["reference"],
+                                   results, skipped)
+    checks = {r["system"]: r["check"] for r in results
+              if r["status"] == "ok" and r.get("check") is not None}
     if spec["check"] is not None and len(checks) > 1:
         notes += [f"- {line}" for line in spec["check"](checks)]
     return "\n".join([*lines, "", *notes]) + "\n"
