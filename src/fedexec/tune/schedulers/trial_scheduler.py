@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .._objective import Objective
+
 __all__ = ["FIFOScheduler", "TrialScheduler"]
 
 
-class TrialScheduler:
+class TrialScheduler(Objective):
     """Base class of trial schedulers."""
 
     CONTINUE = "CONTINUE"
@@ -28,22 +30,9 @@ class TrialScheduler:
     #: whether it decides on every result (then trials wait for each decision)
     decides_per_result = True
 
-    def __init__(self, metric: str | None = None, mode: str | None = None) -> None:
-        if mode not in (None, "min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
-        self._metric = metric
-        self._mode = mode
-
-    @property
-    def metric(self) -> str | None:
-        return self._metric
-
     def set_search_properties(self, metric: str | None, mode: str | None, **spec: Any) -> bool:
         """Take the Tuner's metric/mode where none were given here."""
-        if self._metric is None:
-            self._metric = metric
-        if self._mode is None:
-            self._mode = mode
+        self._adopt(metric, mode)
         return True
 
     def _require_metric(self) -> None:

@@ -16,10 +16,12 @@ import pickle
 from collections import defaultdict
 from typing import Any
 
+from .._objective import Objective
+
 __all__ = ["ConcurrencyLimiter", "Repeater", "SearchAlgorithm", "Searcher"]
 
 
-class Searcher:
+class Searcher(Objective):
     """Base class of search algorithms (as Ray's ``Searcher``).
 
     Subclasses implement :meth:`suggest` and usually :meth:`on_trial_complete`;
@@ -28,20 +30,6 @@ class Searcher:
     """
 
     FINISHED = "FINISHED"
-
-    def __init__(self, metric: str | None = None, mode: str | None = None) -> None:
-        if mode not in (None, "min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
-        self._metric = metric
-        self._mode = mode
-
-    @property
-    def metric(self) -> str | None:
-        return self._metric
-
-    @property
-    def mode(self) -> str | None:
-        return self._mode
 
     def set_search_properties(self, metric: str | None, mode: str | None,
                               config: dict[str, Any], **spec: Any) -> bool:
