@@ -79,6 +79,10 @@ def test_example_list_and_run_with_a_short_stop(tmp_path):
     assert out.returncode == 0, out.stderr
     assert re.search(r"iter\s+1\s+steps\s+4000", out.stdout)
     assert (tmp_path / "cartpole-ppo" / "checkpoint_000001" / "algorithm_state.json").exists()
+    out = fedexec_rl("example", "run", "pendulum-ppo", "--stop", '{"training_iteration": 1}',
+                     "--storage-path", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"iter\s+1\s+steps\s+520", out.stdout)  # 20 envs x ceil(512 / 20)
 
 
 def test_mistakes_are_reported_with_what_to_do(tmp_path):

@@ -77,13 +77,17 @@ def test_result_keys_weights_broadcast_and_filters_synced(native_ex):
 
 
 @pytest.mark.timeout(120)
-def test_zero_env_runners_samples_in_the_driver(native_ex):
-    algo = small_config(runners=0).build(executor=native_ex)
+def test_zero_env_runners_samples_in_the_driver_and_evaluation_interval(native_ex):
+    config = small_config(runners=0).evaluation(evaluation_interval=2, evaluation_duration=3)
+    algo = config.build(executor=native_ex)
     try:
         assert algo.env_runner_group.runners == []
         assert algo.env_runner_group.local_runner is not None
         result = algo.train()
         assert result["timesteps_total"] >= 400 and result["num_healthy_workers"] == 1
+        assert "evaluation" not in result
+        result = algo.train()
+        assert result["evaluation"]["episodes_this_iter"] == 3
     finally:
         algo.stop()
 
