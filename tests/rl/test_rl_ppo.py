@@ -203,3 +203,21 @@ def test_continuous_actions_with_a_gaussian_policy(native_ex):
         assert action.shape == (1,) and -2.0 <= float(action[0]) <= 2.0
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(120)
+def test_runs_on_the_local_backend_too(local_ex):
+    algo = small_config(runners=1).build(executor=local_ex)
+    try:
+        assert algo.train()["timesteps_total"] >= 400
+    finally:
+        algo.stop()
+
+
+def test_num_gpus_without_a_gpu_says_what_to_do():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(ValueError, match="torch sees no GPU"):
+        small_config(runners=0).resources(num_gpus=1).build()
