@@ -23,6 +23,8 @@ does not reach a bound within ``--max-steps`` reports "-".
 
 ``--es``: env steps per second of fedexec.rl's ES with 1 and 2 env runners (the
 issue's scaling target >= 1.7x); skipped when ``fedexec.rl.es`` is not there yet.
+``--sb3-threads 1`` gives SB3's process one torch thread, as fedexec's learner has
+(its ``num_cpus_for_main_process``); by default torch uses every core.
 ``--python-bench`` names the interpreter with ``ray[rllib]==2.60`` and
 ``stable-baselines3`` (each system is skipped if its interpreter cannot import it).
 """
@@ -109,8 +111,9 @@ def child_rllib(seed: int, max_steps: int, began: float) -> dict[str, Any]:
     return {"reached": progress.reached, "last": progress.last}
 
 
-def child_sb3(seed: int, max_steps: int, began: float) -> dict[str, Any]:
+def child_sb3(seed: int, max_steps: int, began: float, threads: int = 0) -> dict[str, Any]:
     import numpy as np
+    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -134,6 +137,8 @@ def child_sb3(seed: int, max_steps: int, began: float) -> dict[str, Any]:
     def linear(start: float) -> Any:
         return lambda remaining: remaining * start
 
+    if threads:
+        torch.set_num_threads(threads)
     env = make_vec_env("CartPole-v1", n_envs=8, seed=seed)
     model = PPO("MlpPolicy", env, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98,
                 n_epochs=20, ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2),
@@ -199,11 +204,15 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runners", type=int, default=1)
+    parser.add_argument("--sb3-threads", type=int, default=0,
+                        help="torch threads of SB3's process (0: torch's default, all cores)")
     args = parser.parse_args()
     if args.child:
         began = time.monotonic()
         if args.child == "es":
             row = child_es(args.runners, began)
+        elif args.child == "sb3":
+            row = child_sb3(args.seed, args.max_steps, began, args.sb3_threads)
         else:
             row = CHILDREN[args.child](args.seed, args.max_steps, began)
         print(MARK + json.dumps(row), flush=True)
@@ -218,8 +227,9 @@ def main() -> None:
                 print(f"skipping {system}: {python} cannot import {IMPORTS[system]}")
                 continue
             row = {"system": system, "seed": seed, **run_child(
-                python, ["--child", system, "--seed", str(seed),
-                         "--max-steps", str(args.max_steps)], args.timeout)}
+                python, ["--child", system, "--seed", str(seed), "--max-steps",
+                         str(args.max_steps), "--sb3-threads", str(args.sb3_threads)],
+                args.timeout)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     es_rows: list[dict[str, Any]] = []
