@@ -10,7 +10,15 @@ import pytest
 import torch
 
 import fedexec
-from _train_loops import batch, ddp_loop, epoch_loop, make_model, rows_of_pickled, shard_loop
+from _train_loops import (
+    batch,
+    ddp_loop,
+    epoch_loop,
+    make_model,
+    rows_of_pickled,
+    shard_loop,
+    threads_loop,
+)
 from fedexec import train
 from fedexec.train import (
     Checkpoint,
@@ -84,6 +92,17 @@ def test_dataset_shards_are_disjoint_and_cover_the_dataset(tmp_path):
         assert sorted([len(a), len(b)]) == [50, 51]  # balanced to within a row
         assert not set(a) & set(b)
         assert sorted(a + b) == list(range(101))  # together the whole: none dropped
+
+
+@pytest.mark.timeout(180)
+def test_workers_forked_with_torch_preloaded_take_their_share_of_threads(tmp_path):
+    # torch reads OMP_NUM_THREADS only at import: imported by the node before the
+    # worker set it, it would run a thread per core in each of the two workers
+    with fedexec.Executor(backend="native", num_cpus=2, worker_preload=["torch"]) as ex:
+        result = TorchTrainer(threads_loop, scaling_config=ScalingConfig(num_workers=2),
+                              run_config=_run_config(tmp_path), executor=ex).fit()
+    assert result.metrics["torch_in_parent"]  # the node had imported it
+    assert result.metrics["threads"] == 1
 
 
 @pytest.mark.timeout(180)
