@@ -320,7 +320,7 @@ class ServeController:
         current = [r for r in live if r.version == version]
         old = [r for r in live if r.version != version]
         if dep.policy is not None and not old:
-            dep.target = dep.policy.decide(len(current), self._load(dep.key, now), now)
+            dep.target = dep.policy.decide(dep.target, self._load(dep.key, now), now)
         if dep.failures >= MAX_START_FAILURES:
             dep.status = "DEPLOY_FAILED" if not dep.running() else "UNHEALTHY"
             return changed

@@ -7,13 +7,52 @@ bound to that replica's instance, so ``self`` is the replica's object.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 C = TypeVar("C", bound=type)
 
 _ATTR = "__fedexec_serve_asgi_app__"
+
+
+class Portable:
+    """Holds an object that may reach a starlette app (an ingress class, the app
+    itself, a pydantic model whose namespace holds the app) so that it pickles:
+    starlette's ``State`` does not survive pickle as it is, so each ``State`` is
+    pickled as a new one holding the same values."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load, (_dump(self.value),))
+
+
+def _dump(app: Any) -> bytes:
+    import io
+
+    import cloudpickle
+
+    try:
+        from starlette.datastructures import State
+    except ImportError:
+        return cloudpickle.dumps(app)
+
+    class _Pickler(cloudpickle.CloudPickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is State:
+                return (State, (dict(obj._state),))
+            return super().reducer_override(obj)
+
+    buf = io.BytesIO()
+    _Pickler(buf).dump(app)
+    return buf.getvalue()
+
+
+def _load(blob: bytes) -> Portable:
+    import pickle
+
+    return Portable(pickle.loads(blob))
 
 
 def ingress(app: Any) -> Callable[[C], C]:
@@ -26,7 +65,7 @@ def ingress(app: Any) -> Callable[[C], C]:
         if not isinstance(cls, type):
             raise TypeError("@serve.ingress decorates a class (then @serve.deployment); "
                             f"got {type(cls).__name__}")
-        setattr(cls, _ATTR, app)
+        setattr(cls, _ATTR, Portable(app))
         return cls
 
     return decorate
@@ -34,27 +73,25 @@ def ingress(app: Any) -> Callable[[C], C]:
 
 def bound_asgi_app(cls: type, instance: Any) -> Any:
     """The class's ingress app with its method routes bound to ``instance``; None
-    when the class has no ingress."""
-    app = getattr(cls, _ATTR, None)
-    if app is None:
+    when the class has no ingress. The app is changed in place: each replica
+    process has its own copy (unpickled from the deployment)."""
+    holder = getattr(cls, _ATTR, None)
+    if holder is None:
         return None
+    app = holder.value
     routes = getattr(getattr(app, "router", None), "routes", None)
     if routes is None or not hasattr(app, "add_api_route"):
         return app  # a plain ASGI app: served as it is
-    prefix = cls.__qualname__ + "."
-    bound = copy.copy(app)
-    bound.router = copy.copy(app.router)
-    bound.router.routes = []
-    bound.middleware_stack = None
-    for route in routes:
+    for index, route in enumerate(list(routes)):
         endpoint = getattr(route, "endpoint", None)
         name = getattr(endpoint, "__name__", "")
-        if endpoint is not None and getattr(endpoint, "__qualname__", "").startswith(prefix) \
-                and hasattr(instance, name):
-            bound.add_api_route(route.path, getattr(instance, name),
-                                methods=list(route.methods or ["GET"]), name=route.name,
-                                response_model=getattr(route, "response_model", None),
-                                status_code=getattr(route, "status_code", None))
-        else:
-            bound.router.routes.append(route)
-    return bound
+        method = getattr(cls, name, None) if name else None
+        if endpoint is None or getattr(method, "__qualname__", None) != endpoint.__qualname__:
+            continue  # not a method of the class: served as it is
+        app.add_api_route(route.path, getattr(instance, name),
+                          methods=list(route.methods or ["GET"]), name=route.name,
+                          response_model=getattr(route, "response_model", None),
+                          status_code=getattr(route, "status_code", None))
+        routes[index] = routes.pop()  # the bound route takes the method's place
+    app.middleware_stack = None
+    return app

@@ -151,7 +151,7 @@ class Replica:
         _context.remember_executor()
         self.deployment, self.app, self.replica_id = deployment, app, replica_id
         self.secret, self.root_path = secret, root_path
-        self.code = _UserCode(target, init_args, init_kwargs)
+        self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
         self.ongoing = 0
         self.total = 0
         self.last_request = 0.0

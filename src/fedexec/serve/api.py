@@ -13,6 +13,7 @@ from fedexec.backends import capabilities
 
 from . import _context, _loop
 from ._client import CONTROLLER_NAME, NAMESPACE, controller_handle, forget_client, get_client
+from ._ingress import Portable
 from .deployment import _DEFAULTS, Application, Deployment
 from .exceptions import DeploymentFailedError, DeploymentNotFoundError, ServeNotRunningError
 from .handle import DeploymentHandle
@@ -123,7 +124,8 @@ def _specs(app: Application, app_name: str) -> tuple[list[dict[str, Any]], str]:
         cfg = {k: d.config.get(k, default) for k, default in _DEFAULTS.items()}
         if cfg["num_replicas"] is None:
             cfg["num_replicas"] = 1
-        specs[name] = {**cfg, "name": name, "target": d.func_or_class, "init_args": args,
+        specs[name] = {**cfg, "name": name, "target": Portable(d.func_or_class),
+                       "init_args": args,
                        "init_kwargs": kwargs, "version": _version(d, args, kwargs)}
         return name
 
@@ -278,7 +280,7 @@ def list_deployments() -> dict[str, Deployment]:
     out = {}
     for spec in specs.values():
         config = {k: spec[k] for k in _DEFAULTS if k in spec}
-        out[spec["name"]] = Deployment(spec["target"], spec["name"], config)
+        out[spec["name"]] = Deployment(spec["target"].value, spec["name"], config)
     return out
 
 

@@ -72,6 +72,17 @@ async def _call(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, 
         frame = await pending.rest.get()
 
 
+async def _stream(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  items: asyncio.Queue[Any]) -> None:
+    """A streamed call: every outcome, errors included, lands in ``items``."""
+    try:
+        await _call(key, method, args, kwargs, True, items)
+    except BaseException as exc:
+        items.put_nowait(("error", exc))
+        if not isinstance(exc, Exception):
+            raise
+
+
 def _schedule(coro: Any) -> asyncio.Future[Any] | cf.Future[Any]:
     if _loop.on_loop():
         return asyncio.get_running_loop().create_task(coro)
@@ -188,7 +199,7 @@ class DeploymentHandle:
             return _classic_call(self._key, self._method, args, kwargs)
         if self._stream:
             items: asyncio.Queue[Any] = asyncio.Queue()
-            fut = _schedule(_call(self._key, self._method, args, kwargs, True, items))
+            fut = _schedule(_stream(self._key, self._method, args, kwargs, items))
             return DeploymentResponseGenerator(items, fut)
         return DeploymentResponse(_schedule(_call(self._key, self._method, args, kwargs,
                                                   False, None)))
