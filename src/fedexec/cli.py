@@ -279,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_cmd_list)
     _add_job_parser(sub)
+    from .serve._cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT
