@@ -234,3 +234,27 @@ def test_handle_errors_are_the_users_exception(serve_url):
     with pytest.raises(fedexec.TaskError):
         h.nope.remote().result(timeout_s=T)
     serve.delete("errs")
+
+
+def _call_from_task(x: int) -> int:
+    return serve.get_deployment_handle("Adder", app_name="anywhere").add.remote(x).result(
+        timeout_s=T)
+
+
+class _Caller:
+    def call(self, x: int) -> int:
+        return _call_from_task(x)
+
+
+def test_handles_work_from_tasks_and_actors(serve_url):
+    from fedexec.serve import _context
+
+    serve.run(Adder.bind(100), name="anywhere", route_prefix=None)
+    ex = _context.executor()
+    assert ex.submit(_call_from_task, 1).result(T) == 101
+    actor = ex.actor(_Caller)
+    assert actor.call.remote(2).result(T) == 102
+    handle = serve.get_deployment_handle("Adder", app_name="anywhere")
+    assert ex.submit(lambda h: h.add.remote(3).result(timeout_s=T), handle).result(T) == 103
+    ex.kill(actor)
+    serve.delete("anywhere")
