@@ -179,7 +179,7 @@ class Proxy:
         app = ProxyApp(request_timeout_s)
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
                                 http="httptools" if _has("httptools") else "h11",
-                                timeout_keep_alive=30, backlog=2048)
+                                timeout_keep_alive=30, backlog=2048, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.task = _loop.submit(self.server.serve(sockets=[sock]))
         deadline = time.monotonic() + 30

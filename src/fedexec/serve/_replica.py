@@ -158,6 +158,10 @@ class Replica:
         self.draining = False
         self.connections: set[_Server] = set()
         self.loop = _loop.get_loop()
+        from starlette.requests import Request
+        from starlette.responses import Response
+
+        self.Request, self.Response = Request, Response
         if user_config is not None:
             self.reconfigure(user_config)
         self.port = _loop.submit(self._listen()).result(30)
@@ -253,11 +257,8 @@ class Replica:
             if code.http is None:
                 raise TypeError(f"deployment {self.deployment!r} has no __call__ method to "
                                 "answer HTTP requests; add one or use @serve.ingress")
-            from starlette.requests import Request
-            from starlette.responses import Response
-
-            result = await code.invoke(code.http, (Request(scope, receive),), {})
-            if isinstance(result, Response):
+            result = await code.invoke(code.http, (self.Request(scope, receive),), {})
+            if isinstance(result, self.Response):
                 await result(scope, receive, send)
             elif _is_stream(result):
                 writer.send([Op.START, rid, 200, TEXT])
