@@ -98,3 +98,22 @@ def test_rolling_update_drops_no_request(serve_url):
     new = set(serve.api._replica_pids("Versioned", "roll"))
     assert len(new) == 2 and not new & old
     serve.delete("roll")
+
+
+@serve.deployment
+class Sleepy:
+    async def __call__(self, request):
+        await asyncio.sleep(1.0)
+        return "done"
+
+
+@pytest.mark.timeout(60)
+def test_delete_lets_running_requests_finish(serve_url):
+    serve.run(Sleepy.bind(), name="sleepy", route_prefix="/sleepy")
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(requests.get, f"{serve_url}/sleepy", timeout=T)
+        time.sleep(0.3)
+        serve.delete("sleepy")
+        r = running.result()
+    assert (r.status_code, r.text) == (200, "done")
+    assert requests.get(f"{serve_url}/sleepy", timeout=T).status_code == 404

@@ -249,7 +249,7 @@ class ServeController:
         dep = self.deps.pop(key, None)
         if dep is not None:
             for r in dep.replicas:
-                self._stop(r)
+                self._stop(r, dep)
 
     def _new_replica(self, dep: _Deployment) -> _Replica:
         spec = dep.spec
@@ -265,12 +265,13 @@ class ServeController:
             spec.get("root_path", ""))
         return _Replica(replica_id, actor, spec["version"], spec.get("user_config"))
 
-    def _stop(self, r: _Replica) -> None:
-        """Drain and stop ``r`` in the background (routers stop sending to it first)."""
+    def _stop(self, r: _Replica, dep: _Deployment) -> None:
+        """Drain and stop ``r`` in the background (routers stop sending to it first);
+        it is killed after ``graceful_shutdown_timeout_s`` at the latest."""
         if r.state == "STOPPING":
             return
         r.state = "STOPPING"
-        timeout = 20.0
+        timeout = float(dep.spec.get("graceful_shutdown_timeout_s", 20.0))
 
         def stop() -> None:
             try:
@@ -330,11 +331,11 @@ class ServeController:
         if len(current) > dep.target:  # scale down: the starting ones first
             extra = sorted(current, key=lambda r: r.state == "RUNNING")
             for r in extra[:len(current) - dep.target]:
-                self._stop(r)
+                self._stop(r, dep)
                 changed = True
         excess_old = len(running_new) + len(old) - dep.target
         for r in sorted(old, key=lambda r: r.state == "RUNNING")[:max(0, excess_old)]:
-            self._stop(r)
+            self._stop(r, dep)
             changed = True
         for r in running_new:  # a new user_config: reconfigure in place
             if r.user_config != spec.get("user_config") and r.reconfig_ref is None:
