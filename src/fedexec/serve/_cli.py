@@ -77,14 +77,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cmd = args.serve_command
         if cmd == "run":
-            app = _import(args.import_path)
-            _connect(args.address)
-            api.start(http_options={"host": args.host, "port": args.port})
-            api.run(app, name=args.name, route_prefix=args.route_prefix)
-            print(f"serving {args.import_path} at http://{args.host}:{args.port}"
-                  f"{args.route_prefix} (Ctrl-C stops)", flush=True)
-            api.run(app, name=args.name, route_prefix=args.route_prefix, blocking=True)
-            return 0
+            return _run(args)
         _connect(args.address)
         if cmd == "status":
             print(json.dumps(api.status().to_dict(), indent=2))
@@ -97,6 +90,37 @@ def main(args: argparse.Namespace) -> int:
     except (FedexecError, ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
         print(f"fedexec serve {args.serve_command}: {exc}", file=sys.stderr)
         return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (or SIGTERM), then shut serve down."""
+    import signal
+    import time
+
+    from . import api
+
+    app = _import(args.import_path)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _connect(args.address)
+        api.start(http_options={"host": args.host, "port": args.port})
+        api.run(app, name=args.name, route_prefix=args.route_prefix)
+        print(f"serving {args.import_path} at http://{args.host}:{args.port}"
+              f"{args.route_prefix} (Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        try:
+            api.shutdown()
+        except Exception as exc:
+            print(f"fedexec serve run: shutting down: {exc}", file=sys.stderr)
+        import fedexec
+
+        fedexec.shutdown()
+    return 0
 
 
 def _deploy(path: str) -> None:
