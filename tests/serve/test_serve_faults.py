@@ -117,3 +117,6 @@ def test_delete_lets_running_requests_finish(serve_url):
         r = running.result()
     assert (r.status_code, r.text) == (200, "done")
     assert requests.get(f"{serve_url}/sleepy", timeout=T).status_code == 404
+    assert "sleepy" not in serve.status().applications
+    with pytest.raises(serve.DeploymentNotFoundError):
+        serve.get_app_handle("sleepy")

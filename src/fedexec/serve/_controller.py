@@ -148,9 +148,9 @@ class ServeController:
             app = self.apps.get(name)
             if app is None:
                 return False
-            app["deleting"] = True
             for dname in app["deployments"]:
-                self._stop_deployment(f"{name}#{dname}")
+                self._stop_deployment(f"{name}#{dname}")  # replicas drain in the background
+            del self.apps[name]
             self._bump()
             return True
 

@@ -132,6 +132,7 @@ class Router:
         self.dead: set[str] = set()
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.known = 0  # replicas the controller lists (connected or not)
+        self.wanted: set[str] = set()
         self._rid = 0
 
     # ----------------------------------------------------------- replica set
@@ -140,6 +141,7 @@ class Router:
         self.max_ongoing = max_ongoing
         wanted = {r["replica_id"]: r for r in replicas if r["replica_id"] not in self.dead}
         self.known = len(wanted)
+        self.wanted = set(wanted)
         for rid in list(self.conns):
             if rid not in wanted:  # removed: stop routing there; it drains what it has
                 conn = self.conns.pop(rid)
@@ -166,8 +168,8 @@ class Router:
         if not ok:
             self._mark_dead(replica_id)
             return
-        if replica_id in self.dead:
-            conn.transport.close()
+        if replica_id in self.dead or replica_id not in self.wanted:
+            conn.transport.close()  # died, or was removed while we connected
             return
         self.conns[replica_id] = conn
         self.freed()
