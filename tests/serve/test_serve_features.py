@@ -60,8 +60,15 @@ def test_batch_rejects_bad_use():
 class Streamer:
     def __call__(self, request):
         n = int(request.query_params.get("n", "3"))
-        for i in range(n):
-            yield f"chunk{i}\n"
+        if request.query_params.get("kind") == "response":
+            from starlette.responses import StreamingResponse
+
+            async def parts():
+                for i in range(n):
+                    yield f"part{i},"
+
+            return StreamingResponse(parts(), media_type="text/csv", status_code=206)
+        return (f"chunk{i}\n" for i in range(n))
 
     async def numbers(self, n: int):
         for i in range(n):
@@ -77,6 +84,9 @@ def test_streaming_over_http_and_handles(serve_url):
     with requests.get(f"{serve_url}/stream?n=4", stream=True, timeout=T) as r:
         assert r.headers.get("transfer-encoding") == "chunked"
         assert r.text == "chunk0\nchunk1\nchunk2\nchunk3\n"
+    r = requests.get(f"{serve_url}/stream?n=3&kind=response", timeout=T)
+    assert (r.status_code, r.text) == (206, "part0,part1,part2,")
+    assert r.headers["content-type"].startswith("text/csv")
     assert list(h.options(stream=True).numbers.remote(5)) == [0, 1, 2, 3, 4]
 
     async def consume():
@@ -140,6 +150,34 @@ def test_autoscaling_policy_is_steady_under_steady_load():
     assert p.decide(4, 0, 15.1) == 1
     with pytest.raises(ValueError, match="min_replicas <= max_replicas"):
         AutoscalingConfig(min_replicas=3, max_replicas=2)
+
+
+@serve.deployment(health_check_period_s=0.3, health_check_timeout_s=5)
+class Fragile:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def check_health(self) -> None:
+        if os.path.exists(self.marker):
+            os.remove(self.marker)
+            raise RuntimeError("lost the model")
+
+    def __call__(self, request):
+        return os.getpid()
+
+
+@pytest.mark.timeout(60)
+def test_replica_failing_its_health_check_is_replaced(serve_url, tmp_path):
+    marker = str(tmp_path / "sick")
+    serve.run(Fragile.bind(marker), name="fragile", route_prefix="/fragile")
+    (first,) = serve.api._replica_pids("Fragile", "fragile")
+    open(marker, "w").close()
+    assert poll_until(lambda: serve.api._replica_pids("Fragile", "fragile") not in ([], [first]),
+                      timeout=30)
+    assert requests.get(f"{serve_url}/fragile", timeout=T).json() != first
+    assert "failed its health check: " in \
+        serve.status().applications["fragile"].deployments["Fragile"].message
+    serve.delete("fragile")
 
 
 def test_replica_refuses_a_peer_without_the_secret(serve_url):
