@@ -73,8 +73,9 @@ def start(detached: bool = False, http_options: Any = None, *,
         pass
     opts = _http_options(http_options)
     life = {"lifetime": "detached"} if detached else {}
+    # every process holding a handle keeps one long-poll (a thread) open here
     controller = ex.options(name=CONTROLLER_NAME, namespace=NAMESPACE, num_cpus=0,
-                            max_concurrency=64, get_if_exists=True, **life).actor(
+                            max_concurrency=1000, get_if_exists=True, **life).actor(
         ServeController, opts)
     controller.ping.remote().result(60)
     proxy = ex.options(name=PROXY_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=4,
