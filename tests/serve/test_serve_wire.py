@@ -49,3 +49,12 @@ def test_importing_serve_leaves_the_http_stack_to_the_actors():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_serve_refuses_a_backend_without_worker_processes():
+    import fedexec
+    from fedexec import serve
+
+    with fedexec.Executor(backend="local") as ex:
+        with pytest.raises(fedexec.UnsupportedOnBackendError, match="native backend"):
+            serve.start(executor=ex)

@@ -25,8 +25,8 @@ _NEEDS = {"actors", "named_actors", "worker_processes"}
 _DEFAULT_PREFIX = "/"
 
 
-def _executor() -> fedexec.Executor:
-    ex = _context.executor()
+def _executor(ex: fedexec.Executor | None = None) -> fedexec.Executor:
+    ex = ex if ex is not None else _context.executor()
     missing = _NEEDS - set(capabilities(ex.backend))
     if missing:
         raise fedexec.UnsupportedOnBackendError(
@@ -63,9 +63,9 @@ def start(detached: bool = False, http_options: Any = None, *,
     from ._controller import ServeController
     from ._proxy import Proxy
 
+    ex = _executor(executor)
     if executor is not None:
         _context.remember_executor(executor)
-    ex = _executor()
     try:
         controller_handle().ping.remote().result(30)
         return
