@@ -7,7 +7,8 @@
     routers ─── direct frames (_wire) ──▶ _Server on the serve loop ──▶ user code
 
 The actor itself is a threaded actor for the control calls; requests arrive on
-the replica's own listener (127.0.0.1, ephemeral port) and run on the process's
+the replica's own listener (the node's address, 127.0.0.1 on one machine; an
+ephemeral port) and run on the process's
 serve loop: async handlers there, sync ones on a thread pool.
 """
 
@@ -83,6 +84,17 @@ class _UserCode:
             if item is done:
                 return
             yield item
+
+
+def _node_address() -> str:
+    """The address this node is reached at in the cluster (127.0.0.1 on a cluster
+    of one machine), where the replica listens for routers."""
+    try:
+        from fedexec.util import get_node_ip_address
+
+        return get_node_ip_address() or "127.0.0.1"
+    except Exception:
+        return "127.0.0.1"
 
 
 def _is_stream(value: Any) -> bool:
@@ -164,6 +176,7 @@ class Replica:
         self.Request, self.Response = Request, Response
         if user_config is not None:
             self.reconfigure(user_config)
+        self.host = _node_address()
         self.port = _loop.submit(self._listen()).result(30)
 
     async def _listen(self) -> int:
@@ -174,12 +187,12 @@ class Replica:
             self.connections.add(proto)
             return proto
 
-        self.server = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024)
+        self.server = await loop.create_server(factory, self.host, 0, backlog=1024)
         return int(self.server.sockets[0].getsockname()[1])
 
     # ---------------------------------------------------------------- control calls
     def ready(self) -> dict[str, Any]:
-        return {"host": "127.0.0.1", "port": self.port, "pid": os.getpid()}
+        return {"host": self.host, "port": self.port, "pid": os.getpid()}
 
     def reconfigure(self, user_config: Any) -> None:
         """Hand ``user_config`` to the user's ``reconfigure`` (if it has one)."""
