@@ -15,6 +15,7 @@ serve loop: async handlers there, sync ones on a thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import os
 import pickle
@@ -65,8 +66,10 @@ class _UserCode:
         elif inspect.isgeneratorfunction(fn):
             return fn(*args, **kwargs)
         else:
+            # the actor's context goes along: fedexec calls in user code reach its runtime
+            ctx = contextvars.copy_context()
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self.pool, lambda: fn(*args, **kwargs))
+            result = await loop.run_in_executor(self.pool, lambda: ctx.run(fn, *args, **kwargs))
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -79,8 +82,9 @@ class _UserCode:
             return
         loop = asyncio.get_running_loop()
         done = object()
+        ctx = contextvars.copy_context()
         while True:
-            item = await loop.run_in_executor(self.pool, next, gen, done)
+            item = await loop.run_in_executor(self.pool, lambda: ctx.run(next, gen, done))
             if item is done:
                 return
             yield item
