@@ -258,3 +258,26 @@ def test_handles_work_from_tasks_and_actors(serve_url):
     assert ex.submit(lambda h: h.add.remote(3).result(timeout_s=T), handle).result(T) == 103
     ex.kill(actor)
     serve.delete("anywhere")
+
+
+@serve.deployment
+class Context:
+    def sync_node(self) -> str:
+        return fedexec.get_runtime_context().get_node_id()
+
+    async def async_node(self) -> str:
+        return fedexec.get_runtime_context().get_node_id()
+
+    def sync_task(self) -> int:  # a task submitted from a sync handler
+        return fedexec.get(fedexec.remote(lambda: 41 + 1).remote(), timeout=T)
+
+
+def test_sync_handlers_run_in_the_replicas_runtime(serve_url):
+    from fedexec.serve import _context
+
+    h = serve.run(Context.bind(), name="ctx", route_prefix=None)
+    nodes = {n["node_id"] for n in _context.executor().nodes()}
+    assert h.async_node.remote().result(timeout_s=T) in nodes
+    assert h.sync_node.remote().result(timeout_s=T) in nodes
+    assert h.sync_task.remote().result(timeout_s=T) == 42
+    serve.delete("ctx")

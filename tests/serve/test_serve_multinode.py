@@ -16,14 +16,14 @@ from fedexec.testing import Cluster
 T = 60
 
 
-@serve.deployment(num_replicas=2, actor_options={"num_cpus": 1})
+@serve.deployment(num_replicas=2, actor_options={"num_cpus": 0.5, "scheduling_strategy": "SPREAD"})
 class WhereAmI:
     def __call__(self, request):
         return {"node": fedexec.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(120)
 def test_replicas_on_two_nodes_serve_through_one_proxy():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
