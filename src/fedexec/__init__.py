@@ -117,7 +117,7 @@ __all__ = [
     "wait",
 ]
 
-_LAZY = {"cluster", "data", "integrations", "train", "tune", "util"}
+_LAZY = {"cluster", "data", "integrations", "rl", "serve", "train", "tune", "util"}
 
 
 def __getattr__(name: str) -> Any:

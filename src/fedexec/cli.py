@@ -289,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .rl._cli import main as rl_main
 
         return rl_main(args_list[1:])
+    from .serve._cli import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT

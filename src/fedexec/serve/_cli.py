@@ -1,0 +1,149 @@
+"""``fedexec serve run|status|shutdown|deploy`` (hooked into ``fedexec.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Add the ``serve`` command group to the ``fedexec`` parser."""
+    s = sub.add_parser("serve", help="run and manage fedexec.serve applications")
+    ssub = s.add_subparsers(dest="serve_command", required=True)
+    r = ssub.add_parser("run", help="run an application (module:app) until Ctrl-C")
+    r.add_argument("import_path", help="module:variable holding Deployment.bind(...)")
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--port", type=int, default=8000)
+    r.add_argument("--address", default=None,
+                   help="a cluster to run on (HOST:PORT or auto; default: an embedded one)")
+    r.add_argument("--name", default="default", help="the application's name")
+    r.add_argument("--route-prefix", default="/")
+    for name, text in (("status", "applications, deployments and replicas"),
+                       ("shutdown", "stop every application, the proxy and the controller")):
+        p = ssub.add_parser(name, help=text)
+        p.add_argument("--address", default="auto")
+    d = ssub.add_parser("deploy", help="deploy the applications of a YAML config (detached)")
+    d.add_argument("config", help="YAML with http_options and applications: name, "
+                                  "route_prefix, import_path, deployments")
+    d.add_argument("--address", default="auto")
+    s.set_defaults(func=main)
+
+
+def _import(path: str) -> Any:
+    from .deployment import Deployment
+
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"import path {path!r} must look like module:variable "
+                         "(e.g. my_app:app)")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    value = getattr(importlib.import_module(module_name), attr)
+    return value.bind() if isinstance(value, Deployment) else value
+
+
+def _apply(app: Any, overrides: dict[str, dict[str, Any]]) -> Any:
+    """``app`` with the options of the deployments named in ``overrides`` changed."""
+    from .deployment import Application
+
+    if not isinstance(app, Application):
+        return app
+    args = tuple(_apply(a, overrides) for a in app.args)
+    kwargs = {k: _apply(v, overrides) for k, v in app.kwargs.items()}
+    d = app.deployment
+    if d.name in overrides:
+        d = d.options(**overrides[d.name])
+    return Application(d, args, kwargs)
+
+
+def _connect(address: str | None) -> None:
+    import fedexec
+
+    if address is None:
+        fedexec.init()
+    else:
+        fedexec.init(address=address)
+
+
+def main(args: argparse.Namespace) -> int:
+    from fedexec.exceptions import FedexecError
+
+    from . import api
+
+    try:
+        cmd = args.serve_command
+        if cmd == "run":
+            return _run(args)
+        _connect(args.address)
+        if cmd == "status":
+            print(json.dumps(api.status().to_dict(), indent=2))
+        elif cmd == "shutdown":
+            api.shutdown()
+            print("serve shut down")
+        else:
+            _deploy(args.config)
+        return 0
+    except (FedexecError, ValueError, TypeError, ImportError, AttributeError, OSError) as exc:
+        print(f"fedexec serve {args.serve_command}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (or SIGTERM), then shut serve down."""
+    import signal
+    import time
+
+    from . import api
+
+    app = _import(args.import_path)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _connect(args.address)
+        api.start(http_options={"host": args.host, "port": args.port})
+        api.run(app, name=args.name, route_prefix=args.route_prefix)
+        print(f"serving {args.import_path} at http://{args.host}:{args.port}"
+              f"{args.route_prefix} (Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        try:
+            api.shutdown()
+        except Exception as exc:
+            print(f"fedexec serve run: shutting down: {exc}", file=sys.stderr)
+        import fedexec
+
+        fedexec.shutdown()
+    return 0
+
+
+def _deploy(path: str) -> None:
+    import yaml
+
+    from . import api
+
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    apps = config.get("applications")
+    if not isinstance(apps, list) or not apps:
+        raise ValueError(f"{path} has no applications: list; each needs name, import_path "
+                         "and optionally route_prefix and deployments")
+    api.start(detached=True, http_options=config.get("http_options"))
+    for spec in apps:
+        if "import_path" not in spec:
+            raise ValueError(f"application {spec.get('name', '?')!r} in {path} has no "
+                             "import_path (module:variable)")
+        overrides = {}
+        for d in spec.get("deployments") or []:
+            d = dict(d)
+            overrides[d.pop("name")] = d
+        app = _apply(_import(spec["import_path"]), overrides)
+        name = spec.get("name", "default")
+        api.run(app, name=name, route_prefix=spec.get("route_prefix", "/"))
+        print(f"deployed {name} ({spec['import_path']}) at {spec.get('route_prefix', '/')}")

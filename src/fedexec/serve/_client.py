@@ -1,0 +1,154 @@
+"""This process's link to the serve instance: the controller's routing table
+(followed by long-polling), one :class:`Router` per deployment, and the load
+reports the autoscaler reads. Lives on the serve loop; one per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from typing import Any
+
+from . import _context, _loop
+from ._router import Router
+from .exceptions import DeploymentNotFoundError, ServeNotRunningError
+
+CONTROLLER_NAME = "SERVE_CONTROLLER"
+NAMESPACE = "serve"
+LOAD_REPORT_S = 0.2
+
+_lock = threading.Lock()
+_client: ServeClient | None = None
+
+
+def controller_handle(create: bool = False) -> Any:
+    """The controller actor; :class:`ServeNotRunningError` when there is none."""
+    ex = _context.executor()
+    try:
+        return ex.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
+    except ValueError:
+        raise ServeNotRunningError(
+            "serve is not running on this cluster; start it with serve.run(app) or "
+            "serve.start()") from None
+
+
+def get_client() -> ServeClient:
+    """This process's client (made on first use)."""
+    global _client
+    with _lock:
+        if _client is None or _client.closed:
+            _client = ServeClient(controller_handle())
+        return _client
+
+
+def forget_client() -> None:
+    """Drop this process's client (after ``serve.shutdown``)."""
+    global _client
+    with _lock:
+        client, _client = _client, None
+    if client is not None:
+        client.close()
+
+
+class ServeClient:
+    """See the module docstring."""
+
+    def __init__(self, controller: Any) -> None:
+        self.controller = controller
+        self.id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.routers: dict[str, Router] = {}
+        self.snapshot: dict[str, Any] = {"version": -1, "deployments": {}, "routes": {}}
+        self.closed = False
+        self.loop = _loop.get_loop()
+        self._changed: asyncio.Event | None = None
+        self._reported: dict[str, int] = {}
+        self._tasks = [asyncio.run_coroutine_threadsafe(c, self.loop)
+                       for c in (self._follow(), self._report_load())]
+
+    def close(self) -> None:
+        self.closed = True
+        for t in self._tasks:
+            t.cancel()
+
+    # -------------------------------------------------------------- routing table
+    async def _follow(self) -> None:
+        self._changed = asyncio.Event()
+        failures = 0
+        while not self.closed:
+            try:
+                snap = await self.controller.listen.remote(self.snapshot["version"], 5.0)
+                failures = 0
+            except Exception:
+                failures += 1
+                if failures > 50:  # the controller is gone for good
+                    self.closed = True
+                    return
+                await asyncio.sleep(0.1)
+                continue
+            if snap["version"] != self.snapshot["version"]:
+                self.snapshot = snap
+                for key, info in snap["deployments"].items():
+                    router = self.routers.get(key)
+                    if router is not None:
+                        router.update(info["replicas"], info["max_ongoing"])
+                self._changed.set()
+                self._changed = asyncio.Event()
+
+    async def wait_for(self, key: str, timeout: float = 30.0) -> Router:
+        """The router of deployment ``key`` once the routing table lists it."""
+        deadline = self.loop.time() + timeout
+        while key not in self.snapshot["deployments"]:
+            if self._changed is None or self.loop.time() > deadline:
+                if self.loop.time() > deadline:
+                    app, _, name = key.partition("#")
+                    raise DeploymentNotFoundError(
+                        f"no deployment {name!r} in application {app!r} is running; "
+                        "serve.status() lists what is")
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - self.loop.time()))
+            except asyncio.TimeoutError:
+                pass
+        return self.router(key)
+
+    def router(self, key: str) -> Router:
+        router = self.routers.get(key)
+        if router is None:
+            info = self.snapshot["deployments"][key]
+            router = Router(key, self.snapshot["secret"], lambda rid: self._dead(key, rid))
+            self.routers[key] = router
+            router.update(info["replicas"], info["max_ongoing"])
+        return router
+
+    def _dead(self, key: str, replica_id: str) -> None:
+        try:
+            self.controller.report_dead.remote(key, replica_id)
+        except Exception:
+            pass
+
+    # -------------------------------------------------------------- load reports
+    async def _report_load(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(LOAD_REPORT_S)
+            loads = {k: r.load for k, r in self.routers.items()}
+            report = {k: v for k, v in loads.items() if v or self._reported.get(k)}
+            if report:
+                self._reported = loads
+                try:
+                    self.controller.record_load.remote(self.id, report)
+                except Exception:
+                    pass
+
+    def replica_actor(self, key: str, router: Router) -> Any:
+        """A running replica's actor handle (random among the listed ones)."""
+        import random
+
+        replicas = [r for r in self.snapshot["deployments"][key]["replicas"]
+                    if r["replica_id"] not in router.dead]
+        if not replicas:
+            raise DeploymentNotFoundError(f"deployment {key.partition('#')[2]!r} has no "
+                                          "running replica; serve.status() says why")
+        return random.choice(replicas)["actor"]

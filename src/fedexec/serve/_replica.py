@@ -1,0 +1,319 @@
+"""A replica: one actor process running one copy of a deployment.
+
+::
+
+    controller ── fedexec actor calls ──▶ Replica (ready, reconfigure, check_health,
+                                                   stats, drain, call)
+    routers ─── direct frames (_wire) ──▶ _Server on the serve loop ──▶ user code
+
+The actor itself is a threaded actor for the control calls; requests arrive on
+the replica's own listener (the node's address, 127.0.0.1 on one machine; an
+ephemeral port) and run on the process's
+serve loop: async handlers there, sync ones on a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import os
+import pickle
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+
+from . import _context, _loop
+from ._http import TEXT, FrameSend, encode_chunk, encode_value, make_receive, make_scope
+from ._wire import MAC, MAGIC, NONCE, FrameReader, Op, Writer, mac, new_nonce
+
+
+class _UserCode:
+    """The user's deployment instance, and how to call it."""
+
+    def __init__(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.is_function = not inspect.isclass(target)
+        self.instance = None if self.is_function else target(*args, **kwargs)
+        self.asgi_app = None
+        if not self.is_function:
+            from ._ingress import bound_asgi_app
+
+            self.asgi_app = bound_asgi_app(target, self.instance)
+        self.http = target if self.is_function else getattr(  # noqa: B004 - the method
+            self.instance, "__call__", None)
+        self.pool = ThreadPoolExecutor(32, thread_name_prefix="fedexec-serve-sync")
+
+    def method(self, name: str) -> Any:
+        if name == "__call__":
+            if self.http is None:
+                raise AttributeError("the deployment has no __call__ method; call a method "
+                                     "by name: handle.<method>.remote(...)")
+            return self.http
+        if self.is_function:
+            raise AttributeError(f"a function deployment has no method {name!r}; "
+                                 "call handle.remote(...)")
+        if name.startswith("_"):
+            raise AttributeError(f"method {name!r} is private and cannot be called by a handle")
+        return getattr(self.instance, name)
+
+    async def invoke(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call ``fn``: a coroutine function on the loop, a sync one on the pool."""
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            result = fn(*args, **kwargs)
+        elif inspect.isgeneratorfunction(fn):
+            return fn(*args, **kwargs)
+        else:
+            # the actor's context goes along: fedexec calls in user code reach its runtime
+            ctx = contextvars.copy_context()
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.pool, lambda: ctx.run(fn, *args, **kwargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def items(self, gen: Any) -> Any:
+        """Iterate a sync or async generator, the sync one on the pool."""
+        if inspect.isasyncgen(gen):
+            async for item in gen:
+                yield item
+            return
+        loop = asyncio.get_running_loop()
+        done = object()
+        ctx = contextvars.copy_context()
+        while True:
+            item = await loop.run_in_executor(self.pool, lambda: ctx.run(next, gen, done))
+            if item is done:
+                return
+            yield item
+
+
+def _node_address() -> str:
+    """The address this node is reached at in the cluster (127.0.0.1 on a cluster
+    of one machine), where the replica listens for routers."""
+    try:
+        from fedexec.util import get_node_ip_address
+
+        return get_node_ip_address() or "127.0.0.1"
+    except Exception:
+        return "127.0.0.1"
+
+
+def _is_stream(value: Any) -> bool:
+    return inspect.isgenerator(value) or inspect.isasyncgen(value)
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class _Server(asyncio.Protocol):
+    """One router's connection to this replica: handshake, then request frames."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.r = replica
+        self.authed = False
+        self.nonce = new_nonce()
+        self.buf = b""
+        self.reader = FrameReader()
+        self.writer: Writer | None = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(MAGIC + self.nonce)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.authed:
+            self.buf += data
+            if len(self.buf) < MAC + NONCE:
+                return
+            proof, nonce_c, rest = self.buf[:MAC], self.buf[MAC:MAC + NONCE], \
+                self.buf[MAC + NONCE:]
+            import hmac
+
+            if not hmac.compare_digest(proof, mac(self.r.secret, b"client", self.nonce)):
+                self.transport.close()  # nothing of an unauthenticated peer is parsed
+                return
+            self.authed, self.buf = True, b""
+            self.transport.write(mac(self.r.secret, b"server", nonce_c))
+            loop = asyncio.get_running_loop()
+            self.writer = Writer(self.transport, loop.call_soon)
+            if not rest:
+                return
+            data = rest
+        try:
+            frames = self.reader.feed(data)
+        except ValueError:
+            self.transport.close()
+            return
+        writer = self.writer
+        assert writer is not None
+        for frame in frames:
+            self.r.start(frame, writer)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.r.connections.discard(self)
+
+
+class Replica:
+    """The replica actor (see the module docstring)."""
+
+    def __init__(self, deployment: str, app: str, replica_id: str, target: Any,
+                 init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
+                 user_config: Any, secret: bytes, root_path: str) -> None:
+        _context.remember_executor()
+        self.deployment, self.app, self.replica_id = deployment, app, replica_id
+        self.secret, self.root_path = secret, root_path
+        self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
+        self.ongoing = 0
+        self.total = 0
+        self.last_request = 0.0
+        self.draining = False
+        self.connections: set[_Server] = set()
+        self.loop = _loop.get_loop()
+        from starlette.requests import Request
+        from starlette.responses import Response
+
+        self.Request, self.Response = Request, Response
+        if user_config is not None:
+            self.reconfigure(user_config)
+        self.host = _node_address()
+        self.port = _loop.submit(self._listen()).result(30)
+
+    async def _listen(self) -> int:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> _Server:
+            proto = _Server(self)
+            self.connections.add(proto)
+            return proto
+
+        self.server = await loop.create_server(factory, self.host, 0, backlog=1024)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    # ---------------------------------------------------------------- control calls
+    def ready(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "pid": os.getpid()}
+
+    def reconfigure(self, user_config: Any) -> None:
+        """Hand ``user_config`` to the user's ``reconfigure`` (if it has one)."""
+        fn = getattr(self.code.instance, "reconfigure", None)
+        if fn is None:
+            if self.code.instance is not None:
+                raise AttributeError(
+                    f"deployment {self.deployment!r} got a user_config but has no "
+                    "reconfigure(self, config) method; add one or drop user_config")
+            return
+        _loop.submit(self.code.invoke(fn, (user_config,), {})).result()
+
+    def check_health(self) -> bool:
+        fn = getattr(self.code.instance, "check_health", None)
+        if fn is not None:
+            _loop.submit(self.code.invoke(fn, (), {})).result()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {"ongoing": self.ongoing, "total": self.total}
+
+    def drain(self, quiet_s: float, timeout_s: float) -> int:
+        """Wait until no request ran for ``quiet_s`` (at most ``timeout_s``);
+        the number still running when it returns."""
+        self.draining = True
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ongoing == 0 and time.monotonic() - self.last_request >= quiet_s:
+                break
+            time.sleep(0.02)
+        return self.ongoing
+
+    def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A handle call through fedexec itself (the classic handle's path)."""
+        return _loop.submit(self._call_value(method, args, kwargs)).result()
+
+    async def _call_value(self, method: str, args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> Any:
+        self.ongoing += 1
+        self.total += 1
+        try:
+            return await self.code.invoke(self.code.method(method), args, kwargs)
+        finally:
+            self.ongoing -= 1
+            self.last_request = time.monotonic()
+
+    # ---------------------------------------------------------------- requests
+    def start(self, frame: list[Any], writer: Writer) -> None:
+        self.ongoing += 1
+        self.total += 1
+        op = frame[0]
+        if op == Op.HTTP:
+            task = self.loop.create_task(self._http(frame, writer))
+        elif op == Op.CALL:
+            task = self.loop.create_task(self._handle_call(frame, writer))
+        else:
+            self.ongoing -= 1
+            return
+        task.add_done_callback(self._finished)
+
+    def _finished(self, _task: Any) -> None:
+        self.ongoing -= 1
+        self.last_request = time.monotonic()
+
+    async def _http(self, frame: list[Any], writer: Writer) -> None:
+        _, rid, method, path, query, headers, body, root_path = frame
+        scope = make_scope(method, path, query, headers, root_path)
+        receive = make_receive(body)
+        send = FrameSend(rid, writer)
+        code = self.code
+        try:
+            if code.asgi_app is not None:
+                await code.asgi_app(scope, receive, send)
+                return
+            if code.http is None:
+                raise TypeError(f"deployment {self.deployment!r} has no __call__ method to "
+                                "answer HTTP requests; add one or use @serve.ingress")
+            result = await code.invoke(code.http, (self.Request(scope, receive),), {})
+            if isinstance(result, self.Response):
+                await result(scope, receive, send)
+            elif _is_stream(result):
+                writer.send([Op.START, rid, 200, TEXT])
+                send.started = True
+                async for item in code.items(result):
+                    writer.send([Op.CHUNK, rid, encode_chunk(item)])
+                writer.send([Op.END, rid])
+                send.done = True
+            else:
+                headers_out, payload = encode_value(result)
+                writer.send([Op.RESPONSE, rid, 200, headers_out, payload])
+                send.done = True
+        except Exception as exc:  # user code failed: a 500 with its text, keep serving
+            send.fail(_error_text(exc))
+        finally:
+            if not send.done:
+                send.fail("the handler returned without a response")
+
+    async def _handle_call(self, frame: list[Any], writer: Writer) -> None:
+        _, rid, method, payload, stream = frame
+        try:
+            args, kwargs = pickle.loads(payload)
+            result = await self.code.invoke(self.code.method(method), args, kwargs)
+            if stream:
+                if not _is_stream(result):
+                    raise TypeError(f"{method} returned a {type(result).__name__}, not a "
+                                    "generator; call it without stream=True")
+                async for item in self.code.items(result):
+                    writer.send([Op.ITEM, rid, cloudpickle.dumps(item)])
+                writer.send([Op.END, rid])
+            else:
+                if _is_stream(result):
+                    raise TypeError(f"{method} returned a generator; call it through "
+                                    "handle.options(stream=True)")
+                writer.send([Op.RESULT, rid, cloudpickle.dumps(result)])
+        except Exception as exc:
+            try:
+                blob: bytes | None = cloudpickle.dumps(exc)
+            except Exception:
+                blob = None
+            writer.send([Op.ERROR, rid, blob, _error_text(exc)])

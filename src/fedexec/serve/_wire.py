@@ -1,0 +1,111 @@
+"""The direct protocol between serve's routers (proxy, handles) and replicas.
+
+Requests do not go through the node manager: each replica listens on
+127.0.0.1 (an ephemeral port) and every process that routes to it keeps one
+long-lived connection per replica, with many requests in flight on it::
+
+    router (proxy / handle)                      replica
+      ── TCP connect ─────────────────────────▶  greeting: MAGIC + nonce_s (16 B)
+      ◀────────────────────────────────────────
+      HMAC(secret, b"client" + nonce_s) + nonce_c ─▶  checked before anything else
+      ◀── HMAC(secret, b"server" + nonce_c) ─────    (a wrong MAC: the socket is closed)
+      ── frames ──▶  ◀── frames ──                    both ways, pipelined
+
+The secret is made by the controller and reaches replicas and routers only
+through fedexec actor calls (authenticated by the cluster token), so nothing
+is unpickled from a peer that has not proven it holds it.
+
+A frame is a 4-byte big-endian length and a msgpack array ``[op, rid, ...]``;
+writes made in one event-loop turn leave in one ``transport.write``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+MAGIC = b"FXSV1"
+NONCE = 16
+MAC = 32
+_LEN = struct.Struct(">I")
+MAX_FRAME = 1 << 30
+
+
+class Op(enum.IntEnum):
+    """Frame kinds. Requests go to a replica, the others come back."""
+
+    HTTP = 1        # [op, rid, method, path, query: bytes, headers: [[k, v]], body, root_path]
+    CALL = 2        # [op, rid, method_name, pickled (args, kwargs), stream: bool]
+    RESPONSE = 10   # [op, rid, status, headers, body]       a whole HTTP response
+    START = 11      # [op, rid, status, headers]             a streamed HTTP response begins
+    CHUNK = 12      # [op, rid, body]                        ... a part of it
+    END = 13        # [op, rid]                              ... the end (also of a call stream)
+    RESULT = 14     # [op, rid, pickled value]               a handle call's value
+    ITEM = 15       # [op, rid, pickled value]               one item of a streamed call
+    ERROR = 16      # [op, rid, pickled exception | None, text]
+
+
+def mac(secret: bytes, label: bytes, nonce: bytes) -> bytes:
+    return hmac.new(secret, label + nonce, hashlib.sha256).digest()
+
+
+def new_nonce() -> bytes:
+    return os.urandom(NONCE)
+
+
+def pack(frame: list[Any]) -> bytes:
+    """One frame, length prefix included."""
+    body = msgpack.packb(frame, use_bin_type=True)
+    return _LEN.pack(len(body)) + body
+
+
+class FrameReader:
+    """Cuts a byte stream into frames (``feed`` returns the complete ones)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[list[Any]]:
+        buf = self._buf
+        buf += data
+        frames: list[list[Any]] = []
+        pos, n = 0, len(buf)
+        while n - pos >= 4:
+            (size,) = _LEN.unpack_from(buf, pos)
+            if size > MAX_FRAME:
+                raise ValueError(f"frame of {size} bytes is over the {MAX_FRAME} byte limit")
+            end = pos + 4 + size
+            if end > n:
+                break
+            frames.append(msgpack.unpackb(memoryview(buf)[pos + 4:end], raw=False,
+                                          use_list=True))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+class Writer:
+    """Coalesces the frames written in one event-loop turn into one write."""
+
+    def __init__(self, transport: Any, call_soon: Callable[[Callable[[], None]], Any]) -> None:
+        self._transport = transport
+        self._call_soon = call_soon
+        self._pending: list[bytes] = []
+
+    def send(self, frame: list[Any]) -> None:
+        if not self._pending:
+            self._call_soon(self._flush)
+        self._pending.append(pack(frame))
+
+    def _flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if not self._transport.is_closing():
+            self._transport.write(data)
