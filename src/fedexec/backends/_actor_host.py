@@ -251,7 +251,7 @@ class ActorHost(Generic[C]):
                 method, args, kwargs = runner.arguments(call)
                 result = getattr(instance, method)(*args, **kwargs)
             except BaseException as exc:
-                error = exc
+                result, error = None, exc
             self._finish(key, call, result, error)
             del result
 
@@ -331,9 +331,9 @@ class ActorHost(Generic[C]):
                     if inspect.isawaitable(result):
                         result = await result
                 except asyncio.CancelledError:
-                    error = self._cancelled(method)
+                    result, error = None, self._cancelled(method)
                 except BaseException as exc:
-                    error = exc
+                    result, error = None, exc
                 self._finish(key, call, result, error)
                 del result
         finally:
