@@ -251,19 +251,23 @@ def test_force_cancelling_an_actor_call_raises_value_error(ex, gates):
 
 
 @pytest.mark.requires("actors")
-def test_cancelling_a_queued_actor_call_means_it_never_runs(ex, gates):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cancelling_a_queued_actor_call_means_it_never_runs(ex, gates, threads):
+    """The call waits behind busy actor threads (``max_concurrency`` of them)."""
     gate = gates()
-    sleeper = ex.actor(Sleeper)
-    sleeper.nap.remote(gate.release, gate.started)
-    gate.wait_started()
-    marker = gate.marker("second-nap")
+    sleeper = ex.options(max_concurrency=threads).actor(Sleeper)
+    busy = [sleeper.nap.remote(gate.release, gate.marker(f"busy{i}")) for i in range(threads)]
+    for i in range(threads):
+        gate.wait_started(f"busy{i}")
+    marker = gate.marker("queued")
     queued = sleeper.nap.remote(gate.release, marker)
     assert ex.cancel(queued) is True
     with pytest.raises(fedexec.TaskCancelledError):
         ex.get(queued, timeout=T)
     gate.open()
-    # Calls run in order: had the cancelled call run, it would have run before this one.
-    assert ex.get(sleeper.nap.remote(gate.release, gate.marker("third")), timeout=T) == "woke"
+    assert ex.get(busy, timeout=T) == ["woke"] * threads
+    # Calls start in order: had the cancelled call run, it would have started before this one.
+    assert ex.get(sleeper.nap.remote(gate.release, gate.marker("after")), timeout=T) == "woke"
     assert not os.path.exists(marker)
 
 
@@ -285,25 +289,6 @@ class AsyncSleeper:
 
     async def ping(self):
         return "pong"
-
-
-@pytest.mark.requires("actors")
-def test_cancelling_a_call_queued_behind_busy_actor_threads_means_it_never_runs(ex, gates):
-    gate = gates()
-    sleeper = ex.options(max_concurrency=2).actor(Sleeper)
-    busy = [sleeper.nap.remote(gate.release, gate.marker(f"busy{i}")) for i in range(2)]
-    for i in range(2):
-        gate.wait_started(f"busy{i}")
-    marker = gate.marker("queued")
-    queued = sleeper.nap.remote(gate.release, marker)
-    assert ex.cancel(queued) is True
-    with pytest.raises(fedexec.TaskCancelledError):
-        ex.get(queued, timeout=T)
-    gate.open()
-    assert ex.get(busy, timeout=T) == ["woke", "woke"]
-    # Calls start in order: had the cancelled call run, it would have started by now.
-    assert ex.get(sleeper.nap.remote(gate.release, gate.marker("after")), timeout=T) == "woke"
-    assert not os.path.exists(marker)
 
 
 @pytest.mark.requires("actors", "async_actors")

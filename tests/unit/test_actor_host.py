@@ -298,3 +298,23 @@ def test_an_async_call_waits_for_its_futures_without_blocking_the_loop():
     gate.set_result(0)
     runner.wait(2)
     host.close()
+
+
+def test_start_here_serves_on_the_calling_thread_until_closed():
+    class Actor:
+        def work(self, caller, seq):
+            return threading.get_ident()
+
+    host, runner = make(None, 1, False)
+    submit(host, 0, 0)
+
+    def close_when_done():
+        runner.wait(1)
+        host.close()
+
+    closer = threading.Thread(target=close_when_done)
+    closer.start()
+    built = host.start(Actor, here=True)  # returns once closed
+    closer.join(T)
+    assert built.exception() is None
+    assert runner.outcomes["0-0"][0][0] == threading.get_ident()

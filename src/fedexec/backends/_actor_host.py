@@ -105,12 +105,17 @@ class ActorHost(Generic[C]):
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------ backend side
-    def start(self, construct: Callable[[], Any]) -> cf.Future[Any]:
+    def start(self, construct: Callable[[], Any], *, here: bool = False) -> cf.Future[Any]:
         """Build the instance on the host's thread, then serve calls: a future of
-        the instance (or of what ``construct`` raised)."""
+        the instance (or of what ``construct`` raised). ``here``: this thread is
+        the host's first thread, and start returns only once the host is closed
+        (or construct raised)."""
         built: cf.Future[Any] = cf.Future()
         target = self._async_main if self.is_async else self._sync_main
-        self._spawn(target, construct, built)
+        if here:
+            target(construct, built)
+        else:
+            self._spawn(target, construct, built)
         return built
 
     def submit(self, key: str, call: C) -> bool:

@@ -314,17 +314,18 @@ class WorkerLoop:
                     _runtime_env(spec.get("runtime_env")):
                 cls = self._function(cls_blob)
                 args, kwargs = self._load_call([mode, data, buffers], deps)
-                return cls(*args, **kwargs)
+                instance = cls(*args, **kwargs)
+            self.backend._send([Op.ACTOR_READY, actor_id])
+            return instance
 
         assert self.host is not None
-        try:
-            self.host.start(construct).result()
-        except BaseException as exc:
+        # The main thread is the host's first thread from now on (start returns
+        # only if __init__ raised): the process lives for this actor.
+        error = self.host.start(construct, here=True).exception()
+        if error is not None:
             self.host.close()
-            err = execution.wrap_exception(exc, f"{spec['class_name']}.__init__")
+            err = execution.wrap_exception(error, f"{spec['class_name']}.__init__")
             self.backend._send([Op.ACTOR_FAILED, actor_id, f"its __init__ raised:\n{err}"])
-            return
-        self.backend._send([Op.ACTOR_READY, actor_id])
 
     def _actor_context(self, task_id: str | None, actor_id: str | None) -> TaskContext:
         """The context of this worker's actor (its __init__, or a call ``task_id``)."""
