@@ -12,6 +12,9 @@ The contract every backend gets from it (API.md "Actors")::
                       inside the actor's event loop, so __init__ may make tasks on
                       it); calls submitted before then wait in the queue. If it
                       raises, no call runs and the backend closes the host.
+                      ``here=True``: the calling thread is the host's first
+                      thread (native: a worker's main thread, as a process that
+                      lives for its actor).
     ordering          one FIFO queue: calls start in submission order, so calls
                       from one caller start in that caller's order.
     sync actor        max_concurrency threads take calls from the queue; with 1,
@@ -47,6 +50,8 @@ Where the three backends' copies disagreed before this module (each now covered
 by a conformance test): native could not cancel a call queued behind busy threads
 of a threaded actor (it ran anyway); local and dask could not cancel a running
 async call; native and dask ran an async actor's ``__init__`` outside its loop.
+Dask also fed an async actor's loop from a pool of max_concurrency threads (1000
+by default), each blocked on one call.
 """
 
 from __future__ import annotations
