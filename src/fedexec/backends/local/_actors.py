@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ... import serialization
@@ -126,10 +126,8 @@ class LocalActor:
         return instance
 
     # ------------------------------------------------------ the host's runner
-    @contextlib.contextmanager
-    def context(self, call: _Call) -> Iterator[None]:
-        with running_task(self._context(call.key)):
-            yield
+    def context(self, call: _Call) -> contextlib.AbstractContextManager[Any]:
+        return running_task(self._context(call.key))
 
     def waits_for(self, call: _Call) -> Sequence[ObjectRef[Any]]:
         return call.deps
