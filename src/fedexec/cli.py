@@ -279,6 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_cmd_list)
     _add_job_parser(sub)
+    sub.add_parser("rl", help="reinforcement learning: train, evaluate, tuned examples")
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["rl"]:  # fedexec.rl parses the rest (imported only when used)
+        from .rl._cli import main as rl_main
+
+        return rl_main(args_list[1:])
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT

@@ -47,6 +47,7 @@ class Algorithm(Trainable):
         config: an :class:`AlgorithmConfig` or a flat dict (old spellings accepted).
         env: the environment, overriding ``config.env`` (classic ``PPO(config, env)``).
         logger_creator: accepted for compatibility.
+        executor: where the env runner actors run (default: the current executor).
     """
 
     #: the config class (``get_default_config()`` makes one)
@@ -57,7 +58,8 @@ class Algorithm(Trainable):
     _registered_envs: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: AlgorithmConfig | dict[str, Any] | None = None, env: Any = None,
-                 logger_creator: Any = None, **kwargs: Any) -> None:
+                 logger_creator: Any = None, executor: Any = None, **kwargs: Any) -> None:
+        self._executor = executor
         if isinstance(config, AlgorithmConfig):
             cfg = config.copy()
             cfg.algo_class = type(self)
@@ -108,6 +110,9 @@ class Algorithm(Trainable):
             getattr(probe, "close", lambda: None)()
         self.observation_space, self.action_space = obs_space, act_space
         device = "cpu"
+        # the learner uses the CPUs it was given (small models and a loaded machine
+        # make more math threads much slower, not faster)
+        torch.set_num_threads(max(1, int(cfg.num_cpus_for_main_process)))
         if cfg.num_gpus:
             if not torch.cuda.is_available():
                 raise ValueError(f"num_gpus={cfg.num_gpus} but torch sees no GPU here: set "
@@ -122,7 +127,8 @@ class Algorithm(Trainable):
         self._eval_group: EnvRunnerGroup | None = None
         self.env_runner_group: EnvRunnerGroup | None = None
         if self.uses_env_runners:
-            self.env_runner_group = EnvRunnerGroup(cfg, self.policy_class, self.env_creator)
+            self.env_runner_group = EnvRunnerGroup(cfg, self.policy_class, self.env_creator,
+                                                   executor=self._executor)
             self.sync_weights()
 
     @property
@@ -198,7 +204,8 @@ class Algorithm(Trainable):
         if self._eval_group is None:
             eval_cfg = cfg.copy().update_from_dict(cfg.evaluation_config or {})
             eval_cfg.num_env_runners = cfg.evaluation_num_env_runners
-            self._eval_group = EnvRunnerGroup(eval_cfg, self.policy_class, self.env_creator)
+            self._eval_group = EnvRunnerGroup(eval_cfg, self.policy_class, self.env_creator,
+                                              executor=self._executor)
         self._eval_group.sync(self.policy.get_weights(), self.filter.get_state())
         explore = bool(self._eval_group.config.explore)
         out = self._eval_group.sample_episodes(int(cfg.evaluation_duration), explore)

@@ -270,15 +270,16 @@ class AlgorithmConfig:
         return f"{type(self).__name__}(env={self.env!r}, ...)"
 
     # -- building ---------------------------------------------------------------------
-    def build(self, env: Any = None, logger_creator: Any = None) -> Any:
-        """The algorithm this config describes (``algo_class(config=self)``)."""
+    def build(self, env: Any = None, logger_creator: Any = None, executor: Any = None) -> Any:
+        """The algorithm this config describes (``algo_class(config=self)``); its env
+        runners run on ``executor`` (default: the current executor)."""
         if self.algo_class is None:
             raise ValueError(f"{type(self).__name__} has no algorithm class: use an "
                              "algorithm's config (PPOConfig(), DQNConfig() ...)")
         config = self.copy()
         if env is not None:
             config.environment(env)
-        return self.algo_class(config=config, logger_creator=logger_creator)
+        return self.algo_class(config=config, logger_creator=logger_creator, executor=executor)
 
     build_algo = build
 

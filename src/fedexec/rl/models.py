@@ -107,11 +107,26 @@ class Categorical:
 
     def __init__(self, inputs: torch.Tensor) -> None:
         self.inputs = inputs
-        self.dist = torch.distributions.Categorical(logits=inputs)
+        self.dist = torch.distributions.Categorical(logits=inputs, validate_args=False)
 
     @staticmethod
     def required_inputs(action_space: Any) -> int:
         return int(action_space.n)
+
+    @staticmethod
+    def sample_numpy(inputs: np.ndarray, explore: bool, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``(actions, logp)`` for a batch of logits, in numpy (acting in the env
+        runners without torch.distributions' per-call overhead)."""
+        shifted = inputs - inputs.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        if explore:
+            cdf = np.cumsum(np.exp(log_probs), axis=-1)
+            u = rng.random((len(inputs), 1)) * cdf[:, -1:]
+            actions = np.minimum((cdf < u).sum(axis=-1), inputs.shape[-1] - 1)
+        else:
+            actions = np.argmax(inputs, axis=-1)
+        return actions, np.take_along_axis(log_probs, actions[:, None], axis=-1)[:, 0]
 
     def sample(self) -> torch.Tensor:
         return self.dist.sample()
@@ -136,11 +151,23 @@ class DiagGaussian:
         self.inputs = inputs
         mean, log_std = torch.chunk(inputs, 2, dim=-1)
         self.mean = mean
-        self.dist = torch.distributions.Normal(mean, torch.exp(log_std.clamp(-20.0, 2.0)))
+        self.dist = torch.distributions.Normal(mean, torch.exp(log_std.clamp(-20.0, 2.0)),
+                                               validate_args=False)
 
     @staticmethod
     def required_inputs(action_space: Any) -> int:
         return 2 * int(np.prod(action_space.shape))
+
+    @staticmethod
+    def sample_numpy(inputs: np.ndarray, explore: bool, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``(actions, logp)`` for a batch of inputs, in numpy (see Categorical's)."""
+        mean, log_std = np.split(inputs, 2, axis=-1)
+        log_std = np.clip(log_std, -20.0, 2.0)
+        std = np.exp(log_std)
+        actions = mean + std * rng.standard_normal(mean.shape) if explore else mean
+        logp = (-0.5 * ((actions - mean) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi))
+        return actions.astype(np.float32), logp.sum(axis=-1)
 
     def sample(self) -> torch.Tensor:
         return self.dist.sample()

@@ -50,6 +50,8 @@ class TorchPolicy:
         self.device = torch.device(device)
         self.dist_class = dist_class_for(action_space)
         self.model = self.make_model().to(self.device)
+        #: the random source of exploration (seeded from torch's seed: config.seed)
+        self.rng = np.random.default_rng(torch.initial_seed() % 2**63)
         self._optimizer: torch.optim.Optimizer | None = None
 
     # -- what algorithms override ---------------------------------------------------
@@ -77,14 +79,13 @@ class TorchPolicy:
         """Actions for a batch of (preprocessed, filtered) observations, and the
         extras recorded with them (``action_logp``, ``vf_preds``, ``action_dist_inputs``)."""
         with torch.no_grad():
-            inputs, values = self.model(self._tensor(obs))
-            dist = self.dist_class(inputs)
-            actions = dist.sample() if explore else dist.deterministic_sample()
-            logp = dist.logp(actions)
-        return actions.cpu().numpy(), {
-            SampleBatch.ACTION_LOGP: logp.cpu().numpy().astype(np.float32),
-            SampleBatch.VF_PREDS: values.cpu().numpy().astype(np.float32),
-            SampleBatch.ACTION_DIST_INPUTS: inputs.cpu().numpy().astype(np.float32),
+            inputs_t, values_t = self.model(self._tensor(obs))
+        inputs = inputs_t.cpu().numpy().astype(np.float64)
+        actions, logp = self.dist_class.sample_numpy(inputs, explore, self.rng)
+        return actions, {
+            SampleBatch.ACTION_LOGP: logp.astype(np.float32),
+            SampleBatch.VF_PREDS: values_t.cpu().numpy().astype(np.float32),
+            SampleBatch.ACTION_DIST_INPUTS: inputs.astype(np.float32),
         }
 
     def compute_single_action(self, obs: Any, explore: bool = False,
@@ -107,9 +108,12 @@ class TorchPolicy:
             self._optimizer = self.make_optimizer()
         return self._optimizer
 
-    def learn_on_batch(self, batch: SampleBatch) -> dict[str, float]:
-        """One gradient step on ``batch``; returns the loss's stats (and ``grad_gnorm``)."""
-        loss, stats = self.loss(self.to_tensors(batch))
+    def learn_on_batch(self, batch: Mapping[str, Any]) -> dict[str, float]:
+        """One gradient step on ``batch`` (a SampleBatch or a dict of tensors); returns
+        the loss's stats (and ``grad_gnorm``)."""
+        if isinstance(batch, SampleBatch):
+            batch = self.to_tensors(batch)
+        loss, stats = self.loss(batch)
         self.optimizer.zero_grad()
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -125,8 +129,18 @@ class TorchPolicy:
         mean of each stat over all steps."""
         totals: dict[str, float] = {}
         steps = 0
+        tensors = self.to_tensors(batch)  # once; minibatches index into it
+        rng = rng or np.random.default_rng()
+        n = len(batch)
         for _ in range(num_epochs):
-            for minibatch in batch.minibatches(minibatch_size, rng=rng, shuffle=shuffle):
+            order = torch.as_tensor(rng.permutation(n) if shuffle else np.arange(n),
+                                    device=self.device)
+            for start in range(0, n, minibatch_size):
+                end = min(n, start + minibatch_size)
+                if start > 0 and end - start < minibatch_size // 2:
+                    break  # as SampleBatch.minibatches: no tiny last minibatch
+                index = order[start:end]
+                minibatch = {k: v[index] for k, v in tensors.items()}
                 for key, value in self.learn_on_batch(minibatch).items():
                     totals[key] = totals.get(key, 0.0) + value
                 steps += 1
