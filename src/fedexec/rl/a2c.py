@@ -51,13 +51,13 @@ class A2CConfig(AlgorithmConfig):
         self.microbatch_size: int | None = None
         self.asynchronous = False
 
-    def build(self, env: Any = None, logger_creator: Any = None) -> Any:
+    def build(self, env: Any = None, logger_creator: Any = None, executor: Any = None) -> Any:
         """The algorithm: A2C, or A3C with ``asynchronous=True``."""
         if self.asynchronous and self.algo_class is A2C:
             from .a3c import A3C
 
             self.algo_class = A3C
-        return super().build(env, logger_creator)
+        return super().build(env, logger_creator, executor)
 
     build_algo = build
 

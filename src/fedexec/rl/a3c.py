@@ -52,6 +52,8 @@ class A3C(A2C):
     def setup(self, config: dict[str, Any], **parameters: Any) -> None:
         super().setup(config, **parameters)
         self._inflight: dict[int, Any] = {}  # runner index -> ref of its gradient
+        #: gradients applied, per runner index (0 for the local runner)
+        self.gradient_pushes: dict[int, int] = {}
 
     def _launch(self, index: int, weights_ref: Any) -> None:
         group = self.env_runner_group
@@ -63,30 +65,35 @@ class A3C(A2C):
         cfg = self.algo_config
         group = self.env_runner_group
         assert group is not None
+        stats: dict[str, Any] = {}
+        start = self._steps_this_iter
         if group.local_runner is not None:  # no runner actors: the same loop, in order
-            return self._apply(*_runner_gradients(group.local_runner, self.policy.get_weights(),
-                                                  self.filter.get_state()))
+            while self._steps_this_iter - start < cfg.train_batch_size:
+                stats = self._apply(0, *_runner_gradients(group.local_runner,
+                                                          self.policy.get_weights(),
+                                                          self.filter.get_state()))
+            return stats
         executor = group.executor
         weights_ref = executor.put(self.policy.get_weights())
         for index in range(len(group.runners)):
             if index not in self._inflight:
                 self._launch(index, weights_ref)
-        stats: dict[str, Any] = {}
-        start = self._steps_this_iter
         while self._steps_this_iter - start < cfg.train_batch_size:
             refs = list(self._inflight.values())
             ready, _ = executor.wait(refs, num_returns=1)
             index = next(i for i, ref in self._inflight.items() if ref == ready[0])
             ok, value = group.get(index, self._inflight.pop(index))
             if ok:
-                stats = self._apply(*value)
+                stats = self._apply(index, *value)
                 weights_ref = executor.put(self.policy.get_weights())
             self._launch(index, weights_ref)
         return stats
 
-    def _apply(self, grads: list[Any], stats: dict[str, Any], metrics: dict[str, Any]
-               ) -> dict[str, Any]:
+    def _apply(self, index: int, grads: list[Any], stats: dict[str, Any],
+               metrics: dict[str, Any]) -> dict[str, Any]:
         self.policy.apply_gradients(grads)
+        self.gradient_pushes[index] = self.gradient_pushes.get(index, 0) + 1
         self.record_metrics(metrics)
         self.counters["num_env_steps_trained"] += int(metrics.get("env_steps", 0))
-        return {**stats, "cur_lr": self.algo_config.lr}
+        return {**stats, "cur_lr": self.algo_config.lr,
+                "num_gradient_pushes": sum(self.gradient_pushes.values())}
