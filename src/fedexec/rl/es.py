@@ -6,13 +6,15 @@ made once, from the seed, and placed once in the object store; every worker
 reads it from there (a worker caches it by its ref), so a perturbation travels
 as one integer: its offset into the table. One ``training_step``::
 
-    driver: theta (a few KB) + [noise ref] ──▶ each env runner (in parallel):
-        repeat until its share of episodes_per_batch and train_batch_size:
+    driver: theta (a few KB) + [noise ref] ──▶ each env runner (in parallel), in
+    calls of a quarter of its share, a runner's next call sent as its last answers,
+    until the answers hold episodes_per_batch episodes and train_batch_size steps:
+        per call, repeat until the call's share is done:
             i ~ U[0, len(noise) - dim];  eps = noise[i : i + dim]
             R+ = episode return of theta + noise_stdev * eps     (mirrored pair)
             R- = episode return of theta - noise_stdev * eps
-        (and, with probability eval_prob, at least once per call, an episode of
-         theta itself: the reported episode_reward_mean)
+        (and, with probability eval_prob, at least once per runner and iteration,
+         an episode of theta itself: the reported episode_reward_mean)
     ◀── offsets, (R+, R-) pairs, episode lengths, observation-filter delta
     driver: F = centered_ranks([R+, R-])       (each return -> its rank in [-0.5, 0.5])
             g = sum_k (F+_k - F-_k) * eps_k / (2 * pairs)
@@ -233,11 +235,13 @@ def _episode(runner: EnvRunner, explore: bool) -> tuple[float, int]:
 
 
 def evaluate_perturbations(runner: EnvRunner, theta: np.ndarray, noise_holder: list[Any],
-                           filter_state: Any, min_steps: int, min_pairs: int, seed: int
-                           ) -> dict[str, Any]:
+                           filter_state: Any, min_steps: int, min_pairs: int, seed: int,
+                           force_eval: bool = False) -> dict[str, Any]:
     """On a runner: mirrored pairs of episodes until ``min_steps`` env steps and
-    ``min_pairs`` pairs (see the module docstring). ``noise_holder`` is ``[ref]``
-    (in a list, so the ref arrives as a ref and the table is read once per runner)."""
+    ``min_pairs`` pairs (see the module docstring), plus an episode of ``theta``
+    itself with probability ``eval_prob`` per pair (at least one if ``force_eval``).
+    ``noise_holder`` is ``[ref]`` (in a list, so the ref arrives as a ref and the
+    table is read once per runner)."""
     cfg = runner.config
     noise = _runner_noise(runner, noise_holder)
     if not hasattr(runner, "_es_seed"):  # the first call here: seed the first reset
@@ -253,9 +257,9 @@ def evaluate_perturbations(runner: EnvRunner, theta: np.ndarray, noise_holder: l
     eval_returns: list[float] = []
     eval_lengths: list[int] = []
     steps = 0
-    while steps < min_steps or len(offsets) < min_pairs or not eval_returns:
-        if not eval_returns and (rng.random() < cfg.eval_prob or
-                                 (steps >= min_steps and len(offsets) >= min_pairs)):
+    while steps < min_steps or len(offsets) < min_pairs or (force_eval and not eval_returns):
+        if rng.random() < cfg.eval_prob or (force_eval and not eval_returns and
+                                            steps >= min_steps and len(offsets) >= min_pairs):
             policy.set_flat(theta)
             ret, length = _episode(runner, explore=False)
             eval_returns.append(ret)
@@ -284,6 +288,8 @@ class ES(Algorithm):
     """Evolution strategies (see the module docstring)."""
 
     config_class = ESConfig
+    #: calls per runner per iteration (see :meth:`_evaluate_on_runners`)
+    CHUNKS = 4
 
     @classmethod
     def get_default_policy_class(cls, config: AlgorithmConfig) -> type:
@@ -299,30 +305,21 @@ class ES(Algorithm):
         group = self.env_runner_group
         # placed in the object store once; remote runners read it from there
         self.noise_ref = group.executor.put(self.noise) if group and group.runners else None
-        self._round = 0
 
     def training_step(self) -> dict[str, Any]:
         cfg = cast(ESConfig, self.algo_config)
-        group = self.env_runner_group
-        assert group is not None
         theta = self.policy.get_flat()
-        n = max(1, len(group.runners))
         offsets: list[int] = []
         returns: list[tuple[float, float]] = []
         lengths: list[tuple[int, int]] = []
-        while len(returns) * 2 < cfg.episodes_per_batch or \
-                sum(a + b for a, b in lengths) < cfg.train_batch_size:
-            min_steps = math.ceil(max(0, cfg.train_batch_size - sum(a + b for a, b in lengths))
-                                  / n)
-            min_pairs = math.ceil(max(0, cfg.episodes_per_batch / 2 - len(returns)) / n)
-            for result in self._round_on_runners(theta, min_steps, min_pairs):
-                offsets += result["offsets"]
-                returns += [tuple(r) for r in result["returns"]]
-                lengths += [tuple(x) for x in result["lengths"]]
-                self.record_metrics({"episode_returns": result["eval_returns"],
-                                     "episode_lengths": result["eval_lengths"],
-                                     "env_steps": result["env_steps"],
-                                     "filter_delta": result["filter_delta"]})
+        for result in self._evaluate_on_runners(theta):
+            offsets += result["offsets"]
+            returns += [tuple(r) for r in result["returns"]]
+            lengths += [tuple(x) for x in result["lengths"]]
+            self.record_metrics({"episode_returns": result["eval_returns"],
+                                 "episode_lengths": result["eval_lengths"],
+                                 "env_steps": result["env_steps"],
+                                 "filter_delta": result["filter_delta"]})
         grad = es_gradient(self.noise, np.asarray(offsets), np.asarray(returns),
                            self.policy.num_params)
         theta, update_ratio = self.policy.es_optimizer.update(
@@ -335,29 +332,47 @@ class ES(Algorithm):
                 "episodes_this_iter": 2 * len(returns), "noisy_return_mean":
                 float(noisy.mean()), "noisy_return_std": float(noisy.std())}
 
-    def _round_on_runners(self, theta: np.ndarray, min_steps: int, min_pairs: int
-                          ) -> list[dict[str, Any]]:
-        """One call of :func:`evaluate_perturbations` on every runner, in parallel."""
+    def _evaluate_on_runners(self, theta: np.ndarray) -> list[dict[str, Any]]:
+        """Results of :func:`evaluate_perturbations` of ``theta`` until they hold
+        ``episodes_per_batch`` episodes and ``train_batch_size`` steps.
+
+        Each runner's share is cut into ``CHUNKS`` calls, and a runner that
+        answers gets its next call at once while more is needed, so no runner
+        idles while another finishes a long share; the last calls in flight are
+        waited for (their episodes count too).
+        """
+        cfg = cast(ESConfig, self.algo_config)
         group = self.env_runner_group
         assert group is not None
         filter_state = self.filter.get_state()
-        self._round += 1
-        base = (0 if self.algo_config.seed is None else self.algo_config.seed) * 7919
+        base = (0 if cfg.seed is None else cfg.seed) * 7919 + 10**6 * self.iteration
+        need_pairs, need_steps = math.ceil(cfg.episodes_per_batch / 2), cfg.train_batch_size
         if group.local_runner is not None:
             return [evaluate_perturbations(group.local_runner, theta, [self.noise], filter_state,
-                                           min_steps, min_pairs, base + self._round)]
-        refs = [group.submit(i, evaluate_perturbations, theta, [self.noise_ref], filter_state,
-                             min_steps, min_pairs, base + 1000 * self._round + i)
-                for i in range(len(group.runners))]
-        results = []
-        for index, ref in enumerate(refs):
-            ok, value = group.get(index, ref)
+                                           need_steps, need_pairs, base, True)]
+        n = len(group.runners)
+        chunk_steps = math.ceil(need_steps / (n * self.CHUNKS))
+        chunk_pairs = math.ceil(need_pairs / (n * self.CHUNKS))
+        calls = 0
+
+        def launch(index: int, first: bool) -> Any:
+            nonlocal calls
+            calls += 1
+            return group.submit(index, evaluate_perturbations, theta, [self.noise_ref],
+                                filter_state, chunk_steps, chunk_pairs, base + calls, first)
+
+        inflight = {i: launch(i, True) for i in range(n)}
+        results: list[dict[str, Any]] = []
+        pairs = steps = 0
+        while inflight:
+            ready, _ = group.executor.wait(list(inflight.values()), num_returns=1)
+            index = next(i for i, ref in inflight.items() if ref == ready[0])
+            ok, value = group.get(index, inflight.pop(index))
             if ok:
                 results.append(value)
+                pairs += len(value["offsets"])
+                steps += int(value["env_steps"])
+            if pairs < need_pairs or steps < need_steps:
+                inflight[index] = launch(index, not ok)
         return results
 
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"round": self._round}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self._round = int(state.get("round", 0))
