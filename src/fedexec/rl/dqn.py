@@ -216,7 +216,6 @@ class DQNPolicy(TorchPolicy):
                                        float(explore.get("final_epsilon", 0.02)),
                                        int(explore.get("epsilon_timesteps", 10000)))
         self.last_td_error = np.zeros(0, dtype=np.float32)
-        self._rng = np.random.default_rng(None if config.seed is None else config.seed + 7)
 
     def make_model(self) -> nn.Module:
         return DuelingQModel(obs_size(self.observation_space), int(self.action_space.n),
@@ -233,8 +232,8 @@ class DQNPolicy(TorchPolicy):
         actions = q_values.argmax(dim=-1).cpu().numpy()
         if explore:
             epsilon = self.epsilon(self.global_timestep)
-            random = self._rng.random(len(actions)) < epsilon
-            actions = np.where(random, self._rng.integers(0, int(self.action_space.n),
+            random = self.rng.random(len(actions)) < epsilon
+            actions = np.where(random, self.rng.integers(0, int(self.action_space.n),
                                                           len(actions)), actions)
         return actions, {}
 

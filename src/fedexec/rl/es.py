@@ -169,7 +169,6 @@ class ESPolicy(TorchPolicy):
         super().__init__(observation_space, action_space, config, device)
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.es_optimizer = Adam(self.num_params, float(config.stepsize))
-        self._rng = np.random.default_rng(None if config.seed is None else config.seed + 11)
 
     def make_model(self) -> nn.Module:
         return _ESModel(obs_size(self.observation_space),
@@ -181,7 +180,7 @@ class ESPolicy(TorchPolicy):
             inputs, _ = self.model(self._tensor(obs))
         actions = self.dist_class(inputs).deterministic_sample().cpu().numpy()
         if explore and actions.dtype.kind == "f" and self.config.action_noise_std:
-            actions = actions + self._rng.normal(0.0, self.config.action_noise_std,
+            actions = actions + self.rng.normal(0.0, self.config.action_noise_std,
                                                  actions.shape).astype(actions.dtype)
         return actions, {}
 
