@@ -155,3 +155,15 @@ def loader_loop(config: dict) -> None:
          {"seen": seen, "device": str(get_device()), "dtypes": sorted(dtypes),
           "random": torch.rand(1).item()})
     train.report({"done": 1})
+
+
+def threads_loop() -> None:
+    """Reports torch's math threads and the pid of the process that forked this
+    worker (with ``worker_preload``: the node that imported torch)."""
+    train.report({"threads": torch.get_num_threads(), "parent": os.getppid(),
+                  "torch_in_parent": _imported_in_parent()})
+
+
+def _imported_in_parent() -> bool:
+    with open(f"/proc/{os.getppid()}/maps") as f:
+        return "libtorch" in f.read()

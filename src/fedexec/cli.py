@@ -52,7 +52,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
             info = cluster.start_node(args.address, token=args.token, host=args.host,
                                       port=args.node_port, num_cpus=args.num_cpus,
                                       num_gpus=args.num_gpus, resources=resources,
-                                      object_store_memory=args.object_store_memory)
+                                      object_store_memory=args.object_store_memory,
+                                      worker_preload=args.worker_preload)
         except (FedexecError, RuntimeError, ValueError, TypeError, OSError) as exc:
             print(f"fedexec start: {exc}", file=sys.stderr)
             return 1
@@ -63,7 +64,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         info = cluster.start_head(host=args.host, port=args.port, num_cpus=args.num_cpus,
                                   num_gpus=args.num_gpus, resources=resources,
                                   object_store_memory=args.object_store_memory,
-                                  job_port=args.job_port)
+                                  job_port=args.job_port, worker_preload=args.worker_preload)
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         print(f"fedexec start: {exc}", file=sys.stderr)
         return 1
@@ -264,6 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--num-gpus", type=float, default=None)
     s.add_argument("--resources", default=None, help='custom resources as JSON: {"disk": 2}')
     s.add_argument("--object-store-memory", type=int, default=None, help="bytes")
+    s.add_argument("--worker-preload", action="append", default=None, metavar="MODULE",
+                   help="a module the node's workers start with already imported (repeat "
+                        "for more; e.g. torch, to save each training worker its import)")
     s.add_argument("--job-port", type=int, default=None,
                    help="port of the job agent (default: --port + 1; 0: any free port)")
     s.set_defaults(func=_cmd_start)

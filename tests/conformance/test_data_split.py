@@ -186,6 +186,10 @@ def test_streaming_split_equal_gives_every_consumer_the_same_rows(ex, df):
     assert [len(rows) for rows in got] == [33, 33, 33]  # 2 rows dropped
     every = sorted(itertools.chain(*got))
     assert len(set(every)) == 99 and set(every) <= set(range(101))
+    its = fd.range_table(101, parallelism=7).streaming_split(3, equal=True, drop_remainder=False)
+    got = [epochs[0] for epochs in consume(ex, its, "epochs", 1)]
+    assert sorted(len(rows) for rows in got) == [33, 34, 34]  # none dropped
+    assert sorted(itertools.chain(*got)) == list(range(101))
 
 
 @pytest.mark.requires("actors")

@@ -77,13 +77,17 @@ def test_result_keys_weights_broadcast_and_filters_synced(native_ex):
 
 
 @pytest.mark.timeout(120)
-def test_zero_env_runners_samples_in_the_driver(native_ex):
-    algo = small_config(runners=0).build(executor=native_ex)
+def test_zero_env_runners_samples_in_the_driver_and_evaluation_interval(native_ex):
+    config = small_config(runners=0).evaluation(evaluation_interval=2, evaluation_duration=3)
+    algo = config.build(executor=native_ex)
     try:
         assert algo.env_runner_group.runners == []
         assert algo.env_runner_group.local_runner is not None
         result = algo.train()
         assert result["timesteps_total"] >= 400 and result["num_healthy_workers"] == 1
+        assert "evaluation" not in result
+        result = algo.train()
+        assert result["evaluation"]["episodes_this_iter"] == 3
     finally:
         algo.stop()
 
@@ -199,3 +203,21 @@ def test_continuous_actions_with_a_gaussian_policy(native_ex):
         assert action.shape == (1,) and -2.0 <= float(action[0]) <= 2.0
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(120)
+def test_runs_on_the_local_backend_too(local_ex):
+    algo = small_config(runners=1).build(executor=local_ex)
+    try:
+        assert algo.train()["timesteps_total"] >= 400
+    finally:
+        algo.stop()
+
+
+def test_num_gpus_without_a_gpu_says_what_to_do():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(ValueError, match="torch sees no GPU"):
+        small_config(runners=0).resources(num_gpus=1).build()

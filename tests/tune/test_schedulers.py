@@ -125,13 +125,15 @@ def test_pbt_exploits_function_trainables_through_their_checkpoints(native_or_lo
     results = tuner.fit()
     assert results.num_errors == 0
     # each trial's state reached the end: its own count, or a copy of the donor's
-    # checkpoint (a trial that exploits a donor already at 12 has nothing left to
-    # report, so its last result is its own: 10, its last perturbation point, or 11
-    # when it ran one step ahead of the decision, as in Ray)
+    # checkpoint. A trial that exploits a donor already at 12 has nothing left to
+    # report, so its last result is its own from the perturbation point where it
+    # exploited (any of 2, 4, ..., 10 when the donor ran far ahead under load), or
+    # one step past it when it ran ahead of the decision, as in Ray
     for r in results:
         with r.checkpoint.as_directory() as d:
             assert json.load(open(os.path.join(d, "state.json")))["count"] == 12
-        assert r.metrics["count"] >= 10
+        assert 2 <= r.metrics["count"] <= 12
+    assert max(r.metrics["count"] for r in results) == 12  # the donor finished itself
 
 
 def test_pbt_explore_perturbs_or_resamples():

@@ -1,6 +1,7 @@
 """The fedexec command, run as a user would."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -22,6 +23,15 @@ def test_backends_as_json():
     out = run("backends", "--format", "json")
     assert out.returncode == 0
     assert "actors" in json.loads(out.stdout)["local"]
+
+
+def test_start_refuses_a_worker_preload_that_is_not_importable(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fedexec", "start", "--head", "--port", "0",
+                          "--worker-preload", "fedexec_no_such_module_xyz"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FEDEXEC_HOME": str(tmp_path)})
+    assert out.returncode == 1
+    assert "fedexec_no_such_module_xyz" in out.stderr and "not importable" in out.stderr
 
 
 def test_version_flag():

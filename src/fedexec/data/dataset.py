@@ -500,13 +500,16 @@ class Dataset:
 
         return train_test_split(self, test_size, shuffle=shuffle, seed=seed)
 
-    def streaming_split(self, n: int, *, equal: bool = False) -> list[DataIterator]:
+    def streaming_split(self, n: int, *, equal: bool = False,
+                        drop_remainder: bool = True) -> list[DataIterator]:
         """``n`` picklable iterators fed by one streaming run (one per training
-        worker; consume them concurrently); ``equal=True``: equal rows per pass.
-        See ``streaming_split.py``."""
+        worker; consume them concurrently); ``equal=True``: ``total // n`` rows
+        each per pass, the rest dropped, or with ``drop_remainder=False`` handed
+        one row each to the first iterators (counts differ by at most one, and
+        together they cover every row). See ``streaming_split.py``."""
         from .streaming_split import streaming_split
 
-        return streaming_split(self, n, equal=equal)
+        return streaming_split(self, n, equal=equal, drop_remainder=drop_remainder)
 
     def iterator(self) -> DataIterator:
         """A ``DataIterator`` over this dataset (each pass runs it)."""

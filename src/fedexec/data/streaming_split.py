@@ -26,7 +26,9 @@ Assignment: each block goes to the consumer with the fewest rows so far.
 whole to the least-served consumer only if that keeps it at or below
 ``(rows seen) // n`` (so the held rows can always even the others out); at the
 end, the held rows are sliced to bring everyone to exactly ``total // n`` rows,
-and the rest (fewer than n rows) is dropped.
+and the rest (fewer than n rows) is dropped, or with ``drop_remainder=False``
+given one row each to the first consumers (row counts then differ by at most
+one, and the consumers together get every row).
 
 Backpressure: the pump pulls the next bundle only while some consumer's queue
 is empty and fewer than ``2 n`` blocks are queued (or none is), so a slow
@@ -81,12 +83,14 @@ _Piece = tuple[Any, int, int, int]
 
 
 def streaming_split(ds: Dataset | DatasetPipeline, n: int, *, equal: bool = False,
+                    drop_remainder: bool = True,
                     what: str = "streaming_split") -> list[DataIterator]:
     """``n`` iterators over disjoint parts of ``ds`` that together cover it,
     fed by one streaming run in a coordinator actor (see the module docstring).
     They pickle (hand one to each training worker) and must be consumed
-    concurrently; ``equal=True`` gives each exactly ``total // n`` rows per pass.
-    ``what`` names the caller in errors.
+    concurrently; ``equal=True`` gives each exactly ``total // n`` rows per pass
+    and drops the rest, or with ``drop_remainder=False`` gives the first
+    ``total % n`` one row more. ``what`` names the caller in errors.
 
     Raises:
         ValueError: ``n`` is not an int >= 1.
@@ -105,7 +109,7 @@ def streaming_split(ds: Dataset | DatasetPipeline, n: int, *, equal: bool = Fals
     settings = context.snapshot()
     settings.executor = None  # the coordinator runs on the runtime it lives in
     coordinator = executor.options(num_cpus=0, max_concurrency=n + 2).actor(
-        _SplitCoordinator, ds, n, equal, settings)
+        _SplitCoordinator, ds, n, (equal, drop_remainder), settings)
     return [_SplitIterator(coordinator, i, n) for i in range(n)]
 
 
@@ -113,8 +117,8 @@ class _Pass:
     """The assignment state of one pass (see the module docstring); the caller
     holds the coordinator's lock."""
 
-    def __init__(self, n: int, equal: bool):
-        self.n, self.equal = n, equal
+    def __init__(self, n: int, equal: bool, drop_remainder: bool = True):
+        self.n, self.equal, self.drop_remainder = n, equal, drop_remainder
         self.queues: list[deque[_Piece]] = [deque() for _ in range(n)]
         self.assigned = [0] * n
         self.held: deque[_Piece] = deque()
@@ -150,7 +154,8 @@ class _Pass:
             self._give(m, piece)
 
     def finish(self) -> None:
-        """The run is exhausted: with ``equal``, even everyone out, drop the rest."""
+        """The run is exhausted: with ``equal``, even everyone out, then drop the
+        rest (fewer than n rows) or hand it out a row each."""
         self.exhausted = True
         if not self.equal:
             return
@@ -164,6 +169,14 @@ class _Pass:
                 if take < hi - lo:
                     self.held.appendleft((ref, lo + take, hi, whole))
                 need -= take
+        if not self.drop_remainder:
+            for m in range(self.n):
+                if not self.held:
+                    break
+                ref, lo, hi, whole = self.held.popleft()
+                self._give(m, (ref, lo, lo + 1, whole))
+                if hi - lo > 1:
+                    self.held.appendleft((ref, lo + 1, hi, whole))
         self.held.clear()
         self.held_rows = 0
 
@@ -178,8 +191,9 @@ class _Pass:
 class _SplitCoordinator:
     """The actor running the dataset and assigning its blocks (module docstring)."""
 
-    def __init__(self, ds: Dataset | DatasetPipeline, n: int, equal: bool,
+    def __init__(self, ds: Dataset | DatasetPipeline, n: int, equal: tuple[bool, bool],
                  context: DataContext):
+        """``equal``: (equal, drop_remainder) of ``streaming_split``."""
         self._ds, self._n, self._equal, self._context = ds, n, equal, context
         # the runtime this actor runs on, for the pump thread (which runs no task)
         self._executor = context.executor = fedexec.current_executor()
@@ -242,7 +256,7 @@ class _SplitCoordinator:
             self._stop.set()
         self._joined = set()
         self._epoch += 1
-        self._pass = _Pass(self._n, self._equal)
+        self._pass = _Pass(self._n, *self._equal)
         self._stop = threading.Event()
         threading.Thread(target=self._pump, args=(self._pass, self._stop),
                          name="fedexec-data-split-pump", daemon=True).start()

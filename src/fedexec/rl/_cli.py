@@ -3,7 +3,8 @@
 ::
 
     fedexec rl train --algo PPO --env CartPole-v1 [--config JSON] [--stop JSON]
-                     [--checkpoint-freq N] [--storage-path DIR]     (--run = --algo)
+                     [--checkpoint-freq N] [--storage-path DIR] [--address HOST:PORT]
+                                                                     (--run = --algo)
     fedexec rl train -f experiments.yaml    # {name: {env, run, stop, config}} per experiment
     fedexec rl evaluate CHECKPOINT [--algo PPO] [--env ID] [--episodes N] [--render]
     fedexec rl example list | run NAME
@@ -79,6 +80,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-path", default=None, help="default ~/fedexec_results")
     p.add_argument("--name", default=None, help="the run's directory name")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--address", default=None,
+                   help="a cluster to run the env runners on (HOST:PORT or auto; default: "
+                        "a runtime in this process)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,6 +129,10 @@ def load_experiments(path: str) -> dict[str, dict[str, Any]]:
 
 
 def _run_experiments(experiments: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
+    if args.address:
+        import fedexec
+
+        fedexec.init(address=args.address, ignore_reinit_error=True)
     for name, spec in experiments.items():
         stop = args.stop if args.stop is not None else dict(spec.get("stop") or {})
         config = dict(spec.get("config") or {})

@@ -204,7 +204,8 @@ def get_context() -> TrainContext:
 def get_dataset_shard(name: str = "train") -> Any:
     """This worker's share of the dataset passed as ``datasets={name: ds}``: a
     ``fedexec.data.DataIterator`` (``iter_batches``, ``iter_torch_batches``,
-    ``iter_rows``), disjoint from the other workers' shares and fed by one
+    ``iter_rows``), disjoint from the other workers' shares, together with
+    them every row, its row count within one of theirs, and fed by one
     streaming run of the dataset. The dataset's own tasks need CPUs beyond
     the workers' (leave some free, as in Ray).
 

@@ -4,7 +4,8 @@
 
     RunStorage(<storage_path>/<name>)            checkpoints, result.json
     loop:  WorkerGroup(n) ─▶ backend.on_start (e.g. torch.distributed)
-             ─▶ datasets: ds.streaming_split(n, equal=True), one iterator per rank
+             ─▶ datasets: ds.streaming_split(n, equal=True, drop_remainder=False),
+                one iterator per rank
              ─▶ every worker: start(loop, config, its context, latest checkpoint)
              ─▶ rounds: poll() every worker; when all n reported, rank 0's
                 metrics become a result and its checkpoint is kept; the next
@@ -200,8 +201,9 @@ class DataParallelTrainer:
         return runs
 
     def _split(self, n: int) -> dict[str, list[Any]]:
-        """Each dataset as ``n`` streaming iterators with equal rows (so every
-        worker runs the same number of steps), on the trainer's executor."""
+        """Each dataset as ``n`` streaming iterators on the trainer's executor:
+        disjoint, together every row, their row counts within one of each other
+        (so workers run the same number of steps, give or take the last batch)."""
         if not self.datasets:
             return {}
         from fedexec.data.context import DataContext
@@ -211,7 +213,8 @@ class DataParallelTrainer:
         if self._executor is not None:
             context.executor = self._executor
         try:
-            return {name: ds.streaming_split(n, equal=True) for name, ds in self.datasets.items()}
+            return {name: ds.streaming_split(n, equal=True, drop_remainder=False)
+                    for name, ds in self.datasets.items()}
         finally:
             context.executor = before
 

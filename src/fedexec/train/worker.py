@@ -13,6 +13,7 @@ import importlib
 import inspect
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,7 @@ class TrainWorker:
         the import overlaps the rest of the group's setup."""
         for key, value in (env_defaults or {}).items():
             os.environ.setdefault(key, value)
+        _apply_thread_count()
         if preload:
             threading.Thread(target=_preload, args=(preload,), daemon=True,
                              name="fedexec-train-preload").start()
@@ -113,6 +115,17 @@ class TrainWorker:
     def stop(self) -> None:
         """End the loop at its next report (the trainer is done with it)."""
         self._channel.stop()
+
+
+def _apply_thread_count() -> None:
+    """Give torch ``OMP_NUM_THREADS`` math threads when it was imported before
+    that was set (a worker forked with torch preloaded, ``worker_preload``):
+    torch reads the variable only at import, and two workers with a thread per
+    core each would oversubscribe the node."""
+    torch = sys.modules.get("torch")
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if torch is not None and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
 
 
 def _preload(modules: tuple[str, ...]) -> None:

@@ -139,7 +139,7 @@ class NativeBackend(Backend):
     #: Read here and by ``runtime.NodeProcess.launch`` (the embedded node manager).
     options = frozenset({"blocked_warning_s", "remote_store", "log_to_stderr",
                          "heartbeat_interval", "heartbeat_timeout", "memory_usage_threshold",
-                         "memory_monitor_interval_s"})
+                         "memory_monitor_interval_s", "worker_preload"})
 
     def __init__(self, config: Any, *, _attach: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -77,9 +77,11 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                num_cpus: float | None = None, num_gpus: float | None = None,
                resources: dict[str, float] | None = None,
                object_store_memory: int | None = None,
-               job_port: int | None = None) -> dict[str, Any]:
+               job_port: int | None = None,
+               worker_preload: list[str] | None = None) -> dict[str, Any]:
     """Start a head node manager in the background, and its job agent (on
-    ``job_port``, default the head's port + 1); returns its cluster info."""
+    ``job_port``, default the head's port + 1); returns its cluster info.
+    ``worker_preload``: modules its workers start with (the backend option)."""
     from ...config import RuntimeConfig
     from .runtime import NodeProcess
 
@@ -91,7 +93,8 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         )
     token = os.urandom(32).hex()
     config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                                object_store_memory=object_store_memory, token=token)
+                                object_store_memory=object_store_memory, token=token,
+                                backend_options={"worker_preload": worker_preload or []})
     log_path = os.path.join(cluster_dir(), "head.log")
     node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path)
     from .jobs_agent import default_job_port, launch_agent
@@ -129,10 +132,12 @@ def _nodes_dir() -> str:
 def start_node(address: str, *, token: str | None = None, host: str = "127.0.0.1",
                port: int = 0, num_cpus: float | None = None, num_gpus: float | None = None,
                resources: dict[str, float] | None = None,
-               object_store_memory: int | None = None) -> dict[str, Any]:
+               object_store_memory: int | None = None,
+               worker_preload: list[str] | None = None) -> dict[str, Any]:
     """Start a node manager on this machine that joins the head at ``address``
     (``host:port``), in the background; returns its info. The token comes from
-    ``token``, ``FEDEXEC_TOKEN`` or this machine's token file."""
+    ``token``, ``FEDEXEC_TOKEN`` or this machine's token file; ``worker_preload``
+    names modules its workers start with (the backend option)."""
     from ...config import RuntimeConfig
     from .runtime import NodeProcess
 
@@ -154,7 +159,8 @@ def start_node(address: str, *, token: str | None = None, host: str = "127.0.0.1
     finally:
         probe.close()
     config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                                object_store_memory=object_store_memory, token=token)
+                                object_store_memory=object_store_memory, token=token,
+                                backend_options={"worker_preload": worker_preload or []})
     log_path = os.path.join(_nodes_dir(), f"node-{os.getpid()}-{time.time_ns()}.log")
     node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path,
                               head_address=address)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import importlib
 import json
 import math
 import os
@@ -1817,6 +1818,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _preload(modules: list[str]) -> None:
+    """Import ``modules`` here, before any worker is forked, so that workers start
+    with them imported (the ``worker_preload`` option). A module that fails is
+    logged and left to the workers to import themselves."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the workers will meet (and report) it themselves
+            print(f"fedexec node: worker_preload could not import {name!r}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     """Entry point: ``python -m fedexec.backends.native.node`` with the config as JSON
     on stdin (token included) and fd 3 (if open) to report readiness."""
@@ -1830,6 +1843,7 @@ def main() -> None:
     if config.get("cwd"):
         with contextlib.suppress(OSError):
             os.chdir(config["cwd"])
+    _preload(config.get("worker_preload") or [])
     manager = NodeManager(config, token)
     try:
         manager.serve(ready_fd)

@@ -67,6 +67,34 @@ def reap_stale_sessions() -> None:
                     shutil.rmtree(path, ignore_errors=True)
 
 
+def preload_modules(value: Any) -> list[str]:
+    """The ``worker_preload`` backend option, checked: names of modules the node
+    imports before it forks its first worker, so that every worker starts with
+    them already imported (``["torch"]`` saves each training worker its import).
+
+    Raises:
+        ValueError: not a list of names of modules importable here.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(
+            isinstance(name, str) and name for name in value):
+        raise ValueError(f"backend_options['worker_preload'] must be a list of module "
+                         f"names, such as ['torch'], got {value!r}")
+    import importlib.util
+
+    for name in value:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ValueError(f"backend_options['worker_preload'] names {name!r}, which is not "
+                             f"importable in this Python ({sys.executable}); install it or "
+                             f"remove it from the list")
+    return list(value)
+
+
 def detect_gpus() -> list[str]:
     """The GPU ids this machine offers: ``CUDA_VISIBLE_DEVICES`` if set, else what
     ``nvidia-smi -L`` lists (none when it is absent)."""
@@ -105,6 +133,7 @@ class NodeProcess:
         output goes, ``owner_pid`` a process whose death stops it (tests).
         """
         memory = memory_settings(config.backend_options, os.environ)  # ValueError: nothing made
+        preload = preload_modules(config.backend_options.get("worker_preload"))  # ValueError too
         reap_stale_sessions()
         session = os.urandom(6).hex()
         session_dir = tempfile.mkdtemp(prefix=f"{_PREFIX}{session}-")
@@ -150,6 +179,7 @@ class NodeProcess:
             "owner_pid": owner_pid,
             "heartbeat_interval": float(opts.get("heartbeat_interval", 0.5)),
             "heartbeat_timeout": float(opts.get("heartbeat_timeout", 5.0)),
+            "worker_preload": preload,
             **memory,
         }
         ready_r, ready_w = os.pipe()
