@@ -28,6 +28,7 @@ by default), whose statistics the driver merges and hands back each round.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -241,6 +242,7 @@ def evaluate_perturbations(runner: EnvRunner, theta: np.ndarray, noise_holder: l
     itself with probability ``eval_prob`` per pair (at least one if ``force_eval``).
     ``noise_holder`` is ``[ref]`` (in a list, so the ref arrives as a ref and the
     table is read once per runner)."""
+    began, cpu_began = time.time(), time.process_time()
     cfg = runner.config
     noise = _runner_noise(runner, noise_holder)
     if not hasattr(runner, "_es_seed"):  # the first call here: seed the first reset
@@ -277,7 +279,8 @@ def evaluate_perturbations(runner: EnvRunner, theta: np.ndarray, noise_holder: l
         steps += len_pos + len_neg
     return {"offsets": offsets, "returns": returns, "lengths": lengths,
             "eval_returns": eval_returns, "eval_lengths": eval_lengths, "env_steps": steps,
-            "filter_delta": runner.filter.take_delta(),
+            "filter_delta": runner.filter.take_delta(), "began": began,
+            "wall_s": time.time() - began, "cpu_s": time.process_time() - cpu_began,
             "noise_ref_id": getattr(noise_holder[0], "id", None),
             "noise_checksum": float(noise[:1000].sum())}
 
@@ -311,7 +314,8 @@ class ES(Algorithm):
         offsets: list[int] = []
         returns: list[tuple[float, float]] = []
         lengths: list[tuple[int, int]] = []
-        for result in self._evaluate_on_runners(theta):
+        results = self._evaluate_on_runners(theta)
+        for result in results:
             offsets += result["offsets"]
             returns += [tuple(r) for r in result["returns"]]
             lengths += [tuple(x) for x in result["lengths"]]
@@ -329,7 +333,10 @@ class ES(Algorithm):
         return {"weights_norm": float(np.linalg.norm(theta)), "grad_norm":
                 float(np.linalg.norm(grad)), "update_ratio": update_ratio,
                 "episodes_this_iter": 2 * len(returns), "noisy_return_mean":
-                float(noisy.mean()), "noisy_return_std": float(noisy.std())}
+                float(noisy.mean()), "noisy_return_std": float(noisy.std()),
+                # < 1: the runners' processes waited for a CPU (a loaded machine)
+                "runner_cpu_fraction": sum(r["cpu_s"] for r in results)
+                / max(1e-9, sum(r["wall_s"] for r in results))}
 
     def _evaluate_on_runners(self, theta: np.ndarray) -> list[dict[str, Any]]:
         """Results of :func:`evaluate_perturbations` of ``theta`` until they hold
