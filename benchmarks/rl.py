@@ -73,7 +73,7 @@ def child_fedexec(seed: int, max_steps: int, began: float) -> dict[str, Any]:
     from fedexec.rl._cli import examples, load_experiments
 
     spec = load_experiments(examples()["cartpole-ppo"])["cartpole-ppo"]
-    fedexec.init()
+    fedexec.init(worker_preload=["torch"])  # as `fedexec rl train` starts its runtime
     algo = PPOConfig.from_dict({**spec["config"], "env": spec["env"], "seed": seed}).build()
     progress = Progress(began)
     while True:

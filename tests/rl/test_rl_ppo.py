@@ -221,3 +221,19 @@ def test_num_gpus_without_a_gpu_says_what_to_do():
         pytest.skip("a GPU is visible here")
     with pytest.raises(ValueError, match="torch sees no GPU"):
         small_config(runners=0).resources(num_gpus=1).build()
+
+
+@pytest.mark.timeout(180)
+def test_without_restarts_a_dead_env_runner_fails_the_iteration(native_ex):
+    import fedexec
+
+    algo = small_config(runners=1).fault_tolerance(restart_failed_env_runners=False) \
+        .build(executor=native_ex)
+    try:
+        pid = algo.env_runner_group.pids()[0]
+        os.kill(pid, signal.SIGKILL)
+        assert poll_until(lambda: exited(pid), timeout=30)
+        with pytest.raises(fedexec.ActorDiedError):
+            algo.train()
+    finally:
+        algo.stop()

@@ -129,10 +129,12 @@ def load_experiments(path: str) -> dict[str, dict[str, Any]]:
 
 
 def _run_experiments(experiments: dict[str, dict[str, Any]], args: argparse.Namespace) -> int:
-    if args.address:
-        import fedexec
+    import fedexec
 
+    if args.address:
         fedexec.init(address=args.address, ignore_reinit_error=True)
+    else:  # this process's runtime; its workers (the env runners) start with torch imported
+        fedexec.init(worker_preload=["torch"], ignore_reinit_error=True)
     for name, spec in experiments.items():
         stop = args.stop if args.stop is not None else dict(spec.get("stop") or {})
         config = dict(spec.get("config") or {})
