@@ -147,22 +147,41 @@ def child_sb3(seed: int, max_steps: int, began: float, threads: int = 0) -> dict
     return {"reached": progress.reached, "last": progress.last}
 
 
+def _runner_cpu_seconds(runner: Any) -> float:
+    return time.process_time()
+
+
 def child_es(runners: int, began: float) -> dict[str, Any]:
-    """ES env steps per second with ``runners`` env runners (after one warm-up iteration)."""
+    """ES env steps per second with ``runners`` env runners: the shipped
+    ``cartpole-es.yaml`` with 10,000 env steps per iteration (so each iteration is the
+    same work however well the policy does), timed over ``ES_ITERATIONS`` after one
+    warm-up iteration (the runners read the noise table then). Also the runners' CPU
+    seconds in that time: on a loaded machine a runner gets less than a core, and
+    ``steps_per_runner_cpu_s`` shows whether the work itself scales."""
     import fedexec
     from fedexec.rl import get_algorithm_class
+    from fedexec.rl._cli import examples, load_experiments
 
+    spec = load_experiments(examples()["cartpole-es"])["cartpole-es"]
     es = get_algorithm_class("ES")
     fedexec.init()
-    algo = es.get_default_config().environment("CartPole-v1") \
-        .env_runners(num_env_runners=runners).debugging(seed=0).build()
+    config = es.get_default_config().update_from_dict(
+        {**spec["config"], "env": spec["env"], "num_env_runners": runners,
+         "train_batch_size": 10_000, "seed": 0})
+    algo = config.build()
+    group = algo.env_runner_group
     first = algo.train()
     start, steps0 = time.monotonic(), first["timesteps_total"]
+    cpu0 = sum(group.foreach_runner(_runner_cpu_seconds))
     for _ in range(ES_ITERATIONS):
         result = algo.train()
-    rate = (result["timesteps_total"] - steps0) / (time.monotonic() - start)
+    wall = time.monotonic() - start
+    cpu = sum(group.foreach_runner(_runner_cpu_seconds)) - cpu0
+    steps = result["timesteps_total"] - steps0
     algo.stop()
-    return {"runners": runners, "env_steps_per_s": round(rate, 1)}
+    return {"runners": runners, "env_steps_per_s": round(steps / wall, 1),
+            "runner_cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+            "steps_per_runner_cpu_s": round(steps / cpu, 1)}
 
 
 CHILDREN = {"fedexec": child_fedexec, "rllib": child_rllib, "sb3": child_sb3}
@@ -268,6 +287,11 @@ def table(rows: list[dict[str, Any]], es_rows: list[dict[str, Any]]) -> str:
     if len(es_rows) == 2 and all("env_steps_per_s" in r for r in es_rows):
         one, two = es_rows[0]["env_steps_per_s"], es_rows[1]["env_steps_per_s"]
         lines.append(f"\nES env steps/s: 1 runner {one}, 2 runners {two} ({two / one:.2f}x)")
+        busy = [r["runner_cpu_s"] / r["wall_s"] for r in es_rows]
+        lines.append(f"ES runners' CPU use (cores busy): 1 runner {busy[0]:.2f}, "
+                     f"2 runners {busy[1]:.2f}; env steps per runner CPU-second: "
+                     f"{es_rows[0]['steps_per_runner_cpu_s']}, "
+                     f"{es_rows[1]['steps_per_runner_cpu_s']}")
     return "\n".join(lines)
 
 
