@@ -237,3 +237,14 @@ def test_without_restarts_a_dead_env_runner_fails_the_iteration(native_ex):
             algo.train()
     finally:
         algo.stop()
+
+
+@pytest.mark.timeout(60)
+def test_more_env_runners_than_the_cluster_can_hold_is_refused_not_a_hang(native_ex):
+    cpus = int(native_ex.cluster_resources()["CPU"])
+    with pytest.raises(ValueError, match=rf"{cpus + 1} env runners .* need {cpus + 1} CPUs, "
+                                         rf"and the cluster has {cpus}: lower num_env_runners"):
+        small_config(runners=cpus + 1).build(executor=native_ex)
+    algo = small_config(runners=cpus + 1).env_runners(num_cpus_per_env_runner=0.5) \
+        .build(executor=native_ex)  # fractional CPUs fit
+    algo.stop()

@@ -66,12 +66,25 @@ class EnvRunnerGroup:
             raise fedexec.UnsupportedOnBackendError(
                 f"env runners are actors, which the {self.executor.backend!r} backend lacks: "
                 "use another backend, or num_env_runners=0 (sample in this process)")
+        self._check_fits()
         try:
             self.runners = [self._start(i) for i in range(1, self.num_runners + 1)]
             self.executor.get([r.pid.remote() for r in self.runners])  # started, envs made
         except BaseException:
             self.stop()
             raise
+
+    def _check_fits(self) -> None:
+        """Refuse runners that could never all run at once: each holds its CPUs
+        for its lifetime, and sampling waits for every one of them."""
+        per = float(self.config.num_cpus_per_env_runner or 0)
+        need = self.num_runners * per
+        have = float(self.executor.cluster_resources().get("CPU", 0.0))
+        if need > have:
+            raise ValueError(
+                f"{self.num_runners} env runners with num_cpus_per_env_runner={per:g} need "
+                f"{need:g} CPUs, and the cluster has {have:g}: lower num_env_runners (or "
+                f"num_cpus_per_env_runner, e.g. 0.5), or run on a bigger cluster")
 
     def _start(self, index: int, recreated: bool = False) -> Any:
         options = {"num_cpus": self.config.num_cpus_per_env_runner, "max_restarts": 0}
