@@ -188,6 +188,7 @@ __all__ = [
     "Reservation",
     "StoreManager",
     "default_pool_capacity",
+    "finish_unmapping",
     "object_size",
     "read_object",
     "shm_root",
@@ -273,8 +274,9 @@ def _copy_into_mapping(fd: int, size: int, pieces: Sequence[tuple[int, Any]]) ->
         _unmap_soon(mapping)
 
 
-_unmap_lock = threading.Lock()
+_unmap_cond = threading.Condition()
 _unmap_pending: list[mmap.mmap] = []
+_unmapping = 0  # mappings the helper thread is closing right now
 _unmapper: threading.Thread | None = None
 
 
@@ -283,7 +285,7 @@ def _unmap_soon(mapping: mmap.mmap) -> None:
     tearing down the page table of a large mapping costs ~0.05 ms per MiB that the
     writer need not wait for. Until then the file counts as mapped (not reused)."""
     global _unmapper
-    with _unmap_lock:
+    with _unmap_cond:
         _unmap_pending.append(mapping)
         if _unmapper is None:
             _unmapper = threading.Thread(target=_unmap_pending_mappings, daemon=True,
@@ -292,22 +294,45 @@ def _unmap_soon(mapping: mmap.mmap) -> None:
 
 
 def _unmap_pending_mappings() -> None:
-    global _unmapper
+    global _unmapper, _unmapping
     while True:
-        with _unmap_lock:
+        with _unmap_cond:
             if not _unmap_pending:
                 _unmapper = None
                 return
             mapping = _unmap_pending.pop()
+            _unmapping += 1
+        try:
+            mapping.close()
+        finally:
+            with _unmap_cond:
+                _unmapping -= 1
+                _unmap_cond.notify_all()
+
+
+def finish_unmapping() -> None:
+    """Return once this process has unmapped every file it wrote: a writer calls it
+    before reserving, so that the files of its earlier objects can be reused (the
+    store does not reuse a file its writer still maps)."""
+    while True:
+        with _unmap_cond:
+            if _unmap_pending:
+                mapping = _unmap_pending.pop()
+            elif _unmapping:
+                _unmap_cond.wait()
+                continue
+            else:
+                return
         mapping.close()
 
 
 def _unmap_in_child() -> None:
     """After ``fork``: the child has copies of the pending mappings but not the
     thread; unmap them here, so that the child does not keep the files mapped."""
-    global _unmap_lock, _unmapper
-    _unmap_lock = threading.Lock()
+    global _unmap_cond, _unmapper, _unmapping
+    _unmap_cond = threading.Condition()
     _unmapper = None
+    _unmapping = 0
     while _unmap_pending:
         _unmap_pending.pop().close()
 
