@@ -421,10 +421,9 @@ class NativeBackend(Backend):
     def write_shm(self, obj_id: str, blob: serialization.Serialized) -> str:
         """Reserve room in the store, write ``blob`` there (into a freed file the
         node hands over, if any); the file's path."""
-        from .store import finish_unmapping, object_size
+        from .store import object_size
 
         size = object_size(blob.data, blob.buffers)
-        finish_unmapping()  # so that the files of earlier objects can be reused
         path, error, staging = self._ask(self._creates, obj_id, [Op.CREATE, obj_id, size],
                                          120, self._gone("store an object"))
         if path is None:

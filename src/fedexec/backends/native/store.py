@@ -117,9 +117,10 @@ who fills it through a shared mapping whose page table is filled up front
 (``MAP_POPULATE``): the pages exist, so the copy is a memcpy. Measured as above,
 200 MiB, best of 8, with memcpy at 19-20 ms in the same run: pwrite into the
 existing pages 58 ms, mapping + memcpy 40-46 ms (13 ms to fill the page table,
-20 ms to copy, 10 ms to unmap, which the writer leaves to a helper thread), a
-new file 75+ ms; ``free`` is a rename instead of a 22 ms unlink. Huge pages
-would remove most of the rest, but tmpfs here uses 4 KiB pages.
+20 ms to copy, 10 ms to unmap), a new file 75+ ms; ``free`` is a rename instead
+of a 22 ms unlink. Unmapping on a helper thread was tried and dropped: a get in
+the same process right after waited for it (the address-space lock) instead.
+Huge pages would remove most of the rest, but tmpfs here uses 4 KiB pages.
 
 Why it is safe:
   - no reader ever sees a reused file change: a file is taken for reuse only
@@ -170,7 +171,6 @@ import shutil
 import signal
 import struct
 import tempfile
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,7 +188,6 @@ __all__ = [
     "Reservation",
     "StoreManager",
     "default_pool_capacity",
-    "finish_unmapping",
     "object_size",
     "read_object",
     "shm_root",
@@ -271,74 +270,7 @@ def _copy_into_mapping(fd: int, size: int, pieces: Sequence[tuple[int, Any]]) ->
         finally:
             del target
     finally:
-        _unmap_soon(mapping)
-
-
-_unmap_cond = threading.Condition()
-_unmap_pending: list[mmap.mmap] = []
-_unmapping = 0  # mappings the helper thread is closing right now
-_unmapper: threading.Thread | None = None
-
-
-def _unmap_soon(mapping: mmap.mmap) -> None:
-    """Unmap ``mapping`` on a helper thread (started on demand, gone when idle):
-    tearing down the page table of a large mapping costs ~0.05 ms per MiB that the
-    writer need not wait for. Until then the file counts as mapped (not reused)."""
-    global _unmapper
-    with _unmap_cond:
-        _unmap_pending.append(mapping)
-        if _unmapper is None:
-            _unmapper = threading.Thread(target=_unmap_pending_mappings, daemon=True,
-                                         name="fedexec-store-unmap")
-            _unmapper.start()
-
-
-def _unmap_pending_mappings() -> None:
-    global _unmapper, _unmapping
-    while True:
-        with _unmap_cond:
-            if not _unmap_pending:
-                _unmapper = None
-                return
-            mapping = _unmap_pending.pop()
-            _unmapping += 1
-        try:
-            mapping.close()
-        finally:
-            with _unmap_cond:
-                _unmapping -= 1
-                _unmap_cond.notify_all()
-
-
-def finish_unmapping() -> None:
-    """Return once this process has unmapped every file it wrote: a writer calls it
-    before reserving, so that the files of its earlier objects can be reused (the
-    store does not reuse a file its writer still maps)."""
-    while True:
-        with _unmap_cond:
-            if _unmap_pending:
-                mapping = _unmap_pending.pop()
-            elif _unmapping:
-                _unmap_cond.wait()
-                continue
-            else:
-                return
         mapping.close()
-
-
-def _unmap_in_child() -> None:
-    """After ``fork``: the child has copies of the pending mappings but not the
-    thread; unmap them here, so that the child does not keep the files mapped."""
-    global _unmap_cond, _unmapper, _unmapping
-    _unmap_cond = threading.Condition()
-    _unmapper = None
-    _unmapping = 0
-    while _unmap_pending:
-        _unmap_pending.pop().close()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_unmap_in_child)
 
 
 def _publish(tmp: str, path: str) -> None:
