@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 
 import numpy as np
 import psutil
@@ -115,6 +116,84 @@ def test_memory_is_freed_when_the_last_ref_dies(ex):
     assert wait_until(lambda: ex._backend.stats()["store"]["used_bytes"] == 0)
     assert wait_until(lambda: ex._backend.stats()["objects"] == 0)
     assert not [f for f in os.listdir(store_dir(ex)) if not f.startswith(".")]
+
+
+class ViewHolder:
+    """Keeps a zero-copy view of an object whose ref it was lent, not the ref."""
+
+    def hold(self, box):
+        self.view = fedexec.get(box[0])
+        return zlib.crc32(self.view)
+
+    def crc(self):
+        return zlib.crc32(self.view)
+
+    def pid(self):
+        return os.getpid()
+
+
+def _store_stats(executor):
+    return executor._backend.stats()["store"]
+
+
+def _freed(executor, kept: int) -> bool:
+    stats = _store_stats(executor)
+    return stats["used_bytes"] == 0 and stats["num_pooled"] == kept
+
+
+def _put_checked(executor, seed: int, n: int = 8_000_000) -> tuple[int, int]:
+    """Put ``n`` random bytes, read them back, drop the ref: (crc, reuses so far)."""
+    value = np.random.default_rng(seed).integers(0, 255, n, dtype=np.uint8)
+    ref = executor.put(value)
+    got = executor.get(ref, timeout=T)
+    np.testing.assert_array_equal(got, value)
+    del got, ref
+    gc.collect()
+    return zlib.crc32(value), _store_stats(executor)["reuse_count"]
+
+
+@pytest.mark.timeout(120)
+def test_a_freed_objects_file_is_reused_but_never_under_a_view_held_elsewhere():
+    executor = fedexec.Executor("native", num_cpus=2)
+    try:
+        holder = executor.actor(ViewHolder)
+        value = np.random.default_rng(0).integers(0, 255, 8_000_000, dtype=np.uint8)
+        ref = executor.put(value)
+        mine = executor.get(ref, timeout=T)  # a view in the driver, too
+        crc = executor.get(holder.hold.remote([ref]), timeout=T)
+        assert crc == zlib.crc32(value)
+        del ref
+        gc.collect()
+        assert wait_until(lambda: _freed(executor, 1))  # freed, its file kept
+        for seed in (1, 2, 3):  # each put's file is reused by the next, never the held one
+            _, reuses = _put_checked(executor, seed)
+            assert wait_until(lambda: _freed(executor, 2))
+            assert executor.get(holder.crc.remote(), timeout=T) == crc
+            assert zlib.crc32(mine) == crc
+        assert reuses == 2
+        del mine
+        pid = executor.get(holder.pid.remote(), timeout=T)
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: exited(pid))  # a zombie has no mappings left
+        for seed in (4, 5):  # both kept files are free now, the killed actor's one too
+            _, reuses = _put_checked(executor, seed)
+        assert reuses == 4
+        store = store_dir(executor)
+    finally:
+        executor.shutdown()
+    assert not os.path.exists(store) and not os.path.exists(os.path.dirname(store))
+
+
+def test_the_store_is_full_at_the_same_limit_with_freed_files_kept():
+    with fedexec.Executor("native", num_cpus=1, object_store_memory=30_000_000) as small:
+        assert _store_stats(small)["pool_capacity"] == 7_500_000
+        _put_checked(small, 1, 7_000_000)
+        assert wait_until(lambda: _freed(small, 1))
+        big = small.put(np.ones(30_000_000 - 4096, dtype=np.uint8))  # the kept file makes way
+        assert _store_stats(small)["num_pooled"] == 0
+        with pytest.raises(fedexec.ObjectStoreFullError, match="object_store_memory"):
+            small.put(np.zeros(30_000_001, dtype=np.uint8))
+        assert int(small.get(big, timeout=T)[-1]) == 1
 
 
 def read_later(box):

@@ -14,7 +14,7 @@ import uuid
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -62,11 +62,12 @@ def make_store(tmp_path):
     """Factory of StoreManagers on fresh directories; checks nothing is left behind."""
     made: list[StoreManager] = []
 
-    def make(capacity: int, spill_capacity: int | None = None) -> StoreManager:
+    def make(capacity: int, spill_capacity: int | None = None,
+             pool_capacity: int = 0) -> StoreManager:
         root = _new_root()
         os.rmdir(root)  # the store makes it
         manager = StoreManager(root, str(tmp_path / f"spill{len(made)}"), capacity,
-                               spill_capacity)
+                               spill_capacity, pool_capacity)
         made.append(manager)
         return manager
 
@@ -96,6 +97,24 @@ def _put(manager: StoreManager, obj_id: str, value) -> str:
     write_object(path, s.data, s.buffers)
     manager.seal(obj_id)
     return path
+
+
+def _put_reusing(manager: StoreManager, obj_id: str, value) -> tuple[str, bool]:
+    """Put as the node manager does for a writer: (path, whether a freed file was reused)."""
+    s = serialization.dumps(value)
+    path, staging = manager.reserve_segment(obj_id, object_size(s.data, s.buffers))
+    write_object(path, s.data, s.buffers, staging)
+    manager.seal(obj_id)
+    return path, bool(staging)
+
+
+def _objects(manager: StoreManager) -> list[str]:
+    """Names of the object files in the store's directory (not the freed files kept)."""
+    return sorted(n for n in os.listdir(manager.directory) if not n.startswith("."))
+
+
+def _kept(manager: StoreManager) -> list[str]:
+    return sorted(n for n in os.listdir(manager.directory) if n.startswith(".free-"))
 
 
 def _get(path: str):
@@ -521,6 +540,264 @@ def test_context_manager_cleans_up(tmp_path):
     assert not os.path.exists(root)
 
 
+# ------------------------------------------------------------------ reusing freed files
+
+
+def _fits(size: int, kept: int) -> bool:
+    """Whether a kept file of ``kept`` bytes serves a reservation of ``size``."""
+    return size <= kept <= 2 * size or size <= 2 * kept < 2 * size
+
+
+def _fresh_file_bytes(value) -> bytes:
+    """The bytes of ``value``'s object file written into a new file."""
+    root = _new_root()
+    try:
+        s = serialization.dumps(value)
+        write_object(os.path.join(root, "x"), s.data, s.buffers)
+        with open(os.path.join(root, "x"), "rb") as f:
+            return f.read()
+    finally:
+        shutil.rmtree(root)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(100_000, 3 * MB) | st.integers(1, 5_000),
+                      min_size=2, max_size=6),
+       seed=st.integers(0, 1 << 16))
+def test_put_get_free_cycles_reuse_freed_files_with_the_right_bytes(make_store, sizes, seed):
+    manager = make_store(capacity=8 * MB, pool_capacity=4 * MB)
+    pool: list[int] = []  # the model: sizes of the kept files, oldest first
+    for i, n in enumerate(sizes):
+        value = _blob(n, seed + i)
+        blob = serialization.dumps(value)
+        size = object_size(blob.data, blob.buffers)
+        best = sorted(k for k in pool if size <= k <= 2 * size) + sorted(
+            (k for k in pool if size <= 2 * k < 2 * size), reverse=True)
+        path, reused = _put_reusing(manager, f"o{i}", value)
+        assert reused == bool(best)
+        if best:
+            pool.remove(best[0])
+        got = _get(path)
+        np.testing.assert_array_equal(got, value)
+        del got
+        with open(path, "rb") as f:  # every byte as in a new file (gaps zeroed)
+            assert f.read() == _fresh_file_bytes(value)
+        manager.free(f"o{i}")
+        pool.append(size)
+        while sum(pool) > 4 * MB:
+            pool.pop(0)
+        stats = manager.stats()
+        assert (stats["used_bytes"], stats["pooled_bytes"], stats["num_pooled"]) == (
+            0, sum(pool), len(pool))
+        assert _objects(manager) == [] and len(_kept(manager)) == len(pool)
+
+
+def test_a_freed_file_mapped_here_is_not_reused_until_its_views_are_gone(make_store):
+    manager = make_store(capacity=16 * MB, pool_capacity=8 * MB)
+    a = _blob(2 * MB, 1)
+    path, _ = _put_reusing(manager, "a", a)
+    view = _get(path)
+    manager.free("a")
+    assert len(_kept(manager)) == 1
+    _, reused = _put_reusing(manager, "b", _blob(2 * MB, 2))
+    assert not reused  # a's file is still mapped by ``view``
+    np.testing.assert_array_equal(view, a)
+    manager.free("b")
+    del view
+    gc.collect()
+    for name, seed in (("c", 3), ("d", 4)):  # both kept files are free now
+        path, reused = _put_reusing(manager, name, _blob(2 * MB, seed))
+        assert reused
+        np.testing.assert_array_equal(_get(path), _blob(2 * MB, seed))
+    assert manager.stats()["reuse_count"] == 2 and _kept(manager) == []
+
+
+HOLDER = """
+import sys, zlib
+from fedexec import serialization
+from fedexec.backends.native.store import read_object
+arr = serialization.loads(*read_object(sys.argv[1]))
+print(zlib.crc32(arr), flush=True)
+for line in sys.stdin:
+    print(zlib.crc32(arr), flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_freed_file_another_process_maps_is_not_reused_until_it_is_killed(make_store):
+    import zlib
+
+    manager = make_store(capacity=16 * MB, pool_capacity=8 * MB)
+    a = _blob(3 * MB, 1)
+    path, _ = _put_reusing(manager, "a", a)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert int(holder.stdout.readline()) == zlib.crc32(a)
+        manager.free("a")
+        _, reused = _put_reusing(manager, "b", _blob(3 * MB, 10))
+        assert not reused  # a's file is the only one kept, and the holder maps it
+        manager.free("b")
+        for i in range(3):  # each reuses b's file, never a's: the holder's view is intact
+            holder.stdin.write("check\n")
+            holder.stdin.flush()
+            assert int(holder.stdout.readline()) == zlib.crc32(a)
+            _, reused = _put_reusing(manager, f"c{i}", _blob(3 * MB, 20 + i))
+            assert reused and manager.stats()["num_pooled"] == 1
+            manager.free(f"c{i}")
+        holder.stdin.write("check\n")
+        holder.stdin.flush()
+        assert int(holder.stdout.readline()) == zlib.crc32(a)
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its mapping
+        holder.wait(timeout=30)
+    assert manager.stats()["num_pooled"] == 2
+    for i in range(2):  # a's file is free now too
+        path, reused = _put_reusing(manager, f"d{i}", _blob(3 * MB, 30 + i))
+        assert reused
+        np.testing.assert_array_equal(_get(path), _blob(3 * MB, 30 + i))
+    assert manager.stats()["num_pooled"] == 0
+
+
+WRITER = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, b"partial", 0)
+print("writing", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_killed_while_writing_into_a_kept_file_leaves_nothing(make_store):
+    manager = make_store(capacity=8 * MB, pool_capacity=4 * MB)
+    _put_reusing(manager, "a", _blob(MB, 1))
+    manager.free("a")
+    staging = manager.reserve_segment("b", manager.stats()["pooled_bytes"]).staging
+    assert staging and os.path.exists(staging) and _kept(manager) == []
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, staging], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.kill()
+    writer.wait(timeout=30)
+    manager.abort("b")  # what the node manager does when the writer's connection closes
+    assert os.listdir(manager.directory) == []
+    stats = manager.stats()
+    assert (stats["used_bytes"], stats["pooled_bytes"], stats["num_objects"]) == (0, 0, 0)
+    _, reused = _put_reusing(manager, "b", _blob(MB, 2))
+    assert not reused
+
+
+PROBER = """
+import os, sys, time
+from fedexec.backends.native.store import _unshared
+answers = set()
+deadline = time.monotonic() + 2
+while time.monotonic() < deadline:
+    answers.add(_unshared(sys.argv[1]))
+print(sorted(answers))
+"""
+OPENER = "import os, sys\nwhile True: os.close(os.open(sys.argv[1], os.O_RDONLY))"
+
+
+@pytest.mark.timeout(60)
+def test_probing_a_file_someone_keeps_opening_does_not_kill_the_prober(shm_dir):
+    """The lease break an opener causes signals the lease holder (SIGIO by default
+    kills it): the node manager must survive someone opening a kept file."""
+    path = os.path.join(shm_dir, "f")
+    with open(path, "wb") as f:
+        f.write(b"x" * 4096)
+    opener = subprocess.Popen([sys.executable, "-c", OPENER, path])
+    try:
+        out = subprocess.run([sys.executable, "-c", PROBER, path], capture_output=True,
+                             text=True, timeout=50)
+    finally:
+        opener.kill()
+        opener.wait(timeout=30)
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    assert out.stdout.strip() == "[False, True]"  # busy while open, free in between
+
+
+def _fill(manager: StoreManager, sizes: list[int]) -> list[bool]:
+    """Put objects of ``sizes`` (freeing every third), recording which ones fit."""
+    fitted = []
+    for i, n in enumerate(sizes):
+        try:
+            _put_reusing(manager, f"o{i}", _blob(n, i))
+        except ObjectStoreFullError:
+            fitted.append(False)
+            continue
+        fitted.append(True)
+        if i % 3 == 0:
+            manager.free(f"o{i}")
+        stats = manager.stats()
+        assert stats["used_bytes"] + stats["pooled_bytes"] <= manager.capacity
+    return fitted
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(200_000, 3 * MB), min_size=1, max_size=12),
+       spill=st.sampled_from([0, None]))
+def test_the_store_is_full_exactly_when_it_would_be_without_kept_files(make_store, sizes,
+                                                                        spill):
+    with_pool = make_store(capacity=6 * MB, spill_capacity=spill, pool_capacity=6 * MB)
+    without = make_store(capacity=6 * MB, spill_capacity=spill)
+    assert _fill(with_pool, sizes) == _fill(without, sizes)
+    a, b = with_pool.stats(), without.stats()
+    assert (a["used_bytes"], a["spill_count"]) == (b["used_bytes"], b["spill_count"])
+
+
+def test_kept_files_are_capped_oldest_deleted_first(make_store):
+    manager = make_store(capacity=4 * MB, pool_capacity=MB + MB // 2)
+    for name in "abc":
+        _put_reusing(manager, name, _blob(MB, ord(name)))
+    size = manager.size_of("c")
+    manager.free("b")
+    manager.free("c")  # only one MB-sized file fits in 1.5 MB: b's is deleted
+    stats = manager.stats()
+    assert (stats["num_pooled"], stats["pooled_bytes"]) == (1, size)
+    assert len(_kept(manager)) == 1
+    manager.free("a")
+    assert manager.stats()["num_pooled"] == 1
+
+
+def test_a_restore_reuses_a_kept_file(make_store):
+    manager = make_store(capacity=MB + 8192, pool_capacity=2 * MB)
+    _put_reusing(manager, "a", _blob(MB, 1))
+    _put_reusing(manager, "b", _blob(MB, 2))
+    assert manager.is_spilled("a")
+    manager.free("b")
+    assert manager.stats()["num_pooled"] == 1
+    np.testing.assert_array_equal(_get(manager.ensure_local("a")), _blob(MB, 1))
+    stats = manager.stats()
+    assert (stats["reuse_count"], stats["num_pooled"], stats["restore_count"]) == (1, 0, 1)
+    assert _objects(manager) == ["a"] and _kept(manager) == []
+
+
+def test_without_file_leases_freed_files_are_deleted_not_reused(make_store, monkeypatch):
+    monkeypatch.setattr(store, "_F_SETLEASE", None)  # e.g. not Linux
+    manager = make_store(capacity=8 * MB, pool_capacity=4 * MB)
+    _put_reusing(manager, "a", _blob(MB, 1))
+    manager.free("a")
+    path, reused = _put_reusing(manager, "b", _blob(MB, 2))
+    assert not reused and manager.stats()["pool_capacity"] == 0
+    np.testing.assert_array_equal(_get(path), _blob(MB, 2))
+    manager.free("b")
+    assert os.listdir(manager.directory) == []
+
+
+def test_cleanup_deletes_kept_files(tmp_path):
+    root = _new_root()
+    manager = StoreManager(root, str(tmp_path / "spill"), 8 * MB, pool_capacity=4 * MB)
+    _put_reusing(manager, "a", _blob(MB, 1))
+    manager.free("a")
+    assert len(_kept(manager)) == 1
+    manager.cleanup()
+    assert not os.path.exists(root) and _leftovers() == []
+
+
 # ------------------------------------------------------------------ random sequences
 
 
@@ -544,6 +821,7 @@ class StoreMachine(RuleBasedStateMachine):
         os.rmdir(self.root)
         self.spill_root = tempfile.mkdtemp(prefix="fedexec-test-spill-")
         self.spill_capacity: int | None = None
+        self.pool_capacity = 0
         self.manager: StoreManager
         self.content: dict[str, bytes] = {}  # sealed, unfreed objects
         self.size: dict[str, int] = {}
@@ -552,11 +830,13 @@ class StoreMachine(RuleBasedStateMachine):
         self.lru: list[str] = []  # local, unpinned; oldest first
         self.counter = 0
 
-    @initialize(spill_capacity=st.sampled_from([None, 0, 8_000, 20_000]))
-    def start(self, spill_capacity):
+    @initialize(spill_capacity=st.sampled_from([None, 0, 8_000, 20_000]),
+                pool_capacity=st.sampled_from([0, 5_000, 12_000]))
+    def start(self, spill_capacity, pool_capacity):
         self.spill_capacity = spill_capacity
+        self.pool_capacity = pool_capacity
         self.manager = StoreManager(self.root, os.path.join(self.spill_root, "s"),
-                                    self.CAPACITY, spill_capacity)
+                                    self.CAPACITY, spill_capacity, pool_capacity)
 
     def _make_room(self, size: int) -> list[str] | None:
         """The model's victims for ``size`` more bytes, or None: the store is full."""
@@ -582,9 +862,10 @@ class StoreMachine(RuleBasedStateMachine):
             self.lru.remove(k)
             self.spilled.add(k)
 
-    def _reserve(self, n: int, seed: int) -> tuple[str, bytes, str | None]:
+    def _reserve(self, n: int, seed: int) -> tuple[str, bytes, str | None, str]:
         """Reserve a new object of ``n`` random bytes as the model predicts: its id,
-        its content, and its path (None if the store refused it)."""
+        its content, its path (None if the store refused it), and the staging file
+        of a freed file it reuses ("" if none)."""
         self.counter += 1
         obj_id = f"o{self.counter}"
         data = random.Random(seed).randbytes(n)
@@ -592,17 +873,17 @@ class StoreMachine(RuleBasedStateMachine):
         victims = self._make_room(size)
         if victims is None:
             with pytest.raises(ObjectStoreFullError):
-                self.manager.reserve(obj_id, size)
-            return obj_id, data, None
-        path = self.manager.reserve(obj_id, size)
+                self.manager.reserve_segment(obj_id, size)
+            return obj_id, data, None, ""
+        path, staging = self.manager.reserve_segment(obj_id, size)
         self._spill(victims)
-        return obj_id, data, path
+        return obj_id, data, path, staging
 
     @rule(target=objects, n=SIZES, seed=st.integers(0, 255))
     def put(self, n, seed):
-        obj_id, data, path = self._reserve(n, seed)
+        obj_id, data, path, staging = self._reserve(n, seed)
         if path is not None:
-            write_object(path, data, [])
+            write_object(path, data, [], staging)
             self.manager.seal(obj_id)
             self.content[obj_id] = data
             self.size[obj_id] = object_size(data, [])
@@ -613,9 +894,9 @@ class StoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.counter % 4 == 0)  # rarer than successful writes
     @rule(n=SIZES, seed=st.integers(0, 255))
     def write_fails(self, n, seed):
-        obj_id, data, path = self._reserve(n, seed)
+        obj_id, data, path, staging = self._reserve(n, seed)
         if path is not None:
-            with open(path, "wb") as f:  # the writer dies half-way
+            with open(staging or path, "r+b" if staging else "wb") as f:  # dies half-way
                 f.write(data[: n // 2])
             self.manager.abort(obj_id)
 
@@ -682,8 +963,13 @@ class StoreMachine(RuleBasedStateMachine):
             assert stats["spilled_bytes"] <= self.spill_capacity
         assert stats["num_objects"] == len(self.content)
         assert stats["num_spilled"] == len(self.spilled)
-        assert sorted(os.listdir(self.manager.directory)) == sorted(
+        assert _objects(self.manager) == sorted(
             k for k in self.content if k not in self.spilled)
+        assert len(_kept(self.manager)) == stats["num_pooled"]
+        assert len(os.listdir(self.manager.directory)) == len(_objects(self.manager)) + len(
+            _kept(self.manager))  # no staging or temporary file left
+        assert stats["pooled_bytes"] <= self.pool_capacity
+        assert stats["used_bytes"] + stats["pooled_bytes"] <= self.CAPACITY
         assert sorted(os.listdir(self.manager.spill_directory)) == sorted(self.spilled)
         for k, data in self.content.items():  # readable wherever it is, with its content
             assert self.manager.contains(k)

@@ -334,7 +334,7 @@ class NativeBackend(Backend):
             elif op == Op.CREATED:
                 fut = self._creates.pop(msg[1], None)
                 if fut is not None:
-                    fut.set_result((msg[2], msg[3]))
+                    fut.set_result((msg[2], msg[3], msg[4]))
             elif self.on_message is not None:
                 self.on_message(msg)
 
@@ -419,15 +419,16 @@ class NativeBackend(Backend):
         return list(entry)
 
     def write_shm(self, obj_id: str, blob: serialization.Serialized) -> str:
-        """Reserve room in the store, write ``blob`` there; the file's path."""
+        """Reserve room in the store, write ``blob`` there (into a freed file the
+        node hands over, if any); the file's path."""
         from .store import object_size
 
         size = object_size(blob.data, blob.buffers)
-        path, error = self._ask(self._creates, obj_id, [Op.CREATE, obj_id, size], 120,
-                                self._gone("store an object"))
+        path, error, staging = self._ask(self._creates, obj_id, [Op.CREATE, obj_id, size],
+                                         120, self._gone("store an object"))
         if path is None:
             raise ObjectStoreFullError(error)
-        write_object(path, blob.data, blob.buffers)
+        write_object(path, blob.data, blob.buffers, staging)
         return str(path)
 
     # ------------------------------------------------------------------ tasks

@@ -772,14 +772,15 @@ class Federation:
             return
         if inc is None:
             try:
-                path = self.store.reserve(oid, total)
+                path, staging = self.store.reserve_segment(oid, total)
             except Exception as exc:
                 kind = ErrorKind.STORE_FULL if "full" in str(exc).lower() else \
                     ErrorKind.OBJECT_LOST
                 self._lose(obj, kind, f"cannot store pulled object {oid} here: {exc}")
                 return
-            tmp = f"{path}.pull"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            tmp = staging or f"{path}.pull"  # a freed file to reuse, or a new one
+            new = 0 if staging else os.O_CREAT | os.O_TRUNC
+            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | new, 0o600)
             os.ftruncate(fd, total)
             inc = self.incoming[oid] = _Incoming(fd, path, tmp, total,
                                                   getattr(conn, "node_id", ""))

@@ -71,7 +71,7 @@ from .protocol import (
     error_text,
     pack_frame,
 )
-from .store import StoreManager
+from .store import StoreManager, default_pool_capacity
 
 __all__ = ["NodeManager", "main"]
 
@@ -248,8 +248,9 @@ class NodeManager(Federation, PlacementGroups):
         total["object_store_memory"] = float(config["object_store_memory"])
         self.pool = ResourcePool(total)
         self.scheduler = Scheduler(self.pool)
-        self.store = StoreManager(config["store_dir"], config["spill_dir"],
-                                  int(config["object_store_memory"]))
+        capacity = int(config["object_store_memory"])
+        self.store = StoreManager(config["store_dir"], config["spill_dir"], capacity,
+                                  pool_capacity=default_pool_capacity(capacity))
         self.objects: dict[str, _Obj] = {}
         self.tasks: dict[str, _Task] = {}
         self.workers: dict[str, _Worker] = {}
@@ -718,8 +719,8 @@ class NodeManager(Federation, PlacementGroups):
         from .store import object_size, write_object
 
         try:
-            path = self.store.reserve(obj_id, object_size(data, buffers))
-            write_object(path, data, buffers)
+            path, staging = self.store.reserve_segment(obj_id, object_size(data, buffers))
+            write_object(path, data, buffers, staging)
             self.store.seal(obj_id)
         except Exception:
             with contextlib.suppress(Exception):
@@ -730,12 +731,12 @@ class NodeManager(Federation, PlacementGroups):
     def _on_create(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, size = msg
         try:
-            path = self.store.reserve(obj_id, size)
+            path, staging = self.store.reserve_segment(obj_id, size)
         except Exception as exc:
-            self._send(conn.id, [Op.CREATED, obj_id, None, str(exc)])
+            self._send(conn.id, [Op.CREATED, obj_id, None, str(exc), ""])
             return
         conn.creating.add(obj_id)
-        self._send(conn.id, [Op.CREATED, obj_id, path, ""])
+        self._send(conn.id, [Op.CREATED, obj_id, path, "", staging])
 
     def _on_incref(self, conn: _Conn, msg: list[Any]) -> None:
         for oid in msg[1]:

@@ -82,7 +82,7 @@ class Op(enum.IntEnum):
     # NM -> client
     OBJECT = 40          # [op, obj_id, Kind, ...]
     REPLY = 41           # [op, req_id, ok, value]
-    CREATED = 42         # [op, obj_id, path or None, error message]
+    CREATED = 42         # [op, obj_id, path or None, error message, staging path or ""]
     STARTED = 43         # [op, [return ids of tasks handed to a worker]]
     # NM -> worker
     EXECUTE = 60         # [op, task_id, return_ids, payload, [dep objects], retries]
