@@ -67,11 +67,9 @@ def serve_uvicorn(handler: str, port: int) -> None:
                 http="httptools", loop="uvloop")
 
 
-def serve_fedexec(handler: str, port: int, replicas: int) -> None:
-    import fedexec
-    from fedexec import serve
+def model_class(handler: str) -> type:
+    """The deployment class both serving systems run (undecorated)."""
 
-    @serve.deployment(num_replicas=replicas, max_ongoing_requests=100)
     class Model:
         def __init__(self) -> None:
             self.predict = make_numpy_model()
@@ -80,6 +78,16 @@ def serve_fedexec(handler: str, port: int, replicas: int) -> None:
             if handler == "noop":
                 return {"ok": 1}
             return {"y": self.predict(float(request.query_params.get("x", "0.5")))}
+
+    return Model
+
+
+def serve_fedexec(handler: str, port: int, replicas: int) -> None:
+    import fedexec
+    from fedexec import serve
+
+    Model = serve.deployment(num_replicas=replicas, max_ongoing_requests=100)(
+        model_class(handler))
 
     fedexec.init(num_cpus=2)
     serve.start(http_options={"port": port})
@@ -94,17 +102,9 @@ def serve_ray(handler: str, port: int, replicas: int) -> None:
     import ray
     from ray import serve
 
-    @serve.deployment(num_replicas=replicas, max_ongoing_requests=100,
-                      logging_config={"enable_access_log": False},
-                      ray_actor_options={"num_cpus": 0})
-    class Model:
-        def __init__(self) -> None:
-            self.predict = make_numpy_model()
-
-        async def __call__(self, request: Any) -> Any:
-            if handler == "noop":
-                return {"ok": 1}
-            return {"y": self.predict(float(request.query_params.get("x", "0.5")))}
+    Model = serve.deployment(num_replicas=replicas, max_ongoing_requests=100,
+                             logging_config={"enable_access_log": False},
+                             ray_actor_options={"num_cpus": 0})(model_class(handler))
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
