@@ -120,3 +120,79 @@ def test_delete_lets_running_requests_finish(serve_url):
     assert "sleepy" not in serve.status().applications
     with pytest.raises(serve.DeploymentNotFoundError):
         serve.get_app_handle("sleepy")
+
+
+@serve.deployment(num_replicas=2, max_ongoing_requests=1, health_check_period_s=0.5)
+class OneAtATime:
+    """Marks each request when it starts; counts how many run at once."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory, self.running, self.most = directory, 0, 0
+
+    async def __call__(self, i: int) -> dict:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        open(os.path.join(self.directory, f"{i}-{os.getpid()}"), "w").close()
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            self.running -= 1
+        return {"i": i, "pid": os.getpid(), "most": self.most}
+
+
+def _outcomes(handle, ids: list[int]) -> list[tuple[int, str, int]]:
+    """Call ``handle`` for every id at once; (id, "ok" | error type, most at once)."""
+    responses = [(i, handle.remote(i)) for i in ids]
+    out = []
+    for i, response in responses:
+        try:
+            value = response.result(timeout_s=T)
+            assert value["i"] == i
+            out.append((i, "ok", value["most"]))
+        except Exception as exc:
+            out.append((i, type(exc).__name__, 0))
+    return out
+
+
+class _Sender:
+    """A separate process with its own router to the replicas."""
+
+    def ready(self) -> bool:
+        return serve.get_deployment_handle("OneAtATime", app_name="queued") is not None
+
+    def send(self, ids: list[int]) -> list[tuple[int, str, int]]:
+        return _outcomes(serve.get_deployment_handle("OneAtATime", app_name="queued"), ids)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_sigkill_retries_requests_queued_at_the_replica(serve_url, tmp_path):
+    """Three routers (two actors and the driver) each write one request to each
+    replica (max_ongoing_requests=1): the replica runs one and queues the others.
+    Killing it must fail only the request that had started there."""
+    from fedexec.serve import _context
+
+    handle = serve.run(OneAtATime.bind(str(tmp_path)), name="queued", route_prefix=None)
+    victim = serve.api._replica_pids("OneAtATime", "queued")[0]
+    ex = _context.executor()
+    senders = [ex.options(num_cpus=0).actor(_Sender) for _ in range(2)]
+    assert all(s.ready.remote().result(T) for s in senders)
+    with ThreadPoolExecutor(1) as pool:
+        futures = [s.send.remote(list(range(k * 10, k * 10 + 4)))
+                   for k, s in enumerate(senders, start=1)]
+        mine = pool.submit(_outcomes, handle, list(range(4)))
+        assert poll_until(lambda: any(n.endswith(f"-{victim}") for n in os.listdir(tmp_path)),
+                          timeout=30)
+        time.sleep(0.3)  # the others are written to it by now, queued behind the first
+        os.kill(victim, signal.SIGKILL)
+        results = mine.result(T) + [x for f in futures for x in f.result(T)]
+    started_on_victim = {int(n.split("-")[0]) for n in os.listdir(tmp_path)
+                         if n.endswith(f"-{victim}")}
+    failed = {i for i, outcome, _ in results if outcome != "ok"}
+    assert len(results) == 12
+    assert failed <= started_on_victim, (failed, started_on_victim, results)
+    assert len(failed) <= 1, results  # max_ongoing_requests=1 ran there at once
+    assert all(most <= 1 for _, outcome, most in results if outcome == "ok"), results
+    for s in senders:
+        ex.kill(s)
+    serve.delete("queued")

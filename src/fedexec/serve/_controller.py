@@ -262,7 +262,7 @@ class ServeController:
         actor = self.ex.options(**opts).actor(
             Replica, dep.name, dep.app, replica_id, spec["target"], spec["init_args"],
             spec["init_kwargs"], spec.get("user_config"), self.secret,
-            spec.get("root_path", ""))
+            spec.get("root_path", ""), int(spec["max_ongoing_requests"]))
         return _Replica(replica_id, actor, spec["version"], spec.get("user_config"))
 
     def _stop(self, r: _Replica, dep: _Deployment) -> None:

@@ -10,11 +10,18 @@ The actor itself is a threaded actor for the control calls; requests arrive on
 the replica's own listener (the node's address, 127.0.0.1 on one machine; an
 ephemeral port) and run on the process's
 serve loop: async handlers there, sync ones on a thread pool.
+
+At most ``max_ongoing_requests`` run at once (several routers may each fill
+their share): the rest wait here, in arrival order, and are *not started*. A
+request starts when its handler is called; the replica then tells its router
+(``Writer.mark_started``: one STARTED frame per connection per event-loop
+turn, in the same write as the answers of that turn), so a router whose connection breaks knows which requests it may retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
 import os
@@ -153,6 +160,7 @@ class _Server(asyncio.Protocol):
         assert writer is not None
         for frame in frames:
             self.r.start(frame, writer)
+        writer.kick()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.r.connections.discard(self)
@@ -163,12 +171,16 @@ class Replica:
 
     def __init__(self, deployment: str, app: str, replica_id: str, target: Any,
                  init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
-                 user_config: Any, secret: bytes, root_path: str) -> None:
+                 user_config: Any, secret: bytes, root_path: str,
+                 max_ongoing: int = 100) -> None:
         _context.remember_executor()
         self.deployment, self.app, self.replica_id = deployment, app, replica_id
         self.secret, self.root_path = secret, root_path
         self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
-        self.ongoing = 0
+        self.ongoing = 0  # running + waiting here
+        self.running = 0
+        self.max_ongoing = max_ongoing
+        self.waiting: collections.deque[tuple[list[Any], Writer]] = collections.deque()
         self.total = 0
         self.last_request = 0.0
         self.draining = False
@@ -245,21 +257,34 @@ class Replica:
 
     # ---------------------------------------------------------------- requests
     def start(self, frame: list[Any], writer: Writer) -> None:
+        """A request frame arrived: run it now if a slot is free, else queue it."""
+        if frame[0] not in (Op.HTTP, Op.CALL):
+            return
         self.ongoing += 1
         self.total += 1
-        op = frame[0]
-        if op == Op.HTTP:
-            task = self.loop.create_task(self._http(frame, writer))
-        elif op == Op.CALL:
-            task = self.loop.create_task(self._handle_call(frame, writer))
+        if self.running < self.max_ongoing:
+            self._run(frame, writer)
         else:
-            self.ongoing -= 1
-            return
-        task.add_done_callback(self._finished)
+            self.waiting.append((frame, writer))
+
+    def _run(self, frame: list[Any], writer: Writer) -> None:
+        self.running += 1
+        coro = self._http(frame, writer) if frame[0] == Op.HTTP else \
+            self._handle_call(frame, writer)
+        self.loop.create_task(coro).add_done_callback(self._finished)
+        writer.mark_started(frame[1])
 
     def _finished(self, _task: Any) -> None:
         self.ongoing -= 1
+        self.running -= 1
         self.last_request = time.monotonic()
+        while self.waiting and self.running < self.max_ongoing:
+            frame, writer = self.waiting.popleft()
+            if writer.closed:  # its router is gone: nobody waits for the answer
+                self.ongoing -= 1
+                continue
+            self._run(frame, writer)
+            writer.kick()
 
     async def _http(self, frame: list[Any], writer: Writer) -> None:
         _, rid, method, path, query, headers, body, root_path = frame

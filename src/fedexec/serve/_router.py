@@ -9,9 +9,12 @@
 State per router: ``conns`` (replica id → authenticated connection, with its
 ``ongoing`` count), ``dead`` (replica ids whose connection broke: never used
 again), ``waiters`` (requests queued here, not yet written to any replica).
-A request is *started* once its frame is written to a replica's connection;
-one still queued here when a replica dies simply goes to another. Load
-(ongoing + queued) is what the autoscaler reads.
+A request is *started* once the replica says so (a STARTED frame, or any part
+of its answer): written but not started, it may sit in the socket or in the
+replica's own queue. When a replica's connection breaks, its started requests
+fail with ReplicaDiedError and the others are sent again to another replica
+(at most ``MAX_TRIES`` replicas in all). Load (ongoing + queued) is what the
+autoscaler reads.
 """
 
 from __future__ import annotations
@@ -27,20 +30,25 @@ from ._wire import MAC, MAGIC, NONCE, FrameReader, Op, Writer, mac, new_nonce
 
 _ENDS = (Op.RESPONSE, Op.RESULT, Op.ERROR, Op.END)
 _STREAMS = (Op.START, Op.ITEM)
+MAX_TRIES = 3
 
 
 class Pending:
     """One request in flight: ``first`` resolves with its first response frame;
     the frames of a streamed response after it arrive in ``rest``."""
 
-    __slots__ = ("first", "rest")
+    __slots__ = ("first", "frame", "rest", "started", "tries")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, frame: list[Any]) -> None:
         self.first: asyncio.Future[list[Any]] = loop.create_future()
         self.rest: asyncio.Queue[list[Any]] | None = None
+        self.frame = frame  # the request, kept to send it again while not started
+        self.started = False
+        self.tries = 0
 
     def deliver(self, frame: list[Any]) -> bool:
         """Take a response frame; True when the response is complete."""
+        self.started = True
         if self.rest is None:
             if frame[0] in _STREAMS:
                 self.rest = asyncio.Queue()
@@ -79,8 +87,15 @@ class _Conn(asyncio.Protocol):
         if self.state in ("greeting", "proof"):
             self._handshake(data)
             return
+        inflight = self.inflight
         for frame in self.reader.feed(data):
-            pending = self.inflight.get(frame[1])
+            if frame[0] == Op.STARTED:
+                for rid in frame[2]:
+                    started = inflight.get(rid)
+                    if started is not None:
+                        started.started = True
+                continue
+            pending = inflight.get(frame[1])
             if pending is not None and pending.deliver(frame):
                 del self.inflight[frame[1]]
                 self.ongoing -= 1
@@ -108,11 +123,12 @@ class _Conn(asyncio.Protocol):
             if not self.ready.done():
                 self.ready.set_result(True)
 
-    def send(self, frame: list[Any], pending: Pending) -> None:
+    def send(self, pending: Pending) -> None:
         assert self.writer is not None
         self.ongoing += 1
-        self.inflight[frame[1]] = pending
-        self.writer.send(frame)
+        pending.tries += 1
+        self.inflight[pending.frame[1]] = pending
+        self.writer.send(pending.frame)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.state = "closed"
@@ -133,6 +149,7 @@ class Router:
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.known = 0  # replicas the controller lists (connected or not)
         self.wanted: set[str] = set()
+        self.resending: set[asyncio.Task[None]] = set()
         self._rid = 0
 
     # ----------------------------------------------------------- replica set
@@ -181,18 +198,31 @@ class Router:
             self.on_dead(replica_id)
 
     def lost(self, conn: _Conn) -> None:
-        """A replica's connection broke: its requests in flight fail (they had
-        started); queued ones go elsewhere."""
+        """A replica's connection broke: its started requests fail, the others
+        are sent again (see the module docstring)."""
         from .exceptions import ReplicaDiedError
 
         if self.conns.get(conn.replica_id) is conn:
             del self.conns[conn.replica_id]
             self._mark_dead(conn.replica_id)
-        err = ReplicaDiedError(
-            f"the replica {conn.replica_id} of {self.key} died while handling the request")
+        loop = asyncio.get_running_loop()
         for pending in conn.inflight.values():
-            pending.fail(err)
+            if pending.first.done() and not pending.started:
+                continue  # the caller gave up on it
+            if pending.started:
+                pending.fail(ReplicaDiedError(
+                    f"the replica {conn.replica_id} of {self.key} died while handling the "
+                    "request; it had started, so it is not retried"))
+            elif pending.tries >= MAX_TRIES:
+                pending.fail(ReplicaDiedError(
+                    f"{pending.tries} replicas of {self.key} died before the request could "
+                    "start; check the deployment's logs for why its replicas die"))
+            else:
+                task = loop.create_task(self._resend(pending))
+                self.resending.add(task)
+                task.add_done_callback(self.resending.discard)
         conn.inflight.clear()
+        self.freed()
 
     # ----------------------------------------------------------- requests
     def next_rid(self) -> int:
@@ -225,13 +255,28 @@ class Router:
         conn = None if self.waiters else self._choose()
         if conn is None:
             return None
-        pending = Pending(asyncio.get_running_loop())
-        conn.send(frame, pending)
+        pending = Pending(asyncio.get_running_loop(), frame)
+        conn.send(pending)
         return pending
 
     async def send(self, frame: list[Any]) -> Pending:
         """Write ``frame`` (its rid from :meth:`next_rid`) to a replica, waiting
         in the queue while none is below its limit; the response's Pending."""
+        pending = Pending(asyncio.get_running_loop(), frame)
+        (await self._slot()).send(pending)
+        if self.waiters:
+            self.freed()
+        return pending
+
+    async def _resend(self, pending: Pending) -> None:
+        conn = await self._slot()
+        if not pending.first.done():  # else the caller gave up while it waited
+            conn.send(pending)
+        if self.waiters:
+            self.freed()
+
+    async def _slot(self) -> _Conn:
+        """A replica below its limit, after those queued before."""
         conn = None if self.waiters else self._choose()
         while conn is None:
             fut = asyncio.get_running_loop().create_future()
@@ -244,11 +289,7 @@ class Router:
             conn = self._choose()
             if conn is None and self.waiters:
                 continue
-        pending = Pending(asyncio.get_running_loop())
-        conn.send(frame, pending)
-        if self.waiters:
-            self.freed()
-        return pending
+        return conn
 
     def freed(self) -> None:
         """A slot may have opened: wake the oldest queued request."""

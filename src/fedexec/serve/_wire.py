@@ -16,7 +16,8 @@ through fedexec actor calls (authenticated by the cluster token), so nothing
 is unpickled from a peer that has not proven it holds it.
 
 A frame is a 4-byte big-endian length and a msgpack array ``[op, rid, ...]``;
-writes made in one event-loop turn leave in one ``transport.write``.
+writes made in one event-loop turn leave in one ``transport.write``, headed by
+one STARTED frame listing the requests that began running in that turn.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Op(enum.IntEnum):
     RESULT = 14     # [op, rid, pickled value]               a handle call's value
     ITEM = 15       # [op, rid, pickled value]               one item of a streamed call
     ERROR = 16      # [op, rid, pickled exception | None, text]
+    STARTED = 17    # [op, 0, [rid, ...]]                    these requests began running
 
 
 def mac(secret: bytes, label: bytes, nonce: bytes) -> bytes:
@@ -99,13 +101,33 @@ class Writer:
         self._transport = transport
         self._call_soon = call_soon
         self._pending: list[bytes] = []
+        self._started: list[int] = []
+        self._scheduled = False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._transport.is_closing())
 
     def send(self, frame: list[Any]) -> None:
-        if not self._pending:
-            self._call_soon(self._flush)
+        self.kick()
         self._pending.append(pack(frame))
 
+    def mark_started(self, rid: int) -> None:
+        """Tell the router that request ``rid`` began running, in the next write
+        (the caller ``kick``s once it has marked all of this turn's requests)."""
+        self._started.append(rid)
+
+    def kick(self) -> None:
+        """Write what is pending once the tasks scheduled so far took a step."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._scheduled = False
+        if self._started:
+            self._pending.insert(0, pack([Op.STARTED, 0, self._started]))
+            self._started = []
         data, self._pending = b"".join(self._pending), []
-        if not self._transport.is_closing():
+        if data and not self._transport.is_closing():
             self._transport.write(data)
