@@ -281,3 +281,49 @@ def test_sync_handlers_run_in_the_replicas_runtime(serve_url):
     assert h.sync_node.remote().result(timeout_s=T) in nodes
     assert h.sync_task.remote().result(timeout_s=T) == 42
     serve.delete("ctx")
+
+
+@serve.deployment
+class Producer:
+    async def make(self, n: int) -> bytes:
+        await asyncio.sleep(0.3)  # still running when the response is passed on
+        return b"x" * n
+
+    async def broken(self, n: int) -> bytes:
+        await asyncio.sleep(0.3)
+        raise ValueError(f"no {n} bytes today")
+
+
+@serve.deployment
+class Consumer:
+    def size(self, blob: bytes) -> int:
+        return len(blob)
+
+
+def test_chained_response_skips_the_caller(serve_url, monkeypatch):
+    """A response passed to another call reaches the downstream replica without
+    its bytes passing through the caller; an upstream error fails the chain."""
+    from fedexec.serve import _wire
+
+    serve.run(Producer.bind(), name="producer", route_prefix=None)
+    serve.run(Consumer.bind(), name="consumer", route_prefix=None)
+    producer = serve.get_deployment_handle("Producer", app_name="producer")
+    consumer = serve.get_deployment_handle("Consumer", app_name="consumer")
+    assert consumer.size.remote(b"warm").result(timeout_s=T) == 4
+    received = []
+    feed = _wire.FrameReader.feed
+
+    def counting(self, data):  # every byte this process reads from replicas
+        received.append(len(data))
+        return feed(self, data)
+
+    monkeypatch.setattr(_wire.FrameReader, "feed", counting)
+    n = 8 << 20
+    upstream = producer.make.remote(n)
+    assert consumer.size.remote(upstream).result(timeout_s=T) == n
+    assert sum(received) < n // 8, sum(received)
+    assert upstream.result(timeout_s=T) == b"x" * n  # the caller may still ask for it
+    with pytest.raises(Exception, match="no 5 bytes today"):
+        consumer.size.remote(producer.broken.remote(5)).result(timeout_s=T)
+    serve.delete("producer")
+    serve.delete("consumer")

@@ -15,7 +15,10 @@ At most ``max_ongoing_requests`` run at once (several routers may each fill
 their share): the rest wait here, in arrival order, and are *not started*. A
 request starts when its handler is called; the replica then tells its router
 (``Writer.mark_started``: one STARTED frame per connection per event-loop
-turn, in the same write as the answers of that turn), so a router whose connection breaks knows which requests it may retry.
+turn, in the same write as that turn's answers), so a router whose connection
+breaks knows which requests it may send again. A request whose handler began
+but whose STARTED frame had not left when the process died counts as not
+started. Chaining (HOLD, FETCH: see ``_chain``) is answered here too.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 
 import cloudpickle
 
-from . import _context, _loop
+from . import _chain, _context, _loop
 from ._http import TEXT, FrameSend, encode_chunk, encode_value, make_receive, make_scope
 from ._wire import MAC, MAGIC, NONCE, FrameReader, Op, Writer, mac, new_nonce
 
@@ -181,6 +184,11 @@ class Replica:
         self.running = 0
         self.max_ongoing = max_ongoing
         self.waiting: collections.deque[tuple[list[Any], Writer]] = collections.deque()
+        # chaining (see _chain): handle calls here -> tokens to hold their value for,
+        # held answers by token, FETCHes waiting for a value not ready yet
+        self.calls: dict[tuple[int, int], list[str] | None] = {}
+        self.held: dict[str, list[Any]] = {}
+        self.fetching: dict[str, list[tuple[Writer, int]]] = {}
         self.total = 0
         self.last_request = 0.0
         self.draining = False
@@ -258,7 +266,14 @@ class Replica:
     # ---------------------------------------------------------------- requests
     def start(self, frame: list[Any], writer: Writer) -> None:
         """A request frame arrived: run it now if a slot is free, else queue it."""
-        if frame[0] not in (Op.HTTP, Op.CALL):
+        op = frame[0]
+        if op == Op.CALL:
+            self.calls[(id(writer), frame[1])] = None
+        elif op != Op.HTTP:
+            if op == Op.HOLD:
+                self._hold(frame, writer)
+            elif op == Op.FETCH:
+                self._fetch(frame, writer)
             return
         self.ongoing += 1
         self.total += 1
@@ -282,9 +297,48 @@ class Replica:
             frame, writer = self.waiting.popleft()
             if writer.closed:  # its router is gone: nobody waits for the answer
                 self.ongoing -= 1
+                self.calls.pop((id(writer), frame[1]), None)
                 continue
             self._run(frame, writer)
             writer.kick()
+
+    # ---------------------------------------------------------------- chaining
+    def _hold(self, frame: list[Any], writer: Writer) -> None:
+        _, rid, tokens = frame
+        key = (id(writer), rid)
+        ok = key in self.calls
+        if ok:
+            self.calls[key] = (self.calls[key] or []) + list(tokens)
+            for token in tokens:
+                self.fetching.setdefault(token, [])
+        writer.send([Op.HOLDING, rid, ok])
+
+    def _fetch(self, frame: list[Any], writer: Writer) -> None:
+        _, rid, token = frame
+        answer = self.held.pop(token, None)
+        if answer is not None:
+            writer.send([answer[0], rid, *answer[2:]])
+        elif token in self.fetching:
+            self.fetching[token].append((writer, rid))
+        else:
+            writer.send([Op.ERROR, rid, None, (
+                f"replica {self.replica_id} holds no value for this chained call (fetched "
+                f"already, or dropped after {_chain.HOLD_TTL_S} s); call again")])
+
+    def _answer(self, writer: Writer, frame: list[Any]) -> None:
+        """Send a handle call's answer; a held value goes to its fetchers instead."""
+        tokens = self.calls.pop((id(writer), frame[1]), None)
+        if not tokens:
+            writer.send(frame)
+            return
+        for token in tokens:
+            fetchers = self.fetching.pop(token, [])
+            for w, rid in fetchers:
+                w.send([frame[0], rid, *frame[2:]])
+            if not fetchers:
+                self.held[token] = frame
+                self.loop.call_later(_chain.HOLD_TTL_S, self.held.pop, token, None)
+        writer.send([Op.RESULT, frame[1], None] if frame[0] == Op.RESULT else frame)
 
     async def _http(self, frame: list[Any], writer: Writer) -> None:
         _, rid, method, path, query, headers, body, root_path = frame
@@ -322,7 +376,7 @@ class Replica:
     async def _handle_call(self, frame: list[Any], writer: Writer) -> None:
         _, rid, method, payload, stream = frame
         try:
-            args, kwargs = pickle.loads(payload)
+            args, kwargs = await _chain.resolve_args(*pickle.loads(payload))
             result = await self.code.invoke(self.code.method(method), args, kwargs)
             if stream:
                 if not _is_stream(result):
@@ -331,14 +385,15 @@ class Replica:
                 async for item in self.code.items(result):
                     writer.send([Op.ITEM, rid, cloudpickle.dumps(item)])
                 writer.send([Op.END, rid])
+                self.calls.pop((id(writer), rid), None)
             else:
                 if _is_stream(result):
                     raise TypeError(f"{method} returned a generator; call it through "
                                     "handle.options(stream=True)")
-                writer.send([Op.RESULT, rid, cloudpickle.dumps(result)])
+                self._answer(writer, [Op.RESULT, rid, cloudpickle.dumps(result)])
         except Exception as exc:
             try:
                 blob: bytes | None = cloudpickle.dumps(exc)
             except Exception:
                 blob = None
-            writer.send([Op.ERROR, rid, blob, _error_text(exc)])
+            self._answer(writer, [Op.ERROR, rid, blob, _error_text(exc)])

@@ -37,7 +37,7 @@ class Pending:
     """One request in flight: ``first`` resolves with its first response frame;
     the frames of a streamed response after it arrive in ``rest``."""
 
-    __slots__ = ("first", "frame", "rest", "started", "tries")
+    __slots__ = ("conn", "first", "frame", "held", "rest", "started", "tries")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, frame: list[Any]) -> None:
         self.first: asyncio.Future[list[Any]] = loop.create_future()
@@ -45,6 +45,8 @@ class Pending:
         self.frame = frame  # the request, kept to send it again while not started
         self.started = False
         self.tries = 0
+        self.conn: _Conn | None = None  # where it was written last
+        self.held: asyncio.Future[bool] | None = None  # a HOLD's answer (see _chain)
 
     def deliver(self, frame: list[Any]) -> bool:
         """Take a response frame; True when the response is complete."""
@@ -89,11 +91,8 @@ class _Conn(asyncio.Protocol):
             return
         inflight = self.inflight
         for frame in self.reader.feed(data):
-            if frame[0] == Op.STARTED:
-                for rid in frame[2]:
-                    started = inflight.get(rid)
-                    if started is not None:
-                        started.started = True
+            if frame[0] >= Op.STARTED:  # the small control frames
+                self._control(frame)
                 continue
             pending = inflight.get(frame[1])
             if pending is not None and pending.deliver(frame):
@@ -102,6 +101,17 @@ class _Conn(asyncio.Protocol):
                 if self.state == "closing" and not self.inflight:
                     self.transport.close()
                 self.router.freed()
+
+    def _control(self, frame: list[Any]) -> None:
+        if frame[0] == Op.STARTED:
+            for rid in frame[2]:
+                started = self.inflight.get(rid)
+                if started is not None:
+                    started.started = True
+        elif frame[0] == Op.HOLDING:
+            pending = self.inflight.get(frame[1])
+            if pending is not None and pending.held is not None and not pending.held.done():
+                pending.held.set_result(bool(frame[2]))
 
     def _handshake(self, data: bytes) -> None:
         self.buf += data
@@ -127,6 +137,7 @@ class _Conn(asyncio.Protocol):
         assert self.writer is not None
         self.ongoing += 1
         pending.tries += 1
+        pending.conn = self
         self.inflight[pending.frame[1]] = pending
         self.writer.send(pending.frame)
 
@@ -266,6 +277,30 @@ class Router:
         (await self._slot()).send(pending)
         if self.waiters:
             self.freed()
+        return pending
+
+    async def connection(self, replica_id: str, timeout: float = 10.0) -> _Conn:
+        """The connection to one given replica, once made.
+
+        Raises:
+            ReplicaDiedError: the replica is dead, gone, or unreachable.
+        """
+        from .exceptions import ReplicaDiedError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while replica_id not in self.conns:
+            if replica_id in self.dead or loop.time() > deadline:
+                raise ReplicaDiedError(f"the replica {replica_id} of {self.key} is gone; "
+                                       "the value it held is lost, call again")
+            await asyncio.sleep(0.01)
+        return self.conns[replica_id]
+
+    def direct(self, conn: _Conn, frame: list[Any]) -> Pending:
+        """Write ``frame`` to ``conn`` now, outside the limits; never retried."""
+        pending = Pending(asyncio.get_running_loop(), frame)
+        pending.started = True
+        conn.send(pending)
         return pending
 
     async def _resend(self, pending: Pending) -> None:

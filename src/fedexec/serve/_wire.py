@@ -17,7 +17,8 @@ is unpickled from a peer that has not proven it holds it.
 
 A frame is a 4-byte big-endian length and a msgpack array ``[op, rid, ...]``;
 writes made in one event-loop turn leave in one ``transport.write``, headed by
-one STARTED frame listing the requests that began running in that turn.
+one STARTED frame listing the requests that began running in that turn (but
+whose answers are not in the same write: an answer implies it started).
 """
 
 from __future__ import annotations
@@ -44,14 +45,17 @@ class Op(enum.IntEnum):
 
     HTTP = 1        # [op, rid, method, path, query: bytes, headers: [[k, v]], body, root_path]
     CALL = 2        # [op, rid, method_name, pickled (args, kwargs), stream: bool]
+    HOLD = 3        # [op, rid of a CALL, [token, ...]]      keep its value (see _chain)
+    FETCH = 4       # [op, rid, token]                       answer with a held value
     RESPONSE = 10   # [op, rid, status, headers, body]       a whole HTTP response
     START = 11      # [op, rid, status, headers]             a streamed HTTP response begins
     CHUNK = 12      # [op, rid, body]                        ... a part of it
     END = 13        # [op, rid]                              ... the end (also of a call stream)
-    RESULT = 14     # [op, rid, pickled value]               a handle call's value
+    RESULT = 14     # [op, rid, pickled value | None]        a handle call's value (None: held)
     ITEM = 15       # [op, rid, pickled value]               one item of a streamed call
     ERROR = 16      # [op, rid, pickled exception | None, text]
     STARTED = 17    # [op, 0, [rid, ...]]                    these requests began running
+    HOLDING = 18    # [op, rid, ok: bool]                    a HOLD's answer
 
 
 def mac(secret: bytes, label: bytes, nonce: bytes) -> bytes:
@@ -110,6 +114,9 @@ class Writer:
 
     def send(self, frame: list[Any]) -> None:
         self.kick()
+        started = self._started
+        if started and Op.RESPONSE <= frame[0] <= Op.ERROR and frame[1] in started:
+            started.remove(frame[1])  # its answer says it started, in the same write
         self._pending.append(pack(frame))
 
     def mark_started(self, rid: int) -> None:

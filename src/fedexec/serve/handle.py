@@ -3,7 +3,8 @@
 ``handle.remote(*a)`` / ``handle.method.remote(*a)`` send the call straight to a
 replica over serve's direct connections (see ``_router``) and return a
 :class:`DeploymentResponse` at once. A response passed as an argument of
-another call is awaited on the serve loop, so the caller never blocks on it.
+another call is resolved by the downstream replica, fetched from the upstream
+one (``_chain``), so neither the caller's thread nor its process handles it.
 The classic handle (``Deployment.get_handle()``) returns fedexec ``ObjectRef``
 s instead, made by an actor call on the chosen replica, so ``fedexec.get``
 works on them.
@@ -21,50 +22,53 @@ import cloudpickle
 
 import fedexec
 
-from . import _loop
+from . import _chain, _loop
 from ._client import get_client
 from ._wire import Op
 from .exceptions import RequestTimeoutError, ServeError
 
 
-def _remote_error(frame: list[Any], what: str) -> BaseException:
-    blob, text = frame[2], frame[3]
-    cause: BaseException | None = None
-    if blob is not None:
-        try:
-            cause = pickle.loads(blob)
-        except Exception:
-            cause = None
-    if cause is None:
-        return ServeError(f"{what} failed:\n{text}")
-    return fedexec.TaskError.from_exception(cause, text, what)
-
-
 async def _resolve(value: Any) -> Any:
-    if isinstance(value, DeploymentResponse):
-        return await value
-    return value
+    """An argument as it is sent: a response becomes a reference the downstream
+    replica fetches (see ``_chain``), or its value when that is here anyway."""
+    if not isinstance(value, DeploymentResponse):
+        return value
+    if value._link is not None:
+        ref = await _chain.hold(value._link)
+        if ref is not None:
+            return ref
+    return await value
 
 
 async def _call(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                stream: bool, items: asyncio.Queue[Any] | None) -> Any:
-    args = tuple([await _resolve(a) for a in args])
-    kwargs = {k: await _resolve(v) for k, v in kwargs.items()}
-    router = await get_client().wait_for(key)
-    payload = cloudpickle.dumps((args, kwargs))
-    what = f"{key.partition('#')[2]}.{method}"
-    pending = await router.send([Op.CALL, router.next_rid(), method, payload, stream])
+                stream: bool, items: asyncio.Queue[Any] | None,
+                link: _chain.Link | None = None) -> Any:
+    pending = None
+    try:
+        args = tuple([await _resolve(a) for a in args])
+        kwargs = {k: await _resolve(v) for k, v in kwargs.items()}
+        router = await get_client().wait_for(key)
+        payload = cloudpickle.dumps((args, kwargs))
+        what = f"{key.partition('#')[2]}.{method}"
+        pending = await router.send([Op.CALL, router.next_rid(), method, payload, stream])
+    finally:
+        if link is not None:
+            link.bind(key, pending)
+    assert pending is not None
     frame = await pending.first
     if frame[0] == Op.RESULT:
+        if frame[2] is None:  # held for a chained call: fetched only if asked for
+            assert link is not None and pending.conn is not None
+            return _chain.Chained(key, pending.conn.replica_id, link.self_token)
         return pickle.loads(frame[2])
     if frame[0] == Op.ERROR:
-        raise _remote_error(frame, what)
+        raise _chain.remote_error(frame, what)
     assert items is not None and pending.rest is not None
     while True:  # a stream: ITEM ... END | ERROR
         if frame[0] == Op.ITEM:
             items.put_nowait(("item", pickle.loads(frame[2])))
         elif frame[0] == Op.ERROR:
-            items.put_nowait(("error", _remote_error(frame, what)))
+            items.put_nowait(("error", _chain.remote_error(frame, what)))
             return None
         else:
             items.put_nowait(("end", None))
@@ -89,11 +93,16 @@ def _schedule(coro: Any) -> asyncio.Future[Any] | cf.Future[Any]:
     return _loop.submit(coro)
 
 
+_NOTHING = object()
+
+
 class DeploymentResponse:
     """The future result of a handle call: ``result(timeout_s=None)`` or ``await``."""
 
-    def __init__(self, future: asyncio.Future[Any] | cf.Future[Any]) -> None:
-        self._future = future
+    def __init__(self, future: asyncio.Future[Any] | cf.Future[Any],
+                 link: _chain.Link | None = None) -> None:
+        self._future, self._link = future, link
+        self._fetched: Any = _NOTHING
 
     def result(self, timeout_s: float | None = None) -> Any:
         """Block until the call finishes; its value, or its error raised.
@@ -107,17 +116,28 @@ class DeploymentResponse:
             raise ServeError("DeploymentResponse.result() would block the event loop this "
                              "code runs on; use `await response` inside async code")
         try:
-            return fut.result(timeout_s)
+            value = fut.result(timeout_s)
+            if isinstance(value, _chain.Chained):  # held upstream for a chained call
+                if self._fetched is _NOTHING:
+                    self._fetched = _loop.submit(_chain.fetch(value)).result(timeout_s)
+                value = self._fetched
+            return value
         except cf.TimeoutError:
             raise RequestTimeoutError(
                 f"the call did not finish within {timeout_s} s; pass a larger timeout_s "
                 "or check serve.status() for unhealthy replicas") from None
 
     def __await__(self) -> Any:
+        return self._value().__await__()
+
+    async def _value(self) -> Any:
         fut = self._future
-        if isinstance(fut, cf.Future):
-            return asyncio.wrap_future(fut).__await__()
-        return fut.__await__()
+        value = await (asyncio.wrap_future(fut) if isinstance(fut, cf.Future) else fut)
+        if isinstance(value, _chain.Chained):
+            if self._fetched is _NOTHING:
+                self._fetched = await _chain.fetch(value)
+            value = self._fetched
+        return value
 
     def cancel(self) -> None:
         self._future.cancel()
@@ -201,8 +221,9 @@ class DeploymentHandle:
             items: asyncio.Queue[Any] = asyncio.Queue()
             fut = _schedule(_stream(self._key, self._method, args, kwargs, items))
             return DeploymentResponseGenerator(items, fut)
+        link = _chain.Link()
         return DeploymentResponse(_schedule(_call(self._key, self._method, args, kwargs,
-                                                  False, None)))
+                                                  False, None, link)), link)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (self.deployment_name, self.app_name, self._method, self._stream,
