@@ -289,6 +289,10 @@ class Producer:
         await asyncio.sleep(0.3)  # still running when the response is passed on
         return b"x" * n
 
+    async def slow(self, n: int) -> bytes:
+        await asyncio.sleep(5)
+        return b"x" * n
+
     async def broken(self, n: int) -> bytes:
         await asyncio.sleep(0.3)
         raise ValueError(f"no {n} bytes today")
@@ -327,3 +331,22 @@ def test_chained_response_skips_the_caller(serve_url, monkeypatch):
         consumer.size.remote(producer.broken.remote(5)).result(timeout_s=T)
     serve.delete("producer")
     serve.delete("consumer")
+
+
+@pytest.mark.timeout(90)
+def test_chained_call_fails_when_the_upstream_replica_dies(serve_url):
+    import signal
+
+    serve.run(Producer.bind(), name="producer2", route_prefix=None)
+    serve.run(Consumer.bind(), name="consumer2", route_prefix=None)
+    producer = serve.get_deployment_handle("Producer", app_name="producer2")
+    consumer = serve.get_deployment_handle("Consumer", app_name="consumer2")
+    assert consumer.size.remote(producer.make.remote(3)).result(timeout_s=T) == 3
+    victim = serve.api._replica_pids("Producer", "producer2")[0]
+    chained = consumer.size.remote(producer.slow.remote(10))
+    time.sleep(1.0)  # the value is held for the consumer, which waits for it
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(Exception, match=r"replica \S+ of producer2#Producer (died|is gone)"):
+        chained.result(timeout_s=T)
+    serve.delete("producer2")
+    serve.delete("consumer2")
