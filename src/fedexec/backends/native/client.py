@@ -69,6 +69,7 @@ _WHAT = {
     Call.PLACEMENT_GROUP: "create a placement group",
     Call.REMOVE_PLACEMENT_GROUP: "remove a placement group",
     Call.CANCEL_PENDING: "cancel a task",
+    Call.METRICS: "record metrics",
 }
 
 
@@ -768,6 +769,10 @@ class NativeBackend(Backend):
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self._request(Call.NODES))
+
+    def push_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Add user-metric rows (``fedexec.metrics``' deltas) into the node's table."""
+        self._request(Call.METRICS, rows, timeout=30.0)
 
     def stats(self) -> dict[str, Any]:
         """The node manager's counters (objects, tasks, workers, store): for tests."""

@@ -50,6 +50,7 @@ import time
 from typing import Any
 
 from ..._ids import new_id
+from ..._metric_table import MetricTable
 from .._scheduling import ResourcePool, Scheduler
 from .federation import Federation, _Peer
 from .memory_monitor import (
@@ -230,6 +231,15 @@ class _Actor:
         self.started = 0.0  # when its current worker was given it (monotonic)
 
 
+def _host_usage() -> dict[str, float]:
+    """This machine's CPU use (% since the last call) and memory, for STATS."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    return {"cpu_percent": float(psutil.cpu_percent(interval=None)),
+            "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
+
+
 class NodeManager(Federation, PlacementGroups):
     """The node manager process's state and event loop (see the module docstring)."""
 
@@ -284,6 +294,7 @@ class NodeManager(Federation, PlacementGroups):
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
         self._init_federation()
         self._init_placement()
+        self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -1542,7 +1553,13 @@ class NodeManager(Federation, PlacementGroups):
             "queued": len(self.scheduler),
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
+            "host": _host_usage(),
         }
+
+    def _call_metrics(self, conn: _Conn, rows: list[dict[str, Any]]) -> bool:
+        """METRICS: add a process's user-metric deltas into this node's table."""
+        self.metrics.merge(rows)
+        return True
 
     def _call_shutdown(self, conn: _Conn) -> bool:
         self.stopping = True
@@ -1712,7 +1729,12 @@ class NodeManager(Federation, PlacementGroups):
                      if o.kind == Kind.REMOTE else where.get(o.kind, "?"),
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.objects.values()]
-        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors or objects")
+        if kind == "placement_groups":
+            return self._pg_rows()
+        if kind == "metrics":
+            return self.metrics.rows()
+        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
+                         "placement_groups or metrics")
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         # No job id here: a driver's is its own (cluster.driver_job_id), one per
@@ -1735,6 +1757,7 @@ class NodeManager(Federation, PlacementGroups):
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
+        Call.METRICS: _call_metrics,
         Call.GATHER: Federation._call_gather,
         Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
         Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,

@@ -1,0 +1,67 @@
+"""``fedexec dashboard`` and the dashboard options of ``fedexec start`` (hooked into
+``fedexec.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from . import DEFAULT_PORT
+
+__all__ = ["add_parser", "start_options"]
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``fedexec dashboard``, and ``--dashboard-host``, ``--dashboard-port`` and
+    ``--no-dashboard`` to ``fedexec start``."""
+    start = sub.choices.get("start")
+    if start is not None:
+        start.add_argument("--dashboard-host", default="127.0.0.1",
+                           help="interface the head's dashboard listens on (default "
+                                "127.0.0.1)")
+        start.add_argument("--dashboard-port", type=int, default=DEFAULT_PORT,
+                           help=f"the dashboard's port (default {DEFAULT_PORT}; 0: any free "
+                                "port)")
+        start.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                           help="start the head without its dashboard")
+    d = sub.add_parser("dashboard", help="print the URL of this machine's cluster dashboard")
+    d.add_argument("--with-token", action="store_true",
+                   help="print a sign-in URL carrying the cluster token (keep it private)")
+    d.set_defaults(func=main)
+
+
+def start_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``cluster.start_head`` keywords from ``fedexec start``'s arguments."""
+    return {"dashboard": getattr(args, "dashboard", True),
+            "dashboard_host": getattr(args, "dashboard_host", "127.0.0.1"),
+            "dashboard_port": getattr(args, "dashboard_port", DEFAULT_PORT)}
+
+
+def describe(info: dict[str, Any]) -> str:
+    """The line ``fedexec start --head`` prints about the dashboard."""
+    if info.get("dashboard_url"):
+        return (f"Dashboard: {info['dashboard_url']} (sign in with the cluster token; "
+                "'fedexec dashboard --with-token' prints a sign-in URL).")
+    if info.get("dashboard_error"):
+        return f"No dashboard: {info['dashboard_error']}"
+    return "No dashboard (--no-dashboard)."
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..backends.native import cluster
+
+    info = cluster.read_local_cluster()
+    if info is None:
+        print("fedexec dashboard: no fedexec cluster runs on this machine; start one with "
+              "'fedexec start --head'", file=sys.stderr)
+        return 1
+    if not info.get("dashboard_url"):
+        print(f"fedexec dashboard: {describe(info)}", file=sys.stderr)
+        return 1
+    url = info["dashboard_url"]
+    if args.with_token:
+        token = cluster.resolve("auto", None)["token"].hex()
+        url = f"{url}/?token={token}"
+    print(url)
+    return 0

@@ -1,0 +1,63 @@
+"""``fedexec start --head`` starts the dashboard, ``fedexec dashboard`` finds it,
+``fedexec stop`` stops it; ``--no-dashboard`` leaves it out."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "fedexec", *args], capture_output=True,
+                          text=True, timeout=120, env=os.environ.copy())
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDEXEC_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
+    yield tmp_path / "home"
+    cli("stop")
+
+
+def test_the_head_serves_its_dashboard_until_stopped(home):
+    out = cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus", "1",
+              "--dashboard-port", "0")
+    assert out.returncode == 0, out.stderr
+    info = json.loads((home / "cluster.json").read_text())
+    assert "Dashboard: " + info["dashboard_url"] in out.stdout
+    assert info["dashboard_url"].startswith("http://127.0.0.1:")
+    token = (home / "token").read_text().strip()
+    url = cli("dashboard").stdout.strip()
+    assert url == info["dashboard_url"] and token not in url
+    signin = cli("dashboard", "--with-token").stdout.strip()
+    s = requests.Session()
+    page = s.get(signin, timeout=30)  # follows the redirect that sets the cookie
+    assert page.status_code == 200 and "Cluster" in page.text and token not in page.url
+    jobs = s.get(url + "/api/jobs", timeout=30).json()
+    assert jobs["total"] == 0 and jobs["missing"] == {}
+    pid = info["dashboard_pid"]
+    assert psutil.pid_exists(pid)
+    assert cli("stop").returncode == 0
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the dashboard outlived its head"
+        time.sleep(0.1)
+
+
+def test_no_dashboard(home):
+    out = cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus", "1",
+              "--no-dashboard")
+    assert out.returncode == 0, out.stderr
+    assert "dashboard_url" not in json.loads((home / "cluster.json").read_text())
+    missing = cli("dashboard")
+    assert missing.returncode == 1 and "--no-dashboard" in missing.stderr
