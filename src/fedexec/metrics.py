@@ -62,14 +62,21 @@ class _Recorder:
                 self.thread.start()
 
     def _loop(self) -> None:
+        """Flush every interval while there is something to send and somewhere to
+        send it; then end (the next ``record`` starts a new thread)."""
         while True:
             self.wake.wait(FLUSH_INTERVAL_S)
             self.wake.clear()
-            self.flush()
+            sent = self.flush()
+            with self.lock:
+                if not sent or not len(self.table):
+                    self.thread = None
+                    return
 
     def flush(self) -> bool:
         """Send what was recorded to the node; False if it stays here (no node
-        manager to send to, or the send failed: it is sent with the next flush)."""
+        manager to send to, or the send failed: it goes with the next flush, which
+        the next recorded value schedules)."""
         with self.lock:
             backend, rows = self.backend, self.table.take()
         push = getattr(backend, "push_metrics", None)

@@ -36,7 +36,7 @@ class Board:
 
 @pytest.fixture(scope="module")
 def board() -> Iterator[Board]:
-    with Cluster(head_num_cpus=1) as cluster:
+    with Cluster(head_num_cpus=1, resources={"first": 1}) as cluster:
         cluster.add_node(num_cpus=1, resources={"second": 1})
         info = dashboard.launch(head_address=cluster.address, token=cluster.token, port=0,
                                 head_pid=cluster.head.pid, sample_interval=0.5)
