@@ -18,10 +18,11 @@ a new series past that is dropped and counted in ``dropped``.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["KINDS", "MetricTable", "series_key"]
+__all__ = ["KINDS", "FixedHistogram", "MetricTable", "series_key"]
 
 KINDS = ("counter", "gauge", "histogram")
 
@@ -105,3 +106,26 @@ def _copy(row: dict[str, Any]) -> dict[str, Any]:
     else:
         out["value"] = float(row["value"])
     return out
+
+
+class FixedHistogram:
+    """A histogram counted in place (a node's own latencies: cheap enough for the
+    scheduling path), read as one row."""
+
+    __slots__ = ("boundaries", "buckets", "count", "description", "name", "sum")
+
+    def __init__(self, name: str, description: str, boundaries: Iterable[float]) -> None:
+        self.name, self.description = name, description
+        self.boundaries = [float(b) for b in boundaries]
+        self.buckets = [0] * (len(self.boundaries) + 1)
+        self.sum, self.count = 0.0, 0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect.bisect_left(self.boundaries, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def row(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "histogram", "description": self.description,
+                "tags": {}, "updated": 0.0, "boundaries": list(self.boundaries),
+                "buckets": list(self.buckets), "sum": self.sum, "count": self.count}

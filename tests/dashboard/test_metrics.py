@@ -67,3 +67,7 @@ def test_user_metrics_from_tasks_on_two_nodes_add_up_at_the_head(board):
     assert samples[("test_seconds_bucket", (("le", "1.0"),))] == 3.0
     assert samples[("test_seconds_bucket", (("le", "0.1"),))] == 0.0
     assert samples[("test_seconds_sum", ())] == pytest.approx(1.5)
+    # the nodes' own latency histograms count those tasks (and the fixture's others)
+    assert samples[("fedexec_scheduling_latency_seconds_count", ())] >= 3
+    assert samples[("fedexec_task_duration_seconds_count", ())] >= 3
+    assert samples[("fedexec_task_duration_seconds_sum", ())] > 0

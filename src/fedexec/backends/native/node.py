@@ -50,7 +50,7 @@ import time
 from typing import Any
 
 from ..._ids import new_id
-from ..._metric_table import MetricTable
+from ..._metric_table import FixedHistogram, MetricTable
 from .._scheduling import ResourcePool, Scheduler
 from .federation import Federation, _Peer
 from .memory_monitor import (
@@ -147,7 +147,7 @@ class _Obj:
 class _Task:
     __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "live", "missing",
                  "name", "node", "owner", "parent", "payload", "retries_left", "return_ids",
-                 "started", "state", "strategy", "worker")
+                 "started", "state", "strategy", "submitted", "worker")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
                  max_retries: int, deps: list[str], contained: list[str], payload: Any,
@@ -171,6 +171,7 @@ class _Task:
         self.node: int | None = None   # the peer it was forwarded to
         self.live = 0                  # lineage: its results still held elsewhere
         self.started = 0.0             # when it last started on a worker (monotonic)
+        self.submitted = time.monotonic()  # when this node got it
 
 
 class _Worker:
@@ -229,6 +230,10 @@ class _Actor:
         self.missing = 0
         self.holding: dict[str, float] = {}
         self.started = 0.0  # when its current worker was given it (monotonic)
+
+
+_LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def _host_usage() -> dict[str, float]:
@@ -295,6 +300,13 @@ class NodeManager(Federation, PlacementGroups):
         self._init_federation()
         self._init_placement()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
+        self.latency = (  # this node's tasks: submitted here -> started, started -> done
+            FixedHistogram("fedexec_scheduling_latency_seconds",
+                           "a task's wait from reaching a node to starting on its worker",
+                           _LATENCY_BOUNDS),
+            FixedHistogram("fedexec_task_duration_seconds",
+                           "a task's run time on its worker, as its node saw it",
+                           _LATENCY_BOUNDS))
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -851,6 +863,8 @@ class NodeManager(Federation, PlacementGroups):
                 self.store.seal(r[0])
                 conn.creating.discard(r[0])
         if task is not None:
+            if task.started:
+                self.latency[1].observe(time.monotonic() - task.started)
             self._finish_task(task, results)
             self._revoked(task_id, results)
         if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
@@ -1083,7 +1097,10 @@ class NodeManager(Federation, PlacementGroups):
 
     def _started(self, task: _Task) -> None:
         """Tell the owner its task is running now (``Future.running()``)."""
+        first = not task.started
         task.started = time.monotonic()
+        if first:
+            self.latency[0].observe(task.started - task.submitted)
         self._send(task.owner, [Op.STARTED, task.return_ids])
 
     def _dep_entry(self, oid: str) -> list[Any]:
@@ -1732,7 +1749,7 @@ class NodeManager(Federation, PlacementGroups):
         if kind == "placement_groups":
             return self._pg_rows()
         if kind == "metrics":
-            return self.metrics.rows()
+            return self.metrics.rows() + [h.row() for h in self.latency]
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
                          "placement_groups or metrics")
 
