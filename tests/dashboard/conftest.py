@@ -15,6 +15,10 @@ requests = pytest.importorskip("requests")
 from fedexec import dashboard  # noqa: E402
 from fedexec.testing import Cluster  # noqa: E402
 
+#: Every page of the dashboard.
+PAGE_PATHS = ("/", "/nodes", "/tasks", "/actors", "/objects", "/jobs", "/placement_groups",
+              "/charts")
+
 
 class Board:
     """A running dashboard of ``cluster``: ``get(path, **params)`` with the token."""
