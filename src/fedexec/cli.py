@@ -189,7 +189,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .exceptions import FedexecError
 
     try:
-        rows = state.list_state(args.kind, args.address)
+        rows = state.list_state(args.kind.replace("-", "_"), args.address)
     except (FedexecError, ValueError) as exc:
         print(f"fedexec list: {exc}", file=sys.stderr)
         return 1
@@ -281,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--address", default="auto")
     st.add_argument("--format", choices=("table", "json"), default="table")
     st.set_defaults(func=_cmd_status)
-    ls = sub.add_parser("list", help="list nodes, tasks, actors or objects")
-    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects"))
+    ls = sub.add_parser("list", help="list nodes, tasks, actors, objects or placement groups")
+    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects", "placement-groups"))
     ls.add_argument("--address", default="auto")
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_cmd_list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,3 +62,21 @@ def test_no_dashboard(home):
     assert "dashboard_url" not in json.loads((home / "cluster.json").read_text())
     missing = cli("dashboard")
     assert missing.returncode == 1 and "--no-dashboard" in missing.stderr
+
+
+def test_list_placement_groups_and_objects_in_human_units(home):
+    import fedexec
+
+    out = cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus", "2",
+              "--no-dashboard")
+    assert out.returncode == 0, out.stderr
+    with fedexec.Executor(address="auto") as ex:
+        pg = ex.placement_group([{"CPU": 1}], name="cli_group")
+        assert pg.ready(timeout=60)
+        ref = ex.put(b"x" * (3 << 20))
+        groups = cli("list", "placement-groups")
+        assert groups.returncode == 0, groups.stderr
+        assert re.search(r"cli_group\s+PACK\s+CREATED", groups.stdout), groups.stdout
+        objects = cli("list", "objects")
+        assert re.search(r"\b3\.0 MiB\b", objects.stdout), objects.stdout
+        del ref
