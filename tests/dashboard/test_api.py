@@ -93,3 +93,16 @@ def test_status_has_host_usage(board):
     status = board.get("/api/status").json()
     for node in status["nodes"]:
         assert node["host"]["memory_total"] > 0
+
+
+def test_the_login_form_sets_the_cookie(board):
+    import requests
+
+    s = requests.Session()
+    wrong = s.post(board.url + "/login", data={"token": "nope", "next": "/actors"},
+                   allow_redirects=False, timeout=30)
+    assert wrong.status_code == 403 and "not this cluster's token" in wrong.text
+    ok = s.post(board.url + "/login", data={"token": board.token, "next": "//evil.example"},
+                allow_redirects=False, timeout=30)
+    assert ok.status_code == 303 and ok.headers["location"] == "/"
+    assert s.get(board.url + "/api/nodes", timeout=30).status_code == 200

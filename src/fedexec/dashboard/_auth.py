@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -65,8 +65,10 @@ class TokenGuard:
 
     async def login(self, request: Request) -> Response:
         """POST /login: the form's token → the cookie, then back to ``next``."""
-        form = await request.form()
-        token, nxt = str(form.get("token", "")), _safe_next(str(form.get("next", "/")))
+        # The form is urlencoded: parsed here (starlette's form() needs python-multipart).
+        form = parse_qs((await request.body())[:65536].decode(errors="replace"))
+        token = form.get("token", [""])[0]
+        nxt = _safe_next(form.get("next", ["/"])[0])
         if not self._check(token):
             return login_page("That is not this cluster's token.", nxt, status=403)
         return self.set_cookie(RedirectResponse(nxt, status_code=303))

@@ -38,7 +38,8 @@ def layout(title: str, body: str, nav: bool = True, here: str = "") -> str:
     links = "".join(f'<a href="{p}"{" class=here" if p == here else ""}>{esc(t)}</a>'
                     for p, t in PAGES.items()) if nav else ""
     return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-            f"<title>{esc(title)} · fedexec</title><style>{_CSS}</style></head>"
+            f"<title>{esc(title)} · fedexec</title><link rel=icon href=\"data:,\">"
+            f"<style>{_CSS}</style></head>"
             f"<body><header><strong>fedexec</strong> &nbsp; {links}</header>"
             f"<main><h1>{esc(title)}</h1>{body}</main></body></html>")
 

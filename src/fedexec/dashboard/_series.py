@@ -86,7 +86,8 @@ def svg_chart(points: list[tuple[float, float]], label: str, unit: str = "",
         return (f'<svg class="chart" width="{width}" height="{height}" role="img">'
                 f'<text x="8" y="20">{title}: no samples yet</text></svg>')
     t0, t1 = points[0][0], points[-1][0]
-    top = max(max(v for _, v in points), 1e-9)
+    peak = max(v for _, v in points)
+    top = max(peak, 1e-9)
     pad = 24
     span = max(t1 - t0, 1e-9)
 
@@ -100,7 +101,7 @@ def svg_chart(points: list[tuple[float, float]], label: str, unit: str = "",
     return (f'<svg class="chart" width="{width}" height="{height}" role="img" '
             f'aria-label="{title}">'
             f'<text x="{pad}" y="14">{title}: {html.escape(_fmt(now, unit))} '
-            f'(max {html.escape(_fmt(top, unit))}, {len(points)} samples, '
+            f'(max {html.escape(_fmt(peak, unit))}, {len(points)} samples, '
             f'{span:.0f} s)</text>'
             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" '
             'stroke="#999"/>'
