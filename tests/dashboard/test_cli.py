@@ -46,6 +46,20 @@ def test_the_head_serves_its_dashboard_until_stopped(home):
     assert page.status_code == 200 and "Cluster" in page.text and token not in page.url
     jobs = s.get(url + "/api/jobs", timeout=30).json()
     assert jobs["total"] == 0 and jobs["missing"] == {}
+    from fedexec.backends.native.jobs import JobClient
+
+    with JobClient() as client:
+        job = client.submit([sys.executable, "-c", "print('hello from the job')"])
+        client.wait(job["job_id"], timeout=60)
+    time.sleep(1.1)  # past the dashboard's cache
+    jobs = s.get(url + "/api/jobs", params={"job_id": job["job_id"]}, timeout=30).json()
+    assert jobs["total"] == 1 and jobs["items"][0]["status"] == "SUCCEEDED"
+    assert s.get(url + "/api/jobs", params={"state": "FAILED"}, timeout=30).json()["total"] == 0
+    listing = s.get(url + "/jobs", timeout=30).text
+    assert f'href="/jobs/{job["job_id"]}/logs"' in listing
+    logs = s.get(f"{url}/jobs/{job['job_id']}/logs", timeout=30)
+    assert logs.status_code == 200 and "hello from the job" in logs.text
+    assert s.get(f"{url}/jobs/fedexec_job_nope/logs", timeout=30).status_code == 404
     pid = info["dashboard_pid"]
     assert psutil.pid_exists(pid)
     assert cli("stop").returncode == 0
