@@ -84,6 +84,10 @@ def test_actors_tasks_and_placement_groups_filtered_across_nodes(board):
         st = tasks["items"][0]["state"]
         assert board.api("tasks", name="sleeper", state=st.lower())["total"] == 1
         assert board.api("tasks", name="sleeper", state="NO_SUCH_STATE")["total"] == 0
+        job = ex.get_runtime_context().job_id
+        assert tasks["items"][0]["job_id"] == job and actors["items"][0]["job_id"] == job
+        assert board.api("tasks", name="sleeper", job_id=job)["total"] == 1
+        assert board.api("actors", job_id="another_job")["total"] == 0
         pgs = board.api("placement-groups", name="grp")
         assert pgs["total"] == 1 and pgs["items"][0]["state"] == "CREATED"
         ex.cancel(running, force=True)

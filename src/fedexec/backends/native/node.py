@@ -1729,11 +1729,15 @@ class NodeManager(Federation, PlacementGroups):
             return self._call_nodes(conn)
         if kind == "tasks":
             return [{"task_id": t.id, "name": t.name, "state": t.state,
+                     "job_id": self._job_of(t.payload) if not t.actor_id else
+                     self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
+                     if t.actor_id in self.actors else "",
                      "actor_id": t.actor_id or "",
                      "worker_pid": t.worker.pid if t.worker is not None else None}
                     for t in self.tasks.values()]
         if kind == "actors":
             return [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
+                     "job_id": self._job_of([a.spec.get("runtime_env")]),
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
                      "restarts": a.restarts_used}
@@ -1752,6 +1756,13 @@ class NodeManager(Federation, PlacementGroups):
             return self.metrics.rows() + [h.row() for h in self.latency]
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
                          "placement_groups or metrics")
+
+    def _job_of(self, payload: Any) -> str:
+        """The job a task's payload (its last item: the runtime_env) belongs to: the
+        one it names, else the node's own (an embedded runtime's driver)."""
+        env = payload[-1] if isinstance(payload, list) and payload else None
+        job = env.get("job_id") if isinstance(env, dict) else None
+        return str(job or self.config.get("job_id", ""))
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         # No job id here: a driver's is its own (cluster.driver_job_id), one per
