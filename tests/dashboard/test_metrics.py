@@ -39,6 +39,20 @@ def record(n: int, where: str) -> str:
     return str(os.getpid())
 
 
+def test_a_driver_records_too(board):
+    import fedexec
+    from fedexec.metrics import Counter, flush
+
+    fedexec.init(address=board.cluster.address, token=board.token)
+    try:
+        Counter("driver_hits", "hits counted by the driver").inc(4)
+        assert flush()
+    finally:
+        fedexec.shutdown()
+    key = ("driver_hits_total", ())
+    assert _wait_for(board, lambda s: s.get(key) == 4.0).get(key) == 4.0
+
+
 def test_cluster_state_metrics(board):
     samples = _samples(board)
     ids = {n.node_id for n in board.cluster.nodes}
