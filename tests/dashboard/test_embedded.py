@@ -33,3 +33,24 @@ def test_embedded_dashboard_only_when_asked_and_gone_with_the_executor(capfd):
     while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the dashboard outlived its runtime"
         time.sleep(0.1)
+
+
+def test_the_dashboard_exits_when_its_head_is_killed():
+    import os
+    import signal
+
+    from fedexec import dashboard
+    from fedexec.testing import Cluster
+
+    with Cluster(head_num_cpus=0) as cluster:
+        info = dashboard.launch(head_address=cluster.address, token=cluster.token, port=0,
+                                head_pid=cluster.head.pid)
+        proc = psutil.Process(info["pid"])
+        auth = {"Authorization": f"Bearer {cluster.token}"}
+        assert requests.get(info["url"] + "/api/nodes", headers=auth, timeout=30).ok
+        os.kill(cluster.head.pid, signal.SIGKILL)
+        try:
+            proc.wait(30)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            pytest.fail("the dashboard outlived its head by 30 s")

@@ -18,15 +18,29 @@ __all__ = ["main", "serve"]
 
 
 def _watch(pid: int | None, server: Any) -> None:
-    while pid and not server.should_exit:
+    """Stop ``server`` once process ``pid`` is gone: exited, a zombie (its parent,
+    e.g. a driver, has not reaped it yet) or its pid reused."""
+    if not pid:
+        return
+    import psutil
+
+    try:
+        head = psutil.Process(pid)
+        born = head.create_time()
+    except psutil.Error:
+        server.should_exit = True
+        return
+    while not server.should_exit:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            gone = head.status() == psutil.STATUS_ZOMBIE or head.create_time() != born
+        except psutil.NoSuchProcess:
+            gone = True
+        except psutil.Error:
+            gone = False
+        if gone:
             server.should_exit = True
             return
-        except PermissionError:
-            pass
-        time.sleep(1.0)
+        time.sleep(0.5)
 
 
 def serve(config: dict[str, Any], ready: Any = None) -> None:
