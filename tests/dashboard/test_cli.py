@@ -78,7 +78,12 @@ def test_no_dashboard(home):
     assert missing.returncode == 1 and "--no-dashboard" in missing.stderr
 
 
-def test_list_placement_groups_and_objects_in_human_units(home):
+class Pinger:
+    def ping(self) -> int:
+        return 1
+
+
+def test_list_placement_groups_and_objects_in_human_units_and_summary(home):
     import fedexec
 
     out = cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus", "2",
@@ -93,4 +98,10 @@ def test_list_placement_groups_and_objects_in_human_units(home):
         assert re.search(r"cli_group\s+PACK\s+CREATED", groups.stdout), groups.stdout
         objects = cli("list", "objects")
         assert re.search(r"\b3\.0 MiB\b", objects.stdout), objects.stdout
+        pingers = [ex.options(num_cpus=0).actor(Pinger) for _ in range(2)]
+        assert ex.get([p.ping.remote() for p in pingers], timeout=60) == [1, 1]
+        summary = cli("summary", "actors")
+        assert re.search(r"^Pinger\s+ALIVE\s+2$", summary.stdout, re.M), summary.stdout
+        js = json.loads(cli("summary", "actors", "--format", "json").stdout)
+        assert {"class": "Pinger", "state": "ALIVE", "count": 2} in js
         del ref

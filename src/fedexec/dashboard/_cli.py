@@ -1,5 +1,5 @@
-"""``fedexec dashboard`` and the dashboard options of ``fedexec start`` (hooked into
-``fedexec.cli``)."""
+"""``fedexec dashboard``, ``fedexec summary tasks|actors`` and the dashboard options
+of ``fedexec start`` (hooked into ``fedexec.cli``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from . import DEFAULT_PORT
 
-__all__ = ["add_parser", "start_options"]
+__all__ = ["add_parser", "start_options", "summarize"]
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +29,45 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--with-token", action="store_true",
                    help="print a sign-in URL carrying the cluster token (keep it private)")
     d.set_defaults(func=main)
+    sm = sub.add_parser("summary", help="tasks or actors counted by name and state")
+    sm.add_argument("kind", choices=("tasks", "actors"))
+    sm.add_argument("--address", default="auto")
+    sm.add_argument("--format", choices=("table", "json"), default="table")
+    sm.set_defaults(func=summary_main)
+
+
+def summarize(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Rows counted by name (an actor's: its class) and state, most first."""
+    key = "class" if kind == "actors" else "name"
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        k = (str(r.get(key) or "-"), str(r.get("state", "")))
+        counts[k] = counts.get(k, 0) + 1
+    return [{key: name, "state": st, "count": n}
+            for (name, st), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def summary_main(args: argparse.Namespace) -> int:
+    import json
+
+    from ..backends.native import state
+    from ..cli import format_table
+    from ..exceptions import FedexecError
+
+    try:
+        rows = state.list_state(args.kind, args.address)
+    except (FedexecError, ValueError) as exc:
+        print(f"fedexec summary: {exc}", file=sys.stderr)
+        return 1
+    for node_id, why in rows.missing.items():
+        print(f"fedexec summary: node {node_id} is not counted: {why}", file=sys.stderr)
+    table = summarize(list(rows), args.kind)
+    if args.format == "json":
+        print(json.dumps(table, indent=2))
+    else:
+        print(format_table(table) if table else f"no {args.kind}")
+        print(f"total: {len(rows)} {args.kind}")
+    return 0
 
 
 def start_options(args: argparse.Namespace) -> dict[str, Any]:
