@@ -38,10 +38,13 @@ _MODULE = "fedexec.dashboard"
 def launch(*, head_address: str, token: str, host: str = "127.0.0.1",
            port: int = DEFAULT_PORT, job_address: str | None = None,
            head_pid: int | None = None, log_path: str | None = None,
-           sample_interval: float = 5.0, timeout: float = 30.0) -> dict[str, Any]:
+           sample_interval: float = 5.0, cache_ttl: float = 1.0,
+           timeout: float = 30.0) -> dict[str, Any]:
     """Start a dashboard process for the head at ``head_address`` (``host:port``);
     returns ``{"url", "pid"}`` once it listens (``port`` 0: any free port). It
-    exits when ``head_pid`` does, or on SIGTERM (:func:`stop`).
+    exits when ``head_pid`` does, or on SIGTERM (:func:`stop`). It samples its
+    charts every ``sample_interval`` s and reads each list from the head at most
+    once per ``cache_ttl`` s.
 
     Raises:
         RuntimeError: it could not start (the message says why, e.g. a busy port).
@@ -49,7 +52,7 @@ def launch(*, head_address: str, token: str, host: str = "127.0.0.1",
     ready_r, ready_w = os.pipe()
     config = {"host": host, "port": port, "head_address": head_address, "token": token,
               "job_address": job_address, "head_pid": head_pid, "ready_fd": ready_w,
-              "sample_interval": sample_interval}
+              "sample_interval": sample_interval, "cache_ttl": cache_ttl}
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen([sys.executable, "-m", _MODULE], stdin=subprocess.PIPE,

@@ -69,7 +69,8 @@ def serve(config: dict[str, Any], ready: Any = None) -> None:
             ready(f"error could not listen on {host}:{port} ({exc.strerror or exc})")
         raise SystemExit(1) from None
     bound = sock.getsockname()[1]
-    source = HeadSource(config["head_address"], config["token"], config.get("job_address"))
+    source = HeadSource(config["head_address"], config["token"], config.get("job_address"),
+                        ttl=float(config.get("cache_ttl", 1.0)))
     series = TimeSeries(lambda: sample_status(source.status()),
                         interval=float(config.get("sample_interval", 5.0)))
     app = build_app(source, config["token"], series)
