@@ -5,37 +5,14 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 pytest.importorskip("starlette", reason="the dashboard needs the [dashboard] extra")
-requests = pytest.importorskip("requests")
 
-from fedexec import dashboard  # noqa: E402
-from fedexec.testing import Cluster  # noqa: E402
-
-#: Every page of the dashboard.
-PAGE_PATHS = ("/", "/nodes", "/tasks", "/actors", "/objects", "/jobs", "/placement_groups",
-              "/charts")
-
-
-class Board:
-    """A running dashboard of ``cluster``: ``get(path, **params)`` with the token."""
-
-    def __init__(self, cluster: Cluster, url: str, pid: int) -> None:
-        self.cluster, self.url, self.pid = cluster, url, pid
-        self.token = cluster.token
-
-    def get(self, path: str, token: bool = True, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"} if token else {}
-        headers.update(kw.pop("headers", {}))
-        return requests.get(self.url + path, headers=headers, timeout=30, **kw)
-
-    def api(self, kind: str, **params: Any) -> dict[str, Any]:
-        r = self.get(f"/api/{kind}", params=params)
-        assert r.status_code == 200, r.text
-        return dict(r.json())
+from _dashboard_support import Board
+from fedexec import dashboard
+from fedexec.testing import Cluster
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PAGE_PATHS
+from _dashboard_support import PAGE_PATHS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import PAGE_PATHS
+from _dashboard_support import PAGE_PATHS
 
 pytestmark = pytest.mark.timeout(180)
 
