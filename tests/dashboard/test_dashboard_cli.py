@@ -105,3 +105,19 @@ def test_list_placement_groups_and_objects_in_human_units_and_summary(home):
         js = json.loads(cli("summary", "actors", "--format", "json").stdout)
         assert {"class": "Pinger", "state": "ALIVE", "count": 2} in js
         del ref
+
+
+def test_a_busy_dashboard_port_leaves_the_head_running_without_it(home):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        out = cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus", "1",
+                  "--dashboard-port", str(port))
+    assert out.returncode == 0, out.stderr
+    assert f"No dashboard: the dashboard could not listen on 127.0.0.1:{port}" in out.stdout
+    assert "--dashboard-port" in out.stdout
+    assert cli("status").returncode == 0
+    assert cli("dashboard").returncode == 1
