@@ -85,3 +85,18 @@ def test_user_metrics_from_tasks_on_two_nodes_add_up_at_the_head(board):
     assert samples[("fedexec_scheduling_latency_seconds_count", ())] >= 3
     assert samples[("fedexec_task_duration_seconds_count", ())] >= 3
     assert samples[("fedexec_task_duration_seconds_sum", ())] > 0
+    assert samples[("fedexec_tasks_run_total", (("outcome", "FINISHED"),))] >= 3
+
+
+def _fail() -> None:
+    raise ValueError("on purpose")
+
+
+def test_failed_tasks_are_counted(board):
+    key = ("fedexec_tasks_run_total", (("outcome", "FAILED"),))
+    before = _samples(board).get(key, 0.0)
+    with board.cluster.connect() as ex:
+        for _ in range(2):
+            with pytest.raises(ValueError, match="on purpose"):
+                ex.options(max_retries=0, resources={"second": 1}).submit(_fail).result(60)
+    assert _wait_for(board, lambda s: s.get(key) == before + 2).get(key) == before + 2

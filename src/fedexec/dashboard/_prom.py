@@ -9,8 +9,11 @@ Built in (``fedexec_`` prefix): ``tasks{state}`` (unfinished tasks),
 ``object_store_used_bytes``, ``object_store_capacity_bytes``,
 ``object_store_objects``, ``object_store_spilled_objects``,
 ``object_store_spilled_bytes``, and ``state_unreadable{node_id}`` for a node that
-did not answer. User metrics keep their names (a counter gets ``_total``) and
-tags as labels.
+did not answer; and from each node's own table: ``fedexec_tasks_run_total{outcome}``
+(tasks that ran to an end on a worker: FINISHED or FAILED),
+``fedexec_scheduling_latency_seconds`` and ``fedexec_task_duration_seconds``
+(histograms). User metrics keep their names (a counter gets ``_total``) and tags
+as labels.
 """
 
 from __future__ import annotations

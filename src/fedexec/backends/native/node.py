@@ -307,6 +307,7 @@ class NodeManager(Federation, PlacementGroups):
             FixedHistogram("fedexec_task_duration_seconds",
                            "a task's run time on its worker, as its node saw it",
                            _LATENCY_BOUNDS))
+        self.ran = {"FINISHED": 0, "FAILED": 0}  # tasks that ran to an end on a worker here
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -865,6 +866,8 @@ class NodeManager(Federation, PlacementGroups):
         if task is not None:
             if task.started:
                 self.latency[1].observe(time.monotonic() - task.started)
+            failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
+            self.ran["FAILED" if failed else "FINISHED"] += 1
             self._finish_task(task, results)
             self._revoked(task_id, results)
         if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
@@ -1753,7 +1756,10 @@ class NodeManager(Federation, PlacementGroups):
         if kind == "placement_groups":
             return self._pg_rows()
         if kind == "metrics":
-            return self.metrics.rows() + [h.row() for h in self.latency]
+            return self.metrics.rows() + [h.row() for h in self.latency] + [
+                {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
+                 "description": "tasks that ran to an end on a worker, by outcome",
+                 "updated": 0.0, "value": float(n)} for k, n in self.ran.items()]
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
                          "placement_groups or metrics")
 
