@@ -60,11 +60,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print(f"fedexec node {info['node_id']} joined the head at {args.address} "
               f"(pid {info['pid']}, listening on {info['address']})")
         return 0
+    from .dashboard._cli import describe, start_options
+
     try:
         info = cluster.start_head(host=args.host, port=args.port, num_cpus=args.num_cpus,
                                   num_gpus=args.num_gpus, resources=resources,
                                   object_store_memory=args.object_store_memory,
-                                  job_port=args.job_port, worker_preload=args.worker_preload)
+                                  job_port=args.job_port, worker_preload=args.worker_preload,
+                                  **start_options(args))
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         print(f"fedexec start: {exc}", file=sys.stderr)
         return 1
@@ -73,6 +76,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print(f"or from elsewhere with address='{info['address']}' and the token in "
           f"{cluster.cluster_dir()}/token (or FEDEXEC_TOKEN).")
     print(f"Jobs: fedexec job submit -- python script.py (job agent at {info['job_address']}).")
+    print(describe(info))
     return 0
 
 
@@ -185,7 +189,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .exceptions import FedexecError
 
     try:
-        rows = state.list_state(args.kind, args.address)
+        rows = state.list_state(args.kind.replace("-", "_"), args.address)
     except (FedexecError, ValueError) as exc:
         print(f"fedexec list: {exc}", file=sys.stderr)
         return 1
@@ -277,8 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--address", default="auto")
     st.add_argument("--format", choices=("table", "json"), default="table")
     st.set_defaults(func=_cmd_status)
-    ls = sub.add_parser("list", help="list nodes, tasks, actors or objects")
-    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects"))
+    ls = sub.add_parser("list", help="list nodes, tasks, actors, objects or placement groups")
+    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects", "placement-groups"))
     ls.add_argument("--address", default="auto")
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_cmd_list)
@@ -292,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .serve._cli import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+    from .dashboard._cli import add_parser as add_dashboard_parser
+
+    add_dashboard_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT
