@@ -170,6 +170,11 @@ def _fit_count(free: Mapping[str, float], shape: Shape) -> int:
     return n
 
 
+def _key(resources: Mapping[str, float]) -> Shape:
+    """The positive part of ``resources``, hashable (empty: nothing left)."""
+    return tuple(sorted((k, v) for k, v in resources.items() if v > _EPS))
+
+
 def _take(free: dict[str, float], shape: Shape, times: int = 1) -> None:
     for k, v in shape:
         free[k] = free.get(k, 0.0) - v * times
@@ -192,7 +197,7 @@ def _render(label: str, n: int) -> str:
 class _Bin:
     """A node in the simulation: existing, launching, or planned this round."""
 
-    __slots__ = ("free", "node", "node_type", "planned", "reserve", "used")
+    __slots__ = ("free", "keys", "node", "node_type", "planned", "reserve", "used")
 
     def __init__(self, node_type: str, total: Mapping[str, float],
                  available: Mapping[str, float] | None, node: NodeState | None):
@@ -200,8 +205,24 @@ class _Bin:
         self.node = node
         self.free = dict(total if available is None else available)
         self.reserve = dict(total)  # what request_resources bundles may still claim
+        self.keys = [_key(self.free), _key(self.reserve)]  # for caching per content
         self.used = False  # demand was packed onto it this round
         self.planned = node is None
+
+    @property
+    def full(self) -> bool:
+        return not self.keys[0]
+
+    def take(self, shape: Shape, times: int = 1, reserve: bool = False) -> None:
+        """Claim ``times`` x ``shape`` of the free (or ``reserve``) resources."""
+        side = self.reserve if reserve else self.free
+        _take(side, shape, times)
+        self.keys[reserve] = _key(side)
+
+    def give(self, shape: Shape) -> None:
+        """Hand ``shape`` back to the free resources (a rolled-back reservation)."""
+        _give(self.free, shape)
+        self.keys[0] = _key(self.free)
 
 
 @dataclass
@@ -224,7 +245,17 @@ class _Round:
     workers: int
     budget: int
     for_demand: dict[str, int] = field(default_factory=dict)  # type -> nodes
+    open: list[_Bin] = field(default_factory=list)  # bins with free resources left
     why: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> label -> items
+
+    def __post_init__(self) -> None:
+        self.open = list(self.bins)
+
+    def open_bins(self) -> list[_Bin]:
+        """The bins with some free resource left (full ones are dropped for good:
+        free resources only shrink within a round, but for a rolled-back group)."""
+        self.open = [b for b in self.open if not b.full]
+        return self.open
 
     def save(self) -> tuple[int, dict[str, int], int, int, dict[str, int],
                             dict[str, dict[str, int]]]:
@@ -236,6 +267,7 @@ class _Round:
                                    dict[str, dict[str, int]]]) -> None:
         n, self.per_type, self.workers, self.budget, self.for_demand, self.why = saved
         del self.bins[n:]
+        self.open = list(self.bins)
 
     def room(self, t: NodeTypeConfig) -> int:
         """How many more nodes of ``t`` the limits allow now."""
@@ -246,6 +278,7 @@ class _Round:
                   for_demand: bool = True) -> list[_Bin]:
         new = [_Bin(t.name, t.resources, None, None) for _ in range(count)]
         self.bins.extend(new)
+        self.open.extend(new)
         self.per_type[t.name] = self.per_type.get(t.name, 0) + count
         self.workers += count
         if for_demand:
@@ -313,7 +346,7 @@ def _launch_for(r: _Round, groups: list[_Group], reserve: bool = False) -> list[
         for b in bins:
             for g, n in zip(groups, placed):
                 if n:
-                    _take(b.reserve if reserve else b.free, g.shape, n)
+                    b.take(g.shape, n, reserve)
             b.used = True
         for g, n in zip(groups, placed):
             g.count -= n * repeat
@@ -328,13 +361,18 @@ def _tightest(bins: Iterable[_Bin], shape: Shape, reserve: bool = False
     GPU work), then the least room left for it."""
     needs = {k for k, _ in shape}
     fits: list[tuple[int, float, int, int, _Bin]] = []
+    seen: dict[Shape, tuple[int, int, float]] = {}  # bins with equal free resources
+    side = 1 if reserve else 0
     for b in bins:
-        free = b.reserve if reserve else b.free
-        n = _fit_count(free, shape)
-        if n:
-            extra = sum(1 for k, v in free.items() if v > _EPS and k not in needs)
-            room = sum(free.get(k, 0.0) / v for k, v in shape)
-            fits.append((extra, room, len(fits), n, b))
+        key = b.keys[side]
+        known = seen.get(key)
+        if known is None:
+            free = dict(key)
+            n = _fit_count(free, shape)
+            extra = sum(1 for k in free if k not in needs)
+            known = seen[key] = (n, extra, sum(free.get(k, 0.0) / v for k, v in shape))
+        if known[0]:
+            fits.append((known[1], known[2], len(fits), known[0], b))
     fits.sort(key=lambda f: f[:3])
     return [(b, n) for *_, n, b in fits]
 
@@ -343,7 +381,7 @@ def _pack_existing(bins: Iterable[_Bin], g: _Group) -> None:
     """Best fit of ``g`` onto ``bins``' free resources (``g.count`` decremented)."""
     for b, fit in _tightest(bins, g.shape):
         n = min(g.count, fit)
-        _take(b.free, g.shape, n)
+        b.take(g.shape, n)
         b.used = True
         g.count -= n
         if not g.count:
@@ -355,7 +393,7 @@ def _reserve(bins: Iterable[_Bin], g: _Group) -> None:
     existing nodes that take some are kept."""
     for b, fit in _tightest(bins, g.shape, reserve=True):
         n = min(g.count, fit)
-        _take(b.reserve, g.shape, n)
+        b.take(g.shape, n, reserve=True)
         b.used = b.used or not b.planned
         g.count -= n
         if not g.count:
@@ -378,19 +416,19 @@ def _place_group(r: _Round, pg: PlacementGroupDemand, label: str) -> bool:
         whole = {}
         for s in shapes:
             _give(whole, s)
-        target = next((b for b, _ in _tightest(r.bins, _shape(whole))), None)
+        target = next((b for b, _ in _tightest(r.open_bins(), _shape(whole))), None)
         if target is not None:
             shapes = [_shape(whole)]
     for s in shapes:
         busy = {id(b) for b, _ in taken} if distinct else set()
-        fits = _tightest(r.bins, s)
+        fits = _tightest(r.open_bins(), s)
         target = next((b for b, _ in fits if id(b) not in busy), None)
         if target is None and pg.strategy == "SPREAD" and fits:
             target = fits[0][0]
         if target is None:
             left.append(s)
             continue
-        _take(target.free, s)
+        target.take(s)
         taken.append((target, s))
     if left:
         saved = r.save()
@@ -403,7 +441,7 @@ def _place_group(r: _Round, pg: PlacementGroupDemand, label: str) -> bool:
         if any(g.count for g in groups):
             r.restore(saved)
             for b, s in taken:
-                _give(b.free, s)
+                b.give(s)
             return False
     for b, _ in taken:
         b.used = True
@@ -508,7 +546,7 @@ def plan(demand: Demand, nodes: Sequence[NodeState], config: ClusterConfig,
         if not feasible(g.shape):
             unmet(g, g.count, f"fits no node type ({type_names})", infeasible)
             continue
-        _pack_existing(bins, g)
+        _pack_existing(r.open_bins(), g)
         if g.count:
             placeable.append(g)
     _launch_for(r, placeable)
