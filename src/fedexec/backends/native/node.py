@@ -1540,6 +1540,7 @@ class NodeManager(Federation, PlacementGroups):
             "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
             "store": self.store.stats(),
             "queued": len(self.scheduler),
+            "queued_shapes": [[d, len(items)] for d, items in self.scheduler.by_shape()],
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
         }

@@ -108,7 +108,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
     Returns ``nodes`` (one entry per node: ``node_id``, ``address``, ``alive``,
     ``is_head``, ``resources``, ``available``, ``state`` ("alive", "dead" or
     "unreachable"), and when it answered ``tasks``, ``queued_tasks``, ``actors``,
-    ``objects``, ``workers``, ``store``), the totals over the nodes that answered
+    ``objects``, ``workers``, ``store``, ``queued_shapes``: ``[[demand, count], ...]``
+    of the work queued there for resources), the totals over the nodes that answered
     (``tasks``, ``queued_tasks``, ``actors``, ``objects``, ``workers``, ``store``:
     ``used_bytes``, ``capacity``, ``num_objects``, ``num_spilled``,
     ``spilled_bytes``), ``total`` and ``available`` resources, and ``missing``
@@ -138,7 +139,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
         entry.update(tasks=value["tasks"] - value.get("forwarded", 0),
                      queued_tasks=value["queued"], actors=value.get("actors", 0),
                      objects=value["objects"], workers=len(value["workers"]),
-                     store=dict(value["store"]))
+                     store=dict(value["store"]),
+                     queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])])
         for key in sums:
             sums[key] += entry[key]
         for key in _STORE_SUMS:
