@@ -292,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .serve._cli import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+    from .autoscaler._cli import add_parser as add_autoscaler_parser
+
+    add_autoscaler_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT

@@ -64,9 +64,10 @@ class NodeProvider(Protocol):
 
 class LocalProvider:
     """Worker nodes as ``fedexec start --address`` processes on this machine (see the
-    module docstring). ``head_address`` and ``token`` name the cluster to join."""
+    module docstring). ``head_address`` and ``token`` name the cluster to join
+    (``token`` None: ``FEDEXEC_TOKEN`` or this machine's token file)."""
 
-    def __init__(self, cluster_name: str, head_address: str, token: str,
+    def __init__(self, cluster_name: str, head_address: str, token: str | None,
                  state_dir: str | None = None):
         from ..backends.native.cluster import cluster_dir
 
@@ -127,7 +128,7 @@ class LocalProvider:
 
     def _start(self, provider_id: str, resources: dict[str, float]) -> None:
         """Run ``fedexec start --address`` (it returns once the node joined)."""
-        env = {**os.environ, "FEDEXEC_TOKEN": self._token}
+        env = {**os.environ, **({"FEDEXEC_TOKEN": self._token} if self._token else {})}
         try:
             out = subprocess.run(self._command(resources), env=env, capture_output=True,
                                  text=True, timeout=120)
@@ -204,7 +205,7 @@ class LocalProvider:
 
 
 def make_provider(provider: Mapping[str, Any], cluster_name: str, head_address: str,
-                  token: str) -> NodeProvider:
+                  token: str | None) -> NodeProvider:
     """The provider a config's ``provider`` section names: ``local``, or
     ``module:Class`` of a plugin (called with the same arguments as
     :class:`LocalProvider` plus the section as ``config``)."""

@@ -28,7 +28,7 @@ from ...exceptions import AuthenticationError, ClusterUnreachableError
 
 __all__ = ["DEFAULT_PORT", "cluster_dir", "driver_job_id", "forget_head_token", "join",
            "read_local_cluster", "remember_head_token", "resolve", "start_head", "start_node",
-           "stop_head", "stop_nodes"]
+           "stop_head", "stop_node", "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
