@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "status_lines"]
 
 
 def add_parser(sub: Any) -> None:
@@ -246,3 +246,23 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             time.sleep(0.5)
     except KeyboardInterrupt:
         return 0
+
+
+def status_lines() -> list[str]:
+    """The latest round of each autoscaler monitor on this machine, for ``fedexec
+    status``: its age and every decision with its reason (none: [])."""
+    from ..backends.native.cluster import cluster_dir
+
+    root = os.path.join(cluster_dir(), "autoscaler")
+    lines = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            with open(os.path.join(root, name, "status.json"), encoding="utf-8") as f:
+                last = json.load(f)
+        except (OSError, ValueError):
+            continue
+        age = max(0.0, time.time() - float(last["time"]))
+        decisions = last["decisions"] or ["nothing to do"]
+        lines.append(f"autoscaler {name!r} (last round {age:.0f} s ago):")
+        lines += [f"  {d}" for d in decisions]
+    return lines

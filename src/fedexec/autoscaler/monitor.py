@@ -14,10 +14,13 @@ Decisions go to the ``fedexec.autoscaler`` logger and to ``log_path`` (what
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .config import ClusterConfig
@@ -102,7 +105,22 @@ class Monitor:
             # nodes not started by this autoscaler are left alone
         for gone in set(self.idle_since) - set(alive):
             del self.idle_since[gone]
+        timeout = self.config.idle_timeout_minutes * 60.0
+        if any(n.idle_since is not None and now - n.idle_since >= timeout for n in nodes):
+            needed = self._needed_objects()
+            nodes = [replace(n, needed_objects=needed.get(n.node_id, 0)) for n in nodes]
         return Demand(tasks=tasks), nodes, by_node
+
+    def _needed_objects(self) -> dict[str, int]:
+        """Per node: objects in its store that queued or running tasks pin (asked only
+        when some node is idle past the timeout)."""
+        from ..backends.native import state
+
+        counts: dict[str, int] = {}
+        for row in state.list_state("objects", self.address, self.token):
+            if row.get("where") == "shared memory" and row.get("pins", 0) > 0:
+                counts[row["node_id"]] = counts.get(row["node_id"], 0) + 1
+        return counts
 
     def step(self) -> Plan:
         """One round: observe, plan, apply; the plan."""
@@ -124,6 +142,12 @@ class Monitor:
             if previous is None or line not in previous.reasons():
                 self._log(line)
         self.last_plan = decided
+        if self.log_path is not None:  # what `fedexec status` shows
+            path = os.path.join(os.path.dirname(self.log_path), "status.json")
+            with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+                json.dump({"time": time.time(), "cluster_name": self.config.cluster_name,
+                           "decisions": decided.reasons()}, f)
+            os.replace(f"{path}.tmp", path)
         return decided
 
     def run(self, interval: float, stop: threading.Event) -> None:
