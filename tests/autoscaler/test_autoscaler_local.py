@@ -12,7 +12,7 @@ import time
 import pytest
 
 import fedexec
-from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
+from fedexec.autoscaler import ClusterConfig, NodeTypeConfig, request_resources
 from fedexec.autoscaler.monitor import Monitor
 from fedexec.autoscaler.providers import TAG_NODE_ID, LocalProvider
 from fedexec.testing import Cluster
@@ -99,3 +99,18 @@ def test_a_killed_node_is_replaced_while_demand_remains(tmp_path):
         for r in refs:
             r.result(timeout=180)
         assert run.log_text().count("launching") >= 2  # the first nodes, then a new one
+
+
+@pytest.mark.timeout(240)
+def test_request_resources_scales_ahead_of_demand_until_withdrawn(tmp_path):
+    with Cluster(head_num_cpus=1) as cluster, Running(cluster, tmp_path, 2.0) as run, \
+            cluster.connect() as ex:
+        request_resources(num_cpus=5, executor=ex)  # the head's 1 CPU + 2 x cpu2
+        wait_for(lambda: sum(n["alive"] for n in ex.nodes()) == 3, 120, "two nodes")
+        assert "launching 2 x cpu2 for 4 requested {CPU: 1} bundles" in run.log_text()
+        time.sleep(4)  # idle past the timeout, but requested: kept
+        assert len(run.provider.non_terminated_nodes()) == 2
+        assert "request_resources needs it" in run.log_text()
+        request_resources(executor=ex)
+        wait_for(lambda: not run.provider.non_terminated_nodes(), 90,
+                 "the nodes to go once the request is withdrawn")

@@ -192,3 +192,12 @@ def test_a_placement_group_that_cannot_be_placed_whole_launches_nothing():
     p = plan(Demand(placement_groups=[pg]), [HEAD], config(max_workers=2), now=0.0)
     assert p.launches == ()  # 2 nodes would not hold it: launch none of them
     assert "placement group s (STRICT_SPREAD, 3 bundles) waiting" in p.waiting[0].reason
+
+
+def test_idle_nodes_that_request_resources_needs_are_kept():
+    nodes = [HEAD, NodeState("a", "cpu4", cpu(4), cpu(4), idle_since=0.0),
+             NodeState("b", "cpu4", cpu(4), cpu(4), idle_since=0.0)]
+    p = plan(Demand(requested=[cpu(4)]), nodes, config(idle=1.0), now=600.0)
+    assert [t.node_id for t in p.terminations] == ["b"]
+    assert p.kept == ("keeping node a (cpu4, idle for 10.0 min): request_resources "
+                      "needs it",)

@@ -14,9 +14,11 @@ Decisions go to the ``fedexec.autoscaler`` logger and to ``log_path`` (what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,6 +32,11 @@ from .providers import TAG_NODE_ID, TAG_NODE_TYPE, TAG_STATUS, NodeProvider
 __all__ = ["Monitor"]
 
 log = logging.getLogger("fedexec.autoscaler")
+
+
+def _steady(reason: str) -> str:
+    """``reason`` without the idle time, which changes every round."""
+    return re.sub(r", idle for [0-9.]+ (s|min)", "", reason)
 
 
 class Monitor:
@@ -47,6 +54,22 @@ class Monitor:
         self.clock = clock
         self.idle_since: dict[str, float] = {}  # fedexec node id -> since when idle
         self.last_plan: Plan | None = None
+        self._executor: Any = None  # to read request_resources (made when first needed)
+
+    def _requested(self) -> list[dict[str, float]]:
+        """The bundles of the latest ``request_resources`` call."""
+        from ..executor import Executor
+        from .requests import read_requests
+
+        if self._executor is None or self._executor.is_shutdown:
+            self._executor = Executor(address=self.address, token=self.token)
+        return read_requests(self._executor)
+
+    def close(self) -> None:
+        """Disconnect from the cluster (the monitor's own driver connection)."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
     def _log(self, line: str) -> None:
         log.info("%s", line)
@@ -109,7 +132,7 @@ class Monitor:
         if any(n.idle_since is not None and now - n.idle_since >= timeout for n in nodes):
             needed = self._needed_objects()
             nodes = [replace(n, needed_objects=needed.get(n.node_id, 0)) for n in nodes]
-        return Demand(tasks=tasks), nodes, by_node
+        return Demand(tasks=tasks, requested=self._requested()), nodes, by_node
 
     def _needed_objects(self) -> dict[str, int]:
         """Per node: objects in its store that queued or running tasks pin (asked only
@@ -137,9 +160,9 @@ class Monitor:
             self._log(term.reason)
             self.provider.terminate_node(by_node[term.node_id])
             self.idle_since.pop(term.node_id, None)
-        previous = self.last_plan
+        before = {_steady(r) for r in self.last_plan.reasons()} if self.last_plan else set()
         for line in decided.kept + tuple(u.reason for u in decided.infeasible + decided.waiting):
-            if previous is None or line not in previous.reasons():
+            if _steady(line) not in before:  # log what changed, not every round
                 self._log(line)
         self.last_plan = decided
         if self.log_path is not None:  # what `fedexec status` shows
@@ -158,7 +181,11 @@ class Monitor:
                 self.step()
             except Exception as exc:  # the cluster may be restarting: try again
                 self._log(f"round failed: {type(exc).__name__}: {exc}")
+                if self._executor is not None:  # reconnect next round
+                    with contextlib.suppress(Exception):
+                        self.close()
             stop.wait(interval)
+        self.close()
 
     def terminate_all(self) -> int:
         """Terminate every node the provider started; how many."""

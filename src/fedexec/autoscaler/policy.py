@@ -197,7 +197,8 @@ def _render(label: str, n: int) -> str:
 class _Bin:
     """A node in the simulation: existing, launching, or planned this round."""
 
-    __slots__ = ("free", "keys", "node", "node_type", "planned", "reserve", "used")
+    __slots__ = ("free", "keys", "node", "node_type", "planned", "requested", "reserve",
+                 "used")
 
     def __init__(self, node_type: str, total: Mapping[str, float],
                  available: Mapping[str, float] | None, node: NodeState | None):
@@ -207,6 +208,7 @@ class _Bin:
         self.reserve = dict(total)  # what request_resources bundles may still claim
         self.keys = [_key(self.free), _key(self.reserve)]  # for caching per content
         self.used = False  # demand was packed onto it this round
+        self.requested = False  # request_resources bundles were packed onto it
         self.planned = node is None
 
     @property
@@ -394,7 +396,7 @@ def _reserve(bins: Iterable[_Bin], g: _Group) -> None:
     for b, fit in _tightest(bins, g.shape, reserve=True):
         n = min(g.count, fit)
         b.take(g.shape, n, reserve=True)
-        b.used = b.used or not b.planned
+        b.requested = True
         g.count -= n
         if not g.count:
             return
@@ -578,12 +580,16 @@ def _idle(nodes: Sequence[NodeState], bins: Sequence[_Bin], config: ClusterConfi
     for n in sorted(nodes, key=lambda n: (n.idle_since or 0.0, n.node_id)):
         if n.is_head or n.launching or n.idle_since is None or now - n.idle_since < timeout:
             continue
-        idle = f"idle for {(now - n.idle_since) / 60:.1f} min"
+        secs = now - n.idle_since
+        idle = f"idle for {secs:.0f} s" if secs < 60 else f"idle for {secs / 60:.1f} min"
         t = config.node_types.get(n.node_type)
         low = t.min_workers if t is not None else 0
         if by_id[id(n)].used:
             kept.append(f"keeping node {n.node_id} ({n.node_type}, {idle}): pending demand "
                         "fits on it")
+        elif by_id[id(n)].requested:
+            kept.append(f"keeping node {n.node_id} ({n.node_type}, {idle}): "
+                        "request_resources needs it")
         elif n.needed_objects:
             kept.append(f"keeping node {n.node_id} ({n.node_type}, {idle}): holds "
                         f"{_plural(n.needed_objects, 'object')} needed by pending or "
