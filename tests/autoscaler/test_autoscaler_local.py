@@ -114,3 +114,14 @@ def test_request_resources_scales_ahead_of_demand_until_withdrawn(tmp_path):
         request_resources(executor=ex)
         wait_for(lambda: not run.provider.non_terminated_nodes(), 90,
                  "the nodes to go once the request is withdrawn")
+
+
+@pytest.mark.timeout(240)
+def test_a_pending_placement_group_gets_its_nodes(tmp_path):
+    with Cluster(head_num_cpus=1) as cluster, Running(cluster, tmp_path, 60.0) as run, \
+            cluster.connect() as ex:
+        pg = ex.placement_group([{"CPU": 2}, {"CPU": 2}], strategy="STRICT_SPREAD")
+        assert pg.ready(timeout=180)
+        assert "launching 2 x cpu2 for placement group" in run.log_text()
+        assert "(STRICT_SPREAD, 2 bundles)" in run.log_text()
+        ex.remove_placement_group(pg)

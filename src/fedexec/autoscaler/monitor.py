@@ -5,7 +5,8 @@ its plan through the provider, and log every decision with its reason.
     monitor.run(interval=5.0, stop=threading.Event())   # or monitor.step() per round
 
 A round (:meth:`Monitor.step`) asks the head for ``cluster_status`` (queued
-resource shapes per node, each node's resources), matches the cluster's nodes to
+resource shapes and pending placement groups per node, each node's resources)
+and for the ``request_resources`` bundles, matches the cluster's nodes to
 the provider's (by the ``TAG_NODE_ID`` tag), forgets nodes whose process died (so
 they are replaced while demand remains), and applies :func:`~.policy.plan`.
 Decisions go to the ``fedexec.autoscaler`` logger and to ``log_path`` (what
@@ -26,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from .config import ClusterConfig
-from .policy import Demand, NodeState, Plan, plan
+from .policy import Demand, NodeState, PlacementGroupDemand, Plan, plan
 from .providers import TAG_NODE_ID, TAG_NODE_TYPE, TAG_STATUS, NodeProvider
 
 __all__ = ["Monitor"]
@@ -84,6 +85,7 @@ class Monitor:
 
         status = state.cluster_status(self.address, self.token)
         tasks: list[Mapping[str, float]] = []
+        groups: list[PlacementGroupDemand] = []
         alive: dict[str, dict[str, Any]] = {}
         for entry in status["nodes"]:
             if entry.get("state") != "alive":
@@ -91,6 +93,8 @@ class Monitor:
             alive[entry["node_id"]] = entry
             for shape, count in entry.get("queued_shapes", []):
                 tasks.extend([shape] * int(count))
+            groups += [PlacementGroupDemand(bundles, strategy, name)
+                       for bundles, strategy, name in entry.get("pending_groups", [])]
         by_node: dict[str, str] = {}
         nodes: list[NodeState] = []
         for pid in self.provider.non_terminated_nodes():
@@ -132,7 +136,8 @@ class Monitor:
         if any(n.idle_since is not None and now - n.idle_since >= timeout for n in nodes):
             needed = self._needed_objects()
             nodes = [replace(n, needed_objects=needed.get(n.node_id, 0)) for n in nodes]
-        return Demand(tasks=tasks, requested=self._requested()), nodes, by_node
+        demand = Demand(tasks=tasks, placement_groups=groups, requested=self._requested())
+        return demand, nodes, by_node
 
     def _needed_objects(self) -> dict[str, int]:
         """Per node: objects in its store that queued or running tasks pin (asked only

@@ -1541,6 +1541,8 @@ class NodeManager(Federation, PlacementGroups):
             "store": self.store.stats(),
             "queued": len(self.scheduler),
             "queued_shapes": [[d, len(items)] for d, items in self.scheduler.by_shape()],
+            "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
+                               for pg in self.pgs.values() if pg["nodes"] is None],
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
         }

@@ -109,7 +109,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
     ``is_head``, ``resources``, ``available``, ``state`` ("alive", "dead" or
     "unreachable"), and when it answered ``tasks``, ``queued_tasks``, ``actors``,
     ``objects``, ``workers``, ``store``, ``queued_shapes``: ``[[demand, count], ...]``
-    of the work queued there for resources), the totals over the nodes that answered
+    of the work queued there for resources, ``pending_groups``: ``[[bundles,
+    strategy, name], ...]`` of the placement groups it waits to place), the totals over the nodes that answered
     (``tasks``, ``queued_tasks``, ``actors``, ``objects``, ``workers``, ``store``:
     ``used_bytes``, ``capacity``, ``num_objects``, ``num_spilled``,
     ``spilled_bytes``), ``total`` and ``available`` resources, and ``missing``
@@ -140,7 +141,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
                      queued_tasks=value["queued"], actors=value.get("actors", 0),
                      objects=value["objects"], workers=len(value["workers"]),
                      store=dict(value["store"]),
-                     queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])])
+                     queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])],
+                     pending_groups=list(value.get("pending_groups", [])))
         for key in sums:
             sums[key] += entry[key]
         for key in _STORE_SUMS:
