@@ -20,6 +20,11 @@ resource), plus 20 pending actors, 10 placement groups of each strategy and 50
 - ``shrink``: no demand; half the nodes idle past the timeout (terminations).
 
 Prints min / median / p95 milliseconds per round (target: <= 100 ms).
+
+``--local N`` also measures, N times on a fresh ``fedexec.testing.Cluster`` (a 1-CPU
+head) with a monitor (``local`` provider, 0.2 s rounds), the time from queueing 4
+one-CPU tasks to the first launched node being alive at the head, and to the first
+task finishing on it.
 """
 
 from __future__ import annotations
@@ -99,33 +104,88 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--local", type=int, default=0, metavar="N",
+                    help="also time demand -> ready local node, N times")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     rows = []
     print(f"policy decision time per round: {args.nodes} nodes, {args.tasks} queued tasks\n")
     print("| scenario | launches | terminations | waiting items | infeasible items "
-          "| min ms | median ms | p95 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| min ms | median ms | p95 ms | median CPU ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, d, nodes, cfg, now in scenarios(rng, args.nodes, args.tasks):
-        times = []
+        times, cpu = [], []
         for _ in range(args.rounds):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             p = plan(d, nodes, cfg, now)
             times.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
         times.sort()
         row = {"scenario": name, "launches": sum(p.launch_counts().values()),
                "terminations": len(p.terminations),
                "waiting": sum(u.count for u in p.waiting),
                "infeasible": sum(u.count for u in p.infeasible),
                "min_ms": times[0], "median_ms": statistics.median(times),
-               "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))]}
+               "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
+               "cpu_median_ms": statistics.median(cpu)}
         rows.append(row)
         print(f"| {name} | {row['launches']} | {row['terminations']} | {row['waiting']} "
               f"| {row['infeasible']} | {row['min_ms']:.1f} | {row['median_ms']:.1f} "
-              f"| {row['p95_ms']:.1f} |")
+              f"| {row['p95_ms']:.1f} | {row['cpu_median_ms']:.1f} |")
+    local = [time_to_node() for _ in range(args.local)]
+    if local:
+        print("\ndemand -> ready local node (s): | run | node alive | first task done there |")
+        print("|---|---|---|")
+        for i, (alive, done) in enumerate(local):
+            print(f"| {i} | {alive:.2f} | {done:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows,
+                                               "local": local}, indent=2))
     return 0
+
+
+def _where(seconds: float) -> str:
+    time.sleep(seconds)
+    import fedexec
+
+    return str(fedexec.get_runtime_context().node_id)
+
+
+def time_to_node() -> tuple[float, float]:
+    """Seconds from queueing work to (a launched node alive, a task done on it)."""
+    import tempfile
+    import threading
+
+    from fedexec.autoscaler.monitor import Monitor
+    from fedexec.autoscaler.providers import LocalProvider
+    from fedexec.testing import Cluster
+
+    cfg = ClusterConfig(node_types={"head": NodeTypeConfig("head", {"CPU": 1}, 0, 0),
+                                    "cpu2": NodeTypeConfig("cpu2", {"CPU": 2}, 0, 2)},
+                        head_node_type="head", max_workers=2, idle_timeout_minutes=5.0)
+    with tempfile.TemporaryDirectory() as state, Cluster(head_num_cpus=1) as cluster, \
+            cluster.connect() as ex:
+        provider = LocalProvider("bench", cluster.address, cluster.token, state_dir=state)
+        monitor = Monitor(cfg, provider, cluster.address, cluster.token)
+        stop = threading.Event()
+        thread = threading.Thread(target=monitor.run, args=(0.2, stop))
+        thread.start()
+        try:
+            t0 = time.perf_counter()
+            refs = [ex.submit(_where, 0.5) for _ in range(6)]
+            while sum(n["alive"] for n in ex.nodes()) < 2:
+                time.sleep(0.02)
+            alive = time.perf_counter() - t0
+            done = None
+            for ref in refs:
+                if ref.result(timeout=120) != cluster.head.node_id and done is None:
+                    done = time.perf_counter() - t0
+            return alive, done if done is not None else float("nan")
+        finally:
+            stop.set()
+            thread.join()
+            provider.wait_launches(60)
+            monitor.terminate_all()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ One round of :func:`plan`:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .config import ClusterConfig, NodeTypeConfig
@@ -211,10 +211,6 @@ class _Bin:
         self.requested = False  # request_resources bundles were packed onto it
         self.planned = node is None
 
-    @property
-    def full(self) -> bool:
-        return not self.keys[0]
-
     def take(self, shape: Shape, times: int = 1, reserve: bool = False) -> None:
         """Claim ``times`` x ``shape`` of the free (or ``reserve``) resources."""
         side = self.reserve if reserve else self.free
@@ -225,6 +221,27 @@ class _Bin:
         """Hand ``shape`` back to the free resources (a rolled-back reservation)."""
         _give(self.free, shape)
         self.keys[0] = _key(self.free)
+
+
+class _Buckets:
+    """Bins grouped by what they have left on one side (0: free, 1: reserve), so
+    nodes with equal resources left are looked at once per shape."""
+
+    def __init__(self, side: int, bins: Iterable[_Bin]):
+        self.side = side
+        self.groups: dict[Shape, dict[int, _Bin]] = {}
+        for b in bins:
+            self.add(b)
+
+    def add(self, b: _Bin) -> None:
+        self.groups.setdefault(b.keys[self.side], {})[id(b)] = b
+
+    def remove(self, b: _Bin) -> None:
+        key = b.keys[self.side]
+        members = self.groups[key]
+        del members[id(b)]
+        if not members:
+            del self.groups[key]
 
 
 @dataclass
@@ -247,17 +264,24 @@ class _Round:
     workers: int
     budget: int
     for_demand: dict[str, int] = field(default_factory=dict)  # type -> nodes
-    open: list[_Bin] = field(default_factory=list)  # bins with free resources left
+    buckets: list[_Buckets] = field(default_factory=list)  # [free side, reserve side]
     why: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> label -> items
 
     def __post_init__(self) -> None:
-        self.open = list(self.bins)
+        self.buckets = [_Buckets(0, self.bins), _Buckets(1, self.bins)]
 
-    def open_bins(self) -> list[_Bin]:
-        """The bins with some free resource left (full ones are dropped for good:
-        free resources only shrink within a round, but for a rolled-back group)."""
-        self.open = [b for b in self.open if not b.full]
-        return self.open
+    def take(self, b: _Bin, shape: Shape, times: int = 1, reserve: bool = False) -> None:
+        """``b.take``, keeping the buckets in step."""
+        buckets = self.buckets[reserve]
+        buckets.remove(b)
+        b.take(shape, times, reserve)
+        buckets.add(b)
+
+    def give(self, b: _Bin, shape: Shape) -> None:
+        """``b.give``, keeping the buckets in step."""
+        self.buckets[0].remove(b)
+        b.give(shape)
+        self.buckets[0].add(b)
 
     def save(self) -> tuple[int, dict[str, int], int, int, dict[str, int],
                             dict[str, dict[str, int]]]:
@@ -268,8 +292,10 @@ class _Round:
     def restore(self, saved: tuple[int, dict[str, int], int, int, dict[str, int],
                                    dict[str, dict[str, int]]]) -> None:
         n, self.per_type, self.workers, self.budget, self.for_demand, self.why = saved
+        for b in self.bins[n:]:
+            self.buckets[0].remove(b)
+            self.buckets[1].remove(b)
         del self.bins[n:]
-        self.open = list(self.bins)
 
     def room(self, t: NodeTypeConfig) -> int:
         """How many more nodes of ``t`` the limits allow now."""
@@ -280,7 +306,9 @@ class _Round:
                   for_demand: bool = True) -> list[_Bin]:
         new = [_Bin(t.name, t.resources, None, None) for _ in range(count)]
         self.bins.extend(new)
-        self.open.extend(new)
+        for b in new:
+            self.buckets[0].add(b)
+            self.buckets[1].add(b)
         self.per_type[t.name] = self.per_type.get(t.name, 0) + count
         self.workers += count
         if for_demand:
@@ -348,7 +376,7 @@ def _launch_for(r: _Round, groups: list[_Group], reserve: bool = False) -> list[
         for b in bins:
             for g, n in zip(groups, placed):
                 if n:
-                    b.take(g.shape, n, reserve)
+                    r.take(b, g.shape, n, reserve)
             b.used = True
         for g, n in zip(groups, placed):
             g.count -= n * repeat
@@ -356,46 +384,42 @@ def _launch_for(r: _Round, groups: list[_Group], reserve: bool = False) -> list[
     return new
 
 
-def _tightest(bins: Iterable[_Bin], shape: Shape, reserve: bool = False
-              ) -> list[tuple[_Bin, int]]:
+def _tightest(r: _Round, shape: Shape, reserve: bool = False) -> Iterator[tuple[_Bin, int]]:
     """The bins ``shape`` fits in (with how many fit), best fit first: those with
     the fewest free kinds of resource ``shape`` does not use (keep GPU nodes for
-    GPU work), then the least room left for it."""
+    GPU work), then the least room left for it. Lazy: taking from a bin while
+    iterating is fine."""
     needs = {k for k, _ in shape}
-    fits: list[tuple[int, float, int, int, _Bin]] = []
-    seen: dict[Shape, tuple[int, int, float]] = {}  # bins with equal free resources
-    side = 1 if reserve else 0
-    for b in bins:
-        key = b.keys[side]
-        known = seen.get(key)
-        if known is None:
-            free = dict(key)
-            n = _fit_count(free, shape)
+    scored = []
+    for key, members in r.buckets[reserve].groups.items():
+        free = dict(key)
+        n = _fit_count(free, shape)
+        if n:
             extra = sum(1 for k in free if k not in needs)
-            known = seen[key] = (n, extra, sum(free.get(k, 0.0) / v for k, v in shape))
-        if known[0]:
-            fits.append((known[1], known[2], len(fits), known[0], b))
-    fits.sort(key=lambda f: f[:3])
-    return [(b, n) for *_, n, b in fits]
+            scored.append((extra, sum(free.get(k, 0.0) / v for k, v in shape), n, members))
+    scored.sort(key=lambda f: f[:2])  # stable: equal scores keep the nodes' order
+    for *_, n, members in scored:
+        for b in list(members.values()):
+            yield b, n
 
 
-def _pack_existing(bins: Iterable[_Bin], g: _Group) -> None:
-    """Best fit of ``g`` onto ``bins``' free resources (``g.count`` decremented)."""
-    for b, fit in _tightest(bins, g.shape):
+def _pack_existing(r: _Round, g: _Group) -> None:
+    """Best fit of ``g`` onto the bins' free resources (``g.count`` decremented)."""
+    for b, fit in _tightest(r, g.shape):
         n = min(g.count, fit)
-        b.take(g.shape, n)
+        r.take(b, g.shape, n)
         b.used = True
         g.count -= n
         if not g.count:
             return
 
 
-def _reserve(bins: Iterable[_Bin], g: _Group) -> None:
-    """Best fit of ``g`` onto ``bins``' *total* resources (``request_resources``);
+def _reserve(r: _Round, g: _Group) -> None:
+    """Best fit of ``g`` onto the bins' *total* resources (``request_resources``);
     existing nodes that take some are kept."""
-    for b, fit in _tightest(bins, g.shape, reserve=True):
+    for b, fit in _tightest(r, g.shape, reserve=True):
         n = min(g.count, fit)
-        b.take(g.shape, n, reserve=True)
+        r.take(b, g.shape, n, reserve=True)
         b.requested = True
         g.count -= n
         if not g.count:
@@ -418,19 +442,18 @@ def _place_group(r: _Round, pg: PlacementGroupDemand, label: str) -> bool:
         whole = {}
         for s in shapes:
             _give(whole, s)
-        target = next((b for b, _ in _tightest(r.open_bins(), _shape(whole))), None)
+        target = next((b for b, _ in _tightest(r, _shape(whole))), None)
         if target is not None:
             shapes = [_shape(whole)]
     for s in shapes:
         busy = {id(b) for b, _ in taken} if distinct else set()
-        fits = _tightest(r.open_bins(), s)
-        target = next((b for b, _ in fits if id(b) not in busy), None)
-        if target is None and pg.strategy == "SPREAD" and fits:
-            target = fits[0][0]
+        target = next((b for b, _ in _tightest(r, s) if id(b) not in busy), None)
+        if target is None and pg.strategy == "SPREAD":
+            target = next((b for b, _ in _tightest(r, s)), None)
         if target is None:
             left.append(s)
             continue
-        target.take(s)
+        r.take(target, s)
         taken.append((target, s))
     if left:
         saved = r.save()
@@ -443,7 +466,7 @@ def _place_group(r: _Round, pg: PlacementGroupDemand, label: str) -> bool:
         if any(g.count for g in groups):
             r.restore(saved)
             for b, s in taken:
-                b.give(s)
+                r.give(b, s)
             return False
     for b, _ in taken:
         b.used = True
@@ -451,10 +474,18 @@ def _place_group(r: _Round, pg: PlacementGroupDemand, label: str) -> bool:
 
 
 def _groups(shapes: Iterable[Mapping[str, float]], kind: str) -> list[_Group]:
-    counts: dict[Shape, int] = {}
+    """Items of demand counted by shape (the same mapping object repeated, as
+    ``[shape] * n``, is normalised once)."""
+    by_object: dict[int, int] = {}
+    objects: dict[int, Mapping[str, float]] = {}  # keeps each counted object alive
     for s in shapes:
-        key = _shape(s)
-        counts[key] = counts.get(key, 0) + 1
+        i = id(s)
+        by_object[i] = by_object.get(i, 0) + 1
+        objects[i] = s
+    counts: dict[Shape, int] = {}
+    for i, n in by_object.items():
+        key = _shape(objects[i])
+        counts[key] = counts.get(key, 0) + n
     return [_Group(k, n, kind) for k, n in counts.items()]
 
 
@@ -510,7 +541,7 @@ def plan(demand: Demand, nodes: Sequence[NodeState], config: ClusterConfig,
             unmet(g, g.count, f"fits no node type ({type_names})", infeasible)
             g.count = 0
             continue
-        _reserve(bins, g)
+        _reserve(r, g)
     _launch_for(r, [g for g in req if g.count], reserve=True)
     for g in req:
         if g.count:
@@ -548,7 +579,7 @@ def plan(demand: Demand, nodes: Sequence[NodeState], config: ClusterConfig,
         if not feasible(g.shape):
             unmet(g, g.count, f"fits no node type ({type_names})", infeasible)
             continue
-        _pack_existing(r.open_bins(), g)
+        _pack_existing(r, g)
         if g.count:
             placeable.append(g)
     _launch_for(r, placeable)
