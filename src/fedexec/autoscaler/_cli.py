@@ -126,6 +126,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"fedexec up: provider type {config.provider.get('type')!r} is not available "
               "in this build; use provider: {type: local}", file=sys.stderr)
         return 1
+    ignored = [k for k in ("setup_commands", "file_mounts", "head_start_commands",
+                           "worker_start_commands") if getattr(config, k)]
+    if ignored:
+        print(f"fedexec up: warning: {', '.join(ignored)} are not used by the local "
+              "provider in this build", file=sys.stderr)
     if not _confirm(f"Start or update cluster {config.cluster_name!r} (local provider, up "
                     f"to {config.max_workers} worker nodes)?", args.yes):
         return 1
