@@ -161,11 +161,24 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  {key:<{width}} {_amount(key, used)} / {_amount(key, total)}")
     lines.append(f"tasks: {status['tasks']} unfinished, {status['queued_tasks']} queued for "
                  f"resources; actors: {status['actors']}; workers: {status['workers']}")
+    lines += _pending_lines(nodes)
     store = status["store"]
     lines.append(f"object store: {_store_line(store)} in {store['num_objects']} objects "
                  f"({store['num_spilled']} spilled, {format_bytes(store['spilled_bytes'])}) "
                  f"on {alive} node(s); {status['objects']} object references tracked")
     return "\n".join(lines)
+
+
+def _pending_lines(nodes: list[dict[str, Any]]) -> list[str]:
+    """``pending demand: 7 x {CPU: 2}, ...``: the shapes queued for resources."""
+    shapes: dict[str, int] = {}
+    for n in nodes:
+        for demand, count in n.get("queued_shapes", []):
+            key = "{" + ", ".join(f"{k}: {_amount(k, v)}" for k, v in sorted(demand.items())) + "}"
+            shapes[key] = shapes.get(key, 0) + int(count)
+    if not shapes:
+        return []
+    return ["pending demand: " + ", ".join(f"{n} x {k}" for k, n in sorted(shapes.items()))]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -177,10 +190,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except (FedexecError, ValueError) as exc:
         print(f"fedexec status: {exc}", file=sys.stderr)
         return 1
+    from .autoscaler._cli import status_lines
+
     if args.format == "json":
-        print(json.dumps(status, indent=2))
+        print(json.dumps({**status, "autoscaler": status_lines()}, indent=2))
     else:
-        print(format_status(status))
+        print("\n".join([format_status(status), *status_lines()]))
     return 0
 
 
@@ -299,6 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .dashboard._cli import add_parser as add_dashboard_parser
 
     add_dashboard_parser(sub)
+    from .autoscaler._cli import add_parser as add_autoscaler_parser
+
+    add_autoscaler_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT

@@ -28,7 +28,7 @@ from ...exceptions import AuthenticationError, ClusterUnreachableError
 
 __all__ = ["DEFAULT_PORT", "cluster_dir", "driver_job_id", "forget_head_token", "join",
            "read_local_cluster", "remember_head_token", "resolve", "start_head", "start_node",
-           "stop_head", "stop_nodes"]
+           "stop_head", "stop_node", "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
@@ -204,29 +204,32 @@ def _stop_pid(pid: int, timeout: float) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop_nodes(timeout: float = 15.0) -> int:
-    """Stop the (non-head) nodes started on this machine; how many were running."""
+def stop_node(node_id: str, timeout: float = 15.0) -> bool:
+    """Stop one node started on this machine by ``start_node`` (SIGTERM, then SIGKILL
+    after ``timeout`` s) and remove its files; False if it was not running."""
     import shutil
 
-    stopped = 0
-    for name in sorted(os.listdir(_nodes_dir())):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(_nodes_dir(), name)
-        try:
-            with open(path) as f:
-                info = json.load(f)
-            os.kill(info["pid"], 0)
-        except (OSError, ValueError, KeyError):
-            info = None
-        if info is not None:
-            _stop_pid(info["pid"], timeout)
-            for d in info.get("dirs", []):
-                shutil.rmtree(d, ignore_errors=True)
-            stopped += 1
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    return stopped
+    path = os.path.join(_nodes_dir(), f"{node_id}.json")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        info = None
+    if info is not None:
+        _stop_pid(info["pid"], timeout)
+        for d in info.get("dirs", []):
+            shutil.rmtree(d, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return info is not None
+
+
+def stop_nodes(timeout: float = 15.0) -> int:
+    """Stop the (non-head) nodes started on this machine; how many were running."""
+    names = sorted(os.listdir(_nodes_dir()))
+    return sum(stop_node(name[:-len(".json")], timeout) for name in names
+               if name.endswith(".json"))
 
 
 def stop_head(timeout: float = 15.0) -> bool:

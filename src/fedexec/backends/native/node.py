@@ -1571,6 +1571,9 @@ class NodeManager(Federation, PlacementGroups):
             "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
             "store": self.store.stats(),
             "queued": len(self.scheduler),
+            "queued_shapes": [[d, len(items)] for d, items in self.scheduler.by_shape()],
+            "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
+                               for pg in self.pgs.values() if pg["nodes"] is None],
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
             "host": _host_usage(),

@@ -109,7 +109,10 @@ def cluster_status(address: str = "auto", token: str | None = None,
     ``is_head``, ``resources``, ``available``, ``state`` ("alive", "dead" or
     "unreachable"), and when it answered ``tasks``, ``queued_tasks``, ``actors``,
     ``objects``, ``workers``, ``store``, ``host``: the machine's ``cpu_percent``,
-    ``memory_used`` and ``memory_total``), the totals over the nodes that answered
+    ``memory_used`` and ``memory_total``, ``queued_shapes``: ``[[demand, count], ...]``
+    of the work queued there for resources, ``pending_groups``: ``[[bundles,
+    strategy, name], ...]`` of the placement groups it waits to place), the totals
+    over the nodes that answered
     (``tasks``, ``queued_tasks``, ``actors``, ``objects``, ``workers``, ``store``:
     ``used_bytes``, ``capacity``, ``num_objects``, ``num_spilled``,
     ``spilled_bytes``), ``total`` and ``available`` resources, and ``missing``
@@ -139,7 +142,9 @@ def cluster_status(address: str = "auto", token: str | None = None,
         entry.update(tasks=value["tasks"] - value.get("forwarded", 0),
                      queued_tasks=value["queued"], actors=value.get("actors", 0),
                      objects=value["objects"], workers=len(value["workers"]),
-                     store=dict(value["store"]), host=dict(value.get("host") or {}))
+                     store=dict(value["store"]), host=dict(value.get("host") or {}),
+                     queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])],
+                     pending_groups=list(value.get("pending_groups", [])))
         for key in sums:
             sums[key] += entry[key]
         for key in _STORE_SUMS:
