@@ -184,13 +184,21 @@ class Gauge(Metric):
 
 
 class Histogram(Metric):
-    """A distribution: counts of values per bucket (upper ``boundaries``), sum, count."""
+    """A distribution: counts of values per bucket (upper ``boundaries``), sum, count.
+
+    Arguments as the contract orders them (``tag_keys`` before ``boundaries``); Ray's
+    positional order, ``Histogram(name, description, [0.1, 1.0], ("route",))``, is
+    recognised by its numbers and accepted too."""
 
     _kind = "histogram"
 
     def __init__(self, name: str, description: str = "",
-                 boundaries: Sequence[float] | None = None,
-                 tag_keys: Sequence[str] | None = None) -> None:
+                 tag_keys: Sequence[str] | None = None,
+                 boundaries: Sequence[float] | None = None) -> None:
+        if tag_keys is not None and not isinstance(tag_keys, str) and any(
+                isinstance(k, (int, float)) for k in tag_keys):
+            # Ray's positional order, Histogram(name, description, boundaries, tag_keys)
+            tag_keys, boundaries = boundaries, tag_keys  # type: ignore[assignment]
         super().__init__(name, description, tag_keys)
         bounds = [float(b) for b in (boundaries if boundaries is not None
                                      else _DEFAULT_BOUNDARIES)]

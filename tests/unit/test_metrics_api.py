@@ -56,3 +56,13 @@ def test_conflicting_or_too_many_series_are_dropped_and_counted():
     t.merge([_row("counter", 1), _row("gauge", 1), _row("counter", 1, tags={"a": "1"}),
              _row("counter", 1, tags={"a": "2"}), {"name": "broken"}])
     assert len(t) == 2 and t.dropped == 3
+
+
+def test_histogram_takes_the_contract_order_and_rays_positional_order():
+    contract = Histogram("h_contract", "d", ("route",), [0.1, 1.0])
+    ray_order = Histogram("h_ray", "d", [0.1, 1.0], ("route",))
+    for h in (contract, ray_order):
+        assert h.boundaries == [0.1, 1.0]
+        with pytest.raises(ValueError, match="needs a value for tag key"):
+            h.observe(0.5)
+        h.observe(0.5, tags={"route": "/"})
