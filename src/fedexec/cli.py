@@ -60,11 +60,14 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print(f"fedexec node {info['node_id']} joined the head at {args.address} "
               f"(pid {info['pid']}, listening on {info['address']})")
         return 0
+    from .dashboard._cli import describe, start_options
+
     try:
         info = cluster.start_head(host=args.host, port=args.port, num_cpus=args.num_cpus,
                                   num_gpus=args.num_gpus, resources=resources,
                                   object_store_memory=args.object_store_memory,
-                                  job_port=args.job_port, worker_preload=args.worker_preload)
+                                  job_port=args.job_port, worker_preload=args.worker_preload,
+                                  **start_options(args))
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         print(f"fedexec start: {exc}", file=sys.stderr)
         return 1
@@ -73,6 +76,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
     print(f"or from elsewhere with address='{info['address']}' and the token in "
           f"{cluster.cluster_dir()}/token (or FEDEXEC_TOKEN).")
     print(f"Jobs: fedexec job submit -- python script.py (job agent at {info['job_address']}).")
+    print(describe(info))
     return 0
 
 
@@ -157,11 +161,24 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"  {key:<{width}} {_amount(key, used)} / {_amount(key, total)}")
     lines.append(f"tasks: {status['tasks']} unfinished, {status['queued_tasks']} queued for "
                  f"resources; actors: {status['actors']}; workers: {status['workers']}")
+    lines += _pending_lines(nodes)
     store = status["store"]
     lines.append(f"object store: {_store_line(store)} in {store['num_objects']} objects "
                  f"({store['num_spilled']} spilled, {format_bytes(store['spilled_bytes'])}) "
                  f"on {alive} node(s); {status['objects']} object references tracked")
     return "\n".join(lines)
+
+
+def _pending_lines(nodes: list[dict[str, Any]]) -> list[str]:
+    """``pending demand: 7 x {CPU: 2}, ...``: the shapes queued for resources."""
+    shapes: dict[str, int] = {}
+    for n in nodes:
+        for demand, count in n.get("queued_shapes", []):
+            key = "{" + ", ".join(f"{k}: {_amount(k, v)}" for k, v in sorted(demand.items())) + "}"
+            shapes[key] = shapes.get(key, 0) + int(count)
+    if not shapes:
+        return []
+    return ["pending demand: " + ", ".join(f"{n} x {k}" for k, n in sorted(shapes.items()))]
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -173,10 +190,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except (FedexecError, ValueError) as exc:
         print(f"fedexec status: {exc}", file=sys.stderr)
         return 1
+    from .autoscaler._cli import status_lines
+
     if args.format == "json":
-        print(json.dumps(status, indent=2))
+        print(json.dumps({**status, "autoscaler": status_lines()}, indent=2))
     else:
-        print(format_status(status))
+        print("\n".join([format_status(status), *status_lines()]))
     return 0
 
 
@@ -185,7 +204,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .exceptions import FedexecError
 
     try:
-        rows = state.list_state(args.kind, args.address)
+        rows = state.list_state(args.kind.replace("-", "_"), args.address)
     except (FedexecError, ValueError) as exc:
         print(f"fedexec list: {exc}", file=sys.stderr)
         return 1
@@ -277,8 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     st.add_argument("--address", default="auto")
     st.add_argument("--format", choices=("table", "json"), default="table")
     st.set_defaults(func=_cmd_status)
-    ls = sub.add_parser("list", help="list nodes, tasks, actors or objects")
-    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects"))
+    ls = sub.add_parser("list", help="list nodes, tasks, actors, objects or placement groups")
+    ls.add_argument("kind", choices=("nodes", "tasks", "actors", "objects", "placement-groups"))
     ls.add_argument("--address", default="auto")
     ls.add_argument("--format", choices=("table", "json"), default="table")
     ls.set_defaults(func=_cmd_list)
@@ -292,6 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .serve._cli import add_parser as add_serve_parser
 
     add_serve_parser(sub)
+    from .dashboard._cli import add_parser as add_dashboard_parser
+
+    add_dashboard_parser(sub)
+    from .autoscaler._cli import add_parser as add_autoscaler_parser
+
+    add_autoscaler_parser(sub)
     args = parser.parse_args(argv)
     if getattr(args, "port", 0) is None:
         from .backends.native.cluster import DEFAULT_PORT

@@ -18,6 +18,7 @@ __all__ = [
     "AuthenticationError",
     "BackendUnavailableError",
     "BrokenExecutorError",
+    "ClusterConfigError",
     "ClusterUnreachableError",
     "FedexecError",
     "GetTimeoutError",
@@ -249,6 +250,16 @@ class SerializationError(FedexecError):
 class AuthenticationError(FedexecError):
     """A peer failed the cluster-token check: a wrong or missing token. Pass
     ``token=`` or set ``FEDEXEC_TOKEN`` to the token of the cluster's head."""
+
+
+class ClusterConfigError(FedexecError, ValueError):
+    """A cluster config (``fedexec up cluster.yaml``) is invalid: the caller's fault.
+    ``errors`` lists each problem as ``(key path, what is wrong and what is
+    allowed)``; fix those keys. Also a ``ValueError``."""
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.errors: list[tuple[str, str]] = list(errors or [])
 
 
 class ClusterUnreachableError(FedexecError, ConnectionError):

@@ -296,8 +296,55 @@ def test_withdrawing_a_task_already_sent_keeps_its_completion_callback(monkeypat
         assert future.result(timeout=T) == 9  # sent and done
         fired = threading.Event()
         outbox.watch(future, lambda f: fired.set())  # still waiting to be registered
-        assert outbox.withdraw([future.key]) == set()  # too late to take the task back
+        assert outbox.withdraw([[future.key]]) == set()  # too late to take the task back
         assert fired.wait(T)
+
+
+def two_values_after_touching(path):
+    with open(path, "w"):
+        pass
+    time.sleep(0.3)
+    return "meta", "block"
+
+
+@pytest.mark.timeout(120)
+def test_a_cancel_between_a_task_and_its_return_picks_leaving_takes_none_of_them(
+        monkeypatch, tmp_path):
+    """A task with num_returns=2 is three Dask tasks (the call and one pick per
+    value) added to the outbox one by one, so a flush can send the call while the
+    picks wait for the next one. A cancel then, once the call runs, must take back
+    none of them: withdrawing only the picks left the refs pending forever (and
+    shutdown(wait=True) waiting for them)."""
+    from fedexec.backends.dask import _outbox
+    from fedexec.backends.dask import _worker as worker_side
+    from fedexec.backends.dask._backend import DaskBackend
+
+    monkeypatch.setattr(_outbox, "BURST_GAP", 1e9)  # after the first, every item...
+    monkeypatch.setattr(_outbox, "BURST_WAIT", 1.0)  # ...waits a second in the outbox
+    submit = _outbox.Outbox.submit
+
+    def call_leaves_alone(self, fn, args, key, placement=None, **kw):
+        future = submit(self, fn, args, key, placement, **kw)
+        if fn is worker_side.run_task:
+            assert self.deliver(T)  # the call leaves now; its picks, added next, wait
+        return future
+
+    monkeypatch.setattr(_outbox.Outbox, "submit", call_leaves_alone)
+    on_event = DaskBackend._on_event  # its "start" event is late: the cancel asks the worker
+    monkeypatch.setattr(DaskBackend, "_on_event",
+                        lambda self, event: event[1].get("e") == "start" or on_event(self, event))
+    started = tmp_path / "started"
+    ex = fedexec.Executor(backend="dask", num_cpus=2)
+    try:
+        refs = ex.options(num_returns=2).submit(two_values_after_touching, str(started))
+        deadline = time.monotonic() + T
+        while not started.exists():
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.01)
+        assert not refs[0].cancel()  # it runs: too late to cancel
+        assert ex.get(list(refs), timeout=T) == ["meta", "block"]
+    finally:
+        ex.shutdown(wait=True)
 
 
 def wait_for_file(path):

@@ -99,4 +99,5 @@ def test_every_backend_declares_the_options_it_reads():
     assert declared["local"] == frozenset()
     assert {"heartbeat_interval", "heartbeat_timeout", "log_to_stderr", "remote_store",
             "blocked_warning_s", "memory_usage_threshold",
-            "memory_monitor_interval_s", "worker_preload"} == declared["native"]
+            "memory_monitor_interval_s", "worker_preload", "dashboard", "dashboard_host",
+            "dashboard_port"} == declared["native"]

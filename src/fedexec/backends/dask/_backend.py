@@ -418,7 +418,7 @@ class DaskBackend(Backend):
 
     def cancel_futures(self, futures: list[distributed.Future[Any]]) -> None:
         """Cancel Dask futures of this runtime (those not sent yet are never sent)."""
-        self.outbox.withdraw(f.key for f in futures)
+        self.outbox.withdraw([f.key] for f in futures)
         with contextlib.suppress(Exception):  # the cluster is going away
             self.client.cancel(futures)
 

@@ -101,7 +101,7 @@ def cancel_queued(backend: DaskBackend, records: list[Any], *,
     if leave_taken:  # let the workers take what they have room for first
         backend.outbox.deliver(DELIVER_WAIT_S)
     # Not sent yet: never will be. Else ask the scheduler.
-    withdrawn = backend.outbox.withdraw(k for r in todo for k in r.keys)
+    withdrawn = backend.outbox.withdraw(r.keys for r in todo)
     placed: dict[str, Any] = {r.keys[0]: "cancelled" for r in todo if r.keys[0] in withdrawn}
     keys = [r.keys[0] for r in todo if r.keys[0] not in placed]
     for _ in range(100 if keys else 0):  # a key submitted a moment ago may not be there yet

@@ -30,7 +30,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -121,15 +121,19 @@ class Outbox:
         (finished, failed, cancelled or lost)."""
         self._add(_Watch(future, fn))
 
-    def withdraw(self, keys: Iterable[Key]) -> set[Key]:
-        """Take back the tasks ``keys`` not sent yet (they never run); those taken.
+    def withdraw(self, groups: Iterable[Sequence[Key]]) -> set[Key]:
+        """Take back the tasks not sent yet (they never run); the keys taken.
 
-        Their completion callbacks stay: cancelling the Futures fires them (a task
+        Each group is a task and the tasks that read it (a ``num_returns > 1`` call
+        and its picks), taken whole or not at all: only if its first task has not
+        left. Its picks may wait for the next batch after the call left; taking them
+        alone would leave the call's refs waiting forever for values never sent.
+        The completion callbacks stay: cancelling the Futures fires them (a task
         may have left already while its callback has not been registered yet)."""
-        wanted = set(keys)
+        groups = [list(g) for g in groups]
         with self._lock:
-            taken = {item.future.key for item in self._pending
-                     if isinstance(item, _Send) and item.future.key in wanted}
+            pending = {item.future.key for item in self._pending if isinstance(item, _Send)}
+            taken = {k for g in groups if g and g[0] in pending for k in g if k in pending}
             if taken:
                 self._pending = [item for item in self._pending if not (
                     isinstance(item, _Send) and item.future.key in taken)]

@@ -293,14 +293,16 @@ def pick(values: Any, index: int) -> Any:
 
 
 # --------------------------------------------------------------- called by client.run
+#: The states (in this worker's state machine) of a task already run here, and
+#: of one a thread here has taken: handed to a thread, or already run here.
+RAN_STATES = frozenset({"memory", "error"})
+TAKEN_STATES = frozenset({"executing", "long-running"}) | RAN_STATES
+
+
 def revoke(keys: list[str], dask_worker: distributed.Worker) -> list[str]:
-    """Make sure tasks ``keys`` never start here; those that already did."""
-    return _revoke(keys, dask_worker, _RUNNING.__contains__)
-
-
-#: The states (in this worker's state machine) of a task a thread here has taken:
-#: handed to a thread, or already run here.
-TAKEN_STATES = frozenset({"executing", "long-running", "memory", "error"})
+    """Make sure tasks ``keys`` never start here; those that already did (running,
+    or already run here: a finished task is not revoked as if it never started)."""
+    return _revoke(keys, dask_worker, _running_or_in(dask_worker, RAN_STATES))
 
 
 async def revoke_untaken(keys: list[str], wait_s: float,
@@ -316,12 +318,20 @@ async def revoke_untaken(keys: list[str], wait_s: float,
     deadline = time.monotonic() + wait_s
     while any(k not in tasks for k in keys) and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
+    return _revoke(keys, dask_worker, _running_or_in(dask_worker, TAKEN_STATES))
 
-    def taken(key: str) -> bool:
+
+def _running_or_in(dask_worker: distributed.Worker, states: frozenset[str]
+                   ) -> Callable[[str], bool]:
+    """Whether a task runs here, or is in one of ``states`` in this worker's state
+    machine."""
+    tasks = dask_worker.state.tasks
+
+    def check(key: str) -> bool:
         ts = tasks.get(key)
-        return key in _RUNNING or (ts is not None and ts.state in TAKEN_STATES)
+        return key in _RUNNING or (ts is not None and ts.state in states)
 
-    return _revoke(keys, dask_worker, taken)
+    return check
 
 
 def _revoke(keys: list[str], dask_worker: distributed.Worker,

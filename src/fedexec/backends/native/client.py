@@ -69,6 +69,7 @@ _WHAT = {
     Call.PLACEMENT_GROUP: "create a placement group",
     Call.REMOVE_PLACEMENT_GROUP: "remove a placement group",
     Call.CANCEL_PENDING: "cancel a task",
+    Call.METRICS: "record metrics",
 }
 
 
@@ -126,6 +127,16 @@ class _RefTable:
         return [r for w in list(self._d.values()) if (r := w()) is not None]
 
 
+def _say_dashboard(info: dict[str, Any]) -> None:
+    """Tell the driver's user where its embedded runtime's dashboard is (with the
+    sign-in token: the runtime is theirs) or why there is none."""
+    if info.get("dashboard_url"):
+        print(f"fedexec: dashboard at {info['dashboard_url']} (sign in: "
+              f"{info['dashboard_url']}/?token={info['token'].hex()})", file=sys.stderr)
+    elif info.get("dashboard_error"):
+        print(f"fedexec: no dashboard: {info['dashboard_error']}", file=sys.stderr)
+
+
 class NativeBackend(Backend):
     """Client of a native node manager (see the module docstring)."""
 
@@ -139,7 +150,8 @@ class NativeBackend(Backend):
     #: Read here and by ``runtime.NodeProcess.launch`` (the embedded node manager).
     options = frozenset({"blocked_warning_s", "remote_store", "log_to_stderr",
                          "heartbeat_interval", "heartbeat_timeout", "memory_usage_threshold",
-                         "memory_monitor_interval_s", "worker_preload"})
+                         "memory_monitor_interval_s", "worker_preload", "dashboard",
+                         "dashboard_host", "dashboard_port"})
 
     def __init__(self, config: Any, *, _attach: dict[str, Any] | None = None) -> None:
         super().__init__(config)
@@ -151,6 +163,7 @@ class NativeBackend(Backend):
 
                 self._runtime = EmbeddedRuntime.start(config)
                 _attach = self._runtime.attach_info()
+                _say_dashboard(_attach)
         # A driver joining a cluster sends its import path with its work, so workers
         # started by someone else can import the driver's modules.
         self._import_path = None if self._runtime is not None or _attach.get("worker_id") \
@@ -768,6 +781,10 @@ class NativeBackend(Backend):
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self._request(Call.NODES))
+
+    def push_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Add user-metric rows (``fedexec.metrics``' deltas) into the node's table."""
+        self._request(Call.METRICS, rows, timeout=30.0)
 
     def stats(self) -> dict[str, Any]:
         """The node manager's counters (objects, tasks, workers, store): for tests."""

@@ -28,7 +28,7 @@ from ...exceptions import AuthenticationError, ClusterUnreachableError
 
 __all__ = ["DEFAULT_PORT", "cluster_dir", "driver_job_id", "forget_head_token", "join",
            "read_local_cluster", "remember_head_token", "resolve", "start_head", "start_node",
-           "stop_head", "stop_nodes"]
+           "stop_head", "stop_node", "stop_nodes"]
 
 DEFAULT_PORT = 6390
 
@@ -78,9 +78,14 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                resources: dict[str, float] | None = None,
                object_store_memory: int | None = None,
                job_port: int | None = None,
-               worker_preload: list[str] | None = None) -> dict[str, Any]:
-    """Start a head node manager in the background, and its job agent (on
-    ``job_port``, default the head's port + 1); returns its cluster info.
+               worker_preload: list[str] | None = None,
+               dashboard: bool = True, dashboard_host: str = "127.0.0.1",
+               dashboard_port: int = 8265) -> dict[str, Any]:
+    """Start a head node manager in the background, its job agent (on
+    ``job_port``, default the head's port + 1) and, with ``dashboard``, its
+    dashboard (``fedexec.dashboard``); returns its cluster info
+    (``dashboard_url``, or ``dashboard_error`` saying why there is none: a head
+    runs without its dashboard rather than not at all).
     ``worker_preload``: modules its workers start with (the backend option)."""
     from ...config import RuntimeConfig
     from .runtime import NodeProcess
@@ -108,7 +113,20 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
         node.proc.terminate()
         node.stop()
         raise
+    board: dict[str, Any] = {}
+    if dashboard:
+        from ...dashboard import launch as launch_dashboard
+
+        try:
+            started = launch_dashboard(
+                head_address=node.info["address"], token=token, host=dashboard_host,
+                port=dashboard_port, job_address=agent["address"], head_pid=node.proc.pid,
+                log_path=os.path.join(cluster_dir(), "dashboard.log"))
+            board = {"dashboard_url": started["url"], "dashboard_pid": started["pid"]}
+        except RuntimeError as exc:
+            board = {"dashboard_error": str(exc)}
     info = {
+        **board,
         "address": node.info["address"],
         "socket_path": node.info["socket_path"],
         "pid": node.proc.pid,
@@ -186,29 +204,32 @@ def _stop_pid(pid: int, timeout: float) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop_nodes(timeout: float = 15.0) -> int:
-    """Stop the (non-head) nodes started on this machine; how many were running."""
+def stop_node(node_id: str, timeout: float = 15.0) -> bool:
+    """Stop one node started on this machine by ``start_node`` (SIGTERM, then SIGKILL
+    after ``timeout`` s) and remove its files; False if it was not running."""
     import shutil
 
-    stopped = 0
-    for name in sorted(os.listdir(_nodes_dir())):
-        if not name.endswith(".json"):
-            continue
-        path = os.path.join(_nodes_dir(), name)
-        try:
-            with open(path) as f:
-                info = json.load(f)
-            os.kill(info["pid"], 0)
-        except (OSError, ValueError, KeyError):
-            info = None
-        if info is not None:
-            _stop_pid(info["pid"], timeout)
-            for d in info.get("dirs", []):
-                shutil.rmtree(d, ignore_errors=True)
-            stopped += 1
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    return stopped
+    path = os.path.join(_nodes_dir(), f"{node_id}.json")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        info = None
+    if info is not None:
+        _stop_pid(info["pid"], timeout)
+        for d in info.get("dirs", []):
+            shutil.rmtree(d, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return info is not None
+
+
+def stop_nodes(timeout: float = 15.0) -> int:
+    """Stop the (non-head) nodes started on this machine; how many were running."""
+    names = sorted(os.listdir(_nodes_dir()))
+    return sum(stop_node(name[:-len(".json")], timeout) for name in names
+               if name.endswith(".json"))
 
 
 def stop_head(timeout: float = 15.0) -> bool:
@@ -225,6 +246,10 @@ def stop_head(timeout: float = 15.0) -> bool:
     from .jobs_agent import stop_agent
 
     stop_agent(info.get("job_agent_pid"))  # it stops the jobs still running first
+    if info.get("dashboard_pid"):
+        from ...dashboard import stop as stop_dashboard
+
+        stop_dashboard(info["dashboard_pid"])
     with contextlib.suppress(ProcessLookupError):
         os.kill(info["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout

@@ -50,6 +50,7 @@ import time
 from typing import Any
 
 from ..._ids import new_id
+from ..._metric_table import FixedHistogram, MetricTable
 from .._scheduling import ResourcePool, Scheduler
 from .federation import Federation, _Peer
 from .memory_monitor import (
@@ -146,7 +147,7 @@ class _Obj:
 class _Task:
     __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "live", "missing",
                  "name", "node", "owner", "parent", "payload", "retries_left", "return_ids",
-                 "started", "state", "strategy", "worker")
+                 "started", "state", "strategy", "submitted", "worker")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
                  max_retries: int, deps: list[str], contained: list[str], payload: Any,
@@ -170,6 +171,7 @@ class _Task:
         self.node: int | None = None   # the peer it was forwarded to
         self.live = 0                  # lineage: its results still held elsewhere
         self.started = 0.0             # when it last started on a worker (monotonic)
+        self.submitted = time.monotonic()  # when this node got it
 
 
 class _Worker:
@@ -230,6 +232,19 @@ class _Actor:
         self.started = 0.0  # when its current worker was given it (monotonic)
 
 
+_LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+def _host_usage() -> dict[str, float]:
+    """This machine's CPU use (% since the last call) and memory, for STATS."""
+    import psutil
+
+    mem = psutil.virtual_memory()
+    return {"cpu_percent": float(psutil.cpu_percent(interval=None)),
+            "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
+
+
 class NodeManager(Federation, PlacementGroups):
     """The node manager process's state and event loop (see the module docstring)."""
 
@@ -284,6 +299,15 @@ class NodeManager(Federation, PlacementGroups):
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
         self._init_federation()
         self._init_placement()
+        self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
+        self.latency = (  # this node's tasks: submitted here -> started, started -> done
+            FixedHistogram("fedexec_scheduling_latency_seconds",
+                           "a task's wait from reaching a node to starting on its worker",
+                           _LATENCY_BOUNDS),
+            FixedHistogram("fedexec_task_duration_seconds",
+                           "a task's run time on its worker, as its node saw it",
+                           _LATENCY_BOUNDS))
+        self.ran = {"FINISHED": 0, "FAILED": 0}  # tasks that ran to an end on a worker here
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -840,6 +864,10 @@ class NodeManager(Federation, PlacementGroups):
                 self.store.seal(r[0])
                 conn.creating.discard(r[0])
         if task is not None:
+            if task.started:
+                self.latency[1].observe(time.monotonic() - task.started)
+            failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
+            self.ran["FAILED" if failed else "FINISHED"] += 1
             self._finish_task(task, results)
             self._revoked(task_id, results)
         if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
@@ -1072,7 +1100,10 @@ class NodeManager(Federation, PlacementGroups):
 
     def _started(self, task: _Task) -> None:
         """Tell the owner its task is running now (``Future.running()``)."""
+        first = not task.started
         task.started = time.monotonic()
+        if first:
+            self.latency[0].observe(task.started - task.submitted)
         self._send(task.owner, [Op.STARTED, task.return_ids])
 
     def _dep_entry(self, oid: str) -> list[Any]:
@@ -1540,9 +1571,18 @@ class NodeManager(Federation, PlacementGroups):
             "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
             "store": self.store.stats(),
             "queued": len(self.scheduler),
+            "queued_shapes": [[d, len(items)] for d, items in self.scheduler.by_shape()],
+            "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
+                               for pg in self.pgs.values() if pg["nodes"] is None],
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
+            "host": _host_usage(),
         }
+
+    def _call_metrics(self, conn: _Conn, rows: list[dict[str, Any]]) -> bool:
+        """METRICS: add a process's user-metric deltas into this node's table."""
+        self.metrics.merge(rows)
+        return True
 
     def _call_shutdown(self, conn: _Conn) -> bool:
         self.stopping = True
@@ -1695,11 +1735,15 @@ class NodeManager(Federation, PlacementGroups):
             return self._call_nodes(conn)
         if kind == "tasks":
             return [{"task_id": t.id, "name": t.name, "state": t.state,
+                     "job_id": self._job_of(t.payload) if not t.actor_id else
+                     self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
+                     if t.actor_id in self.actors else "",
                      "actor_id": t.actor_id or "",
                      "worker_pid": t.worker.pid if t.worker is not None else None}
                     for t in self.tasks.values()]
         if kind == "actors":
             return [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
+                     "job_id": self._job_of([a.spec.get("runtime_env")]),
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
                      "restarts": a.restarts_used}
@@ -1712,7 +1756,22 @@ class NodeManager(Federation, PlacementGroups):
                      if o.kind == Kind.REMOTE else where.get(o.kind, "?"),
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.objects.values()]
-        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors or objects")
+        if kind == "placement_groups":
+            return self._pg_rows()
+        if kind == "metrics":
+            return self.metrics.rows() + [h.row() for h in self.latency] + [
+                {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
+                 "description": "tasks that ran to an end on a worker, by outcome",
+                 "updated": 0.0, "value": float(n)} for k, n in self.ran.items()]
+        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
+                         "placement_groups or metrics")
+
+    def _job_of(self, payload: Any) -> str:
+        """The job a task's payload (its last item: the runtime_env) belongs to: the
+        one it names, else the node's own (an embedded runtime's driver)."""
+        env = payload[-1] if isinstance(payload, list) and payload else None
+        job = env.get("job_id") if isinstance(env, dict) else None
+        return str(job or self.config.get("job_id", ""))
 
     def _call_info(self, conn: _Conn) -> dict[str, Any]:
         # No job id here: a driver's is its own (cluster.driver_job_id), one per
@@ -1735,6 +1794,7 @@ class NodeManager(Federation, PlacementGroups):
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
+        Call.METRICS: _call_metrics,
         Call.GATHER: Federation._call_gather,
         Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
         Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,

@@ -135,6 +135,15 @@ class PlacementGroups:
     def _call_release_bundles(self: Any, conn: Any, pg_id: str) -> bool:
         return self._release_local(pg_id)
 
+    def _pg_rows(self: Any) -> list[dict[str, Any]]:
+        """The groups asked of this node, for ``fedexec list placement_groups``."""
+        return [{"placement_group_id": pg["id"], "name": pg["name"] or "",
+                 "strategy": pg["strategy"],
+                 "state": "PENDING" if pg["nodes"] is None else "CREATED",
+                 "bundles": pg["bundles"],
+                 "bundle_nodes": {str(i): n for i, n in (pg["nodes"] or {}).items()}}
+                for pg in self.pgs.values()]
+
     # ------------------------------------------------------------- origin
     def _call_placement_group(self: Any, conn: Any, pg_id: str, bundles: list[dict[str, float]],
                               strategy: str, name: str | None) -> Any:

@@ -139,6 +139,7 @@ class Call(enum.IntEnum):
     LIST = 15
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
+    METRICS = 18           # process -> its node: [rows (see fedexec._metric_table)] -> True
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
 
 

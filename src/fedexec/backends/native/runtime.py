@@ -269,5 +269,28 @@ class EmbeddedRuntime(NodeProcess):
 
     @classmethod
     def start(cls, config: Any, timeout: float = 60.0) -> NodeProcess:
-        """Start an embedded node manager for ``config``; wait until ready."""
-        return cls.launch(config, embedded=True, timeout=timeout)
+        """Start an embedded node manager for ``config``; wait until ready. With
+        the ``dashboard`` option, it also listens on TCP (127.0.0.1, any port) and a
+        dashboard serves it (``dashboard_host``, ``dashboard_port``: default
+        127.0.0.1:8265); ``info`` then has ``dashboard_url`` (or ``dashboard_error``)."""
+        opts = config.backend_options
+        if not opts.get("dashboard"):
+            return cls.launch(config, embedded=True, timeout=timeout)
+        node = cls.launch(config, embedded=True, tcp=("127.0.0.1", 0), timeout=timeout)
+        from ...dashboard import launch
+
+        try:
+            board = launch(head_address=node.info["address"], token=node.info["token"].hex(),
+                           host=str(opts.get("dashboard_host", "127.0.0.1")),
+                           port=int(opts.get("dashboard_port", 8265)), head_pid=node.proc.pid)
+            node.info.update(dashboard_url=board["url"], dashboard_pid=board["pid"])
+        except RuntimeError as exc:  # the runtime works without it: say why there is none
+            node.info["dashboard_error"] = str(exc)
+        return node
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.info.get("dashboard_pid"):
+            from ...dashboard import stop
+
+            stop(self.info["dashboard_pid"])
+        super().stop(timeout)

@@ -23,7 +23,7 @@ from .protocol import Call, FrameReader, Op, client_handshake, pack_frame
 __all__ = ["KINDS", "StateRows", "cluster_status", "list_state"]
 
 #: What ``list_state`` lists.
-KINDS = ("nodes", "tasks", "actors", "objects")
+KINDS = ("nodes", "tasks", "actors", "objects", "placement_groups", "metrics")
 
 _STORE_SUMS = ("used_bytes", "capacity", "num_objects", "num_spilled", "spilled_bytes")
 
@@ -108,7 +108,11 @@ def cluster_status(address: str = "auto", token: str | None = None,
     Returns ``nodes`` (one entry per node: ``node_id``, ``address``, ``alive``,
     ``is_head``, ``resources``, ``available``, ``state`` ("alive", "dead" or
     "unreachable"), and when it answered ``tasks``, ``queued_tasks``, ``actors``,
-    ``objects``, ``workers``, ``store``), the totals over the nodes that answered
+    ``objects``, ``workers``, ``store``, ``host``: the machine's ``cpu_percent``,
+    ``memory_used`` and ``memory_total``, ``queued_shapes``: ``[[demand, count], ...]``
+    of the work queued there for resources, ``pending_groups``: ``[[bundles,
+    strategy, name], ...]`` of the placement groups it waits to place), the totals
+    over the nodes that answered
     (``tasks``, ``queued_tasks``, ``actors``, ``objects``, ``workers``, ``store``:
     ``used_bytes``, ``capacity``, ``num_objects``, ``num_spilled``,
     ``spilled_bytes``), ``total`` and ``available`` resources, and ``missing``
@@ -138,7 +142,9 @@ def cluster_status(address: str = "auto", token: str | None = None,
         entry.update(tasks=value["tasks"] - value.get("forwarded", 0),
                      queued_tasks=value["queued"], actors=value.get("actors", 0),
                      objects=value["objects"], workers=len(value["workers"]),
-                     store=dict(value["store"]))
+                     store=dict(value["store"]), host=dict(value.get("host") or {}),
+                     queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])],
+                     pending_groups=list(value.get("pending_groups", [])))
         for key in sums:
             sums[key] += entry[key]
         for key in _STORE_SUMS:
@@ -157,7 +163,8 @@ def _one_row_per_task(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def list_state(kind: str, address: str = "auto", token: str | None = None,
                timeout: float = 5.0) -> StateRows:
-    """Every node's ``kind`` rows ("nodes", "tasks", "actors" or "objects"), each
+    """Every node's ``kind`` rows ("nodes", "tasks", "actors", "objects",
+    "placement_groups" or "metrics": user-metric rows, see ``fedexec.metrics``), each
     with the ``node_id`` it is on, as a :class:`StateRows` (``.missing`` names the
     nodes that are dead or did not answer within ``timeout`` seconds).
     ``ValueError`` for another ``kind``."""

@@ -1,0 +1,273 @@
+"""``fedexec up|down|monitor cluster.yaml`` (hooked into ``fedexec.cli``).
+
+``up`` starts the cluster's head on this machine (or keeps the one running) and a
+detached autoscaler monitor process for it (re-running ``up`` replaces the monitor,
+so a changed config takes effect, and duplicates nothing); ``down`` stops the
+monitor, terminates every node it started, and stops the head if ``up`` started it;
+``monitor`` prints the autoscaler's log (and follows it unless ``--no-follow``).
+
+Only the ``local`` provider is in this build. Its head listens on the usual ports
+(6390, jobs 6391) unless ``provider: {head_port: N, job_port: M}`` say otherwise.
+What ``up`` started is kept under ``$FEDEXEC_HOME/autoscaler/<cluster_name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["add_parser", "status_lines"]
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``up``, ``down`` and ``monitor`` to the ``fedexec`` parser."""
+    u = sub.add_parser("up", help="start or update an autoscaling cluster from a YAML config")
+    u.add_argument("config", help="cluster YAML (cluster_name, provider, "
+                                  "available_node_types, ...)")
+    u.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    u.add_argument("--interval", type=float, default=5.0,
+                   help="seconds between autoscaler rounds (default 5)")
+    u.set_defaults(func=_cmd_up)
+    d = sub.add_parser("down", help="stop an autoscaling cluster and every node it started")
+    d.add_argument("config")
+    d.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    d.set_defaults(func=_cmd_down)
+    m = sub.add_parser("monitor", help="print the autoscaler's log (its decisions and "
+                                       "reasons), following it")
+    m.add_argument("config")
+    m.add_argument("--no-follow", action="store_true", help="print the log and return")
+    m.add_argument("--run", action="store_true", help=argparse.SUPPRESS)  # the daemon
+    m.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    m.set_defaults(func=_cmd_monitor)
+
+
+def _state_dir(cluster_name: str) -> str:
+    from ..backends.native.cluster import cluster_dir
+
+    path = os.path.join(cluster_dir(), "autoscaler", cluster_name)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _load(path: str) -> Any:
+    from ..exceptions import BackendUnavailableError, ClusterConfigError
+    from .config import load_config
+
+    try:
+        return load_config(path)
+    except OSError as exc:
+        print(f"fedexec: cannot read {path}: {exc.strerror}", file=sys.stderr)
+    except (ClusterConfigError, BackendUnavailableError) as exc:
+        print(f"fedexec: {exc}", file=sys.stderr)
+    return None
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        print("fedexec: cancelled (pass --yes to skip this question)", file=sys.stderr)
+        return False
+    return True
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[-1][:1] != "Z"
+    return True
+
+
+def _stop_monitor(state: str) -> bool:
+    """Stop the monitor process ``up`` started; False if none ran."""
+    path = os.path.join(state, "monitor.pid")
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return False
+    running = _pid_alive(pid)
+    if running:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15.0
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    return running
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from ..backends.native import cluster
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if config.provider.get("type") != "local":
+        print(f"fedexec up: provider type {config.provider.get('type')!r} is not available "
+              "in this build; use provider: {type: local}", file=sys.stderr)
+        return 1
+    ignored = [k for k in ("setup_commands", "file_mounts", "head_start_commands",
+                           "worker_start_commands") if getattr(config, k)]
+    if ignored:
+        print(f"fedexec up: warning: {', '.join(ignored)} are not used by the local "
+              "provider in this build", file=sys.stderr)
+    if not _confirm(f"Start or update cluster {config.cluster_name!r} (local provider, up "
+                    f"to {config.max_workers} worker nodes)?", args.yes):
+        return 1
+    state = _state_dir(config.cluster_name)
+    up_file = os.path.join(state, "up.json")
+    head = cluster.read_local_cluster()
+    started_head = False
+    if head is None:
+        head_type = config.node_types[config.head_node_type].resources
+        custom = {k: v for k, v in head_type.items() if k not in ("CPU", "GPU")}
+        port = config.provider.get("head_port", cluster.DEFAULT_PORT)
+        try:
+            head = cluster.start_head(num_cpus=head_type.get("CPU", 0.0),
+                                      num_gpus=head_type.get("GPU", 0.0), resources=custom,
+                                      port=int(port), job_port=config.provider.get("job_port"))
+        except (RuntimeError, ValueError, OSError) as exc:
+            print(f"fedexec up: could not start the head: {exc}", file=sys.stderr)
+            return 1
+        started_head = True
+        print(f"fedexec up: head started at {head['address']} (pid {head['pid']})")
+    else:
+        print(f"fedexec up: using the head already running at {head['address']}")
+        with contextlib.suppress(OSError, ValueError), open(up_file) as f:
+            started_head = bool(json.load(f).get("started_head"))
+    if _stop_monitor(state):
+        print("fedexec up: replaced the running autoscaler monitor")
+    with open(up_file, "w") as f:
+        json.dump({"started_head": started_head, "address": head["address"],
+                   "config": os.path.abspath(args.config)}, f)
+    out = open(os.path.join(state, "monitor.out"), "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fedexec", "monitor", os.path.abspath(args.config), "--run",
+         "--interval", str(args.interval)],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    out.close()
+    with open(os.path.join(state, "monitor.pid"), "w") as f:
+        f.write(f"{proc.pid}\n")
+    print(f"fedexec up: autoscaler monitor running (pid {proc.pid}); follow its decisions "
+          f"with: fedexec monitor {args.config}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from ..backends.native import cluster
+    from .providers import LocalProvider
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if not _confirm(f"Stop cluster {config.cluster_name!r} and every node it started?",
+                    args.yes):
+        return 1
+    state = _state_dir(config.cluster_name)
+    if _stop_monitor(state):
+        print("fedexec down: autoscaler monitor stopped")
+    head = cluster.read_local_cluster()
+    provider = LocalProvider(config.cluster_name, head["address"] if head else "", None,
+                             state_dir=state)
+    ids = provider.non_terminated_nodes()
+    for pid in ids:
+        provider.terminate_node(pid)
+    print(f"fedexec down: terminated {len(ids)} worker node(s)")
+    up_file = os.path.join(state, "up.json")
+    started_head = False
+    with contextlib.suppress(OSError, ValueError), open(up_file) as f:
+        started_head = bool(json.load(f).get("started_head"))
+    if started_head and cluster.stop_head():
+        print("fedexec down: head stopped")
+    with contextlib.suppress(OSError):
+        os.unlink(up_file)
+    return 0
+
+
+def _run_monitor(config: Any, state: str, interval: float) -> int:
+    """The daemon ``up`` starts: the monitor loop until SIGTERM."""
+    from ..backends.native import cluster
+    from .monitor import Monitor
+    from .providers import make_provider
+
+    head = cluster.read_local_cluster()
+    if head is None:
+        print("fedexec monitor: no head is running on this machine", file=sys.stderr)
+        return 1
+    provider = make_provider(config.provider, config.cluster_name, head["address"], None)
+    monitor = Monitor(config, provider, head["address"], None,
+                      log_path=os.path.join(state, "monitor.log"))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    monitor.run(interval, stop)
+    getattr(provider, "wait_launches", lambda _: None)(60)
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    state = _state_dir(config.cluster_name)
+    if args.run:
+        return _run_monitor(config, state, args.interval)
+    path = os.path.join(state, "monitor.log")
+    if not os.path.exists(path) and args.no_follow:
+        print(f"fedexec monitor: no autoscaler log yet for {config.cluster_name!r} "
+              f"(start the cluster with: fedexec up {args.config})", file=sys.stderr)
+        return 1
+    pos = 0
+    try:
+        while True:
+            with contextlib.suppress(OSError), open(path) as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos = f.tell()
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+            if args.no_follow:
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def status_lines() -> list[str]:
+    """The latest round of each autoscaler monitor on this machine, for ``fedexec
+    status``: its age and every decision with its reason (none: [])."""
+    from ..backends.native.cluster import cluster_dir
+
+    root = os.path.join(cluster_dir(), "autoscaler")
+    lines = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        try:
+            with open(os.path.join(root, name, "status.json"), encoding="utf-8") as f:
+                last = json.load(f)
+        except (OSError, ValueError):
+            continue
+        age = max(0.0, time.time() - float(last["time"]))
+        decisions = last["decisions"] or ["nothing to do"]
+        lines.append(f"autoscaler {name!r} (last round {age:.0f} s ago):")
+        lines += [f"  {d}" for d in decisions]
+    return lines

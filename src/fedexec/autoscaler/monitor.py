@@ -1,0 +1,200 @@
+"""The monitor loop: read the head's pending demand and nodes, run the policy, apply
+its plan through the provider, and log every decision with its reason.
+
+    monitor = Monitor(config, provider, address, token)
+    monitor.run(interval=5.0, stop=threading.Event())   # or monitor.step() per round
+
+A round (:meth:`Monitor.step`) asks the head for ``cluster_status`` (queued
+resource shapes and pending placement groups per node, each node's resources)
+and for the ``request_resources`` bundles, matches the cluster's nodes to
+the provider's (by the ``TAG_NODE_ID`` tag), forgets nodes whose process died (so
+they are replaced while demand remains), and applies :func:`~.policy.plan`.
+Decisions go to the ``fedexec.autoscaler`` logger and to ``log_path`` (what
+``fedexec monitor`` tails).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from .config import ClusterConfig
+from .policy import Demand, NodeState, PlacementGroupDemand, Plan, plan
+from .providers import TAG_NODE_ID, TAG_NODE_TYPE, TAG_STATUS, NodeProvider
+
+__all__ = ["Monitor"]
+
+log = logging.getLogger("fedexec.autoscaler")
+
+
+def _steady(reason: str) -> str:
+    """``reason`` without the idle time, which changes every round."""
+    return re.sub(r", idle for [0-9.]+ (s|min)", "", reason)
+
+
+class Monitor:
+    """Scales the cluster at ``address`` with ``provider`` following ``config``.
+    ``clock`` gives the time idle periods are measured in (``time.monotonic``)."""
+
+    def __init__(self, config: ClusterConfig, provider: NodeProvider, address: str,
+                 token: str | None, log_path: str | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.provider = provider
+        self.address = address
+        self.token = token
+        self.log_path = log_path
+        self.clock = clock
+        self.idle_since: dict[str, float] = {}  # fedexec node id -> since when idle
+        self.last_plan: Plan | None = None
+        self._executor: Any = None  # to read request_resources (made when first needed)
+
+    def _requested(self) -> list[dict[str, float]]:
+        """The bundles of the latest ``request_resources`` call."""
+        from ..executor import Executor
+        from .requests import read_requests
+
+        if self._executor is None or self._executor.is_shutdown:
+            self._executor = Executor(address=self.address, token=self.token)
+        return read_requests(self._executor)
+
+    def close(self) -> None:
+        """Disconnect from the cluster (the monitor's own driver connection)."""
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def _log(self, line: str) -> None:
+        log.info("%s", line)
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    def _observe(self, now: float) -> tuple[Demand, list[NodeState], dict[str, str]]:
+        """The demand, the nodes as the policy sees them, and fedexec node id ->
+        provider id for the provider's running nodes."""
+        from ..backends.native import state
+
+        status = state.cluster_status(self.address, self.token)
+        tasks: list[Mapping[str, float]] = []
+        groups: list[PlacementGroupDemand] = []
+        alive: dict[str, dict[str, Any]] = {}
+        for entry in status["nodes"]:
+            if entry.get("state") != "alive":
+                continue
+            alive[entry["node_id"]] = entry
+            for shape, count in entry.get("queued_shapes", []):
+                tasks.extend([shape] * int(count))
+            groups += [PlacementGroupDemand(bundles, strategy, name)
+                       for bundles, strategy, name in entry.get("pending_groups", [])]
+        by_node: dict[str, str] = {}
+        nodes: list[NodeState] = []
+        for pid in self.provider.non_terminated_nodes():
+            tags = self.provider.node_tags(pid)
+            node_type = tags.get(TAG_NODE_TYPE, "")
+            node_type_cfg = self.config.node_types.get(node_type)
+            died = not getattr(self.provider, "node_alive", lambda _: True)(pid)
+            if node_type_cfg is None or died or tags.get(TAG_STATUS, "").startswith("failed"):
+                why = tags.get(TAG_STATUS, "its process is gone") if not died else \
+                    "its process is gone"
+                self._log(f"forgetting node {tags.get(TAG_NODE_ID, pid)} ({node_type}): {why}")
+                self.provider.terminate_node(pid)
+                continue
+            node_id = tags.get(TAG_NODE_ID)
+            if node_id is None or node_id not in alive:  # not joined yet
+                nodes.append(NodeState(pid, node_type, node_type_cfg.resources,
+                                       launching=True))
+                continue
+            by_node[node_id] = pid
+        for node_id, entry in alive.items():
+            total, free = dict(entry["resources"]), dict(entry["available"])
+            busy = entry.get("tasks", 0) or entry.get("actors", 0) or any(
+                free.get(k, 0.0) + 1e-9 < v for k, v in total.items())
+            if busy:
+                self.idle_since.pop(node_id, None)
+            else:
+                self.idle_since.setdefault(node_id, now)
+            if entry.get("is_head"):
+                nodes.append(NodeState(node_id, self.config.head_node_type, total, free,
+                                       is_head=True))
+            elif node_id in by_node:
+                tags = self.provider.node_tags(by_node[node_id])
+                nodes.append(NodeState(node_id, tags[TAG_NODE_TYPE], total, free,
+                                       idle_since=self.idle_since.get(node_id)))
+            # nodes not started by this autoscaler are left alone
+        for gone in set(self.idle_since) - set(alive):
+            del self.idle_since[gone]
+        timeout = self.config.idle_timeout_minutes * 60.0
+        if any(n.idle_since is not None and now - n.idle_since >= timeout for n in nodes):
+            needed = self._needed_objects()
+            nodes = [replace(n, needed_objects=needed.get(n.node_id, 0)) for n in nodes]
+        demand = Demand(tasks=tasks, placement_groups=groups, requested=self._requested())
+        return demand, nodes, by_node
+
+    def _needed_objects(self) -> dict[str, int]:
+        """Per node: objects in its store that queued or running tasks pin (asked only
+        when some node is idle past the timeout)."""
+        from ..backends.native import state
+
+        counts: dict[str, int] = {}
+        for row in state.list_state("objects", self.address, self.token):
+            if row.get("where") == "shared memory" and row.get("pins", 0) > 0:
+                counts[row["node_id"]] = counts.get(row["node_id"], 0) + 1
+        return counts
+
+    def step(self) -> Plan:
+        """One round: observe, plan, apply; the plan."""
+        now = self.clock()
+        demand, nodes, by_node = self._observe(now)
+        decided = plan(demand, nodes, self.config, now)
+        for launch in decided.launches:
+            self._log(launch.reason)
+            t = self.config.node_types[launch.node_type]
+            for _ in range(launch.count):
+                self.provider.create_node(t.name, t.resources, t.node_config,
+                                          {TAG_NODE_TYPE: t.name})
+        for term in decided.terminations:
+            self._log(term.reason)
+            self.provider.terminate_node(by_node[term.node_id])
+            self.idle_since.pop(term.node_id, None)
+        before = {_steady(r) for r in self.last_plan.reasons()} if self.last_plan else set()
+        for line in decided.kept + tuple(u.reason for u in decided.infeasible + decided.waiting):
+            if _steady(line) not in before:  # log what changed, not every round
+                self._log(line)
+        self.last_plan = decided
+        if self.log_path is not None:  # what `fedexec status` shows
+            path = os.path.join(os.path.dirname(self.log_path), "status.json")
+            with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+                json.dump({"time": time.time(), "cluster_name": self.config.cluster_name,
+                           "decisions": decided.reasons()}, f)
+            os.replace(f"{path}.tmp", path)
+        return decided
+
+    def run(self, interval: float, stop: threading.Event) -> None:
+        """Run :meth:`step` every ``interval`` seconds until ``stop`` is set; a round
+        that fails is logged and the loop goes on."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # the cluster may be restarting: try again
+                self._log(f"round failed: {type(exc).__name__}: {exc}")
+                if self._executor is not None:  # reconnect next round
+                    with contextlib.suppress(Exception):
+                        self.close()
+            stop.wait(interval)
+        self.close()
+
+    def terminate_all(self) -> int:
+        """Terminate every node the provider started; how many."""
+        ids = self.provider.non_terminated_nodes()
+        for pid in ids:
+            self.provider.terminate_node(pid)
+        return len(ids)
