@@ -13,7 +13,10 @@ offending object and its path, e.g. ``args[1]['db'] (closure variable 'lock')``.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import io
 import pickle
+import sys
 import threading
 import types
 from collections.abc import Iterator
@@ -96,8 +99,36 @@ def dumps(obj: Any, *, what: str = "value", out_of_band: bool = True) -> Seriali
 
 
 def loads(data: bytes | memoryview, buffers: list[Any] | tuple[Any, ...] = ()) -> Any:
-    """Unpickle what :func:`dumps` made (``buffers`` in the same order)."""
-    return pickle.loads(data, buffers=buffers)
+    """Unpickle what :func:`dumps` made (``buffers`` in the same order).
+
+    Safe while other threads import: a class or function whose module is not
+    imported yet is imported only once its parent packages are (see
+    :class:`_Unpickler`).
+    """
+    return _Unpickler(io.BytesIO(data), buffers=buffers).load()
+
+
+class _Unpickler(pickle.Unpickler):
+    """Imports a pickled global's parent packages first, one by one, each waiting
+    until any other thread importing it has finished.
+
+    Plain unpickling imports ``pkg.mod`` without waiting for ``pkg`` when another
+    thread is still running ``pkg/__init__``: the two threads then take the
+    package's module locks in opposite orders, and Python breaks the deadlock by
+    failing one import (a circular ImportError in one thread, ``KeyError: 'pkg'``
+    in the other). Worker threads unpickling tasks and actor classes in a fresh
+    process hit this (``fedexec.data.actor_pool`` beside a task importing
+    ``fedexec.data``). Here the waits happen before this thread holds any import
+    lock, so it cannot deadlock.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module not in sys.modules:
+            dot = module.find(".")
+            while dot != -1:
+                importlib.import_module(module[:dot])
+                dot = module.find(".", dot + 1)
+        return super().find_class(module, name)
 
 
 # --------------------------------------------------------------------------- errors

@@ -86,6 +86,16 @@ class AsyncMeeting:
         return asyncio.get_running_loop() is not None
 
 
+class LoopBound:
+    """An async actor whose ``__init__`` makes a task on the actor's event loop."""
+
+    def __init__(self):
+        self.ticker = asyncio.get_running_loop().create_task(asyncio.sleep(0, "ticked"))
+
+    async def tick(self):
+        return await self.ticker
+
+
 class AsyncGauge:
     """Counts how many calls are inside ``hold`` at once."""
 
@@ -338,6 +348,12 @@ def test_async_actor_runs_calls_concurrently_by_default(ex):
     actor = ex.actor(AsyncMeeting)
     refs = [actor.meet.remote(3, 10) for _ in range(3)]
     assert ex.get(refs, timeout=T) == [True, True, True]
+
+
+@pytest.mark.requires("actors", "async_actors")
+def test_async_actor_init_runs_on_the_loop_its_calls_run_on(ex):
+    actor = ex.actor(LoopBound)
+    assert ex.get(actor.tick.remote(), timeout=T) == "ticked"
 
 
 @pytest.mark.requires("actors", "async_actors")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import os
 import threading
@@ -250,19 +251,23 @@ def test_force_cancelling_an_actor_call_raises_value_error(ex, gates):
 
 
 @pytest.mark.requires("actors")
-def test_cancelling_a_queued_actor_call_means_it_never_runs(ex, gates):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cancelling_a_queued_actor_call_means_it_never_runs(ex, gates, threads):
+    """The call waits behind busy actor threads (``max_concurrency`` of them)."""
     gate = gates()
-    sleeper = ex.actor(Sleeper)
-    sleeper.nap.remote(gate.release, gate.started)
-    gate.wait_started()
-    marker = gate.marker("second-nap")
+    sleeper = ex.options(max_concurrency=threads).actor(Sleeper)
+    busy = [sleeper.nap.remote(gate.release, gate.marker(f"busy{i}")) for i in range(threads)]
+    for i in range(threads):
+        gate.wait_started(f"busy{i}")
+    marker = gate.marker("queued")
     queued = sleeper.nap.remote(gate.release, marker)
     assert ex.cancel(queued) is True
     with pytest.raises(fedexec.TaskCancelledError):
         ex.get(queued, timeout=T)
     gate.open()
-    # Calls run in order: had the cancelled call run, it would have run before this one.
-    assert ex.get(sleeper.nap.remote(gate.release, gate.marker("third")), timeout=T) == "woke"
+    assert ex.get(busy, timeout=T) == ["woke"] * threads
+    # Calls start in order: had the cancelled call run, it would have started before this one.
+    assert ex.get(sleeper.nap.remote(gate.release, gate.marker("after")), timeout=T) == "woke"
     assert not os.path.exists(marker)
 
 
@@ -274,3 +279,25 @@ def test_concurrent_futures_wait_and_as_completed_see_a_cancelled_ref_as_done(bu
     assert done == {queued} and not not_done
     assert list(cf.as_completed([queued], timeout=T)) == [queued]
     assert queued.cancel() is True  # cancelling again stays true and changes nothing
+
+
+class AsyncSleeper:
+    async def nap(self, started):
+        touch(started)
+        await asyncio.sleep(60)
+        return "woke"
+
+    async def ping(self):
+        return "pong"
+
+
+@pytest.mark.requires("actors", "async_actors")
+def test_cancelling_a_running_async_actor_call_cancels_its_coroutine(ex, gates):
+    gate = gates()
+    sleeper = ex.actor(AsyncSleeper)
+    ref = sleeper.nap.remote(gate.started)
+    gate.wait_started()
+    assert ex.cancel(ref) is True
+    with pytest.raises(fedexec.TaskCancelledError):
+        ex.get(ref, timeout=T)  # well before the 60 s nap would end
+    assert ex.get(sleeper.ping.remote(), timeout=T) == "pong"

@@ -12,9 +12,9 @@ Method calls do not go through the scheduler. Each caller holds a direct
 channel to this worker (``_channel``; the worker's handler ``CHANNEL_OP``,
 installed by ``run_actor``)::
 
-    channel ─ calls ─▶ _serve ─▶ Host.accept ─▶ the actor's threads (one when
-                                                 max_concurrency == 1: arrival order)
-                                                   │ _execute: args (waiting for top-
+    channel ─ calls ─▶ _serve ─▶ Host.accept ─▶ Host.calls, the shared ActorHost
+                                                 (its threads, or its event loop)
+                                                   │ arguments (waiting for top-
                                                    │ level refs), method, store result
     channel ◀─ replies (batched) ◀─────────────────┘   result kept in Host.results
     export(actor, key) ─ a Dask task pinned here ─▶ Host.results[key] (a ref that
@@ -32,23 +32,22 @@ Events on the actor's topic ``fedexec-actor-<id>`` (callers subscribe)::
 State of one :class:`Host` (under ``cv``)::
 
     state     starting -> alive -> (restarting -> alive)* -> dead
-    gen       bumped by every restart and by death: a call that started under an
-              older generation fails with ActorDiedError
-    started   keys of calls that have started (too late to cancel)
-    cancelled keys of calls cancelled before they started
+    gen       bumped by every restart and by death
+    calls     the ActorHost of the current incarnation: a restart closes it (calls
+              running then fail with CallInterrupted, which max_task_retries may
+              send again) and moves the calls not started to a new one
+    cancelled keys of calls cancelled before they arrived here
     pending / results / released   direct calls accepted / their results until
               the caller drops its refs / dropped before they finished
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import distributed
@@ -60,6 +59,7 @@ from ... import serialization
 from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import ActorDiedError, ObjectLostError, TaskCancelledError
 from .. import _execution as execution
+from .._actor_host import ActorHost
 from ._batch import Batcher
 from ._common import ActorSpec, Blob, CallSpec, Failed
 from ._worker import (
@@ -92,54 +92,64 @@ class CallInterrupted(ActorDiedError):
     may send it again)."""
 
 
+class _Direct:
+    """A direct call accepted from a channel."""
+
+    __slots__ = ("backend", "key", "replies", "spec")
+
+    def __init__(self, spec: CallSpec, key: str, replies: _Replies):
+        self.spec = spec
+        self.key = key
+        self.replies = replies
+        self.backend: Any = None  # the job's backend, found when the call runs
+
+
 class Host:
-    """One actor instance living in this process (see the module docstring)."""
+    """One actor instance living in this process (see the module docstring); the
+    runner of its calls."""
 
     def __init__(self, spec: ActorSpec, key: str):
         self.actor_id = spec.actor_id
         self.class_name = spec.class_name
         self.namespace = spec.namespace
         self.is_async = spec.is_async
+        self.concurrency = spec.concurrency
         self.key = key
         self.cv = threading.Condition()
         self.state = "starting"
         self.gen = spec.gen
         self.cause = ""
-        self.instance: Any = None
         self.restarts_left = spec.restarts_left
         self.commands: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.cancelled: set[str] = set()
-        self.started: set[str] = set()
-        self.sem = threading.Semaphore(spec.concurrency)
-        self.concurrency = spec.concurrency
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.loop_thread: threading.Thread | None = None
-        self.async_sem: asyncio.Semaphore | None = None
         self.worker: distributed.Worker | None = None  # set by run_actor, with
         self.client: distributed.Client | None = None  # the worker's client
+        self.calls = self._new_calls()
         # Direct calls (under cv): accepted and not finished; finished results kept
         # until the caller drops its refs (an export reads them); keys the caller
         # dropped before the call finished.
         self.pending: set[str] = set()
         self.results: dict[str, Any] = {}
         self.released: set[str] = set()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+
+    def _new_calls(self) -> ActorHost[_Direct]:
+        return ActorHost(self, concurrency=self.concurrency, is_async=self.is_async,
+                         name=f"{self.class_name}-{self.actor_id[-6:]}")
 
     def accept(self, spec: CallSpec, key: str, replies: _Replies) -> None:
-        """A call from a channel: run it on the actor's threads, in arrival order
-        (one thread when ``max_concurrency == 1``)."""
-        if self.state == "dead":
-            replies.send(key, Failed(self.dead_error()))
-            return
+        """A call from a channel: queue it on the actor's host (calls start in
+        arrival order)."""
+        refused: Failed | None = None
         with self.cv:
-            self.pending.add(key)
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(
-                    self.concurrency, thread_name_prefix=f"fedexec-actor-{self.actor_id[-6:]}")
-            pool = self._pool
-        pool.submit(_run_direct, self, spec, key, replies)
+            if key in self.cancelled:
+                self.cancelled.discard(key)
+                refused = Failed(TaskCancelledError(f"actor call {spec.name!r} was cancelled"))
+            elif self.state == "dead" or not self.calls.submit(key, _Direct(spec, key, replies)):
+                refused = Failed(self.dead_error())
+            else:
+                self.pending.add(key)
+        if refused is not None:
+            replies.send(key, refused)
 
     def release(self, keys: list[str]) -> None:
         """The caller dropped its refs to these results."""
@@ -153,50 +163,118 @@ class Host:
             f"actor {self.class_name}({self.actor_id}) is dead"
             + (f": {self.cause}" if self.cause else ""))
 
+    def cancel(self, key: str) -> bool:
+        """Cancel call ``key`` unless it is too late: True if it will not finish."""
+        with self.cv:
+            if self.state == "dead" or key in self.results:
+                return False
+            calls = self.calls
+            if key not in self.pending:  # not here yet: refuse it when it comes
+                self.cancelled.add(key)
+                return True
+        call = calls.cancel(key)
+        if call is not None:
+            self._reply(call, Failed(TaskCancelledError(
+                f"actor call {call.spec.name!r} was cancelled")))
+            return True
+        return calls.interrupt(key)
+
+    # ------------------------------------------------------ the host's runner
+    @contextlib.contextmanager
+    def context(self, call: _Direct) -> Iterator[None]:
+        call.backend = backend = worker_backend(call.spec.job, self.worker, self.client)
+        ctx = TaskContext(backend,
+                          backend.runtime_for(call.spec.task_id, self.actor_id, self.namespace))
+        with running_task(ctx):
+            yield
+
+    def waits_for(self, call: _Direct) -> Sequence[Any]:
+        return ()  # top-level refs are waited for in arguments()
+
+    def arguments(self, call: _Direct) -> tuple[str, Sequence[Any], Mapping[str, Any]]:
+        with resolving(call.backend):
+            args, kwargs = serialization.loads(call.spec.call)
+        args, kwargs = fill_deps(args, kwargs, (), call.backend)
+        return call.spec.method, args, kwargs
+
+    def finish(self, call: _Direct, result: Any, error: BaseException | None) -> None:
+        spec = call.spec
+        if error is None:
+            try:
+                out = store(result, spec.num_returns, spec.name, call.key)
+            except BaseException as exc:
+                error = exc
+        if isinstance(error, _ArgFailed):
+            out = Failed(error.error)
+        elif isinstance(error, TaskCancelledError) and error.__traceback__ is None:
+            out = Failed(error)  # the host cancelled it
+        elif error is not None:
+            out = Failed(execution.wrap_exception(error, spec.name))
+        self._reply(call, out)
+
+    def _reply(self, call: _Direct, out: Any) -> None:
+        key = call.key
+        with self.cv:
+            self.pending.discard(key)
+            if key in self.released:
+                self.released.discard(key)
+            else:
+                self.results[key] = out
+            self.cv.notify_all()
+        call.replies.send(key, out)
+
     # ------------------------------------------------------------ lifecycle
     def construct(self, spec: ActorSpec, deps: tuple[Any, ...], st: Running) -> bool:
-        """Run ``__init__`` (again, on a restart); False if it raised (now dead)."""
+        """Run ``__init__`` (again, on a restart) on the actor's host; False if it
+        raised (now dead)."""
         backend = st.backend
-        ctx = TaskContext(backend, backend.runtime_for(None, self.actor_id, self.namespace), st)
-        with running_task(ctx):
-            try:
+
+        def build() -> Any:
+            ctx = TaskContext(backend, backend.runtime_for(None, self.actor_id, self.namespace),
+                              st)
+            with running_task(ctx):
                 with resolving(backend):
                     cls = serialization.loads(spec.cls)
                     args, kwargs = serialization.loads(spec.call)
                 args, kwargs = fill_deps(args, kwargs, deps, backend)
-                instance = cls(*args, **kwargs)
-            except BaseException as exc:
-                if isinstance(exc, _ArgFailed):
-                    exc = exc.error
-                err = execution.wrap_exception(exc, f"{self.class_name}.__init__")
-                self.die(f"its __init__ raised:\n{err}")
-                return False
-        if self.is_async and self.loop is None:
-            self._start_loop()
+                return cls(*args, **kwargs)
+
+        with self.cv:
+            calls = self.calls
+        try:
+            calls.start(build).result()
+        except BaseException as exc:
+            if isinstance(exc, _ArgFailed):
+                exc = exc.error
+            err = execution.wrap_exception(exc, f"{self.class_name}.__init__")
+            self.die(f"its __init__ raised:\n{err}")
+            return False
         with self.cv:
             if self.state == "dead":
                 return False
-            self.instance = instance
             self.state = "alive"
             self.cv.notify_all()
         return True
 
-    def _start_loop(self) -> None:
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            self.async_sem = asyncio.Semaphore(self.concurrency)
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self.loop = loop
-        self.loop_thread = threading.Thread(
-            target=run, daemon=True, name=f"fedexec-actor-{self.class_name}-{self.actor_id[-6:]}")
-        self.loop_thread.start()
-        ready.wait()
+    def restart(self) -> bool:
+        """Kill the instance and build a new one (False: no restart is left)."""
+        with self.cv:
+            if self.state == "dead" or self.restarts_left == 0 or self.state == "starting":
+                return False
+            if self.restarts_left > 0:
+                self.restarts_left -= 1
+            self.gen += 1
+            self.state = "restarting"
+            queued, running = self.calls.close()
+            self.calls = self._new_calls()
+            for call in queued:
+                self.calls.submit(call.key, call)
+            self.commands.put("restart")
+        for call in running:
+            self._reply(call, Failed(CallInterrupted(
+                f"actor {self.class_name}({self.actor_id}) was killed while "
+                f"{call.spec.name!r} ran")))
+        return True
 
     def die(self, cause: str) -> None:
         with self.cv:
@@ -204,21 +282,15 @@ class Host:
                 self.state = "dead"
                 self.cause = cause
                 self.gen += 1
-                self.instance = None
                 self.cv.notify_all()
+        self.close()
         self.commands.put("stop")
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
-        loop = self.loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(loop.stop)
-            if self.loop_thread is not None:
-                self.loop_thread.join(5.0)
+        """No call runs any more: those not finished fail (the actor is dead)."""
+        queued, running = self.calls.close()
+        for call in queued + running:
+            self._reply(call, Failed(self.dead_error()))
 
 
 def _publish(worker: distributed.Worker, host: Host, spec: ActorSpec) -> None:
@@ -242,15 +314,16 @@ def run_actor(spec: ActorSpec, *deps: Any) -> Any:
     with _HOSTED_LOCK:
         _HOSTED[spec.actor_id] = host
     st = Running(key, worker, backend)
+    # __init__ runs on the actor's own thread, where a secede (a get blocking in
+    # it) cannot happen: leave the thread pool now.
+    st.seceded = True
+    distributed.secede()
     lent = False
     try:
         if not host.construct(spec, deps, st):
             return Failed(host.dead_error())
         adjust_resources(worker, spec.lend, +1)  # alive: hold only the lifetime demand
         lent = True
-        if not st.seceded:
-            st.seceded = True
-            distributed.secede()
         install_channel(worker)
         _publish(worker, host, spec)
         while True:
@@ -272,61 +345,6 @@ def run_actor(spec: ActorSpec, *deps: Any) -> Any:
         if lent:
             adjust_resources(worker, spec.lend, -1)
         host.close()
-
-
-def _execute(host: Host, spec: CallSpec, key: str) -> Any:
-    """Run one call on this thread: its stored result (a Blob, a tuple of them, or
-    :class:`Failed`). Top-level refs in its arguments are waited for here."""
-    with host.cv:
-        if key in host.cancelled:
-            host.cancelled.discard(key)
-            return Failed(TaskCancelledError(f"actor call {spec.name!r} was cancelled"))
-        host.started.add(key)
-        while host.state in ("starting", "restarting"):
-            host.cv.wait()
-        if host.state == "dead":
-            host.started.discard(key)
-            return Failed(host.dead_error())
-        gen, instance = host.gen, host.instance
-    try:
-        backend = worker_backend(spec.job, host.worker, host.client)
-        ctx = TaskContext(backend,
-                          backend.runtime_for(spec.task_id, spec.actor_id, host.namespace))
-        with running_task(ctx):
-            with resolving(backend):
-                args, kwargs = serialization.loads(spec.call)
-            args, kwargs = fill_deps(args, kwargs, (), backend)
-            method = getattr(instance, spec.method)
-            if host.is_async:
-                result = _call_async(host, ctx, method, args, kwargs)
-            else:
-                with host.sem:
-                    result = method(*args, **kwargs)
-            del args, kwargs
-            out = store(result, spec.num_returns, spec.name, key)
-    except _ArgFailed as exc:
-        out = Failed(exc.error)
-    except BaseException as exc:
-        out = Failed(execution.wrap_exception(exc, spec.name))
-    with host.cv:
-        host.started.discard(key)
-        if host.gen != gen:
-            return Failed(CallInterrupted(
-                f"actor {host.class_name}({host.actor_id}) was killed while "
-                f"{spec.name!r} ran"))
-    return out
-
-
-def _run_direct(host: Host, spec: CallSpec, key: str, replies: _Replies) -> None:
-    out = _execute(host, spec, key)
-    with host.cv:
-        host.pending.discard(key)
-        if key in host.released:
-            host.released.discard(key)
-        else:
-            host.results[key] = out
-        host.cv.notify_all()
-    replies.send(key, out)
 
 
 # ------------------------------------------------------------ the direct channel
@@ -414,31 +432,12 @@ def export(actor_id: str, key: str, index: int) -> Any:
     return out[index]
 
 
-def _call_async(host: Host, ctx: TaskContext, method: Any, args: Any, kwargs: Any) -> Any:
-    async def invoke() -> Any:
-        assert host.async_sem is not None
-        async with host.async_sem:
-            with running_task(ctx):
-                result = method(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-
-    assert host.loop is not None
-    return asyncio.run_coroutine_threadsafe(invoke(), host.loop).result()
-
-
 # --------------------------------------------------------------- called by client.run
 def cancel_call(actor_id: str, key: str, dask_worker: distributed.Worker) -> bool:
-    """Cancel call ``key`` if it has not started: True if it never will."""
+    """Cancel call ``key``: True if it will not finish (it had not started, or it
+    was a running call of an async actor, now cancelled)."""
     host = _HOSTED.get(actor_id)
-    if host is None:
-        return False
-    with host.cv:
-        if key in host.started or host.state == "dead":
-            return False
-        host.cancelled.add(key)
-        return True
+    return host is not None and host.cancel(key)
 
 
 def kill_host(actor_id: str, no_restart: bool, dask_worker: distributed.Worker) -> str:
@@ -447,17 +446,9 @@ def kill_host(actor_id: str, no_restart: bool, dask_worker: distributed.Worker) 
     host = _HOSTED.get(actor_id)
     if host is None:
         return "missing"
-    with host.cv:
-        if host.state == "dead":
-            return "dead"
-        if not no_restart and host.restarts_left != 0 and host.state != "starting":
-            if host.restarts_left > 0:
-                host.restarts_left -= 1
-            host.gen += 1
-            host.state = "restarting"
-            host.instance = None
-            host.cv.notify_all()
-            host.commands.put("restart")
-            return "restarting"
+    if host.state == "dead":
+        return "dead"
+    if not no_restart and host.restart():
+        return "restarting"
     host.die("it was killed")
     return "dead"

@@ -2,8 +2,10 @@
 
 Forked by the node manager; connects back over the node's Unix socket with the
 cluster token and says HELLO. The reader thread (the client's) hands EXECUTE and
-ACTOR_* messages to this loop; the main thread runs them in arrival order and
-answers TASK_DONE. Inside a task, ``fedexec.*`` calls go through the same client.
+ACTOR_INIT messages to this loop; the main thread runs them in arrival order and
+answers TASK_DONE. An actor's calls (ACTOR_EXEC) go from the reader thread
+straight to its :class:`ActorHost`, which runs them on its own threads (or event
+loop). Inside a task, ``fedexec.*`` calls go through the same client.
 
 Task messages::
 
@@ -22,16 +24,13 @@ raised as ``KeyboardInterrupt`` only while that task runs.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
-import inspect
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -41,6 +40,7 @@ from ..._runtime import TaskContext, resolving, running_task
 from ...exceptions import BrokenExecutorError, RuntimeEnvSetupError, TaskCancelledError
 from ...options import TaskOptions
 from .. import _execution as execution
+from .._actor_host import ActorHost
 from .._net import node_ip
 from . import _values as values
 from .client import NativeBackend
@@ -63,30 +63,26 @@ class WorkerLoop:
         self.fn_cache: dict[bytes, Any] = {}
         self.initialized = config.get("initializer") is None
         self.init_error: BrokenExecutorError | None = None
-        self.actor: Any = None
         self.actor_id: str | None = None
         self.actor_spec: dict[str, Any] = {}
         self.actor_job_id: str | None = None
         self.actor_gpus: tuple[str, ...] = ()
         self.actor_namespace: str | None = None
-        self.actor_pool: ThreadPoolExecutor | None = None
-        self.actor_loop: asyncio.AbstractEventLoop | None = None
-        self.actor_sem: asyncio.Semaphore | None = None
-        self.async_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.host: ActorHost[list[Any]] | None = None  # made when ACTOR_INIT arrives
         self.main_ident = threading.get_ident()
         self.block_depth = 0
 
     # --------------------------------------------------------- reader thread
     def on_message(self, msg: list[Any]) -> None:
         op = msg[0]
-        if op == Op.ACTOR_EXEC and self.actor is not None:
-            if self.actor_loop is not None:
-                self.actor_loop.call_soon_threadsafe(self._start_async_call, msg)
-                return
-            if self.actor_pool is not None:
-                self.actor_pool.submit(self._run_call, msg)
-                return
-        if op in (Op.EXECUTE, Op.ACTOR_INIT, Op.ACTOR_EXEC):
+        if op == Op.ACTOR_INIT:
+            spec = msg[2]
+            self.host = ActorHost(self, concurrency=spec["max_concurrency"],
+                                  is_async=spec["is_async"], name=spec["class_name"])
+        elif op == Op.ACTOR_EXEC and self.host is not None:
+            self.host.submit(msg[1], msg)  # refused once closed: the process is ending
+            return
+        if op in (Op.EXECUTE, Op.ACTOR_INIT):
             with self.cv:
                 if op == Op.EXECUTE and self.block_depth:
                     # Blocked in a get: a task queued here could be the one awaited.
@@ -103,6 +99,11 @@ class WorkerLoop:
 
     def _revoke(self, task_id: str) -> bool:
         """Drop a queued task (cancelled before starting); False if it is not queued."""
+        if self.host is not None:
+            call = self.host.cancel(task_id)
+            if call is not None:
+                self._send_failed(call, ErrorKind.CANCELLED, f"{call[-1]} was cancelled")
+            return call is not None
         with self.cv:
             for msg in self.queue:
                 if msg[1] == task_id:
@@ -114,15 +115,13 @@ class WorkerLoop:
     def _cancel(self, task_id: str) -> None:
         if self._revoke(task_id):
             return
+        if self.host is not None:
+            self.host.interrupt(task_id)  # an async actor's running call
+            return
         with self.cv:
-            if self.current == task_id and self.actor is None:
+            if self.current == task_id:
                 self.interrupt = task_id
                 signal.pthread_kill(self.main_ident, signal.SIGINT)
-                return
-        if self.actor_loop is not None:
-            task = self.async_tasks.get(task_id)
-            if task is not None:
-                self.actor_loop.call_soon_threadsafe(task.cancel)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.interrupt is None or self.interrupt != self.current:
@@ -154,23 +153,19 @@ class WorkerLoop:
                 op = msg[0]
                 if op == Op.EXECUTE:
                     self._execute(msg)
-                elif op == Op.ACTOR_INIT:
-                    self._init_actor(msg)
                 else:
-                    self._run_call(msg)
+                    self._init_actor(msg)
             except KeyboardInterrupt:
                 pass  # a late interrupt: its task has already been answered
             finally:
                 with self.cv:
                     self.current = None
                     self.interrupt = None
-            if self.actor_loop is not None:
-                self._serve_async()  # an async actor's loop owns the main thread now
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:
         """Around a wait inside a task: hand queued tasks back and lend the CPU."""
-        if threading.get_ident() != self.main_ident or self.actor is not None:
+        if threading.get_ident() != self.main_ident or self.host is not None:
             yield
             return
         with self.cv:
@@ -192,7 +187,8 @@ class WorkerLoop:
     # ------------------------------------------------------------- answers
     def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
         msg = [Op.TASK_DONE, task_id, results]
-        if self.queue and threading.get_ident() == self.main_ident:
+        if (self.host.queued() if self.host is not None
+                else self.queue and threading.get_ident() == self.main_ident):
             # More tasks are queued here: batch this result with the next ones (the
             # client's flusher writes it within a millisecond if the next one is slow).
             self.backend._send_soon(msg)
@@ -311,93 +307,56 @@ class WorkerLoop:
         _extend_path((spec.get("runtime_env") or {}).get("sys_path"))  # for its lifetime
         self.actor_job_id = (spec.get("runtime_env") or {}).get("job_id")
         self.actor_gpus, self.actor_namespace = tuple(gpus or ()), spec.get("namespace")
-        ctx = self._actor_context(None, actor_id)
-        try:
-            with running_task(ctx), _runtime_env(spec.get("runtime_env")):
+        self.actor_id, self.actor_spec = actor_id, spec
+
+        def construct() -> Any:
+            with running_task(self._actor_context(None, actor_id)), \
+                    _runtime_env(spec.get("runtime_env")):
                 cls = self._function(cls_blob)
                 args, kwargs = self._load_call([mode, data, buffers], deps)
                 instance = cls(*args, **kwargs)
-        except BaseException as exc:
-            err = execution.wrap_exception(exc, f"{spec['class_name']}.__init__")
-            self.backend._send([Op.ACTOR_FAILED, actor_id, f"its __init__ raised:\n{err}"])
-            return
-        self.actor, self.actor_id, self.actor_spec = instance, actor_id, spec
-        concurrency = spec["max_concurrency"]
-        if spec["is_async"]:
-            self.actor_loop = asyncio.new_event_loop()
-            self.actor_sem = asyncio.Semaphore(concurrency)
-        elif concurrency > 1:
-            self.actor_pool = ThreadPoolExecutor(concurrency, "fedexec-actor")
-        self.backend._send([Op.ACTOR_READY, actor_id])
-        if self.actor_pool is None:
-            return  # calls queued meanwhile run from the queue (async: see _serve_async)
-        with self.cv:  # calls that arrived before __init__ finished, in order
-            early = [m for m in self.queue if m[0] == Op.ACTOR_EXEC]
-            for m in early:
-                self.queue.remove(m)
-        for m in early:
-            self.actor_pool.submit(self._run_call, m)
+            self.backend._send([Op.ACTOR_READY, actor_id])
+            return instance
 
-    def _call_parts(self, msg: list[Any]) -> tuple[str, list[str], Any, list[Any], dict[str, Any],
-                                                    int, str]:
-        _, task_id, return_ids, payload, deps, name = msg
-        method, mode, data, buffers, num_returns = payload
-        args, kwargs = self._load_call([mode, data, buffers], deps)
-        return task_id, return_ids, getattr(self.actor, method), args, kwargs, num_returns, name
+        assert self.host is not None
+        # The main thread is the host's first thread from now on (start returns
+        # only if __init__ raised): the process lives for this actor.
+        error = self.host.start(construct, here=True).exception()
+        if error is not None:
+            self.host.close()
+            err = execution.wrap_exception(error, f"{spec['class_name']}.__init__")
+            self.backend._send([Op.ACTOR_FAILED, actor_id, f"its __init__ raised:\n{err}"])
 
     def _actor_context(self, task_id: str | None, actor_id: str | None) -> TaskContext:
         """The context of this worker's actor (its __init__, or a call ``task_id``)."""
         return self.backend.task_context(task_id, actor_id, None, self.actor_job_id,
                                          self.actor_gpus, self.actor_namespace)
 
-    def _run_call(self, msg: list[Any]) -> None:
+    # The runner of the actor host's calls: ACTOR_EXEC messages
+    # [op, task_id, return_ids, [method, mode, data, buffers, num_returns], deps, name].
+    def context(self, msg: list[Any]) -> contextlib.AbstractContextManager[Any]:
+        return running_task(self._actor_context(msg[1], self.actor_id))
+
+    def waits_for(self, msg: list[Any]) -> Sequence[Any]:
+        return ()  # the node manager sends a call once its arguments are ready
+
+    def arguments(self, msg: list[Any]) -> tuple[str, Sequence[Any], Mapping[str, Any]]:
+        method, mode, data, buffers, _ = msg[3]
+        args, kwargs = self._load_call([mode, data, buffers], msg[4])
+        return method, args, kwargs
+
+    def finish(self, msg: list[Any], result: Any, error: BaseException | None) -> None:
         task_id, return_ids, name = msg[1], msg[2], msg[-1]
-        ctx = self._actor_context(task_id, self.actor_id)
-        with running_task(ctx):
+        if error is None:
             try:
-                _, _, method, args, kwargs, n, name = self._call_parts(msg)
-                result = method(*args, **kwargs)
-                results = self._value_results(return_ids, result, n, name)
+                results = self._value_results(return_ids, result, msg[3][4], name)
             except BaseException as exc:
-                results = self._error_results(return_ids, execution.wrap_exception(exc, name))
+                error = exc
+        if isinstance(error, TaskCancelledError) and error.__traceback__ is None:
+            results = self._error_results(return_ids, error)  # the host cancelled it
+        elif error is not None:
+            results = self._error_results(return_ids, execution.wrap_exception(error, name))
         self._send_done(task_id, results)
-
-    def _start_async_call(self, msg: list[Any]) -> None:
-        assert self.actor_loop is not None
-        task = self.actor_loop.create_task(self._run_async_call(msg))
-        self.async_tasks[msg[1]] = task
-        key: str = msg[1]
-        task.add_done_callback(lambda _t: self.async_tasks.pop(key, None))
-
-    async def _run_async_call(self, msg: list[Any]) -> None:
-        task_id, return_ids, name = msg[1], msg[2], msg[-1]
-        assert self.actor_sem is not None
-        async with self.actor_sem:
-            ctx = self._actor_context(task_id, self.actor_id)
-            with running_task(ctx):
-                try:
-                    _, _, method, args, kwargs, n, name = self._call_parts(msg)
-                    result = method(*args, **kwargs)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    results = self._value_results(return_ids, result, n, name)
-                except asyncio.CancelledError:
-                    results = self._error_results(
-                        return_ids, TaskCancelledError(f"{name} was cancelled"))
-                except BaseException as exc:
-                    results = self._error_results(return_ids,
-                                                  execution.wrap_exception(exc, name))
-        self._send_done(task_id, results)
-
-    def _serve_async(self) -> None:
-        loop = self.actor_loop
-        assert loop is not None
-        with self.cv:
-            early = list(self.queue)
-            self.queue.clear()
-        for m in early:
-            loop.call_soon(self._start_async_call, m)
-        loop.run_forever()
 
 
 def _extend_path(paths: list[str] | None) -> None:
