@@ -445,6 +445,26 @@ def test_the_testing_cluster_follows_the_documented_api():
         assert not node.alive()
 
 
+class Where:
+    def node(self):
+        return fedexec.get_runtime_context().node_id
+
+
+@pytest.mark.timeout(120)
+def test_actors_created_in_a_burst_each_get_a_node_with_room():
+    """Three 1-CPU actors from a 0-CPU head onto three 1-CPU nodes, created at once:
+    the head counts each one against its node until that node reports again, so
+    they do not all pick the node that had room (the later ones used to wait there
+    forever beside a free node)."""
+    with Cluster(head_num_cpus=0) as c:
+        for _ in range(3):
+            c.add_node(num_cpus=1)
+        with fedexec.Executor(address=c.address) as ex:
+            actors = [ex.options(num_cpus=1).actor(Where) for _ in range(3)]
+            nodes = ex.get([a.node.remote() for a in actors], timeout=30)
+            assert len(set(nodes)) == 3, nodes
+
+
 # ------------------------------------------- lineage across a remote driver
 @pytest.fixture
 def headless():

@@ -86,7 +86,7 @@ class _Peer:
         self.role = "node"
         self.worker = None
         self.pid = 0
-        self.sent = 0.0     # CPUs forwarded there since its last report
+        self.sent = 0.0     # CPUs forwarded there (tasks, actors) since its last report
         self.down = 0.0     # when a connection attempt last failed
 
 
@@ -888,6 +888,9 @@ class Federation:
                 self._pin(oid)
         entry["node"] = peer.node_id
         self.remote_actors[actor_id] = entry
+        # Counted against the peer until its next report, as a forwarded task is:
+        # actors placed in a burst must not all pick the node that had room once.
+        peer.sent += spec["demand_create"].get("CPU", 0.0)
 
         def done(ok: bool, value: Any) -> None:
             if not ok or not isinstance(value, list):
