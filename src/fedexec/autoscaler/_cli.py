@@ -28,7 +28,8 @@ __all__ = ["add_parser", "status_lines"]
 
 
 def add_parser(sub: Any) -> None:
-    """Add ``up``, ``down`` and ``monitor`` to the ``fedexec`` parser."""
+    """Add ``up``, ``down``, ``monitor`` and the launcher commands (exec, submit,
+    attach, rsync-up, rsync-down, get-head-ip: :mod:`._launcher_cli`)."""
     u = sub.add_parser("up", help="start or update an autoscaling cluster from a YAML config")
     u.add_argument("config", help="cluster YAML (cluster_name, provider, "
                                   "available_node_types, ...)")
@@ -47,6 +48,9 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--run", action="store_true", help=argparse.SUPPRESS)  # the daemon
     m.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
     m.set_defaults(func=_cmd_monitor)
+    from ._launcher_cli import add_parser as add_launcher_parser
+
+    add_launcher_parser(sub)
 
 
 def _state_dir(cluster_name: str) -> str:
@@ -215,7 +219,8 @@ def _run_monitor(config: Any, state: str, interval: float) -> int:
     if head is None:
         print("fedexec monitor: no head is running on this machine", file=sys.stderr)
         return 1
-    provider = make_provider(config.provider, config.cluster_name, head["address"], None)
+    provider = make_provider(config.provider, config.cluster_name, head["address"], None,
+                             config)
     monitor = Monitor(config, provider, head["address"], None,
                       log_path=os.path.join(state, "monitor.log"))
     stop = threading.Event()
