@@ -6,7 +6,9 @@ so a changed config takes effect, and duplicates nothing); ``down`` stops the
 monitor, terminates every node it started, and stops the head if ``up`` started it;
 ``monitor`` prints the autoscaler's log (and follows it unless ``--no-follow``).
 
-Only the ``local`` provider is in this build. Its head listens on the usual ports
+``up`` runs only the ``local`` provider in this build (the ``ssh`` provider is used
+through ``make_provider``; exec, submit, attach, rsync-up/down and get-head-ip are in
+:mod:`._launcher_cli`). The ``local`` head listens on the usual ports
 (6390, jobs 6391) unless ``provider: {head_port: N, job_port: M}`` say otherwise.
 What ``up`` started is kept under ``$FEDEXEC_HOME/autoscaler/<cluster_name>/``.
 """
