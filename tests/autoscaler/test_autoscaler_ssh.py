@@ -228,3 +228,49 @@ def test_attach_builds_an_interactive_ssh_command(sshd, tmp_path):
     cmd = [a for a in argv if a != "-tt"] + ["echo attached"]
     assert subprocess.run(cmd, capture_output=True, text=True,
                           timeout=30).stdout == "attached\n"
+
+
+def node_and_home() -> tuple[str, str]:
+    return fedexec.get_runtime_context().node_id, os.environ.get("FEDEXEC_HOME", "")
+
+
+@pytest.mark.timeout(300)
+def test_up_launches_ssh_workers_and_down_stops_them(sshd, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("FEDEXEC_HOME", str(home))
+    monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
+    cfg = config(sshd, tmp_path)
+    path = write_yaml(sshd, tmp_path, provider={**cfg.provider, "head_port": 0,
+                                                "job_port": 0},
+                      available_node_types={
+                          "head": {"resources": {"CPU": 1}, "max_workers": 0},
+                          "ssh1": {"resources": {"CPU": 1, "sshnode": 1},
+                                   "min_workers": 1, "max_workers": 1}})
+    remote_nodes = tmp_path / "remote-home" / "nodes"
+    try:
+        out = fedexec_cli("up", path, "--yes", "--interval", "0.5")
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: remote_nodes.exists() and list(remote_nodes.glob("*.json")), 120,
+                 "min_workers to start a node over SSH")
+        with fedexec.Executor(address="auto") as ex:
+            ran_on = ex.options(resources={"sshnode": 1}).submit(
+                node_and_home).result(timeout=120)
+        remote_ids = [p.stem for p in remote_nodes.glob("*.json")]
+        assert ran_on == (remote_ids[0], str(tmp_path / "remote-home"))
+    finally:
+        down = fedexec_cli("down", path, "--yes")
+    assert down.returncode == 0, down.stderr
+    assert "terminated 1 worker node(s)" in down.stdout and "head stopped" in down.stdout
+    assert list(remote_nodes.glob("*.json")) == []  # 'fedexec stop' ran there
+
+
+@pytest.mark.timeout(60)
+def test_up_refuses_a_head_ip_that_is_not_this_machine(sshd, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDEXEC_HOME", str(tmp_path))
+    path = write_yaml(sshd, tmp_path, provider={**config(sshd, tmp_path).provider,
+                                                "head_ip": "192.0.2.1"})
+    out = fedexec_cli("up", path, "--yes")
+    assert out.returncode == 1
+    assert "provider.head_ip '192.0.2.1' is not an address of this machine" in out.stderr
+    assert not (tmp_path / "cluster.json").exists()
