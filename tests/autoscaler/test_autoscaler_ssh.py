@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -210,6 +211,8 @@ def test_submit_runs_the_script_on_the_head_against_the_cluster(sshd, tmp_path):
         remote_copy = os.path.expanduser("~/fedexec-submit/job.py")
         assert open(remote_copy).read() == script.read_text()
         os.unlink(remote_copy)
+        with contextlib.suppress(OSError):  # the directory, if this test made it
+            os.rmdir(os.path.dirname(remote_copy))
 
 
 @pytest.mark.timeout(60)
