@@ -277,3 +277,22 @@ def test_up_refuses_a_head_ip_that_is_not_this_machine(sshd, tmp_path, monkeypat
     assert out.returncode == 1
     assert "provider.head_ip '192.0.2.1' is not an address of this machine" in out.stderr
     assert not (tmp_path / "cluster.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_launcher_commands_with_the_local_provider_run_on_this_machine(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("FEDEXEC_HOME", str(tmp_path))
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump({"cluster_name": "here", "provider": {"type": "local"},
+                                    "available_node_types": {"head": {"resources": {"CPU": 1}}},
+                                    "head_node_type": "head"}))
+    src, dst = tmp_path / "a.txt", tmp_path / "sub" / "b.txt"
+    src.write_text("local copy\n")
+    out = fedexec_cli("exec", str(path), f"mkdir -p {dst.parent} && echo $$")
+    assert out.returncode == 0 and int(out.stdout) != os.getpid(), out.stderr
+    assert fedexec_cli("rsync-up", str(path), str(src), str(dst)).returncode == 0
+    assert dst.read_text() == "local copy\n"
+    assert fedexec_cli("get-head-ip", str(path)).stdout == "127.0.0.1\n"
+    failed = fedexec_cli("exec", str(path), "exit 9")
+    assert failed.returncode == 1 and "failed on this machine (exit 9)" in failed.stderr
