@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
 from fedexec.autoscaler.providers import LocalProvider, make_provider
+from fedexec.autoscaler.ssh_provider import SSHProvider
 from fedexec.exceptions import FedexecError
 
 
@@ -24,8 +26,18 @@ def test_local_plugin_and_unknown_providers(tmp_path, monkeypatch):
     plugin = make_provider(section, "c", "127.0.0.1:1", None)
     assert isinstance(plugin, PluginProvider)
     assert plugin.args == ("c", "127.0.0.1:1", None, section)
-    with pytest.raises(FedexecError, match="provider type 'ssh' is not available"):
+    with pytest.raises(FedexecError, match="provider type 'gce' is not available"):
+        make_provider({"type": "gce"}, "c", "127.0.0.1:1", None)
+    with pytest.raises(FedexecError, match="ssh provider needs the cluster config"):
         make_provider({"type": "ssh"}, "c", "127.0.0.1:1", None)
+    no_hosts = ClusterConfig(node_types={"h": NodeTypeConfig("h", {"CPU": 1}, 0, 0)},
+                             head_node_type="h", provider={"type": "ssh"})
+    with pytest.raises(FedexecError, match=r"needs provider\.worker_ips"):
+        make_provider(no_hosts.provider, "c", "127.0.0.1:1", None, no_hosts)
+    ssh = ClusterConfig(node_types=no_hosts.node_types, head_node_type="h",
+                        provider={"type": "ssh", "worker_ips": ["10.0.0.2"]})
+    assert isinstance(make_provider(ssh.provider, "c", "127.0.0.1:1", None, ssh),
+                      SSHProvider)
 
 
 def test_local_provider_keeps_its_nodes_in_a_state_file(tmp_path, monkeypatch):

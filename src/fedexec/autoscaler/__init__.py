@@ -5,8 +5,10 @@
 - :mod:`.policy`: the scaling policy, a pure function ``plan(demand, nodes,
   config, now)`` returning launches and terminations, each with its reason.
 - :func:`request_resources`: ask for capacity ahead of demand.
-- :mod:`.providers` (``local``), :mod:`.monitor` (the loop), and ``fedexec
-  up/down/monitor`` (:mod:`._cli`).
+- :mod:`.providers` (``local``), :mod:`.ssh_provider` (``ssh``, over the
+  command runner in :mod:`.ssh`), :mod:`.monitor` (the loop), and ``fedexec
+  up/down/monitor`` (:mod:`._cli`) and ``exec/submit/attach/rsync-up/rsync-down/
+  get-head-ip`` (:mod:`._launcher_cli`).
 
 Reading YAML and validating need the ``autoscaler`` extra
 (``pip install "fedexec[autoscaler]"``: PyYAML and jsonschema); the policy does not.

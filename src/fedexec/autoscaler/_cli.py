@@ -6,7 +6,10 @@ so a changed config takes effect, and duplicates nothing); ``down`` stops the
 monitor, terminates every node it started, and stops the head if ``up`` started it;
 ``monitor`` prints the autoscaler's log (and follows it unless ``--no-follow``).
 
-Only the ``local`` provider is in this build. Its head listens on the usual ports
+With the ``ssh`` provider the head runs on this machine too, listening on
+``provider.head_ip`` (which must be one of this machine's addresses), and worker
+nodes start on ``provider.worker_ips`` over SSH; exec, submit, attach, rsync-up/down
+and get-head-ip are in :mod:`._launcher_cli`. The head listens on the usual ports
 (6390, jobs 6391) unless ``provider: {head_port: N, job_port: M}`` say otherwise.
 What ``up`` started is kept under ``$FEDEXEC_HOME/autoscaler/<cluster_name>/``.
 """
@@ -28,7 +31,8 @@ __all__ = ["add_parser", "status_lines"]
 
 
 def add_parser(sub: Any) -> None:
-    """Add ``up``, ``down`` and ``monitor`` to the ``fedexec`` parser."""
+    """Add ``up``, ``down``, ``monitor`` and the launcher commands (exec, submit,
+    attach, rsync-up, rsync-down, get-head-ip: :mod:`._launcher_cli`)."""
     u = sub.add_parser("up", help="start or update an autoscaling cluster from a YAML config")
     u.add_argument("config", help="cluster YAML (cluster_name, provider, "
                                   "available_node_types, ...)")
@@ -47,6 +51,9 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--run", action="store_true", help=argparse.SUPPRESS)  # the daemon
     m.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
     m.set_defaults(func=_cmd_monitor)
+    from ._launcher_cli import add_parser as add_launcher_parser
+
+    add_launcher_parser(sub)
 
 
 def _state_dir(cluster_name: str) -> str:
@@ -116,22 +123,48 @@ def _stop_monitor(state: str) -> bool:
     return running
 
 
+def _head_host(config: Any) -> str | None:
+    """The address ``up`` starts the head on: 127.0.0.1 (local), ``provider.head_ip``
+    (ssh; it must be this machine's); None after printing why not."""
+    kind = config.provider.get("type")
+    if kind == "local":
+        return "127.0.0.1"
+    if kind != "ssh":
+        print(f"fedexec up: provider type {kind!r} is not available in this build; use "
+              "provider: {type: local} or {type: ssh, ...}", file=sys.stderr)
+        return None
+    import socket
+
+    ip = str(config.provider.get("head_ip", ""))
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
+            sock.bind((ip, 0))
+    except OSError:
+        print(f"fedexec up: provider.head_ip {ip!r} is not an address of this machine; "
+              "this build starts the head where 'fedexec up' runs: run it on the head "
+              "host (starting a remote head over SSH is not implemented yet)",
+              file=sys.stderr)
+        return None
+    return ip
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from ..backends.native import cluster
 
     config = _load(args.config)
     if config is None:
         return 1
-    if config.provider.get("type") != "local":
-        print(f"fedexec up: provider type {config.provider.get('type')!r} is not available "
-              "in this build; use provider: {type: local}", file=sys.stderr)
+    kind = config.provider.get("type")
+    host = _head_host(config)
+    if host is None:
         return 1
-    ignored = [k for k in ("setup_commands", "file_mounts", "head_start_commands",
-                           "worker_start_commands") if getattr(config, k)]
+    unused = ("head_start_commands", "worker_start_commands") + (
+        ("setup_commands", "file_mounts") if kind == "local" else ())
+    ignored = [k for k in unused if getattr(config, k)]
     if ignored:
-        print(f"fedexec up: warning: {', '.join(ignored)} are not used by the local "
+        print(f"fedexec up: warning: {', '.join(ignored)} are not used by the {kind} "
               "provider in this build", file=sys.stderr)
-    if not _confirm(f"Start or update cluster {config.cluster_name!r} (local provider, up "
+    if not _confirm(f"Start or update cluster {config.cluster_name!r} ({kind} provider, up "
                     f"to {config.max_workers} worker nodes)?", args.yes):
         return 1
     state = _state_dir(config.cluster_name)
@@ -143,7 +176,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         custom = {k: v for k, v in head_type.items() if k not in ("CPU", "GPU")}
         port = config.provider.get("head_port", cluster.DEFAULT_PORT)
         try:
-            head = cluster.start_head(num_cpus=head_type.get("CPU", 0.0),
+            head = cluster.start_head(host=host, num_cpus=head_type.get("CPU", 0.0),
                                       num_gpus=head_type.get("GPU", 0.0), resources=custom,
                                       port=int(port), job_port=config.provider.get("job_port"))
         except (RuntimeError, ValueError, OSError) as exc:
@@ -176,7 +209,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_down(args: argparse.Namespace) -> int:
     from ..backends.native import cluster
-    from .providers import LocalProvider
+    from .providers import make_provider
 
     config = _load(args.config)
     if config is None:
@@ -188,8 +221,8 @@ def _cmd_down(args: argparse.Namespace) -> int:
     if _stop_monitor(state):
         print("fedexec down: autoscaler monitor stopped")
     head = cluster.read_local_cluster()
-    provider = LocalProvider(config.cluster_name, head["address"] if head else "", None,
-                             state_dir=state)
+    provider = make_provider(config.provider, config.cluster_name,
+                             head["address"] if head else "", None, config)
     ids = provider.non_terminated_nodes()
     for pid in ids:
         provider.terminate_node(pid)
@@ -215,7 +248,8 @@ def _run_monitor(config: Any, state: str, interval: float) -> int:
     if head is None:
         print("fedexec monitor: no head is running on this machine", file=sys.stderr)
         return 1
-    provider = make_provider(config.provider, config.cluster_name, head["address"], None)
+    provider = make_provider(config.provider, config.cluster_name, head["address"], None,
+                             config)
     monitor = Monitor(config, provider, head["address"], None,
                       log_path=os.path.join(state, "monitor.log"))
     stop = threading.Event()
