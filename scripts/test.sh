@@ -3,8 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test,dask,spark,modin,ml,dashboard,browser,autoscaler
-bash scripts/setup-browser.sh      # Chromium + chromedriver for the dashboard's browser tests
-bash scripts/setup-system.sh       # sshd, ssh and rsync for the autoscaler's ssh provider tests
+bash scripts/setup-system.sh       # Chromium, chromedriver, sshd, ssh, rsync (browser and ssh tests)
 .venv/bin/ruff check src integrations tests examples benchmarks
 .venv/bin/lint-imports            # the import contracts in pyproject.toml
 .venv/bin/mypy                    # strict for the core, normal elsewhere (pyproject.toml)

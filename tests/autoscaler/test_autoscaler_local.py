@@ -12,6 +12,7 @@ import time
 import pytest
 
 import fedexec
+from _backend_support import poll_until
 from fedexec.autoscaler import ClusterConfig, NodeTypeConfig, request_resources
 from fedexec.autoscaler.monitor import Monitor
 from fedexec.autoscaler.providers import TAG_NODE_ID, LocalProvider
@@ -31,11 +32,8 @@ def config(idle_seconds: float) -> ClusterConfig:
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+    assert poll_until(predicate, timeout, interval=0.2), \
+        f"timed out after {timeout} s waiting for {what}"
 
 
 class Running:

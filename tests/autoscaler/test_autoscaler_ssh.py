@@ -7,13 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 from _sshd import Sshd, start_sshd
 
 import fedexec
+from _backend_support import exited, poll_until
 from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
 from fedexec.autoscaler.providers import TAG_NODE_ID, TAG_STATUS
 from fedexec.autoscaler.ssh import (
@@ -54,21 +54,9 @@ def read_mounted(path: str) -> tuple[str, str]:
         return fedexec.get_runtime_context().node_id, f.read()
 
 
-def pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return True
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[-1][:1] == "Z"
-
-
 def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+    assert poll_until(predicate, timeout, interval=0.2), \
+        f"timed out after {timeout} s waiting for {what}"
 
 
 @pytest.mark.timeout(240)
@@ -100,7 +88,7 @@ def test_an_ssh_node_joins_runs_a_task_and_terminate_removes_it(sshd, tmp_path):
             assert cluster.token.encode() not in f.read()
         provider.terminate_node(pid)
         assert provider.non_terminated_nodes() == []
-        wait_for(lambda: pid_gone(node_pid), 30, "the node process to exit")
+        wait_for(lambda: exited(node_pid), 30, "the node process to exit")
         wait_for(lambda: node_id not in {n["node_id"] for n in ex.nodes() if n["alive"]},
                  60, "the head to see the node gone")
 

@@ -2,7 +2,7 @@
 selenium): sign-in, every page without console errors, a created actor shown,
 paging; screenshots go to build/test-artifacts/dashboard/.
 
-CI installs Chromium (scripts/setup-browser.sh from scripts/test.sh), so there a
+CI installs Chromium (scripts/setup-system.sh from scripts/test.sh), so there a
 missing browser fails; elsewhere these tests skip, saying what to install."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _browser_or_skip() -> tuple[str, str]:
     if chromium and driver:
         return chromium, driver
     why = ("the browser tests need Debian's chromium and chromium-driver and the "
-           "'browser' extra (scripts/setup-browser.sh; pip install -e '.[browser]')")
+           "'browser' extra (scripts/setup-system.sh; pip install -e '.[browser]')")
     if os.environ.get("CI"):
         pytest.fail(f"{why}: CI installs them, so their absence is a setup failure")
     pytest.skip(why)
