@@ -291,6 +291,9 @@ class ServeController:
 
     # ------------------------------------------------------------------ reconcile
     def _run(self) -> None:
+        from fedexec.util.registry import EntrySet
+
+        board = EntrySet("serve", self.ex)  # the applications the dashboard's /serve shows
         while not self.stopped:
             try:
                 with self.lock:
@@ -299,9 +302,17 @@ class ServeController:
                         changed |= self._reconcile(dep)
                     if changed:
                         self._bump()
+                    board.sync({name: (app["status"], {
+                        "route_prefix": app["route_prefix"], "ingress": app["ingress"],
+                        "deployments": {d: f"{s['status']} {len(s['pids'])}/"
+                                        f"{s['target_replicas']}"
+                                        for d, s in app["deployments"].items()},
+                        "message": app["message"]}) for name, app in
+                        self.status()["applications"].items()})
             except Exception:
                 traceback.print_exc()
             time.sleep(TICK)
+        board.clear()
 
     def _load(self, key: str, now: float) -> int:
         total = 0
