@@ -1,16 +1,14 @@
 """The dashboard's serve / tune / train pages: what the libraries registered with
 ``fedexec.util.registry``, read by the head's dashboard.
 
-A one-node cluster (a named actor is found from the node it was made on: until
-the head keeps a cluster-wide directory of names, what registers must run on the
-node the dashboard asks). The real libraries run against it: a serve
+The two-node cluster of ``conftest.board`` runs the real libraries: a serve
 application, a tune experiment and a train run, each held running until the
-test lets it end, shown by the JSON API and, in Chromium, by the pages."""
+test lets it end, shown by the JSON API and, in Chromium, by the pages; and
+entries registered from a driver of the second node show too."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import time
@@ -20,28 +18,12 @@ from typing import Any
 import pytest
 import test_dashboard_browser as in_chromium
 
+import fedexec
 from _dashboard_support import Board
-from fedexec import dashboard
-from fedexec.testing import Cluster
 from fedexec.util import registry
 
 T = 60.0
 browser = in_chromium.browser  # the module-scoped Chromium of the browser tests
-
-
-@pytest.fixture(scope="module")
-def lib_board() -> Iterator[Board]:
-    with Cluster(head_num_cpus=2) as cluster:
-        info = dashboard.launch(head_address=cluster.address, token=cluster.token, port=0,
-                                head_pid=cluster.head.pid, sample_interval=5.0)
-        try:
-            yield Board(cluster, info["url"], info["pid"])
-        finally:
-            dashboard.stop(info["pid"])
-            try:
-                os.kill(info["pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def _until(board: Board, kind: str, check: Any, timeout: float = T, **params: Any) -> Any:
@@ -60,31 +42,37 @@ def _item(answer: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((i for i in answer["items"] if i["name"] == name), None)
 
 
-def test_registered_entries_are_listed_paged_updated_and_finished(lib_board):
-    with lib_board.cluster.connect() as ex:
-        runs = [registry.register("train", f"api_run_{i}", {"iteration": 0}, executor=ex)
-                for i in range(3)]
+def test_registered_entries_are_listed_paged_updated_and_finished(board):
+    second = board.cluster.nodes[1]
+    with board.cluster.connect() as ex, \
+            fedexec.Executor(address=second.address, token=board.cluster.token) as ex2:
+        assert ex2.get_runtime_context().get_node_id() == second.node_id
+        runs = [registry.register("train", f"api_run_{i}", {"iteration": 0},
+                                  executor=ex2 if i == 1 else ex) for i in range(3)]
         try:
-            _until(lib_board, "train", lambda a: a["total"] == 3, name="api_run_")
-            page = lib_board.api("train", name="api_run_", limit=2, offset=2)
+            _until(board, "train", lambda a: a["total"] == 3, name="api_run_")
+            first = board.api("train", name="api_run_", limit=2)
+            page = board.api("train", name="api_run_", limit=2, offset=2)
             assert page["total"] == 3 and page["limit"] == 2 and page["offset"] == 2
-            assert [i["name"] for i in page["items"]] == ["api_run_2"]
-            assert lib_board.api("tune")["items"] == []
+            assert len(first["items"]) == 2 and len(page["items"]) == 1
+            assert sorted(i["name"] for i in first["items"] + page["items"]) == [
+                "api_run_0", "api_run_1", "api_run_2"]
+            assert board.api("tune")["items"] == []
             runs[1].update({"iteration": 7, "metrics": {"loss": 0.5}})
-            answer = _until(lib_board, "train", lambda a: _item(a, "api_run_1")["info"].get(
+            answer = _until(board, "train", lambda a: _item(a, "api_run_1")["info"].get(
                 "iteration") == 7, name="api_run_")
             assert answer["total"] == 3  # in place, not a new entry
             assert _item(answer, "api_run_1")["info"]["metrics"] == {"loss": 0.5}
             runs[1].finish("FINISHED", {"iteration": 8})
-            _until(lib_board, "train", lambda a: [i["name"] for i in a["items"]] == ["api_run_1"],
+            _until(board, "train", lambda a: [i["name"] for i in a["items"]] == ["api_run_1"],
                    state="finished")
-            html = lib_board.get("/train", params={"name": "api_run_1"}).text
+            html = board.get("/train", params={"name": "api_run_1"}).text
             assert "api_run_1" in html and "FINISHED" in html and "iteration" in html
             runs[0].remove()
-            _until(lib_board, "train", lambda a: a["total"] == 2, name="api_run_")
-            r = lib_board.get("/api/train", params={"limit": "x"})
+            _until(board, "train", lambda a: a["total"] == 2, name="api_run_")
+            r = board.get("/api/train", params={"limit": "x"})
             assert r.status_code == 400 and "limit must be a whole number" in r.json()["error"]
-            assert lib_board.get("/api/serve", token=False).status_code == 401
+            assert board.get("/api/serve", token=False).status_code == 401
         finally:
             for run in runs:
                 run.remove()
@@ -182,8 +170,8 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(lib_board, tmp_path_factory) -> Iterator[Running]:
-    libs = Running(lib_board, str(tmp_path_factory.mktemp("libs")))
+def running(board, tmp_path_factory) -> Iterator[Running]:
+    libs = Running(board, str(tmp_path_factory.mktemp("libs")))
     try:
         yield libs
     finally:
@@ -198,16 +186,16 @@ def _running(board: Board, kind: str, name: str, check: Any = lambda i: True) ->
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_serve_app_a_tune_experiment_and_a_train_run_show_while_they_run(lib_board, running):
-    app = _running(lib_board, "serve", running.APP,
+def test_a_serve_app_a_tune_experiment_and_a_train_run_show_while_they_run(board, running):
+    app = _running(board, "serve", running.APP,
                    lambda i: i["info"]["deployments"].get("Hello") == "HEALTHY 1/1")
     assert app["info"]["route_prefix"] == "/board" and app["info"]["ingress"] == "Hello"
-    exp = _running(lib_board, "tune", running.EXPERIMENT,
+    exp = _running(board, "tune", running.EXPERIMENT,
                    lambda i: i["info"]["running"] == 1)
     assert exp["info"]["trials"] == 1 and exp["info"]["path"].endswith(running.EXPERIMENT)
-    run = _running(lib_board, "train", running.RUN, lambda i: i["info"]["iteration"] >= 2)
+    run = _running(board, "train", running.RUN, lambda i: i["info"]["iteration"] >= 2)
     assert run["info"]["workers"] == 1 and "loss" in run["info"]["metrics"]
-    later = _running(lib_board, "train", running.RUN,
+    later = _running(board, "train", running.RUN,
                      lambda i: i["info"]["iteration"] > run["info"]["iteration"])
     assert later["started"] == run["started"]  # the same entry, updated in place
     assert running.errors == []
@@ -215,14 +203,14 @@ def test_a_serve_app_a_tune_experiment_and_a_train_run_show_while_they_run(lib_b
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_the_library_pages_show_them_in_a_browser_without_console_errors(lib_board, running,
+def test_the_library_pages_show_them_in_a_browser_without_console_errors(board, running,
                                                                         browser):
     from selenium.webdriver.common.by import By
     for kind, name in (("serve", running.APP), ("tune", running.EXPERIMENT),
                        ("train", running.RUN)):
-        _running(lib_board, kind, name)
+        _running(board, kind, name)
     browser.delete_all_cookies()
-    browser.get(f"{lib_board.url}/?token={lib_board.token}")
+    browser.get(f"{board.url}/?token={board.token}")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Cluster"
     nav = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR,
                                                                      "header a")]
@@ -231,7 +219,7 @@ def test_the_library_pages_show_them_in_a_browser_without_console_errors(lib_boa
     for path, name, title in (("/serve", running.APP, "Serve applications"),
                               ("/tune", running.EXPERIMENT, "Tune experiments"),
                               ("/train", running.RUN, "Train runs")):
-        browser.get(lib_board.url + path)
+        browser.get(board.url + path)
         assert browser.find_element(By.TAG_NAME, "h1").text == title
         rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
         assert any(name in r and "RUNNING" in r for r in rows), (path, rows)
@@ -241,17 +229,17 @@ def test_the_library_pages_show_them_in_a_browser_without_console_errors(lib_boa
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_when_they_end_the_experiment_and_run_finish_and_the_app_goes(lib_board, running):
+def test_when_they_end_the_experiment_and_run_finish_and_the_app_goes(board, running):
     for kind, name in (("serve", running.APP), ("tune", running.EXPERIMENT),
                        ("train", running.RUN)):
-        _running(lib_board, kind, name)
+        _running(board, kind, name)
     running.release()
     assert running.errors == []
-    exp = _item(_until(lib_board, "tune", lambda a: _item(a, running.EXPERIMENT)["state"]
+    exp = _item(_until(board, "tune", lambda a: _item(a, running.EXPERIMENT)["state"]
                        == "FINISHED"), running.EXPERIMENT)
     assert exp["info"]["terminated"] == 1 and exp["info"]["running"] == 0
     assert exp["finished"] >= exp["started"]
-    run = _item(_until(lib_board, "train", lambda a: _item(a, running.RUN)["state"]
+    run = _item(_until(board, "train", lambda a: _item(a, running.RUN)["state"]
                        == "FINISHED"), running.RUN)
     assert run["info"]["iteration"] >= 2 and run["info"]["failures"] == 0
-    _until(lib_board, "serve", lambda a: _item(a, running.APP) is None)
+    _until(board, "serve", lambda a: _item(a, running.APP) is None)

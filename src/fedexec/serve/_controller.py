@@ -23,6 +23,8 @@ import traceback
 import uuid
 from typing import Any
 
+from fedexec.util.registry import EntrySet
+
 from . import _context
 from .autoscaling import AutoscalingConfig, AutoscalingPolicy
 
@@ -106,6 +108,7 @@ class ServeController:
         self.loads: dict[str, tuple[float, dict[str, int]]] = {}
         self.dead_reports: set[str] = set()
         self.stopped = False
+        self.board = EntrySet("serve", self.ex)  # the applications the dashboard shows
         ctx = contextvars.copy_context()
         self.thread = threading.Thread(target=ctx.run, args=(self._run,), daemon=True,
                                        name="fedexec-serve-controller")
@@ -205,6 +208,7 @@ class ServeController:
             self.deps.clear()
             self.apps.clear()
             self._bump()
+            self.board.clear()
         for r in replicas:
             self._kill(r)
 
@@ -291,9 +295,6 @@ class ServeController:
 
     # ------------------------------------------------------------------ reconcile
     def _run(self) -> None:
-        from fedexec.util.registry import EntrySet
-
-        board = EntrySet("serve", self.ex)  # the applications the dashboard's /serve shows
         while not self.stopped:
             try:
                 with self.lock:
@@ -302,7 +303,7 @@ class ServeController:
                         changed |= self._reconcile(dep)
                     if changed:
                         self._bump()
-                    board.sync({name: (app["status"], {
+                    self.board.sync({name: (app["status"], {
                         "route_prefix": app["route_prefix"], "ingress": app["ingress"],
                         "deployments": {d: f"{s['status']} {len(s['pids'])}/"
                                         f"{s['target_replicas']}"
@@ -312,7 +313,6 @@ class ServeController:
             except Exception:
                 traceback.print_exc()
             time.sleep(TICK)
-        board.clear()
 
     def _load(self, key: str, now: float) -> int:
         total = 0

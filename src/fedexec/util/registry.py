@@ -16,12 +16,10 @@ numpy's too, strings, lists, dicts; anything else becomes its string).
 
 Where entries live: on a backend whose actors run in processes of their own and
 can be named (``native``, ``dask``), in one detached actor, ``fedexec_registry``
-in namespace ``_fedexec`` (made by the first registration), which every process
-of the cluster reaches and the head's dashboard reads (``/serve``, ``/tune``,
-``/train``); elsewhere (``local``, ``spark``, or no executor yet) in this
-process. On ``native``, a named actor is found from the node it was created
-on, so until the head keeps a cluster-wide directory of names, the dashboard
-shows what drivers and actors on the head's node registered.
+in namespace ``_fedexec``, made by the first registration on the head node (so
+a process on any node that asks for it by name gets the head's one), which the
+head's dashboard reads (``/serve``, ``/tune``, ``/train``); elsewhere
+(``local``, ``spark``, or no executor yet) in this process.
 
 Cheap and bounded: ``update`` only keeps the newest info; one background thread
 per process sends each changed entry at most every :data:`UPDATE_INTERVAL_S`
@@ -130,6 +128,14 @@ def _executor(executor: fedexec.Executor | None) -> fedexec.Executor | None:
     return None
 
 
+def _on_head(ex: fedexec.Executor) -> dict[str, Any]:
+    """Options placing the registry actor on the head node, if there is one."""
+    head = next((n for n in ex.nodes() if n.get("is_head")), None)
+    if head is None:
+        return {}
+    return {"scheduling_strategy": fedexec.NodeAffinity(head["node_id"], soft=True)}
+
+
 class _Target:
     """Where one executor's entries go: the registry actor (made on first use), or
     this process's :class:`Registry`."""
@@ -146,7 +152,7 @@ class _Target:
         if self.handle is None:
             self.handle = self.ex.options(
                 name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-                num_cpus=0, max_restarts=-1).actor(Registry)
+                num_cpus=0, max_restarts=-1, **_on_head(self.ex)).actor(Registry)
         return self.handle
 
     def put(self, entry: dict[str, Any]) -> None:
@@ -367,14 +373,20 @@ def register(kind: str, name: str, info: Mapping[str, Any] | None = None, *,
 class EntrySet:
     """The entries of one kind that one owner keeps current, e.g. a serve
     controller's applications: :meth:`sync` registers new names, updates the
-    changed ones and removes those no longer given; :meth:`clear` removes all."""
+    changed ones and removes those no longer given; :meth:`clear` removes all.
+    Thread-safe."""
 
     def __init__(self, kind: str, executor: fedexec.Executor | None = None) -> None:
         self.kind, self.executor = _check_name("kind", kind), executor
         self.entries: dict[str, tuple[Entry, tuple[str, dict[str, Any]]]] = {}
+        self.lock = threading.Lock()
 
     def sync(self, current: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
         """``current``: ``{name: (state, info)}``, every entry there is now."""
+        with self.lock:
+            self._sync(current)
+
+    def _sync(self, current: Mapping[str, tuple[str, Mapping[str, Any]]]) -> None:
         for name in [n for n in self.entries if n not in current]:
             self.entries.pop(name)[0].remove()
         for name, (state, info) in current.items():
@@ -388,9 +400,10 @@ class EntrySet:
                 self.entries[name] = (have[0], value)
 
     def clear(self) -> None:
-        for entry, _ in self.entries.values():
-            entry.remove()
-        self.entries.clear()
+        with self.lock:
+            for entry, _ in self.entries.values():
+                entry.remove()
+            self.entries.clear()
 
 
 def list_entries(kind: str | None = None, *,
