@@ -9,7 +9,10 @@ entries registered from a driver of the second node show too."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -76,6 +79,39 @@ def test_registered_entries_are_listed_paged_updated_and_finished(board):
         finally:
             for run in runs:
                 run.remove()
+
+
+_DRIVER = """
+import sys, time
+import fedexec
+from fedexec.util import registry
+ex = fedexec.Executor(address=sys.argv[1], token=sys.argv[2])
+registry.register("train", "killed_run", {"iteration": 1}, executor=ex, refresh_s=0.5)
+print("registered", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.timeout(180)
+def test_an_entry_whose_process_was_killed_shows_lost_while_a_live_one_stays_running(board):
+    with board.cluster.connect() as ex:
+        alive = registry.register("train", "alive_run", {"iteration": 1}, executor=ex,
+                                  refresh_s=0.5)
+        proc = subprocess.Popen([sys.executable, "-c", _DRIVER, board.cluster.address,
+                                 board.cluster.token], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "registered"
+            _until(board, "train", lambda a: (i := _item(a, "killed_run")) is not None
+                   and i["state"] == "RUNNING")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            answer = _until(board, "train", lambda a: _item(a, "killed_run")["state"] == "LOST")
+            assert _item(answer, "alive_run")["state"] == "RUNNING"  # refreshed meanwhile
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+            alive.remove()
 
 
 # ------------------------------------------------------------------ the libraries

@@ -97,6 +97,22 @@ def test_bad_arguments_raise_value_error():
         registry.register("tune", "x", ["not", "a", "dict"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="state must be"):
         registry.register("tune", "x", state="")
+    with pytest.raises(ValueError, match="refresh_s must be"):
+        registry.register("tune", "x", refresh_s=0)
+
+
+def test_due_says_when_an_update_would_go_out():
+    entry = registry.register("tune", "unit_due", {"n": 0})
+    try:
+        assert not entry.due()  # the registration itself is not sent yet
+        assert _poll(entry.due)
+        entry.update({"n": 1})
+        assert not entry.due()  # waiting to be sent
+        assert _poll(lambda: _named("unit_due")[0]["info"] == {"n": 1})
+        assert _poll(entry.due)
+    finally:
+        entry.remove()
+    assert not entry.due() and _named("unit_due") == []
 
 
 def test_entry_set_registers_updates_and_removes_on_the_local_backend():

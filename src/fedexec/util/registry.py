@@ -23,11 +23,11 @@ head's dashboard reads (``/serve``, ``/tune``, ``/train``); elsewhere
 
 Cheap and bounded: ``update`` only keeps the newest info; one background thread
 per process sends each changed entry at most every :data:`UPDATE_INTERVAL_S`
-seconds and every unfinished entry every :data:`REFRESH_S` seconds (so a
-restarted registry actor fills up again). ``finish`` and ``remove`` send at once.
+seconds and every unfinished entry every ``refresh_s`` seconds (default
+:data:`REFRESH_S`; so a restarted registry actor fills up again). ``finish`` and ``remove`` send at once.
 The registry keeps at most :data:`MAX_PER_KIND` entries per kind; past that, the
 oldest finished entry goes (else the oldest), counted in ``dropped``. An
-unfinished entry not refreshed for ``3 * REFRESH_S`` seconds is listed with state
+unfinished entry not refreshed for ``3 * refresh_s`` seconds is listed with state
 ``LOST``: the process running it ended without finishing it.
 
 Registering never fails the caller's work: a registry that cannot be reached is
@@ -188,13 +188,14 @@ class Entry:
     """One registered thing; see the module docstring. Thread-safe."""
 
     def __init__(self, target: _Target, kind: str, name: str, info: dict[str, Any],
-                 state: str) -> None:
+                 state: str, refresh_s: float = REFRESH_S) -> None:
         self._target = target
         self.kind, self.name = kind, name
         self._data: dict[str, Any] = {
             "kind": kind, "name": name, "state": state, "info": info,
             "started": time.time(), "updated": time.time(), "finished": None,
-            "refresh_s": REFRESH_S, "pid": os.getpid()}
+            "refresh_s": refresh_s, "pid": os.getpid()}
+        self.refresh_s = refresh_s
         self._dirty = True
         self._sent_at = 0.0
         self.done = False
@@ -294,13 +295,17 @@ class _Sender:
 
     def _loop(self) -> None:
         while True:
-            self.event.wait(REFRESH_S)
+            with self.lock:  # until the next heartbeat is due
+                now = time.monotonic()
+                due = min((e._sent_at + e.refresh_s - now for e in self.live),
+                          default=REFRESH_S)
+            self.event.wait(max(due, 0.01))
             self.event.clear()
             with self.lock:
                 now = time.monotonic()
                 for entry in list(self.live):
                     wait = now - entry._sent_at
-                    if (entry._dirty and wait >= UPDATE_INTERVAL_S) or wait >= REFRESH_S:
+                    if (entry._dirty and wait >= UPDATE_INTERVAL_S) or wait >= entry.refresh_s:
                         entry._dirty = False
                         self.send(entry, entry._target.put, dict(entry._data))
                 if not self.live:
@@ -359,13 +364,19 @@ def _check_name(what: str, value: str) -> str:
 
 
 def register(kind: str, name: str, info: Mapping[str, Any] | None = None, *,
-             state: str = "RUNNING", executor: fedexec.Executor | None = None) -> Entry:
+             state: str = "RUNNING", executor: fedexec.Executor | None = None,
+             refresh_s: float = REFRESH_S) -> Entry:
     """Register ``name`` of ``kind`` (e.g. ``"tune"``) with ``info`` and ``state``;
     returns its :class:`Entry` to update, finish or remove. ``executor``: the
     runtime whose registry keeps it (default: the one running this code, or the
-    default one; with neither, this process)."""
+    default one; with neither, this process). ``refresh_s``: how often this
+    process refreshes it while unfinished (``LOST`` after three missed)."""
+    if not isinstance(refresh_s, (int, float)) or not 0 < refresh_s <= 3600:
+        raise ValueError(f"refresh_s must be a number of seconds in (0, 3600], got "
+                         f"{refresh_s!r}")
     entry = Entry(_target(_executor(executor)), _check_name("kind", kind),
-                  _check_name("name", name), _check_info(info or {}), _check_state(state))
+                  _check_name("name", name), _check_info(info or {}), _check_state(state),
+                  float(refresh_s))
     _sender.add(entry)
     return entry
 
