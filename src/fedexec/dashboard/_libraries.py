@@ -38,7 +38,7 @@ class LibrarySource:
         self.address, self.token, self.ttl, self.timeout = address, token, ttl, timeout
         self._lock = threading.Lock()
         self._ex: Any = None
-        self._cache: tuple[float, list[dict[str, Any]], dict[str, str]] | None = None
+        self._cache: dict[str, tuple[float, list[dict[str, Any]], dict[str, str]]] = {}
 
     def _connect(self) -> Any:
         if self._ex is None:
@@ -53,18 +53,18 @@ class LibrarySource:
         from ..util import registry
 
         with self._lock:
-            hit = self._cache
+            hit = self._cache.get(kind)
             if hit is None or time.monotonic() - hit[0] >= self.ttl:
                 try:
-                    entries = registry.list_entries(executor=self._connect(),
+                    entries = registry.list_entries(kind, executor=self._connect(),
                                                     timeout=self.timeout)
                     hit = (time.monotonic(), entries, {})
                 except (FedexecError, OSError, TimeoutError, RuntimeError) as exc:
                     self._close()
                     hit = (time.monotonic(), [],
                            {"registry": f"cannot read what the libraries registered: {exc}"})
-                self._cache = hit
-        return [e for e in hit[1] if e.get("kind") == kind], dict(hit[2])
+                self._cache[kind] = hit
+        return hit[1], dict(hit[2])
 
     def _close(self) -> None:
         ex, self._ex = self._ex, None
