@@ -127,7 +127,7 @@ def _head_host(config: Any) -> str | None:
     """The address ``up`` starts the head on: 127.0.0.1 (local), ``provider.head_ip``
     (ssh; it must be this machine's); None after printing why not."""
     kind = config.provider.get("type")
-    if kind == "local":
+    if kind in ("local", "fake"):
         return "127.0.0.1"
     if kind != "ssh":
         print(f"fedexec up: provider type {kind!r} is not available in this build; use "
