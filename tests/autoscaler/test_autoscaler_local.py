@@ -123,3 +123,27 @@ def test_a_pending_placement_group_gets_its_nodes(tmp_path):
         assert "launching 2 x cpu2 for placement group" in run.log_text()
         assert "(STRICT_SPREAD, 2 bundles)" in run.log_text()
         ex.remove_placement_group(pg)
+
+
+@pytest.mark.timeout(240)
+def test_a_task_bigger_than_every_node_waits_for_a_launched_node(tmp_path):
+    """A 2-CPU task on a 1-CPU head is queued (not refused) while an autoscaler with a
+    2-CPU node type runs: the node is launched, the task runs there, the node goes
+    once idle. Without an autoscaler, or with no node type that fits, it is refused."""
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+        with pytest.raises(ValueError, match="no autoscaler runs"):
+            ex.options(num_cpus=2).submit(where, 0)
+        with Running(cluster, tmp_path, 3.0) as run:
+            wait_for(lambda: run.monitor.last_plan is not None, 60,
+                     "the monitor's first round")
+            with pytest.raises(ValueError, match="actors do not wait"):
+                ex.options(num_cpus=2).actor(dict)
+            ref = ex.options(num_cpus=2).submit(where, 0.5)
+            node = ref.result(timeout=180)
+            assert node != cluster.head.node_id
+            assert "launching 1 x cpu2 for 1 queued {CPU: 2} task" in run.log_text()
+            with pytest.raises(ValueError, match="no running autoscaler may launch a node"):
+                ex.options(num_cpus=8).submit(where, 0)
+            wait_for(lambda: not run.provider.non_terminated_nodes(), 90,
+                     "the idle node to be terminated")
+            assert f"terminating node {node} (cpu2)" in run.log_text()

@@ -56,21 +56,37 @@ class Monitor:
         self.idle_since: dict[str, float] = {}  # fedexec node id -> since when idle
         self.last_plan: Plan | None = None
         self._executor: Any = None  # to read request_resources (made when first needed)
+        self._actor: Any = None  # the requests actor (see .requests)
+        #: seconds a round's report of the node types stays valid for clients
+        self.report_ttl = 60.0
 
     def _requested(self) -> list[dict[str, float]]:
-        """The bundles of the latest ``request_resources`` call."""
+        """Report the node types this monitor may launch (so clients queue work that
+        fits one of them: see :mod:`.requests`) and return the bundles of the latest
+        ``request_resources`` call."""
         from ..executor import Executor
-        from .requests import read_requests
+        from .requests import requests_actor
 
         if self._executor is None or self._executor.is_shutdown:
             self._executor = Executor(address=self.address, token=self.token)
-        return read_requests(self._executor)
+            self._actor = None
+        if self._actor is None:
+            self._actor = requests_actor(self._executor)
+        shapes = [dict(t.resources) for t in self.config.node_types.values()
+                  if t.max_workers > 0]
+        try:
+            return list(self._executor.get(
+                self._actor.report.remote(shapes, self.report_ttl), timeout=30))
+        except Exception:
+            self._actor = None  # made again next round (the head may have restarted)
+            raise
 
     def close(self) -> None:
         """Disconnect from the cluster (the monitor's own driver connection)."""
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+            self._actor = None
 
     def _log(self, line: str) -> None:
         log.info("%s", line)
@@ -181,6 +197,7 @@ class Monitor:
     def run(self, interval: float, stop: threading.Event) -> None:
         """Run :meth:`step` every ``interval`` seconds until ``stop`` is set; a round
         that fails is logged and the loop goes on."""
+        self.report_ttl = max(60.0, 10 * interval)
         while not stop.is_set():
             try:
                 self.step()
