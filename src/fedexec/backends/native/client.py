@@ -522,32 +522,34 @@ class NativeBackend(Backend):
         """Refuse work no node could ever run (``ValueError``), unless it is
         ``queueable`` (a task) and a running autoscaler may launch a node it fits:
         then it queues as pending demand."""
-        for k, v in demand.items():
-            if self._total.get(k, 0.0) + 1e-9 < v:
-                # Nodes may have joined since we last looked: ask before refusing.
-                self._total = self._request(Call.CLUSTER_RESOURCES)
-                if self._total.get(k, 0.0) + 1e-9 >= v:
-                    continue
-                from ...autoscaler.advert import autoscaler_node_types
+        def fits(total: dict[str, float]) -> bool:
+            return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
 
-                shapes = autoscaler_node_types(self)
-                fits = shapes is not None and any(
-                    all(s.get(r, 0.0) + 1e-9 >= n for r, n in demand.items()) for s in shapes)
-                if fits and queueable:
-                    return  # an autoscaler node type fits: it waits for that node
-                why = (" and no autoscaler runs (start one with 'fedexec up')"
-                       if shapes is None else
-                       " and no running autoscaler may launch a node it fits (node types: "
-                       f"{shapes})" if not fits else
-                       "; an autoscaler node type fits it, but actors do not wait for a "
-                       "node to be launched yet: launch it first with "
-                       "fedexec.autoscaler.request_resources(bundles=[...])")
-                raise ValueError(
-                    f"{what} asks for {demand} but the cluster has only {self._total}{why}; "
-                    "it could never run. Ask for less, or start the runtime with more "
-                    "(num_cpus=..., num_gpus=..., resources=...), or give the autoscaler "
-                    "a node type that fits it"
-                )
+        if fits(self._total):
+            return
+        from ...autoscaler.advert import autoscaler_node_types
+
+        # Asked first: a burst of such tasks costs one question a second (cached).
+        shapes = autoscaler_node_types(self) if queueable else None
+        if shapes is not None and any(fits(s) for s in shapes):
+            return  # an autoscaler node type fits: it waits for that node
+        # Nodes may have joined since we last looked: ask before refusing.
+        self._total = self._request(Call.CLUSTER_RESOURCES)
+        if fits(self._total):
+            return
+        if not queueable:
+            shapes = autoscaler_node_types(self)
+        why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
+               " and no running autoscaler may launch a node it fits (node types: "
+               f"{shapes})" if not any(fits(s) for s in shapes) else
+               "; an autoscaler node type fits it, but actors do not wait for a node to "
+               "be launched yet: launch it first with "
+               "fedexec.autoscaler.request_resources(bundles=[...])")
+        raise ValueError(
+            f"{what} asks for {demand} but the cluster has only {self._total}{why}; it could "
+            "never run. Ask for less, or start the runtime with more (num_cpus=..., "
+            "num_gpus=..., resources=...), or give the autoscaler a node type that fits it"
+        )
 
     def _env(self, runtime_env: Any) -> Any:
         """The runtime_env sent with work, plus our import path when we joined a
