@@ -284,3 +284,35 @@ def test_launcher_commands_with_the_local_provider_run_on_this_machine(tmp_path,
     assert fedexec_cli("get-head-ip", str(path)).stdout == "127.0.0.1\n"
     failed = fedexec_cli("exec", str(path), "exit 9")
     assert failed.returncode == 1 and "failed on this machine (exit 9)" in failed.stderr
+
+
+@pytest.mark.timeout(240)
+def test_worker_start_commands_start_the_node_or_fail_with_their_output(sshd, tmp_path):
+    marker = tmp_path / "start-env"
+    fedexec_cmd = config(sshd, tmp_path).provider["fedexec"]
+    cfg = config(sshd, tmp_path, worker_start_commands=(
+        f"echo $FEDEXEC_NODE_IP $FEDEXEC_HEAD_ADDRESS > {marker}",
+        f"{fedexec_cmd} start $FEDEXEC_START_ARGS"))
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+        provider = SSHProvider("sshtest", cluster.address, cluster.token,
+                               state_dir=str(tmp_path / "state"), config=cfg)
+        node_id, node_pid = provider.launch("127.0.0.1", {"CPU": 1, "sshnode": 1})
+        try:
+            assert marker.read_text() == f"127.0.0.1 {cluster.address}\n"
+            wait_for(lambda: node_id in {n["node_id"] for n in ex.nodes() if n["alive"]},
+                     30, "the head to list the node the start commands started")
+            assert ex.options(resources={"sshnode": 1}).submit(
+                read_mounted, str(marker)).result(timeout=120)[0] == node_id
+        finally:
+            provider._stop("127.0.0.1")
+        wait_for(lambda: exited(node_pid), 30, "the node process to exit")
+    failing = config(sshd, tmp_path, worker_start_commands=(
+        "echo 'docker: image not found' >&2", "exit 3", "echo never"))
+    provider = SSHProvider("sshtest", "127.0.0.1:1", "00" * 32,
+                           state_dir=str(tmp_path / "state2"), config=failing)
+    with pytest.raises(RemoteCommandError) as info:
+        provider.launch("127.0.0.1", {"CPU": 1})
+    assert info.value.returncode == 3
+    assert "docker: image not found" in info.value.output
+    assert "never" not in info.value.output
+    assert "worker start command failed on 127.0.0.1 (exit 3)" in str(info.value)

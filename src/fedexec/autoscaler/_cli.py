@@ -158,8 +158,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     host = _head_host(config)
     if host is None:
         return 1
-    unused = ("head_start_commands", "worker_start_commands") + (
-        ("setup_commands", "file_mounts") if kind == "local" else ())
+    unused = ("head_start_commands",) + (
+        ("setup_commands", "file_mounts", "worker_start_commands") if kind != "ssh" else ())
     ignored = [k for k in unused if getattr(config, k)]
     if ignored:
         print(f"fedexec up: warning: {', '.join(ignored)} are not used by the {kind} "

@@ -146,8 +146,8 @@ def start_args(head_address: str, resources: Mapping[str, float]) -> list[str]:
     store = rest.pop("object_store_memory", None)
     if store is not None:
         cmd += ["--object-store-memory", str(int(store))]
-    if rest:
-        cmd += ["--resources", json.dumps(rest)]
+    if rest:  # compact: the arguments hold no spaces (see FEDEXEC_START_ARGS)
+        cmd += ["--resources", json.dumps(rest, separators=(",", ":"))]
     return cmd
 
 
