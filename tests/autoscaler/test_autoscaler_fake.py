@@ -31,7 +31,8 @@ def alive_ids(ex) -> set[str]:
 
 @pytest.mark.timeout(120)
 def test_fake_nodes_join_the_head_with_their_resources(tmp_path):
-    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+    with Cluster(head_num_cpus=1, heartbeat_interval=0.5, heartbeat_timeout=5.0) as cluster, \
+            cluster.connect() as ex:
         provider = make_provider({"type": "fake"}, "c", cluster.address, cluster.token)
         assert isinstance(provider, FakeProvider)
         try:
@@ -55,7 +56,7 @@ def test_fake_nodes_join_the_head_with_their_resources(tmp_path):
             provider.busy(ids[0], {"CPU": 4})
             assert poll_until(lambda: ex.available_resources().get("CPU", 0) <= 9.0, 30)
             provider.terminate_node(ids[0])
-            assert poll_until(lambda: ids[0] not in alive_ids(ex), 30), \
+            assert poll_until(lambda: ids[0] not in alive_ids(ex), 60), \
                 "the head did not see a terminated simulated node go"
         finally:
             provider.close()
@@ -63,7 +64,8 @@ def test_fake_nodes_join_the_head_with_their_resources(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_monitor_scales_a_fake_cluster_up_for_demand_and_down_when_idle(tmp_path):
-    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+    with Cluster(head_num_cpus=1, heartbeat_interval=0.5, heartbeat_timeout=5.0) as cluster, \
+            cluster.connect() as ex:
         provider = FakeProvider("c", cluster.address, cluster.token)
         log = tmp_path / "monitor.log"
         monitor = Monitor(config(2.0), provider, cluster.address, cluster.token,

@@ -68,6 +68,8 @@ class Monitor:
         #: node type -> [failed launches in a row, no launch before (clock), last why]
         self.failures: dict[str, list[Any]] = {}
         self.last_plan: Plan | None = None
+        #: seconds the last round spent observing the head, planning, and applying
+        self.timings: dict[str, float] = {}
         self._executor: Any = None  # to read request_resources (made when first needed)
         self._actor: Any = None  # the requests actor (see .requests)
         #: seconds a round's report of the node types stays valid for clients
@@ -201,9 +203,12 @@ class Monitor:
     def step(self) -> Plan:
         """One round: observe, plan, apply; the plan."""
         now = self.clock()
+        t0 = time.perf_counter()
         demand, nodes, by_node = self._observe(now)
+        t1 = time.perf_counter()
         backoff = self.backoff(now)
         decided = plan(demand, nodes, self.config, now, backoff)
+        t2 = time.perf_counter()
         for launch in decided.launches:
             self._log(launch.reason)
             t = self.config.node_types[launch.node_type]
@@ -219,6 +224,7 @@ class Monitor:
             if _steady(line) not in before:  # log what changed, not every round
                 self._log(line)
         self.last_plan = decided
+        self.timings = {"observe": t1 - t0, "plan": t2 - t1, "apply": time.perf_counter() - t2}
         if self.log_path is not None:  # what `fedexec status` shows
             path = os.path.join(os.path.dirname(self.log_path), "status.json")
             with open(f"{path}.tmp", "w", encoding="utf-8") as f:
