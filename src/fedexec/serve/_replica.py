@@ -175,8 +175,12 @@ class Replica:
     def __init__(self, deployment: str, app: str, replica_id: str, target: Any,
                  init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
                  user_config: Any, secret: bytes, root_path: str,
-                 max_ongoing: int = 100) -> None:
+                 max_ongoing: int = 100, controller: Any = None) -> None:
         _context.remember_executor()
+        if controller is not None:
+            from ._client import pin_controller
+
+            pin_controller(controller)
         self.deployment, self.app, self.replica_id = deployment, app, replica_id
         self.secret, self.root_path = secret, root_path
         self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
