@@ -12,6 +12,7 @@ import requests
 
 from _backend_support import poll_until
 from fedexec import serve
+from fedexec.serve import _wire
 
 T = 60
 
@@ -129,7 +130,7 @@ def test_streaming_through_a_composed_deployment(serve_url, tmp_path):
     serve.delete("relay")
 
 
-def test_a_streamed_response_passed_on_streams_replica_to_replica(serve_url, monkeypatch):
+def test_a_streamed_response_passed_on_streams_to_the_downstream_call(serve_url):
     serve.run(Source.bind(), name="source2", route_prefix=None)
     serve.run(Sink.bind(), name="sink2", route_prefix=None)
     source = serve.get_deployment_handle("Source", app_name="source2").options(stream=True)
@@ -144,8 +145,18 @@ def test_a_streamed_response_passed_on_streams_replica_to_replica(serve_url, mon
         sink.total.remote(started).result(timeout_s=T)
     with pytest.raises(Exception, match="no number 2 today"):
         sink.total.remote(source.numbers.remote(5, 2)).result(timeout_s=T)
-    from fedexec.serve import _wire
+    gc.collect()
+    assert poll_until(lambda: _held("source2", "Source") == 0, timeout=10)
+    serve.delete("source2")
+    serve.delete("sink2")
 
+
+@pytest.mark.requires("worker_processes")  # counts the bytes this process reads
+def test_a_streamed_response_passed_on_skips_the_caller(serve_url, monkeypatch):
+    serve.run(Source.bind(), name="source3", route_prefix=None)
+    serve.run(Sink.bind(), name="sink3", route_prefix=None)
+    source = serve.get_deployment_handle("Source", app_name="source3").options(stream=True)
+    sink = serve.get_deployment_handle("Sink", app_name="sink3")
     received = []
     feed = _wire.FrameReader.feed
 
@@ -157,7 +168,5 @@ def test_a_streamed_response_passed_on_streams_replica_to_replica(serve_url, mon
     size = 2 << 20
     assert sink.sizes.remote(source.blobs.remote(4, size)).result(timeout_s=T) == 4 * size
     assert sum(received) < size // 4, sum(received)  # the items did not come here
-    gc.collect()
-    assert poll_until(lambda: _held("source2", "Source") == 0, timeout=10)
-    serve.delete("source2")
-    serve.delete("sink2")
+    serve.delete("source3")
+    serve.delete("sink3")

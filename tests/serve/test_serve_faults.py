@@ -30,6 +30,7 @@ class Marked:
         return {"id": rid, "pid": os.getpid()}
 
 
+@pytest.mark.requires("actor_processes")  # kills a replica's process
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_of_a_replica_fails_only_requests_that_had_started(serve_url, tmp_path):
@@ -68,6 +69,7 @@ class Versioned:
         return self.version
 
 
+@pytest.mark.requires("actor_processes")  # tells replicas apart by pid
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_rolling_update_drops_no_request(serve_url):
@@ -164,6 +166,7 @@ class _Sender:
         return _outcomes(serve.get_deployment_handle("OneAtATime", app_name="queued"), ids)
 
 
+@pytest.mark.requires("actor_processes")  # kills a replica's process
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_retries_requests_queued_at_the_replica(serve_url, tmp_path):
@@ -208,6 +211,7 @@ class Steady:
         return {"tag": self.tag, "pid": os.getpid()}
 
 
+@pytest.mark.requires("actor_processes", "actor_restarts")  # kills the controller's process
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_controller_killed_recovers_its_applications_and_keeps_the_replicas(serve_url):

@@ -54,10 +54,10 @@ def get_client() -> ServeClient:
 
 
 def forget_client() -> None:
-    """Drop this process's client (after ``serve.shutdown``)."""
-    global _client
+    """Drop this process's client and pinned controller (after ``serve.shutdown``)."""
+    global _client, _pinned
     with _lock:
-        client, _client = _client, None
+        client, _client, _pinned = _client, None, None
     if client is not None:
         client.close()
 

@@ -35,6 +35,7 @@ TICK = 0.05
 DRAIN_QUIET_S = 0.5
 LOAD_TTL_S = 2.0
 MAX_START_FAILURES = 3
+STOP_S = 5.0
 
 
 class _Replica:
@@ -224,12 +225,13 @@ class ServeController:
         with self.lock:
             self.stopped = True
             self.store = None  # serve.shutdown stops it
-            replicas = [r for d in self.deps.values() for r in d.replicas]
+            replicas = {r.replica_id: r.actor for d in self.deps.values() for r in d.replicas}
+            replicas.update(self.stopping)  # those still draining too
             self.deps.clear()
             self.apps.clear()
             self._bump()
-        for r in replicas:
-            self._kill(r.replica_id, r.actor)
+        for replica_id, actor in replicas.items():
+            self._kill(replica_id, actor)
         return self.proxies.shutdown()
 
     # ------------------------------------------------------------------ internals
@@ -350,6 +352,10 @@ class ServeController:
                          daemon=True).start()
 
     def _kill(self, replica_id: str, actor: Any) -> None:
+        try:
+            actor.stop.remote().result(STOP_S)
+        except Exception:
+            pass  # dead, or hung: the kill ends it
         try:
             self.ex.kill(actor)
         except Exception:

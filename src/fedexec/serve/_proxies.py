@@ -179,7 +179,12 @@ class ProxySet:
         with self.lock:
             self.enabled = False
             proxies, self.proxies = list(self.proxies.values()), {}
-        for proxy in proxies:
+        stops = [p.actor.stop.remote() for p in proxies]
+        for proxy, stop in zip(proxies, stops):
+            try:
+                stop.result(15)
+            except Exception:
+                pass  # dead or hung: the kill ends it
             self._kill(proxy)
         return [p.info["pid"] for p in proxies if "pid" in p.info]
 

@@ -198,6 +198,14 @@ class Proxy:
                 raise ServeError("the serve HTTP proxy did not start within 30 s")
             time.sleep(0.01)
 
+    def stop(self) -> None:
+        """Stop uvicorn (closing the port) before the actor is killed."""
+        self.server.should_exit = True
+        try:
+            self.task.result(10)
+        except Exception:
+            pass
+
     def ready(self) -> dict[str, Any]:
         return {"host": self.host, "port": self.port, "pid": os.getpid(), "node_id": self.node_id}
 

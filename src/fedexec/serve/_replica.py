@@ -253,6 +253,18 @@ class Replica:
             time.sleep(0.02)
         return self.ongoing
 
+    def stop(self) -> None:
+        """Close the listener, the routers' connections and the sync pool (the
+        controller calls it before killing the actor: on a backend whose actors
+        are threads of one process nothing of the replica is left running)."""
+        async def close() -> None:
+            self.server.close()
+            for conn in list(self.connections):
+                conn.transport.close()
+
+        _loop.submit(close()).result(10)
+        self.code.pool.shutdown(wait=False, cancel_futures=True)
+
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A handle call through fedexec itself (the classic handle's path)."""
         return _loop.submit(self._call_value(method, args, kwargs)).result()

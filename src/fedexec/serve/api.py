@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ from .schema import ServeStatus
 
 HTTP_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 30.0,
                                  "location": "EveryNode", "node_port": None}
-_NEEDS = {"actors", "named_actors", "worker_processes"}
+_NEEDS = {"actors", "named_actors"}
 _DEFAULT_PREFIX = "/"
 
 
@@ -32,7 +33,8 @@ def _executor(ex: fedexec.Executor | None = None) -> fedexec.Executor:
     if missing:
         raise fedexec.UnsupportedOnBackendError(
             f"fedexec.serve needs {sorted(missing)}, which the {ex.backend!r} backend lacks; "
-            "run serve on the native backend (fedexec.init() or Executor(backend='native'))")
+            "run serve on a backend with actors and named actors (native, local or dask: "
+            "fedexec.init() or Executor(backend='native'))")
     return ex
 
 
@@ -228,7 +230,8 @@ def shutdown() -> None:
         return
     try:
         for pid in controller.shutdown.remote().result(60):
-            _wait_gone(pid)  # its port is free once shutdown returns
+            if pid != os.getpid():  # (actors as threads of this process: stopped)
+                _wait_gone(pid)  # its port is free once shutdown returns
     except Exception:
         pass
     forget_client()
