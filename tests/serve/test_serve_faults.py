@@ -265,3 +265,20 @@ def test_controller_killed_recovers_its_applications_and_keeps_the_replicas(serv
     assert poll_until(lambda: len(set(serve.api._replica_pids("Steady", "steady"))
                                   - {new[0]}) == 2, timeout=60)
     serve.delete("steady")
+
+
+@pytest.mark.requires("actor_processes")  # kills the proxy's process
+@pytest.mark.timeout(120)
+def test_a_killed_proxy_is_started_again_on_its_port(serve_url):
+    serve.run(Steady.bind("p"), name="proxied", route_prefix="/proxied")
+    ((node, proxy),) = serve.status().proxies.items()
+    os.kill(proxy.pid, signal.SIGKILL)
+
+    def back() -> bool:
+        now = serve.status().proxies.get(node)
+        return now is not None and now.status == "HEALTHY" and now.pid != proxy.pid
+
+    assert poll_until(back, timeout=60), serve.status().proxies
+    assert serve.status().proxies[node].port == proxy.port
+    assert requests.get(f"{serve_url}/proxied", timeout=T).json()["tag"] == "p"
+    serve.delete("proxied")
