@@ -26,6 +26,8 @@ import traceback
 import uuid
 from typing import Any
 
+from fedexec.util.registry import EntrySet
+
 from . import _checkpoint, _context
 from ._client import NAMESPACE
 from ._proxies import ProxySet
@@ -116,6 +118,7 @@ class ServeController:
         self.loads: dict[str, tuple[float, dict[str, int]]] = {}
         self.dead_reports: set[str] = set()
         self.stopped = False
+        self.board = EntrySet("serve", self.ex)  # the applications the dashboard shows
         self.dirty = False  # state changed since the last checkpoint
         self.store, self.saves, state = _checkpoint.load(self.ex, NAMESPACE)
         if state is not None:
@@ -230,6 +233,7 @@ class ServeController:
             self.deps.clear()
             self.apps.clear()
             self._bump()
+            self.board.clear()
         for replica_id, actor in replicas.items():
             self._kill(replica_id, actor)
         return self.proxies.shutdown()
@@ -381,6 +385,13 @@ class ServeController:
                         changed |= self._reconcile(dep)
                     if changed:
                         self._bump()
+                    self.board.sync({name: (app["status"], {
+                        "route_prefix": app["route_prefix"], "ingress": app["ingress"],
+                        "deployments": {d: f"{s['status']} {len(s['pids'])}/"
+                                        f"{s['target_replicas']}"
+                                        for d, s in app["deployments"].items()},
+                        "message": app["message"]}) for name, app in
+                        self.status()["applications"].items()})
                 if self.proxies.reconcile():  # remote calls: outside the lock
                     self.dirty = True
                 if self.dirty:

@@ -518,18 +518,38 @@ class NativeBackend(Backend):
         if self._broken is not None:
             raise BrokenExecutorError(self._broken)
 
-    def _feasible(self, demand: dict[str, float], what: str) -> None:
-        for k, v in demand.items():
-            if self._total.get(k, 0.0) + 1e-9 < v:
-                # Nodes may have joined since we last looked: ask before refusing.
-                self._total = self._request(Call.CLUSTER_RESOURCES)
-                if self._total.get(k, 0.0) + 1e-9 >= v:
-                    continue
-                raise ValueError(
-                    f"{what} asks for {demand} but the cluster has only {self._total}; it "
-                    "could never run. Ask for less, or start the runtime with more "
-                    "(num_cpus=..., num_gpus=..., resources=...)"
-                )
+    def _feasible(self, demand: dict[str, float], what: str, queueable: bool = True) -> None:
+        """Refuse work no node could ever run (``ValueError``), unless it is
+        ``queueable`` (a task) and a running autoscaler may launch a node it fits:
+        then it queues as pending demand."""
+        def fits(total: dict[str, float]) -> bool:
+            return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+
+        if fits(self._total):
+            return
+        from ...autoscaler.advert import autoscaler_node_types
+
+        # Asked first: a burst of such tasks costs one question a second (cached).
+        shapes = autoscaler_node_types(self) if queueable else None
+        if shapes is not None and any(fits(s) for s in shapes):
+            return  # an autoscaler node type fits: it waits for that node
+        # Nodes may have joined since we last looked: ask before refusing.
+        self._total = self._request(Call.CLUSTER_RESOURCES)
+        if fits(self._total):
+            return
+        if not queueable:
+            shapes = autoscaler_node_types(self)
+        why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
+               " and no running autoscaler may launch a node it fits (node types: "
+               f"{shapes})" if not any(fits(s) for s in shapes) else
+               "; an autoscaler node type fits it, but actors do not wait for a node to "
+               "be launched yet: launch it first with "
+               "fedexec.autoscaler.request_resources(bundles=[...])")
+        raise ValueError(
+            f"{what} asks for {demand} but the cluster has only {self._total}{why}; it could "
+            "never run. Ask for less, or start the runtime with more (num_cpus=..., "
+            "num_gpus=..., resources=...), or give the autoscaler a node type that fits it"
+        )
 
     def _env(self, runtime_env: Any) -> Any:
         """The runtime_env sent with work, plus our import path when we joined a
@@ -679,7 +699,7 @@ class NativeBackend(Backend):
         if in_group is not None:
             create, life, strategy = in_group, _in_group(options, life) or {}, None
         else:
-            self._feasible(create, f"actor {cls.__name__!r}")
+            self._feasible(create, f"actor {cls.__name__!r}", queueable=False)
             strategy = None if options.scheduling_strategy == "DEFAULT" else \
                 self._strategy(options)
         methods = public_methods(cls)
