@@ -47,6 +47,7 @@ class Op(enum.IntEnum):
     CALL = 2        # [op, rid, method_name, pickled (args, kwargs), stream: bool]
     HOLD = 3        # [op, rid of a CALL, [token, ...]]      keep its value (see _chain)
     FETCH = 4       # [op, rid, token]                       answer with a held value
+    RELEASE = 5     # [op, 0, [token, ...]]                  drop held values (no answer)
     RESPONSE = 10   # [op, rid, status, headers, body]       a whole HTTP response
     START = 11      # [op, rid, status, headers]             a streamed HTTP response begins
     CHUNK = 12      # [op, rid, body]                        ... a part of it
