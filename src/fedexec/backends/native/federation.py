@@ -54,7 +54,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .membership import Membership
-from .protocol import Call, ErrorKind, FrameReader, Kind, Op, client_handshake, pack_frame
+from .protocol import (
+    FORBIDDEN,
+    Call,
+    ErrorKind,
+    FrameReader,
+    Kind,
+    Op,
+    client_handshake,
+    pack_frame,
+)
 
 if TYPE_CHECKING:
     from .node import _Conn, _Obj, _Task
@@ -187,7 +196,7 @@ class Federation:
         host, _, port = address.rpartition(":")
         sock = connect(("tcp", host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout)
         try:
-            client_handshake(sock, self.token, timeout=timeout)
+            client_handshake(sock, self.token, timeout=timeout, role="node")
             sock.sendall(pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
                                       self._hello_info()]]))
         except BaseException:
@@ -203,6 +212,7 @@ class Federation:
         self._next_conn += 1
         conn.auth = None
         conn.role = "node"
+        conn.declared, conn.forbidden = "node", FORBIDDEN["node"]
         conn.peer = peer
         self.conns[conn.id] = conn
         self.sel.register(sock, 1, conn)  # EVENT_READ

@@ -14,7 +14,8 @@ with the head by ``fedexec start --head`` / ``fedexec stop``::
                                                                 job.json, output.log
 
 Wire format: the connection is authenticated with the runtime's handshake
-(``protocol.client_handshake``) before anything is decoded; then each request is
+and HELLO as role ``"job"`` (``protocol.client_handshake``) before anything is
+decoded; then each request is
 one frame (``protocol.pack_frame``) holding one message ``[JobCall, *args]``, and
 the agent answers it with one frame holding ``[True, value]`` or
 ``[False, JobErrorKind, message]``. Everything is msgpack; nothing is pickled.
@@ -39,16 +40,16 @@ import json
 import os
 import shlex
 import socket
-import struct
 import sys
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..._framing import recv_frame
 from ...exceptions import AuthenticationError, ClusterUnreachableError, FedexecError
 from . import cluster
-from .protocol import FrameReader, client_handshake, pack_frame
+from .protocol import client_handshake, pack_frame
 
 __all__ = [
     "MAX_PACKAGE_BYTES",
@@ -65,7 +66,6 @@ MAX_REQUEST_BYTES = MAX_PACKAGE_BYTES + (1 << 20)
 MAX_REPLY_BYTES = 256 << 20
 LOG_CHUNK = 1 << 20  # bytes of log one LOGS reply carries at most
 EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".venv"})
-_LEN = struct.Struct("<I")
 
 
 class JobCall(enum.IntEnum):
@@ -103,32 +103,16 @@ class JobStatus(str, enum.Enum):
 
 
 # ------------------------------------------------------------------- framing
-class FrameTooLarge(ValueError):
-    """A peer announced a frame over the limit."""
-
-
 def recv_message(sock: socket.socket, buf: bytearray, limit: int) -> Any | None:
     """Read one frame holding one message from ``sock`` (blocking); None at EOF.
 
     ``buf`` carries bytes read past the frame over to the next call. A frame
-    announced larger than ``limit`` raises :class:`FrameTooLarge` before its body
+    announced larger than ``limit`` raises FrameTooLargeError before its body
     is read."""
-    need = 4
-    while True:
-        if len(buf) >= 4:
-            (size,) = _LEN.unpack_from(buf)
-            if size > limit:
-                raise FrameTooLarge(f"a {size}-byte request is over the {limit}-byte limit")
-            need = 4 + size
-        if len(buf) >= need and len(buf) >= 4:
-            break
-        chunk = sock.recv(max(1 << 16, min(need - len(buf), 1 << 22)))
-        if not chunk:
-            return None
-        buf += chunk
-    frame = bytes(buf[:need])
-    del buf[:need]
-    (batch,) = FrameReader().feed(frame)
+    try:
+        batch = recv_frame(sock, buf, limit)
+    except EOFError:
+        return None
     if not isinstance(batch, list) or len(batch) != 1 or not isinstance(batch[0], list):
         raise ValueError("a job frame must hold exactly one message, a list")
     return batch[0]
@@ -220,7 +204,7 @@ class JobClient:
                 "that the cluster is running ('fedexec status')"
             ) from exc
         try:
-            client_handshake(self._sock, resolved["token"], timeout)
+            client_handshake(self._sock, resolved["token"], timeout, role="job")
         except AuthenticationError as exc:
             self._sock.close()
             raise AuthenticationError(

@@ -49,11 +49,11 @@ from typing import Any
 
 import psutil
 
+from ...exceptions import FrameTooLargeError
 from .jobs import (
     LOG_CHUNK,
     MAX_REQUEST_BYTES,
     MAX_UNPACKED_BYTES,
-    FrameTooLarge,
     JobCall,
     JobErrorKind,
     JobStatus,
@@ -366,28 +366,30 @@ class JobAgent:
     def _serve_conn(self, sock: socket.socket, peer: Any) -> None:
         with sock:
             sock.settimeout(_HANDSHAKE_TIMEOUT)
-            auth = ServerHandshake(self.token)
+            auth = ServerHandshake(self.token, roles=("job",), server="the job agent")
             try:
                 sock.sendall(auth.greeting())
                 while True:
                     data = sock.recv(4096)
                     if not data:
                         return
-                    done, ok, reply, leftover = auth.feed(data)
-                    if done:
+                    step = auth.feed(data)
+                    if step.reply:
+                        sock.sendall(step.reply)
+                    if step.done:
                         break
-                if not ok:
-                    print(f"job agent: refused {peer}: failed the token check", flush=True)
-                    return
-                sock.sendall(reply)
             except OSError:
                 return
+            if step.error is not None:
+                print(f"job agent: refused {peer}: {step.error}", flush=True)
+                return
+            leftover = step.leftover
             sock.settimeout(None)
             buf = bytearray(leftover)
             while True:
                 try:
                     msg = recv_message(sock, buf, MAX_REQUEST_BYTES)
-                except FrameTooLarge as exc:
+                except FrameTooLargeError as exc:
                     with contextlib.suppress(OSError):
                         send_message(sock, [False, int(JobErrorKind.TOO_LARGE), str(exc)])
                     return

@@ -8,42 +8,75 @@ decoded (no msgpack, and never pickle: the node manager does not unpickle at all
     server ◀── HMAC(token, "client" + nonce_s) + nonce_c (64 B) ── client
     server ─ HMAC(token, "server" + nonce_c) (32 B) ─────────▶ client
 
-Then both sides exchange *frames*: a 4-byte little-endian length and a msgpack
-array of messages; each message is an array whose first element is an :class:`Op`.
+Then both sides exchange *frames* (``fedexec._framing``: a 4-byte little-endian
+length, a size limit). The first frame each way is the **HELLO exchange**, before
+any message is dispatched::
+
+    client ─ {"protocol": PROTOCOL_VERSION, "fedexec": version, "role": role} ─▶ server
+    client ◀─ {"protocol": PROTOCOL_VERSION, "fedexec": version, "error": None} ─ server
+
+``role`` is one of :data:`ROLES` (the node manager's connections) or ``"job"`` (the
+job agent's). A server that speaks another protocol version, or does not take that
+role, answers ``"error": [type name, message]`` (see :func:`encode_error`) and
+closes; the client raises it (:class:`ProtocolVersionError` names both versions).
+After it, every frame is a msgpack array of messages; each message is an array
+whose first element is an :class:`Op`, and :data:`ROLES` lists the ops each role
+may send (any other op closes the connection, after a REFUSED message saying why).
 Frames batch many messages (a submit loop, a worker's results) into one write.
+Errors that travel as values (a REPLY's, a REFUSED's) are ``[type name, message]``
+and come back as that type if :data:`ERROR_TYPES` has it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
 import os
 import socket
-import struct
+from collections.abc import Collection
 from typing import Any
 
-import msgpack
-
-from ...exceptions import AuthenticationError
+from ... import exceptions
+from ..._framing import HEADER, FrameReader, recv_frame
+from ..._framing import pack as pack_frame
+from ..._version import __version__
+from ...exceptions import (
+    AuthenticationError,
+    FedexecError,
+    FrameTooLargeError,
+    ProtocolError,
+    ProtocolVersionError,
+)
 
 __all__ = [
+    "ERROR_TYPES",
+    "FORBIDDEN",
+    "NODE_ONLY_CALLS",
+    "PROTOCOL_VERSION",
+    "ROLES",
     "ErrorKind",
     "FrameReader",
+    "HandshakeStep",
     "Kind",
     "Op",
     "ServerHandshake",
     "client_handshake",
+    "decode_error",
+    "describe_error",
+    "encode_error",
     "error_text",
     "pack_frame",
 ]
 
+#: Bumped whenever a message changes shape or meaning; both ends of every connection
+#: must agree (checked at the HELLO exchange). 1 was the protocol before the check.
+PROTOCOL_VERSION = 2
 MAGIC = b"FDX1"
 NONCE = 32
 MAC = 32
-MAX_FRAME = (1 << 32) - 1
-_LEN = struct.Struct("<I")
-_BATCH = 512  # messages a deferred send lets pile up before writing
+_HELLO_LIMIT = 1 << 16  # bytes a HELLO exchange frame may have
 
 
 class Op(enum.IntEnum):
@@ -72,6 +105,8 @@ class Op(enum.IntEnum):
     VIEW = 45            # [op, [[node_id, address, total, available, alive, queued]...]]
     NODE_DEAD = 46       # [op, node_id, why]                        (head -> nodes)
     WELCOME = 47         # [op, head node id, [view rows]]           (head -> joining node)
+    REFUSED = 48         # [op, refused op, error]  NM -> any: the last message before it
+                         #  closes the connection (error: see encode_error)
     # worker -> NM
     TASK_DONE = 20       # [op, task_id, [result...]]   result: [obj_id, Kind, ...]
     BLOCKED = 21         # [op, [task_ids handed back]]
@@ -143,51 +178,77 @@ class Call(enum.IntEnum):
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
 
 
-def error_text(exc: BaseException) -> str:
-    """An error as a REPLY carries it: ``"TypeName: message"`` (text, never pickled;
-    the client rebuilds the type if it is one it allows, see ``_values.reply_error``)."""
+#: The ops each role may send to a node manager (HELLO says the role). A message
+#: with any other op closes the connection (after a REFUSED saying why).
+_CLIENT_OPS = frozenset({Op.HELLO, Op.SUBMIT, Op.PUT, Op.CREATE, Op.SEAL, Op.INCREF,
+                         Op.DECREF, Op.SUBSCRIBE, Op.CANCEL, Op.REQUEST, Op.ACTOR_CALL,
+                         Op.FETCH})
+ROLES: dict[str, frozenset[int]] = {
+    "driver": _CLIENT_OPS,
+    "worker": _CLIENT_OPS | {Op.TASK_DONE, Op.BLOCKED, Op.UNBLOCKED, Op.HANDBACK,
+                             Op.ACTOR_READY, Op.ACTOR_FAILED},
+    "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
+                       Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
+                       Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
+                       Op.STARTED, Op.REPLY}),
+}
+#: The ops each role may not send: every other :class:`Op` (an op number no Op names
+#: is not refused here: the node manager logs it as unknown and carries on).
+FORBIDDEN: dict[str, frozenset[int]] = {role: frozenset(Op) - ops for role, ops in ROLES.items()}
+#: REQUEST calls only another node may make (an error REPLY to anyone else).
+NODE_ONLY_CALLS = frozenset({Call.RESERVE_BUNDLES, Call.RELEASE_BUNDLES})
+
+#: The error types an error value may name and the receiver rebuilds (by this
+#: table, never by looking a name up): common builtins and fedexec's own (but
+#: TaskError, which wraps a task's exception and never travels as a value).
+ERROR_TYPES: dict[str, type[BaseException]] = {
+    cls.__name__: cls for cls in (
+        ValueError, TypeError, KeyError, IndexError, LookupError, RuntimeError,
+        TimeoutError, NotImplementedError, PermissionError, FileNotFoundError, OSError,
+        ConnectionError, *(getattr(exceptions, name) for name in exceptions.__all__
+                           if name != "TaskError"))
+}
+
+
+def encode_error(exc: BaseException) -> list[str]:
+    """An error as a value on the wire: ``[type name, message]`` (never pickled)."""
     args = exc.args
     # KeyError's str() is the repr of its argument: send the argument itself.
     message = args[0] if isinstance(exc, KeyError) and len(args) == 1 else exc
-    return f"{type(exc).__name__}: {message}"
+    return [type(exc).__name__, str(message)]
 
 
-def pack_frame(messages: list[Any]) -> bytes:
-    """One frame holding ``messages``."""
-    body = msgpack.packb(messages, use_bin_type=True)
-    return _LEN.pack(len(body)) + body
+def decode_error(value: Any) -> BaseException:
+    """The exception an error value stands for: its type if :data:`ERROR_TYPES` has
+    it, else a :class:`FedexecError` with its type name and message. Also takes the
+    text form ``"TypeName: message"`` (:func:`error_text`)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        name, message = str(value[0]), str(value[1])
+    else:
+        name, sep, message = str(value).partition(": ")
+        if not sep:
+            return FedexecError(str(value))
+    cls = ERROR_TYPES.get(name)
+    if cls is not None:
+        try:
+            return cls(message)
+        except Exception:  # a constructor that wants more than a message
+            pass
+    return FedexecError(f"{name}: {message}")
 
 
-class FrameReader:
-    """Incremental frame decoder: ``feed(bytes)`` returns the complete frames."""
+def describe_error(value: Any) -> str:
+    """An error value as one line of text, ``"TypeName: message"``."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[0]}: {value[1]}"
+    return str(value)
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._need = 0  # bytes the partial frame in _buf needs before it can be decoded
 
-    def feed(self, data: bytes) -> list[list[Any]]:
-        if self._buf:
-            self._buf += data
-            if len(self._buf) < self._need:
-                return []  # a large frame still arriving: no copy, no parse
-            data = bytes(self._buf)
-            self._buf = bytearray()
-        view = memoryview(data)
-        frames = []
-        pos = 0
-        n = len(data)
-        unpack = _LEN.unpack_from
-        while n - pos >= 4:
-            (size,) = unpack(data, pos)
-            end = pos + 4 + size
-            if end > n:
-                break
-            frames.append(msgpack.unpackb(view[pos + 4:end], raw=False, strict_map_key=False))
-            pos = end
-        if pos < n:
-            self._buf += view[pos:]
-            self._need = 4 + unpack(data, pos)[0] if n - pos >= 4 else 4
-        return frames
+def error_text(exc: BaseException) -> str:
+    """An error as text, ``"TypeName: message"`` (:func:`decode_error` takes it too;
+    new code sends :func:`encode_error`)."""
+    name, message = encode_error(exc)
+    return f"{name}: {message}"
 
 
 # ------------------------------------------------------------------- handshake
@@ -206,8 +267,31 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -> None:
-    """Authenticate to a server (blocking). Raises :class:`AuthenticationError`."""
+def _hello(**fields: Any) -> dict[str, Any]:
+    return {"protocol": PROTOCOL_VERSION, "fedexec": __version__, **fields}
+
+
+_SAME_VERSION = "install the same fedexec version on every node, driver and worker"
+
+
+def _mismatch(server: str, server_hello: Any, client: str, client_hello: Any) -> str:
+    def info(hello: Any) -> str:
+        if not isinstance(hello, dict):
+            return "a fedexec without a protocol version (older than protocol 2)"
+        return f"fedexec {hello.get('fedexec', '?')} (protocol {hello.get('protocol')})"
+    return (f"{server} runs {info(server_hello)} but {client} runs {info(client_hello)}: "
+            f"{_SAME_VERSION}")
+
+
+def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0,
+                     role: str = "driver") -> None:
+    """Authenticate to a server and say HELLO as ``role`` (blocking).
+
+    Raises:
+        AuthenticationError: the token check failed either way.
+        ProtocolVersionError: the server speaks another protocol version.
+        ProtocolError: the server does not take ``role`` connections.
+    """
     old = sock.gettimeout()
     sock.settimeout(timeout)
     try:
@@ -225,32 +309,96 @@ def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -
             ) from None
         if not hmac.compare_digest(proof, _mac(token, b"server", nonce_c)):
             raise AuthenticationError("the runtime failed to prove it holds the cluster token")
+        sock.sendall(pack_frame(_hello(role=role)))
+        try:
+            answer = recv_frame(sock, bytearray(), _HELLO_LIMIT)
+        except (EOFError, ConnectionError, TimeoutError, FrameTooLargeError, ValueError):
+            raise ProtocolVersionError(
+                f"the runtime closed the connection at the protocol HELLO (after the token "
+                f"check): it may run another fedexec version; this {role} runs fedexec "
+                f"{__version__} (protocol {PROTOCOL_VERSION}): {_SAME_VERSION}") from None
     except TimeoutError:
         raise AuthenticationError("timed out authenticating to the runtime") from None
     finally:
         sock.settimeout(old)
+    if isinstance(answer, dict) and answer.get("error"):
+        raise decode_error(answer["error"])
+    if not isinstance(answer, dict) or answer.get("protocol") != PROTOCOL_VERSION:
+        raise ProtocolVersionError(_mismatch("the runtime", answer, f"this {role}",
+                                             _hello()))
+
+
+@dataclasses.dataclass
+class HandshakeStep:
+    """What :meth:`ServerHandshake.feed` made of the bytes so far: ``reply`` to send
+    now; once ``done``, either ``error`` (why the connection is refused: send
+    ``reply``, log it, close) or the client's ``role`` and the bytes it sent after
+    its HELLO (``leftover``)."""
+
+    reply: bytes = b""
+    done: bool = False
+    error: str | None = None
+    role: str = ""
+    leftover: bytes = b""
 
 
 class ServerHandshake:
-    """Server side of the handshake as a non-blocking state machine.
+    """Server side of the handshake and the HELLO exchange, as a non-blocking state
+    machine: ``greeting()`` is sent first; ``feed(bytes)`` returns a
+    :class:`HandshakeStep`. Nothing is decoded before the client proved the token;
+    a client whose role is not in ``roles`` or whose protocol version differs is
+    answered with an error."""
 
-    ``greeting()`` is sent first; ``feed(bytes)`` returns (done, ok, reply_bytes,
-    leftover) once the client's 64 bytes arrived. Nothing else is read before."""
-
-    def __init__(self, token: bytes):
+    def __init__(self, token: bytes, roles: Collection[str] = tuple(ROLES),
+                 server: str = "the node manager"):
         self._token = token
+        self._roles = roles
+        self._server = server
         self._nonce = os.urandom(NONCE)
         self._buf = b""
+        self._authenticated = False
 
     def greeting(self) -> bytes:
         return MAGIC + self._nonce
 
-    def feed(self, data: bytes) -> tuple[bool, bool, bytes, bytes]:
+    def feed(self, data: bytes) -> HandshakeStep:
         self._buf += data
-        if len(self._buf) < MAC + NONCE:
-            return False, False, b"", b""
-        mac, nonce_c = self._buf[:MAC], self._buf[MAC:MAC + NONCE]
-        leftover = self._buf[MAC + NONCE:]
-        if not hmac.compare_digest(mac, _mac(self._token, b"client", self._nonce)):
-            return True, False, b"", b""
-        return True, True, _mac(self._token, b"server", nonce_c), leftover
+        reply = b""
+        if not self._authenticated:
+            if len(self._buf) < MAC + NONCE:
+                return HandshakeStep()
+            mac, nonce_c = self._buf[:MAC], self._buf[MAC:MAC + NONCE]
+            if not hmac.compare_digest(mac, _mac(self._token, b"client", self._nonce)):
+                return HandshakeStep(done=True, error="it failed the cluster-token check")
+            self._authenticated = True
+            self._buf = self._buf[MAC + NONCE:]
+            reply = _mac(self._token, b"server", nonce_c)
+        if len(self._buf) < HEADER.size:
+            return HandshakeStep(reply)
+        (size,) = HEADER.unpack_from(self._buf)
+        if size > _HELLO_LIMIT:
+            return self._refuse(reply, ProtocolError(
+                f"a {size}-byte HELLO is over the {_HELLO_LIMIT}-byte limit"))
+        end = HEADER.size + size
+        if len(self._buf) < end:
+            return HandshakeStep(reply)
+        try:
+            (hello,) = FrameReader(_HELLO_LIMIT).feed(self._buf[:end])
+        except Exception as exc:
+            return self._refuse(reply, ProtocolError(f"its HELLO could not be decoded: {exc}"))
+        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_VERSION:
+            who = hello.get("role") if isinstance(hello, dict) else None
+            return self._refuse(reply, ProtocolVersionError(_mismatch(
+                self._server, _hello(), f"the connecting {who or 'client'}", hello)))
+        role = hello.get("role")
+        if role not in self._roles:
+            return self._refuse(reply, ProtocolError(
+                f"{self._server} takes {', '.join(map(str, self._roles))} connections, not "
+                f"{role!r}: check the address (a job agent and a node manager listen on "
+                "different ports)"))
+        answer = pack_frame(_hello(error=None))
+        return HandshakeStep(reply + answer, True, None, str(role), self._buf[end:])
+
+    def _refuse(self, reply: bytes, exc: ProtocolError) -> HandshakeStep:
+        answer = pack_frame(_hello(error=encode_error(exc)))
+        return HandshakeStep(reply + answer, done=True, error=str(exc))
