@@ -18,7 +18,8 @@ and HELLO as role ``"job"`` (``protocol.client_handshake``) before anything is
 decoded; then each request is
 one frame (``protocol.pack_frame``) holding one message ``[JobCall, *args]``, and
 the agent answers it with one frame holding ``[True, value]`` or
-``[False, JobErrorKind, message]``. Everything is msgpack; nothing is pickled.
+``[False, JobErrorKind, message]`` (typed: ``messages.JOB_REQUESTS`` and
+``messages.JOB_ANSWERS``). Everything is msgpack; nothing is pickled.
 
 A job record (what ``status``/``list`` return, and what ``job.json`` holds)::
 
@@ -49,6 +50,17 @@ from typing import Any
 from ..._framing import recv_frame
 from ...exceptions import AuthenticationError, ClusterUnreachableError, FedexecError
 from . import cluster
+from .messages import (
+    JOB_ANSWERS,
+    JobDone,
+    JobList,
+    JobLogs,
+    JobStop,
+    JobSubmit,
+    decode,
+    encode,
+)
+from .messages import JobStatus as JobStatusQuery
 from .protocol import client_handshake, pack_frame
 
 __all__ = [
@@ -219,9 +231,9 @@ class JobClient:
         self._buf = bytearray()
 
     # ------------------------------------------------------------- requests
-    def _call(self, op: JobCall, *args: Any) -> Any:
+    def _call(self, request: Any) -> Any:
         try:
-            send_message(self._sock, [int(op), *args])
+            send_message(self._sock, encode(request))
             reply = recv_message(self._sock, self._buf, MAX_REPLY_BYTES)
         except OSError as exc:
             raise ClusterUnreachableError(
@@ -230,9 +242,10 @@ class JobClient:
             raise ClusterUnreachableError(
                 f"the job agent at {self.address} closed the connection (did the cluster "
                 "stop?)")
-        if reply[0]:
-            return reply[1]
-        kind, message = JobErrorKind(reply[1]), reply[2]
+        answer = decode(reply, JOB_ANSWERS)
+        if isinstance(answer, JobDone):
+            return answer.value
+        kind, message = JobErrorKind(answer.kind), answer.message
         if kind in (JobErrorKind.NOT_FOUND, JobErrorKind.BAD_REQUEST, JobErrorKind.TOO_LARGE):
             raise ValueError(message)
         raise FedexecError(f"the job agent failed: {message}")
@@ -245,16 +258,16 @@ class JobClient:
             raise ValueError("the entrypoint must be a non-empty list of strings "
                              "(write it after '--': fedexec job submit -- python script.py)")
         package = pack_working_dir(working_dir) if working_dir is not None else None
-        return dict(self._call(JobCall.SUBMIT, argv, package))
+        return dict(self._call(JobSubmit(argv, package)))
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's record. ``ValueError`` if there is no such job."""
-        return dict(self._call(JobCall.STATUS, job_id))
+        return dict(self._call(JobStatusQuery(job_id)))
 
     def logs(self, job_id: str, offset: int = 0,
              max_bytes: int = LOG_CHUNK) -> tuple[bytes, int, JobStatus]:
         """Log bytes from ``offset`` on: ``(data, next_offset, status)``."""
-        data, nxt, status = self._call(JobCall.LOGS, job_id, offset, max_bytes)
+        data, nxt, status = self._call(JobLogs(job_id, offset, max_bytes))
         return bytes(data), int(nxt), JobStatus(status)
 
     def follow(self, job_id: str, offset: int = 0, poll: float = 0.2) -> Iterator[bytes]:
@@ -283,11 +296,11 @@ class JobClient:
     def stop(self, job_id: str, grace: float = 10.0) -> dict[str, Any]:
         """SIGTERM the job's process group, SIGKILL after ``grace`` seconds; returns
         the record once it ended (a job that already ended is left as it is)."""
-        return dict(self._call(JobCall.STOP, job_id, float(grace)))
+        return dict(self._call(JobStop(job_id, float(grace))))
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job this cluster's agent knows, oldest first."""
-        return [dict(r) for r in self._call(JobCall.LIST)]
+        return [dict(r) for r in self._call(JobList())]
 
     def close(self) -> None:
         """Close the connection."""

@@ -15,6 +15,7 @@ any message is dispatched::
     client ─ {"protocol": PROTOCOL_VERSION, "fedexec": version, "role": role} ─▶ server
     client ◀─ {"protocol": PROTOCOL_VERSION, "fedexec": version, "error": None} ─ server
 
+(``messages.Hello`` and ``messages.HelloAnswer``.)
 ``role`` is one of :data:`ROLES` (the node manager's connections) or ``"job"`` (the
 job agent's). A server that speaks another protocol version, or does not take that
 role, answers ``"error": [type name, message]`` (see :func:`encode_error`) and
@@ -49,6 +50,7 @@ from ...exceptions import (
     ProtocolError,
     ProtocolVersionError,
 )
+from .messages import Hello, HelloAnswer, MalformedMessage, decode_map, encode
 
 __all__ = [
     "ERROR_TYPES",
@@ -267,8 +269,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def _hello(**fields: Any) -> dict[str, Any]:
-    return {"protocol": PROTOCOL_VERSION, "fedexec": __version__, **fields}
+def _answer(error: BaseException | None = None) -> Any:
+    return encode(HelloAnswer(PROTOCOL_VERSION, __version__,
+                              None if error is None else encode_error(error)))
 
 
 _SAME_VERSION = "install the same fedexec version on every node, driver and worker"
@@ -309,7 +312,7 @@ def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0,
             ) from None
         if not hmac.compare_digest(proof, _mac(token, b"server", nonce_c)):
             raise AuthenticationError("the runtime failed to prove it holds the cluster token")
-        sock.sendall(pack_frame(_hello(role=role)))
+        sock.sendall(pack_frame(encode(Hello(PROTOCOL_VERSION, __version__, role))))
         try:
             answer = recv_frame(sock, bytearray(), _HELLO_LIMIT)
         except (EOFError, ConnectionError, TimeoutError, FrameTooLargeError, ValueError):
@@ -325,7 +328,8 @@ def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0,
         raise decode_error(answer["error"])
     if not isinstance(answer, dict) or answer.get("protocol") != PROTOCOL_VERSION:
         raise ProtocolVersionError(_mismatch("the runtime", answer, f"this {role}",
-                                             _hello()))
+                                             _answer()))
+    decode_map(answer, HelloAnswer)  # MalformedMessage if it does not fit
 
 
 @dataclasses.dataclass
@@ -389,16 +393,19 @@ class ServerHandshake:
         if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_VERSION:
             who = hello.get("role") if isinstance(hello, dict) else None
             return self._refuse(reply, ProtocolVersionError(_mismatch(
-                self._server, _hello(), f"the connecting {who or 'client'}", hello)))
-        role = hello.get("role")
+                self._server, _answer(), f"the connecting {who or 'client'}", hello)))
+        try:
+            role = decode_map(hello, Hello).role
+        except MalformedMessage as exc:
+            return self._refuse(reply, exc)
         if role not in self._roles:
             return self._refuse(reply, ProtocolError(
                 f"{self._server} takes {', '.join(map(str, self._roles))} connections, not "
                 f"{role!r}: check the address (a job agent and a node manager listen on "
                 "different ports)"))
-        answer = pack_frame(_hello(error=None))
+        answer = pack_frame(_answer())
         return HandshakeStep(reply + answer, True, None, str(role), self._buf[end:])
 
     def _refuse(self, reply: bytes, exc: ProtocolError) -> HandshakeStep:
-        answer = pack_frame(_hello(error=encode_error(exc)))
+        answer = pack_frame(_answer(exc))
         return HandshakeStep(reply + answer, done=True, error=str(exc))
