@@ -113,20 +113,19 @@ class FrameReader:
         n = len(view)
         limit = self._limit
         unpack = HEADER.unpack_from
+        unpackb = msgpack.unpackb
         while n - pos >= 4:
-            (size,) = unpack(view, pos)
+            (size,) = unpack(data, pos)
             if size > limit:
                 raise _too_large(size, limit, "an incoming")
             end = pos + 4 + size
             if end > n:
-                self._need = end - pos
                 break
-            frames.append(_decode(view[pos + 4:end]))
+            frames.append(unpackb(view[pos + 4:end], raw=False, strict_map_key=False))
             pos = end
-        else:
-            self._need = 4
         if pos < n:
             self._buf += view[pos:]
+            self._need = 4 + unpack(data, pos)[0] if n - pos >= 4 else 4
         return frames
 
 
