@@ -208,3 +208,14 @@ def test_an_oversized_frame_closes_the_connection_before_it_is_read(logged_ex, c
         sock.close()
     assert _logged(capfd, "limit of this connection")
     assert ex.submit(pow, 2, 2).result(timeout=T) == 4
+
+
+@pytest.mark.timeout(90)
+def test_a_refused_driver_raises_the_typed_error_it_was_sent(ex):
+    backend = ex._backend
+    backend._send([Op.PULL, "o" * 28])  # a driver may not: the node manager closes it
+    deadline = time.monotonic() + 30
+    while not backend._channel.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(ProtocolError, match="driver connection may not send PULL"):
+        backend._request(Call.NODES, timeout=10)
