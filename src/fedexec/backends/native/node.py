@@ -68,6 +68,7 @@ from .protocol import (
     NODE_ONLY_CALLS,
     ROLES,
     Call,
+    ClientHandshake,
     ErrorKind,
     FrameReader,
     Kind,
@@ -93,6 +94,7 @@ class _Conn:
         "auth",
         "creating",
         "declared",
+        "dialing",
         "forbidden",
         "held",
         "id",
@@ -109,10 +111,11 @@ class _Conn:
         "worker",
     )
 
-    def __init__(self, cid: int, sock: socket.socket, auth: ServerHandshake):
+    def __init__(self, cid: int, sock: socket.socket,
+                 auth: ServerHandshake | ClientHandshake | None):
         self.id = cid
         self.sock = sock
-        self.auth: ServerHandshake | None = auth
+        self.auth: ServerHandshake | ClientHandshake | None = auth
         self.reader = FrameReader()
         self.out: list[Any] = []
         self.wbuf = bytearray()
@@ -126,6 +129,7 @@ class _Conn:
         self.creating: set[str] = set()
         self.watching_write = False
         self.peer: _Peer | None = None  # set on a link to another node
+        self.dialing: _Peer | None = None  # a link we are opening, until authenticated
         self.remote = False  # a driver on another machine: it gets bytes, not paths
 
 
@@ -430,10 +434,17 @@ class NodeManager(Federation, PlacementGroups):
             if not step.done:
                 return
             if step.error is not None:
-                self._refuse(conn, f"refused a connection: {step.error}")
+                what = "a link it dialed failed" if conn.dialing is not None else \
+                    "refused a connection"
+                self._refuse(conn, f"{what}: {step.error}")
                 return
             conn.auth = None
-            conn.declared, conn.forbidden = step.role, FORBIDDEN[step.role]
+            if step.role:  # (a link we dialed took its role when dialed: node)
+                conn.declared, conn.forbidden = step.role, FORBIDDEN[step.role]
+            if conn.dialing is not None:
+                self._dialed(conn)
+                if conn.id not in self.conns:
+                    return
             data = step.leftover
             if not data:
                 return
@@ -544,6 +555,9 @@ class NodeManager(Federation, PlacementGroups):
         if conn.peer is not None:
             self._link_closed(conn)
             return  # its holds are the peer's: released when the node is declared dead
+        if conn.dialing is not None:
+            self._dial_failed(conn)
+            return
         for obj_id in conn.held:
             obj = self.objects.get(obj_id)
             if obj is not None:

@@ -40,13 +40,12 @@ from collections.abc import Collection
 from typing import Any
 
 from ... import exceptions
-from ..._framing import HEADER, FrameReader, recv_frame
+from ..._framing import HEADER, FrameReader
 from ..._framing import pack as pack_frame
 from ..._version import __version__
 from ...exceptions import (
     AuthenticationError,
     FedexecError,
-    FrameTooLargeError,
     ProtocolError,
     ProtocolVersionError,
 )
@@ -58,6 +57,7 @@ __all__ = [
     "NODE_ONLY_CALLS",
     "PROTOCOL_VERSION",
     "ROLES",
+    "ClientHandshake",
     "ErrorKind",
     "FrameReader",
     "HandshakeStep",
@@ -286,64 +286,145 @@ def _mismatch(server: str, server_hello: Any, client: str, client_hello: Any) ->
             f"{_SAME_VERSION}")
 
 
+def _no_answer(role: str) -> ProtocolVersionError:
+    return ProtocolVersionError(
+        f"the runtime closed the connection at the protocol HELLO (after the token check) "
+        f"or sent no valid answer: it may run another fedexec version; this {role} runs "
+        f"fedexec {__version__} (protocol {PROTOCOL_VERSION}): {_SAME_VERSION}")
+
+
 def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0,
                      role: str = "driver") -> None:
-    """Authenticate to a server and say HELLO as ``role`` (blocking).
+    """Authenticate to a server and say HELLO as ``role`` (blocking; the steps of
+    :class:`ClientHandshake`).
 
     Raises:
         AuthenticationError: the token check failed either way.
         ProtocolVersionError: the server speaks another protocol version.
         ProtocolError: the server does not take ``role`` connections.
     """
+    shake = ClientHandshake(token, role)
     old = sock.gettimeout()
     sock.settimeout(timeout)
     try:
-        hello = _recv_exact(sock, len(MAGIC) + NONCE)
-        if hello[:len(MAGIC)] != MAGIC:
-            raise AuthenticationError("the peer is not a fedexec runtime (bad greeting)")
-        nonce_c = os.urandom(NONCE)
-        sock.sendall(_mac(token, b"client", hello[len(MAGIC):]) + nonce_c)
-        try:
-            proof = _recv_exact(sock, MAC)
-        except ConnectionError:
-            raise AuthenticationError(
-                "the runtime refused the cluster token; pass token= or set FEDEXEC_TOKEN "
-                "to the token of the cluster's head"
-            ) from None
-        if not hmac.compare_digest(proof, _mac(token, b"server", nonce_c)):
-            raise AuthenticationError("the runtime failed to prove it holds the cluster token")
-        sock.sendall(pack_frame(encode(Hello(PROTOCOL_VERSION, __version__, role))))
-        try:
-            answer = recv_frame(sock, bytearray(), _HELLO_LIMIT)
-        except (EOFError, ConnectionError, TimeoutError, FrameTooLargeError, ValueError):
-            raise ProtocolVersionError(
-                f"the runtime closed the connection at the protocol HELLO (after the token "
-                f"check): it may run another fedexec version; this {role} runs fedexec "
-                f"{__version__} (protocol {PROTOCOL_VERSION}): {_SAME_VERSION}") from None
+        while True:
+            try:
+                data = _recv_exact(sock, shake.need)
+            except ConnectionError:
+                if not shake.greeted:
+                    raise
+                if not shake.proved:
+                    raise AuthenticationError(
+                        "the runtime refused the cluster token; pass token= or set "
+                        "FEDEXEC_TOKEN to the token of the cluster's head") from None
+                raise _no_answer(role) from None
+            step = shake.feed(data)
+            if step.reply:
+                sock.sendall(step.reply)
+            if step.done:
+                break
     except TimeoutError:
+        if shake.proved:
+            raise _no_answer(role) from None
         raise AuthenticationError("timed out authenticating to the runtime") from None
     finally:
         sock.settimeout(old)
-    if isinstance(answer, dict) and answer.get("error"):
-        raise decode_error(answer["error"])
-    if not isinstance(answer, dict) or answer.get("protocol") != PROTOCOL_VERSION:
-        raise ProtocolVersionError(_mismatch("the runtime", answer, f"this {role}",
-                                             _answer()))
-    decode_map(answer, HelloAnswer)  # MalformedMessage if it does not fit
+    if shake.exception is not None:
+        raise shake.exception
 
 
 @dataclasses.dataclass
 class HandshakeStep:
-    """What :meth:`ServerHandshake.feed` made of the bytes so far: ``reply`` to send
-    now; once ``done``, either ``error`` (why the connection is refused: send
-    ``reply``, log it, close) or the client's ``role`` and the bytes it sent after
-    its HELLO (``leftover``)."""
+    """What a handshake's ``feed`` made of the bytes so far: ``reply`` to send now;
+    once ``done``, either ``error`` (why the connection is refused or failed: send
+    ``reply``, log it, close) or success, with the client's ``role`` (server side)
+    and the bytes that came after the handshake (``leftover``)."""
 
     reply: bytes = b""
     done: bool = False
     error: str | None = None
     role: str = ""
     leftover: bytes = b""
+
+
+class ClientHandshake:
+    """Client side of the handshake and the HELLO exchange as a non-blocking state
+    machine (a node dials another node from its event loop with it; a blocking dial
+    there could wait on a peer that is itself blocked dialing us).
+
+    ``feed(bytes)`` returns a :class:`HandshakeStep`: once the server's greeting is
+    in, its ``reply`` is our proof and nonce; once the server's proof is in, our
+    HELLO as ``role``; once the server's HELLO answer is in, ``done``. On failure
+    ``exception`` is the error to raise (AuthenticationError, ProtocolVersionError,
+    ProtocolError). ``need`` is how many more bytes the next step wants."""
+
+    def __init__(self, token: bytes, role: str = "driver"):
+        self._token = token
+        self._role = role
+        self._nonce = os.urandom(NONCE)
+        self._buf = b""
+        self.greeted = False
+        self.proved = False
+        self.exception: BaseException | None = None
+
+    @property
+    def need(self) -> int:
+        have = len(self._buf)
+        if not self.greeted:
+            return max(1, len(MAGIC) + NONCE - have)
+        if not self.proved:
+            return max(1, MAC - have)
+        if have < HEADER.size:
+            return HEADER.size - have
+        return max(1, HEADER.size + min(HEADER.unpack_from(self._buf)[0], _HELLO_LIMIT) - have)
+
+    def feed(self, data: bytes) -> HandshakeStep:
+        self._buf += data
+        reply = b""
+        if not self.greeted:
+            if len(self._buf) < len(MAGIC) + NONCE:
+                return HandshakeStep()
+            hello, self._buf = self._buf[:len(MAGIC) + NONCE], self._buf[len(MAGIC) + NONCE:]
+            if hello[:len(MAGIC)] != MAGIC:
+                return self._fail(b"", AuthenticationError(
+                    "the peer is not a fedexec runtime (bad greeting)"))
+            self.greeted = True
+            reply = _mac(self._token, b"client", hello[len(MAGIC):]) + self._nonce
+        if not self.proved:
+            if len(self._buf) < MAC:
+                return HandshakeStep(reply)
+            proof, self._buf = self._buf[:MAC], self._buf[MAC:]
+            if not hmac.compare_digest(proof, _mac(self._token, b"server", self._nonce)):
+                return self._fail(reply, AuthenticationError(
+                    "the runtime failed to prove it holds the cluster token"))
+            self.proved = True
+            reply += pack_frame(encode(Hello(PROTOCOL_VERSION, __version__, self._role)))
+        if len(self._buf) < HEADER.size:
+            return HandshakeStep(reply)
+        (size,) = HEADER.unpack_from(self._buf)
+        end = HEADER.size + size
+        if size > _HELLO_LIMIT:
+            return self._fail(reply, _no_answer(self._role))
+        if len(self._buf) < end:
+            return HandshakeStep(reply)
+        try:
+            (answer,) = FrameReader(_HELLO_LIMIT).feed(self._buf[:end])
+        except Exception:
+            return self._fail(reply, _no_answer(self._role))
+        if isinstance(answer, dict) and answer.get("error"):
+            return self._fail(reply, decode_error(answer["error"]))
+        if not isinstance(answer, dict) or answer.get("protocol") != PROTOCOL_VERSION:
+            return self._fail(reply, ProtocolVersionError(_mismatch(
+                "the runtime", answer, f"this {self._role}", _answer())))
+        try:
+            decode_map(answer, HelloAnswer)
+        except MalformedMessage as exc:
+            return self._fail(reply, exc)
+        return HandshakeStep(reply, True, None, "", self._buf[end:])
+
+    def _fail(self, reply: bytes, exc: BaseException) -> HandshakeStep:
+        self.exception = exc
+        return HandshakeStep(reply, True, str(exc))
 
 
 class ServerHandshake:
