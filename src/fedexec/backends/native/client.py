@@ -185,6 +185,7 @@ class NativeBackend(Backend):
         self._closed = False
         self._shut_down = False  # shutdown() was called: the runtime is gone on purpose
         self._broken: str | None = None
+        self._refused: BaseException | None = None  # why the node manager closed us
         self.on_message: Any = None  # set by a worker loop for the messages it serves
         self._waits: dict[object, tuple[float, list[ObjectRef[Any]]]] = {}
         self._warned: set[object] = set()
@@ -200,7 +201,7 @@ class NativeBackend(Backend):
                 raise ClusterUnreachableError(f"{exc}{_attach['hint']}") from exc
             raise
         try:
-            client_handshake(sock, _attach["token"])
+            client_handshake(sock, _attach["token"], role=_attach.get("role", "driver"))
         except BaseException:
             sock.close()
             if self._runtime is not None:
@@ -315,6 +316,8 @@ class NativeBackend(Backend):
         if self._shut_down:
             return RuntimeError(f"the executor was shut down, so it cannot {what} any "
                                 "more; create a new executor for more work")
+        if self._refused is not None:
+            return self._refused
         return NodeDiedError(f"cannot {what}: the connection to the node manager was lost "
                              "(it exited or was killed); the runtime is gone, create a new "
                              "executor")
@@ -344,6 +347,8 @@ class NativeBackend(Backend):
                 fut = self._pending.get(msg[1])
                 if fut is not None:
                     fut.set_result((msg[2], msg[3]))
+            elif op == Op.REFUSED:  # the node manager closes the connection, saying why
+                self._refused = values.reply_error(msg[2])
             elif op == Op.CREATED:
                 fut = self._creates.pop(msg[1], None)
                 if fut is not None:

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from .membership import Membership
 from .protocol import (
+    FORBIDDEN,
     Call,
     ClientHandshake,
     ErrorKind,
@@ -206,7 +207,7 @@ class Federation:
         host, _, port = address.rpartition(":")
         sock = connect(("tcp", host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout)
         try:
-            client_handshake(sock, self.token, timeout=timeout)
+            client_handshake(sock, self.token, timeout=timeout, role="node")
             sock.sendall(pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
                                       self._hello_info()]]))
         except BaseException:
@@ -222,6 +223,7 @@ class Federation:
         self._next_conn += 1
         conn.auth = None
         conn.role = "node"
+        conn.declared, conn.forbidden = "node", FORBIDDEN["node"]
         conn.peer = peer
         self.conns[conn.id] = conn
         self.sel.register(sock, 1, conn)  # EVENT_READ
@@ -324,9 +326,10 @@ class Federation:
             sock.close()
             peer.down = now
             return
-        conn = _Conn(self._next_conn, sock, ClientHandshake(self.token))
+        conn = _Conn(self._next_conn, sock, ClientHandshake(self.token, role="node"))
         self._next_conn += 1
         conn.role = "node"
+        conn.declared, conn.forbidden = "node", FORBIDDEN["node"]
         conn.dialing = peer
         self.conns[conn.id] = conn
         self.sel.register(sock, 1 | 2, conn)  # EVENT_READ | EVENT_WRITE (connected)
