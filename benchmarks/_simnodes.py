@@ -3,7 +3,7 @@
 Each simulated node is a bare protocol client of the head, as a real node's
 federation link is (``federation.py``: ``_open_link`` / ``_join_head`` / ``_tick``)::
 
-    connect ─ client_handshake(token) ─ [[HELLO, "node", pid, node_id, {address, total}]]
+    connect ─ client_handshake(token, role="node") ─ [[HELLO, "node", pid, node_id, {address, total}]]
             ◀─ [[WELCOME, head_id, rows]]
     every interval:  [[HEARTBEAT, available, queued]]  ─▶ head
     whatever the head sends (VIEW deltas, NODE_DEAD) is read and counted, not decoded
@@ -116,7 +116,7 @@ class Simulator:
         node_id = f"sim{self.prefix}{idx:06d}"
         sock = socket.create_connection(self.target, timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client_handshake(sock, self.token, timeout=10)
+        client_handshake(sock, self.token, timeout=10, role="node")
         sock.sendall(pack_frame([[Op.HELLO, "node", os.getpid(), node_id,
                                   {"address": "", "total": {"CPU": 4.0}}]]))
         sock.setblocking(False)

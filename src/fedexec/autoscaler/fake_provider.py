@@ -184,7 +184,7 @@ class FakeProvider:
             if self._target is None:
                 self._target = cluster.resolve(self.head_address, self._token)
             sock = cluster.connect(self._target["target"], timeout=10.0)
-            client_handshake(sock, self._target["token"], timeout=10.0)
+            client_handshake(sock, self._target["token"], timeout=10.0, role="node")
             sock.sendall(pack_frame([[Op.HELLO, "node", 0, node.node_id,
                                       {"address": "", "total": node.resources}]]))
         except Exception as exc:
