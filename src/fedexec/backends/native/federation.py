@@ -342,6 +342,8 @@ class Federation:
         answer the gathers whose time is up.)"""
         if self.gathers:
             self._expire_gathers(now)
+        if self.locating:
+            self._expire_locates(now)
         if now - self._last_tick < self.interval:
             return
         # On schedule (no drift), unless we fell far behind.
@@ -429,6 +431,8 @@ class Federation:
     def _node_dead(self: Any, node_id: str, why: str) -> None:
         """Clean up after a dead node (see the module docstring)."""
         self.members.mark_dead(node_id)
+        if self.is_head:
+            self._directory_node_died(node_id)
         self._sent_version.pop(node_id, None)
         peer = self.peers.pop(node_id, None)
         if peer is None:
@@ -876,7 +880,7 @@ class Federation:
                              contained: list[str]) -> None:
         """Create an actor on ``peer`` for client ``conn``; remember where it went (for
         its name, and calls arriving here)."""
-        spec = {**spec, "strategy": "LOCAL"}
+        spec = {**spec, "strategy": "LOCAL", "owner_node": self.node_id}
         entry = self.remote_actors.get(actor_id)
         if entry is None:
             # Kept (arguments pinned) so the actor can be made again elsewhere if its
@@ -923,6 +927,7 @@ class Federation:
         owner = self.conns.get(entry["owner"]) if entry["owner"] is not None else None
         if owner is None or not (limit == -1 or entry["restarts"] < limit):
             self._drop_remote_actor(actor_id)
+            self._actor_gone(actor_id, spec)  # the head frees its name
             return
         entry["restarts"] += 1
         spec["strategy"] = None
@@ -934,12 +939,13 @@ class Federation:
             peer = None
             if not self.pool.feasible(spec["demand_create"]):
                 self._drop_remote_actor(actor_id)
+                self._actor_gone(actor_id, spec)
                 return
         args = [entry["payload"], entry["deps"], entry["contained"]]
         if peer is None:  # here, after all
             spec["strategy"] = "LOCAL"
             with contextlib.suppress(Exception):
-                self._create_actor(owner, actor_id, spec, *args)
+                self._create_actor(owner, actor_id, spec, *args, restart=True)
             self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return
         self._create_remote_actor(peer, None, actor_id, spec, *args)

@@ -52,6 +52,7 @@ from typing import Any
 from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from .._scheduling import ResourcePool, Scheduler
+from .actor_directory import ActorDirectoryMixin, name_taken, tracked
 from .federation import Federation, _Peer
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
@@ -245,7 +246,7 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups):
+class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -299,6 +300,7 @@ class NodeManager(Federation, PlacementGroups):
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
         self._init_federation()
         self._init_placement()
+        self._init_directory()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -829,13 +831,33 @@ class NodeManager(Federation, PlacementGroups):
 
     def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None:
         """Queue an actor call on its actor here, or forward it to the node the actor
-        lives on (``home``: where the caller last knew it); else say why it is dead."""
+        lives on (``home``: where the caller last knew it; if that is not alive or
+        not known, the head says where it is now); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
                 return None
+            if len(self.members.nodes) > 1:
+                self._locate(task.actor_id or "", lambda node_id: self._located(task, node_id))
+                return None
+        return self._queue_actor_call(task)
+
+    def _located(self, task: _Task, node_id: str | None) -> None:
+        """The head said where a call's actor lives (None: nowhere)."""
+        if task.id not in self.tasks:
+            return  # cancelled meanwhile
+        if node_id and node_id != self.node_id and self.members.is_alive(node_id):
+            self._forward_call(task, self._peer(node_id))
+            return
+        why = self._queue_actor_call(task)
+        if why is not None:
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+
+    def _queue_actor_call(self, task: _Task) -> str | None:
+        """Queue an actor call on its actor here; else say why it is dead."""
+        actor = self.actors.get(task.actor_id or "")
         if actor is None or actor.state == "DEAD":
             return actor.death if actor is not None else "it does not exist"
         task.retries_left = actor.spec.get("max_task_retries", 0)
@@ -1374,7 +1396,11 @@ class NodeManager(Federation, PlacementGroups):
 
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str]) -> Any:
+                      deps: list[str], contained: list[str], restart: bool = False) -> Any:
+        """Make an actor here or on another node: [actor id, spec], or ``_DEFER`` (the
+        REPLY comes later). A tracked actor (see actor_directory.py) registers at the
+        head first: its name is unique across the cluster. (``restart``: one that
+        died with its node, made again here; the head keeps its name for it.)"""
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         if isinstance(conn, _Peer):
             self._adopt(conn, deps + contained)
@@ -1387,12 +1413,7 @@ class NodeManager(Federation, PlacementGroups):
                     return [found, remote["spec"]]
                 existing = remote  # type: ignore[assignment]
             if existing is not None and getattr(existing, "state", "ALIVE") != "DEAD":
-                if spec.get("get_if_exists"):
-                    return [existing.id, existing.spec]
-                raise ValueError(
-                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
-                    "use get_actor(), or get_if_exists=True"
-                )
+                return name_taken(spec, [getattr(existing, "id", found), existing.spec])
         if len(self.members.nodes) > 1:
             peer = self._place_actor(spec)
             if peer is not None:
@@ -1402,6 +1423,43 @@ class NodeManager(Federation, PlacementGroups):
         if not self.pool.feasible(spec["demand_create"]):
             raise ValueError(f"actor needs {spec['demand_create']} but the node has "
                              f"{self.pool.total}")
+        if not tracked(spec):
+            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
+        if restart and not self.is_head:
+            self._register_actor(actor_id, spec, lambda ok, value: None)
+            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
+        if self.is_head:
+            holder = self._call_register_actor(conn, actor_id, spec, self.node_id,
+                                               spec.get("owner_node") or self.node_id)
+            if holder[0] != actor_id:
+                return name_taken(spec, holder)
+            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
+        cid, req = conn.id, self._request_id
+
+        def registered(ok: bool, value: Any) -> None:
+            if not ok:
+                reply = [Op.REPLY, req, False, value]
+            else:
+                try:
+                    if value[0] != actor_id:
+                        value = name_taken(spec, value)
+                    elif cid in self.conns:
+                        value = self._make_actor(conn, actor_id, spec, payload, deps,
+                                                 contained)
+                    else:  # its creator left while the head answered
+                        self._actor_gone(actor_id, spec)
+                        return
+                    reply = [Op.REPLY, req, True, value]
+                except Exception as exc:
+                    reply = [Op.REPLY, req, False, error_text(exc)]
+            self._send(cid, reply)
+
+        self._register_actor(actor_id, spec, registered)
+        return _DEFER
+
+    def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
+                    deps: list[str], contained: list[str]) -> list[Any]:
+        name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
         if name is not None:
@@ -1503,6 +1561,7 @@ class NodeManager(Federation, PlacementGroups):
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
         if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
             del self.named[(actor.namespace, actor.name)]
+        self._actor_gone(actor.id, actor.spec)
         for oid in actor.deps + actor.contained:
             self._unpin(oid)
         actor.deps, actor.contained = [], []
@@ -1532,7 +1591,7 @@ class NodeManager(Federation, PlacementGroups):
             return [found, remote["spec"]]
         actor = self.actors.get(found)
         if actor is None or actor.state == "DEAD":
-            raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
+            return self._lookup_at_head(conn, name, namespace)
         return [actor.id, actor.spec]
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
@@ -1800,6 +1859,9 @@ class NodeManager(Federation, PlacementGroups):
         Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,
         Call.RESERVE_BUNDLES: PlacementGroups._call_reserve_bundles,
         Call.RELEASE_BUNDLES: PlacementGroups._call_release_bundles,
+        Call.REGISTER_ACTOR: ActorDirectoryMixin._call_register_actor,
+        Call.ACTOR_GONE: ActorDirectoryMixin._call_actor_gone,
+        Call.LOCATE_ACTOR: ActorDirectoryMixin._call_locate_actor,
     }
 
     # -------------------------------------------------------------- shutdown

@@ -141,6 +141,10 @@ class Call(enum.IntEnum):
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
     METRICS = 18           # process -> its node: [rows (see fedexec._metric_table)] -> True
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
+    # node -> head: the actor directory (see actor_directory.py)
+    REGISTER_ACTOR = 31    # [actor_id, spec, node_id, owner_node] -> [holder id, holder spec]
+    ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
+    LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
 
 
 def error_text(exc: BaseException) -> str:
