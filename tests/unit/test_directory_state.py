@@ -53,3 +53,20 @@ def test_rows_load_back_into_an_equal_directory():
     e = ActorDirectory()
     e.load(d.rows())
     assert e.rows() == d.rows() and e.lookup("svc", "default").state == "RESTARTING"
+
+
+def test_the_event_log_keeps_the_last_tasks_and_counts_all():
+    from fedexec.backends.native.events import EventLog
+
+    log = EventLog(max_finished_tasks=3, max_dead_actors=1)
+    log.record("n1", [["T", f"t{i}", "f", "FINISHED", "j", "", 1, 0.0] for i in range(5)])
+    log.record("n2", [["T", "t9", "g", "FAILED", "j", "", 1, 0.0],
+                      ["T", "t4", "f", "FAILED", "j", "", 1, 0.0]])  # t4 reported again
+    assert [r["task_id"] for r in log.task_rows()] == ["t3", "t9", "t4"]
+    assert log.task_rows()[-1]["node_id"] == "n2"
+    assert {(r["name"], r["state"]): r["count"] for r in log.count_rows()} == {
+        ("f", "FINISHED"): 4, ("f", "FAILED"): 1, ("g", "FAILED"): 1}
+    log.record("n1", [["A", "a1", "C", "", "default", "ALIVE", "j", 5, 0, 0.0],
+                      ["A", "a2", "C", "", "default", "DEAD", "j", 6, 0, 0.0]])
+    log.node_event("n1", "DEAD", "killed")
+    assert {r["actor_id"]: r["state"] for r in log.actor_rows()} == {"a1": "DEAD"}

@@ -305,6 +305,7 @@ class Federation:
                 return
             self.members.join(node_id, info.get("address", ""), info.get("total", {}),
                               time.monotonic())
+            self.event_log.node_event(node_id, "ALIVE")
             conn.wbuf += pack_frame([[Op.WELCOME, self.node_id,
                                       [e.row() for e in self.members.nodes.values()]]])
             self._sent_version[node_id] = self.members.version
@@ -433,6 +434,7 @@ class Federation:
         self.members.mark_dead(node_id)
         if self.is_head:
             self._directory_node_died(node_id)
+            self.event_log.node_event(node_id, "DEAD", why)
         self._sent_version.pop(node_id, None)
         peer = self.peers.pop(node_id, None)
         if peer is None:

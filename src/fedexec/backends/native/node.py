@@ -53,6 +53,7 @@ from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from .._scheduling import ResourcePool, Scheduler
 from .actor_directory import ActorDirectoryMixin, name_taken, tracked
+from .events import EventStream
 from .federation import Federation, _Peer
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
@@ -246,7 +247,7 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
+class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -301,6 +302,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         self._init_federation()
         self._init_placement()
         self._init_directory()
+        self._init_events()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -364,6 +366,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
                     self._dispatch()
                 now = time.monotonic()
                 self._tick(now)
+                self._tick_events(now)
                 self._check_memory(now)
                 if self.pgs:
                     self._retry_placement(now)
@@ -939,6 +942,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         if actor is None or actor.state == "DEAD":
             return
         actor.state = "ALIVE"
+        self._event_actor(actor)
         self._swap(actor, actor.demand_life)
         self._forward_calls(actor)
 
@@ -977,6 +981,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         Op.OBJECT: Federation._on_peer_object,
         Op.STARTED: Federation._on_peer_started,
         Op.REPLY: Federation._on_peer_reply,
+        Op.EVENTS: EventStream._on_events,
     }
 
     # --------------------------------------------------------------- objects
@@ -999,6 +1004,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         if obj.id in self.pulls or obj.id in self.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
+        self._objects_freed += 1
         if obj.kind == Kind.SHM:
             self.store.free(obj.id)
         if obj.home is not None:
@@ -1012,6 +1018,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         """Complete ``obj`` with a result entry ``[id, kind, ...]`` and notify."""
         kind = result[1]
         obj.ready = True
+        self._objects_made += 1
         obj.kind = kind
         obj.payload = list(result[2:])
         if kind == Kind.INLINE:
@@ -1040,6 +1047,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
     def _finish_task(self, task: _Task, results: list[list[Any]]) -> None:
         if self.tasks.pop(task.id, None) is None:
             return
+        self._event_task(task, any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results))
         task.state = "DONE"
         for r in results:
             obj = self.objects.get(r[0])
@@ -1462,6 +1470,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
+        self._event_actor(actor)
         if name is not None:
             self.named[(namespace, name)] = actor_id
         for oid in deps + contained:
@@ -1531,6 +1540,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
             return
         actor.restarts_used += 1
         actor.state = "RESTARTING"
+        self._event_actor(actor)
         retry = []
         for task in inflight:
             if task.retries_left != 0:
@@ -1551,6 +1561,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
             return
         actor.state = "DEAD"
         actor.death = why
+        self._event_actor(actor)
         self.scheduler.remove(actor)
         self.pool.release(actor.holding)
         actor.holding = {}
@@ -1792,8 +1803,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
         cluster's: GATHER, see ``state.list_state``)."""
         if kind == "nodes":
             return self._call_nodes(conn)
+        if kind in ("task_counts", "node_events"):
+            return self._head_rows(kind)
         if kind == "tasks":
-            return [{"task_id": t.id, "name": t.name, "state": t.state,
+            return self._head_rows(kind) + [{"task_id": t.id, "name": t.name, "state": t.state,
                      "job_id": self._job_of(t.payload) if not t.actor_id else
                      self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
                      if t.actor_id in self.actors else "",
@@ -1801,7 +1814,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
                      "worker_pid": t.worker.pid if t.worker is not None else None}
                     for t in self.tasks.values()]
         if kind == "actors":
-            return [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
+            return self._head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
                      "job_id": self._job_of([a.spec.get("runtime_env")]),
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
@@ -1816,14 +1829,14 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin):
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.objects.values()]
         if kind == "placement_groups":
-            return self._pg_rows()
+            return self._head_rows(kind) + self._pg_rows()
         if kind == "metrics":
             return self.metrics.rows() + [h.row() for h in self.latency] + [
                 {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
                  "description": "tasks that ran to an end on a worker, by outcome",
                  "updated": 0.0, "value": float(n)} for k, n in self.ran.items()]
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
-                         "placement_groups or metrics")
+                         "placement_groups, metrics, task_counts or node_events")
 
     def _job_of(self, payload: Any) -> str:
         """The job a task's payload (its last item: the runtime_env) belongs to: the

@@ -91,6 +91,8 @@ class Op(enum.IntEnum):
     CANCEL_TASK = 63     # [op, task_id]
     EXIT = 64            # [op]
     REVOKE = 65          # [op, task_id]  drop it if not started (TASK_DONE CANCELLED)
+    # node -> head
+    EVENTS = 66          # [op, [event...]]  a batch of transitions (see events.py)
 
 
 class Kind(enum.IntEnum):
