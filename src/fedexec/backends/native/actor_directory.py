@@ -46,7 +46,8 @@ def name_taken(spec: dict[str, Any], holder: list[Any]) -> list[Any]:
 
 
 class ActorDirectoryMixin:
-    """The node manager's side of the actor directory (see the module docstring)."""
+    """The node manager's side of the actor directory (see the module docstring).
+    (``_directory_changed`` / ``_directory_removed``: see ``persistence.py``.)"""
 
     def _init_directory(self: Any) -> None:
         self.directory = ActorDirectory()  # filled on the head only
@@ -179,15 +180,10 @@ class ActorDirectoryMixin:
 
     def _directory_node_died(self: Any, node_id: str) -> None:
         """(Head) a node died: its actors restart elsewhere or are gone."""
-        _, removed = self.directory.node_died(node_id, self.members.is_alive)
+        restarting, removed = self.directory.node_died(node_id, self.members.is_alive)
+        for actor_id in restarting:
+            self._directory_changed(self.directory.entries[actor_id])
         for actor_id in removed:
             self._directory_removed(DirEntry(actor_id, {}, node_id, node_id))
             for _, then in self.locating.pop(actor_id, []):
                 then(None)
-
-    # Hooks for what keeps the head's state (persistence); nothing by default.
-    def _directory_changed(self: Any, entry: DirEntry) -> None:
-        pass
-
-    def _directory_removed(self: Any, entry: DirEntry) -> None:
-        pass

@@ -187,6 +187,7 @@ class EventStream:
             return
         if self.is_head:
             self.event_log.record(self.node_id, self.events)
+            self._persist_pgs(self.node_id, self.events)
             self.events = []
             return
         head = self.peers.get(self.head_id or "")
@@ -204,6 +205,7 @@ class EventStream:
         node_id = getattr(conn, "node_id", None)
         if node_id is not None and self.is_head:
             self.event_log.record(node_id, msg[1])
+            self._persist_pgs(node_id, msg[1])
 
     def _head_rows(self: Any, kind: str) -> list[dict[str, Any]]:
         """(Head) rows the event log adds to ``fedexec list`` (others: none)."""

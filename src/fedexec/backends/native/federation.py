@@ -175,7 +175,9 @@ class Federation:
         """Enter our own row; join the head if we are not it."""
         self.members.join(self.node_id, self.tcp_address or "", dict(self.pool.total),
                           time.monotonic())
-        if not self.is_head:
+        if self.is_head:
+            self._recover()
+        else:
             self._join_head(timeout=15.0, first=True)
 
     def _hello_info(self: Any) -> dict[str, Any]:
@@ -247,6 +249,8 @@ class Federation:
         for f in later:
             for m in f:
                 self._handle(peer, m)
+        if not first:
+            self._rejoined()
         self._dirty = True
         return True
 
@@ -306,6 +310,7 @@ class Federation:
             self.members.join(node_id, info.get("address", ""), info.get("total", {}),
                               time.monotonic())
             self.event_log.node_event(node_id, "ALIVE")
+            self._persist_node(node_id)
             conn.wbuf += pack_frame([[Op.WELCOME, self.node_id,
                                       [e.row() for e in self.members.nodes.values()]]])
             self._sent_version[node_id] = self.members.version
@@ -434,6 +439,7 @@ class Federation:
         self.members.mark_dead(node_id)
         if self.is_head:
             self._directory_node_died(node_id)
+            self._persist_node_dead(node_id)
             self.event_log.node_event(node_id, "DEAD", why)
         self._sent_version.pop(node_id, None)
         peer = self.peers.pop(node_id, None)

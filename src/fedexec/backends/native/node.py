@@ -63,6 +63,7 @@ from .memory_monitor import (
     MemoryMonitor,
     worker_rss,
 )
+from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
     Call,
@@ -247,7 +248,8 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream):
+class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
+                  HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -303,6 +305,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream)
         self._init_placement()
         self._init_directory()
         self._init_events()
+        self._init_persistence()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -1880,6 +1883,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream)
     # -------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
         self.stopping = True
+        self._close_persistence(clean=True)
         for conn in list(self.conns.values()):
             if isinstance(conn, _Conn) and conn.out:
                 with contextlib.suppress(OSError):
