@@ -78,7 +78,7 @@ def _simulated_node(address: str, token: str, actors: int, stop: Any) -> None:
         for frame in reader.feed(data):
             for msg in frame:
                 if msg[0] == Op.REQUEST:
-                    _, req, call, args = msg
+                    _, req, call, _args = msg
                     value: Any = {**_STATS, "node_id": node_id} if call == Call.STATS else []
                     out.append([Op.REPLY, req, True, value])
         if out:
