@@ -143,6 +143,11 @@ def test_handles_anywhere_reach_an_actor_restarted_after_its_node_was_killed(clu
         assert poll_until(lambda: where_of(held) == b.node_id, timeout=60)
         assert held.add.remote(1).result(timeout=T) == 8  # __init__ ran again, on b
         assert named(holder, "keeper") == b.node_id
+        # Killing it through the old handle (it names node a) reaches it on b.
+        holder.kill(held)
+        assert poll_until(lambda: named(holder, "keeper") is None, timeout=30)
+        with pytest.raises(ActorDiedError):
+            held.add.remote(1).result(timeout=T)
         # The actor that could not restart is gone, and its name with it.
         assert poll_until(lambda: named(holder, "doomed") is None, timeout=30)
         reborn = holder.options(name="doomed", num_cpus=0,

@@ -1609,7 +1609,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         return [actor.id, actor.spec]
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
-                         location: str | None = None) -> Any:
+                         location: str | None = None, located: bool = False) -> Any:
         actor = self.actors.get(actor_id)
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
@@ -1618,6 +1618,24 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                     self._drop_remote_actor(actor_id)
                 self._relay(self._peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
                             conn.id, self._request_id)
+                return _DEFER
+            if not located and len(self.members.nodes) > 1:
+                # The handle names a node that is dead or no longer holds it: the
+                # head says where it lives now (see actor_directory.py).
+                req = self._request_id
+
+                def then(node_id: str | None) -> None:
+                    self._request_id = req
+                    try:
+                        value = self._call_kill_actor(conn, actor_id, no_restart, node_id,
+                                                      located=True)
+                    except Exception as exc:
+                        self._send(conn.id, [Op.REPLY, req, False, error_text(exc)])
+                        return
+                    if value is not _DEFER:
+                        self._send(conn.id, [Op.REPLY, req, True, value])
+
+                self._locate(actor_id, then)
                 return _DEFER
         if actor is None or actor.state == "DEAD":
             return False
