@@ -7,4 +7,4 @@ bash scripts/setup-system.sh       # Chromium, chromedriver, sshd, ssh, rsync (b
 .venv/bin/ruff check src integrations tests examples benchmarks
 .venv/bin/lint-imports            # the import contracts in pyproject.toml
 .venv/bin/mypy                    # strict for the core, normal elsewhere (pyproject.toml)
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=30 "$@"

@@ -11,7 +11,7 @@ from fedexec.testing import Cluster
 
 #: Every page of the dashboard.
 PAGE_PATHS = ("/", "/nodes", "/tasks", "/actors", "/objects", "/jobs", "/placement_groups",
-              "/charts")
+              "/serve", "/tune", "/train", "/charts")
 
 
 class Board:

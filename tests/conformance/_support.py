@@ -71,9 +71,12 @@ def block(
 
 def spin(started: str, release: str, interrupted: str | None = None) -> str:
     """Loop on short sleeps (interruptible between bytecodes) until ``release``
-    exists or 30 s pass; on ``KeyboardInterrupt`` touch ``interrupted`` and re-raise."""
-    touch(started)
+    exists or 30 s pass; on ``KeyboardInterrupt`` touch ``interrupted`` and re-raise.
+
+    ``started`` is touched inside the ``try``: a cancel prompted by it may interrupt
+    the thread right after, before the loop is entered."""
     try:
+        touch(started)
         for _ in range(600):
             if os.path.exists(release):
                 return "released"

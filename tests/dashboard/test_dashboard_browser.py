@@ -64,6 +64,19 @@ def _errors(driver: Any) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
+def _click_and_wait(driver: Any, selector: str, loaded: Any) -> None:
+    """Click the element at ``selector`` and wait (up to 30 s) until ``loaded(driver)``
+    holds on the page it leads to: reading the old page's elements meanwhile raises
+    StaleElementReferenceException."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+        loaded)
+
+
 def _shot(driver: Any, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
@@ -100,8 +113,8 @@ def test_every_page_loads_without_console_errors_and_shows_the_actor(board, brow
         browser.delete_all_cookies()
         browser.get(board.url + "/")
         browser.find_element(By.NAME, "token").send_keys(board.token)
-        browser.find_element(By.CSS_SELECTOR, "form button").click()
-        assert browser.find_element(By.TAG_NAME, "h1").text == "Cluster"
+        _click_and_wait(browser, "form button",
+                        lambda b: b.find_element(By.TAG_NAME, "h1").text == "Cluster")
         browser.get_log("browser")
         for path in PAGE_PATHS:
             browser.get(board.url + path)
@@ -112,7 +125,7 @@ def test_every_page_loads_without_console_errors_and_shows_the_actor(board, brow
         browser.get(board.url + "/actors?name=browser_actor_&limit=2")
         cells = [c.text for c in browser.find_elements(By.TAG_NAME, "td")]
         assert len([c for c in cells if c.startswith("browser_actor_")]) == 2
-        browser.find_element(By.CSS_SELECTOR, "a[rel=next]").click()
+        _click_and_wait(browser, "a[rel=next]", lambda b: "3-3 of 3" in b.page_source)
         cells = [c.text for c in browser.find_elements(By.TAG_NAME, "td")]
         assert len([c for c in cells if c.startswith("browser_actor_")]) == 1
         assert "3-3 of 3" in browser.page_source

@@ -465,6 +465,35 @@ def test_actors_created_in_a_burst_each_get_a_node_with_room():
             assert len(set(nodes)) == 3, nodes
 
 
+def call_every_other_node(others, at):
+    """At wall-clock time ``at``, run a task on each node of ``others`` (hard
+    affinity): every node dials the others at the same instant."""
+    while time.time() < at:
+        time.sleep(0.001)
+    leaf = fedexec.remote(node_of)
+    refs = [leaf.options(scheduling_strategy=NodeAffinity(n)).remote() for n in others]
+    return fedexec.get(refs, timeout=30)
+
+
+@pytest.mark.timeout(120)
+def test_nodes_that_dial_each_other_at_once_both_get_through():
+    """Four nodes open links to each other at the same instant. A node used to dial
+    from its loop with a blocking handshake: two nodes dialing each other waited on
+    each other for the handshake's timeout, again and again, and missed heartbeats
+    meanwhile until the head declared one dead. Dialing is non-blocking now."""
+    with Cluster(head_num_cpus=0) as c:
+        for _ in range(4):
+            c.add_node(num_cpus=1)
+        with fedexec.Executor(address=c.address) as ex:
+            nodes = sorted(n["node_id"] for n in ex.nodes() if not n["is_head"])
+            at = time.time() + 1.5
+            refs = [ex.options(scheduling_strategy=NodeAffinity(n)).submit(
+                call_every_other_node, [m for m in nodes if m != n], at) for n in nodes]
+            ran = ex.get(refs, timeout=60)
+            assert ran == [[m for m in nodes if m != n] for n in nodes]
+            assert {n["node_id"] for n in ex.nodes() if n["alive"]} >= set(nodes)
+
+
 # ------------------------------------------- lineage across a remote driver
 @pytest.fixture
 def headless():

@@ -8,6 +8,7 @@ import pytest
 
 from fedexec import SerializationError, serialization
 from fedexec.refs import ObjectRef
+from fedexec.util import serialization as util_serialization
 
 
 def test_large_buffers_go_out_of_band_and_small_ones_stay_in_band():
@@ -85,8 +86,12 @@ _RACING_PACKAGE = {
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("loads", [
+    serialization.loads,
+    util_serialization.loads,  # what the libraries load their own pickled code with
+], ids=["runtime", "fedexec.util.serialization"])
 def test_a_class_unpickled_while_another_thread_imports_its_package_waits_for_it(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, loads):
     """Python imports a module without waiting for its parent package when another
     thread is still importing that package. A Dask worker unpickling an actor class of
     ``fedexec.data.actor_pool`` while a task thread imported ``fedexec.data`` failed
@@ -114,7 +119,7 @@ def test_a_class_unpickled_while_another_thread_imports_its_package_waits_for_it
         while name not in sys.modules:  # until the other thread is inside __init__
             time.sleep(0.001)
         try:
-            loaded.append(serialization.loads(blob))
+            loaded.append(loads(blob))
         except BaseException as exc:
             errors.append(exc)
 

@@ -10,6 +10,8 @@ every list is the cluster's (the head asks every node), cached for a second.
     GET /api/nodes|tasks|actors|objects|jobs|placement_groups
         ?limit=&offset=&state=&name=&node_id=&job_id=
         -> {"total": N, "items": [...], "limit", "offset", "missing": {node: why}}
+    GET /api/serve|tune|train?limit=&offset=&state=&name=
+        -> what the libraries registered (``fedexec.util.registry``), same shape
     GET /api/status      the cluster's status (as ``fedexec status --format json``)
     GET /metrics         Prometheus text
     GET /, /tasks, ...   pages; /charts: sampled time series

@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from ..exceptions import FedexecError
-from . import _html, _prom, _query
+from . import _html, _libraries, _prom, _query
 from ._auth import TokenGuard
 from ._series import SERIES, TimeSeries, svg_chart
 from ._source import KINDS, HeadSource
@@ -36,10 +36,15 @@ def _unavailable(exc: Exception) -> JSONResponse:
     return JSONResponse({"error": f"cannot read the cluster's state: {exc}"}, status_code=503)
 
 
-def build_app(source: HeadSource, token: str, series: TimeSeries | None = None) -> Starlette:
+def build_app(source: HeadSource, token: str, series: TimeSeries | None = None,
+              libraries: _libraries.LibrarySource | None = None) -> Starlette:
     """The application reading ``source``, guarded by ``token``; ``series``: the
-    sampled time series the charts draw (None: no charts)."""
+    sampled time series the charts draw (None: no charts); ``libraries``: where
+    the serve/tune/train pages read (default: the registry of ``source``'s head)."""
     guard = TokenGuard(token)
+    if libraries is None:
+        libraries = _libraries.LibrarySource(source.address, source.token, ttl=source.ttl,
+                                             timeout=source.timeout)
     registry = _prom.make_registry(source)
 
     def api_list(request: Request) -> Response:
@@ -119,6 +124,7 @@ def build_app(source: HeadSource, token: str, series: TimeSeries | None = None) 
         Route("/login", guard.login, methods=["POST"]),
         Route("/api/status", api_status),
         Route("/api/series", api_series),
+        *_libraries.routes(libraries),
         Route("/api/{kind}", api_list),
         Route("/metrics", metrics),
         Route("/", page_cluster),

@@ -12,7 +12,8 @@ __all__ = ["PAGES", "layout", "list_page", "table"]
 
 #: The navigation: path → title.
 PAGES = {"/": "Cluster", "/tasks": "Tasks", "/actors": "Actors", "/objects": "Objects",
-         "/jobs": "Jobs", "/placement_groups": "Placement groups", "/charts": "Charts"}
+         "/jobs": "Jobs", "/placement_groups": "Placement groups", "/serve": "Serve",
+         "/tune": "Tune", "/train": "Train", "/charts": "Charts"}
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:0;color:#111}
@@ -79,12 +80,14 @@ def missing_note(missing: Mapping[str, str]) -> str:
 
 
 def list_page(path: str, title: str, result: dict[str, Any], params: Mapping[str, str],
-              missing: Mapping[str, str], links: Mapping[str, str] | None = None) -> str:
-    """A filterable, paged list (``result`` as ``_query.page`` returns it)."""
+              missing: Mapping[str, str], links: Mapping[str, str] | None = None,
+              filters: tuple[str, ...] = ("state", "name", "node_id", "job_id")) -> str:
+    """A paged list (``result`` as ``_query.page`` returns it), filterable by
+    ``filters``."""
     keep = {k: v for k, v in params.items() if k not in ("offset", "token") and v}
     inputs = "".join(
         f'<label>{key} <input name="{key}" value="{esc(params.get(key, ""))}"></label> '
-        for key in ("state", "name", "node_id", "job_id"))
+        for key in filters)
     form = (f'<form class="filters" method="get" action="{esc(path)}">{inputs}'
             f'<input type="hidden" name="limit" value="{result["limit"]}">'
             '<button type="submit">Filter</button></form>')

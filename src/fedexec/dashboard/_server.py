@@ -55,6 +55,7 @@ def serve(config: dict[str, Any], ready: Any = None) -> None:
         if ready:
             ready(f"error cannot run: {exc} (install it with pip install 'fedexec[dashboard]')")
         raise SystemExit(1) from None
+    from ._libraries import LibrarySource
     from ._series import TimeSeries, sample_status
     from ._source import HeadSource
 
@@ -73,7 +74,8 @@ def serve(config: dict[str, Any], ready: Any = None) -> None:
                         ttl=float(config.get("cache_ttl", 1.0)))
     series = TimeSeries(lambda: sample_status(source.status()),
                         interval=float(config.get("sample_interval", 5.0)))
-    app = build_app(source, config["token"], series)
+    libraries = LibrarySource(source.address, source.token, ttl=source.ttl)
+    app = build_app(source, config["token"], series, libraries)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                            lifespan="off"))
     series.start()
@@ -86,6 +88,7 @@ def serve(config: dict[str, Any], ready: Any = None) -> None:
         server.run(sockets=[sock])
     finally:
         series.stop()
+        libraries.close()
 
 
 def main() -> None:

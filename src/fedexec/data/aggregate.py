@@ -36,6 +36,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fedexec.util.serialization import loads as safe_loads
+
 from .block import Block, BlockAccessor
 from .transforms import fn_name
 
@@ -195,7 +197,7 @@ class AggregateFn:
 
     def _merge(self, states: pa.Table, groups: Groups) -> dict[str, pa.Array]:
         """The state of each group of ``groups`` (rows of states)."""
-        accs = [cloudpickle.loads(b) for b in states.column("acc").to_pylist()]
+        accs = [safe_loads(b) for b in states.column("acc").to_pylist()]
         out = []
         for g in range(groups.num_groups):
             lo = int(groups.starts[g])
@@ -208,7 +210,7 @@ class AggregateFn:
 
     def _finalize(self, states: pa.Table) -> pa.Array:
         """The results, one per state row."""
-        values = [self._final(cloudpickle.loads(b)) for b in states.column("acc").to_pylist()]
+        values = [self._final(safe_loads(b)) for b in states.column("acc").to_pylist()]
         return _to_column(self.name, values)
 
     def _empty(self) -> Any:

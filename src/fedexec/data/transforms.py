@@ -31,6 +31,8 @@ from typing import Any
 import cloudpickle
 import pyarrow as pa
 
+from fedexec.util.serialization import loads as safe_loads
+
 from .batcher import batch_blocks
 from .block import (
     Block,
@@ -302,14 +304,14 @@ def load_chain(blob: bytes, *, cached: bool = True) -> MapChain:
     """The chain pickled in ``blob``; with ``cached``, unpickled once per process
     (a few recent chains are kept; their stages hold no per-task state)."""
     if not cached:
-        return cloudpickle.loads(blob)
+        return safe_loads(blob)
     key = hashlib.blake2b(blob, digest_size=16).digest()
     with _chains_lock:
         chain = _chains.get(key)
         if chain is not None:
             _chains.move_to_end(key)
             return chain
-    chain = cloudpickle.loads(blob)
+    chain = safe_loads(blob)
     with _chains_lock:
         _chains[key] = chain
         while len(_chains) > _CHAINS_KEPT:

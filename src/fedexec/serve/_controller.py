@@ -23,6 +23,8 @@ import traceback
 import uuid
 from typing import Any
 
+from fedexec.util.registry import EntrySet
+
 from . import _context
 from .autoscaling import AutoscalingConfig, AutoscalingPolicy
 
@@ -106,6 +108,7 @@ class ServeController:
         self.loads: dict[str, tuple[float, dict[str, int]]] = {}
         self.dead_reports: set[str] = set()
         self.stopped = False
+        self.board = EntrySet("serve", self.ex)  # the applications the dashboard shows
         ctx = contextvars.copy_context()
         self.thread = threading.Thread(target=ctx.run, args=(self._run,), daemon=True,
                                        name="fedexec-serve-controller")
@@ -205,6 +208,7 @@ class ServeController:
             self.deps.clear()
             self.apps.clear()
             self._bump()
+            self.board.clear()
         for r in replicas:
             self._kill(r)
 
@@ -299,6 +303,13 @@ class ServeController:
                         changed |= self._reconcile(dep)
                     if changed:
                         self._bump()
+                    self.board.sync({name: (app["status"], {
+                        "route_prefix": app["route_prefix"], "ingress": app["ingress"],
+                        "deployments": {d: f"{s['status']} {len(s['pids'])}/"
+                                        f"{s['target_replicas']}"
+                                        for d, s in app["deployments"].items()},
+                        "message": app["message"]}) for name, app in
+                        self.status()["applications"].items()})
             except Exception:
                 traceback.print_exc()
             time.sleep(TICK)

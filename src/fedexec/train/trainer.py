@@ -31,6 +31,7 @@ from typing import Any
 import fedexec
 from fedexec.tune.checkpoint import Checkpoint, pack
 from fedexec.tune.result import Result
+from fedexec.util import registry
 
 from .config import FailureConfig, RunConfig, ScalingConfig
 from .error import TrainingFailedError
@@ -120,13 +121,20 @@ class DataParallelTrainer:
         start = time.monotonic()
         failures = 0
         error: TrainingFailedError | None = None
+        # the dashboard's /train page: updated each round (_rounds), finished below
+        entry = registry.register("train", os.path.basename(path),
+                                  self._board_info(history, 0, path), executor=executor)
+        outcome = "ERRORED"
         try:
             while True:
                 try:
-                    self._run_group(executor, storage, history, start)
+                    self._run_group(executor, storage, history, start, entry)
+                    outcome = "FINISHED"
                     break
                 except _Failed as failed:
                     failures += 1
+                    entry.update(self._board_info(history, failures, path),
+                                 state="RESTARTING")
                     where = f"worker {failed.rank}" if failed.rank is not None else "the group"
                     if failure.max_failures != -1 and failures > failure.max_failures:
                         error = TrainingFailedError(
@@ -143,6 +151,7 @@ class DataParallelTrainer:
                                    failures, failure.max_failures)
         finally:
             storage.close()
+            entry.finish(outcome, self._board_info(history, failures, path))
         if error is not None:
             raise error
         # metrics_dataframe is read from result.json when first asked for
@@ -151,7 +160,8 @@ class DataParallelTrainer:
                       best_checkpoints=storage.best_checkpoints(), path=path)
 
     def _run_group(self, executor: fedexec.Executor, storage: RunStorage,
-                   history: list[dict[str, Any]], start: float) -> None:
+                   history: list[dict[str, Any]], start: float,
+                   entry: registry.Entry) -> None:
         """One gang from start to the end of the loop; raises :class:`_Failed`."""
         names = {"trial_name": _trial_name(self), "experiment_name": self.run_config.name,
                  "storage_path": self.run_config.storage_path, "trial_dir": storage.path,
@@ -173,7 +183,7 @@ class DataParallelTrainer:
                 raise
             except Exception as exc:
                 raise _Failed(exc, None) from exc
-            self._rounds(executor, group, storage, history, start)
+            self._rounds(executor, group, storage, history, start, entry)
             executor.wait(runs, num_returns=len(runs), timeout=_WAIT_S * 10)
         finally:
             group.shutdown()
@@ -219,7 +229,7 @@ class DataParallelTrainer:
             context.executor = before
 
     def _rounds(self, executor: fedexec.Executor, group: WorkerGroup, storage: RunStorage,
-                history: list[dict[str, Any]], start: float) -> None:
+                history: list[dict[str, Any]], start: float, entry: registry.Entry) -> None:
         workers = group.workers
         while True:
             items: dict[int, tuple[str, Any]] = {}
@@ -250,6 +260,7 @@ class DataParallelTrainer:
             checkpoint = storage.add_checkpoint(saved, row) if saved is not None else None
             history.append(row)
             storage.add_result(row)
+            entry.update({**entry.info, **_progress(history)}, state="RUNNING")
             if self.run_config.verbose and sys.stdout.isatty():
                 shown = ", ".join(f"{k}={_short(v)}" for k, v in metrics.items())
                 print(f"[{os.path.basename(storage.path)}] iteration {len(history)}: {shown}"
@@ -257,6 +268,12 @@ class DataParallelTrainer:
                          if checkpoint else ""), flush=True)
             if self._on_result is not None:
                 self._on_result(dict(metrics), checkpoint)
+
+    def _board_info(self, history: list[dict[str, Any]], failures: int,
+                    path: str) -> dict[str, Any]:
+        """What the dashboard shows of this run."""
+        return {"workers": self.scaling_config.num_workers, **_progress(history),
+                "failures": failures, "path": path}
 
     # ------------------------------------------------------------------ tune
     def as_trainable(self) -> Any:
@@ -290,6 +307,13 @@ class DataParallelTrainer:
         bundles = [{"CPU": 0.0}, *scaling.bundles()]
         return tune.with_resources(train_loop, PlacementGroupFactory(
             bundles, strategy=scaling.placement_strategy))
+
+
+def _progress(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The latest round's metrics, for the dashboard."""
+    last = history[-1] if history else {}
+    return {"iteration": len(history),
+            "metrics": {k: v for k, v in last.items() if k != "timestamp"}}
 
 
 def _short(value: Any) -> str:

@@ -41,12 +41,18 @@ in the view, the actor calls sent there fail with ``ActorUnavailableError`` (the
 may or may not have run); messages not sent yet wait in the peer's ``out`` (the
 link is tried again each tick). At its death, actor calls never sent there go to
 the actor restarted elsewhere, if any.
+
+Links: a node dials a peer without blocking its loop (non-blocking connect, the
+handshake run by the loop, ``_DIAL_TIMEOUT``), so two nodes dialing each other at
+once both get through; messages wait in the peer's ``out`` until the link is up.
+The head never dials: nodes (re)join it themselves.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -54,7 +60,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .membership import Membership
-from .protocol import Call, ErrorKind, FrameReader, Kind, Op, client_handshake, pack_frame
+from .protocol import (
+    Call,
+    ClientHandshake,
+    ErrorKind,
+    FrameReader,
+    Kind,
+    Op,
+    client_handshake,
+    pack_frame,
+)
 
 if TYPE_CHECKING:
     from .node import _Conn, _Obj, _Task
@@ -66,14 +81,15 @@ _SERVE_PER_TURN = 32 << 20  # bytes of pulls served per loop turn (others wait t
 _LINK_BACKLOG = 64 << 20    # stop serving a peer while this much is unsent to it
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
 _GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node
+_DIAL_TIMEOUT = 2.0         # seconds a link to a peer may take to open and authenticate
 _GATHERABLE = (Call.STATS, Call.LIST)
 
 
 class _Peer:
     """Another node, as a logical client of this one (see the module docstring)."""
 
-    __slots__ = ("address", "creating", "down", "held", "id", "link", "node_id", "out", "pid",
-                 "role", "sent", "worker")
+    __slots__ = ("address", "creating", "dial", "dial_at", "down", "held", "id", "link",
+                 "node_id", "out", "pid", "role", "sent", "worker")
 
     def __init__(self, vcid: int, node_id: str, address: str):
         self.id = vcid
@@ -88,6 +104,8 @@ class _Peer:
         self.pid = 0
         self.sent = 0.0     # CPUs forwarded there (tasks, actors) since its last report
         self.down = 0.0     # when a connection attempt last failed
+        self.dial: _Conn | None = None  # the link being opened (handshake in flight)
+        self.dial_at = 0.0
 
 
 class _Gather:
@@ -201,7 +219,7 @@ class Federation:
         from .node import _Conn
 
         sock.setblocking(False)
-        conn = _Conn(self._next_conn, sock, None)  # type: ignore[arg-type]
+        conn = _Conn(self._next_conn, sock, None)
         self._next_conn += 1
         conn.auth = None
         conn.role = "node"
@@ -279,14 +297,69 @@ class Federation:
             # node at the same moment, both loops would block in their handshakes.
             return None
         now = time.monotonic()
+        if peer.dial is not None:
+            if now - peer.dial_at > _DIAL_TIMEOUT:
+                self._close(peer.dial)  # -> _dial_failed
+            return None
         if not peer.address or now - peer.down < 1.0:
             return None
+        self._dial(peer, now)
+        return None
+
+    def _dial(self: Any, peer: _Peer, now: float) -> None:
+        """Start opening a link to ``peer`` without blocking the loop: two nodes that
+        dial each other at once would otherwise each wait on the other's handshake
+        (and miss heartbeats meanwhile). ``_read`` runs the handshake; ``_dialed``
+        then says HELLO and sends what waited in ``peer.out``."""
+        from .node import _Conn
+
+        host, _, port = peer.address.rpartition(":")
         try:
-            sock = self._open_link(peer.address, timeout=2.0)
-        except Exception:
+            family, kind, proto, _, addr = socket.getaddrinfo(
+                host.strip("[]") or "127.0.0.1", int(port), type=socket.SOCK_STREAM)[0]
+            sock = socket.socket(family, kind, proto)
+        except (OSError, ValueError):
             peer.down = now
-            return None
-        return self._adopt_link(sock, peer)
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.connect_ex(addr) not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            peer.down = now
+            return
+        conn = _Conn(self._next_conn, sock, ClientHandshake(self.token))
+        self._next_conn += 1
+        conn.role = "node"
+        conn.dialing = peer
+        self.conns[conn.id] = conn
+        self.sel.register(sock, 1 | 2, conn)  # EVENT_READ | EVENT_WRITE (connected)
+        conn.watching_write = True
+        peer.dial, peer.dial_at = conn, now
+
+    def _dialed(self: Any, conn: _Conn) -> None:
+        """A link we dialed is authenticated: say HELLO, then send what waited."""
+        peer, conn.dialing = conn.dialing, None
+        assert peer is not None
+        if peer.dial is conn:
+            peer.dial = None
+        if self.peers.get(peer.node_id) is not peer:
+            self._close(conn)  # declared dead meanwhile
+            return
+        conn.wbuf += pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
+                                  self._hello_info()]])
+        conn.peer = peer
+        if peer.link is None:
+            peer.link = conn
+        self._pending_out.add(conn)
+        self._pending_out.add(peer)
+
+    def _dial_failed(self: Any, conn: _Conn) -> None:
+        """A link we dialed did not open (refused, timed out, failed the handshake):
+        its messages wait in ``peer.out`` for the next attempt or its death."""
+        peer, conn.dialing = conn.dialing, None
+        if peer is not None and peer.dial is conn:
+            peer.dial = None
+            peer.down = time.monotonic()
 
     def _node_hello(self: Any, conn: _Conn, msg: list[Any]) -> None:
         """A node connected to us (HELLO with role "node")."""

@@ -67,6 +67,7 @@ from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
     Call,
+    ClientHandshake,
     ErrorKind,
     FrameReader,
     Kind,
@@ -91,6 +92,7 @@ class _Conn:
     __slots__ = (
         "auth",
         "creating",
+        "dialing",
         "held",
         "id",
         "out",
@@ -106,10 +108,11 @@ class _Conn:
         "worker",
     )
 
-    def __init__(self, cid: int, sock: socket.socket, auth: ServerHandshake):
+    def __init__(self, cid: int, sock: socket.socket,
+                 auth: ServerHandshake | ClientHandshake | None):
         self.id = cid
         self.sock = sock
-        self.auth: ServerHandshake | None = auth
+        self.auth: ServerHandshake | ClientHandshake | None = auth
         self.reader = FrameReader()
         self.out: list[Any] = []
         self.wbuf = bytearray()
@@ -121,6 +124,7 @@ class _Conn:
         self.creating: set[str] = set()
         self.watching_write = False
         self.peer: _Peer | None = None  # set on a link to another node
+        self.dialing: _Peer | None = None  # a link we are opening, until authenticated
         self.remote = False  # a driver on another machine: it gets bytes, not paths
 
 
@@ -424,14 +428,19 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             return
         if conn.auth is not None:
             done, ok, reply, leftover = conn.auth.feed(data)
+            if reply:
+                conn.wbuf += reply
+                self._pending_out.add(conn)
             if not done:
                 return
             if not ok:
                 self._close(conn)  # nothing it sent was decoded
                 return
             conn.auth = None
-            conn.wbuf += reply
-            self._pending_out.add(conn)
+            if conn.dialing is not None:
+                self._dialed(conn)
+                if conn.id not in self.conns:
+                    return
             data = leftover
             if not data:
                 return
@@ -515,6 +524,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         if conn.peer is not None:
             self._link_closed(conn)
             return  # its holds are the peer's: released when the node is declared dead
+        if conn.dialing is not None:
+            self._dial_failed(conn)
+            return
         for obj_id in conn.held:
             obj = self.objects.get(obj_id)
             if obj is not None:

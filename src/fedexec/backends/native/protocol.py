@@ -28,6 +28,7 @@ import msgpack
 from ...exceptions import AuthenticationError
 
 __all__ = [
+    "ClientHandshake",
     "ErrorKind",
     "FrameReader",
     "Kind",
@@ -214,27 +215,72 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -> None:
     """Authenticate to a server (blocking). Raises :class:`AuthenticationError`."""
+    shake = ClientHandshake(token)
     old = sock.gettimeout()
     sock.settimeout(timeout)
     try:
-        hello = _recv_exact(sock, len(MAGIC) + NONCE)
-        if hello[:len(MAGIC)] != MAGIC:
-            raise AuthenticationError("the peer is not a fedexec runtime (bad greeting)")
-        nonce_c = os.urandom(NONCE)
-        sock.sendall(_mac(token, b"client", hello[len(MAGIC):]) + nonce_c)
-        try:
-            proof = _recv_exact(sock, MAC)
-        except ConnectionError:
-            raise AuthenticationError(
-                "the runtime refused the cluster token; pass token= or set FEDEXEC_TOKEN "
-                "to the token of the cluster's head"
-            ) from None
-        if not hmac.compare_digest(proof, _mac(token, b"server", nonce_c)):
-            raise AuthenticationError("the runtime failed to prove it holds the cluster token")
+        done = ok = False
+        while not done:
+            try:
+                data = _recv_exact(sock, shake.need)
+            except ConnectionError:
+                if not shake.greeted:
+                    raise
+                raise AuthenticationError(
+                    "the runtime refused the cluster token; pass token= or set FEDEXEC_TOKEN "
+                    "to the token of the cluster's head"
+                ) from None
+            done, ok, reply, _ = shake.feed(data)
+            if reply:
+                sock.sendall(reply)
+        if not ok:
+            raise AuthenticationError(shake.error)
     except TimeoutError:
         raise AuthenticationError("timed out authenticating to the runtime") from None
     finally:
         sock.settimeout(old)
+
+
+class ClientHandshake:
+    """Client side of the handshake as a non-blocking state machine (a node dials
+    another node from its event loop with it; a blocking dial there could wait on a
+    peer that is itself blocked dialing us).
+
+    ``feed(bytes)`` returns (done, ok, reply_bytes, leftover): once the server's
+    greeting is in, ``reply_bytes`` is our proof and nonce (send them); once its
+    proof is in, ``done``, and ``ok`` says whether it holds the token (``error``
+    says why not). ``need`` is how many more bytes the next step wants."""
+
+    def __init__(self, token: bytes):
+        self._token = token
+        self._nonce = os.urandom(NONCE)
+        self._buf = b""
+        self.greeted = False
+        self.error = ""
+
+    @property
+    def need(self) -> int:
+        return max(1, (MAC if self.greeted else len(MAGIC) + NONCE) - len(self._buf))
+
+    def feed(self, data: bytes) -> tuple[bool, bool, bytes, bytes]:
+        self._buf += data
+        reply = b""
+        if not self.greeted:
+            if len(self._buf) < len(MAGIC) + NONCE:
+                return False, False, b"", b""
+            hello, self._buf = self._buf[:len(MAGIC) + NONCE], self._buf[len(MAGIC) + NONCE:]
+            if hello[:len(MAGIC)] != MAGIC:
+                self.error = "the peer is not a fedexec runtime (bad greeting)"
+                return True, False, b"", b""
+            self.greeted = True
+            reply = _mac(self._token, b"client", hello[len(MAGIC):]) + self._nonce
+        if len(self._buf) < MAC:
+            return False, False, reply, b""
+        proof, leftover = self._buf[:MAC], self._buf[MAC:]
+        if not hmac.compare_digest(proof, _mac(self._token, b"server", self._nonce)):
+            self.error = "the runtime failed to prove it holds the cluster token"
+            return True, False, reply, b""
+        return True, True, reply, leftover
 
 
 class ServerHandshake:

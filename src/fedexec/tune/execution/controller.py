@@ -61,7 +61,9 @@ from fedexec.exceptions import (
     NodeDiedError,
     WorkerCrashedError,
 )
+from fedexec.util import registry
 
+from .._board import experiment_info
 from ..analysis import STATE_FILE
 from ..callback import Callback
 from ..checkpoint import pack, unpack
@@ -224,16 +226,25 @@ class TuneController:
         self._actors = ActorManager(self._ex)
         self._writer = Writer(self._loggers)
         self._setup()
+        self._entry = registry.register("tune", self.experiment_name, self._board_info(),
+                                        executor=self._ex)
         previous = self._install_sigint()
         start = time.monotonic()
         self._last_save = time.monotonic()
         self._save_every = 5.0
+        outcome = "ERRORED"
         try:
             self._loop(start)
+            outcome = "FINISHED"
         except KeyboardInterrupt:
             self._interrupted = True
         finally:
-            self._teardown(previous)
+            try:
+                self._teardown(previous)
+            finally:
+                outcome = "STOPPED" if self._interrupted else outcome
+                self._entry.finish(outcome if self._raise is None else "ERRORED",
+                                   self._board_info())
         if self._raise is not None:
             raise self._raise
         return self._trials
@@ -320,7 +331,12 @@ class TuneController:
                 if not self._stop_all and not self._interrupted:
                     self._start_trials()  # keep actors busy while answers are handled
 
+    def _board_info(self) -> dict[str, Any]:
+        return experiment_info(self._trials, self._metric, self._mode, self.experiment_path)
+
     def _periodic(self, now: float) -> None:
+        if self._entry.due():
+            self._entry.update(self._board_info())
         if self._reporter is not None and self._reporter.should_report(self._trials):
             self._reporter.report(self._trials, False)
         if now - self._last_save >= self._save_every:

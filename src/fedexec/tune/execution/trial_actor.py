@@ -30,6 +30,7 @@ from typing import Any
 import cloudpickle
 
 import fedexec
+from fedexec.util.serialization import loads as safe_loads
 
 from ..checkpoint import Checkpoint, locate
 from ..trainable.session import Outbox, Session, StopTrial, TrialContext, activate
@@ -245,7 +246,7 @@ class TrialActor:
         if self._run is not None:
             raise RuntimeError(f"trial actor is still running trial {self._run.spec.trial_id}")
         if spec.trainable_blob is not None:
-            self._trainables[spec.trainable_key] = cloudpickle.loads(spec.trainable_blob)
+            self._trainables[spec.trainable_key] = safe_loads(spec.trainable_blob)
         trainable = self._trainables[spec.trainable_key]
         parameters = {}
         for name, ref in spec.parameters.items():
