@@ -25,6 +25,16 @@ Prints min / median / p95 milliseconds per round (target: <= 100 ms).
 head) with a monitor (``local`` provider, 0.2 s rounds), the time from queueing 4
 one-CPU tasks to the first launched node being alive at the head, and to the first
 task finishing on it.
+
+``--fake N`` measures full monitor rounds (``Monitor.step``: ask the head for its
+status and every node's, report to the requests actor, plan, apply) against a real
+head (a ``fedexec.testing.Cluster``, 1-CPU head, heartbeats every 0.5 s, declared dead
+after 10 s of silence) with N simulated nodes of the
+``fake`` provider joined to it (type ``sim4``: {CPU: 4, sim: 1}; the cluster is at
+its ``max_workers`` N), ``--tasks`` tasks queued on the head that need a type of
+node not launched yet (12 shapes needing ``big`` or GPU; they wait: the cluster
+is at max_workers) and 50 ``request_resources`` bundles. Prints the time N nodes
+took to join (in batches of 100) and per round: total, observe, plan, apply.
 """
 
 from __future__ import annotations
@@ -106,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--local", type=int, default=0, metavar="N",
                     help="also time demand -> ready local node, N times")
+    ap.add_argument("--fake", type=int, default=0, metavar="N",
+                    help="also time monitor rounds against a real head with N fake nodes")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     rows = []
@@ -138,9 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|")
         for i, (alive, done) in enumerate(local):
             print(f"| {i} | {alive:.2f} | {done:.2f} |")
+    fake = fake_rounds(args.fake, args.tasks, args.rounds, rng) if args.fake else None
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows,
-                                               "local": local}, indent=2))
+                                               "local": local, "fake": fake}, indent=2))
     return 0
 
 
@@ -186,6 +199,93 @@ def time_to_node() -> tuple[float, float]:
             thread.join()
             provider.wait_launches(60)
             monitor.terminate_all()
+
+
+FAKE_SHAPES = [{"CPU": c, "big": 1} for c in (1, 2, 4, 8)] + \
+    [{"CPU": c, "GPU": g} for c in (1, 2, 4) for g in (0.5, 1)] + \
+    [{"CPU": 2, "big": 1, "GPU": 1}, {"big": 2}]
+
+
+def _noop() -> None:
+    return None
+
+
+def fake_rounds(n: int, tasks: int, rounds: int, rng: random.Random) -> dict[str, object]:
+    """Monitor rounds against a real head with ``n`` fake nodes (see the module
+    docstring); prints and returns the timings."""
+    from fedexec.autoscaler import request_resources
+    from fedexec.autoscaler.fake_provider import FakeProvider
+    from fedexec.autoscaler.monitor import Monitor
+    from fedexec.autoscaler.providers import TAG_NODE_TYPE
+    from fedexec.autoscaler.requests import requests_actor
+    from fedexec.testing import Cluster
+
+    types = {"head": NodeTypeConfig("head", {"CPU": 1}, 0, 0),
+             "sim4": NodeTypeConfig("sim4", {"CPU": 4, "sim": 1}, 0, n),
+             "big8": NodeTypeConfig("big8", {"CPU": 8, "big": 2}, 0, n),
+             "gpu8": NodeTypeConfig("gpu8", {"CPU": 8, "GPU": 1, "big": 1}, 0, n)}
+    cfg = ClusterConfig(node_types=types, head_node_type="head", max_workers=n,
+                        idle_timeout_minutes=60.0)
+    # `fedexec start --head`'s heartbeat interval (0.5 s); a timeout of 10 s (default
+    # 5 s) so that a loaded 2-core machine does not declare simulated nodes dead
+    with Cluster(head_num_cpus=1, heartbeat_interval=0.5, heartbeat_timeout=10.0) as cluster, \
+            cluster.connect() as ex:
+        provider = FakeProvider("bench", cluster.address, cluster.token)
+        monitor = Monitor(cfg, provider, cluster.address, cluster.token)
+        monitor.report_ttl = 3600.0  # rounds are run by hand here, with pauses
+        refs: list = []
+        try:
+            # The tasks are queued first, on the lone head: a head with many nodes
+            # spends O(queued tasks) per message on spillback while tasks arrive
+            # (see RESULTS.md), which this benchmark does not measure.
+            shapes = [dict(t.resources) for t in types.values() if t.max_workers > 0]
+            ex.get(requests_actor(ex).report.remote(shapes, 3600.0))  # as a monitor does
+            t0 = time.perf_counter()
+            for _ in range(tasks):
+                s = rng.choice(FAKE_SHAPES)
+                custom = {k: v for k, v in s.items() if k not in ("CPU", "GPU")}
+                refs.append(ex.options(resources=custom, num_cpus=s.get("CPU", 0),
+                                       num_gpus=s.get("GPU", 0)).submit(_noop))
+            submitted = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for start in range(0, n, 100):
+                for _ in range(min(100, n - start)):
+                    provider.create_node("sim4", types["sim4"].resources, {},
+                                         {TAG_NODE_TYPE: "sim4"})
+                if not provider.wait_joined(120):
+                    raise RuntimeError("fake nodes did not join within 120 s")
+            deadline = time.monotonic() + 120
+            while sum(x["alive"] for x in ex.nodes()) < n + 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the head lists fewer than {n} fake nodes alive")
+                time.sleep(0.05)
+            joined = time.perf_counter() - t0
+            request_resources(bundles=[{"CPU": 1}] * 50, executor=ex)
+            rows = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                p = monitor.step()
+                rows.append({"total": time.perf_counter() - t0, **monitor.timings})
+            alive = sum(x["alive"] for x in ex.nodes())
+            waiting = sum(u.count for u in p.waiting)
+        finally:
+            for ref in refs:  # they never run: the executor must not wait for them
+                ref.cancel()
+            monitor.close()
+            provider.close()
+    med = {k: statistics.median(r[k] for r in rows) * 1000 for k in rows[0]}
+    print(f"\nmonitor rounds against a real head with {n} fake nodes ({alive} nodes alive, "
+          f"{tasks} queued tasks, {waiting} demand items reported waiting):")
+    print(f"{tasks} big tasks submitted in {submitted:.1f} s; then {n} fake nodes joined in "
+          f"{joined:.1f} s")
+    print("| rounds | median total ms | p95 total ms | median observe ms | median plan ms "
+          "| median apply ms |")
+    print("|---|---|---|---|---|---|")
+    totals = sorted(r["total"] * 1000 for r in rows)
+    print(f"| {rounds} | {med['total']:.0f} | {totals[min(len(totals) - 1, int(0.95 * len(totals)))]:.0f} "
+          f"| {med['observe']:.0f} | {med['plan']:.1f} | {med['apply']:.1f} |")
+    return {"nodes": n, "alive": alive, "joined_s": joined, "submitted_s": submitted,
+            "waiting": waiting, "rounds": rows}
 
 
 if __name__ == "__main__":

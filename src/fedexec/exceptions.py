@@ -21,11 +21,14 @@ __all__ = [
     "ClusterConfigError",
     "ClusterUnreachableError",
     "FedexecError",
+    "FrameTooLargeError",
     "GetTimeoutError",
     "NodeDiedError",
     "ObjectLostError",
     "ObjectStoreFullError",
     "OutOfMemoryError",
+    "ProtocolError",
+    "ProtocolVersionError",
     "RuntimeEnvSetupError",
     "SerializationError",
     "TaskCancelledError",
@@ -250,6 +253,25 @@ class SerializationError(FedexecError):
 class AuthenticationError(FedexecError):
     """A peer failed the cluster-token check: a wrong or missing token. Pass
     ``token=`` or set ``FEDEXEC_TOKEN`` to the token of the cluster's head."""
+
+
+class ProtocolError(FedexecError):
+    """A peer broke the wire protocol of a fedexec connection (an op its role may not
+    send, a malformed or oversized frame). The connection is closed; the message says
+    which peer and what it sent. A fedexec bug, or a peer that is not fedexec."""
+
+
+class FrameTooLargeError(ProtocolError, ValueError):
+    """A frame (one write of messages) is over the connection's size limit. Sending:
+    nothing was sent; pass large values through the object store (``put``) or raise
+    the limit (``FEDEXEC_MAX_FRAME_BYTES``). Receiving: the peer announced it, the
+    connection is closed before any of it is read. Also a ``ValueError``."""
+
+
+class ProtocolVersionError(ProtocolError):
+    """The two ends of a connection speak different fedexec protocol versions. The
+    message names both; run the same fedexec version on every node, driver and
+    worker of a cluster."""
 
 
 class ClusterConfigError(FedexecError, ValueError):

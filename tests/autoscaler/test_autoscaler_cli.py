@@ -94,3 +94,25 @@ def test_up_reports_a_bad_key_and_starts_nothing(home, tmp_path):
     assert "unknown key 'max_worker' (did you mean 'max_workers'?)" in out.stderr
     assert not (home / "cluster.json").exists()
 
+
+
+@pytest.mark.timeout(180)
+def test_up_with_the_fake_provider_joins_simulated_nodes_to_the_head(home, tmp_path):
+    config = tmp_path / "fake.yaml"
+    config.write_text(CONFIG.replace("type: local", "type: fake").replace(
+        "cpu2: {resources: {CPU: 2}, max_workers: 2}",
+        "sim: {resources: {CPU: 2, sim: 1}, min_workers: 2, max_workers: 2}"))
+    try:
+        out = cli("up", str(config), "--yes", "--interval", "0.5")
+        assert out.returncode == 0, out.stderr
+        with fedexec.Executor(address="auto") as ex:
+            deadline = time.monotonic() + 90
+            while sum(n["alive"] for n in ex.nodes()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert ex.cluster_resources().get("sim") == 2, ex.nodes()
+        assert "launching 2 x sim: min_workers is 2" in \
+            cli("monitor", str(config), "--no-follow").stdout
+    finally:
+        down = cli("down", str(config), "--yes")
+    assert down.returncode == 0, down.stderr
+    assert "monitor stopped" in down.stdout and "head stopped" in down.stdout

@@ -123,3 +123,72 @@ def test_a_pending_placement_group_gets_its_nodes(tmp_path):
         assert "launching 2 x cpu2 for placement group" in run.log_text()
         assert "(STRICT_SPREAD, 2 bundles)" in run.log_text()
         ex.remove_placement_group(pg)
+
+
+@pytest.mark.timeout(240)
+def test_a_task_bigger_than_every_node_waits_for_a_launched_node(tmp_path):
+    """A 2-CPU task on a 1-CPU head is queued (not refused) while an autoscaler with a
+    2-CPU node type runs: the node is launched, the task runs there, the node goes
+    once idle. Without an autoscaler, or with no node type that fits, it is refused."""
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+        with pytest.raises(ValueError, match="no autoscaler runs"):
+            ex.options(num_cpus=2).submit(where, 0)
+        with Running(cluster, tmp_path, 3.0) as run:
+            wait_for(lambda: run.monitor.last_plan is not None, 60,
+                     "the monitor's first round")
+            with pytest.raises(ValueError, match="actors do not wait"):
+                ex.options(num_cpus=2).actor(dict)
+            ref = ex.options(num_cpus=2).submit(where, 0.5)
+            node = ref.result(timeout=180)
+            assert node != cluster.head.node_id
+            assert "launching 1 x cpu2 for 1 queued {CPU: 2} task" in run.log_text()
+            with pytest.raises(ValueError, match="no running autoscaler may launch a node"):
+                ex.options(num_cpus=8).submit(where, 0)
+            wait_for(lambda: not run.provider.non_terminated_nodes(), 90,
+                     "the idle node to be terminated")
+            assert f"terminating node {node} (cpu2)" in run.log_text()
+
+
+@pytest.mark.timeout(240)
+def test_failing_launches_back_off_exponentially_with_the_reason_shown(tmp_path):
+    """Nodes whose start fails (here: ``fedexec start`` given a head address where
+    nothing listens) are retried after 1, then 2 s (the monitor's clock, stepped by
+    hand); the reason is logged and in ``fedexec status``'s autoscaler lines."""
+    from fedexec.autoscaler._cli import _state_dir, status_lines
+
+    now = [0.0]
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+        log = os.path.join(_state_dir("backoff"), "monitor.log")
+        provider = LocalProvider("backoff", "127.0.0.1:1", cluster.token,
+                                 state_dir=str(tmp_path / "state"))
+        monitor = Monitor(config(60.0), provider, cluster.address, cluster.token,
+                          log_path=log, clock=lambda: now[0], backoff_base=1.0)
+        try:
+            request_resources(bundles=[{"CPU": 2}], executor=ex)
+
+            def launched_at(t: float) -> bool:
+                now[0] = t
+                monitor.step()
+                provider.wait_launches(60)  # the start fails: tagged failed
+                return bool(provider.non_terminated_nodes())
+
+            assert launched_at(0.0)
+            assert not launched_at(0.0)  # failure 1 seen: wait 1 s
+            assert not launched_at(0.9)
+            assert launched_at(1.0)
+            assert not launched_at(1.0)  # failure 2: wait 2 s
+            assert not launched_at(2.9)
+            lines = "\n".join(status_lines())
+            assert "node type cpu2 is backing off after 2 failed launches in a row " \
+                "(next try in 0 s): " in lines, lines
+            assert launched_at(3.0)
+            text = open(log).read()
+            assert "launching a cpu2 node failed (1 failed launch in a row): " in text
+            assert "; next try in 1 s" in text and "; next try in 2 s" in text
+            why = text.split("(1 failed launch in a row): ")[1].split("; next try")[0]
+            assert "127.0.0.1:1" in why, why  # the start command's own error
+            assert "cpu2 is backing off after" in text  # the waiting bundle says why
+        finally:
+            monitor.close()
+            provider.wait_launches(60)
+            monitor.terminate_all()

@@ -201,3 +201,15 @@ def test_idle_nodes_that_request_resources_needs_are_kept():
     assert [t.node_id for t in p.terminations] == ["b"]
     assert p.kept == ("keeping node a (cpu4, idle for 10.0 min): request_resources "
                       "needs it",)
+
+
+def test_a_type_backing_off_launches_nothing_and_the_demand_waits_on_it():
+    cfg = config(gpu={"resources": {"CPU": 8, "GPU": 1}}, cpu4={"resources": cpu(4), "min": 1})
+    why = "is backing off after 2 failed launches (next try in 4 s): exit 1"
+    p = plan(Demand(tasks=[cpu(1)] * 4 + [{"GPU": 1}]), [HEAD], cfg, now=0.0,
+             backoff={"cpu4": why})
+    # no min_workers launch for cpu4; the CPU tasks go to the other type that fits
+    assert p.launch_counts() == {"gpu": 1}
+    p = plan(Demand(tasks=[cpu(4)] * 2), [HEAD], config(), now=0.0, backoff={"cpu4": why})
+    assert p.launches == ()
+    assert [u.reason for u in p.waiting] == [f"2 queued tasks {{CPU: 4}}: waiting: cpu4 {why}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -257,14 +258,67 @@ def test_up_launches_ssh_workers_and_down_stops_them(sshd, tmp_path, monkeypatch
 
 
 @pytest.mark.timeout(60)
-def test_up_refuses_a_head_ip_that_is_not_this_machine(sshd, tmp_path, monkeypatch):
+def test_up_with_an_unreachable_head_host_names_it_and_starts_nothing(sshd, tmp_path,
+                                                                      monkeypatch):
     monkeypatch.setenv("FEDEXEC_HOME", str(tmp_path))
     path = write_yaml(sshd, tmp_path, provider={**config(sshd, tmp_path).provider,
-                                                "head_ip": "192.0.2.1"})
+                                                "head_ip": "192.0.2.1", "connect_timeout": 2})
     out = fedexec_cli("up", path, "--yes")
     assert out.returncode == 1
-    assert "provider.head_ip '192.0.2.1' is not an address of this machine" in out.stderr
+    assert "could not start the head on 192.0.2.1 over SSH" in out.stderr
+    assert f"cannot reach the SSH server at 192.0.2.1:{sshd.port}" in out.stderr
     assert not (tmp_path / "cluster.json").exists()
+    assert not (tmp_path / "autoscaler" / "sshcli" / "monitor.pid").exists()
+
+
+@pytest.mark.timeout(300)
+def test_up_starts_a_remote_head_over_ssh_and_down_stops_it(sshd, tmp_path, monkeypatch):
+    """The head on the ssh host (here 127.0.0.1 through the test's sshd, forced with
+    head_over_ssh, in its own FEDEXEC_HOME): started by ``up`` with
+    head_start_commands, joined by the monitor and an ssh worker, kept by a second
+    ``up``, stopped by ``down``."""
+    home, head_home = tmp_path / "home", tmp_path / "head-home"
+    home.mkdir()
+    head_home.mkdir()
+    monkeypatch.setenv("FEDEXEC_HOME", str(home))
+    monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
+    cfg = config(sshd, tmp_path)
+    head_fedexec = f"env FEDEXEC_HOME={head_home} {sys.executable} -m fedexec"
+    marker = tmp_path / "head-setup"
+    path = write_yaml(
+        sshd, tmp_path, setup_commands=[f"echo ran >> {marker}"],
+        head_start_commands=["echo starting the head on $FEDEXEC_HEAD_IP",
+                             f"{head_fedexec} start $FEDEXEC_START_ARGS"],
+        provider={**cfg.provider, "head_over_ssh": True, "head_fedexec": head_fedexec,
+                  "head_port": 0, "job_port": 0},
+        available_node_types={"head": {"resources": {"CPU": 1, "headres": 1}, "max_workers": 0},
+                              "ssh1": {"resources": {"CPU": 1, "sshnode": 1},
+                                       "min_workers": 1, "max_workers": 1}})
+    try:
+        out = fedexec_cli("up", path, "--yes", "--interval", "0.5", timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "head started over SSH at 127.0.0.1:" in out.stdout, out.stdout
+        assert not (home / "cluster.json").exists()  # not here: in the head's home
+        assert (head_home / "cluster.json").exists()
+        info = json.loads((home / "autoscaler" / "sshcli" / "remote-head.json").read_text())
+        assert info["token"] == (head_home / "token").read_text().strip()
+        with fedexec.Executor(address=info["address"], token=info["token"]) as ex:
+            assert ex.cluster_resources().get("headres") == 1
+            wait_for(lambda: ex.cluster_resources().get("sshnode") == 1, 120,
+                     "the monitor to start the ssh worker against the remote head")
+            ran_on = ex.options(resources={"sshnode": 1}).submit(
+                node_and_home).result(timeout=120)
+        assert ran_on[1] == str(tmp_path / "remote-home")
+        again = fedexec_cli("up", path, "--yes", "--interval", "0.5", timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert f"using the head already running at {info['address']}" in again.stdout
+        assert marker.read_text() == "ran\n" * 2  # head and worker once: the head was kept
+    finally:
+        down = fedexec_cli("down", path, "--yes", timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert "terminated 1 worker node(s)" in down.stdout
+    assert "head stopped (over SSH)" in down.stdout
+    assert not (head_home / "cluster.json").exists()
 
 
 @pytest.mark.timeout(60)
@@ -284,3 +338,35 @@ def test_launcher_commands_with_the_local_provider_run_on_this_machine(tmp_path,
     assert fedexec_cli("get-head-ip", str(path)).stdout == "127.0.0.1\n"
     failed = fedexec_cli("exec", str(path), "exit 9")
     assert failed.returncode == 1 and "failed on this machine (exit 9)" in failed.stderr
+
+
+@pytest.mark.timeout(240)
+def test_worker_start_commands_start_the_node_or_fail_with_their_output(sshd, tmp_path):
+    marker = tmp_path / "start-env"
+    fedexec_cmd = config(sshd, tmp_path).provider["fedexec"]
+    cfg = config(sshd, tmp_path, worker_start_commands=(
+        f"echo $FEDEXEC_NODE_IP $FEDEXEC_HEAD_ADDRESS > {marker}",
+        f"{fedexec_cmd} start $FEDEXEC_START_ARGS"))
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+        provider = SSHProvider("sshtest", cluster.address, cluster.token,
+                               state_dir=str(tmp_path / "state"), config=cfg)
+        node_id, node_pid = provider.launch("127.0.0.1", {"CPU": 1, "sshnode": 1})
+        try:
+            assert marker.read_text() == f"127.0.0.1 {cluster.address}\n"
+            wait_for(lambda: node_id in {n["node_id"] for n in ex.nodes() if n["alive"]},
+                     30, "the head to list the node the start commands started")
+            assert ex.options(resources={"sshnode": 1}).submit(
+                read_mounted, str(marker)).result(timeout=120)[0] == node_id
+        finally:
+            provider._stop("127.0.0.1")
+        wait_for(lambda: exited(node_pid), 30, "the node process to exit")
+    failing = config(sshd, tmp_path, worker_start_commands=(
+        "echo 'docker: image not found' >&2", "exit 3", "echo never"))
+    provider = SSHProvider("sshtest", "127.0.0.1:1", "00" * 32,
+                           state_dir=str(tmp_path / "state2"), config=failing)
+    with pytest.raises(RemoteCommandError) as info:
+        provider.launch("127.0.0.1", {"CPU": 1})
+    assert info.value.returncode == 3
+    assert "docker: image not found" in info.value.output
+    assert "never" not in info.value.output
+    assert "worker start command failed on 127.0.0.1 (exit 3)" in str(info.value)

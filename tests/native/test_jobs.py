@@ -415,3 +415,27 @@ def test_a_raw_tcp_peer_sending_a_pickle_to_the_agent_is_dropped_unread(head, tm
     check_a_raw_pickle_is_dropped_unread(head["job_address"], tmp_path)
     out = cli("job", "list", "--format", "json")  # and it keeps serving
     assert out.returncode == 0 and json.loads(out.stdout) == []
+
+
+def test_the_job_agent_takes_only_job_connections_and_typed_requests(head):
+    from fedexec.backends.native import cluster
+    from fedexec.backends.native.jobs import JobErrorKind, recv_message, send_message
+    from fedexec.backends.native.protocol import client_handshake
+    from fedexec.exceptions import ProtocolError
+
+    token = cluster.token_bytes(head["token"])
+    host, _, port = head["job_address"].rpartition(":")
+    sock = cluster.connect(("tcp", host, int(port)))
+    with sock, pytest.raises(ProtocolError, match="job agent takes job connections, not "
+                                                  "'driver'"):
+        client_handshake(sock, token, role="driver")
+    host, _, port = head["address"].rpartition(":")
+    sock = cluster.connect(("tcp", host, int(port)))
+    with sock, pytest.raises(ProtocolError, match="not 'job'"):
+        client_handshake(sock, token, role="job")
+    with JobClient() as client:  # a request that does not fit its schema is refused
+        send_message(client._sock, [2, 7])
+        answer = recv_message(client._sock, bytearray(), 1 << 20)
+        assert answer[:2] == [False, JobErrorKind.BAD_REQUEST]
+        assert "JobStatus.job_id must be str, not int" in answer[2]
+        assert client.list_jobs() == []  # the connection still serves

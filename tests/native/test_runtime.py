@@ -572,7 +572,7 @@ def test_a_request_or_op_the_node_manager_cannot_handle_is_answered_and_logged(c
         req_id = 10**9
         ok, value = backend._ask(backend._pending, req_id, [Op.REQUEST, req_id, int(Call.NODES)],
                                  10, RuntimeError("closed"))  # no args: the handler raises
-        assert not ok and "failed handling REQUEST" in value
+        assert not ok and value[0] == "FedexecError" and "failed handling REQUEST" in value[1]
         with pytest.raises(ValueError, match="does not know control call 99"):
             backend._request(99, timeout=10)
         backend._send([250, "from a client of another version"])

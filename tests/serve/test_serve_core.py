@@ -48,6 +48,7 @@ def text(request):
     return "hello"
 
 
+@pytest.mark.requires("actor_processes")  # replicas in processes of their own
 def test_http_end_to_end_with_distinct_replica_processes(serve_url):
     serve.run(Echo.bind("hi"), name="echo", route_prefix="/echo")
     r = requests.post(f"{serve_url}/echo/sub?x=1&y=two", data=b"payload",
@@ -304,6 +305,7 @@ class Consumer:
         return len(blob)
 
 
+@pytest.mark.requires("worker_processes")  # counts the bytes this process reads
 def test_chained_response_skips_the_caller(serve_url, monkeypatch):
     """A response passed to another call reaches the downstream replica without
     its bytes passing through the caller; an upstream error fails the chain."""
@@ -333,6 +335,7 @@ def test_chained_response_skips_the_caller(serve_url, monkeypatch):
     serve.delete("consumer")
 
 
+@pytest.mark.requires("actor_processes")  # kills a replica
 @pytest.mark.timeout(90)
 def test_chained_call_fails_when_the_upstream_replica_dies(serve_url):
     import signal

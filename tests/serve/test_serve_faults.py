@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from _backend_support import poll_until
+from _backend_support import exited, poll_until
 from fedexec import serve
 
 T = 60
@@ -30,6 +30,7 @@ class Marked:
         return {"id": rid, "pid": os.getpid()}
 
 
+@pytest.mark.requires("actor_processes")  # kills a replica's process
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_of_a_replica_fails_only_requests_that_had_started(serve_url, tmp_path):
@@ -68,6 +69,7 @@ class Versioned:
         return self.version
 
 
+@pytest.mark.requires("actor_processes")  # tells replicas apart by pid
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_rolling_update_drops_no_request(serve_url):
@@ -164,6 +166,7 @@ class _Sender:
         return _outcomes(serve.get_deployment_handle("OneAtATime", app_name="queued"), ids)
 
 
+@pytest.mark.requires("actor_processes")  # kills a replica's process
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_sigkill_retries_requests_queued_at_the_replica(serve_url, tmp_path):
@@ -196,3 +199,86 @@ def test_sigkill_retries_requests_queued_at_the_replica(serve_url, tmp_path):
     for s in senders:
         ex.kill(s)
     serve.delete("queued")
+
+
+@serve.deployment(num_replicas=2, health_check_period_s=0.5)
+class Steady:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    async def __call__(self, request):
+        await asyncio.sleep(0.005)
+        return {"tag": self.tag, "pid": os.getpid()}
+
+
+@pytest.mark.requires("actor_processes", "actor_restarts")  # kills the controller's process
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_controller_killed_recovers_its_applications_and_keeps_the_replicas(serve_url):
+    """SIGKILL of the controller: requests keep being served meanwhile; the
+    restarted controller knows the application and adopts its running replicas
+    (same pids, none started twice) and keeps managing them."""
+    from fedexec.serve import _client
+
+    serve.run(Steady.bind("v1"), name="steady", route_prefix="/steady")
+    replicas = set(serve.api._replica_pids("Steady", "steady"))
+    controller = _client.controller_handle()
+    old_pid = controller.ping.remote().result(T)["pid"]
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def load() -> None:
+        with requests.Session() as s:
+            while not stop.is_set():
+                codes.append(s.get(f"{serve_url}/steady", timeout=T).status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    before = len(codes)
+    os.kill(old_pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            return controller.ping.remote().result(5)["pid"] != old_pid
+        except Exception:
+            return False
+
+    assert poll_until(restarted, timeout=60), "the controller was not restarted"
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(T)
+    assert len(codes) > before and set(codes) == {200}, codes
+    app = serve.status().applications["steady"]
+    assert app.status == "RUNNING" and app.route_prefix == "/steady"
+    assert set(serve.api._replica_pids("Steady", "steady")) == replicas  # adopted
+    # still in charge: an update rolls, a killed replica is replaced
+    serve.run(Steady.bind("v2"), name="steady", route_prefix="/steady")
+    assert requests.get(f"{serve_url}/steady", timeout=T).json()["tag"] == "v2"
+    new = serve.api._replica_pids("Steady", "steady")
+    assert len(new) == 2 and not set(new) & replicas
+    assert poll_until(lambda: all(exited(p) for p in replicas), timeout=60), \
+        "the adopted replicas were not stopped by the update"
+    os.kill(new[0], signal.SIGKILL)
+    assert poll_until(lambda: len(set(serve.api._replica_pids("Steady", "steady"))
+                                  - {new[0]}) == 2, timeout=60)
+    serve.delete("steady")
+
+
+@pytest.mark.requires("actor_processes")  # kills the proxy's process
+@pytest.mark.timeout(120)
+def test_a_killed_proxy_is_started_again_on_its_port(serve_url):
+    serve.run(Steady.bind("p"), name="proxied", route_prefix="/proxied")
+    ((node, proxy),) = serve.status().proxies.items()
+    os.kill(proxy.pid, signal.SIGKILL)
+
+    def back() -> bool:
+        now = serve.status().proxies.get(node)
+        return now is not None and now.status == "HEALTHY" and now.pid != proxy.pid
+
+    assert poll_until(back, timeout=60), serve.status().proxies
+    assert serve.status().proxies[node].port == proxy.port
+    assert requests.get(f"{serve_url}/proxied", timeout=T).json()["tag"] == "p"
+    serve.delete("proxied")

@@ -33,7 +33,7 @@ class Shop:
 
     @api.get("/items/{item_id}")
     def item(self, item_id: int, q: str = ""):
-        return {"item_id": item_id, "q": q, "pid": os.getpid()}
+        return {"item_id": item_id, "q": q, "replica": f"{os.getpid()}:{id(self)}"}
 
     @api.post("/price")
     async def price(self, item: Item):
@@ -51,7 +51,7 @@ def test_fastapi_ingress(serve_url):
     assert r.status_code == 422 and "price" in r.text
     assert requests.get(f"{serve_url}/shop/health", timeout=T).json() == {"ok": True}
     assert requests.get(f"{serve_url}/shop/nope", timeout=T).status_code == 404
-    pids = {requests.get(f"{serve_url}/shop/items/1", timeout=T).json()["pid"]
-            for _ in range(30)}
-    assert len(pids) == 2
+    replicas = {requests.get(f"{serve_url}/shop/items/1", timeout=T).json()["replica"]
+                for _ in range(30)}
+    assert len(replicas) == 2
     serve.delete("shop")

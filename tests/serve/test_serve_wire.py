@@ -51,10 +51,14 @@ def test_importing_serve_leaves_the_http_stack_to_the_actors():
     assert out.returncode == 0, out.stderr
 
 
-def test_serve_refuses_a_backend_without_worker_processes():
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_serve_refuses_a_backend_without_actors():
     import fedexec
     from fedexec import serve
 
-    with fedexec.Executor(backend="local") as ex:
-        with pytest.raises(fedexec.UnsupportedOnBackendError, match="native backend"):
+    pytest.importorskip("pyspark")
+    with fedexec.Executor(backend="spark", num_cpus=1) as ex:
+        with pytest.raises(fedexec.UnsupportedOnBackendError,
+                           match=r"needs \['actors', 'named_actors'\].*'spark' backend"):
             serve.start(executor=ex)

@@ -5,8 +5,11 @@
 - :mod:`.policy`: the scaling policy, a pure function ``plan(demand, nodes,
   config, now)`` returning launches and terminations, each with its reason.
 - :func:`request_resources`: ask for capacity ahead of demand.
-- :mod:`.providers` (``local``), :mod:`.ssh_provider` (``ssh``, over the
-  command runner in :mod:`.ssh`), :mod:`.monitor` (the loop), and ``fedexec
+- :mod:`.providers` (the plugin interface, ``local``), :mod:`.ssh_provider`
+  (``ssh``, over the command runner in :mod:`.ssh`), :mod:`.fake_provider`
+  (``fake``: simulated nodes joining a real head), :mod:`.monitor` (the loop, with
+  launch backoff), :mod:`.remote_head` (a head started over SSH), :mod:`.advert`
+  (what clients ask before refusing work no node fits), and ``fedexec
   up/down/monitor`` (:mod:`._cli`) and ``exec/submit/attach/rsync-up/rsync-down/
   get-head-ip`` (:mod:`._launcher_cli`).
 

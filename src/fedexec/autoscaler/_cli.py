@@ -6,9 +6,11 @@ so a changed config takes effect, and duplicates nothing); ``down`` stops the
 monitor, terminates every node it started, and stops the head if ``up`` started it;
 ``monitor`` prints the autoscaler's log (and follows it unless ``--no-follow``).
 
-With the ``ssh`` provider the head runs on this machine too, listening on
-``provider.head_ip`` (which must be one of this machine's addresses), and worker
-nodes start on ``provider.worker_ips`` over SSH; exec, submit, attach, rsync-up/down
+With the ``ssh`` provider the head runs on this machine, listening on
+``provider.head_ip``, when that is one of this machine's addresses; else (or with
+``provider.head_over_ssh: true``) ``up`` starts it on the head host over SSH
+(:mod:`.remote_head`) and the monitor runs here, joining it with the token read
+there. Worker nodes start on ``provider.worker_ips`` over SSH; exec, submit, attach, rsync-up/down
 and get-head-ip are in :mod:`._launcher_cli`. The head listens on the usual ports
 (6390, jobs 6391) unless ``provider: {head_port: N, job_port: M}`` say otherwise.
 What ``up`` started is kept under ``$FEDEXEC_HOME/autoscaler/<cluster_name>/``.
@@ -124,54 +126,90 @@ def _stop_monitor(state: str) -> bool:
 
 
 def _head_host(config: Any) -> str | None:
-    """The address ``up`` starts the head on: 127.0.0.1 (local), ``provider.head_ip``
-    (ssh; it must be this machine's); None after printing why not."""
+    """The address ``up`` starts the head on here: 127.0.0.1 (local, fake),
+    ``provider.head_ip`` (ssh, when it is this machine's: else the head starts over
+    SSH, :mod:`.remote_head`); None after printing why not."""
     kind = config.provider.get("type")
-    if kind == "local":
+    if kind in ("local", "fake"):
         return "127.0.0.1"
     if kind != "ssh":
         print(f"fedexec up: provider type {kind!r} is not available in this build; use "
-              "provider: {type: local} or {type: ssh, ...}", file=sys.stderr)
+              "provider: {type: local}, {type: fake} or {type: ssh, ...}", file=sys.stderr)
         return None
-    import socket
+    return str(config.provider.get("head_ip", ""))
 
-    ip = str(config.provider.get("head_ip", ""))
+
+def _previously_started(up_file: str) -> bool:
+    with contextlib.suppress(OSError, ValueError), open(up_file) as f:
+        return bool(json.load(f).get("started_head"))
+    return False
+
+
+def _up_head_over_ssh(config: Any, state: str, up_file: str) -> tuple[Any, bool] | None:
+    """Start (or keep) the head over SSH: (head info, started by an ``up``)."""
+    from ..exceptions import FedexecError
+    from .remote_head import start_remote_head
+
     try:
-        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
-            sock.bind((ip, 0))
-    except OSError:
-        print(f"fedexec up: provider.head_ip {ip!r} is not an address of this machine; "
-              "this build starts the head where 'fedexec up' runs: run it on the head "
-              "host (starting a remote head over SSH is not implemented yet)",
-              file=sys.stderr)
+        head, started = start_remote_head(config, state)
+    except FedexecError as exc:
+        print(f"fedexec up: could not start the head on {config.provider.get('head_ip')} "
+              f"over SSH: {exc}", file=sys.stderr)
         return None
-    return ip
+    if started:
+        print(f"fedexec up: head started over SSH at {head['address']}")
+    else:
+        print(f"fedexec up: using the head already running at {head['address']}")
+    return head, started or _previously_started(up_file)
+
+
+def _head_of(state: str) -> tuple[str, str | None] | None:
+    """(address, token) of the cluster's head: the one started over SSH, else this
+    machine's (token None: its token file)."""
+    from ..backends.native import cluster
+    from .remote_head import read_remote_head
+
+    remote = read_remote_head(state)
+    if remote is not None:
+        return remote["address"], remote["token"]
+    local = cluster.read_local_cluster()
+    return (local["address"], None) if local is not None else None
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from ..backends.native import cluster
+    from .remote_head import head_over_ssh
 
     config = _load(args.config)
     if config is None:
         return 1
     kind = config.provider.get("type")
-    host = _head_host(config)
-    if host is None:
+    remote = head_over_ssh(config)
+    host = None if remote else _head_host(config)
+    if host is None and not remote:
         return 1
-    unused = ("head_start_commands", "worker_start_commands") + (
-        ("setup_commands", "file_mounts") if kind == "local" else ())
+    unused = (() if remote else ("head_start_commands",)) + (
+        ("setup_commands", "file_mounts", "worker_start_commands") if kind != "ssh" else ())
     ignored = [k for k in unused if getattr(config, k)]
     if ignored:
         print(f"fedexec up: warning: {', '.join(ignored)} are not used by the {kind} "
-              "provider in this build", file=sys.stderr)
+              "provider in this build" + (" with the head on this machine"
+                                          if kind == "ssh" else ""), file=sys.stderr)
     if not _confirm(f"Start or update cluster {config.cluster_name!r} ({kind} provider, up "
                     f"to {config.max_workers} worker nodes)?", args.yes):
         return 1
     state = _state_dir(config.cluster_name)
     up_file = os.path.join(state, "up.json")
-    head = cluster.read_local_cluster()
-    started_head = False
+    if remote:
+        found = _up_head_over_ssh(config, state, up_file)
+        if found is None:
+            return 1
+        head, started_head = found
+    else:
+        head = cluster.read_local_cluster()
+        started_head = False
     if head is None:
+        assert host is not None  # not over SSH: _head_host gave it
         head_type = config.node_types[config.head_node_type].resources
         custom = {k: v for k, v in head_type.items() if k not in ("CPU", "GPU")}
         port = config.provider.get("head_port", cluster.DEFAULT_PORT)
@@ -184,10 +222,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
             return 1
         started_head = True
         print(f"fedexec up: head started at {head['address']} (pid {head['pid']})")
-    else:
+    elif not remote:
         print(f"fedexec up: using the head already running at {head['address']}")
-        with contextlib.suppress(OSError, ValueError), open(up_file) as f:
-            started_head = bool(json.load(f).get("started_head"))
+        started_head = _previously_started(up_file)
     if _stop_monitor(state):
         print("fedexec up: replaced the running autoscaler monitor")
     with open(up_file, "w") as f:
@@ -209,7 +246,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 def _cmd_down(args: argparse.Namespace) -> int:
     from ..backends.native import cluster
+    from ..exceptions import FedexecError
     from .providers import make_provider
+    from .remote_head import read_remote_head, stop_remote_head
 
     config = _load(args.config)
     if config is None:
@@ -220,18 +259,23 @@ def _cmd_down(args: argparse.Namespace) -> int:
     state = _state_dir(config.cluster_name)
     if _stop_monitor(state):
         print("fedexec down: autoscaler monitor stopped")
-    head = cluster.read_local_cluster()
+    head = _head_of(state)
     provider = make_provider(config.provider, config.cluster_name,
-                             head["address"] if head else "", None, config)
+                             head[0] if head else "", head[1] if head else None, config)
     ids = provider.non_terminated_nodes()
     for pid in ids:
         provider.terminate_node(pid)
     print(f"fedexec down: terminated {len(ids)} worker node(s)")
     up_file = os.path.join(state, "up.json")
-    started_head = False
-    with contextlib.suppress(OSError, ValueError), open(up_file) as f:
-        started_head = bool(json.load(f).get("started_head"))
-    if started_head and cluster.stop_head():
+    started_head = _previously_started(up_file)
+    if started_head and read_remote_head(state) is not None:
+        try:
+            if stop_remote_head(config, state):
+                print("fedexec down: head stopped (over SSH)")
+        except FedexecError as exc:
+            print(f"fedexec down: could not stop the head over SSH: {exc}", file=sys.stderr)
+            return 1
+    elif started_head and cluster.stop_head():
         print("fedexec down: head stopped")
     with contextlib.suppress(OSError):
         os.unlink(up_file)
@@ -240,17 +284,16 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 def _run_monitor(config: Any, state: str, interval: float) -> int:
     """The daemon ``up`` starts: the monitor loop until SIGTERM."""
-    from ..backends.native import cluster
     from .monitor import Monitor
     from .providers import make_provider
 
-    head = cluster.read_local_cluster()
+    head = _head_of(state)
     if head is None:
         print("fedexec monitor: no head is running on this machine", file=sys.stderr)
         return 1
-    provider = make_provider(config.provider, config.cluster_name, head["address"], None,
-                             config)
-    monitor = Monitor(config, provider, head["address"], None,
+    address, token = head
+    provider = make_provider(config.provider, config.cluster_name, address, token, config)
+    monitor = Monitor(config, provider, address, token,
                       log_path=os.path.join(state, "monitor.log"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

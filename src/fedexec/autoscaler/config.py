@@ -52,11 +52,11 @@ SCHEMA: dict[str, Any] = {
                                            "double per round)"},
         "provider": {
             "type": "object", "required": ["type"],
-            "description": "a mapping with at least type: local | module:Class of a "
-                           "plugin (local also takes head_port and job_port)",
+            "description": "a mapping with at least type: local | fake | ssh | "
+                           "module:Class of a plugin (see the README for each one's keys)",
             "properties": {"type": {"type": "string", "minLength": 1,
-                                    "description": "a provider name: local, or "
-                                                   "module:Class of a plugin"}},
+                                    "description": "a provider name: local, fake, ssh, "
+                                                   "or module:Class of a plugin"}},
         },
         "auth": {
             "type": "object", "additionalProperties": False,

@@ -36,17 +36,27 @@ log = logging.getLogger("fedexec.autoscaler")
 
 
 def _steady(reason: str) -> str:
-    """``reason`` without the idle time, which changes every round."""
-    return re.sub(r", idle for [0-9.]+ (s|min)", "", reason)
+    """``reason`` without the idle time and backoff countdown, which change every round."""
+    return re.sub(r", idle for [0-9.]+ (s|min)| \(next try in [0-9.]+ s\)", "", reason)
+
+
+def _count(failures: int) -> str:
+    return f"{failures} failed launch" + ("" if failures == 1 else "es")
 
 
 class Monitor:
     """Scales the cluster at ``address`` with ``provider`` following ``config``.
-    ``clock`` gives the time idle periods are measured in (``time.monotonic``)."""
+    ``clock`` gives the time idle periods are measured in (``time.monotonic``).
+
+    A node type whose launch fails (the provider tags the node ``failed: <why>``)
+    is not launched again for ``backoff_base`` seconds, doubling with each failure
+    in a row up to ``backoff_max``; a node of that type joining resets it. The
+    failure and the wait are logged and shown in ``fedexec status``."""
 
     def __init__(self, config: ClusterConfig, provider: NodeProvider, address: str,
                  token: str | None, log_path: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, backoff_base: float = 5.0,
+                 backoff_max: float = 300.0):
         self.config = config
         self.provider = provider
         self.address = address
@@ -54,23 +64,44 @@ class Monitor:
         self.log_path = log_path
         self.clock = clock
         self.idle_since: dict[str, float] = {}  # fedexec node id -> since when idle
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        #: node type -> [failed launches in a row, no launch before (clock), last why]
+        self.failures: dict[str, list[Any]] = {}
         self.last_plan: Plan | None = None
+        #: seconds the last round spent observing the head, planning, and applying
+        self.timings: dict[str, float] = {}
         self._executor: Any = None  # to read request_resources (made when first needed)
+        self._actor: Any = None  # the requests actor (see .requests)
+        #: seconds a round's report of the node types stays valid for clients
+        self.report_ttl = 60.0
 
     def _requested(self) -> list[dict[str, float]]:
-        """The bundles of the latest ``request_resources`` call."""
+        """Report the node types this monitor may launch (so clients queue work that
+        fits one of them: see :mod:`.requests`) and return the bundles of the latest
+        ``request_resources`` call."""
         from ..executor import Executor
-        from .requests import read_requests
+        from .requests import requests_actor
 
         if self._executor is None or self._executor.is_shutdown:
             self._executor = Executor(address=self.address, token=self.token)
-        return read_requests(self._executor)
+            self._actor = None
+        if self._actor is None:
+            self._actor = requests_actor(self._executor)
+        shapes = [dict(t.resources) for t in self.config.node_types.values()
+                  if t.max_workers > 0]
+        try:
+            return list(self._executor.get(
+                self._actor.report.remote(shapes, self.report_ttl), timeout=30))
+        except Exception:
+            self._actor = None  # made again next round (the head may have restarted)
+            raise
 
     def close(self) -> None:
         """Disconnect from the cluster (the monitor's own driver connection)."""
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+            self._actor = None
 
     def _log(self, line: str) -> None:
         log.info("%s", line)
@@ -102,17 +133,21 @@ class Monitor:
             node_type = tags.get(TAG_NODE_TYPE, "")
             node_type_cfg = self.config.node_types.get(node_type)
             died = not getattr(self.provider, "node_alive", lambda _: True)(pid)
-            if node_type_cfg is None or died or tags.get(TAG_STATUS, "").startswith("failed"):
-                why = tags.get(TAG_STATUS, "its process is gone") if not died else \
-                    "its process is gone"
+            launch = tags.get(TAG_STATUS, "")
+            if node_type_cfg is None or died or launch.startswith("failed"):
+                why = launch if launch.startswith("failed") else "its process is gone"
                 self._log(f"forgetting node {tags.get(TAG_NODE_ID, pid)} ({node_type}): {why}")
                 self.provider.terminate_node(pid)
+                if launch.startswith("failed") and TAG_NODE_ID not in tags:
+                    self._launch_failed(node_type, launch.partition(": ")[2], now)
                 continue
             node_id = tags.get(TAG_NODE_ID)
             if node_id is None or node_id not in alive:  # not joined yet
                 nodes.append(NodeState(pid, node_type, node_type_cfg.resources,
                                        launching=True))
                 continue
+            if self.failures.pop(node_type, None) is not None:
+                self._log(f"node type {node_type} launches again: node {node_id} joined")
             by_node[node_id] = pid
         for node_id, entry in alive.items():
             total, free = dict(entry["resources"]), dict(entry["available"])
@@ -139,6 +174,21 @@ class Monitor:
         demand = Demand(tasks=tasks, placement_groups=groups, requested=self._requested())
         return demand, nodes, by_node
 
+    def _launch_failed(self, node_type: str, why: str, now: float) -> None:
+        """Count a failed launch of ``node_type`` and hold its launches back."""
+        entry = self.failures.setdefault(node_type, [0, now, ""])
+        entry[0] += 1
+        wait = min(self.backoff_max, self.backoff_base * 2 ** (entry[0] - 1))
+        entry[1], entry[2] = now + wait, why
+        self._log(f"launching a {node_type} node failed ({_count(entry[0])} in a row): "
+                  f"{why}; next try in {wait:g} s")
+
+    def backoff(self, now: float) -> dict[str, str]:
+        """``{node_type: why it launches nothing now}`` for the types backing off."""
+        return {t: f"is backing off after {_count(n)} in a row (next try in "
+                   f"{until - now:.0f} s): {why}"
+                for t, (n, until, why) in sorted(self.failures.items()) if now < until}
+
     def _needed_objects(self) -> dict[str, int]:
         """Per node: objects in its store that queued or running tasks pin (asked only
         when some node is idle past the timeout)."""
@@ -153,8 +203,12 @@ class Monitor:
     def step(self) -> Plan:
         """One round: observe, plan, apply; the plan."""
         now = self.clock()
+        t0 = time.perf_counter()
         demand, nodes, by_node = self._observe(now)
-        decided = plan(demand, nodes, self.config, now)
+        t1 = time.perf_counter()
+        backoff = self.backoff(now)
+        decided = plan(demand, nodes, self.config, now, backoff)
+        t2 = time.perf_counter()
         for launch in decided.launches:
             self._log(launch.reason)
             t = self.config.node_types[launch.node_type]
@@ -170,17 +224,20 @@ class Monitor:
             if _steady(line) not in before:  # log what changed, not every round
                 self._log(line)
         self.last_plan = decided
+        self.timings = {"observe": t1 - t0, "plan": t2 - t1, "apply": time.perf_counter() - t2}
         if self.log_path is not None:  # what `fedexec status` shows
             path = os.path.join(os.path.dirname(self.log_path), "status.json")
             with open(f"{path}.tmp", "w", encoding="utf-8") as f:
                 json.dump({"time": time.time(), "cluster_name": self.config.cluster_name,
-                           "decisions": decided.reasons()}, f)
+                           "decisions": decided.reasons() + [
+                               f"node type {t} {why}" for t, why in backoff.items()]}, f)
             os.replace(f"{path}.tmp", path)
         return decided
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Run :meth:`step` every ``interval`` seconds until ``stop`` is set; a round
         that fails is logged and the loop goes on."""
+        self.report_ttl = max(60.0, 10 * interval)
         while not stop.is_set():
             try:
                 self.step()

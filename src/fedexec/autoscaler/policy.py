@@ -19,8 +19,9 @@ One round of :func:`plan`:
    ties: more demand per node, then the name), within each type's
    ``max_workers``, the cluster's ``max_workers``, and ``upscaling_speed``: at
    most ``max(5, ceil(upscaling_speed * live nodes))`` nodes launching at once.
+   Node types backing off after failed launches (``backoff``) launch nothing.
    Demand that fits no node type is reported as infeasible and launches nothing;
-   demand held back by a limit is reported as waiting, naming the limit.
+   demand held back by a limit or a backoff is reported as waiting, naming it.
 5. Worker nodes idle for ``idle_timeout_minutes`` are terminated, unless that
    would leave their type below ``min_workers``, they hold objects that pending
    or running work needs, or this round's demand was packed onto them.
@@ -266,6 +267,7 @@ class _Round:
     for_demand: dict[str, int] = field(default_factory=dict)  # type -> nodes
     buckets: list[_Buckets] = field(default_factory=list)  # [free side, reserve side]
     why: dict[str, dict[str, int]] = field(default_factory=dict)  # type -> label -> items
+    backoff: Mapping[str, str] = field(default_factory=dict)  # type -> why it waits
 
     def __post_init__(self) -> None:
         self.buckets = [_Buckets(0, self.bins), _Buckets(1, self.bins)]
@@ -299,6 +301,8 @@ class _Round:
 
     def room(self, t: NodeTypeConfig) -> int:
         """How many more nodes of ``t`` the limits allow now."""
+        if t.name in self.backoff:
+            return 0
         return max(0, min(t.max_workers - self.per_type.get(t.name, 0),
                           self.config.max_workers - self.workers, self.budget))
 
@@ -326,10 +330,11 @@ class _Round:
         if self.workers >= self.config.max_workers:
             return f"the cluster is at max_workers {self.config.max_workers}"
         if self.budget <= 0 and any(self.per_type.get(t.name, 0) < t.max_workers
-                                    for t in fits):
+                                    and t.name not in self.backoff for t in fits):
             return ("upscaling_speed allows no more nodes launching at once this round "
                     "(more follow as nodes join)")
-        return "; ".join(f"{t.name} is at max_workers {t.max_workers}" for t in fits)
+        return "; ".join(f"{t.name} {self.backoff[t.name]}" if t.name in self.backoff
+                         else f"{t.name} is at max_workers {t.max_workers}" for t in fits)
 
 
 def _score(t: NodeTypeConfig, groups: Sequence[_Group]
@@ -494,9 +499,11 @@ def _size(shape: Shape) -> tuple[int, float]:
 
 
 def plan(demand: Demand, nodes: Sequence[NodeState], config: ClusterConfig,
-         now: float) -> Plan:
+         now: float, backoff: Mapping[str, str] | None = None) -> Plan:
     """One round of scaling decisions (see the module docstring). Pure: the same
-    inputs give the same :class:`Plan`."""
+    inputs give the same :class:`Plan`. ``backoff``: node types that launch nothing
+    this round (their launches failed; the monitor retries them later), each with
+    the reason shown for the demand that waits on them."""
     types = config.node_types
     bins = [_Bin(n.node_type, n.total, None if n.launching else n.available, n)
             for n in nodes]
@@ -507,12 +514,13 @@ def plan(demand: Demand, nodes: Sequence[NodeState], config: ClusterConfig,
     launching = sum(1 for n in nodes if n.launching)
     live = sum(1 for n in nodes if not n.launching)
     budget = max(_MIN_LAUNCHING, math.ceil(config.upscaling_speed * max(1, live))) - launching
-    r = _Round(config, bins, dict(per_type), sum(per_type.values()), max(0, budget))
+    r = _Round(config, bins, dict(per_type), sum(per_type.values()), max(0, budget),
+               backoff=dict(backoff or {}))
     launches: list[Launch] = []
 
     for t in sorted(types.values(), key=lambda t: t.name):  # 1. min_workers
         short = min(t.min_workers - per_type.get(t.name, 0), config.max_workers - r.workers)
-        if short > 0:
+        if short > 0 and t.name not in r.backoff:
             r.add_nodes(t, short, {}, for_demand=False)
             launches.append(Launch(t.name, short, f"launching {short} x {t.name}: "
                                    f"min_workers is {t.min_workers}, "

@@ -146,8 +146,8 @@ def start_args(head_address: str, resources: Mapping[str, float]) -> list[str]:
     store = rest.pop("object_store_memory", None)
     if store is not None:
         cmd += ["--object-store-memory", str(int(store))]
-    if rest:
-        cmd += ["--resources", json.dumps(rest)]
+    if rest:  # compact: the arguments hold no spaces (see FEDEXEC_START_ARGS)
+        cmd += ["--resources", json.dumps(rest, separators=(",", ":"))]
     return cmd
 
 
@@ -233,13 +233,18 @@ class LocalProvider(StateFileProvider):
 
 def make_provider(provider: Mapping[str, Any], cluster_name: str, head_address: str,
                   token: str | None, config: Any = None) -> NodeProvider:
-    """The provider a config's ``provider`` section names: ``local``, ``ssh`` (needs
+    """The provider a config's ``provider`` section names: ``local``, ``fake``
+    (simulated nodes, :mod:`.fake_provider`), ``ssh`` (needs
     the whole ``config``: auth, file_mounts, setup_commands), or ``module:Class`` of
     a plugin (called with the same arguments as :class:`LocalProvider` plus the
     section as ``config``)."""
     kind = str(provider.get("type", "local"))
     if kind == "local":
         return LocalProvider(cluster_name, head_address, token)
+    if kind == "fake":
+        from .fake_provider import FakeProvider
+
+        return FakeProvider(cluster_name, head_address, token, config=dict(provider))
     if kind == "ssh":
         from .ssh_provider import SSHProvider
 
@@ -253,4 +258,4 @@ def make_provider(provider: Mapping[str, Any], cluster_name: str, head_address: 
         cls = getattr(importlib.import_module(module), attr)
         return cls(cluster_name, head_address, token, config=dict(provider))
     raise FedexecError(f"provider type {kind!r} is not available in this build; use "
-                       "'local', 'ssh', or 'module:Class' of a provider plugin")
+                       "'local', 'ssh', 'fake', or 'module:Class' of a provider plugin")

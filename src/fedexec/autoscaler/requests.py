@@ -3,18 +3,24 @@
 The request is kept by a small detached actor on the head (name
 :data:`ACTOR_NAME` in namespace :data:`NAMESPACE`, 0 CPUs), so it lives as long
 as the cluster and any driver can set it; the monitor reads it every round.
-Only public fedexec API is used.
+
+The same actor holds the resource shapes of the node types the running monitor
+may launch, which the monitor reports every round (``report`` on the actor): a client
+asks for them (:func:`.advert.autoscaler_node_types`) before refusing work that fits no
+current node, and queues it instead when a node type fits. A report older than
+its time-to-live (the monitor stopped) counts as no autoscaler.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ACTOR_NAME", "NAMESPACE", "read_requests", "request_resources"]
+__all__ = ["ACTOR_NAME", "NAMESPACE", "read_requests", "request_resources",
+           "requests_actor"]
 
-ACTOR_NAME = "fedexec-autoscaler-requests"
-NAMESPACE = "fedexec-autoscaler"
+from .advert import ACTOR_NAME, NAMESPACE
 
 
 class _Requests:
@@ -22,12 +28,27 @@ class _Requests:
 
     def __init__(self) -> None:
         self.bundles: list[dict[str, float]] = []
+        self.shapes: list[dict[str, float]] = []
+        self.reported: float | None = None  # time.monotonic() of the monitor's report
+        self.ttl = 0.0
 
     def set(self, bundles: list[dict[str, float]]) -> None:
         self.bundles = bundles
 
     def get(self) -> list[dict[str, float]]:
         return self.bundles
+
+    def report(self, shapes: list[dict[str, float]], ttl: float) -> list[dict[str, float]]:
+        """The monitor's round: the node types it may launch, valid ``ttl`` seconds;
+        returns the requested bundles."""
+        self.shapes, self.reported, self.ttl = shapes, time.monotonic(), ttl
+        return self.bundles
+
+    def node_types(self) -> list[dict[str, float]] | None:
+        """The shapes last reported, or None when no monitor reported recently."""
+        if self.reported is None or time.monotonic() - self.reported > self.ttl:
+            return None
+        return self.shapes
 
 
 def _executor(executor: Any) -> Any:
@@ -58,15 +79,19 @@ def request_resources(num_cpus: int | None = None,
             raise ValueError(f"bundle {dict(b)} has a negative amount")
         wanted.append({k: float(v) for k, v in b.items()})
     ex = _executor(executor)
-    head = next((n["node_id"] for n in ex.nodes() if n.get("is_head")), None)
+    ex.get(requests_actor(ex).set.remote(wanted))
+
+
+def requests_actor(ex: Any) -> Any:
+    """The requests actor on the head (made if there is none yet)."""
     import fedexec
 
+    head = next((n["node_id"] for n in ex.nodes() if n.get("is_head")), None)
     opts: dict[str, Any] = {"name": ACTOR_NAME, "namespace": NAMESPACE,
                             "lifetime": "detached", "get_if_exists": True, "num_cpus": 0}
     if head is not None:
         opts["scheduling_strategy"] = fedexec.NodeAffinity(head, soft=True)
-    actor = ex.options(**opts).actor(_Requests)
-    ex.get(actor.set.remote(wanted))
+    return ex.options(**opts).actor(_Requests)
 
 
 def read_requests(executor: Any) -> list[dict[str, float]]:

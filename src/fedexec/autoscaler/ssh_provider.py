@@ -7,10 +7,17 @@ Config::
     auth: {ssh_user: me, ssh_private_key: ~/.ssh/id_ed25519}
 
 Each host in ``worker_ips`` holds at most one node. Creating a node on a free host
-syncs ``file_mounts`` with rsync, runs ``setup_commands`` in order, then runs
+syncs ``file_mounts`` with rsync, runs ``setup_commands`` in order, then starts the
+node: with the config's ``worker_start_commands`` when there are any, else with
 ``<fedexec> start --address HEAD --host HOST ...`` (``provider.fedexec``: how to run
-``fedexec`` there, default ``fedexec``); the cluster token goes to that command on
-its standard input, never on a command line. Terminating runs ``<fedexec> stop`` on
+``fedexec`` there, default ``fedexec``). The start commands run in one shell
+(``set -e``) with ``FEDEXEC_TOKEN`` (the cluster token, sent on standard input,
+never on a command line), ``FEDEXEC_HEAD_ADDRESS``, ``FEDEXEC_NODE_IP`` (the host)
+and ``FEDEXEC_START_ARGS`` (``--address HEAD --num-cpus N ... --host HOST``, without
+spaces inside an argument) exported, so a custom one reads e.g.
+``fedexec start $FEDEXEC_START_ARGS``; their output must include that ``fedexec
+start``'s "joined" line (the node id is read from it). A failing setup or start
+command fails the launch with :class:`~.ssh.RemoteCommandError` carrying its output. Terminating runs ``<fedexec> stop`` on
 the host (which stops every fedexec node there: the provider owns its hosts). A
 launch that fails leaves the node tagged ``failed: <error>`` (the monitor logs it and
 forgets the node); :meth:`SSHProvider.launch` does the same steps and raises.
@@ -89,11 +96,17 @@ class SSHProvider(StateFileProvider):
         runner = self.runner(host)
         runner.sync_mounts(self.config.file_mounts)
         runner.run_all(self.config.setup_commands, what="setup command")
-        start = shlex.join([*start_args(self.head_address, resources), "--host", host])
-        command = ('read -r FEDEXEC_TOKEN && export FEDEXEC_TOKEN && '
-                   f'{self.fedexec} {start}')
-        out = runner.run(command, stdin=self._token_value() + "\n", what="start command",
-                         timeout=180)
+        args = [*start_args(self.head_address, resources), "--host", host]
+        commands = self.config.worker_start_commands or [
+            f"{self.fedexec} {shlex.join(args)}"]
+        script = "\n".join([
+            "set -e", "read -r FEDEXEC_TOKEN", "export FEDEXEC_TOKEN",
+            f"export FEDEXEC_HEAD_ADDRESS={shlex.quote(self.head_address)}",
+            f"export FEDEXEC_NODE_IP={shlex.quote(host)}",
+            f"export FEDEXEC_START_ARGS={shlex.quote(' '.join(args[1:]))}", *commands])
+        what = "worker start command" if self.config.worker_start_commands else \
+            "start command"
+        out = runner.run(script, stdin=self._token_value() + "\n", what=what, timeout=180)
         try:
             return parse_started(out)
         except (ValueError, IndexError) as exc:

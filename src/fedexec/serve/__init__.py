@@ -1,7 +1,7 @@
 """fedexec.serve: model serving over HTTP with replicas, batching and autoscaling.
 
-Built on the public fedexec API only (a controller actor, one actor per replica,
-an HTTP proxy actor); needs a backend with actors, named actors and worker
+Built on the public fedexec API only (a controller actor that recovers from a
+checkpoint when it dies, one actor per replica, an HTTP proxy actor per node); needs a backend with actors, named actors and worker
 processes (the native backend). Requests take a direct path: the proxy and
 handles keep authenticated connections to each replica (see ``_wire``).
 """
@@ -32,7 +32,7 @@ from .exceptions import (
     ServeNotRunningError,
 )
 from .handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
-from .schema import ApplicationStatusOverview, DeploymentStatusOverview, ServeStatus
+from .schema import ApplicationStatusOverview, DeploymentStatusOverview, ProxyStatus, ServeStatus
 
 __all__ = [
     "Application",
@@ -45,6 +45,7 @@ __all__ = [
     "DeploymentResponse",
     "DeploymentResponseGenerator",
     "DeploymentStatusOverview",
+    "ProxyStatus",
     "ReplicaDiedError",
     "RequestTimeoutError",
     "ServeError",

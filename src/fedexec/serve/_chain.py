@@ -11,10 +11,22 @@
 The caller still learns that the upstream finished (a RESULT without a value)
 and may ask for the value later (``DeploymentResponse.result``: a FETCH of its
 own token). When the HOLD comes too late (the value is already on its way)
-the value passes through the caller as before. A held value not fetched within
-``HOLD_TTL_S`` is dropped; an upstream error reaches the downstream call as
-the upstream's exception; an upstream replica that died fails it with
-:class:`ReplicaDiedError`.
+the value passes through the caller as before. An upstream error reaches the
+downstream call as the upstream's exception; an upstream replica that died
+fails it with :class:`ReplicaDiedError`.
+
+A held value is dropped as soon as nobody can ask for it: a FETCH takes it,
+and the caller sends ``RELEASE [tokens]`` for the downstream's token once the
+downstream call answered (fetched or not) and for its own token when its
+``DeploymentResponse`` is garbage collected unfetched. ``_holds.HOLD_TTL_S``
+is only the backstop for a caller that died.
+
+A streamed response (``DeploymentResponseGenerator``) passed on is chained the
+same way: the HOLD ends the caller's stream, the items it had received and not
+read go along in the reference (:class:`ChainedStream`), and the downstream
+replica reads the rest from the upstream one as they come (one streamed FETCH).
+The downstream call gets a ``DeploymentResponseGenerator`` (sync or async
+iteration).
 """
 
 from __future__ import annotations
@@ -26,10 +38,9 @@ from typing import Any
 
 import fedexec
 
+from . import _loop
 from ._wire import Op
 from .exceptions import ServeError
-
-HOLD_TTL_S = 120.0
 
 
 class Chained:
@@ -44,8 +55,25 @@ class Chained:
         return (Chained, (self.key, self.replica_id, self.token))
 
 
+class ChainedStream:
+    """The rest of a streamed response: ``prefix`` (items its caller had), then
+    what replica ``replica_id`` keeps under ``token`` (none: ``error`` or the end)."""
+
+    __slots__ = ("error", "key", "prefix", "replica_id", "token")
+
+    def __init__(self, key: str, replica_id: str, token: str, prefix: list[Any],
+                 error: BaseException | None = None) -> None:
+        self.key, self.replica_id, self.token = key, replica_id, token
+        self.prefix, self.error = prefix, error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChainedStream, (self.key, self.replica_id, self.token, self.prefix,
+                                self.error))
+
+
 class Link:
-    """Where a handle call went (set once its frame is written), for HOLDs."""
+    """Where a handle call went (set once its frame is written), for HOLDs;
+    ``self_token``: the token its caller's own value is held under (if any)."""
 
     __slots__ = ("_sent", "key", "pending", "self_token")
 
@@ -66,6 +94,12 @@ class Link:
         if self._sent is None:
             self._sent = asyncio.Event()
         await self._sent.wait()
+
+    def drop(self) -> None:
+        """The caller will not ask for its value: release it (any thread)."""
+        token, self.self_token = self.self_token, ""
+        if token and self.pending is not None:
+            _loop.call_soon(release, self.pending.conn, [token])
 
 
 def remote_error(frame: list[Any], what: str) -> BaseException:
@@ -107,6 +141,86 @@ async def hold(link: Link) -> Chained | None:
     return Chained(link.key, conn.replica_id, token)
 
 
+def release(conn: Any, tokens: list[str]) -> None:
+    """Tell the replica behind ``conn`` to drop the values held for ``tokens``
+    (on the serve loop; nothing if the connection is gone)."""
+    if tokens and conn is not None and conn.writer is not None and conn.state != "closed":
+        conn.writer.send([Op.RELEASE, 0, tokens])
+
+
+def release_all(held: list[tuple[Any, str]]) -> None:
+    """:func:`release` every (connection, token) of ``held``."""
+    for conn, token in held:
+        release(conn, [token])
+
+
+async def hold_stream(link: Link, items: asyncio.Queue[Any], ended: Any,
+                      held: list[tuple[Any, str]]) -> ChainedStream:
+    """Pass a streamed call on (see the module docstring): its reference, with
+    the items already here; ``ended``: the future of the caller's stream task."""
+    await link.sent()
+    pending, token = link.pending, ""
+    if pending is not None and pending.conn is not None and not ended.done():
+        token = uuid.uuid4().hex
+        pending.held = answer = asyncio.get_running_loop().create_future()
+        pending.conn.writer.send([Op.HOLD, pending.frame[1], [token]])
+        await asyncio.wait({answer, asyncio.wrap_future(ended)
+                            if not isinstance(ended, asyncio.Future) else ended},
+                           return_when=asyncio.FIRST_COMPLETED)
+        if answer.done() and answer.result():
+            held.append((pending.conn, token))
+        else:
+            token = ""
+    prefix, error = [], None
+    while True:  # up to the end of what reached us (the HOLD ended it)
+        kind, value = await items.get()
+        if kind == "item":
+            prefix.append(value)
+            continue
+        error = value if kind == "error" else None
+        break
+    replica_id = pending.conn.replica_id if token and pending is not None \
+        and pending.conn is not None else ""
+    return ChainedStream(link.key, replica_id, token, prefix, None if token else error)
+
+
+async def _stream_into(ref: ChainedStream, items: asyncio.Queue[Any]) -> None:
+    """Fill ``items`` as ``DeploymentResponseGenerator`` reads them: the prefix,
+    then the upstream replica's items."""
+    for item in ref.prefix:
+        items.put_nowait(("item", item))
+    if not ref.token:
+        items.put_nowait(("error", ref.error) if ref.error is not None else ("end", None))
+        return
+    try:
+        from ._client import get_client
+
+        router = await get_client().wait_for(ref.key)
+        conn = await router.connection(ref.replica_id)
+        pending = router.direct(conn, [Op.FETCH, router.next_rid(), ref.token])
+        frame = await pending.first
+        while frame[0] == Op.ITEM:
+            items.put_nowait(("item", pickle.loads(frame[2])))
+            assert pending.rest is not None
+            frame = await pending.rest.get()
+        if frame[0] == Op.ERROR:
+            items.put_nowait(("error", remote_error(frame,
+                                                    f"{ref.key.partition('#')[2]} (chained)")))
+        else:
+            items.put_nowait(("end", None))
+    except Exception as exc:
+        items.put_nowait(("error", exc))
+
+
+def open_stream(ref: ChainedStream) -> Any:
+    """A ``DeploymentResponseGenerator`` over a chained stream (on the serve loop)."""
+    from .handle import DeploymentResponseGenerator
+
+    items: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.get_running_loop().create_task(_stream_into(ref, items))
+    return DeploymentResponseGenerator(items, task)
+
+
 async def fetch(ref: Chained) -> Any:
     """The value ``ref`` names, fetched from the replica that holds it."""
     from ._client import get_client
@@ -120,11 +234,23 @@ async def fetch(ref: Chained) -> Any:
     raise remote_error(frame, f"{ref.key.partition('#')[2]} (chained)")
 
 
+async def _arg(value: Any) -> Any:
+    if isinstance(value, Chained):
+        return await fetch(value)
+    if isinstance(value, ChainedStream):
+        return open_stream(value)
+    return value
+
+
+_REFS = (Chained, ChainedStream)
+
+
 async def resolve_args(args: tuple[Any, ...], kwargs: dict[str, Any]
                        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``args``/``kwargs`` with every :class:`Chained` fetched (a replica calls it)."""
-    if any(isinstance(a, Chained) for a in args):
-        args = tuple([await fetch(a) if isinstance(a, Chained) else a for a in args])
-    if any(isinstance(v, Chained) for v in kwargs.values()):
-        kwargs = {k: await fetch(v) if isinstance(v, Chained) else v for k, v in kwargs.items()}
+    """``args``/``kwargs`` with every :class:`Chained` fetched and every
+    :class:`ChainedStream` opened (a replica calls it)."""
+    if any(isinstance(a, _REFS) for a in args):
+        args = tuple([await _arg(a) for a in args])
+    if any(isinstance(v, _REFS) for v in kwargs.values()):
+        kwargs = {k: await _arg(v) for k, v in kwargs.items()}
     return args, kwargs

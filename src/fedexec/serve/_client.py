@@ -21,10 +21,20 @@ LOAD_REPORT_S = 0.2
 
 _lock = threading.Lock()
 _client: ServeClient | None = None
+_pinned: Any = None
+
+
+def pin_controller(handle: Any) -> None:
+    """Use ``handle`` as the controller in this process (the proxies and replicas
+    get it from the controller: a named actor is not found from every node)."""
+    global _pinned
+    _pinned = handle
 
 
 def controller_handle(create: bool = False) -> Any:
     """The controller actor; :class:`ServeNotRunningError` when there is none."""
+    if _pinned is not None:
+        return _pinned
     ex = _context.executor()
     try:
         return ex.get_actor(CONTROLLER_NAME, namespace=NAMESPACE)
@@ -44,10 +54,10 @@ def get_client() -> ServeClient:
 
 
 def forget_client() -> None:
-    """Drop this process's client (after ``serve.shutdown``)."""
-    global _client
+    """Drop this process's client and pinned controller (after ``serve.shutdown``)."""
+    global _client, _pinned
     with _lock:
-        client, _client = _client, None
+        client, _client, _pinned = _client, None, None
     if client is not None:
         client.close()
 
@@ -81,9 +91,11 @@ class ServeClient:
                 snap = await self.controller.listen.remote(self.snapshot["version"], 5.0)
                 failures = 0
             except Exception:
+                # the controller died: it restarts (routing goes on with the table
+                # known); the client ends only once serve is shut down
                 failures += 1
-                if failures > 50:  # the controller is gone for good
-                    self.closed = True
+                if failures % 20 == 0 and not await self._controller_exists():
+                    self._gone()
                     return
                 await asyncio.sleep(0.1)
                 continue
@@ -95,6 +107,30 @@ class ServeClient:
                         router.update(info["replicas"], info["max_ongoing"])
                 self._changed.set()
                 self._changed = asyncio.Event()
+
+    async def _controller_exists(self) -> bool:
+        """True while our controller is still the cluster's (alive or restarting)."""
+        if _pinned is not None:  # a process of serve's own: serve stops it
+            return True
+
+        def look() -> bool:
+            try:
+                return bool(controller_handle() == self.controller)
+            except Exception:  # serve shut down (ServeNotRunningError), or the runtime
+                return False
+
+        return await self.loop.run_in_executor(None, look)
+
+    def _gone(self) -> None:
+        """Serve was shut down: drop this client and stop the serve loop of this
+        process (a pooled worker that used a handle keeps no serve thread)."""
+        global _client
+        self.close()
+        with _lock:
+            if _client is not self:
+                return
+            _client = None
+        threading.Thread(target=_loop.stop, name="fedexec-serve-stop", daemon=True).start()
 
     async def wait_for(self, key: str, timeout: float = 30.0) -> Router:
         """The router of deployment ``key`` once the routing table lists it."""

@@ -10,7 +10,10 @@ One thread reconciles every ``TICK`` s: starts replicas up to the target (new
 code first, then old ones drained and stopped: a rolling update keeps at least
 the target running), reconfigures replicas on a new ``user_config``, runs
 health checks, replaces dead replicas, and applies the autoscaling policy.
-Routers long-poll :meth:`ServeController.listen` for the routing table.
+Routers long-poll :meth:`ServeController.listen` for the routing table. The
+same thread keeps an HTTP proxy per node (``_proxies``) and saves the state to
+the checkpoint store after each change (``_checkpoint``): the controller runs
+with ``max_restarts=-1`` and a restarted one adopts what the last one ran.
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ from typing import Any
 
 from fedexec.util.registry import EntrySet
 
-from . import _context
+from . import _checkpoint, _context
+from ._client import NAMESPACE
+from ._proxies import ProxySet
 from .autoscaling import AutoscalingConfig, AutoscalingPolicy
 
 TICK = 0.05
 DRAIN_QUIET_S = 0.5
 LOAD_TTL_S = 2.0
 MAX_START_FAILURES = 3
+STOP_S = 5.0
 
 
 class _Replica:
@@ -49,11 +55,13 @@ class _Replica:
         "version",
     )
 
-    def __init__(self, replica_id: str, actor: Any, version: str, user_config: Any) -> None:
+    def __init__(self, replica_id: str, actor: Any, version: str, user_config: Any,
+                 info: dict[str, Any] | None = None) -> None:
+        """A replica just started, or (``info``: its ``ready()``) adopted running."""
         self.replica_id, self.actor, self.version = replica_id, actor, version
-        self.state = "STARTING"  # -> RUNNING -> STOPPING
-        self.ready_ref: Any = actor.ready.remote()
-        self.info: dict[str, Any] = {}
+        self.state = "RUNNING" if info else "STARTING"  # -> RUNNING -> STOPPING
+        self.ready_ref: Any = None if info else actor.ready.remote()
+        self.info: dict[str, Any] = dict(info or {})
         self.user_config = user_config
         self.reconfig_ref: Any = None
         self.health_ref: Any = None
@@ -95,11 +103,13 @@ class _Deployment:
 class ServeController:
     """The controller actor (see the module docstring)."""
 
-    def __init__(self, http_options: dict[str, Any]) -> None:
+    def __init__(self, http_options: dict[str, Any], detached: bool = False) -> None:
         _context.remember_executor()
         self.ex = _context.executor()
         self.secret = os.urandom(32)
         self.http_options = http_options
+        self.proxies = ProxySet(self.ex, http_options, detached)
+        self.stopping: dict[str, Any] = {}  # replica id -> actor, until it is killed
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.version = 0
@@ -109,6 +119,10 @@ class ServeController:
         self.dead_reports: set[str] = set()
         self.stopped = False
         self.board = EntrySet("serve", self.ex)  # the applications the dashboard shows
+        self.dirty = False  # state changed since the last checkpoint
+        self.store, self.saves, state = _checkpoint.load(self.ex, NAMESPACE)
+        if state is not None:
+            self._restore(state)
         ctx = contextvars.copy_context()
         self.thread = threading.Thread(target=ctx.run, args=(self._run,), daemon=True,
                                        name="fedexec-serve-controller")
@@ -117,6 +131,12 @@ class ServeController:
     # ------------------------------------------------------------------ API
     def ping(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "http_options": self.http_options}
+
+    def start_proxies(self, me: Any) -> dict[str, Any]:
+        """Start the head's HTTP proxy and wait until it listens (its ``ready()``);
+        the other nodes' proxies follow in the background. ``me``: this actor's
+        handle, handed to every proxy and replica."""
+        return self.proxies.start_head(me)
 
     def deploy_app(self, name: str, route_prefix: str | None, specs: list[dict[str, Any]],
                    ingress: str) -> None:
@@ -145,6 +165,7 @@ class ServeController:
             self.apps[name] = {"route_prefix": route_prefix, "ingress": ingress,
                                "deployments": names, "deleting": False}
             self._bump()
+        self._save(wait=True)
 
     def delete_app(self, name: str) -> bool:
         with self.lock:
@@ -155,7 +176,8 @@ class ServeController:
                 self._stop_deployment(f"{name}#{dname}")  # replicas drain in the background
             del self.apps[name]
             self._bump()
-            return True
+        self._save(wait=True)
+        return True
 
     def listen(self, version: int, timeout: float) -> dict[str, Any]:
         """The routing table, once its version differs from ``version`` (or after
@@ -188,7 +210,8 @@ class ServeController:
                              "ingress": app["ingress"],
                              "message": "; ".join(d["message"] for d in deps.values()
                                                   if d["message"])}
-            return {"applications": out, "http_options": self.http_options}
+            return {"applications": out, "http_options": self.http_options,
+                    "proxies": self.proxies.status()}
 
     def deployment_specs(self) -> dict[str, dict[str, Any]]:
         """The declared spec of every deployment, by ``app#name``."""
@@ -200,22 +223,63 @@ class ServeController:
             dep = self.deps.get(key)
             return [] if dep is None else [r.info["pid"] for r in dep.running()]
 
-    def shutdown(self) -> None:
-        """Stop every replica now (routes drop at once)."""
+    def shutdown(self) -> list[int]:
+        """Stop every replica and proxy now (routes drop at once); the proxies' pids."""
         with self.lock:
             self.stopped = True
-            replicas = [r for d in self.deps.values() for r in d.replicas]
+            self.store = None  # serve.shutdown stops it
+            replicas = {r.replica_id: r.actor for d in self.deps.values() for r in d.replicas}
+            replicas.update(self.stopping)  # those still draining too
             self.deps.clear()
             self.apps.clear()
             self._bump()
             self.board.clear()
-        for r in replicas:
-            self._kill(r)
+        for replica_id, actor in replicas.items():
+            self._kill(replica_id, actor)
+        return self.proxies.shutdown()
 
     # ------------------------------------------------------------------ internals
     def _bump(self) -> None:
         self.version += 1
+        self.dirty = True
         self.changed.notify_all()
+
+    # ------------------------------------------------------------------ checkpoint
+    def _save(self, wait: bool = False) -> None:
+        """Send the state to the checkpoint store (see ``_checkpoint``)."""
+        with self.lock:
+            store = self.store
+            if store is None:
+                return
+            self.saves += 1
+            self.dirty = False
+            seq, blob = self.saves, _checkpoint.dumps({
+                "secret": self.secret, "version": self.version, "apps": self.apps,
+                "stopping": dict(self.stopping), "proxies": self.proxies.state(),
+                "deps": {key: {"app": d.app, "spec": d.spec, "target": d.target,
+                               "status": d.status,
+                               "replicas": [(r.replica_id, r.actor, r.version, r.user_config,
+                                             r.info if r.state == "RUNNING" else None)
+                                            for r in d.replicas if r.state != "STOPPING"]}
+                         for key, d in self.deps.items()}})
+        ref = store.save.remote(seq, blob)
+        if wait:
+            ref.result(30)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Take over from a controller that died (its last checkpoint): running
+        replicas and proxies are adopted, starting ones awaited, stopping ones
+        killed."""
+        self.secret, self.version = state["secret"], state["version"] + 1
+        self.apps = state["apps"]
+        for key, saved in state["deps"].items():
+            dep = _Deployment(saved["app"], saved["spec"])
+            dep.target, dep.status = saved["target"], saved["status"]
+            dep.replicas = [_Replica(*r) for r in saved["replicas"]]
+            self.deps[key] = dep
+        for replica_id, actor in state["stopping"].items():
+            self._kill_later(replica_id, actor)
+        self.proxies.restore(state["proxies"])
 
     def _snapshot(self) -> dict[str, Any]:
         deps = {}
@@ -263,10 +327,12 @@ class ServeController:
         opts = dict(spec.get("actor_options") or {})
         opts.setdefault("max_concurrency", 64)
         opts["max_restarts"] = 0
+        self.dirty = True
         actor = self.ex.options(**opts).actor(
             Replica, dep.name, dep.app, replica_id, spec["target"], spec["init_args"],
             spec["init_kwargs"], spec.get("user_config"), self.secret,
-            spec.get("root_path", ""), int(spec["max_ongoing_requests"]))
+            spec.get("root_path", ""), int(spec["max_ongoing_requests"]),
+            self.proxies.controller)
         return _Replica(replica_id, actor, spec["version"], spec.get("user_config"))
 
     def _stop(self, r: _Replica, dep: _Deployment) -> None:
@@ -275,6 +341,8 @@ class ServeController:
         if r.state == "STOPPING":
             return
         r.state = "STOPPING"
+        self.stopping[r.replica_id] = r.actor
+        self.dirty = True
         timeout = float(dep.spec.get("graceful_shutdown_timeout_s", 20.0))
 
         def stop() -> None:
@@ -282,16 +350,30 @@ class ServeController:
                 self.ex.get(r.actor.drain.remote(DRAIN_QUIET_S, timeout), timeout=timeout + 5)
             except Exception:
                 pass
-            self._kill(r)
+            self._kill(r.replica_id, r.actor)
 
         threading.Thread(target=contextvars.copy_context().run, args=(stop,),
                          daemon=True).start()
 
-    def _kill(self, r: _Replica) -> None:
+    def _kill(self, replica_id: str, actor: Any) -> None:
         try:
-            self.ex.kill(r.actor)
+            actor.stop.remote().result(STOP_S)
+        except Exception:
+            pass  # dead, or hung: the kill ends it
+        try:
+            self.ex.kill(actor)
         except Exception:
             pass
+        with self.lock:
+            if self.stopping.pop(replica_id, None) is not None:
+                self.dirty = True
+
+    def _kill_later(self, replica_id: str, actor: Any) -> None:
+        """Kill a replica on a thread of its own (the caller may hold the lock)."""
+        self.stopping[replica_id] = actor
+        self.dirty = True
+        threading.Thread(target=contextvars.copy_context().run,
+                         args=(self._kill, replica_id, actor), daemon=True).start()
 
     # ------------------------------------------------------------------ reconcile
     def _run(self) -> None:
@@ -310,6 +392,10 @@ class ServeController:
                                         for d, s in app["deployments"].items()},
                         "message": app["message"]}) for name, app in
                         self.status()["applications"].items()})
+                if self.proxies.reconcile():  # remote calls: outside the lock
+                    self.dirty = True
+                if self.dirty:
+                    self._save()
             except Exception:
                 traceback.print_exc()
             time.sleep(TICK)
@@ -421,5 +507,4 @@ class ServeController:
     def _replace(self, r: _Replica) -> None:
         """Drop a failed replica (the next pass starts another)."""
         r.state = "STOPPING"
-        threading.Thread(target=contextvars.copy_context().run, args=(self._kill, r),
-                         daemon=True).start()
+        self._kill_later(r.replica_id, r.actor)

@@ -73,12 +73,12 @@ def ingress(app: Any) -> Callable[[C], C]:
 
 def bound_asgi_app(cls: type, instance: Any) -> Any:
     """The class's ingress app with its method routes bound to ``instance``; None
-    when the class has no ingress. The app is changed in place: each replica
-    process has its own copy (unpickled from the deployment)."""
+    when the class has no ingress. Each replica binds a copy of its own (replicas
+    may share a process: actors as threads on the local backend)."""
     holder = getattr(cls, _ATTR, None)
     if holder is None:
         return None
-    app = holder.value
+    app = _load(_dump(holder.value)).value
     routes = getattr(getattr(app, "router", None), "routes", None)
     if routes is None or not hasattr(app, "add_api_route"):
         return app  # a plain ASGI app: served as it is

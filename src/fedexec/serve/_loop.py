@@ -64,6 +64,21 @@ def submit(coro: Coroutine[Any, Any, T]) -> Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
 
 
+def call_soon(fn: Any, *args: Any) -> None:
+    """Run ``fn(*args)`` on the serve loop soon, from any thread; nothing when the
+    loop is not running (a finalizer may call it during shutdown)."""
+    loop = _loop
+    if loop is None or loop.is_closed():
+        return
+    try:
+        if on_loop():
+            loop.call_soon(fn, *args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # closed meanwhile
+        pass
+
+
 def stop() -> None:
     """Stop this process's serve loop (a driver calls it at ``serve.shutdown``)."""
     global _loop, _thread

@@ -20,8 +20,10 @@ import socket
 import time
 from typing import Any
 
+import fedexec
+
 from . import _context, _loop
-from ._client import get_client
+from ._client import get_client, pin_controller
 from ._metrics import ProxyMetrics
 from ._wire import Op
 from .exceptions import ReplicaDiedError, ServeError
@@ -50,8 +52,9 @@ async def _reply(send: Any, status: int, headers: list[Any], body: bytes) -> Non
 class ProxyApp:
     """The ASGI app of the proxy (see the module docstring)."""
 
-    def __init__(self, request_timeout_s: float) -> None:
+    def __init__(self, request_timeout_s: float, node_id: str = "") -> None:
         self.client = get_client()
+        self.node_header = [*_TEXT, (b"x-fedexec-node", node_id.encode())]
         self.timeout = request_timeout_s
         self.metrics = ProxyMetrics(self._gauges)
         self._routes_version = -1
@@ -144,8 +147,8 @@ class ProxyApp:
             return int(first[2])
 
     async def _builtin(self, path: str, send: Any) -> None:
-        if path == "/-/healthz":
-            await _reply(send, 200, _TEXT, b"success")
+        if path == "/-/healthz":  # the header names the node this proxy runs on
+            await _reply(send, 200, self.node_header, b"success")
         elif path == "/-/routes":
             routes = {p: k.partition("#")[0] for p, k in self.routes()}
             await _reply(send, 200, _JSON, json.dumps(routes).encode())
@@ -158,10 +161,15 @@ class ProxyApp:
 
 
 class Proxy:
-    """The proxy actor: binds ``host:port`` and runs uvicorn on the serve loop."""
+    """The proxy actor: binds ``host:port`` (0: an ephemeral port) and runs uvicorn
+    on the serve loop (the controller starts one per node: see ``_proxies``)."""
 
-    def __init__(self, host: str, port: int, request_timeout_s: float) -> None:
+    def __init__(self, host: str, port: int, request_timeout_s: float,
+                 controller: Any = None) -> None:
         _context.remember_executor()
+        if controller is not None:
+            pin_controller(controller)
+        self.node_id = fedexec.get_runtime_context().get_node_id()
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -176,7 +184,7 @@ class Proxy:
         self.host, self.port = host, sock.getsockname()[1]
         import uvicorn
 
-        app = ProxyApp(request_timeout_s)
+        app = ProxyApp(request_timeout_s, self.node_id)
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
                                 http="httptools" if _has("httptools") else "h11",
                                 timeout_keep_alive=30, backlog=2048, proxy_headers=False)
@@ -190,8 +198,16 @@ class Proxy:
                 raise ServeError("the serve HTTP proxy did not start within 30 s")
             time.sleep(0.01)
 
+    def stop(self) -> None:
+        """Stop uvicorn (closing the port) before the actor is killed."""
+        self.server.should_exit = True
+        try:
+            self.task.result(10)
+        except Exception:
+            pass
+
     def ready(self) -> dict[str, Any]:
-        return {"host": self.host, "port": self.port, "pid": os.getpid()}
+        return {"host": self.host, "port": self.port, "pid": os.getpid(), "node_id": self.node_id}
 
 
 def _has(module: str) -> bool:

@@ -37,6 +37,7 @@ from typing import Any
 import cloudpickle
 
 from . import _chain, _context, _loop
+from ._holds import Holds
 from ._http import TEXT, FrameSend, encode_chunk, encode_value, make_receive, make_scope
 from ._wire import MAC, MAGIC, NONCE, FrameReader, Op, Writer, mac, new_nonce
 
@@ -175,8 +176,12 @@ class Replica:
     def __init__(self, deployment: str, app: str, replica_id: str, target: Any,
                  init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
                  user_config: Any, secret: bytes, root_path: str,
-                 max_ongoing: int = 100) -> None:
+                 max_ongoing: int = 100, controller: Any = None) -> None:
         _context.remember_executor()
+        if controller is not None:
+            from ._client import pin_controller
+
+            pin_controller(controller)
         self.deployment, self.app, self.replica_id = deployment, app, replica_id
         self.secret, self.root_path = secret, root_path
         self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
@@ -184,16 +189,12 @@ class Replica:
         self.running = 0
         self.max_ongoing = max_ongoing
         self.waiting: collections.deque[tuple[list[Any], Writer]] = collections.deque()
-        # chaining (see _chain): handle calls here -> tokens to hold their value for,
-        # held answers by token, FETCHes waiting for a value not ready yet
-        self.calls: dict[tuple[int, int], list[str] | None] = {}
-        self.held: dict[str, list[Any]] = {}
-        self.fetching: dict[str, list[tuple[Writer, int]]] = {}
         self.total = 0
         self.last_request = 0.0
         self.draining = False
         self.connections: set[_Server] = set()
         self.loop = _loop.get_loop()
+        self.holds = Holds(self.loop, replica_id)  # chaining (see _chain, _holds)
         from starlette.requests import Request
         from starlette.responses import Response
 
@@ -236,7 +237,10 @@ class Replica:
         return True
 
     def stats(self) -> dict[str, Any]:
-        return {"ongoing": self.ongoing, "total": self.total}
+        """Requests here now and in all; ``held``: values kept for chained calls
+        (or reserved for one still running)."""
+        return {"ongoing": self.ongoing, "total": self.total,
+                "held": self.holds.count()}
 
     def drain(self, quiet_s: float, timeout_s: float) -> int:
         """Wait until no request ran for ``quiet_s`` (at most ``timeout_s``);
@@ -248,6 +252,18 @@ class Replica:
                 break
             time.sleep(0.02)
         return self.ongoing
+
+    def stop(self) -> None:
+        """Close the listener, the routers' connections and the sync pool (the
+        controller calls it before killing the actor: on a backend whose actors
+        are threads of one process nothing of the replica is left running)."""
+        async def close() -> None:
+            self.server.close()
+            for conn in list(self.connections):
+                conn.transport.close()
+
+        _loop.submit(close()).result(10)
+        self.code.pool.shutdown(wait=False, cancel_futures=True)
 
     def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A handle call through fedexec itself (the classic handle's path)."""
@@ -268,12 +284,14 @@ class Replica:
         """A request frame arrived: run it now if a slot is free, else queue it."""
         op = frame[0]
         if op == Op.CALL:
-            self.calls[(id(writer), frame[1])] = None
+            self.holds.begin(writer, frame)
         elif op != Op.HTTP:
             if op == Op.HOLD:
-                self._hold(frame, writer)
+                self.holds.hold(frame, writer)
             elif op == Op.FETCH:
-                self._fetch(frame, writer)
+                self.holds.fetch(frame, writer)
+            elif op == Op.RELEASE:
+                self.holds.release(frame[2])
             return
         self.ongoing += 1
         self.total += 1
@@ -297,48 +315,10 @@ class Replica:
             frame, writer = self.waiting.popleft()
             if writer.closed:  # its router is gone: nobody waits for the answer
                 self.ongoing -= 1
-                self.calls.pop((id(writer), frame[1]), None)
+                self.holds.forget(writer, frame[1])
                 continue
             self._run(frame, writer)
             writer.kick()
-
-    # ---------------------------------------------------------------- chaining
-    def _hold(self, frame: list[Any], writer: Writer) -> None:
-        _, rid, tokens = frame
-        key = (id(writer), rid)
-        ok = key in self.calls
-        if ok:
-            self.calls[key] = (self.calls[key] or []) + list(tokens)
-            for token in tokens:
-                self.fetching.setdefault(token, [])
-        writer.send([Op.HOLDING, rid, ok])
-
-    def _fetch(self, frame: list[Any], writer: Writer) -> None:
-        _, rid, token = frame
-        answer = self.held.pop(token, None)
-        if answer is not None:
-            writer.send([answer[0], rid, *answer[2:]])
-        elif token in self.fetching:
-            self.fetching[token].append((writer, rid))
-        else:
-            writer.send([Op.ERROR, rid, None, (
-                f"replica {self.replica_id} holds no value for this chained call (fetched "
-                f"already, or dropped after {_chain.HOLD_TTL_S} s); call again")])
-
-    def _answer(self, writer: Writer, frame: list[Any]) -> None:
-        """Send a handle call's answer; a held value goes to its fetchers instead."""
-        tokens = self.calls.pop((id(writer), frame[1]), None)
-        if not tokens:
-            writer.send(frame)
-            return
-        for token in tokens:
-            fetchers = self.fetching.pop(token, [])
-            for w, rid in fetchers:
-                w.send([frame[0], rid, *frame[2:]])
-            if not fetchers:
-                self.held[token] = frame
-                self.loop.call_later(_chain.HOLD_TTL_S, self.held.pop, token, None)
-        writer.send([Op.RESULT, frame[1], None] if frame[0] == Op.RESULT else frame)
 
     async def _http(self, frame: list[Any], writer: Writer) -> None:
         _, rid, method, path, query, headers, body, root_path = frame
@@ -383,17 +363,20 @@ class Replica:
                     raise TypeError(f"{method} returned a {type(result).__name__}, not a "
                                     "generator; call it without stream=True")
                 async for item in self.code.items(result):
-                    writer.send([Op.ITEM, rid, cloudpickle.dumps(item)])
-                writer.send([Op.END, rid])
-                self.calls.pop((id(writer), rid), None)
+                    self.holds.emit(writer, [Op.ITEM, rid, cloudpickle.dumps(item)])
+                self.holds.emit(writer, [Op.END, rid])
             else:
                 if _is_stream(result):
                     raise TypeError(f"{method} returned a generator; call it through "
                                     "handle.options(stream=True)")
-                self._answer(writer, [Op.RESULT, rid, cloudpickle.dumps(result)])
+                self.holds.answer(writer, [Op.RESULT, rid, cloudpickle.dumps(result)])
         except Exception as exc:
             try:
                 blob: bytes | None = cloudpickle.dumps(exc)
             except Exception:
                 blob = None
-            self._answer(writer, [Op.ERROR, rid, blob, _error_text(exc)])
+            error = [Op.ERROR, rid, blob, _error_text(exc)]
+            if stream:
+                self.holds.emit(writer, error)
+            else:
+                self.holds.answer(writer, error)

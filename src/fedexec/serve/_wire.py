@@ -15,7 +15,8 @@ The secret is made by the controller and reaches replicas and routers only
 through fedexec actor calls (authenticated by the cluster token), so nothing
 is unpickled from a peer that has not proven it holds it.
 
-A frame is a 4-byte big-endian length and a msgpack array ``[op, rid, ...]``;
+A frame (``fedexec._framing``: a 4-byte little-endian length, at most
+``MAX_FRAME`` bytes) holds a msgpack array ``[op, rid, ...]``;
 writes made in one event-loop turn leave in one ``transport.write``, headed by
 one STARTED frame listing the requests that began running in that turn (but
 whose answers are not in the same write: an answer implies it started).
@@ -27,16 +28,14 @@ import enum
 import hashlib
 import hmac
 import os
-import struct
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
+from .. import _framing
 
 MAGIC = b"FXSV1"
 NONCE = 16
 MAC = 32
-_LEN = struct.Struct(">I")
 MAX_FRAME = 1 << 30
 
 
@@ -47,6 +46,7 @@ class Op(enum.IntEnum):
     CALL = 2        # [op, rid, method_name, pickled (args, kwargs), stream: bool]
     HOLD = 3        # [op, rid of a CALL, [token, ...]]      keep its value (see _chain)
     FETCH = 4       # [op, rid, token]                       answer with a held value
+    RELEASE = 5     # [op, 0, [token, ...]]                  drop held values (no answer)
     RESPONSE = 10   # [op, rid, status, headers, body]       a whole HTTP response
     START = 11      # [op, rid, status, headers]             a streamed HTTP response begins
     CHUNK = 12      # [op, rid, body]                        ... a part of it
@@ -67,35 +67,18 @@ def new_nonce() -> bytes:
 
 
 def pack(frame: list[Any]) -> bytes:
-    """One frame, length prefix included."""
-    body = msgpack.packb(frame, use_bin_type=True)
-    return _LEN.pack(len(body)) + body
+    """One frame, length prefix included (FrameTooLargeError over ``MAX_FRAME``)."""
+    return _framing.pack(frame, MAX_FRAME)
 
 
-class FrameReader:
-    """Cuts a byte stream into frames (``feed`` returns the complete ones)."""
+class FrameReader(_framing.FrameReader):
+    """Cuts a byte stream into frames (``feed`` returns the complete ones; a frame
+    announced over ``MAX_FRAME`` raises FrameTooLargeError, a ValueError)."""
+
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[list[Any]]:
-        buf = self._buf
-        buf += data
-        frames: list[list[Any]] = []
-        pos, n = 0, len(buf)
-        while n - pos >= 4:
-            (size,) = _LEN.unpack_from(buf, pos)
-            if size > MAX_FRAME:
-                raise ValueError(f"frame of {size} bytes is over the {MAX_FRAME} byte limit")
-            end = pos + 4 + size
-            if end > n:
-                break
-            frames.append(msgpack.unpackb(memoryview(buf)[pos + 4:end], raw=False,
-                                          use_list=True))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return frames
+        super().__init__(MAX_FRAME)
 
 
 class Writer:

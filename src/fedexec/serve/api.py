@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Any
 
@@ -11,17 +12,18 @@ import cloudpickle
 import fedexec
 from fedexec.backends import capabilities
 
-from . import _context, _loop
+from . import _checkpoint, _context, _loop
 from ._client import CONTROLLER_NAME, NAMESPACE, controller_handle, forget_client, get_client
 from ._ingress import Portable
+from ._proxies import check_location
 from .deployment import _DEFAULTS, Application, Deployment
 from .exceptions import DeploymentFailedError, DeploymentNotFoundError, ServeNotRunningError
 from .handle import DeploymentHandle
 from .schema import ServeStatus
 
-PROXY_NAME = "SERVE_PROXY"
-HTTP_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 30.0}
-_NEEDS = {"actors", "named_actors", "worker_processes"}
+HTTP_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 30.0,
+                                 "location": "EveryNode", "node_port": None}
+_NEEDS = {"actors", "named_actors"}
 _DEFAULT_PREFIX = "/"
 
 
@@ -31,7 +33,8 @@ def _executor(ex: fedexec.Executor | None = None) -> fedexec.Executor:
     if missing:
         raise fedexec.UnsupportedOnBackendError(
             f"fedexec.serve needs {sorted(missing)}, which the {ex.backend!r} backend lacks; "
-            "run serve on the native backend (fedexec.init() or Executor(backend='native'))")
+            "run serve on a backend with actors and named actors (native, local or dask: "
+            "fedexec.init() or Executor(backend='native'))")
     return ex
 
 
@@ -41,11 +44,14 @@ def _http_options(http_options: Any) -> dict[str, Any]:
     if not isinstance(http_options, dict):  # an object with attributes (Ray's HTTPOptions)
         http_options = {k: getattr(http_options, k) for k in HTTP_DEFAULTS
                         if hasattr(http_options, k)}
-    unknown = set(http_options) - set(HTTP_DEFAULTS) - {"location", "root_path"}
+    unknown = set(http_options) - set(HTTP_DEFAULTS) - {"root_path"}
     if unknown:
         raise ValueError(f"unknown http_options {sorted(unknown)}; known: "
                          f"{sorted(HTTP_DEFAULTS)}")
-    return {**HTTP_DEFAULTS, **{k: v for k, v in http_options.items() if k in HTTP_DEFAULTS}}
+    opts = {**HTTP_DEFAULTS, **{k: v for k, v in http_options.items()
+                                if k in HTTP_DEFAULTS and v is not None}}
+    opts["location"] = check_location(getattr(opts["location"], "value", opts["location"]))
+    return opts
 
 
 def start(detached: bool = False, http_options: Any = None, *,
@@ -56,12 +62,15 @@ def start(detached: bool = False, http_options: Any = None, *,
     Args:
         detached: keep serve running after this driver exits (a cluster started
             with ``fedexec start --head``; reach it with ``address="auto"``).
-        http_options: ``{"host": "127.0.0.1", "port": 8000, "request_timeout_s": 30}``.
+        http_options: ``{"host": "127.0.0.1", "port": 8000, "request_timeout_s": 30,
+            "location": "EveryNode", "node_port": None}``: a proxy on every node
+            (``"HeadOnly"``: on the head only), the head's on ``port``, the others
+            on ``node_port`` (default: ``port``, or an ephemeral port on a host
+            that already has a proxy); ``serve.status().proxies`` lists them.
         executor: the executor serve runs on and this process's serve calls use
             until ``serve.shutdown()`` (default: the current executor).
     """
     from ._controller import ServeController
-    from ._proxy import Proxy
 
     ex = _executor(executor)
     if executor is not None:
@@ -73,22 +82,24 @@ def start(detached: bool = False, http_options: Any = None, *,
         pass
     opts = _http_options(http_options)
     life = {"lifetime": "detached"} if detached else {}
-    # every process holding a handle keeps one long-poll (a thread) open here
+    store = _checkpoint.start_store(ex, NAMESPACE, detached)
+    store.load.remote().result(60)
+    # every process holding a handle keeps one long-poll (a thread) open here; when
+    # its process dies it is started again and recovers from the checkpoint store
     controller = ex.options(name=CONTROLLER_NAME, namespace=NAMESPACE, num_cpus=0,
-                            max_concurrency=1000, get_if_exists=True, **life).actor(
-        ServeController, opts)
+                            max_concurrency=1000, max_restarts=-1, get_if_exists=True,
+                            **life).actor(
+        ServeController, opts, detached)
     controller.ping.remote().result(60)
-    proxy = ex.options(name=PROXY_NAME, namespace=NAMESPACE, num_cpus=0, max_concurrency=4,
-                       **life).actor(Proxy, opts["host"], opts["port"],
-                                     opts["request_timeout_s"])
     try:
-        proxy.ready.remote().result(60)
-    except Exception:
+        controller.start_proxies.remote(controller).result(90)
+    except Exception as exc:
         try:
             controller.shutdown.remote().result(30)
         finally:
             ex.kill(controller)
-        raise
+            ex.kill(store)
+        raise _unwrap(exc) from None
 
 
 def _unwrap(error: BaseException) -> BaseException:
@@ -218,18 +229,17 @@ def shutdown() -> None:
         _context.forget_executor()
         return
     try:
-        controller.shutdown.remote().result(60)
-    except Exception:
-        pass
-    try:
-        proxy = ex.get_actor(PROXY_NAME, namespace=NAMESPACE)
-        pid = proxy.ready.remote().result(10)["pid"]
-        ex.kill(proxy)
-        _wait_gone(pid)
+        for pid in controller.shutdown.remote().result(60):
+            if pid != os.getpid():  # (actors as threads of this process: stopped)
+                _wait_gone(pid)  # its port is free once shutdown returns
     except Exception:
         pass
     forget_client()
     ex.kill(controller)
+    try:
+        ex.kill(ex.get_actor(_checkpoint.CHECKPOINT_NAME, namespace=NAMESPACE))
+    except ValueError:
+        pass
     _loop.stop()
     _context.forget_executor()
 

@@ -28,14 +28,19 @@ from ._wire import Op
 from .exceptions import RequestTimeoutError, ServeError
 
 
-async def _resolve(value: Any) -> Any:
+async def _resolve(value: Any, held: list[tuple[Any, str]]) -> Any:
     """An argument as it is sent: a response becomes a reference the downstream
-    replica fetches (see ``_chain``), or its value when that is here anyway."""
+    replica fetches (see ``_chain``; its connection and token go to ``held``), or
+    its value when that is here anyway."""
+    if isinstance(value, DeploymentResponseGenerator):
+        return await value._pass_on(held)
     if not isinstance(value, DeploymentResponse):
         return value
-    if value._link is not None:
-        ref = await _chain.hold(value._link)
+    link = value._link
+    if link is not None:
+        ref = await _chain.hold(link)
         if ref is not None:
+            held.append((link.pending.conn, ref.token))
             return ref
     return await value
 
@@ -44,9 +49,12 @@ async def _call(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, 
                 stream: bool, items: asyncio.Queue[Any] | None,
                 link: _chain.Link | None = None) -> Any:
     pending = None
+    held: list[tuple[Any, str]] = []  # values held upstream for this call
     try:
-        args = tuple([await _resolve(a) for a in args])
-        kwargs = {k: await _resolve(v) for k, v in kwargs.items()}
+        if args:
+            args = tuple([await _resolve(a, held) for a in args])
+        if kwargs:
+            kwargs = {k: await _resolve(v, held) for k, v in kwargs.items()}
         router = await get_client().wait_for(key)
         payload = cloudpickle.dumps((args, kwargs))
         what = f"{key.partition('#')[2]}.{method}"
@@ -54,7 +62,11 @@ async def _call(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, 
     finally:
         if link is not None:
             link.bind(key, pending)
+        if held and pending is None:  # never sent: nobody will fetch them
+            _chain.release_all(held)
     assert pending is not None
+    if held:  # fetched by the call by the time it answers, or never
+        pending.first.add_done_callback(lambda _: _chain.release_all(held))
     frame = await pending.first
     if frame[0] == Op.RESULT:
         if frame[2] is None:  # held for a chained call: fetched only if asked for
@@ -77,10 +89,10 @@ async def _call(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, 
 
 
 async def _stream(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                  items: asyncio.Queue[Any]) -> None:
+                  items: asyncio.Queue[Any], link: _chain.Link) -> None:
     """A streamed call: every outcome, errors included, lands in ``items``."""
     try:
-        await _call(key, method, args, kwargs, True, items)
+        await _call(key, method, args, kwargs, True, items, link)
     except BaseException as exc:
         items.put_nowait(("error", exc))
         if not isinstance(exc, Exception):
@@ -104,6 +116,11 @@ class DeploymentResponse:
         self._future, self._link = future, link
         self._fetched: Any = _NOTHING
 
+    def __del__(self) -> None:
+        link = getattr(self, "_link", None)
+        if link is not None and link.self_token:  # held upstream for us, never fetched
+            link.drop()
+
     def result(self, timeout_s: float | None = None) -> Any:
         """Block until the call finishes; its value, or its error raised.
 
@@ -120,6 +137,7 @@ class DeploymentResponse:
             if isinstance(value, _chain.Chained):  # held upstream for a chained call
                 if self._fetched is _NOTHING:
                     self._fetched = _loop.submit(_chain.fetch(value)).result(timeout_s)
+                    self._fetched_own()
                 value = self._fetched
             return value
         except cf.TimeoutError:
@@ -136,19 +154,42 @@ class DeploymentResponse:
         if isinstance(value, _chain.Chained):
             if self._fetched is _NOTHING:
                 self._fetched = await _chain.fetch(value)
+                self._fetched_own()
             value = self._fetched
         return value
+
+    def _fetched_own(self) -> None:
+        if self._link is not None:
+            self._link.self_token = ""  # the FETCH took it: nothing left to release
 
     def cancel(self) -> None:
         self._future.cancel()
 
 
 class DeploymentResponseGenerator:
-    """The items of a streamed call, as a sync or an async iterator."""
+    """The items of a streamed call, as a sync or an async iterator. Passed to
+    another handle call, the rest of it streams there, replica to replica."""
 
-    def __init__(self, items: asyncio.Queue[Any], future: Any) -> None:
-        self._items, self._future = items, future
+    def __init__(self, items: asyncio.Queue[Any], future: Any,
+                 link: _chain.Link | None = None) -> None:
+        self._items, self._future, self._link = items, future, link
         self._done = False
+
+    async def _pass_on(self, held: list[tuple[Any, str]]) -> Any:
+        if self._done:
+            raise ServeError("this streamed response was read to its end or passed on "
+                             "already; pass a fresh one")
+        self._done = True
+        if self._link is None:  # not a call of ours (a chained stream itself)
+            items = []
+            while True:
+                kind, value = await self._items.get()
+                if kind != "item":
+                    break
+                items.append(value)
+            return _chain.ChainedStream("", "", "", items,
+                                        value if kind == "error" else None)
+        return await _chain.hold_stream(self._link, self._items, self._future, held)
 
     def _take(self, entry: tuple[str, Any]) -> Any:
         kind, value = entry
@@ -219,8 +260,9 @@ class DeploymentHandle:
             return _classic_call(self._key, self._method, args, kwargs)
         if self._stream:
             items: asyncio.Queue[Any] = asyncio.Queue()
-            fut = _schedule(_stream(self._key, self._method, args, kwargs, items))
-            return DeploymentResponseGenerator(items, fut)
+            link = _chain.Link()
+            fut = _schedule(_stream(self._key, self._method, args, kwargs, items, link))
+            return DeploymentResponseGenerator(items, fut, link)
         link = _chain.Link()
         return DeploymentResponse(_schedule(_call(self._key, self._method, args, kwargs,
                                                   False, None, link)), link)

@@ -29,9 +29,22 @@ class ApplicationStatusOverview:
 
 
 @dataclass
+class ProxyStatus:
+    """The HTTP proxy of one node: ``status`` is ``"STARTING"``, ``"HEALTHY"`` or
+    ``"UNHEALTHY"`` (``message`` says why; it is started again)."""
+
+    host: str
+    port: int | None
+    status: str
+    pid: int | None = None
+    message: str = ""
+
+
+@dataclass
 class ServeStatus:
     applications: dict[str, ApplicationStatusOverview] = field(default_factory=dict)
     http_options: dict[str, Any] = field(default_factory=dict)
+    proxies: dict[str, ProxyStatus] = field(default_factory=dict)  # by node id
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ServeStatus:
@@ -43,7 +56,9 @@ class ServeStatus:
                     for d, s in app["deployments"].items()}
             apps[name] = ApplicationStatusOverview(app["status"], app["message"],
                                                    app["route_prefix"], deps)
-        return cls(apps, dict(raw.get("http_options", {})))
+        proxies = {node: ProxyStatus(p["host"], p["port"], p["status"], p["pid"], p["message"])
+                   for node, p in raw.get("proxies", {}).items()}
+        return cls(apps, dict(raw.get("http_options", {})), proxies)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

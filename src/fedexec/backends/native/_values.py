@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ... import exceptions, serialization
+from ... import serialization
 from ..._runtime import resolving
 from ...exceptions import (
     ActorDiedError,
@@ -30,7 +30,7 @@ from ...exceptions import (
     WorkerCrashedError,
 )
 from ...refs import LazyValue
-from .protocol import ErrorKind, Kind
+from .protocol import ErrorKind, Kind, decode_error
 from .store import read_object
 
 if TYPE_CHECKING:
@@ -178,30 +178,10 @@ _FAILED = {
     ErrorKind.INTERNAL: FedexecError,
 }
 
-#: The error types a REPLY may name and the client rebuilds (by this table, never by
-#: looking a name up): common builtins and fedexec's own (but TaskError, which wraps
-#: a task's exception and never travels in a REPLY).
-_REPLY_TYPES: dict[str, type[BaseException]] = {
-    cls.__name__: cls for cls in (
-        ValueError, TypeError, KeyError, IndexError, LookupError, RuntimeError,
-        TimeoutError, NotImplementedError, PermissionError, FileNotFoundError, OSError,
-        ConnectionError, *(getattr(exceptions, name) for name in exceptions.__all__
-                           if name != "TaskError"))
-}
-
-
-def reply_error(text: str) -> BaseException:
-    """The exception an error REPLY (``"TypeName: message"``, see
-    ``protocol.error_text``) stands for: that type if it is allowed, else a
-    :class:`FedexecError` with the whole text."""
-    name, sep, message = text.partition(": ")
-    cls = _REPLY_TYPES.get(name) if sep else None
-    if cls is None:
-        return FedexecError(text)
-    try:
-        return cls(message)
-    except Exception:  # a constructor that wants more than a message
-        return FedexecError(text)
+def reply_error(value: Any) -> BaseException:
+    """The exception an error REPLY's value stands for (``protocol.decode_error``:
+    its type if allowed, else a :class:`FedexecError`)."""
+    return decode_error(value)
 
 
 def error_of(entry: list[Any]) -> BaseException:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from ...exceptions import ProtocolError
 from .protocol import FrameReader, pack_frame
 
 __all__ = ["Channel"]
@@ -114,6 +116,10 @@ class Channel:
                     self._on_frame(frame)
         except OSError:
             pass
+        except ProtocolError as exc:  # an oversized frame: the connection is unusable
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"fedexec: closed the connection to the node manager: "
+                                 f"{exc}\n")
         finally:
             with self._lock:
                 self._closed = True

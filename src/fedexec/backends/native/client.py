@@ -186,6 +186,7 @@ class NativeBackend(Backend):
         self._closed = False
         self._shut_down = False  # shutdown() was called: the runtime is gone on purpose
         self._broken: str | None = None
+        self._refused: BaseException | None = None  # why the node manager closed us
         self.on_message: Any = None  # set by a worker loop for the messages it serves
         self._waits: dict[object, tuple[float, list[ObjectRef[Any]]]] = {}
         self._warned: set[object] = set()
@@ -201,7 +202,7 @@ class NativeBackend(Backend):
                 raise ClusterUnreachableError(f"{exc}{_attach['hint']}") from exc
             raise
         try:
-            client_handshake(sock, _attach["token"])
+            client_handshake(sock, _attach["token"], role=_attach.get("role", "driver"))
         except BaseException:
             sock.close()
             if self._runtime is not None:
@@ -316,6 +317,8 @@ class NativeBackend(Backend):
         if self._shut_down:
             return RuntimeError(f"the executor was shut down, so it cannot {what} any "
                                 "more; create a new executor for more work")
+        if self._refused is not None:
+            return self._refused
         return NodeDiedError(f"cannot {what}: the connection to the node manager was lost "
                              "(it exited or was killed); the runtime is gone, create a new "
                              "executor")
@@ -345,6 +348,8 @@ class NativeBackend(Backend):
                 fut = self._pending.get(msg[1])
                 if fut is not None:
                     fut.set_result((msg[2], msg[3]))
+            elif op == Op.REFUSED:  # the node manager closes the connection, saying why
+                self._refused = values.reply_error(msg[2])
             elif op == Op.CREATED:
                 fut = self._creates.pop(msg[1], None)
                 if fut is not None:
@@ -519,18 +524,38 @@ class NativeBackend(Backend):
         if self._broken is not None:
             raise BrokenExecutorError(self._broken)
 
-    def _feasible(self, demand: dict[str, float], what: str) -> None:
-        for k, v in demand.items():
-            if self._total.get(k, 0.0) + 1e-9 < v:
-                # Nodes may have joined since we last looked: ask before refusing.
-                self._total = self._request(Call.CLUSTER_RESOURCES)
-                if self._total.get(k, 0.0) + 1e-9 >= v:
-                    continue
-                raise ValueError(
-                    f"{what} asks for {demand} but the cluster has only {self._total}; it "
-                    "could never run. Ask for less, or start the runtime with more "
-                    "(num_cpus=..., num_gpus=..., resources=...)"
-                )
+    def _feasible(self, demand: dict[str, float], what: str, queueable: bool = True) -> None:
+        """Refuse work no node could ever run (``ValueError``), unless it is
+        ``queueable`` (a task) and a running autoscaler may launch a node it fits:
+        then it queues as pending demand."""
+        def fits(total: dict[str, float]) -> bool:
+            return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+
+        if fits(self._total):
+            return
+        from ...autoscaler.advert import autoscaler_node_types
+
+        # Asked first: a burst of such tasks costs one question a second (cached).
+        shapes = autoscaler_node_types(self) if queueable else None
+        if shapes is not None and any(fits(s) for s in shapes):
+            return  # an autoscaler node type fits: it waits for that node
+        # Nodes may have joined since we last looked: ask before refusing.
+        self._total = self._request(Call.CLUSTER_RESOURCES)
+        if fits(self._total):
+            return
+        if not queueable:
+            shapes = autoscaler_node_types(self)
+        why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
+               " and no running autoscaler may launch a node it fits (node types: "
+               f"{shapes})" if not any(fits(s) for s in shapes) else
+               "; an autoscaler node type fits it, but actors do not wait for a node to "
+               "be launched yet: launch it first with "
+               "fedexec.autoscaler.request_resources(bundles=[...])")
+        raise ValueError(
+            f"{what} asks for {demand} but the cluster has only {self._total}{why}; it could "
+            "never run. Ask for less, or start the runtime with more (num_cpus=..., "
+            "num_gpus=..., resources=...), or give the autoscaler a node type that fits it"
+        )
 
     def _env(self, runtime_env: Any) -> Any:
         """The runtime_env sent with work, plus our import path when we joined a
@@ -680,7 +705,7 @@ class NativeBackend(Backend):
         if in_group is not None:
             create, life, strategy = in_group, _in_group(options, life) or {}, None
         else:
-            self._feasible(create, f"actor {cls.__name__!r}")
+            self._feasible(create, f"actor {cls.__name__!r}", queueable=False)
             strategy = None if options.scheduling_strategy == "DEFAULT" else \
                 self._strategy(options)
         methods = public_methods(cls)

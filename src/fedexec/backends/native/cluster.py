@@ -175,7 +175,7 @@ def start_node(address: str, *, token: str | None = None, host: str = "127.0.0.1
 
     probe = connect(("tcp", host_part.strip("[]") or "127.0.0.1", int(port_part)))
     try:
-        client_handshake(probe, token_bytes(token))
+        client_handshake(probe, token_bytes(token), role="node")
     finally:
         probe.close()
     config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,

@@ -14,10 +14,12 @@ with the head by ``fedexec start --head`` / ``fedexec stop``::
                                                                 job.json, output.log
 
 Wire format: the connection is authenticated with the runtime's handshake
-(``protocol.client_handshake``) before anything is decoded; then each request is
+and HELLO as role ``"job"`` (``protocol.client_handshake``) before anything is
+decoded; then each request is
 one frame (``protocol.pack_frame``) holding one message ``[JobCall, *args]``, and
 the agent answers it with one frame holding ``[True, value]`` or
-``[False, JobErrorKind, message]``. Everything is msgpack; nothing is pickled.
+``[False, JobErrorKind, message]`` (typed: ``messages.JOB_REQUESTS`` and
+``messages.JOB_ANSWERS``). Everything is msgpack; nothing is pickled.
 
 A job record (what ``status``/``list`` return, and what ``job.json`` holds)::
 
@@ -39,16 +41,27 @@ import json
 import os
 import shlex
 import socket
-import struct
 import sys
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..._framing import recv_frame
 from ...exceptions import AuthenticationError, ClusterUnreachableError, FedexecError
 from . import cluster
-from .protocol import FrameReader, client_handshake, pack_frame
+from .messages import (
+    JOB_ANSWERS,
+    JobDone,
+    JobList,
+    JobLogs,
+    JobStop,
+    JobSubmit,
+    decode,
+    encode,
+)
+from .messages import JobStatus as JobStatusQuery
+from .protocol import client_handshake, pack_frame
 
 __all__ = [
     "MAX_PACKAGE_BYTES",
@@ -65,7 +78,6 @@ MAX_REQUEST_BYTES = MAX_PACKAGE_BYTES + (1 << 20)
 MAX_REPLY_BYTES = 256 << 20
 LOG_CHUNK = 1 << 20  # bytes of log one LOGS reply carries at most
 EXCLUDED_DIRS = frozenset({".git", "__pycache__", ".venv"})
-_LEN = struct.Struct("<I")
 
 
 class JobCall(enum.IntEnum):
@@ -103,32 +115,16 @@ class JobStatus(str, enum.Enum):
 
 
 # ------------------------------------------------------------------- framing
-class FrameTooLarge(ValueError):
-    """A peer announced a frame over the limit."""
-
-
 def recv_message(sock: socket.socket, buf: bytearray, limit: int) -> Any | None:
     """Read one frame holding one message from ``sock`` (blocking); None at EOF.
 
     ``buf`` carries bytes read past the frame over to the next call. A frame
-    announced larger than ``limit`` raises :class:`FrameTooLarge` before its body
+    announced larger than ``limit`` raises FrameTooLargeError before its body
     is read."""
-    need = 4
-    while True:
-        if len(buf) >= 4:
-            (size,) = _LEN.unpack_from(buf)
-            if size > limit:
-                raise FrameTooLarge(f"a {size}-byte request is over the {limit}-byte limit")
-            need = 4 + size
-        if len(buf) >= need and len(buf) >= 4:
-            break
-        chunk = sock.recv(max(1 << 16, min(need - len(buf), 1 << 22)))
-        if not chunk:
-            return None
-        buf += chunk
-    frame = bytes(buf[:need])
-    del buf[:need]
-    (batch,) = FrameReader().feed(frame)
+    try:
+        batch = recv_frame(sock, buf, limit)
+    except EOFError:
+        return None
     if not isinstance(batch, list) or len(batch) != 1 or not isinstance(batch[0], list):
         raise ValueError("a job frame must hold exactly one message, a list")
     return batch[0]
@@ -220,7 +216,7 @@ class JobClient:
                 "that the cluster is running ('fedexec status')"
             ) from exc
         try:
-            client_handshake(self._sock, resolved["token"], timeout)
+            client_handshake(self._sock, resolved["token"], timeout, role="job")
         except AuthenticationError as exc:
             self._sock.close()
             raise AuthenticationError(
@@ -235,9 +231,9 @@ class JobClient:
         self._buf = bytearray()
 
     # ------------------------------------------------------------- requests
-    def _call(self, op: JobCall, *args: Any) -> Any:
+    def _call(self, request: Any) -> Any:
         try:
-            send_message(self._sock, [int(op), *args])
+            send_message(self._sock, encode(request))
             reply = recv_message(self._sock, self._buf, MAX_REPLY_BYTES)
         except OSError as exc:
             raise ClusterUnreachableError(
@@ -246,9 +242,10 @@ class JobClient:
             raise ClusterUnreachableError(
                 f"the job agent at {self.address} closed the connection (did the cluster "
                 "stop?)")
-        if reply[0]:
-            return reply[1]
-        kind, message = JobErrorKind(reply[1]), reply[2]
+        answer = decode(reply, JOB_ANSWERS)
+        if isinstance(answer, JobDone):
+            return answer.value
+        kind, message = JobErrorKind(answer.kind), answer.message
         if kind in (JobErrorKind.NOT_FOUND, JobErrorKind.BAD_REQUEST, JobErrorKind.TOO_LARGE):
             raise ValueError(message)
         raise FedexecError(f"the job agent failed: {message}")
@@ -261,16 +258,16 @@ class JobClient:
             raise ValueError("the entrypoint must be a non-empty list of strings "
                              "(write it after '--': fedexec job submit -- python script.py)")
         package = pack_working_dir(working_dir) if working_dir is not None else None
-        return dict(self._call(JobCall.SUBMIT, argv, package))
+        return dict(self._call(JobSubmit(argv, package)))
 
     def status(self, job_id: str) -> dict[str, Any]:
         """The job's record. ``ValueError`` if there is no such job."""
-        return dict(self._call(JobCall.STATUS, job_id))
+        return dict(self._call(JobStatusQuery(job_id)))
 
     def logs(self, job_id: str, offset: int = 0,
              max_bytes: int = LOG_CHUNK) -> tuple[bytes, int, JobStatus]:
         """Log bytes from ``offset`` on: ``(data, next_offset, status)``."""
-        data, nxt, status = self._call(JobCall.LOGS, job_id, offset, max_bytes)
+        data, nxt, status = self._call(JobLogs(job_id, offset, max_bytes))
         return bytes(data), int(nxt), JobStatus(status)
 
     def follow(self, job_id: str, offset: int = 0, poll: float = 0.2) -> Iterator[bytes]:
@@ -299,11 +296,11 @@ class JobClient:
     def stop(self, job_id: str, grace: float = 10.0) -> dict[str, Any]:
         """SIGTERM the job's process group, SIGKILL after ``grace`` seconds; returns
         the record once it ended (a job that already ended is left as it is)."""
-        return dict(self._call(JobCall.STOP, job_id, float(grace)))
+        return dict(self._call(JobStop(job_id, float(grace))))
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every job this cluster's agent knows, oldest first."""
-        return [dict(r) for r in self._call(JobCall.LIST)]
+        return [dict(r) for r in self._call(JobList())]
 
     def close(self) -> None:
         """Close the connection."""

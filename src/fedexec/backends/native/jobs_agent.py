@@ -49,17 +49,29 @@ from typing import Any
 
 import psutil
 
+from ...exceptions import FrameTooLargeError
 from .jobs import (
     LOG_CHUNK,
     MAX_REQUEST_BYTES,
     MAX_UNPACKED_BYTES,
-    FrameTooLarge,
-    JobCall,
     JobErrorKind,
     JobStatus,
     recv_message,
     send_message,
 )
+from .messages import (
+    JOB_REQUESTS,
+    JobDone,
+    JobList,
+    JobLogs,
+    JobRefused,
+    JobStop,
+    JobSubmit,
+    MalformedMessage,
+    decode,
+    encode,
+)
+from .messages import JobStatus as JobStatusQuery
 from .protocol import ServerHandshake
 
 __all__ = ["JobAgent", "default_job_port", "launch_agent", "main", "stop_agent"]
@@ -338,70 +350,73 @@ class JobAgent:
             return [_public(j.record) for j in jobs]
 
     def handle(self, msg: list[Any]) -> Any:
-        """Answer one request message (``[JobCall, *args]``); raises ``_Refusal``."""
+        """Answer one request message (``messages.JOB_REQUESTS``); raises ``_Refusal``."""
         try:
-            op, args = JobCall(msg[0]), msg[1:]
-        except (ValueError, TypeError, IndexError):
-            raise _Refusal(JobErrorKind.BAD_REQUEST, f"unknown request {msg[:1]!r}") from None
+            request = decode(msg, JOB_REQUESTS)
+        except MalformedMessage as exc:
+            raise _Refusal(JobErrorKind.BAD_REQUEST, f"malformed request: {exc}") from None
         try:
-            if op is JobCall.SUBMIT:
-                return self._submit(*args)
-            if op is JobCall.STATUS:
-                (job_id,) = args
-                job = self._get(job_id)
+            if isinstance(request, JobSubmit):
+                return self._submit(request.argv, request.package)
+            if isinstance(request, JobStatusQuery):
+                job = self._get(request.job_id)
                 with self.lock:
                     return _public(job.record)
-            if op is JobCall.LOGS:
-                return self._logs(*args)
-            if op is JobCall.STOP:
-                return self._stop(args[0], float(args[1]))
-            if op is JobCall.LIST:
+            if isinstance(request, JobLogs):
+                return self._logs(request.job_id, request.offset, request.max_bytes)
+            if isinstance(request, JobStop):
+                return self._stop(request.job_id, float(request.grace))
+            if isinstance(request, JobList):
                 return self._list()
         except (TypeError, ValueError, IndexError) as exc:
-            raise _Refusal(JobErrorKind.BAD_REQUEST, f"malformed {op.name} request: {exc}"
-                           ) from None
-        raise _Refusal(JobErrorKind.BAD_REQUEST, f"unsupported request {op.name}")
+            raise _Refusal(JobErrorKind.BAD_REQUEST,
+                           f"malformed {type(request).__name__} request: {exc}") from None
+        raise _Refusal(JobErrorKind.BAD_REQUEST, f"unsupported request {type(request).__name__}")
 
     # ------------------------------------------------------------- network
     def _serve_conn(self, sock: socket.socket, peer: Any) -> None:
         with sock:
             sock.settimeout(_HANDSHAKE_TIMEOUT)
-            auth = ServerHandshake(self.token)
+            auth = ServerHandshake(self.token, roles=("job",), server="the job agent")
             try:
                 sock.sendall(auth.greeting())
                 while True:
                     data = sock.recv(4096)
                     if not data:
                         return
-                    done, ok, reply, leftover = auth.feed(data)
-                    if done:
+                    step = auth.feed(data)
+                    if step.reply:
+                        sock.sendall(step.reply)
+                    if step.done:
                         break
-                if not ok:
-                    print(f"job agent: refused {peer}: failed the token check", flush=True)
-                    return
-                sock.sendall(reply)
             except OSError:
                 return
+            if step.error is not None:
+                print(f"job agent: refused {peer}: {step.error}", flush=True)
+                return
+            leftover = step.leftover
             sock.settimeout(None)
             buf = bytearray(leftover)
             while True:
                 try:
                     msg = recv_message(sock, buf, MAX_REQUEST_BYTES)
-                except FrameTooLarge as exc:
+                except FrameTooLargeError as exc:
                     with contextlib.suppress(OSError):
-                        send_message(sock, [False, int(JobErrorKind.TOO_LARGE), str(exc)])
+                        send_message(sock, encode(JobRefused(JobErrorKind.TOO_LARGE,
+                                                             str(exc))))
                     return
                 except (OSError, ValueError):
                     return
                 if msg is None:
                     return
                 try:
-                    answer = [True, self.handle(msg)]
+                    answer = encode(JobDone(self.handle(msg)))
                 except _Refusal as exc:
-                    answer = [False, int(exc.kind), str(exc)]
+                    answer = encode(JobRefused(int(exc.kind), str(exc)))
                 except Exception as exc:
                     traceback.print_exc()
-                    answer = [False, int(JobErrorKind.INTERNAL), f"{type(exc).__name__}: {exc}"]
+                    answer = encode(JobRefused(JobErrorKind.INTERNAL,
+                                               f"{type(exc).__name__}: {exc}"))
                 try:
                     send_message(sock, answer)
                 except OSError:

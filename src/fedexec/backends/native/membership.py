@@ -48,6 +48,9 @@ class Membership:
         self.timeout = timeout
         self.nodes: dict[str, NodeEntry] = {}
         self.version = 0
+        # Bumped when what the cluster could ever run changes (a node joins, dies, or
+        # its total changes), not when free resources do: keys "fits no node" caches.
+        self.shape_version = 0
 
     def _touch(self, entry: NodeEntry) -> None:
         self.version += 1
@@ -64,6 +67,7 @@ class Membership:
             entry.address, entry.total = address, dict(total)
         entry.last_seen = now
         self._touch(entry)
+        self.shape_version += 1
         return entry
 
     def heartbeat(self, node_id: str, available: dict[str, float], queued: int,
@@ -78,8 +82,9 @@ class Membership:
                 total is not None and total != entry.total):
             entry.available = dict(available)
             entry.queued = queued
-            if total is not None:
+            if total is not None and total != entry.total:
                 entry.total = dict(total)
+                self.shape_version += 1
             self._touch(entry)
         return True
 
@@ -100,6 +105,7 @@ class Membership:
         entry.alive = False
         entry.available = dict.fromkeys(entry.total, 0.0)
         self._touch(entry)
+        self.shape_version += 1
         return True
 
     def changes_since(self, version: int) -> list[list[Any]]:
@@ -113,8 +119,11 @@ class Membership:
             entry = self.nodes.get(node_id)
             if entry is None:
                 entry = self.nodes[node_id] = NodeEntry(node_id, address, total)
+                self.shape_version += 1
             elif entry.alive and not alive:
                 died.append(node_id)
+            if entry.alive != bool(alive) or entry.total != total:
+                self.shape_version += 1
             entry.address, entry.total, entry.available = address, dict(total), dict(available)
             entry.alive, entry.queued = bool(alive), queued
             self._touch(entry)

@@ -51,6 +51,7 @@ from typing import Any
 
 from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
+from ...exceptions import FedexecError, ProtocolError
 from .._scheduling import ResourcePool, Scheduler
 from .actor_directory import ActorDirectoryMixin, name_taken, tracked
 from .events import EventStream
@@ -66,6 +67,9 @@ from .memory_monitor import (
 from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
+    FORBIDDEN,
+    NODE_ONLY_CALLS,
+    ROLES,
     Call,
     ClientHandshake,
     ErrorKind,
@@ -73,7 +77,7 @@ from .protocol import (
     Kind,
     Op,
     ServerHandshake,
-    error_text,
+    encode_error,
     pack_frame,
 )
 from .store import StoreManager, default_pool_capacity
@@ -92,7 +96,9 @@ class _Conn:
     __slots__ = (
         "auth",
         "creating",
+        "declared",
         "dialing",
+        "forbidden",
         "held",
         "id",
         "out",
@@ -118,6 +124,8 @@ class _Conn:
         self.wbuf = bytearray()
         self.woff = 0  # bytes of wbuf already sent (compacted now and then, not per send)
         self.role = "?"
+        self.declared = ""  # the role its HELLO exchange declared
+        self.forbidden: frozenset[int] = frozenset(Op)  # the ops that role may not send
         self.pid = 0
         self.worker: _Worker | None = None
         self.held: set[str] = set()
@@ -427,33 +435,64 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             self._close(conn)
             return
         if conn.auth is not None:
-            done, ok, reply, leftover = conn.auth.feed(data)
-            if reply:
-                conn.wbuf += reply
+            step = conn.auth.feed(data)
+            if step.reply:
+                conn.wbuf += step.reply
                 self._pending_out.add(conn)
-            if not done:
+            if not step.done:
                 return
-            if not ok:
-                self._close(conn)  # nothing it sent was decoded
+            if step.error is not None:
+                what = "a link it dialed failed" if conn.dialing is not None else \
+                    "refused a connection"
+                self._refuse(conn, f"{what}: {step.error}")
                 return
             conn.auth = None
+            if step.role:  # (a link we dialed took its role when dialed: node)
+                conn.declared, conn.forbidden = step.role, FORBIDDEN[step.role]
             if conn.dialing is not None:
                 self._dialed(conn)
                 if conn.id not in self.conns:
                     return
-            data = leftover
+            data = step.leftover
             if not data:
                 return
         try:
             frames = conn.reader.feed(data)
-        except Exception:
-            self._close(conn)
+        except Exception as exc:
+            self._refuse(conn, f"closed the connection of {self._origin(conn)}: {exc}")
             return
+        forbidden = conn.forbidden
         for frame in frames:
             for msg in frame if isinstance(frame, list) else [frame]:
+                try:
+                    refused = msg[0] in forbidden  # (an unknown op: _handle says so)
+                except Exception:  # not [op, ...]: _handle says so
+                    refused = False
+                if refused:
+                    self._refuse_op(conn, msg)
+                    return
                 self._handle(conn.peer or conn, msg)
                 if conn.id not in self.conns:
                     return
+
+    def _refuse(self, conn: _Conn, why: str) -> None:
+        """Log ``why``, send what is queued for ``conn`` (best effort), close it."""
+        self._log(why)
+        if conn.out:
+            conn.wbuf += pack_frame(conn.out)
+            conn.out = []
+        with contextlib.suppress(OSError):
+            conn.sock.send(conn.wbuf[conn.woff:])
+        self._close(conn)
+
+    def _refuse_op(self, conn: _Conn, msg: list[Any]) -> None:
+        """``conn`` sent an op its role may not send: REFUSED, then close it."""
+        error = ProtocolError(
+            f"a {conn.declared} connection may not send {_op_name(msg)} (the node manager "
+            f"closed it): only {', '.join(r for r, ops in ROLES.items() if msg[0] in ops)} "
+            "connections do; a fedexec bug, or a client that is not fedexec")
+        conn.out.append([Op.REFUSED, msg[0], encode_error(error)])
+        self._refuse(conn, f"closed the connection of {self._origin(conn)}: {error}")
 
     def _want_write(self, conn: _Conn, want: bool = True) -> None:
         """Watch ``conn`` for writability only while it has unsent bytes (each change
@@ -569,7 +608,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     @staticmethod
     def _origin(conn: _Conn | _Peer) -> str:
-        return f"{getattr(conn, 'role', 'node')} pid {getattr(conn, 'pid', '?')}"
+        role = getattr(conn, "role", "node")
+        return f"{getattr(conn, 'declared', '?') if role == '?' else role} pid " \
+               f"{getattr(conn, 'pid', '?')}"
 
     def _fail_message(self, conn: _Conn | _Peer, msg: Any, why: str) -> None:
         """Answer a message that could not be handled so its sender does not wait
@@ -581,7 +622,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             op = msg[0]
             if op == Op.REQUEST:
                 if isinstance(msg[1], int) and msg[1]:
-                    self._send(conn.id, [Op.REPLY, msg[1], False, f"FedexecError: {why}"])
+                    self._send(conn.id, [Op.REPLY, msg[1], False,
+                                         encode_error(FedexecError(why))])
                 return
             task_id, obj_ids = _about(msg)
             task = self.tasks.get(task_id) if isinstance(task_id, str) else None
@@ -606,6 +648,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _on_hello(self, conn: _Conn, msg: list[Any]) -> None:
         role, pid, worker_id = msg[1], msg[2], msg[3]
+        if role != getattr(conn, "declared", "node"):
+            self._refuse(conn, f"closed the connection of pid {pid}: its HELLO says "
+                         f"{role!r}, not the role it connected as")
+            return
         if role == "node":
             self._node_hello(conn, msg)
             return
@@ -825,6 +871,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         self._request_id = req_id
         try:
             handler = self._calls.get(call)
+            if call in NODE_ONLY_CALLS and not isinstance(conn, _Peer):
+                raise ProtocolError(f"only another node may make control call "
+                                    f"{Call(call).name}, not {self._origin(conn)}")
             if handler is None:
                 raise ValueError(f"the node manager does not know control call {call!r} "
                                  "(a client of another fedexec version?)")
@@ -832,8 +881,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             if value is _DEFER:
                 return  # answered later (see _revoke)
             reply = [Op.REPLY, req_id, True, value]
-        except Exception as exc:  # the caller gets it back with its type (error_text)
-            reply = [Op.REPLY, req_id, False, error_text(exc)]
+        except Exception as exc:  # the caller gets it back with its type (encode_error)
+            reply = [Op.REPLY, req_id, False, encode_error(exc)]
         self._send(conn.id, reply)
 
     def _on_actor_call(self, conn: _Conn, msg: list[Any]) -> None:

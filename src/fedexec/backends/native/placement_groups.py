@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...placement import validate_bundles
-from .protocol import Call, Op, error_text
+from .protocol import Call, Op, encode_error
 
 __all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
 
@@ -272,5 +272,5 @@ class PlacementGroups:
         self.pgs.pop(pg["id"], None)
         self._event_pg(pg, removed=True)
         for cid, req in pg["waiters"]:
-            self._send(cid, [Op.REPLY, req, False, error_text(exc)])
+            self._send(cid, [Op.REPLY, req, False, encode_error(exc)])
         pg["waiters"] = []

@@ -8,43 +8,77 @@ decoded (no msgpack, and never pickle: the node manager does not unpickle at all
     server ◀── HMAC(token, "client" + nonce_s) + nonce_c (64 B) ── client
     server ─ HMAC(token, "server" + nonce_c) (32 B) ─────────▶ client
 
-Then both sides exchange *frames*: a 4-byte little-endian length and a msgpack
-array of messages; each message is an array whose first element is an :class:`Op`.
+Then both sides exchange *frames* (``fedexec._framing``: a 4-byte little-endian
+length, a size limit). The first frame each way is the **HELLO exchange**, before
+any message is dispatched::
+
+    client ─ {"protocol": PROTOCOL_VERSION, "fedexec": version, "role": role} ─▶ server
+    client ◀─ {"protocol": PROTOCOL_VERSION, "fedexec": version, "error": None} ─ server
+
+(``messages.Hello`` and ``messages.HelloAnswer``.)
+``role`` is one of :data:`ROLES` (the node manager's connections) or ``"job"`` (the
+job agent's). A server that speaks another protocol version, or does not take that
+role, answers ``"error": [type name, message]`` (see :func:`encode_error`) and
+closes; the client raises it (:class:`ProtocolVersionError` names both versions).
+After it, every frame is a msgpack array of messages; each message is an array
+whose first element is an :class:`Op`, and :data:`ROLES` lists the ops each role
+may send (any other op closes the connection, after a REFUSED message saying why).
 Frames batch many messages (a submit loop, a worker's results) into one write.
+Errors that travel as values (a REPLY's, a REFUSED's) are ``[type name, message]``
+and come back as that type if :data:`ERROR_TYPES` has it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import hmac
 import os
 import socket
-import struct
+from collections.abc import Collection
 from typing import Any
 
-import msgpack
-
-from ...exceptions import AuthenticationError
+from ... import exceptions
+from ..._framing import HEADER, FrameReader
+from ..._framing import pack as pack_frame
+from ..._version import __version__
+from ...exceptions import (
+    AuthenticationError,
+    FedexecError,
+    ProtocolError,
+    ProtocolVersionError,
+)
+from .messages import Hello, HelloAnswer, MalformedMessage, decode_map, encode
 
 __all__ = [
+    "ERROR_TYPES",
+    "FORBIDDEN",
+    "NODE_ONLY_CALLS",
+    "PROTOCOL_VERSION",
+    "ROLES",
     "ClientHandshake",
     "ErrorKind",
     "FrameReader",
+    "HandshakeStep",
     "Kind",
     "Op",
     "ServerHandshake",
     "client_handshake",
+    "decode_error",
+    "describe_error",
+    "encode_error",
     "error_text",
     "pack_frame",
 ]
 
+#: Bumped whenever a message changes shape or meaning; both ends of every connection
+#: must agree (checked at the HELLO exchange). 1 was the protocol before the check.
+PROTOCOL_VERSION = 2
 MAGIC = b"FDX1"
 NONCE = 32
 MAC = 32
-MAX_FRAME = (1 << 32) - 1
-_LEN = struct.Struct("<I")
-_BATCH = 512  # messages a deferred send lets pile up before writing
+_HELLO_LIMIT = 1 << 16  # bytes a HELLO exchange frame may have
 
 
 class Op(enum.IntEnum):
@@ -73,6 +107,8 @@ class Op(enum.IntEnum):
     VIEW = 45            # [op, [[node_id, address, total, available, alive, queued]...]]
     NODE_DEAD = 46       # [op, node_id, why]                        (head -> nodes)
     WELCOME = 47         # [op, head node id, [view rows]]           (head -> joining node)
+    REFUSED = 48         # [op, refused op, error]  NM -> any: the last message before it
+                         #  closes the connection (error: see encode_error)
     # worker -> NM
     TASK_DONE = 20       # [op, task_id, [result...]]   result: [obj_id, Kind, ...]
     BLOCKED = 21         # [op, [task_ids handed back]]
@@ -150,51 +186,77 @@ class Call(enum.IntEnum):
     LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
 
 
-def error_text(exc: BaseException) -> str:
-    """An error as a REPLY carries it: ``"TypeName: message"`` (text, never pickled;
-    the client rebuilds the type if it is one it allows, see ``_values.reply_error``)."""
+#: The ops each role may send to a node manager (HELLO says the role). A message
+#: with any other op closes the connection (after a REFUSED saying why).
+_CLIENT_OPS = frozenset({Op.HELLO, Op.SUBMIT, Op.PUT, Op.CREATE, Op.SEAL, Op.INCREF,
+                         Op.DECREF, Op.SUBSCRIBE, Op.CANCEL, Op.REQUEST, Op.ACTOR_CALL,
+                         Op.FETCH})
+ROLES: dict[str, frozenset[int]] = {
+    "driver": _CLIENT_OPS,
+    "worker": _CLIENT_OPS | {Op.TASK_DONE, Op.BLOCKED, Op.UNBLOCKED, Op.HANDBACK,
+                             Op.ACTOR_READY, Op.ACTOR_FAILED},
+    "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
+                       Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
+                       Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
+                       Op.STARTED, Op.REPLY}),
+}
+#: The ops each role may not send: every other :class:`Op` (an op number no Op names
+#: is not refused here: the node manager logs it as unknown and carries on).
+FORBIDDEN: dict[str, frozenset[int]] = {role: frozenset(Op) - ops for role, ops in ROLES.items()}
+#: REQUEST calls only another node may make (an error REPLY to anyone else).
+NODE_ONLY_CALLS = frozenset({Call.RESERVE_BUNDLES, Call.RELEASE_BUNDLES})
+
+#: The error types an error value may name and the receiver rebuilds (by this
+#: table, never by looking a name up): common builtins and fedexec's own (but
+#: TaskError, which wraps a task's exception and never travels as a value).
+ERROR_TYPES: dict[str, type[BaseException]] = {
+    cls.__name__: cls for cls in (
+        ValueError, TypeError, KeyError, IndexError, LookupError, RuntimeError,
+        TimeoutError, NotImplementedError, PermissionError, FileNotFoundError, OSError,
+        ConnectionError, *(getattr(exceptions, name) for name in exceptions.__all__
+                           if name != "TaskError"))
+}
+
+
+def encode_error(exc: BaseException) -> list[str]:
+    """An error as a value on the wire: ``[type name, message]`` (never pickled)."""
     args = exc.args
     # KeyError's str() is the repr of its argument: send the argument itself.
     message = args[0] if isinstance(exc, KeyError) and len(args) == 1 else exc
-    return f"{type(exc).__name__}: {message}"
+    return [type(exc).__name__, str(message)]
 
 
-def pack_frame(messages: list[Any]) -> bytes:
-    """One frame holding ``messages``."""
-    body = msgpack.packb(messages, use_bin_type=True)
-    return _LEN.pack(len(body)) + body
+def decode_error(value: Any) -> BaseException:
+    """The exception an error value stands for: its type if :data:`ERROR_TYPES` has
+    it, else a :class:`FedexecError` with its type name and message. Also takes the
+    text form ``"TypeName: message"`` (:func:`error_text`)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        name, message = str(value[0]), str(value[1])
+    else:
+        name, sep, message = str(value).partition(": ")
+        if not sep:
+            return FedexecError(str(value))
+    cls = ERROR_TYPES.get(name)
+    if cls is not None:
+        try:
+            return cls(message)
+        except Exception:  # a constructor that wants more than a message
+            pass
+    return FedexecError(f"{name}: {message}")
 
 
-class FrameReader:
-    """Incremental frame decoder: ``feed(bytes)`` returns the complete frames."""
+def describe_error(value: Any) -> str:
+    """An error value as one line of text, ``"TypeName: message"``."""
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return f"{value[0]}: {value[1]}"
+    return str(value)
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._need = 0  # bytes the partial frame in _buf needs before it can be decoded
 
-    def feed(self, data: bytes) -> list[list[Any]]:
-        if self._buf:
-            self._buf += data
-            if len(self._buf) < self._need:
-                return []  # a large frame still arriving: no copy, no parse
-            data = bytes(self._buf)
-            self._buf = bytearray()
-        view = memoryview(data)
-        frames = []
-        pos = 0
-        n = len(data)
-        unpack = _LEN.unpack_from
-        while n - pos >= 4:
-            (size,) = unpack(data, pos)
-            end = pos + 4 + size
-            if end > n:
-                break
-            frames.append(msgpack.unpackb(view[pos + 4:end], raw=False, strict_map_key=False))
-            pos = end
-        if pos < n:
-            self._buf += view[pos:]
-            self._need = 4 + unpack(data, pos)[0] if n - pos >= 4 else 4
-        return frames
+def error_text(exc: BaseException) -> str:
+    """An error as text, ``"TypeName: message"`` (:func:`decode_error` takes it too;
+    new code sends :func:`encode_error`)."""
+    name, message = encode_error(exc)
+    return f"{name}: {message}"
 
 
 # ------------------------------------------------------------------- handshake
@@ -213,96 +275,224 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0) -> None:
-    """Authenticate to a server (blocking). Raises :class:`AuthenticationError`."""
-    shake = ClientHandshake(token)
+def _answer(error: BaseException | None = None) -> Any:
+    return encode(HelloAnswer(PROTOCOL_VERSION, __version__,
+                              None if error is None else encode_error(error)))
+
+
+_SAME_VERSION = "install the same fedexec version on every node, driver and worker"
+
+
+def _mismatch(server: str, server_hello: Any, client: str, client_hello: Any) -> str:
+    def info(hello: Any) -> str:
+        if not isinstance(hello, dict):
+            return "a fedexec without a protocol version (older than protocol 2)"
+        return f"fedexec {hello.get('fedexec', '?')} (protocol {hello.get('protocol')})"
+    return (f"{server} runs {info(server_hello)} but {client} runs {info(client_hello)}: "
+            f"{_SAME_VERSION}")
+
+
+def _no_answer(role: str) -> ProtocolVersionError:
+    return ProtocolVersionError(
+        f"the runtime closed the connection at the protocol HELLO (after the token check) "
+        f"or sent no valid answer: it may run another fedexec version; this {role} runs "
+        f"fedexec {__version__} (protocol {PROTOCOL_VERSION}): {_SAME_VERSION}")
+
+
+def client_handshake(sock: socket.socket, token: bytes, timeout: float = 10.0,
+                     role: str = "driver") -> None:
+    """Authenticate to a server and say HELLO as ``role`` (blocking; the steps of
+    :class:`ClientHandshake`).
+
+    Raises:
+        AuthenticationError: the token check failed either way.
+        ProtocolVersionError: the server speaks another protocol version.
+        ProtocolError: the server does not take ``role`` connections.
+    """
+    shake = ClientHandshake(token, role)
     old = sock.gettimeout()
     sock.settimeout(timeout)
     try:
-        done = ok = False
-        while not done:
+        while True:
             try:
                 data = _recv_exact(sock, shake.need)
             except ConnectionError:
                 if not shake.greeted:
                     raise
-                raise AuthenticationError(
-                    "the runtime refused the cluster token; pass token= or set FEDEXEC_TOKEN "
-                    "to the token of the cluster's head"
-                ) from None
-            done, ok, reply, _ = shake.feed(data)
-            if reply:
-                sock.sendall(reply)
-        if not ok:
-            raise AuthenticationError(shake.error)
+                if not shake.proved:
+                    raise AuthenticationError(
+                        "the runtime refused the cluster token; pass token= or set "
+                        "FEDEXEC_TOKEN to the token of the cluster's head") from None
+                raise _no_answer(role) from None
+            step = shake.feed(data)
+            if step.reply:
+                sock.sendall(step.reply)
+            if step.done:
+                break
     except TimeoutError:
+        if shake.proved:
+            raise _no_answer(role) from None
         raise AuthenticationError("timed out authenticating to the runtime") from None
     finally:
         sock.settimeout(old)
+    if shake.exception is not None:
+        raise shake.exception
+
+
+@dataclasses.dataclass
+class HandshakeStep:
+    """What a handshake's ``feed`` made of the bytes so far: ``reply`` to send now;
+    once ``done``, either ``error`` (why the connection is refused or failed: send
+    ``reply``, log it, close) or success, with the client's ``role`` (server side)
+    and the bytes that came after the handshake (``leftover``)."""
+
+    reply: bytes = b""
+    done: bool = False
+    error: str | None = None
+    role: str = ""
+    leftover: bytes = b""
 
 
 class ClientHandshake:
-    """Client side of the handshake as a non-blocking state machine (a node dials
-    another node from its event loop with it; a blocking dial there could wait on a
-    peer that is itself blocked dialing us).
+    """Client side of the handshake and the HELLO exchange as a non-blocking state
+    machine (a node dials another node from its event loop with it; a blocking dial
+    there could wait on a peer that is itself blocked dialing us).
 
-    ``feed(bytes)`` returns (done, ok, reply_bytes, leftover): once the server's
-    greeting is in, ``reply_bytes`` is our proof and nonce (send them); once its
-    proof is in, ``done``, and ``ok`` says whether it holds the token (``error``
-    says why not). ``need`` is how many more bytes the next step wants."""
+    ``feed(bytes)`` returns a :class:`HandshakeStep`: once the server's greeting is
+    in, its ``reply`` is our proof and nonce; once the server's proof is in, our
+    HELLO as ``role``; once the server's HELLO answer is in, ``done``. On failure
+    ``exception`` is the error to raise (AuthenticationError, ProtocolVersionError,
+    ProtocolError). ``need`` is how many more bytes the next step wants."""
 
-    def __init__(self, token: bytes):
+    def __init__(self, token: bytes, role: str = "driver"):
         self._token = token
+        self._role = role
         self._nonce = os.urandom(NONCE)
         self._buf = b""
         self.greeted = False
-        self.error = ""
+        self.proved = False
+        self.exception: BaseException | None = None
 
     @property
     def need(self) -> int:
-        return max(1, (MAC if self.greeted else len(MAGIC) + NONCE) - len(self._buf))
+        have = len(self._buf)
+        if not self.greeted:
+            return max(1, len(MAGIC) + NONCE - have)
+        if not self.proved:
+            return max(1, MAC - have)
+        if have < HEADER.size:
+            return HEADER.size - have
+        return max(1, HEADER.size + min(HEADER.unpack_from(self._buf)[0], _HELLO_LIMIT) - have)
 
-    def feed(self, data: bytes) -> tuple[bool, bool, bytes, bytes]:
+    def feed(self, data: bytes) -> HandshakeStep:
         self._buf += data
         reply = b""
         if not self.greeted:
             if len(self._buf) < len(MAGIC) + NONCE:
-                return False, False, b"", b""
+                return HandshakeStep()
             hello, self._buf = self._buf[:len(MAGIC) + NONCE], self._buf[len(MAGIC) + NONCE:]
             if hello[:len(MAGIC)] != MAGIC:
-                self.error = "the peer is not a fedexec runtime (bad greeting)"
-                return True, False, b"", b""
+                return self._fail(b"", AuthenticationError(
+                    "the peer is not a fedexec runtime (bad greeting)"))
             self.greeted = True
             reply = _mac(self._token, b"client", hello[len(MAGIC):]) + self._nonce
-        if len(self._buf) < MAC:
-            return False, False, reply, b""
-        proof, leftover = self._buf[:MAC], self._buf[MAC:]
-        if not hmac.compare_digest(proof, _mac(self._token, b"server", self._nonce)):
-            self.error = "the runtime failed to prove it holds the cluster token"
-            return True, False, reply, b""
-        return True, True, reply, leftover
+        if not self.proved:
+            if len(self._buf) < MAC:
+                return HandshakeStep(reply)
+            proof, self._buf = self._buf[:MAC], self._buf[MAC:]
+            if not hmac.compare_digest(proof, _mac(self._token, b"server", self._nonce)):
+                return self._fail(reply, AuthenticationError(
+                    "the runtime failed to prove it holds the cluster token"))
+            self.proved = True
+            reply += pack_frame(encode(Hello(PROTOCOL_VERSION, __version__, self._role)))
+        if len(self._buf) < HEADER.size:
+            return HandshakeStep(reply)
+        (size,) = HEADER.unpack_from(self._buf)
+        end = HEADER.size + size
+        if size > _HELLO_LIMIT:
+            return self._fail(reply, _no_answer(self._role))
+        if len(self._buf) < end:
+            return HandshakeStep(reply)
+        try:
+            (answer,) = FrameReader(_HELLO_LIMIT).feed(self._buf[:end])
+        except Exception:
+            return self._fail(reply, _no_answer(self._role))
+        if isinstance(answer, dict) and answer.get("error"):
+            return self._fail(reply, decode_error(answer["error"]))
+        if not isinstance(answer, dict) or answer.get("protocol") != PROTOCOL_VERSION:
+            return self._fail(reply, ProtocolVersionError(_mismatch(
+                "the runtime", answer, f"this {self._role}", _answer())))
+        try:
+            decode_map(answer, HelloAnswer)
+        except MalformedMessage as exc:
+            return self._fail(reply, exc)
+        return HandshakeStep(reply, True, None, "", self._buf[end:])
+
+    def _fail(self, reply: bytes, exc: BaseException) -> HandshakeStep:
+        self.exception = exc
+        return HandshakeStep(reply, True, str(exc))
 
 
 class ServerHandshake:
-    """Server side of the handshake as a non-blocking state machine.
+    """Server side of the handshake and the HELLO exchange, as a non-blocking state
+    machine: ``greeting()`` is sent first; ``feed(bytes)`` returns a
+    :class:`HandshakeStep`. Nothing is decoded before the client proved the token;
+    a client whose role is not in ``roles`` or whose protocol version differs is
+    answered with an error."""
 
-    ``greeting()`` is sent first; ``feed(bytes)`` returns (done, ok, reply_bytes,
-    leftover) once the client's 64 bytes arrived. Nothing else is read before."""
-
-    def __init__(self, token: bytes):
+    def __init__(self, token: bytes, roles: Collection[str] = tuple(ROLES),
+                 server: str = "the node manager"):
         self._token = token
+        self._roles = roles
+        self._server = server
         self._nonce = os.urandom(NONCE)
         self._buf = b""
+        self._authenticated = False
 
     def greeting(self) -> bytes:
         return MAGIC + self._nonce
 
-    def feed(self, data: bytes) -> tuple[bool, bool, bytes, bytes]:
+    def feed(self, data: bytes) -> HandshakeStep:
         self._buf += data
-        if len(self._buf) < MAC + NONCE:
-            return False, False, b"", b""
-        mac, nonce_c = self._buf[:MAC], self._buf[MAC:MAC + NONCE]
-        leftover = self._buf[MAC + NONCE:]
-        if not hmac.compare_digest(mac, _mac(self._token, b"client", self._nonce)):
-            return True, False, b"", b""
-        return True, True, _mac(self._token, b"server", nonce_c), leftover
+        reply = b""
+        if not self._authenticated:
+            if len(self._buf) < MAC + NONCE:
+                return HandshakeStep()
+            mac, nonce_c = self._buf[:MAC], self._buf[MAC:MAC + NONCE]
+            if not hmac.compare_digest(mac, _mac(self._token, b"client", self._nonce)):
+                return HandshakeStep(done=True, error="it failed the cluster-token check")
+            self._authenticated = True
+            self._buf = self._buf[MAC + NONCE:]
+            reply = _mac(self._token, b"server", nonce_c)
+        if len(self._buf) < HEADER.size:
+            return HandshakeStep(reply)
+        (size,) = HEADER.unpack_from(self._buf)
+        if size > _HELLO_LIMIT:
+            return self._refuse(reply, ProtocolError(
+                f"a {size}-byte HELLO is over the {_HELLO_LIMIT}-byte limit"))
+        end = HEADER.size + size
+        if len(self._buf) < end:
+            return HandshakeStep(reply)
+        try:
+            (hello,) = FrameReader(_HELLO_LIMIT).feed(self._buf[:end])
+        except Exception as exc:
+            return self._refuse(reply, ProtocolError(f"its HELLO could not be decoded: {exc}"))
+        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL_VERSION:
+            who = hello.get("role") if isinstance(hello, dict) else None
+            return self._refuse(reply, ProtocolVersionError(_mismatch(
+                self._server, _answer(), f"the connecting {who or 'client'}", hello)))
+        try:
+            role = decode_map(hello, Hello).role
+        except MalformedMessage as exc:
+            return self._refuse(reply, exc)
+        if role not in self._roles:
+            return self._refuse(reply, ProtocolError(
+                f"{self._server} takes {', '.join(map(str, self._roles))} connections, not "
+                f"{role!r}: check the address (a job agent and a node manager listen on "
+                "different ports)"))
+        answer = pack_frame(_answer())
+        return HandshakeStep(reply + answer, True, None, str(role), self._buf[end:])
+
+    def _refuse(self, reply: bytes, exc: ProtocolError) -> HandshakeStep:
+        answer = pack_frame(_answer(exc))
+        return HandshakeStep(reply + answer, done=True, error=str(exc))

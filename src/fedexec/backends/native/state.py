@@ -18,7 +18,15 @@ from typing import Any
 
 from ...exceptions import ClusterUnreachableError, FedexecError
 from . import cluster
-from .protocol import Call, FrameReader, Op, client_handshake, pack_frame
+from .protocol import (
+    Call,
+    FrameReader,
+    Op,
+    client_handshake,
+    decode_error,
+    describe_error,
+    pack_frame,
+)
 
 __all__ = ["KINDS", "StateRows", "cluster_status", "list_state"]
 
@@ -88,10 +96,7 @@ class _Session:
 def _unwrap(ok: bool, value: Any) -> Any:
     if ok:
         return value
-    kind, _, message = str(value).partition(": ")
-    if kind == "ValueError":
-        raise ValueError(message)
-    raise FedexecError(str(value))
+    raise decode_error(value)
 
 
 def _gather(session: _Session, call: Call, args: list[Any], timeout: float
@@ -136,7 +141,7 @@ def cluster_status(address: str = "auto", token: str | None = None,
                                                          "meanwhile)"])
         if not ok:
             entry["state"] = "dead" if not node["alive"] else "unreachable"
-            missing[node["node_id"]] = str(value)
+            missing[node["node_id"]] = describe_error(value)
             entries.append(entry)
             continue
         entry["state"] = "alive"
@@ -194,7 +199,7 @@ def list_state(kind: str, address: str = "auto", token: str | None = None,
     missing: dict[str, str] = {}
     for node_id, (ok, value) in sorted(answers.items()):
         if not ok:
-            missing[node_id] = str(value)
+            missing[node_id] = describe_error(value)
             continue
         rows.extend({"node_id": node_id, **row} for row in value)
     if kind == "tasks":
