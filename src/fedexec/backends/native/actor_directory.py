@@ -22,8 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...exceptions import ClusterUnreachableError
 from .directory import ActorDirectory, DirEntry
-from .protocol import Call, Op, error_text
+from .protocol import Call, Op, encode_error
 
 __all__ = ["ActorDirectoryMixin", "tracked"]
 
@@ -57,22 +58,24 @@ class ActorDirectoryMixin:
     def _ask_head(self: Any, call: Call, args: list[Any],
                   done: Callable[[bool, Any], None]) -> None:
         """REQUEST ``call`` of the head; ``done(ok, value)`` with its answer (run
-        here at once on the head itself; ok False with an error text if the head is
-        not reachable)."""
+        here at once on the head itself; ok False if it failed or the head is
+        not reachable: ``value`` is then an error, see ``protocol.encode_error``)."""
         if self.is_head:
             try:
                 done(True, self._calls[call](self, None, *args))
             except Exception as exc:
-                done(False, error_text(exc))
+                done(False, encode_error(exc))
             return
         head = self.peers.get(self.head_id or "")
         if head is None:
-            done(False, "ClusterUnreachableError: this node is not connected to the head "
-                        "(it is joining or rejoining it); try again shortly")
+            done(False, encode_error(ClusterUnreachableError(
+                "this node is not connected to the head (it is joining or rejoining it); "
+                "try again shortly")))
             return
         self._relay(head, call, args, None, 0,
                     lambda ok, value: done(ok, value if ok or value is not None else
-                                           "ClusterUnreachableError: the head died"))
+                                           encode_error(ClusterUnreachableError(
+                                               "the head died; try again once it is back"))))
 
     def _register_actor(self: Any, actor_id: str, spec: dict[str, Any],
                         done: Callable[[bool, Any], None]) -> None:

@@ -1523,7 +1523,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                         return
                     reply = [Op.REPLY, req, True, value]
                 except Exception as exc:
-                    reply = [Op.REPLY, req, False, error_text(exc)]
+                    reply = [Op.REPLY, req, False, encode_error(exc)]
             self._send(cid, reply)
 
         self._register_actor(actor_id, spec, registered)
@@ -1691,7 +1691,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                         value = self._call_kill_actor(conn, actor_id, no_restart, node_id,
                                                       located=True)
                     except Exception as exc:
-                        self._send(conn.id, [Op.REPLY, req, False, error_text(exc)])
+                        self._send(conn.id, [Op.REPLY, req, False, encode_error(exc)])
                         return
                     if value is not _DEFER:
                         self._send(conn.id, [Op.REPLY, req, True, value])

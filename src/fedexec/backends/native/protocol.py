@@ -198,13 +198,14 @@ ROLES: dict[str, frozenset[int]] = {
     "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
                        Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
                        Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
-                       Op.STARTED, Op.REPLY}),
+                       Op.STARTED, Op.REPLY, Op.EVENTS}),
 }
 #: The ops each role may not send: every other :class:`Op` (an op number no Op names
 #: is not refused here: the node manager logs it as unknown and carries on).
 FORBIDDEN: dict[str, frozenset[int]] = {role: frozenset(Op) - ops for role, ops in ROLES.items()}
 #: REQUEST calls only another node may make (an error REPLY to anyone else).
-NODE_ONLY_CALLS = frozenset({Call.RESERVE_BUNDLES, Call.RELEASE_BUNDLES})
+NODE_ONLY_CALLS = frozenset({Call.RESERVE_BUNDLES, Call.RELEASE_BUNDLES, Call.REGISTER_ACTOR,
+                             Call.ACTOR_GONE, Call.LOCATE_ACTOR})
 
 #: The error types an error value may name and the receiver rebuilds (by this
 #: table, never by looking a name up): common builtins and fedexec's own (but
