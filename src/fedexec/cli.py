@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -105,14 +106,18 @@ def format_bytes(n: float | None) -> str:
     return f"{int(value)} B" if i == 0 else f"{value:.1f} {units[i]}"
 
 
+_TIME_KEYS = frozenset({"end_time", "time"})
 _BYTE_KEYS = frozenset({"memory", "object_store_memory", "size", "used_bytes", "capacity",
                         "spilled_bytes"})
 
 
 def _amount(key: str, value: Any) -> str:
-    """A resource or counter value: bytes for people where ``key`` is in bytes."""
+    """A resource or counter value: bytes for people where ``key`` is in bytes, a
+    local date and time where it is a time (seconds since the epoch)."""
     if key in _BYTE_KEYS and isinstance(value, (int, float)):
         return format_bytes(value)
+    if key in _TIME_KEYS and isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, dict):

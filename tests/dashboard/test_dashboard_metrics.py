@@ -86,6 +86,9 @@ def test_user_metrics_from_tasks_on_two_nodes_add_up_at_the_head(board):
     assert samples[("fedexec_task_duration_seconds_count", ())] >= 3
     assert samples[("fedexec_task_duration_seconds_sum", ())] > 0
     assert samples[("fedexec_tasks_run_total", (("outcome", "FINISHED"),))] >= 3
+    # fedexec_tasks counts unfinished tasks only: not the ended ones the head keeps
+    assert not [k for k in samples if k[0] == "fedexec_tasks" and
+                dict(k[1]).get("state") in ("FINISHED", "FAILED")]
 
 
 def _fail() -> None:

@@ -59,6 +59,14 @@ def test_a_table_aligns_its_columns_and_writes_sizes_in_units():
     assert "RESOURCES" not in format_table([{"a": 1, "resources": {}}], skip=("resources",))
 
 
+def test_times_are_written_as_dates():
+    import time
+
+    when = time.mktime((2026, 12, 6, 19, 5, 7, 0, 0, -1)) + 0.25
+    table = format_table([{"task_id": "t", "end_time": when}, {"task_id": "u"}])
+    assert table.splitlines()[1].split() == ["t", "2026-12-06", "19:05:07"]
+
+
 def _status():
     store = {"used_bytes": 3 << 20, "capacity": 1 << 30, "num_objects": 2,
              "num_spilled": 0, "spilled_bytes": 0}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from . import DEFAULT_PORT
@@ -36,13 +37,18 @@ def add_parser(sub: Any) -> None:
     sm.set_defaults(func=summary_main)
 
 
-def summarize(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """Rows counted by name (an actor's: its class) and state, most first."""
+def summarize(rows: list[dict[str, Any]], kind: str,
+              counted: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Rows counted by name (an actor's: its class) and state, most first, plus
+    ``counted``: rows already counted (``name``, ``state``, ``count``)."""
     key = "class" if kind == "actors" else "name"
     counts: dict[tuple[str, str], int] = {}
     for r in rows:
         k = (str(r.get(key) or "-"), str(r.get("state", "")))
         counts[k] = counts.get(k, 0) + 1
+    for r in counted:
+        k = (str(r.get("name") or "-"), str(r.get("state", "")))
+        counts[k] = counts.get(k, 0) + int(r["count"])
     return [{key: name, "state": st, "count": n}
             for (name, st), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
@@ -56,17 +62,22 @@ def summary_main(args: argparse.Namespace) -> int:
 
     try:
         rows = state.list_state(args.kind, args.address)
+        # Ended tasks: the head's counts (every one, also those evicted from its list).
+        counted = state.list_state("task_counts", args.address) if args.kind == "tasks" \
+            else []
     except (FedexecError, ValueError) as exc:
         print(f"fedexec summary: {exc}", file=sys.stderr)
         return 1
     for node_id, why in rows.missing.items():
         print(f"fedexec summary: node {node_id} is not counted: {why}", file=sys.stderr)
-    table = summarize(list(rows), args.kind)
+    if args.kind == "tasks":
+        rows = state.StateRows([r for r in rows if "end_time" not in r])
+    table = summarize(list(rows), args.kind, list(counted))
     if args.format == "json":
         print(json.dumps(table, indent=2))
     else:
         print(format_table(table) if table else f"no {args.kind}")
-        print(f"total: {len(rows)} {args.kind}")
+        print(f"total: {sum(r['count'] for r in table)} {args.kind}")
     return 0
 
 

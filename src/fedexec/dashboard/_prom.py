@@ -66,6 +66,8 @@ class ClusterCollector:
                           ("actors", "actors by state")):
             rows, gone = self.source.rows(kind)
             missing.update(gone)
+            if kind == "tasks":  # not the ended ones the head keeps (see state.list_state)
+                rows = [r for r in rows if "end_time" not in r]
             yield _by_state(f"fedexec_{kind}", doc, rows)
         user, gone = self.source.user_metrics()
         missing.update(gone)

@@ -151,7 +151,8 @@ class NativeBackend(Backend):
     options = frozenset({"blocked_warning_s", "remote_store", "log_to_stderr",
                          "heartbeat_interval", "heartbeat_timeout", "memory_usage_threshold",
                          "memory_monitor_interval_s", "worker_preload", "dashboard",
-                         "dashboard_host", "dashboard_port"})
+                         "dashboard_host", "dashboard_port",
+                         "max_finished_tasks", "state_dir"})
 
     def __init__(self, config: Any, *, _attach: dict[str, Any] | None = None) -> None:
         super().__init__(config)

@@ -99,7 +99,9 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
     token = os.urandom(32).hex()
     config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                 object_store_memory=object_store_memory, token=token,
-                                backend_options={"worker_preload": worker_preload or []})
+                                backend_options={"worker_preload": worker_preload or [],
+                                                 "state_dir": os.path.join(cluster_dir(),
+                                                                           "head-state")})
     log_path = os.path.join(cluster_dir(), "head.log")
     node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path)
     from .jobs_agent import default_job_port, launch_agent

@@ -195,7 +195,9 @@ class Federation:
         """Enter our own row; join the head if we are not it."""
         self.members.join(self.node_id, self.tcp_address or "", dict(self.pool.total),
                           time.monotonic())
-        if not self.is_head:
+        if self.is_head:
+            self._recover()
+        else:
             self._join_head(timeout=15.0, first=True)
 
     def _hello_info(self: Any) -> dict[str, Any]:
@@ -268,6 +270,8 @@ class Federation:
         for f in later:
             for m in f:
                 self._handle(peer, m)
+        if not first:
+            self._rejoined()
         self._dirty = True
         return True
 
@@ -382,6 +386,8 @@ class Federation:
                 return
             self.members.join(node_id, info.get("address", ""), info.get("total", {}),
                               time.monotonic())
+            self.event_log.node_event(node_id, "ALIVE")
+            self._persist_node(node_id)
             conn.wbuf += pack_frame([[Op.WELCOME, self.node_id,
                                       [e.row() for e in self.members.nodes.values()]]])
             self._sent_version[node_id] = self.members.version
@@ -419,6 +425,8 @@ class Federation:
         answer the gathers whose time is up.)"""
         if self.gathers:
             self._expire_gathers(now)
+        if self.locating:
+            self._expire_locates(now)
         if now - self._last_tick < self.interval:
             return
         # On schedule (no drift), unless we fell far behind.
@@ -506,6 +514,10 @@ class Federation:
     def _node_dead(self: Any, node_id: str, why: str) -> None:
         """Clean up after a dead node (see the module docstring)."""
         self.members.mark_dead(node_id)
+        if self.is_head:
+            self._directory_node_died(node_id)
+            self._persist_node_dead(node_id)
+            self.event_log.node_event(node_id, "DEAD", why)
         self._sent_version.pop(node_id, None)
         peer = self.peers.pop(node_id, None)
         if peer is None:
@@ -953,7 +965,7 @@ class Federation:
                              contained: list[str]) -> None:
         """Create an actor on ``peer`` for client ``conn``; remember where it went (for
         its name, and calls arriving here)."""
-        spec = {**spec, "strategy": "LOCAL"}
+        spec = {**spec, "strategy": "LOCAL", "owner_node": self.node_id}
         entry = self.remote_actors.get(actor_id)
         if entry is None:
             # Kept (arguments pinned) so the actor can be made again elsewhere if its
@@ -1000,6 +1012,7 @@ class Federation:
         owner = self.conns.get(entry["owner"]) if entry["owner"] is not None else None
         if owner is None or not (limit == -1 or entry["restarts"] < limit):
             self._drop_remote_actor(actor_id)
+            self._actor_gone(actor_id, spec)  # the head frees its name
             return
         entry["restarts"] += 1
         spec["strategy"] = None
@@ -1011,12 +1024,13 @@ class Federation:
             peer = None
             if not self.pool.feasible(spec["demand_create"]):
                 self._drop_remote_actor(actor_id)
+                self._actor_gone(actor_id, spec)
                 return
         args = [entry["payload"], entry["deps"], entry["contained"]]
         if peer is None:  # here, after all
             spec["strategy"] = "LOCAL"
             with contextlib.suppress(Exception):
-                self._create_actor(owner, actor_id, spec, *args)
+                self._create_actor(owner, actor_id, spec, *args, restart=True)
             self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return
         self._create_remote_actor(peer, None, actor_id, spec, *args)

@@ -53,6 +53,8 @@ from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from ...exceptions import FedexecError, ProtocolError
 from .._scheduling import ResourcePool, Scheduler
+from .actor_directory import ActorDirectoryMixin, name_taken, tracked
+from .events import EventStream
 from .federation import Federation, _Peer
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
@@ -62,6 +64,7 @@ from .memory_monitor import (
     MemoryMonitor,
     worker_rss,
 )
+from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
     FORBIDDEN,
@@ -257,7 +260,8 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups):
+class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
+                  HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -311,6 +315,9 @@ class NodeManager(Federation, PlacementGroups):
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
         self._init_federation()
         self._init_placement()
+        self._init_directory()
+        self._init_events()
+        self._init_persistence()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -374,6 +381,7 @@ class NodeManager(Federation, PlacementGroups):
                     self._dispatch()
                 now = time.monotonic()
                 self._tick(now)
+                self._tick_events(now)
                 self._check_memory(now)
                 if self.pgs:
                     self._retry_placement(now)
@@ -890,13 +898,33 @@ class NodeManager(Federation, PlacementGroups):
 
     def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None:
         """Queue an actor call on its actor here, or forward it to the node the actor
-        lives on (``home``: where the caller last knew it); else say why it is dead."""
+        lives on (``home``: where the caller last knew it; if that is not alive or
+        not known, the head says where it is now); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
                 return None
+            if len(self.members.nodes) > 1:
+                self._locate(task.actor_id or "", lambda node_id: self._located(task, node_id))
+                return None
+        return self._queue_actor_call(task)
+
+    def _located(self, task: _Task, node_id: str | None) -> None:
+        """The head said where a call's actor lives (None: nowhere)."""
+        if task.id not in self.tasks:
+            return  # cancelled meanwhile
+        if node_id and node_id != self.node_id and self.members.is_alive(node_id):
+            self._forward_call(task, self._peer(node_id))
+            return
+        why = self._queue_actor_call(task)
+        if why is not None:
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+
+    def _queue_actor_call(self, task: _Task) -> str | None:
+        """Queue an actor call on its actor here; else say why it is dead."""
+        actor = self.actors.get(task.actor_id or "")
         if actor is None or actor.state == "DEAD":
             return actor.death if actor is not None else "it does not exist"
         task.retries_left = actor.spec.get("max_task_retries", 0)
@@ -978,6 +1006,7 @@ class NodeManager(Federation, PlacementGroups):
         if actor is None or actor.state == "DEAD":
             return
         actor.state = "ALIVE"
+        self._event_actor(actor)
         self._swap(actor, actor.demand_life)
         self._forward_calls(actor)
 
@@ -1016,6 +1045,7 @@ class NodeManager(Federation, PlacementGroups):
         Op.OBJECT: Federation._on_peer_object,
         Op.STARTED: Federation._on_peer_started,
         Op.REPLY: Federation._on_peer_reply,
+        Op.EVENTS: EventStream._on_events,
     }
 
     # --------------------------------------------------------------- objects
@@ -1038,6 +1068,7 @@ class NodeManager(Federation, PlacementGroups):
         if obj.id in self.pulls or obj.id in self.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
+        self._objects_freed += 1
         if obj.kind == Kind.SHM:
             self.store.free(obj.id)
         if obj.home is not None:
@@ -1051,6 +1082,7 @@ class NodeManager(Federation, PlacementGroups):
         """Complete ``obj`` with a result entry ``[id, kind, ...]`` and notify."""
         kind = result[1]
         obj.ready = True
+        self._objects_made += 1
         obj.kind = kind
         obj.payload = list(result[2:])
         if kind == Kind.INLINE:
@@ -1079,6 +1111,7 @@ class NodeManager(Federation, PlacementGroups):
     def _finish_task(self, task: _Task, results: list[list[Any]]) -> None:
         if self.tasks.pop(task.id, None) is None:
             return
+        self._event_task(task, any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results))
         task.state = "DONE"
         for r in results:
             obj = self.objects.get(r[0])
@@ -1435,7 +1468,11 @@ class NodeManager(Federation, PlacementGroups):
 
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str]) -> Any:
+                      deps: list[str], contained: list[str], restart: bool = False) -> Any:
+        """Make an actor here or on another node: [actor id, spec], or ``_DEFER`` (the
+        REPLY comes later). A tracked actor (see actor_directory.py) registers at the
+        head first: its name is unique across the cluster. (``restart``: one that
+        died with its node, made again here; the head keeps its name for it.)"""
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         if isinstance(conn, _Peer):
             self._adopt(conn, deps + contained)
@@ -1448,12 +1485,7 @@ class NodeManager(Federation, PlacementGroups):
                     return [found, remote["spec"]]
                 existing = remote  # type: ignore[assignment]
             if existing is not None and getattr(existing, "state", "ALIVE") != "DEAD":
-                if spec.get("get_if_exists"):
-                    return [existing.id, existing.spec]
-                raise ValueError(
-                    f"an actor named {name!r} already exists in namespace {namespace!r}; "
-                    "use get_actor(), or get_if_exists=True"
-                )
+                return name_taken(spec, [getattr(existing, "id", found), existing.spec])
         if len(self.members.nodes) > 1:
             peer = self._place_actor(spec)
             if peer is not None:
@@ -1463,8 +1495,46 @@ class NodeManager(Federation, PlacementGroups):
         if not self.pool.feasible(spec["demand_create"]):
             raise ValueError(f"actor needs {spec['demand_create']} but the node has "
                              f"{self.pool.total}")
+        if not tracked(spec):
+            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
+        if restart and not self.is_head:
+            self._register_actor(actor_id, spec, lambda ok, value: None)
+            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
+        if self.is_head:
+            holder = self._call_register_actor(conn, actor_id, spec, self.node_id,
+                                               spec.get("owner_node") or self.node_id)
+            if holder[0] != actor_id:
+                return name_taken(spec, holder)
+            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
+        cid, req = conn.id, self._request_id
+
+        def registered(ok: bool, value: Any) -> None:
+            if not ok:
+                reply = [Op.REPLY, req, False, value]
+            else:
+                try:
+                    if value[0] != actor_id:
+                        value = name_taken(spec, value)
+                    elif cid in self.conns:
+                        value = self._make_actor(conn, actor_id, spec, payload, deps,
+                                                 contained)
+                    else:  # its creator left while the head answered
+                        self._actor_gone(actor_id, spec)
+                        return
+                    reply = [Op.REPLY, req, True, value]
+                except Exception as exc:
+                    reply = [Op.REPLY, req, False, encode_error(exc)]
+            self._send(cid, reply)
+
+        self._register_actor(actor_id, spec, registered)
+        return _DEFER
+
+    def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
+                    deps: list[str], contained: list[str]) -> list[Any]:
+        name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
+        self._event_actor(actor)
         if name is not None:
             self.named[(namespace, name)] = actor_id
         for oid in deps + contained:
@@ -1534,6 +1604,7 @@ class NodeManager(Federation, PlacementGroups):
             return
         actor.restarts_used += 1
         actor.state = "RESTARTING"
+        self._event_actor(actor)
         retry = []
         for task in inflight:
             if task.retries_left != 0:
@@ -1554,6 +1625,7 @@ class NodeManager(Federation, PlacementGroups):
             return
         actor.state = "DEAD"
         actor.death = why
+        self._event_actor(actor)
         self.scheduler.remove(actor)
         self.pool.release(actor.holding)
         actor.holding = {}
@@ -1564,6 +1636,7 @@ class NodeManager(Federation, PlacementGroups):
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
         if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
             del self.named[(actor.namespace, actor.name)]
+        self._actor_gone(actor.id, actor.spec)
         for oid in actor.deps + actor.contained:
             self._unpin(oid)
         actor.deps, actor.contained = [], []
@@ -1593,11 +1666,11 @@ class NodeManager(Federation, PlacementGroups):
             return [found, remote["spec"]]
         actor = self.actors.get(found)
         if actor is None or actor.state == "DEAD":
-            raise ValueError(f"no actor named {name!r} in namespace {namespace!r}")
+            return self._lookup_at_head(conn, name, namespace)
         return [actor.id, actor.spec]
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
-                         location: str | None = None) -> Any:
+                         location: str | None = None, located: bool = False) -> Any:
         actor = self.actors.get(actor_id)
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
@@ -1606,6 +1679,24 @@ class NodeManager(Federation, PlacementGroups):
                     self._drop_remote_actor(actor_id)
                 self._relay(self._peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
                             conn.id, self._request_id)
+                return _DEFER
+            if not located and len(self.members.nodes) > 1:
+                # The handle names a node that is dead or no longer holds it: the
+                # head says where it lives now (see actor_directory.py).
+                req = self._request_id
+
+                def then(node_id: str | None) -> None:
+                    self._request_id = req
+                    try:
+                        value = self._call_kill_actor(conn, actor_id, no_restart, node_id,
+                                                      located=True)
+                    except Exception as exc:
+                        self._send(conn.id, [Op.REPLY, req, False, encode_error(exc)])
+                        return
+                    if value is not _DEFER:
+                        self._send(conn.id, [Op.REPLY, req, True, value])
+
+                self._locate(actor_id, then)
                 return _DEFER
         if actor is None or actor.state == "DEAD":
             return False
@@ -1794,8 +1885,10 @@ class NodeManager(Federation, PlacementGroups):
         cluster's: GATHER, see ``state.list_state``)."""
         if kind == "nodes":
             return self._call_nodes(conn)
+        if kind in ("task_counts", "node_events"):
+            return self._head_rows(kind)
         if kind == "tasks":
-            return [{"task_id": t.id, "name": t.name, "state": t.state,
+            return self._head_rows(kind) + [{"task_id": t.id, "name": t.name, "state": t.state,
                      "job_id": self._job_of(t.payload) if not t.actor_id else
                      self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
                      if t.actor_id in self.actors else "",
@@ -1803,7 +1896,7 @@ class NodeManager(Federation, PlacementGroups):
                      "worker_pid": t.worker.pid if t.worker is not None else None}
                     for t in self.tasks.values()]
         if kind == "actors":
-            return [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
+            return self._head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
                      "job_id": self._job_of([a.spec.get("runtime_env")]),
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
@@ -1818,14 +1911,14 @@ class NodeManager(Federation, PlacementGroups):
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.objects.values()]
         if kind == "placement_groups":
-            return self._pg_rows()
+            return self._head_rows(kind) + self._pg_rows()
         if kind == "metrics":
             return self.metrics.rows() + [h.row() for h in self.latency] + [
                 {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
                  "description": "tasks that ran to an end on a worker, by outcome",
                  "updated": 0.0, "value": float(n)} for k, n in self.ran.items()]
         raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
-                         "placement_groups or metrics")
+                         "placement_groups, metrics, task_counts or node_events")
 
     def _job_of(self, payload: Any) -> str:
         """The job a task's payload (its last item: the runtime_env) belongs to: the
@@ -1861,11 +1954,15 @@ class NodeManager(Federation, PlacementGroups):
         Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,
         Call.RESERVE_BUNDLES: PlacementGroups._call_reserve_bundles,
         Call.RELEASE_BUNDLES: PlacementGroups._call_release_bundles,
+        Call.REGISTER_ACTOR: ActorDirectoryMixin._call_register_actor,
+        Call.ACTOR_GONE: ActorDirectoryMixin._call_actor_gone,
+        Call.LOCATE_ACTOR: ActorDirectoryMixin._call_locate_actor,
     }
 
     # -------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
         self.stopping = True
+        self._close_persistence(clean=True)
         for conn in list(self.conns.values()):
             if isinstance(conn, _Conn) and conn.out:
                 with contextlib.suppress(OSError):

@@ -137,12 +137,15 @@ class PlacementGroups:
 
     def _pg_rows(self: Any) -> list[dict[str, Any]]:
         """The groups asked of this node, for ``fedexec list placement_groups``."""
-        return [{"placement_group_id": pg["id"], "name": pg["name"] or "",
-                 "strategy": pg["strategy"],
-                 "state": "PENDING" if pg["nodes"] is None else "CREATED",
-                 "bundles": pg["bundles"],
-                 "bundle_nodes": {str(i): n for i, n in (pg["nodes"] or {}).items()}}
-                for pg in self.pgs.values()]
+        return [self._pg_row(pg) for pg in self.pgs.values()]
+
+    @staticmethod
+    def _pg_row(pg: dict[str, Any]) -> dict[str, Any]:
+        return {"placement_group_id": pg["id"], "name": pg["name"] or "",
+                "strategy": pg["strategy"],
+                "state": "PENDING" if pg["nodes"] is None else "CREATED",
+                "bundles": pg["bundles"],
+                "bundle_nodes": {str(i): n for i, n in (pg["nodes"] or {}).items()}}
 
     # ------------------------------------------------------------- origin
     def _call_placement_group(self: Any, conn: Any, pg_id: str, bundles: list[dict[str, float]],
@@ -156,6 +159,7 @@ class PlacementGroups:
               "nodes": None, "waiters": [(conn.id, self._request_id)], "votes": None,
               "tried": 0.0}
         self.pgs[pg_id] = pg
+        self._event_pg(pg)
         self._try_place(pg)
         return _DEFER
 
@@ -163,6 +167,7 @@ class PlacementGroups:
         pg = self.pgs.pop(pg_id, None)
         if pg is None:
             return self._release_local(pg_id)
+        self._event_pg(pg, removed=True)
         for cid, req in pg["waiters"]:
             self._send(cid, [Op.REPLY, req, True, None])  # never placed: ready() is False
         pg["waiters"] = []
@@ -215,6 +220,7 @@ class PlacementGroups:
         if all(votes.values()):
             pg["nodes"] = pg.pop("plan")
             self._note_reserved(pg)
+            self._event_pg(pg)
             for cid, req in pg["waiters"]:
                 self._send(cid, [Op.REPLY, req, True, pg["nodes"]])
             pg["waiters"] = []
@@ -250,6 +256,7 @@ class PlacementGroups:
                 alive = {n for n in pg["nodes"].values() if self.members.is_alive(n)}
                 self._release_everywhere(pg["id"], alive)
                 pg["nodes"] = None
+                self._event_pg(pg)
             if pg["nodes"] is None and pg["votes"] is None and now - pg["tried"] > _RETRY_S:
                 try:
                     self._try_place(pg)
@@ -263,6 +270,7 @@ class PlacementGroups:
         sys.stderr.write(f"fedexec node {self.node_id}: dropping placement group "
                          f"{pg['id']}, placing it failed:\n{traceback.format_exc()}")
         self.pgs.pop(pg["id"], None)
+        self._event_pg(pg, removed=True)
         for cid, req in pg["waiters"]:
             self._send(cid, [Op.REPLY, req, False, encode_error(exc)])
         pg["waiters"] = []

@@ -128,6 +128,8 @@ class Op(enum.IntEnum):
     CANCEL_TASK = 63     # [op, task_id]
     EXIT = 64            # [op]
     REVOKE = 65          # [op, task_id]  drop it if not started (TASK_DONE CANCELLED)
+    # node -> head
+    EVENTS = 66          # [op, [event...]]  a batch of transitions (see events.py)
 
 
 class Kind(enum.IntEnum):
@@ -178,6 +180,10 @@ class Call(enum.IntEnum):
     RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
     METRICS = 18           # process -> its node: [rows (see fedexec._metric_table)] -> True
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
+    # node -> head: the actor directory (see actor_directory.py)
+    REGISTER_ACTOR = 31    # [actor_id, spec, node_id, owner_node] -> [holder id, holder spec]
+    ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
+    LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
 
 
 #: The ops each role may send to a node manager (HELLO says the role). A message
@@ -192,13 +198,14 @@ ROLES: dict[str, frozenset[int]] = {
     "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
                        Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
                        Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
-                       Op.STARTED, Op.REPLY}),
+                       Op.STARTED, Op.REPLY, Op.EVENTS}),
 }
 #: The ops each role may not send: every other :class:`Op` (an op number no Op names
 #: is not refused here: the node manager logs it as unknown and carries on).
 FORBIDDEN: dict[str, frozenset[int]] = {role: frozenset(Op) - ops for role, ops in ROLES.items()}
 #: REQUEST calls only another node may make (an error REPLY to anyone else).
-NODE_ONLY_CALLS = frozenset({Call.RESERVE_BUNDLES, Call.RELEASE_BUNDLES})
+NODE_ONLY_CALLS = frozenset({Call.RESERVE_BUNDLES, Call.RELEASE_BUNDLES, Call.REGISTER_ACTOR,
+                             Call.ACTOR_GONE, Call.LOCATE_ACTOR})
 
 #: The error types an error value may name and the receiver rebuilds (by this
 #: table, never by looking a name up): common builtins and fedexec's own (but

@@ -180,6 +180,8 @@ class NodeProcess:
             "heartbeat_interval": float(opts.get("heartbeat_interval", 0.5)),
             "heartbeat_timeout": float(opts.get("heartbeat_timeout", 5.0)),
             "worker_preload": preload,
+            "max_finished_tasks": int(opts.get("max_finished_tasks", 10_000)),
+            "state_dir": opts.get("state_dir"),
             **memory,
         }
         ready_r, ready_w = os.pipe()

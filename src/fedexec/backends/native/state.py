@@ -31,7 +31,8 @@ from .protocol import (
 __all__ = ["KINDS", "StateRows", "cluster_status", "list_state"]
 
 #: What ``list_state`` lists.
-KINDS = ("nodes", "tasks", "actors", "objects", "placement_groups", "metrics")
+KINDS = ("nodes", "tasks", "actors", "objects", "placement_groups", "metrics", "task_counts",
+         "node_events")
 
 _STORE_SUMS = ("used_bytes", "capacity", "num_objects", "num_spilled", "spilled_bytes")
 
@@ -161,17 +162,32 @@ def cluster_status(address: str = "auto", token: str | None = None,
 
 def _one_row_per_task(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A task forwarded to another node is listed there (where it runs), not also
-    as FORWARDED on its origin (unless the other node does not list it yet)."""
+    as FORWARDED on its origin (unless the other node does not list it yet); one
+    that runs again (a retry) is not also listed as ended by the head."""
+    live = {r["task_id"] for r in rows if "end_time" not in r and r.get("state") != "FORWARDED"}
+    rows = [r for r in rows if "end_time" not in r or r["task_id"] not in live]
     elsewhere = {r["task_id"] for r in rows if r.get("state") != "FORWARDED"}
     return [r for r in rows if r.get("state") != "FORWARDED" or r["task_id"] not in elsewhere]
+
+
+def _one_row_each(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """An actor or placement group its node lists is not also listed from the head's
+    event log (rows with a ``time``: it keeps those whose node is gone, and the dead
+    or removed ones)."""
+    live = {r[key] for r in rows if "time" not in r}
+    return [r for r in rows if "time" not in r or r[key] not in live]
 
 
 def list_state(kind: str, address: str = "auto", token: str | None = None,
                timeout: float = 5.0) -> StateRows:
     """Every node's ``kind`` rows ("nodes", "tasks", "actors", "objects",
     "placement_groups" or "metrics": user-metric rows, see ``fedexec.metrics``), each
-    with the ``node_id`` it is on, as a :class:`StateRows` (``.missing`` names the
-    nodes that are dead or did not answer within ``timeout`` seconds).
+    with the ``node_id`` it is on, as a :class:`StateRows`. Tasks include those that
+    ended (state FINISHED or FAILED, with ``end_time``: the head keeps the last
+    ``max_finished_tasks``), actors those whose node is gone; "task_counts" are the
+    head's counts of every ended task by name and state (evicted ones included),
+    "node_events" its last node transitions. ``.missing`` names the nodes that are
+    dead or did not answer within ``timeout`` seconds.
     ``ValueError`` for another ``kind``."""
     if kind not in KINDS:
         raise ValueError(f"cannot list {kind!r}; choose one of {', '.join(KINDS)}")
@@ -188,4 +204,8 @@ def list_state(kind: str, address: str = "auto", token: str | None = None,
         rows.extend({"node_id": node_id, **row} for row in value)
     if kind == "tasks":
         rows = _one_row_per_task(rows)
+    elif kind == "actors":
+        rows = _one_row_each(rows, "actor_id")
+    elif kind == "placement_groups":
+        rows = _one_row_each(rows, "placement_group_id")
     return StateRows(rows, missing)
