@@ -100,4 +100,4 @@ def test_every_backend_declares_the_options_it_reads():
     assert {"heartbeat_interval", "heartbeat_timeout", "log_to_stderr", "remote_store",
             "blocked_warning_s", "memory_usage_threshold",
             "memory_monitor_interval_s", "worker_preload", "dashboard", "dashboard_host",
-            "dashboard_port"} == declared["native"]
+            "dashboard_port", "max_finished_tasks", "state_dir"} == declared["native"]
