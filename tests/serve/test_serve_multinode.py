@@ -97,3 +97,35 @@ def test_head_only_and_a_port_for_the_other_nodes():
 def test_unknown_proxy_location_is_refused():
     with pytest.raises(ValueError, match="EveryNode"):
         serve.api._http_options({"location": "Nowhere"})
+
+
+@serve.deployment(num_replicas=1, actor_options={"num_cpus": 0})
+class Doubler:
+    def __call__(self, x):
+        return 2 * x
+
+
+def call_through_serve(name, x):
+    """In a task: find the application by name, call it through its handle."""
+    return fedexec.get_runtime_context().get_node_id(), \
+        serve.get_app_handle(name).remote(x).result(T)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_task_on_another_node_finds_the_app_and_calls_it_through_a_handle():
+    """The controller is a named actor on the head; a task on a worker node finds it
+    through the head's actor directory (named actors used to be visible only on the
+    node that made them)."""
+    with Cluster(head_num_cpus=1) as cluster:
+        node = cluster.add_node(num_cpus=1)
+        with fedexec.Executor(address=cluster.address) as ex:
+            serve.start(http_options={"port": _free_port()}, executor=ex)
+            try:
+                serve.run(Doubler.bind(), name="double", route_prefix="/double")
+                where, value = ex.options(
+                    scheduling_strategy=fedexec.NodeAffinity(node.node_id)).submit(
+                        call_through_serve, "double", 21).result(T)
+                assert (where, value) == (node.node_id, 42)
+            finally:
+                serve.shutdown()
