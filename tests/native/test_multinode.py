@@ -328,6 +328,47 @@ def test_cli_start_address_joins_and_stop_stops_both(tmp_path):
     assert "stopped 1 fedexec node" in out.stdout and "head stopped" in out.stdout
 
 
+@pytest.mark.timeout(150)
+def test_cli_head_started_again_after_a_kill_takes_its_nodes_back(tmp_path):
+    """`fedexec start --head` after the head was SIGKILLed reuses the killed head's
+    token (its state is still on disk), so the node still running rejoins it."""
+    import signal
+    import socket
+
+    env = {**os.environ, "FEDEXEC_HOME": str(tmp_path)}
+    env.pop("FEDEXEC_TOKEN", None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "fedexec", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    head = ("start", "--head", "--port", port, "--job-port", "0", "--num-cpus", "1",
+            "--no-dashboard")
+    assert cli(*head).returncode == 0
+    try:
+        info = json.loads((tmp_path / "cluster.json").read_text())
+        out = cli("start", "--address", info["address"], "--num-cpus", "1")
+        assert out.returncode == 0, out.stderr
+        token = (tmp_path / "token").read_text()
+        os.kill(info["pid"], signal.SIGKILL)
+        assert poll_until(lambda: cli("status").returncode != 0, timeout=30)
+        out = cli(*head)
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "token").read_text() == token
+
+        def both_alive():
+            out = cli("status", "--format", "json")
+            return out.returncode == 0 and len(
+                [n for n in json.loads(out.stdout)["nodes"] if n["alive"]]) == 2
+
+        assert poll_until(both_alive, timeout=60)
+    finally:
+        cli("stop")
+
+
 # ----------------------------------------------------------------- helpers
 def _alive(ex, node_id):
     return any(n["node_id"] == node_id and n["alive"] for n in ex.nodes())

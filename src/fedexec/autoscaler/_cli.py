@@ -29,6 +29,8 @@ import threading
 import time
 from typing import Any
 
+from .._pids import pid_alive
+
 __all__ = ["add_parser", "status_lines"]
 
 
@@ -92,16 +94,6 @@ def _confirm(question: str, yes: bool) -> bool:
     return True
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[-1][:1] != "Z"
-    return True
 
 
 def _stop_monitor(state: str) -> bool:
@@ -112,13 +104,13 @@ def _stop_monitor(state: str) -> bool:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return False
-    running = _pid_alive(pid)
+    running = pid_alive(pid)
     if running:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 15.0
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _pid_alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(OSError):
         os.unlink(path)

@@ -15,7 +15,6 @@ cluster's directory (``$FEDEXEC_HOME``). The ``ssh`` provider is in
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +24,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from .._pids import pid_alive
 from ..exceptions import FedexecError
 
 __all__ = ["TAG_NODE_ID", "TAG_NODE_TYPE", "TAG_STATUS", "LocalProvider", "NodeProvider",
@@ -222,13 +222,7 @@ class LocalProvider(StateFileProvider):
         pid = entry.get("pid")
         if pid is None:
             return not entry["tags"].get(TAG_STATUS, "").startswith("failed")
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[-1][:1] != "Z"  # a zombie is gone too
-        return True
+        return pid_alive(pid)
 
 
 def make_provider(provider: Mapping[str, Any], cluster_name: str, head_address: str,

@@ -24,6 +24,7 @@ import tempfile
 import time
 from typing import Any
 
+from ..._pids import pid_alive
 from ...exceptions import AuthenticationError, ClusterUnreachableError
 
 __all__ = ["DEFAULT_PORT", "cluster_dir", "driver_job_id", "forget_head_token", "join",
@@ -56,12 +57,8 @@ def read_local_cluster() -> dict[str, Any] | None:
             info = json.load(f)
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(info["pid"], 0)
-    except (ProcessLookupError, KeyError):
+    if not pid_alive(info.get("pid")):
         return None
-    except PermissionError:
-        pass
     return dict(info)
 
 
@@ -96,12 +93,17 @@ def start_head(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
             f"a fedexec head is already running here (pid {running['pid']}, address "
             f"{running['address']}); run 'fedexec stop' first"
         )
-    token = os.urandom(32).hex()
+    state_dir = os.path.join(cluster_dir(), "head-state")
+    # A head that was killed left its state (a clean stop removes it): the new head
+    # takes it back with the old token, so the nodes still running rejoin it.
+    from .headstore import FILE_NAME
+
+    crashed = os.path.exists(os.path.join(state_dir, FILE_NAME))
+    token = (_local_token() if crashed else None) or os.urandom(32).hex()
     config = RuntimeConfig.make(num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                 object_store_memory=object_store_memory, token=token,
                                 backend_options={"worker_preload": worker_preload or [],
-                                                 "state_dir": os.path.join(cluster_dir(),
-                                                                           "head-state")})
+                                                 "state_dir": state_dir})
     log_path = os.path.join(cluster_dir(), "head.log")
     node = NodeProcess.launch(config, embedded=False, tcp=(host, port), log_path=log_path)
     from .jobs_agent import default_job_port, launch_agent

@@ -51,6 +51,7 @@ from typing import Any
 
 from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
+from ..._pids import pid_alive
 from ...exceptions import FedexecError, ProtocolError
 from .._scheduling import ResourcePool, Scheduler
 from .actor_directory import ActorDirectoryMixin, name_taken, tracked
@@ -393,7 +394,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                     if self.config.get("embedded") and os.getppid() != self.parent_pid:
                         self.stopping = True  # our driver died: nobody owns us any more
                     owner = self.config.get("owner_pid")
-                    if owner and not _pid_alive(owner):
+                    if owner and not pid_alive(owner):
                         self.stopping = True  # whoever started us (e.g. a test) is gone
         finally:
             self._shutdown()
@@ -1427,7 +1428,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
     def _check_memory(self, now: float) -> None:
         """Kill a worker if the node's memory use passed the threshold (see
         memory_monitor.py for whom)."""
-        kill = self.memory.poll(now, self._memory_candidates, _pid_alive)
+        kill = self.memory.poll(now, self._memory_candidates, pid_alive)
         if kill is not None:
             self._oom_kill(kill)
 
@@ -2025,16 +2026,6 @@ def _gpus_of(demand: dict[str, float]) -> float:
     the bundle reserved them, its tasks get their ids)."""
     return demand.get("GPU", 0.0) + sum(v for k, v in demand.items()
                                         if k.startswith("GPU_group_"))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _preload(modules: list[str]) -> None:
