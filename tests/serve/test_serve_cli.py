@@ -100,6 +100,14 @@ def test_run_serves_until_interrupted(tmp_path):
         assert poll_until(lambda: _ok(f"http://127.0.0.1:{port}/"), timeout=60), \
             proc.stderr.read() if proc.poll() is not None else "not serving"
         assert requests.get(f"http://127.0.0.1:{port}/?name=bo", timeout=T).text == "hello bo"
+        # The proxy answers before `serve run` has finished starting; it says when it
+        # has ("serving ... (Ctrl-C stops)"), and that is when Ctrl-C is meant to come.
+        line = ""
+        for _ in range(50):
+            line = proc.stdout.readline()
+            if not line or line.startswith("serving "):
+                break
+        assert line.startswith("serving greeter:app"), line
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
         assert not _ok(f"http://127.0.0.1:{port}/-/healthz")
