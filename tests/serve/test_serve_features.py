@@ -182,7 +182,12 @@ def test_replica_failing_its_health_check_is_replaced(serve_url, tmp_path):
 def test_replica_refuses_a_peer_without_the_secret(serve_url):
     serve.run(Streamer.bind(), name="auth", route_prefix="/auth")
     client = serve.api.get_client()
-    info = client.snapshot["deployments"]["auth#Streamer"]["replicas"][0]
+
+    def replicas():  # the client's snapshot follows the controller a moment later
+        return client.snapshot.get("deployments", {}).get("auth#Streamer", {}).get("replicas")
+
+    assert poll_until(replicas, timeout=T)
+    info = replicas()[0]
     with socket.create_connection((info["host"], info["port"]), timeout=T) as s:
         greeting = s.recv(64)
         assert greeting.startswith(b"FXSV1")
