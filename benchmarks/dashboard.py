@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import psutil
 import requests
+from _http import request_times
 
 from fedexec import dashboard
 from fedexec.testing import Cluster
@@ -31,19 +31,6 @@ def _hold(seconds: float) -> int:
 def _noop() -> int:
     return 1
 
-
-def _times(url: str, token: str, n: int) -> dict[str, float]:
-    auth = {"Authorization": f"Bearer {token}"}
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r = requests.get(url, headers=auth, timeout=120)
-        out.append(time.perf_counter() - t)
-        r.raise_for_status()
-    out.sort()
-    return {"p50_ms": 1000 * statistics.median(out),
-            "p95_ms": 1000 * out[max(0, int(0.95 * len(out)) - 1)],
-            "bytes": len(r.content)}
 
 
 def main() -> None:
@@ -73,7 +60,7 @@ def main() -> None:
                     "/ (cluster page)": "/",
                     "/metrics": "/metrics",
                 }
-                results = {name: _times(board["url"] + path, cluster.token, args.requests)
+                results = {name: request_times(board["url"] + path, cluster.token, args.requests)
                            for name, path in cases.items()}
                 rss = {"dashboard_mib": psutil.Process(board["pid"]).memory_info().rss / 2**20,
                        "head_mib": psutil.Process(cluster.head.pid).memory_info().rss / 2**20}

@@ -21,12 +21,12 @@ import json
 import multiprocessing
 import os
 import socket
-import statistics
 import time
 from typing import Any
 
 import psutil
 import requests
+from _http import request_times
 
 from fedexec import dashboard
 from fedexec.backends.native import state
@@ -85,19 +85,6 @@ def _simulated_node(address: str, token: str, actors: int, stop: Any) -> None:
             sock.sendall(pack_frame(out))
 
 
-def _times(url: str, token: str, n: int) -> dict[str, float]:
-    auth = {"Authorization": f"Bearer {token}"}
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        r = requests.get(url, headers=auth, timeout=120)
-        out.append(time.perf_counter() - t)
-        r.raise_for_status()
-    out.sort()
-    return {"p50_ms": round(1000 * statistics.median(out), 1),
-            "p95_ms": round(1000 * out[max(0, int(0.95 * len(out)) - 1)], 1),
-            "bytes": len(r.content)}
-
 
 def _recorded(cluster: Cluster) -> int:
     rows = state.list_state("task_counts", cluster.address, cluster.token)
@@ -150,7 +137,7 @@ def main() -> None:
                     "/ (cluster page)": "/",
                     "/metrics": "/metrics",
                 }
-                results = {name: _times(board["url"] + path, cluster.token, args.requests)
+                results = {name: request_times(board["url"] + path, cluster.token, args.requests)
                            for name, path in cases.items()}
                 auth = {"Authorization": f"Bearer {cluster.token}"}
                 listed = {k: requests.get(f"{board['url']}/api/{k}?limit=1", headers=auth,

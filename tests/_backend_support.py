@@ -46,6 +46,23 @@ def die_on_first_call(directory: str) -> int:
 
 
 # --------------------------------------------------------------------------- waiting
+class Counter:
+    """An actor: a count from ``start``; where (node) and in which process it runs."""
+
+    def __init__(self, start: int = 0):
+        self.n = start
+
+    def add(self, k: int = 1) -> int:
+        self.n += k
+        return self.n
+
+    def where(self) -> str:
+        return fedexec.get_runtime_context().node_id
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
 def poll_until(predicate: Callable[[], bool], timeout: float = 30.0,
                interval: float = 0.02) -> bool:
     """Call ``predicate`` until it is true (True) or ``timeout`` passes (False)."""

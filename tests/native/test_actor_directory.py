@@ -11,7 +11,7 @@ import signal
 import pytest
 
 import fedexec
-from _backend_support import poll_until
+from _backend_support import Counter, poll_until
 from fedexec.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError
 from fedexec.options import NodeAffinity
 from fedexec.testing import Cluster
@@ -19,21 +19,6 @@ from fedexec.testing import Cluster
 pytestmark = pytest.mark.timeout(180)
 
 T = 60
-
-
-class Counter:
-    def __init__(self, start=0):
-        self.n = start
-
-    def add(self, k=1):
-        self.n += k
-        return self.n
-
-    def where(self):
-        return fedexec.get_runtime_context().node_id
-
-    def pid(self):
-        return os.getpid()
 
 
 def add_by_name(name, k):

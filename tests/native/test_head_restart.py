@@ -10,25 +10,13 @@ import os
 import pytest
 
 import fedexec
-from _backend_support import poll_until
+from _backend_support import Counter, poll_until
 from fedexec.backends.native import state
 from fedexec.backends.native.headstore import FILE_NAME
 
 pytestmark = pytest.mark.timeout(240)
 
 T = 60
-
-
-class Counter:
-    def __init__(self, start=0):
-        self.n = start
-
-    def add(self, k=1):
-        self.n += k
-        return self.n
-
-    def where(self):
-        return fedexec.get_runtime_context().node_id
 
 
 def sleep_then_node(seconds):

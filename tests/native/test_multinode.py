@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fedexec
-from _backend_support import poll_until
+from _backend_support import Counter, poll_until
 from fedexec.exceptions import (
     AuthenticationError,
     NodeDiedError,
@@ -46,8 +46,6 @@ def make_array(n, value=1.0):
 
 def total(arr):
     return float(arr.sum()), fedexec.get_runtime_context().node_id
-
-
 
 
 def stats_of(address, token):
@@ -167,18 +165,6 @@ def test_a_task_pinned_to_a_node_that_died_before_it_could_run_fails_with_node_d
         cluster.remove_node(doomed)
         with pytest.raises(NodeDiedError, match="not alive"):
             pinned.result(timeout=T)
-
-
-class Counter:
-    def __init__(self, start=0):
-        self.n = start
-
-    def add(self, k=1):
-        self.n += k
-        return self.n
-
-    def where(self):
-        return fedexec.get_runtime_context().node_id
 
 
 def call_actor(handle, k):

@@ -32,11 +32,11 @@ iteration).
 from __future__ import annotations
 
 import asyncio
-import pickle
 import uuid
 from typing import Any
 
 import fedexec
+from fedexec.util.serialization import loads as safe_loads
 
 from . import _loop
 from ._wire import Op
@@ -108,7 +108,7 @@ def remote_error(frame: list[Any], what: str) -> BaseException:
     cause: BaseException | None = None
     if blob is not None:
         try:
-            cause = pickle.loads(blob)
+            cause = safe_loads(blob)
         except Exception:
             cause = None
     if cause is None:
@@ -200,7 +200,7 @@ async def _stream_into(ref: ChainedStream, items: asyncio.Queue[Any]) -> None:
         pending = router.direct(conn, [Op.FETCH, router.next_rid(), ref.token])
         frame = await pending.first
         while frame[0] == Op.ITEM:
-            items.put_nowait(("item", pickle.loads(frame[2])))
+            items.put_nowait(("item", safe_loads(frame[2])))
             assert pending.rest is not None
             frame = await pending.rest.get()
         if frame[0] == Op.ERROR:
@@ -230,7 +230,7 @@ async def fetch(ref: Chained) -> Any:
     pending = router.direct(conn, [Op.FETCH, router.next_rid(), ref.token])
     frame = await pending.first
     if frame[0] == Op.RESULT:
-        return pickle.loads(frame[2])
+        return safe_loads(frame[2])
     raise remote_error(frame, f"{ref.key.partition('#')[2]} (chained)")
 
 

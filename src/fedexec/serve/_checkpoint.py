@@ -20,6 +20,7 @@ from typing import Any
 import cloudpickle
 
 import fedexec
+from fedexec.util.serialization import loads as safe_loads
 
 CHECKPOINT_NAME = "SERVE_CHECKPOINT"
 
@@ -54,7 +55,7 @@ def load(ex: fedexec.Executor, namespace: str) -> tuple[Any, int, dict[str, Any]
     except ValueError:
         return None, -1, None
     seq, blob = store.load.remote().result(60)
-    return store, seq, (cloudpickle.loads(blob) if blob else None)
+    return store, seq, (safe_loads(blob) if blob else None)
 
 
 def dumps(state: dict[str, Any]) -> bytes:

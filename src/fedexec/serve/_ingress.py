@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from fedexec.util.serialization import loads as safe_loads
+
 C = TypeVar("C", bound=type)
 
 _ATTR = "__fedexec_serve_asgi_app__"
@@ -50,9 +52,7 @@ def _dump(app: Any) -> bytes:
 
 
 def _load(blob: bytes) -> Portable:
-    import pickle
-
-    return Portable(pickle.loads(blob))
+    return Portable(safe_loads(blob))
 
 
 def ingress(app: Any) -> Callable[[C], C]:

@@ -28,13 +28,14 @@ import collections
 import contextvars
 import inspect
 import os
-import pickle
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cloudpickle
+
+from fedexec.util.serialization import loads as safe_loads
 
 from . import _chain, _context, _loop
 from ._holds import Holds
@@ -356,7 +357,7 @@ class Replica:
     async def _handle_call(self, frame: list[Any], writer: Writer) -> None:
         _, rid, method, payload, stream = frame
         try:
-            args, kwargs = await _chain.resolve_args(*pickle.loads(payload))
+            args, kwargs = await _chain.resolve_args(*safe_loads(payload))
             result = await self.code.invoke(self.code.method(method), args, kwargs)
             if stream:
                 if not _is_stream(result):

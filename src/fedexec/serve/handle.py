@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-import pickle
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import cloudpickle
 
 import fedexec
+from fedexec.util.serialization import loads as safe_loads
 
 from . import _chain, _loop
 from ._client import get_client
@@ -72,13 +72,13 @@ async def _call(key: str, method: str, args: tuple[Any, ...], kwargs: dict[str, 
         if frame[2] is None:  # held for a chained call: fetched only if asked for
             assert link is not None and pending.conn is not None
             return _chain.Chained(key, pending.conn.replica_id, link.self_token)
-        return pickle.loads(frame[2])
+        return safe_loads(frame[2])
     if frame[0] == Op.ERROR:
         raise _chain.remote_error(frame, what)
     assert items is not None and pending.rest is not None
     while True:  # a stream: ITEM ... END | ERROR
         if frame[0] == Op.ITEM:
-            items.put_nowait(("item", pickle.loads(frame[2])))
+            items.put_nowait(("item", safe_loads(frame[2])))
         elif frame[0] == Op.ERROR:
             items.put_nowait(("error", _chain.remote_error(frame, what)))
             return None
