@@ -75,6 +75,13 @@ def poll_until(predicate: Callable[[], bool], timeout: float = 30.0,
         time.sleep(interval)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def exited(pid: int) -> bool:
     """True when process ``pid`` has exited: gone, or a zombie not yet reaped (its
     parent, or init, collects it later). Never raises for a process that exits

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from _backend_support import free_port
+
 SSHD = "/usr/sbin/sshd"
 
 
@@ -36,12 +38,6 @@ class Sshd:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_sshd(root: str) -> Sshd:
@@ -64,7 +60,7 @@ def start_sshd(root: str) -> Sshd:
     authorized = os.path.join(root, "authorized_keys")
     with open(key + ".pub") as src, open(authorized, "w") as dst:
         dst.write(src.read())
-    port = _free_port()
+    port = free_port()
     config = os.path.join(root, "sshd_config")
     with open(config, "w") as f:
         f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"

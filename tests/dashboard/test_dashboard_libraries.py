@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 import test_dashboard_browser as in_chromium
 
 import fedexec
+from _backend_support import free_port
 from _dashboard_support import Board
 from fedexec.util import registry
 
@@ -115,12 +115,6 @@ def test_an_entry_whose_process_was_killed_shows_lost_while_a_live_one_stays_run
 
 
 # ------------------------------------------------------------------ the libraries
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _hello_app() -> Any:
     from fedexec import serve
 
@@ -170,7 +164,7 @@ class Running:
         self.board, self.release_path = board, os.path.join(tmp, "release")
         self.ex = board.cluster.connect()
         self.errors: list[BaseException] = []
-        serve.start(http_options={"port": _free_port()}, executor=self.ex)
+        serve.start(http_options={"port": free_port()}, executor=self.ex)
         serve.run(_hello_app(), name=self.APP, route_prefix="/board")
         config = {"release": self.release_path}
         self.tuner = tune.Tuner(

@@ -14,7 +14,6 @@ or kill a replica's process need. The modules skip when starlette/uvicorn (the
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
@@ -23,6 +22,7 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("requests")
 
 import fedexec
+from _backend_support import free_port
 from fedexec import backends
 
 # Not dask for now: serve.shutdown() on dask can hang killing the checkpoint actor
@@ -35,12 +35,6 @@ def _backends() -> list[str]:
     wanted = os.environ.get("FEDEXEC_TEST_BACKENDS")
     names = [n.strip() for n in wanted.split(",")] if wanted else list(SERVE_BACKENDS)
     return [n for n in names if n in SERVE_BACKENDS and n in backends.available()]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module", params=_backends())

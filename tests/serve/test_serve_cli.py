@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ import textwrap
 import pytest
 import requests
 
-from _backend_support import poll_until
+from _backend_support import free_port, poll_until
 from fedexec.testing import Cluster
 
 T = 60
@@ -30,12 +29,6 @@ APP = textwrap.dedent("""
 
     app = Greeter.bind()
 """)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(args: list[str], cwd: str, env: dict[str, str], **kw):

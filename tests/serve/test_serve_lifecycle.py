@@ -9,8 +9,7 @@ import threading
 import pytest
 
 import fedexec
-from _backend_support import poll_until
-from conftest import free_port
+from _backend_support import free_port, poll_until
 from fedexec import serve
 
 T = 60

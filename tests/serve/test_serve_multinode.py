@@ -4,23 +4,16 @@ different nodes, one HTTP proxy per node, each reaching every replica."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import requests
 
 import fedexec
-from _backend_support import poll_until
+from _backend_support import free_port, poll_until
 from fedexec import serve
 from fedexec.testing import Cluster
 
 T = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @serve.deployment(num_replicas=2, actor_options={"num_cpus": 0.5, "scheduling_strategy": "SPREAD"})
@@ -43,7 +36,7 @@ def _proxy_node(url: str) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_proxy_on_every_node_reaches_replicas_on_every_node():
-    port = _free_port()
+    port = free_port()
     with Cluster(head_num_cpus=0) as cluster:
         nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
         with fedexec.Executor(address=cluster.address) as ex:
@@ -74,7 +67,7 @@ def test_a_proxy_on_every_node_reaches_replicas_on_every_node():
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_head_only_and_a_port_for_the_other_nodes():
-    port, node_port = _free_port(), _free_port()
+    port, node_port = free_port(), free_port()
     with Cluster(head_num_cpus=0) as cluster:
         cluster.add_node(num_cpus=1)
         with fedexec.Executor(address=cluster.address) as ex:
@@ -120,7 +113,7 @@ def test_a_task_on_another_node_finds_the_app_and_calls_it_through_a_handle():
     with Cluster(head_num_cpus=1) as cluster:
         node = cluster.add_node(num_cpus=1)
         with fedexec.Executor(address=cluster.address) as ex:
-            serve.start(http_options={"port": _free_port()}, executor=ex)
+            serve.start(http_options={"port": free_port()}, executor=ex)
             try:
                 serve.run(Doubler.bind(), name="double", route_prefix="/double")
                 where, value = ex.options(
