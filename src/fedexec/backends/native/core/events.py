@@ -53,7 +53,7 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ events in
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskSubmitted:
     """A task whose arguments are ready is to run on this node (it was accepted:
     exactly one :class:`Reply` will end it, unless it is withdrawn or abandoned)."""
@@ -64,7 +64,7 @@ class TaskSubmitted:
     max_retries: int  # retries left (-1: unlimited)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActorQueued:
     """An actor (new or restarting) waits for a worker and ``demand``."""
 
@@ -72,7 +72,7 @@ class ActorQueued:
     demand: Mapping[str, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActorResized:
     """A placed actor now holds ``demand`` (its lifetime demand, once created)."""
 
@@ -80,21 +80,21 @@ class ActorResized:
     demand: Mapping[str, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActorReleased:
     """An actor no longer needs a worker: dequeue it, free what it holds."""
 
     actor_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerReady:
     """A spawned worker connected (its HELLO): it is idle now."""
 
     worker_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskFinished:
     """A worker reported a task done; ``results`` go to the :class:`Reply`."""
 
@@ -104,7 +104,7 @@ class TaskFinished:
     now: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerDied:
     """A worker's process or connection is gone. ``error``: what its running task
     fails with when no retry is left (default: ``WORKER_CRASHED``); ``replace``:
@@ -117,7 +117,7 @@ class WorkerDied:
     replace: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerBlocked:
     """A worker waits in ``get``: it lends its lease and hands back the tasks
     pipelined to it that it has not started."""
@@ -126,14 +126,14 @@ class WorkerBlocked:
     handed_back: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerUnblocked:
     """A blocked worker resumes: it takes its lease back (even past the total)."""
 
     worker_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HandedBack:
     """A worker returns tasks pipelined to it that it has not started."""
 
@@ -141,7 +141,7 @@ class HandedBack:
     task_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CancelRequested:
     """Cancel a task: queued, it ends cancelled; running, its worker is asked to
     stop it, or (``force``, and it is the one running) killed."""
@@ -150,7 +150,7 @@ class CancelRequested:
     force: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RevokeRequested:
     """Take back tasks pipelined onto workers but not started (``Future.cancel``);
     each ends when its worker confirms (a :class:`TaskFinished`) or dies."""
@@ -158,7 +158,7 @@ class RevokeRequested:
     task_ids: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Withdraw:
     """Take a queued task out of this node's hands (spilled to another node): no
     :class:`Reply` will come for it."""
@@ -166,21 +166,21 @@ class Withdraw:
     task_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskAbandoned:
     """The shell ended a task itself (a malformed message): no :class:`Reply`."""
 
     task_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Start what can start on idle workers (once per loop turn with work)."""
 
     now: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pipeline:
     """Pipeline queued tasks onto busy leases of their shape (all but ``keep`` of a
     queue: another node may take those), and grow the pool if work would fit."""
@@ -194,14 +194,14 @@ Event = Union[TaskSubmitted, ActorQueued, ActorResized, ActorReleased, WorkerRea
 
 
 # ---------------------------------------------------------------- actions out
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpawnWorker:
     """Start a worker process that will say HELLO as ``worker_id``."""
 
     worker_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Dispatch:
     """Send ``task_ids`` to run on ``worker_id``, in order, with ``gpus`` visible."""
 
@@ -210,7 +210,7 @@ class Dispatch:
     gpus: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskStarted:
     """``task_id`` is the one its worker runs now (tell its owner)."""
 
@@ -218,7 +218,7 @@ class TaskStarted:
     at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StartActor:
     """Make ``actor_id`` on ``worker_id`` (dedicated to it from now on)."""
 
@@ -228,7 +228,7 @@ class StartActor:
     at: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KillWorker:
     """SIGKILL a worker; the core already counts it dead (``why``)."""
 
@@ -236,7 +236,7 @@ class KillWorker:
     why: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CancelRunning:
     """Ask ``worker_id`` to cancel ``task_id`` (CANCEL_TASK)."""
 
@@ -244,7 +244,7 @@ class CancelRunning:
     task_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RevokeTask:
     """Ask ``worker_id`` to drop ``task_id`` from its queue (REVOKE)."""
 
@@ -252,14 +252,14 @@ class RevokeTask:
     task_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The task ran: its worker's results."""
 
     results: Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failed:
     """The task ended without running to completion (cancelled, crashed, ...)."""
 
@@ -267,7 +267,7 @@ class Failed:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """The task ended: tell its owner (exactly once per accepted task)."""
 

@@ -372,7 +372,8 @@ class LocalScheduler:
                 continue
             w.state = "LEASED"
             w.lease = demand
-            w.gpus = self.gpus.take(gpus_of(demand))
+            if self.gpus.free:
+                w.gpus = self.gpus.take(gpus_of(demand))
             acts.extend(self._assign(w, [item], e.now))
         return acts
 
@@ -425,7 +426,8 @@ class LocalScheduler:
             t.state = "ASSIGNED"
             t.worker = w.id
             w.tasks.append(t)
-        acts.append(Dispatch(w.id, tuple(t.id for t in tasks), self.gpus.names_of(w.gpus)))
+        acts.append(Dispatch(w.id, tuple([t.id for t in tasks]),
+                             self.gpus.names_of(w.gpus) if w.gpus else ()))
         return acts
 
     def _start_actor(self, a: ActorEntry, w: WorkerSlot, now: float) -> list[Action]:
@@ -439,8 +441,9 @@ class LocalScheduler:
     def _return_lease(self, w: WorkerSlot) -> None:
         if w.lease is not None and not w.blocked:
             self.pool.release(w.lease)
-        self.gpus.give(w.gpus)
-        w.gpus = []
+        if w.gpus:
+            self.gpus.give(w.gpus)
+            w.gpus = []
         w.lease = None
         w.state = "IDLE"
         self.idle.append(w)
