@@ -158,7 +158,7 @@ class EventStream:
             job = self._job_of([actor.spec.get("runtime_env")]) if actor is not None else ""
         else:
             job = self._job_of(task.payload)
-        pid = task.worker.pid if task.worker is not None else None
+        pid = self._worker_pid(task)
         self._event(["T", task.id, task.name, "FAILED" if failed else "FINISHED", job,
                      task.actor_id or "", pid, time.time()])
 

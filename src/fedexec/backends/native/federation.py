@@ -59,6 +59,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from .core.events import Withdraw
 from .membership import Membership
 from .protocol import (
     FORBIDDEN,
@@ -435,7 +436,7 @@ class Federation:
             if peer.out and peer.link is None:
                 self._pending_out.add(peer)  # try the link again: messages wait for it
         if self.is_head:
-            self.members.heartbeat(self.node_id, self.pool.available(), len(self.scheduler),
+            self.members.heartbeat(self.node_id, self.pool.available(), self.core.queued(),
                                    now, self.pool.total)
             for node_id in self.members.expire(now, exempt=self.node_id):
                 self._node_dead(node_id, f"it missed heartbeats for "
@@ -446,7 +447,7 @@ class Federation:
         if head is None or head.link is None:
             self._join_head(timeout=2.0)
             return
-        self._send(head.id, [Op.HEARTBEAT, self.pool.available(), len(self.scheduler),
+        self._send(head.id, [Op.HEARTBEAT, self.pool.available(), self.core.queued(),
                              self.pool.total])
 
     def _broadcast_view(self: Any) -> None:
@@ -478,7 +479,7 @@ class Federation:
             self._send(conn.id, [Op.NODE_DEAD, conn.node_id, "declared dead earlier"])
             return
         conn.sent = 0.0  # its report counts what we sent it so far
-        if len(self.scheduler):
+        if self.core.queued():
             self._dirty = self._spill_due = True
 
     def _apply_view(self: Any, rows: list[list[Any]]) -> None:
@@ -1129,17 +1130,18 @@ class Federation:
         if not self._spill_due or len(self.members.nodes) < 2:
             return
         self._spill_due = False
-        for demand, items in self.scheduler.by_shape():
+        for demand, task_ids in self.core.queued_tasks():  # (actors stay)
             if self.pool.fits(demand):
                 continue
             feasible_here = self.pool.feasible(demand)
-            for item in items:
-                if getattr(item, "strategy", "LOCAL") is not None:
-                    continue  # actors, and tasks placed by strategy, stay
+            for task_id in task_ids:
+                item = self.tasks[task_id]
+                if item.strategy is not None:
+                    continue  # tasks placed by strategy stay
                 peer = self._best_remote(demand, need_room=feasible_here)
                 if peer is None:
                     break  # no room anywhere now: the rest waits for a report
-                self.scheduler.remove(item)
+                self.core.handle(Withdraw(task_id))
                 self._forward(item, peer)
 
     # ------------------------------------------------------------- relaying

@@ -18,18 +18,19 @@ State::
                                  ERROR blob | FAILED kind), holders (connection ids
                                  holding a ref), pins (tasks, containing objects),
                                  subscribers, the tasks waiting on it
-    tasks     {task id: _Task}   WAITING (args) -> QUEUED (resources) -> ASSIGNED
-                                 (on a worker, in order) -> done (removed)
-    workers   {worker id: _Worker}  STARTING -> IDLE <-> LEASED (one resource shape,
-                                 tasks pipelined in order) | ACTOR (dedicated)
+    tasks     {task id: _Task}   WAITING (args) | PULLING | FORWARDED, or in the
+                                 core's hands (``entry``: QUEUED -> ASSIGNED) -> done
+    workers   {worker id: _Worker}  its process and connection; ``slot``: the core's
+                                 view (STARTING -> IDLE <-> LEASED | ACTOR)
     actors    {actor id: _Actor} PENDING -> ALIVE -> (RESTARTING -> ALIVE)* -> DEAD,
                                  with the calls not yet forwarded, in order
-    scheduler FIFO per resource shape over the node's ResourcePool (pure, tested alone)
+    core      LocalScheduler     the pure local scheduler (core/scheduler.py): queue
+                                 per resource shape, resource and GPU booking, which
+                                 task runs on which worker, retries on worker death
 
-A task's resources are held by the *lease* of the worker running it; more tasks of
-the same shape are pipelined onto a lease when the queue is longer than the pool,
-and a worker blocked in ``get`` hands its not-started tasks back and lends its
-resources until it resumes.
+The local scheduling decisions are the core's: this shell turns messages and
+reaped processes into its events and executes its actions (``_run``): fork a
+worker, send EXECUTE / ACTOR_INIT / CANCEL_TASK / REVOKE, kill, complete a task.
 """
 
 from __future__ import annotations
@@ -53,8 +54,35 @@ from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from ..._pids import pid_alive
 from ...exceptions import FedexecError, ProtocolError
-from .._scheduling import ResourcePool, Scheduler
 from .actor_directory import ActorDirectoryMixin, name_taken, tracked
+from .core.events import (
+    Action,
+    ActorQueued,
+    ActorReleased,
+    ActorResized,
+    CancelRequested,
+    CancelRunning,
+    Dispatch,
+    Failed,
+    HandedBack,
+    KillWorker,
+    Pipeline,
+    Reply,
+    RevokeRequested,
+    RevokeTask,
+    SpawnWorker,
+    StartActor,
+    TaskAbandoned,
+    TaskFinished,
+    TaskStarted,
+    TaskSubmitted,
+    Tick,
+    WorkerBlocked,
+    WorkerDied,
+    WorkerReady,
+    WorkerUnblocked,
+)
+from .core.scheduler import LocalScheduler, TaskEntry, WorkerSlot
 from .events import EventStream
 from .federation import Federation, _Peer
 from .memory_monitor import (
@@ -161,9 +189,9 @@ class _Obj:
 
 
 class _Task:
-    __slots__ = ("actor_id", "children", "contained", "demand", "deps", "id", "live", "missing",
-                 "name", "node", "owner", "parent", "payload", "retries_left", "return_ids",
-                 "started", "state", "strategy", "submitted", "worker")
+    __slots__ = ("_retries", "_state", "actor_id", "children", "contained", "demand", "deps",
+                 "entry", "id", "live", "missing", "name", "node", "owner", "parent",
+                 "payload", "return_ids", "started", "strategy", "submitted")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
                  max_retries: int, deps: list[str], contained: list[str], payload: Any,
@@ -172,15 +200,15 @@ class _Task:
         self.return_ids = return_ids
         self.name = name
         self.demand = demand
-        self.retries_left = max_retries
+        self._retries = max_retries
         self.deps = deps
         self.contained = contained
         self.payload = payload
         self.owner = owner
         self.actor_id = actor_id
-        self.state = "WAITING"
+        self._state = "WAITING"
+        self.entry: TaskEntry | None = None  # the core's record, while the core has it
         self.missing = 0
-        self.worker: _Worker | None = None
         self.parent: str | None = None
         self.children: list[str] = []
         self.strategy: Any = None      # None | "SPREAD" | "LOCAL" | ["NODE", id, soft]
@@ -189,38 +217,48 @@ class _Task:
         self.started = 0.0             # when it last started on a worker (monotonic)
         self.submitted = time.monotonic()  # when this node got it
 
+    @property
+    def state(self) -> str:
+        """Its state here; while the core has it (QUEUED, ASSIGNED, REVOKING), the
+        core's record says."""
+        entry = self.entry
+        return entry.state if entry is not None else self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        entry = self.entry
+        if entry is not None:  # it leaves the core's hands (done, forwarded)
+            self._retries, self.entry = entry.retries_left, None
+        self._state = value
+
+    @property
+    def retries_left(self) -> int:
+        """Retries left (-1: unlimited); the core's count while the core has it."""
+        entry = self.entry
+        return entry.retries_left if entry is not None else self._retries
+
+    @retries_left.setter
+    def retries_left(self, value: int) -> None:
+        if self.entry is not None:
+            self.entry.retries_left = value
+        else:
+            self._retries = value
+
 
 class _Worker:
-    __slots__ = (
-        "actor_id",
-        "blocked",
-        "conn",
-        "gpus",
-        "id",
-        "lease",
-        "log_buf",
-        "log_fd",
-        "pid",
-        "state",
-        "tasks",
-    )
+    __slots__ = ("conn", "id", "log_buf", "log_fd", "pid", "slot")
 
-    def __init__(self, worker_id: str, pid: int, log_fd: int):
+    def __init__(self, worker_id: str, pid: int, log_fd: int, slot: WorkerSlot):
         self.id = worker_id
         self.pid = pid
-        self.state = "STARTING"
         self.conn: _Conn | None = None
-        self.lease: dict[str, float] | None = None
-        self.tasks: collections.deque[_Task] = collections.deque()
-        self.blocked = False
-        self.actor_id: str | None = None
         self.log_fd = log_fd
         self.log_buf = b""
-        self.gpus: list[tuple[int, float]] = []
+        self.slot = slot  # the core's view (state, lease, pipeline): read only here
 
 
 class _Actor:
-    __slots__ = ("contained", "death", "demand_create", "demand_life", "deps", "holding", "id",
+    __slots__ = ("contained", "death", "demand_create", "demand_life", "deps", "id",
                  "inflight", "kill_requested", "missing", "name", "namespace", "owner",
                  "payload", "queue", "restarts_used", "spec", "started", "state", "worker")
 
@@ -244,7 +282,6 @@ class _Actor:
         self.death = ""
         self.kill_requested = False
         self.missing = 0
-        self.holding: dict[str, float] = {}
         self.started = 0.0  # when its current worker was given it (monotonic)
 
 
@@ -278,8 +315,17 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         # As in Ray: the store's capacity shows in cluster_resources() (libraries size
         # their memory budgets by it); nothing takes it, so it stays available.
         total["object_store_memory"] = float(config["object_store_memory"])
-        self.pool = ResourcePool(total)
-        self.scheduler = Scheduler(self.pool)
+        n_gpus = int(config.get("num_gpus") or 0)
+        gpu_names = (list(config.get("gpu_ids") or []) + [str(i) for i in range(n_gpus)])[:n_gpus]
+        self.core = LocalScheduler(total, gpu_names, max(1, math.ceil(float(config["num_cpus"]))),
+                                   new_id, _MAX_WORKERS, _MAX_PIPELINE)
+        self.pool = self.core.pool  # read for reports; placement groups book bundles on it
+        self._executors: dict[type, Any] = {
+            SpawnWorker: self._do_spawn, Dispatch: self._do_dispatch,
+            TaskStarted: self._do_started, StartActor: self._do_start_actor,
+            KillWorker: self._do_kill, CancelRunning: self._do_cancel_running,
+            RevokeTask: self._do_revoke, Reply: self._do_reply,
+        }
         capacity = int(config["object_store_memory"])
         self.store = StoreManager(config["store_dir"], config["spill_dir"], capacity,
                                   pool_capacity=default_pool_capacity(capacity))
@@ -294,18 +340,11 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         self.sel = selectors.DefaultSelector()
         self.stopping = False
         self.parent_pid = config.get("parent_pid") or os.getppid()
-        self.pool_size = max(1, math.ceil(float(config["num_cpus"])))
         self.initializer = config.get("initializer")  # opaque pickled bytes or None
-        self.idle: collections.deque[_Worker] = collections.deque()
-        self.starting = 0
         self.revokes: dict[str, dict[str, Any]] = {}
         self.cancel_waits: list[tuple[int, int, float]] = []  # deferred CANCEL_QUEUED
         self._dirty = False  # something may be schedulable: _dispatch at the loop's end
         self._pending_out: set[_Conn] = set()  # connections with output to flush
-        n_gpus = int(config.get("num_gpus") or 0)
-        self.gpu_free = [1.0] * n_gpus
-        self.gpu_ids: list[str] = (list(config.get("gpu_ids") or []) + [
-            str(i) for i in range(n_gpus)])[:n_gpus]
         self._request_id = 0
         self._wake_r, self._wake_w = os.pipe()
         self.tcp_address: str | None = None
@@ -356,8 +395,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.sel.register(self._wake_r, _READ, "wake")
         self._start_federation()
-        for _ in range(self.pool_size):
-            self._spawn_worker()
+        self._run(self.core.start())
         if ready_fd is not None:
             os.write(ready_fd, f"ready {self.tcp_address or ''}\n".encode())
             os.close(ready_fd)
@@ -666,10 +704,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 return
             worker.conn = conn
             conn.worker = worker
-            self.starting -= 1
-            if worker.state == "STARTING":
-                worker.state = "IDLE"
-                self.idle.append(worker)
+            self._run(self.core.handle(WorkerReady(worker_id)))
             self._dirty = True
 
     def _on_submit(self, conn: _Conn, msg: list[Any]) -> None:
@@ -696,8 +731,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         for oid in task.contained:
             self._pin(oid)
         worker = conn.worker
-        if worker is not None and worker.tasks:
-            parent = worker.tasks[0]
+        running = self.core.running_task(worker.id) if worker is not None else None
+        parent = self.tasks.get(running.id) if running is not None else None
+        if parent is not None:  # submitted by the task its worker runs
             task.parent = parent.id
             parent.children.append(task.id)
 
@@ -779,8 +815,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         if bad is not None:
             self._finish_task(task, [[rid, bad.kind, *bad.payload] for rid in task.return_ids])
             return
-        task.state = "QUEUED"
-        self.scheduler.enqueue(task, task.demand)
+        self.core.handle(TaskSubmitted(task.id, task.name, task.demand, task.retries_left))
+        task.entry = self.core.tasks[task.id]  # QUEUED
         self._dirty = True
         self._spill_due = True
 
@@ -938,69 +974,45 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         worker = conn.worker
         if worker is None:
             return
-        task = self.tasks.get(task_id)
-        if worker.actor_id is not None:
-            actor = self.actors.get(worker.actor_id)
-            if actor is not None:
-                actor.inflight.pop(task_id, None)
-        elif worker.tasks and worker.tasks[0].id == task_id:
-            worker.tasks.popleft()
-            if worker.tasks:
-                self._started(worker.tasks[0])
-        elif task is not None and task in worker.tasks:
-            worker.tasks.remove(task)
         for r in results:
             if r[1] == Kind.SHM:
                 self.store.seal(r[0])
                 conn.creating.discard(r[0])
-        if task is not None:
-            if task.started:
-                self.latency[1].observe(time.monotonic() - task.started)
-            failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
-            self.ran["FAILED" if failed else "FINISHED"] += 1
-            self._finish_task(task, results)
-            self._revoked(task_id, results)
-        if worker.actor_id is None and not worker.tasks and worker.state == "LEASED":
-            self._release_lease(worker)
+        actor_id = worker.slot.actor
+        if actor_id is None:
+            self._run(self.core.handle(TaskFinished(worker.id, task_id, results,
+                                                    time.monotonic())))
+        else:
+            actor = self.actors.get(actor_id)
+            if actor is not None:
+                actor.inflight.pop(task_id, None)
+            task = self.tasks.get(task_id)
+            if task is not None:
+                self._task_ran(task, results)
         self._dirty = True
 
+    def _task_ran(self, task: _Task, results: list[list[Any]]) -> None:
+        """A worker ran ``task`` to an end: count it, complete its results."""
+        if task.started:
+            self.latency[1].observe(time.monotonic() - task.started)
+        failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
+        self.ran["FAILED" if failed else "FINISHED"] += 1
+        self._finish_task(task, results)
+        self._revoked(task.id, results)
+
     def _on_blocked(self, conn: _Conn, msg: list[Any]) -> None:
-        worker = conn.worker
-        if worker is None or worker.blocked:
-            return
-        worker.blocked = True
-        self._requeue(worker, msg[1])
-        if worker.lease is not None:
-            self.pool.release(worker.lease)
-        self._dirty = True
+        if conn.worker is not None:
+            self._run(self.core.handle(WorkerBlocked(conn.worker.id, tuple(msg[1]))))
+            self._dirty = True
 
     def _on_handback(self, conn: _Conn, msg: list[Any]) -> None:
         if conn.worker is not None:
-            self._requeue(conn.worker, msg[1])
+            self._run(self.core.handle(HandedBack(conn.worker.id, tuple(msg[1]))))
             self._dirty = True
 
-    def _requeue(self, worker: _Worker, task_ids: list[str]) -> None:
-        """Take tasks a worker handed back (not started) and queue them again."""
-        ids = set(task_ids)
-        if not ids:
-            return
-        keep: collections.deque[_Task] = collections.deque()
-        for t in worker.tasks:
-            if t.id in ids:
-                t.state = "QUEUED"
-                t.worker = None
-                self.scheduler.enqueue(t, t.demand)
-            else:
-                keep.append(t)
-        worker.tasks = keep
-
     def _on_unblocked(self, conn: _Conn, msg: list[Any]) -> None:
-        worker = conn.worker
-        if worker is None or not worker.blocked:
-            return
-        worker.blocked = False
-        if worker.lease is not None:
-            self.pool.acquire(worker.lease)
+        if conn.worker is not None:
+            self._run(self.core.handle(WorkerUnblocked(conn.worker.id)))
 
     def _on_actor_ready(self, conn: _Conn, msg: list[Any]) -> None:
         actor = self.actors.get(msg[1])
@@ -1008,7 +1020,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             return
         actor.state = "ALIVE"
         self._event_actor(actor)
-        self._swap(actor, actor.demand_life)
+        self.core.handle(ActorResized(actor.id, actor.demand_life))
+        self._dirty = True
         self._forward_calls(actor)
 
     def _on_actor_failed(self, conn: _Conn, msg: list[Any]) -> None:
@@ -1112,6 +1125,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
     def _finish_task(self, task: _Task, results: list[list[Any]]) -> None:
         if self.tasks.pop(task.id, None) is None:
             return
+        if task.id in self.core.tasks:  # ended here, not by the core (a bad message)
+            self.core.handle(TaskAbandoned(task.id))
         self._event_task(task, any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results))
         task.state = "DONE"
         for r in results:
@@ -1130,112 +1145,97 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
     def _dispatch(self) -> None:
         """Start what can start (run once per loop turn, after all input is handled)."""
         self._dirty = False
-        while self.idle and len(self.scheduler):
-            started = self.scheduler.dispatch(limit=1)
-            if not started:
-                break
-            item, demand = started[0]
-            worker = self.idle.popleft()
-            if isinstance(item, _Actor):
-                self._start_actor(item, worker)
-                continue
-            worker.state = "LEASED"
-            worker.lease = demand
-            worker.gpus = self._take_gpus(_gpus_of(demand))
-            self._assign(worker, [item])
-        if len(self.scheduler) and len(self.members.nodes) > 1:
+        core = self.core
+        if core.idle and core.queued():
+            self._run(core.handle(Tick(time.monotonic())))
+        if core.queued() and len(self.members.nodes) > 1:
             self._spill()
-        if len(self.scheduler):
-            self._pipeline()
-            if self.scheduler.fits_any() and not self.idle:
-                self._grow_pool()
+        if core.queued():
+            # A node of a cluster (it listens on TCP) keeps a queue as long as four
+            # times the cluster's CPUs unpipelined: other nodes, present or joining,
+            # may take it.
+            keep = int(4 * self.members.totals().get("CPU", 0.0)) if self.tcp_address else 0
+            self._run(core.handle(Pipeline(keep)))
         if self.cancel_waits:
             self._settle_cancels()
 
-    def _pipeline(self) -> None:
-        leases: dict[frozenset[Any], list[_Worker]] = {}
-        for w in self.workers.values():
-            if w.state == "LEASED" and not w.blocked and w.conn is not None and w.lease:
-                leases.setdefault(frozenset(w.lease.items()), []).append(w)
-        if not leases:
-            return
-        # A node of a cluster (it listens on TCP) keeps a queue as long as four times
-        # the cluster's CPUs unpipelined: other nodes, present or joining, may take it.
-        keep: float | None = None  # computed once, and only if some queue needs it
-        for shape, ws in leases.items():
-            waiting = self.scheduler.count(shape)
-            if not waiting or self.pool.fits(dict(shape)):
-                continue  # nothing waits, or it can start on a worker of its own
-            if keep is None:
-                keep = 4 * self.members.totals().get("CPU", 0.0) if self.tcp_address else 0.0
-            waiting -= int(keep)
-            if waiting < 2 * len(ws):
-                continue  # a short queue stays here: cancellable, and free to go anywhere
-            depth = min(_MAX_PIPELINE, 1 + waiting // len(ws))
-            for w in ws:
-                room = depth - len(w.tasks)
-                if room > 0:
-                    items = self.scheduler.take(shape, room)
-                    if items:
-                        self._assign(w, items)
+    # ------------------------------------------------------ core actions
+    def _run(self, actions: list[Action]) -> None:
+        """Execute the core's actions, in order."""
+        for action in actions:
+            self._executors[type(action)](action)
 
-    def _assign(self, worker: _Worker, tasks: list[_Task]) -> None:
+    def _do_spawn(self, a: SpawnWorker) -> None:
+        self._spawn_worker(a.worker_id)
+
+    def _do_dispatch(self, a: Dispatch) -> None:
+        worker = self.workers[a.worker_id]
+        gpus = list(a.gpus)
         msgs = []
-        if not worker.tasks:
-            self._started(tasks[0])
-        for task in tasks:
-            task.state = "ASSIGNED"
-            task.worker = worker
-            worker.tasks.append(task)
+        for task_id in a.task_ids:
+            task = self.tasks[task_id]
             msgs.append([Op.EXECUTE, task.id, task.return_ids, task.payload,
-                         [self._dep_entry(oid) for oid in task.deps], task.name,
-                         self._gpu_names(worker.gpus)])
+                         [self._dep_entry(oid) for oid in task.deps], task.name, gpus])
         if worker.conn is not None:
             self._out(worker.conn).extend(msgs)
 
-    def _started(self, task: _Task) -> None:
+    def _do_started(self, a: TaskStarted) -> None:
         """Tell the owner its task is running now (``Future.running()``)."""
+        task = self.tasks[a.task_id]
         first = not task.started
-        task.started = time.monotonic()
+        task.started = a.at
         if first:
             self.latency[0].observe(task.started - task.submitted)
         self._send(task.owner, [Op.STARTED, task.return_ids])
+
+    def _do_start_actor(self, a: StartActor) -> None:
+        actor = self.actors[a.actor_id]
+        worker = self.workers[a.worker_id]
+        actor.started = a.at
+        actor.worker = worker
+        deps = [self._dep_entry(oid) for oid in actor.deps if oid in self.objects]
+        if worker.conn is not None:
+            self._out(worker.conn).append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload,
+                                           deps, list(a.gpus)])
+
+    def _do_kill(self, a: KillWorker) -> None:
+        worker = self.workers.get(a.worker_id)
+        if worker is not None:
+            self._kill_worker(worker)
+            self._worker_gone(worker, a.why, [])
+
+    def _do_cancel_running(self, a: CancelRunning) -> None:
+        worker = self.workers.get(a.worker_id)
+        if worker is not None and worker.conn is not None:
+            self._out(worker.conn).append([Op.CANCEL_TASK, a.task_id])
+
+    def _do_revoke(self, a: RevokeTask) -> None:
+        worker = self.workers.get(a.worker_id)
+        if worker is not None and worker.conn is not None:
+            self._out(worker.conn).append([Op.REVOKE, a.task_id])
+
+    def _do_reply(self, a: Reply) -> None:
+        task = self.tasks.get(a.task_id)
+        if task is None:
+            return
+        outcome = a.outcome
+        if isinstance(outcome, Failed):
+            results = [[rid, Kind.FAILED, outcome.kind, outcome.message]
+                       for rid in task.return_ids]
+            self._finish_task(task, results)
+            self._revoked(task.id, results)
+        else:
+            self._task_ran(task, outcome.results)
 
     def _dep_entry(self, oid: str) -> list[Any]:
         obj = self.objects[oid]
         return self._deliverable(obj)[1:]
 
-    def _take_gpus(self, amount: float) -> list[tuple[int, float]]:
-        """Pick GPU ids for a lease: whole GPUs, or a share of one (Ray's rule)."""
-        if amount <= 0:
-            return []
-        free = self.gpu_free
-        if amount < 1:
-            order = sorted(range(len(free)), key=lambda i: free[i])  # pack shares
-            pick = next((i for i in order if free[i] + 1e-9 >= amount), None)
-            taken = [] if pick is None else [(pick, amount)]
-        else:
-            whole = [i for i in range(len(free)) if free[i] >= 1 - 1e-9][:math.ceil(amount)]
-            taken = [(i, 1.0) for i in whole]
-        for i, share in taken:
-            free[i] -= share
-        return taken
-
-    def _give_gpus(self, taken: list[tuple[int, float]]) -> None:
-        for i, share in taken:
-            self.gpu_free[i] += share
-
-    def _gpu_names(self, taken: list[tuple[int, float]]) -> list[str]:
-        return [self.gpu_ids[i] for i, _ in taken]
-
-    def _release_lease(self, worker: _Worker) -> None:
-        if worker.lease is not None and not worker.blocked:
-            self.pool.release(worker.lease)
-        self._give_gpus(worker.gpus)
-        worker.gpus = []
-        worker.lease = None
-        worker.state = "IDLE"
-        self.idle.append(worker)
+    def _worker_pid(self, task: _Task) -> int | None:
+        """The pid of the worker ``task`` was given to (None: none)."""
+        wid = task.entry.worker if task.entry is not None else None
+        worker = self.workers.get(wid) if wid is not None else None
+        return worker.pid if worker is not None else None
 
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None:
         task = self.tasks.get(task_id)
@@ -1249,31 +1249,18 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
             elif actor is not None and actor.worker is not None and actor.worker.conn:
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
-        elif task.state in ("WAITING", "QUEUED", "PULLING"):
-            self.scheduler.remove(task)
+        elif task.entry is not None:  # queued or running here: the core decides
+            self._run(self.core.handle(CancelRequested(task_id, force)))
+        elif task.state in ("WAITING", "PULLING"):
             task.state = "CANCELLED"
             self._fail_task(task, ErrorKind.CANCELLED, f"task {task.name!r} was cancelled")
         elif task.state == "FORWARDED" and task.node is not None:
             self._send(task.node, [Op.CANCEL, task_id, force, recursive])
-        elif task.state == "ASSIGNED" and task.worker is not None:
-            worker = task.worker
-            if force and worker.tasks and worker.tasks[0] is task:
-                task.retries_left = 0
-                self._fail_task(task, ErrorKind.CANCELLED,
-                                f"task {task.name!r} was cancelled (its worker was killed)")
-                self._kill_worker(worker)
-                # Now, not when it is reaped: tasks pipelined behind the cancelled one
-                # go back to the queue untouched (none of them was running), and
-                # nothing the dying worker still sends counts.
-                self._worker_died(worker, f"it was killed to force-cancel task {task.name!r}")
-            elif worker.conn is not None:
-                self._out(worker.conn).append([Op.CANCEL_TASK, task_id])
         for child in children:
             self._cancel(child, force, True)
 
     # --------------------------------------------------------------- workers
-    def _spawn_worker(self) -> _Worker:
-        worker_id = new_id()
+    def _spawn_worker(self, worker_id: str) -> _Worker:
         log_r, log_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: become a worker
@@ -1295,10 +1282,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 os._exit(1)
         os.close(log_w)
         os.set_blocking(log_r, False)
-        worker = _Worker(worker_id, pid, log_r)
+        worker = _Worker(worker_id, pid, log_r, self.core.workers[worker_id])
         self.workers[worker_id] = worker
         self.workers_by_pid[pid] = worker
-        self.starting += 1
         self.sel.register(log_r, _READ, worker)
         return worker
 
@@ -1318,11 +1304,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 os.close(w.log_fd)
         os.close(self._wake_r)
         os.close(self._wake_w)
-
-    def _grow_pool(self) -> None:
-        alive = sum(1 for w in self.workers.values() if w.state != "DEAD")
-        if self.starting == 0 and alive < _MAX_WORKERS:
-            self._spawn_worker()
 
     def _read_log(self, worker: _Worker) -> None:
         try:
@@ -1371,52 +1352,29 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         if worker.conn is not None:
             self._out(worker.conn).append([Op.EXIT])
 
-    def _worker_died(self, worker: _Worker, why: str) -> None:
-        if worker.state == "DEAD":
+    def _worker_died(self, worker: _Worker, why: str,
+                     error: tuple[ErrorKind, str] | None = None) -> None:
+        """A worker's process or connection is gone: the core decides what becomes
+        of its tasks (``error``: what its running task fails with if no retry is left)."""
+        if worker.slot.state == "DEAD":
             return
-        was_starting = worker.state == "STARTING"
-        worker.state = "DEAD"
-        self.workers.pop(worker.id, None)
-        with contextlib.suppress(ValueError):
-            self.idle.remove(worker)
-        if was_starting:
-            self.starting -= 1
+        self._worker_gone(worker, why, self.core.handle(
+            WorkerDied(worker.id, why, worker.pid, error, replace=not self.stopping)))
+
+    def _worker_gone(self, worker: _Worker, why: str, actions: list[Action]) -> None:
+        """Close a dead worker's connection, execute what the core decided about it,
+        restart its actor if it had one."""
         if worker.conn is not None:
             conn, worker.conn = worker.conn, None
             conn.worker = None
             self._close(conn)
-        if worker.lease is not None and not worker.blocked:
-            self.pool.release(worker.lease)
-        self._give_gpus(worker.gpus)
-        worker.gpus = []
-        worker.lease = None
-        tasks, worker.tasks = list(worker.tasks), collections.deque()
-        for task in [t for t in self.tasks.values()
-                     if t.state == "REVOKING" and t.worker is worker]:
-            self._fail_task(task, ErrorKind.CANCELLED, f"task {task.name!r} was cancelled")
-            self._revoked(task.id, [[task.return_ids[0], Kind.FAILED, ErrorKind.CANCELLED]])
-        for i, task in enumerate(tasks):
-            if task.id not in self.tasks:
-                continue
-            if i == 0:  # it was running
-                if task.retries_left == 0:
-                    self._fail_task(task, ErrorKind.WORKER_CRASHED,
-                                    f"the worker (pid {worker.pid}) running task {task.name!r} "
-                                    f"died ({why}) and max_retries is exhausted")
-                    continue
-                if task.retries_left > 0:
-                    task.retries_left -= 1
-            task.state = "QUEUED"
-            task.worker = None
-            self.scheduler.enqueue(task, task.demand)
-        if worker.actor_id is not None:
-            actor = self.actors.get(worker.actor_id)
+        self._run(actions)
+        self.workers.pop(worker.id, None)
+        if worker.slot.actor is not None:
+            actor = self.actors.get(worker.slot.actor)
             if actor is not None and actor.worker is worker:
                 self._actor_lost(actor, why)
         if not self.stopping:
-            alive = sum(1 for w in self.workers.values() if w.actor_id is None)
-            if alive < self.pool_size:
-                self._spawn_worker()
             self._dirty = True
 
     # --------------------------------------------------------- memory monitor
@@ -1434,12 +1392,13 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _memory_candidates(self) -> list[Candidate]:
         out = []
-        for w in self.workers.values():
-            if w.state == "LEASED" and w.tasks and w.tasks[0].state == "ASSIGNED":
-                t = w.tasks[0]
-                out.append(Candidate(w.id, w.pid, t.id, t.name, t.started, t.retries_left != 0))
-            elif w.state == "ACTOR" and w.actor_id in self.actors:
-                a = self.actors[w.actor_id]
+        for worker_id, task_id, actor_id, retriable in self.core.running():
+            w = self.workers.get(worker_id)
+            t = self.tasks.get(task_id) if task_id is not None else None
+            if w is not None and t is not None:
+                out.append(Candidate(w.id, w.pid, t.id, t.name, t.started, retriable))
+            elif w is not None and actor_id in self.actors:
+                a = self.actors[actor_id]
                 out.append(Candidate(w.id, w.pid, a.id, a.name or a.spec.get("class_name", ""),
                                      a.started, False, actor=True))
         return out
@@ -1448,24 +1407,24 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         """SIGKILL the victim's worker; fail its task with OutOfMemoryError, or retry
         it if ``max_retries`` allows (the kill uses up one retry)."""
         worker = self.workers.get(kill.victim.worker_id)
-        if worker is None or worker.pid != kill.victim.pid or worker.state == "DEAD":
+        if worker is None or worker.pid != kill.victim.pid or worker.slot.state == "DEAD":
             return
         message = kill.describe(worker_rss(worker.pid))
         self._kill_worker(worker)
-        task = worker.tasks[0] if worker.actor_id is None and worker.tasks else None
+        task = self.core.running_task(worker.id)
         if task is None:
             outcome = "its in-flight calls fail; it restarts if max_restarts allows"
         elif task.retries_left == 0:
             outcome = "failing the task with OutOfMemoryError"
-            self._fail_task(task, ErrorKind.OUT_OF_MEMORY,
-                            f"{message} No retries were left (max_retries).")
         else:
             outcome = "retrying the task (max_retries)"
         sys.stderr.write(f"fedexec memory monitor (node {self.node_id}): killed worker pid "
                          f"{worker.pid}, {outcome}: {message}\n")
         # Now, not when it is reaped: its connection is closed, so nothing it still
         # sends counts, and a task with retries left goes back to the queue.
-        self._worker_died(worker, "it was killed by the memory monitor: " + message)
+        self._worker_died(worker, "it was killed by the memory monitor: " + message,
+                          (ErrorKind.OUT_OF_MEMORY,
+                           f"{message} No retries were left (max_retries)."))
 
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
@@ -1548,28 +1507,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         if bad is not None:
             self._actor_dead(actor, f"an argument of its __init__ failed ({bad.payload[-1]})")
             return
-        self.scheduler.enqueue(actor, actor.demand_create)
-        self._dirty = True
-
-    def _start_actor(self, actor: _Actor, worker: _Worker) -> None:
-        actor.holding = dict(actor.demand_create)
-        actor.started = time.monotonic()
-        worker.state = "ACTOR"
-        worker.actor_id = actor.id
-        actor.worker = worker
-        deps = [self._dep_entry(oid) for oid in actor.deps if oid in self.objects]
-        if worker.conn is not None:
-            worker.gpus = self._take_gpus(_gpus_of(actor.demand_create))
-            self._out(worker.conn).append([Op.ACTOR_INIT, actor.id, actor.spec, actor.payload, deps,
-                                    self._gpu_names(worker.gpus)])
-        alive = sum(1 for w in self.workers.values() if w.actor_id is None)
-        if alive < self.pool_size:
-            self._spawn_worker()
-
-    def _swap(self, actor: _Actor, new: dict[str, float]) -> None:
-        self.pool.release(actor.holding)
-        self.pool.acquire(new)
-        actor.holding = dict(new)
+        self.core.handle(ActorQueued(actor.id, actor.demand_create))
         self._dirty = True
 
     def _forward_calls(self, actor: _Actor) -> None:
@@ -1616,9 +1554,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                                 f"the actor's worker died ({why}) while running {task.name}; "
                                 "set max_task_retries to retry such calls")
         actor.queue.extendleft(reversed(retry))
-        self.pool.release(actor.holding)
-        actor.holding = {}
-        self.scheduler.enqueue(actor, actor.demand_create)
+        self.core.handle(ActorReleased(actor.id))
+        self.core.handle(ActorQueued(actor.id, actor.demand_create))
         self._dirty = True
 
     def _actor_dead(self, actor: _Actor, why: str) -> None:
@@ -1627,9 +1564,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         actor.state = "DEAD"
         actor.death = why
         self._event_actor(actor)
-        self.scheduler.remove(actor)
-        self.pool.release(actor.holding)
-        actor.holding = {}
+        self.core.handle(ActorReleased(actor.id))
         calls = list(actor.queue) + list(actor.inflight.values())
         actor.queue.clear()
         actor.inflight.clear()
@@ -1721,10 +1656,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             "tasks": len(self.tasks),
             "forwarded": sum(1 for t in self.tasks.values() if t.state == "FORWARDED"),
             "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
-            "workers": {w.id: [w.pid, w.state] for w in self.workers.values()},
+            "workers": {w.id: [w.pid, w.slot.state] for w in self.workers.values()},
             "store": self.store.stats(),
-            "queued": len(self.scheduler),
-            "queued_shapes": [[d, len(items)] for d, items in self.scheduler.by_shape()],
+            "queued": self.core.queued(),
+            "queued_shapes": [[d, n] for d, n in self.core.queued_shapes()],
             "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
                                for pg in self.pgs.values() if pg["nodes"] is None],
             "transfers": dict(self.transfers),
@@ -1766,7 +1701,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 self._relay(peer, Call.CANCEL_PENDING, [task_id], conn.id, self._request_id)
                 return _DEFER
             return False
-        if self._revocable(task):
+        if self.core.revocable(task.id):
             self._revoke([task], conn.id, self._request_id)
             return _DEFER
         return False
@@ -1787,7 +1722,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _workers_coming(self) -> bool:
         """Workers are starting and some queued work could start on them."""
-        return self.starting > 0 and self.scheduler.fits_any()
+        return self.core.workers_coming()
 
     def _settle_cancels(self) -> None:
         """Finish the deferred CANCEL_QUEUED requests whose workers came (or whose
@@ -1811,31 +1746,19 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             elif task.state == "FORWARDED" and task.node is not None:
                 # Ask the node it runs on; its answer (req 0) needs no reply here.
                 self._send(task.node, [Op.REQUEST, 0, int(Call.CANCEL_PENDING), [task.id]])
-        revocable = [t for t in mine if self._revocable(t)]
+        revocable = [t for t in mine if self.core.revocable(t.id)]
         if revocable:
             self._revoke(revocable, cid, req_id)
             return _DEFER
         return True
-
-    @staticmethod
-    def _revocable(task: _Task) -> bool:
-        """Pipelined onto a worker but (as far as we know) not started there."""
-        w = task.worker
-        return task.state == "ASSIGNED" and w is not None and bool(w.tasks) and \
-            w.tasks[0] is not task and task in w.tasks
 
     def _revoke(self, tasks: list[_Task], cid: int, req_id: int) -> None:
         """Ask workers to drop tasks queued there; answer ``req_id`` with True once
         every one is confirmed dropped (False if one had started after all)."""
         waiting = {"left": len(tasks), "ok": True, "conn": cid, "req": req_id}
         for task in tasks:
-            worker = task.worker
-            assert worker is not None
-            worker.tasks.remove(task)
-            task.state = "REVOKING"
             self.revokes[task.id] = waiting
-            if worker.conn is not None:
-                self._out(worker.conn).append([Op.REVOKE, task.id])
+        self._run(self.core.handle(RevokeRequested(tuple(t.id for t in tasks))))
 
     def _revoked(self, task_id: str, results: list[list[Any]]) -> None:
         waiting = self.revokes.pop(task_id, None)
@@ -1873,10 +1796,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 where = "running" if task.state == "ASSIGNED" else "queued"
                 out.append(f"{head}: {where} on actor {task.actor_id} (pid {pid}, state "
                            f"{actor.state if actor else '?'})")
-            elif task.worker is not None:
-                pos = list(task.worker.tasks).index(task) if task in task.worker.tasks else 0
+            elif task.entry is not None and task.entry.worker is not None:
+                pos = self.core.position(task.id)
                 where = "running" if pos == 0 else f"queued behind {pos} task(s)"
-                out.append(f"{head}: {where} on worker pid {task.worker.pid}")
+                out.append(f"{head}: {where} on worker pid {self._worker_pid(task)}")
             else:
                 out.append(f"{head}: {task.state.lower()}")
         return out
@@ -1894,7 +1817,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                      self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
                      if t.actor_id in self.actors else "",
                      "actor_id": t.actor_id or "",
-                     "worker_pid": t.worker.pid if t.worker is not None else None}
+                     "worker_pid": self._worker_pid(t)}
                     for t in self.tasks.values()]
         if kind == "actors":
             return self._head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
@@ -2019,13 +1942,6 @@ def _about(msg: list[Any]) -> tuple[str | None, list[str]]:
         ids = [r[0] for r in msg[2] if isinstance(r, list) and r]  # its results' ids
     ids = [ids] if isinstance(ids, str) else ids
     return task_id, [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
-
-
-def _gpus_of(demand: dict[str, float]) -> float:
-    """GPUs a demand asks for, also inside a placement-group bundle (``GPU_group_*``:
-    the bundle reserved them, its tasks get their ids)."""
-    return demand.get("GPU", 0.0) + sum(v for k, v in demand.items()
-                                        if k.startswith("GPU_group_"))
 
 
 def _preload(modules: list[str]) -> None:
