@@ -65,6 +65,7 @@ from .memory_monitor import (
     MemoryMonitor,
     worker_rss,
 )
+from .pending_actors import PendingActorsMixin
 from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
@@ -261,8 +262,8 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
-                  HeadPersistence):
+class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActorsMixin,
+                  EventStream, HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -317,6 +318,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         self._init_federation()
         self._init_placement()
         self._init_directory()
+        self._init_pending_actors()
         self._init_events()
         self._init_persistence()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
@@ -903,6 +905,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         not known, the head says where it is now); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
+            if task.actor_id in self.pending_actors:  # waits for a node: queued in order
+                self._queue_pending_call(task)
+                return None
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
@@ -1493,7 +1498,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 self._create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
                 return _DEFER
         spec["node_id"] = self.node_id
-        if not self.pool.feasible(spec["demand_create"]):
+        if not self.pool.feasible(spec["demand_create"]) and not spec.get("await_node"):
             raise ValueError(f"actor needs {spec['demand_create']} but the node has "
                              f"{self.pool.total}")
         if not tracked(spec):
@@ -1532,6 +1537,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> list[Any]:
+        if not self.pool.feasible(spec["demand_create"]):  # it waits for a node
+            return self._pend_actor(conn, actor_id, spec, payload, deps, contained)
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
@@ -1672,6 +1679,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
                          location: str | None = None, located: bool = False) -> Any:
+        if actor_id in self.pending_actors:
+            return self._kill_pending_actor(actor_id, no_restart)
         actor = self.actors.get(actor_id)
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
@@ -1727,6 +1736,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             "queued_shapes": [[d, len(items)] for d, items in self.scheduler.by_shape()],
             "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
                                for pg in self.pgs.values() if pg["nodes"] is None],
+            "pending_actors": self.pending_actors.rows(),
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
             "host": _host_usage(),
@@ -1902,7 +1912,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
                      "restarts": a.restarts_used}
-                    for a in self.actors.values()]
+                    for a in self.actors.values()] + self._pending_actor_list_rows()
         if kind == "objects":
             where: dict[int, str] = {Kind.INLINE: "inline", Kind.SHM: "shared memory",
                                      Kind.ERROR: "error", Kind.FAILED: "failed"}

@@ -239,6 +239,10 @@ class PlacementGroups:
                 for k, v in demand.items():
                     entry.total[k] = entry.total.get(k, 0.0) + v
                     entry.available[k] = entry.available.get(k, 0.0) + v
+        # What the cluster can run changed (the heartbeat that says so will not:
+        # it reports the total already seen), for "fits no node" caches and the
+        # actors waiting for this group (see pending_actors.py).
+        self.members.shape_version += 1
 
     def _release_everywhere(self: Any, pg_id: str, nodes: set[str]) -> None:
         for node in nodes:
