@@ -8,6 +8,7 @@ import pytest
 
 import fedexec
 from fedexec.backends.native import state
+from fedexec.backends.native.directory import ActorDirectory
 from fedexec.backends.native.membership import Membership
 from fedexec.backends.native.pending_actors import PendingActor, PendingActors
 from fedexec.options import PlacementGroupStrategy
@@ -51,6 +52,21 @@ def test_pending_actors_are_tried_again_only_when_the_cluster_shape_changes():
     assert "waits for its placement group" in rows["b"]["reason"]
     assert book.pop("a") is not None and book.pop("a") is None
     assert "a" not in book and "b" in book and len(book) == 1
+
+
+def test_a_pending_actor_placed_on_its_node_is_not_counted_as_a_restart():
+    """The head's directory: a waiting actor registers where it waited, then where
+    it is placed; that move must not use up a restart (``max_restarts=1`` would be
+    spent before the actor ever ran). A move after its node died still counts."""
+    directory = ActorDirectory()
+    spec = {"name": "w", "max_restarts": 1, "await_node": "node"}
+    directory.register("a", spec, "head", "head")
+    entry = directory.register("a", spec, "n1", "head")
+    assert (entry.node_id, entry.restarts, entry.may_restart()) == ("n1", 0, True)
+    restarting, _ = directory.node_died("n1", lambda node: node == "head")
+    assert restarting == ["a"]
+    entry = directory.register("a", spec, "n2", "head")
+    assert (entry.node_id, entry.restarts, entry.may_restart()) == ("n2", 1, False)
 
 
 class Recorder:
