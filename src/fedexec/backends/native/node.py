@@ -1254,6 +1254,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
             elif actor is not None and actor.worker is not None and actor.worker.conn:
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
+            elif actor is None:
+                self._cancel_pending_call(task)
         elif task.state in ("WAITING", "QUEUED", "PULLING"):
             self.scheduler.remove(task)
             task.state = "CANCELLED"
@@ -1766,7 +1768,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 actor.queue.remove(task)
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
                 return True
-            return False
+            return self._cancel_pending_call(task)
         if task.state in ("WAITING", "QUEUED", "PULLING"):
             self._cancel(task_id, False, False)
             return True

@@ -165,6 +165,15 @@ class PendingActorsMixin:
         task.retries_left = entry.spec.get("max_task_retries", 0)
         entry.calls.append(task)
 
+    def _cancel_pending_call(self: Any, task: Any) -> bool:
+        """Cancel a call queued on a pending actor; False if it is not one."""
+        entry = self.pending_actors.entries.get(task.actor_id)
+        if entry is None or task not in entry.calls:
+            return False
+        entry.calls.remove(task)
+        self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
+        return True
+
     def _kill_pending_actor(self: Any, actor_id: str, no_restart: bool) -> bool:
         """KILL_ACTOR for a pending actor: it is gone (its calls fail), unless
         ``no_restart`` is False and it may restart (it never started: it stays)."""
