@@ -102,3 +102,12 @@ def test_an_actor_in_a_placement_group_not_placed_yet_waits_for_the_group():
         assert ex.get(actor.node.remote(), timeout=T) == node.node_id
         ex.kill(actor)
         ex.remove_placement_group(pg)
+        # A group that can never be placed (no node has 8 CPUs): removing it ends
+        # the actor waiting for it, and its calls.
+        never = ex.placement_group([{"CPU": 8}])
+        doomed = ex.options(scheduling_strategy=PlacementGroupStrategy(never, 0)
+                            ).actor(Recorder)
+        call = doomed.add.remote(1)
+        ex.remove_placement_group(never)
+        with pytest.raises(fedexec.ActorDiedError, match="placement group was removed"):
+            ex.get(call, timeout=T)

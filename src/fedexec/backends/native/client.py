@@ -699,9 +699,11 @@ class NativeBackend(Backend):
         life = options.demand(0.0)
         in_group = _in_group(options, create)
         await_node: str | None = None  # what it may wait for if no node fits it yet
+        group_id: str | None = None
         if in_group is not None:
             create, life, strategy = in_group, _in_group(options, life) or {}, None
             await_node = "group"  # its group, if not placed yet
+            group_id = options.scheduling_strategy.placement_group.id
         else:
             if self._feasible(create, f"actor {cls.__name__!r}"):
                 await_node = "node"
@@ -732,6 +734,8 @@ class NativeBackend(Backend):
         }
         if await_node is not None:
             spec["await_node"] = await_node
+        if group_id is not None:
+            spec["placement_group"] = group_id
         payload = [cls_blob, *packed]
         actor_id, spec = self._request(Call.CREATE_ACTOR, actor_id, spec, payload, deps,
                                        contained)

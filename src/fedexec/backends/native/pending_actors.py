@@ -14,7 +14,8 @@ placement group not placed yet (``"group"``). Then::
     a node joins / a node's total changes (Membership.shape_version moves)
                  ──▶ placed: created on that node (or here), its queued calls
                      forwarded after it, in order; the entry goes
-    KILL_ACTOR   ──▶ the entry goes, its calls fail with ActorDiedError
+    KILL_ACTOR, or its placement group removed
+                 ──▶ the entry goes, its calls fail with ActorDiedError
 
 Entry rows (STATS ``pending_actors``, ``fedexec status``)::
 
@@ -183,6 +184,13 @@ class PendingActorsMixin:
             return True
         self._drop_pending_actor(actor_id, "it was killed before a node could host it")
         return True
+
+    def _drop_pending_in_group(self: Any, pg_id: str) -> None:
+        """The placement group ``pg_id`` was removed: the actors waiting for it go."""
+        for entry in list(self.pending_actors.entries.values()):
+            if entry.spec.get("placement_group") == pg_id:
+                self._drop_pending_actor(entry.actor_id, "its placement group was removed "
+                                         "before it was placed")
 
     def _drop_pending_actor(self: Any, actor_id: str, why: str) -> None:
         entry = self.pending_actors.pop(actor_id)

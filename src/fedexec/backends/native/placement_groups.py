@@ -164,6 +164,7 @@ class PlacementGroups:
         return _DEFER
 
     def _call_remove_placement_group(self: Any, conn: Any, pg_id: str) -> bool:
+        self._drop_pending_in_group(pg_id)  # actors waiting for it to be placed
         pg = self.pgs.pop(pg_id, None)
         if pg is None:
             return self._release_local(pg_id)
