@@ -4,13 +4,16 @@ end to end with the ``local`` provider (real node processes)."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 from test_autoscaler_local import Running, wait_for
 
 import fedexec
 from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
 from fedexec.autoscaler.monitor import Monitor
-from fedexec.autoscaler.providers import LocalProvider
+from fedexec.autoscaler.providers import TAG_NODE_ID, LocalProvider
 from fedexec.backends.native import state
 from fedexec.cli import format_status
 from fedexec.testing import Cluster
@@ -75,6 +78,30 @@ def test_an_actor_only_a_launchable_node_fits_waits_for_it_and_runs_its_calls(tm
             assert pending_rows(cluster) == []
             # Found by name where it lives now; a new call goes there.
             assert ex.get(ex.get_actor("recorder").add.remote(5), timeout=60)[-1] == 5
+            ex.kill(actor)
+
+
+@pytest.mark.timeout(300)
+def test_an_actor_whose_launched_node_dies_waits_for_a_replacement_node(tmp_path):
+    """``max_restarts=1``: the node it runs on is SIGKILLed; no live node has
+    ``custom``, so the actor waits again on the head, a new node is launched, and
+    the actor restarts there (fresh state) and runs the call made meanwhile."""
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex:
+        with Running(cluster, tmp_path, 300.0, custom_config()) as run:
+            wait_for(lambda: run.monitor.last_plan is not None, 60,
+                     "the monitor's first round")
+            actor = ex.options(resources={"custom": 1}, max_restarts=1).actor(Recorder)
+            first = ex.get(actor.node.remote(), timeout=240)
+            assert ex.get(actor.add.remote(1), timeout=60) == [1]
+            victim = next(p for p in run.provider.non_terminated_nodes()
+                          if run.provider.node_tags(p).get(TAG_NODE_ID) == first)
+            os.kill(run.provider._load()[victim]["pid"], signal.SIGKILL)
+            wait_for(lambda: not any(n["alive"] for n in ex.nodes() if n["node_id"] == first),
+                     60, "the head to declare the killed node dead")
+            call = actor.add.remote(2)
+            assert ex.get(call, timeout=240) == [2]
+            assert ex.get(actor.node.remote(), timeout=60) not in (first,
+                                                                   cluster.head.node_id)
             ex.kill(actor)
 
 
