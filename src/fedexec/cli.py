@@ -175,15 +175,17 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _pending_lines(nodes: list[dict[str, Any]]) -> list[str]:
-    """``pending demand: 7 x {CPU: 2}, ...``: the shapes queued for resources."""
+    """``pending demand: 7 x {CPU: 2}, ...``: the shapes queued for resources; then
+    one line per actor waiting for a node, with why."""
     shapes: dict[str, int] = {}
     for n in nodes:
         for demand, count in n.get("queued_shapes", []):
             key = "{" + ", ".join(f"{k}: {_amount(k, v)}" for k, v in sorted(demand.items())) + "}"
             shapes[key] = shapes.get(key, 0) + int(count)
-    if not shapes:
-        return []
-    return ["pending demand: " + ", ".join(f"{n} x {k}" for k, n in sorted(shapes.items()))]
+    waiting = [f"  {row['reason']}" for n in nodes for row in n.get("pending_actors", [])]
+    lines = ["pending demand: " + ", ".join(f"{n} x {k}" for k, n in sorted(shapes.items()))
+             ] if shapes else []
+    return lines + ([f"pending actors: {len(waiting)}", *waiting] if waiting else [])
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -321,6 +321,51 @@ def test_up_starts_a_remote_head_over_ssh_and_down_stops_it(sshd, tmp_path, monk
     assert not (head_home / "cluster.json").exists()
 
 
+@pytest.mark.timeout(300)
+def test_monitor_on_head_runs_the_monitor_on_the_head_and_down_stops_it(sshd, tmp_path,
+                                                                        monkeypatch):
+    """``provider.monitor_on_head``: ``up`` starts the monitor on the head host (in
+    the head's FEDEXEC_HOME, not here), which starts the ssh worker; ``fedexec
+    monitor`` prints the head's log over SSH; ``down`` stops that monitor and its
+    worker on the head, then the head."""
+    home, head_home = tmp_path / "home", tmp_path / "head-home"
+    home.mkdir()
+    head_home.mkdir()
+    monkeypatch.setenv("FEDEXEC_HOME", str(home))
+    monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
+    cfg = config(sshd, tmp_path)
+    head_fedexec = f"env FEDEXEC_HOME={head_home} {sys.executable} -m fedexec"
+    path = write_yaml(
+        sshd, tmp_path,
+        provider={**cfg.provider, "head_over_ssh": True, "monitor_on_head": True,
+                  "head_fedexec": head_fedexec, "head_port": 0, "job_port": 0},
+        available_node_types={"head": {"resources": {"CPU": 1}, "max_workers": 0},
+                              "ssh1": {"resources": {"CPU": 1, "sshnode": 1},
+                                       "min_workers": 1, "max_workers": 1}})
+    head_state = head_home / "autoscaler" / "sshcli"
+    try:
+        out = fedexec_cli("up", path, "--yes", "--interval", "0.5", timeout=180)
+        assert out.returncode == 0, out.stderr
+        assert "autoscaler monitor running on the head" in out.stdout, out.stdout
+        assert (head_state / "monitor.pid").exists()  # there,
+        assert not (home / "autoscaler" / "sshcli" / "monitor.pid").exists()  # not here
+        pid = int((head_state / "monitor.pid").read_text())
+        info = json.loads((home / "autoscaler" / "sshcli" / "remote-head.json").read_text())
+        with fedexec.Executor(address=info["address"], token=info["token"]) as ex:
+            wait_for(lambda: ex.cluster_resources().get("sshnode") == 1, 120,
+                     "the head's monitor to start the ssh worker")
+        log = fedexec_cli("monitor", path, "--no-follow", timeout=60)
+        assert "launching 1 x ssh1" in log.stdout, (log.stdout, log.stderr)
+    finally:
+        down = fedexec_cli("down", path, "--yes", timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert "on the head: fedexec down: autoscaler monitor stopped" in down.stdout, down.stdout
+    assert "on the head: fedexec down: terminated 1 worker node(s)" in down.stdout
+    assert "head stopped (over SSH)" in down.stdout
+    assert exited(pid)
+    assert not (head_home / "cluster.json").exists()
+
+
 @pytest.mark.timeout(60)
 def test_launcher_commands_with_the_local_provider_run_on_this_machine(tmp_path,
                                                                         monkeypatch):

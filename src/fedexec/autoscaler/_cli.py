@@ -10,7 +10,7 @@ With the ``ssh`` provider the head runs on this machine, listening on
 ``provider.head_ip``, when that is one of this machine's addresses; else (or with
 ``provider.head_over_ssh: true``) ``up`` starts it on the head host over SSH
 (:mod:`.remote_head`) and the monitor runs here, joining it with the token read
-there. Worker nodes start on ``provider.worker_ips`` over SSH; exec, submit, attach, rsync-up/down
+there, or with ``provider.monitor_on_head: true`` on the head (:mod:`.remote_monitor`). Worker nodes start on ``provider.worker_ips`` over SSH; exec, submit, attach, rsync-up/down
 and get-head-ip are in :mod:`._launcher_cli`. The head listens on the usual ports
 (6390, jobs 6391) unless ``provider: {head_port: N, job_port: M}`` say otherwise.
 What ``up`` started is kept under ``$FEDEXEC_HOME/autoscaler/<cluster_name>/``.
@@ -137,6 +137,13 @@ def _previously_started(up_file: str) -> bool:
     return False
 
 
+def _monitor_was_on_head(state: str) -> bool:
+    """Whether the last ``up`` started the monitor on the head (see :mod:`.remote_monitor`)."""
+    with contextlib.suppress(OSError, ValueError), open(os.path.join(state, "up.json")) as f:
+        return bool(json.load(f).get("monitor_on_head"))
+    return False
+
+
 def _up_head_over_ssh(config: Any, state: str, up_file: str) -> tuple[Any, bool] | None:
     """Start (or keep) the head over SSH: (head info, started by an ``up``)."""
     from ..exceptions import FedexecError
@@ -168,9 +175,27 @@ def _head_of(state: str) -> tuple[str, str | None] | None:
     return (local["address"], None) if local is not None else None
 
 
+def _up_monitor_on_head(config: Any, args: argparse.Namespace) -> int:
+    """Start (or replace) the monitor on the head over SSH (see :mod:`.remote_monitor`)."""
+    from ..exceptions import FedexecError
+    from .remote_monitor import start_monitor_on_head
+
+    try:
+        out = start_monitor_on_head(config, args.config, args.interval)
+    except FedexecError as exc:
+        print(f"fedexec up: could not start the autoscaler monitor on the head: {exc}",
+              file=sys.stderr)
+        return 1
+    print("".join(f"fedexec up: on the head: {line}\n" for line in out.splitlines()), end="")
+    print(f"fedexec up: autoscaler monitor running on the head; follow its decisions with: "
+          f"fedexec monitor {args.config}")
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from ..backends.native import cluster
     from .remote_head import head_over_ssh
+    from .remote_monitor import monitor_on_head
 
     config = _load(args.config)
     if config is None:
@@ -219,9 +244,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
         started_head = _previously_started(up_file)
     if _stop_monitor(state):
         print("fedexec up: replaced the running autoscaler monitor")
+    on_head = remote and monitor_on_head(config)
     with open(up_file, "w") as f:
         json.dump({"started_head": started_head, "address": head["address"],
-                   "config": os.path.abspath(args.config)}, f)
+                   "config": os.path.abspath(args.config), "monitor_on_head": on_head}, f)
+    if on_head:
+        return _up_monitor_on_head(config, args)
     out = open(os.path.join(state, "monitor.out"), "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fedexec", "monitor", os.path.abspath(args.config), "--run",
@@ -241,6 +269,7 @@ def _cmd_down(args: argparse.Namespace) -> int:
     from ..exceptions import FedexecError
     from .providers import make_provider
     from .remote_head import read_remote_head, stop_remote_head
+    from .remote_monitor import stop_monitor_on_head
 
     config = _load(args.config)
     if config is None:
@@ -251,6 +280,15 @@ def _cmd_down(args: argparse.Namespace) -> int:
     state = _state_dir(config.cluster_name)
     if _stop_monitor(state):
         print("fedexec down: autoscaler monitor stopped")
+    if _monitor_was_on_head(state) and read_remote_head(state) is not None:
+        try:  # its monitor and the worker nodes it started: recorded there
+            out = stop_monitor_on_head(config)
+        except FedexecError as exc:
+            print(f"fedexec down: could not run 'fedexec down' on the head: {exc}",
+                  file=sys.stderr)
+            return 1
+        print("".join(f"fedexec down: on the head: {line}\n" for line in out.splitlines()),
+              end="")
     head = _head_of(state)
     provider = make_provider(config.provider, config.cluster_name,
                              head[0] if head else "", head[1] if head else None, config)
@@ -301,6 +339,13 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     state = _state_dir(config.cluster_name)
     if args.run:
         return _run_monitor(config, state, args.interval)
+    if _monitor_was_on_head(state):
+        from .remote_monitor import monitor_log_command
+
+        try:
+            return subprocess.call(monitor_log_command(config, follow=not args.no_follow))
+        except KeyboardInterrupt:
+            return 0
     path = os.path.join(state, "monitor.log")
     if not os.path.exists(path) and args.no_follow:
         print(f"fedexec monitor: no autoscaler log yet for {config.cluster_name!r} "

@@ -5,7 +5,8 @@ its plan through the provider, and log every decision with its reason.
     monitor.run(interval=5.0, stop=threading.Event())   # or monitor.step() per round
 
 A round (:meth:`Monitor.step`) asks the head for ``cluster_status`` (queued
-resource shapes and pending placement groups per node, each node's resources)
+resource shapes, pending placement groups and actors waiting for a node, per node;
+each node's resources)
 and for the ``request_resources`` bundles, matches the cluster's nodes to
 the provider's (by the ``TAG_NODE_ID`` tag), forgets nodes whose process died (so
 they are replaced while demand remains), and applies :func:`~.policy.plan`.
@@ -116,6 +117,7 @@ class Monitor:
 
         status = state.cluster_status(self.address, self.token)
         tasks: list[Mapping[str, float]] = []
+        actors: list[Mapping[str, float]] = []
         groups: list[PlacementGroupDemand] = []
         alive: dict[str, dict[str, Any]] = {}
         for entry in status["nodes"]:
@@ -126,6 +128,9 @@ class Monitor:
                 tasks.extend([shape] * int(count))
             groups += [PlacementGroupDemand(bundles, strategy, name)
                        for bundles, strategy, name in entry.get("pending_groups", [])]
+            # (an actor waiting for its placement group: the group is the demand)
+            actors += [row["shape"] for row in entry.get("pending_actors", [])
+                       if row.get("waits_for") == "node"]
         by_node: dict[str, str] = {}
         nodes: list[NodeState] = []
         for pid in self.provider.non_terminated_nodes():
@@ -171,7 +176,8 @@ class Monitor:
         if any(n.idle_since is not None and now - n.idle_since >= timeout for n in nodes):
             needed = self._needed_objects()
             nodes = [replace(n, needed_objects=needed.get(n.node_id, 0)) for n in nodes]
-        demand = Demand(tasks=tasks, placement_groups=groups, requested=self._requested())
+        demand = Demand(tasks=tasks, actors=actors, placement_groups=groups,
+                        requested=self._requested())
         return demand, nodes, by_node
 
     def _launch_failed(self, node_type: str, why: str, now: float) -> None:

@@ -7,8 +7,10 @@ as the cluster and any driver can set it; the monitor reads it every round.
 The same actor holds the resource shapes of the node types the running monitor
 may launch, which the monitor reports every round (``report`` on the actor): a client
 asks for them (:func:`.advert.autoscaler_node_types`) before refusing work that fits no
-current node, and queues it instead when a node type fits. A report older than
-its time-to-live (the monitor stopped) counts as no autoscaler.
+current node, and lets it wait instead when a node type fits (a task queues; an
+actor waits on the node its creator asked, ``backends/native/pending_actors.py``,
+and is reported as demand). A report older than its time-to-live (the monitor
+stopped) counts as no autoscaler.
 """
 
 from __future__ import annotations

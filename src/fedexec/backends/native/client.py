@@ -524,33 +524,29 @@ class NativeBackend(Backend):
         if self._broken is not None:
             raise BrokenExecutorError(self._broken)
 
-    def _feasible(self, demand: dict[str, float], what: str, queueable: bool = True) -> None:
-        """Refuse work no node could ever run (``ValueError``), unless it is
-        ``queueable`` (a task) and a running autoscaler may launch a node it fits:
-        then it queues as pending demand."""
+    def _feasible(self, demand: dict[str, float], what: str) -> bool:
+        """Refuse work no node could ever run (``ValueError``). True when it fits no
+        node now but a running autoscaler may launch a node it fits: it waits for
+        that node (a task queues as pending demand; an actor pends on the node, see
+        ``pending_actors.py``)."""
         def fits(total: dict[str, float]) -> bool:
             return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
 
         if fits(self._total):
-            return
+            return False
         from ...autoscaler.advert import autoscaler_node_types
 
-        # Asked first: a burst of such tasks costs one question a second (cached).
-        shapes = autoscaler_node_types(self) if queueable else None
+        # Asked first: a burst of such work costs one question a second (cached).
+        shapes = autoscaler_node_types(self)
         if shapes is not None and any(fits(s) for s in shapes):
-            return  # an autoscaler node type fits: it waits for that node
+            return True  # an autoscaler node type fits: it waits for that node
         # Nodes may have joined since we last looked: ask before refusing.
         self._total = self._request(Call.CLUSTER_RESOURCES)
         if fits(self._total):
-            return
-        if not queueable:
-            shapes = autoscaler_node_types(self)
+            return False
         why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
                " and no running autoscaler may launch a node it fits (node types: "
-               f"{shapes})" if not any(fits(s) for s in shapes) else
-               "; an autoscaler node type fits it, but actors do not wait for a node to "
-               "be launched yet: launch it first with "
-               "fedexec.autoscaler.request_resources(bundles=[...])")
+               f"{shapes})")
         raise ValueError(
             f"{what} asks for {demand} but the cluster has only {self._total}{why}; it could "
             "never run. Ask for less, or start the runtime with more (num_cpus=..., "
@@ -702,12 +698,19 @@ class NativeBackend(Backend):
         create = options.demand(1.0)
         life = options.demand(0.0)
         in_group = _in_group(options, create)
+        await_node: str | None = None  # what it may wait for if no node fits it yet
+        group_id: str | None = None
         if in_group is not None:
             create, life, strategy = in_group, _in_group(options, life) or {}, None
+            await_node = "group"  # its group, if not placed yet
+            group_id = options.scheduling_strategy.placement_group.id
         else:
-            self._feasible(create, f"actor {cls.__name__!r}", queueable=False)
+            if self._feasible(create, f"actor {cls.__name__!r}"):
+                await_node = "node"
             strategy = None if options.scheduling_strategy == "DEFAULT" else \
                 self._strategy(options)
+            if isinstance(strategy, list) and not strategy[2]:
+                await_node = None  # pinned to one node: it does not wait for another
         methods = public_methods(cls)
         is_async = is_async_class(methods)
         actor_id = new_id()
@@ -729,6 +732,10 @@ class NativeBackend(Backend):
             "runtime_env": self._env(options.runtime_env),
             "strategy": strategy,
         }
+        if await_node is not None:
+            spec["await_node"] = await_node
+        if group_id is not None:
+            spec["placement_group"] = group_id
         payload = [cls_blob, *packed]
         actor_id, spec = self._request(Call.CREATE_ACTOR, actor_id, spec, payload, deps,
                                        contained)

@@ -6,7 +6,9 @@ lives on. Names are unique per namespace across the cluster: ``register`` answer
 the actor already holding a name instead of taking it. An actor whose node died
 is *restarting* while its creator may make it again elsewhere (its
 ``max_restarts`` allows and its owner node is alive); its name stays taken until it
-registers again (same actor id: the location moves) or is reported gone.
+registers again (same actor id: the location moves) or is reported gone. An actor
+that waited for a node (see ``pending_actors.py``) registers where it waited, then
+again where it is placed: that move is not a restart.
 
 Entry (what :meth:`ActorDirectory.rows` gives, and what the head persists)::
 
@@ -70,7 +72,8 @@ class ActorDirectory:
         if entry is None:
             entry = self.entries[actor_id] = DirEntry(actor_id, spec, node_id, owner_node)
         else:
-            if entry.state == "RESTARTING" or entry.node_id != node_id:
+            moved = entry.node_id != node_id and not spec.get("await_node")
+            if entry.state == "RESTARTING" or moved:  # (a pending actor placed: no restart)
                 entry.restarts += 1
             entry.spec, entry.node_id, entry.state = spec, node_id, "ALIVE"
         if name is not None:

@@ -423,11 +423,14 @@ class Federation:
     # ------------------------------------------------------------- heartbeats
     def _tick(self: Any, now: float) -> None:
         """Once per ``interval``: report, expire, broadcast changes. (Every turn:
-        answer the gathers whose time is up.)"""
+        answer the gathers whose time is up; place the pending actors a changed
+        cluster may now host, see pending_actors.py.)"""
         if self.gathers:
             self._expire_gathers(now)
         if self.locating:
             self._expire_locates(now)
+        if self.pending_actors:
+            self._place_pending_actors()  # only once the cluster's shape changed
         if now - self._last_tick < self.interval:
             return
         # On schedule (no drift), unless we fell far behind.

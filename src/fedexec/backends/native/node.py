@@ -93,6 +93,7 @@ from .memory_monitor import (
     MemoryMonitor,
     worker_rss,
 )
+from .pending_actors import PendingActorsMixin
 from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
@@ -298,8 +299,8 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
-                  HeadPersistence):
+class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActorsMixin,
+                  EventStream, HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -356,6 +357,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         self._init_federation()
         self._init_placement()
         self._init_directory()
+        self._init_pending_actors()
         self._init_events()
         self._init_persistence()
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
@@ -939,6 +941,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
         not known, the head says where it is now); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
+            if task.actor_id in self.pending_actors:  # waits for a node: queued in order
+                self._queue_pending_call(task)
+                return None
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
@@ -1249,6 +1254,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
             elif actor is not None and actor.worker is not None and actor.worker.conn:
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
+            elif actor is None:
+                self._cancel_pending_call(task)
         elif task.entry is not None:  # queued or running here: the core decides
             self._run(self.core.handle(CancelRequested(task_id, force)))
         elif task.state in ("WAITING", "PULLING"):
@@ -1452,7 +1459,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 self._create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
                 return _DEFER
         spec["node_id"] = self.node_id
-        if not self.pool.feasible(spec["demand_create"]):
+        if not self.pool.feasible(spec["demand_create"]) and not spec.get("await_node"):
             raise ValueError(f"actor needs {spec['demand_create']} but the node has "
                              f"{self.pool.total}")
         if not tracked(spec):
@@ -1491,6 +1498,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> list[Any]:
+        if not self.pool.feasible(spec["demand_create"]):  # it waits for a node
+            return self._pend_actor(conn, actor_id, spec, payload, deps, contained)
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
@@ -1607,6 +1616,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
                          location: str | None = None, located: bool = False) -> Any:
+        if actor_id in self.pending_actors:
+            return self._kill_pending_actor(actor_id, no_restart)
         actor = self.actors.get(actor_id)
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
@@ -1662,6 +1673,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
             "queued_shapes": [[d, n] for d, n in self.core.queued_shapes()],
             "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
                                for pg in self.pgs.values() if pg["nodes"] is None],
+            "pending_actors": self.pending_actors.rows(),
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
             "host": _host_usage(),
@@ -1691,7 +1703,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                 actor.queue.remove(task)
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
                 return True
-            return False
+            return self._cancel_pending_call(task)
         if task.state in ("WAITING", "QUEUED", "PULLING"):
             self._cancel(task_id, False, False)
             return True
@@ -1825,7 +1837,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, EventStream,
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
                      "restarts": a.restarts_used}
-                    for a in self.actors.values()]
+                    for a in self.actors.values()] + self._pending_actor_list_rows()
         if kind == "objects":
             where: dict[int, str] = {Kind.INLINE: "inline", Kind.SHM: "shared memory",
                                      Kind.ERROR: "error", Kind.FAILED: "failed"}

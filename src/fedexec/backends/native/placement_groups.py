@@ -164,6 +164,7 @@ class PlacementGroups:
         return _DEFER
 
     def _call_remove_placement_group(self: Any, conn: Any, pg_id: str) -> bool:
+        self._drop_pending_in_group(pg_id)  # actors waiting for it to be placed
         pg = self.pgs.pop(pg_id, None)
         if pg is None:
             return self._release_local(pg_id)
@@ -239,6 +240,10 @@ class PlacementGroups:
                 for k, v in demand.items():
                     entry.total[k] = entry.total.get(k, 0.0) + v
                     entry.available[k] = entry.available.get(k, 0.0) + v
+        # What the cluster can run changed (the heartbeat that says so will not:
+        # it reports the total already seen), for "fits no node" caches and the
+        # actors waiting for this group (see pending_actors.py).
+        self.members.shape_version += 1
 
     def _release_everywhere(self: Any, pg_id: str, nodes: set[str]) -> None:
         for node in nodes:

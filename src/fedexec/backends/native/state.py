@@ -117,7 +117,10 @@ def cluster_status(address: str = "auto", token: str | None = None,
     ``objects``, ``workers``, ``store``, ``host``: the machine's ``cpu_percent``,
     ``memory_used`` and ``memory_total``, ``queued_shapes``: ``[[demand, count], ...]``
     of the work queued there for resources, ``pending_groups``: ``[[bundles,
-    strategy, name], ...]`` of the placement groups it waits to place), the totals
+    strategy, name], ...]`` of the placement groups it waits to place,
+    ``pending_actors``: the actors waiting there for a node to host them, each
+    ``{actor_id, class_name, name, shape, waits_for, reason, calls, since}``, see
+    ``pending_actors.py``), the totals
     over the nodes that answered
     (``tasks``, ``queued_tasks``, ``actors``, ``objects``, ``workers``, ``store``:
     ``used_bytes``, ``capacity``, ``num_objects``, ``num_spilled``,
@@ -150,7 +153,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
                      objects=value["objects"], workers=len(value["workers"]),
                      store=dict(value["store"]), host=dict(value.get("host") or {}),
                      queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])],
-                     pending_groups=list(value.get("pending_groups", [])))
+                     pending_groups=list(value.get("pending_groups", [])),
+                     pending_actors=list(value.get("pending_actors", [])))
         for key in sums:
             sums[key] += entry[key]
         for key in _STORE_SUMS:

@@ -1,0 +1,245 @@
+"""Actors waiting for a node: made where no live node can host them yet, they wait
+here (the node their creator asked, usually the head) instead of being refused.
+A mixin of :class:`~.node.NodeManager` (the bookkeeping is :class:`PendingActors`,
+pure state, tested alone).
+
+An actor *pends* when its creation shape fits no live node but the client found
+that something will make one: an autoscaler node type fits it (the client asked,
+see ``client._feasible``: ``spec["await_node"] == "node"``), or it runs in a
+placement group not placed yet (``"group"``). Then::
+
+    CREATE_ACTOR ──▶ pending entry (its arguments pinned, its name taken at the head,
+                     the handle names this node)      ──▶ STATS "pending_actors"
+    ACTOR_CALL   ──▶ queued on the entry, in order          (the autoscaler launches
+    a node joins / a node's total changes (Membership.shape_version moves)
+                 ──▶ placed: created on that node (or here), its queued calls
+                     forwarded after it, in order; the entry goes
+    KILL_ACTOR, or its placement group removed
+                 ──▶ the entry goes, its calls fail with ActorDiedError
+
+Entry rows (STATS ``pending_actors``, ``fedexec status``)::
+
+    {"actor_id", "class_name", "name", "shape", "waits_for": "node"|"group",
+     "reason", "calls", "since"}
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .protocol import ErrorKind
+
+__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin"]
+
+
+def _shape(demand: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(demand.items())) + "}"
+
+
+class PendingActor:
+    """One actor waiting for a node (see the module docstring). ``calls`` are the
+    node's call tasks, queued in arrival order."""
+
+    __slots__ = ("actor_id", "calls", "contained", "deps", "owner", "payload", "since",
+                 "spec")
+
+    def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
+                 contained: list[str], owner: int | None, since: float):
+        self.actor_id = actor_id
+        self.spec = spec
+        self.payload = payload
+        self.deps = deps
+        self.contained = contained
+        self.owner = owner
+        self.since = since
+        self.calls: collections.deque[Any] = collections.deque()
+
+    @property
+    def shape(self) -> dict[str, float]:
+        return dict(self.spec["demand_create"])
+
+    @property
+    def waits_for(self) -> str:
+        """"group" (its placement group is not placed yet) or "node" (one to be
+        launched)."""
+        return "group" if self.spec.get("await_node") == "group" else "node"
+
+    def reason(self) -> str:
+        what = f"actor {self.spec.get('class_name')!r} ({self.actor_id})"
+        if self.waits_for == "group":
+            return (f"{what} waits for its placement group to be placed: it asks for "
+                    f"{_shape(self.shape)}, which no node has yet")
+        return (f"{what} waits for a node to be launched: it asks for {_shape(self.shape)}, "
+                "which no live node has, but an autoscaler node type does")
+
+    def row(self) -> dict[str, Any]:
+        return {"actor_id": self.actor_id, "class_name": self.spec.get("class_name"),
+                "name": self.spec.get("name"), "shape": self.shape,
+                "waits_for": self.waits_for, "reason": self.reason(),
+                "calls": len(self.calls), "since": self.since}
+
+
+class PendingActors:
+    """The pending actors of a node, in creation order, and the cluster shape
+    version (``Membership.shape_version``) they were last tried against: they are
+    tried again only when it moved (a node joined, died or changed its total)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, PendingActor] = {}
+        self.tried_version: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, actor_id: object) -> bool:
+        return actor_id in self.entries
+
+    def add(self, entry: PendingActor, shape_version: int) -> None:
+        """A new pending actor; it was just found to fit no node at ``shape_version``."""
+        self.entries[entry.actor_id] = entry
+        if self.tried_version is None:
+            self.tried_version = shape_version
+
+    def pop(self, actor_id: str) -> PendingActor | None:
+        return self.entries.pop(actor_id, None)
+
+    def due(self, shape_version: int) -> list[PendingActor]:
+        """The actors to try placing again: all of them, oldest first, once per
+        ``shape_version`` that differs from the one last tried; else none."""
+        if not self.entries or shape_version == self.tried_version:
+            return []
+        self.tried_version = shape_version
+        return list(self.entries.values())
+
+    def demand(self) -> list[dict[str, float]]:
+        """The shapes a node must be launched for (one per actor; not those waiting
+        for their placement group: the group is the demand)."""
+        return [e.shape for e in self.entries.values() if e.waits_for == "node"]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [e.row() for e in self.entries.values()]
+
+
+class _Owner:
+    """Stands for an actor's creator that is no longer connected (only its id is
+    kept with the actor)."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, cid: int | None):
+        self.id = cid
+
+
+class PendingActorsMixin:
+    """The node manager's side of pending actors (see the module docstring)."""
+
+    def _init_pending_actors(self: Any) -> None:
+        self.pending_actors = PendingActors()
+
+    def _pending_actor_list_rows(self: Any) -> list[dict[str, Any]]:
+        """``fedexec list actors`` rows of the pending actors (state WAITING_FOR_NODE)."""
+        return [{"actor_id": e.actor_id, "class": e.spec.get("class_name"),
+                 "name": e.spec.get("name") or "",
+                 "job_id": self._job_of([e.spec.get("runtime_env")]),
+                 "namespace": e.spec.get("namespace") or "default",
+                 "state": "WAITING_FOR_NODE", "pid": None, "restarts": 0}
+                for e in self.pending_actors.entries.values()]
+
+    def _pend_actor(self: Any, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+                    deps: list[str], contained: list[str]) -> list[Any]:
+        """Keep an actor no live node can host until one can (its name, if any, is
+        already registered at the head, pointing here). Returns the creation reply."""
+        entry = PendingActor(actor_id, spec, payload, deps, contained,
+                             getattr(conn, "id", None), time.time())
+        for oid in deps + contained:
+            self._pin(oid)
+        self.pending_actors.add(entry, self.members.shape_version)
+        self._log(entry.reason())
+        return [actor_id, spec]
+
+    def _queue_pending_call(self: Any, task: Any) -> None:
+        """A call to a pending actor: it waits, in order, for the actor to be placed."""
+        entry = self.pending_actors.entries[task.actor_id]
+        task.retries_left = entry.spec.get("max_task_retries", 0)
+        entry.calls.append(task)
+
+    def _cancel_pending_call(self: Any, task: Any) -> bool:
+        """Cancel a call queued on a pending actor; False if it is not one."""
+        entry = self.pending_actors.entries.get(task.actor_id)
+        if entry is None or task not in entry.calls:
+            return False
+        entry.calls.remove(task)
+        self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
+        return True
+
+    def _kill_pending_actor(self: Any, actor_id: str, no_restart: bool) -> bool:
+        """KILL_ACTOR for a pending actor: it is gone (its calls fail), unless
+        ``no_restart`` is False and it may restart (it never started: it stays)."""
+        entry = self.pending_actors.entries[actor_id]
+        limit = entry.spec.get("max_restarts", 0)
+        if not no_restart and limit != 0:
+            return True
+        self._drop_pending_actor(actor_id, "it was killed before a node could host it")
+        return True
+
+    def _drop_pending_in_group(self: Any, pg_id: str) -> None:
+        """The placement group ``pg_id`` was removed: the actors waiting for it go."""
+        for entry in list(self.pending_actors.entries.values()):
+            if entry.spec.get("placement_group") == pg_id:
+                self._drop_pending_actor(entry.actor_id, "its placement group was removed "
+                                         "before it was placed")
+
+    def _drop_pending_actor(self: Any, actor_id: str, why: str) -> None:
+        entry = self.pending_actors.pop(actor_id)
+        if entry is None:
+            return
+        for task in entry.calls:
+            if task.id in self.tasks:
+                self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+        self._actor_gone(actor_id, entry.spec)  # the head frees its name
+        for oid in entry.deps + entry.contained:
+            self._unpin(oid)
+        self._dirty = True
+
+    def _place_pending_actors(self: Any) -> None:
+        """Called every loop turn: once the cluster's shape changed, make each pending
+        actor that now fits a node there (or here), and send its queued calls after it."""
+        for entry in self.pending_actors.due(self.members.shape_version):
+            demand = entry.spec["demand_create"]
+            if self.pool.feasible(demand):
+                self._place_pending_here(entry)
+                continue
+            if len(self.members.nodes) < 2:
+                continue
+            peer = self._best_remote(demand, need_room=False)
+            if peer is not None:
+                self._place_pending_at(entry, peer)
+
+    def _place_pending_here(self: Any, entry: PendingActor) -> None:
+        self.pending_actors.pop(entry.actor_id)
+        owner = self.conns.get(entry.owner) or _Owner(entry.owner)
+        self._make_actor(owner, entry.actor_id, entry.spec, entry.payload, entry.deps,
+                         entry.contained)
+        for oid in entry.deps + entry.contained:
+            self._unpin(oid)  # the actor pins them now
+        for task in entry.calls:
+            if task.id in self.tasks:
+                why = self._queue_actor_call(task)
+                if why is not None:
+                    self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+        self._dirty = True
+
+    def _place_pending_at(self: Any, entry: PendingActor, peer: Any) -> None:
+        self.pending_actors.pop(entry.actor_id)
+        self._log(f"placing pending actor {entry.actor_id} on node {peer.node_id}")
+        self._create_remote_actor(peer, None, entry.actor_id, entry.spec, entry.payload,
+                                  entry.deps, entry.contained)
+        self.remote_actors[entry.actor_id]["owner"] = entry.owner  # it may restart for it
+        for oid in entry.deps + entry.contained:
+            self._unpin(oid)  # the remote entry pins them now
+        for task in entry.calls:  # after the creation, on the same link: in order
+            if task.id in self.tasks:
+                self._forward_call(task, peer)
