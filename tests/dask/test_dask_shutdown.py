@@ -120,3 +120,28 @@ def test_a_shutdown_still_waiting_says_on_what(monkeypatch, nothing_left):
     said = [m for m in said if "still waits" in m]
     assert said and "'slow-one' (running on tcp://" in said[0], said
     nothing_left()
+
+
+class _Sleeper:
+    def sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+@pytest.mark.timeout(120)
+def test_shutdown_waits_for_actor_calls_within_a_bound_then_fails_them(monkeypatch, caplog):
+    """An actor call that does not finish (here a long sleep; in the field a
+    frozen worker) holds shutdown(wait=True) only DRAIN_LIMIT_S: then it fails,
+    and a warning says which call was given up on."""
+    from fedexec.backends.dask import _actors
+
+    monkeypatch.setattr(_actors, "DRAIN_LIMIT_S", 2.0)
+    ex = fedexec.Executor(backend="dask", num_cpus=2)
+    actor = ex.options(num_cpus=0).actor(_Sleeper)
+    assert actor.sleep.remote(0).result(T) == 0
+    ref = actor.sleep.remote(600)
+    with caplog.at_level(logging.WARNING, logger=_actors.__name__):
+        assert shut_down_within(lambda: ex.shutdown(wait=True)), "shutdown hung"
+    with pytest.raises(fedexec.ActorDiedError, match="still unfinished"):
+        ref.result(T)
+    assert "_Sleeper.sleep" in caplog.text

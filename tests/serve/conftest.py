@@ -1,7 +1,7 @@
 """Serve tests: serve on a default executor per module and backend, on a free port.
 
 Tests that take ``serve_url`` run on the backends in ``SERVE_BACKENDS`` (``native``,
-``local``; ``FEDEXEC_TEST_BACKENDS`` narrows the list; dask: see below).
+``local``, ``dask``; ``FEDEXEC_TEST_BACKENDS`` narrows the list).
 Mark a test ``@pytest.mark.requires("worker_processes", ...)`` to skip it, with
 the missing capability named, on a backend that lacks one. Besides the declared
 capabilities there is one probed here: ``actor_processes``, each actor in a
@@ -25,10 +25,7 @@ import fedexec
 from _backend_support import free_port
 from fedexec import backends
 
-# Not dask for now: serve.shutdown() on dask can hang killing the checkpoint actor
-# (DaskBackend.kill_actor's client.run never answers, then the executor's shutdown
-# waits in ActorManager.drain); seen in CI and here, cause not found yet (issue 15).
-SERVE_BACKENDS = ("native", "local")
+SERVE_BACKENDS = ("native", "local", "dask")
 
 
 def _backends() -> list[str]:

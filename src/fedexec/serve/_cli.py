@@ -92,8 +92,14 @@ def main(args: argparse.Namespace) -> int:
         return 1
 
 
+#: How long ``serve run`` may take to stop after Ctrl-C before it exits anyway.
+STOP_GRACE_S = 20.0
+
+
 def _run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (or SIGTERM), then shut serve down."""
+    """Serve until Ctrl-C (or SIGTERM), then shut serve down. It exits within
+    ``STOP_GRACE_S`` of the Ctrl-C whatever the cleanup does, or at once on a
+    second Ctrl-C (see :func:`_stop_guard`)."""
     import signal
     import time
 
@@ -112,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup
+        _stop_guard(STOP_GRACE_S)
         try:
             api.shutdown()
         except Exception as exc:
@@ -121,6 +127,36 @@ def _run(args: argparse.Namespace) -> int:
 
         fedexec.shutdown()
     return 0
+
+
+def _stop_guard(grace_s: float) -> None:
+    """From now on the process exits within ``grace_s`` (status 1, with every
+    thread's stack on stderr, to show what held it) or at a second Ctrl-C or
+    SIGTERM (status 130), whatever the cleanup still waits for."""
+    import faulthandler
+    import signal
+    import threading
+
+    def force(signum: int, frame: Any) -> None:
+        print("fedexec serve run: stopping at once (second signal)", file=sys.stderr,
+              flush=True)
+        os._exit(130)
+
+    def late() -> None:
+        print(f"fedexec serve run: did not stop within {grace_s:.0f} s of Ctrl-C; exiting "
+              "anyway. What it was waiting for:", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+    signal.signal(signal.SIGINT, force)
+    signal.signal(signal.SIGTERM, force)
+    print("fedexec serve run: stopping (Ctrl-C again to stop at once)", file=sys.stderr,
+          flush=True)
+    timer = threading.Timer(grace_s, late)
+    timer.daemon = True  # runs on while the interpreter joins other threads at exit
+    timer.name = "fedexec-serve-run-stop-guard"
+    timer.start()
 
 
 def _deploy(path: str) -> None:

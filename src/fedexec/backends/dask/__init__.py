@@ -47,7 +47,8 @@ How the contract maps onto Dask:
   while a ref to it exists; a lost ``put`` value is stored again by the process
   that put it; objects beyond a worker's memory limit are spilled to disk by Dask;
 * ``shutdown(wait=True)`` waits while Dask runs the tasks in flight, never for a
-  completion Dask says is due but that did not arrive (``_drain``); then the
+  completion Dask says is due but that did not arrive (``_drain``), and for
+  actor calls at most ``_actors.DRAIN_LIMIT_S`` (then they fail); then the
   values of finished refs still referenced are fetched, so ``result()`` keeps
   working, as with the stdlib pools.
 

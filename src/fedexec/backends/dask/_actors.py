@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import threading
 import time
 import weakref
@@ -74,6 +75,16 @@ if TYPE_CHECKING:
     from ._backend import DaskBackend
 
 __all__ = ["ActorManager"]
+
+logger = logging.getLogger(__name__)
+
+#: How long a command to an actor's worker (kill, cancel) waits for its answer: a
+#: worker that does not answer is taken as gone.
+RUN_TIMEOUT_S = 30.0
+#: How long shutdown waits for the actor calls still running (``drain``) before it
+#: fails them, and how often it says what it waits for meanwhile (at WARNING).
+DRAIN_LIMIT_S = 300.0
+DRAIN_REPORT_S = 30.0
 
 _TOPICS_LOCK = threading.Lock()
 _TOPICS: dict[tuple[str, str], list[weakref.ref[Proxy]]] = {}
@@ -657,7 +668,8 @@ class ActorManager:
         if address is not None:
             try:
                 ok = self.client.run(host_side.cancel_call, proxy.actor_id, call.key,
-                                     workers=[address]).get(address, False)
+                                     workers=[address], callback_timeout=RUN_TIMEOUT_S
+                                     ).get(address, False)
             except Exception:
                 ok = False
             if not ok:
@@ -679,8 +691,12 @@ class ActorManager:
         if address is not None:
             try:
                 outcome = self.client.run(host_side.kill_host, proxy.actor_id, no_restart,
-                                          workers=[address]).get(address, "missing")
-            except Exception:
+                                          workers=[address], callback_timeout=RUN_TIMEOUT_S
+                                          ).get(address, "missing")
+            except Exception as exc:
+                logger.warning("fedexec dask backend: killing actor %s(%s): its worker %s did "
+                               "not answer (%r); taking it as dead", proxy.class_name,
+                               proxy.actor_id, address, exc)
                 outcome = "missing"
         if outcome == "restarting":
             return
@@ -690,14 +706,36 @@ class ActorManager:
             self.backend.cancel_futures([lifetime])
 
     # --------------------------------------------------------------- shutdown
-    def drain(self) -> None:
-        """Wait until the calls this runtime sent have finished."""
+    def drain(self, limit: float | None = None) -> None:
+        """Wait until the calls this runtime sent have finished, at most ``limit``
+        seconds (default ``DRAIN_LIMIT_S``): then those still unfinished fail with
+        ``ActorDiedError`` (their actor's worker may be frozen or unreachable), and
+        a warning says which. Says what it waits for every ``DRAIN_REPORT_S``."""
+        start = time.monotonic()
+        deadline = start + (DRAIN_LIMIT_S if limit is None else limit)
+        next_report = start + DRAIN_REPORT_S
         while True:
             with self.lock:
                 pending = [c for c in self.by_ref.values()
                            if c.proxy.state != "dead" and not all(r.done() for r in c.refs)]
             if not pending:
                 return
+            now = time.monotonic()
+            shown = ", ".join(f"{c.name!r} on {c.address or 'no worker yet'}"
+                              for c in pending[:5]) + (" ..." if len(pending) > 5 else "")
+            if now >= deadline:
+                logger.warning("fedexec dask backend: shutdown waited %.0f s for %d actor "
+                               "call(s) to finish; failing them: %s", now - start,
+                               len(pending), shown)
+                self._fail_calls(pending, ActorDiedError(
+                    f"the executor shut down and its actor calls were still unfinished "
+                    f"after {now - start:.0f} s (the actor's worker did not answer); "
+                    "finish actor calls before shutdown, or kill the actor"))
+                return
+            if now >= next_report:
+                next_report = now + DRAIN_REPORT_S
+                logger.warning("fedexec dask backend: shutdown(wait=True) still waits for %d "
+                               "actor call(s) to finish: %s", len(pending), shown)
             time.sleep(0.02)
 
     def shutdown(self) -> None:
@@ -707,7 +745,8 @@ class ActorManager:
                 if proxy.address is not None and not self.backend.embedded:
                     try:
                         self.client.run(host_side.kill_host, proxy.actor_id, True,
-                                        workers=[proxy.address])
+                                        workers=[proxy.address],
+                                        callback_timeout=RUN_TIMEOUT_S)
                     except Exception:
                         pass
                 self._mark_dead(proxy, "the executor that owned it was shut down",

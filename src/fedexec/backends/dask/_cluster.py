@@ -14,7 +14,13 @@ resource model, not Dask's defaults:
   bounds how many tasks run, so fractional and zero-CPU tasks run as they do on
   the other backends;
 * ``allowed_failures=0``: a worker death fails its tasks at once, and fedexec
-  retries them up to each task's own ``max_retries``.
+  retries them up to each task's own ``max_retries``;
+* on Python 3.11, Dask's statistical profiler off in the workers: it calls
+  ``sys._current_frames()`` every 10 ms, and on 3.11 a garbage collection inside
+  that call can deadlock the whole worker process against a thread being started
+  or ending (CPython gh-106883 / gh-116969, dask/distributed#8616). Actors start
+  many threads (serve's controller hundreds), so workers hosting them froze: their
+  event loop never answered again (``client.run`` hung in ``serve.shutdown()``).
 
 A joined cluster (``address=`` or ``client=``) is used as it is: ``num_cpus``
 maps to the ``CPU`` worker resource where workers declare one, else only to
@@ -26,16 +32,23 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import dask.config
 import distributed
 import psutil
 
 from ._common import node_id_of
 
 __all__ = ["ClusterView", "start_local_cluster"]
+
+#: Whether Dask's worker profiler can deadlock this interpreter (see the module docstring).
+PROFILER_DEADLOCKS = sys.version_info[:2] == (3, 11)
+#: The worker config that turns it off.
+NO_PROFILER = {"distributed.worker.profile.enabled": False}
 
 #: The dask backend's options (``DaskBackend.options``).
 OPTIONS = frozenset({"client", "n_workers", "threads_per_worker", "cluster_kwargs"})
@@ -67,7 +80,9 @@ def start_local_cluster(config: Any) -> distributed.LocalCluster:
         "scheduler_kwargs": {"allowed_failures": 0, "dashboard_address": "127.0.0.1:0"},
     }
     kwargs.update(opts.get("cluster_kwargs") or {})
-    return distributed.LocalCluster(**kwargs)
+    # the nannies pass the config current when they start to their workers
+    with dask.config.set(NO_PROFILER if PROFILER_DEADLOCKS else {}):
+        return distributed.LocalCluster(**kwargs)
 
 
 class ClusterView:

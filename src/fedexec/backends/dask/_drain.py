@@ -9,8 +9,9 @@ that cannot come::
         failed), or the client is closing             wait COMPLETION_GRACE_S for it,
                                                       then deliver it here, with a
                                                       warning (it was lost)
-    then the actor calls (``ActorManager.drain``), then the force-cancels still
-    restarting a worker (each bounded: ``_cancel.restart_if_stuck``)
+    then the actor calls (``ActorManager.drain``, at most ``DRAIN_LIMIT_S``), then
+    the force-cancels still restarting a worker (each bounded:
+    ``_cancel.restart_if_stuck``)
 
 What shutdown waits on is the refs, not the runtime's bookkeeping: a task whose
 refs are completed is over, whether or not its record was dropped yet.
