@@ -2,7 +2,7 @@
 
 Scripted sequences check each decision; a hypothesis state machine checks the
 invariants over random interleavings: resources are booked exactly (and never past
-the total), every accepted task ends with exactly one Reply, a task is dispatched
+the total), every accepted task ends with exactly one Reply or Failed, a task is dispatched
 only to an idle worker (or pipelined onto a busy lease of its own shape).
 """
 
@@ -24,7 +24,6 @@ from fedexec.backends.native.core.events import (
     CancelRunning,
     Dispatch,
     Failed,
-    Finished,
     HandedBack,
     KillWorker,
     Pipeline,
@@ -44,7 +43,7 @@ from fedexec.backends.native.core.events import (
     WorkerReady,
     WorkerUnblocked,
 )
-from fedexec.backends.native.core.scheduler import LocalScheduler
+from fedexec.backends.native.core.scheduler import LocalScheduler, TaskEntry
 from fedexec.backends.native.protocol import ErrorKind
 
 
@@ -81,7 +80,7 @@ def test_tasks_start_on_idle_workers_as_resources_allow_and_finish_frees_them():
     assert core.pool.used["CPU"] == 2 and core.queued() == 1
     assert core.handle(Tick(2.0)) == []  # no idle worker, no room
     acts = core.handle(TaskFinished(w1, "a", ["result"], 3.0))
-    assert acts == [Reply("a", Finished(["result"]))]
+    assert acts == [Reply("a", ["result"])]
     assert core.pool.used["CPU"] == 1 and core.workers[w1].state == "IDLE"
     assert core.handle(Tick(4.0)) == [TaskStarted("c", 4.0), Dispatch(w1, ("c",))]
 
@@ -111,9 +110,9 @@ def test_a_worker_death_retries_the_running_task_then_fails_it_when_retries_run_
     core.handle(WorkerReady("w2"))
     assert _of(core.handle(Tick(1.0)), Dispatch) == [Dispatch("w2", ("t",))]
     acts = core.handle(WorkerDied("w2", "its process exited", pid=42))
-    (reply,) = _of(acts, Reply)
-    assert reply.task_id == "t" and reply.outcome.kind == ErrorKind.WORKER_CRASHED
-    assert "pid 42" in reply.outcome.message and "max_retries is exhausted" in reply.outcome.message
+    (reply,) = _of(acts, Failed)
+    assert reply.task_id == "t" and reply.kind == ErrorKind.WORKER_CRASHED
+    assert "pid 42" in reply.message and "max_retries is exhausted" in reply.message
     assert "t" not in core.tasks and core.queued() == 0
 
 
@@ -130,7 +129,7 @@ def test_unlimited_retries_stay_unlimited_and_a_given_error_replaces_the_crash()
     core.handle(TaskFinished("w2", "t", [], 2.0))
     core.handle(Tick(3.0))  # u runs on w2
     acts = core.handle(WorkerDied("w2", "oom", error=(ErrorKind.OUT_OF_MEMORY, "too big")))
-    assert _of(acts, Reply) == [Reply("u", Failed(ErrorKind.OUT_OF_MEMORY, "too big"))]
+    assert _of(acts, Failed) == [Failed("u", ErrorKind.OUT_OF_MEMORY, "too big")]
 
 
 def test_cancelling_a_queued_task_drops_it_and_replies_cancelled():
@@ -138,7 +137,7 @@ def test_cancelling_a_queued_task_drops_it_and_replies_cancelled():
     _ready(core)
     core.handle(TaskSubmitted("t", "job", {"CPU": 1}, 3))
     acts = core.handle(CancelRequested("t"))
-    assert acts == [Reply("t", Failed(ErrorKind.CANCELLED, "task 'job' was cancelled"))]
+    assert acts == [Failed("t", ErrorKind.CANCELLED, "task 'job' was cancelled")]
     assert core.queued() == 0 and core.handle(Tick(0.0)) == []
     assert core.handle(CancelRequested("t")) == []  # ended: nothing more
 
@@ -152,7 +151,7 @@ def test_cancelling_a_running_task_asks_its_worker_or_force_kills_it():
     assert core.handle(CancelRequested("run")) == [CancelRunning(w1, "run")]
     acts = core.handle(CancelRequested("run", force=True))
     assert acts[:2] == [
-        Reply("run", Failed(ErrorKind.CANCELLED, "task 'run' was cancelled (its worker was killed)")),
+        Failed("run", ErrorKind.CANCELLED, "task 'run' was cancelled (its worker was killed)"),
         KillWorker(w1, "it was killed to force-cancel task 'run'")]
     assert acts[2:] == [SpawnWorker("w2")]
     assert core.handle(WorkerDied(w1, "its process exited")) == []  # counted dead already
@@ -169,7 +168,7 @@ def test_a_force_cancel_requeues_the_tasks_pipelined_behind_untouched():
     assert _of(acts, Dispatch) == [Dispatch(w1, ("b", "c", "d"))]
     assert not _of(acts, TaskStarted)  # a is still the one running
     acts = core.handle(CancelRequested("a", force=True))
-    assert [r.task_id for r in _of(acts, Reply)] == ["a"]
+    assert [r.task_id for r in _of(acts, Failed)] == ["a"]
     assert [core.tasks[t].state for t in "bcd"] == ["QUEUED"] * 3
     assert [core.tasks[t].retries_left for t in "bcd"] == [1, 1, 1]
 
@@ -183,7 +182,7 @@ def test_finishing_the_running_task_starts_the_next_pipelined_one():
     core.handle(Pipeline(keep=0))
     assert core.position("c") == 2
     acts = core.handle(TaskFinished(w1, "a", [1], 5.0))
-    assert acts == [TaskStarted("b", 5.0), Reply("a", Finished([1]))]
+    assert acts == [TaskStarted("b", 5.0), Reply("a", [1])]
     assert core.workers[w1].state == "LEASED" and core.pool.used["CPU"] == 1
 
 
@@ -247,13 +246,12 @@ def test_a_revoked_task_ends_with_its_workers_answer_or_its_death():
     assert core.handle(RevokeRequested(("b", "c"))) == [RevokeTask(w1, "b"), RevokeTask(w1, "c")]
     assert core.handle(CancelRequested("b")) == []  # its worker's answer ends it
     dropped = [[None, 4, ErrorKind.CANCELLED]]
-    assert core.handle(TaskFinished(w1, "b", dropped, 1.0)) == [Reply("b", Finished(dropped))]
+    assert core.handle(TaskFinished(w1, "b", dropped, 1.0)) == [Reply("b", dropped)]
     acts = core.handle(WorkerDied(w1, "gone", replace=False))
-    assert _of(acts, Reply) == [
-        Reply("c", Failed(ErrorKind.CANCELLED, "task 'c' was cancelled")),
-        Reply("a", Failed(ErrorKind.WORKER_CRASHED,
-                          "the worker (pid 0) running task 'a' died (gone) and max_retries "
-                          "is exhausted"))]
+    assert _of(acts, Failed) == [
+        Failed("c", ErrorKind.CANCELLED, "task 'c' was cancelled"),
+        Failed("a", ErrorKind.WORKER_CRASHED,
+               "the worker (pid 0) running task 'a' died (gone) and max_retries is exhausted")]
     assert not _of(acts, SpawnWorker)
 
 
@@ -268,6 +266,24 @@ def test_withdrawn_and_abandoned_tasks_end_without_a_reply():
     assert core.handle(TaskAbandoned("a")) == []
     assert core.handle(TaskFinished(w1, "a", [], 1.0)) == []  # ends nothing now
     assert core.workers[w1].state == "IDLE" and core.pool.used["CPU"] == 0
+
+
+def test_a_record_handed_over_is_the_one_the_core_keeps_and_updates():
+    core = _core(cpus=1, pool_size=1)
+    (w1,) = _ready(core)
+    mine = TaskEntry("a", "job", {"CPU": 1}, 2)
+    mine.state = "WAITING"  # (the caller's own state, before it hands it over)
+    core.handle(TaskSubmitted("a", "job", {"CPU": 1}, 2, mine))
+    assert core.tasks["a"] is mine and mine.state == "QUEUED" and mine.worker is None
+    core.handle(Tick(0.0))
+    assert mine.state == "ASSIGNED" and mine.worker == w1
+    core.handle(WorkerDied(w1, "exited"))
+    assert mine.state == "QUEUED" and mine.worker is None and mine.retries_left == 1
+    core.handle(WorkerReady("w2"))
+    core.handle(Tick(1.0))
+    core.handle(TaskAbandoned("a"))  # ended by the caller while its worker runs it
+    assert core.handle(TaskFinished("w2", "a", [], 2.0)) == []  # no second end
+    assert core.workers["w2"].state == "IDLE" and core.pool.used["CPU"] == 0
 
 
 def test_gpu_shares_pack_onto_one_gpu_and_whole_gpus_get_their_own():
@@ -344,7 +360,7 @@ class CoreMachine(RuleBasedStateMachine):
                     assert self.core.tasks[tid].demand == demand
             elif isinstance(a, StartActor):
                 assert before.get(a.worker_id, ("?",))[0] == "IDLE"
-            elif isinstance(a, Reply):
+            elif isinstance(a, (Reply, Failed)):
                 assert a.task_id in self.accepted, a
                 assert a.task_id not in self.replied, f"second Reply for {a.task_id}"
                 assert a.task_id not in self.gone
@@ -363,7 +379,11 @@ class CoreMachine(RuleBasedStateMachine):
     def submit(self, shape: dict[str, float], retries: int) -> None:
         tid = f"t{next(self.ids)}"
         self.accepted.add(tid)
-        self._handle(TaskSubmitted(tid, tid, shape, retries))
+        # Every other task comes with its record made by the caller (the node's way).
+        n = len(self.accepted)
+        entry = TaskEntry(tid, tid, shape, retries) if n % 2 else None
+        self._handle(TaskSubmitted(tid, tid, shape, retries, entry))
+        assert entry is None or self.core.tasks[tid] is entry
 
     @precondition(lambda self: self.starting)
     @rule(data=st.data())
@@ -496,7 +516,7 @@ class CoreMachine(RuleBasedStateMachine):
             w.id for w in core.workers.values() if w.state == "IDLE")
 
     def teardown(self) -> None:
-        """Run everything to its end: each accepted task got exactly one Reply."""
+        """Run everything to its end: each accepted task got exactly one Reply or Failed."""
         core = self.core
         for _ in range(500):
             if not core.tasks:

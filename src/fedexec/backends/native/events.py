@@ -158,7 +158,8 @@ class EventStream:
             job = self._job_of([actor.spec.get("runtime_env")]) if actor is not None else ""
         else:
             job = self._job_of(task.payload)
-        pid = self._worker_pid(task)
+        worker = self.workers.get(task.worker or "")  # (the core's worker id; None: none)
+        pid = worker.pid if worker is not None else None
         self._event(["T", task.id, task.name, "FAILED" if failed else "FINISHED", job,
                      task.actor_id or "", pid, time.time()])
 

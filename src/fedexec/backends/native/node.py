@@ -189,10 +189,14 @@ class _Obj:
         return [Op.OBJECT, self.id, self.kind, *self.payload]
 
 
-class _Task:
-    __slots__ = ("_retries", "_state", "actor_id", "children", "contained", "demand", "deps",
-                 "entry", "id", "live", "missing", "name", "node", "owner", "parent",
-                 "payload", "return_ids", "started", "strategy", "submitted")
+class _Task(TaskEntry):
+    """A task on this node. It is the core's record too (``TaskSubmitted.entry``):
+    while the core holds it (QUEUED, ASSIGNED, REVOKING) the core writes ``state``,
+    ``worker`` (a worker id) and ``retries_left``; otherwise this shell does."""
+
+    __slots__ = ("actor_id", "children", "contained", "deps", "live", "missing", "node",
+                 "owner", "parent", "payload", "return_ids", "started", "strategy",
+                 "submitted")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
                  max_retries: int, deps: list[str], contained: list[str], payload: Any,
@@ -201,14 +205,14 @@ class _Task:
         self.return_ids = return_ids
         self.name = name
         self.demand = demand
-        self._retries = max_retries
+        self.retries_left = max_retries
         self.deps = deps
         self.contained = contained
         self.payload = payload
         self.owner = owner
         self.actor_id = actor_id
-        self._state = "WAITING"
-        self.entry: TaskEntry | None = None  # the core's record, while the core has it
+        self.state = "WAITING"
+        self.worker = None
         self.missing = 0
         self.parent: str | None = None
         self.children: list[str] = []
@@ -217,33 +221,6 @@ class _Task:
         self.live = 0                  # lineage: its results still held elsewhere
         self.started = 0.0             # when it last started on a worker (monotonic)
         self.submitted = time.monotonic()  # when this node got it
-
-    @property
-    def state(self) -> str:
-        """Its state here; while the core has it (QUEUED, ASSIGNED, REVOKING), the
-        core's record says."""
-        entry = self.entry
-        return entry.state if entry is not None else self._state
-
-    @state.setter
-    def state(self, value: str) -> None:
-        entry = self.entry
-        if entry is not None:  # it leaves the core's hands (done, forwarded)
-            self._retries, self.entry = entry.retries_left, None
-        self._state = value
-
-    @property
-    def retries_left(self) -> int:
-        """Retries left (-1: unlimited); the core's count while the core has it."""
-        entry = self.entry
-        return entry.retries_left if entry is not None else self._retries
-
-    @retries_left.setter
-    def retries_left(self, value: int) -> None:
-        if self.entry is not None:
-            self.entry.retries_left = value
-        else:
-            self._retries = value
 
 
 class _Worker:
@@ -325,7 +302,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             SpawnWorker: self._do_spawn, Dispatch: self._do_dispatch,
             TaskStarted: self._do_started, StartActor: self._do_start_actor,
             KillWorker: self._do_kill, CancelRunning: self._do_cancel_running,
-            RevokeTask: self._do_revoke, Reply: self._do_reply,
+            RevokeTask: self._do_revoke, Reply: self._do_reply, Failed: self._do_failed,
         }
         capacity = int(config["object_store_memory"])
         self.store = StoreManager(config["store_dir"], config["spill_dir"], capacity,
@@ -817,8 +794,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if bad is not None:
             self._finish_task(task, [[rid, bad.kind, *bad.payload] for rid in task.return_ids])
             return
-        self.core.handle(TaskSubmitted(task.id, task.name, task.demand, task.retries_left))
-        task.entry = self.core.tasks[task.id]  # QUEUED
+        self.core.submitted(TaskSubmitted(task.id, task.name, task.demand, task.retries_left,
+                                          task))  # QUEUED
         self._dirty = True
         self._spill_due = True
 
@@ -985,25 +962,16 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 conn.creating.discard(r[0])
         actor_id = worker.slot.actor
         if actor_id is None:
-            self._run(self.core.handle(TaskFinished(worker.id, task_id, results,
-                                                    time.monotonic())))
+            execute = self._executors
+            for action in self.core.finished(TaskFinished(worker.id, task_id, results,
+                                                          time.monotonic())):
+                execute[type(action)](action)  # (_run, inlined: once per task)
         else:
             actor = self.actors.get(actor_id)
             if actor is not None:
                 actor.inflight.pop(task_id, None)
-            task = self.tasks.get(task_id)
-            if task is not None:
-                self._task_ran(task, results)
+            self._do_reply(Reply(task_id, results))  # (replied as the core's tasks are)
         self._dirty = True
-
-    def _task_ran(self, task: _Task, results: list[list[Any]]) -> None:
-        """A worker ran ``task`` to an end: count it, complete its results."""
-        if task.started:
-            self.latency[1].observe(time.monotonic() - task.started)
-        failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
-        self.ran["FAILED" if failed else "FINISHED"] += 1
-        self._finish_task(task, results)
-        self._revoked(task.id, results)
 
     def _on_blocked(self, conn: _Conn, msg: list[Any]) -> None:
         if conn.worker is not None:
@@ -1127,12 +1095,17 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         self._maybe_free(obj)
 
     # ----------------------------------------------------------------- tasks
-    def _finish_task(self, task: _Task, results: list[list[Any]]) -> None:
+    def _finish_task(self, task: _Task, results: list[list[Any]],
+                     failed: bool | None = None) -> None:
+        """``task`` ended with ``results`` (``failed``: one of them is an error, when
+        the caller knows)."""
         if self.tasks.pop(task.id, None) is None:
             return
         if task.id in self.core.tasks:  # ended here, not by the core (a bad message)
             self.core.handle(TaskAbandoned(task.id))
-        self._event_task(task, any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results))
+        if failed is None:
+            failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
+        self._event_task(task, failed)
         task.state = "DONE"
         for r in results:
             obj = self.objects.get(r[0])
@@ -1151,16 +1124,20 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         """Start what can start (run once per loop turn, after all input is handled)."""
         self._dirty = False
         core = self.core
-        if core.idle and core.queued():
-            self._run(core.handle(Tick(time.monotonic())))
-        if core.queued() and len(self.members.nodes) > 1:
-            self._spill()
-        if core.queued():
-            # A node of a cluster (it listens on TCP) keeps a queue as long as four
-            # times the cluster's CPUs unpipelined: other nodes, present or joining,
-            # may take it.
-            keep = int(4 * self.members.totals().get("CPU", 0.0)) if self.tcp_address else 0
-            self._run(core.handle(Pipeline(keep)))
+        queue = core.queue  # (read: its length; the hot path skips core.queued())
+        if core.idle and len(queue):
+            execute = self._executors
+            for action in core.tick(Tick(time.monotonic())):
+                execute[type(action)](action)  # (_run, inlined: once per task)
+        if len(queue):
+            if len(self.members.nodes) > 1:
+                self._spill()
+            if len(queue):
+                # A node of a cluster (it listens on TCP) keeps a queue as long as four
+                # times the cluster's CPUs unpipelined: other nodes, present or
+                # joining, may take it.
+                keep = int(4 * self.members.totals().get("CPU", 0.0)) if self.tcp_address else 0
+                self._run(core.pipeline(Pipeline(keep)))
         if self.cancel_waits:
             self._settle_cancels()
 
@@ -1220,17 +1197,24 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._out(worker.conn).append([Op.REVOKE, a.task_id])
 
     def _do_reply(self, a: Reply) -> None:
+        """A worker ran the task to an end: count it, complete its results."""
         task = self.tasks.get(a.task_id)
         if task is None:
             return
-        outcome = a.outcome
-        if isinstance(outcome, Failed):
-            results = [[rid, Kind.FAILED, outcome.kind, outcome.message]
-                       for rid in task.return_ids]
+        if task.started:
+            self.latency[1].observe(time.monotonic() - task.started)
+        results = a.results
+        failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
+        self.ran["FAILED" if failed else "FINISHED"] += 1
+        self._finish_task(task, results, failed)
+        self._revoked(task.id, results)
+
+    def _do_failed(self, a: Failed) -> None:
+        task = self.tasks.get(a.task_id)
+        if task is not None:
+            results = [[rid, Kind.FAILED, a.kind, a.message] for rid in task.return_ids]
             self._finish_task(task, results)
             self._revoked(task.id, results)
-        else:
-            self._task_ran(task, outcome.results)
 
     def _dep_entry(self, oid: str) -> list[Any]:
         obj = self.objects[oid]
@@ -1238,8 +1222,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
 
     def _worker_pid(self, task: _Task) -> int | None:
         """The pid of the worker ``task`` was given to (None: none)."""
-        wid = task.entry.worker if task.entry is not None else None
-        worker = self.workers.get(wid) if wid is not None else None
+        worker = self.workers.get(task.worker or "")  # (the core's worker id; None: none)
         return worker.pid if worker is not None else None
 
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None:
@@ -1256,7 +1239,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
             elif actor is None:
                 self._cancel_pending_call(task)
-        elif task.entry is not None:  # queued or running here: the core decides
+        elif task.id in self.core.tasks:  # queued or running here: the core decides
             self._run(self.core.handle(CancelRequested(task_id, force)))
         elif task.state in ("WAITING", "PULLING"):
             task.state = "CANCELLED"
@@ -1808,7 +1791,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 where = "running" if task.state == "ASSIGNED" else "queued"
                 out.append(f"{head}: {where} on actor {task.actor_id} (pid {pid}, state "
                            f"{actor.state if actor else '?'})")
-            elif task.entry is not None and task.entry.worker is not None:
+            elif task.id in self.core.tasks and task.worker is not None:
                 pos = self.core.position(task.id)
                 where = "running" if pos == 0 else f"queued behind {pos} task(s)"
                 out.append(f"{head}: {where} on worker pid {self._worker_pid(task)}")

@@ -5,7 +5,7 @@ turn — into an event, hands it to :class:`~.scheduler.LocalScheduler`, and exe
 the actions that come back, in order::
 
     shell ──TaskSubmitted / WorkerReady / TaskFinished / WorkerDied / Tick ...──▶ core
-    shell ◀──SpawnWorker / Dispatch / TaskStarted / KillWorker / Reply ...────── core
+    shell ◀──SpawnWorker / Dispatch / TaskStarted / KillWorker / Reply / Failed ...────── core
 
 Ids are the wire's (task, worker, actor ids: ``str``); demands are
 ``{resource: amount}``. Payloads the core does not look at (a finished task's
@@ -15,10 +15,13 @@ results) travel through it unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
 
 from ..protocol import ErrorKind
+
+if TYPE_CHECKING:
+    from .scheduler import TaskEntry
 
 __all__ = [
     "Action",
@@ -30,7 +33,6 @@ __all__ = [
     "Dispatch",
     "Event",
     "Failed",
-    "Finished",
     "HandedBack",
     "KillWorker",
     "Pipeline",
@@ -56,12 +58,16 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class TaskSubmitted:
     """A task whose arguments are ready is to run on this node (it was accepted:
-    exactly one :class:`Reply` will end it, unless it is withdrawn or abandoned)."""
+    exactly one :class:`Reply` or
+    :class:`Failed` will end it, unless it is withdrawn or abandoned)."""
 
     task_id: str
     name: str
     demand: Mapping[str, float]
     max_retries: int  # retries left (-1: unlimited)
+    # The shell's record of the task, if it is a TaskEntry (a subclass) with the
+    # fields above set: the core keeps it instead of making one.
+    entry: TaskEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +167,15 @@ class RevokeRequested:
 @dataclass(frozen=True, slots=True)
 class Withdraw:
     """Take a queued task out of this node's hands (spilled to another node): no
-    :class:`Reply` will come for it."""
+    :class:`Reply` or :class:`Failed` will come for it."""
 
     task_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class TaskAbandoned:
-    """The shell ended a task itself (a malformed message): no :class:`Reply`."""
+    """The shell ended a task itself (a malformed message): no :class:`Reply`
+    or :class:`Failed`."""
 
     task_id: str
 
@@ -253,27 +260,24 @@ class RevokeTask:
 
 
 @dataclass(frozen=True, slots=True)
-class Finished:
-    """The task ran: its worker's results."""
+class Reply:
+    """The task ran: send its worker's ``results`` to its owner. A task ends with
+    exactly one :class:`Reply` or :class:`Failed`."""
 
-    results: Any
+    task_id: str
+    results: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The task ended without running to completion (cancelled, crashed, ...)."""
+    """The task ended without running to completion (cancelled, crashed, ...): its
+    results are this error. A task ends with exactly one :class:`Reply` or
+    :class:`Failed`."""
 
+    task_id: str
     kind: ErrorKind
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The task ended: tell its owner (exactly once per accepted task)."""
-
-    task_id: str
-    outcome: Finished | Failed = field(default_factory=lambda: Finished(None))
-
-
 Action = Union[SpawnWorker, Dispatch, TaskStarted, StartActor, KillWorker, CancelRunning,
-               RevokeTask, Reply]
+               RevokeTask, Reply, Failed]

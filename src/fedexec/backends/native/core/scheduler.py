@@ -3,8 +3,11 @@
 No sockets, no processes, no clock: the shell (``node.py``) feeds it events (a ready
 task, a worker's HELLO / TASK_DONE / death, a loop turn with the time) and executes
 the actions it returns (spawn, send, kill, reply). Worker and task ids are the
-wire's; the shell's own records keep a reference to the core's (``WorkerSlot``,
-``TaskEntry``) and only read them::
+wire's; the shell's worker records keep a reference to the core's ``WorkerSlot``,
+and its task records *are* ``TaskEntry`` objects (a subclass, handed over in
+``TaskSubmitted.entry``: one record, no copies on the per-task path); the core
+writes their scheduling fields (``state``, ``worker``, ``retries_left``) while it
+holds them, the shell only reads those then::
 
     TaskSubmitted ──▶ queue (FIFO per resource shape, over the ResourcePool)
                          │ Tick: oldest head that fits + an idle worker
@@ -13,9 +16,9 @@ wire's; the shell's own records keep a reference to the core's (``WorkerSlot``,
                          │ Dispatch(worker, tasks) ─▶ TaskStarted(head)
                          │ Pipeline: more of the same shape onto busy leases
                          ▼
-    TaskFinished ──▶ Reply(Finished) ─▶ next pipelined task starts, or the lease
+    TaskFinished ──▶ Reply(results) ─▶ next pipelined task starts, or the lease
                                         is returned and the worker idles again
-    WorkerDied ──▶ its running task: retry (max_retries) or Reply(Failed); the
+    WorkerDied ──▶ its running task: retry (max_retries) or Failed(error); the
                    tasks pipelined behind it: queued again, untouched
     ActorQueued ──▶ (same queue) ─▶ StartActor: the worker is the actor's for good
 
@@ -27,7 +30,7 @@ State::
     queue     Scheduler             waiting TaskEntry / ActorEntry, FIFO per shape
     gpus      GpuSlots              share of each GPU taken
     tasks     {task id: TaskEntry}  QUEUED -> ASSIGNED (on worker, in order)
-                                    [-> REVOKING] -> DONE (removed; one Reply)
+                                    [-> REVOKING] -> DONE (removed; one Reply/Failed)
     actors    {actor id: ActorEntry}  queued, or placed holding ``holding``
     workers   {worker id: WorkerSlot} STARTING -> IDLE <-> LEASED (``tasks``: its
                                     pipeline, head running) | ACTOR -> DEAD (removed)
@@ -37,7 +40,7 @@ State::
 Invariants (tests/unit/test_sched_core.py): ``pool.used`` is exactly the leases
 of LEASED workers not blocked plus the actors' holdings, and a dispatch never
 books past the total; every task accepted by ``TaskSubmitted`` gets exactly one
-``Reply`` unless withdrawn or abandoned; a task is dispatched only to an idle
+``Reply`` or ``Failed`` unless withdrawn or abandoned; a task is dispatched only to an idle
 worker, or pipelined onto a lease of its own shape.
 
 Next (leases granted to callers): a ``LeaseRequested`` / ``LeaseReturned`` event
@@ -47,6 +50,7 @@ pair would hand a LEASED slot to a caller instead of dispatching tasks to it.
 from __future__ import annotations
 
 import collections
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,7 +66,6 @@ from .events import (
     Dispatch,
     Event,
     Failed,
-    Finished,
     HandedBack,
     KillWorker,
     Pipeline,
@@ -85,6 +88,8 @@ from .events import (
 from .gpus import GpuSlots, gpus_of
 
 __all__ = ["ActorEntry", "LocalScheduler", "TaskEntry", "WorkerSlot"]
+
+_ID = operator.attrgetter("id")
 
 
 class TaskEntry:
@@ -147,13 +152,13 @@ class LocalScheduler:
         self.idle: collections.deque[WorkerSlot] = collections.deque()
         self.starting = 0
         self._handlers: dict[type, Callable[[Any], list[Action]]] = {
-            TaskSubmitted: self._submitted, ActorQueued: self._actor_queued,
+            TaskSubmitted: self.submitted, ActorQueued: self._actor_queued,
             ActorResized: self._actor_resized, ActorReleased: self._actor_released,
-            WorkerReady: self._ready, TaskFinished: self._finished, WorkerDied: self._died_event,
+            WorkerReady: self._ready, TaskFinished: self.finished, WorkerDied: self._died_event,
             WorkerBlocked: self._blocked, WorkerUnblocked: self._unblocked,
             HandedBack: self._handed_back, CancelRequested: self._cancel,
             RevokeRequested: self._revoke, Withdraw: self._withdraw,
-            TaskAbandoned: self._abandoned, Tick: self._tick, Pipeline: self._pipeline,
+            TaskAbandoned: self._abandoned, Tick: self.tick, Pipeline: self.pipeline,
         }
 
     def start(self) -> list[Action]:
@@ -161,7 +166,10 @@ class LocalScheduler:
         return [self._spawn() for _ in range(self.pool_size)]
 
     def handle(self, event: Event) -> list[Action]:
-        """Apply ``event``; the actions to execute, in order."""
+        """Apply ``event``; the actions to execute, in order. The events of every
+        task's path (``TaskSubmitted``, ``Tick``, ``TaskFinished``, ``Pipeline``)
+        also have their handler public (``submitted``, ``tick``, ``finished``,
+        ``pipeline``): the shell calls those directly, without this dispatch."""
         return self._handlers[type(event)](event)
 
     # ------------------------------------------------------------- queries
@@ -221,8 +229,14 @@ class LocalScheduler:
         return w.tasks[0]
 
     # -------------------------------------------------------------- events
-    def _submitted(self, e: TaskSubmitted) -> list[Action]:
-        t = TaskEntry(e.task_id, e.name, e.demand, e.max_retries)
+    def submitted(self, e: TaskSubmitted) -> list[Action]:
+        """Handle :class:`TaskSubmitted`."""
+        t = e.entry
+        if t is None:
+            t = TaskEntry(e.task_id, e.name, e.demand, e.max_retries)
+        else:  # the shell's own record (a subclass), filled in already
+            t.state = "QUEUED"
+            t.worker = None
         self.tasks[t.id] = t
         self.queue.enqueue(t, t.demand)
         return []
@@ -264,25 +278,34 @@ class LocalScheduler:
             self.idle.append(w)
         return []
 
-    def _finished(self, e: TaskFinished) -> list[Action]:
+    def finished(self, e: TaskFinished) -> list[Action]:
+        """Handle :class:`TaskFinished`."""
         w = self.workers.get(e.worker_id)
         if w is None or w.actor is not None:
             return []
-        acts: list[Action] = []
-        t = self.tasks.get(e.task_id)
-        if w.tasks and w.tasks[0].id == e.task_id:
-            w.tasks.popleft()
-            if w.tasks:
-                acts.append(TaskStarted(w.tasks[0].id, e.now))
-        elif t is not None and t in w.tasks:
-            w.tasks.remove(t)
-        if t is not None:
-            if t.state == "QUEUED":
-                self.queue.remove(t)
-            acts.append(self._end(t, Finished(e.results)))
-        if not w.tasks and w.state == "LEASED":
+        # (Written for the per-task path: no helper calls, no appends in the usual case.)
+        tasks = w.tasks
+        t: TaskEntry | None
+        started: list[Action] = []
+        if tasks and tasks[0].id == e.task_id:  # (the usual case: the one running)
+            t = tasks.popleft()
+            if tasks:
+                started = [TaskStarted(tasks[0].id, e.now)]
+            if t.state != "ASSIGNED":
+                t = None  # it ended already (abandoned)
+        else:
+            t = self.tasks.get(e.task_id)
+            if t is not None and t in tasks:
+                tasks.remove(t)
+        if not tasks and w.state == "LEASED":
             self._return_lease(w)
-        return acts
+        if t is None:
+            return started
+        if t.state == "QUEUED":
+            self.queue.remove(t)
+        del self.tasks[t.id]  # (_end)
+        t.state = "DONE"
+        return [*started, Reply(t.id, e.results)] if started else [Reply(t.id, e.results)]
 
     def _died_event(self, e: WorkerDied) -> list[Action]:
         w = self.workers.get(e.worker_id)
@@ -321,7 +344,7 @@ class LocalScheduler:
             return []
         if t.state == "QUEUED":
             self.queue.remove(t)
-            return [self._end(t, Failed(ErrorKind.CANCELLED, f"task {t.name!r} was cancelled"))]
+            return [self._fail(t, ErrorKind.CANCELLED, f"task {t.name!r} was cancelled")]
         w = self.workers.get(t.worker) if t.worker is not None else None
         if t.state != "ASSIGNED" or w is None:
             return []  # REVOKING: its worker's answer ends it
@@ -330,8 +353,8 @@ class LocalScheduler:
             why = f"it was killed to force-cancel task {t.name!r}"
             # Dead now, not when it is reaped: the tasks pipelined behind the
             # cancelled one go back to the queue untouched (none of them was running).
-            return [self._end(t, Failed(ErrorKind.CANCELLED,
-                                        f"task {t.name!r} was cancelled (its worker was killed)")),
+            return [self._fail(t, ErrorKind.CANCELLED,
+                               f"task {t.name!r} was cancelled (its worker was killed)"),
                     KillWorker(w.id, why), *self._died(w, why, 0, None, True)]
         return [CancelRunning(w.id, t.id)]
 
@@ -359,7 +382,8 @@ class LocalScheduler:
             t.state = "DONE"  # a worker may still hold it: its answer ends nothing
         return []
 
-    def _tick(self, e: Tick) -> list[Action]:
+    def tick(self, e: Tick) -> list[Action]:
+        """Handle :class:`Tick`."""
         acts: list[Action] = []
         while self.idle and len(self.queue):
             started = self.queue.dispatch(limit=1)
@@ -374,10 +398,11 @@ class LocalScheduler:
             w.lease = demand
             if self.gpus.free:
                 w.gpus = self.gpus.take(gpus_of(demand))
-            acts.extend(self._assign(w, [item], e.now))
+            self._assign(w, [item], e.now, acts)
         return acts
 
-    def _pipeline(self, e: Pipeline) -> list[Action]:
+    def pipeline(self, e: Pipeline) -> list[Action]:
+        """Handle :class:`Pipeline`."""
         if not len(self.queue):
             return []
         acts: list[Action] = []
@@ -398,7 +423,7 @@ class LocalScheduler:
                 if room > 0:
                     items = self.queue.take(shape, room)
                     if items:
-                        acts.extend(self._assign(w, items, None))
+                        self._assign(w, items, None, acts)
         if self.queue.fits_any() and not self.idle:
             alive = len(self.workers)
             if self.starting == 0 and alive < self.max_workers:
@@ -417,18 +442,17 @@ class LocalScheduler:
         alive = sum(1 for w in self.workers.values() if w.actor is None)
         return [self._spawn()] if alive < self.pool_size else []
 
-    def _assign(self, w: WorkerSlot, tasks: list[TaskEntry], now: float | None
-                ) -> list[Action]:
-        acts: list[Action] = []
+    def _assign(self, w: WorkerSlot, tasks: list[TaskEntry], now: float | None,
+                acts: list[Action]) -> None:
+        """Put ``tasks`` on ``w``'s pipeline; append the actions to ``acts``."""
         if not w.tasks and now is not None:
             acts.append(TaskStarted(tasks[0].id, now))
         for t in tasks:
             t.state = "ASSIGNED"
             t.worker = w.id
             w.tasks.append(t)
-        acts.append(Dispatch(w.id, tuple([t.id for t in tasks]),
+        acts.append(Dispatch(w.id, tuple(map(_ID, tasks)),
                              self.gpus.names_of(w.gpus) if w.gpus else ()))
-        return acts
 
     def _start_actor(self, a: ActorEntry, w: WorkerSlot, now: float) -> list[Action]:
         a.holding = dict(a.demand)
@@ -463,10 +487,13 @@ class LocalScheduler:
                 self.queue.enqueue(t, t.demand)
         w.tasks = keep
 
-    def _end(self, t: TaskEntry, outcome: Finished | Failed) -> Reply:
+    def _end(self, t: TaskEntry) -> None:
         del self.tasks[t.id]
         t.state = "DONE"
-        return Reply(t.id, outcome)
+
+    def _fail(self, t: TaskEntry, kind: ErrorKind, message: str) -> Failed:
+        self._end(t)
+        return Failed(t.id, kind, message)
 
     def _died(self, w: WorkerSlot, why: str, pid: int, error: tuple[ErrorKind, str] | None,
               replace: bool) -> list[Action]:
@@ -483,7 +510,7 @@ class LocalScheduler:
         w.lease = None
         pipeline, w.tasks = list(w.tasks), collections.deque()
         acts: list[Action] = [
-            self._end(t, Failed(ErrorKind.CANCELLED, f"task {t.name!r} was cancelled"))
+            self._fail(t, ErrorKind.CANCELLED, f"task {t.name!r} was cancelled")
             for t in [t for t in self.tasks.values()
                       if t.state == "REVOKING" and t.worker == w.id]]
         for i, t in enumerate(pipeline):
@@ -495,7 +522,7 @@ class LocalScheduler:
                         ErrorKind.WORKER_CRASHED,
                         f"the worker (pid {pid}) running task {t.name!r} died ({why}) and "
                         "max_retries is exhausted")
-                    acts.append(self._end(t, Failed(kind, message)))
+                    acts.append(self._fail(t, kind, message))
                     continue
                 if t.retries_left > 0:
                     t.retries_left -= 1
