@@ -218,8 +218,14 @@ def delete(name: str, _blocking: bool = True) -> None:
                                       "serve.status() lists what is")
 
 
+#: ``shutdown()`` waits this long at most for the controller to stop the replicas
+#: and proxies and for the proxies' processes to exit; then it kills what is left.
+SHUTDOWN_TIMEOUT_S = 15.0
+
+
 def shutdown() -> None:
-    """Stop every application, the proxy and the controller."""
+    """Stop every application, the proxy and the controller (within about
+    ``SHUTDOWN_TIMEOUT_S``)."""
     ex = _context.executor()
     try:
         controller = controller_handle()
@@ -228,10 +234,12 @@ def shutdown() -> None:
         _loop.stop()
         _context.forget_executor()
         return
+    deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
     try:
-        for pid in controller.shutdown.remote().result(60):
+        for pid in controller.shutdown.remote().result(SHUTDOWN_TIMEOUT_S):
             if pid != os.getpid():  # (actors as threads of this process: stopped)
-                _wait_gone(pid)  # its port is free once shutdown returns
+                # its port is free once shutdown returns
+                _wait_gone(pid, max(0.0, deadline - time.monotonic()))
     except Exception:
         pass
     forget_client()
