@@ -84,7 +84,8 @@ def start(detached: bool = False, http_options: Any = None, *,
     life = {"lifetime": "detached"} if detached else {}
     store = _checkpoint.start_store(ex, NAMESPACE, detached)
     store.load.remote().result(60)
-    # every process holding a handle keeps one long-poll (a thread) open here; when
+    # every process holding a handle keeps one long-poll open here (a coroutine of
+    # this async actor: max_concurrency bounds calls in flight, not threads); when
     # its process dies it is started again and recovers from the checkpoint store
     controller = ex.options(name=CONTROLLER_NAME, namespace=NAMESPACE, num_cpus=0,
                             max_concurrency=1000, max_restarts=-1, get_if_exists=True,
