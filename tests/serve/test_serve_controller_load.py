@@ -26,7 +26,7 @@ class Tagged:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.requires("actor_processes")  # counts the controller process's threads
+@pytest.mark.requires("worker_processes")  # counts the controller process's threads
 def test_many_listeners_and_load_reports_hold_few_controller_threads(serve_url):
     handle = serve.run(Tagged.bind(0), name="load", route_prefix=None)
     assert handle.remote().result(timeout_s=T)[0] == 0
