@@ -9,6 +9,8 @@ import os
 import sys
 from typing import Any
 
+from .api import SHUTDOWN_TIMEOUT_S
+
 
 def add_parser(sub: Any) -> None:
     """Add the ``serve`` command group to the ``fedexec`` parser."""
@@ -92,8 +94,9 @@ def main(args: argparse.Namespace) -> int:
         return 1
 
 
-#: How long ``serve run`` may take to stop after Ctrl-C before it exits anyway.
-STOP_GRACE_S = 20.0
+#: How long ``serve run`` may take to stop after Ctrl-C before it exits anyway:
+#: ``api.shutdown()``'s own bound, and time for ``fedexec.shutdown()`` after it.
+STOP_GRACE_S = SHUTDOWN_TIMEOUT_S + 5.0
 
 
 def _run(args: argparse.Namespace) -> int:

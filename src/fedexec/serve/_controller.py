@@ -4,13 +4,18 @@ State (guarded by ``lock``; ``version`` bumps on every change routers see)::
 
     apps     name -> {"route_prefix", "ingress", "deployments": [names], "deleting"}
     deps     "app#name" -> _Deployment: spec, target count, replicas, status
-    loads    router id -> (time, {"app#name": ongoing + queued})
+    loads    router id -> (time, {"app#name": ongoing + queued})  (no lock: set on the loop)
 
 One thread reconciles every ``TICK`` s: starts replicas up to the target (new
 code first, then old ones drained and stopped: a rolling update keeps at least
 the target running), reconfigures replicas on a new ``user_config``, runs
 health checks, replaces dead replicas, and applies the autoscaling policy.
-Routers long-poll :meth:`ServeController.listen` for the routing table. The
+Routers long-poll :meth:`ServeController.listen` for the routing table.
+
+The controller is an async actor: a waiting long-poll is a coroutine on its
+event loop, not a thread (every process holding a handle keeps one open), and a
+load report is a dict update there. Calls that take the lock or wait on other
+actors run on the loop's small thread pool (``asyncio.to_thread``). The
 same thread keeps an HTTP proxy per node (``_proxies``) and saves the state to
 the checkpoint store after each change (``_checkpoint``): the controller runs
 with ``max_restarts=-1`` and a restarted one adopts what the last one ran.
@@ -18,6 +23,7 @@ with ``max_restarts=-1`` and a restarted one adopts what the last one ran.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import os
 import threading
@@ -111,7 +117,6 @@ class ServeController:
         self.proxies = ProxySet(self.ex, http_options, detached)
         self.stopping: dict[str, Any] = {}  # replica id -> actor, until it is killed
         self.lock = threading.RLock()
-        self.changed = threading.Condition(self.lock)
         self.version = 0
         self.apps: dict[str, dict[str, Any]] = {}
         self.deps: dict[str, _Deployment] = {}
@@ -123,6 +128,9 @@ class ServeController:
         self.store, self.saves, state = _checkpoint.load(self.ex, NAMESPACE)
         if state is not None:
             self._restore(state)
+        self.table = self._snapshot()  # the routing table listen() hands out
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first listen()
+        self.table_changed: asyncio.Event | None = None
         ctx = contextvars.copy_context()
         self.thread = threading.Thread(target=ctx.run, args=(self._run,), daemon=True,
                                        name="fedexec-serve-controller")
@@ -132,15 +140,19 @@ class ServeController:
     def ping(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "http_options": self.http_options}
 
-    def start_proxies(self, me: Any) -> dict[str, Any]:
+    async def start_proxies(self, me: Any) -> dict[str, Any]:
         """Start the head's HTTP proxy and wait until it listens (its ``ready()``);
         the other nodes' proxies follow in the background. ``me``: this actor's
         handle, handed to every proxy and replica."""
-        return self.proxies.start_head(me)
+        return await asyncio.to_thread(self.proxies.start_head, me)
 
-    def deploy_app(self, name: str, route_prefix: str | None, specs: list[dict[str, Any]],
-                   ingress: str) -> None:
+    async def deploy_app(self, name: str, route_prefix: str | None,
+                         specs: list[dict[str, Any]], ingress: str) -> None:
         """Declare application ``name`` (replacing its previous declaration)."""
+        await asyncio.to_thread(self._deploy_app, name, route_prefix, specs, ingress)
+
+    def _deploy_app(self, name: str, route_prefix: str | None, specs: list[dict[str, Any]],
+                    ingress: str) -> None:
         with self.lock:
             for other, app in self.apps.items():
                 if other != name and route_prefix is not None \
@@ -167,7 +179,10 @@ class ServeController:
             self._bump()
         self._save(wait=True)
 
-    def delete_app(self, name: str) -> bool:
+    async def delete_app(self, name: str) -> bool:
+        return await asyncio.to_thread(self._delete_app, name)
+
+    def _delete_app(self, name: str) -> bool:
         with self.lock:
             app = self.apps.get(name)
             if app is None:
@@ -179,27 +194,34 @@ class ServeController:
         self._save(wait=True)
         return True
 
-    def listen(self, version: int, timeout: float) -> dict[str, Any]:
+    async def listen(self, version: int, timeout: float) -> dict[str, Any]:
         """The routing table, once its version differs from ``version`` (or after
-        ``timeout`` s)."""
+        ``timeout`` s). Waits on the event loop: no thread per waiting caller."""
+        if self.loop is None:
+            self.loop, self.table_changed = asyncio.get_running_loop(), asyncio.Event()
         deadline = time.monotonic() + timeout
-        with self.changed:
-            while self.version == version and not self.stopped:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.changed.wait(left)
-            return self._snapshot()
+        while self.table["version"] == version and not self.table["stopped"]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            assert self.table_changed is not None
+            try:
+                await asyncio.wait_for(self.table_changed.wait(), left)
+            except asyncio.TimeoutError:
+                break
+        return self.table
 
     def record_load(self, router_id: str, loads: dict[str, int]) -> None:
-        with self.lock:
-            self.loads[router_id] = (time.monotonic(), loads)
+        """A router's queue depths (one dict store on the loop: no lock)."""
+        self.loads[router_id] = (time.monotonic(), loads)
 
     def report_dead(self, key: str, replica_id: str) -> None:
-        with self.lock:
-            self.dead_reports.add(replica_id)
+        self.dead_reports.add(replica_id)  # read by the reconcile thread under its lock
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        return await asyncio.to_thread(self._status)
+
+    def _status(self) -> dict[str, Any]:
         with self.lock:
             out: dict[str, Any] = {}
             for name, app in self.apps.items():
@@ -213,18 +235,27 @@ class ServeController:
             return {"applications": out, "http_options": self.http_options,
                     "proxies": self.proxies.status()}
 
-    def deployment_specs(self) -> dict[str, dict[str, Any]]:
+    async def deployment_specs(self) -> dict[str, dict[str, Any]]:
         """The declared spec of every deployment, by ``app#name``."""
-        with self.lock:
-            return {k: d.spec for k, d in self.deps.items()}
+        def specs() -> dict[str, dict[str, Any]]:
+            with self.lock:
+                return {k: d.spec for k, d in self.deps.items()}
 
-    def replica_pids(self, key: str) -> list[int]:
-        with self.lock:
-            dep = self.deps.get(key)
-            return [] if dep is None else [r.info["pid"] for r in dep.running()]
+        return await asyncio.to_thread(specs)
 
-    def shutdown(self) -> list[int]:
+    async def replica_pids(self, key: str) -> list[int]:
+        def pids() -> list[int]:
+            with self.lock:
+                dep = self.deps.get(key)
+                return [] if dep is None else [r.info["pid"] for r in dep.running()]
+
+        return await asyncio.to_thread(pids)
+
+    async def shutdown(self) -> list[int]:
         """Stop every replica and proxy now (routes drop at once); the proxies' pids."""
+        return await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> list[int]:
         with self.lock:
             self.stopped = True
             self.store = None  # serve.shutdown stops it
@@ -234,15 +265,30 @@ class ServeController:
             self.apps.clear()
             self._bump()
             self.board.clear()
+        stops = {rid: actor.stop.remote() for rid, actor in replicas.items()}
+        deadline = time.monotonic() + STOP_S  # all stop at once: STOP_S in all, not each
         for replica_id, actor in replicas.items():
-            self._kill(replica_id, actor)
-        return self.proxies.shutdown()
+            self._kill(replica_id, actor, stops[replica_id], deadline)
+        return self.proxies.shutdown(STOP_S)
 
     # ------------------------------------------------------------------ internals
     def _bump(self) -> None:
+        """The state routers see changed (called under the lock): a new routing
+        table, and the waiting long-polls woken."""
         self.version += 1
         self.dirty = True
-        self.changed.notify_all()
+        self.table = self._snapshot()
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:
+                pass  # the loop is closed: the actor is going away
+
+    def _wake(self) -> None:
+        """On the loop: release every waiting long-poll."""
+        assert self.table_changed is not None
+        self.table_changed.set()
+        self.table_changed = asyncio.Event()
 
     # ------------------------------------------------------------------ checkpoint
     def _save(self, wait: bool = False) -> None:
@@ -355,9 +401,15 @@ class ServeController:
         threading.Thread(target=contextvars.copy_context().run, args=(stop,),
                          daemon=True).start()
 
-    def _kill(self, replica_id: str, actor: Any) -> None:
+    def _kill(self, replica_id: str, actor: Any, stop: Any = None,
+              deadline: float | None = None) -> None:
+        """Ask a replica to stop (``stop``: asked already), wait until ``deadline``
+        (default: ``STOP_S`` from now), then kill it."""
         try:
-            actor.stop.remote().result(STOP_S)
+            if stop is None:
+                stop = actor.stop.remote()
+            left = STOP_S if deadline is None else deadline - time.monotonic()
+            stop.result(max(0.0, left))
         except Exception:
             pass  # dead, or hung: the kill ends it
         try:
@@ -391,7 +443,7 @@ class ServeController:
                                         f"{s['target_replicas']}"
                                         for d, s in app["deployments"].items()},
                         "message": app["message"]}) for name, app in
-                        self.status()["applications"].items()})
+                        self._status()["applications"].items()})
                 if self.proxies.reconcile():  # remote calls: outside the lock
                     self.dirty = True
                 if self.dirty:
@@ -404,7 +456,7 @@ class ServeController:
         total = 0
         for router, (at, loads) in list(self.loads.items()):
             if now - at > LOAD_TTL_S:
-                del self.loads[router]
+                self.loads.pop(router, None)
             else:
                 total += loads.get(key, 0)
         return total

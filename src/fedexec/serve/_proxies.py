@@ -174,15 +174,17 @@ class ProxySet:
         except Exception:
             pass
 
-    def shutdown(self) -> list[int]:
-        """Stop every proxy; the pids of those that had started."""
+    def shutdown(self, timeout: float = 15.0) -> list[int]:
+        """Stop every proxy (killed after ``timeout`` s in all); the pids of those
+        that had started."""
         with self.lock:
             self.enabled = False
             proxies, self.proxies = list(self.proxies.values()), {}
         stops = [p.actor.stop.remote() for p in proxies]
+        deadline = time.monotonic() + timeout
         for proxy, stop in zip(proxies, stops):
             try:
-                stop.result(15)
+                stop.result(max(0.0, deadline - time.monotonic()))
             except Exception:
                 pass  # dead or hung: the kill ends it
             self._kill(proxy)

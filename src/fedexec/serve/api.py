@@ -84,7 +84,8 @@ def start(detached: bool = False, http_options: Any = None, *,
     life = {"lifetime": "detached"} if detached else {}
     store = _checkpoint.start_store(ex, NAMESPACE, detached)
     store.load.remote().result(60)
-    # every process holding a handle keeps one long-poll (a thread) open here; when
+    # every process holding a handle keeps one long-poll open here (a coroutine of
+    # this async actor: max_concurrency bounds calls in flight, not threads); when
     # its process dies it is started again and recovers from the checkpoint store
     controller = ex.options(name=CONTROLLER_NAME, namespace=NAMESPACE, num_cpus=0,
                             max_concurrency=1000, max_restarts=-1, get_if_exists=True,
@@ -218,8 +219,14 @@ def delete(name: str, _blocking: bool = True) -> None:
                                       "serve.status() lists what is")
 
 
+#: ``shutdown()`` waits this long at most for the controller to stop the replicas
+#: and proxies and for the proxies' processes to exit; then it kills what is left.
+SHUTDOWN_TIMEOUT_S = 15.0
+
+
 def shutdown() -> None:
-    """Stop every application, the proxy and the controller."""
+    """Stop every application, the proxy and the controller (within about
+    ``SHUTDOWN_TIMEOUT_S``)."""
     ex = _context.executor()
     try:
         controller = controller_handle()
@@ -228,10 +235,12 @@ def shutdown() -> None:
         _loop.stop()
         _context.forget_executor()
         return
+    deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
     try:
-        for pid in controller.shutdown.remote().result(60):
+        for pid in controller.shutdown.remote().result(SHUTDOWN_TIMEOUT_S):
             if pid != os.getpid():  # (actors as threads of this process: stopped)
-                _wait_gone(pid)  # its port is free once shutdown returns
+                # its port is free once shutdown returns
+                _wait_gone(pid, max(0.0, deadline - time.monotonic()))
     except Exception:
         pass
     forget_client()
