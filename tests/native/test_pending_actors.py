@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import fedexec
+from _backend_support import poll_until
 from fedexec.backends.native import state
 from fedexec.backends.native.directory import ActorDirectory
 from fedexec.backends.native.membership import Membership
@@ -91,9 +92,16 @@ def test_an_actor_in_a_placement_group_not_placed_yet_waits_for_the_group():
         assert not pg.ready(timeout=0.5)
         actor = ex.options(scheduling_strategy=PlacementGroupStrategy(pg, 0)).actor(Recorder)
         refs = [actor.add.remote(i) for i in range(3)]
-        status = state.cluster_status(cluster.address, cluster.token)
-        [row] = [r for n in status["nodes"] for r in n["pending_actors"]]
-        assert row["actor_id"] == actor.actor_id and row["calls"] == 3
+        rows: list[dict] = []
+
+        def listed() -> bool:  # the creation and the calls reach the head asynchronously
+            status = state.cluster_status(cluster.address, cluster.token)
+            rows[:] = [r for n in status["nodes"] for r in n["pending_actors"]]
+            return len(rows) == 1 and rows[0]["calls"] == 3
+
+        assert poll_until(listed, timeout=T), rows
+        [row] = rows
+        assert row["actor_id"] == actor.actor_id
         assert row["waits_for"] == "group" and "placement group" in row["reason"]
         assert refs[1].cancel()  # a queued call can be cancelled meanwhile
         node = cluster.add_node(num_cpus=2)
