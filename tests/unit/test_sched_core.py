@@ -319,6 +319,47 @@ def test_an_actor_takes_a_worker_for_good_and_books_its_demand():
     assert core.queued() == 0 and core.pool.used["CPU"] == 0
 
 
+def test_a_task_that_ends_while_its_worker_is_blocked_leaves_the_worker_unblocked():
+    """Its lease was lent while blocked: returning it frees nothing more, and the
+    worker idles unblocked (its next lease is booked like any other)."""
+    core = _core(cpus=1, pool_size=1)
+    (w1,) = _ready(core)
+    core.handle(TaskSubmitted("a", "a", {"CPU": 1}, 0))
+    core.handle(Tick(0.0))
+    core.handle(WorkerBlocked(w1, ()))
+    assert core.pool.used["CPU"] == 0
+    assert core.handle(TaskFinished(w1, "a", [], 1.0)) == [Reply("a", [])]
+    assert core.pool.used["CPU"] == 0 and not core.workers[w1].blocked
+    core.handle(TaskSubmitted("b", "b", {"CPU": 1}, 0))
+    assert _of(core.handle(Tick(2.0)), Dispatch) == [Dispatch(w1, ("b",))]
+    assert core.pool.used["CPU"] == 1
+    assert core.handle(WorkerUnblocked(w1)) == []  # (a late word: changes nothing)
+    core.handle(TaskFinished(w1, "b", [], 3.0))
+    assert core.pool.used["CPU"] == 0
+
+
+def test_an_actor_queued_behind_busy_leases_is_never_pipelined_and_starts_when_one_frees():
+    core = _core(cpus=2, pool_size=2)
+    w1, w2 = _ready(core)
+    for t in "ab":
+        core.handle(TaskSubmitted(t, t, {"CPU": 1}, 0))
+    core.handle(Tick(0.0))
+    core.handle(ActorQueued("A", {"CPU": 1}))
+    for t in "cdefg":
+        core.handle(TaskSubmitted(t, t, {"CPU": 1}, 0))
+    acts = core.handle(Pipeline(keep=0))
+    # Tasks behind a waiting actor stay queued: pipelined, they would keep the
+    # leases busy and the actor waiting.
+    assert not _of(acts, Dispatch) and core.queued() == 6
+    assert len(core.workers[w1].tasks) == len(core.workers[w2].tasks) == 1
+    core.handle(TaskFinished(w1, "a", [], 1.0))
+    acts = core.handle(Tick(2.0))
+    assert _of(acts, StartActor) == [StartActor(w1, "A", (), 2.0)]
+    assert core.workers[w1].state == "ACTOR" and core.pool.used["CPU"] == 2
+    acts = core.handle(Pipeline(keep=0))  # no actor waits now: pipelining resumes
+    assert _of(acts, Dispatch) == [Dispatch(w2, ("c", "d", "e", "f", "g"))]
+
+
 # ----------------------------------------------------------- invariants
 _SHAPES = [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 2.0}, {"CPU": 1.0, "GPU": 0.5},
            {"CPU": 0.0, "GPU": 1.0}, {"CPU": 1.0, "disk": 1.0}, {}]
@@ -384,6 +425,12 @@ class CoreMachine(RuleBasedStateMachine):
         entry = TaskEntry(tid, tid, shape, retries) if n % 2 else None
         self._handle(TaskSubmitted(tid, tid, shape, retries, entry))
         assert entry is None or self.core.tasks[tid] is entry
+
+    @rule(shape=st.sampled_from(_SHAPES[:2]), n=st.integers(2, 6))
+    def submit_many(self, shape: dict[str, float], n: int) -> None:
+        """A burst of one shape: queues deep enough to pipeline."""
+        for _ in range(n):
+            self.submit(shape, 0)
 
     @precondition(lambda self: self.starting)
     @rule(data=st.data())
@@ -515,6 +562,20 @@ class CoreMachine(RuleBasedStateMachine):
         assert sorted(w.id for w in core.idle) == sorted(
             w.id for w in core.workers.values() if w.state == "IDLE")
 
+    @invariant()
+    def actors_wait_in_the_queue_or_own_their_worker(self) -> None:
+        core = self.core
+        queued = {i.id for _, items in core.queue.by_shape() for i in items
+                  if not isinstance(i, TaskEntry)}
+        for aid, a in core.actors.items():
+            if a.worker is None:
+                assert aid in queued and not a.holding, aid
+            else:
+                w = core.workers.get(a.worker)
+                assert w is None or (w.state == "ACTOR" and w.actor == aid and not w.tasks)
+        assert queued <= set(core.actors)
+        assert all(isinstance(t, TaskEntry) for w in core.workers.values() for t in w.tasks)
+
     def teardown(self) -> None:
         """Run everything to its end: each accepted task got exactly one Reply or Failed."""
         core = self.core
@@ -544,5 +605,5 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 TestCoreInvariants = pytest.mark.timeout(300)(CoreMachine.TestCase)
-TestCoreInvariants.settings = settings(max_examples=100, stateful_step_count=40, deadline=None,
+TestCoreInvariants.settings = settings(max_examples=300, stateful_step_count=40, deadline=None,
                                        suppress_health_check=[HealthCheck.too_slow])

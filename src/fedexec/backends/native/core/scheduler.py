@@ -15,6 +15,7 @@ holds them, the shell only reads those then::
     WorkerReady ──▶ idle ──▶ LEASED (lease = the shape's demand, GPUs picked)
                          │ Dispatch(worker, tasks) ─▶ TaskStarted(head)
                          │ Pipeline: more of the same shape onto busy leases
+                         │   (none while an actor of that shape waits)
                          ▼
     TaskFinished ──▶ Reply(results) ─▶ next pipelined task starts, or the lease
                                         is returned and the worker idles again
@@ -151,6 +152,9 @@ class LocalScheduler:
         self.workers: dict[str, WorkerSlot] = {}
         self.idle: collections.deque[WorkerSlot] = collections.deque()
         self.starting = 0
+        # Queued actors per resource shape: no task of such a shape is pipelined
+        # (it would keep a lease busy that the actor waits for).
+        self._actor_shapes: collections.Counter[frozenset[Any]] = collections.Counter()
         self._handlers: dict[type, Callable[[Any], list[Action]]] = {
             TaskSubmitted: self.submitted, ActorQueued: self._actor_queued,
             ActorResized: self._actor_resized, ActorReleased: self._actor_released,
@@ -252,6 +256,7 @@ class LocalScheduler:
             a.holding, a.worker = {}, None
         a.demand = dict(e.demand)
         self.queue.enqueue(a, a.demand)
+        self._actor_shapes[frozenset(a.demand.items())] += 1
         return []
 
     def _actor_resized(self, e: ActorResized) -> list[Action]:
@@ -265,7 +270,8 @@ class LocalScheduler:
     def _actor_released(self, e: ActorReleased) -> list[Action]:
         a = self.actors.pop(e.actor_id, None)
         if a is not None:
-            self.queue.remove(a)
+            if self.queue.remove(a):
+                self._unqueued(a)
             self.pool.release(a.holding)
             a.holding = {}
         return []
@@ -412,8 +418,9 @@ class LocalScheduler:
                 leases.setdefault(frozenset(w.lease.items()), []).append(w)
         for shape, ws in leases.items():
             waiting = self.queue.count(shape)
-            if not waiting or self.pool.fits(dict(shape)):
-                continue  # nothing waits, or it can start on a worker of its own
+            if not waiting or self.pool.fits(dict(shape)) or shape in self._actor_shapes:
+                continue  # nothing waits, it can start on a worker of its own, or an
+                # actor waits for a lease of this shape to free
             waiting -= e.keep
             if waiting < 2 * len(ws):
                 continue  # a short queue stays here: cancellable, and free to go anywhere
@@ -454,7 +461,14 @@ class LocalScheduler:
         acts.append(Dispatch(w.id, tuple(map(_ID, tasks)),
                              self.gpus.names_of(w.gpus) if w.gpus else ()))
 
+    def _unqueued(self, a: ActorEntry) -> None:
+        shape = frozenset(a.demand.items())
+        self._actor_shapes[shape] -= 1
+        if not self._actor_shapes[shape]:
+            del self._actor_shapes[shape]
+
     def _start_actor(self, a: ActorEntry, w: WorkerSlot, now: float) -> list[Action]:
+        self._unqueued(a)
         a.holding = dict(a.demand)
         a.worker = w.id
         w.state = "ACTOR"
@@ -463,8 +477,12 @@ class LocalScheduler:
         return [StartActor(w.id, a.id, self.gpus.names_of(w.gpus), now), *self._top_up()]
 
     def _return_lease(self, w: WorkerSlot) -> None:
+        """``w``'s pipeline is empty: its lease goes back (unless lent while it was
+        blocked) and it idles, unblocked: the get it waited in belonged to a task
+        that ended, so a later UNBLOCKED for it must not take a lease back."""
         if w.lease is not None and not w.blocked:
             self.pool.release(w.lease)
+        w.blocked = False
         if w.gpus:
             self.gpus.give(w.gpus)
             w.gpus = []
