@@ -63,6 +63,20 @@ class Counter:
         return os.getpid()
 
 
+class Recorder:
+    """A test actor that records the values it is given, in order, and says its node."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def add(self, x: int) -> list[int]:
+        self.seen.append(x)
+        return list(self.seen)
+
+    def node(self) -> str:
+        return fedexec.get_runtime_context().node_id
+
+
 def poll_until(predicate: Callable[[], bool], timeout: float = 30.0,
                interval: float = 0.02) -> bool:
     """Call ``predicate`` until it is true (True) or ``timeout`` passes (False)."""

@@ -11,24 +11,13 @@ import pytest
 from test_autoscaler_local import Running, wait_for
 
 import fedexec
+from _backend_support import Recorder
 from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
 from fedexec.autoscaler.monitor import Monitor
 from fedexec.autoscaler.providers import TAG_NODE_ID, LocalProvider
 from fedexec.backends.native import state
 from fedexec.cli import format_status
 from fedexec.testing import Cluster
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def add(self, x: int) -> list[int]:
-        self.seen.append(x)
-        return list(self.seen)
-
-    def node(self) -> str:
-        return fedexec.get_runtime_context().node_id
 
 
 def custom_config() -> ClusterConfig:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import fedexec
-from _backend_support import poll_until
+from _backend_support import Recorder, poll_until
 from fedexec.backends.native import state
 from fedexec.backends.native.directory import ActorDirectory
 from fedexec.backends.native.membership import Membership
@@ -68,18 +68,6 @@ def test_a_pending_actor_placed_on_its_node_is_not_counted_as_a_restart():
     assert restarting == ["a"]
     entry = directory.register("a", spec, "n2", "head")
     assert (entry.node_id, entry.restarts, entry.may_restart()) == ("n2", 1, False)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def add(self, x: int) -> list[int]:
-        self.seen.append(x)
-        return list(self.seen)
-
-    def node(self) -> str:
-        return fedexec.get_runtime_context().node_id
 
 
 @pytest.mark.timeout(180)
