@@ -127,3 +127,35 @@ def test_killing_a_pending_actor_removes_it_and_its_demand(tmp_path):
             monitor.close()
             provider.wait_launches(60)
             monitor.terminate_all()
+
+
+def cpu4_config() -> ClusterConfig:
+    """A 1-CPU head and up to one 4-CPU node."""
+    types = {"head": NodeTypeConfig("head", {"CPU": 1}, 0, 0),
+             "cpu4": NodeTypeConfig("cpu4", {"CPU": 4}, 0, 1)}
+    return ClusterConfig(node_types=types, head_node_type="head", max_workers=1,
+                         idle_timeout_minutes=5.0, upscaling_speed=1.0)
+
+
+@pytest.mark.timeout(300)
+def test_an_actor_the_summed_totals_fit_but_no_node_does_waits_for_a_launched_node(tmp_path):
+    """Three 1-CPU nodes (3 CPUs in all) and an autoscaler that may launch a 4-CPU
+    node: an actor asking for 3 CPUs fits no live node, so it pends (not refused),
+    the node is launched for it, and its calls run there."""
+    with Cluster(head_num_cpus=1) as cluster:
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        with cluster.connect() as ex, Running(cluster, tmp_path, 300.0, cpu4_config()) as run:
+            assert ex.cluster_resources()["CPU"] == 3
+            wait_for(lambda: run.monitor.last_plan is not None, 60,
+                     "the monitor's first round")
+            actor = ex.options(num_cpus=3).actor(Recorder)
+            refs = [actor.add.remote(i) for i in range(3)]
+            [row] = pending_rows(cluster)
+            assert row["actor_id"] == actor.actor_id and row["shape"]["CPU"] == 3
+            assert ex.get(refs, timeout=240) == [[0], [0, 1], [0, 1, 2]]
+            launched = {run.provider.node_tags(p).get(TAG_NODE_ID)
+                        for p in run.provider.non_terminated_nodes()}
+            assert ex.get(actor.node.remote(), timeout=60) in launched
+            assert "launching 1 x cpu4 for 1 pending {CPU: 3} actor" in run.log_text()
+            ex.kill(actor)

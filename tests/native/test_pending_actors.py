@@ -107,3 +107,25 @@ def test_an_actor_in_a_placement_group_not_placed_yet_waits_for_the_group():
         ex.remove_placement_group(never)
         with pytest.raises(fedexec.ActorDiedError, match="placement group was removed"):
             ex.get(call, timeout=T)
+
+
+@pytest.mark.timeout(120)
+def test_an_actor_no_single_node_fits_is_refused_even_when_the_sum_would_fit():
+    """Three 1-CPU nodes sum to 3 CPUs, but an actor or task asking for 2 fits none
+    of them, and no autoscaler runs: refused at once, saying what it asked and the
+    largest node (no actor is made, nothing waits)."""
+    with Cluster(head_num_cpus=1) as cluster:
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        with cluster.connect() as ex:
+            assert ex.cluster_resources()["CPU"] == 3
+            with pytest.raises(ValueError, match=r"no single node") as info:
+                ex.options(num_cpus=2).actor(Recorder)
+            text = str(info.value)
+            assert "'Recorder'" in text and "{'CPU': 2.0}" in text, text
+            assert "the largest node has {'CPU': 1.0" in text, text
+            assert "no autoscaler runs" in text, text
+            with pytest.raises(ValueError, match=r"no single node"):
+                ex.options(num_cpus=2).submit(sum, [1])
+            rows = state.list_state("actors", cluster.address, cluster.token)
+            assert [r for r in rows if r.get("class") == "Recorder"] == []

@@ -32,7 +32,23 @@ from typing import Any
 
 from .protocol import ErrorKind
 
-__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin"]
+__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin", "fits", "largest"]
+
+
+def fits(demand: Mapping[str, float], total: Mapping[str, float]) -> bool:
+    """Does ``demand`` fit a node whose total resources are ``total``?"""
+    return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+
+
+def largest(demand: Mapping[str, float],
+            totals: list[dict[str, float]]) -> dict[str, float] | None:
+    """Of the nodes' ``totals``, the one closest to holding ``demand`` (for an error
+    that says how far off it is); None when there are none."""
+    def cover(total: Mapping[str, float]) -> tuple[float, float]:
+        part = sum(min(total.get(k, 0.0) / v, 1.0) for k, v in demand.items() if v > 0)
+        return part, total.get("CPU", 0.0)
+
+    return max(totals, key=cover, default=None)
 
 
 def _shape(demand: Mapping[str, float]) -> str:
