@@ -5,8 +5,15 @@ pure state, tested alone).
 
 An actor *pends* when its creation shape fits no live node but the client found
 that something will make one: an autoscaler node type fits it (the client asked,
-see ``client._feasible``: ``spec["await_node"] == "node"``), or it runs in a
-placement group not placed yet (``"group"``). Then::
+see ``client._feasible``, which decides per node, never on the cluster's summed
+totals: ``spec["await_node"] == "node"``), or it runs in a placement group not
+placed yet (``"group"``). An actor whose node died, with a restart left
+(``max_restarts``), that no live node fits pends again on the node that placed
+it when a node type the autoscaler may launch fits it (``_restart_pending``);
+else it is dead for good, and its later calls raise ActorDiedError saying why.
+What the autoscaler may launch a node knows from the monitor's last round
+(``AUTOSCALER_REPORT``, sent to every node; stale after its ``ttl``: no
+autoscaler). Then::
 
     CREATE_ACTOR ──▶ pending entry (its arguments pinned, its name taken at the head,
                      the handle names this node)      ──▶ STATS "pending_actors"
@@ -16,6 +23,12 @@ placement group not placed yet (``"group"``). Then::
                      forwarded after it, in order; the entry goes
     KILL_ACTOR, or its placement group removed
                  ──▶ the entry goes, its calls fail with ActorDiedError
+
+Across a head restart the actors pending on other nodes stay there (still
+demand); those nodes register the named and restartable ones at the head again
+when they rejoin. Those pending on the head itself die with it, as its live
+actors do (their creation arguments, pinned in its store, and their callers'
+connections are gone).
 
 Entry rows (STATS ``pending_actors``, ``fedexec status``)::
 
@@ -30,6 +43,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .actor_directory import tracked
 from .protocol import ErrorKind
 
 __all__ = ["PendingActor", "PendingActors", "PendingActorsMixin", "fits", "largest"]
@@ -259,6 +273,14 @@ class PendingActorsMixin:
         self.pending_actors.add(entry, self.members.shape_version)
         self._log(entry.reason())
         return [actor_id, spec]
+
+    def _register_pending_again(self: Any) -> None:
+        """(Node) joined a head again: register the named and restartable actors
+        waiting here, as for the live ones (``persistence.py``), so the head finds
+        them by name even if it kept no state."""
+        for entry in self.pending_actors.entries.values():
+            if tracked(entry.spec):
+                self._register_actor(entry.actor_id, entry.spec, lambda ok, value: None)
 
     def _queue_pending_call(self: Any, task: Any) -> None:
         """A call to a pending actor: it waits, in order, for the actor to be placed."""
