@@ -214,6 +214,7 @@ class NativeBackend(Backend):
                                 before_send=self._drain_refcount_ops)
         self._channel.start()
         self._node_totals = self._live_totals()  # see _feasible
+        self._fitting: set[tuple[tuple[str, float], ...]] = set()  # shapes a node fits
         #: True when the node's shared-memory store is not on this machine (a driver
         #: joining by address from elsewhere): large values then travel in messages.
         self.remote_store = False
@@ -534,15 +535,15 @@ class NativeBackend(Backend):
         ``pending_actors.py``)."""
         from ...autoscaler.advert import autoscaler_node_types
 
-        if any(fits(demand, total) for total in self._node_totals):
+        if self._fits_a_node(demand):
             return False
         # Asked first: a burst of such work costs one question a second (cached).
         shapes = autoscaler_node_types(self)
         if shapes is not None and any(fits(demand, s) for s in shapes):
             return True  # an autoscaler node type fits: it waits for that node
         # Nodes may have joined since we last looked: ask before refusing.
-        self._node_totals = self._live_totals()
-        if any(fits(demand, total) for total in self._node_totals):
+        self._node_totals, self._fitting = self._live_totals(), set()
+        if self._fits_a_node(demand):
             return False
         why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
                " and no running autoscaler may launch a node it fits (node types: "
@@ -554,6 +555,18 @@ class NativeBackend(Backend):
             "(num_cpus=..., num_gpus=..., resources=...), or give the autoscaler a node "
             "type that fits it"
         )
+
+    def _fits_a_node(self, demand: dict[str, float]) -> bool:
+        """Does ``demand`` fit one of the live nodes last seen? (A shape found to fit
+        is remembered: a burst of submissions does not scan every node each.)"""
+        shape = tuple(sorted(demand.items()))
+        if shape in self._fitting:
+            return True
+        if not any(fits(demand, total) for total in self._node_totals):
+            return False
+        if len(self._fitting) < 1024:
+            self._fitting.add(shape)
+        return True
 
     def _live_totals(self) -> list[dict[str, float]]:
         """The total resources of each live node."""

@@ -1026,6 +1026,11 @@ class Federation:
             peer = self._place_actor(spec)
         except ValueError:
             peer = None
+            if not self.pool.feasible(spec["demand_create"]) and \
+                    spec.get("await_node") == "group":
+                self._drop_remote_actor(actor_id)
+                self._actor_gone(actor_id, spec)
+                return
         args = [entry["payload"], entry["deps"], entry["contained"]]
         if peer is None and not self.pool.feasible(spec["demand_create"]) and \
                 spec.get("await_node") != "group":
