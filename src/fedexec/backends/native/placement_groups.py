@@ -9,9 +9,14 @@ bundle turns the node's resources into renamed ones, as Ray does::
 
     bundle 1 of group G = {"CPU": 2}   →   CPU_group_1_G: 2  and  CPU_group_G: 2
 
-and a task run with ``PlacementGroupStrategy(G, 1)`` asks for ``CPU_group_1_G``
-(``bundle_index=-1``: ``CPU_group_G``), so the ordinary scheduler and spillback put
-it on the right node. Removing the group gives the resources back.
+and a task run with ``PlacementGroupStrategy(G, 1)`` asks for ``CPU_group_1_G`` and
+``CPU_group_G`` (``bundle_index=-1``: ``CPU_group_G`` only, so the two kinds share the
+group's CPUs), so the ordinary scheduler and spillback put it on the right node.
+
+Removing the group gives its resources back: at once what none of its tasks and
+actors holds; the rest as they end (the pool *retires* the renamed resources, see
+``ResourcePool.retire``), so nothing is booked twice. Tasks still queued for the
+group fail (``TaskCancelledError``); running ones and actors are not killed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...placement import validate_bundles
-from .protocol import Call, Op, encode_error
+from .core.events import Withdraw
+from .protocol import Call, ErrorKind, Op, encode_error
 
 __all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
 
@@ -31,9 +37,21 @@ _RETRY_S = 0.5
 
 
 def bundle_demand(demand: Mapping[str, float], pg_id: str, index: int) -> dict[str, float]:
-    """A task's demand inside bundle ``index`` of group ``pg_id`` (-1: any bundle)."""
-    suffix = f"_group_{pg_id}" if index < 0 else f"_group_{index}_{pg_id}"
-    return {f"{k}{suffix}": v for k, v in demand.items() if v}
+    """A task's demand inside bundle ``index`` of group ``pg_id`` (-1: any bundle): the
+    group-wide resources always, the bundle's own as well for an index. (What a bundle
+    adds to its node, too.)"""
+    out = {f"{k}_group_{pg_id}": v for k, v in demand.items() if v}
+    if index >= 0:
+        out.update({f"{k}_group_{index}_{pg_id}": v for k, v in demand.items() if v})
+    return out
+
+
+def _bundles_total(items: list[list[Any]]) -> dict[str, float]:
+    whole: dict[str, float] = {}
+    for _, b in items:
+        for k, v in b.items():
+            whole[k] = whole.get(k, 0.0) + v
+    return whole
 
 
 def _fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
@@ -99,34 +117,52 @@ class PlacementGroups:
     # ------------------------------------------------------------ this node
     def _reserve_local(self: Any, pg_id: str, items: list[list[Any]]) -> bool:
         """Reserve bundles here (renamed resources); False if they do not fit now."""
-        whole: dict[str, float] = {}
-        for _, b in items:
-            for k, v in b.items():
-                whole[k] = whole.get(k, 0.0) + v
-        if pg_id in self.reserved or not self.pool.fits(whole):
+        whole = _bundles_total(items)
+        pool = self.pool
+        if pg_id in self.reserved or not pool.fits(whole):
             return False
-        self.pool.acquire(whole)
+        pool.acquire(whole)
         for index, b in items:
-            for demand in (bundle_demand(b, pg_id, index), bundle_demand(b, pg_id, -1)):
-                for k, v in demand.items():
-                    self.pool.total[k] = self.pool.total.get(k, 0.0) + v
-                    self.pool.used.setdefault(k, 0.0)
+            for k, v in bundle_demand(b, pg_id, index).items():
+                pool.unretire(k)  # placed here again while its old work still runs
+                pool.total[k] = pool.total.get(k, 0.0) + v
+                pool.used.setdefault(k, 0.0)
         self.reserved[pg_id] = [list(i) for i in items]
         self._dirty = True
         return True
 
     def _release_local(self: Any, pg_id: str) -> bool:
+        """Give the group's bundles here back (see the module docstring)."""
         items = self.reserved.pop(pg_id, None)
         if items is None:
             return False
+        pool = self.pool
+        for key, amount in _bundles_total(items).items():
+            group_key = f"{key}_group_{pg_id}"  # every task of the group holds it
+            held = min(pool.used.get(group_key, 0.0), amount)
+            pool.release({key: amount - held})
+            pool.retire(group_key, key)
         for index, b in items:
-            for demand in (bundle_demand(b, pg_id, index), bundle_demand(b, pg_id, -1)):
-                for k in demand:
-                    self.pool.total.pop(k, None)
-                    self.pool.used.pop(k, None)
-            self.pool.release(b)
+            for k in bundle_demand(b, pg_id, index):
+                if k in pool.total and k not in pool.retired:
+                    pool.retire(k)
+        self._fail_queued_in_group(pg_id)
         self._dirty = True
         return True
+
+    def _fail_queued_in_group(self: Any, pg_id: str) -> None:
+        """Tasks queued here for a removed group can never run: they fail."""
+        suffix = f"_{pg_id}"
+        for demand, task_ids in self.core.queued_tasks():
+            if not any(k.endswith(suffix) and "_group_" in k for k in demand):
+                continue
+            for task_id in task_ids:
+                self._run(self.core.handle(Withdraw(task_id)))
+                task = self.tasks.get(task_id)
+                if task is not None:
+                    self._fail_task(task, ErrorKind.CANCELLED, (
+                        f"task {task.name!r} was cancelled: its placement group {pg_id} "
+                        "was removed before it started"))
 
     def _call_reserve_bundles(self: Any, conn: Any, pg_id: str, items: list[list[Any]]
                               ) -> bool:
@@ -235,11 +271,9 @@ class PlacementGroups:
             entry = self.members.nodes.get(node)
             if node == self.node_id or entry is None:
                 continue
-            b = pg["bundles"][index]
-            for demand in (bundle_demand(b, pg["id"], index), bundle_demand(b, pg["id"], -1)):
-                for k, v in demand.items():
-                    entry.total[k] = entry.total.get(k, 0.0) + v
-                    entry.available[k] = entry.available.get(k, 0.0) + v
+            for k, v in bundle_demand(pg["bundles"][index], pg["id"], index).items():
+                entry.total[k] = entry.total.get(k, 0.0) + v
+                entry.available[k] = entry.available.get(k, 0.0) + v
         # What the cluster can run changed (the heartbeat that says so will not:
         # it reports the total already seen), for "fits no node" caches and the
         # actors waiting for this group (see pending_actors.py).
