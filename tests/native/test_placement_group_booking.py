@@ -81,3 +81,23 @@ def test_an_actor_in_a_removed_group_keeps_its_cpu_until_it_ends():
         ex.kill(actor)
         other.result(timeout=T)
         assert poll_until(lambda: no_group_keys(ex), timeout=T)
+
+
+def test_removing_a_group_placed_on_another_node_books_nothing_twice_there():
+    from fedexec.testing import Cluster
+
+    with Cluster(head_num_cpus=0) as cluster:
+        cluster.add_node(num_cpus=1)
+        with cluster.connect() as ex:
+            pg = ex.placement_group([{"CPU": 1}])
+            assert pg.ready(timeout=T)
+            running = in_group(ex, pg, 0).submit(span, 2.0)
+            assert poll_until(running.running, timeout=T)
+            queued = in_group(ex, pg, 0).submit(span, 0.1)
+            ex.remove_placement_group(pg)
+            with pytest.raises(TaskCancelledError):
+                queued.result(timeout=T)
+            after = ex.submit(span, 0.1)
+            (_, end), (start, _) = running.result(timeout=T), after.result(timeout=T)
+            assert start >= end, "the group's CPU was used twice after the group was removed"
+            assert poll_until(lambda: no_group_keys(ex), timeout=T)

@@ -131,8 +131,9 @@ class PlacementGroups:
         self._dirty = True
         return True
 
-    def _release_local(self: Any, pg_id: str) -> bool:
-        """Give the group's bundles here back (see the module docstring)."""
+    def _release_local(self: Any, pg_id: str, removed: bool = False) -> bool:
+        """Give the group's bundles here back (see the module docstring); ``removed``:
+        for good (not to be placed again), so the tasks queued for it here fail."""
         items = self.reserved.pop(pg_id, None)
         if items is None:
             return False
@@ -146,7 +147,8 @@ class PlacementGroups:
             for k in bundle_demand(b, pg_id, index):
                 if k in pool.total and k not in pool.retired:
                     pool.retire(k)
-        self._fail_queued_in_group(pg_id)
+        if removed:
+            self._fail_queued_in_group(pg_id)
         self._dirty = True
         return True
 
@@ -168,8 +170,9 @@ class PlacementGroups:
                               ) -> bool:
         return self._reserve_local(pg_id, items)
 
-    def _call_release_bundles(self: Any, conn: Any, pg_id: str) -> bool:
-        return self._release_local(pg_id)
+    def _call_release_bundles(self: Any, conn: Any, pg_id: str, removed: bool = False
+                              ) -> bool:
+        return self._release_local(pg_id, removed)
 
     def _pg_rows(self: Any) -> list[dict[str, Any]]:
         """The groups asked of this node, for ``fedexec list placement_groups``."""
@@ -203,13 +206,13 @@ class PlacementGroups:
         self._drop_pending_in_group(pg_id)  # actors waiting for it to be placed
         pg = self.pgs.pop(pg_id, None)
         if pg is None:
-            return self._release_local(pg_id)
+            return self._release_local(pg_id, removed=True)
         self._event_pg(pg, removed=True)
         for cid, req in pg["waiters"]:
             self._send(cid, [Op.REPLY, req, True, None])  # never placed: ready() is False
         pg["waiters"] = []
         self._release_everywhere(pg_id, set((pg["nodes"] or {}).values()) |
-                                 set((pg["votes"] or {}).keys()))
+                                 set((pg["votes"] or {}).keys()), removed=True)
         return True
 
     def _free_view(self: Any) -> dict[str, dict[str, float]]:
@@ -279,13 +282,14 @@ class PlacementGroups:
         # actors waiting for this group (see pending_actors.py).
         self.members.shape_version += 1
 
-    def _release_everywhere(self: Any, pg_id: str, nodes: set[str]) -> None:
+    def _release_everywhere(self: Any, pg_id: str, nodes: set[str], removed: bool = False
+                            ) -> None:
         for node in nodes:
             if node == self.node_id:
-                self._release_local(pg_id)
+                self._release_local(pg_id, removed)
             elif node in self.peers:
                 self._send(self.peers[node].id, [Op.REQUEST, 0, int(Call.RELEASE_BUNDLES),
-                                                 [pg_id]])
+                                                 [pg_id, removed]])
 
     def _retry_placement(self: Any, now: float) -> None:
         """On a tick: try pending groups again; re-place groups that lost a node."""
