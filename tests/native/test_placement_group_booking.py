@@ -11,7 +11,7 @@ import pytest
 
 import fedexec
 from _backend_support import Counter, poll_until
-from fedexec.exceptions import TaskCancelledError
+from fedexec.exceptions import ActorDiedError, TaskCancelledError
 from fedexec.options import PlacementGroupStrategy
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,3 +101,17 @@ def test_removing_a_group_placed_on_another_node_books_nothing_twice_there():
             (_, end), (start, _) = running.result(timeout=T), after.result(timeout=T)
             assert start >= end, "the group's CPU was used twice after the group was removed"
             assert poll_until(lambda: no_group_keys(ex), timeout=T)
+
+
+def test_an_actor_waiting_for_a_removed_groups_cpu_dies_with_a_reason():
+    with fedexec.Executor(backend="native", num_cpus=1) as ex:
+        pg = ex.placement_group([{"CPU": 1}])
+        assert pg.ready(timeout=T)
+        holder = in_group(ex, pg, 0, num_cpus=1).actor(Counter)
+        assert holder.add.remote(1).result(timeout=T) == 1
+        waiting = in_group(ex, pg, 0, num_cpus=1).actor(Counter)
+        call = waiting.add.remote(1)
+        ex.remove_placement_group(pg)
+        with pytest.raises(ActorDiedError, match="placement group"):
+            call.result(timeout=T)
+        assert holder.add.remote(1).result(timeout=T) == 2  # the placed one lives on

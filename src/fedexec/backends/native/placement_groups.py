@@ -28,6 +28,7 @@ from typing import Any
 
 from ...placement import validate_bundles
 from .core.events import Withdraw
+from .core.scheduler import ActorEntry
 from .protocol import Call, ErrorKind, Op, encode_error
 
 __all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
@@ -153,18 +154,24 @@ class PlacementGroups:
         return True
 
     def _fail_queued_in_group(self: Any, pg_id: str) -> None:
-        """Tasks queued here for a removed group can never run: they fail."""
+        """What waits here for resources of a removed group can never start: its
+        tasks are cancelled, its actors die (their calls fail with ActorDiedError)."""
         suffix = f"_{pg_id}"
-        for demand, task_ids in self.core.queued_tasks():
+        why = f"its placement group {pg_id} was removed before it started"
+        for demand, items in self.core.queue.by_shape():
             if not any(k.endswith(suffix) and "_group_" in k for k in demand):
                 continue
-            for task_id in task_ids:
-                self._run(self.core.handle(Withdraw(task_id)))
-                task = self.tasks.get(task_id)
+            for item in items:
+                if isinstance(item, ActorEntry):
+                    actor = self.actors.get(item.id)
+                    if actor is not None:
+                        self._actor_dead(actor, why)
+                    continue
+                self._run(self.core.handle(Withdraw(item.id)))
+                task = self.tasks.get(item.id)
                 if task is not None:
-                    self._fail_task(task, ErrorKind.CANCELLED, (
-                        f"task {task.name!r} was cancelled: its placement group {pg_id} "
-                        "was removed before it started"))
+                    self._fail_task(task, ErrorKind.CANCELLED,
+                                    f"task {task.name!r} was cancelled: {why}")
 
     def _call_reserve_bundles(self: Any, conn: Any, pg_id: str, items: list[list[Any]]
                               ) -> bool:
