@@ -175,8 +175,7 @@ class Replica:
     """The replica actor (see the module docstring)."""
 
     def __init__(self, deployment: str, app: str, replica_id: str, target: Any,
-                 init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
-                 user_config: Any, secret: bytes, root_path: str,
+                 init: bytes, user_config: Any, secret: bytes, root_path: str,
                  max_ongoing: int = 100, controller: Any = None) -> None:
         _context.remember_executor()
         if controller is not None:
@@ -185,6 +184,7 @@ class Replica:
             pin_controller(controller)
         self.deployment, self.app, self.replica_id = deployment, app, replica_id
         self.secret, self.root_path = secret, root_path
+        init_args, init_kwargs = safe_loads(init)  # pickled once per version (_controller)
         self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
         self.ongoing = 0  # running + waiting here
         self.running = 0
