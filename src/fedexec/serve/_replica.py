@@ -35,12 +35,13 @@ from typing import Any
 
 import cloudpickle
 
+from fedexec.exceptions import FrameTooLargeError
 from fedexec.util.serialization import loads as safe_loads
 
 from . import _chain, _context, _loop
 from ._holds import Holds
 from ._http import TEXT, FrameSend, encode_chunk, encode_value, make_receive, make_scope
-from ._wire import MAC, MAGIC, NONCE, FrameReader, Op, Writer, mac, new_nonce
+from ._wire import MAC, MAGIC, MAX_FRAME, NONCE, FrameReader, Op, Writer, mac, new_nonce
 
 
 class _UserCode:
@@ -115,6 +116,13 @@ def _node_address() -> str:
 
 def _is_stream(value: Any) -> bool:
     return inspect.isgenerator(value) or inspect.isasyncgen(value)
+
+
+def _oversized(what: str, exc: FrameTooLargeError) -> FrameTooLargeError:
+    return FrameTooLargeError(
+        f"{what} is over serve's {MAX_FRAME}-byte message limit ({exc}); send it in parts "
+        "(a generator, with stream=True for a handle call), return less, or set "
+        "FEDEXEC_SERVE_MAX_FRAME_BYTES higher on every node")
 
 
 def _error_text(exc: BaseException) -> str:
@@ -348,6 +356,8 @@ class Replica:
                 headers_out, payload = encode_value(result)
                 writer.send([Op.RESPONSE, rid, 200, headers_out, payload])
                 send.done = True
+        except FrameTooLargeError as exc:  # the answer did not fit a frame: a 500 saying so
+            send.fail(str(_oversized(f"the response of deployment {self.deployment!r}", exc)))
         except Exception as exc:  # user code failed: a 500 with its text, keep serving
             send.fail(_error_text(exc))
         finally:
@@ -372,6 +382,8 @@ class Replica:
                                     "handle.options(stream=True)")
                 self.holds.answer(writer, [Op.RESULT, rid, cloudpickle.dumps(result)])
         except Exception as exc:
+            if isinstance(exc, FrameTooLargeError):
+                exc = _oversized(f"the value of {self.deployment}.{method}", exc)
             try:
                 blob: bytes | None = cloudpickle.dumps(exc)
             except Exception:
