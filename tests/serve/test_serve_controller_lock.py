@@ -85,3 +85,26 @@ def test_status_and_other_deployments_answer_while_init_args_pickle(serve_url, t
     assert handle.remote().result(timeout_s=T) == "v2"
     for name in ("lock_slow", "lock_other"):
         serve.delete(name)
+
+
+@serve.deployment
+class Holder:
+    def __init__(self, box: list[Any]) -> None:
+        self.ref = box[0]  # a ref nested in the init arguments is passed as a ref
+
+    def __call__(self) -> str:
+        return str(self.ref.result(timeout=T))
+
+
+@pytest.mark.timeout(120)
+def test_a_ref_among_init_args_stays_readable_after_the_caller_drops_it(serve_url,
+                                                                         serve_executor):
+    import gc
+
+    ref = serve_executor.put("held by the deployment")
+    handle = serve.run(Holder.bind([ref]), name="lock_ref", route_prefix="/lock_ref")
+    del ref
+    gc.collect()
+    time.sleep(1.0)  # a release would reach the owner meanwhile
+    assert handle.remote().result(timeout_s=T) == "held by the deployment"
+    serve.delete("lock_ref")

@@ -38,6 +38,7 @@ from typing import Any
 import cloudpickle
 
 from fedexec.util.registry import EntrySet
+from fedexec.util.serialization import loads as safe_loads
 
 from . import _checkpoint, _context
 from ._client import NAMESPACE
@@ -49,6 +50,9 @@ DRAIN_QUIET_S = 0.5
 LOAD_TTL_S = 2.0
 MAX_START_FAILURES = 3
 STOP_S = 5.0
+# a spec's init arguments as values: kept here (the refs among them stay alive, as
+# the controller holds them) but neither checkpointed nor sent (``init`` is)
+_VALUES = ("init_args", "init_kwargs")
 
 
 class _Replica:
@@ -245,7 +249,7 @@ class ServeController:
         """The declared spec of every deployment, by ``app#name``."""
         def specs() -> dict[str, dict[str, Any]]:
             with self.lock:
-                return {k: {n: v for n, v in d.spec.items() if n != "init"}
+                return {k: {n: v for n, v in d.spec.items() if n not in ("init", *_VALUES)}
                         for k, d in self.deps.items()}
 
         return await asyncio.to_thread(specs)
@@ -321,7 +325,8 @@ class ServeController:
             "secret": self.secret, "version": self.version,
             "apps": {name: dict(app) for name, app in self.apps.items()},
             "stopping": dict(self.stopping), "proxies": self.proxies.state(),
-            "deps": {key: {"app": d.app, "spec": d.spec, "target": d.target,
+            "deps": {key: {"app": d.app, "target": d.target,
+                           "spec": {k: v for k, v in d.spec.items() if k not in _VALUES},
                            "status": d.status,
                            "replicas": [(r.replica_id, r.actor, r.version, r.user_config,
                                          dict(r.info) if r.state == "RUNNING" else None)
@@ -335,7 +340,9 @@ class ServeController:
         self.secret, self.version = state["secret"], state["version"] + 1
         self.apps = state["apps"]
         for key, saved in state["deps"].items():
-            dep = _Deployment(saved["app"], saved["spec"])
+            spec = saved["spec"]
+            spec["init_args"], spec["init_kwargs"] = safe_loads(spec["init"])
+            dep = _Deployment(saved["app"], spec)
             dep.target, dep.status = saved["target"], saved["status"]
             dep.replicas = [_Replica(*r) for r in saved["replicas"]]
             self.deps[key] = dep
@@ -398,21 +405,20 @@ class ServeController:
         return _Replica(replica_id, actor, spec["version"], spec.get("user_config"))
 
     def _pickle_init_args(self, app: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``specs`` with each one's ``init_args`` and ``init_kwargs`` pickled into
-        ``init`` (called outside the lock): once per deployment version, as a spec
-        whose version is declared already keeps that one's ``init``. Every replica
-        of the version is started with those bytes."""
+        """``specs`` with each one's ``init_args`` and ``init_kwargs`` also pickled
+        into ``init`` (called outside the lock): once per deployment version, as a
+        spec whose version is declared already keeps that one's ``init``. Every
+        replica of the version is started with those bytes."""
         with self.lock:
             known = {key: d.spec for key, d in self.deps.items()}
         out = []
         for spec in specs:
             spec = dict(spec)
-            args, kwargs = spec.pop("init_args"), spec.pop("init_kwargs")
             old = known.get(f"{app}#{spec['name']}")
             if old is not None and old["version"] == spec["version"]:
                 spec["init"] = old["init"]
             else:
-                spec["init"] = cloudpickle.dumps((args, kwargs))
+                spec["init"] = cloudpickle.dumps((spec["init_args"], spec["init_kwargs"]))
             out.append(spec)
         return out
 
