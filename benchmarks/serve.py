@@ -5,6 +5,7 @@ Usage::
     python benchmarks/serve.py [--systems uvicorn,fedexec,ray] [--handlers noop,numpy]
                                [--concurrency 1,16,64] [--seconds 5] [--python-ray PATH]
                                [--json out.json]
+    python benchmarks/serve.py --interleave 7 [--handlers noop,numpy] [--seconds 3]
 
 Every system serves the same async handler over HTTP on 127.0.0.1: ``noop``
 returns ``{"ok": 1}``; ``numpy`` runs a small model (a 64x64 matrix times the
@@ -19,16 +20,24 @@ Targets (issue 15): fedexec >= 5x Ray Serve's QPS at concurrency 16 and 64;
 fedexec with 1 replica >= 50% of plain uvicorn's QPS; added p50 over plain
 uvicorn <= 1 ms at concurrency 1. ``--python-ray`` names an interpreter with
 ``ray[serve]`` (Ray's systems are skipped if it cannot import ray).
+
+``--interleave N`` settles the concurrency-1 target on a machine whose load
+swings: plain uvicorn and fedexec.serve (1 replica) both stay up, and N pairs of
+short runs alternate between them (the order flips every pair); it prints each
+pair's QPS ratio and added p50, and their medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -131,14 +140,14 @@ def _child_env() -> dict[str, str]:
     return child_env()
 
 
-def run_system(python: str, system: str, replicas: int, handler: str,
-               levels: list[int], seconds: float) -> list[dict[str, Any]]:
+@contextlib.contextmanager
+def _server(python: str, system: str, replicas: int, handler: str) -> Iterator[int]:
+    """A server child serving ``handler``, up and warm; its port."""
     port = _free_port()
     server = subprocess.Popen(
         [python, os.path.abspath(__file__), "--server", system, handler, str(replicas),
          str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         env=_child_env())
-    rows = []
     try:
         deadline = time.monotonic() + 180
         assert server.stdout is not None
@@ -149,18 +158,7 @@ def run_system(python: str, system: str, replicas: int, handler: str,
             if (not line and server.poll() is not None) or time.monotonic() > deadline:
                 raise RuntimeError(f"{system} server did not start")
         time.sleep(1.0)
-        query = "/" if handler == "noop" else "/?x=0.5"
-        for c in levels:
-            out = subprocess.run([sys.executable, os.path.join(HERE, "_serve_load.py"),
-                                  f"http://127.0.0.1:{port}{query}", str(c), str(seconds)],
-                                 capture_output=True, text=True, timeout=seconds + 120,
-                                 env=_child_env())
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"system": system if system == "uvicorn" else f"{system}-{replicas}",
-                         "handler": handler, "concurrency": c, **result})
-            print(f"  {rows[-1]['system']:<10} {handler:<6} c={c:<3} "
-                  f"{result['qps']:>8.0f} qps  p50 {result['p50_ms']:.2f} ms  "
-                  f"p99 {result['p99_ms']:.2f} ms  errors {result['errors']}", flush=True)
+        yield port
     finally:
         if server.stdin:
             server.stdin.close()
@@ -169,6 +167,61 @@ def run_system(python: str, system: str, replicas: int, handler: str,
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _load(port: int, handler: str, c: int, seconds: float) -> dict[str, Any]:
+    """One closed-loop load run from a child process (see ``_serve_load.py``)."""
+    query = "/" if handler == "noop" else "/?x=0.5"
+    out = subprocess.run([sys.executable, os.path.join(HERE, "_serve_load.py"),
+                          f"http://127.0.0.1:{port}{query}", str(c), str(seconds)],
+                         capture_output=True, text=True, timeout=seconds + 120,
+                         env=_child_env())
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run_system(python: str, system: str, replicas: int, handler: str,
+               levels: list[int], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    with _server(python, system, replicas, handler) as port:
+        for c in levels:
+            result = _load(port, handler, c, seconds)
+            rows.append({"system": system if system == "uvicorn" else f"{system}-{replicas}",
+                         "handler": handler, "concurrency": c, **result})
+            print(f"  {rows[-1]['system']:<10} {handler:<6} c={c:<3} "
+                  f"{result['qps']:>8.0f} qps  p50 {result['p50_ms']:.2f} ms  "
+                  f"p99 {result['p99_ms']:.2f} ms  errors {result['errors']}", flush=True)
+    return rows
+
+
+def interleave(handlers: list[str], pairs: int, seconds: float) -> list[dict[str, Any]]:
+    """Concurrency 1: ``pairs`` alternating runs of plain uvicorn and fedexec.serve
+    with 1 replica, both servers up throughout; one row per pair."""
+    rows = []
+    for handler in handlers:
+        with _server(sys.executable, "uvicorn", 1, handler) as floor, \
+                _server(sys.executable, "fedexec", 1, handler) as fx:
+            print(f"{handler}, c=1: pair  uvicorn qps  fedexec-1 qps  ratio  "
+                  "uvicorn p50 ms  fedexec-1 p50 ms  added p50 ms", flush=True)
+            for i in range(pairs):
+                order = [("uvicorn", floor), ("fedexec", fx)]
+                got = {name: _load(port, handler, 1, seconds)
+                       for name, port in (order if i % 2 == 0 else order[::-1])}
+                u, f = got["uvicorn"], got["fedexec"]
+                row = {"handler": handler, "pair": i + 1, "uvicorn_qps": u["qps"],
+                       "fedexec_qps": f["qps"], "ratio": f["qps"] / u["qps"],
+                       "uvicorn_p50_ms": u["p50_ms"], "fedexec_p50_ms": f["p50_ms"],
+                       "added_p50_ms": f["p50_ms"] - u["p50_ms"],
+                       "errors": u["errors"] + f["errors"]}
+                rows.append(row)
+                print(f"{'':14}{i + 1:>4}  {u['qps']:>11.0f}  {f['qps']:>13.0f}  "
+                      f"{row['ratio']:>5.2f}  {u['p50_ms']:>14.2f}  {f['p50_ms']:>16.2f}  "
+                      f"{row['added_p50_ms']:>+12.2f}", flush=True)
+            mine = [r for r in rows if r["handler"] == handler]
+            print(f"{handler}, c=1: median ratio "
+                  f"{statistics.median(r['ratio'] for r in mine):.2f} (target >= 0.5), "
+                  f"median added p50 "
+                  f"{statistics.median(r['added_p50_ms'] for r in mine):+.2f} ms "
+                  "(target <= 1 ms)", flush=True)
     return rows
 
 
@@ -210,7 +263,15 @@ def main() -> None:
     p.add_argument("--python-ray", default=os.environ.get("FEDEXEC_BENCH_RAY_PYTHON",
                                                           "/tmp/serveray/bin/python"))
     p.add_argument("--json", default=None)
+    p.add_argument("--interleave", type=int, default=0, metavar="N",
+                   help="c=1 only: N alternating pairs of uvicorn and fedexec-1 runs")
     args = p.parse_args()
+    if args.interleave:
+        pairs = interleave(args.handlers.split(","), args.interleave, args.seconds)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(pairs, f, indent=1)
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
     replicas = [int(n) for n in args.replicas.split(",")]
     rows: list[dict[str, Any]] = []

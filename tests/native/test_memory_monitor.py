@@ -194,19 +194,25 @@ def test_the_environment_is_read_when_a_runtime_starts_not_at_import(monkeypatch
 
 
 # ------------------------------------------------------------ end to end
-# The most a test task ever allocates: well past the threshold (MARGIN above the memory
-# in use at the start), so that other processes on the machine freeing memory while the
-# test runs (a CI flake at 1200 MiB, with other test runs beside it) still leaves the hog
-# over the threshold.
-CAP_MIB = 2000
 MARGIN = 600 * MiB  # the threshold sits this far above the memory in use when a test starts
+PAST = 256 * MiB    # the hog allocates until the memory in use is this far past it
+SPARE = 512 * MiB   # ... or until only this much is left (it never gets there)
 
 
-def hog(marker_dir: str) -> str:
-    """Allocate (and touch) memory gradually up to CAP_MIB, then hold it a while."""
+def hog(marker_dir: str, threshold: float) -> str:
+    """Allocate (and touch) memory gradually until the machine (or cgroup), read as
+    the monitor reads it, is PAST over ``threshold``, then hold it a while: measured,
+    not a fixed amount, so other processes freeing memory meanwhile (CI flakes at
+    fixed 1200 and 2000 MiB, with other test runs beside them) cannot keep it under."""
+    from fedexec.backends.native.memory_monitor import MemoryReader
+
     open(os.path.join(marker_dir, f"attempt-{os.getpid()}"), "w").close()
+    read = MemoryReader()
     held = []
-    for _ in range(CAP_MIB // 16):
+    while True:
+        usage = read()
+        if usage.used >= threshold * usage.total + PAST or usage.total - usage.used < SPARE:
+            break
         held.append(b"\x01" * (16 * MiB))
         time.sleep(0.02)
     time.sleep(5)
@@ -235,7 +241,7 @@ def low_threshold() -> float:
             samples.append(read())
             time.sleep(0.1)
     now, usage = max(u.used for u in samples), samples[-1]
-    if usage.total - now < MARGIN + 2 * CAP_MIB * MiB:
+    if usage.total - now < MARGIN + PAST + SPARE + 1024 * MiB:
         pytest.skip(f"too little free memory for the test ({(usage.total - now) >> 20} MiB)")
     return (now + MARGIN) / usage.total
 
@@ -249,9 +255,10 @@ def wait_for(path: str, timeout: float = 30.0) -> None:
 
 @pytest.mark.timeout(120)
 def test_a_task_past_the_threshold_is_killed_with_out_of_memory_error(tmp_path, capfd):
-    with fedexec.Executor("native", num_cpus=2, memory_usage_threshold=low_threshold(),
+    threshold = low_threshold()
+    with fedexec.Executor("native", num_cpus=2, memory_usage_threshold=threshold,
                           memory_monitor_interval_s=0.1) as ex:
-        ref = ex.options(max_retries=0, name="hog").submit(hog, str(tmp_path))
+        ref = ex.options(max_retries=0, name="hog").submit(hog, str(tmp_path), threshold)
         with pytest.raises(OutOfMemoryError) as info:
             ref.result(timeout=60)
         assert not isinstance(info.value, WorkerCrashedError)
@@ -270,11 +277,12 @@ def test_a_task_past_the_threshold_is_killed_with_out_of_memory_error(tmp_path, 
 @pytest.mark.timeout(150)
 def test_an_oom_kill_uses_a_retry_and_a_task_beside_it_is_not_harmed(tmp_path, capfd):
     stop = str(tmp_path / "stop")
-    with fedexec.Executor("native", num_cpus=2, memory_usage_threshold=low_threshold(),
+    threshold = low_threshold()
+    with fedexec.Executor("native", num_cpus=2, memory_usage_threshold=threshold,
                           memory_monitor_interval_s=0.1) as ex:
         calm = ex.options(max_retries=0).submit(bystander, str(tmp_path), stop)
         wait_for(str(tmp_path / "bystander-started"))
-        ref = ex.options(max_retries=1, name="hog").submit(hog, str(tmp_path))
+        ref = ex.options(max_retries=1, name="hog").submit(hog, str(tmp_path), threshold)
         try:
             with pytest.raises(OutOfMemoryError, match="'hog'"):
                 ref.result(timeout=90)

@@ -3,6 +3,9 @@ tested without processes."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fedexec.backends.native.membership import Membership
 
 
@@ -59,3 +62,27 @@ def test_a_replica_fed_by_rows_reports_deaths_and_tracks_shape_changes():
     head.mark_dead("b")
     assert replica.apply(head.changes_since(0)) == ["b"]
     assert replica.shape_version > v
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["join", "beat", "dead", "apply"]),
+                          st.sampled_from(["a", "b", "c"]),
+                          st.integers(min_value=0, max_value=4)), max_size=30))
+def test_totals_always_equal_the_live_nodes_sums(ops):
+    m = Membership(timeout=5.0)
+    for op, node, cpus in ops:
+        total = {"CPU": float(cpus), "GPU": float(cpus % 2)}
+        if op == "join":
+            m.join(node, "", total, 0.0)
+        elif op == "beat":
+            m.heartbeat(node, total, 0, 0.0, total)
+        elif op == "dead":
+            m.mark_dead(node)
+        else:
+            m.apply([[node, "", total, total, cpus > 0, 0]])
+        expected: dict[str, float] = {}
+        for e in m.nodes.values():
+            if e.alive:
+                for k, v in e.total.items():
+                    expected[k] = expected.get(k, 0.0) + v
+        assert m.totals() == expected

@@ -19,6 +19,9 @@ actors run on the loop's small thread pool (``asyncio.to_thread``). The
 same thread keeps an HTTP proxy per node (``_proxies``) and saves the state to
 the checkpoint store after each change (``_checkpoint``): the controller runs
 with ``max_restarts=-1`` and a restarted one adopts what the last one ran.
+Nothing is pickled under the lock: a deployment's init arguments are pickled
+once per version before the lock is taken, a checkpoint is a snapshot taken
+under it and pickled after.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ import traceback
 import uuid
 from typing import Any
 
+import cloudpickle
+
 from fedexec.util.registry import EntrySet
+from fedexec.util.serialization import loads as safe_loads
 
 from . import _checkpoint, _context
 from ._client import NAMESPACE
@@ -44,6 +50,9 @@ DRAIN_QUIET_S = 0.5
 LOAD_TTL_S = 2.0
 MAX_START_FAILURES = 3
 STOP_S = 5.0
+# a spec's init arguments as values: kept here (the refs among them stay alive, as
+# the controller holds them) but neither checkpointed nor sent (``init`` is)
+_VALUES = ("init_args", "init_kwargs")
 
 
 class _Replica:
@@ -153,6 +162,7 @@ class ServeController:
 
     def _deploy_app(self, name: str, route_prefix: str | None, specs: list[dict[str, Any]],
                     ingress: str) -> None:
+        specs = self._pickle_init_args(name, specs)  # outside the lock: may be slow
         with self.lock:
             for other, app in self.apps.items():
                 if other != name and route_prefix is not None \
@@ -239,7 +249,8 @@ class ServeController:
         """The declared spec of every deployment, by ``app#name``."""
         def specs() -> dict[str, dict[str, Any]]:
             with self.lock:
-                return {k: d.spec for k, d in self.deps.items()}
+                return {k: {n: v for n, v in d.spec.items() if n not in ("init", *_VALUES)}
+                        for k, d in self.deps.items()}
 
         return await asyncio.to_thread(specs)
 
@@ -292,25 +303,35 @@ class ServeController:
 
     # ------------------------------------------------------------------ checkpoint
     def _save(self, wait: bool = False) -> None:
-        """Send the state to the checkpoint store (see ``_checkpoint``)."""
+        """Send the state to the checkpoint store (see ``_checkpoint``): a snapshot
+        taken under the lock, pickled outside it. Its sequence number is taken with
+        the snapshot and the store keeps the highest, so a save that is pickled
+        slower than a later one never overwrites it."""
         with self.lock:
             store = self.store
             if store is None:
                 return
             self.saves += 1
             self.dirty = False
-            seq, blob = self.saves, _checkpoint.dumps({
-                "secret": self.secret, "version": self.version, "apps": self.apps,
-                "stopping": dict(self.stopping), "proxies": self.proxies.state(),
-                "deps": {key: {"app": d.app, "spec": d.spec, "target": d.target,
-                               "status": d.status,
-                               "replicas": [(r.replica_id, r.actor, r.version, r.user_config,
-                                             r.info if r.state == "RUNNING" else None)
-                                            for r in d.replicas if r.state != "STOPPING"]}
-                         for key, d in self.deps.items()}})
-        ref = store.save.remote(seq, blob)
+            seq, state = self.saves, self._state()
+        ref = store.save.remote(seq, _checkpoint.dumps(state))
         if wait:
             ref.result(30)
+
+    def _state(self) -> dict[str, Any]:
+        """What a restarted controller needs (called under the lock): copies of the
+        containers that change in place; specs are replaced, never changed."""
+        return {
+            "secret": self.secret, "version": self.version,
+            "apps": {name: dict(app) for name, app in self.apps.items()},
+            "stopping": dict(self.stopping), "proxies": self.proxies.state(),
+            "deps": {key: {"app": d.app, "target": d.target,
+                           "spec": {k: v for k, v in d.spec.items() if k not in _VALUES},
+                           "status": d.status,
+                           "replicas": [(r.replica_id, r.actor, r.version, r.user_config,
+                                         dict(r.info) if r.state == "RUNNING" else None)
+                                        for r in d.replicas if r.state != "STOPPING"]}
+                     for key, d in self.deps.items()}}
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Take over from a controller that died (its last checkpoint): running
@@ -319,7 +340,9 @@ class ServeController:
         self.secret, self.version = state["secret"], state["version"] + 1
         self.apps = state["apps"]
         for key, saved in state["deps"].items():
-            dep = _Deployment(saved["app"], saved["spec"])
+            spec = saved["spec"]
+            spec["init_args"], spec["init_kwargs"] = safe_loads(spec["init"])
+            dep = _Deployment(saved["app"], spec)
             dep.target, dep.status = saved["target"], saved["status"]
             dep.replicas = [_Replica(*r) for r in saved["replicas"]]
             self.deps[key] = dep
@@ -375,11 +398,29 @@ class ServeController:
         opts["max_restarts"] = 0
         self.dirty = True
         actor = self.ex.options(**opts).actor(
-            Replica, dep.name, dep.app, replica_id, spec["target"], spec["init_args"],
-            spec["init_kwargs"], spec.get("user_config"), self.secret,
+            Replica, dep.name, dep.app, replica_id, spec["target"], spec["init"],
+            spec.get("user_config"), self.secret,
             spec.get("root_path", ""), int(spec["max_ongoing_requests"]),
             self.proxies.controller)
         return _Replica(replica_id, actor, spec["version"], spec.get("user_config"))
+
+    def _pickle_init_args(self, app: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``specs`` with each one's ``init_args`` and ``init_kwargs`` also pickled
+        into ``init`` (called outside the lock): once per deployment version, as a
+        spec whose version is declared already keeps that one's ``init``. Every
+        replica of the version is started with those bytes."""
+        with self.lock:
+            known = {key: d.spec for key, d in self.deps.items()}
+        out = []
+        for spec in specs:
+            spec = dict(spec)
+            old = known.get(f"{app}#{spec['name']}")
+            if old is not None and old["version"] == spec["version"]:
+                spec["init"] = old["init"]
+            else:
+                spec["init"] = cloudpickle.dumps((spec["init_args"], spec["init_kwargs"]))
+            out.append(spec)
+        return out
 
     def _stop(self, r: _Replica, dep: _Deployment) -> None:
         """Drain and stop ``r`` in the background (routers stop sending to it first);

@@ -94,14 +94,15 @@ class FrameSend:
             return
         body, more = msg.get("body", b""), msg.get("more_body", False)
         start = self._start
-        if start is not None:
-            self._start = None
+        if start is not None:  # cleared once sent: a frame too large leaves it for fail()
             headers = list(start.get("headers", ()))
             if not more:
                 self._writer.send([Op.RESPONSE, self._rid, start["status"], headers, body])
+                self._start = None
                 self.done = True
                 return
             self._writer.send([Op.START, self._rid, start["status"], headers])
+            self._start = None
         if body:
             self._writer.send([Op.CHUNK, self._rid, body])
         if not more:

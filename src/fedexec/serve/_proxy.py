@@ -8,7 +8,8 @@
 The proxy reads the body, sends method, path, query, headers and body as one
 frame (no pickling), and writes back the replica's status, headers and body
 (or its chunks as they come). 503 when no replica takes the request within
-``request_timeout_s``; 500 with the error text when the handler raised.
+``request_timeout_s``; 500 with the error text when the handler raised (or its
+response was over serve's frame limit); 413 when the request is over that limit.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import time
 from typing import Any
 
 import fedexec
+from fedexec.exceptions import FrameTooLargeError
 
 from . import _context, _loop
 from ._client import get_client, pin_controller
 from ._metrics import ProxyMetrics
-from ._wire import Op
+from ._wire import MAX_FRAME, Op
 from .exceptions import ReplicaDiedError, ServeError
 
 _TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
@@ -126,6 +128,12 @@ class ProxyApp:
         except ReplicaDiedError as exc:
             await _reply(send, 500, _TEXT, str(exc).encode())
             return 500
+        except FrameTooLargeError:
+            await _reply(send, 413, _TEXT, (
+                f"the request ({len(body)} bytes of body) is over serve's {MAX_FRAME}-byte "
+                "message limit; send less per request, or set FEDEXEC_SERVE_MAX_FRAME_BYTES "
+                "higher on every node").encode())
+            return 413
         op = first[0]
         if op == Op.RESPONSE:
             await send({"type": "http.response.start", "status": first[2],

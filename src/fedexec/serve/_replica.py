@@ -35,12 +35,13 @@ from typing import Any
 
 import cloudpickle
 
+from fedexec.exceptions import FrameTooLargeError
 from fedexec.util.serialization import loads as safe_loads
 
 from . import _chain, _context, _loop
 from ._holds import Holds
 from ._http import TEXT, FrameSend, encode_chunk, encode_value, make_receive, make_scope
-from ._wire import MAC, MAGIC, NONCE, FrameReader, Op, Writer, mac, new_nonce
+from ._wire import MAC, MAGIC, MAX_FRAME, NONCE, FrameReader, Op, Writer, mac, new_nonce
 
 
 class _UserCode:
@@ -117,6 +118,13 @@ def _is_stream(value: Any) -> bool:
     return inspect.isgenerator(value) or inspect.isasyncgen(value)
 
 
+def _oversized(what: str, exc: FrameTooLargeError) -> FrameTooLargeError:
+    return FrameTooLargeError(
+        f"{what} is over serve's {MAX_FRAME}-byte message limit ({exc}); send it in parts "
+        "(a generator, with stream=True for a handle call), return less, or set "
+        "FEDEXEC_SERVE_MAX_FRAME_BYTES higher on every node")
+
+
 def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
@@ -175,8 +183,7 @@ class Replica:
     """The replica actor (see the module docstring)."""
 
     def __init__(self, deployment: str, app: str, replica_id: str, target: Any,
-                 init_args: tuple[Any, ...], init_kwargs: dict[str, Any],
-                 user_config: Any, secret: bytes, root_path: str,
+                 init: bytes, user_config: Any, secret: bytes, root_path: str,
                  max_ongoing: int = 100, controller: Any = None) -> None:
         _context.remember_executor()
         if controller is not None:
@@ -185,6 +192,7 @@ class Replica:
             pin_controller(controller)
         self.deployment, self.app, self.replica_id = deployment, app, replica_id
         self.secret, self.root_path = secret, root_path
+        init_args, init_kwargs = safe_loads(init)  # pickled once per version (_controller)
         self.code = _UserCode(getattr(target, "value", target), init_args, init_kwargs)
         self.ongoing = 0  # running + waiting here
         self.running = 0
@@ -348,6 +356,8 @@ class Replica:
                 headers_out, payload = encode_value(result)
                 writer.send([Op.RESPONSE, rid, 200, headers_out, payload])
                 send.done = True
+        except FrameTooLargeError as exc:  # the answer did not fit a frame: a 500 saying so
+            send.fail(str(_oversized(f"the response of deployment {self.deployment!r}", exc)))
         except Exception as exc:  # user code failed: a 500 with its text, keep serving
             send.fail(_error_text(exc))
         finally:
@@ -372,6 +382,8 @@ class Replica:
                                     "handle.options(stream=True)")
                 self.holds.answer(writer, [Op.RESULT, rid, cloudpickle.dumps(result)])
         except Exception as exc:
+            if isinstance(exc, FrameTooLargeError):
+                exc = _oversized(f"the value of {self.deployment}.{method}", exc)
             try:
                 blob: bytes | None = cloudpickle.dumps(exc)
             except Exception:

@@ -14,7 +14,10 @@ of its answer): written but not started, it may sit in the socket or in the
 replica's own queue. When a replica's connection breaks, its started requests
 fail with ReplicaDiedError and the others are sent again to another replica
 (at most ``MAX_TRIES`` replicas in all). Load (ongoing + queued) is what the
-autoscaler reads.
+autoscaler reads. A request frame over ``MAX_FRAME`` raises FrameTooLargeError
+to its sender before it takes a slot; a frame announced over it by a replica
+(limits set differently) ends that connection, and its started requests fail
+with that error.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class _Conn(asyncio.Protocol):
         self.nonce_c = new_nonce()
         self.transport: Any = None
         self.writer: Writer | None = None
+        self.error: Exception | None = None  # why the connection was given up, if a frame
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: Any) -> None:
@@ -90,7 +94,13 @@ class _Conn(asyncio.Protocol):
             self._handshake(data)
             return
         inflight = self.inflight
-        for frame in self.reader.feed(data):
+        try:
+            frames = self.reader.feed(data)
+        except ValueError as exc:  # a frame over MAX_FRAME: the stream cannot be read on
+            self.error = exc
+            self.transport.close()
+            return
+        for frame in frames:
             if frame[0] >= Op.STARTED:  # the small control frames
                 self._control(frame)
                 continue
@@ -134,12 +144,13 @@ class _Conn(asyncio.Protocol):
                 self.ready.set_result(True)
 
     def send(self, pending: Pending) -> None:
+        """Write ``pending``'s frame (FrameTooLargeError: nothing written or counted)."""
         assert self.writer is not None
+        self.writer.send(pending.frame)
         self.ongoing += 1
         pending.tries += 1
         pending.conn = self
         self.inflight[pending.frame[1]] = pending
-        self.writer.send(pending.frame)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.state = "closed"
@@ -220,7 +231,9 @@ class Router:
         for pending in conn.inflight.values():
             if pending.first.done() and not pending.started:
                 continue  # the caller gave up on it
-            if pending.started:
+            if pending.started and conn.error is not None:
+                pending.fail(conn.error)
+            elif pending.started:
                 pending.fail(ReplicaDiedError(
                     f"the replica {conn.replica_id} of {self.key} died while handling the "
                     "request; it had started, so it is not retried"))
@@ -272,11 +285,17 @@ class Router:
 
     async def send(self, frame: list[Any]) -> Pending:
         """Write ``frame`` (its rid from :meth:`next_rid`) to a replica, waiting
-        in the queue while none is below its limit; the response's Pending."""
+        in the queue while none is below its limit; the response's Pending.
+
+        Raises:
+            FrameTooLargeError: ``frame`` is over ``MAX_FRAME`` (nothing was sent).
+        """
         pending = Pending(asyncio.get_running_loop(), frame)
-        (await self._slot()).send(pending)
-        if self.waiters:
-            self.freed()
+        try:
+            (await self._slot()).send(pending)
+        finally:
+            if self.waiters:
+                self.freed()
         return pending
 
     async def connection(self, replica_id: str, timeout: float = 10.0) -> _Conn:

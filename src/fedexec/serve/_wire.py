@@ -16,7 +16,8 @@ through fedexec actor calls (authenticated by the cluster token), so nothing
 is unpickled from a peer that has not proven it holds it.
 
 A frame (``fedexec._framing``: a 4-byte little-endian length, at most
-``MAX_FRAME`` bytes) holds a msgpack array ``[op, rid, ...]``;
+``MAX_FRAME`` bytes: ``FEDEXEC_SERVE_MAX_FRAME_BYTES`` if set, else 1 GiB; set it
+alike on every node) holds a msgpack array ``[op, rid, ...]``;
 writes made in one event-loop turn leave in one ``transport.write``, headed by
 one STARTED frame listing the requests that began running in that turn (but
 whose answers are not in the same write: an answer implies it started).
@@ -36,7 +37,19 @@ from .. import _framing
 MAGIC = b"FXSV1"
 NONCE = 16
 MAC = 32
-MAX_FRAME = 1 << 30
+
+
+def _max_frame() -> int:
+    raw = os.environ.get("FEDEXEC_SERVE_MAX_FRAME_BYTES")
+    try:
+        value = int(raw) if raw else 1 << 30
+    except ValueError:
+        raise ValueError(f"FEDEXEC_SERVE_MAX_FRAME_BYTES must be a number of bytes, got "
+                         f"{raw!r}") from None
+    return min(max(value, 1 << 16), (1 << 32) - 1)
+
+
+MAX_FRAME = _max_frame()
 
 
 class Op(enum.IntEnum):
@@ -96,11 +109,14 @@ class Writer:
         return bool(self._transport.is_closing())
 
     def send(self, frame: list[Any]) -> None:
+        """Queue ``frame`` for this turn's write. Raises FrameTooLargeError over
+        ``MAX_FRAME``, with nothing queued: the connection goes on."""
+        data = pack(frame)
         self.kick()
         started = self._started
         if started and Op.RESPONSE <= frame[0] <= Op.ERROR and frame[1] in started:
             started.remove(frame[1])  # its answer says it started, in the same write
-        self._pending.append(pack(frame))
+        self._pending.append(data)
 
     def mark_started(self, rid: int) -> None:
         """Tell the router that request ``rid`` began running, in the next write

@@ -36,6 +36,12 @@ then retries the tasks it forwarded there (if ``max_retries`` allows), rebuilds
 lost objects from lineage, fails the rest with ``NodeDiedError`` /
 ``ObjectLostError``, and drops the holds that node had here.
 
+Head loss: nodes rejoin the head at the same address each tick. A head restarted
+with its ``state_dir`` knows the node table; one restarted without it knows only
+the nodes that rejoined it so far, so a rejoining node keeps the others it does not
+list alive for ``heartbeat_timeout`` (to rejoin too) and only then takes them for
+dead, as above.
+
 Link loss before that: if a link to a node breaks while the node is still alive
 in the view, the actor calls sent there fail with ``ActorUnavailableError`` (they
 may or may not have run); messages not sent yet wait in the peer's ``out`` (the
@@ -189,6 +195,11 @@ class Federation:
         self._last_tick = 0.0
         self._spill_due = False
         self._fits_nowhere: dict[frozenset[tuple[str, float]], int] = {}  # shape -> version
+        # Nodes a replaced head did not list yet, each with the time it must by.
+        self._unconfirmed: dict[str, float] = {}
+        # Dials the head again when its link is lost (not a peer: its id may change).
+        self._head_dialer = _Peer(-1, "", self.head_address or "")
+        self._head_lost_logged = 0.0
         self.transfers = {"pulls": 0, "pulled_bytes": 0, "served": 0, "served_bytes": 0,
                           "forwarded_tasks": 0}
 
@@ -199,7 +210,7 @@ class Federation:
         if self.is_head:
             self._recover()
         else:
-            self._join_head(timeout=15.0, first=True)
+            self._join_head(timeout=15.0)
 
     def _hello_info(self: Any) -> dict[str, Any]:
         return {"address": self.tcp_address or "", "total": dict(self.pool.total)}
@@ -234,35 +245,20 @@ class Federation:
             peer.link = conn
         return conn
 
-    def _join_head(self: Any, timeout: float, first: bool = False) -> bool:
-        """Connect to the head, say HELLO, take its WELCOME (blocking, bounded)."""
+    def _join_head(self: Any, timeout: float) -> None:
+        """Join the head at start: connect, say HELLO, take its WELCOME (blocking,
+        bounded; raises if the head cannot be reached). Later joins do not block: see
+        ``_rejoin``."""
         reader = FrameReader()
-        try:
-            sock = self._open_link(self.head_address, timeout)
-            frames = _recv_frames(sock, reader, timeout)
-        except Exception as exc:
-            if first:
-                raise
-            sys.stderr.write(f"fedexec node: cannot reach the head at {self.head_address} "
-                             f"({exc}); retrying\n")
-            return False
+        sock = self._open_link(self.head_address, timeout)
+        frames = _recv_frames(sock, reader, timeout)
         frame, later = frames[0], frames[1:]
         msg = next((m for m in frame if m[0] == Op.WELCOME), None)
         if msg is None:
             sock.close()
-            return False
-        _, head_id, rows = msg
-        old_head = self.head_id
-        self.head_id = head_id
-        listed = {r[0] for r in rows}
-        # Nodes the (possibly restarted) head does not list are gone.
-        for node_id in [n for n in self.members.nodes if n not in listed and n != self.node_id]:
-            if self.members.mark_dead(node_id):
-                self._node_dead(node_id, "the head no longer lists it")
-        if old_head is not None and old_head != head_id:
-            self._node_dead(old_head, "the head was replaced")
-        self._apply_view([r for r in rows if r[0] != self.node_id])
-        peer = self._peer(head_id, self.head_address)
+            raise ConnectionError(f"the head at {self.head_address} did not welcome this "
+                                  f"node: {frame!r:.200}")
+        peer = self._welcomed(msg)
         conn = self._adopt_link(sock, peer)
         conn.reader = reader  # what the head sent right after WELCOME is not lost
         for m in frame:
@@ -271,10 +267,59 @@ class Federation:
         for f in later:
             for m in f:
                 self._handle(peer, m)
-        if not first:
-            self._rejoined()
+
+    def _rejoin(self: Any, now: float) -> None:
+        """(Node, link to the head lost) dial the head again without blocking the
+        loop, as ``_dial`` does for peers: a head that is restarting, or a host that
+        does not answer, must not stall this node's work. The HELLO goes out once
+        the link is authenticated (``_dialed``); the WELCOME is ``_on_welcome``."""
+        dialer = self._head_dialer
+        if dialer.dial is not None:
+            if now - dialer.dial_at > _DIAL_TIMEOUT:
+                self._close(dialer.dial)  # -> _dial_failed
+            return
+        if now - dialer.down < self.interval:
+            return
+        dialer.address = self.head_address
+        self._dial(dialer, now)
+        if dialer.dial is None and now - self._head_lost_logged > 10.0:
+            self._head_lost_logged = now
+            sys.stderr.write(f"fedexec node: cannot reach the head at {self.head_address}; "
+                             "retrying\n")
+
+    def _on_welcome(self: Any, conn: Any, msg: list[Any]) -> None:
+        """The head answered the HELLO of a link ``_rejoin`` opened."""
+        if not getattr(conn, "welcome_due", False):
+            self._log(f"dropped a WELCOME from {self._origin(conn)}: no join was asked")
+            return
+        conn.welcome_due = False
+        peer = self._welcomed(msg)
+        conn.peer = peer
+        if peer.link is None:
+            peer.link = conn
+        self._rejoined()
+        self._pending_out.add(peer)
+
+    def _welcomed(self: Any, msg: list[Any]) -> _Peer:
+        """Take the head's WELCOME (its id and node table): the head's peer."""
+        _, head_id, rows = msg
+        old_head = self.head_id
+        self.head_id = head_id
+        listed = {r[0] for r in rows}
+        replaced = old_head is not None and old_head != head_id
+        deadline = time.monotonic() + self.members.timeout
+        for node_id in [n for n in self.members.nodes if n not in listed and n != self.node_id]:
+            if replaced and node_id != old_head and self.members.is_alive(node_id):
+                # A new head (restarted without its state) knows only the nodes that
+                # rejoined it so far: the others get a heartbeat timeout to do so.
+                self._unconfirmed.setdefault(node_id, deadline)
+            elif self.members.mark_dead(node_id):  # the same head forgot it: it is gone
+                self._node_dead(node_id, "the head no longer lists it")
+        if replaced:
+            self._node_dead(old_head, "the head was replaced")
+        self._apply_view([r for r in rows if r[0] != self.node_id])
         self._dirty = True
-        return True
+        return self._peer(head_id, self.head_address)
 
     # ------------------------------------------------------------------ peers
     def _peer(self: Any, node_id: str, address: str | None = None) -> _Peer:
@@ -347,6 +392,12 @@ class Federation:
         assert peer is not None
         if peer.dial is conn:
             peer.dial = None
+        if peer is self._head_dialer:  # rejoining: the head's WELCOME names its peer
+            conn.welcome_due = True
+            conn.wbuf += pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
+                                      self._hello_info()]])
+            self._pending_out.add(conn)
+            return
         if self.peers.get(peer.node_id) is not peer:
             self._close(conn)  # declared dead meanwhile
             return
@@ -433,6 +484,12 @@ class Federation:
             self._place_pending_actors()  # only once the cluster's shape changed
         if now - self._last_tick < self.interval:
             return
+        for node_id, deadline in list(self._unconfirmed.items()):
+            if now >= deadline:
+                del self._unconfirmed[node_id]
+                if self.members.mark_dead(node_id):
+                    self._node_dead(node_id, "the restarted head does not list it: it did "
+                                             f"not rejoin within {self.members.timeout:g} s")
         # On schedule (no drift), unless we fell far behind.
         self._last_tick = max(self._last_tick + self.interval, now - self.interval)
         for peer in self.peers.values():
@@ -448,7 +505,7 @@ class Federation:
             return
         head = self.peers.get(self.head_id or "")
         if head is None or head.link is None:
-            self._join_head(timeout=2.0)
+            self._rejoin(now)
             return
         self._send(head.id, [Op.HEARTBEAT, self.pool.available(), self.core.queued(),
                              self.pool.total])
@@ -488,6 +545,7 @@ class Federation:
     def _apply_view(self: Any, rows: list[list[Any]]) -> None:
         died = self.members.apply(rows)
         for row in rows:
+            self._unconfirmed.pop(row[0], None)
             peer = self.peers.get(row[0])
             if peer is not None:
                 peer.sent = 0.0

@@ -51,6 +51,7 @@ class Membership:
         # Bumped when what the cluster could ever run changes (a node joins, dies, or
         # its total changes), not when free resources do: keys "fits no node" caches.
         self.shape_version = 0
+        self._totals: tuple[int, dict[str, float]] = (-1, {})  # (shape_version, sums)
 
     def _touch(self, entry: NodeEntry) -> None:
         self.version += 1
@@ -145,8 +146,13 @@ class Membership:
         return out
 
     def totals(self) -> dict[str, float]:
-        """Resources summed over the live nodes."""
-        return self._sum("total")
+        """Resources summed over the live nodes (kept until ``shape_version`` moves:
+        the node loop asks on every turn with work queued)."""
+        version, sums = self._totals
+        if version != self.shape_version:
+            sums = self._sum("total")
+            self._totals = (self.shape_version, sums)
+        return dict(sums)
 
     def availability(self) -> dict[str, float]:
         """Free resources summed over the live nodes (as last reported)."""

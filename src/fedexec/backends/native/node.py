@@ -140,6 +140,7 @@ class _Conn:
         "sock",
         "watching_write",
         "wbuf",
+        "welcome_due",
         "woff",
         "worker",
     )
@@ -163,6 +164,7 @@ class _Conn:
         self.watching_write = False
         self.peer: _Peer | None = None  # set on a link to another node
         self.dialing: _Peer | None = None  # a link we are opening, until authenticated
+        self.welcome_due = False  # a link to the head we dialed: its WELCOME comes next
         self.remote = False  # a driver on another machine: it gets bytes, not paths
 
 
@@ -1030,6 +1032,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Op.HEARTBEAT: Federation._on_heartbeat,
         Op.VIEW: Federation._on_view,
         Op.NODE_DEAD: Federation._on_node_dead,
+        Op.WELCOME: Federation._on_welcome,
         Op.OBJECT: Federation._on_peer_object,
         Op.STARTED: Federation._on_peer_started,
         Op.REPLY: Federation._on_peer_reply,
