@@ -106,15 +106,104 @@ def test_a_restarted_head_recovers_named_actors_and_nodes_keep_their_work(tmp_pa
     assert not os.path.exists(tmp_path / "state" / FILE_NAME)
 
 
-@pytest.mark.timeout(240)
+def _head_and_two_nodes(launch):
+    """A head and nodes a (resource "a") and b ("b"), b seen alive from a."""
+    head = launch(tcp=("127.0.0.1", 0))
+    address = head.info["address"]
+    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
+    b = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"b": 1})
+    return head, a, b
+
+
+def _alive_from(ex, *node_ids):
+    return poll_until(lambda: set(node_ids) <= {
+        n["node_id"] for n in ex.nodes() if n["alive"]}, timeout=30)
+
+
+@pytest.mark.parametrize("b_dies_too", [False, True], ids=["b-rejoins", "b-dies-with-the-head"])
+def test_a_head_restarted_without_state_keeps_the_nodes_that_rejoin_it(tmp_path, b_dies_too):
+    """A head restarted with no state directory knows only the nodes that have rejoined
+    it so far; a node rejoining first must not take the others for dead (and drop the
+    work they run for it). A node killed with the head, so never seen by its
+    replacement, is dead for the others once the heartbeat timeout has passed: its
+    work fails over, it does not wait forever."""
+    token = os.urandom(32).hex()
+    launch = _launcher(token, tmp_path / "state")
+    head, a, b = _head_and_two_nodes(launch)
+    address = head.info["address"]
+    a_id, b_id = a.info["node_id"], b.info["node_id"]
+    try:
+        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
+            assert _alive_from(ex_a, a_id, b_id)
+            running = ex_a.options(resources={"b": 1}, max_retries=0).submit(
+                sleep_then_node, 60.0 if b_dies_too else 4.0)
+            assert poll_until(lambda: running.running(), timeout=30)
+            for proc in (head, b) if b_dies_too else (head,):
+                proc.proc.kill()  # SIGKILL
+                proc.stop()
+            host, port = address.rsplit(":", 1)
+            head = launch(tcp=(host, int(port)))
+            if b_dies_too:
+                with pytest.raises(fedexec.exceptions.NodeDiedError, match=b_id):
+                    running.result(timeout=T)
+                assert poll_until(lambda: b_id not in {
+                    n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
+                return
+            assert running.result(timeout=T) == b_id
+            assert _alive_from(ex_a, a_id, b_id)
+            again = ex_a.options(resources={"b": 1}, max_retries=0).submit(sleep_then_node, 0)
+            assert again.result(timeout=T) == b_id
+    finally:
+        _stop(a, b, head)
+
+
+def test_a_node_keeps_working_while_its_head_address_hangs(tmp_path):
+    """Rejoining does not block the node: with the head gone and its address taken by
+    a listener that never answers (a hung or half-dead host), a node's own tasks keep
+    running at full speed, and it joins a real head there once one is back."""
+    import socket
+    import time
+
+    token = os.urandom(32).hex()
+    launch = _launcher(token, tmp_path / "state")
+    head = launch(tcp=("127.0.0.1", 0))
+    address = head.info["address"]
+    host, port = address.rsplit(":", 1)
+    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
+    a_id = a.info["node_id"]
+    hung = None
+    try:
+        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
+            assert ex_a.submit(sleep_then_node, 0).result(timeout=T) == a_id
+            head.proc.kill()  # SIGKILL
+            head.stop()
+            hung = socket.create_server((host, int(port)), backlog=64)  # never accepts
+            time.sleep(1.0)  # the node has found its link gone and dials the address
+            start = time.monotonic()
+            for _ in range(20):
+                assert ex_a.submit(sleep_then_node, 0).result(timeout=T) == a_id
+            # Blocking joins stalled the node ~2 s of every 2.5 s (about 20 s here).
+            assert time.monotonic() - start < 10.0
+            hung.close()
+            head = launch(tcp=(host, int(port)))
+            with fedexec.Executor(address=address, token=token) as ex_h:
+                assert poll_until(lambda: a_id in {
+                    n["node_id"] for n in ex_h.nodes() if n["alive"]}, timeout=30)
+    finally:
+        if hung is not None:
+            hung.close()
+        _stop(a, head)
+
+
 @pytest.mark.parametrize("kept", [True, False], ids=["state_dir", "no_state"])
 def test_an_actor_pending_on_a_node_survives_a_head_restart(tmp_path, kept):
     """A named actor waiting on node a for a node the autoscaler may launch (see
     pending_actors.py), with a call queued: the head is SIGKILLed and started
     again (with its ``state_dir``, or without: then node a registers its actors
-    again when it rejoins). The actor is still found by name through the head, still reported as
-    demand (the monitor plans a node for it), and once a node that fits joins it
-    is made there and answers the call made before the restart."""
+    again when it rejoins). The actor is still found by name through the head,
+    still reported as demand (the monitor plans a node for it), and once a node
+    that fits joins it is made there and answers the call made before the
+    restart."""
     from _backend_support import Recorder
     from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
     from fedexec.autoscaler.monitor import Monitor
@@ -186,103 +275,3 @@ def found(ex, name: str) -> str | None:
         return ex.get_actor(name).actor_id
     except ValueError:
         return None
-
-
-def test_work_between_two_nodes_survives_a_head_restarted_without_state(tmp_path):
-    """A head restarted with no state directory knows only the nodes that have rejoined
-    it so far; a node rejoining first must not take the others for dead (and drop the
-    work they run for it), only those that never rejoin within the heartbeat timeout."""
-    token = os.urandom(32).hex()
-    launch = _launcher(token, tmp_path / "state")
-    head = launch(tcp=("127.0.0.1", 0))
-    address = head.info["address"]
-    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
-    b = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"b": 1})
-    a_id, b_id = a.info["node_id"], b.info["node_id"]
-    try:
-        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
-            assert poll_until(lambda: {a_id, b_id} <= {
-                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
-            running = ex_a.options(resources={"b": 1}, max_retries=0).submit(
-                sleep_then_node, 4.0)
-            assert poll_until(lambda: running.running(), timeout=30)
-            head.proc.kill()  # SIGKILL
-            head.stop()
-            host, port = address.rsplit(":", 1)
-            head = launch(tcp=(host, int(port)))
-            assert running.result(timeout=T) == b_id
-            assert poll_until(lambda: {a_id, b_id} <= {
-                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
-            again = ex_a.options(resources={"b": 1}, max_retries=0).submit(sleep_then_node, 0)
-            assert again.result(timeout=T) == b_id
-    finally:
-        _stop(a, b, head)
-
-
-def test_a_node_that_never_rejoins_a_restarted_head_is_declared_dead(tmp_path):
-    """The other half: a node killed with the head, so never seen by its replacement,
-    is dead for the others once the heartbeat timeout has passed (its work fails
-    over, it does not wait forever)."""
-    token = os.urandom(32).hex()
-    launch = _launcher(token, tmp_path / "state")
-    head = launch(tcp=("127.0.0.1", 0))
-    address = head.info["address"]
-    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
-    b = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"b": 1})
-    a_id, b_id = a.info["node_id"], b.info["node_id"]
-    try:
-        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
-            assert poll_until(lambda: {a_id, b_id} <= {
-                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
-            running = ex_a.options(resources={"b": 1}, max_retries=0).submit(
-                sleep_then_node, 60.0)
-            assert poll_until(lambda: running.running(), timeout=30)
-            for proc in (head, b):
-                proc.proc.kill()  # SIGKILL
-                proc.stop()
-            host, port = address.rsplit(":", 1)
-            head = launch(tcp=(host, int(port)))
-            with pytest.raises(fedexec.exceptions.NodeDiedError, match=b_id):
-                running.result(timeout=T)
-            assert poll_until(lambda: b_id not in {
-                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
-    finally:
-        _stop(a, b, head)
-
-
-def test_a_node_keeps_working_while_its_head_address_hangs(tmp_path):
-    """Rejoining does not block the node: with the head gone and its address taken by
-    a listener that never answers (a hung or half-dead host), a node's own tasks keep
-    running at full speed, and it joins a real head there once one is back."""
-    import socket
-    import time
-
-    token = os.urandom(32).hex()
-    launch = _launcher(token, tmp_path / "state")
-    head = launch(tcp=("127.0.0.1", 0))
-    address = head.info["address"]
-    host, port = address.rsplit(":", 1)
-    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
-    a_id = a.info["node_id"]
-    hung = None
-    try:
-        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
-            assert ex_a.submit(sleep_then_node, 0).result(timeout=T) == a_id
-            head.proc.kill()  # SIGKILL
-            head.stop()
-            hung = socket.create_server((host, int(port)), backlog=64)  # never accepts
-            time.sleep(1.0)  # the node has found its link gone and dials the address
-            start = time.monotonic()
-            for _ in range(20):
-                assert ex_a.submit(sleep_then_node, 0).result(timeout=T) == a_id
-            # Blocking joins stalled the node ~2 s of every 2.5 s (about 20 s here).
-            assert time.monotonic() - start < 10.0
-            hung.close()
-            head = launch(tcp=(host, int(port)))
-            with fedexec.Executor(address=address, token=token) as ex_h:
-                assert poll_until(lambda: a_id in {
-                    n["node_id"] for n in ex_h.nodes() if n["alive"]}, timeout=30)
-    finally:
-        if hung is not None:
-            hung.close()
-        _stop(a, head)

@@ -33,6 +33,24 @@ def no_group_keys(ex):
     return not any("_group_" in k for k in ex.available_resources())
 
 
+def remove_while_running_then_check(ex):
+    """A one-CPU group with a task running in it and one queued for it: removing the
+    group cancels the queued one, and the running one's CPU serves other work only
+    once it has ended."""
+    pg = ex.placement_group([{"CPU": 1}])
+    assert pg.ready(timeout=T)
+    running = in_group(ex, pg, 0).submit(span, 2.0)
+    assert poll_until(running.running, timeout=T)
+    queued = in_group(ex, pg, 0).submit(span, 0.1)
+    ex.remove_placement_group(pg)
+    with pytest.raises(TaskCancelledError):  # a cancelled future: no message
+        queued.result(timeout=T)
+    after = ex.submit(span, 0.1)
+    (_, end), (start, _) = running.result(timeout=T), after.result(timeout=T)
+    assert start >= end, "the group's CPU was used twice after the group was removed"
+    assert poll_until(lambda: no_group_keys(ex), timeout=T)
+
+
 def test_a_task_on_a_bundle_and_one_on_any_bundle_share_its_cpu():
     with fedexec.Executor(backend="native", num_cpus=3) as ex:
         pg = ex.placement_group([{"CPU": 1}])
@@ -52,19 +70,8 @@ def test_a_task_on_a_bundle_and_one_on_any_bundle_share_its_cpu():
 
 def test_removing_a_group_returns_its_running_tasks_cpu_when_they_end():
     with fedexec.Executor(backend="native", num_cpus=1) as ex:
-        pg = ex.placement_group([{"CPU": 1}])
-        assert pg.ready(timeout=T)
-        running = in_group(ex, pg, 0).submit(span, 2.0)
-        assert poll_until(running.running, timeout=T)
-        queued = in_group(ex, pg, 0).submit(span, 0.1)
-        ex.remove_placement_group(pg)
-        after = ex.submit(span, 0.1)
-        with pytest.raises(TaskCancelledError):  # a cancelled future: no message
-            queued.result(timeout=T)
-        (_, end), (start, _) = running.result(timeout=T), after.result(timeout=T)
-        assert start >= end, "the group's CPU was used twice after the group was removed"
+        remove_while_running_then_check(ex)
         assert poll_until(lambda: ex.available_resources().get("CPU") == 1.0, timeout=T)
-        assert poll_until(lambda: no_group_keys(ex), timeout=T)
 
 
 def test_an_actor_in_a_removed_group_keeps_its_cpu_until_it_ends():
@@ -89,18 +96,7 @@ def test_removing_a_group_placed_on_another_node_books_nothing_twice_there():
     with Cluster(head_num_cpus=0) as cluster:
         cluster.add_node(num_cpus=1)
         with cluster.connect() as ex:
-            pg = ex.placement_group([{"CPU": 1}])
-            assert pg.ready(timeout=T)
-            running = in_group(ex, pg, 0).submit(span, 2.0)
-            assert poll_until(running.running, timeout=T)
-            queued = in_group(ex, pg, 0).submit(span, 0.1)
-            ex.remove_placement_group(pg)
-            with pytest.raises(TaskCancelledError):
-                queued.result(timeout=T)
-            after = ex.submit(span, 0.1)
-            (_, end), (start, _) = running.result(timeout=T), after.result(timeout=T)
-            assert start >= end, "the group's CPU was used twice after the group was removed"
-            assert poll_until(lambda: no_group_keys(ex), timeout=T)
+            remove_while_running_then_check(ex)
 
 
 def test_an_actor_waiting_for_a_removed_groups_cpu_dies_with_a_reason():

@@ -18,9 +18,11 @@ is unpickled from a peer that has not proven it holds it.
 A frame (``fedexec._framing``: a 4-byte little-endian length, at most
 ``MAX_FRAME`` bytes: ``FEDEXEC_SERVE_MAX_FRAME_BYTES`` if set, else 1 GiB; set it
 alike on every node) holds a msgpack array ``[op, rid, ...]``;
-writes made in one event-loop turn leave in one ``transport.write``, headed by
-one STARTED frame listing the requests that began running in that turn (but
-whose answers are not in the same write: an answer implies it started).
+a frame sent on a connection idle in this event-loop turn is written at once;
+the writes made after it in the same turn leave together in one
+``transport.write`` (``Writer``), headed by one STARTED frame listing the
+requests that began running in that turn (but whose answers are not in the
+same write: an answer implies it started).
 """
 
 from __future__ import annotations
@@ -95,28 +97,40 @@ class FrameReader(_framing.FrameReader):
 
 
 class Writer:
-    """Coalesces the frames written in one event-loop turn into one write."""
+    """Writes frames to one connection: a frame sent while nothing else went out
+    in this event-loop turn is written at once (one request at a time pays no
+    wait); the frames sent after it in the same turn are coalesced into one
+    write when the tasks scheduled so far took their step."""
+
+    __slots__ = ("_call_soon", "_pending", "_scheduled", "_started", "_transport")
 
     def __init__(self, transport: Any, call_soon: Callable[[Callable[[], None]], Any]) -> None:
         self._transport = transport
         self._call_soon = call_soon
         self._pending: list[bytes] = []
         self._started: list[int] = []
-        self._scheduled = False
+        self._scheduled = False  # a write went out or is queued in this turn
 
     @property
     def closed(self) -> bool:
         return bool(self._transport.is_closing())
 
     def send(self, frame: list[Any]) -> None:
-        """Queue ``frame`` for this turn's write. Raises FrameTooLargeError over
-        ``MAX_FRAME``, with nothing queued: the connection goes on."""
+        """Write ``frame`` now if the connection is idle in this turn, else queue it
+        for the turn's one coalesced write. Raises FrameTooLargeError over
+        ``MAX_FRAME``, with nothing written or queued: the connection goes on."""
         data = pack(frame)
-        self.kick()
         started = self._started
         if started and Op.RESPONSE <= frame[0] <= Op.ERROR and frame[1] in started:
             started.remove(frame[1])  # its answer says it started, in the same write
-        self._pending.append(data)
+        if self._scheduled:
+            self._pending.append(data)
+            return
+        # idle: nothing is queued (``mark_started`` is always followed by ``kick``)
+        self._scheduled = True
+        self._call_soon(self._flush)
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def mark_started(self, rid: int) -> None:
         """Tell the router that request ``rid`` began running, in the next write
@@ -124,7 +138,8 @@ class Writer:
         self._started.append(rid)
 
     def kick(self) -> None:
-        """Write what is pending once the tasks scheduled so far took a step."""
+        """Write what is pending once the tasks scheduled so far took a step (the
+        frames they send meanwhile join that write)."""
         if not self._scheduled:
             self._scheduled = True
             self._call_soon(self._flush)
@@ -134,6 +149,8 @@ class Writer:
         if self._started:
             self._pending.insert(0, pack([Op.STARTED, 0, self._started]))
             self._started = []
+        if not self._pending:
+            return
         data, self._pending = b"".join(self._pending), []
-        if data and not self._transport.is_closing():
+        if not self._transport.is_closing():
             self._transport.write(data)

@@ -18,9 +18,10 @@ _EPS = 1e-9
 
 def gpus_of(demand: Mapping[str, float]) -> float:
     """GPUs a demand asks for, also inside a placement-group bundle (``GPU_group_*``:
-    the bundle reserved them, its tasks get their ids)."""
-    return demand.get("GPU", 0.0) + sum(v for k, v in demand.items()
-                                        if k.startswith("GPU_group_"))
+    the bundle reserved them, its tasks get their ids; a task on a bundle index asks
+    the same amount under two names, the bundle's and the group's)."""
+    in_group = [v for k, v in demand.items() if k.startswith("GPU_group_")]
+    return demand.get("GPU", 0.0) + (max(in_group) if in_group else 0.0)
 
 
 class GpuSlots:
