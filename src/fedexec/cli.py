@@ -200,9 +200,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from .autoscaler._cli import status_lines
 
     if args.format == "json":
-        print(json.dumps({**status, "autoscaler": status_lines()}, indent=2))
+        print(json.dumps({**status, "autoscaler": status_lines(status)}, indent=2))
     else:
-        print("\n".join([format_status(status), *status_lines()]))
+        print("\n".join([format_status(status), *status_lines(status)]))
     return 0
 
 

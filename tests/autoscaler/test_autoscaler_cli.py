@@ -116,3 +116,42 @@ def test_up_with_the_fake_provider_joins_simulated_nodes_to_the_head(home, tmp_p
         down = cli("down", str(config), "--yes")
     assert down.returncode == 0, down.stderr
     assert "monitor stopped" in down.stdout and "head stopped" in down.stdout
+
+
+@pytest.mark.timeout(180)
+def test_monitor_shows_the_rounds_a_monitor_elsewhere_reported_to_the_head(home, tmp_path):
+    """No monitor log on this machine (its monitor runs elsewhere, e.g. on the head
+    with ``provider.monitor_on_head``): ``fedexec monitor --no-follow`` prints the
+    decisions that monitor reported to the head, with their reasons."""
+    from fedexec.autoscaler import load_config
+    from fedexec.autoscaler.monitor import Monitor
+    from fedexec.autoscaler.providers import LocalProvider
+    from fedexec.backends.native import cluster
+
+    config = tmp_path / "cluster.yaml"
+    config.write_text(CONFIG.replace("cpu2: {resources: {CPU: 2}, max_workers: 2}",
+                                     "cpu2: {resources: {CPU: 2}, min_workers: 1, "
+                                     "max_workers: 2}"))
+    started = cli("start", "--head", "--port", "0", "--job-port", "0", "--num-cpus", "1",
+                  "--no-dashboard")
+    assert started.returncode == 0, started.stderr
+    try:
+        head = cluster.read_local_cluster()
+        assert head is not None
+        # Its nodes never join (a head address where nothing listens).
+        provider = LocalProvider("clitest", "127.0.0.1:1", None,
+                                 state_dir=str(tmp_path / "state"))
+        monitor = Monitor(load_config(str(config)), provider, head["address"], None,
+                          log_path=None, backoff_base=600.0)
+        try:
+            monitor.step()
+        finally:
+            monitor.close()
+            provider.wait_launches(60)
+            monitor.terminate_all()
+        out = cli("monitor", str(config), "--no-follow")
+        assert out.returncode == 0, out.stderr
+        assert "autoscaler 'clitest' (last round" in out.stdout, out.stdout
+        assert "launching 1 x cpu2: min_workers is 1" in out.stdout, out.stdout
+    finally:
+        cli("stop")

@@ -49,6 +49,9 @@ def test_fake_nodes_join_the_head_with_their_resources(tmp_path):
 
             status = state.cluster_status(cluster.address, cluster.token)
             assert not status["missing"]
+            # and so is a monitor's round (every node takes it)
+            report = {"cluster_name": "sim", "shapes": [], "ttl": 60.0, "decisions": []}
+            assert state.report_autoscaler(report, cluster.address, cluster.token) == {}
             # work the head sends there fails at once, naming the simulated node
             ref = ex.options(resources={"sim": 1}).submit(pow, 2, 3)
             with pytest.raises(FedexecError, match="simulated node"):

@@ -4,6 +4,7 @@ end to end with the ``local`` provider (real node processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -12,7 +13,7 @@ from test_autoscaler_local import Running, wait_for
 
 import fedexec
 from _backend_support import Recorder
-from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
+from fedexec.autoscaler import ClusterConfig, NodeTypeConfig, request_resources
 from fedexec.autoscaler.monitor import Monitor
 from fedexec.autoscaler.providers import TAG_NODE_ID, LocalProvider
 from fedexec.backends.native import state
@@ -127,3 +128,70 @@ def test_killing_a_pending_actor_removes_it_and_its_demand(tmp_path):
             monitor.close()
             provider.wait_launches(60)
             monitor.terminate_all()
+
+
+def cpu4_config() -> ClusterConfig:
+    """A 1-CPU head and up to one 4-CPU node."""
+    types = {"head": NodeTypeConfig("head", {"CPU": 1}, 0, 0),
+             "cpu4": NodeTypeConfig("cpu4", {"CPU": 4}, 0, 1)}
+    return ClusterConfig(node_types=types, head_node_type="head", max_workers=1,
+                         idle_timeout_minutes=5.0, upscaling_speed=1.0)
+
+
+@pytest.mark.timeout(300)
+def test_an_actor_the_summed_totals_fit_but_no_node_does_waits_for_a_launched_node(tmp_path):
+    """Three 1-CPU nodes (3 CPUs in all) and an autoscaler that may launch a 4-CPU
+    node: an actor asking for 3 CPUs fits no live node, so it pends (not refused),
+    the node is launched for it, and its calls run there."""
+    with Cluster(head_num_cpus=1) as cluster:
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        with cluster.connect() as ex, Running(cluster, tmp_path, 300.0, cpu4_config()) as run:
+            assert ex.cluster_resources()["CPU"] == 3
+            wait_for(lambda: run.monitor.last_plan is not None, 60,
+                     "the monitor's first round")
+            actor = ex.options(num_cpus=3).actor(Recorder)
+            refs = [actor.add.remote(i) for i in range(3)]
+            [row] = pending_rows(cluster)
+            assert row["actor_id"] == actor.actor_id and row["shape"]["CPU"] == 3
+            assert ex.get(refs, timeout=240) == [[0], [0, 1], [0, 1, 2]]
+            launched = {run.provider.node_tags(p).get(TAG_NODE_ID)
+                        for p in run.provider.non_terminated_nodes()}
+            assert ex.get(actor.node.remote(), timeout=60) in launched
+            assert "launching 1 x cpu4 for 1 pending {CPU: 3} actor" in run.log_text()
+            ex.kill(actor)
+
+
+@pytest.mark.timeout(300)
+def test_an_actor_placed_on_a_live_node_that_dies_waits_for_a_launched_one(tmp_path):
+    """The actor is made on a live ``custom`` node (launched for a
+    ``request_resources`` call, then withdrawn: it does not pend when made). That
+    node is SIGKILLed; no live node has ``custom``, but the autoscaler may launch
+    one: the actor (``max_restarts=1``) pends again on the head, is reported as
+    demand, and is made again on the new node, where the calls made meanwhile run."""
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as ex, \
+            contextlib.ExitStack() as stack:
+        with Running(cluster, tmp_path, 300.0, custom_config()) as run:
+            request_resources(bundles=[{"custom": 1}], executor=ex)
+            wait_for(lambda: ex.cluster_resources().get("custom") == 1, 240,
+                     "a custom node launched for request_resources")
+            request_resources(executor=ex)
+            # A driver that joined after the node did: it sees a node that fits.
+            ex = stack.enter_context(cluster.connect())
+            actor = ex.options(resources={"custom": 1}, max_restarts=1).actor(Recorder)
+            first = ex.get(actor.node.remote(), timeout=60)
+            assert first != cluster.head.node_id
+            assert ex.get(actor.add.remote(1), timeout=60) == [1]
+            victim = next(p for p in run.provider.non_terminated_nodes()
+                          if run.provider.node_tags(p).get(TAG_NODE_ID) == first)
+            os.kill(run.provider._load()[victim]["pid"], signal.SIGKILL)
+            wait_for(lambda: not any(n["alive"] for n in ex.nodes() if n["node_id"] == first),
+                     60, "the head to declare the killed node dead")
+            calls = [actor.add.remote(i) for i in (2, 3)]
+            wait_for(lambda: [r["actor_id"] for r in pending_rows(cluster)] == [actor.actor_id]
+                     or calls[0].done(), 60, "the actor to pend again")
+            assert ex.get(calls, timeout=240) == [[2], [2, 3]]  # a fresh instance
+            again = ex.get(actor.node.remote(), timeout=60)
+            assert again not in (first, cluster.head.node_id)
+            assert pending_rows(cluster) == []
+            ex.kill(actor)

@@ -356,7 +356,16 @@ def test_monitor_on_head_runs_the_monitor_on_the_head_and_down_stops_it(sshd, tm
                      "the head's monitor to start the ssh worker")
         log = fedexec_cli("monitor", path, "--no-follow", timeout=60)
         assert "launching 1 x ssh1" in log.stdout, (log.stdout, log.stderr)
+        # `fedexec status` here shows the decisions of the monitor on the head.
+        monkeypatch.setenv("FEDEXEC_TOKEN", info["token"])
+        status = fedexec_cli("status", "--address", info["address"], timeout=60)
+        assert "autoscaler 'sshcli' (last round" in status.stdout, (
+            status.stdout, status.stderr, (head_state / "monitor.log").read_text())
+        block = status.stdout.split("autoscaler 'sshcli' (last round", 1)[1]
+        # its latest round: the worker it launched is up (min_workers met)
+        assert "nothing to do" in block or "launching 1 x ssh1" in block, block
     finally:
+        monkeypatch.delenv("FEDEXEC_TOKEN", raising=False)
         down = fedexec_cli("down", path, "--yes", timeout=180)
     assert down.returncode == 0, down.stderr
     assert "on the head: fedexec down: autoscaler monitor stopped" in down.stdout, down.stdout

@@ -193,3 +193,85 @@ def test_a_node_keeps_working_while_its_head_address_hangs(tmp_path):
         if hung is not None:
             hung.close()
         _stop(a, head)
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["state_dir", "no_state"])
+def test_an_actor_pending_on_a_node_survives_a_head_restart(tmp_path, kept):
+    """A named actor waiting on node a for a node the autoscaler may launch (see
+    pending_actors.py), with a call queued: the head is SIGKILLed and started
+    again (with its ``state_dir``, or without: then node a registers its actors
+    again when it rejoins). The actor is still found by name through the head,
+    still reported as demand (the monitor plans a node for it), and once a node
+    that fits joins it is made there and answers the call made before the
+    restart."""
+    from _backend_support import Recorder
+    from fedexec.autoscaler import ClusterConfig, NodeTypeConfig
+    from fedexec.autoscaler.monitor import Monitor
+    from fedexec.autoscaler.providers import LocalProvider
+
+    types = {"head": NodeTypeConfig("head", {"CPU": 1}, 0, 0),
+             "custom": NodeTypeConfig("custom", {"CPU": 1, "custom": 1}, 0, 1)}
+    cfg = ClusterConfig(node_types=types, head_node_type="head", max_workers=1,
+                        idle_timeout_minutes=5.0, upscaling_speed=1.0)
+    token = os.urandom(32).hex()
+    launch = _launcher(token, tmp_path / "state")
+    head = launch(state=True, tcp=("127.0.0.1", 0))
+    address = head.info["address"]
+    a = launch(tcp=("127.0.0.1", 0), head_address=address)
+    procs = [a]
+    # The monitor's nodes never join (a head address where nothing listens).
+    provider = LocalProvider("pending-restart", "127.0.0.1:1", token,
+                             state_dir=str(tmp_path / "provider"))
+
+    def monitor_round() -> list[str]:
+        monitor = Monitor(cfg, provider, address, token, backoff_base=600.0)
+        try:
+            return monitor.step().reasons()
+        finally:
+            monitor.close()
+
+    def pending_ids() -> list[str]:
+        status = state.cluster_status(address, token)
+        return [r["actor_id"] for n in status["nodes"] for r in n.get("pending_actors", [])]
+
+    ex_a = fedexec.Executor(address=a.info["address"], token=token)
+    try:
+        assert poll_until(lambda: sum(n["alive"] for n in ex_a.nodes()) == 2, timeout=30)
+        monitor_round()  # tells the cluster the node types it may launch
+        actor = ex_a.options(name="waiter", resources={"custom": 1}).actor(Recorder)
+        call = actor.add.remote(1)
+        assert pending_ids() == [actor.actor_id]
+
+        head.proc.kill()  # SIGKILL
+        head.stop()
+        host, port = address.rsplit(":", 1)
+        head = launch(state=kept, tcp=(host, int(port)))
+        with fedexec.Executor(address=address, token=token) as ex_h:
+            assert poll_until(lambda: a.info["node_id"] in {
+                n["node_id"] for n in ex_h.nodes() if n["alive"]}, timeout=30)
+            # (node a may not answer the new head's first questions at once)
+            assert poll_until(lambda: pending_ids() == [actor.actor_id], timeout=T)
+            assert poll_until(lambda: found(ex_h, "waiter") == actor.actor_id, timeout=T)
+            assert any("for 1 pending {CPU: 1, custom: 1} actor" in line
+                       for line in monitor_round())
+            node = launch(tcp=("127.0.0.1", 0), head_address=address,
+                          resources={"custom": 1})
+            procs.append(node)
+            assert call.result(timeout=T) == [1]
+            assert actor.node.remote().result(timeout=T) == node.info["node_id"]
+            assert ex_h.get_actor("waiter").add.remote(2).result(timeout=T) == [1, 2]
+            assert pending_ids() == []
+    finally:
+        ex_a.shutdown(wait=False, cancel_futures=True)
+        provider.wait_launches(60)
+        for pid in provider.non_terminated_nodes():
+            provider.terminate_node(pid)
+        _stop(*procs, head)
+
+
+def found(ex, name: str) -> str | None:
+    """The id of the actor named ``name``, or None."""
+    try:
+        return ex.get_actor(name).actor_id
+    except ValueError:
+        return None

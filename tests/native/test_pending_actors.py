@@ -107,3 +107,51 @@ def test_an_actor_in_a_placement_group_not_placed_yet_waits_for_the_group():
         ex.remove_placement_group(never)
         with pytest.raises(fedexec.ActorDiedError, match="placement group was removed"):
             ex.get(call, timeout=T)
+
+
+@pytest.mark.timeout(120)
+def test_an_actor_no_single_node_fits_is_refused_even_when_the_sum_would_fit():
+    """Three 1-CPU nodes sum to 3 CPUs, but an actor or task asking for 2 fits none
+    of them, and no autoscaler runs: refused at once, saying what it asked and the
+    largest node (no actor is made, nothing waits)."""
+    with Cluster(head_num_cpus=1) as cluster:
+        cluster.add_node(num_cpus=1)
+        cluster.add_node(num_cpus=1)
+        with cluster.connect() as ex:
+            assert ex.cluster_resources()["CPU"] == 3
+            with pytest.raises(ValueError, match=r"no single node") as info:
+                ex.options(num_cpus=2).actor(Recorder)
+            text = str(info.value)
+            assert "'Recorder'" in text and "{'CPU': 2.0}" in text, text
+            assert "the largest node has {'CPU': 1.0" in text, text
+            assert "no autoscaler runs" in text, text
+            with pytest.raises(ValueError, match=r"no single node"):
+                ex.options(num_cpus=2).submit(sum, [1])
+            rows = state.list_state("actors", cluster.address, cluster.token)
+            assert [r for r in rows if r.get("class") == "Recorder"] == []
+
+
+@pytest.mark.timeout(120)
+def test_an_actor_whose_node_dies_with_nothing_left_to_fit_it_dies_saying_why():
+    """``max_restarts=1``, but the only node with ``custom`` is SIGKILLed and no
+    autoscaler runs: no node can ever host the actor again, so it dies at once and
+    its calls raise ActorDiedError saying why (it does not linger, nor wait)."""
+    with Cluster(head_num_cpus=1) as cluster:
+        node = cluster.add_node(num_cpus=1, resources={"custom": 1})
+        with cluster.connect() as ex:
+            actor = ex.options(resources={"custom": 1}, max_restarts=1).actor(Recorder)
+            assert ex.get(actor.add.remote(1), timeout=T) == [1]
+            cluster.remove_node(node)  # SIGKILL
+            assert poll_until(lambda: not any(n["alive"] for n in ex.nodes()
+                                              if n["node_id"] == node.node_id), T)
+            with pytest.raises(fedexec.ActorDiedError) as info:
+                ex.get(actor.add.remote(2), timeout=T)
+            text = str(info.value)
+            assert "no live node can host it" in text and "'custom': 1" in text, text
+            assert "no autoscaler runs" in text, text
+            assert pending_rows_of(cluster) == []
+
+
+def pending_rows_of(cluster: Cluster) -> list[dict]:
+    status = state.cluster_status(cluster.address, cluster.token)
+    return [row for n in status["nodes"] for row in n.get("pending_actors", [])]

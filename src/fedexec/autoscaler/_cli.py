@@ -4,7 +4,9 @@
 detached autoscaler monitor process for it (re-running ``up`` replaces the monitor,
 so a changed config takes effect, and duplicates nothing); ``down`` stops the
 monitor, terminates every node it started, and stops the head if ``up`` started it;
-``monitor`` prints the autoscaler's log (and follows it unless ``--no-follow``).
+``monitor`` prints the autoscaler's log (and follows it unless ``--no-follow``;
+with ``--no-follow`` and no log here, the latest round its monitor, wherever it
+runs, reported to the head).
 
 With the ``ssh`` provider the head runs on this machine, listening on
 ``provider.head_ip``, when that is one of this machine's addresses; else (or with
@@ -348,6 +350,10 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             return 0
     path = os.path.join(state, "monitor.log")
     if not os.path.exists(path) and args.no_follow:
+        reported = _head_round(state, config.cluster_name)
+        if reported:  # a monitor running elsewhere told the head
+            print("\n".join(reported))
+            return 0
         print(f"fedexec monitor: no autoscaler log yet for {config.cluster_name!r} "
               f"(start the cluster with: fedexec up {args.config})", file=sys.stderr)
         return 1
@@ -367,21 +373,55 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         return 0
 
 
-def status_lines() -> list[str]:
-    """The latest round of each autoscaler monitor on this machine, for ``fedexec
-    status``: its age and every decision with its reason (none: [])."""
+def _head_round(state: str, cluster_name: str) -> list[str]:
+    """The latest round the cluster's head was told of by the monitor of
+    ``cluster_name`` (see :func:`status_lines`); [] when there is none or no head."""
+    from ..backends.native import state as cluster_state
+    from ..exceptions import FedexecError
+
+    head = _head_of(state)
+    if head is None:
+        return []
+    try:
+        status = cluster_state.cluster_status(head[0], head[1])
+    except (FedexecError, OSError, ValueError):
+        return []
+    return status_lines({"nodes": [n for n in status["nodes"]
+                                   if (n.get("autoscaler") or {}).get("cluster_name")
+                                   == cluster_name]}, local=False)
+
+
+def status_lines(status: dict[str, Any] | None = None, local: bool = True) -> list[str]:
+    """For ``fedexec status``: the latest round of each autoscaler monitor, its age
+    and every decision with its reason; first the one the head of ``status``
+    (``cluster_status``) was told about, wherever that monitor runs, then those of
+    the monitors on this machine it was not told about, with ``local`` (none: [])."""
     from ..backends.native.cluster import cluster_dir
 
+    lines: list[str] = []
+    reported = set()
+    for node in (status or {}).get("nodes", []):
+        last = node.get("autoscaler")
+        if not node.get("is_head") or last is None:
+            continue
+        reported.add(last["cluster_name"])
+        lines += _round_lines(last["cluster_name"], float(last["age"]), last["decisions"],
+                              " (no round since: is the monitor running?)"
+                              if last.get("stale") else "")
     root = os.path.join(cluster_dir(), "autoscaler")
-    lines = []
-    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    for name in sorted(os.listdir(root)) if local and os.path.isdir(root) else []:
         try:
             with open(os.path.join(root, name, "status.json"), encoding="utf-8") as f:
                 last = json.load(f)
         except (OSError, ValueError):
             continue
+        if last.get("cluster_name", name) in reported:
+            continue  # the same monitor: the head's copy is the one shown
         age = max(0.0, time.time() - float(last["time"]))
-        decisions = last["decisions"] or ["nothing to do"]
-        lines.append(f"autoscaler {name!r} (last round {age:.0f} s ago):")
-        lines += [f"  {d}" for d in decisions]
+        lines += _round_lines(name, age, last["decisions"], "")
     return lines
+
+
+def _round_lines(name: str, age: float, decisions: list[str], note: str) -> list[str]:
+    return [f"autoscaler {name!r} (last round {age:.0f} s ago){note}:",
+            *(f"  {d}" for d in decisions or ["nothing to do"])]

@@ -275,6 +275,8 @@ class FakeProvider:
                 out.append([Op.REPLY, rid, True, self._stats(node)])
             elif call == Call.LIST:
                 out.append([Op.REPLY, rid, True, []])
+            elif call == Call.AUTOSCALER_REPORT:  # nothing here restarts actors
+                out.append([Op.REPLY, rid, True, True])
             else:
                 out.append([Op.REPLY, rid, False, "UnsupportedOnBackendError: "
                             + _NO_CODE.format(node=node.node_id)])

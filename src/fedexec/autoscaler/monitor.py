@@ -88,14 +88,17 @@ class Monitor:
             self._actor = None
         if self._actor is None:
             self._actor = requests_actor(self._executor)
-        shapes = [dict(t.resources) for t in self.config.node_types.values()
-                  if t.max_workers > 0]
         try:
             return list(self._executor.get(
-                self._actor.report.remote(shapes, self.report_ttl), timeout=30))
+                self._actor.report.remote(self._shapes(), self.report_ttl), timeout=30))
         except Exception:
             self._actor = None  # made again next round (the head may have restarted)
             raise
+
+    def _shapes(self) -> list[dict[str, float]]:
+        """The resource shapes of the node types this monitor may launch."""
+        return [dict(t.resources) for t in self.config.node_types.values()
+                if t.max_workers > 0]
 
     def close(self) -> None:
         """Disconnect from the cluster (the monitor's own driver connection)."""
@@ -231,14 +234,27 @@ class Monitor:
                 self._log(line)
         self.last_plan = decided
         self.timings = {"observe": t1 - t0, "plan": t2 - t1, "apply": time.perf_counter() - t2}
-        if self.log_path is not None:  # what `fedexec status` shows
+        decisions = decided.reasons() + [f"node type {t} {why}" for t, why in backoff.items()]
+        self._report(decisions)
+        if self.log_path is not None:  # what `fedexec status` shows on this machine
             path = os.path.join(os.path.dirname(self.log_path), "status.json")
             with open(f"{path}.tmp", "w", encoding="utf-8") as f:
                 json.dump({"time": time.time(), "cluster_name": self.config.cluster_name,
-                           "decisions": decided.reasons() + [
-                               f"node type {t} {why}" for t, why in backoff.items()]}, f)
+                           "decisions": decisions}, f)
             os.replace(f"{path}.tmp", path)
         return decided
+
+    def _report(self, decisions: list[str]) -> None:
+        """Give every node this round: the node types this monitor may launch (a node
+        whose actor's node died lets it wait for one, see
+        ``backends/native/pending_actors.py``) and the decisions, which ``fedexec
+        status`` shows from the head wherever the monitor runs."""
+        from ..backends.native import state
+
+        state.report_autoscaler({"cluster_name": self.config.cluster_name,
+                                 "shapes": self._shapes(),
+                                 "ttl": self.report_ttl, "decisions": decisions,
+                                 "time": time.time()}, self.address, self.token)
 
     def run(self, interval: float, stop: threading.Event) -> None:
         """Run :meth:`step` every ``interval`` seconds until ``stop`` is set; a round

@@ -46,6 +46,7 @@ from ..base import Backend
 from . import _values as values
 from . import cluster
 from .channel import Channel
+from .pending_actors import fits, largest
 from .protocol import Call, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
 
@@ -212,7 +213,8 @@ class NativeBackend(Backend):
                                 f"fedexec-native-recv-{self.worker_id[-6:]}",
                                 before_send=self._drain_refcount_ops)
         self._channel.start()
-        self._total = self._request(Call.CLUSTER_RESOURCES)
+        self._node_totals = self._live_totals()  # see _feasible
+        self._fitting: set[tuple[tuple[str, float], ...]] = set()  # shapes a node fits
         #: True when the node's shared-memory store is not on this machine (a driver
         #: joining by address from elsewhere): large values then travel in messages.
         self.remote_store = False
@@ -525,33 +527,51 @@ class NativeBackend(Backend):
             raise BrokenExecutorError(self._broken)
 
     def _feasible(self, demand: dict[str, float], what: str) -> bool:
-        """Refuse work no node could ever run (``ValueError``). True when it fits no
-        node now but a running autoscaler may launch a node it fits: it waits for
-        that node (a task queues as pending demand; an actor pends on the node, see
+        """Refuse work no node could ever run (``ValueError``). Decided per node (work
+        runs on one node, so the cluster's summed totals say nothing): the live
+        nodes' totals, then the node types a running autoscaler may launch. True
+        when it fits no live node but such a node type: it waits for that node (a
+        task queues as pending demand; an actor pends on the node, see
         ``pending_actors.py``)."""
-        def fits(total: dict[str, float]) -> bool:
-            return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
-
-        if fits(self._total):
-            return False
         from ...autoscaler.advert import autoscaler_node_types
 
+        if self._fits_a_node(demand):
+            return False
         # Asked first: a burst of such work costs one question a second (cached).
         shapes = autoscaler_node_types(self)
-        if shapes is not None and any(fits(s) for s in shapes):
+        if shapes is not None and any(fits(demand, s) for s in shapes):
             return True  # an autoscaler node type fits: it waits for that node
         # Nodes may have joined since we last looked: ask before refusing.
-        self._total = self._request(Call.CLUSTER_RESOURCES)
-        if fits(self._total):
+        self._node_totals, self._fitting = self._live_totals(), set()
+        if self._fits_a_node(demand):
             return False
         why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
                " and no running autoscaler may launch a node it fits (node types: "
                f"{shapes})")
         raise ValueError(
-            f"{what} asks for {demand} but the cluster has only {self._total}{why}; it could "
-            "never run. Ask for less, or start the runtime with more (num_cpus=..., "
-            "num_gpus=..., resources=...), or give the autoscaler a node type that fits it"
+            f"{what} asks for {demand} but no single node has that much: the largest node "
+            f"has {largest(demand, self._node_totals)} ({len(self._node_totals)} live "
+            f"node(s)){why}; it could never run. Ask for less, or start a node with more "
+            "(num_cpus=..., num_gpus=..., resources=...), or give the autoscaler a node "
+            "type that fits it"
         )
+
+    def _fits_a_node(self, demand: dict[str, float]) -> bool:
+        """Does ``demand`` fit one of the live nodes last seen? (A shape found to fit
+        is remembered: a burst of submissions does not scan every node each.)"""
+        shape = tuple(sorted(demand.items()))
+        if shape in self._fitting:
+            return True
+        if not any(fits(demand, total) for total in self._node_totals):
+            return False
+        if len(self._fitting) < 1024:
+            self._fitting.add(shape)
+        return True
+
+    def _live_totals(self) -> list[dict[str, float]]:
+        """The total resources of each live node."""
+        return [dict(n["resources"]) for n in self._request(Call.NODES)
+                if n.get("alive", True)]
 
     def _env(self, runtime_env: Any) -> Any:
         """The runtime_env sent with work, plus our import path when we joined a

@@ -90,7 +90,7 @@ _LINK_BACKLOG = 64 << 20    # stop serving a peer while this much is unsent to i
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
 _GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node
 _DIAL_TIMEOUT = 2.0         # seconds a link to a peer may take to open and authenticate
-_GATHERABLE = (Call.STATS, Call.LIST)
+_GATHERABLE = (Call.STATS, Call.LIST, Call.AUTOSCALER_REPORT)
 
 
 class _Peer:
@@ -1084,11 +1084,20 @@ class Federation:
             peer = self._place_actor(spec)
         except ValueError:
             peer = None
-            if not self.pool.feasible(spec["demand_create"]):
+            if not self.pool.feasible(spec["demand_create"]) and \
+                    spec.get("await_node") == "group":
                 self._drop_remote_actor(actor_id)
                 self._actor_gone(actor_id, spec)
                 return
         args = [entry["payload"], entry["deps"], entry["contained"]]
+        if peer is None and not self.pool.feasible(spec["demand_create"]) and \
+                spec.get("await_node") != "group":
+            # No live node fits it: it waits for a node the autoscaler launches, or,
+            # when none may, it is dead (see pending_actors.py).
+            with contextlib.suppress(Exception):
+                self._restart_pending(owner, actor_id, spec, args, entry["restarts"])
+            self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
+            return
         if peer is None:  # here, after all
             spec["strategy"] = "LOCAL"
             with contextlib.suppress(Exception):
@@ -1226,14 +1235,14 @@ class Federation:
     # ------------------------------------------------------ cluster-wide state
     def _call_gather(self: Any, conn: Any, call: int, args: list[Any],
                      timeout: float = _GATHER_TIMEOUT) -> Any:
-        """GATHER: run ``call`` (STATS or LIST only) here and on every other node over
+        """GATHER: run ``call`` (STATS, LIST or AUTOSCALER_REPORT only) here and on every other node over
         the peer links; reply ``{node_id: [ok, value or error message]}`` for every
         node of the table: a dead node says so, one that does not answer within
         ``timeout`` seconds is reported unreachable."""
         from .node import _DEFER
 
         if call not in _GATHERABLE:
-            raise ValueError(f"GATHER takes STATS or LIST, not call {call}")
+            raise ValueError(f"GATHER takes STATS, LIST or AUTOSCALER_REPORT, not call {call}")
         here = self._calls[call](self, conn, *args)  # a bad argument fails here, once
         gather = _Gather(conn.id, self._request_id, float(timeout))
         gather.results[self.node_id] = [True, here]

@@ -947,7 +947,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         """Queue an actor call on its actor here; else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None or actor.state == "DEAD":
-            return actor.death if actor is not None else "it does not exist"
+            return actor.death if actor is not None else \
+                self.pending_actors.death(task.actor_id or "")
         task.retries_left = actor.spec.get("max_task_retries", 0)
         actor.queue.append(task)
         self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
@@ -1660,6 +1661,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
                                for pg in self.pgs.values() if pg["nodes"] is None],
             "pending_actors": self.pending_actors.rows(),
+            "autoscaler": self._autoscaler_stats(),
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
             "host": _host_usage(),
@@ -1871,6 +1873,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
         Call.METRICS: _call_metrics,
+        Call.AUTOSCALER_REPORT: PendingActorsMixin._call_autoscaler_report,
         Call.GATHER: Federation._call_gather,
         Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
         Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,

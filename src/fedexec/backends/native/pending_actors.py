@@ -5,8 +5,15 @@ pure state, tested alone).
 
 An actor *pends* when its creation shape fits no live node but the client found
 that something will make one: an autoscaler node type fits it (the client asked,
-see ``client._feasible``: ``spec["await_node"] == "node"``), or it runs in a
-placement group not placed yet (``"group"``). Then::
+see ``client._feasible``, which decides per node, never on the cluster's summed
+totals: ``spec["await_node"] == "node"``), or it runs in a placement group not
+placed yet (``"group"``). An actor whose node died, with a restart left
+(``max_restarts``), that no live node fits pends again on the node that placed
+it when a node type the autoscaler may launch fits it (``_restart_pending``);
+else it is dead for good, and its later calls raise ActorDiedError saying why.
+What the autoscaler may launch a node knows from the monitor's last round
+(``AUTOSCALER_REPORT``, sent to every node; stale after its ``ttl``: no
+autoscaler). Then::
 
     CREATE_ACTOR ──▶ pending entry (its arguments pinned, its name taken at the head,
                      the handle names this node)      ──▶ STATS "pending_actors"
@@ -16,6 +23,12 @@ placement group not placed yet (``"group"``). Then::
                      forwarded after it, in order; the entry goes
     KILL_ACTOR, or its placement group removed
                  ──▶ the entry goes, its calls fail with ActorDiedError
+
+Across a head restart the actors pending on other nodes stay there (still
+demand); those nodes register the named and restartable ones at the head again
+when they rejoin. Those pending on the head itself die with it, as its live
+actors do (their creation arguments, pinned in its store, and their callers'
+connections are gone).
 
 Entry rows (STATS ``pending_actors``, ``fedexec status``)::
 
@@ -30,9 +43,26 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .actor_directory import tracked
 from .protocol import ErrorKind
 
-__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin"]
+__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin", "fits", "largest"]
+
+
+def fits(demand: Mapping[str, float], total: Mapping[str, float]) -> bool:
+    """Does ``demand`` fit a node whose total resources are ``total``?"""
+    return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+
+
+def largest(demand: Mapping[str, float],
+            totals: list[dict[str, float]]) -> dict[str, float] | None:
+    """Of the nodes' ``totals``, the one closest to holding ``demand`` (for an error
+    that says how far off it is); None when there are none."""
+    def cover(total: Mapping[str, float]) -> tuple[float, float]:
+        part = sum(min(total.get(k, 0.0) / v, 1.0) for k, v in demand.items() if v > 0)
+        return part, total.get("CPU", 0.0)
+
+    return max(totals, key=cover, default=None)
 
 
 def _shape(demand: Mapping[str, float]) -> str:
@@ -43,8 +73,8 @@ class PendingActor:
     """One actor waiting for a node (see the module docstring). ``calls`` are the
     node's call tasks, queued in arrival order."""
 
-    __slots__ = ("actor_id", "calls", "contained", "deps", "owner", "payload", "since",
-                 "spec")
+    __slots__ = ("actor_id", "calls", "contained", "deps", "owner", "payload", "restarts",
+                 "since", "spec")
 
     def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
                  contained: list[str], owner: int | None, since: float):
@@ -55,6 +85,7 @@ class PendingActor:
         self.contained = contained
         self.owner = owner
         self.since = since
+        self.restarts = 0  # restarts used before it pended (its node died)
         self.calls: collections.deque[Any] = collections.deque()
 
     @property
@@ -87,9 +118,13 @@ class PendingActors:
     version (``Membership.shape_version``) they were last tried against: they are
     tried again only when it moved (a node joined, died or changed its total)."""
 
+    #: how many deaths :meth:`died` remembers (the oldest are forgotten first)
+    DEATHS_KEPT = 1024
+
     def __init__(self) -> None:
         self.entries: dict[str, PendingActor] = {}
         self.tried_version: int | None = None
+        self.deaths: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -122,6 +157,18 @@ class PendingActors:
     def rows(self) -> list[dict[str, Any]]:
         return [e.row() for e in self.entries.values()]
 
+    def died(self, actor_id: str, why: str) -> None:
+        """Remember why an actor no node could host (any more) is dead, for the calls
+        that reach it later."""
+        self.deaths[actor_id] = why
+        while len(self.deaths) > self.DEATHS_KEPT:
+            self.deaths.popitem(last=False)
+
+    def death(self, actor_id: str) -> str:
+        """Why ``actor_id`` is dead, as :meth:`died` recorded it, else "it does not
+        exist"."""
+        return self.deaths.get(actor_id, "it does not exist")
+
 
 class _Owner:
     """Stands for an actor's creator that is no longer connected (only its id is
@@ -138,6 +185,73 @@ class PendingActorsMixin:
 
     def _init_pending_actors(self: Any) -> None:
         self.pending_actors = PendingActors()
+        #: the autoscaler monitor's last report (see :meth:`_call_autoscaler_report`)
+        self.autoscaler_report: dict[str, Any] | None = None
+        self._autoscaler_reported = 0.0  # time.monotonic() it came
+
+    # ------------------------------------------------ the autoscaler's report
+    def _call_autoscaler_report(self: Any, conn: Any, report: dict[str, Any]) -> bool:
+        """AUTOSCALER_REPORT (a monitor's round, sent to every node by GATHER):
+        ``{"cluster_name", "shapes": the node types it may launch, "ttl": seconds
+        they stay valid, "decisions": its decisions with their reasons, "time"}``."""
+        if not isinstance(report, dict) or not isinstance(report.get("shapes"), list):
+            raise ValueError("AUTOSCALER_REPORT takes {'shapes': [...], 'ttl': s, ...}")
+        self.autoscaler_report = dict(report)
+        self._autoscaler_reported = time.monotonic()
+        return True
+
+    def _launchable(self: Any) -> list[dict[str, float]] | None:
+        """The node types a running autoscaler may launch, or None when no monitor
+        reported within its ``ttl`` (none runs, as far as this node knows)."""
+        report = self.autoscaler_report
+        if report is None or \
+                time.monotonic() - self._autoscaler_reported > float(report.get("ttl", 0.0)):
+            return None
+        return [dict(shape) for shape in report["shapes"]]
+
+    def _autoscaler_stats(self: Any) -> dict[str, Any] | None:
+        """STATS ``autoscaler``: the monitor's last round as reported here
+        (``cluster_name``, ``decisions``, ``age`` in seconds, ``stale``: older than
+        its ttl), or None."""
+        report = self.autoscaler_report
+        if report is None:
+            return None
+        age = time.monotonic() - self._autoscaler_reported
+        return {"cluster_name": report.get("cluster_name"),
+                "decisions": list(report.get("decisions") or []), "age": age,
+                "stale": age > float(report.get("ttl", 0.0))}
+
+    def _unhostable(self: Any, demand: dict[str, float]) -> str | None:
+        """Why no node can ever host ``demand``: no live node fits it, nor any node
+        type the autoscaler may launch; None when one of them does."""
+        totals = [dict(e.total) for e in self.members.alive()] or [dict(self.pool.total)]
+        if any(fits(demand, total) for total in totals):
+            return None
+        shapes = self._launchable()
+        if shapes is not None and any(fits(demand, shape) for shape in shapes):
+            return None
+        why = (" and no autoscaler runs" if shapes is None else
+               f" and no node type the autoscaler may launch fits it (node types: {shapes})")
+        return (f"no live node can host it: it asks for {dict(demand)}, the largest live node "
+                f"has {largest(demand, totals)}{why}")
+
+    def _restart_pending(self: Any, owner: Any, actor_id: str, spec: dict[str, Any],
+                         args: list[Any], restarts: int) -> bool:
+        """An actor whose node died, with a restart left, that no live node fits:
+        it waits here for a node the autoscaler launches (True), or, when nothing
+        can ever host it, is dead for good, saying why (False)."""
+        why = self._unhostable(spec["demand_create"])
+        if why is not None:
+            self._log(f"actor {actor_id} cannot restart: {why}")
+            self.pending_actors.died(actor_id, why)
+            self._actor_gone(actor_id, spec)  # the head frees its name
+            return False
+        spec = {**spec, "await_node": "node", "strategy": "LOCAL"}
+        self._create_actor(owner, actor_id, spec, *args, restart=True)
+        entry = self.pending_actors.entries.get(actor_id)
+        if entry is not None:
+            entry.restarts = restarts
+        return True
 
     def _pending_actor_list_rows(self: Any) -> list[dict[str, Any]]:
         """``fedexec list actors`` rows of the pending actors (state WAITING_FOR_NODE)."""
@@ -159,6 +273,14 @@ class PendingActorsMixin:
         self.pending_actors.add(entry, self.members.shape_version)
         self._log(entry.reason())
         return [actor_id, spec]
+
+    def _register_pending_again(self: Any) -> None:
+        """(Node) joined a head again: register the named and restartable actors
+        waiting here, as for the live ones (``persistence.py``), so the head finds
+        them by name even if it kept no state."""
+        for entry in self.pending_actors.entries.values():
+            if tracked(entry.spec):
+                self._register_actor(entry.actor_id, entry.spec, lambda ok, value: None)
 
     def _queue_pending_call(self: Any, task: Any) -> None:
         """A call to a pending actor: it waits, in order, for the actor to be placed."""
@@ -196,6 +318,7 @@ class PendingActorsMixin:
         entry = self.pending_actors.pop(actor_id)
         if entry is None:
             return
+        self.pending_actors.died(actor_id, why)
         for task in entry.calls:
             if task.id in self.tasks:
                 self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
@@ -237,7 +360,9 @@ class PendingActorsMixin:
         self._log(f"placing pending actor {entry.actor_id} on node {peer.node_id}")
         self._create_remote_actor(peer, None, entry.actor_id, entry.spec, entry.payload,
                                   entry.deps, entry.contained)
-        self.remote_actors[entry.actor_id]["owner"] = entry.owner  # it may restart for it
+        remote = self.remote_actors[entry.actor_id]
+        remote["owner"] = entry.owner  # it may restart for it
+        remote["restarts"] = entry.restarts
         for oid in entry.deps + entry.contained:
             self._unpin(oid)  # the remote entry pins them now
         for task in entry.calls:  # after the creation, on the same link: in order

@@ -8,7 +8,8 @@ its process was killed; same token and port), it takes them back before serving:
 * the nodes of the table count as alive until they miss ``heartbeat_timeout``, so
   nodes rejoining one by one do not declare the others dead (their running work,
   actors and objects stay), and each rejoining node registers its named and
-  restartable actors again (what changed while the head was down);
+  restartable actors again, those waiting there for a node included (what
+  changed while the head was down, or all of it for a head without ``state_dir``);
 * named actors are found by name again; those that lived on the killed head itself
   are dead (its workers died with it): their names are free;
 * placement groups are listed again (their origin nodes keep them).
@@ -96,6 +97,7 @@ class HeadPersistence:
         for actor in self.actors.values():
             if actor.state != "DEAD" and tracked(actor.spec):
                 self._register_actor(actor.id, actor.spec, lambda ok, value: None)
+        self._register_pending_again()
         for pg in self.pgs.values():
             self._event_pg(pg)
 

@@ -179,6 +179,7 @@ class Call(enum.IntEnum):
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
     RELEASE_BUNDLES = 17   # node -> node: [pg_id, removed for good] -> bool
     METRICS = 18           # process -> its node: [rows (see fedexec._metric_table)] -> True
+    AUTOSCALER_REPORT = 19  # monitor -> every node (by GATHER): [report] -> True
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
     # node -> head: the actor directory (see actor_directory.py)
     REGISTER_ACTOR = 31    # [actor_id, spec, node_id, owner_node] -> [holder id, holder spec]

@@ -28,7 +28,7 @@ from .protocol import (
     pack_frame,
 )
 
-__all__ = ["KINDS", "StateRows", "cluster_status", "list_state"]
+__all__ = ["KINDS", "StateRows", "cluster_status", "list_state", "report_autoscaler"]
 
 #: What ``list_state`` lists.
 KINDS = ("nodes", "tasks", "actors", "objects", "placement_groups", "metrics", "task_counts",
@@ -120,7 +120,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
     strategy, name], ...]`` of the placement groups it waits to place,
     ``pending_actors``: the actors waiting there for a node to host them, each
     ``{actor_id, class_name, name, shape, waits_for, reason, calls, since}``, see
-    ``pending_actors.py``), the totals
+    ``pending_actors.py``), ``autoscaler``: the last round an autoscaler monitor
+    reported to it, if any: ``{cluster_name, decisions, age, stale}``), the totals
     over the nodes that answered
     (``tasks``, ``queued_tasks``, ``actors``, ``objects``, ``workers``, ``store``:
     ``used_bytes``, ``capacity``, ``num_objects``, ``num_spilled``,
@@ -155,6 +156,8 @@ def cluster_status(address: str = "auto", token: str | None = None,
                      queued_shapes=[[dict(d), n] for d, n in value.get("queued_shapes", [])],
                      pending_groups=list(value.get("pending_groups", [])),
                      pending_actors=list(value.get("pending_actors", [])))
+        if value.get("autoscaler") is not None:
+            entry["autoscaler"] = dict(value["autoscaler"])
         for key in sums:
             sums[key] += entry[key]
         for key in _STORE_SUMS:
@@ -162,6 +165,18 @@ def cluster_status(address: str = "auto", token: str | None = None,
         entries.append(entry)
     return {"nodes": entries, "total": total, "available": available, **sums,
             "store": store, "missing": missing}
+
+
+def report_autoscaler(report: dict[str, Any], address: str = "auto",
+                      token: str | None = None, timeout: float = 5.0) -> dict[str, str]:
+    """Give every node an autoscaler monitor's round (``AUTOSCALER_REPORT``: the
+    node types it may launch, for how long, and its decisions with their reasons;
+    see ``pending_actors.py``). Returns ``{node_id: why}`` for the nodes that did
+    not take it."""
+    with _Session(address, token, timeout + 30.0) as session:
+        answers = _gather(session, Call.AUTOSCALER_REPORT, [report], timeout)
+    return {node_id: describe_error(value) for node_id, (ok, value) in answers.items()
+            if not ok}
 
 
 def _one_row_per_task(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
