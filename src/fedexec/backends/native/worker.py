@@ -193,7 +193,8 @@ class WorkerLoop:
     def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
         link = self.direct.pop(task_id, None)
         msg = [Op.TASK_DONE if link is None else Op.DIRECT_DONE, task_id, results]
-        later = self.host.queued() if self.host is not None \
+        host = self.host
+        later = (host.queued() or host.running()) if host is not None \
             else self.queue and threading.get_ident() == self.main_ident
         backend = self.backend
         if later:
