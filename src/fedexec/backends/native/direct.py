@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = ["ActorLinks", "CallListener", "Outboxes"]
 
 _ASK_AGAIN_S = 0.05   # a caller asks again for an actor's address after this long
+_NOT_THERE_S = 0.1  # ... this long after it was not there (starting, or on another node)
 _CONNECT_FAILED_S = 5.0  # ... or this long after connecting to it failed
 _CALLER_OPS = ROLES["caller"]
 
@@ -154,7 +155,8 @@ class ActorLinks:
         link.asking, link.asked = True, now + _ASK_AGAIN_S
 
         def answered(ok: bool, value: Any) -> None:
-            if not ok or not value:
+            if not ok or not value:  # not alive yet, or not on this node: ask later
+                link.asked = time.monotonic() + _NOT_THERE_S
                 link.asking = False
                 return
             threading.Thread(target=self._connect, args=(link, value[0], value[1]),

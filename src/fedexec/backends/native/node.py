@@ -270,7 +270,10 @@ class _Actor:
         self.direct_owners: collections.Counter[int] = collections.Counter()
 
     def direct_reset(self) -> None:
-        """Its worker is gone: no direct calls to it any more."""
+        """Its worker is gone: no direct calls to it any more (its socket goes)."""
+        if self.address is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.address[1])
         self.address = None
         self.direct.clear()
         self.direct_owners.clear()
