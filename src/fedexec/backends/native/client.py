@@ -8,7 +8,9 @@ the reader thread. Reference counting: each process holds at most one
 ``ObjectRef`` instance per id (``_refs``); creating one for an id it did not make
 sends INCREF (and SUBSCRIBE, so the ref completes), collecting it sends DECREF.
 Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
-must not lock) and are written, in order, before the next message.
+must not lock) and are written, in order, before the next message. Actor calls
+go straight to the actor's worker when they can (``direct.ActorLinks``), still
+registered with the node manager by an ACTOR_CALL naming that worker.
 """
 
 from __future__ import annotations

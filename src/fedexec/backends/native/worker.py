@@ -5,7 +5,10 @@ cluster token and says HELLO. The reader thread (the client's) hands EXECUTE and
 ACTOR_INIT messages to this loop; the main thread runs them in arrival order and
 answers TASK_DONE. An actor's calls (ACTOR_EXEC) go from the reader thread
 straight to its :class:`ActorHost`, which runs them on its own threads (or event
-loop). Inside a task, ``fedexec.*`` calls go through the same client.
+loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
+worker also listens for callers on its node (``direct.CallListener``): their
+DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
+(DIRECT_DONE) and then back to its caller (DIRECT_REPLY).
 
 Task messages::
 
