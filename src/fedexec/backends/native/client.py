@@ -665,11 +665,15 @@ class NativeBackend(Backend):
                 done: Any = None) -> Iterator[None]:
         """Send what is queued before waiting; a worker lends its CPU meanwhile; a
         wait that lasts is reported (see ``_report_long_waits``)."""
+        loop = self.worker_loop
+        if loop is None or loop.listener is None:
+            # Only calls of ours in the direct outboxes: they go first (the node
+            # manager takes their registrations in any order, see direct.py).
+            self._outboxes.flush()
         self.flush()
         token = object()
         self._waits[token] = (time.monotonic(), list(refs))
         try:
-            loop = self.worker_loop
             if loop is None:
                 yield
             else:
