@@ -351,7 +351,9 @@ class Executor(cf.Executor):
         return self._backend.placement_group(checked, strategy, name)
 
     def remove_placement_group(self, pg: PlacementGroup) -> None:
-        """Free the reservation of ``pg``."""
+        """Free the reservation of ``pg``: at once the part none of its work holds,
+        the rest as its running tasks and actors end (they are not killed, and
+        nothing is booked twice). Tasks still queued for the group are cancelled."""
         if not isinstance(pg, PlacementGroup):
             raise TypeError("remove_placement_group() takes a PlacementGroup")
         self._backend.remove_placement_group(pg)

@@ -104,3 +104,65 @@ def test_a_restarted_head_recovers_named_actors_and_nodes_keep_their_work(tmp_pa
         _stop(a, b, head)
     # A head that stops cleanly removes its state: a new cluster starts empty.
     assert not os.path.exists(tmp_path / "state" / FILE_NAME)
+
+
+def test_work_between_two_nodes_survives_a_head_restarted_without_state(tmp_path):
+    """A head restarted with no state directory knows only the nodes that have rejoined
+    it so far; a node rejoining first must not take the others for dead (and drop the
+    work they run for it), only those that never rejoin within the heartbeat timeout."""
+    token = os.urandom(32).hex()
+    launch = _launcher(token, tmp_path / "state")
+    head = launch(tcp=("127.0.0.1", 0))
+    address = head.info["address"]
+    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
+    b = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"b": 1})
+    a_id, b_id = a.info["node_id"], b.info["node_id"]
+    try:
+        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
+            assert poll_until(lambda: {a_id, b_id} <= {
+                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
+            running = ex_a.options(resources={"b": 1}, max_retries=0).submit(
+                sleep_then_node, 4.0)
+            assert poll_until(lambda: running.running(), timeout=30)
+            head.proc.kill()  # SIGKILL
+            head.stop()
+            host, port = address.rsplit(":", 1)
+            head = launch(tcp=(host, int(port)))
+            assert running.result(timeout=T) == b_id
+            assert poll_until(lambda: {a_id, b_id} <= {
+                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
+            again = ex_a.options(resources={"b": 1}, max_retries=0).submit(sleep_then_node, 0)
+            assert again.result(timeout=T) == b_id
+    finally:
+        _stop(a, b, head)
+
+
+def test_a_node_that_never_rejoins_a_restarted_head_is_declared_dead(tmp_path):
+    """The other half: a node killed with the head, so never seen by its replacement,
+    is dead for the others once the heartbeat timeout has passed (its work fails
+    over, it does not wait forever)."""
+    token = os.urandom(32).hex()
+    launch = _launcher(token, tmp_path / "state")
+    head = launch(tcp=("127.0.0.1", 0))
+    address = head.info["address"]
+    a = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"a": 1})
+    b = launch(tcp=("127.0.0.1", 0), head_address=address, resources={"b": 1})
+    a_id, b_id = a.info["node_id"], b.info["node_id"]
+    try:
+        with fedexec.Executor(address=a.info["address"], token=token) as ex_a:
+            assert poll_until(lambda: {a_id, b_id} <= {
+                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
+            running = ex_a.options(resources={"b": 1}, max_retries=0).submit(
+                sleep_then_node, 60.0)
+            assert poll_until(lambda: running.running(), timeout=30)
+            for proc in (head, b):
+                proc.proc.kill()  # SIGKILL
+                proc.stop()
+            host, port = address.rsplit(":", 1)
+            head = launch(tcp=(host, int(port)))
+            with pytest.raises(fedexec.exceptions.NodeDiedError, match=b_id):
+                running.result(timeout=T)
+            assert poll_until(lambda: b_id not in {
+                n["node_id"] for n in ex_a.nodes() if n["alive"]}, timeout=30)
+    finally:
+        _stop(a, b, head)

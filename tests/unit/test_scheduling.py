@@ -94,3 +94,32 @@ def test_usage_never_exceeds_total_and_every_started_item_fits(total, ops):
         started = s.dispatch()
         running.extend(d for _, d in started)
     assert len(s) == 0
+
+
+def test_a_retired_resource_gives_its_base_back_as_its_holders_release_it():
+    pool = ResourcePool({"CPU": 4})
+    pool.acquire({"CPU": 2})                     # a placement group carves 2 CPUs out
+    pool.total.update({"CPU_group_g": 2.0})
+    pool.used["CPU_group_g"] = 0.0
+    pool.acquire({"CPU_group_g": 1})             # one of its tasks runs
+    pool.release({"CPU": 1})                     # removal: the unused CPU back at once
+    pool.retire("CPU_group_g", "CPU")
+    assert pool.available()["CPU"] == 3 and not pool.fits({"CPU_group_g": 1})
+    pool.release({"CPU_group_g": 1})             # the task ends: its CPU comes back too
+    assert pool.available() == {"CPU": 4} and pool.retired == {}
+    pool.retire("unused")                        # nothing held: dropped at once
+    assert "unused" not in pool.total
+
+
+def test_unretire_offers_the_resource_again_without_holding_its_base_twice():
+    pool = ResourcePool({"CPU": 2})
+    pool.total["CPU_group_g"] = 1.0
+    pool.acquire({"CPU": 1})
+    pool.acquire({"CPU_group_g": 1})
+    pool.retire("CPU_group_g", "CPU")            # removed while its task runs
+    pool.acquire({"CPU": 1})                     # placed here again: the bundle's CPU
+    pool.unretire("CPU_group_g")
+    pool.total["CPU_group_g"] += 1.0
+    assert pool.used["CPU"] == 1.0 and not pool.fits({"CPU_group_g": 1})
+    pool.release({"CPU_group_g": 1})
+    assert pool.fits({"CPU_group_g": 1}) and pool.used["CPU"] == 1.0

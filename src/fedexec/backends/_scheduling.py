@@ -6,9 +6,13 @@ State::
     used       {resource: amount}            held by running items (may exceed
                                               total briefly after a blocked task
                                               takes its resources back)
+    retired    {resource: base or None}      offered no more, still held (a removed
+                                              placement group's share): dropped when
+                                              released, giving ``base`` back as well
     queues     {shape: deque[(seq, item)]}   waiting items, FIFO per resource shape
 
-Events in: ``enqueue(item, demand)``, ``release(demand)``, ``remove(item)``.
+Events in: ``enqueue(item, demand)``, ``release(demand)``, ``remove(item)``,
+``retire(resource, base)``.
 Actions out: ``dispatch()`` returns the items to start now, their resources
 already acquired. Across shapes the oldest head that fits goes first, so a
 large demand at the head of one shape does not block smaller shapes.
@@ -32,6 +36,8 @@ class ResourcePool:
     def __init__(self, total: Mapping[str, float]):
         self.total = {k: float(v) for k, v in total.items()}
         self.used: dict[str, float] = dict.fromkeys(self.total, 0.0)
+        # Retired resources still held: {key: the resource it was carved out of, or None}.
+        self.retired: dict[str, str | None] = {}
 
     def feasible(self, demand: Mapping[str, float]) -> bool:
         """Could ``demand`` ever fit, on an idle pool?"""
@@ -49,11 +55,47 @@ class ResourcePool:
         """Take ``demand`` (even past the total: used after a blocked task resumes)."""
         for k, v in demand.items():
             self.used[k] = self.used.get(k, 0.0) + v
+        if self.retired:  # a blocked task of a removed group resuming: it holds base too
+            for k, v in demand.items():
+                base = self.retired.get(k)
+                if base is not None:
+                    self.used[base] = self.used.get(base, 0.0) + v
 
     def release(self, demand: Mapping[str, float]) -> None:
         """Give ``demand`` back."""
         for k, v in demand.items():
             self.used[k] = max(0.0, self.used.get(k, 0.0) - v)
+        if self.retired:
+            self._release_retired(demand)
+
+    def retire(self, key: str, base: str | None = None) -> None:
+        """Offer no more of ``key``; drop it once its holders have released it. With
+        ``base`` (the resource ``key`` was carved out of, e.g. a placement group's
+        ``CPU_group_G`` out of ``CPU``), what they release goes back to ``base`` too."""
+        self.total[key] = 0.0
+        if self.used.get(key, 0.0) > _EPS:
+            self.retired[key] = base
+        else:
+            self.total.pop(key, None)
+            self.used.pop(key, None)
+
+    def unretire(self, key: str) -> None:
+        """Offer ``key`` again (its holders keep it; ``base`` no longer backs them)."""
+        if key in self.retired:
+            base = self.retired.pop(key)
+            if base is not None:
+                self.used[base] = max(0.0, self.used.get(base, 0.0) - self.used.get(key, 0.0))
+
+    def _release_retired(self, demand: Mapping[str, float]) -> None:
+        for k, v in demand.items():
+            if k in self.retired:
+                base = self.retired[k]
+                if base is not None:
+                    self.used[base] = max(0.0, self.used.get(base, 0.0) - v)
+                if self.used.get(k, 0.0) <= _EPS:
+                    del self.retired[k]
+                    self.total.pop(k, None)
+                    self.used.pop(k, None)
 
     def available(self) -> dict[str, float]:
         """What is free now (never negative)."""

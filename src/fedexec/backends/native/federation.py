@@ -36,6 +36,12 @@ then retries the tasks it forwarded there (if ``max_retries`` allows), rebuilds
 lost objects from lineage, fails the rest with ``NodeDiedError`` /
 ``ObjectLostError``, and drops the holds that node had here.
 
+Head loss: nodes rejoin the head at the same address each tick. A head restarted
+with its ``state_dir`` knows the node table; one restarted without it knows only
+the nodes that rejoined it so far, so a rejoining node keeps the others it does not
+list alive for ``heartbeat_timeout`` (to rejoin too) and only then takes them for
+dead, as above.
+
 Link loss before that: if a link to a node breaks while the node is still alive
 in the view, the actor calls sent there fail with ``ActorUnavailableError`` (they
 may or may not have run); messages not sent yet wait in the peer's ``out`` (the
@@ -189,6 +195,8 @@ class Federation:
         self._last_tick = 0.0
         self._spill_due = False
         self._fits_nowhere: dict[frozenset[tuple[str, float]], int] = {}  # shape -> version
+        # Nodes a replaced head did not list yet, each with the time it must by.
+        self._unconfirmed: dict[str, float] = {}
         self.transfers = {"pulls": 0, "pulled_bytes": 0, "served": 0, "served_bytes": 0,
                           "forwarded_tasks": 0}
 
@@ -255,9 +263,14 @@ class Federation:
         old_head = self.head_id
         self.head_id = head_id
         listed = {r[0] for r in rows}
-        # Nodes the (possibly restarted) head does not list are gone.
+        replaced = old_head is not None and old_head != head_id
+        deadline = time.monotonic() + self.members.timeout
         for node_id in [n for n in self.members.nodes if n not in listed and n != self.node_id]:
-            if self.members.mark_dead(node_id):
+            if replaced and node_id != old_head and self.members.is_alive(node_id):
+                # A new head (restarted without its state) knows only the nodes that
+                # rejoined it so far: the others get a heartbeat timeout to do so.
+                self._unconfirmed.setdefault(node_id, deadline)
+            elif self.members.mark_dead(node_id):  # the same head forgot it: it is gone
                 self._node_dead(node_id, "the head no longer lists it")
         if old_head is not None and old_head != head_id:
             self._node_dead(old_head, "the head was replaced")
@@ -433,6 +446,12 @@ class Federation:
             self._place_pending_actors()  # only once the cluster's shape changed
         if now - self._last_tick < self.interval:
             return
+        for node_id, deadline in list(self._unconfirmed.items()):
+            if now >= deadline:
+                del self._unconfirmed[node_id]
+                if self.members.mark_dead(node_id):
+                    self._node_dead(node_id, "the restarted head does not list it: it did "
+                                             f"not rejoin within {self.members.timeout:g} s")
         # On schedule (no drift), unless we fell far behind.
         self._last_tick = max(self._last_tick + self.interval, now - self.interval)
         for peer in self.peers.values():
@@ -488,6 +507,7 @@ class Federation:
     def _apply_view(self: Any, rows: list[list[Any]]) -> None:
         died = self.members.apply(rows)
         for row in rows:
+            self._unconfirmed.pop(row[0], None)
             peer = self.peers.get(row[0])
             if peer is not None:
                 peer.sent = 0.0

@@ -9,9 +9,14 @@ bundle turns the node's resources into renamed ones, as Ray does::
 
     bundle 1 of group G = {"CPU": 2}   →   CPU_group_1_G: 2  and  CPU_group_G: 2
 
-and a task run with ``PlacementGroupStrategy(G, 1)`` asks for ``CPU_group_1_G``
-(``bundle_index=-1``: ``CPU_group_G``), so the ordinary scheduler and spillback put
-it on the right node. Removing the group gives the resources back.
+and a task run with ``PlacementGroupStrategy(G, 1)`` asks for ``CPU_group_1_G`` and
+``CPU_group_G`` (``bundle_index=-1``: ``CPU_group_G`` only, so the two kinds share the
+group's CPUs), so the ordinary scheduler and spillback put it on the right node.
+
+Removing the group gives its resources back: at once what none of its tasks and
+actors holds; the rest as they end (the pool *retires* the renamed resources, see
+``ResourcePool.retire``), so nothing is booked twice. Tasks still queued for the
+group fail (``TaskCancelledError``); running ones and actors are not killed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...placement import validate_bundles
-from .protocol import Call, Op, encode_error
+from .core.events import Withdraw
+from .core.scheduler import ActorEntry
+from .protocol import Call, ErrorKind, Op, encode_error
 
 __all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
 
@@ -31,9 +38,21 @@ _RETRY_S = 0.5
 
 
 def bundle_demand(demand: Mapping[str, float], pg_id: str, index: int) -> dict[str, float]:
-    """A task's demand inside bundle ``index`` of group ``pg_id`` (-1: any bundle)."""
-    suffix = f"_group_{pg_id}" if index < 0 else f"_group_{index}_{pg_id}"
-    return {f"{k}{suffix}": v for k, v in demand.items() if v}
+    """A task's demand inside bundle ``index`` of group ``pg_id`` (-1: any bundle): the
+    group-wide resources always, the bundle's own as well for an index. (What a bundle
+    adds to its node, too.)"""
+    out = {f"{k}_group_{pg_id}": v for k, v in demand.items() if v}
+    if index >= 0:
+        out.update({f"{k}_group_{index}_{pg_id}": v for k, v in demand.items() if v})
+    return out
+
+
+def _bundles_total(items: list[list[Any]]) -> dict[str, float]:
+    whole: dict[str, float] = {}
+    for _, b in items:
+        for k, v in b.items():
+            whole[k] = whole.get(k, 0.0) + v
+    return whole
 
 
 def _fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
@@ -99,41 +118,68 @@ class PlacementGroups:
     # ------------------------------------------------------------ this node
     def _reserve_local(self: Any, pg_id: str, items: list[list[Any]]) -> bool:
         """Reserve bundles here (renamed resources); False if they do not fit now."""
-        whole: dict[str, float] = {}
-        for _, b in items:
-            for k, v in b.items():
-                whole[k] = whole.get(k, 0.0) + v
-        if pg_id in self.reserved or not self.pool.fits(whole):
+        whole = _bundles_total(items)
+        pool = self.pool
+        if pg_id in self.reserved or not pool.fits(whole):
             return False
-        self.pool.acquire(whole)
+        pool.acquire(whole)
         for index, b in items:
-            for demand in (bundle_demand(b, pg_id, index), bundle_demand(b, pg_id, -1)):
-                for k, v in demand.items():
-                    self.pool.total[k] = self.pool.total.get(k, 0.0) + v
-                    self.pool.used.setdefault(k, 0.0)
+            for k, v in bundle_demand(b, pg_id, index).items():
+                pool.unretire(k)  # placed here again while its old work still runs
+                pool.total[k] = pool.total.get(k, 0.0) + v
+                pool.used.setdefault(k, 0.0)
         self.reserved[pg_id] = [list(i) for i in items]
         self._dirty = True
         return True
 
-    def _release_local(self: Any, pg_id: str) -> bool:
+    def _release_local(self: Any, pg_id: str, removed: bool = False) -> bool:
+        """Give the group's bundles here back (see the module docstring); ``removed``:
+        for good (not to be placed again), so the tasks queued for it here fail."""
         items = self.reserved.pop(pg_id, None)
         if items is None:
             return False
+        pool = self.pool
+        for key, amount in _bundles_total(items).items():
+            group_key = f"{key}_group_{pg_id}"  # every task of the group holds it
+            held = min(pool.used.get(group_key, 0.0), amount)
+            pool.release({key: amount - held})
+            pool.retire(group_key, key)
         for index, b in items:
-            for demand in (bundle_demand(b, pg_id, index), bundle_demand(b, pg_id, -1)):
-                for k in demand:
-                    self.pool.total.pop(k, None)
-                    self.pool.used.pop(k, None)
-            self.pool.release(b)
+            for k in bundle_demand(b, pg_id, index):
+                if k in pool.total and k not in pool.retired:
+                    pool.retire(k)
+        if removed:
+            self._fail_queued_in_group(pg_id)
         self._dirty = True
         return True
+
+    def _fail_queued_in_group(self: Any, pg_id: str) -> None:
+        """What waits here for resources of a removed group can never start: its
+        tasks are cancelled, its actors die (their calls fail with ActorDiedError)."""
+        suffix = f"_{pg_id}"
+        why = f"its placement group {pg_id} was removed before it started"
+        for demand, items in self.core.queue.by_shape():
+            if not any(k.endswith(suffix) and "_group_" in k for k in demand):
+                continue
+            for item in items:
+                if isinstance(item, ActorEntry):
+                    actor = self.actors.get(item.id)
+                    if actor is not None:
+                        self._actor_dead(actor, why)
+                    continue
+                self._run(self.core.handle(Withdraw(item.id)))
+                task = self.tasks.get(item.id)
+                if task is not None:
+                    self._fail_task(task, ErrorKind.CANCELLED,
+                                    f"task {task.name!r} was cancelled: {why}")
 
     def _call_reserve_bundles(self: Any, conn: Any, pg_id: str, items: list[list[Any]]
                               ) -> bool:
         return self._reserve_local(pg_id, items)
 
-    def _call_release_bundles(self: Any, conn: Any, pg_id: str) -> bool:
-        return self._release_local(pg_id)
+    def _call_release_bundles(self: Any, conn: Any, pg_id: str, removed: bool = False
+                              ) -> bool:
+        return self._release_local(pg_id, removed)
 
     def _pg_rows(self: Any) -> list[dict[str, Any]]:
         """The groups asked of this node, for ``fedexec list placement_groups``."""
@@ -167,13 +213,13 @@ class PlacementGroups:
         self._drop_pending_in_group(pg_id)  # actors waiting for it to be placed
         pg = self.pgs.pop(pg_id, None)
         if pg is None:
-            return self._release_local(pg_id)
+            return self._release_local(pg_id, removed=True)
         self._event_pg(pg, removed=True)
         for cid, req in pg["waiters"]:
             self._send(cid, [Op.REPLY, req, True, None])  # never placed: ready() is False
         pg["waiters"] = []
         self._release_everywhere(pg_id, set((pg["nodes"] or {}).values()) |
-                                 set((pg["votes"] or {}).keys()))
+                                 set((pg["votes"] or {}).keys()), removed=True)
         return True
 
     def _free_view(self: Any) -> dict[str, dict[str, float]]:
@@ -235,23 +281,22 @@ class PlacementGroups:
             entry = self.members.nodes.get(node)
             if node == self.node_id or entry is None:
                 continue
-            b = pg["bundles"][index]
-            for demand in (bundle_demand(b, pg["id"], index), bundle_demand(b, pg["id"], -1)):
-                for k, v in demand.items():
-                    entry.total[k] = entry.total.get(k, 0.0) + v
-                    entry.available[k] = entry.available.get(k, 0.0) + v
+            for k, v in bundle_demand(pg["bundles"][index], pg["id"], index).items():
+                entry.total[k] = entry.total.get(k, 0.0) + v
+                entry.available[k] = entry.available.get(k, 0.0) + v
         # What the cluster can run changed (the heartbeat that says so will not:
         # it reports the total already seen), for "fits no node" caches and the
         # actors waiting for this group (see pending_actors.py).
         self.members.shape_version += 1
 
-    def _release_everywhere(self: Any, pg_id: str, nodes: set[str]) -> None:
+    def _release_everywhere(self: Any, pg_id: str, nodes: set[str], removed: bool = False
+                            ) -> None:
         for node in nodes:
             if node == self.node_id:
-                self._release_local(pg_id)
+                self._release_local(pg_id, removed)
             elif node in self.peers:
                 self._send(self.peers[node].id, [Op.REQUEST, 0, int(Call.RELEASE_BUNDLES),
-                                                 [pg_id]])
+                                                 [pg_id, removed]])
 
     def _retry_placement(self: Any, now: float) -> None:
         """On a tick: try pending groups again; re-place groups that lost a node."""

@@ -184,7 +184,7 @@ class Call(enum.IntEnum):
     DESCRIBE = 14
     LIST = 15
     RESERVE_BUNDLES = 16   # node -> node: [pg_id, [[index, bundle]...]] -> bool
-    RELEASE_BUNDLES = 17   # node -> node: [pg_id] -> bool
+    RELEASE_BUNDLES = 17   # node -> node: [pg_id, removed for good] -> bool
     METRICS = 18           # process -> its node: [rows (see fedexec._metric_table)] -> True
     GATHER = 30            # [call (STATS|LIST), args, timeout] -> {node_id: [ok, value]}
     # node -> head: the actor directory (see actor_directory.py)
