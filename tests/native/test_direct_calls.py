@@ -9,9 +9,11 @@ token-checked callers."""
 
 from __future__ import annotations
 
+import glob
 import os
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -228,3 +230,147 @@ def test_the_workers_socket_takes_only_token_checked_callers(ex):
     assert sock.recv(1024) == b""
     sock.close()
     assert ex.get(a.bump.remote(), timeout=T) >= 1  # the actor is fine
+
+
+# ------------------------------------------------------------ resources held
+def _threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.timeout(400)
+def test_a_driver_calling_100_actors_holds_a_few_threads_not_one_per_actor(ex):
+    first = ex.actor(Worker)
+    until_direct(ex, first)
+    before = threading.active_count()
+    actors = [ex.options(num_cpus=0).actor(Worker) for _ in range(100)]
+    # Every actor answers, and every one's calls end up going straight to it.
+    assert ex.get([a.bump.remote() for a in actors], timeout=300) == [1] * 100
+    assert poll_until(lambda: ex.get([a.bump.remote() for a in actors], timeout=T)
+                      and all(direct(a) for a in actors), timeout=300, interval=0.2)
+    assert len(set(ex.get([a.pid.remote() for a in actors], timeout=T))) == 100
+    assert threading.active_count() - before <= 3, threading.enumerate()
+
+
+def test_an_actors_worker_serves_many_callers_without_a_thread_each(ex):
+    a = ex.actor(Worker)
+    until_direct(ex, a)
+    pid = ex.get(a.pid.remote(), timeout=T)
+    backend = a._backend
+    _, path = backend._request(Call.ACTOR_ADDRESS, a.actor_id)
+    before = _threads_of(pid)
+    socks = []
+    try:
+        for _ in range(40):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(T)
+            sock.connect(path)
+            client_handshake(sock, backend._token, role="caller")
+            socks.append(sock)
+        # Each raw caller's call is answered on its own connection.
+        for i, sock in enumerate(socks):
+            sock.sendall(pack_frame([[Op.DIRECT_CALL, f"{i:028x}", [f"{i:028x}01"],
+                                      ["pid", 0, b"", [], 1], "Worker.pid"]]))
+        for sock in socks:
+            assert sock.recv(1 << 16)  # a DIRECT_REPLY frame
+        assert _threads_of(pid) - before <= 1
+    finally:
+        for sock in socks:
+            sock.close()
+    assert ex.get(a.bump.remote(), timeout=T) >= 1
+
+
+@pytest.mark.timeout(600)
+def test_the_callers_link_table_and_fds_stay_bounded_over_200_actors(ex):
+    links = ex.actor(Worker)._backend._links
+    fds = None
+    for i in range(200):
+        a = ex.options(num_cpus=0).actor(Worker)
+        until_direct(ex, a)
+        fedexec.kill(a)
+        with pytest.raises(ActorDiedError):
+            ex.get(a.bump.remote(), timeout=T)
+        if i == 9:
+            fds = _open_fds()
+    assert poll_until(lambda: len(links._links) <= 3, timeout=30), len(links._links)
+    assert _open_fds() - fds <= 5
+
+
+def _sockets_after_direct_calls(cluster: Cluster) -> str:
+    """Start 3 actors, call them directly, shut the driver down: their session dir."""
+    with cluster.connect() as ex:
+        actors = [ex.options(num_cpus=0).actor(Worker) for _ in range(3)]
+        for a in actors:
+            until_direct(ex, a)
+        _, path = actors[0]._backend._request(Call.ACTOR_ADDRESS, actors[0].actor_id)
+        session = os.path.dirname(path)
+    assert len(glob.glob(os.path.join(session, "w-*.sock"))) == 3
+    return session
+
+
+def test_no_call_socket_is_left_after_a_normal_shutdown():
+    # The node manager stops on its own (SIGTERM: its clean shutdown, no owner
+    # process to tidy up after it): no socket of its actors' workers is left.
+    with Cluster(head_num_cpus=2) as cluster:
+        session = _sockets_after_direct_calls(cluster)
+        os.kill(cluster.head.pid, signal.SIGTERM)
+        assert cluster.head.wait(timeout=30) is not None
+        assert not glob.glob(os.path.join(session, "*.sock"))
+
+
+def test_an_actors_worker_removes_its_socket_when_it_exits_cleanly():
+    # Its node manager is gone (SIGKILL: it cannot clean up): the workers see their
+    # connection close and exit, each removing its own socket.
+    with Cluster(head_num_cpus=2) as cluster:
+        session = _sockets_after_direct_calls(cluster)
+        os.kill(cluster.head.pid, signal.SIGKILL)
+        assert poll_until(lambda: not glob.glob(os.path.join(session, "w-*.sock"))), \
+            os.listdir(session)
+
+
+# ------------------------------------------------------------ edge paths
+def test_a_direct_done_that_reaches_the_node_before_the_registration(ex):
+    a = ex.actor(Worker)
+    until_direct(ex, a)
+    backend = a._backend
+    held: list = []
+    send_soon = backend._send_soon
+
+    def hold(msg):
+        if msg[0] == Op.ACTOR_CALL:
+            held.append(msg)
+        else:
+            send_soon(msg)
+
+    backend._send_soon = hold
+    try:
+        ref = a.bump.remote()
+        n = ex.get(ref, timeout=T)  # answered straight back, the node not told yet
+    finally:
+        backend._send_soon = send_soon
+    assert len(held) == 1 and held[0][-1]  # it went direct (names the worker)
+    time.sleep(0.3)  # the worker's DIRECT_DONE is at the node first
+    backend._send(held[0])
+    # The node serves the result to another process and counts the call as done.
+    assert ex.get(ex.submit(read_back, [ref]), timeout=T) == n
+    assert ex.get(a.bump.remote(), timeout=T) == n + 1
+
+
+def test_sigkill_with_calls_in_flight_answers_each_once_in_order(ex):
+    a = ex.options(max_restarts=1, max_task_retries=1).actor(Worker)
+    until_direct(ex, a)
+    pid = ex.get(a.pid.remote(), timeout=T)
+    start = ex.get(a.nap.remote(0), timeout=T)
+    refs = [a.nap.remote(0.002) for _ in range(1000)]
+    assert poll_until(lambda: sum(r.done() for r in refs) >= 50, timeout=T, interval=0.001)
+    os.kill(pid, signal.SIGKILL)
+    got = ex.get(refs, timeout=T)
+    # The first calls ran on the first instance (start + 1, ...), the rest once each,
+    # in order, on the restarted one (1, 2, ...): no call lost, run twice or reordered.
+    k = got.index(1) if 1 in got else len(got)
+    assert k >= 50 and got[:k] == list(range(start + 1, start + k + 1)), got[:k + 3]
+    assert got[k:] == list(range(1, len(got) - k + 1)), got[k:k + 5]
+    assert ex.get(a.bump.remote(), timeout=T) == len(got) - k + 1

@@ -276,7 +276,7 @@ class NativeBackend(Backend):
         self._outboxes.flush()
 
     def _flush_loop(self) -> None:
-        last_report = time.monotonic()
+        last_report = last_sweep = time.monotonic()
         while not self._closed:
             if self._wake_flusher.wait(0.05):
                 self._wake_flusher.clear()
@@ -285,6 +285,9 @@ class NativeBackend(Backend):
             elif self._refcount_ops:
                 self._channel.flush()
             now = time.monotonic()
+            if now - last_sweep > 1.0:
+                last_sweep = now
+                self._links.sweep(now)
             if self._waits and now - last_report > 1.0:
                 last_report = now
                 with contextlib.suppress(Exception):
@@ -427,7 +430,11 @@ class NativeBackend(Backend):
         for obj_id, fut in list(self._restores.items()):
             with contextlib.suppress(Exception):
                 fut.set_exception(self._object_gone(obj_id))
+        self._links.close()
         if lost and self.role == "worker":
+            loop = self.worker_loop
+            if loop is not None:
+                loop.exit()
             os._exit(0)
 
     @staticmethod
@@ -813,6 +820,7 @@ class NativeBackend(Backend):
 
     def kill_actor(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
         self._request(Call.KILL_ACTOR, handle.actor_id, no_restart, handle._location)
+        self._links.forget(handle.actor_id)
 
     def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
         return ActorHandle(actor_id, self, state["class_name"], state["methods"],

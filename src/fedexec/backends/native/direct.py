@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...exceptions import ProtocolError
 from .channel import Channel
-from .protocol import ROLES, Call, Op, ServerHandshake, client_handshake
+from .poller import Poller
+from .protocol import ROLES, Call, ClientHandshake, Op, ServerHandshake
 
 if TYPE_CHECKING:
     from ...refs import ObjectRef
@@ -91,7 +92,8 @@ class _Link:
     """A caller's state for one actor: its direct channel (if any) and its hub
     calls not finished yet."""
 
-    __slots__ = ("asked", "asking", "channel", "hub_calls", "sent", "sticky", "worker_id")
+    __slots__ = ("asked", "asking", "channel", "dead", "hub_calls", "sent", "sticky",
+                 "worker_id")
 
     def __init__(self) -> None:
         self.channel: Channel | None = None
@@ -101,17 +103,63 @@ class _Link:
         self.asking = False
         self.asked = 0.0  # when we may ask for the address again (monotonic)
         self.sticky = False  # a hub call we cannot track went out: hub from now on
+        self.dead = False  # the node manager says the actor is dead
+
+
+class _Polled:
+    """A connection on a ``Poller``: its handshake (either side), then its channel.
+    ``ready(sock)`` gets the authenticated socket (blocking again) and returns its
+    channel, or None to drop it; ``ready(None)``: the handshake failed."""
+
+    __slots__ = ("channel", "ready", "shake", "sock")
+
+    def __init__(self, sock: socket.socket, shake: ClientHandshake | ServerHandshake,
+                 ready: Callable[[socket.socket | None], Channel | None]):
+        self.sock = sock
+        self.shake = shake
+        self.ready = ready
+        self.channel: Channel | None = None
+
+    def __call__(self) -> bool:
+        if self.channel is not None:
+            return self.channel.pump()
+        try:
+            data = self.sock.recv(4096)
+            if not data:
+                raise ConnectionError("closed during the handshake")
+            step = self.shake.feed(data)
+            if step.reply:
+                self.sock.sendall(step.reply)  # (a few bytes: the buffer takes them)
+        except OSError:
+            self.ready(None)
+            return False
+        if not step.done:
+            return True
+        if step.error is not None:
+            self.ready(None)
+            return False
+        # (No leftover: a caller sends nothing before the answer to its HELLO.)
+        self.sock.setblocking(True)
+        self.channel = self.ready(self.sock)
+        return self.channel is not None
 
 
 class ActorLinks:
-    """A caller's direct links to actors' workers (see the module docstring)."""
+    """A caller's direct links to actors' workers (see the module docstring). One
+    ``Poller`` thread reads them all. A link goes from the table when its actor's
+    worker goes or the actor is dead (unless a hub call of it is unfinished), when
+    the actor is killed from here (``forget``), at ``close``, and, holding nothing,
+    at the next ``sweep`` (the flusher's, every second)."""
 
     def __init__(self, backend: NativeBackend, token: bytes):
         self._backend = backend
         self._token = token
         self._lock = threading.Lock()
         self._links: dict[str, _Link] = {}
+        self._closed = False
         self.outboxes = backend._outboxes
+        #: Reads every link of this process (and an actor's worker's callers).
+        self.poller = Poller("fedexec-native-links")
 
     def send(self, actor_id: str, task_id: str, return_ids: list[str], payload: list[Any],
              name: str) -> str | None:
@@ -140,11 +188,37 @@ class ActorLinks:
                 link.sticky = True
                 return
             link.hub_calls += 1
-        refs[0].add_done_callback(lambda _ref, lk=link: self._hub_done(lk))
+        refs[0].add_done_callback(lambda _ref, lk=link: self._hub_done(actor_id, lk))
 
-    def _hub_done(self, link: _Link) -> None:
+    def _hub_done(self, actor_id: str, link: _Link) -> None:
         with self._lock:
             link.hub_calls -= 1
+        if link.dead:
+            self._drop_if_idle(actor_id, link)
+
+    def _drop_if_idle(self, actor_id: str, link: _Link) -> None:
+        """Free the link unless it still orders calls (hub calls unfinished, sticky)."""
+        with self._lock:
+            if self._links.get(actor_id) is link and link.channel is None \
+                    and not link.hub_calls and not link.sticky:
+                del self._links[actor_id]
+
+    def forget(self, actor_id: str) -> None:
+        """The actor was killed from here: drop its link (the node manager answers
+        the calls it had)."""
+        with self._lock:
+            link = self._links.pop(actor_id, None)
+        if link is not None and link.channel is not None:
+            link.channel.close()
+
+    def sweep(self, now: float) -> None:
+        """Free the links that hold nothing: no channel, nothing in flight, and no
+        wait before asking again (an actor not there: starting, on another node)."""
+        with self._lock:
+            for actor_id, link in list(self._links.items()):
+                if link.channel is None and not link.asking and not link.hub_calls \
+                        and not link.sticky and not link.sent and link.asked <= now:
+                    del self._links[actor_id]
 
     # ------------------------------------------------------------ the link
     def _ask(self, actor_id: str, link: _Link) -> None:
@@ -158,29 +232,46 @@ class ActorLinks:
             if not ok or not value:  # not alive yet, or not on this node: ask later
                 link.asked = time.monotonic() + _NOT_THERE_S
                 link.asking = False
+                if ok and value is False:  # dead: nothing to keep for it
+                    link.dead = True
+                    self._drop_if_idle(actor_id, link)
                 return
-            threading.Thread(target=self._connect, args=(link, value[0], value[1]),
-                             daemon=True, name="fedexec-native-link").start()
+            self._dial(actor_id, link, value[0], value[1])
 
         self._backend._request_later(Call.ACTOR_ADDRESS, [actor_id], answered)
 
-    def _connect(self, link: _Link, worker_id: str, path: str) -> None:
+    def _dial(self, actor_id: str, link: _Link, worker_id: str, path: str) -> None:
+        """Connect (a Unix socket connects at once or fails); the poller thread does
+        the handshake."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(10.0)
+            sock.setblocking(False)
             sock.connect(path)
-            client_handshake(sock, self._token, role="caller")
-            sock.settimeout(None)
-        except (OSError, ProtocolError):
+        except OSError:
             sock.close()
-            link.asked = time.monotonic() + _CONNECT_FAILED_S
-            link.asking = False
+            self._failed(link)
             return
-        channel = Channel(sock, lambda frame: self._on_frame(link, frame),
-                          lambda: self._on_close(link), f"fedexec-native-link-{worker_id[-6:]}")
-        link.worker_id = worker_id
-        link.channel = channel
-        channel.start()
+
+        def ready(sock: socket.socket | None) -> Channel | None:
+            if sock is None:
+                self._failed(link)
+                return None
+            link.asking = False
+            if self._closed or self._links.get(actor_id) is not link:
+                return None  # forgotten meanwhile
+            channel = Channel(sock, lambda frame: self._on_frame(link, frame),
+                              lambda: self._on_close(actor_id, link),
+                              f"the link to actor worker {worker_id[-6:]}", polled=True)
+            link.worker_id = worker_id
+            link.channel = channel
+            return channel
+
+        self.poller.add(sock, _Polled(sock, ClientHandshake(self._token, "caller"), ready))
+
+    @staticmethod
+    def _failed(link: _Link) -> None:
+        link.asked = time.monotonic() + _CONNECT_FAILED_S
+        link.asking = False
 
     def _on_frame(self, link: _Link, frame: list[Any]) -> None:
         on_object = self._backend._on_object
@@ -192,32 +283,42 @@ class ActorLinks:
             for result in msg[2]:
                 on_object([Op.OBJECT, *result])
 
-    def _on_close(self, link: _Link) -> None:
+    def _on_close(self, actor_id: str, link: _Link) -> None:
         """The worker went away (died, was killed or restarted): the node manager
         completes what it did not answer; we ask it for those results, in case
-        the worker sent them there but not here."""
+        the worker sent them there but not here. The link goes unless a hub call
+        of it is unfinished (or it must stay on the hub)."""
         link.channel = None
         link.asking = False
         link.asked = time.monotonic() + _ASK_AGAIN_S
         missing = [rid for rids in list(link.sent.values()) for rid in rids]
         link.sent.clear()
+        self._drop_if_idle(actor_id, link)
         if missing:
             with contextlib.suppress(Exception):
                 self._backend._send([Op.SUBSCRIBE, missing])
 
     def close(self) -> None:
-        for link in list(self._links.values()):
+        """The backend is done: drop every link and stop the poller."""
+        with self._lock:
+            self._closed = True
+            links = list(self._links.values())
+            self._links.clear()
+        for link in links:
             if link.channel is not None:
                 link.channel.close()
+        self.poller.close()
 
 
 class CallListener:
     """An actor's worker's end: listens on a Unix socket next to the node's, takes
     token-checked "caller" connections and hands their calls to ``submit(task_id,
-    call, channel)``."""
+    call, channel)``. The listening socket and every caller's connection are read by
+    ``poller`` (no thread per caller)."""
 
-    def __init__(self, session_dir: str, worker_id: str, token: bytes,
+    def __init__(self, poller: Poller, session_dir: str, worker_id: str, token: bytes,
                  submit: Callable[[str, list[Any], Channel], None]):
+        self._poller = poller
         self._token = token
         self._submit = submit
         self.path = os.path.join(session_dir, f"w-{worker_id}.sock")
@@ -227,47 +328,46 @@ class CallListener:
         self._sock.bind(self.path)
         os.chmod(self.path, 0o600)
         self._sock.listen(64)
-        threading.Thread(target=self._accept_loop, daemon=True,
-                         name="fedexec-native-calls").start()
+        self._sock.setblocking(False)
+        poller.add(self._sock, self._accept)
 
-    def _accept_loop(self) -> None:
+    def close(self) -> None:
+        """Take no more callers: the socket file goes (on this worker's clean exit)."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> bool:
         while True:
             try:
                 sock, _ = self._sock.accept()
+            except BlockingIOError:
+                return True
             except OSError:
-                return
-            threading.Thread(target=self._admit, args=(sock,), daemon=True,
-                             name="fedexec-native-caller").start()
+                return False
+            try:
+                sock.setblocking(False)
+                shake = ServerHandshake(self._token, ("caller",), server="an actor's worker")
+                sock.sendall(shake.greeting())
+            except OSError:
+                sock.close()
+                continue
+            self._poller.add(sock, _Polled(sock, shake, self._admitted))
 
-    def _admit(self, sock: socket.socket) -> None:
-        """Authenticate a caller (nothing is decoded before its token proof)."""
-        shake = ServerHandshake(self._token, ("caller",), server="an actor's worker")
-        try:
-            sock.settimeout(10.0)
-            sock.sendall(shake.greeting())
-            while True:
-                data = sock.recv(4096)
-                if not data:
-                    raise ConnectionError("closed during the handshake")
-                step = shake.feed(data)
-                if step.reply:
-                    sock.sendall(step.reply)
-                if step.done:
-                    break
-            if step.error is not None:
-                raise ConnectionError(step.error)
-            sock.settimeout(None)
-        except OSError:
-            sock.close()
-            return
-        # (No leftover: a caller sends nothing before the answer to its HELLO.)
+    def _admitted(self, sock: socket.socket | None) -> Channel | None:
+        """A caller proved the token (nothing is decoded before that)."""
+        if sock is None:
+            return None
         holder: list[Channel] = []
         channel = Channel(sock, lambda frame: self._on_frame(holder[0], frame),
-                          lambda: None, "fedexec-native-caller")
+                          lambda: None, "an actor worker's caller", polled=True)
         holder.append(channel)
-        channel.start()
+        return channel
 
     def _on_frame(self, channel: Channel, frame: list[Any]) -> None:
+        if channel.closed:  # dropped for an earlier frame of the same read
+            return
         for msg in frame:
             try:
                 if msg[0] not in _CALLER_OPS or msg[0] != Op.DIRECT_CALL:
@@ -278,4 +378,3 @@ class CallListener:
             except Exception:  # a malformed or forbidden message: drop the caller
                 channel.close()
                 return
-

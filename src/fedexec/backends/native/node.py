@@ -1003,9 +1003,12 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if actor is not None and actor.queue:
             self._forward_calls(actor)
 
-    def _call_actor_address(self, conn: _Conn, actor_id: str) -> list[str] | None:
-        """ACTOR_ADDRESS: where a caller on this node may send the actor's calls."""
+    def _call_actor_address(self, conn: _Conn, actor_id: str) -> list[str] | bool | None:
+        """ACTOR_ADDRESS: where a caller on this node may send the actor's calls
+        (False: it is dead)."""
         actor = self.actors.get(actor_id)
+        if actor is not None and actor.state == "DEAD":
+            return False
         if isinstance(conn, _Peer) or conn.remote or actor is None \
                 or actor.state != "ALIVE" or actor.worker is None or actor.address is None \
                 or actor.address[0] != actor.worker.id:

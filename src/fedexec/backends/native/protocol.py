@@ -191,7 +191,7 @@ class Call(enum.IntEnum):
     REGISTER_ACTOR = 31    # [actor_id, spec, node_id, owner_node] -> [holder id, holder spec]
     ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
     LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
-    ACTOR_ADDRESS = 34     # [actor_id] -> [worker id, socket path] | None: where a caller on
+    ACTOR_ADDRESS = 34     # [actor_id] -> [worker id, socket path] | None | False (dead): where a caller on
                            #  this node may send the actor's calls directly (see direct.py)
 
 

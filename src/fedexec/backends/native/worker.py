@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
@@ -103,7 +103,13 @@ class WorkerLoop:
         elif op == Op.REVOKE:
             self._revoke(msg[1])
         elif op == Op.EXIT:
-            os._exit(0)
+            self.exit()
+
+    def exit(self) -> NoReturn:
+        """End this worker process now (asked to, or its node manager is gone)."""
+        if self.listener is not None:
+            self.listener.close()
+        os._exit(0)
 
     def _revoke(self, task_id: str) -> bool:
         """Drop a queued task (cancelled before starting); False if it is not queued."""
@@ -357,7 +363,8 @@ class WorkerLoop:
         if session_dir is None:
             return None
         try:
-            self.listener = CallListener(session_dir, self.backend.worker_id,
+            self.listener = CallListener(self.backend._links.poller, session_dir,
+                                         self.backend.worker_id,
                                          self.backend._token, self._direct_call)
         except OSError:  # (a path too long for a Unix socket, say)
             return None
