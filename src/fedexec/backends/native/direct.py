@@ -34,6 +34,14 @@ and the NM retrying the call or failing its result.)
 Connections are Unix sockets in the node's session directory (never TCP: a caller
 on another machine uses the hub), authenticated with the cluster token
 (``protocol``'s handshake, role ``"caller"``) and framed by ``fedexec._framing``.
+
+Threads and lifetimes. One ``Poller`` thread per process reads all its links (a
+driver calling 500 actors holds one thread for them) and, in an actor's worker,
+the listening socket and every caller's connection, handshakes included. A
+caller's link goes when its actor's worker goes, when the actor is dead or killed
+from here, when the backend closes, or holding nothing (the flusher's sweep); an
+actor's worker removes its socket file when it exits cleanly, the node manager
+when the worker is gone.
 """
 
 from __future__ import annotations
@@ -256,14 +264,17 @@ class ActorLinks:
             if sock is None:
                 self._failed(link)
                 return None
-            link.asking = False
             if self._closed or self._links.get(actor_id) is not link:
+                link.asking = False
                 return None  # forgotten meanwhile
+            holder: list[Channel] = []
             channel = Channel(sock, lambda frame: self._on_frame(link, frame),
-                              lambda: self._on_close(actor_id, link),
+                              lambda: self._on_close(actor_id, link, holder[0]),
                               f"the link to actor worker {worker_id[-6:]}", polled=True)
+            holder.append(channel)
             link.worker_id = worker_id
             link.channel = channel
+            link.asking = False  # (after: a sender seeing no channel would ask again)
             return channel
 
         self.poller.add(sock, _Polled(sock, ClientHandshake(self._token, "caller"), ready))
@@ -283,11 +294,13 @@ class ActorLinks:
             for result in msg[2]:
                 on_object([Op.OBJECT, *result])
 
-    def _on_close(self, actor_id: str, link: _Link) -> None:
+    def _on_close(self, actor_id: str, link: _Link, channel: Channel) -> None:
         """The worker went away (died, was killed or restarted): the node manager
         completes what it did not answer; we ask it for those results, in case
         the worker sent them there but not here. The link goes unless a hub call
         of it is unfinished (or it must stay on the hub)."""
+        if link.channel is not channel:
+            return  # a link that was never in use (a second connection)
         link.channel = None
         link.asking = False
         link.asked = time.monotonic() + _ASK_AGAIN_S
