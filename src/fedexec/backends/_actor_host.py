@@ -160,6 +160,10 @@ class ActorHost(Generic[C]):
         """How many calls wait to start."""
         return len(self._order)
 
+    def running(self) -> int:
+        """How many calls run now (in ``finish``, not counting the one finishing)."""
+        return len(self._running)
+
     def close(self) -> tuple[list[C], list[C]]:
         """Stop: (calls never started, calls running whose outcome is dropped)."""
         with self._cv:

@@ -7,7 +7,8 @@ frame; ``send_later`` only queues (a submit loop batches this way) and the owner
 flushes soon after.
 
 Reading: a daemon thread reads frames and calls ``on_frame(messages)`` for each,
-in order, and ``on_close()`` at EOF. (Reading in the waiting thread instead, to
+in order, and ``on_close()`` at EOF; or, made with ``polled=True``, a ``Poller``
+calls ``pump()`` whenever the socket is readable (no thread of its own). (Reading in the waiting thread instead, to
 save the reader-to-waiter hand-off, was measured slower here: kicking the reader
 out of its ``select`` costs another wake-up on the critical path.)
 """
@@ -35,8 +36,13 @@ class Channel:
 
     def __init__(self, sock: socket.socket, on_frame: Callable[[list[Any]], None],
                  on_close: Callable[[], None], name: str,
-                 before_send: Callable[[list[Any]], None] | None = None):
+                 before_send: Callable[[list[Any]], None] | None = None,
+                 polled: bool = False):
         self._sock = sock
+        self._name = name
+        self._polled = polled
+        self._frames = FrameReader()
+        self._ended = False  # on_close has run
         self._before_send = before_send
         self._on_frame = on_frame
         self._on_close = on_close
@@ -105,25 +111,30 @@ class Channel:
 
     # ------------------------------------------------------------------ read
     def _read_loop(self) -> None:
-        frames = FrameReader()
-        sock = self._sock
+        while self.pump():
+            pass
+
+    def pump(self) -> bool:
+        """Read once (blocking until something arrives) and hand on the frames
+        completed; False once the connection is over (``on_close`` has run). A
+        ``Poller`` calls this when the socket is readable (``polled=True``)."""
         try:
-            while True:
-                data = sock.recv(1 << 20)
-                if not data:
-                    break
-                for frame in frames.feed(data):
+            data = self._sock.recv(1 << 20)
+            if data:
+                for frame in self._frames.feed(data):
                     self._on_frame(frame)
+                return True
         except OSError:
             pass
         except ProtocolError as exc:  # an oversized frame: the connection is unusable
             with contextlib.suppress(OSError, ValueError):
-                sys.stderr.write(f"fedexec: closed the connection to the node manager: "
-                                 f"{exc}\n")
-        finally:
-            with self._lock:
-                self._closed = True
+                sys.stderr.write(f"fedexec: {self._name} closed its connection: {exc}\n")
+        with self._lock:
+            was_closed, self._closed = self._ended, True
+            self._ended = True
+        if not was_closed:
             self._on_close()
+        return False
 
     @property
     def closed(self) -> bool:
@@ -131,9 +142,11 @@ class Channel:
         return self._closed
 
     def close(self) -> None:
-        """Close the connection; the reader stops."""
+        """Close the connection; the reader stops (a polled one's socket is closed
+        by its poller, once it has seen the end)."""
         with self._lock:
             self._closed = True
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
+        if not self._polled:
+            self._sock.close()

@@ -8,7 +8,9 @@ the reader thread. Reference counting: each process holds at most one
 ``ObjectRef`` instance per id (``_refs``); creating one for an id it did not make
 sends INCREF (and SUBSCRIBE, so the ref completes), collecting it sends DECREF.
 Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
-must not lock) and are written, in order, before the next message.
+must not lock) and are written, in order, before the next message. Actor calls
+go straight to the actor's worker when they can (``direct.ActorLinks``), still
+registered with the node manager by an ACTOR_CALL naming that worker.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ..base import Backend
 from . import _values as values
 from . import cluster
 from .channel import Channel
+from .direct import ActorLinks, Outboxes
 from .pending_actors import fits, largest
 from .protocol import Call, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
@@ -212,6 +215,12 @@ class NativeBackend(Backend):
         self._channel = Channel(sock, self._on_frame, self._on_close,
                                 f"fedexec-native-recv-{self.worker_id[-6:]}",
                                 before_send=self._drain_refcount_ops)
+        self._outboxes = Outboxes()  # direct links (see direct.py): flushed after _channel
+        self._token: bytes = _attach["token"]
+        self._session_dir = os.path.dirname(_attach["socket_path"]) \
+            if _attach.get("socket_path") else None
+        self._links = ActorLinks(self, self._token)
+        self._wake_flusher = threading.Event()
         self._channel.start()
         self._node_totals = self._live_totals()  # see _feasible
         self._fitting: set[tuple[tuple[str, float], ...]] = set()  # shapes a node fits
@@ -228,7 +237,6 @@ class NativeBackend(Backend):
                 not os.path.isdir(info["store_dir"])
         if self.role == "driver":
             self.hello()
-        self._wake_flusher = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="fedexec-native-flush")
         self._flusher.start()
@@ -265,19 +273,23 @@ class NativeBackend(Backend):
             self._wake_flusher.set()
 
     def flush(self) -> None:
-        """Write every queued message now."""
+        """Write every queued message now (the node manager's first)."""
         self._channel.flush()
+        self._outboxes.flush()
 
     def _flush_loop(self) -> None:
-        last_report = time.monotonic()
+        last_report = last_sweep = time.monotonic()
         while not self._closed:
             if self._wake_flusher.wait(0.05):
                 self._wake_flusher.clear()
                 time.sleep(0.0005)  # let a submit loop fill the batch
-                self._channel.flush()
+                self.flush()
             elif self._refcount_ops:
                 self._channel.flush()
             now = time.monotonic()
+            if now - last_sweep > 1.0:
+                last_sweep = now
+                self._links.sweep(now)
             if self._waits and now - last_report > 1.0:
                 last_report = now
                 with contextlib.suppress(Exception):
@@ -298,6 +310,31 @@ class NativeBackend(Backend):
             return fut.result(timeout)
         finally:
             table.pop(key, None)
+
+    def _request_later(self, call: Call, args: list[Any],
+                       answered: Any) -> None:
+        """Send a control call without waiting: ``answered(ok, value)`` runs on the
+        reader thread with its REPLY (``ok`` False, ``value`` the error, if the
+        connection closed first)."""
+        import concurrent.futures as cf
+
+        req_id = next(self._req_ids)
+        fut: cf.Future[Any] = cf.Future()
+        self._pending[req_id] = fut
+
+        def done(f: cf.Future[Any]) -> None:
+            self._pending.pop(req_id, None)
+            error = f.exception()
+            if error is not None:
+                answered(False, error)
+            else:
+                answered(*f.result())
+
+        fut.add_done_callback(done)
+        if self._closed:
+            fut.set_exception(self._gone(_WHAT.get(call, f"answer {call.name}")))
+            return
+        self._send([Op.REQUEST, req_id, int(call), args])
 
     def _request(self, call: Call, *args: Any, timeout: float = 60.0) -> Any:
         req_id = next(self._req_ids)
@@ -395,7 +432,11 @@ class NativeBackend(Backend):
         for obj_id, fut in list(self._restores.items()):
             with contextlib.suppress(Exception):
                 fut.set_exception(self._object_gone(obj_id))
+        self._links.close()
         if lost and self.role == "worker":
+            loop = self.worker_loop
+            if loop is not None:
+                loop.exit()
             os._exit(0)
 
     @staticmethod
@@ -651,11 +692,15 @@ class NativeBackend(Backend):
                 done: Any = None) -> Iterator[None]:
         """Send what is queued before waiting; a worker lends its CPU meanwhile; a
         wait that lasts is reported (see ``_report_long_waits``)."""
-        self._channel.flush()
+        loop = self.worker_loop
+        if loop is None or loop.listener is None:
+            # Only calls of ours in the direct outboxes: they go first (the node
+            # manager takes their registrations in any order, see direct.py).
+            self._outboxes.flush()
+        self.flush()
         token = object()
         self._waits[token] = (time.monotonic(), list(refs))
         try:
-            loop = self.worker_loop
             if loop is None:
                 yield
             else:
@@ -776,8 +821,15 @@ class NativeBackend(Backend):
         return_ids = [f"{task_id}{_CALL_TAG + i:02x}" for i in range(n)]
         name = options.name or f"{handle._class_name}.{method}"
         refs = [self._new_ref(rid, name) for rid in return_ids]
+        payload = [method, *packed, n]
+        # Without ref arguments the call may go straight to the actor's worker (see
+        # direct.py); the node manager still registers it (the ACTOR_CALL below).
+        direct = None if deps else self._links.send(handle.actor_id, task_id, return_ids,
+                                                    payload, name)
         self._send_soon([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps,
-                         contained, [method, *packed, n], handle._location])
+                         contained, payload, handle._location, direct])
+        if direct is None:
+            self._links.via_hub(handle.actor_id, refs)
         self._release_args(deps)
         return refs
 
@@ -788,6 +840,7 @@ class NativeBackend(Backend):
 
     def kill_actor(self, handle: ActorHandle[Any], *, no_restart: bool) -> None:
         self._request(Call.KILL_ACTOR, handle.actor_id, no_restart, handle._location)
+        self._links.forget(handle.actor_id)
 
     def resolve_actor(self, actor_id: str, state: dict[str, Any]) -> ActorHandle[Any]:
         return ActorHandle(actor_id, self, state["class_name"], state["methods"],
@@ -798,28 +851,19 @@ class NativeBackend(Backend):
                         name: str | None) -> PlacementGroup:
         """Ask the node to reserve ``bundles``; ``pg.ready()`` turns True once every
         bundle is reserved (see ``placement_groups.py``)."""
-        import concurrent.futures as cf
-
         self._check_submit()
         pg = PlacementGroup(new_id(), [dict(b) for b in bundles], strategy, name)
-        req_id = next(self._req_ids)
-        fut: cf.Future[Any] = cf.Future()
-        self._pending[req_id] = fut
 
-        def placed(f: cf.Future[Any]) -> None:
-            self._pending.pop(req_id, None)
-            if f.exception() is not None:  # the connection closed meanwhile
-                pg._ready.set_exception(f.exception())
-                return
-            ok, value = f.result()
-            if not ok:
+        def placed(ok: bool, value: Any) -> None:
+            if isinstance(value, BaseException):  # the connection closed meanwhile
+                pg._ready.set_exception(value)
+            elif not ok:
                 pg._ready.set_exception(values.reply_error(value))
             else:
                 pg._ready.set_result(value is not None)  # None: removed before placed
 
-        fut.add_done_callback(placed)
-        self._send([Op.REQUEST, req_id, int(Call.PLACEMENT_GROUP),
-                    [pg.id, pg.bundle_specs, strategy, name]])
+        self._request_later(Call.PLACEMENT_GROUP, [pg.id, pg.bundle_specs, strategy, name],
+                            placed)
         return pg
 
     def remove_placement_group(self, pg: PlacementGroup) -> None:
@@ -894,5 +938,6 @@ class NativeBackend(Backend):
         self._closed = True
         self._channel.flush()
         self._channel.close()
+        self._links.close()
         if self._runtime is not None:
             self._runtime.stop()

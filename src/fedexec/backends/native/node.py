@@ -119,6 +119,7 @@ _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
 _DEFER = object()  # a REQUEST handler's "the reply comes later"
+_MAX_EARLY = 100_000  # DIRECT_DONE results kept for calls not registered yet
 _TAKE_WAIT = 5.0  # s a CANCEL_QUEUED waits for starting workers to take their tasks
 
 
@@ -238,9 +239,10 @@ class _Worker:
 
 
 class _Actor:
-    __slots__ = ("contained", "death", "demand_create", "demand_life", "deps", "id",
-                 "inflight", "kill_requested", "missing", "name", "namespace", "owner",
-                 "payload", "queue", "restarts_used", "spec", "started", "state", "worker")
+    __slots__ = ("address", "contained", "death", "demand_create", "demand_life", "deps",
+                 "direct", "direct_owners", "id", "inflight", "kill_requested", "missing",
+                 "name", "namespace", "owner", "payload", "queue", "restarts_used", "spec",
+                 "started", "state", "worker")
 
     def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
                  contained: list[str], owner: int):
@@ -263,6 +265,20 @@ class _Actor:
         self.kill_requested = False
         self.missing = 0
         self.started = 0.0  # when its current worker was given it (monotonic)
+        # Direct calls (see direct.py): where its worker takes them ([worker id, path]),
+        # the unfinished ones (task id -> caller conn) and how many each caller has.
+        self.address: list[str] | None = None
+        self.direct: dict[str, int] = {}
+        self.direct_owners: collections.Counter[int] = collections.Counter()
+
+    def direct_reset(self) -> None:
+        """Its worker is gone: no direct calls to it any more (its socket goes)."""
+        if self.address is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.address[1])
+        self.address = None
+        self.direct.clear()
+        self.direct_owners.clear()
 
 
 _LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -314,6 +330,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         self.workers: dict[str, _Worker] = {}
         self.workers_by_pid: dict[int, _Worker] = {}
         self.actors: dict[str, _Actor] = {}
+        #: DIRECT_DONE results that came before their call's ACTOR_CALL (see direct.py).
+        self.direct_early: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
         self.named: dict[tuple[str, str], str] = {}
         self.conns: dict[int, _Conn] = {}
         self._next_conn = 1
@@ -910,9 +928,94 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if isinstance(conn, _Peer):
             self._adopt(conn, deps + contained)
         self._register_task(conn, task)
+        if len(msg) > 9 and msg[9]:  # the caller sent it to the actor's worker itself
+            self._direct_registered(task, msg[9])
+            return
         why = self._route_actor_call(task, msg[8] if len(msg) > 8 else None)
         if why is not None:
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+
+    # ----------------------------------------------------- direct calls
+    def _direct_registered(self, task: _Task, worker_id: str) -> None:
+        """A call its caller sent to worker ``worker_id`` directly (see direct.py)."""
+        actor = self.actors.get(task.actor_id or "")
+        retries = actor.spec.get("max_task_retries", 0) if actor is not None else 0
+        task.retries_left = retries
+        early = self.direct_early.pop(task.id, None)
+        if early is not None:  # the worker answered before this arrived
+            self._direct_finished(task, early)
+            return
+        if actor is None or actor.state == "DEAD":
+            why = actor.death if actor is not None else "it does not exist"
+            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+            return
+        worker = actor.worker
+        if actor.state == "ALIVE" and worker is not None and worker.id == worker_id:
+            task.state = "ASSIGNED"
+            actor.inflight[task.id] = task
+            actor.direct[task.id] = task.owner
+            actor.direct_owners[task.owner] += 1
+            return
+        # It went to a worker that is gone: as a call that was running there.
+        if retries == 0:
+            self._fail_task(task, ErrorKind.ACTOR_DIED,
+                            f"the actor's worker died while running {task.name}; set "
+                            "max_task_retries to retry such calls")
+            return
+        self._queue_actor_call(task)
+        task.retries_left = retries - 1 if retries > 0 else retries
+
+    def _on_direct_done(self, conn: _Conn, msg: list[Any]) -> None:
+        """An actor's worker ended a direct call (the caller has what was inline)."""
+        _, task_id, results = msg
+        if conn.worker is None:
+            return
+        for r in results:
+            if r[1] == Kind.SHM:
+                self.store.seal(r[0])
+                conn.creating.discard(r[0])
+        task = self.tasks.get(task_id)
+        if task is None:  # its ACTOR_CALL is still on its way
+            early = self.direct_early
+            early[task_id] = results
+            while len(early) > _MAX_EARLY:
+                early.popitem(last=False)
+            return
+        self._direct_finished(task, results)
+        self._dirty = True
+
+    def _direct_finished(self, task: _Task, results: list[list[Any]]) -> None:
+        actor = self.actors.get(task.actor_id or "")
+        if actor is not None:
+            actor.inflight.pop(task.id, None)
+            owner = actor.direct.pop(task.id, None)
+            if owner is not None:
+                left = actor.direct_owners[owner] - 1
+                if left > 0:
+                    actor.direct_owners[owner] = left
+                else:
+                    del actor.direct_owners[owner]
+        objects = self.objects
+        for r in results:
+            if r[1] != Kind.SHM:  # the caller got it in DIRECT_REPLY
+                obj = objects.get(r[0])
+                if obj is not None and obj.owner == task.owner:
+                    obj.owner = None
+        self._do_reply(Reply(task.id, results))
+        if actor is not None and actor.queue:
+            self._forward_calls(actor)
+
+    def _call_actor_address(self, conn: _Conn, actor_id: str) -> list[str] | bool | None:
+        """ACTOR_ADDRESS: where a caller on this node may send the actor's calls
+        (False: it is dead)."""
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.state == "DEAD":
+            return False
+        if isinstance(conn, _Peer) or conn.remote or actor is None \
+                or actor.state != "ALIVE" or actor.worker is None or actor.address is None \
+                or actor.address[0] != actor.worker.id:
+            return None
+        return actor.address
 
     def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None:
         """Queue an actor call on its actor here, or forward it to the node the actor
@@ -995,6 +1098,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if actor is None or actor.state == "DEAD":
             return
         actor.state = "ALIVE"
+        if len(msg) > 2 and msg[2] and actor.worker is not None:
+            actor.address = [actor.worker.id, msg[2]]
         self._event_actor(actor)
         self.core.handle(ActorResized(actor.id, actor.demand_life))
         self._dirty = True
@@ -1020,6 +1125,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Op.REQUEST: _on_request,
         Op.ACTOR_CALL: _on_actor_call,
         Op.TASK_DONE: _on_task_done,
+        Op.DIRECT_DONE: _on_direct_done,
         Op.BLOCKED: _on_blocked,
         Op.UNBLOCKED: _on_unblocked,
         Op.HANDBACK: _on_handback,
@@ -1510,7 +1616,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if actor.state != "ALIVE" or actor.worker is None or actor.worker.conn is None:
             return
         out = self._out(actor.worker.conn)
+        owners = actor.direct_owners
         while actor.queue and actor.queue[0].missing == 0:
+            if owners and actor.queue[0].owner in owners:
+                break  # its caller's direct calls before it have not ended yet
             task = actor.queue.popleft()
             if task.id not in self.tasks:
                 continue
@@ -1526,6 +1635,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     def _actor_lost(self, actor: _Actor, why: str) -> None:
         """The actor's worker died: restart it if allowed, else it is dead."""
         actor.worker = None
+        actor.direct_reset()
         max_restarts = actor.spec.get("max_restarts", 0)
         can = not actor.kill_requested and (
             max_restarts == -1 or actor.restarts_used < max_restarts)
@@ -1564,6 +1674,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         calls = list(actor.queue) + list(actor.inflight.values())
         actor.queue.clear()
         actor.inflight.clear()
+        actor.direct_reset()
         for task in calls:
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
         if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
@@ -1869,6 +1980,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Call.CREATE_ACTOR: _call_create_actor,
         Call.NODE_INFO: _call_info,
         Call.CANCEL_PENDING: _call_cancel_pending,
+        Call.ACTOR_ADDRESS: _call_actor_address,
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
@@ -1928,6 +2040,7 @@ def _op_name(msg: Any) -> str:
 #: Where a client message names the task it is about and the objects it makes or
 #: asks for: {op: (index of the task id or None, index of the object id(s))}.
 _ABOUT = {Op.SUBMIT: (1, 2), Op.ACTOR_CALL: (2, 3), Op.TASK_DONE: (1, None),
+          Op.DIRECT_DONE: (1, None),
           Op.PUT: (None, 1), Op.FETCH: (None, 1)}
 
 
@@ -1939,7 +2052,7 @@ def _about(msg: list[Any]) -> tuple[str | None, list[str]]:
     task_at, ids_at = where
     task_id = msg[task_at] if task_at is not None and len(msg) > task_at else None
     ids = msg[ids_at] if ids_at is not None and len(msg) > ids_at else []
-    if msg[0] == Op.TASK_DONE and len(msg) > 2 and isinstance(msg[2], list):
+    if msg[0] in (Op.TASK_DONE, Op.DIRECT_DONE) and len(msg) > 2 and isinstance(msg[2], list):
         ids = [r[0] for r in msg[2] if isinstance(r, list) and r]  # its results' ids
     ids = [ids] if isinstance(ids, str) else ids
     return task_id, [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []

@@ -55,6 +55,7 @@ __all__ = [
     "ERROR_TYPES",
     "FORBIDDEN",
     "NODE_ONLY_CALLS",
+    "NODE_ROLES",
     "PROTOCOL_VERSION",
     "ROLES",
     "ClientHandshake",
@@ -74,7 +75,7 @@ __all__ = [
 
 #: Bumped whenever a message changes shape or meaning; both ends of every connection
 #: must agree (checked at the HELLO exchange). 1 was the protocol before the check.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAGIC = b"FDX1"
 NONCE = 32
 MAC = 32
@@ -130,6 +131,12 @@ class Op(enum.IntEnum):
     REVOKE = 65          # [op, task_id]  drop it if not started (TASK_DONE CANCELLED)
     # node -> head
     EVENTS = 66          # [op, [event...]]  a batch of transitions (see events.py)
+    # direct actor calls (see direct.py): caller -> the actor's worker, and back
+    DIRECT_CALL = 70     # [op, task_id, return_ids, [method, mode, data, buffers, num_returns],
+                         #  name]          (caller -> worker; ACTOR_CALL registers it)
+    DIRECT_REPLY = 71    # [op, task_id, [result...]]  worker -> caller; SHM results left out
+                         #  (the node manager delivers those)
+    DIRECT_DONE = 72     # [op, task_id, [result...]]  worker -> NM: a direct call ended
 
 
 class Kind(enum.IntEnum):
@@ -185,6 +192,8 @@ class Call(enum.IntEnum):
     REGISTER_ACTOR = 31    # [actor_id, spec, node_id, owner_node] -> [holder id, holder spec]
     ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
     LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
+    ACTOR_ADDRESS = 34     # [actor_id] -> [worker id, socket path] | None | False (dead): where a caller on
+                           #  this node may send the actor's calls directly (see direct.py)
 
 
 #: The ops each role may send to a node manager (HELLO says the role). A message
@@ -195,12 +204,16 @@ _CLIENT_OPS = frozenset({Op.HELLO, Op.SUBMIT, Op.PUT, Op.CREATE, Op.SEAL, Op.INC
 ROLES: dict[str, frozenset[int]] = {
     "driver": _CLIENT_OPS,
     "worker": _CLIENT_OPS | {Op.TASK_DONE, Op.BLOCKED, Op.UNBLOCKED, Op.HANDBACK,
-                             Op.ACTOR_READY, Op.ACTOR_FAILED},
+                             Op.ACTOR_READY, Op.ACTOR_FAILED, Op.DIRECT_DONE},
     "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
                        Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
                        Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
                        Op.STARTED, Op.REPLY, Op.EVENTS}),
+    # a caller's direct link to an actor's worker (the worker listens, see direct.py)
+    "caller": frozenset({Op.HELLO, Op.DIRECT_CALL}),
 }
+#: The roles a node manager takes (a "caller" connects to an actor's worker).
+NODE_ROLES = ("driver", "worker", "node")
 #: The ops each role may not send: every other :class:`Op` (an op number no Op names
 #: is not refused here: the node manager logs it as unknown and carries on).
 FORBIDDEN: dict[str, frozenset[int]] = {role: frozenset(Op) - ops for role, ops in ROLES.items()}
@@ -442,7 +455,7 @@ class ServerHandshake:
     a client whose role is not in ``roles`` or whose protocol version differs is
     answered with an error."""
 
-    def __init__(self, token: bytes, roles: Collection[str] = tuple(ROLES),
+    def __init__(self, token: bytes, roles: Collection[str] = NODE_ROLES,
                  server: str = "the node manager"):
         self._token = token
         self._roles = roles

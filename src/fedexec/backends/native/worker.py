@@ -5,7 +5,10 @@ cluster token and says HELLO. The reader thread (the client's) hands EXECUTE and
 ACTOR_INIT messages to this loop; the main thread runs them in arrival order and
 answers TASK_DONE. An actor's calls (ACTOR_EXEC) go from the reader thread
 straight to its :class:`ActorHost`, which runs them on its own threads (or event
-loop). Inside a task, ``fedexec.*`` calls go through the same client.
+loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
+worker also listens for callers on its node (``direct.CallListener``): their
+DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
+(DIRECT_DONE) and then back to its caller (DIRECT_REPLY).
 
 Task messages::
 
@@ -31,7 +34,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
@@ -43,7 +46,9 @@ from .. import _execution as execution
 from .._actor_host import ActorHost
 from .._net import node_ip
 from . import _values as values
+from .channel import Channel
 from .client import NativeBackend
+from .direct import CallListener
 from .protocol import ErrorKind, Kind, Op
 
 __all__ = ["main_from_fork"]
@@ -71,6 +76,9 @@ class WorkerLoop:
         self.host: ActorHost[list[Any]] | None = None  # made when ACTOR_INIT arrives
         self.main_ident = threading.get_ident()
         self.block_depth = 0
+        #: Direct calls (see direct.py) not answered yet: task id -> the caller's link.
+        self.direct: dict[str, Channel] = {}
+        self.listener: CallListener | None = None
 
     # --------------------------------------------------------- reader thread
     def on_message(self, msg: list[Any]) -> None:
@@ -95,7 +103,13 @@ class WorkerLoop:
         elif op == Op.REVOKE:
             self._revoke(msg[1])
         elif op == Op.EXIT:
-            os._exit(0)
+            self.exit()
+
+    def exit(self) -> NoReturn:
+        """End this worker process now (asked to, or its node manager is gone)."""
+        if self.listener is not None:
+            self.listener.close()
+        os._exit(0)
 
     def _revoke(self, task_id: str) -> bool:
         """Drop a queued task (cancelled before starting); False if it is not queued."""
@@ -186,14 +200,30 @@ class WorkerLoop:
 
     # ------------------------------------------------------------- answers
     def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
-        msg = [Op.TASK_DONE, task_id, results]
-        if (self.host.queued() if self.host is not None
-                else self.queue and threading.get_ident() == self.main_ident):
+        link = self.direct.pop(task_id, None)
+        msg = [Op.TASK_DONE if link is None else Op.DIRECT_DONE, task_id, results]
+        host = self.host
+        later = (host.queued() or host.running()) if host is not None \
+            else self.queue and threading.get_ident() == self.main_ident
+        backend = self.backend
+        if later:
             # More tasks are queued here: batch this result with the next ones (the
             # client's flusher writes it within a millisecond if the next one is slow).
-            self.backend._send_soon(msg)
+            backend._send_soon(msg)
         else:
-            self.backend._send(msg)
+            backend._send(msg)
+        if link is not None:  # the node manager has it first (its frame is queued first)
+            reply = [Op.DIRECT_REPLY, task_id, [r for r in results if r[1] != Kind.SHM]]
+            if not later:
+                link.send(reply)
+            elif backend._outboxes.send_later(link, reply):
+                backend._wake_flusher.set()
+
+    def _direct_call(self, task_id: str, msg: list[Any], link: Channel) -> None:
+        """A caller sent a call straight here (see direct.py)."""
+        self.direct[task_id] = link
+        if self.host is None or not self.host.submit(task_id, msg):
+            self.direct.pop(task_id, None)  # the process is ending: the NM answers it
 
     def _send_failed(self, msg: list[Any], kind: ErrorKind, message: str) -> None:
         self._send_done(msg[1], [[rid, Kind.FAILED, kind, message] for rid in msg[2]])
@@ -315,7 +345,7 @@ class WorkerLoop:
                 cls = self._function(cls_blob)
                 args, kwargs = self._load_call([mode, data, buffers], deps)
                 instance = cls(*args, **kwargs)
-            self.backend._send([Op.ACTOR_READY, actor_id])
+            self.backend._send([Op.ACTOR_READY, actor_id, self._listen()])
             return instance
 
         assert self.host is not None
@@ -326,6 +356,19 @@ class WorkerLoop:
             self.host.close()
             err = execution.wrap_exception(error, f"{spec['class_name']}.__init__")
             self.backend._send([Op.ACTOR_FAILED, actor_id, f"its __init__ raised:\n{err}"])
+
+    def _listen(self) -> str | None:
+        """Start taking direct calls: the socket's path (None: callers use the hub)."""
+        session_dir = self.backend._session_dir
+        if session_dir is None:
+            return None
+        try:
+            self.listener = CallListener(self.backend._links.poller, session_dir,
+                                         self.backend.worker_id,
+                                         self.backend._token, self._direct_call)
+        except OSError:  # (a path too long for a Unix socket, say)
+            return None
+        return self.listener.path
 
     def _actor_context(self, task_id: str | None, actor_id: str | None) -> TaskContext:
         """The context of this worker's actor (its __init__, or a call ``task_id``)."""
