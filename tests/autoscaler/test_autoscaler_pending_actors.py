@@ -41,6 +41,15 @@ def listed(cluster: Cluster, actor: object) -> list[dict]:
 
 
 @pytest.mark.timeout(300)
+def kill_launched_node(run: Running, ex: fedexec.Executor, node_id: str) -> None:
+    """SIGKILL the launched node ``node_id``; return once the head declared it dead."""
+    victim = next(p for p in run.provider.non_terminated_nodes()
+                  if run.provider.node_tags(p).get(TAG_NODE_ID) == node_id)
+    os.kill(run.provider._load()[victim]["pid"], signal.SIGKILL)
+    wait_for(lambda: not any(n["alive"] for n in ex.nodes() if n["node_id"] == node_id),
+             60, "the head to declare the killed node dead")
+
+
 def test_an_actor_only_a_launchable_node_fits_waits_for_it_and_runs_its_calls(tmp_path):
     """No autoscaler: refused. With one whose node type has ``custom``: the actor
     waits on the head (shown by ``fedexec status`` with why, found by name), the
@@ -83,11 +92,7 @@ def test_an_actor_whose_launched_node_dies_waits_for_a_replacement_node(tmp_path
             actor = ex.options(resources={"custom": 1}, max_restarts=1).actor(Recorder)
             first = ex.get(actor.node.remote(), timeout=240)
             assert ex.get(actor.add.remote(1), timeout=60) == [1]
-            victim = next(p for p in run.provider.non_terminated_nodes()
-                          if run.provider.node_tags(p).get(TAG_NODE_ID) == first)
-            os.kill(run.provider._load()[victim]["pid"], signal.SIGKILL)
-            wait_for(lambda: not any(n["alive"] for n in ex.nodes() if n["node_id"] == first),
-                     60, "the head to declare the killed node dead")
+            kill_launched_node(run, ex, first)
             call = actor.add.remote(2)
             assert ex.get(call, timeout=240) == [2]
             assert ex.get(actor.node.remote(), timeout=60) not in (first,
@@ -182,11 +187,7 @@ def test_an_actor_placed_on_a_live_node_that_dies_waits_for_a_launched_one(tmp_p
             first = ex.get(actor.node.remote(), timeout=60)
             assert first != cluster.head.node_id
             assert ex.get(actor.add.remote(1), timeout=60) == [1]
-            victim = next(p for p in run.provider.non_terminated_nodes()
-                          if run.provider.node_tags(p).get(TAG_NODE_ID) == first)
-            os.kill(run.provider._load()[victim]["pid"], signal.SIGKILL)
-            wait_for(lambda: not any(n["alive"] for n in ex.nodes() if n["node_id"] == first),
-                     60, "the head to declare the killed node dead")
+            kill_launched_node(run, ex, first)
             calls = [actor.add.remote(i) for i in (2, 3)]
             wait_for(lambda: [r["actor_id"] for r in pending_rows(cluster)] == [actor.actor_id]
                      or calls[0].done(), 60, "the actor to pend again")
