@@ -215,6 +215,18 @@ class Federation:
     def _hello_info(self: Any) -> dict[str, Any]:
         return {"address": self.tcp_address or "", "total": dict(self.pool.total)}
 
+    def _hello_frame(self: Any) -> bytes:
+        """This node's HELLO on a link it opened."""
+        return pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id, self._hello_info()]])
+
+    def _dialing(self: Any, peer: _Peer, now: float) -> bool:
+        """Is a link to ``peer`` being opened? (One that took too long is given up.)"""
+        if peer.dial is None:
+            return False
+        if now - peer.dial_at > _DIAL_TIMEOUT:
+            self._close(peer.dial)  # -> _dial_failed
+        return True
+
     def _open_link(self: Any, address: str, timeout: float) -> socket.socket:
         from .cluster import connect
 
@@ -222,8 +234,7 @@ class Federation:
         sock = connect(("tcp", host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout)
         try:
             client_handshake(sock, self.token, timeout=timeout, role="node")
-            sock.sendall(pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
-                                      self._hello_info()]]))
+            sock.sendall(self._hello_frame())
         except BaseException:
             sock.close()
             raise
@@ -274,11 +285,7 @@ class Federation:
         does not answer, must not stall this node's work. The HELLO goes out once
         the link is authenticated (``_dialed``); the WELCOME is ``_on_welcome``."""
         dialer = self._head_dialer
-        if dialer.dial is not None:
-            if now - dialer.dial_at > _DIAL_TIMEOUT:
-                self._close(dialer.dial)  # -> _dial_failed
-            return
-        if now - dialer.down < self.interval:
+        if self._dialing(dialer, now) or now - dialer.down < self.interval:
             return
         dialer.address = self.head_address
         self._dial(dialer, now)
@@ -346,9 +353,7 @@ class Federation:
             # node at the same moment, both loops would block in their handshakes.
             return None
         now = time.monotonic()
-        if peer.dial is not None:
-            if now - peer.dial_at > _DIAL_TIMEOUT:
-                self._close(peer.dial)  # -> _dial_failed
+        if self._dialing(peer, now):
             return None
         if not peer.address or now - peer.down < 1.0:
             return None
@@ -394,15 +399,13 @@ class Federation:
             peer.dial = None
         if peer is self._head_dialer:  # rejoining: the head's WELCOME names its peer
             conn.welcome_due = True
-            conn.wbuf += pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
-                                      self._hello_info()]])
+            conn.wbuf += self._hello_frame()
             self._pending_out.add(conn)
             return
         if self.peers.get(peer.node_id) is not peer:
             self._close(conn)  # declared dead meanwhile
             return
-        conn.wbuf += pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id,
-                                  self._hello_info()]])
+        conn.wbuf += self._hello_frame()
         conn.peer = peer
         if peer.link is None:
             peer.link = conn
