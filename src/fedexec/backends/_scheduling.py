@@ -25,9 +25,14 @@ from collections import deque
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-__all__ = ["ResourcePool", "Scheduler"]
+__all__ = ["ResourcePool", "Scheduler", "fits"]
 
 _EPS = 1e-9
+
+
+def fits(demand: Mapping[str, float], total: Mapping[str, float]) -> bool:
+    """Does ``demand`` fit in ``total`` (a node's resources, or what is free)?"""
+    return all(total.get(k, 0.0) + _EPS >= v for k, v in demand.items())
 
 
 class ResourcePool:
@@ -41,7 +46,7 @@ class ResourcePool:
 
     def feasible(self, demand: Mapping[str, float]) -> bool:
         """Could ``demand`` ever fit, on an idle pool?"""
-        return all(self.total.get(k, 0.0) + _EPS >= v for k, v in demand.items())
+        return fits(demand, self.total)
 
     def fits(self, demand: Mapping[str, float]) -> bool:
         """Does ``demand`` fit now?"""

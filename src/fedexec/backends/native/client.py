@@ -44,12 +44,13 @@ from ...options import ActorOptions, MethodOptions, PlacementGroupStrategy, Task
 from ...placement import PlacementGroup
 from ...refs import ObjectRef
 from .._net import host_of, node_ip
+from .._scheduling import fits
 from ..base import Backend
 from . import _values as values
 from . import cluster
 from .channel import Channel
 from .direct import ActorLinks, Outboxes
-from .pending_actors import fits, largest
+from .pending_actors import largest
 from .protocol import Call, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
 

@@ -65,6 +65,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._scheduling import fits
 from .core.events import Withdraw
 from .membership import Membership
 from .protocol import (
@@ -1118,7 +1119,7 @@ class Federation:
                              task.name, task.deps, task.contained, task.payload])
 
     def _feasible_on(self: Any, entry: Any, demand: dict[str, float]) -> bool:
-        return all(entry.total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+        return fits(demand, entry.total)
 
     def _fits_remote(self: Any, node_id: str, demand: dict[str, float]) -> bool:
         """Does ``demand`` fit the node's last reported free resources, counting

@@ -43,15 +43,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._scheduling import fits
 from .actor_directory import tracked
 from .protocol import ErrorKind
 
-__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin", "fits", "largest"]
-
-
-def fits(demand: Mapping[str, float], total: Mapping[str, float]) -> bool:
-    """Does ``demand`` fit a node whose total resources are ``total``?"""
-    return all(total.get(k, 0.0) + 1e-9 >= v for k, v in demand.items())
+__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin", "largest"]
 
 
 def largest(demand: Mapping[str, float],

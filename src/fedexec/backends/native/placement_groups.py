@@ -27,13 +27,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...placement import validate_bundles
+from .._scheduling import fits
 from .core.events import Withdraw
 from .core.scheduler import ActorEntry
 from .protocol import Call, ErrorKind, Op, encode_error
 
 __all__ = ["PlacementGroups", "bundle_demand", "plan_bundles"]
 
-_EPS = 1e-9
 _RETRY_S = 0.5
 
 
@@ -55,10 +55,6 @@ def _bundles_total(items: list[list[Any]]) -> dict[str, float]:
     return whole
 
 
-def _fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
-    return all(free.get(k, 0.0) + _EPS >= v for k, v in need.items())
-
-
 def _take(free: dict[str, float], need: Mapping[str, float]) -> None:
     for k, v in need.items():
         free[k] = free.get(k, 0.0) - v
@@ -77,14 +73,14 @@ def plan_bundles(bundles: list[dict[str, float]], strategy: str,
             for k, v in b.items():
                 whole[k] = whole.get(k, 0.0) + v
         for candidate in order:
-            if _fits(left[candidate], whole):
+            if fits(whole, left[candidate]):
                 return dict.fromkeys(range(len(bundles)), candidate)
         if strategy == "STRICT_PACK":
             return None
         out: dict[int, str] = {}
         for i, b in enumerate(bundles):  # fewest nodes: fill the used ones first
             used = list(dict.fromkeys(out.values()))
-            packed = next((n for n in used + order if _fits(left[n], b)), None)
+            packed = next((n for n in used + order if fits(b, left[n])), None)
             if packed is None:
                 return None
             _take(left[packed], b)
@@ -93,11 +89,11 @@ def plan_bundles(bundles: list[dict[str, float]], strategy: str,
     out = {}
     for i, b in enumerate(bundles):
         taken = set(out.values())
-        fresh = [n for n in order if n not in taken and _fits(left[n], b)]
+        fresh = [n for n in order if n not in taken and fits(b, left[n])]
         if fresh:
             node = fresh[0]
         elif strategy == "SPREAD":  # shares a node once every node has a bundle
-            shared = [n for n in order if _fits(left[n], b)]
+            shared = [n for n in order if fits(b, left[n])]
             if not shared:
                 return None
             node = shared[0]
