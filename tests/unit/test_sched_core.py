@@ -26,7 +26,12 @@ from fedexec.backends.native.core.events import (
     Failed,
     HandedBack,
     KillWorker,
+    LeaseDenied,
+    LeaseGranted,
+    LeaseRequested,
+    LeaseReturned,
     Pipeline,
+    RecallLease,
     Reply,
     RevokeRequested,
     RevokeTask,
@@ -360,6 +365,41 @@ def test_an_actor_queued_behind_busy_leases_is_never_pipelined_and_starts_when_o
     assert _of(acts, Dispatch) == [Dispatch(w2, ("c", "d", "e", "f", "g"))]
 
 
+def test_a_lease_goes_to_an_idle_worker_only_when_nothing_waits_and_is_booked():
+    core = _core(cpus=2)
+    w1, w2 = _ready(core)
+    acts = core.handle(LeaseRequested(7, {"CPU": 1}, 1))
+    assert acts == [LeaseGranted(7, 1, w1)]
+    assert core.pool.used["CPU"] == 1 and core.workers[w1].caller == 7
+    assert core.handle(LeaseRequested(8, {"CPU": 2}, 2)) == [LeaseDenied(8, 2)]  # no room
+    # A hub task runs on the other worker, never on the caller's.
+    core.handle(TaskSubmitted("a", "a", {"CPU": 1}, 0))
+    assert _of(core.handle(Tick(1.0)), Dispatch) == [Dispatch(w2, ("a",))]
+    core.handle(TaskSubmitted("b", "b", {"CPU": 1}, 0))
+    assert core.handle(LeaseRequested(8, {"CPU": 1}, 3)) == [LeaseDenied(8, 3)]  # b waits
+    assert core.handle(Tick(2.0)) == []
+    assert core.handle(Pipeline(0)) == [RecallLease(7, w1)]  # b waits: 7 must give back
+    assert core.handle(Pipeline(0)) == []  # (once)
+    assert core.handle(LeaseReturned(w1, 8)) == []  # not 8's: nothing happens
+    assert core.workers[w1].caller == 7
+    core.handle(LeaseReturned(w1, 7))
+    assert core.pool.used["CPU"] == 1 and core.workers[w1].state == "IDLE"
+    assert _of(core.handle(Tick(3.0)), Dispatch) == [Dispatch(w1, ("b",))]
+
+
+def test_a_leased_worker_that_blocks_lends_its_lease_and_its_death_frees_it():
+    core = _core(cpus=1, pool_size=1)
+    (w1,) = _ready(core)
+    core.handle(LeaseRequested(7, {"CPU": 1}, 1))
+    core.handle(WorkerBlocked(w1, ()))
+    assert core.pool.used["CPU"] == 0
+    core.handle(WorkerUnblocked(w1))
+    assert core.pool.used["CPU"] == 1
+    acts = core.handle(WorkerDied(w1, "killed", pid=1))
+    assert _of(acts, SpawnWorker) and core.pool.used["CPU"] == 0
+    assert core.caller_leases(7) == []
+
+
 # ----------------------------------------------------------- invariants
 _SHAPES = [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 2.0}, {"CPU": 1.0, "GPU": 0.5},
            {"CPU": 0.0, "GPU": 1.0}, {"CPU": 1.0, "disk": 1.0}, {}]
@@ -380,6 +420,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.starting: list[str] = []
         self.unblocked_ever = False
         self.actors: set[str] = set()
+        self.recalled: set[str] = set()  # leases recalled (not returned yet)
         self._apply(self.core.start())
 
     # -- the shell's side
@@ -392,6 +433,7 @@ class CoreMachine(RuleBasedStateMachine):
                 self.starting.append(a.worker_id)
             elif isinstance(a, Dispatch):
                 state, lease = before.get(a.worker_id, ("?", None))
+                assert self.core.workers[a.worker_id].caller is None, "a caller's worker"
                 demand = self.core.tasks[a.task_ids[0]].demand
                 if a.worker_id in fresh or state == "IDLE":
                     fresh.add(a.worker_id)  # (made LEASED by this very event)
@@ -401,6 +443,14 @@ class CoreMachine(RuleBasedStateMachine):
                     assert self.core.tasks[tid].demand == demand
             elif isinstance(a, StartActor):
                 assert before.get(a.worker_id, ("?",))[0] == "IDLE"
+            elif isinstance(a, LeaseGranted):  # only an idle worker, and nothing waits
+                assert before.get(a.worker_id, ("?",))[0] == "IDLE"
+                assert self.core.workers[a.worker_id].caller == a.caller
+                assert not self.core.queued()
+            elif isinstance(a, RecallLease):
+                assert self.core.workers[a.worker_id].caller == a.caller
+                assert a.worker_id not in self.recalled, "recalled twice"
+                self.recalled.add(a.worker_id)
             elif isinstance(a, (Reply, Failed)):
                 assert a.task_id in self.accepted, a
                 assert a.task_id not in self.replied, f"second Reply for {a.task_id}"
@@ -465,6 +515,7 @@ class CoreMachine(RuleBasedStateMachine):
         wid = self._pick(data, list(self.core.workers))
         if wid in self.starting:
             self.starting.remove(wid)
+        self.recalled.discard(wid)
         self._handle(WorkerDied(wid, "killed", pid=1, replace=replace))
 
     @precondition(lambda self: self._busy())
@@ -517,6 +568,24 @@ class CoreMachine(RuleBasedStateMachine):
         self.actors.add(aid)
         self._handle(ActorQueued(aid, shape))
 
+    @rule(shape=st.sampled_from(_SHAPES[:3]), caller=st.integers(1, 3))
+    def lease_request(self, shape: dict[str, float], caller: int) -> None:
+        self._handle(LeaseRequested(caller, shape, next(self.ids)))
+
+    @rule(data=st.data())
+    def lease_return(self, data: Any) -> None:
+        leased = [w for w in self.core.workers.values() if w.caller is not None]
+        if leased:
+            w = self._pick(data, leased)
+            self.recalled.discard(w.id)
+            self._handle(LeaseReturned(w.id, w.caller))
+
+    @rule(data=st.data())
+    def leased_worker_blocks(self, data: Any) -> None:
+        leased = [w for w in self.core.workers.values() if w.caller is not None]
+        if leased:  # a caller's task waits in get: the worker lends its lease
+            self._handle(WorkerBlocked(self._pick(data, leased).id, ()))
+
     @precondition(lambda self: self.core.actors)
     @rule(data=st.data(), shape=st.sampled_from([{}, {"CPU": 0.5}]))
     def actor_changes(self, data: Any, shape: dict[str, float]) -> None:
@@ -559,6 +628,8 @@ class CoreMachine(RuleBasedStateMachine):
             assert (w.state == "LEASED") == (w.lease is not None)
             if w.state != "LEASED":
                 assert not w.tasks
+            if w.caller is not None:  # a caller's: its tasks never pass the core
+                assert w.state == "LEASED" and not w.tasks
         assert sorted(w.id for w in core.idle) == sorted(
             w.id for w in core.workers.values() if w.state == "IDLE")
 
@@ -590,6 +661,9 @@ class CoreMachine(RuleBasedStateMachine):
                     self._handle(WorkerUnblocked(w.id))
             for aid in list(core.actors):
                 self._handle(ActorReleased(aid))
+            for w in list(core.workers.values()):
+                if w.caller is not None and w.recalled:  # callers obey a recall
+                    self._handle(LeaseReturned(w.id, w.caller))
             self.now += 1.0
             self._handle(Tick(self.now))
             self._handle(Pipeline(0))

@@ -6,6 +6,7 @@ the actions that come back, in order::
 
     shell ──TaskSubmitted / WorkerReady / TaskFinished / WorkerDied / Tick ...──▶ core
     shell ◀──SpawnWorker / Dispatch / TaskStarted / KillWorker / Reply / Failed ...────── core
+    shell ──LeaseRequested / LeaseReturned──▶ core ──LeaseGranted / LeaseDenied / RecallLease──▶
 
 Ids are the wire's (task, worker, actor ids: ``str``); demands are
 ``{resource: amount}``. Payloads the core does not look at (a finished task's
@@ -35,7 +36,12 @@ __all__ = [
     "Failed",
     "HandedBack",
     "KillWorker",
+    "LeaseDenied",
+    "LeaseGranted",
+    "LeaseRequested",
+    "LeaseReturned",
     "Pipeline",
+    "RecallLease",
     "Reply",
     "RevokeRequested",
     "RevokeTask",
@@ -195,9 +201,30 @@ class Pipeline:
     keep: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRequested:
+    """Caller ``caller`` (a connection id) asks for a worker of its own for tasks of
+    ``demand``: a :class:`LeaseGranted` (an idle worker, the demand fits, and no
+    queued work waits) or a :class:`LeaseDenied` answers, at once."""
+
+    caller: int
+    demand: Mapping[str, float]
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReturned:
+    """Caller ``caller`` gives back its lease on ``worker_id`` (idle, recalled, or the
+    caller is gone): the worker idles again, its resources are free."""
+
+    worker_id: str
+    caller: int
+
+
 Event = Union[TaskSubmitted, ActorQueued, ActorResized, ActorReleased, WorkerReady,
               TaskFinished, WorkerDied, WorkerBlocked, WorkerUnblocked, HandedBack,
-              CancelRequested, RevokeRequested, Withdraw, TaskAbandoned, Tick, Pipeline]
+              CancelRequested, RevokeRequested, Withdraw, TaskAbandoned, Tick, Pipeline,
+              LeaseRequested, LeaseReturned]
 
 
 # ---------------------------------------------------------------- actions out
@@ -279,5 +306,33 @@ class Failed:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseGranted:
+    """Tell ``caller`` (answering ``request_id``) that ``worker_id`` is its own until
+    it returns it: it sends tasks of the lease's shape straight there."""
+
+    caller: int
+    request_id: int
+    worker_id: str
+    gpus: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseDenied:
+    """Tell ``caller`` no worker is free for it now (it uses the hub)."""
+
+    caller: int
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecallLease:
+    """Ask ``caller`` to return its lease on ``worker_id`` (other work waits): it
+    sends nothing more there and returns it once its tasks there are answered."""
+
+    caller: int
+    worker_id: str
+
+
 Action = Union[SpawnWorker, Dispatch, TaskStarted, StartActor, KillWorker, CancelRunning,
-               RevokeTask, Reply, Failed]
+               RevokeTask, Reply, Failed, LeaseGranted, LeaseDenied, RecallLease]

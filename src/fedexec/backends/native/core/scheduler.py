@@ -23,6 +23,14 @@ holds them, the shell only reads those then::
                    tasks pipelined behind it: queued again, untouched
     ActorQueued ──▶ (same queue) ─▶ StartActor: the worker is the actor's for good
 
+Caller leases (a caller's tasks go straight to a worker, see direct.py)::
+
+    LeaseRequested(caller, demand) ──▶ an idle worker, the demand fits, nothing
+                         queued: LEASED to the caller (``caller``; booked as any
+                         lease) ─▶ LeaseGranted; else LeaseDenied (it uses the hub)
+    Pipeline, work queued ──▶ RecallLease (once per lease): the caller returns it
+    LeaseReturned ──▶ the worker idles again (its caller's tasks never pass here)
+
 State::
 
     pool      ResourcePool          total / used per resource (placement groups
@@ -34,7 +42,8 @@ State::
                                     [-> REVOKING] -> DONE (removed; one Reply/Failed)
     actors    {actor id: ActorEntry}  queued, or placed holding ``holding``
     workers   {worker id: WorkerSlot} STARTING -> IDLE <-> LEASED (``tasks``: its
-                                    pipeline, head running) | ACTOR -> DEAD (removed)
+                                    pipeline, head running; or ``caller``: a caller's,
+                                    ``recalled``) | ACTOR -> DEAD (removed)
     idle      deque[WorkerSlot]     IDLE workers, oldest first
     starting  int                   workers spawned that have not said HELLO
 
@@ -44,8 +53,8 @@ books past the total; every task accepted by ``TaskSubmitted`` gets exactly one
 ``Reply`` or ``Failed`` unless withdrawn or abandoned; a task is dispatched only to an idle
 worker, or pipelined onto a lease of its own shape.
 
-Next (leases granted to callers): a ``LeaseRequested`` / ``LeaseReturned`` event
-pair would hand a LEASED slot to a caller instead of dispatching tasks to it.
+A worker leased to a caller holds no ``tasks`` here and is never dispatched to
+nor pipelined onto; it dies as any worker (the caller sees its link close).
 """
 
 from __future__ import annotations
@@ -69,7 +78,12 @@ from .events import (
     Failed,
     HandedBack,
     KillWorker,
+    LeaseDenied,
+    LeaseGranted,
+    LeaseRequested,
+    LeaseReturned,
     Pipeline,
+    RecallLease,
     Reply,
     RevokeRequested,
     RevokeTask,
@@ -123,7 +137,8 @@ class ActorEntry:
 class WorkerSlot:
     """A worker process as the scheduler sees it."""
 
-    __slots__ = ("actor", "blocked", "gpus", "id", "lease", "state", "tasks")
+    __slots__ = ("actor", "blocked", "caller", "gpus", "id", "lease", "recalled", "state",
+                 "tasks")
 
     def __init__(self, worker_id: str):
         self.id = worker_id
@@ -133,6 +148,8 @@ class WorkerSlot:
         self.tasks: collections.deque[TaskEntry] = collections.deque()
         self.blocked = False
         self.actor: str | None = None
+        self.caller: int | None = None  # LEASED to this caller (its tasks bypass us)
+        self.recalled = False  # the caller was asked to return it
 
 
 class LocalScheduler:
@@ -163,6 +180,7 @@ class LocalScheduler:
             HandedBack: self._handed_back, CancelRequested: self._cancel,
             RevokeRequested: self._revoke, Withdraw: self._withdraw,
             TaskAbandoned: self._abandoned, Tick: self.tick, Pipeline: self.pipeline,
+            LeaseRequested: self._lease_requested, LeaseReturned: self._lease_returned,
         }
 
     def start(self) -> list[Action]:
@@ -303,7 +321,7 @@ class LocalScheduler:
             t = self.tasks.get(e.task_id)
             if t is not None and t in tasks:
                 tasks.remove(t)
-        if not tasks and w.state == "LEASED":
+        if not tasks and w.state == "LEASED" and w.caller is None:
             self._return_lease(w)
         if t is None:
             return started
@@ -414,8 +432,11 @@ class LocalScheduler:
         acts: list[Action] = []
         leases: dict[frozenset[Any], list[WorkerSlot]] = {}
         for w in self.workers.values():
-            if w.state == "LEASED" and not w.blocked and w.lease:
+            if w.state == "LEASED" and not w.blocked and w.lease and w.caller is None:
                 leases.setdefault(frozenset(w.lease.items()), []).append(w)
+            elif w.caller is not None and not w.recalled:  # work waits: callers give back
+                w.recalled = True
+                acts.append(RecallLease(w.caller, w.id))
         for shape, ws in leases.items():
             waiting = self.queue.count(shape)
             if not waiting or self.pool.fits(dict(shape)) or shape in self._actor_shapes:
@@ -436,6 +457,30 @@ class LocalScheduler:
             if self.starting == 0 and alive < self.max_workers:
                 acts.append(self._spawn())
         return acts
+
+    def _lease_requested(self, e: LeaseRequested) -> list[Action]:
+        if len(self.queue) or not self.idle or not self.pool.fits(dict(e.demand)):
+            return [LeaseDenied(e.caller, e.request_id)]
+        w = self.idle.popleft()
+        w.state = "LEASED"
+        w.lease = dict(e.demand)
+        w.caller = e.caller
+        w.recalled = False
+        self.pool.acquire(w.lease)
+        if self.gpus.free:
+            w.gpus = self.gpus.take(gpus_of(w.lease))
+        return [LeaseGranted(e.caller, e.request_id, w.id,
+                             self.gpus.names_of(w.gpus) if w.gpus else ())]
+
+    def _lease_returned(self, e: LeaseReturned) -> list[Action]:
+        w = self.workers.get(e.worker_id)
+        if w is not None and w.caller == e.caller and w.state == "LEASED":
+            self._return_lease(w)
+        return []
+
+    def caller_leases(self, caller: int) -> list[str]:
+        """The workers leased to ``caller``."""
+        return [w.id for w in self.workers.values() if w.caller == caller]
 
     # ------------------------------------------------------------- helpers
     def _spawn(self) -> SpawnWorker:
@@ -487,6 +532,8 @@ class LocalScheduler:
             self.gpus.give(w.gpus)
             w.gpus = []
         w.lease = None
+        w.caller = None
+        w.recalled = False
         w.state = "IDLE"
         self.idle.append(w)
 
@@ -526,6 +573,7 @@ class LocalScheduler:
         self.gpus.give(w.gpus)
         w.gpus = []
         w.lease = None
+        w.caller = None
         pipeline, w.tasks = list(w.tasks), collections.deque()
         acts: list[Action] = [
             self._fail(t, ErrorKind.CANCELLED, f"task {t.name!r} was cancelled")
