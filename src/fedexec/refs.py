@@ -172,6 +172,9 @@ class ObjectRef(cf.Future, Generic[T]):  # type: ignore[type-arg]
     # -- pickling ---------------------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
         serialization.note_contained(self)
+        escaping = getattr(self._backend, "ref_escaping", None)
+        if escaping is not None:
+            escaping(self)
         return (_rebuild_ref, (self._id,))
 
     def __del__(self) -> None:

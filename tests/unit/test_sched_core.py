@@ -400,6 +400,20 @@ def test_a_leased_worker_that_blocks_lends_its_lease_and_its_death_frees_it():
     assert core.caller_leases(7) == []
 
 
+def test_no_pipelining_while_an_older_task_of_another_shape_waits():
+    core = _core(cpus=1, pool_size=1)
+    (w1,) = _ready(core)
+    core.handle(TaskSubmitted("a", "a", {"CPU": 1}, 0))
+    core.handle(Tick(1.0))
+    core.handle(TaskSubmitted("half", "half", {"CPU": 0.5}, 0))
+    for t in "bcdefg":
+        core.handle(TaskSubmitted(t, t, {"CPU": 1}, 0))
+    assert _of(core.handle(Pipeline(0)), Dispatch) == []  # "half" would starve behind
+    acts = core.handle(TaskFinished(w1, "a", [], 2.0))
+    assert _of(core.handle(Tick(3.0)), Dispatch) == [Dispatch(w1, ("half",))]
+    assert _of(acts, Reply) == [Reply("a", [])]
+
+
 # ----------------------------------------------------------- invariants
 _SHAPES = [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 2.0}, {"CPU": 1.0, "GPU": 0.5},
            {"CPU": 0.0, "GPU": 1.0}, {"CPU": 1.0, "disk": 1.0}, {}]

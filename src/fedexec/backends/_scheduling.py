@@ -169,6 +169,14 @@ class Scheduler:
         q = self._queues.get(shape)
         return len(q) if q else 0
 
+    def older_waits(self, shape: Hashable) -> bool:
+        """Has an item of another shape waited longer than ``shape``'s oldest?"""
+        q = self._queues.get(shape)
+        if not q:
+            return False
+        head = q[0][0]
+        return any(other[0][0] < head for s, other in self._queues.items() if s != shape)
+
     def take(self, shape: Hashable, n: int) -> list[Any]:
         """Dequeue up to ``n`` items of ``shape`` *without* acquiring resources (they
         run on a lease that already holds them)."""

@@ -81,6 +81,10 @@ class Backend:
         """An ``ObjectRef`` of this runtime was garbage-collected (``tracks_refs``).
         Called from ``__del__``: may run in any thread, must not block or lock."""
 
+    def ref_escaping(self, ref: ObjectRef[Any]) -> None:
+        """``ref`` is being pickled (it may reach another process): a backend whose
+        refs may be known only here registers it where others can find it."""
+
     def cancel(self, ref: ObjectRef[Any], *, force: bool, recursive: bool) -> bool:
         """Cancel the task behind ``ref`` (API.md "cancel"); True if delivered."""
         raise self._unsupported("cancel", "cancel_running")

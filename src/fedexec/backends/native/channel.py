@@ -83,6 +83,12 @@ class Channel:
         self._flush()
         return False
 
+    def enqueue(self, msg: Any) -> None:
+        """Queue ``msg``, never writing here (safe under a caller's lock: a full
+        socket never blocks it); a ``flush`` writes it."""
+        with self._lock:
+            self._outbox.append(msg)
+
     def flush(self) -> None:
         """Write what is queued, and what ``before_send`` has pending."""
         with self._lock:

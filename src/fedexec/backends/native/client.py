@@ -50,6 +50,7 @@ from . import _values as values
 from . import cluster
 from .channel import Channel
 from .direct import ActorLinks, Outboxes
+from .leases import TaskLeases, leases_enabled
 from .pending_actors import largest
 from .protocol import Call, ErrorKind, Kind, Op, client_handshake
 from .store import write_object
@@ -221,6 +222,7 @@ class NativeBackend(Backend):
         self._session_dir = os.path.dirname(_attach["socket_path"]) \
             if _attach.get("socket_path") else None
         self._links = ActorLinks(self, self._token)
+        self._leases: TaskLeases | None = None  # (set below, once we know our store)
         self._wake_flusher = threading.Event()
         self._channel.start()
         self._node_totals = self._live_totals()  # see _feasible
@@ -236,16 +238,23 @@ class NativeBackend(Backend):
             forced = config.backend_options.get("remote_store")
             self.remote_store = bool(forced) if forced is not None else \
                 not os.path.isdir(info["store_dir"])
+        #: Caller leases (see leases.py): a driver on this node's store only.
+        self._leases = TaskLeases(self) if self.role == "driver" and leases_enabled() \
+            and not self.remote_store else None
         if self.role == "driver":
             self.hello()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="fedexec-native-flush")
         self._flusher.start()
 
-    def hello(self) -> None:
-        """Register with the node manager (a worker does it once it can take tasks)."""
+    def hello(self, listen: str | None = None) -> None:
+        """Register with the node manager (a worker does it once it can take tasks;
+        ``listen``: the socket it takes leased tasks on, see leases.py)."""
+        info: dict[str, Any] = {"remote_store": self.remote_store}
+        if listen is not None:
+            info["listen"] = listen
         self._send([Op.HELLO, self.role, os.getpid(), self.worker_id if self.role == "worker"
-                    else None, {"remote_store": self.remote_store}])
+                    else None, info])
 
     # ------------------------------------------------------------- messaging
     def _send(self, msg: list[Any]) -> None:
@@ -288,6 +297,8 @@ class NativeBackend(Backend):
             elif self._refcount_ops:
                 self._channel.flush()
             now = time.monotonic()
+            if self._leases is not None:
+                self._leases.sweep(now)
             if now - last_sweep > 1.0:
                 last_sweep = now
                 self._links.sweep(now)
@@ -388,6 +399,9 @@ class NativeBackend(Backend):
                 fut = self._pending.get(msg[1])
                 if fut is not None:
                     fut.set_result((msg[2], msg[3]))
+            elif op == Op.LEASE_RECALL:
+                if self._leases is not None:
+                    self._leases.recalled(msg[1])
             elif op == Op.REFUSED:  # the node manager closes the connection, saying why
                 self._refused = values.reply_error(msg[2])
             elif op == Op.CREATED:
@@ -434,6 +448,8 @@ class NativeBackend(Backend):
             with contextlib.suppress(Exception):
                 fut.set_exception(self._object_gone(obj_id))
         self._links.close()
+        if self._leases is not None:
+            self._leases.close()
         if lost and self.role == "worker":
             loop = self.worker_loop
             if loop is not None:
@@ -450,7 +466,14 @@ class NativeBackend(Backend):
     # ----------------------------------------------------------- references
     def ref_released(self, ref: ObjectRef[Any]) -> None:
         if self._refs.discard(ref) and not self._closed:
+            leases = self._leases
+            if leases is not None and leases.released(ref._id):
+                return  # a leased task's result the node manager never knew
             self._refcount_ops.append((Op.DECREF, ref._id))
+
+    def ref_escaping(self, ref: ObjectRef[Any]) -> None:
+        if self._leases is not None:
+            self._leases.escaping(ref._id)
 
     def _new_ref(self, obj_id: str, name: str) -> ObjectRef[Any]:
         ref: ObjectRef[Any] = ObjectRef(obj_id, self, name)
@@ -521,6 +544,7 @@ class NativeBackend(Backend):
             new_args = []
             for a in args:
                 if isinstance(a, ObjectRef):
+                    self.ref_escaping(a)
                     new_args.append(values.DepSlot(len(deps)))
                     deps.append(a.id)
                 else:
@@ -530,6 +554,7 @@ class NativeBackend(Backend):
             new_kwargs = {}
             for k, v in kwargs.items():
                 if isinstance(v, ObjectRef):
+                    self.ref_escaping(v)
                     new_kwargs[k] = values.DepSlot(len(deps))
                     deps.append(v.id)
                 else:
@@ -673,6 +698,13 @@ class NativeBackend(Backend):
         n = options.num_returns
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
+        leases = self._leases
+        if leases is not None and strategy is None and in_group is None and not deps \
+                and not contained and options.runtime_env is None \
+                and not any(k.startswith("GPU") for k in demand) \
+                and leases.submit(task_id, return_ids, name, demand, options.max_retries,
+                                  payload):
+            return refs  # straight to a worker leased to us (see leases.py)
         self._send_soon([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries,
                          deps, contained, payload, strategy])
         self._release_args(deps)
@@ -741,6 +773,8 @@ class NativeBackend(Backend):
         found = self._task_of(ref)
         if found is None or ref.done():
             return False
+        if self._leases is not None and self._leases.cancel_pending([found[0]]):
+            return ref.cancelled()
         ok = self._request(Call.CANCEL_PENDING, found[0])
         if ok:
             ref._cancel_now()
@@ -754,6 +788,8 @@ class NativeBackend(Backend):
         if force and is_call:
             raise ValueError("force-cancelling an actor call is not allowed; kill the actor "
                              "instead")
+        if self._leases is not None and self._leases.cancel(task_id, force):
+            return True
         self._send([Op.CANCEL, task_id, force, recursive])
         return True
 
@@ -910,6 +946,8 @@ class NativeBackend(Backend):
                 self._runtime.stop()
             return
         if cancel_futures:
+            if self._leases is not None:
+                self._leases.cancel_pending([])
             with contextlib.suppress(FedexecError, RuntimeError):
                 self._request(Call.CANCEL_QUEUED)
         if wait:
@@ -936,6 +974,8 @@ class NativeBackend(Backend):
         if pending:
             cf.wait(pending)
         self._keep_results()
+        if self._leases is not None:
+            self._leases.close()
         self._closed = True
         self._channel.flush()
         self._channel.close()

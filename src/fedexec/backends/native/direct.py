@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from ...refs import ObjectRef
     from .client import NativeBackend
 
-__all__ = ["ActorLinks", "CallListener", "Outboxes"]
+__all__ = ["ActorLinks", "CallListener", "Outboxes", "dial"]
 
 _ASK_AGAIN_S = 0.05   # a caller asks again for an actor's address after this long
 _NOT_THERE_S = 0.1  # ... this long after it was not there (starting, or on another node)
@@ -86,6 +86,11 @@ class Outboxes:
                 self._dirty.add(channel)
             return True
         return False
+
+    def mark(self, channel: Channel) -> None:
+        """``channel`` has messages queued (``Channel.enqueue``): flush it too."""
+        with self._lock:
+            self._dirty.add(channel)
 
     def flush(self) -> None:
         if not self._dirty:
@@ -150,6 +155,22 @@ class _Polled:
         self.sock.setblocking(True)
         self.channel = self.ready(self.sock)
         return self.channel is not None
+
+
+def dial(poller: Poller, token: bytes, path: str,
+         ready: Callable[[socket.socket | None], Channel | None]) -> bool:
+    """Connect to a worker's socket as a "caller" (a Unix socket connects at once
+    or fails: False); ``poller`` does the handshake, then calls ``ready`` (see
+    ``_Polled``)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return False
+    poller.add(sock, _Polled(sock, ClientHandshake(token, "caller"), ready))
+    return True
 
 
 class ActorLinks:
@@ -251,14 +272,6 @@ class ActorLinks:
     def _dial(self, actor_id: str, link: _Link, worker_id: str, path: str) -> None:
         """Connect (a Unix socket connects at once or fails); the poller thread does
         the handshake."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            sock.connect(path)
-        except OSError:
-            sock.close()
-            self._failed(link)
-            return
 
         def ready(sock: socket.socket | None) -> Channel | None:
             if sock is None:
@@ -277,7 +290,8 @@ class ActorLinks:
             link.asking = False  # (after: a sender seeing no channel would ask again)
             return channel
 
-        self.poller.add(sock, _Polled(sock, ClientHandshake(self._token, "caller"), ready))
+        if not dial(self.poller, self._token, path, ready):
+            self._failed(link)
 
     @staticmethod
     def _failed(link: _Link) -> None:
@@ -324,17 +338,21 @@ class ActorLinks:
 
 
 class CallListener:
-    """An actor's worker's end: listens on a Unix socket next to the node's, takes
-    token-checked "caller" connections and hands their calls to ``submit(task_id,
-    call, channel)``. The listening socket and every caller's connection are read by
-    ``poller`` (no thread per caller)."""
+    """A worker's end: listens on a Unix socket next to the node's, takes
+    token-checked "caller" connections and hands their actor calls to
+    ``submit(task_id, call, channel)`` and their leased tasks' messages (LEASE_*,
+    see leases.py) to ``lease(msg, channel)``. The listening socket and every
+    caller's connection are read by ``poller`` (no thread per caller)."""
 
     def __init__(self, poller: Poller, session_dir: str, worker_id: str, token: bytes,
-                 submit: Callable[[str, list[Any], Channel], None]):
+                 submit: Callable[[str, list[Any], Channel], None],
+                 lease: Callable[[list[Any], Channel], None] | None = None):
         self._poller = poller
         self._token = token
-        self._submit = submit
+        self._lease = lease
+        self.submit = submit  # (replaced by an actor's worker once it hosts the actor)
         self.path = os.path.join(session_dir, f"w-{worker_id}.sock")
+        self.closed = False
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -346,6 +364,7 @@ class CallListener:
 
     def close(self) -> None:
         """Take no more callers: the socket file goes (on this worker's clean exit)."""
+        self.closed = True
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         with contextlib.suppress(OSError):
@@ -361,7 +380,7 @@ class CallListener:
                 return False
             try:
                 sock.setblocking(False)
-                shake = ServerHandshake(self._token, ("caller",), server="an actor's worker")
+                shake = ServerHandshake(self._token, ("caller",), server="a worker")
                 sock.sendall(shake.greeting())
             except OSError:
                 sock.close()
@@ -383,11 +402,16 @@ class CallListener:
             return
         for msg in frame:
             try:
-                if msg[0] not in _CALLER_OPS or msg[0] != Op.DIRECT_CALL:
+                if msg[0] not in _CALLER_OPS:
                     raise ProtocolError(f"a caller may not send op {msg[0]!r}")
+                if msg[0] != Op.DIRECT_CALL:
+                    if self._lease is None:
+                        raise ProtocolError("this worker takes no leased tasks")
+                    self._lease(msg, channel)
+                    continue
                 _, task_id, return_ids, payload, name = msg
-                self._submit(task_id, [Op.ACTOR_EXEC, task_id, return_ids, payload, [], name],
-                             channel)
+                self.submit(task_id, [Op.ACTOR_EXEC, task_id, return_ids, payload, [], name],
+                            channel)
             except Exception:  # a malformed or forbidden message: drop the caller
                 channel.close()
                 return

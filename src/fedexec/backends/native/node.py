@@ -67,6 +67,7 @@ from .core.events import (
     HandedBack,
     KillWorker,
     Pipeline,
+    RecallLease,
     Reply,
     RevokeRequested,
     RevokeTask,
@@ -85,6 +86,7 @@ from .core.events import (
 from .core.scheduler import LocalScheduler, TaskEntry, WorkerSlot
 from .events import EventStream
 from .federation import Federation, _Peer
+from .lease_desk import LeaseDesk
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
     DEFAULT_THRESHOLD,
@@ -321,7 +323,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             TaskStarted: self._do_started, StartActor: self._do_start_actor,
             KillWorker: self._do_kill, CancelRunning: self._do_cancel_running,
             RevokeTask: self._do_revoke, Reply: self._do_reply, Failed: self._do_failed,
+            RecallLease: lambda a: self.leases.recall(a),
         }
+        self.leases = LeaseDesk(self)  # caller leases (see lease_desk.py)
         capacity = int(config["object_store_memory"])
         self.store = StoreManager(config["store_dir"], config["spill_dir"], capacity,
                                   pool_capacity=default_pool_capacity(capacity))
@@ -604,6 +608,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if conn.dialing is not None:
             self._dial_failed(conn)
             return
+        if conn.role == "driver":
+            self.leases.caller_gone(conn.id)
         for obj_id in conn.held:
             obj = self.objects.get(obj_id)
             if obj is not None:
@@ -703,6 +709,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 return
             worker.conn = conn
             conn.worker = worker
+            if len(msg) > 4 and isinstance(msg[4], dict):
+                self.leases.worker_hello(worker_id, msg[4])
             self._run(self.core.handle(WorkerReady(worker_id)))
             self._dirty = True
 
@@ -720,7 +728,12 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     def _register_task(self, conn: _Conn, task: _Task) -> None:
         self.tasks[task.id] = task
         for rid in task.return_ids:
-            obj = _Obj(rid, conn.id)
+            obj = self.objects.get(rid)
+            if obj is None or obj.ready:
+                obj = _Obj(rid, conn.id)
+            else:  # promised by a caller whose leased worker died (see lease_desk.py)
+                self.leases.fulfilled(conn.id, rid)
+                obj.owner = conn.id
             obj.holders.add(conn.id)
             obj.task = task.id
             self.objects[rid] = obj
@@ -819,12 +832,19 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         self._dirty = True
         self._spill_due = True
 
+    def _new_object(self, obj_id: str, owner: int | None) -> _Obj:
+        return _Obj(obj_id, owner)
+
     def _on_put(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, kind, *rest = msg
-        obj = _Obj(obj_id, conn.id)
-        obj.holders.add(conn.id)
-        conn.held.add(obj_id)
-        self.objects[obj_id] = obj
+        obj = self.objects.get(obj_id)
+        if obj is not None and not obj.ready:  # a promise kept (see lease_desk.py):
+            self.leases.fulfilled(conn.id, obj_id)  # held as PROMISE said, if not
+        else:                                       # dropped since
+            obj = _Obj(obj_id, conn.id)
+            obj.holders.add(conn.id)
+            conn.held.add(obj_id)
+            self.objects[obj_id] = obj
         if kind == Kind.SHM:
             conn.creating.discard(obj_id)
             self.store.seal(obj_id)
@@ -1131,6 +1151,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Op.HANDBACK: _on_handback,
         Op.ACTOR_READY: _on_actor_ready,
         Op.ACTOR_FAILED: _on_actor_failed,
+        Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
+        Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
+        Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
         # from other nodes (see federation.py)
         Op.FETCH: Federation._on_fetch,
         Op.PULL: Federation._on_pull,
@@ -1470,6 +1493,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._close(conn)
         self._run(actions)
         self.workers.pop(worker.id, None)
+        self.leases.worker_gone(worker.id)
         if worker.slot.actor is not None:
             actor = self.actors.get(worker.slot.actor)
             if actor is not None and actor.worker is worker:
@@ -1981,6 +2005,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Call.NODE_INFO: _call_info,
         Call.CANCEL_PENDING: _call_cancel_pending,
         Call.ACTOR_ADDRESS: _call_actor_address,
+        Call.LEASE: lambda self, conn, demand: self.leases.request(conn, demand,
+                                                                   self._request_id),
         Call.CANCEL_QUEUED: _call_cancel_queued,
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,

@@ -75,7 +75,7 @@ __all__ = [
 
 #: Bumped whenever a message changes shape or meaning; both ends of every connection
 #: must agree (checked at the HELLO exchange). 1 was the protocol before the check.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAGIC = b"FDX1"
 NONCE = 32
 MAC = 32
@@ -137,6 +137,21 @@ class Op(enum.IntEnum):
     DIRECT_REPLY = 71    # [op, task_id, [result...]]  worker -> caller; SHM results left out
                          #  (the node manager delivers those)
     DIRECT_DONE = 72     # [op, task_id, [result...]]  worker -> NM: a direct call ended
+    # caller leases (see leases.py): a driver's tasks straight to a worker leased to it
+    LEASE_RETURN = 73    # [op, worker_id]            caller -> NM: done with that lease
+    LEASE_RECALL = 74    # [op, worker_id]            NM -> caller: return it (work waits)
+    LEASE_EXEC = 75      # [op, task_id, return_ids, payload (as EXECUTE's), name, caller's
+                         #  connection id at its NM]  caller -> its leased worker
+    LEASE_DONE = 76      # [op, task_id, [result...]]  worker -> caller: every result (SHM
+                         #  ones and ones holding refs went to the NM first, LEASE_PUT)
+    LEASE_PUT = 77       # [op, caller's connection id, [result...]]  worker -> NM: results
+                         #  the caller will hold (sealed, pinning what they contain)
+    LEASE_CANCEL = 78    # [op, task_id, force]       caller -> worker
+    LEASE_REVOKE = 79    # [op, task_id]              caller -> worker: drop it if queued
+    LEASE_REVOKED = 80   # [op, task_id, dropped]     worker -> caller (after its LEASE_DONE)
+    LEASE_HANDBACK = 81  # [op, [task_id...]]         worker -> caller: not started (blocked)
+    PROMISE = 82         # [op, [obj_id...]]  caller -> NM: results of its leased tasks,
+                         #  pending, now referenced elsewhere; a PUT completes each
 
 
 class Kind(enum.IntEnum):
@@ -192,6 +207,8 @@ class Call(enum.IntEnum):
     REGISTER_ACTOR = 31    # [actor_id, spec, node_id, owner_node] -> [holder id, holder spec]
     ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
     LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
+    LEASE = 35             # [demand] -> [worker id, socket path, caller's connection id] |
+                           #  None: a worker for this caller's tasks (see leases.py)
     ACTOR_ADDRESS = 34     # [actor_id] -> [worker id, socket path] | None | False (dead): where a caller on
                            #  this node may send the actor's calls directly (see direct.py)
 
@@ -200,17 +217,19 @@ class Call(enum.IntEnum):
 #: with any other op closes the connection (after a REFUSED saying why).
 _CLIENT_OPS = frozenset({Op.HELLO, Op.SUBMIT, Op.PUT, Op.CREATE, Op.SEAL, Op.INCREF,
                          Op.DECREF, Op.SUBSCRIBE, Op.CANCEL, Op.REQUEST, Op.ACTOR_CALL,
-                         Op.FETCH})
+                         Op.FETCH, Op.LEASE_RETURN, Op.PROMISE})
 ROLES: dict[str, frozenset[int]] = {
     "driver": _CLIENT_OPS,
     "worker": _CLIENT_OPS | {Op.TASK_DONE, Op.BLOCKED, Op.UNBLOCKED, Op.HANDBACK,
-                             Op.ACTOR_READY, Op.ACTOR_FAILED, Op.DIRECT_DONE},
+                             Op.ACTOR_READY, Op.ACTOR_FAILED, Op.DIRECT_DONE,
+                             Op.LEASE_PUT},
     "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
                        Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
                        Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
                        Op.STARTED, Op.REPLY, Op.EVENTS}),
     # a caller's direct link to an actor's worker (the worker listens, see direct.py)
-    "caller": frozenset({Op.HELLO, Op.DIRECT_CALL}),
+    "caller": frozenset({Op.HELLO, Op.DIRECT_CALL, Op.LEASE_EXEC, Op.LEASE_CANCEL,
+                         Op.LEASE_REVOKE}),
 }
 #: The roles a node manager takes (a "caller" connects to an actor's worker).
 NODE_ROLES = ("driver", "worker", "node")

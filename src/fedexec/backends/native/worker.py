@@ -49,6 +49,7 @@ from . import _values as values
 from .channel import Channel
 from .client import NativeBackend
 from .direct import CallListener
+from .leases import leases_enabled
 from .protocol import ErrorKind, Kind, Op
 
 __all__ = ["main_from_fork"]
@@ -79,6 +80,9 @@ class WorkerLoop:
         #: Direct calls (see direct.py) not answered yet: task id -> the caller's link.
         self.direct: dict[str, Channel] = {}
         self.listener: CallListener | None = None
+        #: Leased tasks (see leases.py) not answered yet: task id -> (the caller's
+        #: link, the caller's connection id at the node manager).
+        self.leased: dict[str, tuple[Channel, int]] = {}
 
     # --------------------------------------------------------- reader thread
     def on_message(self, msg: list[Any]) -> None:
@@ -189,7 +193,17 @@ class WorkerLoop:
                 handed = [m for m in self.queue if m[0] == Op.EXECUTE]
                 for m in handed:
                     self.queue.remove(m)
-                self.backend._send([Op.BLOCKED, [m[1] for m in handed]])
+                back: dict[Channel, list[str]] = {}
+                hub: list[str] = []
+                for m in handed:
+                    lease = self.leased.pop(m[1], None)
+                    if lease is None:
+                        hub.append(m[1])
+                    else:  # a caller's: it sends them elsewhere
+                        back.setdefault(lease[0], []).append(m[1])
+                for link, ids in back.items():
+                    link.send([Op.LEASE_HANDBACK, ids])
+                self.backend._send([Op.BLOCKED, hub])
         try:
             yield
         finally:
@@ -200,6 +214,11 @@ class WorkerLoop:
 
     # ------------------------------------------------------------- answers
     def _send_done(self, task_id: str, results: list[list[Any]]) -> None:
+        if self.leased:
+            lease = self.leased.pop(task_id, None)
+            if lease is not None:
+                self._lease_done(task_id, results, *lease)
+                return
         link = self.direct.pop(task_id, None)
         msg = [Op.TASK_DONE if link is None else Op.DIRECT_DONE, task_id, results]
         host = self.host
@@ -218,6 +237,46 @@ class WorkerLoop:
                 link.send(reply)
             elif backend._outboxes.send_later(link, reply):
                 backend._wake_flusher.set()
+
+    def _lease_done(self, task_id: str, results: list[list[Any]], link: Channel,
+                    caller: int) -> None:
+        """A leased task ended: results the node manager must know first (in the
+        store, or holding refs) go there for the caller (LEASE_PUT), then every
+        result goes to the caller (LEASE_DONE)."""
+        backend = self.backend
+        first = [r for r in results if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4])]
+        if first:
+            backend._send([Op.LEASE_PUT, caller, first])
+        reply = [Op.LEASE_DONE, task_id, results]
+        if self.queue and threading.get_ident() == self.main_ident:
+            if backend._outboxes.send_later(link, reply):  # batched with the next ones
+                backend._wake_flusher.set()
+        else:
+            link.send(reply)
+
+    def on_lease(self, msg: list[Any], link: Channel) -> None:
+        """A leased task's message from its caller (on the poller thread)."""
+        op = msg[0]
+        if op == Op.LEASE_EXEC:
+            _, task_id, return_ids, payload, name, caller = msg
+            if self.host is not None:
+                raise ValueError("an actor's worker takes no leased tasks")
+            with self.cv:
+                if self.block_depth:  # blocked in a get: it could wait for this one
+                    link.send([Op.LEASE_HANDBACK, [task_id]])
+                    return
+                self.leased[task_id] = (link, caller)
+                self.queue.append([Op.EXECUTE, task_id, return_ids, payload, [], name, []])
+                self.cv.notify()
+        elif op == Op.LEASE_CANCEL:
+            _, task_id, force = msg
+            if force:
+                with self.cv:
+                    if self.current == task_id:  # as the hub does: the worker dies
+                        os.kill(os.getpid(), signal.SIGKILL)
+            self._cancel(task_id)
+        elif op == Op.LEASE_REVOKE:
+            link.send([Op.LEASE_REVOKED, msg[1], self._revoke(msg[1])])
 
     def _direct_call(self, task_id: str, msg: list[Any], link: Channel) -> None:
         """A caller sent a call straight here (see direct.py)."""
@@ -358,14 +417,18 @@ class WorkerLoop:
             self.backend._send([Op.ACTOR_FAILED, actor_id, f"its __init__ raised:\n{err}"])
 
     def _listen(self) -> str | None:
-        """Start taking direct calls: the socket's path (None: callers use the hub)."""
+        """Start taking direct calls and leased tasks: the socket's path (None:
+        callers use the hub)."""
+        if self.listener is not None:
+            return self.listener.path
         session_dir = self.backend._session_dir
         if session_dir is None:
             return None
         try:
             self.listener = CallListener(self.backend._links.poller, session_dir,
                                          self.backend.worker_id,
-                                         self.backend._token, self._direct_call)
+                                         self.backend._token, self._direct_call,
+                                         self.on_lease)
         except OSError:  # (a path too long for a Unix socket, say)
             return None
         return self.listener.path
@@ -494,5 +557,5 @@ def main_from_fork(socket_path: str, token: bytes, worker_id: str, node_id: str,
     loop = WorkerLoop(backend, config)
     backend.on_message = loop.on_message
     backend.worker_loop = loop
-    backend.hello()
+    backend.hello(loop._listen() if leases_enabled() else None)
     loop.run()

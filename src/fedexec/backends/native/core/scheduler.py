@@ -15,7 +15,8 @@ holds them, the shell only reads those then::
     WorkerReady ──▶ idle ──▶ LEASED (lease = the shape's demand, GPUs picked)
                          │ Dispatch(worker, tasks) ─▶ TaskStarted(head)
                          │ Pipeline: more of the same shape onto busy leases
-                         │   (none while an actor of that shape waits)
+                         │   (none while an actor of that shape, or an older
+                         │   task of another shape, waits)
                          ▼
     TaskFinished ──▶ Reply(results) ─▶ next pipelined task starts, or the lease
                                         is returned and the worker idles again
@@ -439,9 +440,10 @@ class LocalScheduler:
                 acts.append(RecallLease(w.caller, w.id))
         for shape, ws in leases.items():
             waiting = self.queue.count(shape)
-            if not waiting or self.pool.fits(dict(shape)) or shape in self._actor_shapes:
+            if not waiting or self.pool.fits(dict(shape)) or shape in self._actor_shapes \
+                    or self.queue.older_waits(shape):
                 continue  # nothing waits, it can start on a worker of its own, or an
-                # actor waits for a lease of this shape to free
+                # actor (or an older task of another shape) waits for a lease to free
             waiting -= e.keep
             if waiting < 2 * len(ws):
                 continue  # a short queue stays here: cancellable, and free to go anywhere

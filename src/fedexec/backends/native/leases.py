@@ -1,0 +1,523 @@
+"""Caller leases, the caller's side: a driver's tasks go straight to a worker the
+node manager lent it, and their results come straight back; the node manager is
+off the task's path (its side: ``lease_desk.py``; the decision: the core's
+``LeaseRequested``).
+
+Data flow (driver C, node manager NM, worker W leased to C for one resource shape)::
+
+    C ── REQUEST LEASE(shape) ──▶ NM ── REPLY [W, W's socket, C's id] ──▶ C
+    C ── LEASE_EXEC ×n (batched, ≤ _INFLIGHT per lease) ─────────────▶ W
+    W ── LEASE_PUT (only results in the store or holding refs) ──▶ NM
+    W ── LEASE_DONE ×n (batched) ────────────────────────────────────▶ C
+    C ── LEASE_RETURN ──▶ NM   idle for _GRACE_S, recalled (LEASE_RECALL: work
+                               waits there), or closing
+
+Eligible tasks (``client.submit`` decides): no ref arguments (top level or inside),
+the DEFAULT strategy, no placement group, no runtime_env of their own, no GPUs,
+from a driver whose store is this node's. Others go through the hub as before;
+so do a shape's tasks while the NM denies it a lease (for _DENIED_S), and the
+tasks queued here when its leases are recalled or lost.
+
+Ownership. A leased task's results are held only here (``_local``: PENDING, or the
+result entry once it came), unless the NM must know them first (the worker's
+LEASE_PUT: held by this connection there). When such a ref is about to leave this
+process (``escaping``, from ``ObjectRef.__reduce__``: pickled into another task's or
+call's arguments, a put value, a result), it is registered on the NM channel first,
+so before the message carrying it: a ready one is PUT, a pending one PROMISEd and
+PUT when its result comes. A ref dropped here with the NM not knowing it costs no
+DECREF.
+
+Failures. The worker dying (its link closes): the task it ran is resubmitted via
+the hub while ``max_retries`` allows, else fails as the hub's would
+(``WorkerCrashedError``); the tasks behind it are resubmitted untouched. A worker
+blocked in ``get`` lends its CPU (BLOCKED to the NM, as for any task) and hands
+the tasks queued behind it back here (LEASE_HANDBACK): they go to the hub.
+Cancelling: one queued here is withdrawn; one sent is revoked or interrupted on
+the worker (LEASE_REVOKE / LEASE_CANCEL; force kills it, as the hub does).
+
+Threads. The submitting thread, the NM channel's reader (answers, recalls), the
+``Poller`` thread (the links) and the flusher (idle sweep) share one lock; nothing
+is written to a socket while it is held (``Channel.enqueue``, then a flush).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import os
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .channel import Channel
+from .direct import dial
+from .protocol import Call, ErrorKind, Kind, Op
+
+if TYPE_CHECKING:
+    import socket
+
+    from .client import NativeBackend
+
+__all__ = ["TaskLeases", "leases_enabled"]
+
+_GRACE_S = 0.1  # an idle lease is kept this long (back-to-back round trips keep it)
+_DENIED_S = 0.05  # after a denial or a recall, a shape's tasks use the hub this long
+_INFLIGHT = 64  # tasks sent to one leased worker and not answered
+_MAX_LEASES = 64  # leases per shape (the NM grants only idle workers anyway)
+_REVOKE_WAIT_S = 30.0
+_PENDING = object()  # a result not come yet, the NM not knowing it
+_PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it comes
+
+
+def leases_enabled() -> bool:
+    """The switch: ``FEDEXEC_TASK_LEASES=0`` sends every task through the hub."""
+    return os.environ.get("FEDEXEC_TASK_LEASES", "1") != "0"
+
+
+class _Item:
+    __slots__ = ("demand", "forced", "lease", "max_retries", "name", "payload", "return_ids",
+                 "shape", "task_id")
+
+    def __init__(self, task_id: str, return_ids: list[str], name: str,
+                 demand: dict[str, float], max_retries: int, payload: list[Any]):
+        self.task_id = task_id
+        self.return_ids = return_ids
+        self.name = name
+        self.demand = demand
+        self.max_retries = max_retries
+        self.payload = payload
+        self.forced = False
+        self.lease: _Lease | None = None
+        self.shape: _Shape | None = None
+
+    def submit_msg(self) -> list[Any]:
+        return [Op.SUBMIT, self.task_id, self.return_ids, self.name, self.demand,
+                self.max_retries, [], [], self.payload, None]
+
+
+class _Lease:
+    __slots__ = ("caller", "channel", "idle_since", "recalled", "sent", "shape", "worker_id")
+
+    def __init__(self, worker_id: str, caller: int, shape: _Shape):
+        self.worker_id = worker_id
+        self.caller = caller
+        self.shape = shape
+        self.channel: Channel | None = None
+        self.sent: dict[str, _Item] = {}  # in the order sent (the first one runs)
+        self.recalled = False
+        self.idle_since = time.monotonic()
+
+
+class _Shape:
+    __slots__ = ("asking", "demand", "denied_until", "leases", "queue")
+
+    def __init__(self, demand: dict[str, float]):
+        self.demand = demand
+        self.queue: collections.deque[_Item] = collections.deque()
+        self.leases: list[_Lease] = []
+        self.asking = False
+        self.denied_until = 0.0
+
+
+class _After:
+    """What to do once the lock is released: sends, completions, hub submits."""
+
+    __slots__ = ("channels", "done", "nm", "returns")
+
+    def __init__(self) -> None:
+        self.nm: list[list[Any]] = []
+        self.channels: set[Channel] = set()
+        self.done: list[list[Any]] = []  # result entries to complete refs with
+        self.returns: list[_Lease] = []
+
+
+class TaskLeases:
+    """A driver's leases (see the module docstring)."""
+
+    def __init__(self, backend: NativeBackend):
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._shapes: dict[tuple[tuple[str, float], ...], _Shape] = {}
+        self._items: dict[str, _Item] = {}  # task id -> not answered yet
+        self._local: dict[str, Any] = {}  # result id -> _PENDING | _PROMISED | entry
+        self._revokes: dict[str, cf.Future[bool]] = {}
+        self._closed = False
+        #: Tasks sent to leased workers so far (for tests and stats).
+        self.sent = 0
+
+    # ------------------------------------------------------------ submit
+    def submit(self, task_id: str, return_ids: list[str], name: str,
+               demand: dict[str, float], max_retries: int, payload: list[Any]) -> bool:
+        """Take a task (True), or leave it to the hub (False)."""
+        key = tuple(sorted(demand.items()))
+        after = _After()
+        with self._lock:
+            if self._closed:
+                return False
+            shape = self._shapes.get(key)
+            if shape is None:
+                shape = self._shapes[key] = _Shape(demand)
+            if not shape.leases and not shape.asking and \
+                    time.monotonic() < shape.denied_until:
+                return False
+            item = _Item(task_id, return_ids, name, demand, max_retries, payload)
+            item.shape = shape
+            self._items[task_id] = item
+            for rid in return_ids:
+                self._local[rid] = _PENDING
+            shape.queue.append(item)
+            self._fill(shape, after)
+            ask = self._want_more(shape)
+        self._finish(after)
+        if ask:
+            self._ask(shape)
+        return True
+
+    def _fill(self, shape: _Shape, after: _After) -> None:
+        """Send queued tasks to the shape's leases with room (lock held)."""
+        queue = shape.queue
+        for lease in shape.leases:
+            channel = lease.channel
+            if not queue:
+                return
+            if lease.recalled or channel is None:
+                continue
+            sent = lease.sent
+            while queue and len(sent) < _INFLIGHT:
+                item = queue.popleft()
+                item.lease = lease
+                self.sent += 1
+                sent[item.task_id] = item
+                channel.enqueue([Op.LEASE_EXEC, item.task_id, item.return_ids, item.payload,
+                                 item.name, lease.caller])
+                after.channels.add(channel)
+
+    def _want_more(self, shape: _Shape) -> bool:
+        if shape.asking or self._closed or time.monotonic() < shape.denied_until:
+            return False
+        if shape.leases and (not shape.queue or len(shape.leases) >= _MAX_LEASES):
+            return False
+        shape.asking = True
+        return True
+
+    def _ask(self, shape: _Shape) -> None:
+        self._backend._request_later(Call.LEASE, [shape.demand],
+                                     lambda ok, value: self._answered(shape, ok, value))
+
+    def _answered(self, shape: _Shape, ok: bool, value: Any) -> None:
+        """The NM's answer (on its reader thread): dial the worker, or use the hub."""
+        if ok and value:
+            worker_id, path, caller = value
+            lease = _Lease(worker_id, caller, shape)
+
+            def ready(sock: socket.socket | None) -> Channel | None:
+                return self._linked(lease, sock)
+
+            if dial(self._backend._links.poller, self._backend._token, path, ready):
+                return
+            self._linked(lease, None)
+            return
+        self._denied(shape)
+
+    def _denied(self, shape: _Shape) -> None:
+        after = _After()
+        with self._lock:
+            shape.asking = False
+            shape.denied_until = time.monotonic() + _DENIED_S
+            if not shape.leases:
+                self._to_hub(list(shape.queue), after)
+                shape.queue.clear()
+        self._finish(after)
+
+    def _linked(self, lease: _Lease, sock: socket.socket | None) -> Channel | None:
+        """The worker took our handshake (``sock``), or not (None)."""
+        if sock is None:
+            self._backend._send_soon([Op.LEASE_RETURN, lease.worker_id])
+            self._denied(lease.shape)
+            return None
+        channel = Channel(sock, lambda frame: self._on_frame(lease, frame),
+                          lambda: self._on_close(lease), f"a lease on {lease.worker_id[-6:]}",
+                          polled=True)
+        after = _After()
+        ask = False
+        with self._lock:
+            shape = lease.shape
+            shape.asking = False
+            if self._closed:
+                after.returns.append(lease)
+            else:
+                lease.channel = channel
+                shape.leases.append(lease)
+                self._fill(shape, after)
+                ask = self._want_more(shape)
+        if after.returns:
+            lease.channel = channel
+        self._finish(after)
+        if not after.returns and ask:
+            self._ask(shape)
+        return channel
+
+    # ----------------------------------------------------------- answers
+    def _on_frame(self, lease: _Lease, frame: list[Any]) -> None:
+        after = _After()
+        revoked: list[tuple[str, bool]] = []
+        with self._lock:
+            hub: list[_Item] = []
+            for msg in frame:
+                op = msg[0]
+                if op == Op.LEASE_DONE:
+                    item = lease.sent.pop(msg[1], None)
+                    if item is not None:
+                        self._items.pop(item.task_id, None)
+                        self._settle(msg[2], after)
+                elif op == Op.LEASE_HANDBACK:
+                    for task_id in msg[1]:
+                        item = lease.sent.pop(task_id, None)
+                        if item is not None:
+                            hub.append(item)
+                elif op == Op.LEASE_REVOKED:
+                    revoked.append((msg[1], bool(msg[2])))
+            self._to_hub(hub, after)
+            self._after_answers(lease, after)
+        self._finish(after)
+        for task_id, dropped in revoked:
+            fut = self._revokes.pop(task_id, None)
+            if fut is not None:
+                fut.set_result(dropped)
+
+    def _after_answers(self, lease: _Lease, after: _After) -> None:
+        """Refill a lease, or return it once recalled and answered (lock held)."""
+        if lease.recalled:
+            if not lease.sent:
+                self._retire(lease, after)
+            return
+        self._fill(lease.shape, after)
+        if not lease.sent:
+            lease.idle_since = time.monotonic()
+
+    def _settle(self, results: list[list[Any]], after: _After) -> None:
+        """Results of a task of ours came (lock held): complete the refs; keep what
+        the NM does not know, PUT what was promised."""
+        local = self._local
+        for r in results:
+            rid = r[0]
+            state = local.pop(rid, None)
+            if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4]):  # LEASE_PUT: NM has it
+                if state is None:  # dropped here meanwhile
+                    self._backend._refcount_ops.append((Op.DECREF, rid))
+            elif state is _PROMISED:
+                after.nm.append([Op.PUT, *r])
+            elif state is _PENDING:
+                local[rid] = r
+            after.done.append(r)
+
+    def _on_close(self, lease: _Lease) -> None:
+        """The link ended: the worker died (or we closed it). What it had not
+        answered: retried or failed (the one it ran), or resubmitted via the hub."""
+        after = _After()
+        with self._lock:
+            shape = lease.shape
+            if lease in shape.leases:
+                shape.leases.remove(lease)
+            items = list(lease.sent.values())
+            lease.sent.clear()
+            unanswered = [item.task_id for item in items]
+            hub: list[_Item] = []
+            for i, item in enumerate(items):
+                if item.forced or (i == 0 and item.max_retries == 0):
+                    self._items.pop(item.task_id, None)
+                    if item.forced:
+                        kind, why = ErrorKind.CANCELLED, f"task {item.name!r} was cancelled " \
+                            "(its worker was killed)"
+                    else:
+                        kind, why = ErrorKind.WORKER_CRASHED, (
+                            f"the worker running task {item.name!r} died and max_retries "
+                            "is exhausted")
+                    self._settle([[rid, Kind.FAILED, kind, why] for rid in item.return_ids],
+                                 after)
+                    continue
+                if i == 0 and item.max_retries > 0:
+                    item.max_retries -= 1
+                hub.append(item)
+            if not self._closed:
+                self._to_hub(hub, after)
+                if not shape.leases:
+                    self._to_hub(list(shape.queue), after)
+                    shape.queue.clear()
+            after.nm.append([Op.LEASE_RETURN, lease.worker_id])  # (ignored if it died)
+        self._finish(after)
+        for task_id in unanswered:
+            fut = self._revokes.pop(task_id, None)
+            if fut is not None:
+                fut.set_result(False)
+
+    def _to_hub(self, items: list[_Item], after: _After) -> None:
+        """Send tasks through the hub (lock held): the NM knows their results now."""
+        local = self._local
+        for item in items:
+            self._items.pop(item.task_id, None)
+            item.lease = None
+            for rid in item.return_ids:
+                local.pop(rid, None)
+            after.nm.append(item.submit_msg())
+
+    def _retire(self, lease: _Lease, after: _After) -> None:
+        shape = lease.shape
+        if lease in shape.leases:
+            shape.leases.remove(lease)
+        after.returns.append(lease)
+
+    def _finish(self, after: _After) -> None:
+        """Do what ``after`` holds (lock released): the NM's messages first."""
+        backend = self._backend
+        if after.nm:
+            for msg in after.nm:
+                backend._channel.send_later(msg)
+            backend._wake_flusher.set()
+        for lease in after.returns:
+            backend._send_soon([Op.LEASE_RETURN, lease.worker_id])
+            if lease.channel is not None:
+                lease.channel.close()
+        if after.channels:
+            outboxes = backend._outboxes
+            for channel in after.channels:
+                outboxes.mark(channel)
+            backend._wake_flusher.set()
+        if after.done:
+            on_object = backend._on_object
+            for r in after.done:
+                on_object([Op.OBJECT, *r])
+
+    # ------------------------------------------------------ from the NM
+    def recalled(self, worker_id: str) -> None:
+        """LEASE_RECALL: send nothing more there, return it once answered; what is
+        queued for its shape goes to the hub if no other lease takes it."""
+        after = _After()
+        with self._lock:
+            for shape in self._shapes.values():
+                for lease in shape.leases:
+                    if lease.worker_id == worker_id:
+                        lease.recalled = True
+                        shape.denied_until = time.monotonic() + _DENIED_S
+                        if not lease.sent:
+                            self._retire(lease, after)
+                        if not any(not x.recalled for x in shape.leases):
+                            self._to_hub(list(shape.queue), after)
+                            shape.queue.clear()
+                        break
+        self._finish(after)
+
+    def sweep(self, now: float) -> None:
+        """Return the leases idle for ``_GRACE_S`` (the flusher, every turn)."""
+        after = _After()
+        with self._lock:
+            for shape in self._shapes.values():
+                if shape.queue:
+                    continue
+                for lease in list(shape.leases):
+                    if not lease.sent and now - lease.idle_since > _GRACE_S:
+                        self._retire(lease, after)
+        if after.returns:
+            self._finish(after)
+
+    # --------------------------------------------------------- ownership
+    def escaping(self, rid: str) -> None:
+        """A ref of ours is being pickled: make sure the NM knows its object first."""
+        if rid not in self._local:
+            return
+        with self._lock:
+            state = self._local.get(rid)
+            if state is None or state is _PROMISED:
+                return
+            if state is _PENDING:
+                self._local[rid] = _PROMISED
+                msg = [Op.PROMISE, [rid]]
+            else:
+                del self._local[rid]
+                msg = [Op.PUT, *state]
+        self._backend._send_soon(msg)
+
+    def released(self, rid: str) -> bool:
+        """Our ref for ``rid`` is gone: True if the NM never knew it (no DECREF)."""
+        # (From ``__del__``: no lock. A promised one stays: its result is PUT when it
+        # comes, and the NM drops it once our DECREF and that PUT are both in.)
+        local = self._local
+        state = local.get(rid)
+        if state is None or state is _PROMISED:
+            return False
+        return local.pop(rid, None) is not None
+
+    # -------------------------------------------------------- cancelling
+    def cancel(self, task_id: str, force: bool) -> bool:
+        """``executor.cancel``: True if the task is ours (handled here)."""
+        after = _After()
+        with self._lock:
+            item = self._items.get(task_id)
+            if item is None:
+                return False
+            lease = item.lease
+            if lease is None:
+                self._withdraw(item, after)
+            elif lease.channel is not None:
+                item.forced = item.forced or force
+                lease.channel.enqueue([Op.LEASE_CANCEL, task_id, force])
+                after.channels.add(lease.channel)
+        self._finish(after)
+        self._backend._outboxes.flush()
+        return True
+
+    def _withdraw(self, item: _Item, after: _After) -> None:
+        """Take a task queued here back, cancelled (lock held)."""
+        assert item.shape is not None
+        with contextlib.suppress(ValueError):
+            item.shape.queue.remove(item)
+        self._items.pop(item.task_id, None)
+        self._settle([[rid, Kind.FAILED, ErrorKind.CANCELLED,
+                       f"task {item.name!r} was cancelled"] for rid in item.return_ids], after)
+
+    def cancel_pending(self, task_ids: list[str]) -> bool:
+        """``Future.cancel`` (one task) or ``cancel_futures`` (all of ours, when
+        ``task_ids`` is empty): withdraw those queued here, revoke those sent and
+        not started (waits for the workers' answers). True if any was ours."""
+        after = _After()
+        waits: list[cf.Future[bool]] = []
+        with self._lock:
+            items = [self._items[t] for t in task_ids if t in self._items] if task_ids \
+                else list(self._items.values())
+            for item in items:
+                lease = item.lease
+                if lease is None:
+                    self._withdraw(item, after)
+                elif lease.channel is not None and not lease.channel.closed:
+                    fut: cf.Future[bool] = cf.Future()
+                    self._revokes[item.task_id] = fut
+                    waits.append(fut)
+                    lease.channel.enqueue([Op.LEASE_REVOKE, item.task_id])
+                    after.channels.add(lease.channel)
+        self._finish(after)
+        if waits:
+            self._backend._outboxes.flush()
+            cf.wait(waits, _REVOKE_WAIT_S)
+        return bool(items)
+
+    # ------------------------------------------------------------- close
+    def close(self) -> None:
+        """The backend closes: every lease goes back (what runs there is answered
+        as the backend closes: its refs fail if never answered)."""
+        after = _After()
+        with self._lock:
+            self._closed = True
+            for shape in self._shapes.values():
+                for lease in list(shape.leases):
+                    self._retire(lease, after)
+        if not self._backend._channel.closed:
+            self._finish(after)
+        else:
+            for lease in after.returns:
+                if lease.channel is not None:
+                    lease.channel.close()
+
+    def holds(self) -> bool:
+        """Tasks of ours not answered yet."""
+        return bool(self._items)

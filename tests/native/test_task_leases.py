@@ -1,0 +1,289 @@
+"""Caller leases (leases.py, lease_desk.py): a driver's eligible tasks go straight to
+a worker the node lent it, and everything the hub path gave still holds: order on
+one worker, results that serve other tasks and processes (pending or ready, small
+or through the store), retries when a leased worker is SIGKILLed, cancelling
+(queued here, queued there, running, forced, ``cancel_futures``), a worker blocked
+in ``get`` lending its CPU, leases recalled when other work waits and returned when
+idle, two drivers at once, and the switch that turns it all off."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import fedexec
+from _backend_support import poll_until
+from fedexec.exceptions import TaskCancelledError, WorkerCrashedError
+from fedexec.testing import Cluster
+
+pytestmark = pytest.mark.timeout(180)
+
+T = 60
+
+
+def ident(x: int) -> int:
+    return x
+
+
+def pid_after(x: int, seconds: float) -> tuple[int, int]:
+    time.sleep(seconds)
+    return x, os.getpid()
+
+
+def later(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x
+
+
+def nap(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def append(path: str, x: int) -> int:
+    with open(path, "a") as f:
+        f.write(f"{x}\n")
+    return x
+
+
+def blob(size: int) -> bytes:
+    return b"x" * size
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+def first_plus_one(refs: list) -> int:
+    return fedexec.get(refs[0]) + 1
+
+
+def boom() -> int:
+    raise KeyError("boom")
+
+
+def parent() -> int:
+    return fedexec.get(fedexec.remote(plus_one).remote(1), timeout=T)
+
+
+def wait_for_sibling(refs: list) -> int:
+    return fedexec.get(refs[0], timeout=T) + 1
+
+
+def leased(ex: fedexec.Executor) -> int:
+    """How many tasks this driver sent straight to leased workers so far."""
+    return ex._backend._leases.sent
+
+
+def warm(ex: fedexec.Executor) -> None:
+    """Submit until a task went to a leased worker (the node's workers may still be
+    starting: leases are denied meanwhile)."""
+    assert poll_until(lambda: ex.get(ex.submit(ident, 1), timeout=T) and leased(ex) > 0,
+                      timeout=T), "no lease was granted"
+
+
+def node_workers(ex: fedexec.Executor) -> dict[str, list]:
+    return ex._backend.stats()["workers"]
+
+
+@pytest.fixture
+def ex():
+    executor = fedexec.Executor("native", num_cpus=2)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+@pytest.fixture
+def ex1():
+    executor = fedexec.Executor("native", num_cpus=1)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+def test_tasks_go_to_a_leased_worker_in_order(ex1, tmp_path):
+    warm(ex1)
+    path = str(tmp_path / "order")
+    refs = [ex1.submit(append, path, i) for i in range(2000)]
+    assert ex1.get(refs, timeout=T) == list(range(2000))
+    with open(path) as f:
+        assert [int(x) for x in f] == list(range(2000))  # one worker: in order
+    assert leased(ex1) > 1000
+
+
+def test_ten_thousand_tasks(ex):
+    warm(ex)
+    refs = [ex.submit(plus_one, i) for i in range(10_000)]
+    assert sum(ex.get(refs, timeout=T)) == sum(range(1, 10_001))
+    assert leased(ex) > 5000
+
+
+def test_the_switch_sends_every_task_through_the_node(monkeypatch):
+    monkeypatch.setenv("FEDEXEC_TASK_LEASES", "0")
+    with fedexec.Executor("native", num_cpus=2) as ex:
+        assert ex._backend._leases is None
+        assert ex.get([ex.submit(plus_one, i) for i in range(100)], timeout=T) == \
+            list(range(1, 101))
+
+
+def test_a_sigkilled_leased_worker_loses_nothing(ex1):
+    warm(ex1)
+    first = ex1.submit(pid_after, -1, 0.0)
+    _, pid = ex1.get(first, timeout=T)
+    refs = [ex1.submit(pid_after, i, 0.05) for i in range(40)]
+    assert poll_until(lambda: refs[2].done(), timeout=T)
+    os.kill(pid, signal.SIGKILL)
+    results = ex1.get(refs, timeout=T)
+    assert [x for x, _ in results] == list(range(40))
+    assert {p for _, p in results[5:]} - {pid}  # the rest ran on another worker
+
+
+def test_a_leased_task_with_no_retry_left_fails_as_the_hubs_would(ex1):
+    warm(ex1)
+    ref = ex1.options(max_retries=0).submit(nap, 30)
+    behind = ex1.options(max_retries=0).submit(ident, 7)
+    assert poll_until(lambda: any(s == "LEASED" for _, s in node_workers(ex1).values()))
+    pid = next(p for p, s in node_workers(ex1).values() if s == "LEASED")
+    time.sleep(0.3)  # (it started)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerCrashedError):
+        ex1.get(ref, timeout=T)
+    assert ex1.get(behind, timeout=T) == 7  # not started there: resubmitted untouched
+
+
+def test_cancelling_leased_tasks(ex1):
+    warm(ex1)
+    running = ex1.submit(nap, 30)
+    queued = [ex1.submit(ident, i) for i in range(5)]
+    time.sleep(0.3)
+    assert queued[0].cancel()  # queued on the worker, or here: withdrawn
+    assert queued[0].cancelled()
+    assert not running.cancel()  # it runs: Future.cancel cannot stop it
+    ex1.cancel(running)  # SIGINT on the worker
+    with pytest.raises(TaskCancelledError):
+        ex1.get(running, timeout=T)
+    assert ex1.get(queued[1:], timeout=T) == [1, 2, 3, 4]
+    again = ex1.submit(nap, 30)
+    time.sleep(0.3)
+    ex1.cancel(again, force=True)  # its worker is killed
+    with pytest.raises(TaskCancelledError):
+        ex1.get(again, timeout=T)
+    assert ex1.get(ex1.submit(ident, 9), timeout=T) == 9
+
+
+def test_cancel_futures_cancels_every_leased_task_not_started():
+    ex = fedexec.Executor("native", num_cpus=1)
+    warm(ex)
+    running = ex.submit(nap, 1.0)
+    time.sleep(0.3)
+    rest = [ex.submit(ident, i) for i in range(50)]
+    ex.shutdown(wait=False, cancel_futures=True)
+    assert all(r.cancelled() for r in rest)
+    assert isinstance(running.result(timeout=T), int)
+
+
+def test_a_pending_leased_result_serves_another_task(ex1):
+    warm(ex1)
+    slow = ex1.submit(later, 41, 0.5)
+    dep = ex1.submit(first_plus_one, [slow])  # the ref escapes inside a list: PROMISE
+    top = ex1.submit(plus_one, ex1.submit(ident, 1))  # a top-level ref argument
+    assert ex1.get(dep, timeout=T) == 42
+    assert ex1.get(top, timeout=T) == 2
+    boxed = ex1.put([ex1.submit(ident, 5)])  # inside a put value
+    assert ex1.get(ex1.submit(first_plus_one, boxed), timeout=T) == 6
+
+
+def test_a_ready_leased_result_serves_another_task_and_errors_keep_their_type(ex1):
+    warm(ex1)
+    ready = ex1.submit(ident, 10)
+    assert ex1.get(ready, timeout=T) == 10
+    assert ex1.get(ex1.submit(first_plus_one, [ready]), timeout=T) == 11
+    bad = ex1.submit(boom)
+    with pytest.raises(KeyError):
+        ex1.get(bad, timeout=T)
+    with pytest.raises(KeyError):
+        ex1.get(ex1.submit(first_plus_one, [bad]), timeout=T)
+
+
+def test_big_leased_results_go_through_the_store_and_are_freed(ex):
+    warm(ex)
+    refs = [ex.submit(blob, 300_000 + i) for i in range(5)]
+    assert [len(b) for b in ex.get(refs, timeout=T)] == [300_000 + i for i in range(5)]
+    assert ex.get(ex.submit(first_plus_one, [ex.submit(len, refs[0])]), timeout=T) == 300_001
+    del refs
+    assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
+
+
+def test_a_leased_task_blocked_in_get_lends_its_cpu(ex1):
+    warm(ex1)
+    # One CPU: the task waits for a task only the node can run (its only worker is
+    # blocked), so that one must get the CPU the blocked task lent.
+    assert ex1.get(ex1.submit(wait_for_sibling, [ex1.submit(ident, 1)]), timeout=T) == 2
+
+    refs = [ex1.submit(parent) for _ in range(3)]
+    assert ex1.get(refs, timeout=T) == [2, 2, 2]
+
+
+def test_a_lease_is_returned_when_idle():
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as a, cluster.connect() as b:
+        warm(a)
+        assert a.get([a.submit(ident, i) for i in range(100)], timeout=T)
+        assert poll_until(lambda: "LEASED" not in {s for _, s in node_workers(a).values()},
+                          timeout=30)
+        assert b.get(b.submit(ident, 1), timeout=T) == 1  # another caller runs
+
+
+def test_a_lease_is_recalled_when_another_callers_work_waits():
+    with Cluster(head_num_cpus=1) as cluster, cluster.connect() as a, cluster.connect() as b:
+        stop = time.monotonic() + 60
+        warm(a)
+        stream = [a.submit(pid_after, 0, 0.01) for _ in range(20)]
+
+        def keep_busy_until(ref) -> None:
+            # a never stops submitting (a few tasks always wait: its lease never idles)
+            while not ref.done() and time.monotonic() < stop:
+                if sum(not r.done() for r in stream[-20:]) < 10:
+                    stream.append(a.submit(pid_after, 0, 0.01))
+                time.sleep(0.002)
+
+        keep_busy_until(b.submit(ident, 5))  # another caller's task
+        keep_busy_until(a.options(num_cpus=0.5).submit(ident, 6))  # another shape's
+        assert time.monotonic() < stop, "the lease was never recalled"
+        assert len(a.get(stream, timeout=T)) == len(stream)
+
+
+_OTHER_DRIVER = textwrap.dedent("""
+    import sys, fedexec
+    def plus_one(x):
+        return x + 1
+    with fedexec.Executor(address=sys.argv[1], token=sys.argv[2]) as ex:
+        refs = [ex.submit(plus_one, i) for i in range(2000)]
+        assert ex.get(refs, timeout=120) == list(range(1, 2001))
+        print("OK", ex._backend._leases.sent > 0)
+""")
+
+
+def test_two_drivers_at_once(tmp_path):
+    script = tmp_path / "other.py"
+    script.write_text(_OTHER_DRIVER)
+    with Cluster(head_num_cpus=2) as cluster, cluster.connect() as ex:
+        other = subprocess.Popen([sys.executable, str(script), cluster.address,
+                                  cluster.token], stdout=subprocess.PIPE, text=True)
+        try:
+            refs = [ex.submit(plus_one, i) for i in range(2000)]
+            assert ex.get(refs, timeout=T) == list(range(1, 2001))
+            out, _ = other.communicate(timeout=120)
+        finally:
+            if other.poll() is None:
+                other.kill()
+                other.wait()
+        assert other.returncode == 0 and out.startswith("OK")
