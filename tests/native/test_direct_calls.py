@@ -307,7 +307,7 @@ def _sockets_after_direct_calls(cluster: Cluster) -> str:
             until_direct(ex, a)
         _, path = actors[0]._backend._request(Call.ACTOR_ADDRESS, actors[0].actor_id)
         session = os.path.dirname(path)
-    assert len(glob.glob(os.path.join(session, "w-*.sock"))) == 3
+    assert len(glob.glob(os.path.join(session, "w-*.sock"))) >= 3  # (+ task workers)
     return session
 
 

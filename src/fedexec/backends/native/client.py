@@ -10,7 +10,11 @@ sends INCREF (and SUBSCRIBE, so the ref completes), collecting it sends DECREF.
 Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
 must not lock) and are written, in order, before the next message. Actor calls
 go straight to the actor's worker when they can (``direct.ActorLinks``), still
-registered with the node manager by an ACTOR_CALL naming that worker.
+registered with the node manager by an ACTOR_CALL naming that worker. A driver's
+tasks without ref arguments go straight to a worker leased to it
+(``leases.TaskLeases``: LEASE_EXEC there, LEASE_DONE back, no SUBMIT); their
+results are held here until a ref to one is pickled (``ref_escaping``: PROMISE or
+PUT first), and dropping one the node manager never knew sends no DECREF.
 """
 
 from __future__ import annotations
@@ -705,8 +709,12 @@ class NativeBackend(Backend):
                 and leases.submit(task_id, return_ids, name, demand, options.max_retries,
                                   payload):
             return refs  # straight to a worker leased to us (see leases.py)
-        self._send_soon([Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries,
-                         deps, contained, payload, strategy])
+        msg = [Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
+               contained, payload, strategy]
+        loop = self.worker_loop
+        if loop is not None and loop.leased and loop.current in loop.leased:
+            msg.append(loop.current)  # our task is a caller's: the NM does not know it
+        self._send_soon(msg)
         self._release_args(deps)
         return refs
 
@@ -789,6 +797,8 @@ class NativeBackend(Backend):
             raise ValueError("force-cancelling an actor call is not allowed; kill the actor "
                              "instead")
         if self._leases is not None and self._leases.cancel(task_id, force):
+            if recursive:  # the tasks it submitted are the node manager's
+                self._send([Op.CANCEL, task_id, force, recursive])
             return True
         self._send([Op.CANCEL, task_id, force, recursive])
         return True

@@ -31,6 +31,9 @@ after its DIRECT_DONE is completed from that. (Known window: a worker killed aft
 DIRECT_REPLY but before the NM read DIRECT_DONE leaves the caller with the value
 and the NM retrying the call or failing its result.)
 
+The same listening socket (every worker's, when leases are on) takes a driver's
+leased tasks (LEASE_EXEC / LEASE_DONE, see leases.py): one listener, one poller.
+
 Connections are Unix sockets in the node's session directory (never TCP: a caller
 on another machine uses the hub), authenticated with the cluster token
 (``protocol``'s handshake, role ``"caller"``) and framed by ``fedexec._framing``.

@@ -18,11 +18,13 @@ tasks then never reach this process; what does::
                                             value or the error) completes it
 
 A caller's connection closing returns its leases and fails its promises
-(``OBJECT_LOST``: nobody will complete them).
+(``OBJECT_LOST``: nobody will complete them). A task a leased task submits names
+it (SUBMIT's 11th field), so a recursive cancel of that one reaches its children.
 """
 
 from __future__ import annotations
 
+import collections
 from typing import TYPE_CHECKING, Any
 
 from .core.events import LeaseDenied, LeaseGranted, LeaseRequested, LeaseReturned, RecallLease
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from .node import NodeManager
 
 __all__ = ["LeaseDesk"]
+
+_MAX_PARENTS = 10_000
 
 
 class LeaseDesk:
@@ -43,6 +47,9 @@ class LeaseDesk:
         self.paths: dict[str, str] = {}
         #: obj ids promised per caller connection (failed if it closes first).
         self.promised: dict[int, set[str]] = {}
+        #: Tasks submitted by a caller's leased task (unknown here), for a recursive
+        #: cancel of it: the newest _MAX_PARENTS such parents.
+        self.children: collections.OrderedDict[str, list[str]] = collections.OrderedDict()
 
     # ----------------------------------------------------------- requests
     def request(self, conn: Any, demand: dict[str, float], req_id: int) -> Any:
@@ -86,6 +93,15 @@ class LeaseDesk:
                 nm._set_object(obj, [oid, Kind.FAILED, ErrorKind.OBJECT_LOST,
                                      f"object {oid} is lost: the process that owned it "
                                      "exited before it was computed"])
+
+    def child(self, parent: str, task_id: str) -> None:
+        """A leased task ``parent`` submitted ``task_id``."""
+        kids = self.children.get(parent)
+        if kids is None:
+            kids = self.children[parent] = []
+            while len(self.children) > _MAX_PARENTS:
+                self.children.popitem(last=False)
+        kids.append(task_id)
 
     # ------------------------------------------------------------ objects
     def on_promise(self, conn: Any, msg: list[Any]) -> None:

@@ -6,9 +6,9 @@ off the task's path (its side: ``lease_desk.py``; the decision: the core's
 Data flow (driver C, node manager NM, worker W leased to C for one resource shape)::
 
     C ── REQUEST LEASE(shape) ──▶ NM ── REPLY [W, W's socket, C's id] ──▶ C
-    C ── LEASE_EXEC ×n (batched, ≤ _INFLIGHT per lease) ─────────────▶ W
+    C ── LEASE_EXEC, many (batched, up to _INFLIGHT a lease) ──────▶ W
     W ── LEASE_PUT (only results in the store or holding refs) ──▶ NM
-    W ── LEASE_DONE ×n (batched) ────────────────────────────────────▶ C
+    W ── LEASE_DONE, many (batched) ────────────────────────────────▶ C
     C ── LEASE_RETURN ──▶ NM   idle for _GRACE_S, recalled (LEASE_RECALL: work
                                waits there), or closing
 

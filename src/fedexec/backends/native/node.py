@@ -12,6 +12,15 @@ loop), which is also what lets it ``fork`` workers safely::
         └──────────────OBJECT / REPLY────────────────────────│  objects     │◀─TASK_DONE─ worker
                                                              │  scheduler   │──ACTOR_*──▶ actor worker
                                                              └──────────────┘
+     driver ═══LEASE_EXEC══▶ leased worker ═══LEASE_DONE═══▶ driver   (not through here:
+     driver ─REQUEST LEASE / LEASE_RETURN / PROMISE─▶ NM      see leases.py and
+     NM ─LEASE_RECALL─▶ driver;  leased worker ─LEASE_PUT─▶ NM  lease_desk.py)
+     driver ═══DIRECT_CALL══▶ actor worker ═══DIRECT_REPLY══▶ driver  (see direct.py)
+
+A driver's eligible tasks go to a worker the core leased to it (``LeaseRequested``)
+and their results come straight back: this process sees only the lease, the
+results it must hold (in the store, or holding refs: LEASE_PUT) and the results
+that left the driver (PROMISE, then PUT).
 State::
 
     objects   {obj id: _Obj}     state PENDING|READY, where (INLINE bytes | SHM file |
@@ -323,9 +332,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             TaskStarted: self._do_started, StartActor: self._do_start_actor,
             KillWorker: self._do_kill, CancelRunning: self._do_cancel_running,
             RevokeTask: self._do_revoke, Reply: self._do_reply, Failed: self._do_failed,
-            RecallLease: lambda a: self.leases.recall(a),
         }
         self.leases = LeaseDesk(self)  # caller leases (see lease_desk.py)
+        self._executors[RecallLease] = self.leases.recall
         capacity = int(config["object_store_memory"])
         self.store = StoreManager(config["store_dir"], config["spill_dir"], capacity,
                                   pool_capacity=default_pool_capacity(capacity))
@@ -720,6 +729,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                      conn.id)
         if len(msg) > 9:
             task.strategy = msg[9]
+        if len(msg) > 10 and msg[10]:  # submitted by a caller's leased task
+            self.leases.child(msg[10], task.id)
         if isinstance(conn, _Peer):
             self._adopt(conn, deps + contained)
         self._register_task(conn, task)
@@ -1361,6 +1372,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None:
         task = self.tasks.get(task_id)
         if task is None:
+            if recursive:  # a caller's leased task (see lease_desk.py): its children
+                for child in self.leases.children.pop(task_id, ()):
+                    self._cancel(child, force, True)
             return
         children = list(task.children) if recursive else []
         if task.actor_id is not None:

@@ -88,8 +88,8 @@ class Op(enum.IntEnum):
     # client -> NM
     HELLO = 1            # [op, role, pid, worker_id]
     SUBMIT = 2           # [op, task_id, return_ids, name, demand, max_retries, deps, contained,
-                         #  payload, strategy]  strategy: None | "SPREAD" | "LOCAL" |
-                         #  ["NODE", node_id, soft]
+                         #  payload, strategy, parent?]  strategy: None | "SPREAD" | "LOCAL" |
+                         #  ["NODE", node_id, soft]; parent: the leased task submitting it
     PUT = 3              # [op, obj_id, data, buffers, contained]            (inline object)
     CREATE = 4           # [op, obj_id, size]                               (reserve shm)
     SEAL = 5             # [op, obj_id, size, contained]

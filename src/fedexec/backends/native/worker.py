@@ -8,7 +8,10 @@ straight to its :class:`ActorHost`, which runs them on its own threads (or event
 loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
 worker also listens for callers on its node (``direct.CallListener``): their
 DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
-(DIRECT_DONE) and then back to its caller (DIRECT_REPLY).
+(DIRECT_DONE) and then back to its caller (DIRECT_REPLY). Every worker listens
+there (``FEDEXEC_TASK_LEASES`` on): a driver it is leased to sends LEASE_EXEC,
+queued as EXECUTE messages are; the answer goes back to that driver (LEASE_DONE),
+after a LEASE_PUT to the node manager for results it must hold (see leases.py).
 
 Task messages::
 
