@@ -175,8 +175,14 @@ class TaskLeases:
         return True
 
     def _fill(self, shape: _Shape, after: _After) -> None:
-        """Send queued tasks to the shape's leases with room (lock held)."""
+        """Send queued tasks to the shape's leases with room (lock held): one each
+        while more leases may come (a task may wait for the one behind it: it must
+        not queue behind it), up to _INFLIGHT each once the node says it is full."""
         queue = shape.queue
+        if not queue:
+            return
+        depth = _INFLIGHT if len(shape.leases) >= _MAX_LEASES or \
+            time.monotonic() < shape.denied_until else 1
         for lease in shape.leases:
             channel = lease.channel
             if not queue:
@@ -184,7 +190,7 @@ class TaskLeases:
             if lease.recalled or channel is None:
                 continue
             sent = lease.sent
-            while queue and len(sent) < _INFLIGHT:
+            while queue and len(sent) < depth:
                 item = queue.popleft()
                 item.lease = lease
                 self.sent += 1
@@ -228,6 +234,8 @@ class TaskLeases:
             if not shape.leases:
                 self._to_hub(list(shape.queue), after)
                 shape.queue.clear()
+            else:  # the node is full: pipeline onto the leases we have
+                self._fill(shape, after)
         self._finish(after)
 
     def _linked(self, lease: _Lease, sock: socket.socket | None) -> Channel | None:
@@ -280,7 +288,10 @@ class TaskLeases:
                     revoked.append((msg[1], bool(msg[2])))
             self._to_hub(hub, after)
             self._after_answers(lease, after)
+            ask = bool(lease.shape.queue) and self._want_more(lease.shape)
         self._finish(after)
+        if ask:
+            self._ask(lease.shape)
         for task_id, dropped in revoked:
             fut = self._revokes.pop(task_id, None)
             if fut is not None:
