@@ -97,7 +97,8 @@ class _Item:
 
 
 class _Lease:
-    __slots__ = ("caller", "channel", "idle_since", "recalled", "sent", "shape", "worker_id")
+    __slots__ = ("caller", "channel", "idle_since", "recalled", "returned", "sent", "shape",
+                 "worker_id")
 
     def __init__(self, worker_id: str, caller: int, shape: _Shape):
         self.worker_id = worker_id
@@ -106,6 +107,7 @@ class _Lease:
         self.channel: Channel | None = None
         self.sent: dict[str, _Item] = {}  # in the order sent (the first one runs)
         self.recalled = False
+        self.returned = False  # LEASE_RETURN sent (the NM may lend it to us again)
         self.idle_since = time.monotonic()
 
 
@@ -123,9 +125,10 @@ class _Shape:
 class _After:
     """What to do once the lock is released: sends, completions, hub submits."""
 
-    __slots__ = ("channels", "done", "nm", "returns")
+    __slots__ = ("channels", "done", "nm", "returns", "started")
 
     def __init__(self) -> None:
+        self.started: list[str] = []  # result ids of tasks now first on their worker
         self.nm: list[list[Any]] = []
         self.channels: set[Channel] = set()
         self.done: list[list[Any]] = []  # result entries to complete refs with
@@ -190,6 +193,8 @@ class TaskLeases:
             if lease.recalled or channel is None:
                 continue
             sent = lease.sent
+            if queue and not sent:
+                after.started.extend(queue[0].return_ids)
             while queue and len(sent) < depth:
                 item = queue.popleft()
                 item.lease = lease
@@ -253,6 +258,7 @@ class TaskLeases:
             shape = lease.shape
             shape.asking = False
             if self._closed:
+                lease.returned = True
                 after.returns.append(lease)
             else:
                 lease.channel = channel
@@ -298,7 +304,10 @@ class TaskLeases:
                 fut.set_result(dropped)
 
     def _after_answers(self, lease: _Lease, after: _After) -> None:
-        """Refill a lease, or return it once recalled and answered (lock held)."""
+        """Refill a lease, or return it once recalled and answered (lock held). The
+        task first on its worker now counts as running (as the hub's do)."""
+        if lease.sent:
+            after.started.extend(next(iter(lease.sent.values())).return_ids)
         if lease.recalled:
             if not lease.sent:
                 self._retire(lease, after)
@@ -356,7 +365,9 @@ class TaskLeases:
                 if not shape.leases:
                     self._to_hub(list(shape.queue), after)
                     shape.queue.clear()
-            after.nm.append([Op.LEASE_RETURN, lease.worker_id])  # (ignored if it died)
+            if not lease.returned:  # (the NM ignores it if the worker died)
+                lease.returned = True
+                after.nm.append([Op.LEASE_RETURN, lease.worker_id])
         self._finish(after)
         for task_id in unanswered:
             fut = self._revokes.pop(task_id, None)
@@ -374,6 +385,7 @@ class TaskLeases:
             after.nm.append(item.submit_msg())
 
     def _retire(self, lease: _Lease, after: _After) -> None:
+        lease.returned = True
         shape = lease.shape
         if lease in shape.leases:
             shape.leases.remove(lease)
@@ -395,6 +407,13 @@ class TaskLeases:
             for channel in after.channels:
                 outboxes.mark(channel)
             backend._wake_flusher.set()
+        if after.started:
+            refs = backend._refs
+            for rid in after.started:
+                ref = refs.get(rid)
+                if ref is not None and ref._state == "PENDING":
+                    with contextlib.suppress(Exception):
+                        ref.set_running_or_notify_cancel()
         if after.done:
             on_object = backend._on_object
             for r in after.done:
@@ -491,6 +510,11 @@ class TaskLeases:
         """``Future.cancel`` (one task) or ``cancel_futures`` (all of ours, when
         ``task_ids`` is empty): withdraw those queued here, revoke those sent and
         not started (waits for the workers' answers). True if any was ours."""
+        if not task_ids:  # leases asked for take their first tasks (a worker "took" them)
+            deadline = time.monotonic() + 1.0
+            while any(s.asking for s in list(self._shapes.values())) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.001)
         after = _After()
         waits: list[cf.Future[bool]] = []
         with self._lock:
