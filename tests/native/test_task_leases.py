@@ -24,6 +24,13 @@ from fedexec.testing import Cluster
 
 pytestmark = pytest.mark.timeout(180)
 
+
+@pytest.fixture(autouse=True)
+def leases_on(monkeypatch):
+    """Leases are off by default in this slice: these tests turn them on (the node
+    and its workers, started after this, inherit it)."""
+    monkeypatch.setenv("FEDEXEC_TASK_LEASES", "1")
+
 T = 60
 
 
@@ -94,20 +101,14 @@ def node_workers(ex: fedexec.Executor) -> dict[str, list]:
 
 @pytest.fixture
 def ex():
-    executor = fedexec.Executor("native", num_cpus=2)
-    try:
+    with fedexec.Executor("native", num_cpus=2) as executor:
         yield executor
-    finally:
-        executor.shutdown()
 
 
 @pytest.fixture
-def ex1():
-    executor = fedexec.Executor("native", num_cpus=1)
-    try:
+def ex1():  # one CPU: one worker, so one lease at a time
+    with fedexec.Executor("native", num_cpus=1) as executor:
         yield executor
-    finally:
-        executor.shutdown()
 
 
 def test_tasks_go_to_a_leased_worker_in_order(ex1, tmp_path):
@@ -127,8 +128,12 @@ def test_ten_thousand_tasks(ex):
     assert leased(ex) > 5000
 
 
-def test_the_switch_sends_every_task_through_the_node(monkeypatch):
-    monkeypatch.setenv("FEDEXEC_TASK_LEASES", "0")
+@pytest.mark.parametrize("value", ["0", None])
+def test_the_switch_sends_every_task_through_the_node(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("FEDEXEC_TASK_LEASES")  # off by default
+    else:
+        monkeypatch.setenv("FEDEXEC_TASK_LEASES", value)
     with fedexec.Executor("native", num_cpus=2) as ex:
         assert ex._backend._leases is None
         assert ex.get([ex.submit(plus_one, i) for i in range(100)], timeout=T) == \
@@ -265,7 +270,8 @@ _OTHER_DRIVER = textwrap.dedent("""
     import sys, fedexec
     def plus_one(x):
         return x + 1
-    with fedexec.Executor(address=sys.argv[1], token=sys.argv[2]) as ex:
+    with fedexec.Executor(address=sys.argv[1], token=sys.argv[2]) as ex:  # (leases on:
+        # FEDEXEC_TASK_LEASES=1 is inherited)
         refs = [ex.submit(plus_one, i) for i in range(2000)]
         assert ex.get(refs, timeout=120) == list(range(1, 2001))
         print("OK", ex._backend._leases.sent > 0)
