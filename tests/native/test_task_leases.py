@@ -194,6 +194,7 @@ def test_cancel_futures_cancels_every_leased_task_not_started():
     ex.shutdown(wait=False, cancel_futures=True)
     assert all(r.cancelled() for r in rest)
     assert isinstance(running.result(timeout=T), int)
+    ex.shutdown(wait=True)  # (its threads end with it)
 
 
 def test_a_pending_leased_result_serves_another_task(ex1):
