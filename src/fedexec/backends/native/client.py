@@ -491,7 +491,7 @@ class NativeBackend(Backend):
                                          120, self._gone("store an object"))
         if path is None:
             raise ObjectStoreFullError(error)
-        write_object(path, blob.data, blob.buffers, staging)
+        write_object(path, blob.data, blob.buffers, staging, keep_mapped=True)
         return str(path)
 
     # ------------------------------------------------------------------ tasks

@@ -857,7 +857,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     def _on_create(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, size = msg
         try:
-            path, staging = self.store.reserve_segment(obj_id, size)
+            path, staging = self.store.reserve_segment(obj_id, size, writer=conn.id)
         except Exception as exc:
             self._send(conn.id, [Op.CREATED, obj_id, None, str(exc), ""])
             return

@@ -177,6 +177,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...exceptions import ObjectStoreFullError
+from .kept_mappings import KEPT, KeptMapping
 
 try:
     import fcntl
@@ -249,28 +250,53 @@ def _pwrite_all(fd: int, view: memoryview | bytes | bytearray, offset: int) -> N
 
 #: Reused files of at least this size are filled through a mapping, not pwrite.
 _MAP_MIN = 1 << 20
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
-def _copy_into_mapping(fd: int, size: int, pieces: Sequence[tuple[int, Any]]) -> None:
-    """Copy each ``(offset, buffer)`` of ``pieces`` into the file ``fd`` (open for
-    reading and writing, ``size`` bytes, all of its pages allocated already)
-    through a shared mapping with its page table filled up front: a plain memcpy,
-    about twice as fast as pwrite into the same pages (module docstring)."""
+def _copy_pieces(mapping: mmap.mmap, pieces: Sequence[tuple[int, Any]]) -> None:
+    """Copy each ``(offset, buffer)`` of ``pieces`` into ``mapping``: a plain memcpy
+    when its pages exist and its page table is filled (module docstring)."""
     import numpy as np
 
-    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _MAP_POPULATE,
-                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    target = np.frombuffer(mapping, dtype=np.uint8)
     try:
-        target = np.frombuffer(mapping, dtype=np.uint8)
-        try:
-            for offset, piece in pieces:
-                source = np.frombuffer(piece, dtype=np.uint8)
-                target[offset:offset + source.size] = source  # numpy lets go of the GIL
-        finally:
-            del target
+        for offset, piece in pieces:
+            source = np.frombuffer(piece, dtype=np.uint8)
+            target[offset:offset + source.size] = source  # numpy lets go of the GIL
     finally:
-        mapping.close()
+        del target
+
+
+def _write_staged(path: str, staging: str, size: int, pieces: Sequence[tuple[int, Any]],
+                  keep_mapped: bool) -> bool:
+    """Write ``pieces`` into the kept file ``staging`` and publish it at ``path``;
+    False (``staging`` untouched) if some other open file description of it exists,
+    i.e. someone still reads it (checked on this writer's own descriptor with a
+    write lease, right before writing; see :mod:`.kept_mappings`)."""
+    st = os.stat(staging)
+    entry = KEPT.take((st.st_dev, st.st_ino))
+    if entry is None:
+        entry = KeptMapping((st.st_dev, st.st_ino), os.open(staging, os.O_RDWR | os.O_CLOEXEC))
+    try:
+        if not _lease_free(entry.fd):
+            entry.close()
+            return False
+        os.ftruncate(entry.fd, size)
+        if entry.length < size and (size < _MAP_MIN or st.st_size < size):
+            entry.unmap()  # small, or growing into new pages: pwrite is faster there
+            for offset, piece in pieces:
+                _pwrite_all(entry.fd, piece, offset)
+        else:
+            _copy_pieces(entry.mapping if entry.length >= size else entry.map(size), pieces)
+        _publish(staging, path)
+    except BaseException:
+        entry.close()
+        _unlink(staging)
+        raise
+    if keep_mapped and entry.mapping is not None:
+        KEPT.keep(entry)
+    else:
+        entry.close()
+    return True
 
 
 def _publish(tmp: str, path: str) -> None:
@@ -292,7 +318,7 @@ def _tmp_name(path: str) -> str:
 
 
 def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
-                 staging: str = "") -> int:
+                 staging: str = "", keep_mapped: bool = False) -> int:
     """Write a serialized object to a new file at ``path``, atomically.
 
     The bytes go to a file next to ``path`` that is then linked into place, so a
@@ -300,13 +326,19 @@ def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
     overwritten: a new temporary file (``O_EXCL``, mode 0600), or ``staging``, a
     freed file whose pages are already allocated (see
     :meth:`StoreManager.reserve_segment`); it is cut or grown to the object's size
-    and every byte of it is overwritten (alignment gaps with zeros).
+    and every byte of it is overwritten (alignment gaps with zeros). ``staging`` is
+    written only if no other process (nor another file description in this one)
+    has it open or mapped, checked right before; otherwise a new file is written
+    and ``staging`` left to the store (:meth:`StoreManager.seal` deletes it).
 
     Args:
         path: where the file goes (from :meth:`StoreManager.reserve`).
         data: the pickle stream.
         buffers: the out-of-band buffers, in order (any contiguous buffers).
         staging: the reservation's staging file, or "" to make a new file.
+        keep_mapped: keep ``staging``'s mapping (of 1 MiB or more) for a later
+            write into the same file (:mod:`.kept_mappings`); for writers that
+            reserve with ``writer=`` set.
 
     Returns:
         The file's size, equal to :func:`object_size` of the same arguments.
@@ -331,27 +363,20 @@ def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
         pieces.append((offset, view))
         if staging and end > offset + length:  # a new file's gaps read as zeros
             pieces.append((offset + length, bytes(end - offset - length)))
-    if staging:
-        tmp = staging
-        fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
-    else:
-        tmp = _tmp_name(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    if staging and _write_staged(path, staging, size, pieces, keep_mapped):
+        return size
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            allocated = bool(staging) and os.fstat(fd).st_size >= size
             os.ftruncate(fd, size)
-            if allocated and size >= _MAP_MIN:
-                _copy_into_mapping(fd, size, pieces)
-            else:
-                for offset, piece in pieces:
-                    _pwrite_all(fd, piece, offset)
+            for offset, piece in pieces:
+                _pwrite_all(fd, piece, offset)
         finally:
             os.close(fd)
         _publish(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
     return size
 
@@ -409,6 +434,7 @@ class _Entry:
     size: int
     state: _State
     pins: int = 0
+    writer: int | None = None
 
 
 def _unlink(path: str) -> None:
@@ -440,6 +466,22 @@ def _unshared(path: str) -> bool | None:
         return None
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        return _lease_free(fd)
+    finally:
+        os.close(fd)
+
+
+def _lease_free(fd: int) -> bool | None:
+    """Whether the open file description of ``fd`` is the only one of its file
+    (mappings made from it share it): :func:`_unshared` on a descriptor; None
+    without file leases.
+
+    Raises:
+        OSError: the file is not this user's.
+    """
+    if _F_SETLEASE is None or _F_SETSIG is None:
+        return None
+    try:
         fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
@@ -448,11 +490,8 @@ def _unshared(path: str) -> bool | None:
         if exc.errno in _NO_LEASES:
             return None
         raise
-    else:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-        return True
-    finally:
-        os.close(fd)
+    fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    return True
 
 
 def _copy_fd(src: int, dst: int, size: int) -> None:
@@ -568,6 +607,7 @@ class StoreManager:
         self._restore_count = 0
         self.pool_capacity = min(pool_capacity, capacity)
         self._pool: OrderedDict[str, int] = OrderedDict()  # freed file -> size, oldest first
+        self._owners: dict[str, int] = {}  # kept file -> the writer that wrote it last
         self._pooled = 0
         self._pool_names = itertools.count()
         self._staged: set[str] = set()  # reserved ids written into a reused file
@@ -604,8 +644,8 @@ class StoreManager:
         ``num_spilled``, ``spilled_bytes``, ``spill_capacity``, ``spill_count`` and
         ``restore_count`` (files copied to and from disk since the start);
         ``pooled_bytes``, ``num_pooled`` and ``pool_capacity`` (freed files kept for
-        reuse, not counted in ``used_bytes``) and ``reuse_count`` (reservations that
-        reused one)."""
+        reuse, not counted in ``used_bytes``) and ``reuse_count`` (objects written or
+        restored into one)."""
         return {
             "used_bytes": self._used,
             "capacity": self.capacity,
@@ -650,35 +690,39 @@ class StoreManager:
         """
         return self._reserve(obj_id, size, reuse=False).path
 
-    def reserve_segment(self, obj_id: str, size: int) -> Reservation:
+    def reserve_segment(self, obj_id: str, size: int, writer: int | None = None
+                        ) -> Reservation:
         """:meth:`reserve`, reusing a freed file if one of a similar size is unused.
 
         If ``staging`` is set, the writer must write into that file (it exists, with
         its pages allocated) and publish it at ``path``: ``write_object(path, data,
         buffers, staging)``. Nobody else knows the staging name, and no process
-        has the file open or mapped (checked, see :func:`_unshared`). Same errors
-        as :meth:`reserve`.
+        has the file open or mapped (checked, see :func:`_unshared`), except,
+        for a file that ``writer`` wrote last, maybe ``writer`` itself, which
+        keeps its mapping and checks before writing (:func:`write_object`).
+        ``writer``: who writes (e.g. a connection id; None: not known), so
+        that it gets back the files it still has mapped. Same errors as :meth:`reserve`.
         """
-        return self._reserve(obj_id, size, reuse=True)
+        return self._reserve(obj_id, size, reuse=True, writer=writer)
 
-    def _reserve(self, obj_id: str, size: int, reuse: bool) -> Reservation:
+    def _reserve(self, obj_id: str, size: int, reuse: bool,
+                 writer: int | None = None) -> Reservation:
         self._check_open()
         path = self.path(obj_id)
         if obj_id in self._entries:
             raise ValueError(f"object {obj_id!r} is already in the store")
         if size < 0:
             raise ValueError(f"size must be >= 0, not {size}")
-        staging = self._stage(obj_id, size) if reuse else ""
+        staging = self._stage(obj_id, size, writer) if reuse else ""
         try:
             self._make_room(size, obj_id)
         except BaseException:
             if staging:
                 self._staged.discard(obj_id)
-                self._pool_add(staging, os.stat(staging).st_size)
+                self._pool_add(staging, os.stat(staging).st_size, writer)
             raise
-        self._entries[obj_id] = _Entry(size, _State.RESERVED)
+        self._entries[obj_id] = _Entry(size, _State.RESERVED, writer=writer)
         self._used += size
-        self._reuse_count += bool(staging)
         return Reservation(path, staging)
 
     def seal(self, obj_id: str) -> None:
@@ -695,10 +739,8 @@ class StoreManager:
         entry = self._entry(obj_id)
         if entry.state is not _State.RESERVED:
             raise ValueError(f"object {obj_id!r} is already sealed")
-        actual = os.stat(self.path(obj_id)).st_size
-        if obj_id in self._staged:  # a writer that died between link and unlink
-            self._staged.discard(obj_id)
-            _unlink(self.path(obj_id) + _STAGING)
+        published = os.stat(self.path(obj_id))
+        actual = published.st_size
         if actual > entry.size:
             raise ValueError(f"object {obj_id!r} has {actual} bytes, more than the "
                              f"{entry.size} reserved; abort it and reserve object_size()")
@@ -707,6 +749,25 @@ class StoreManager:
         entry.state = _State.LOCAL
         if entry.pins == 0:
             self._lru[obj_id] = None
+        if obj_id in self._staged:
+            self._staged.discard(obj_id)
+            self._unstage(self.path(obj_id) + _STAGING, published)
+
+    def _unstage(self, staging: str, published: os.stat_result) -> None:
+        """After a seal: count the reuse of a staging file, delete the staging name
+        of a writer that died between linking and unlinking it, or keep the staging
+        file again if the writer left it (someone still had it open:
+        :func:`write_object`)."""
+        try:
+            st = os.stat(staging)
+        except FileNotFoundError:
+            self._reuse_count += 1
+            return
+        if (st.st_dev, st.st_ino) == (published.st_dev, published.st_ino):
+            self._reuse_count += 1
+            _unlink(staging)
+        else:
+            self._pool_add(staging, st.st_size)
 
     def abort(self, obj_id: str) -> None:
         """The writer of a reserved object failed: forget it and delete any partial
@@ -815,7 +876,7 @@ class StoreManager:
         path = self.path(obj_id)
         self._used -= entry.size
         if entry.state is _State.LOCAL:
-            self._pool_add(path, entry.size)  # readers that mapped it keep their views
+            self._pool_add(path, entry.size, entry.writer)  # readers keep their views
             return
         _unlink(path)
         self._staged.discard(obj_id)
@@ -831,6 +892,7 @@ class StoreManager:
         self._entries.clear()
         self._lru.clear()
         self._pool.clear()
+        self._owners.clear()
         self._staged.clear()
         self._used = self._spilled = self._num_spilled = self._pooled = 0
 
@@ -911,9 +973,9 @@ class StoreManager:
 
     # -- freed files kept for reuse
 
-    def _pool_add(self, path: str, size: int) -> None:
-        """Keep the freed file at ``path`` for reuse under a name only the store
-        knows, or delete it if it does not fit in the pool."""
+    def _pool_add(self, path: str, size: int, writer: int | None = None) -> None:
+        """Keep the freed file at ``path`` (that ``writer`` wrote) for reuse under a
+        name only the store knows, or delete it if it does not fit in the pool."""
         if not self.pool_capacity or size > self.pool_capacity:
             _unlink(path)
             return
@@ -924,6 +986,8 @@ class StoreManager:
             return
         self._pool[name] = size
         self._pooled += size
+        if writer is not None:
+            self._owners[name] = writer
         self._trim_pool(self.capacity - self._used)
         self._trim_pool(self.pool_capacity)
 
@@ -932,33 +996,52 @@ class StoreManager:
         while self._pool and self._pooled > room:
             name, size = self._pool.popitem(last=False)
             self._pooled -= size
+            self._owners.pop(name, None)
             _unlink(name)
 
-    def _stage(self, obj_id: str, size: int) -> str:
+    def _stage(self, obj_id: str, size: int, writer: int | None = None) -> str:
         """Take a kept file for a new object of ``size`` bytes: the smallest one of
         ``size`` to ``_FIT * size`` bytes, else the largest one of ``size / _FIT``
-        to ``size``, that no process has open or mapped. Renamed to the object's
-        staging name, which it returns ("" if none)."""
+        to ``size``, that no process has open or mapped, those ``writer`` wrote
+        last first (not checked here: the writer may still map them, and checks
+        itself). Renamed to the object's staging name, which it returns ("" if none)."""
+        if _F_SETLEASE is None or _F_SETSIG is None:  # cannot tell who maps a file
+            self._no_reuse()
+            return ""
         bigger = sorted((n, p) for p, n in self._pool.items() if size <= n <= _FIT * size)
         smaller = sorted(((n, p) for p, n in self._pool.items() if size <= _FIT * n < _FIT * size),
                          reverse=True)
-        for n, name in (bigger + smaller)[:_PROBES]:
+        fitting = bigger + smaller
+        own = [c for c in fitting if writer is not None and self._owners.get(c[1]) == writer]
+        for n, name in (own + [c for c in fitting if c not in own])[:_PROBES]:
+            mine = (n, name) in own
             try:
-                unused = _unshared(name)
+                unused = True if mine else _unshared(name)
             except OSError:  # gone, or not ours: forget it
                 unused = False
-                del self._pool[name]
-                self._pooled -= n
+                self._pool_forget(name)
                 _unlink(name)
             if unused is None:  # the kernel cannot tell who maps a file: never reuse
-                self.pool_capacity = 0
-                self._trim_pool(0)
+                self._no_reuse()
                 return ""
             if unused:
-                del self._pool[name]
-                self._pooled -= n
                 staging = self.path(obj_id) + _STAGING
-                os.rename(name, staging)
+                try:
+                    os.rename(name, staging)
+                except FileNotFoundError:
+                    self._pool_forget(name)
+                    continue
+                self._pool_forget(name)
                 self._staged.add(obj_id)
                 return staging
         return ""
+
+    def _pool_forget(self, name: str) -> None:
+        size = self._pool.pop(name, None)
+        if size is not None:
+            self._pooled -= size
+        self._owners.pop(name, None)
+
+    def _no_reuse(self) -> None:
+        self.pool_capacity = 0
+        self._trim_pool(0)
