@@ -23,8 +23,8 @@ write, so two threads never use one mapping, and puts it back after publishing
 (:meth:`KeptMappings.keep`), which closes the least recently used entries beyond
 ``limit``. Entries whose file the store has deleted meanwhile (``st_nlink == 0``:
 trimmed from the pool, spilled, or deleted when freed with a reader attached) are
-closed at every take and keep; until then their pages stay allocated, uncounted by
-the store: at most ``limit`` files per writer process, until its next put or exit
+closed at every write (:meth:`KeptMappings.sweep`); until then their pages stay
+allocated, uncounted by the store: at most ``limit`` files per writer process, until its next put or exit
 (store.py, "Capacity accounting is approximate"). A forked child closes its copies
 of the entries; the parent's are untouched.
 """
@@ -89,11 +89,16 @@ class KeptMappings:
         closes entries of deleted files."""
         with self._lock:
             found = self._maps.pop(key, None)
+        self.sweep()
+        return found
+
+    def sweep(self) -> None:
+        """Close the entries whose file the store deleted."""
+        with self._lock:
             stale = [k for k, m in self._maps.items() if m.deleted()]
             gone = [self._maps.pop(k) for k in stale]
         for entry in gone:
             entry.close()
-        return found
 
     def keep(self, entry: KeptMapping) -> None:
         """Put ``entry`` back as the most recently used; close what is beyond the limit."""

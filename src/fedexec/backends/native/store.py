@@ -286,7 +286,8 @@ def _write_staged(path: str, staging: str, size: int, pieces: Sequence[tuple[int
             for offset, piece in pieces:
                 _pwrite_all(entry.fd, piece, offset)
         else:
-            _copy_pieces(entry.mapping if entry.length >= size else entry.map(size), pieces)
+            mapping = entry.mapping if entry.length >= size else None
+            _copy_pieces(mapping or entry.map(size), pieces)
         _publish(staging, path)
     except BaseException:
         entry.close()
@@ -365,6 +366,7 @@ def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
             pieces.append((offset + length, bytes(end - offset - length)))
     if staging and _write_staged(path, staging, size, pieces, keep_mapped):
         return size
+    KEPT.sweep()
     tmp = _tmp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
