@@ -7,15 +7,19 @@ module; the node manager is the only process that calls :class:`StoreManager`)::
     ------------------------            --------------------------          ------------------------
     s = dumps(value)
     n = object_size(s.data, s.buffers)
-          --- "put X, n bytes" ------>  reserve_segment(X, n)
+          --- "put X, n bytes" ------>  reserve_segment(X, n, writer)
                                           spill LRU unpinned objects
                                           shm -> spill dir if full;
-                                          take a kept freed file nobody
-                                          maps, renamed to X's staging name
+                                          take a kept freed file: one this
+                                          writer wrote last, else one nobody
+                                          maps; renamed to X's staging name
           <-- path, staging ---------
     write_object(path, data, buffers, staging)
-      tmp file + pwrite (or the staging
-      file + memcpy into a mapping),
+      tmp file + pwrite, or, if nobody
+      else has the staging file open
+      (a lease on the writer's own fd),
+      memcpy into the writer's mapping
+      of it, kept for the next put;
       then link to path
           --- "sealed X" ------------>  seal(X)
                                                            <--- "get X" --- (asks)
@@ -49,6 +53,8 @@ State of :class:`StoreManager` (single-threaded; no locks)::
     _spilled : int                    sum of .size over SPILLED    (<= spill_capacity)
     _pool    : OrderedDict[path, size] freed shm files kept for reuse, oldest first,
                                       named ".free-N" in `directory` (ids have no ".")
+    _owners  : dict[path, writer]     kept files -> the writer that wrote them last
+                                      (it may still map them; _Entry.writer before)
     _pooled  : int                    sum of their sizes; _pooled <= pool_capacity and
                                       _used + _pooled <= capacity
     _staged  : set[obj_id]            RESERVED ids whose writer got a kept file, at
@@ -113,23 +119,35 @@ tmpfs /dev/shm with 4 KiB pages, no shmem huge pages; spill directory on ext4 un
 Reusing freed files. ``free`` keeps an object's shm file (up to ``pool_capacity``
 bytes of them, oldest deleted first) instead of unlinking it, and
 ``reserve_segment`` hands one of a similar size (1/2x to 2x) to the next writer,
-who fills it through a shared mapping whose page table is filled up front
-(``MAP_POPULATE``): the pages exist, so the copy is a memcpy. Measured as above,
-200 MiB, best of 8, with memcpy at 19-20 ms in the same run: pwrite into the
-existing pages 58 ms, mapping + memcpy 40-46 ms (13 ms to fill the page table,
-20 ms to copy, 10 ms to unmap), a new file 75+ ms; ``free`` is a rename instead
-of a 22 ms unlink. Unmapping on a helper thread was tried and dropped: a get in
-the same process right after waited for it (the address-space lock) instead.
-Huge pages would remove most of the rest, but tmpfs here uses 4 KiB pages.
+who copies into it through a shared mapping: the pages exist, so the copy is a
+memcpy, once the mapping's page table is filled. Filling it (``MAP_POPULATE``)
+and tearing it down cost per 4 KiB page, so a writer keeps the mapping of the
+last file it wrote (:mod:`.kept_mappings`), and the store hands a writer the
+files it wrote last first: the writer's next put of a similar size into that
+file is the copy alone. Measured as above, 200 MiB, with memcpy at 19-20 ms in
+the same run: into the kept mapping 20-23 ms; through a new mapping 33-46 ms
+(8-13 ms to fill the page table, 20-23 ms to copy, 7-11 ms to unmap); pwrite into
+the existing pages 58 ms; a new file 75-115 ms; ``free`` is a rename instead of a
+22 ms unlink. So in one runtime the first put of a size writes a new file, the
+second fills a mapping, the later ones copy. Unmapping on a helper thread was
+tried and dropped: a get in the same process right after waited for it (the
+address-space lock). Huge pages would remove the page-table work too, but tmpfs
+here uses 4 KiB pages (``/dev/shm`` has no ``huge=``, shmem THP is ``never``,
+no hugetlb pages are reserved), and the store must not need root setup.
 
 Why it is safe:
   - no reader ever sees a reused file change: a file is taken for reuse only
     when no process has it open or mapped, which the kernel answers exactly (a
     write lease is granted only to a file's sole opener, and a mapping holds its
     file open until its last view is gone, in every process that has it, forked
-    children included; see :func:`_unshared`). A file still mapped (a numpy view
-    kept after its ref was dropped) stays kept but unused until it is unmapped,
-    or is deleted when its room is needed, which leaves the view valid as before;
+    children included; see :func:`_unshared`). The store asks for files nobody
+    wrote last or another writer wrote; a writer asks on its own descriptor, right
+    before writing, for files it may still map (its mapping shares that one open
+    file description, a reader's open is another), and writes a new file instead
+    if the answer is no, leaving the staging file to ``seal``, which keeps it
+    again. A file still mapped (a numpy view kept after its ref was dropped) stays
+    kept but unused until it is unmapped, or is deleted when its room is needed,
+    which leaves the view valid as before;
   - nobody can open a kept file between that check and the writer: its name is
     known only to the store, and the writer gets it under a staging name that is
     linked to the object's path only after every byte is written (as new files);
@@ -142,18 +160,21 @@ Why it is safe:
     after a crash) deletes with everything else;
   - without file leases (not Linux, or leases disabled) nothing is reused.
 
-Capacity accounting is approximate in three ways, all documented for callers:
+Capacity accounting is approximate in four ways, all documented for callers:
 a process that mapped an object before it was spilled or freed keeps its pages
 alive until its views are gone (``unlink`` does not invalidate mappings), and
-those pages are no longer counted; tmpfs rounds each file up to whole pages; and
+those pages are no longer counted; likewise a writer's kept mapping of a file
+the store deleted (spilled, or a kept file trimmed), until that writer's next
+write or exit (one file per writer process, :mod:`.kept_mappings`); tmpfs rounds each file up to whole pages; and
 ``/dev/shm`` itself may be smaller than ``capacity`` (containers often give 64
 MiB), in which case the writer's ``pwrite`` fails with ENOSPC and the node
 manager should ``abort`` the object.
 
 A reader must hold a pin (or otherwise be sure the object is not spilled or
 freed) between learning the path and calling :func:`read_object`; once mapped,
-nothing the store does can invalidate its views. Files are never modified after
-they are published, so a mapping cannot see a truncation (no SIGBUS).
+nothing the store does can invalidate its views. A published file is modified
+(reused) only after it is freed and nobody else has it open or mapped, so a
+reader's mapping never sees a change or a truncation (no SIGBUS).
 """
 
 from __future__ import annotations
