@@ -24,9 +24,11 @@ write, so two threads never use one mapping, and puts it back after publishing
 ``limit``. Entries whose file the store has deleted meanwhile (``st_nlink == 0``:
 trimmed from the pool, spilled, or deleted when freed with a reader attached) are
 closed at every write (:meth:`KeptMappings.sweep`); until then their pages stay
-allocated, uncounted by the store: at most ``limit`` files per writer process, until its next put or exit
-(store.py, "Capacity accounting is approximate"). A forked child closes its copies
-of the entries; the parent's are untouched.
+allocated, uncounted by the store: at most ``limit`` files per writer process,
+until its next put or exit (store.py, "Capacity accounting is approximate"). A
+forked child closes its copies of the entries; the parent's are untouched. Python's
+``mmap`` keeps a duplicate of the descriptor: two descriptors per entry, one open
+file description.
 """
 
 from __future__ import annotations

@@ -165,7 +165,8 @@ a process that mapped an object before it was spilled or freed keeps its pages
 alive until its views are gone (``unlink`` does not invalidate mappings), and
 those pages are no longer counted; likewise a writer's kept mapping of a file
 the store deleted (spilled, or a kept file trimmed), until that writer's next
-write or exit (one file per writer process, :mod:`.kept_mappings`); tmpfs rounds each file up to whole pages; and
+write or exit (one file per writer process, :mod:`.kept_mappings`); tmpfs rounds
+each file up to whole pages; and
 ``/dev/shm`` itself may be smaller than ``capacity`` (containers often give 64
 MiB), in which case the writer's ``pwrite`` fails with ENOSPC and the node
 manager should ``abort`` the object.
@@ -351,7 +352,7 @@ def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
     and every byte of it is overwritten (alignment gaps with zeros). ``staging`` is
     written only if no other process (nor another file description in this one)
     has it open or mapped, checked right before; otherwise a new file is written
-    and ``staging`` left to the store (:meth:`StoreManager.seal` deletes it).
+    and ``staging`` left to the store (:meth:`StoreManager.seal` keeps it again).
 
     Args:
         path: where the file goes (from :meth:`StoreManager.reserve`).
