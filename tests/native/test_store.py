@@ -737,7 +737,7 @@ def _fill(manager: StoreManager, sizes: list[int]) -> list[bool]:
     fitted = []
     for i, n in enumerate(sizes):
         try:
-            _put_reusing(manager, f"o{i}", _blob(n, i))
+            _put_reusing(manager, f"o{i}", _blob(n, i), writer=7)  # keeps its mapping
         except ObjectStoreFullError:
             fitted.append(False)
             continue
