@@ -2090,6 +2090,12 @@ def main() -> None:
     except OSError as exc:
         if exc.errno != errno.EINTR:
             raise
+    # Everything is cleaned up (``_shutdown``): skip the interpreter's finalization,
+    # ~50 ms of tearing down modules that every embedded runtime's shutdown waited
+    # for. Workers exit the same way.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
