@@ -54,6 +54,7 @@ from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from ..._pids import pid_alive
 from ...exceptions import FedexecError, ProtocolError
+from . import worker as worker_main  # imported once here: every fork starts with it
 from .actor_directory import ActorDirectoryMixin, name_taken, tracked
 from .core.events import (
     Action,
@@ -1370,8 +1371,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 os.dup2(log_w, 2)
                 os.close(log_w)
                 self._child_close()
-                from . import worker as worker_main
-
                 worker_main.main_from_fork(self.socket_path, self.token, worker_id, self.node_id,
                                       self.config)
             except BaseException:
