@@ -21,15 +21,17 @@ job agent's requests) passes its own. Readers:
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from .exceptions import FrameTooLargeError
+
+if TYPE_CHECKING:  # asyncio costs ~25 ms to import; only the async readers need it
+    import asyncio
 
 __all__ = [
     "HEADER",

@@ -102,7 +102,11 @@ def get_factory(name: str) -> Factory:
         ValueError: unknown name (the message lists the known ones).
         BackendUnavailableError: its optional dependency is missing.
     """
-    _load_entry_points()
+    if name not in _registered and name not in _BUILTIN:
+        # A plug-in's name: only now scan the installed entry points (~50 ms of
+        # importlib.metadata; a built-in name never needs it, and plug-ins cannot
+        # take a built-in's name).
+        _load_entry_points()
     if name in _registered:
         return _registered[name]
     if name not in _BUILTIN:
