@@ -482,10 +482,10 @@ class Federation:
         cluster may now host, see pending_actors.py.)"""
         if self.gathers:
             self._expire_gathers(now)
-        if self.locating:
-            self._expire_locates(now)
-        if self.pending_actors:
-            self._place_pending_actors()  # only once the cluster's shape changed
+        if self.locator.locating:
+            self.locator.expire_locates(now)
+        if self.pending.table:
+            self.pending.place()  # only once the cluster's shape changed
         if now - self._last_tick < self.interval:
             return
         for node_id, deadline in list(self._unconfirmed.items()):
@@ -581,7 +581,7 @@ class Federation:
         """Clean up after a dead node (see the module docstring)."""
         self.members.mark_dead(node_id)
         if self.is_head:
-            self._directory_node_died(node_id)
+            self.locator.node_died(node_id)
             self._persist_node_dead(node_id)
             self.event_log.node_event(node_id, "DEAD", why)
         self._sent_version.pop(node_id, None)
@@ -1078,7 +1078,7 @@ class Federation:
         owner = self.conns.get(entry["owner"]) if entry["owner"] is not None else None
         if owner is None or not (limit == -1 or entry["restarts"] < limit):
             self._drop_remote_actor(actor_id)
-            self._actor_gone(actor_id, spec)  # the head frees its name
+            self.locator.gone(actor_id, spec)  # the head frees its name
             return
         entry["restarts"] += 1
         spec["strategy"] = None
@@ -1091,7 +1091,7 @@ class Federation:
             if not self.pool.feasible(spec["demand_create"]) and \
                     spec.get("await_node") == "group":
                 self._drop_remote_actor(actor_id)
-                self._actor_gone(actor_id, spec)
+                self.locator.gone(actor_id, spec)
                 return
         args = [entry["payload"], entry["deps"], entry["contained"]]
         if peer is None and not self.pool.feasible(spec["demand_create"]) and \
@@ -1099,7 +1099,7 @@ class Federation:
             # No live node fits it: it waits for a node the autoscaler launches, or,
             # when none may, it is dead (see pending_actors.py).
             with contextlib.suppress(Exception):
-                self._restart_pending(owner, actor_id, spec, args, entry["restarts"])
+                self.pending.restart(owner, actor_id, spec, args, entry["restarts"])
             self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return
         if peer is None:  # here, after all
@@ -1247,7 +1247,7 @@ class Federation:
 
         if call not in _GATHERABLE:
             raise ValueError(f"GATHER takes STATS, LIST or AUTOSCALER_REPORT, not call {call}")
-        here = self._calls[call](self, conn, *args)  # a bad argument fails here, once
+        here = self.call_table[call](conn, *args)  # a bad argument fails here, once
         gather = _Gather(conn.id, self._request_id, float(timeout))
         gather.results[self.node_id] = [True, here]
         for entry in self.members.nodes.values():

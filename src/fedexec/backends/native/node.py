@@ -48,13 +48,15 @@ import signal
 import socket
 import sys
 import time
+import types
+from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from ..._pids import pid_alive
 from ...exceptions import FedexecError, ProtocolError
-from .actor_directory import ActorDirectoryMixin, name_taken, tracked
+from .actor_directory import ActorLocator, name_taken, tracked
 from .core.events import (
     Action,
     ActorQueued,
@@ -93,7 +95,7 @@ from .memory_monitor import (
     MemoryMonitor,
     worker_rss,
 )
-from .pending_actors import PendingActorsMixin
+from .pending_actors import PendingActorsHost
 from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
 from .protocol import (
@@ -294,8 +296,7 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActorsMixin,
-                  EventStream, HeadPersistence):
+class NodeManager(Federation, EventStream, HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -352,11 +353,18 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             float(config.get("memory_usage_threshold", DEFAULT_THRESHOLD)),
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
         self._init_federation()
-        self._init_placement()
-        self._init_directory()
-        self._init_pending_actors()
+        self.locator = ActorLocator(self)  # named actors and where actors live (head)
+        self.pending = PendingActorsHost(self)  # actors waiting for a node to host them
+        self.placement = PlacementGroups(self)  # placement groups asked of / held on it
         self._init_events()
         self._init_persistence()
+        # REQUEST handlers by call: the node's own (``_calls``), bound here, and its
+        # components'.
+        self.call_table: dict[int, Callable[..., Any]] = {
+            call: types.MethodType(fn, self) for call, fn in self._calls.items()}
+        self.call_table.update(self.locator.calls())
+        self.call_table.update(self.pending.calls())
+        self.call_table.update(self.placement.calls())
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -421,8 +429,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 self._tick(now)
                 self._tick_events(now)
                 self._check_memory(now)
-                if self.pgs:
-                    self._retry_placement(now)
+                if self.placement.pgs:
+                    self.placement.retry(now)
                 if self.serving:
                     self._serve_pulls()
                 self._flush()
@@ -906,14 +914,14 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         _, req_id, call, args = msg
         self._request_id = req_id
         try:
-            handler = self._calls.get(call)
+            handler = self.call_table.get(call)
             if call in NODE_ONLY_CALLS and not isinstance(conn, _Peer):
                 raise ProtocolError(f"only another node may make control call "
                                     f"{Call(call).name}, not {self._origin(conn)}")
             if handler is None:
                 raise ValueError(f"the node manager does not know control call {call!r} "
                                  "(a client of another fedexec version?)")
-            value = handler(self, conn, *args)
+            value = handler(conn, *args)
             if value is _DEFER:
                 return  # answered later (see _revoke)
             reply = [Op.REPLY, req_id, True, value]
@@ -1023,15 +1031,16 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         not known, the head says where it is now); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
-            if task.actor_id in self.pending_actors:  # waits for a node: queued in order
-                self._queue_pending_call(task)
+            if task.actor_id in self.pending.table:  # waits for a node: queued in order
+                self.pending.queue_call(task)
                 return None
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
                 self._forward_call(task, self._peer(home))  # it lives on another node
                 return None
             if len(self.members.nodes) > 1:
-                self._locate(task.actor_id or "", lambda node_id: self._located(task, node_id))
+                self.locator.locate(task.actor_id or "",
+                                    lambda node_id: self._located(task, node_id))
                 return None
         return self._queue_actor_call(task)
 
@@ -1051,7 +1060,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         actor = self.actors.get(task.actor_id or "")
         if actor is None or actor.state == "DEAD":
             return actor.death if actor is not None else \
-                self.pending_actors.death(task.actor_id or "")
+                self.pending.table.death(task.actor_id or "")
         task.retries_left = actor.spec.get("max_task_retries", 0)
         actor.queue.append(task)
         self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
@@ -1348,7 +1357,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             elif actor is not None and actor.worker is not None and actor.worker.conn:
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
             elif actor is None:
-                self._cancel_pending_call(task)
+                self.pending.cancel_call(task)
         elif task.id in self.core.tasks:  # queued or running here: the core decides
             self._run(self.core.handle(CancelRequested(task_id, force)))
         elif task.state in ("WAITING", "PULLING"):
@@ -1558,11 +1567,11 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if not tracked(spec):
             return self._make_actor(conn, actor_id, spec, payload, deps, contained)
         if restart and not self.is_head:
-            self._register_actor(actor_id, spec, lambda ok, value: None)
+            self.locator.register(actor_id, spec, lambda ok, value: None)
             return self._make_actor(conn, actor_id, spec, payload, deps, contained)
         if self.is_head:
-            holder = self._call_register_actor(conn, actor_id, spec, self.node_id,
-                                               spec.get("owner_node") or self.node_id)
+            holder = self.locator.call_register_actor(conn, actor_id, spec, self.node_id,
+                                                      spec.get("owner_node") or self.node_id)
             if holder[0] != actor_id:
                 return name_taken(spec, holder)
             return self._make_actor(conn, actor_id, spec, payload, deps, contained)
@@ -1579,20 +1588,20 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                         value = self._make_actor(conn, actor_id, spec, payload, deps,
                                                  contained)
                     else:  # its creator left while the head answered
-                        self._actor_gone(actor_id, spec)
+                        self.locator.gone(actor_id, spec)
                         return
                     reply = [Op.REPLY, req, True, value]
                 except Exception as exc:
                     reply = [Op.REPLY, req, False, encode_error(exc)]
             self._send(cid, reply)
 
-        self._register_actor(actor_id, spec, registered)
+        self.locator.register(actor_id, spec, registered)
         return _DEFER
 
     def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> list[Any]:
         if not self.pool.feasible(spec["demand_create"]):  # it waits for a node
-            return self._pend_actor(conn, actor_id, spec, payload, deps, contained)
+            return self.pending.pend(conn, actor_id, spec, payload, deps, contained)
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
@@ -1679,7 +1688,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
         if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
             del self.named[(actor.namespace, actor.name)]
-        self._actor_gone(actor.id, actor.spec)
+        self.locator.gone(actor.id, actor.spec)
         for oid in actor.deps + actor.contained:
             self._unpin(oid)
         actor.deps, actor.contained = [], []
@@ -1709,13 +1718,13 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             return [found, remote["spec"]]
         actor = self.actors.get(found)
         if actor is None or actor.state == "DEAD":
-            return self._lookup_at_head(conn, name, namespace)
+            return self.locator.lookup_at_head(conn, name, namespace)
         return [actor.id, actor.spec]
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
                          location: str | None = None, located: bool = False) -> Any:
-        if actor_id in self.pending_actors:
-            return self._kill_pending_actor(actor_id, no_restart)
+        if actor_id in self.pending.table:
+            return self.pending.kill(actor_id, no_restart)
         actor = self.actors.get(actor_id)
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
@@ -1741,7 +1750,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                     if value is not _DEFER:
                         self._send(conn.id, [Op.REPLY, req, True, value])
 
-                self._locate(actor_id, then)
+                self.locator.locate(actor_id, then)
                 return _DEFER
         if actor is None or actor.state == "DEAD":
             return False
@@ -1770,9 +1779,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             "queued": self.core.queued(),
             "queued_shapes": [[d, n] for d, n in self.core.queued_shapes()],
             "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
-                               for pg in self.pgs.values() if pg["nodes"] is None],
-            "pending_actors": self.pending_actors.rows(),
-            "autoscaler": self._autoscaler_stats(),
+                               for pg in self.placement.pgs.values() if pg["nodes"] is None],
+            "pending_actors": self.pending.table.rows(),
+            "autoscaler": self.pending.autoscaler_stats(),
             "transfers": dict(self.transfers),
             "lineage": len(self.lineage),
             "host": _host_usage(),
@@ -1802,7 +1811,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 actor.queue.remove(task)
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
                 return True
-            return self._cancel_pending_call(task)
+            return self.pending.cancel_call(task)
         if task.state in ("WAITING", "QUEUED", "PULLING"):
             self._cancel(task_id, False, False)
             return True
@@ -1936,7 +1945,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
                      "restarts": a.restarts_used}
-                    for a in self.actors.values()] + self._pending_actor_list_rows()
+                    for a in self.actors.values()] + self.pending.list_rows()
         if kind == "objects":
             where: dict[int, str] = {Kind.INLINE: "inline", Kind.SHM: "shared memory",
                                      Kind.ERROR: "error", Kind.FAILED: "failed"}
@@ -1946,7 +1955,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.objects.values()]
         if kind == "placement_groups":
-            return self._head_rows(kind) + self._pg_rows()
+            return self._head_rows(kind) + self.placement.rows()
         if kind == "metrics":
             return self.metrics.rows() + [h.row() for h in self.latency] + [
                 {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
@@ -1985,15 +1994,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
         Call.METRICS: _call_metrics,
-        Call.AUTOSCALER_REPORT: PendingActorsMixin._call_autoscaler_report,
         Call.GATHER: Federation._call_gather,
-        Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
-        Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,
-        Call.RESERVE_BUNDLES: PlacementGroups._call_reserve_bundles,
-        Call.RELEASE_BUNDLES: PlacementGroups._call_release_bundles,
-        Call.REGISTER_ACTOR: ActorDirectoryMixin._call_register_actor,
-        Call.ACTOR_GONE: ActorDirectoryMixin._call_actor_gone,
-        Call.LOCATE_ACTOR: ActorDirectoryMixin._call_locate_actor,
     }
 
     # -------------------------------------------------------------- shutdown
