@@ -69,6 +69,7 @@ class _NodeView:
         self.actors: dict[str, Any] = {}
         self.conns: dict[int, Any] = {}
         self.remote_actors: dict[str, dict[str, Any]] = {}
+        self.federation = self  # relay, peer, best_remote: recorded here
         self._dirty = False
         self._request_id = 0
         self.sent: list[tuple[int, list[Any]]] = []
@@ -97,12 +98,12 @@ class _NodeView:
     def _send(self, cid: int, msg: list[Any]) -> None:
         self.sent.append((cid, msg))
 
-    def _relay(self, peer: Any, call: int, args: list[Any], cid: int | None, req_id: int,
+    def relay(self, peer: Any, call: int, args: list[Any], cid: int | None, req_id: int,
                on_reply: Any = None) -> int:
         self.relayed.append((peer.node_id, call, args, on_reply))
         return len(self.relayed)
 
-    def _peer(self, node_id: str) -> _Peer:
+    def peer(self, node_id: str, address: str | None = None) -> _Peer:
         return self.peers[node_id]
 
     def _directory_changed(self, entry: DirEntry) -> None:
@@ -147,14 +148,14 @@ class _NodeView:
     def _queue_actor_call(self, task: Any) -> str | None:
         raise AssertionError("not reached")
 
-    def _best_remote(self, demand: dict[str, float], need_room: bool) -> Any:
+    def best_remote(self, demand: dict[str, float], need_room: bool) -> Any:
         return None
 
-    def _create_remote_actor(self, peer: Any, conn: Any, actor_id: str, spec: dict[str, Any],
-                             payload: Any, deps: list[str], contained: list[str]) -> Any:
+    def create_remote_actor(self, peer: Any, conn: Any, actor_id: str, spec: dict[str, Any],
+                            payload: Any, deps: list[str], contained: list[str]) -> Any:
         raise AssertionError("not reached")
 
-    def _forward_call(self, task: Any, peer: Any) -> None:
+    def forward_call(self, task: Any, peer: Any) -> None:
         raise AssertionError("not reached")
 
 

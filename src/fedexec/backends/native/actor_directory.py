@@ -31,7 +31,7 @@ from .directory import ActorDirectory, DirEntry
 from .membership import Membership
 from .protocol import Call, Op, encode_error
 
-__all__ = ["ActorLocator", "DirectoryNode", "tracked"]
+__all__ = ["ActorLocator", "DirectoryNode", "Relaying", "tracked"]
 
 _LOCATE_WAIT = 30.0  # s the head waits for a restarting actor to register again
 
@@ -51,6 +51,13 @@ def name_taken(spec: dict[str, Any], holder: list[Any]) -> list[Any]:
         f"{spec.get('namespace') or 'default'!r}; use get_actor(), or get_if_exists=True")
 
 
+class Relaying(Protocol):
+    """Asking another node (``Federation.relay``)."""
+
+    def relay(self, peer: Any, call: int, args: list[Any], cid: int | None, req_id: int,
+              on_reply: Any = None) -> int: ...
+
+
 class DirectoryNode(Protocol):
     """What :class:`ActorLocator` uses of the node manager."""
 
@@ -67,12 +74,11 @@ class DirectoryNode(Protocol):
     @property
     def call_table(self) -> Mapping[int, Callable[..., Any]]: ...
     @property
+    def federation(self) -> Relaying: ...
+    @property
     def _request_id(self) -> int: ...
 
     def _send(self, cid: int, msg: list[Any]) -> None: ...
-
-    def _relay(self, peer: Any, call: int, args: list[Any], cid: int | None, req_id: int,
-               on_reply: Any = None) -> int: ...
 
     def _directory_changed(self, entry: DirEntry) -> None: ...
 
@@ -115,7 +121,7 @@ class ActorLocator:
                 "this node is not connected to the head (it is joining or rejoining it); "
                 "try again shortly")))
             return
-        node._relay(head, call, args, None, 0,
+        node.federation.relay(head, call, args, None, 0,
                     lambda ok, value: done(ok, value if ok or value is not None else
                                            encode_error(ClusterUnreachableError(
                                                "the head died; try again once it is back"))))
@@ -155,7 +161,7 @@ class ActorLocator:
         if head is None:
             raise ValueError(f"no actor named {name!r} in namespace {namespace!r} on this "
                              "node, and the head is not reachable to ask (try again)")
-        node._relay(head, Call.GET_ACTOR, [name, namespace], conn.id, node._request_id)
+        node.federation.relay(head, Call.GET_ACTOR, [name, namespace], conn.id, node._request_id)
         return _DEFER
 
     # ---------------------------------------------------------- head side

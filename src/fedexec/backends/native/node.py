@@ -296,7 +296,7 @@ def _host_usage() -> dict[str, float]:
             "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
-class NodeManager(Federation, EventStream, HeadPersistence):
+class NodeManager(EventStream, HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -352,7 +352,12 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         self.memory = MemoryMonitor(
             float(config.get("memory_usage_threshold", DEFAULT_THRESHOLD)),
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
-        self._init_federation()
+        self.federation = Federation(self)  # the head, peers, transfers, forwarding
+        # The cluster view is the federation's; these name the same objects.
+        self.members = self.federation.members
+        self.peers = self.federation.peers
+        self.is_head = self.federation.is_head
+        self.interval = self.federation.interval
         self.locator = ActorLocator(self)  # named actors and where actors live (head)
         self.pending = PendingActorsHost(self)  # actors waiting for a node to host them
         self.placement = PlacementGroups(self)  # placement groups asked of / held on it
@@ -365,6 +370,11 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         self.call_table.update(self.locator.calls())
         self.call_table.update(self.pending.calls())
         self.call_table.update(self.placement.calls())
+        self.call_table.update(self.federation.calls())
+        # Message handlers by op, the same way (``_handlers``, then the federation's).
+        self.op_table: dict[int, Callable[[Any, list[Any]], None]] = {
+            op: types.MethodType(fn, self) for op, fn in self._handlers.items()}
+        self.op_table.update(self.federation.handlers())
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -374,6 +384,11 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                            "a task's run time on its worker, as its node saw it",
                            _LATENCY_BOUNDS))
         self.ran = {"FINISHED": 0, "FAILED": 0}  # tasks that ran to an end on a worker here
+
+    @property
+    def head_id(self) -> str | None:
+        """The head's node id (the federation's: a replaced head has a new one)."""
+        return self.federation.head_id
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -401,7 +416,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.sel.register(self._wake_r, _READ, "wake")
-        self._start_federation()
+        self.federation.start()
         self._run(self.core.start())
         if ready_fd is not None:
             os.write(ready_fd, f"ready {self.tcp_address or ''}\n".encode())
@@ -409,7 +424,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         last_check = time.monotonic()
         try:
             while not self.stopping:
-                for key, mask in self.sel.select(0.0 if self.serving else
+                for key, mask in self.sel.select(0.0 if self.federation.serving else
                                                  min(1.0, self.interval, self._memory_wait)):
                     data = key.data
                     if data == "listen":
@@ -426,13 +441,13 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                 if self._dirty:
                     self._dispatch()
                 now = time.monotonic()
-                self._tick(now)
+                self.federation.tick(now)
                 self._tick_events(now)
                 self._check_memory(now)
                 if self.placement.pgs:
                     self.placement.retry(now)
-                if self.serving:
-                    self._serve_pulls()
+                if self.federation.serving:
+                    self.federation.serve_pulls()
                 self._flush()
                 if now - last_check > 1.0:
                     last_check = now
@@ -496,7 +511,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             if step.role:  # (a link we dialed took its role when dialed: node)
                 conn.declared, conn.forbidden = step.role, FORBIDDEN[step.role]
             if conn.dialing is not None:
-                self._dialed(conn)
+                self.federation.dialed(conn)
                 if conn.id not in self.conns:
                     return
             data = step.leftover
@@ -576,7 +591,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             if conn.id not in self.conns:
                 continue
             if isinstance(conn, _Peer):  # a node: its messages go out on its link
-                link = self._peer_link(conn)
+                link = self.federation.peer_link(conn)
                 if link is None:
                     continue  # kept until it is reachable, or declared dead
                 link.out.extend(conn.out)
@@ -607,10 +622,10 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         with contextlib.suppress(OSError):
             conn.sock.close()
         if conn.peer is not None:
-            self._link_closed(conn)
+            self.federation.link_closed(conn)
             return  # its holds are the peer's: released when the node is declared dead
         if conn.dialing is not None:
-            self._dial_failed(conn)
+            self.federation.dial_failed(conn)
             return
         for obj_id in conn.held:
             obj = self.objects.get(obj_id)
@@ -627,7 +642,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
     # -------------------------------------------------------------- messages
     def _handle(self, conn: _Conn | _Peer, msg: list[Any]) -> None:
         try:
-            handler = self._handlers.get(msg[0]) if isinstance(msg, list) and msg else None
+            handler = self.op_table.get(msg[0]) if isinstance(msg, list) and msg else None
         except TypeError:  # an op that is not even hashable
             handler = None
         if handler is None:
@@ -636,7 +651,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             self._fail_message(conn, msg, f"the node manager does not know {_op_name(msg)}")
             return
         try:
-            handler(self, conn, msg)
+            handler(conn, msg)
         except Exception as exc:  # a bug must not take the node down: log, fail, carry on
             import traceback
 
@@ -699,7 +714,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                          f"{role!r}, not the role it connected as")
             return
         if role == "node":
-            self._node_hello(conn, msg)
+            self.federation.node_hello(conn, msg)
             return
         conn.role, conn.pid = role, pid
         if len(msg) > 4 and isinstance(msg[4], dict):
@@ -721,7 +736,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         if len(msg) > 9:
             task.strategy = msg[9]
         if isinstance(conn, _Peer):
-            self._adopt(conn, deps + contained)
+            self.federation.adopt(conn, deps + contained)
         self._register_task(conn, task)
         self._await_deps(task, self._enqueue, localize=False)
 
@@ -768,7 +783,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         item.missing = missing
         if remote:
             for obj in remote:
-                self._localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
+                self.federation.localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
         elif missing == 0:
             ready(item)
 
@@ -803,11 +818,11 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             self._finish_task(task, [[rid, bad.kind, *bad.payload] for rid in task.return_ids])
             return
         if len(self.members.nodes) > 1:
-            peer = self._place(task)
+            peer = self.federation.place(task)
             if task.state != "WAITING":
                 return  # failed while placing
             if peer is not None:
-                self._forward(task, peer)
+                self.federation.forward(task, peer)
                 return
             if any(self.objects[d].kind == Kind.REMOTE for d in task.deps):
                 task.state = "PULLING"
@@ -825,7 +840,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         self.core.submitted(TaskSubmitted(task.id, task.name, task.demand, task.retries_left,
                                           task))  # QUEUED
         self._dirty = True
-        self._spill_due = True
+        self.federation.spill_due = True
 
     def _on_put(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, kind, *rest = msg
@@ -893,8 +908,8 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
-            if obj.ready and not self._lost_there(obj, lost):
-                self._send(conn.id, self._entry_for(conn.id, obj, self._deliverable(obj)))
+            if obj.ready and not self.federation.lost_there(obj, lost):
+                self._send(conn.id, self.federation.entry_for(conn.id, obj, self._deliverable(obj)))
             else:
                 obj.subscribers.add(conn.id)
 
@@ -934,7 +949,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         task = _Task(task_id, return_ids, name, {}, 0, deps, contained, payload, conn.id,
                      actor_id)
         if isinstance(conn, _Peer):
-            self._adopt(conn, deps + contained)
+            self.federation.adopt(conn, deps + contained)
         self._register_task(conn, task)
         if len(msg) > 9 and msg[9]:  # the caller sent it to the actor's worker itself
             self._direct_registered(task, msg[9])
@@ -1036,7 +1051,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                 return None
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
-                self._forward_call(task, self._peer(home))  # it lives on another node
+                self.federation.forward_call(task, self.federation.peer(home))  # it lives on another node
                 return None
             if len(self.members.nodes) > 1:
                 self.locator.locate(task.actor_id or "",
@@ -1049,7 +1064,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         if task.id not in self.tasks:
             return  # cancelled meanwhile
         if node_id and node_id != self.node_id and self.members.is_alive(node_id):
-            self._forward_call(task, self._peer(node_id))
+            self.federation.forward_call(task, self.federation.peer(node_id))
             return
         why = self._queue_actor_call(task)
         if why is not None:
@@ -1140,17 +1155,6 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         Op.HANDBACK: _on_handback,
         Op.ACTOR_READY: _on_actor_ready,
         Op.ACTOR_FAILED: _on_actor_failed,
-        # from other nodes (see federation.py)
-        Op.FETCH: Federation._on_fetch,
-        Op.PULL: Federation._on_pull,
-        Op.CHUNK: Federation._on_chunk,
-        Op.HEARTBEAT: Federation._on_heartbeat,
-        Op.VIEW: Federation._on_view,
-        Op.NODE_DEAD: Federation._on_node_dead,
-        Op.WELCOME: Federation._on_welcome,
-        Op.OBJECT: Federation._on_peer_object,
-        Op.STARTED: Federation._on_peer_started,
-        Op.REPLY: Federation._on_peer_reply,
         Op.EVENTS: EventStream._on_events,
     }
 
@@ -1171,7 +1175,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             return
         if self.objects.get(obj.id) is not obj:
             return  # freed already (re-entered while completing it)
-        if obj.id in self.pulls or obj.id in self.incoming:
+        if obj.id in self.federation.pulls or obj.id in self.federation.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
         self._objects_freed += 1
@@ -1179,8 +1183,8 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             self.store.free(obj.id)
         if obj.home is not None:
             self._send(obj.home, [Op.DECREF, [obj.id]])
-        if obj.task is not None and obj.task in self.lineage:
-            self._lineage_release(obj)
+        if obj.task is not None and obj.task in self.federation.lineage:
+            self.federation.lineage_release(obj)
         for oid in obj.contained:
             self._unpin(oid)
 
@@ -1201,10 +1205,10 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             self._pin(oid)
         msg = obj.message()
         if obj.owner is not None:
-            self._send(obj.owner, self._entry_for(obj.owner, obj, msg))
+            self._send(obj.owner, self.federation.entry_for(obj.owner, obj, msg))
         for cid in obj.subscribers:
             if cid != obj.owner:
-                self._send(cid, self._entry_for(cid, obj, msg))
+                self._send(cid, self.federation.entry_for(cid, obj, msg))
         obj.subscribers.clear()
         waiters, obj.waiters = obj.waiters, []
         for item, ready in waiters:
@@ -1234,7 +1238,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                 continue
             if not obj.ready:
                 self._set_object(obj, r)
-        self._release_args(task)
+        self.federation.release_args(task)
 
     def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None:
         self._finish_task(task, [[rid, Kind.FAILED, kind, message] for rid in task.return_ids])
@@ -1250,7 +1254,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                 execute[type(action)](action)  # (_run, inlined: once per task)
         if len(queue):
             if len(self.members.nodes) > 1:
-                self._spill()
+                self.federation.spill()
             if len(queue):
                 # A node of a cluster (it listens on TCP) keeps a queue as long as four
                 # times the cluster's CPUs unpipelined: other nodes, present or
@@ -1544,7 +1548,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         died with its node, made again here; the head keeps its name for it.)"""
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         if isinstance(conn, _Peer):
-            self._adopt(conn, deps + contained)
+            self.federation.adopt(conn, deps + contained)
         if name is not None:
             found = self.named.get((namespace, name), "")
             existing = self.actors.get(found)
@@ -1556,9 +1560,9 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             if existing is not None and getattr(existing, "state", "ALIVE") != "DEAD":
                 return name_taken(spec, [getattr(existing, "id", found), existing.spec])
         if len(self.members.nodes) > 1:
-            peer = self._place_actor(spec)
+            peer = self.federation.place_actor(spec)
             if peer is not None:
-                self._create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
+                self.federation.create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
                 return _DEFER
         spec["node_id"] = self.node_id
         if not self.pool.feasible(spec["demand_create"]) and not spec.get("await_node"):
@@ -1705,11 +1709,11 @@ class NodeManager(Federation, EventStream, HeadPersistence):
     def _call_available(self, conn: _Conn) -> dict[str, float]:
         if len(self.members.nodes) < 2:
             return self.pool.available()
-        self._refresh_own()
+        self.federation.refresh_own()
         return self.members.availability()
 
     def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
-        return self._cluster_nodes()
+        return self.federation.cluster_nodes()
 
     def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
         found = self.named.get((namespace, name), "")
@@ -1730,8 +1734,8 @@ class NodeManager(Federation, EventStream, HeadPersistence):
             home = self.remote_actors.get(actor_id, {}).get("node") or location
             if home and home != self.node_id and self.members.is_alive(home):
                 if no_restart:
-                    self._drop_remote_actor(actor_id)
-                self._relay(self._peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
+                    self.federation.drop_remote_actor(actor_id)
+                self.federation.relay(self.federation.peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
                             conn.id, self._request_id)
                 return _DEFER
             if not located and len(self.members.nodes) > 1:
@@ -1782,8 +1786,8 @@ class NodeManager(Federation, EventStream, HeadPersistence):
                                for pg in self.placement.pgs.values() if pg["nodes"] is None],
             "pending_actors": self.pending.table.rows(),
             "autoscaler": self.pending.autoscaler_stats(),
-            "transfers": dict(self.transfers),
-            "lineage": len(self.lineage),
+            "transfers": dict(self.federation.transfers),
+            "lineage": len(self.federation.lineage),
             "host": _host_usage(),
         }
 
@@ -1818,7 +1822,7 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         if task.state == "FORWARDED" and task.node is not None:
             peer = self.conns.get(task.node)
             if isinstance(peer, _Peer):
-                self._relay(peer, Call.CANCEL_PENDING, [task_id], conn.id, self._request_id)
+                self.federation.relay(peer, Call.CANCEL_PENDING, [task_id], conn.id, self._request_id)
                 return _DEFER
             return False
         if self.core.revocable(task.id):
@@ -1994,7 +1998,6 @@ class NodeManager(Federation, EventStream, HeadPersistence):
         Call.DESCRIBE: _call_describe,
         Call.LIST: _call_list,
         Call.METRICS: _call_metrics,
-        Call.GATHER: Federation._call_gather,
     }
 
     # -------------------------------------------------------------- shutdown

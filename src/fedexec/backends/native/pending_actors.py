@@ -179,6 +179,15 @@ class _Owner:
         self.id = cid
 
 
+class RemotePlacing(Protocol):
+    """Placing on another node (the federation's side)."""
+
+    def best_remote(self, demand: dict[str, float], need_room: bool) -> Any: ...
+    def create_remote_actor(self, peer: Any, conn: Any, actor_id: str, spec: dict[str, Any],
+                            payload: Any, deps: list[str], contained: list[str]) -> Any: ...
+    def forward_call(self, task: Any, peer: Any) -> None: ...
+
+
 class PendingNode(Protocol):
     """What :class:`PendingActorsHost` uses of the node manager."""
 
@@ -196,6 +205,8 @@ class PendingNode(Protocol):
     def conns(self) -> Mapping[int, Any]: ...
     @property
     def remote_actors(self) -> Mapping[str, dict[str, Any]]: ...
+    @property
+    def federation(self) -> RemotePlacing: ...
 
     def _log(self, text: str) -> None: ...
     def _pin(self, oid: str) -> None: ...
@@ -207,10 +218,6 @@ class PendingNode(Protocol):
     def _make_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> Any: ...
     def _queue_actor_call(self, task: Any) -> str | None: ...
-    def _best_remote(self, demand: dict[str, float], need_room: bool) -> Any: ...
-    def _create_remote_actor(self, peer: Any, conn: Any, actor_id: str, spec: dict[str, Any],
-                             payload: Any, deps: list[str], contained: list[str]) -> Any: ...
-    def _forward_call(self, task: Any, peer: Any) -> None: ...
 
 
 class PendingActorsHost:
@@ -379,7 +386,7 @@ class PendingActorsHost:
                 continue
             if len(self.node.members.nodes) < 2:
                 continue
-            peer = self.node._best_remote(demand, need_room=False)
+            peer = self.node.federation.best_remote(demand, need_room=False)
             if peer is not None:
                 self._place_at(entry, peer)
 
@@ -402,7 +409,7 @@ class PendingActorsHost:
     def _place_at(self, entry: PendingActor, peer: Any) -> None:
         self.table.pop(entry.actor_id)
         self.node._log(f"placing pending actor {entry.actor_id} on node {peer.node_id}")
-        self.node._create_remote_actor(peer, None, entry.actor_id, entry.spec,
+        self.node.federation.create_remote_actor(peer, None, entry.actor_id, entry.spec,
                                        entry.payload, entry.deps, entry.contained)
         remote = self.node.remote_actors[entry.actor_id]
         remote["owner"] = entry.owner  # it may restart for it
@@ -411,4 +418,4 @@ class PendingActorsHost:
             self.node._unpin(oid)  # the remote entry pins them now
         for task in entry.calls:  # after the creation, on the same link: in order
             if task.id in self.node.tasks:
-                self.node._forward_call(task, peer)
+                self.node.federation.forward_call(task, peer)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from ...placement import validate_bundles
 from .._scheduling import fits
+from .actor_directory import Relaying
 from .core.events import Withdraw
 from .core.scheduler import ActorEntry
 from .membership import Membership
@@ -119,6 +120,12 @@ def pg_row(pg: dict[str, Any]) -> dict[str, Any]:
             "bundle_nodes": {str(i): n for i, n in (pg["nodes"] or {}).items()}}
 
 
+class PeerRequests(Relaying, Protocol):
+    """Asking other nodes (the federation's side)."""
+
+    def peer(self, node_id: str, address: str | None = None) -> Any: ...
+
+
 class PlacementNode(Protocol):
     """What :class:`PlacementGroups` uses of the node manager."""
 
@@ -143,10 +150,10 @@ class PlacementNode(Protocol):
     @property
     def _request_id(self) -> int: ...
 
+    @property
+    def federation(self) -> PeerRequests: ...
+
     def _send(self, cid: int, msg: list[Any]) -> None: ...
-    def _relay(self, peer: Any, call: int, args: list[Any], cid: int | None, req_id: int,
-               on_reply: Any = None) -> int: ...
-    def _peer(self, node_id: str) -> Any: ...
     def _run(self, actions: list[Any]) -> None: ...
     def _actor_dead(self, actor: Any, why: str) -> None: ...
     def _fail_task(self, task: Any, kind: ErrorKind, message: str) -> None: ...
@@ -297,7 +304,7 @@ class PlacementGroups:
             if node == self.node.node_id:
                 self._vote(pg["id"], node, self.reserve_local(pg["id"], items))
             else:
-                self.node._relay(self.node._peer(node), Call.RESERVE_BUNDLES,
+                self.node.federation.relay(self.node.federation.peer(node), Call.RESERVE_BUNDLES,
                                  [pg["id"], items], None, 0,
                                  lambda ok, value, n=node, p=pg["id"]: self._vote(
                                      p, n, bool(ok and value)))
