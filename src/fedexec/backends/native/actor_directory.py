@@ -30,6 +30,7 @@ from ...exceptions import ClusterUnreachableError
 from .directory import ActorDirectory, DirEntry
 from .membership import Membership
 from .protocol import Call, Op, encode_error
+from .records import _DEFER
 
 __all__ = ["ActorLocator", "DirectoryNode", "Relaying", "tracked"]
 
@@ -149,8 +150,6 @@ class ActorLocator:
     def lookup_at_head(self, conn: Any, name: str, namespace: str) -> Any:
         """GET_ACTOR for a name this node does not hold: the head answers (the
         client's REPLY is the head's)."""
-        from .node import _DEFER
-
         node = self.node
         if node.is_head:
             entry = self.directory.lookup(name, namespace)
@@ -190,8 +189,6 @@ class ActorLocator:
     def call_locate_actor(self, conn: Any, actor_id: str) -> Any:
         """LOCATE_ACTOR (head): the node the actor lives on, or None (unknown or dead);
         for one restarting, the answer waits for its new registration."""
-        from .node import _DEFER
-
         node = self.node
         cid, req = conn.id, node._request_id
         answered: list[Any] = []

@@ -87,6 +87,7 @@ from .protocol import (
     client_handshake,
     pack_frame,
 )
+from .records import _DEFER, _Conn, _Obj, _Task
 
 if TYPE_CHECKING:
     import selectors
@@ -94,7 +95,6 @@ if TYPE_CHECKING:
     from .._scheduling import ResourcePool
     from .actor_directory import ActorLocator
     from .core.scheduler import LocalScheduler
-    from .node import _Conn, _Obj, _Task
     from .pending_actors import PendingActorsHost
     from .store import StoreManager
 
@@ -333,8 +333,6 @@ class Federation:
         return sock
 
     def _adopt_link(self, sock: socket.socket, peer: _Peer) -> _Conn:
-        from .node import _Conn
-
         sock.setblocking(False)
         conn = _Conn(self.node._next_conn, sock, None)
         self.node._next_conn += 1
@@ -457,8 +455,6 @@ class Federation:
         dial each other at once would otherwise each wait on the other's handshake
         (and miss heartbeats meanwhile). ``_read`` runs the handshake; ``_dialed``
         then says HELLO and sends what waited in ``peer.out``."""
-        from .node import _Conn
-
         host, _, port = peer.address.rpartition(":")
         try:
             family, kind, proto, _, addr = socket.getaddrinfo(
@@ -829,8 +825,6 @@ class Federation:
     # ---------------------------------------------------------------- objects
     def adopt(self, peer: _Peer, ids: list[str]) -> None:
         """Make proxies for ids ``peer`` told us of that we do not know."""
-        from .node import _Obj
-
         new = [oid for oid in ids if oid not in self.node.objects]
         if not new:
             return
@@ -1337,8 +1331,6 @@ class Federation:
         the peer links; reply ``{node_id: [ok, value or error message]}`` for every
         node of the table: a dead node says so, one that does not answer within
         ``timeout`` seconds is reported unreachable."""
-        from .node import _DEFER
-
         if call not in _GATHERABLE:
             raise ValueError(f"GATHER takes STATS, LIST or AUTOSCALER_REPORT, not call {call}")
         here = self.node.call_table[call](conn, *args)  # a bad argument fails here, once

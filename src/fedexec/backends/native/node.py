@@ -84,7 +84,7 @@ from .core.events import (
     WorkerReady,
     WorkerUnblocked,
 )
-from .core.scheduler import LocalScheduler, TaskEntry, WorkerSlot
+from .core.scheduler import LocalScheduler
 from .events import EventStream
 from .federation import Federation, _Peer
 from .memory_monitor import (
@@ -103,15 +103,15 @@ from .protocol import (
     NODE_ONLY_CALLS,
     ROLES,
     Call,
-    ClientHandshake,
     ErrorKind,
-    FrameReader,
     Kind,
     Op,
     ServerHandshake,
     encode_error,
     pack_frame,
 )
+from .records import _DEFER, _Actor, _Conn, _Obj, _Task, _Worker
+from .reports import NodeReports
 from .store import StoreManager, default_pool_capacity
 
 __all__ = ["NodeManager", "main"]
@@ -120,180 +120,13 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
-_DEFER = object()  # a REQUEST handler's "the reply comes later"
 _MAX_EARLY = 100_000  # DIRECT_DONE results kept for calls not registered yet
 _TAKE_WAIT = 5.0  # s a CANCEL_QUEUED waits for starting workers to take their tasks
-
-
-class _Conn:
-    __slots__ = (
-        "auth",
-        "creating",
-        "declared",
-        "dialing",
-        "forbidden",
-        "held",
-        "id",
-        "out",
-        "peer",
-        "pid",
-        "reader",
-        "remote",
-        "role",
-        "sock",
-        "watching_write",
-        "wbuf",
-        "welcome_due",
-        "woff",
-        "worker",
-    )
-
-    def __init__(self, cid: int, sock: socket.socket,
-                 auth: ServerHandshake | ClientHandshake | None):
-        self.id = cid
-        self.sock = sock
-        self.auth: ServerHandshake | ClientHandshake | None = auth
-        self.reader = FrameReader()
-        self.out: list[Any] = []
-        self.wbuf = bytearray()
-        self.woff = 0  # bytes of wbuf already sent (compacted now and then, not per send)
-        self.role = "?"
-        self.declared = ""  # the role its HELLO exchange declared
-        self.forbidden: frozenset[int] = frozenset(Op)  # the ops that role may not send
-        self.pid = 0
-        self.worker: _Worker | None = None
-        self.held: set[str] = set()
-        self.creating: set[str] = set()
-        self.watching_write = False
-        self.peer: _Peer | None = None  # set on a link to another node
-        self.dialing: _Peer | None = None  # a link we are opening, until authenticated
-        self.welcome_due = False  # a link to the head we dialed: its WELCOME comes next
-        self.remote = False  # a driver on another machine: it gets bytes, not paths
-
-
-class _Obj:
-    __slots__ = ("contained", "holders", "home", "id", "kind", "owner", "payload", "pins",
-                 "ready", "size", "subscribers", "task", "waiters")
-
-    def __init__(self, obj_id: str, owner: int | None):
-        self.id = obj_id
-        self.ready = False
-        self.kind = 0
-        self.payload: list[Any] = []
-        self.holders: set[int] = set()
-        self.pins = 0
-        self.subscribers: set[int] = set()
-        self.waiters: list[Any] = []  # tasks / actors waiting for it
-        self.contained: list[str] = []
-        self.owner = owner
-        self.size = 0
-        self.task: str | None = None
-        self.home: int | None = None  # the peer we hold it from (a proxy, a remote result)
-
-    def message(self) -> list[Any]:
-        return [Op.OBJECT, self.id, self.kind, *self.payload]
-
-
-class _Task(TaskEntry):
-    """A task on this node. It is the core's record too (``TaskSubmitted.entry``):
-    while the core holds it (QUEUED, ASSIGNED, REVOKING) the core writes ``state``,
-    ``worker`` (a worker id) and ``retries_left``; otherwise this shell does."""
-
-    __slots__ = ("actor_id", "children", "contained", "deps", "live", "missing", "node",
-                 "owner", "parent", "payload", "return_ids", "started", "strategy",
-                 "submitted")
-
-    def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
-                 max_retries: int, deps: list[str], contained: list[str], payload: Any,
-                 owner: int, actor_id: str | None = None):
-        self.id = task_id
-        self.return_ids = return_ids
-        self.name = name
-        self.demand = demand
-        self.retries_left = max_retries
-        self.deps = deps
-        self.contained = contained
-        self.payload = payload
-        self.owner = owner
-        self.actor_id = actor_id
-        self.state = "WAITING"
-        self.worker = None
-        self.missing = 0
-        self.parent: str | None = None
-        self.children: list[str] = []
-        self.strategy: Any = None      # None | "SPREAD" | "LOCAL" | ["NODE", id, soft]
-        self.node: int | None = None   # the peer it was forwarded to
-        self.live = 0                  # lineage: its results still held elsewhere
-        self.started = 0.0             # when it last started on a worker (monotonic)
-        self.submitted = time.monotonic()  # when this node got it
-
-
-class _Worker:
-    __slots__ = ("conn", "id", "log_buf", "log_fd", "pid", "slot")
-
-    def __init__(self, worker_id: str, pid: int, log_fd: int, slot: WorkerSlot):
-        self.id = worker_id
-        self.pid = pid
-        self.conn: _Conn | None = None
-        self.log_fd = log_fd
-        self.log_buf = b""
-        self.slot = slot  # the core's view (state, lease, pipeline): read only here
-
-
-class _Actor:
-    __slots__ = ("address", "contained", "death", "demand_create", "demand_life", "deps",
-                 "direct", "direct_owners", "id", "inflight", "kill_requested", "missing",
-                 "name", "namespace", "owner", "payload", "queue", "restarts_used", "spec",
-                 "started", "state", "worker")
-
-    def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
-                 contained: list[str], owner: int):
-        self.id = actor_id
-        self.spec = spec
-        self.name = spec.get("name")
-        self.namespace = spec.get("namespace") or "default"
-        self.payload = payload
-        self.deps = deps
-        self.contained = contained
-        self.owner = owner
-        self.demand_create = spec["demand_create"]
-        self.demand_life = spec["demand_life"]
-        self.state = "PENDING"
-        self.worker: _Worker | None = None
-        self.queue: collections.deque[_Task] = collections.deque()
-        self.inflight: dict[str, _Task] = {}
-        self.restarts_used = 0
-        self.death = ""
-        self.kill_requested = False
-        self.missing = 0
-        self.started = 0.0  # when its current worker was given it (monotonic)
-        # Direct calls (see direct.py): where its worker takes them ([worker id, path]),
-        # the unfinished ones (task id -> caller conn) and how many each caller has.
-        self.address: list[str] | None = None
-        self.direct: dict[str, int] = {}
-        self.direct_owners: collections.Counter[int] = collections.Counter()
-
-    def direct_reset(self) -> None:
-        """Its worker is gone: no direct calls to it any more (its socket goes)."""
-        if self.address is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.address[1])
-        self.address = None
-        self.direct.clear()
-        self.direct_owners.clear()
 
 
 _LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-
-def _host_usage() -> dict[str, float]:
-    """This machine's CPU use (% since the last call) and memory, for STATS."""
-    import psutil
-
-    mem = psutil.virtual_memory()
-    return {"cpu_percent": float(psutil.cpu_percent(interval=None)),
-            "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
 
 
 class NodeManager(EventStream, HeadPersistence):
@@ -361,6 +194,7 @@ class NodeManager(EventStream, HeadPersistence):
         self.locator = ActorLocator(self)  # named actors and where actors live (head)
         self.pending = PendingActorsHost(self)  # actors waiting for a node to host them
         self.placement = PlacementGroups(self)  # placement groups asked of / held on it
+        self.reports = NodeReports(self)  # STATS, LIST, DESCRIBE...: read-only answers
         self._init_events()
         self._init_persistence()
         # REQUEST handlers by call: the node's own (``_calls``), bound here, and its
@@ -371,6 +205,7 @@ class NodeManager(EventStream, HeadPersistence):
         self.call_table.update(self.pending.calls())
         self.call_table.update(self.placement.calls())
         self.call_table.update(self.federation.calls())
+        self.call_table.update(self.reports.calls())
         # Message handlers by op, the same way (``_handlers``, then the federation's).
         self.op_table: dict[int, Callable[[Any, list[Any]], None]] = {
             op: types.MethodType(fn, self) for op, fn in self._handlers.items()}
@@ -1343,11 +1178,6 @@ class NodeManager(EventStream, HeadPersistence):
         obj = self.objects[oid]
         return self._deliverable(obj)[1:]
 
-    def _worker_pid(self, task: _Task) -> int | None:
-        """The pid of the worker ``task`` was given to (None: none)."""
-        worker = self.workers.get(task.worker or "")  # (the core's worker id; None: none)
-        return worker.pid if worker is not None else None
-
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None:
         task = self.tasks.get(task_id)
         if task is None:
@@ -1701,20 +1531,6 @@ class NodeManager(EventStream, HeadPersistence):
         self._dirty = True
 
     # ----------------------------------------------------------------- calls
-    def _call_cluster_resources(self, conn: _Conn) -> dict[str, float]:
-        if len(self.members.nodes) < 2:
-            return dict(self.pool.total)
-        return self.members.totals()
-
-    def _call_available(self, conn: _Conn) -> dict[str, float]:
-        if len(self.members.nodes) < 2:
-            return self.pool.available()
-        self.federation.refresh_own()
-        return self.members.availability()
-
-    def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
-        return self.federation.cluster_nodes()
-
     def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
         found = self.named.get((namespace, name), "")
         remote = self.remote_actors.get(found)
@@ -1767,33 +1583,6 @@ class NodeManager(EventStream, HeadPersistence):
             self._actor_lost(actor, "it was killed")
         elif no_restart:
             self._actor_dead(actor, "it was killed")
-        return True
-
-    def _call_stats(self, conn: _Conn) -> dict[str, Any]:
-        """This node's counters (``tasks`` includes ``forwarded``: tasks it owns that
-        run on another node, which that node counts too)."""
-        return {
-            "node_id": self.node_id,
-            "objects": len(self.objects),
-            "tasks": len(self.tasks),
-            "forwarded": sum(1 for t in self.tasks.values() if t.state == "FORWARDED"),
-            "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
-            "workers": {w.id: [w.pid, w.slot.state] for w in self.workers.values()},
-            "store": self.store.stats(),
-            "queued": self.core.queued(),
-            "queued_shapes": [[d, n] for d, n in self.core.queued_shapes()],
-            "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
-                               for pg in self.placement.pgs.values() if pg["nodes"] is None],
-            "pending_actors": self.pending.table.rows(),
-            "autoscaler": self.pending.autoscaler_stats(),
-            "transfers": dict(self.federation.transfers),
-            "lineage": len(self.federation.lineage),
-            "host": _host_usage(),
-        }
-
-    def _call_metrics(self, conn: _Conn, rows: list[dict[str, Any]]) -> bool:
-        """METRICS: add a process's user-metric deltas into this node's table."""
-        self.metrics.merge(rows)
         return True
 
     def _call_shutdown(self, conn: _Conn) -> bool:
@@ -1895,79 +1684,6 @@ class NodeManager(EventStream, HeadPersistence):
         if waiting["left"] == 0:
             self._send(waiting["conn"], [Op.REPLY, waiting["req"], True, waiting["ok"]])
 
-    def _call_describe(self, conn: _Conn, task_ids: list[str]) -> list[str]:
-        """A line per task saying what it waits for (for a long-blocked get)."""
-        out = []
-        for task_id in task_ids:
-            task = self.tasks.get(task_id)
-            if task is None:
-                out.append(f"task {task_id}: finished (its result is on its way)")
-                continue
-            head = f"task {task.name!r} ({task_id})"
-            if task.state == "WAITING":
-                missing = [d for d in task.deps if not self.objects[d].ready]
-                out.append(f"{head}: waiting for {len(missing)} argument(s) "
-                           f"{missing[:5]} to be computed")
-            elif task.state == "FORWARDED":
-                peer = None if task.node is None else self.conns.get(task.node)
-                out.append(f"{head}: forwarded to node {getattr(peer, 'node_id', '?')}")
-            elif task.state == "QUEUED":
-                out.append(f"{head}: queued for resources {task.demand}; available now "
-                           f"{self.pool.available()} of {self.pool.total}")
-            elif task.actor_id is not None:
-                actor = self.actors.get(task.actor_id)
-                pid = actor.worker.pid if actor and actor.worker else None
-                where = "running" if task.state == "ASSIGNED" else "queued"
-                out.append(f"{head}: {where} on actor {task.actor_id} (pid {pid}, state "
-                           f"{actor.state if actor else '?'})")
-            elif task.id in self.core.tasks and task.worker is not None:
-                pos = self.core.position(task.id)
-                where = "running" if pos == 0 else f"queued behind {pos} task(s)"
-                out.append(f"{head}: {where} on worker pid {self._worker_pid(task)}")
-            else:
-                out.append(f"{head}: {task.state.lower()}")
-        return out
-
-    def _call_list(self, conn: _Conn, kind: str) -> list[dict[str, Any]]:
-        """This node's rows for ``fedexec list nodes|tasks|actors|objects`` (the
-        cluster's: GATHER, see ``state.list_state``)."""
-        if kind == "nodes":
-            return self._call_nodes(conn)
-        if kind in ("task_counts", "node_events"):
-            return self._head_rows(kind)
-        if kind == "tasks":
-            return self._head_rows(kind) + [{"task_id": t.id, "name": t.name, "state": t.state,
-                     "job_id": self._job_of(t.payload) if not t.actor_id else
-                     self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
-                     if t.actor_id in self.actors else "",
-                     "actor_id": t.actor_id or "",
-                     "worker_pid": self._worker_pid(t)}
-                    for t in self.tasks.values()]
-        if kind == "actors":
-            return self._head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
-                     "job_id": self._job_of([a.spec.get("runtime_env")]),
-                     "namespace": a.namespace, "state": a.state,
-                     "pid": a.worker.pid if a.worker is not None else None,
-                     "restarts": a.restarts_used}
-                    for a in self.actors.values()] + self.pending.list_rows()
-        if kind == "objects":
-            where: dict[int, str] = {Kind.INLINE: "inline", Kind.SHM: "shared memory",
-                                     Kind.ERROR: "error", Kind.FAILED: "failed"}
-            return [{"object_id": o.id, "ready": o.ready,
-                     "where": "pending" if not o.ready else f"node {o.payload[0]}"
-                     if o.kind == Kind.REMOTE else where.get(o.kind, "?"),
-                     "size": o.size, "holders": len(o.holders), "pins": o.pins}
-                    for o in self.objects.values()]
-        if kind == "placement_groups":
-            return self._head_rows(kind) + self.placement.rows()
-        if kind == "metrics":
-            return self.metrics.rows() + [h.row() for h in self.latency] + [
-                {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
-                 "description": "tasks that ran to an end on a worker, by outcome",
-                 "updated": 0.0, "value": float(n)} for k, n in self.ran.items()]
-        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
-                         "placement_groups, metrics, task_counts or node_events")
-
     def _job_of(self, payload: Any) -> str:
         """The job a task's payload (its last item: the runtime_env) belongs to: the
         one it names, else the node's own (an embedded runtime's driver)."""
@@ -1975,29 +1691,14 @@ class NodeManager(EventStream, HeadPersistence):
         job = env.get("job_id") if isinstance(env, dict) else None
         return str(job or self.config.get("job_id", ""))
 
-    def _call_info(self, conn: _Conn) -> dict[str, Any]:
-        # No job id here: a driver's is its own (cluster.driver_job_id), one per
-        # process and cluster, and travels with its work in the runtime_env.
-        return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
-                "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
-                "started": self.started, "head_id": self.head_id}
-
     _calls: dict[int, Any] = {
-        Call.CLUSTER_RESOURCES: _call_cluster_resources,
-        Call.AVAILABLE_RESOURCES: _call_available,
-        Call.NODES: _call_nodes,
         Call.GET_ACTOR: _call_get_actor,
         Call.KILL_ACTOR: _call_kill_actor,
-        Call.STATS: _call_stats,
         Call.SHUTDOWN: _call_shutdown,
         Call.CREATE_ACTOR: _call_create_actor,
-        Call.NODE_INFO: _call_info,
         Call.CANCEL_PENDING: _call_cancel_pending,
         Call.ACTOR_ADDRESS: _call_actor_address,
         Call.CANCEL_QUEUED: _call_cancel_queued,
-        Call.DESCRIBE: _call_describe,
-        Call.LIST: _call_list,
-        Call.METRICS: _call_metrics,
     }
 
     # -------------------------------------------------------------- shutdown
@@ -2097,9 +1798,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Run the package's copy of this module, not ``__main__``: federation.py and
-    # placement_groups.py import classes and markers from ``.node``, which must be
-    # the very objects the manager uses.
+    # Run the package's copy of this module, not ``__main__``: one copy of its
+    # classes and markers, whatever imports ``.node``.
     from fedexec.backends.native import node as _node
 
     _node.main()

@@ -38,6 +38,7 @@ from .core.scheduler import ActorEntry
 from .membership import Membership
 from .pending_actors import PendingActorsHost
 from .protocol import Call, ErrorKind, Op, encode_error
+from .records import _DEFER
 
 __all__ = ["PlacementGroups", "PlacementNode", "bundle_demand", "pg_row", "plan_bundles"]
 
@@ -249,9 +250,7 @@ class PlacementGroups:
 
     # ------------------------------------------------------------- origin
     def call_placement_group(self, conn: Any, pg_id: str, bundles: list[dict[str, float]],
-                              strategy: str, name: str | None) -> Any:
-        from .node import _DEFER
-
+                             strategy: str, name: str | None) -> Any:
         # A client's request is checked here, at the boundary: a group kept with bad
         # bundles would fail again on every tick (ValueError/TypeError reply instead).
         bundles = validate_bundles(bundles, strategy)
