@@ -171,10 +171,11 @@ def test_a_node_only_control_call_from_a_driver_gets_a_typed_error_reply(ex):
 def test_every_op_the_node_manager_handles_is_allowed_to_some_role():
     from fedexec.backends.native.federation import Federation
     from fedexec.backends.native.node import NodeManager
+    from fedexec.backends.native.transfers import Transfers
 
     allowed = set().union(*protocol.ROLES.values())
-    handled = set(NodeManager._handlers) | set(Federation.OPS)
-    assert Op.FETCH in handled and Op.SUBMIT in handled
+    handled = set(NodeManager._handlers) | set(Federation.OPS) | set(Transfers.OPS)
+    assert {Op.FETCH, Op.HEARTBEAT, Op.SUBMIT} <= handled
     assert handled <= allowed, handled - allowed
 
 

@@ -62,7 +62,6 @@ The head never dials: nodes (re)join it themselves.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import os
@@ -87,7 +86,8 @@ from .protocol import (
     client_handshake,
     pack_frame,
 )
-from .records import _DEFER, _Conn, _Obj, _Task
+from .records import _DEFER, _Conn, _Obj, _Peer, _Task
+from .transfers import Transfers
 
 if TYPE_CHECKING:
     import selectors
@@ -100,36 +100,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Federation", "FederationNode"]
 
-_CHUNK = 4 << 20            # bytes per CHUNK message
-_SERVE_PER_TURN = 32 << 20  # bytes of pulls served per loop turn (others wait their turn)
-_LINK_BACKLOG = 64 << 20    # stop serving a peer while this much is unsent to it
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
 _GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node
 _DIAL_TIMEOUT = 2.0         # seconds a link to a peer may take to open and authenticate
 _GATHERABLE = (Call.STATS, Call.LIST, Call.AUTOSCALER_REPORT)
-
-
-class _Peer:
-    """Another node, as a logical client of this one (see the module docstring)."""
-
-    __slots__ = ("address", "creating", "dial", "dial_at", "down", "held", "id", "link",
-                 "node_id", "out", "pid", "role", "sent", "worker")
-
-    def __init__(self, vcid: int, node_id: str, address: str):
-        self.id = vcid
-        self.node_id = node_id
-        self.address = address
-        self.link: _Conn | None = None
-        self.out: list[Any] = []
-        self.held: set[str] = set()
-        self.creating: set[str] = set()
-        self.role = "node"
-        self.worker = None
-        self.pid = 0
-        self.sent = 0.0     # CPUs forwarded there (tasks, actors) since its last report
-        self.down = 0.0     # when a connection attempt last failed
-        self.dial: _Conn | None = None  # the link being opened (handshake in flight)
-        self.dial_at = 0.0
 
 
 class _Gather:
@@ -143,26 +117,6 @@ class _Gather:
         self.results: dict[str, list[Any]] = {}
         self.waiting: dict[int, str] = {}  # relay id -> node id
         self.done = False
-
-
-class _Incoming:
-    """An object being pulled here: a temporary file filled chunk by chunk."""
-
-    __slots__ = ("fd", "got", "path", "source", "tmp", "total")
-
-    def __init__(self, fd: int, path: str, tmp: str, total: int, source: str):
-        self.fd, self.path, self.tmp, self.total, self.source = fd, path, tmp, total, source
-        self.got = 0
-
-
-class _Fetch:
-    """A local client waiting for an object's bytes (FETCH)."""
-
-    __slots__ = ("cid", "missing")
-
-    def __init__(self, cid: int):
-        self.cid = cid
-        self.missing = 1
 
 
 def _unsent_calls(peer: _Peer) -> set[str]:
@@ -275,9 +229,6 @@ class Federation:
         self.is_head = self.head_address is None
         self.head_id: str | None = self.node.node_id if self.is_head else None
         self.peers: dict[str, _Peer] = {}
-        self.pulls: dict[str, list[Any]] = {}
-        self.incoming: dict[str, _Incoming] = {}
-        self.serving: collections.deque[list[Any]] = collections.deque()
         self.relays: dict[int, tuple[int | None, int, str, Any]] = {}
         self._next_relay = 1
         self.lineage: dict[str, _Task] = {}
@@ -294,6 +245,7 @@ class Federation:
         self._head_lost_logged = 0.0
         self.transfers = {"pulls": 0, "pulled_bytes": 0, "served": 0, "served_bytes": 0,
                           "forwarded_tasks": 0}
+        self.transfer = Transfers(node, self)  # objects' bytes between nodes
 
     def start(self) -> None:
         """Enter our own row; join the head if we are not it."""
@@ -732,8 +684,8 @@ class Federation:
         lineage, wait for a retried task, ask their home again (the node we hold a
         proxy from rebuilds them), or fail them."""
         rebuild: dict[str, _Task] = {}
-        for inc in [i for i in self.incoming.values() if i.source == node_id]:
-            self._abort_incoming(inc)
+        for inc in [i for i in self.transfer.incoming.values() if i.source == node_id]:
+            self.transfer._abort_incoming(inc)
         for obj in list(self.node.objects.values()):
             remote_there = obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == node_id
             held_there = vcid is not None and obj.home == vcid
@@ -756,7 +708,7 @@ class Federation:
                 self._unready(obj)
                 self.node._send(obj.home, [Op.SUBSCRIBE, [obj.id], node_id])
                 continue
-            self._lose(obj, ErrorKind.OBJECT_LOST,
+            self.lose(obj, ErrorKind.OBJECT_LOST,
                        f"object {obj.id} was lost with node {node_id} ({why}), and it "
                        "cannot be rebuilt (it was put, or its task's retries are exhausted)")
         for task in rebuild.values():
@@ -768,7 +720,7 @@ class Federation:
         for oid in obj.contained:
             self.node._unpin(oid)
         obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
-        for then in self.pulls.pop(obj.id, []):
+        for then in self.transfer.pulls.pop(obj.id, []):
             then()
 
     def lost_there(self, obj: _Obj, lost: str | None) -> bool:
@@ -779,7 +731,7 @@ class Federation:
         return obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == lost and \
             self.members.is_alive(lost)
 
-    def _lose(self, obj: _Obj, kind: ErrorKind, message: str) -> None:
+    def lose(self, obj: _Obj, kind: ErrorKind, message: str) -> None:
         if not obj.ready:
             self.node._set_object(obj, [obj.id, Kind.FAILED, kind, message])
         else:
@@ -792,7 +744,7 @@ class Federation:
                 self.node._send(cid, obj.message())
             obj.subscribers.clear()
         self.lineage_release(obj)
-        for then in self.pulls.pop(obj.id, []):
+        for then in self.transfer.pulls.pop(obj.id, []):
             then()
         self.node._maybe_free(obj)
 
@@ -888,173 +840,6 @@ class Federation:
         if obj.kind == Kind.SHM and isinstance(self.node.conns.get(cid), _Peer):
             return [Op.OBJECT, obj.id, Kind.REMOTE, self.node.node_id, obj.size, obj.contained]
         return msg
-
-    def _on_fetch(self, conn: Any, msg: list[Any]) -> None:
-        """A local client wants objects' bytes here (pulled or restored if needed)."""
-        for oid in msg[1]:
-            obj = self.node.objects.get(oid)
-            if obj is None:
-                obj = self.node._lost(oid)
-            self._fetch_ready(conn.id, obj)
-
-    def _fetch_ready(self, cid: int, obj: _Obj) -> None:
-        if not obj.ready:  # it was lost while being pulled, and is being made again
-            obj.waiters.append((_Fetch(cid), lambda f, o=obj: self._fetch_ready(f.cid, o)))
-            return
-        if obj.kind == Kind.REMOTE:
-            self.localize(obj, lambda: self._fetch_ready(cid, obj))
-            return
-        msg = self.node._deliverable(obj)
-        conn = self.node.conns.get(cid)
-        if msg[2] == Kind.SHM and getattr(conn, "remote", False):
-            msg = self._inline_message(obj, msg)
-        self.node._send(cid, msg)
-
-    def _inline_message(self, obj: _Obj, msg: list[Any]) -> list[Any]:
-        """An SHM object's bytes as an INLINE message, for a driver on another machine
-        (the file is read, never unpickled)."""
-        from .store import read_object
-
-        try:
-            data, buffers = read_object(msg[3])
-            return [Op.OBJECT, obj.id, Kind.INLINE, bytes(data), [bytes(b) for b in buffers],
-                    list(obj.contained)]
-        except Exception as exc:
-            return [Op.OBJECT, obj.id, Kind.FAILED, ErrorKind.OBJECT_LOST,
-                    f"cannot read object {obj.id}: {exc}"]
-
-    # ------------------------------------------------------------------ pulls
-    def localize(self, obj: _Obj, then: Any) -> None:
-        """Pull ``obj``'s bytes here (once, however many ask); then ``then()``."""
-        waiting = self.pulls.get(obj.id)
-        if waiting is not None:
-            waiting.append(then)
-            return
-        node_id = obj.payload[0]
-        if not self.members.is_alive(node_id):
-            self.pulls[obj.id] = [then]
-            self._lose(obj, ErrorKind.OBJECT_LOST,
-                       f"object {obj.id} was on node {node_id}, which is dead")
-            return
-        self.pulls[obj.id] = [then]
-        self.transfers["pulls"] += 1
-        peer = self.peer(node_id)
-        self.node._send(peer.id, [Op.PULL, obj.id])
-
-    def _on_pull(self, conn: Any, msg: list[Any]) -> None:
-        """A peer wants an object's bytes: queue it to be served in chunks."""
-        oid = msg[1]
-        obj = self.node.objects.get(oid)
-        if obj is None or not obj.ready or obj.kind != Kind.SHM:
-            where = "freed" if obj is None else "not held in this node's store"
-            self.node._send(conn.id, [Op.CHUNK, oid, -1, 0, f"object {oid} is {where}", []])
-            return
-        try:
-            path = self.node.store.ensure_local(oid)
-            self.node.store.pin(oid)
-        except Exception as exc:
-            self.node._send(conn.id, [Op.CHUNK, oid, -1, 0, str(exc), []])
-            return
-        self.node._pin(oid)
-        size = os.path.getsize(path)
-        self.transfers["served"] += 1
-        self.transfers["served_bytes"] += size
-        self.serving.append([conn.id, oid, path, 0, size, list(obj.contained)])
-
-    def serve_pulls(self) -> None:
-        """Send up to ``_SERVE_PER_TURN`` bytes of pulled objects (round robin)."""
-        budget = _SERVE_PER_TURN
-        rounds = len(self.serving)
-        while self.serving and budget > 0 and rounds > 0:
-            rounds -= 1
-            job = self.serving.popleft()
-            cid, oid, path, offset, total, contained = job
-            peer = self.node.conns.get(cid)
-            link = peer.link if isinstance(peer, _Peer) else None
-            if peer is None:
-                self._served(oid)
-                continue
-            if link is not None and len(link.wbuf) - link.woff > _LINK_BACKLOG:
-                self.serving.append(job)
-                continue
-            try:
-                with open(path, "rb") as f:
-                    n = min(_CHUNK, total - offset, budget) if total else 0
-                    data = os.pread(f.fileno(), n, offset) if n else b""
-            except OSError as exc:
-                self.node._send(cid, [Op.CHUNK, oid, -1, 0, f"cannot read object {oid}: {exc}", []])
-                self._served(oid)
-                continue
-            self.node._send(cid, [Op.CHUNK, oid, offset, total, data, contained])
-            budget -= max(1, len(data))
-            job[3] = offset + len(data)
-            if job[3] >= total or not data:
-                self._served(oid)
-            else:
-                self.serving.append(job)
-
-    def _served(self, oid: str) -> None:
-        with contextlib.suppress(Exception):
-            self.node.store.unpin(oid)
-        self.node._unpin(oid)
-
-    def _on_chunk(self, conn: Any, msg: list[Any]) -> None:
-        _, oid, offset, total, data, _contained = msg
-        obj = self.node.objects.get(oid)
-        inc = self.incoming.get(oid)
-        if offset < 0:
-            if inc is not None:
-                self._abort_incoming(inc)
-            if obj is not None and obj.kind == Kind.REMOTE:
-                self._lose(obj, ErrorKind.OBJECT_LOST, f"pulling object {oid} failed: {data}")
-            return
-        if obj is None or obj.kind != Kind.REMOTE:
-            if inc is not None:
-                self._abort_incoming(inc)
-            return
-        if inc is None:
-            try:
-                path, staging = self.node.store.reserve_segment(oid, total)
-            except Exception as exc:
-                kind = ErrorKind.STORE_FULL if "full" in str(exc).lower() else \
-                    ErrorKind.OBJECT_LOST
-                self._lose(obj, kind, f"cannot store pulled object {oid} here: {exc}")
-                return
-            tmp = staging or f"{path}.pull"  # a freed file to reuse, or a new one
-            new = 0 if staging else os.O_CREAT | os.O_TRUNC
-            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | new, 0o600)
-            os.ftruncate(fd, total)
-            inc = self.incoming[oid] = _Incoming(fd, path, tmp, total,
-                                                  getattr(conn, "node_id", ""))
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(inc.fd, view[done:], offset + done)
-        inc.got += len(data)
-        if inc.got < inc.total:
-            return
-        del self.incoming[oid]
-        self.transfers["pulled_bytes"] += inc.total
-        os.close(inc.fd)
-        os.rename(inc.tmp, inc.path)
-        self.node.store.seal(oid)
-        obj.kind = Kind.SHM
-        obj.payload = [inc.path, inc.total, obj.payload[2] if len(obj.payload) > 2 else []]
-        self.lineage_release(obj)
-        for then in self.pulls.pop(oid, []):
-            then()
-        self.node._maybe_free(obj)
-
-    def _abort_incoming(self, inc: _Incoming) -> None:
-        oid = next((k for k, v in self.incoming.items() if v is inc), None)
-        if oid is not None:
-            del self.incoming[oid]
-            with contextlib.suppress(Exception):
-                self.node.store.abort(oid)
-        with contextlib.suppress(OSError):
-            os.close(inc.fd)
-        with contextlib.suppress(OSError):
-            os.unlink(inc.tmp)
 
     # -------------------------------------------------------------- placement
     def place(self, task: _Task) -> _Peer | None:
@@ -1397,9 +1182,6 @@ class Federation:
 
     #: The ops it handles (from other nodes), dispatched by the node's ``op_table``.
     OPS: dict[int, Callable[[Federation, Any, list[Any]], None]] = {
-        Op.FETCH: _on_fetch,
-        Op.PULL: _on_pull,
-        Op.CHUNK: _on_chunk,
         Op.HEARTBEAT: _on_heartbeat,
         Op.VIEW: _on_view,
         Op.NODE_DEAD: _on_node_dead,
@@ -1411,7 +1193,8 @@ class Federation:
 
     def handlers(self) -> dict[int, Callable[[Any, list[Any]], None]]:
         """Its message handlers, by op, bound (the node's dispatch table takes them)."""
-        return {op: types.MethodType(fn, self) for op, fn in self.OPS.items()}
+        return {**{op: types.MethodType(fn, self) for op, fn in self.OPS.items()},
+                **self.transfer.handlers()}
 
     def calls(self) -> dict[int, Callable[..., Any]]:
         """Its REQUEST handlers, by call."""

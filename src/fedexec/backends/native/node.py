@@ -86,7 +86,7 @@ from .core.events import (
 )
 from .core.scheduler import LocalScheduler
 from .events import EventStream
-from .federation import Federation, _Peer
+from .federation import Federation
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
     DEFAULT_THRESHOLD,
@@ -110,7 +110,7 @@ from .protocol import (
     encode_error,
     pack_frame,
 )
-from .records import _DEFER, _Actor, _Conn, _Obj, _Task, _Worker
+from .records import _DEFER, _Actor, _Conn, _Obj, _Peer, _Task, _Worker
 from .reports import NodeReports
 from .store import StoreManager, default_pool_capacity
 
@@ -259,7 +259,7 @@ class NodeManager(EventStream, HeadPersistence):
         last_check = time.monotonic()
         try:
             while not self.stopping:
-                for key, mask in self.sel.select(0.0 if self.federation.serving else
+                for key, mask in self.sel.select(0.0 if self.federation.transfer.serving else
                                                  min(1.0, self.interval, self._memory_wait)):
                     data = key.data
                     if data == "listen":
@@ -281,8 +281,8 @@ class NodeManager(EventStream, HeadPersistence):
                 self._check_memory(now)
                 if self.placement.pgs:
                     self.placement.retry(now)
-                if self.federation.serving:
-                    self.federation.serve_pulls()
+                if self.federation.transfer.serving:
+                    self.federation.transfer.serve_pulls()
                 self._flush()
                 if now - last_check > 1.0:
                     last_check = now
@@ -618,7 +618,7 @@ class NodeManager(EventStream, HeadPersistence):
         item.missing = missing
         if remote:
             for obj in remote:
-                self.federation.localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
+                self.federation.transfer.localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
         elif missing == 0:
             ready(item)
 
@@ -1010,7 +1010,7 @@ class NodeManager(EventStream, HeadPersistence):
             return
         if self.objects.get(obj.id) is not obj:
             return  # freed already (re-entered while completing it)
-        if obj.id in self.federation.pulls or obj.id in self.federation.incoming:
+        if obj.id in self.federation.transfer.pulls or obj.id in self.federation.transfer.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
         self._objects_freed += 1

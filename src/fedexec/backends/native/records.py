@@ -7,6 +7,7 @@ read and write them.
     _Obj     an object: PENDING|READY, where its value is, who holds and pins it
     _Task    a task on this node; also the core's ``TaskEntry`` while the core holds it
     _Worker  a worker process (its ``slot`` is the core's view of it)
+    _Peer    another node, as a logical client of this one (see ``federation.py``)
     _Actor   an actor: PENDING -> ALIVE -> (RESTARTING -> ALIVE)* -> DEAD
 
 and ``_DEFER``, what a REQUEST handler returns when its reply comes later.
@@ -19,15 +20,12 @@ import contextlib
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .core.scheduler import TaskEntry, WorkerSlot
 from .protocol import ClientHandshake, FrameReader, Op, ServerHandshake
 
-if TYPE_CHECKING:
-    from .federation import _Peer
-
-__all__ = ["_DEFER", "_Actor", "_Conn", "_Obj", "_Task", "_Worker"]
+__all__ = ["_DEFER", "_Actor", "_Conn", "_Obj", "_Peer", "_Task", "_Worker"]
 
 _DEFER = object()  # a REQUEST handler's "the reply comes later"
 
@@ -188,3 +186,25 @@ class _Actor:
         self.address = None
         self.direct.clear()
         self.direct_owners.clear()
+
+class _Peer:
+    """Another node, as a logical client of this one (see the module docstring)."""
+
+    __slots__ = ("address", "creating", "dial", "dial_at", "down", "held", "id", "link",
+                 "node_id", "out", "pid", "role", "sent", "worker")
+
+    def __init__(self, vcid: int, node_id: str, address: str):
+        self.id = vcid
+        self.node_id = node_id
+        self.address = address
+        self.link: _Conn | None = None
+        self.out: list[Any] = []
+        self.held: set[str] = set()
+        self.creating: set[str] = set()
+        self.role = "node"
+        self.worker = None
+        self.pid = 0
+        self.sent = 0.0     # CPUs forwarded there (tasks, actors) since its last report
+        self.down = 0.0     # when a connection attempt last failed
+        self.dial: _Conn | None = None  # the link being opened (handshake in flight)
+        self.dial_at = 0.0
