@@ -90,14 +90,12 @@ from .federation import Federation
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
     DEFAULT_THRESHOLD,
-    Candidate,
-    Kill,
     MemoryMonitor,
-    worker_rss,
 )
 from .pending_actors import PendingActorsHost
 from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
+from .processes import WorkerProcesses
 from .protocol import (
     FORBIDDEN,
     NODE_ONLY_CALLS,
@@ -194,6 +192,7 @@ class NodeManager(EventStream, HeadPersistence):
         self.locator = ActorLocator(self)  # named actors and where actors live (head)
         self.pending = PendingActorsHost(self)  # actors waiting for a node to host them
         self.placement = PlacementGroups(self)  # placement groups asked of / held on it
+        self.processes = WorkerProcesses(self)  # forking, logs, reaping, the memory monitor
         self.reports = NodeReports(self)  # STATS, LIST, DESCRIBE...: read-only answers
         self._init_events()
         self._init_persistence()
@@ -260,14 +259,14 @@ class NodeManager(EventStream, HeadPersistence):
         try:
             while not self.stopping:
                 for key, mask in self.sel.select(0.0 if self.federation.transfer.serving else
-                                                 min(1.0, self.interval, self._memory_wait)):
+                                                 min(1.0, self.interval, self.processes.memory_wait)):
                     data = key.data
                     if data == "listen":
                         self._accept(key.fileobj)  # type: ignore[arg-type]
                     elif data == "wake":
                         self._drain_wake()
                     elif isinstance(data, _Worker):
-                        self._read_log(data)
+                        self.processes.read_log(data)
                     else:
                         if mask & _READ:
                             self._read(data)
@@ -278,7 +277,7 @@ class NodeManager(EventStream, HeadPersistence):
                 now = time.monotonic()
                 self.federation.tick(now)
                 self._tick_events(now)
-                self._check_memory(now)
+                self.processes.check_memory(now)
                 if self.placement.pgs:
                     self.placement.retry(now)
                 if self.federation.transfer.serving:
@@ -301,7 +300,7 @@ class NodeManager(EventStream, HeadPersistence):
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        self._reap()
+        self.processes.reap()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -1106,7 +1105,7 @@ class NodeManager(EventStream, HeadPersistence):
             self._executors[type(action)](action)
 
     def _do_spawn(self, a: SpawnWorker) -> None:
-        self._spawn_worker(a.worker_id)
+        self.processes.spawn(a.worker_id)
 
     def _do_dispatch(self, a: Dispatch) -> None:
         worker = self.workers[a.worker_id]
@@ -1141,7 +1140,7 @@ class NodeManager(EventStream, HeadPersistence):
     def _do_kill(self, a: KillWorker) -> None:
         worker = self.workers.get(a.worker_id)
         if worker is not None:
-            self._kill_worker(worker)
+            self.processes.kill(worker)
             self._worker_gone(worker, a.why, [])
 
     def _do_cancel_running(self, a: CancelRunning) -> None:
@@ -1203,94 +1202,6 @@ class NodeManager(EventStream, HeadPersistence):
             self._cancel(child, force, True)
 
     # --------------------------------------------------------------- workers
-    def _spawn_worker(self, worker_id: str) -> _Worker:
-        log_r, log_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: become a worker
-            try:
-                os.close(log_r)
-                os.dup2(log_w, 1)
-                os.dup2(log_w, 2)
-                os.close(log_w)
-                self._child_close()
-                from . import worker as worker_main
-
-                worker_main.main_from_fork(self.socket_path, self.token, worker_id, self.node_id,
-                                      self.config)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(1)
-        os.close(log_w)
-        os.set_blocking(log_r, False)
-        worker = _Worker(worker_id, pid, log_r, self.core.workers[worker_id])
-        self.workers[worker_id] = worker
-        self.workers_by_pid[pid] = worker
-        self.sel.register(log_r, _READ, worker)
-        return worker
-
-    def _child_close(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        with contextlib.suppress(Exception):
-            self.sel.close()
-        for listener in self.listeners:
-            listener.close()
-        for conn in self.conns.values():
-            if isinstance(conn, _Conn):
-                conn.sock.close()
-        for w in self.workers.values():
-            with contextlib.suppress(OSError):
-                os.close(w.log_fd)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-    def _read_log(self, worker: _Worker) -> None:
-        try:
-            data = os.read(worker.log_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(worker.log_fd)
-            with contextlib.suppress(OSError):
-                os.close(worker.log_fd)
-            if worker.log_buf:
-                self._emit_log(worker, worker.log_buf + b"\n")
-            return
-        buf = worker.log_buf + data
-        cut = buf.rfind(b"\n") + 1
-        worker.log_buf = buf[cut:]
-        if cut:
-            self._emit_log(worker, buf[:cut])
-
-    def _emit_log(self, worker: _Worker, chunk: bytes) -> None:
-        prefix = f"(pid={worker.pid}) ".encode()
-        lines = b"".join(prefix + line + b"\n" for line in chunk.splitlines())
-        with contextlib.suppress(OSError):
-            os.write(sys.stderr.fileno() if self.config.get("log_to_stderr") else 1, lines)
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            worker = self.workers_by_pid.get(pid)
-            if worker is not None:
-                self._worker_died(worker, "its process exited")
-
-    def _kill_worker(self, worker: _Worker) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGKILL)
-
     def _retire(self, worker: _Worker) -> None:
         if worker.conn is not None:
             self._out(worker.conn).append([Op.EXIT])
@@ -1319,55 +1230,6 @@ class NodeManager(EventStream, HeadPersistence):
                 self._actor_lost(actor, why)
         if not self.stopping:
             self._dirty = True
-
-    # --------------------------------------------------------- memory monitor
-    @property
-    def _memory_wait(self) -> float:
-        """How long the loop may sleep before the memory monitor wants to look."""
-        return self.memory.interval_s if self.memory.enabled else 1.0
-
-    def _check_memory(self, now: float) -> None:
-        """Kill a worker if the node's memory use passed the threshold (see
-        memory_monitor.py for whom)."""
-        kill = self.memory.poll(now, self._memory_candidates, pid_alive)
-        if kill is not None:
-            self._oom_kill(kill)
-
-    def _memory_candidates(self) -> list[Candidate]:
-        out = []
-        for worker_id, task_id, actor_id, retriable in self.core.running():
-            w = self.workers.get(worker_id)
-            t = self.tasks.get(task_id) if task_id is not None else None
-            if w is not None and t is not None:
-                out.append(Candidate(w.id, w.pid, t.id, t.name, t.started, retriable))
-            elif w is not None and actor_id in self.actors:
-                a = self.actors[actor_id]
-                out.append(Candidate(w.id, w.pid, a.id, a.name or a.spec.get("class_name", ""),
-                                     a.started, False, actor=True))
-        return out
-
-    def _oom_kill(self, kill: Kill) -> None:
-        """SIGKILL the victim's worker; fail its task with OutOfMemoryError, or retry
-        it if ``max_retries`` allows (the kill uses up one retry)."""
-        worker = self.workers.get(kill.victim.worker_id)
-        if worker is None or worker.pid != kill.victim.pid or worker.slot.state == "DEAD":
-            return
-        message = kill.describe(worker_rss(worker.pid))
-        self._kill_worker(worker)
-        task = self.core.running_task(worker.id)
-        if task is None:
-            outcome = "its in-flight calls fail; it restarts if max_restarts allows"
-        elif task.retries_left == 0:
-            outcome = "failing the task with OutOfMemoryError"
-        else:
-            outcome = "retrying the task (max_retries)"
-        sys.stderr.write(f"fedexec memory monitor (node {self.node_id}): killed worker pid "
-                         f"{worker.pid}, {outcome}: {message}\n")
-        # Now, not when it is reaped: its connection is closed, so nothing it still
-        # sends counts, and a task with retries left goes back to the queue.
-        self._worker_died(worker, "it was killed by the memory monitor: " + message,
-                          (ErrorKind.OUT_OF_MEMORY,
-                           f"{message} No retries were left (max_retries)."))
 
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
@@ -1527,7 +1389,7 @@ class NodeManager(EventStream, HeadPersistence):
             self._unpin(oid)
         actor.deps, actor.contained = [], []
         if actor.worker is not None:
-            self._kill_worker(actor.worker)
+            self.processes.kill(actor.worker)
         self._dirty = True
 
     # ----------------------------------------------------------------- calls
@@ -1579,7 +1441,7 @@ class NodeManager(EventStream, HeadPersistence):
         worker = actor.worker
         if worker is not None:
             # Detach now, so calls made from here on wait for the restart (or fail).
-            self._kill_worker(worker)
+            self.processes.kill(worker)
             self._actor_lost(actor, "it was killed")
         elif no_restart:
             self._actor_dead(actor, "it was killed")
