@@ -7,6 +7,12 @@ the pulls and incoming transfers, relayed requests, lineage, GATHERs, and the ti
 bookkeeping; its message handlers are :attr:`Federation.OPS` (bound into the node's
 ``op_table``) and its REQUEST call is GATHER.
 
+Why this module is over 600 lines: the peer links, the heartbeats and node loss,
+lineage and forwarding all read and write the same peer table, membership and
+the node's objects; object transfer, the part with its own state, is
+``transfers.py``. The next seam is the links (dialing, HELLO/WELCOME, rejoining
+the head) as their own component.
+
 A *peer* is another node. It is a client of this node like a driver is — it
 submits tasks (SUBMIT), holds references (INCREF/DECREF), subscribes to objects —
 so the node's handlers serve it unchanged; a :class:`_Peer` is that logical

@@ -28,9 +28,37 @@ State::
                                  per resource shape, resource and GPU booking, which
                                  task runs on which worker, retries on worker death
 
+    (records: ``records.py``)
+
 The local scheduling decisions are the core's: this shell turns messages and
 reaped processes into its events and executes its actions (``_run``): fork a
 worker, send EXECUTE / ACTOR_INIT / CANCEL_TASK / REVOKE, kill, complete a task.
+
+Components (objects it owns, each over a typed Protocol of what it uses of the
+node manager, never through mixins)::
+
+    core        LocalScheduler     core/scheduler.py   local scheduling (pure)
+    federation  Federation         federation.py       the head, peers, heartbeats,
+                                                       forwarding, node loss, lineage
+      .transfer Transfers          transfers.py        FETCH / PULL / CHUNK
+    locator     ActorLocator       actor_directory.py  named actors, actor locations
+    pending     PendingActorsHost  pending_actors.py   actors waiting for a node
+    placement   PlacementGroups    placement_groups.py two-phase bundle reservation
+    processes   WorkerProcesses    processes.py        fork, logs, reaping, OOM kills
+    reports     NodeReports        reports.py          STATS, LIST, DESCRIBE, ...
+
+Dispatch: a message goes to ``op_table[op]`` (this class's ``_handlers`` bound,
+plus ``Federation.OPS`` and ``Transfers.OPS``); a REQUEST to ``call_table[call]``
+(``_calls`` bound, plus each component's ``calls()``). Handlers are bound methods,
+so a message costs one call whichever object handles it.
+
+Why this module is still over 600 lines: what remains is the loop and the
+connections, the objects table, the tasks table and the actors table, which the
+per-message paths (SUBMIT, TASK_DONE, OBJECT, ACTOR_CALL) cross in one call
+chain. They are not split yet: the next seams are the actors table (lifecycle,
+restarts, call queues) and the objects table (holders, pins, subscribers,
+freeing), as components like the ones above, keeping the per-task call count
+(node-manager Python calls per task, cProfile, see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
