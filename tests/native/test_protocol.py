@@ -169,10 +169,14 @@ def test_a_node_only_control_call_from_a_driver_gets_a_typed_error_reply(ex):
 
 
 def test_every_op_the_node_manager_handles_is_allowed_to_some_role():
+    from fedexec.backends.native.federation import Federation
     from fedexec.backends.native.node import NodeManager
+    from fedexec.backends.native.transfers import Transfers
 
     allowed = set().union(*protocol.ROLES.values())
-    assert set(NodeManager._handlers) <= allowed, set(NodeManager._handlers) - allowed
+    handled = set(NodeManager._handlers) | set(Federation.OPS) | set(Transfers.OPS)
+    assert {Op.FETCH, Op.HEARTBEAT, Op.SUBMIT} <= handled
+    assert handled <= allowed, handled - allowed
 
 
 # --------------------------------------------------------------- typed errors

@@ -184,6 +184,38 @@ def test_a_freed_objects_file_is_reused_but_never_under_a_view_held_elsewhere():
     assert not os.path.exists(store) and not os.path.exists(os.path.dirname(store))
 
 
+@pytest.mark.timeout(180)
+def test_500_put_free_cycles_keep_the_drivers_files_and_the_stores_files_bounded():
+    from fedexec.backends.native.kept_mappings import KEPT
+
+    rng = np.random.default_rng(0)
+    values = [rng.integers(0, 255, n, dtype=np.uint8)
+              for n in (1_200_000, 1_500_000, 2_500_000, 300_000)]
+    crcs = [zlib.crc32(v) for v in values]
+    me = psutil.Process()
+    with fedexec.Executor("native", num_cpus=1) as executor:
+        store = store_dir(executor)
+        fds = files = None
+        for i in range(500):
+            k = i % len(values) if i % 3 else 0
+            ref = executor.put(values[k])
+            if i % 25 == 0:
+                assert zlib.crc32(executor.get(ref, timeout=T)) == crcs[k]
+            del ref
+            if i == 50:
+                gc.collect()
+                assert wait_until(lambda: _store_stats(executor)["used_bytes"] == 0)
+                fds, files = me.num_fds(), len(os.listdir(store))
+        gc.collect()
+        assert wait_until(lambda: _store_stats(executor)["used_bytes"] == 0)
+        stats = _store_stats(executor)
+        assert stats["reuse_count"] > 250 and len(KEPT) == 1
+        # + the kept file's descriptor and the mapping's own (mmap dups it), if
+        # there was no kept file at put 50
+        assert me.num_fds() <= fds + 2 and len(os.listdir(store)) <= max(files, 8)
+        assert len(os.listdir(store)) == stats["num_pooled"]  # only kept files remain
+
+
 def test_the_store_is_full_at_the_same_limit_with_freed_files_kept():
     with fedexec.Executor("native", num_cpus=1, object_store_memory=30_000_000) as small:
         assert _store_stats(small)["pool_capacity"] == 7_500_000

@@ -28,6 +28,7 @@ from hypothesis.stateful import (
 
 from fedexec import ObjectStoreFullError, serialization
 from fedexec.backends.native import store
+from fedexec.backends.native.kept_mappings import KEPT
 from fedexec.backends.native.store import (
     ALIGNMENT,
     StoreManager,
@@ -99,13 +100,24 @@ def _put(manager: StoreManager, obj_id: str, value) -> str:
     return path
 
 
-def _put_reusing(manager: StoreManager, obj_id: str, value) -> tuple[str, bool]:
-    """Put as the node manager does for a writer: (path, whether a freed file was reused)."""
+@pytest.fixture(autouse=True)
+def _no_kept_mappings():
+    """Each test starts and ends with no file kept mapped by this process."""
+    KEPT.clear()
+    yield
+    KEPT.clear()
+
+
+def _put_reusing(manager: StoreManager, obj_id: str, value,
+                 writer: int | None = None) -> tuple[str, bool]:
+    """Put as the node manager does for a writer (``writer`` set: one that keeps
+    its mapping, as a client does): (path, whether a freed file was reused)."""
     s = serialization.dumps(value)
-    path, staging = manager.reserve_segment(obj_id, object_size(s.data, s.buffers))
-    write_object(path, s.data, s.buffers, staging)
+    reused = manager.stats()["reuse_count"]
+    path, staging = manager.reserve_segment(obj_id, object_size(s.data, s.buffers), writer)
+    write_object(path, s.data, s.buffers, staging, keep_mapped=writer is not None)
     manager.seal(obj_id)
-    return path, bool(staging)
+    return path, manager.stats()["reuse_count"] > reused
 
 
 def _objects(manager: StoreManager) -> list[str]:
@@ -564,8 +576,9 @@ def _fresh_file_bytes(value) -> bytes:
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(100_000, 3 * MB) | st.integers(1, 5_000),
                       min_size=2, max_size=6),
-       seed=st.integers(0, 1 << 16))
-def test_put_get_free_cycles_reuse_freed_files_with_the_right_bytes(make_store, sizes, seed):
+       seed=st.integers(0, 1 << 16), writer=st.sampled_from([None, 7]))
+def test_put_get_free_cycles_reuse_freed_files_with_the_right_bytes(make_store, sizes, seed,
+                                                                    writer):
     manager = make_store(capacity=8 * MB, pool_capacity=4 * MB)
     pool: list[int] = []  # the model: sizes of the kept files, oldest first
     for i, n in enumerate(sizes):
@@ -574,7 +587,7 @@ def test_put_get_free_cycles_reuse_freed_files_with_the_right_bytes(make_store, 
         size = object_size(blob.data, blob.buffers)
         best = sorted(k for k in pool if size <= k <= 2 * size) + sorted(
             (k for k in pool if size <= 2 * k < 2 * size), reverse=True)
-        path, reused = _put_reusing(manager, f"o{i}", value)
+        path, reused = _put_reusing(manager, f"o{i}", value, writer)
         assert reused == bool(best)
         if best:
             pool.remove(best[0])
@@ -724,7 +737,7 @@ def _fill(manager: StoreManager, sizes: list[int]) -> list[bool]:
     fitted = []
     for i, n in enumerate(sizes):
         try:
-            _put_reusing(manager, f"o{i}", _blob(n, i))
+            _put_reusing(manager, f"o{i}", _blob(n, i), writer=7)  # keeps its mapping
         except ObjectStoreFullError:
             fitted.append(False)
             continue
@@ -796,6 +809,180 @@ def test_cleanup_deletes_kept_files(tmp_path):
     assert len(_kept(manager)) == 1
     manager.cleanup()
     assert not os.path.exists(root) and _leftovers() == []
+
+
+# ------------------------------------------------------------------ files kept mapped by writers
+
+
+def _open_fds() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+def _mapped_inodes() -> set[int]:
+    """Inodes of the files this process maps from /dev/shm."""
+    inodes = set()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith(store.shm_root()):
+                inodes.add(int(fields[4]))
+    return inodes
+
+
+@pytest.mark.skipif(not HAS_PROC_MAPS, reason="needs /proc/self/maps")
+def test_a_writer_keeps_its_last_file_mapped_and_writes_the_next_object_into_it(make_store):
+    manager = make_store(capacity=32 * MB, pool_capacity=16 * MB)
+    _put_reusing(manager, "a", _blob(3 * MB, 1), writer=7)  # a new file: pwrite, not kept
+    assert len(KEPT) == 0
+    manager.free("a")
+    path, reused = _put_reusing(manager, "b", _blob(3 * MB, 2), writer=7)
+    inode = os.stat(path).st_ino
+    assert reused and len(KEPT) == 1 and inode in _mapped_inodes()
+    manager.free("b")
+    for i, n in enumerate((3 * MB, 2 * MB, 3 * MB - 5)):  # the same file, shrunk and grown
+        path, reused = _put_reusing(manager, f"c{i}", _blob(n, 10 + i), writer=7)
+        assert reused and os.stat(path).st_ino == inode and len(KEPT) == 1
+        np.testing.assert_array_equal(_get(path), _blob(n, 10 + i))
+        with open(path, "rb") as f:  # every byte as in a new file
+            assert f.read() == _fresh_file_bytes(_blob(n, 10 + i))
+        manager.free(f"c{i}")
+    stats = manager.stats()
+    assert (stats["used_bytes"], stats["num_pooled"], stats["reuse_count"]) == (
+        0, 1, 4)
+
+
+@pytest.mark.timeout(60)
+def test_a_file_a_writer_keeps_mapped_is_not_written_while_another_process_maps_it(
+        make_store):
+    import zlib
+
+    manager = make_store(capacity=32 * MB, pool_capacity=16 * MB)
+    _put_reusing(manager, "a0", _blob(3 * MB, 1), writer=7)
+    manager.free("a0")
+    a = _blob(3 * MB, 2)
+    path, reused = _put_reusing(manager, "a", a, writer=7)  # into a0's file, kept mapped
+    assert reused and len(KEPT) == 1
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert int(holder.stdout.readline()) == zlib.crc32(a)
+        manager.free("a")  # kept, and handed back to writer 7 first, unchecked
+        _, reused = _put_reusing(manager, "b", _blob(3 * MB, 10), writer=7)
+        assert not reused  # writer 7 saw the holder's mapping and wrote a new file
+        stats = manager.stats()
+        assert (stats["num_pooled"], len(_kept(manager)), len(KEPT)) == (1, 1, 0)
+        holder.stdin.write("check\n")
+        holder.stdin.flush()
+        assert int(holder.stdout.readline()) == zlib.crc32(a)
+        manager.free("b")
+        for i in range(3):  # b's file each time, never a's: the holder's view is intact
+            _, reused = _put_reusing(manager, f"c{i}", _blob(3 * MB, 20 + i), writer=7)
+            assert reused and manager.stats()["num_pooled"] == 1
+            holder.stdin.write("check\n")
+            holder.stdin.flush()
+            assert int(holder.stdout.readline()) == zlib.crc32(a)
+            manager.free(f"c{i}")
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    for i in range(2):  # a's file is free now too
+        path, reused = _put_reusing(manager, f"d{i}", _blob(3 * MB, 30 + i), writer=7)
+        assert reused
+        np.testing.assert_array_equal(_get(path), _blob(3 * MB, 30 + i))
+
+
+def test_a_kept_mapping_of_a_file_the_store_deleted_is_dropped_at_the_next_write(make_store):
+    manager = make_store(capacity=8 * MB, spill_capacity=0, pool_capacity=4 * MB)
+    _put_reusing(manager, "a0", _blob(3 * MB, 1), writer=7)
+    manager.free("a0")
+    path, _ = _put_reusing(manager, "a", _blob(3 * MB, 2), writer=7)
+    fds = _open_fds()
+    inode = os.stat(path).st_ino
+    manager.free("a")
+    big = serialization.dumps(_blob(7 * MB, 3))
+    path = manager.reserve("big", object_size(big.data, big.buffers))  # the kept file
+    assert manager.stats()["num_pooled"] == 0 and len(KEPT) == 1  # made way: deleted
+    write_object(path, big.data, big.buffers)  # any write here drops the mapping
+    assert len(KEPT) == 0 and _open_fds() <= fds - 1
+    if HAS_PROC_MAPS:
+        assert inode not in _mapped_inodes()
+
+
+@pytest.mark.timeout(120)
+def test_500_put_free_cycles_keep_open_files_and_shm_files_bounded(make_store):
+    manager = make_store(capacity=16 * MB, pool_capacity=6 * MB)
+    sizes = [MB + 100_000, 3 * MB // 2, 5 * MB // 2, 4 * MB, 200_000]
+    fds = None
+    rng = random.Random(0)
+    live: list[str] = []
+    for i in range(500):
+        obj_id = f"o{i}"
+        n = rng.choice(sizes)
+        path, _ = _put_reusing(manager, obj_id, _blob(n, i % 7), writer=rng.choice([7, 8]))
+        live.append(obj_id)
+        if i % 50 == 0:
+            np.testing.assert_array_equal(_get(path), _blob(n, i % 7))
+        while len(live) > rng.randint(0, 2):
+            manager.free(live.pop(0))
+        if i == 20:
+            fds = _open_fds()
+        assert len(os.listdir(manager.directory)) <= 3 + manager.stats()["num_pooled"] <= 9
+        assert len(KEPT) <= 1
+    assert fds is not None and _open_fds() <= fds + 2  # a kept file: its fd + mmap's dup
+    stats = manager.stats()
+    assert stats["reuse_count"] > 200 and stats["used_bytes"] + stats["pooled_bytes"] <= 16 * MB
+
+
+KEPT_WRITER = """
+import os, sys
+import numpy as np
+from fedexec.backends.native.store import write_object
+value = np.random.default_rng(5).integers(0, 255, 48 << 20, dtype=np.uint8)
+for line in sys.stdin:
+    path, staging = line.split()
+    print("writing", flush=True)
+    write_object(path, b"", [value], staging.strip("-"), keep_mapped=True)
+    print("done", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_writer_killed_while_writing_into_its_kept_mapping_leaves_nothing(make_store):
+    manager = make_store(capacity=128 * MB, pool_capacity=64 * MB)
+    value = np.random.default_rng(5).integers(0, 255, 48 << 20, dtype=np.uint8)
+    size = object_size(b"", [value])
+    writer = subprocess.Popen([sys.executable, "-c", KEPT_WRITER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for i in range(2):  # a new file, then the same file through a mapping it keeps
+            path, staging = manager.reserve_segment(f"a{i}", size, writer=7)
+            writer.stdin.write(f"{path} {staging or '-'}\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline() == "writing\n"
+            assert writer.stdout.readline() == "done\n"
+            manager.seal(f"a{i}")
+            manager.free(f"a{i}")
+        assert manager.stats()["reuse_count"] == 1
+        path, staging = manager.reserve_segment("b", size, writer=7)
+        assert staging
+        writer.stdin.write(f"{path} {staging}\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline() == "writing\n"
+        writer.kill()  # mid-copy, or just before or after it: all must be safe
+        writer.wait(timeout=30)
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    if os.path.exists(path):  # published only once complete
+        data, buffers = read_object(path)
+        assert bytes(data) == b"" and np.array_equal(np.frombuffer(buffers[0], np.uint8), value)
+        del data, buffers
+    manager.abort("b")  # what the node manager does when the writer's connection closes
+    assert os.listdir(manager.directory) == []
+    stats = manager.stats()
+    assert (stats["used_bytes"], stats["pooled_bytes"], stats["num_objects"]) == (0, 0, 0)
+    path, _ = _put_reusing(manager, "c", _blob(3 * MB, 3), writer=7)
+    np.testing.assert_array_equal(_get(path), _blob(3 * MB, 3))
 
 
 # ------------------------------------------------------------------ random sequences

@@ -519,7 +519,7 @@ class NativeBackend(Backend):
                                          120, self._gone("store an object"))
         if path is None:
             raise ObjectStoreFullError(error)
-        write_object(path, blob.data, blob.buffers, staging)
+        write_object(path, blob.data, blob.buffers, staging, keep_mapped=True)
         return str(path)
 
     # ------------------------------------------------------------------ tasks
@@ -605,10 +605,10 @@ class NativeBackend(Backend):
         when it fits no live node but such a node type: it waits for that node (a
         task queues as pending demand; an actor pends on the node, see
         ``pending_actors.py``)."""
-        from ...autoscaler.advert import autoscaler_node_types
-
         if self._fits_a_node(demand):
             return False
+        from ...autoscaler.advert import autoscaler_node_types  # (~20 ms: only when needed)
+
         # Asked first: a burst of such work costs one question a second (cached).
         shapes = autoscaler_node_types(self)
         if shapes is not None and any(fits(demand, s) for s in shapes):

@@ -25,6 +25,7 @@ import collections
 import time
 from typing import Any
 
+from .placement_groups import pg_row
 from .protocol import Op
 
 __all__ = ["EventLog", "EventStream"]
@@ -172,7 +173,7 @@ class EventStream:
 
     def _event_pg(self: Any, pg: dict[str, Any], removed: bool = False) -> None:
         """A placement group asked of this node changed."""
-        row = self._pg_row(pg)
+        row = pg_row(pg)
         if removed:
             row["state"] = "REMOVED"
         row["time"] = time.time()

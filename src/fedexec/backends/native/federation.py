@@ -1,5 +1,17 @@
 """Node to node: joining the head, heartbeats, peers, object transfer, spillback and
-node loss. A mixin of :class:`~.node.NodeManager` (it shares its state and loop).
+node loss. A component the node manager owns (``NodeManager.federation``, a
+:class:`Federation`), over :class:`FederationNode`, what it uses of the node (the
+objects and tasks tables, connections and the loop, actors, the other components).
+Its own state: the membership table (the node aliases it as ``members``), ``peers``,
+the pulls and incoming transfers, relayed requests, lineage, GATHERs, and the ticks'
+bookkeeping; its message handlers are :attr:`Federation.OPS` (bound into the node's
+``op_table``) and its REQUEST call is GATHER.
+
+Why this module is over 600 lines: the peer links, the heartbeats and node loss,
+lineage and forwarding all read and write the same peer table, membership and
+the node's objects; object transfer, the part with its own state, is
+``transfers.py``. The next seam is the links (dialing, HELLO/WELCOME, rejoining
+the head) as their own component.
 
 A *peer* is another node. It is a client of this node like a driver is — it
 submits tasks (SUBMIT), holds references (INCREF/DECREF), subscribes to objects —
@@ -56,14 +68,15 @@ The head never dials: nodes (re)join it themselves.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import os
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+import types
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._scheduling import fits
 from .core.events import Withdraw
@@ -79,42 +92,24 @@ from .protocol import (
     client_handshake,
     pack_frame,
 )
+from .records import _DEFER, _Conn, _Obj, _Peer, _Task
+from .transfers import Transfers
 
 if TYPE_CHECKING:
-    from .node import _Conn, _Obj, _Task
+    import selectors
 
-__all__ = ["Federation"]
+    from .._scheduling import ResourcePool
+    from .actor_directory import ActorLocator
+    from .core.scheduler import LocalScheduler
+    from .pending_actors import PendingActorsHost
+    from .store import StoreManager
 
-_CHUNK = 4 << 20            # bytes per CHUNK message
-_SERVE_PER_TURN = 32 << 20  # bytes of pulls served per loop turn (others wait their turn)
-_LINK_BACKLOG = 64 << 20    # stop serving a peer while this much is unsent to it
+__all__ = ["Federation", "FederationNode"]
+
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
 _GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node
 _DIAL_TIMEOUT = 2.0         # seconds a link to a peer may take to open and authenticate
 _GATHERABLE = (Call.STATS, Call.LIST, Call.AUTOSCALER_REPORT)
-
-
-class _Peer:
-    """Another node, as a logical client of this one (see the module docstring)."""
-
-    __slots__ = ("address", "creating", "dial", "dial_at", "down", "held", "id", "link",
-                 "node_id", "out", "pid", "role", "sent", "worker")
-
-    def __init__(self, vcid: int, node_id: str, address: str):
-        self.id = vcid
-        self.node_id = node_id
-        self.address = address
-        self.link: _Conn | None = None
-        self.out: list[Any] = []
-        self.held: set[str] = set()
-        self.creating: set[str] = set()
-        self.role = "node"
-        self.worker = None
-        self.pid = 0
-        self.sent = 0.0     # CPUs forwarded there (tasks, actors) since its last report
-        self.down = 0.0     # when a connection attempt last failed
-        self.dial: _Conn | None = None  # the link being opened (handshake in flight)
-        self.dial_at = 0.0
 
 
 class _Gather:
@@ -128,26 +123,6 @@ class _Gather:
         self.results: dict[str, list[Any]] = {}
         self.waiting: dict[int, str] = {}  # relay id -> node id
         self.done = False
-
-
-class _Incoming:
-    """An object being pulled here: a temporary file filled chunk by chunk."""
-
-    __slots__ = ("fd", "got", "path", "source", "tmp", "total")
-
-    def __init__(self, fd: int, path: str, tmp: str, total: int, source: str):
-        self.fd, self.path, self.tmp, self.total, self.source = fd, path, tmp, total, source
-        self.got = 0
-
-
-class _Fetch:
-    """A local client waiting for an object's bytes (FETCH)."""
-
-    __slots__ = ("cid", "missing")
-
-    def __init__(self, cid: int):
-        self.cid = cid
-        self.missing = 1
 
 
 def _unsent_calls(peer: _Peer) -> set[str]:
@@ -172,29 +147,102 @@ def _recv_frames(sock: socket.socket, reader: FrameReader, timeout: float
         sock.settimeout(None)
 
 
+class FederationNode(Protocol):
+    """What :class:`Federation` uses of the node manager: its objects and tasks
+    tables, its connections and loop, its actors, the other components."""
+
+    _dirty: bool
+    _next_conn: int
+    stopping: bool
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def token(self) -> bytes: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def tcp_address(self) -> str | None: ...
+    @property
+    def socket_path(self) -> str: ...
+    @property
+    def objects(self) -> dict[str, _Obj]: ...
+    @property
+    def tasks(self) -> dict[str, _Task]: ...
+    @property
+    def conns(self) -> dict[Any, Any]: ...  # connections and peers by id
+    @property
+    def named(self) -> dict[tuple[str, str], str]: ...
+    @property
+    def remote_actors(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def sel(self) -> selectors.BaseSelector: ...
+    @property
+    def store(self) -> StoreManager: ...
+    @property
+    def pool(self) -> ResourcePool: ...
+    @property
+    def core(self) -> LocalScheduler: ...
+    @property
+    def event_log(self) -> Any: ...
+    @property
+    def locator(self) -> ActorLocator: ...
+    @property
+    def pending(self) -> PendingActorsHost: ...
+    @property
+    def call_table(self) -> Mapping[int, Callable[..., Any]]: ...
+    @property
+    def _request_id(self) -> int: ...
+    @property
+    def _pending_out(self) -> set[Any]: ...
+
+    def _send(self, cid: int | None, msg: list[Any]) -> None: ...
+    def _handle(self, conn: _Conn | _Peer, msg: list[Any]) -> None: ...
+    def _close(self, conn: _Conn) -> None: ...
+    def _log(self, text: str) -> None: ...
+    def _origin(self, conn: _Conn | _Peer) -> str: ...
+    def _pin(self, oid: str) -> None: ...
+    def _unpin(self, oid: str) -> None: ...
+    def _maybe_free(self, obj: _Obj) -> None: ...
+    def _lost(self, oid: str) -> _Obj: ...
+    def _set_object(self, obj: _Obj, result: list[Any]) -> None: ...
+    def _deliverable(self, obj: _Obj) -> list[Any]: ...
+    def _await_deps(self, item: Any, ready: Any, localize: bool = True) -> None: ...
+    def _enqueue(self, task: _Task) -> None: ...
+    def _cancel(self, task_id: str, force: bool, recursive: bool) -> None: ...
+    def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None: ...
+    def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None: ...
+    def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
+                      deps: list[str], contained: list[str], restart: bool = False) -> Any: ...
+    def _recover(self) -> None: ...
+    def _rejoined(self) -> None: ...
+    def _persist_node(self, node_id: str) -> None: ...
+    def _persist_node_dead(self, node_id: str) -> None: ...
+
+
 class Federation:
-    """The multi-node half of the node manager (mixed into ``NodeManager``)."""
+    """The multi-node half of the node manager (see the module docstring): a
+    component it owns (``NodeManager.federation``), over the node's state as
+    :class:`FederationNode` shows it."""
 
     # ------------------------------------------------------------ life cycle
-    def _init_federation(self: Any) -> None:
-        cfg = self.config
+    def __init__(self, node: FederationNode) -> None:
+        self.node = node
+        cfg = node.config
         self.interval = float(cfg.get("heartbeat_interval") or 0.5)
         self.members = Membership(float(cfg.get("heartbeat_timeout") or 5.0))
         self.head_address: str | None = cfg.get("head_address")
         self.is_head = self.head_address is None
-        self.head_id: str | None = self.node_id if self.is_head else None
+        self.head_id: str | None = self.node.node_id if self.is_head else None
         self.peers: dict[str, _Peer] = {}
-        self.pulls: dict[str, list[Any]] = {}
-        self.incoming: dict[str, _Incoming] = {}
-        self.serving: collections.deque[list[Any]] = collections.deque()
-        self.relays: dict[int, tuple[int, int, str]] = {}
+        self.relays: dict[int, tuple[int | None, int, str, Any]] = {}
         self._next_relay = 1
         self.lineage: dict[str, _Task] = {}
         self.gathers: list[_Gather] = []
         self._sent_version: dict[str, int] = {}
         self._spread = 0
         self._last_tick = 0.0
-        self._spill_due = False
+        self.spill_due = False
         self._fits_nowhere: dict[frozenset[tuple[str, float]], int] = {}  # shape -> version
         # Nodes a replaced head did not list yet, each with the time it must by.
         self._unconfirmed: dict[str, float] = {}
@@ -203,66 +251,65 @@ class Federation:
         self._head_lost_logged = 0.0
         self.transfers = {"pulls": 0, "pulled_bytes": 0, "served": 0, "served_bytes": 0,
                           "forwarded_tasks": 0}
+        self.transfer = Transfers(node, self)  # objects' bytes between nodes
 
-    def _start_federation(self: Any) -> None:
+    def start(self) -> None:
         """Enter our own row; join the head if we are not it."""
-        self.members.join(self.node_id, self.tcp_address or "", dict(self.pool.total),
+        self.members.join(self.node.node_id, self.node.tcp_address or "", dict(self.node.pool.total),
                           time.monotonic())
         if self.is_head:
-            self._recover()
+            self.node._recover()
         else:
             self._join_head(timeout=15.0)
 
-    def _hello_info(self: Any) -> dict[str, Any]:
-        return {"address": self.tcp_address or "", "total": dict(self.pool.total)}
+    def _hello_info(self) -> dict[str, Any]:
+        return {"address": self.node.tcp_address or "", "total": dict(self.node.pool.total)}
 
-    def _hello_frame(self: Any) -> bytes:
+    def _hello_frame(self) -> bytes:
         """This node's HELLO on a link it opened."""
-        return pack_frame([[Op.HELLO, "node", os.getpid(), self.node_id, self._hello_info()]])
+        return pack_frame([[Op.HELLO, "node", os.getpid(), self.node.node_id, self._hello_info()]])
 
-    def _dialing(self: Any, peer: _Peer, now: float) -> bool:
+    def _dialing(self, peer: _Peer, now: float) -> bool:
         """Is a link to ``peer`` being opened? (One that took too long is given up.)"""
         if peer.dial is None:
             return False
         if now - peer.dial_at > _DIAL_TIMEOUT:
-            self._close(peer.dial)  # -> _dial_failed
+            self.node._close(peer.dial)  # -> _dial_failed
         return True
 
-    def _open_link(self: Any, address: str, timeout: float) -> socket.socket:
+    def _open_link(self, address: str, timeout: float) -> socket.socket:
         from .cluster import connect
 
         host, _, port = address.rpartition(":")
         sock = connect(("tcp", host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout)
         try:
-            client_handshake(sock, self.token, timeout=timeout, role="node")
+            client_handshake(sock, self.node.token, timeout=timeout, role="node")
             sock.sendall(self._hello_frame())
         except BaseException:
             sock.close()
             raise
         return sock
 
-    def _adopt_link(self: Any, sock: socket.socket, peer: _Peer) -> _Conn:
-        from .node import _Conn
-
+    def _adopt_link(self, sock: socket.socket, peer: _Peer) -> _Conn:
         sock.setblocking(False)
-        conn = _Conn(self._next_conn, sock, None)
-        self._next_conn += 1
+        conn = _Conn(self.node._next_conn, sock, None)
+        self.node._next_conn += 1
         conn.auth = None
         conn.role = "node"
         conn.declared, conn.forbidden = "node", FORBIDDEN["node"]
         conn.peer = peer
-        self.conns[conn.id] = conn
-        self.sel.register(sock, 1, conn)  # EVENT_READ
+        self.node.conns[conn.id] = conn
+        self.node.sel.register(sock, 1, conn)  # EVENT_READ
         if peer.link is None:
             peer.link = conn
         return conn
 
-    def _join_head(self: Any, timeout: float) -> None:
+    def _join_head(self, timeout: float) -> None:
         """Join the head at start: connect, say HELLO, take its WELCOME (blocking,
         bounded; raises if the head cannot be reached). Later joins do not block: see
         ``_rejoin``."""
         reader = FrameReader()
-        sock = self._open_link(self.head_address, timeout)
+        sock = self._open_link(self.head_address or "", timeout)
         frames = _recv_frames(sock, reader, timeout)
         frame, later = frames[0], frames[1:]
         msg = next((m for m in frame if m[0] == Op.WELCOME), None)
@@ -275,12 +322,12 @@ class Federation:
         conn.reader = reader  # what the head sent right after WELCOME is not lost
         for m in frame:
             if m[0] != Op.WELCOME:
-                self._handle(peer, m)
+                self.node._handle(peer, m)
         for f in later:
             for m in f:
-                self._handle(peer, m)
+                self.node._handle(peer, m)
 
-    def _rejoin(self: Any, now: float) -> None:
+    def _rejoin(self, now: float) -> None:
         """(Node, link to the head lost) dial the head again without blocking the
         loop, as ``_dial`` does for peers: a head that is restarting, or a host that
         does not answer, must not stall this node's work. The HELLO goes out once
@@ -288,27 +335,27 @@ class Federation:
         dialer = self._head_dialer
         if self._dialing(dialer, now) or now - dialer.down < self.interval:
             return
-        dialer.address = self.head_address
+        dialer.address = self.head_address or ""
         self._dial(dialer, now)
         if dialer.dial is None and now - self._head_lost_logged > 10.0:
             self._head_lost_logged = now
             sys.stderr.write(f"fedexec node: cannot reach the head at {self.head_address}; "
                              "retrying\n")
 
-    def _on_welcome(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _on_welcome(self, conn: Any, msg: list[Any]) -> None:
         """The head answered the HELLO of a link ``_rejoin`` opened."""
         if not getattr(conn, "welcome_due", False):
-            self._log(f"dropped a WELCOME from {self._origin(conn)}: no join was asked")
+            self.node._log(f"dropped a WELCOME from {self.node._origin(conn)}: no join was asked")
             return
         conn.welcome_due = False
         peer = self._welcomed(msg)
         conn.peer = peer
         if peer.link is None:
             peer.link = conn
-        self._rejoined()
-        self._pending_out.add(peer)
+        self.node._rejoined()
+        self.node._pending_out.add(peer)
 
-    def _welcomed(self: Any, msg: list[Any]) -> _Peer:
+    def _welcomed(self, msg: list[Any]) -> _Peer:
         """Take the head's WELCOME (its id and node table): the head's peer."""
         _, head_id, rows = msg
         old_head = self.head_id
@@ -316,35 +363,35 @@ class Federation:
         listed = {r[0] for r in rows}
         replaced = old_head is not None and old_head != head_id
         deadline = time.monotonic() + self.members.timeout
-        for node_id in [n for n in self.members.nodes if n not in listed and n != self.node_id]:
+        for node_id in [n for n in self.members.nodes if n not in listed and n != self.node.node_id]:
             if replaced and node_id != old_head and self.members.is_alive(node_id):
                 # A new head (restarted without its state) knows only the nodes that
                 # rejoined it so far: the others get a heartbeat timeout to do so.
                 self._unconfirmed.setdefault(node_id, deadline)
             elif self.members.mark_dead(node_id):  # the same head forgot it: it is gone
                 self._node_dead(node_id, "the head no longer lists it")
-        if replaced:
+        if replaced and old_head is not None:
             self._node_dead(old_head, "the head was replaced")
-        self._apply_view([r for r in rows if r[0] != self.node_id])
-        self._dirty = True
-        return self._peer(head_id, self.head_address)
+        self._apply_view([r for r in rows if r[0] != self.node.node_id])
+        self.node._dirty = True
+        return self.peer(head_id, self.head_address)
 
     # ------------------------------------------------------------------ peers
-    def _peer(self: Any, node_id: str, address: str | None = None) -> _Peer:
+    def peer(self, node_id: str, address: str | None = None) -> _Peer:
         peer = self.peers.get(node_id)
         if peer is None:
             if address is None:
                 entry = self.members.nodes.get(node_id)
                 address = entry.address if entry is not None else ""
-            peer = _Peer(self._next_conn, node_id, address)
-            self._next_conn += 1
+            peer = _Peer(self.node._next_conn, node_id, address)
+            self.node._next_conn += 1
             self.peers[node_id] = peer
-            self.conns[peer.id] = peer
+            self.node.conns[peer.id] = peer
         elif address:
             peer.address = address
         return peer
 
-    def _peer_link(self: Any, peer: _Peer) -> _Conn | None:
+    def peer_link(self, peer: _Peer) -> _Conn | None:
         """The connection to send to ``peer`` on, opened now if needed (None: not
         reachable now; messages wait for the next attempt or its death)."""
         if peer.link is not None:
@@ -361,13 +408,11 @@ class Federation:
         self._dial(peer, now)
         return None
 
-    def _dial(self: Any, peer: _Peer, now: float) -> None:
+    def _dial(self, peer: _Peer, now: float) -> None:
         """Start opening a link to ``peer`` without blocking the loop: two nodes that
         dial each other at once would otherwise each wait on the other's handshake
         (and miss heartbeats meanwhile). ``_read`` runs the handshake; ``_dialed``
         then says HELLO and sends what waited in ``peer.out``."""
-        from .node import _Conn
-
         host, _, port = peer.address.rpartition(":")
         try:
             family, kind, proto, _, addr = socket.getaddrinfo(
@@ -382,17 +427,17 @@ class Federation:
             sock.close()
             peer.down = now
             return
-        conn = _Conn(self._next_conn, sock, ClientHandshake(self.token, role="node"))
-        self._next_conn += 1
+        conn = _Conn(self.node._next_conn, sock, ClientHandshake(self.node.token, role="node"))
+        self.node._next_conn += 1
         conn.role = "node"
         conn.declared, conn.forbidden = "node", FORBIDDEN["node"]
         conn.dialing = peer
-        self.conns[conn.id] = conn
-        self.sel.register(sock, 1 | 2, conn)  # EVENT_READ | EVENT_WRITE (connected)
+        self.node.conns[conn.id] = conn
+        self.node.sel.register(sock, 1 | 2, conn)  # EVENT_READ | EVENT_WRITE (connected)
         conn.watching_write = True
         peer.dial, peer.dial_at = conn, now
 
-    def _dialed(self: Any, conn: _Conn) -> None:
+    def dialed(self, conn: _Conn) -> None:
         """A link we dialed is authenticated: say HELLO, then send what waited."""
         peer, conn.dialing = conn.dialing, None
         assert peer is not None
@@ -401,19 +446,19 @@ class Federation:
         if peer is self._head_dialer:  # rejoining: the head's WELCOME names its peer
             conn.welcome_due = True
             conn.wbuf += self._hello_frame()
-            self._pending_out.add(conn)
+            self.node._pending_out.add(conn)
             return
         if self.peers.get(peer.node_id) is not peer:
-            self._close(conn)  # declared dead meanwhile
+            self.node._close(conn)  # declared dead meanwhile
             return
         conn.wbuf += self._hello_frame()
         conn.peer = peer
         if peer.link is None:
             peer.link = conn
-        self._pending_out.add(conn)
-        self._pending_out.add(peer)
+        self.node._pending_out.add(conn)
+        self.node._pending_out.add(peer)
 
-    def _dial_failed(self: Any, conn: _Conn) -> None:
+    def dial_failed(self, conn: _Conn) -> None:
         """A link we dialed did not open (refused, timed out, failed the handshake):
         its messages wait in ``peer.out`` for the next attempt or its death."""
         peer, conn.dialing = conn.dialing, None
@@ -421,14 +466,14 @@ class Federation:
             peer.dial = None
             peer.down = time.monotonic()
 
-    def _node_hello(self: Any, conn: _Conn, msg: list[Any]) -> None:
+    def node_hello(self, conn: _Conn, msg: list[Any]) -> None:
         """A node connected to us (HELLO with role "node")."""
         node_id, info = msg[3], msg[4] if len(msg) > 4 else {}
         if not self.members.is_alive(node_id) and node_id in self.members.nodes \
                 and not self.is_head:
-            self._close(conn)  # declared dead: it must not come back under that id
+            self.node._close(conn)  # declared dead: it must not come back under that id
             return
-        peer = self._peer(node_id, info.get("address") or None)
+        peer = self.peer(node_id, info.get("address") or None)
         conn.peer = peer
         conn.role = "node"
         if peer.link is None:
@@ -438,36 +483,36 @@ class Federation:
             if entry is not None and not entry.alive:
                 # It was declared dead: its work was retried elsewhere. Tell it to go.
                 conn.wbuf += pack_frame([[Op.NODE_DEAD, node_id, "declared dead earlier"]])
-                self._pending_out.add(conn)
+                self.node._pending_out.add(conn)
                 return
             self.members.join(node_id, info.get("address", ""), info.get("total", {}),
                               time.monotonic())
-            self.event_log.node_event(node_id, "ALIVE")
-            self._persist_node(node_id)
-            conn.wbuf += pack_frame([[Op.WELCOME, self.node_id,
+            self.node.event_log.node_event(node_id, "ALIVE")
+            self.node._persist_node(node_id)
+            conn.wbuf += pack_frame([[Op.WELCOME, self.node.node_id,
                                       [e.row() for e in self.members.nodes.values()]]])
             self._sent_version[node_id] = self.members.version
-            self._pending_out.add(conn)
-            self._dirty = self._spill_due = True
+            self.node._pending_out.add(conn)
+            self.node._dirty = self.spill_due = True
 
-    def _link_closed(self: Any, conn: _Conn) -> None:
+    def link_closed(self, conn: _Conn) -> None:
         peer = conn.peer
         if peer is not None and peer.link is conn:
-            peer.link = next((c for c in self.conns.values()
+            peer.link = next((c for c in self.node.conns.values()
                               if getattr(c, "peer", None) is peer and c is not conn), None)
-        if peer is not None and self.peers.get(peer.node_id) is peer and not self.stopping \
+        if peer is not None and self.peers.get(peer.node_id) is peer and not self.node.stopping \
                 and self.members.is_alive(peer.node_id):
             self._calls_unreachable(peer)
 
-    def _calls_unreachable(self: Any, peer: _Peer) -> None:
+    def _calls_unreachable(self, peer: _Peer) -> None:
         """A link to ``peer`` broke while the node is not declared dead: the actor
         calls sent there fail with ActorUnavailableError (they may or may not have
         run). Calls not sent yet wait in ``peer.out`` for the link to come back or
         the node to be declared dead (see ``_node_dead``)."""
         unsent = _unsent_calls(peer)
-        for task in [t for t in self.tasks.values() if t.state == "FORWARDED"
+        for task in [t for t in self.node.tasks.values() if t.state == "FORWARDED"
                      and t.node == peer.id and t.actor_id is not None and t.id not in unsent]:
-            self._fail_task(task, ErrorKind.ACTOR_UNAVAILABLE, (
+            self.node._fail_task(task, ErrorKind.ACTOR_UNAVAILABLE, (
                 f"actor call {task.name!r} ({task.id}): the connection to node "
                 f"{peer.node_id}, where actor {task.actor_id} lives, broke before the call "
                 "answered, and the node is not declared dead (yet). The call may or may not "
@@ -476,16 +521,16 @@ class Federation:
                 "per max_restarts, or raises ActorDiedError)."))
 
     # ------------------------------------------------------------- heartbeats
-    def _tick(self: Any, now: float) -> None:
+    def tick(self, now: float) -> None:
         """Once per ``interval``: report, expire, broadcast changes. (Every turn:
         answer the gathers whose time is up; place the pending actors a changed
         cluster may now host, see pending_actors.py.)"""
         if self.gathers:
             self._expire_gathers(now)
-        if self.locating:
-            self._expire_locates(now)
-        if self.pending_actors:
-            self._place_pending_actors()  # only once the cluster's shape changed
+        if self.node.locator.locating:
+            self.node.locator.expire_locates(now)
+        if self.node.pending.table:
+            self.node.pending.place()  # only once the cluster's shape changed
         if now - self._last_tick < self.interval:
             return
         for node_id, deadline in list(self._unconfirmed.items()):
@@ -498,11 +543,11 @@ class Federation:
         self._last_tick = max(self._last_tick + self.interval, now - self.interval)
         for peer in self.peers.values():
             if peer.out and peer.link is None:
-                self._pending_out.add(peer)  # try the link again: messages wait for it
+                self.node._pending_out.add(peer)  # try the link again: messages wait for it
         if self.is_head:
-            self.members.heartbeat(self.node_id, self.pool.available(), self.core.queued(),
-                                   now, self.pool.total)
-            for node_id in self.members.expire(now, exempt=self.node_id):
+            self.members.heartbeat(self.node.node_id, self.node.pool.available(), self.node.core.queued(),
+                                   now, self.node.pool.total)
+            for node_id in self.members.expire(now, exempt=self.node.node_id):
                 self._node_dead(node_id, f"it missed heartbeats for "
                                          f"{self.members.timeout:g} s")
             self._broadcast_view()
@@ -511,15 +556,15 @@ class Federation:
         if head is None or head.link is None:
             self._rejoin(now)
             return
-        self._send(head.id, [Op.HEARTBEAT, self.pool.available(), self.core.queued(),
-                             self.pool.total])
+        self.node._send(head.id, [Op.HEARTBEAT, self.node.pool.available(), self.node.core.queued(),
+                             self.node.pool.total])
 
-    def _broadcast_view(self: Any) -> None:
+    def _broadcast_view(self) -> None:
         """Send each node the rows that changed since it last heard (one pass over
         the table, then per node only the changed rows: O(nodes x changes))."""
         version = self.members.version
         targets = [(e.node_id, self._sent_version.get(e.node_id, 0))
-                   for e in self.members.alive() if e.node_id != self.node_id]
+                   for e in self.members.alive() if e.node_id != self.node.node_id]
         targets = [(n, seen) for n, seen in targets if seen < version]
         if not targets:
             return
@@ -533,20 +578,20 @@ class Federation:
             self._sent_version[node_id] = version
             rows = [row for v, row in changed if v > seen and row[0] != node_id]
             if rows:
-                self._send(peer.id, [Op.VIEW, rows])
+                self.node._send(peer.id, [Op.VIEW, rows])
 
-    def _on_heartbeat(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _on_heartbeat(self, conn: Any, msg: list[Any]) -> None:
         if not isinstance(conn, _Peer) or not self.is_head:
             return
         total = msg[3] if len(msg) > 3 else None
         if not self.members.heartbeat(conn.node_id, msg[1], msg[2], time.monotonic(), total):
-            self._send(conn.id, [Op.NODE_DEAD, conn.node_id, "declared dead earlier"])
+            self.node._send(conn.id, [Op.NODE_DEAD, conn.node_id, "declared dead earlier"])
             return
         conn.sent = 0.0  # its report counts what we sent it so far
-        if self.core.queued():
-            self._dirty = self._spill_due = True
+        if self.node.core.queued():
+            self.node._dirty = self.spill_due = True
 
-    def _apply_view(self: Any, rows: list[list[Any]]) -> None:
+    def _apply_view(self, rows: list[list[Any]]) -> None:
         died = self.members.apply(rows)
         for row in rows:
             self._unconfirmed.pop(row[0], None)
@@ -556,45 +601,45 @@ class Federation:
                 if row[1]:
                     peer.address = row[1]
         for node_id in died:
-            if node_id == self.node_id:
+            if node_id == self.node.node_id:
                 self._declared_dead("the head declared this node dead")
             else:
                 self._node_dead(node_id, "the head declared it dead")
-        self._dirty = self._spill_due = True
+        self.node._dirty = self.spill_due = True
 
-    def _on_view(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _on_view(self, conn: Any, msg: list[Any]) -> None:
         self._apply_view(msg[1])
 
-    def _on_node_dead(self: Any, conn: Any, msg: list[Any]) -> None:
-        if msg[1] == self.node_id:
+    def _on_node_dead(self, conn: Any, msg: list[Any]) -> None:
+        if msg[1] == self.node.node_id:
             self._declared_dead(msg[2])
         elif self.members.mark_dead(msg[1]) or msg[1] in self.peers:
             self._node_dead(msg[1], msg[2])
 
-    def _declared_dead(self: Any, why: str) -> None:
-        sys.stderr.write(f"fedexec node {self.node_id}: {why}; exiting (its work was "
+    def _declared_dead(self, why: str) -> None:
+        sys.stderr.write(f"fedexec node {self.node.node_id}: {why}; exiting (its work was "
                          "retried elsewhere)\n")
-        self.stopping = True
+        self.node.stopping = True
 
     # ----------------------------------------------------------- node loss
-    def _node_dead(self: Any, node_id: str, why: str) -> None:
+    def _node_dead(self, node_id: str, why: str) -> None:
         """Clean up after a dead node (see the module docstring)."""
         self.members.mark_dead(node_id)
         if self.is_head:
-            self._directory_node_died(node_id)
-            self._persist_node_dead(node_id)
-            self.event_log.node_event(node_id, "DEAD", why)
+            self.node.locator.node_died(node_id)
+            self.node._persist_node_dead(node_id)
+            self.node.event_log.node_event(node_id, "DEAD", why)
         self._sent_version.pop(node_id, None)
         peer = self.peers.pop(node_id, None)
         if peer is None:
             self._lose_objects_at(node_id, why)
             return
         unsent = _unsent_calls(peer)
-        self.conns.pop(peer.id, None)
-        for conn in [c for c in list(self.conns.values()) if getattr(c, "peer", None) is peer]:
-            self._close(conn)
+        self.node.conns.pop(peer.id, None)
+        for conn in [c for c in list(self.node.conns.values()) if getattr(c, "peer", None) is peer]:
+            self.node._close(conn)
         for oid in list(peer.held):
-            obj = self.objects.get(oid)
+            obj = self.node.objects.get(oid)
             if obj is not None:
                 obj.holders.discard(peer.id)
                 obj.subscribers.discard(peer.id)
@@ -604,14 +649,14 @@ class Federation:
                 del self.relays[rid]
                 if on_reply is not None:
                     on_reply(False, None)
-                self._send(cid, [Op.REPLY, req, False, f"NodeDiedError: node {node_id} died"])
-        for actor_id, where in list(self.remote_actors.items()):
+                self.node._send(cid, [Op.REPLY, req, False, f"NodeDiedError: node {node_id} died"])
+        for actor_id, where in list(self.node.remote_actors.items()):
             if where["node"] == node_id:
                 self._restart_remote_actor(actor_id, f"node {node_id} died ({why})")
         retry = []
-        for task in list(self.tasks.values()):
+        for task in list(self.node.tasks.values()):
             if task.owner == peer.id and task.state in ("WAITING", "QUEUED"):
-                self._cancel(task.id, False, False)  # its origin is gone
+                self.node._cancel(task.id, False, False)  # its origin is gone
             elif task.state == "FORWARDED" and task.node == peer.id:
                 retry.append(task)
         for task in retry:
@@ -619,35 +664,35 @@ class Federation:
                 # Never sent there: it goes to the actor restarted elsewhere, if any.
                 if task.id in unsent:
                     task.state, task.node = "WAITING", None
-                    if self._route_actor_call(task) is None:
+                    if self.node._route_actor_call(task) is None:
                         continue
-                self._fail_task(task, ErrorKind.ACTOR_DIED,
+                self.node._fail_task(task, ErrorKind.ACTOR_DIED,
                                 f"the actor's node {node_id} died ({why})" + (
                                     ", and no restarted actor is known here (max_restarts)"
                                     if task.id in unsent else ""))
                 continue
             if task.retries_left == 0:
-                self._fail_task(task, ErrorKind.NODE_DIED,
+                self.node._fail_task(task, ErrorKind.NODE_DIED,
                                 f"node {node_id} running task {task.name!r} died ({why}) and "
                                 "max_retries is exhausted")
                 continue
             if task.retries_left > 0:
                 task.retries_left -= 1
             task.state, task.node = "WAITING", None
-            self._enqueue(task)
+            self.node._enqueue(task)
         self._lose_objects_at(node_id, why, peer.id)
-        for obj in list(self.objects.values()):
-            self._maybe_free(obj)
-        self._dirty = self._spill_due = True
+        for obj in list(self.node.objects.values()):
+            self.node._maybe_free(obj)
+        self.node._dirty = self.spill_due = True
 
-    def _lose_objects_at(self: Any, node_id: str, why: str, vcid: int | None = None) -> None:
+    def _lose_objects_at(self, node_id: str, why: str, vcid: int | None = None) -> None:
         """Objects whose bytes or our hold were on ``node_id``: rebuild them from our
         lineage, wait for a retried task, ask their home again (the node we hold a
         proxy from rebuilds them), or fail them."""
         rebuild: dict[str, _Task] = {}
-        for inc in [i for i in self.incoming.values() if i.source == node_id]:
-            self._abort_incoming(inc)
-        for obj in list(self.objects.values()):
+        for inc in [i for i in self.transfer.incoming.values() if i.source == node_id]:
+            self.transfer._abort_incoming(inc)
+        for obj in list(self.node.objects.values()):
             remote_there = obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == node_id
             held_there = vcid is not None and obj.home == vcid
             if not (remote_there or held_there):
@@ -660,69 +705,71 @@ class Federation:
             if task is not None and task.retries_left != 0:
                 rebuild[task.id] = task
                 continue
-            if obj.task in self.tasks:
+            if obj.task in self.node.tasks:
                 self._unready(obj)  # its task is being retried: the result comes again
                 continue
-            if isinstance(self.conns.get(obj.home), _Peer):
+            if isinstance(self.node.conns.get(obj.home), _Peer):
                 # A proxy: its home owns it (and its lineage); ask again, saying where
                 # it was lost, so the home answers once it has rebuilt or failed it.
                 self._unready(obj)
-                self._send(obj.home, [Op.SUBSCRIBE, [obj.id], node_id])
+                self.node._send(obj.home, [Op.SUBSCRIBE, [obj.id], node_id])
                 continue
-            self._lose(obj, ErrorKind.OBJECT_LOST,
+            self.lose(obj, ErrorKind.OBJECT_LOST,
                        f"object {obj.id} was lost with node {node_id} ({why}), and it "
                        "cannot be rebuilt (it was put, or its task's retries are exhausted)")
         for task in rebuild.values():
             self._rebuild(task)
 
-    def _unready(self: Any, obj: _Obj) -> None:
+    def _unready(self, obj: _Obj) -> None:
         """``obj``'s value is gone but will come again: make it pending (its holders,
         subscribers and waiters stay), and wake what was pulling it (it waits again)."""
         for oid in obj.contained:
-            self._unpin(oid)
+            self.node._unpin(oid)
         obj.ready, obj.kind, obj.payload, obj.contained = False, 0, [], []
-        for then in self.pulls.pop(obj.id, []):
+        for then in self.transfer.pulls.pop(obj.id, []):
             then()
 
-    def _lost_there(self: Any, obj: _Obj, lost: str | None) -> bool:
+    def lost_there(self, obj: _Obj, lost: str | None) -> bool:
         """Has a peer that SUBSCRIBEd again told us of a copy on ``lost`` we still
         think is there? (The answer waits until we learn of that node's death.)"""
-        return bool(lost) and obj.ready and obj.kind == Kind.REMOTE and \
-            obj.payload[0] == lost and self.members.is_alive(lost)
+        if not lost:
+            return False
+        return obj.ready and obj.kind == Kind.REMOTE and obj.payload[0] == lost and \
+            self.members.is_alive(lost)
 
-    def _lose(self: Any, obj: _Obj, kind: ErrorKind, message: str) -> None:
+    def lose(self, obj: _Obj, kind: ErrorKind, message: str) -> None:
         if not obj.ready:
-            self._set_object(obj, [obj.id, Kind.FAILED, kind, message])
+            self.node._set_object(obj, [obj.id, Kind.FAILED, kind, message])
         else:
             for oid in obj.contained:
-                self._unpin(oid)
+                self.node._unpin(oid)
             obj.contained = []
             obj.kind = Kind.FAILED
             obj.payload = [kind, message]
             for cid in obj.subscribers:  # peers that asked again (see _lost_there)
-                self._send(cid, obj.message())
+                self.node._send(cid, obj.message())
             obj.subscribers.clear()
-        self._lineage_release(obj)
-        for then in self.pulls.pop(obj.id, []):
+        self.lineage_release(obj)
+        for then in self.transfer.pulls.pop(obj.id, []):
             then()
-        self._maybe_free(obj)
+        self.node._maybe_free(obj)
 
-    def _rebuild(self: Any, task: _Task) -> None:
+    def _rebuild(self, task: _Task) -> None:
         """Run a finished task again because its result was lost (lineage)."""
         del self.lineage[task.id]
         if task.retries_left > 0:
             task.retries_left -= 1
         for rid in task.return_ids:
-            obj = self.objects.get(rid)
+            obj = self.node.objects.get(rid)
             if obj is None:
                 continue
             obj.task = task.id
             self._unready(obj)
         task.state, task.node = "WAITING", None
-        self.tasks[task.id] = task
-        self._await_deps(task, self._enqueue, localize=False)
+        self.node.tasks[task.id] = task
+        self.node._await_deps(task, self.node._enqueue, localize=False)
 
-    def _lineage_release(self: Any, obj: _Obj) -> None:
+    def lineage_release(self, obj: _Obj) -> None:
         """``obj`` no longer needs its task kept for a rebuild."""
         task = self.lineage.get(obj.task or "")
         if task is None:
@@ -731,246 +778,77 @@ class Federation:
         task.live -= 1
         if task.live <= 0:
             del self.lineage[task.id]
-            self._release_args(task)
+            self.release_args(task)
 
     # ---------------------------------------------------------------- objects
-    def _adopt(self: Any, peer: _Peer, ids: list[str]) -> None:
+    def adopt(self, peer: _Peer, ids: list[str]) -> None:
         """Make proxies for ids ``peer`` told us of that we do not know."""
-        from .node import _Obj
-
-        new = [oid for oid in ids if oid not in self.objects]
+        new = [oid for oid in ids if oid not in self.node.objects]
         if not new:
             return
         for oid in new:
             obj = _Obj(oid, None)
             obj.home = peer.id
-            self.objects[oid] = obj
-        self._send(peer.id, [Op.INCREF, new])
-        self._send(peer.id, [Op.SUBSCRIBE, new])
+            self.node.objects[oid] = obj
+        self.node._send(peer.id, [Op.INCREF, new])
+        self.node._send(peer.id, [Op.SUBSCRIBE, new])
 
-    def _on_peer_object(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _on_peer_object(self, conn: Any, msg: list[Any]) -> None:
         """A peer completed an object we hold there (a result, or a proxy's value)."""
         if not isinstance(conn, _Peer):
             return
         entry = msg[1:]
         oid, kind = entry[0], entry[1]
         if kind in (Kind.INLINE, Kind.REMOTE):
-            self._adopt(conn, list(entry[4]))
-        obj = self.objects.get(oid)
+            self.adopt(conn, list(entry[4]))
+        obj = self.node.objects.get(oid)
         if obj is None or obj.ready:
-            self._send(conn.id, [Op.DECREF, [oid]])
+            self.node._send(conn.id, [Op.DECREF, [oid]])
             return
         obj.home = conn.id
-        task = self.tasks.get(obj.task or "")
-        self._set_object(obj, entry)
+        task = self.node.tasks.get(obj.task or "")
+        self.node._set_object(obj, entry)
         if task is not None and task.state == "FORWARDED" and all(
-                (o := self.objects.get(r)) is None or o.ready for r in task.return_ids):
+                (o := self.node.objects.get(r)) is None or o.ready for r in task.return_ids):
             self._forwarded_done(task)
 
-    def _forwarded_done(self: Any, task: _Task) -> None:
-        self.tasks.pop(task.id, None)
+    def _forwarded_done(self, task: _Task) -> None:
+        self.node.tasks.pop(task.id, None)
         task.state = "DONE"
         remote = [o for r in task.return_ids
-                  if (o := self.objects.get(r)) is not None and o.kind == Kind.REMOTE]
+                  if (o := self.node.objects.get(r)) is not None and o.kind == Kind.REMOTE]
         if remote and task.retries_left != 0:
             task.live = len(remote)
             self.lineage[task.id] = task  # its arguments stay pinned, for a rebuild
             return
-        self._release_args(task)
+        self.release_args(task)
 
-    def _release_args(self: Any, task: _Task) -> None:
+    def release_args(self, task: _Task) -> None:
         """A task is done for good: unpin its arguments, drop its payload."""
         for oid in task.deps:
-            self._unpin(oid)
+            self.node._unpin(oid)
         for oid in task.contained:
-            self._unpin(oid)
+            self.node._unpin(oid)
         task.payload = None
 
-    def _on_peer_started(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _on_peer_started(self, conn: Any, msg: list[Any]) -> None:
         by_owner: dict[int, list[str]] = {}
         for rid in msg[1]:
-            obj = self.objects.get(rid)
+            obj = self.node.objects.get(rid)
             if obj is not None and obj.owner is not None:
                 by_owner.setdefault(obj.owner, []).append(rid)
         for cid, rids in by_owner.items():
-            self._send(cid, [Op.STARTED, rids])
+            self.node._send(cid, [Op.STARTED, rids])
 
-    def _entry_for(self: Any, cid: int | None, obj: _Obj, msg: list[Any]) -> list[Any]:
+    def entry_for(self, cid: int | None, obj: _Obj, msg: list[Any]) -> list[Any]:
         """``msg`` (an OBJECT message) as ``cid`` must see it: a peer gets a large
         object as REMOTE@here."""
-        if obj.kind == Kind.SHM and isinstance(self.conns.get(cid), _Peer):
-            return [Op.OBJECT, obj.id, Kind.REMOTE, self.node_id, obj.size, obj.contained]
+        if obj.kind == Kind.SHM and isinstance(self.node.conns.get(cid), _Peer):
+            return [Op.OBJECT, obj.id, Kind.REMOTE, self.node.node_id, obj.size, obj.contained]
         return msg
 
-    def _on_fetch(self: Any, conn: Any, msg: list[Any]) -> None:
-        """A local client wants objects' bytes here (pulled or restored if needed)."""
-        for oid in msg[1]:
-            obj = self.objects.get(oid)
-            if obj is None:
-                obj = self._lost(oid)
-            self._fetch_ready(conn.id, obj)
-
-    def _fetch_ready(self: Any, cid: int, obj: _Obj) -> None:
-        if not obj.ready:  # it was lost while being pulled, and is being made again
-            obj.waiters.append((_Fetch(cid), lambda f, o=obj: self._fetch_ready(f.cid, o)))
-            return
-        if obj.kind == Kind.REMOTE:
-            self._localize(obj, lambda: self._fetch_ready(cid, obj))
-            return
-        msg = self._deliverable(obj)
-        conn = self.conns.get(cid)
-        if msg[2] == Kind.SHM and getattr(conn, "remote", False):
-            msg = self._inline_message(obj, msg)
-        self._send(cid, msg)
-
-    def _inline_message(self: Any, obj: _Obj, msg: list[Any]) -> list[Any]:
-        """An SHM object's bytes as an INLINE message, for a driver on another machine
-        (the file is read, never unpickled)."""
-        from .store import read_object
-
-        try:
-            data, buffers = read_object(msg[3])
-            return [Op.OBJECT, obj.id, Kind.INLINE, bytes(data), [bytes(b) for b in buffers],
-                    list(obj.contained)]
-        except Exception as exc:
-            return [Op.OBJECT, obj.id, Kind.FAILED, ErrorKind.OBJECT_LOST,
-                    f"cannot read object {obj.id}: {exc}"]
-
-    # ------------------------------------------------------------------ pulls
-    def _localize(self: Any, obj: _Obj, then: Any) -> None:
-        """Pull ``obj``'s bytes here (once, however many ask); then ``then()``."""
-        waiting = self.pulls.get(obj.id)
-        if waiting is not None:
-            waiting.append(then)
-            return
-        node_id = obj.payload[0]
-        if not self.members.is_alive(node_id):
-            self.pulls[obj.id] = [then]
-            self._lose(obj, ErrorKind.OBJECT_LOST,
-                       f"object {obj.id} was on node {node_id}, which is dead")
-            return
-        self.pulls[obj.id] = [then]
-        self.transfers["pulls"] += 1
-        peer = self._peer(node_id)
-        self._send(peer.id, [Op.PULL, obj.id])
-
-    def _on_pull(self: Any, conn: Any, msg: list[Any]) -> None:
-        """A peer wants an object's bytes: queue it to be served in chunks."""
-        oid = msg[1]
-        obj = self.objects.get(oid)
-        if obj is None or not obj.ready or obj.kind != Kind.SHM:
-            where = "freed" if obj is None else "not held in this node's store"
-            self._send(conn.id, [Op.CHUNK, oid, -1, 0, f"object {oid} is {where}", []])
-            return
-        try:
-            path = self.store.ensure_local(oid)
-            self.store.pin(oid)
-        except Exception as exc:
-            self._send(conn.id, [Op.CHUNK, oid, -1, 0, str(exc), []])
-            return
-        self._pin(oid)
-        size = os.path.getsize(path)
-        self.transfers["served"] += 1
-        self.transfers["served_bytes"] += size
-        self.serving.append([conn.id, oid, path, 0, size, list(obj.contained)])
-
-    def _serve_pulls(self: Any) -> None:
-        """Send up to ``_SERVE_PER_TURN`` bytes of pulled objects (round robin)."""
-        budget = _SERVE_PER_TURN
-        rounds = len(self.serving)
-        while self.serving and budget > 0 and rounds > 0:
-            rounds -= 1
-            job = self.serving.popleft()
-            cid, oid, path, offset, total, contained = job
-            peer = self.conns.get(cid)
-            link = peer.link if isinstance(peer, _Peer) else None
-            if peer is None:
-                self._served(oid)
-                continue
-            if link is not None and len(link.wbuf) - link.woff > _LINK_BACKLOG:
-                self.serving.append(job)
-                continue
-            try:
-                with open(path, "rb") as f:
-                    n = min(_CHUNK, total - offset, budget) if total else 0
-                    data = os.pread(f.fileno(), n, offset) if n else b""
-            except OSError as exc:
-                self._send(cid, [Op.CHUNK, oid, -1, 0, f"cannot read object {oid}: {exc}", []])
-                self._served(oid)
-                continue
-            self._send(cid, [Op.CHUNK, oid, offset, total, data, contained])
-            budget -= max(1, len(data))
-            job[3] = offset + len(data)
-            if job[3] >= total or not data:
-                self._served(oid)
-            else:
-                self.serving.append(job)
-
-    def _served(self: Any, oid: str) -> None:
-        with contextlib.suppress(Exception):
-            self.store.unpin(oid)
-        self._unpin(oid)
-
-    def _on_chunk(self: Any, conn: Any, msg: list[Any]) -> None:
-        _, oid, offset, total, data, _contained = msg
-        obj = self.objects.get(oid)
-        inc = self.incoming.get(oid)
-        if offset < 0:
-            if inc is not None:
-                self._abort_incoming(inc)
-            if obj is not None and obj.kind == Kind.REMOTE:
-                self._lose(obj, ErrorKind.OBJECT_LOST, f"pulling object {oid} failed: {data}")
-            return
-        if obj is None or obj.kind != Kind.REMOTE:
-            if inc is not None:
-                self._abort_incoming(inc)
-            return
-        if inc is None:
-            try:
-                path, staging = self.store.reserve_segment(oid, total)
-            except Exception as exc:
-                kind = ErrorKind.STORE_FULL if "full" in str(exc).lower() else \
-                    ErrorKind.OBJECT_LOST
-                self._lose(obj, kind, f"cannot store pulled object {oid} here: {exc}")
-                return
-            tmp = staging or f"{path}.pull"  # a freed file to reuse, or a new one
-            new = 0 if staging else os.O_CREAT | os.O_TRUNC
-            fd = os.open(tmp, os.O_WRONLY | os.O_CLOEXEC | new, 0o600)
-            os.ftruncate(fd, total)
-            inc = self.incoming[oid] = _Incoming(fd, path, tmp, total,
-                                                  getattr(conn, "node_id", ""))
-        view = memoryview(data)
-        done = 0
-        while done < len(view):
-            done += os.pwrite(inc.fd, view[done:], offset + done)
-        inc.got += len(data)
-        if inc.got < inc.total:
-            return
-        del self.incoming[oid]
-        self.transfers["pulled_bytes"] += inc.total
-        os.close(inc.fd)
-        os.rename(inc.tmp, inc.path)
-        self.store.seal(oid)
-        obj.kind = Kind.SHM
-        obj.payload = [inc.path, inc.total, obj.payload[2] if len(obj.payload) > 2 else []]
-        self._lineage_release(obj)
-        for then in self.pulls.pop(oid, []):
-            then()
-        self._maybe_free(obj)
-
-    def _abort_incoming(self: Any, inc: _Incoming) -> None:
-        oid = next((k for k, v in self.incoming.items() if v is inc), None)
-        if oid is not None:
-            del self.incoming[oid]
-            with contextlib.suppress(Exception):
-                self.store.abort(oid)
-        with contextlib.suppress(OSError):
-            os.close(inc.fd)
-        with contextlib.suppress(OSError):
-            os.unlink(inc.tmp)
-
     # -------------------------------------------------------------- placement
-    def _place(self: Any, task: _Task) -> _Peer | None:
+    def place(self, task: _Task) -> _Peer | None:
         """Where a ready task runs: None for here, or the peer to forward it to."""
         strategy = task.strategy
         if strategy == "LOCAL" or len(self.members.nodes) < 2:
@@ -978,14 +856,14 @@ class Federation:
         demand = task.demand
         if isinstance(strategy, list):  # ["NODE", node_id, soft]
             _, node_id, soft = strategy
-            if node_id == self.node_id:
-                if self.pool.feasible(demand) or not soft:
+            if node_id == self.node.node_id:
+                if self.node.pool.feasible(demand) or not soft:
                     return None
             elif self.members.is_alive(node_id) and (
                     not soft or self._fits_remote(node_id, demand)):
-                return self._peer(node_id)
+                return self.peer(node_id)
             elif not soft:
-                self._fail_task(task, ErrorKind.UNAVAILABLE,
+                self.node._fail_task(task, ErrorKind.UNAVAILABLE,
                                 f"task {task.name!r} must run on node {node_id}, which is "
                                 "not alive (use NodeAffinity(..., soft=True) to allow others)")
                 return None
@@ -995,10 +873,10 @@ class Federation:
                 nodes.sort()
                 self._spread += 1
                 pick = nodes[self._spread % len(nodes)]
-                return None if pick == self.node_id else self._peer(pick)
+                return None if pick == self.node.node_id else self.peer(pick)
         return self._default_place(task)
 
-    def _place_actor(self: Any, spec: dict[str, Any]) -> _Peer | None:
+    def place_actor(self, spec: dict[str, Any]) -> _Peer | None:
         """Where a new actor lives: None for here, or the peer to create it on.
         Raises ValueError when no live node can ever host it."""
         strategy = spec.get("strategy")
@@ -1007,10 +885,10 @@ class Federation:
             return None
         if isinstance(strategy, list):  # ["NODE", node_id, soft]
             _, node_id, soft = strategy
-            if node_id == self.node_id and (self.pool.feasible(demand) or not soft):
+            if node_id == self.node.node_id and (self.node.pool.feasible(demand) or not soft):
                 return None
-            if node_id != self.node_id and self.members.is_alive(node_id):
-                return self._peer(node_id)
+            if node_id != self.node.node_id and self.members.is_alive(node_id):
+                return self.peer(node_id)
             if not soft:
                 raise ValueError(f"no alive node with id {node_id!r} to place the actor on")
         elif strategy == "SPREAD":
@@ -1019,20 +897,20 @@ class Federation:
             if nodes:
                 self._spread += 1
                 pick = nodes[self._spread % len(nodes)]
-                return None if pick == self.node_id else self._peer(pick)
-        if not self.pool.feasible(demand):
-            return self._best_remote(demand, need_room=False)
-        if not self.pool.fits(demand):
-            return self._best_remote(demand, need_room=True)
+                return None if pick == self.node.node_id else self.peer(pick)
+        if not self.node.pool.feasible(demand):
+            return self.best_remote(demand, need_room=False)
+        if not self.node.pool.fits(demand):
+            return self.best_remote(demand, need_room=True)
         return None
 
-    def _create_remote_actor(self: Any, peer: _Peer, conn: Any, actor_id: str,
+    def create_remote_actor(self, peer: _Peer, conn: Any, actor_id: str,
                              spec: dict[str, Any], payload: Any, deps: list[str],
                              contained: list[str]) -> None:
         """Create an actor on ``peer`` for client ``conn``; remember where it went (for
         its name, and calls arriving here)."""
-        spec = {**spec, "strategy": "LOCAL", "owner_node": self.node_id}
-        entry = self.remote_actors.get(actor_id)
+        spec = {**spec, "strategy": "LOCAL", "owner_node": self.node.node_id}
+        entry = self.node.remote_actors.get(actor_id)
         if entry is None:
             # Kept (arguments pinned) so the actor can be made again elsewhere if its
             # node dies and max_restarts allows.
@@ -1040,88 +918,89 @@ class Federation:
                      "contained": contained, "owner": conn.id if conn is not None else None,
                      "restarts": 0}
             for oid in deps + contained:
-                self._pin(oid)
+                self.node._pin(oid)
         entry["node"] = peer.node_id
-        self.remote_actors[actor_id] = entry
+        self.node.remote_actors[actor_id] = entry
         # Counted against the peer until its next report, as a forwarded task is:
         # actors placed in a burst must not all pick the node that had room once.
         peer.sent += spec["demand_create"].get("CPU", 0.0)
 
         def done(ok: bool, value: Any) -> None:
             if not ok or not isinstance(value, list):
-                self._drop_remote_actor(actor_id)
+                self.drop_remote_actor(actor_id)
                 return
             rid, rspec = value
             if rid != actor_id:  # get_if_exists found another
-                self._drop_remote_actor(actor_id)
+                self.drop_remote_actor(actor_id)
                 return
             entry["spec"] = rspec
             if rspec.get("name") is not None:
-                self.named[(rspec.get("namespace") or "default", rspec["name"])] = rid
+                self.node.named[(rspec.get("namespace") or "default", rspec["name"])] = rid
 
-        self._relay(peer, Call.CREATE_ACTOR, [actor_id, spec, payload, deps, contained],
-                    conn.id if conn is not None else None, self._request_id, done)
+        self.relay(peer, Call.CREATE_ACTOR, [actor_id, spec, payload, deps, contained],
+                    conn.id if conn is not None else None, self.node._request_id, done)
 
-    def _drop_remote_actor(self: Any, actor_id: str) -> None:
-        entry = self.remote_actors.pop(actor_id, None)
+    def drop_remote_actor(self, actor_id: str) -> None:
+        entry = self.node.remote_actors.pop(actor_id, None)
         if entry is None:
             return
         for oid in entry["deps"] + entry["contained"]:
-            self._unpin(oid)
+            self.node._unpin(oid)
 
-    def _restart_remote_actor(self: Any, actor_id: str, why: str) -> None:
+    def _restart_remote_actor(self, actor_id: str, why: str) -> None:
         """An actor we placed on a node that died: make it again elsewhere, if its
         ``max_restarts`` allows and its creator is still here."""
-        entry = self.remote_actors[actor_id]
+        entry = self.node.remote_actors[actor_id]
         spec = dict(entry["spec"])
         limit = spec.get("max_restarts", 0)
-        owner = self.conns.get(entry["owner"]) if entry["owner"] is not None else None
+        owner = self.node.conns.get(entry["owner"]) if entry["owner"] is not None else None
         if owner is None or not (limit == -1 or entry["restarts"] < limit):
-            self._drop_remote_actor(actor_id)
-            self._actor_gone(actor_id, spec)  # the head frees its name
+            self.drop_remote_actor(actor_id)
+            self.node.locator.gone(actor_id, spec)  # the head frees its name
             return
         entry["restarts"] += 1
         spec["strategy"] = None
         spec.pop("node_id", None)
         sys.stderr.write(f"fedexec: restarting actor {actor_id} elsewhere: {why}\n")
         try:
-            peer = self._place_actor(spec)
+            peer = self.place_actor(spec)
         except ValueError:
             peer = None
-            if not self.pool.feasible(spec["demand_create"]) and \
+            if not self.node.pool.feasible(spec["demand_create"]) and \
                     spec.get("await_node") == "group":
-                self._drop_remote_actor(actor_id)
-                self._actor_gone(actor_id, spec)
+                self.drop_remote_actor(actor_id)
+                self.node.locator.gone(actor_id, spec)
                 return
         args = [entry["payload"], entry["deps"], entry["contained"]]
-        if peer is None and not self.pool.feasible(spec["demand_create"]) and \
+        if peer is None and not self.node.pool.feasible(spec["demand_create"]) and \
                 spec.get("await_node") != "group":
             # No live node fits it: it waits for a node the autoscaler launches, or,
             # when none may, it is dead (see pending_actors.py).
             with contextlib.suppress(Exception):
-                self._restart_pending(owner, actor_id, spec, args, entry["restarts"])
-            self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
+                self.node.pending.restart(owner, actor_id, spec, args, entry["restarts"])
+            self.drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return
         if peer is None:  # here, after all
             spec["strategy"] = "LOCAL"
             with contextlib.suppress(Exception):
-                self._create_actor(owner, actor_id, spec, *args, restart=True)
-            self._drop_remote_actor(actor_id)  # after: it pins the arguments itself
+                self.node._create_actor(owner, actor_id, spec, args[0], args[1], args[2],
+                                        restart=True)
+            self.drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return
-        self._create_remote_actor(peer, None, actor_id, spec, *args)
+        self.create_remote_actor(peer, None, actor_id, spec, *args)
 
-    def _forward_call(self: Any, task: _Task, peer: _Peer) -> None:
+    def forward_call(self, task: _Task, peer: _Peer) -> None:
         """Send an actor call to the node its actor lives on (in order, at once: that
         node waits for its arguments)."""
         task.state = "FORWARDED"
         task.node = peer.id
-        self._send(peer.id, [Op.ACTOR_CALL, task.actor_id, task.id, task.return_ids,
+        self.node._send(peer.id, [Op.ACTOR_CALL, task.actor_id, task.id, task.return_ids,
                              task.name, task.deps, task.contained, task.payload])
 
-    def _feasible_on(self: Any, entry: Any, demand: dict[str, float]) -> bool:
+    def _feasible_on(self, entry: Any, demand: dict[str, float]) -> bool:
         return fits(demand, entry.total)
 
-    def _fits_remote(self: Any, node_id: str, demand: dict[str, float]) -> bool:
+    def _fits_remote(self, node_id: str, demand: dict[str, float]) -> bool:
         """Does ``demand`` fit the node's last reported free resources, counting
         what we sent it since?"""
         entry = self.members.nodes.get(node_id)
@@ -1135,15 +1014,15 @@ class Federation:
                 return False
         return True
 
-    def _default_place(self: Any, task: _Task) -> _Peer | None:
+    def _default_place(self, task: _Task) -> _Peer | None:
         demand = task.demand
-        if not self.pool.feasible(demand):
-            return self._best_remote(demand, need_room=False)
+        if not self.node.pool.feasible(demand):
+            return self.best_remote(demand, need_room=False)
         # Locality: follow the argument bytes when most of them are elsewhere.
         here = 0
         there: dict[str, int] = {}
         for oid in task.deps:
-            obj = self.objects.get(oid)
+            obj = self.node.objects.get(oid)
             if obj is None or not obj.ready:
                 continue
             if obj.kind == Kind.REMOTE:
@@ -1155,10 +1034,10 @@ class Federation:
             if size > here and size >= _LOCALITY_MIN and self.members.is_alive(node_id):
                 entry = self.members.nodes[node_id]
                 if self._feasible_on(entry, demand):
-                    return self._peer(node_id)
+                    return self.peer(node_id)
         return None
 
-    def _best_remote(self: Any, demand: dict[str, float], need_room: bool) -> _Peer | None:
+    def best_remote(self, demand: dict[str, float], need_room: bool) -> _Peer | None:
         # A shape no other node can ever run stays so until a node joins, dies or
         # changes its total: tasks of that shape queue here without a pass over every
         # node each (10,000 of them on a 500-node cluster stalled the head for 4 s).
@@ -1167,7 +1046,7 @@ class Federation:
             return None
         best, best_free = None, None
         for entry in self.members.alive():
-            if entry.node_id == self.node_id or not self._feasible_on(entry, demand):
+            if entry.node_id == self.node.node_id or not self._feasible_on(entry, demand):
                 continue
             fits = self._fits_remote(entry.node_id, demand)
             if need_room and not fits:
@@ -1184,80 +1063,78 @@ class Federation:
                     self._fits_nowhere.clear()
                 self._fits_nowhere[shape] = self.members.shape_version
             return None
-        return self._peer(best)
+        return self.peer(best)
 
-    def _forward(self: Any, task: _Task, peer: _Peer) -> None:
+    def forward(self, task: _Task, peer: _Peer) -> None:
         """Send a ready task to ``peer`` to run there (it stays ours: see docstring)."""
         task.state = "FORWARDED"
         task.node = peer.id
         self.transfers["forwarded_tasks"] += 1
         peer.sent += task.demand.get("CPU", 0.0)
-        self._send(peer.id, [Op.SUBMIT, task.id, task.return_ids, task.name, task.demand,
+        self.node._send(peer.id, [Op.SUBMIT, task.id, task.return_ids, task.name, task.demand,
                              task.retries_left, task.deps, task.contained, task.payload,
                              "LOCAL"])
 
-    def _spill(self: Any) -> None:
+    def spill(self) -> None:
         """Spillback: forward queued tasks that cannot start here now to nodes that
         have room (or, for tasks this node can never run, to any node that can).
         Runs only when something changed (``_spill_due``: a task queued, a report
         or view arrived, a node came or went), per resource shape, oldest first."""
-        if not self._spill_due or len(self.members.nodes) < 2:
+        if not self.spill_due or len(self.members.nodes) < 2:
             return
-        self._spill_due = False
-        for demand, task_ids in self.core.queued_tasks():  # (actors stay)
-            if self.pool.fits(demand):
+        self.spill_due = False
+        for demand, task_ids in self.node.core.queued_tasks():  # (actors stay)
+            if self.node.pool.fits(demand):
                 continue
-            feasible_here = self.pool.feasible(demand)
+            feasible_here = self.node.pool.feasible(demand)
             for task_id in task_ids:
-                item = self.tasks[task_id]
+                item = self.node.tasks[task_id]
                 if item.strategy is not None:
                     continue  # tasks placed by strategy stay
-                peer = self._best_remote(demand, need_room=feasible_here)
+                peer = self.best_remote(demand, need_room=feasible_here)
                 if peer is None:
                     break  # no room anywhere now: the rest waits for a report
-                self.core.handle(Withdraw(task_id))
-                self._forward(item, peer)
+                self.node.core.handle(Withdraw(task_id))
+                self.forward(item, peer)
 
     # ------------------------------------------------------------- relaying
-    def _relay(self: Any, peer: _Peer, call: int, args: list[Any], cid: int | None,
+    def relay(self, peer: _Peer, call: int, args: list[Any], cid: int | None,
                req_id: int, on_reply: Any = None) -> int:
         """Ask ``peer`` a REQUEST on behalf of client ``cid`` (None: nobody); its REPLY
         goes back (after ``on_reply(ok, value)``, if given). Returns the relay's id."""
         rid = self._next_relay
         self._next_relay += 1
         self.relays[rid] = (cid, req_id, peer.node_id, on_reply)
-        self._send(peer.id, [Op.REQUEST, rid, int(call), args])
+        self.node._send(peer.id, [Op.REQUEST, rid, int(call), args])
         return rid
 
-    def _on_peer_reply(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _on_peer_reply(self, conn: Any, msg: list[Any]) -> None:
         found = self.relays.pop(msg[1], None)
         if found is not None:
             if found[3] is not None:
                 found[3](msg[2], msg[3])
-            self._send(found[0], [Op.REPLY, found[1], msg[2], msg[3]])
+            self.node._send(found[0], [Op.REPLY, found[1], msg[2], msg[3]])
 
     # ------------------------------------------------------ cluster-wide state
-    def _call_gather(self: Any, conn: Any, call: int, args: list[Any],
+    def _call_gather(self, conn: Any, call: int, args: list[Any],
                      timeout: float = _GATHER_TIMEOUT) -> Any:
         """GATHER: run ``call`` (STATS, LIST or AUTOSCALER_REPORT only) here and on every other node over
         the peer links; reply ``{node_id: [ok, value or error message]}`` for every
         node of the table: a dead node says so, one that does not answer within
         ``timeout`` seconds is reported unreachable."""
-        from .node import _DEFER
-
         if call not in _GATHERABLE:
             raise ValueError(f"GATHER takes STATS, LIST or AUTOSCALER_REPORT, not call {call}")
-        here = self._calls[call](self, conn, *args)  # a bad argument fails here, once
-        gather = _Gather(conn.id, self._request_id, float(timeout))
-        gather.results[self.node_id] = [True, here]
+        here = self.node.call_table[call](conn, *args)  # a bad argument fails here, once
+        gather = _Gather(conn.id, self.node._request_id, float(timeout))
+        gather.results[self.node.node_id] = [True, here]
         for entry in self.members.nodes.values():
-            if entry.node_id == self.node_id:
+            if entry.node_id == self.node.node_id:
                 continue
             if not entry.alive:
                 gather.results[entry.node_id] = [False, "NodeDiedError: the node is dead"]
                 continue
             node_id = entry.node_id
-            rid = self._relay(self._peer(node_id), call, args, None, 0,
+            rid = self.relay(self.peer(node_id), call, args, None, 0,
                               lambda ok, value, n=node_id: self._gathered(gather, n, ok, value))
             gather.waiting[rid] = node_id
         if not gather.waiting:
@@ -1265,7 +1142,7 @@ class Federation:
         self.gathers.append(gather)
         return _DEFER
 
-    def _gathered(self: Any, gather: _Gather, node_id: str, ok: bool, value: Any) -> None:
+    def _gathered(self, gather: _Gather, node_id: str, ok: bool, value: Any) -> None:
         if gather.done:
             return
         if not ok and value is None:  # the node died while we asked (see _node_dead)
@@ -1277,13 +1154,13 @@ class Federation:
         if not gather.waiting:
             self._gather_reply(gather)
 
-    def _gather_reply(self: Any, gather: _Gather) -> None:
+    def _gather_reply(self, gather: _Gather) -> None:
         gather.done = True
         with contextlib.suppress(ValueError):
             self.gathers.remove(gather)
-        self._send(gather.cid, [Op.REPLY, gather.req, True, gather.results])
+        self.node._send(gather.cid, [Op.REPLY, gather.req, True, gather.results])
 
-    def _expire_gathers(self: Any, now: float) -> None:
+    def _expire_gathers(self, now: float) -> None:
         """Answer the gathers whose time is up; the nodes still silent are unreachable."""
         for gather in [g for g in self.gathers if now >= g.deadline]:
             for rid, node_id in gather.waiting.items():
@@ -1295,17 +1172,36 @@ class Federation:
             self._gather_reply(gather)
 
     # ------------------------------------------------------------- answers
-    def _refresh_own(self: Any) -> None:
+    def refresh_own(self) -> None:
         """Our own row reports what is free now (not at the last tick)."""
-        own = self.members.nodes.get(self.node_id)
+        own = self.members.nodes.get(self.node.node_id)
         if own is not None:
-            own.available = self.pool.available()
+            own.available = self.node.pool.available()
 
-    def _cluster_nodes(self: Any) -> list[dict[str, Any]]:
-        self._refresh_own()
-        return [{"node_id": e.node_id, "address": e.address or self.socket_path,
+    def cluster_nodes(self) -> list[dict[str, Any]]:
+        self.refresh_own()
+        return [{"node_id": e.node_id, "address": e.address or self.node.socket_path,
                  "alive": e.alive, "resources": dict(e.total),
                  "available": dict(e.available), "is_head": e.node_id == self.head_id,
                  "queued": e.queued}
                 for e in self.members.nodes.values()]
 
+    #: The ops it handles (from other nodes), dispatched by the node's ``op_table``.
+    OPS: dict[int, Callable[[Federation, Any, list[Any]], None]] = {
+        Op.HEARTBEAT: _on_heartbeat,
+        Op.VIEW: _on_view,
+        Op.NODE_DEAD: _on_node_dead,
+        Op.WELCOME: _on_welcome,
+        Op.OBJECT: _on_peer_object,
+        Op.STARTED: _on_peer_started,
+        Op.REPLY: _on_peer_reply,
+    }
+
+    def handlers(self) -> dict[int, Callable[[Any, list[Any]], None]]:
+        """Its message handlers, by op, bound (the node's dispatch table takes them)."""
+        return {**{op: types.MethodType(fn, self) for op, fn in self.OPS.items()},
+                **self.transfer.handlers()}
+
+    def calls(self) -> dict[int, Callable[..., Any]]:
+        """Its REQUEST handlers, by call."""
+        return {Call.GATHER: self._call_gather}

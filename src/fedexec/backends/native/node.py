@@ -38,9 +38,37 @@ State::
                                  per resource shape, resource and GPU booking, which
                                  task runs on which worker, retries on worker death
 
+    (records: ``records.py``)
+
 The local scheduling decisions are the core's: this shell turns messages and
 reaped processes into its events and executes its actions (``_run``): fork a
 worker, send EXECUTE / ACTOR_INIT / CANCEL_TASK / REVOKE, kill, complete a task.
+
+Components (objects it owns, each over a typed Protocol of what it uses of the
+node manager, never through mixins)::
+
+    core        LocalScheduler     core/scheduler.py   local scheduling (pure)
+    federation  Federation         federation.py       the head, peers, heartbeats,
+                                                       forwarding, node loss, lineage
+      .transfer Transfers          transfers.py        FETCH / PULL / CHUNK
+    locator     ActorLocator       actor_directory.py  named actors, actor locations
+    pending     PendingActorsHost  pending_actors.py   actors waiting for a node
+    placement   PlacementGroups    placement_groups.py two-phase bundle reservation
+    processes   WorkerProcesses    processes.py        fork, logs, reaping, OOM kills
+    reports     NodeReports        reports.py          STATS, LIST, DESCRIBE, ...
+
+Dispatch: a message goes to ``op_table[op]`` (this class's ``_handlers`` bound,
+plus ``Federation.OPS`` and ``Transfers.OPS``); a REQUEST to ``call_table[call]``
+(``_calls`` bound, plus each component's ``calls()``). Handlers are bound methods,
+so a message costs one call whichever object handles it.
+
+Why this module is still over 600 lines: what remains is the loop and the
+connections, the objects table, the tasks table and the actors table, which the
+per-message paths (SUBMIT, TASK_DONE, OBJECT, ACTOR_CALL) cross in one call
+chain. They are not split yet: the next seams are the actors table (lifecycle,
+restarts, call queues) and the objects table (holders, pins, subscribers,
+freeing), as components like the ones above, keeping the per-task call count
+(node-manager Python calls per task, cProfile, see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -58,13 +86,15 @@ import signal
 import socket
 import sys
 import time
+import types
+from collections.abc import Callable
 from typing import Any
 
 from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from ..._pids import pid_alive
 from ...exceptions import FedexecError, ProtocolError
-from .actor_directory import ActorDirectoryMixin, name_taken, tracked
+from .actor_directory import ActorLocator, name_taken, tracked
 from .core.events import (
     Action,
     ActorQueued,
@@ -93,35 +123,33 @@ from .core.events import (
     WorkerReady,
     WorkerUnblocked,
 )
-from .core.scheduler import LocalScheduler, TaskEntry, WorkerSlot
+from .core.scheduler import LocalScheduler
 from .events import EventStream
-from .federation import Federation, _Peer
+from .federation import Federation
 from .lease_desk import LeaseDesk
 from .memory_monitor import (
     DEFAULT_INTERVAL_S,
     DEFAULT_THRESHOLD,
-    Candidate,
-    Kill,
     MemoryMonitor,
-    worker_rss,
 )
-from .pending_actors import PendingActorsMixin
+from .pending_actors import PendingActorsHost
 from .persistence import HeadPersistence
 from .placement_groups import PlacementGroups
+from .processes import WorkerProcesses
 from .protocol import (
     FORBIDDEN,
     NODE_ONLY_CALLS,
     ROLES,
     Call,
-    ClientHandshake,
     ErrorKind,
-    FrameReader,
     Kind,
     Op,
     ServerHandshake,
     encode_error,
     pack_frame,
 )
+from .records import _DEFER, _Actor, _Conn, _Obj, _Peer, _Task, _Worker
+from .reports import NodeReports
 from .store import StoreManager, default_pool_capacity
 
 __all__ = ["NodeManager", "main"]
@@ -130,184 +158,16 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
-_DEFER = object()  # a REQUEST handler's "the reply comes later"
 _MAX_EARLY = 100_000  # DIRECT_DONE results kept for calls not registered yet
 _TAKE_WAIT = 5.0  # s a CANCEL_QUEUED waits for starting workers to take their tasks
-
-
-class _Conn:
-    __slots__ = (
-        "auth",
-        "creating",
-        "declared",
-        "dialing",
-        "forbidden",
-        "held",
-        "id",
-        "out",
-        "peer",
-        "pid",
-        "reader",
-        "remote",
-        "role",
-        "sock",
-        "watching_write",
-        "wbuf",
-        "welcome_due",
-        "woff",
-        "worker",
-    )
-
-    def __init__(self, cid: int, sock: socket.socket,
-                 auth: ServerHandshake | ClientHandshake | None):
-        self.id = cid
-        self.sock = sock
-        self.auth: ServerHandshake | ClientHandshake | None = auth
-        self.reader = FrameReader()
-        self.out: list[Any] = []
-        self.wbuf = bytearray()
-        self.woff = 0  # bytes of wbuf already sent (compacted now and then, not per send)
-        self.role = "?"
-        self.declared = ""  # the role its HELLO exchange declared
-        self.forbidden: frozenset[int] = frozenset(Op)  # the ops that role may not send
-        self.pid = 0
-        self.worker: _Worker | None = None
-        self.held: set[str] = set()
-        self.creating: set[str] = set()
-        self.watching_write = False
-        self.peer: _Peer | None = None  # set on a link to another node
-        self.dialing: _Peer | None = None  # a link we are opening, until authenticated
-        self.welcome_due = False  # a link to the head we dialed: its WELCOME comes next
-        self.remote = False  # a driver on another machine: it gets bytes, not paths
-
-
-class _Obj:
-    __slots__ = ("contained", "holders", "home", "id", "kind", "owner", "payload", "pins",
-                 "ready", "size", "subscribers", "task", "waiters")
-
-    def __init__(self, obj_id: str, owner: int | None):
-        self.id = obj_id
-        self.ready = False
-        self.kind = 0
-        self.payload: list[Any] = []
-        self.holders: set[int] = set()
-        self.pins = 0
-        self.subscribers: set[int] = set()
-        self.waiters: list[Any] = []  # tasks / actors waiting for it
-        self.contained: list[str] = []
-        self.owner = owner
-        self.size = 0
-        self.task: str | None = None
-        self.home: int | None = None  # the peer we hold it from (a proxy, a remote result)
-
-    def message(self) -> list[Any]:
-        return [Op.OBJECT, self.id, self.kind, *self.payload]
-
-
-class _Task(TaskEntry):
-    """A task on this node. It is the core's record too (``TaskSubmitted.entry``):
-    while the core holds it (QUEUED, ASSIGNED, REVOKING) the core writes ``state``,
-    ``worker`` (a worker id) and ``retries_left``; otherwise this shell does."""
-
-    __slots__ = ("actor_id", "children", "contained", "deps", "live", "missing", "node",
-                 "owner", "parent", "payload", "return_ids", "started", "strategy",
-                 "submitted")
-
-    def __init__(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
-                 max_retries: int, deps: list[str], contained: list[str], payload: Any,
-                 owner: int, actor_id: str | None = None):
-        self.id = task_id
-        self.return_ids = return_ids
-        self.name = name
-        self.demand = demand
-        self.retries_left = max_retries
-        self.deps = deps
-        self.contained = contained
-        self.payload = payload
-        self.owner = owner
-        self.actor_id = actor_id
-        self.state = "WAITING"
-        self.worker = None
-        self.missing = 0
-        self.parent: str | None = None
-        self.children: list[str] = []
-        self.strategy: Any = None      # None | "SPREAD" | "LOCAL" | ["NODE", id, soft]
-        self.node: int | None = None   # the peer it was forwarded to
-        self.live = 0                  # lineage: its results still held elsewhere
-        self.started = 0.0             # when it last started on a worker (monotonic)
-        self.submitted = time.monotonic()  # when this node got it
-
-
-class _Worker:
-    __slots__ = ("conn", "id", "log_buf", "log_fd", "pid", "slot")
-
-    def __init__(self, worker_id: str, pid: int, log_fd: int, slot: WorkerSlot):
-        self.id = worker_id
-        self.pid = pid
-        self.conn: _Conn | None = None
-        self.log_fd = log_fd
-        self.log_buf = b""
-        self.slot = slot  # the core's view (state, lease, pipeline): read only here
-
-
-class _Actor:
-    __slots__ = ("address", "contained", "death", "demand_create", "demand_life", "deps",
-                 "direct", "direct_owners", "id", "inflight", "kill_requested", "missing",
-                 "name", "namespace", "owner", "payload", "queue", "restarts_used", "spec",
-                 "started", "state", "worker")
-
-    def __init__(self, actor_id: str, spec: dict[str, Any], payload: Any, deps: list[str],
-                 contained: list[str], owner: int):
-        self.id = actor_id
-        self.spec = spec
-        self.name = spec.get("name")
-        self.namespace = spec.get("namespace") or "default"
-        self.payload = payload
-        self.deps = deps
-        self.contained = contained
-        self.owner = owner
-        self.demand_create = spec["demand_create"]
-        self.demand_life = spec["demand_life"]
-        self.state = "PENDING"
-        self.worker: _Worker | None = None
-        self.queue: collections.deque[_Task] = collections.deque()
-        self.inflight: dict[str, _Task] = {}
-        self.restarts_used = 0
-        self.death = ""
-        self.kill_requested = False
-        self.missing = 0
-        self.started = 0.0  # when its current worker was given it (monotonic)
-        # Direct calls (see direct.py): where its worker takes them ([worker id, path]),
-        # the unfinished ones (task id -> caller conn) and how many each caller has.
-        self.address: list[str] | None = None
-        self.direct: dict[str, int] = {}
-        self.direct_owners: collections.Counter[int] = collections.Counter()
-
-    def direct_reset(self) -> None:
-        """Its worker is gone: no direct calls to it any more (its socket goes)."""
-        if self.address is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.address[1])
-        self.address = None
-        self.direct.clear()
-        self.direct_owners.clear()
 
 
 _LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-def _host_usage() -> dict[str, float]:
-    """This machine's CPU use (% since the last call) and memory, for STATS."""
-    import psutil
 
-    mem = psutil.virtual_memory()
-    return {"cpu_percent": float(psutil.cpu_percent(interval=None)),
-            "memory_used": float(mem.total - mem.available), "memory_total": float(mem.total)}
-
-
-class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActorsMixin,
-                  EventStream, HeadPersistence):
+class NodeManager(EventStream, HeadPersistence):
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -365,12 +225,32 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         self.memory = MemoryMonitor(
             float(config.get("memory_usage_threshold", DEFAULT_THRESHOLD)),
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
-        self._init_federation()
-        self._init_placement()
-        self._init_directory()
-        self._init_pending_actors()
+        self.federation = Federation(self)  # the head, peers, transfers, forwarding
+        # The cluster view is the federation's; these name the same objects.
+        self.members = self.federation.members
+        self.peers = self.federation.peers
+        self.is_head = self.federation.is_head
+        self.interval = self.federation.interval
+        self.locator = ActorLocator(self)  # named actors and where actors live (head)
+        self.pending = PendingActorsHost(self)  # actors waiting for a node to host them
+        self.placement = PlacementGroups(self)  # placement groups asked of / held on it
+        self.processes = WorkerProcesses(self)  # forking, logs, reaping, the memory monitor
+        self.reports = NodeReports(self)  # STATS, LIST, DESCRIBE...: read-only answers
         self._init_events()
         self._init_persistence()
+        # REQUEST handlers by call: the node's own (``_calls``), bound here, and its
+        # components'.
+        self.call_table: dict[int, Callable[..., Any]] = {
+            call: types.MethodType(fn, self) for call, fn in self._calls.items()}
+        self.call_table.update(self.locator.calls())
+        self.call_table.update(self.pending.calls())
+        self.call_table.update(self.placement.calls())
+        self.call_table.update(self.federation.calls())
+        self.call_table.update(self.reports.calls())
+        # Message handlers by op, the same way (``_handlers``, then the federation's).
+        self.op_table: dict[int, Callable[[Any, list[Any]], None]] = {
+            op: types.MethodType(fn, self) for op, fn in self._handlers.items()}
+        self.op_table.update(self.federation.handlers())
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -380,6 +260,11 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                            "a task's run time on its worker, as its node saw it",
                            _LATENCY_BOUNDS))
         self.ran = {"FINISHED": 0, "FAILED": 0}  # tasks that ran to an end on a worker here
+
+    @property
+    def head_id(self) -> str | None:
+        """The head's node id (the federation's: a replaced head has a new one)."""
+        return self.federation.head_id
 
     # ------------------------------------------------------------------ loop
     def serve(self, ready_fd: int | None) -> None:
@@ -407,7 +292,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.sel.register(self._wake_r, _READ, "wake")
-        self._start_federation()
+        self.federation.start()
         self._run(self.core.start())
         if ready_fd is not None:
             os.write(ready_fd, f"ready {self.tcp_address or ''}\n".encode())
@@ -415,15 +300,15 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         last_check = time.monotonic()
         try:
             while not self.stopping:
-                for key, mask in self.sel.select(0.0 if self.serving else
-                                                 min(1.0, self.interval, self._memory_wait)):
+                for key, mask in self.sel.select(0.0 if self.federation.transfer.serving else
+                                                 min(1.0, self.interval, self.processes.memory_wait)):
                     data = key.data
                     if data == "listen":
                         self._accept(key.fileobj)  # type: ignore[arg-type]
                     elif data == "wake":
                         self._drain_wake()
                     elif isinstance(data, _Worker):
-                        self._read_log(data)
+                        self.processes.read_log(data)
                     else:
                         if mask & _READ:
                             self._read(data)
@@ -432,13 +317,13 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 if self._dirty:
                     self._dispatch()
                 now = time.monotonic()
-                self._tick(now)
+                self.federation.tick(now)
                 self._tick_events(now)
-                self._check_memory(now)
-                if self.pgs:
-                    self._retry_placement(now)
-                if self.serving:
-                    self._serve_pulls()
+                self.processes.check_memory(now)
+                if self.placement.pgs:
+                    self.placement.retry(now)
+                if self.federation.transfer.serving:
+                    self.federation.transfer.serve_pulls()
                 self._flush()
                 if now - last_check > 1.0:
                     last_check = now
@@ -457,7 +342,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        self._reap()
+        self.processes.reap()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -502,7 +387,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             if step.role:  # (a link we dialed took its role when dialed: node)
                 conn.declared, conn.forbidden = step.role, FORBIDDEN[step.role]
             if conn.dialing is not None:
-                self._dialed(conn)
+                self.federation.dialed(conn)
                 if conn.id not in self.conns:
                     return
             data = step.leftover
@@ -582,7 +467,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             if conn.id not in self.conns:
                 continue
             if isinstance(conn, _Peer):  # a node: its messages go out on its link
-                link = self._peer_link(conn)
+                link = self.federation.peer_link(conn)
                 if link is None:
                     continue  # kept until it is reachable, or declared dead
                 link.out.extend(conn.out)
@@ -613,10 +498,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         with contextlib.suppress(OSError):
             conn.sock.close()
         if conn.peer is not None:
-            self._link_closed(conn)
+            self.federation.link_closed(conn)
             return  # its holds are the peer's: released when the node is declared dead
         if conn.dialing is not None:
-            self._dial_failed(conn)
+            self.federation.dial_failed(conn)
             return
         if conn.role == "driver":
             self.leases.caller_gone(conn.id)
@@ -635,7 +520,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     # -------------------------------------------------------------- messages
     def _handle(self, conn: _Conn | _Peer, msg: list[Any]) -> None:
         try:
-            handler = self._handlers.get(msg[0]) if isinstance(msg, list) and msg else None
+            handler = self.op_table.get(msg[0]) if isinstance(msg, list) and msg else None
         except TypeError:  # an op that is not even hashable
             handler = None
         if handler is None:
@@ -644,7 +529,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._fail_message(conn, msg, f"the node manager does not know {_op_name(msg)}")
             return
         try:
-            handler(self, conn, msg)
+            handler(conn, msg)
         except Exception as exc:  # a bug must not take the node down: log, fail, carry on
             import traceback
 
@@ -707,7 +592,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                          f"{role!r}, not the role it connected as")
             return
         if role == "node":
-            self._node_hello(conn, msg)
+            self.federation.node_hello(conn, msg)
             return
         conn.role, conn.pid = role, pid
         if len(msg) > 4 and isinstance(msg[4], dict):
@@ -733,7 +618,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if len(msg) > 10 and msg[10]:  # submitted by a caller's leased task
             self.leases.child(msg[10], task.id)
         if isinstance(conn, _Peer):
-            self._adopt(conn, deps + contained)
+            self.federation.adopt(conn, deps + contained)
         self._register_task(conn, task)
         self._await_deps(task, self._enqueue, localize=False)
 
@@ -785,7 +670,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         item.missing = missing
         if remote:
             for obj in remote:
-                self._localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
+                self.federation.transfer.localize(obj, lambda i=item, c=cont: self._dep_local(i, c))
         elif missing == 0:
             ready(item)
 
@@ -820,11 +705,11 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._finish_task(task, [[rid, bad.kind, *bad.payload] for rid in task.return_ids])
             return
         if len(self.members.nodes) > 1:
-            peer = self._place(task)
+            peer = self.federation.place(task)
             if task.state != "WAITING":
                 return  # failed while placing
             if peer is not None:
-                self._forward(task, peer)
+                self.federation.forward(task, peer)
                 return
             if any(self.objects[d].kind == Kind.REMOTE for d in task.deps):
                 task.state = "PULLING"
@@ -842,7 +727,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         self.core.submitted(TaskSubmitted(task.id, task.name, task.demand, task.retries_left,
                                           task))  # QUEUED
         self._dirty = True
-        self._spill_due = True
+        self.federation.spill_due = True
 
     def _new_object(self, obj_id: str, owner: int | None) -> _Obj:
         return _Obj(obj_id, owner)
@@ -889,7 +774,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     def _on_create(self, conn: _Conn, msg: list[Any]) -> None:
         _, obj_id, size = msg
         try:
-            path, staging = self.store.reserve_segment(obj_id, size)
+            path, staging = self.store.reserve_segment(obj_id, size, writer=conn.id)
         except Exception as exc:
             self._send(conn.id, [Op.CREATED, obj_id, None, str(exc), ""])
             return
@@ -917,8 +802,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             obj = self.objects.get(oid)
             if obj is None:
                 obj = self._lost(oid)
-            if obj.ready and not self._lost_there(obj, lost):
-                self._send(conn.id, self._entry_for(conn.id, obj, self._deliverable(obj)))
+            if obj.ready and not self.federation.lost_there(obj, lost):
+                self._send(conn.id, self.federation.entry_for(conn.id, obj, self._deliverable(obj)))
             else:
                 obj.subscribers.add(conn.id)
 
@@ -938,14 +823,14 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         _, req_id, call, args = msg
         self._request_id = req_id
         try:
-            handler = self._calls.get(call)
+            handler = self.call_table.get(call)
             if call in NODE_ONLY_CALLS and not isinstance(conn, _Peer):
                 raise ProtocolError(f"only another node may make control call "
                                     f"{Call(call).name}, not {self._origin(conn)}")
             if handler is None:
                 raise ValueError(f"the node manager does not know control call {call!r} "
                                  "(a client of another fedexec version?)")
-            value = handler(self, conn, *args)
+            value = handler(conn, *args)
             if value is _DEFER:
                 return  # answered later (see _revoke)
             reply = [Op.REPLY, req_id, True, value]
@@ -958,7 +843,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         task = _Task(task_id, return_ids, name, {}, 0, deps, contained, payload, conn.id,
                      actor_id)
         if isinstance(conn, _Peer):
-            self._adopt(conn, deps + contained)
+            self.federation.adopt(conn, deps + contained)
         self._register_task(conn, task)
         if len(msg) > 9 and msg[9]:  # the caller sent it to the actor's worker itself
             self._direct_registered(task, msg[9])
@@ -1055,15 +940,16 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         not known, the head says where it is now); else say why it is dead."""
         actor = self.actors.get(task.actor_id or "")
         if actor is None:
-            if task.actor_id in self.pending_actors:  # waits for a node: queued in order
-                self._queue_pending_call(task)
+            if task.actor_id in self.pending.table:  # waits for a node: queued in order
+                self.pending.queue_call(task)
                 return None
             home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
             if home and home != self.node_id and self.members.is_alive(home):
-                self._forward_call(task, self._peer(home))  # it lives on another node
+                self.federation.forward_call(task, self.federation.peer(home))  # it lives on another node
                 return None
             if len(self.members.nodes) > 1:
-                self._locate(task.actor_id or "", lambda node_id: self._located(task, node_id))
+                self.locator.locate(task.actor_id or "",
+                                    lambda node_id: self._located(task, node_id))
                 return None
         return self._queue_actor_call(task)
 
@@ -1072,7 +958,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if task.id not in self.tasks:
             return  # cancelled meanwhile
         if node_id and node_id != self.node_id and self.members.is_alive(node_id):
-            self._forward_call(task, self._peer(node_id))
+            self.federation.forward_call(task, self.federation.peer(node_id))
             return
         why = self._queue_actor_call(task)
         if why is not None:
@@ -1083,7 +969,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         actor = self.actors.get(task.actor_id or "")
         if actor is None or actor.state == "DEAD":
             return actor.death if actor is not None else \
-                self.pending_actors.death(task.actor_id or "")
+                self.pending.table.death(task.actor_id or "")
         task.retries_left = actor.spec.get("max_task_retries", 0)
         actor.queue.append(task)
         self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
@@ -1166,17 +1052,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
         Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
         Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
-        # from other nodes (see federation.py)
-        Op.FETCH: Federation._on_fetch,
-        Op.PULL: Federation._on_pull,
-        Op.CHUNK: Federation._on_chunk,
-        Op.HEARTBEAT: Federation._on_heartbeat,
-        Op.VIEW: Federation._on_view,
-        Op.NODE_DEAD: Federation._on_node_dead,
-        Op.WELCOME: Federation._on_welcome,
-        Op.OBJECT: Federation._on_peer_object,
-        Op.STARTED: Federation._on_peer_started,
-        Op.REPLY: Federation._on_peer_reply,
         Op.EVENTS: EventStream._on_events,
     }
 
@@ -1197,7 +1072,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             return
         if self.objects.get(obj.id) is not obj:
             return  # freed already (re-entered while completing it)
-        if obj.id in self.pulls or obj.id in self.incoming:
+        if obj.id in self.federation.transfer.pulls or obj.id in self.federation.transfer.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
         self._objects_freed += 1
@@ -1205,8 +1080,8 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self.store.free(obj.id)
         if obj.home is not None:
             self._send(obj.home, [Op.DECREF, [obj.id]])
-        if obj.task is not None and obj.task in self.lineage:
-            self._lineage_release(obj)
+        if obj.task is not None and obj.task in self.federation.lineage:
+            self.federation.lineage_release(obj)
         for oid in obj.contained:
             self._unpin(oid)
 
@@ -1227,10 +1102,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._pin(oid)
         msg = obj.message()
         if obj.owner is not None:
-            self._send(obj.owner, self._entry_for(obj.owner, obj, msg))
+            self._send(obj.owner, self.federation.entry_for(obj.owner, obj, msg))
         for cid in obj.subscribers:
             if cid != obj.owner:
-                self._send(cid, self._entry_for(cid, obj, msg))
+                self._send(cid, self.federation.entry_for(cid, obj, msg))
         obj.subscribers.clear()
         waiters, obj.waiters = obj.waiters, []
         for item, ready in waiters:
@@ -1260,7 +1135,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 continue
             if not obj.ready:
                 self._set_object(obj, r)
-        self._release_args(task)
+        self.federation.release_args(task)
 
     def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None:
         self._finish_task(task, [[rid, Kind.FAILED, kind, message] for rid in task.return_ids])
@@ -1276,7 +1151,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 execute[type(action)](action)  # (_run, inlined: once per task)
         if len(queue):
             if len(self.members.nodes) > 1:
-                self._spill()
+                self.federation.spill()
             if len(queue):
                 # A node of a cluster (it listens on TCP) keeps a queue as long as four
                 # times the cluster's CPUs unpipelined: other nodes, present or
@@ -1293,7 +1168,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._executors[type(action)](action)
 
     def _do_spawn(self, a: SpawnWorker) -> None:
-        self._spawn_worker(a.worker_id)
+        self.processes.spawn(a.worker_id)
 
     def _do_dispatch(self, a: Dispatch) -> None:
         worker = self.workers[a.worker_id]
@@ -1328,7 +1203,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
     def _do_kill(self, a: KillWorker) -> None:
         worker = self.workers.get(a.worker_id)
         if worker is not None:
-            self._kill_worker(worker)
+            self.processes.kill(worker)
             self._worker_gone(worker, a.why, [])
 
     def _do_cancel_running(self, a: CancelRunning) -> None:
@@ -1365,11 +1240,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         obj = self.objects[oid]
         return self._deliverable(obj)[1:]
 
-    def _worker_pid(self, task: _Task) -> int | None:
-        """The pid of the worker ``task`` was given to (None: none)."""
-        worker = self.workers.get(task.worker or "")  # (the core's worker id; None: none)
-        return worker.pid if worker is not None else None
-
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None:
         task = self.tasks.get(task_id)
         if task is None:
@@ -1386,7 +1256,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             elif actor is not None and actor.worker is not None and actor.worker.conn:
                 self._out(actor.worker.conn).append([Op.CANCEL_TASK, task_id])
             elif actor is None:
-                self._cancel_pending_call(task)
+                self.pending.cancel_call(task)
         elif task.id in self.core.tasks:  # queued or running here: the core decides
             self._run(self.core.handle(CancelRequested(task_id, force)))
         elif task.state in ("WAITING", "PULLING"):
@@ -1398,94 +1268,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._cancel(child, force, True)
 
     # --------------------------------------------------------------- workers
-    def _spawn_worker(self, worker_id: str) -> _Worker:
-        log_r, log_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: become a worker
-            try:
-                os.close(log_r)
-                os.dup2(log_w, 1)
-                os.dup2(log_w, 2)
-                os.close(log_w)
-                self._child_close()
-                from . import worker as worker_main
-
-                worker_main.main_from_fork(self.socket_path, self.token, worker_id, self.node_id,
-                                      self.config)
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                os._exit(1)
-        os.close(log_w)
-        os.set_blocking(log_r, False)
-        worker = _Worker(worker_id, pid, log_r, self.core.workers[worker_id])
-        self.workers[worker_id] = worker
-        self.workers_by_pid[pid] = worker
-        self.sel.register(log_r, _READ, worker)
-        return worker
-
-    def _child_close(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
-        with contextlib.suppress(Exception):
-            self.sel.close()
-        for listener in self.listeners:
-            listener.close()
-        for conn in self.conns.values():
-            if isinstance(conn, _Conn):
-                conn.sock.close()
-        for w in self.workers.values():
-            with contextlib.suppress(OSError):
-                os.close(w.log_fd)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-
-    def _read_log(self, worker: _Worker) -> None:
-        try:
-            data = os.read(worker.log_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(worker.log_fd)
-            with contextlib.suppress(OSError):
-                os.close(worker.log_fd)
-            if worker.log_buf:
-                self._emit_log(worker, worker.log_buf + b"\n")
-            return
-        buf = worker.log_buf + data
-        cut = buf.rfind(b"\n") + 1
-        worker.log_buf = buf[cut:]
-        if cut:
-            self._emit_log(worker, buf[:cut])
-
-    def _emit_log(self, worker: _Worker, chunk: bytes) -> None:
-        prefix = f"(pid={worker.pid}) ".encode()
-        lines = b"".join(prefix + line + b"\n" for line in chunk.splitlines())
-        with contextlib.suppress(OSError):
-            os.write(sys.stderr.fileno() if self.config.get("log_to_stderr") else 1, lines)
-
-    def _reap(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            worker = self.workers_by_pid.get(pid)
-            if worker is not None:
-                self._worker_died(worker, "its process exited")
-
-    def _kill_worker(self, worker: _Worker) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGKILL)
-
     def _retire(self, worker: _Worker) -> None:
         if worker.conn is not None:
             self._out(worker.conn).append([Op.EXIT])
@@ -1516,55 +1298,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if not self.stopping:
             self._dirty = True
 
-    # --------------------------------------------------------- memory monitor
-    @property
-    def _memory_wait(self) -> float:
-        """How long the loop may sleep before the memory monitor wants to look."""
-        return self.memory.interval_s if self.memory.enabled else 1.0
-
-    def _check_memory(self, now: float) -> None:
-        """Kill a worker if the node's memory use passed the threshold (see
-        memory_monitor.py for whom)."""
-        kill = self.memory.poll(now, self._memory_candidates, pid_alive)
-        if kill is not None:
-            self._oom_kill(kill)
-
-    def _memory_candidates(self) -> list[Candidate]:
-        out = []
-        for worker_id, task_id, actor_id, retriable in self.core.running():
-            w = self.workers.get(worker_id)
-            t = self.tasks.get(task_id) if task_id is not None else None
-            if w is not None and t is not None:
-                out.append(Candidate(w.id, w.pid, t.id, t.name, t.started, retriable))
-            elif w is not None and actor_id in self.actors:
-                a = self.actors[actor_id]
-                out.append(Candidate(w.id, w.pid, a.id, a.name or a.spec.get("class_name", ""),
-                                     a.started, False, actor=True))
-        return out
-
-    def _oom_kill(self, kill: Kill) -> None:
-        """SIGKILL the victim's worker; fail its task with OutOfMemoryError, or retry
-        it if ``max_retries`` allows (the kill uses up one retry)."""
-        worker = self.workers.get(kill.victim.worker_id)
-        if worker is None or worker.pid != kill.victim.pid or worker.slot.state == "DEAD":
-            return
-        message = kill.describe(worker_rss(worker.pid))
-        self._kill_worker(worker)
-        task = self.core.running_task(worker.id)
-        if task is None:
-            outcome = "its in-flight calls fail; it restarts if max_restarts allows"
-        elif task.retries_left == 0:
-            outcome = "failing the task with OutOfMemoryError"
-        else:
-            outcome = "retrying the task (max_retries)"
-        sys.stderr.write(f"fedexec memory monitor (node {self.node_id}): killed worker pid "
-                         f"{worker.pid}, {outcome}: {message}\n")
-        # Now, not when it is reaped: its connection is closed, so nothing it still
-        # sends counts, and a task with retries left goes back to the queue.
-        self._worker_died(worker, "it was killed by the memory monitor: " + message,
-                          (ErrorKind.OUT_OF_MEMORY,
-                           f"{message} No retries were left (max_retries)."))
-
     # ---------------------------------------------------------------- actors
     def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
                       deps: list[str], contained: list[str], restart: bool = False) -> Any:
@@ -1574,7 +1307,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         died with its node, made again here; the head keeps its name for it.)"""
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         if isinstance(conn, _Peer):
-            self._adopt(conn, deps + contained)
+            self.federation.adopt(conn, deps + contained)
         if name is not None:
             found = self.named.get((namespace, name), "")
             existing = self.actors.get(found)
@@ -1586,9 +1319,9 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             if existing is not None and getattr(existing, "state", "ALIVE") != "DEAD":
                 return name_taken(spec, [getattr(existing, "id", found), existing.spec])
         if len(self.members.nodes) > 1:
-            peer = self._place_actor(spec)
+            peer = self.federation.place_actor(spec)
             if peer is not None:
-                self._create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
+                self.federation.create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
                 return _DEFER
         spec["node_id"] = self.node_id
         if not self.pool.feasible(spec["demand_create"]) and not spec.get("await_node"):
@@ -1597,11 +1330,11 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if not tracked(spec):
             return self._make_actor(conn, actor_id, spec, payload, deps, contained)
         if restart and not self.is_head:
-            self._register_actor(actor_id, spec, lambda ok, value: None)
+            self.locator.register(actor_id, spec, lambda ok, value: None)
             return self._make_actor(conn, actor_id, spec, payload, deps, contained)
         if self.is_head:
-            holder = self._call_register_actor(conn, actor_id, spec, self.node_id,
-                                               spec.get("owner_node") or self.node_id)
+            holder = self.locator.call_register_actor(conn, actor_id, spec, self.node_id,
+                                                      spec.get("owner_node") or self.node_id)
             if holder[0] != actor_id:
                 return name_taken(spec, holder)
             return self._make_actor(conn, actor_id, spec, payload, deps, contained)
@@ -1618,20 +1351,20 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                         value = self._make_actor(conn, actor_id, spec, payload, deps,
                                                  contained)
                     else:  # its creator left while the head answered
-                        self._actor_gone(actor_id, spec)
+                        self.locator.gone(actor_id, spec)
                         return
                     reply = [Op.REPLY, req, True, value]
                 except Exception as exc:
                     reply = [Op.REPLY, req, False, encode_error(exc)]
             self._send(cid, reply)
 
-        self._register_actor(actor_id, spec, registered)
+        self.locator.register(actor_id, spec, registered)
         return _DEFER
 
     def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> list[Any]:
         if not self.pool.feasible(spec["demand_create"]):  # it waits for a node
-            return self._pend_actor(conn, actor_id, spec, payload, deps, contained)
+            return self.pending.pend(conn, actor_id, spec, payload, deps, contained)
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
@@ -1718,29 +1451,15 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
         if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
             del self.named[(actor.namespace, actor.name)]
-        self._actor_gone(actor.id, actor.spec)
+        self.locator.gone(actor.id, actor.spec)
         for oid in actor.deps + actor.contained:
             self._unpin(oid)
         actor.deps, actor.contained = [], []
         if actor.worker is not None:
-            self._kill_worker(actor.worker)
+            self.processes.kill(actor.worker)
         self._dirty = True
 
     # ----------------------------------------------------------------- calls
-    def _call_cluster_resources(self, conn: _Conn) -> dict[str, float]:
-        if len(self.members.nodes) < 2:
-            return dict(self.pool.total)
-        return self.members.totals()
-
-    def _call_available(self, conn: _Conn) -> dict[str, float]:
-        if len(self.members.nodes) < 2:
-            return self.pool.available()
-        self._refresh_own()
-        return self.members.availability()
-
-    def _call_nodes(self, conn: _Conn) -> list[dict[str, Any]]:
-        return self._cluster_nodes()
-
     def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
         found = self.named.get((namespace, name), "")
         remote = self.remote_actors.get(found)
@@ -1748,20 +1467,20 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
             return [found, remote["spec"]]
         actor = self.actors.get(found)
         if actor is None or actor.state == "DEAD":
-            return self._lookup_at_head(conn, name, namespace)
+            return self.locator.lookup_at_head(conn, name, namespace)
         return [actor.id, actor.spec]
 
     def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
                          location: str | None = None, located: bool = False) -> Any:
-        if actor_id in self.pending_actors:
-            return self._kill_pending_actor(actor_id, no_restart)
+        if actor_id in self.pending.table:
+            return self.pending.kill(actor_id, no_restart)
         actor = self.actors.get(actor_id)
         if actor is None:
             home = self.remote_actors.get(actor_id, {}).get("node") or location
             if home and home != self.node_id and self.members.is_alive(home):
                 if no_restart:
-                    self._drop_remote_actor(actor_id)
-                self._relay(self._peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
+                    self.federation.drop_remote_actor(actor_id)
+                self.federation.relay(self.federation.peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
                             conn.id, self._request_id)
                 return _DEFER
             if not located and len(self.members.nodes) > 1:
@@ -1780,7 +1499,7 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                     if value is not _DEFER:
                         self._send(conn.id, [Op.REPLY, req, True, value])
 
-                self._locate(actor_id, then)
+                self.locator.locate(actor_id, then)
                 return _DEFER
         if actor is None or actor.state == "DEAD":
             return False
@@ -1789,37 +1508,10 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         worker = actor.worker
         if worker is not None:
             # Detach now, so calls made from here on wait for the restart (or fail).
-            self._kill_worker(worker)
+            self.processes.kill(worker)
             self._actor_lost(actor, "it was killed")
         elif no_restart:
             self._actor_dead(actor, "it was killed")
-        return True
-
-    def _call_stats(self, conn: _Conn) -> dict[str, Any]:
-        """This node's counters (``tasks`` includes ``forwarded``: tasks it owns that
-        run on another node, which that node counts too)."""
-        return {
-            "node_id": self.node_id,
-            "objects": len(self.objects),
-            "tasks": len(self.tasks),
-            "forwarded": sum(1 for t in self.tasks.values() if t.state == "FORWARDED"),
-            "actors": sum(1 for a in self.actors.values() if a.state != "DEAD"),
-            "workers": {w.id: [w.pid, w.slot.state] for w in self.workers.values()},
-            "store": self.store.stats(),
-            "queued": self.core.queued(),
-            "queued_shapes": [[d, n] for d, n in self.core.queued_shapes()],
-            "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
-                               for pg in self.pgs.values() if pg["nodes"] is None],
-            "pending_actors": self.pending_actors.rows(),
-            "autoscaler": self._autoscaler_stats(),
-            "transfers": dict(self.transfers),
-            "lineage": len(self.lineage),
-            "host": _host_usage(),
-        }
-
-    def _call_metrics(self, conn: _Conn, rows: list[dict[str, Any]]) -> bool:
-        """METRICS: add a process's user-metric deltas into this node's table."""
-        self.metrics.merge(rows)
         return True
 
     def _call_shutdown(self, conn: _Conn) -> bool:
@@ -1841,14 +1533,14 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
                 actor.queue.remove(task)
                 self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
                 return True
-            return self._cancel_pending_call(task)
+            return self.pending.cancel_call(task)
         if task.state in ("WAITING", "QUEUED", "PULLING"):
             self._cancel(task_id, False, False)
             return True
         if task.state == "FORWARDED" and task.node is not None:
             peer = self.conns.get(task.node)
             if isinstance(peer, _Peer):
-                self._relay(peer, Call.CANCEL_PENDING, [task_id], conn.id, self._request_id)
+                self.federation.relay(peer, Call.CANCEL_PENDING, [task_id], conn.id, self._request_id)
                 return _DEFER
             return False
         if self.core.revocable(task.id):
@@ -1921,79 +1613,6 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         if waiting["left"] == 0:
             self._send(waiting["conn"], [Op.REPLY, waiting["req"], True, waiting["ok"]])
 
-    def _call_describe(self, conn: _Conn, task_ids: list[str]) -> list[str]:
-        """A line per task saying what it waits for (for a long-blocked get)."""
-        out = []
-        for task_id in task_ids:
-            task = self.tasks.get(task_id)
-            if task is None:
-                out.append(f"task {task_id}: finished (its result is on its way)")
-                continue
-            head = f"task {task.name!r} ({task_id})"
-            if task.state == "WAITING":
-                missing = [d for d in task.deps if not self.objects[d].ready]
-                out.append(f"{head}: waiting for {len(missing)} argument(s) "
-                           f"{missing[:5]} to be computed")
-            elif task.state == "FORWARDED":
-                peer = None if task.node is None else self.conns.get(task.node)
-                out.append(f"{head}: forwarded to node {getattr(peer, 'node_id', '?')}")
-            elif task.state == "QUEUED":
-                out.append(f"{head}: queued for resources {task.demand}; available now "
-                           f"{self.pool.available()} of {self.pool.total}")
-            elif task.actor_id is not None:
-                actor = self.actors.get(task.actor_id)
-                pid = actor.worker.pid if actor and actor.worker else None
-                where = "running" if task.state == "ASSIGNED" else "queued"
-                out.append(f"{head}: {where} on actor {task.actor_id} (pid {pid}, state "
-                           f"{actor.state if actor else '?'})")
-            elif task.id in self.core.tasks and task.worker is not None:
-                pos = self.core.position(task.id)
-                where = "running" if pos == 0 else f"queued behind {pos} task(s)"
-                out.append(f"{head}: {where} on worker pid {self._worker_pid(task)}")
-            else:
-                out.append(f"{head}: {task.state.lower()}")
-        return out
-
-    def _call_list(self, conn: _Conn, kind: str) -> list[dict[str, Any]]:
-        """This node's rows for ``fedexec list nodes|tasks|actors|objects`` (the
-        cluster's: GATHER, see ``state.list_state``)."""
-        if kind == "nodes":
-            return self._call_nodes(conn)
-        if kind in ("task_counts", "node_events"):
-            return self._head_rows(kind)
-        if kind == "tasks":
-            return self._head_rows(kind) + [{"task_id": t.id, "name": t.name, "state": t.state,
-                     "job_id": self._job_of(t.payload) if not t.actor_id else
-                     self._job_of([self.actors[t.actor_id].spec.get("runtime_env")])
-                     if t.actor_id in self.actors else "",
-                     "actor_id": t.actor_id or "",
-                     "worker_pid": self._worker_pid(t)}
-                    for t in self.tasks.values()]
-        if kind == "actors":
-            return self._head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
-                     "job_id": self._job_of([a.spec.get("runtime_env")]),
-                     "namespace": a.namespace, "state": a.state,
-                     "pid": a.worker.pid if a.worker is not None else None,
-                     "restarts": a.restarts_used}
-                    for a in self.actors.values()] + self._pending_actor_list_rows()
-        if kind == "objects":
-            where: dict[int, str] = {Kind.INLINE: "inline", Kind.SHM: "shared memory",
-                                     Kind.ERROR: "error", Kind.FAILED: "failed"}
-            return [{"object_id": o.id, "ready": o.ready,
-                     "where": "pending" if not o.ready else f"node {o.payload[0]}"
-                     if o.kind == Kind.REMOTE else where.get(o.kind, "?"),
-                     "size": o.size, "holders": len(o.holders), "pins": o.pins}
-                    for o in self.objects.values()]
-        if kind == "placement_groups":
-            return self._head_rows(kind) + self._pg_rows()
-        if kind == "metrics":
-            return self.metrics.rows() + [h.row() for h in self.latency] + [
-                {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
-                 "description": "tasks that ran to an end on a worker, by outcome",
-                 "updated": 0.0, "value": float(n)} for k, n in self.ran.items()]
-        raise ValueError(f"cannot list {kind!r}; choose nodes, tasks, actors, objects, "
-                         "placement_groups, metrics, task_counts or node_events")
-
     def _job_of(self, payload: Any) -> str:
         """The job a task's payload (its last item: the runtime_env) belongs to: the
         one it names, else the node's own (an embedded runtime's driver)."""
@@ -2001,40 +1620,16 @@ class NodeManager(Federation, PlacementGroups, ActorDirectoryMixin, PendingActor
         job = env.get("job_id") if isinstance(env, dict) else None
         return str(job or self.config.get("job_id", ""))
 
-    def _call_info(self, conn: _Conn) -> dict[str, Any]:
-        # No job id here: a driver's is its own (cluster.driver_job_id), one per
-        # process and cluster, and travels with its work in the runtime_env.
-        return {"node_id": self.node_id, "store_dir": self.config["store_dir"],
-                "pid": os.getpid(), "address": self.tcp_address, "socket": self.socket_path,
-                "started": self.started, "head_id": self.head_id}
-
     _calls: dict[int, Any] = {
-        Call.CLUSTER_RESOURCES: _call_cluster_resources,
-        Call.AVAILABLE_RESOURCES: _call_available,
-        Call.NODES: _call_nodes,
         Call.GET_ACTOR: _call_get_actor,
         Call.KILL_ACTOR: _call_kill_actor,
-        Call.STATS: _call_stats,
         Call.SHUTDOWN: _call_shutdown,
         Call.CREATE_ACTOR: _call_create_actor,
-        Call.NODE_INFO: _call_info,
         Call.CANCEL_PENDING: _call_cancel_pending,
         Call.ACTOR_ADDRESS: _call_actor_address,
         Call.LEASE: lambda self, conn, demand: self.leases.request(conn, demand,
                                                                    self._request_id),
         Call.CANCEL_QUEUED: _call_cancel_queued,
-        Call.DESCRIBE: _call_describe,
-        Call.LIST: _call_list,
-        Call.METRICS: _call_metrics,
-        Call.AUTOSCALER_REPORT: PendingActorsMixin._call_autoscaler_report,
-        Call.GATHER: Federation._call_gather,
-        Call.PLACEMENT_GROUP: PlacementGroups._call_placement_group,
-        Call.REMOVE_PLACEMENT_GROUP: PlacementGroups._call_remove_placement_group,
-        Call.RESERVE_BUNDLES: PlacementGroups._call_reserve_bundles,
-        Call.RELEASE_BUNDLES: PlacementGroups._call_release_bundles,
-        Call.REGISTER_ACTOR: ActorDirectoryMixin._call_register_actor,
-        Call.ACTOR_GONE: ActorDirectoryMixin._call_actor_gone,
-        Call.LOCATE_ACTOR: ActorDirectoryMixin._call_locate_actor,
     }
 
     # -------------------------------------------------------------- shutdown
@@ -2131,12 +1726,17 @@ def main() -> None:
     except OSError as exc:
         if exc.errno != errno.EINTR:
             raise
+    # Everything is cleaned up (``_shutdown``): skip the interpreter's finalization,
+    # ~50 ms of tearing down modules that every embedded runtime's shutdown waited
+    # for. Workers exit the same way.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    # Run the package's copy of this module, not ``__main__``: federation.py and
-    # placement_groups.py import classes and markers from ``.node``, which must be
-    # the very objects the manager uses.
+    # Run the package's copy of this module, not ``__main__``: one copy of its
+    # classes and markers, whatever imports ``.node``.
     from fedexec.backends.native import node as _node
 
     _node.main()

@@ -1,7 +1,9 @@
 """Actors waiting for a node: made where no live node can host them yet, they wait
 here (the node their creator asked, usually the head) instead of being refused.
-A mixin of :class:`~.node.NodeManager` (the bookkeeping is :class:`PendingActors`,
-pure state, tested alone).
+A component the node manager owns (``NodeManager.pending``, a
+:class:`PendingActorsHost`, driven through :class:`PendingNode`, what it uses of the
+node: the objects' pins, its tasks, making an actor here or on a peer); its
+bookkeeping is :class:`PendingActors`, pure state, tested alone.
 
 An actor *pends* when its creation shape fits no live node but the client found
 that something will make one: an autoscaler node type fits it (the client asked,
@@ -40,14 +42,15 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from .._scheduling import fits
-from .actor_directory import tracked
-from .protocol import ErrorKind
+from .actor_directory import ActorLocator, tracked
+from .membership import Membership
+from .protocol import Call, ErrorKind
 
-__all__ = ["PendingActor", "PendingActors", "PendingActorsMixin", "largest"]
+__all__ = ["PendingActor", "PendingActors", "PendingActorsHost", "PendingNode", "largest"]
 
 
 def largest(demand: Mapping[str, float],
@@ -176,54 +179,103 @@ class _Owner:
         self.id = cid
 
 
-class PendingActorsMixin:
+class RemotePlacing(Protocol):
+    """Placing on another node (the federation's side)."""
+
+    def best_remote(self, demand: dict[str, float], need_room: bool) -> Any: ...
+    def create_remote_actor(self, peer: Any, conn: Any, actor_id: str, spec: dict[str, Any],
+                            payload: Any, deps: list[str], contained: list[str]) -> Any: ...
+    def forward_call(self, task: Any, peer: Any) -> None: ...
+
+
+class PendingNode(Protocol):
+    """What :class:`PendingActorsHost` uses of the node manager."""
+
+    _dirty: bool
+
+    @property
+    def members(self) -> Membership: ...
+    @property
+    def pool(self) -> Any: ...  # core.scheduler's ResourcePool: total, feasible()
+    @property
+    def locator(self) -> ActorLocator: ...
+    @property
+    def tasks(self) -> Mapping[str, Any]: ...
+    @property
+    def conns(self) -> Mapping[int, Any]: ...
+    @property
+    def remote_actors(self) -> Mapping[str, dict[str, Any]]: ...
+    @property
+    def federation(self) -> RemotePlacing: ...
+
+    def _log(self, text: str) -> None: ...
+    def _pin(self, oid: str) -> None: ...
+    def _unpin(self, oid: str) -> None: ...
+    def _job_of(self, payload: Any) -> str: ...
+    def _fail_task(self, task: Any, kind: ErrorKind, message: str) -> None: ...
+    def _create_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+                      deps: list[str], contained: list[str], restart: bool = False) -> Any: ...
+    def _make_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+                    deps: list[str], contained: list[str]) -> Any: ...
+    def _queue_actor_call(self, task: Any) -> str | None: ...
+
+
+class PendingActorsHost:
     """The node manager's side of pending actors (see the module docstring)."""
 
-    def _init_pending_actors(self: Any) -> None:
-        self.pending_actors = PendingActors()
-        #: the autoscaler monitor's last report (see :meth:`_call_autoscaler_report`)
+    def __init__(self, node: PendingNode,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.node = node
+        self.clock = clock
+        self.table = PendingActors()
+        #: the autoscaler monitor's last report (see :meth:`call_autoscaler_report`)
         self.autoscaler_report: dict[str, Any] | None = None
-        self._autoscaler_reported = 0.0  # time.monotonic() it came
+        self._autoscaler_reported = 0.0  # clock() when it came
+
+    def calls(self) -> dict[int, Callable[..., Any]]:
+        """Its REQUEST handlers, by call (the node's dispatch table takes them)."""
+        return {Call.AUTOSCALER_REPORT: self.call_autoscaler_report}
 
     # ------------------------------------------------ the autoscaler's report
-    def _call_autoscaler_report(self: Any, conn: Any, report: dict[str, Any]) -> bool:
+    def call_autoscaler_report(self, conn: Any, report: dict[str, Any]) -> bool:
         """AUTOSCALER_REPORT (a monitor's round, sent to every node by GATHER):
         ``{"cluster_name", "shapes": the node types it may launch, "ttl": seconds
         they stay valid, "decisions": its decisions with their reasons, "time"}``."""
         if not isinstance(report, dict) or not isinstance(report.get("shapes"), list):
             raise ValueError("AUTOSCALER_REPORT takes {'shapes': [...], 'ttl': s, ...}")
         self.autoscaler_report = dict(report)
-        self._autoscaler_reported = time.monotonic()
+        self._autoscaler_reported = self.clock()
         return True
 
-    def _launchable(self: Any) -> list[dict[str, float]] | None:
+    def launchable(self) -> list[dict[str, float]] | None:
         """The node types a running autoscaler may launch, or None when no monitor
         reported within its ``ttl`` (none runs, as far as this node knows)."""
         report = self.autoscaler_report
         if report is None or \
-                time.monotonic() - self._autoscaler_reported > float(report.get("ttl", 0.0)):
+                self.clock() - self._autoscaler_reported > float(report.get("ttl", 0.0)):
             return None
         return [dict(shape) for shape in report["shapes"]]
 
-    def _autoscaler_stats(self: Any) -> dict[str, Any] | None:
+    def autoscaler_stats(self) -> dict[str, Any] | None:
         """STATS ``autoscaler``: the monitor's last round as reported here
         (``cluster_name``, ``decisions``, ``age`` in seconds, ``stale``: older than
         its ttl), or None."""
         report = self.autoscaler_report
         if report is None:
             return None
-        age = time.monotonic() - self._autoscaler_reported
+        age = self.clock() - self._autoscaler_reported
         return {"cluster_name": report.get("cluster_name"),
                 "decisions": list(report.get("decisions") or []), "age": age,
                 "stale": age > float(report.get("ttl", 0.0))}
 
-    def _unhostable(self: Any, demand: dict[str, float]) -> str | None:
+    def unhostable(self, demand: dict[str, float]) -> str | None:
         """Why no node can ever host ``demand``: no live node fits it, nor any node
         type the autoscaler may launch; None when one of them does."""
-        totals = [dict(e.total) for e in self.members.alive()] or [dict(self.pool.total)]
+        totals = ([dict(e.total) for e in self.node.members.alive()]
+                  or [dict(self.node.pool.total)])
         if any(fits(demand, total) for total in totals):
             return None
-        shapes = self._launchable()
+        shapes = self.launchable()
         if shapes is not None and any(fits(demand, shape) for shape in shapes):
             return None
         why = (" and no autoscaler runs" if shapes is None else
@@ -231,136 +283,139 @@ class PendingActorsMixin:
         return (f"no live node can host it: it asks for {dict(demand)}, the largest live node "
                 f"has {largest(demand, totals)}{why}")
 
-    def _restart_pending(self: Any, owner: Any, actor_id: str, spec: dict[str, Any],
-                         args: list[Any], restarts: int) -> bool:
+    def restart(self, owner: Any, actor_id: str, spec: dict[str, Any],
+                args: list[Any], restarts: int) -> bool:
         """An actor whose node died, with a restart left, that no live node fits:
         it waits here for a node the autoscaler launches (True), or, when nothing
         can ever host it, is dead for good, saying why (False)."""
-        why = self._unhostable(spec["demand_create"])
+        why = self.unhostable(spec["demand_create"])
         if why is not None:
-            self._log(f"actor {actor_id} cannot restart: {why}")
-            self.pending_actors.died(actor_id, why)
-            self._actor_gone(actor_id, spec)  # the head frees its name
+            self.node._log(f"actor {actor_id} cannot restart: {why}")
+            self.table.died(actor_id, why)
+            self.node.locator.gone(actor_id, spec)  # the head frees its name
             return False
         spec = {**spec, "await_node": "node", "strategy": "LOCAL"}
-        self._create_actor(owner, actor_id, spec, *args, restart=True)
-        entry = self.pending_actors.entries.get(actor_id)
+        payload, deps, contained = args
+        self.node._create_actor(owner, actor_id, spec, payload, deps, contained, restart=True)
+        entry = self.table.entries.get(actor_id)
         if entry is not None:
             entry.restarts = restarts
         return True
 
-    def _pending_actor_list_rows(self: Any) -> list[dict[str, Any]]:
+    def list_rows(self) -> list[dict[str, Any]]:
         """``fedexec list actors`` rows of the pending actors (state WAITING_FOR_NODE)."""
         return [{"actor_id": e.actor_id, "class": e.spec.get("class_name"),
                  "name": e.spec.get("name") or "",
-                 "job_id": self._job_of([e.spec.get("runtime_env")]),
+                 "job_id": self.node._job_of([e.spec.get("runtime_env")]),
                  "namespace": e.spec.get("namespace") or "default",
                  "state": "WAITING_FOR_NODE", "pid": None, "restarts": 0}
-                for e in self.pending_actors.entries.values()]
+                for e in self.table.entries.values()]
 
-    def _pend_actor(self: Any, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
-                    deps: list[str], contained: list[str]) -> list[Any]:
+    def pend(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+             deps: list[str], contained: list[str]) -> list[Any]:
         """Keep an actor no live node can host until one can (its name, if any, is
         already registered at the head, pointing here). Returns the creation reply."""
         entry = PendingActor(actor_id, spec, payload, deps, contained,
                              getattr(conn, "id", None), time.time())
         for oid in deps + contained:
-            self._pin(oid)
-        self.pending_actors.add(entry, self.members.shape_version)
-        self._log(entry.reason())
+            self.node._pin(oid)
+        self.table.add(entry, self.node.members.shape_version)
+        self.node._log(entry.reason())
         return [actor_id, spec]
 
-    def _register_pending_again(self: Any) -> None:
+    def register_again(self) -> None:
         """(Node) joined a head again: register the named and restartable actors
         waiting here, as for the live ones (``persistence.py``), so the head finds
         them by name even if it kept no state."""
-        for entry in self.pending_actors.entries.values():
+        for entry in self.table.entries.values():
             if tracked(entry.spec):
-                self._register_actor(entry.actor_id, entry.spec, lambda ok, value: None)
+                self.node.locator.register(entry.actor_id, entry.spec, lambda ok, value: None)
 
-    def _queue_pending_call(self: Any, task: Any) -> None:
+    def queue_call(self, task: Any) -> None:
         """A call to a pending actor: it waits, in order, for the actor to be placed."""
-        entry = self.pending_actors.entries[task.actor_id]
+        entry = self.table.entries[task.actor_id]
         task.retries_left = entry.spec.get("max_task_retries", 0)
         entry.calls.append(task)
 
-    def _cancel_pending_call(self: Any, task: Any) -> bool:
+    def cancel_call(self, task: Any) -> bool:
         """Cancel a call queued on a pending actor; False if it is not one."""
-        entry = self.pending_actors.entries.get(task.actor_id)
+        entry = self.table.entries.get(task.actor_id)
         if entry is None or task not in entry.calls:
             return False
         entry.calls.remove(task)
-        self._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
+        self.node._fail_task(task, ErrorKind.CANCELLED, f"{task.name} was cancelled")
         return True
 
-    def _kill_pending_actor(self: Any, actor_id: str, no_restart: bool) -> bool:
+    def kill(self, actor_id: str, no_restart: bool) -> bool:
         """KILL_ACTOR for a pending actor: it is gone (its calls fail), unless
         ``no_restart`` is False and it may restart (it never started: it stays)."""
-        entry = self.pending_actors.entries[actor_id]
+        entry = self.table.entries[actor_id]
         limit = entry.spec.get("max_restarts", 0)
         if not no_restart and limit != 0:
             return True
-        self._drop_pending_actor(actor_id, "it was killed before a node could host it")
+        self.drop(actor_id, "it was killed before a node could host it")
         return True
 
-    def _drop_pending_in_group(self: Any, pg_id: str) -> None:
+    def drop_in_group(self, pg_id: str) -> None:
         """The placement group ``pg_id`` was removed: the actors waiting for it go."""
-        for entry in list(self.pending_actors.entries.values()):
+        for entry in list(self.table.entries.values()):
             if entry.spec.get("placement_group") == pg_id:
-                self._drop_pending_actor(entry.actor_id, "its placement group was removed "
-                                         "before it was placed")
+                self.drop(entry.actor_id, "its placement group was removed "
+                          "before it was placed")
 
-    def _drop_pending_actor(self: Any, actor_id: str, why: str) -> None:
-        entry = self.pending_actors.pop(actor_id)
+    def drop(self, actor_id: str, why: str) -> None:
+        entry = self.table.pop(actor_id)
         if entry is None:
             return
-        self.pending_actors.died(actor_id, why)
+        self.table.died(actor_id, why)
         for task in entry.calls:
-            if task.id in self.tasks:
-                self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-        self._actor_gone(actor_id, entry.spec)  # the head frees its name
+            if task.id in self.node.tasks:
+                self.node._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
+        self.node.locator.gone(actor_id, entry.spec)  # the head frees its name
         for oid in entry.deps + entry.contained:
-            self._unpin(oid)
-        self._dirty = True
+            self.node._unpin(oid)
+        self.node._dirty = True
 
-    def _place_pending_actors(self: Any) -> None:
+    def place(self) -> None:
         """Called every loop turn: once the cluster's shape changed, make each pending
         actor that now fits a node there (or here), and send its queued calls after it."""
-        for entry in self.pending_actors.due(self.members.shape_version):
+        for entry in self.table.due(self.node.members.shape_version):
             demand = entry.spec["demand_create"]
-            if self.pool.feasible(demand):
-                self._place_pending_here(entry)
+            if self.node.pool.feasible(demand):
+                self._place_here(entry)
                 continue
-            if len(self.members.nodes) < 2:
+            if len(self.node.members.nodes) < 2:
                 continue
-            peer = self._best_remote(demand, need_room=False)
+            peer = self.node.federation.best_remote(demand, need_room=False)
             if peer is not None:
-                self._place_pending_at(entry, peer)
+                self._place_at(entry, peer)
 
-    def _place_pending_here(self: Any, entry: PendingActor) -> None:
-        self.pending_actors.pop(entry.actor_id)
-        owner = self.conns.get(entry.owner) or _Owner(entry.owner)
-        self._make_actor(owner, entry.actor_id, entry.spec, entry.payload, entry.deps,
-                         entry.contained)
+    def _place_here(self, entry: PendingActor) -> None:
+        self.table.pop(entry.actor_id)
+        conn = None if entry.owner is None else self.node.conns.get(entry.owner)
+        owner = conn or _Owner(entry.owner)
+        self.node._make_actor(owner, entry.actor_id, entry.spec, entry.payload, entry.deps,
+                              entry.contained)
         for oid in entry.deps + entry.contained:
-            self._unpin(oid)  # the actor pins them now
+            self.node._unpin(oid)  # the actor pins them now
         for task in entry.calls:
-            if task.id in self.tasks:
-                why = self._queue_actor_call(task)
+            if task.id in self.node.tasks:
+                why = self.node._queue_actor_call(task)
                 if why is not None:
-                    self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-        self._dirty = True
+                    self.node._fail_task(task, ErrorKind.ACTOR_DIED,
+                                         f"the actor is dead: {why}")
+        self.node._dirty = True
 
-    def _place_pending_at(self: Any, entry: PendingActor, peer: Any) -> None:
-        self.pending_actors.pop(entry.actor_id)
-        self._log(f"placing pending actor {entry.actor_id} on node {peer.node_id}")
-        self._create_remote_actor(peer, None, entry.actor_id, entry.spec, entry.payload,
-                                  entry.deps, entry.contained)
-        remote = self.remote_actors[entry.actor_id]
+    def _place_at(self, entry: PendingActor, peer: Any) -> None:
+        self.table.pop(entry.actor_id)
+        self.node._log(f"placing pending actor {entry.actor_id} on node {peer.node_id}")
+        self.node.federation.create_remote_actor(peer, None, entry.actor_id, entry.spec,
+                                       entry.payload, entry.deps, entry.contained)
+        remote = self.node.remote_actors[entry.actor_id]
         remote["owner"] = entry.owner  # it may restart for it
         remote["restarts"] = entry.restarts
         for oid in entry.deps + entry.contained:
-            self._unpin(oid)  # the remote entry pins them now
+            self.node._unpin(oid)  # the remote entry pins them now
         for task in entry.calls:  # after the creation, on the same link: in order
-            if task.id in self.tasks:
-                self._forward_call(task, peer)
+            if task.id in self.node.tasks:
+                self.node.federation.forward_call(task, peer)

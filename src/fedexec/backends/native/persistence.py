@@ -48,11 +48,11 @@ class HeadPersistence:
                 self.members.join(node_id, row["address"], row["total"], now)
             if node_id == old_head:
                 store.delete("nodes", node_id)
-        self.directory.load(list(store.load("actors").values()))
+        self.locator.directory.load(list(store.load("actors").values()))
         for row in store.load("placement_groups").values():
             self.event_log.record(row["node_id"], [["P", row]])
         if old_head and old_head != self.node_id:
-            self._directory_node_died(old_head)
+            self.locator.node_died(old_head)
             self.event_log.node_event(old_head, "DEAD", "the head was restarted")
         store.put("meta", "head_id", self.node_id)
         self._persist_node(self.node_id)
@@ -96,9 +96,9 @@ class HeadPersistence:
         """(Node) joined a head again: register what it may not know."""
         for actor in self.actors.values():
             if actor.state != "DEAD" and tracked(actor.spec):
-                self._register_actor(actor.id, actor.spec, lambda ok, value: None)
-        self._register_pending_again()
-        for pg in self.pgs.values():
+                self.locator.register(actor.id, actor.spec, lambda ok, value: None)
+        self.pending.register_again()
+        for pg in self.placement.pgs.values():
             self._event_pg(pg)
 
     def _close_persistence(self: Any, clean: bool) -> None:

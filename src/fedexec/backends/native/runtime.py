@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -109,6 +110,24 @@ def detect_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """``proc.wait(timeout)``, but woken the moment ``proc`` exits (a pidfd, Linux)
+    instead of by ``Popen.wait``'s sleeps, which grow to 50 ms and made every
+    shutdown of an embedded runtime ~50 ms slower than the node's own exit."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3, or already reaped
+        proc.wait(timeout)
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll(max(0.0, timeout) * 1000)
+    finally:
+        os.close(pidfd)
+    proc.wait(0)  # reaps it now, or raises TimeoutExpired
 
 
 class NodeProcess:
@@ -223,8 +242,6 @@ class NodeProcess:
         return node
 
     def _wait_ready(self, fd: int, timeout: float) -> str:
-        import select
-
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -254,7 +271,7 @@ class NodeProcess:
         proc = self.proc
         if proc.poll() is None:
             try:
-                proc.wait(timeout)
+                _wait_exit(proc, timeout)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -7,15 +7,19 @@ module; the node manager is the only process that calls :class:`StoreManager`)::
     ------------------------            --------------------------          ------------------------
     s = dumps(value)
     n = object_size(s.data, s.buffers)
-          --- "put X, n bytes" ------>  reserve_segment(X, n)
+          --- "put X, n bytes" ------>  reserve_segment(X, n, writer)
                                           spill LRU unpinned objects
                                           shm -> spill dir if full;
-                                          take a kept freed file nobody
-                                          maps, renamed to X's staging name
+                                          take a kept freed file: one this
+                                          writer wrote last, else one nobody
+                                          maps; renamed to X's staging name
           <-- path, staging ---------
     write_object(path, data, buffers, staging)
-      tmp file + pwrite (or the staging
-      file + memcpy into a mapping),
+      tmp file + pwrite, or, if nobody
+      else has the staging file open
+      (a lease on the writer's own fd),
+      memcpy into the writer's mapping
+      of it, kept for the next put;
       then link to path
           --- "sealed X" ------------>  seal(X)
                                                            <--- "get X" --- (asks)
@@ -49,6 +53,8 @@ State of :class:`StoreManager` (single-threaded; no locks)::
     _spilled : int                    sum of .size over SPILLED    (<= spill_capacity)
     _pool    : OrderedDict[path, size] freed shm files kept for reuse, oldest first,
                                       named ".free-N" in `directory` (ids have no ".")
+    _owners  : dict[path, writer]     kept files -> the writer that wrote them last
+                                      (it may still map them; _Entry.writer before)
     _pooled  : int                    sum of their sizes; _pooled <= pool_capacity and
                                       _used + _pooled <= capacity
     _staged  : set[obj_id]            RESERVED ids whose writer got a kept file, at
@@ -113,23 +119,35 @@ tmpfs /dev/shm with 4 KiB pages, no shmem huge pages; spill directory on ext4 un
 Reusing freed files. ``free`` keeps an object's shm file (up to ``pool_capacity``
 bytes of them, oldest deleted first) instead of unlinking it, and
 ``reserve_segment`` hands one of a similar size (1/2x to 2x) to the next writer,
-who fills it through a shared mapping whose page table is filled up front
-(``MAP_POPULATE``): the pages exist, so the copy is a memcpy. Measured as above,
-200 MiB, best of 8, with memcpy at 19-20 ms in the same run: pwrite into the
-existing pages 58 ms, mapping + memcpy 40-46 ms (13 ms to fill the page table,
-20 ms to copy, 10 ms to unmap), a new file 75+ ms; ``free`` is a rename instead
-of a 22 ms unlink. Unmapping on a helper thread was tried and dropped: a get in
-the same process right after waited for it (the address-space lock) instead.
-Huge pages would remove most of the rest, but tmpfs here uses 4 KiB pages.
+who copies into it through a shared mapping: the pages exist, so the copy is a
+memcpy, once the mapping's page table is filled. Filling it (``MAP_POPULATE``)
+and tearing it down cost per 4 KiB page, so a writer keeps the mapping of the
+last file it wrote (:mod:`.kept_mappings`), and the store hands a writer the
+files it wrote last first: the writer's next put of a similar size into that
+file is the copy alone. Measured as above, 200 MiB, with memcpy at 19-20 ms in
+the same run: into the kept mapping 20-23 ms; through a new mapping 33-46 ms
+(8-13 ms to fill the page table, 20-23 ms to copy, 7-11 ms to unmap); pwrite into
+the existing pages 58 ms; a new file 75-115 ms; ``free`` is a rename instead of a
+22 ms unlink. So in one runtime the first put of a size writes a new file, the
+second fills a mapping, the later ones copy. Unmapping on a helper thread was
+tried and dropped: a get in the same process right after waited for it (the
+address-space lock). Huge pages would remove the page-table work too, but tmpfs
+here uses 4 KiB pages (``/dev/shm`` has no ``huge=``, shmem THP is ``never``,
+no hugetlb pages are reserved), and the store must not need root setup.
 
 Why it is safe:
   - no reader ever sees a reused file change: a file is taken for reuse only
     when no process has it open or mapped, which the kernel answers exactly (a
     write lease is granted only to a file's sole opener, and a mapping holds its
     file open until its last view is gone, in every process that has it, forked
-    children included; see :func:`_unshared`). A file still mapped (a numpy view
-    kept after its ref was dropped) stays kept but unused until it is unmapped,
-    or is deleted when its room is needed, which leaves the view valid as before;
+    children included; see :func:`_unshared`). The store asks for files nobody
+    wrote last or another writer wrote; a writer asks on its own descriptor, right
+    before writing, for files it may still map (its mapping shares that one open
+    file description, a reader's open is another), and writes a new file instead
+    if the answer is no, leaving the staging file to ``seal``, which keeps it
+    again. A file still mapped (a numpy view kept after its ref was dropped) stays
+    kept but unused until it is unmapped, or is deleted when its room is needed,
+    which leaves the view valid as before;
   - nobody can open a kept file between that check and the writer: its name is
     known only to the store, and the writer gets it under a staging name that is
     linked to the object's path only after every byte is written (as new files);
@@ -142,18 +160,22 @@ Why it is safe:
     after a crash) deletes with everything else;
   - without file leases (not Linux, or leases disabled) nothing is reused.
 
-Capacity accounting is approximate in three ways, all documented for callers:
+Capacity accounting is approximate in four ways, all documented for callers:
 a process that mapped an object before it was spilled or freed keeps its pages
 alive until its views are gone (``unlink`` does not invalidate mappings), and
-those pages are no longer counted; tmpfs rounds each file up to whole pages; and
+those pages are no longer counted; likewise a writer's kept mapping of a file
+the store deleted (spilled, or a kept file trimmed), until that writer's next
+write or exit (one file per writer process, :mod:`.kept_mappings`); tmpfs rounds
+each file up to whole pages; and
 ``/dev/shm`` itself may be smaller than ``capacity`` (containers often give 64
 MiB), in which case the writer's ``pwrite`` fails with ENOSPC and the node
 manager should ``abort`` the object.
 
 A reader must hold a pin (or otherwise be sure the object is not spilled or
 freed) between learning the path and calling :func:`read_object`; once mapped,
-nothing the store does can invalidate its views. Files are never modified after
-they are published, so a mapping cannot see a truncation (no SIGBUS).
+nothing the store does can invalidate its views. A published file is modified
+(reused) only after it is freed and nobody else has it open or mapped, so a
+reader's mapping never sees a change or a truncation (no SIGBUS).
 """
 
 from __future__ import annotations
@@ -177,6 +199,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ...exceptions import ObjectStoreFullError
+from .kept_mappings import KEPT, KeptMapping
 
 try:
     import fcntl
@@ -249,28 +272,54 @@ def _pwrite_all(fd: int, view: memoryview | bytes | bytearray, offset: int) -> N
 
 #: Reused files of at least this size are filled through a mapping, not pwrite.
 _MAP_MIN = 1 << 20
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
-def _copy_into_mapping(fd: int, size: int, pieces: Sequence[tuple[int, Any]]) -> None:
-    """Copy each ``(offset, buffer)`` of ``pieces`` into the file ``fd`` (open for
-    reading and writing, ``size`` bytes, all of its pages allocated already)
-    through a shared mapping with its page table filled up front: a plain memcpy,
-    about twice as fast as pwrite into the same pages (module docstring)."""
+def _copy_pieces(mapping: mmap.mmap, pieces: Sequence[tuple[int, Any]]) -> None:
+    """Copy each ``(offset, buffer)`` of ``pieces`` into ``mapping``: a plain memcpy
+    when its pages exist and its page table is filled (module docstring)."""
     import numpy as np
 
-    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _MAP_POPULATE,
-                        prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    target = np.frombuffer(mapping, dtype=np.uint8)
     try:
-        target = np.frombuffer(mapping, dtype=np.uint8)
-        try:
-            for offset, piece in pieces:
-                source = np.frombuffer(piece, dtype=np.uint8)
-                target[offset:offset + source.size] = source  # numpy lets go of the GIL
-        finally:
-            del target
+        for offset, piece in pieces:
+            source = np.frombuffer(piece, dtype=np.uint8)
+            target[offset:offset + source.size] = source  # numpy lets go of the GIL
     finally:
-        mapping.close()
+        del target
+
+
+def _write_staged(path: str, staging: str, size: int, pieces: Sequence[tuple[int, Any]],
+                  keep_mapped: bool) -> bool:
+    """Write ``pieces`` into the kept file ``staging`` and publish it at ``path``;
+    False (``staging`` untouched) if some other open file description of it exists,
+    i.e. someone still reads it (checked on this writer's own descriptor with a
+    write lease, right before writing; see :mod:`.kept_mappings`)."""
+    st = os.stat(staging)
+    entry = KEPT.take((st.st_dev, st.st_ino))
+    if entry is None:
+        entry = KeptMapping((st.st_dev, st.st_ino), os.open(staging, os.O_RDWR | os.O_CLOEXEC))
+    try:
+        if not _lease_free(entry.fd):
+            entry.close()
+            return False
+        os.ftruncate(entry.fd, size)
+        if entry.length < size and (size < _MAP_MIN or st.st_size < size):
+            entry.unmap()  # small, or growing into new pages: pwrite is faster there
+            for offset, piece in pieces:
+                _pwrite_all(entry.fd, piece, offset)
+        else:
+            mapping = entry.mapping if entry.length >= size else None
+            _copy_pieces(mapping or entry.map(size), pieces)
+        _publish(staging, path)
+    except BaseException:
+        entry.close()
+        _unlink(staging)
+        raise
+    if keep_mapped and entry.mapping is not None:
+        KEPT.keep(entry)
+    else:
+        entry.close()
+    return True
 
 
 def _publish(tmp: str, path: str) -> None:
@@ -292,7 +341,7 @@ def _tmp_name(path: str) -> str:
 
 
 def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
-                 staging: str = "") -> int:
+                 staging: str = "", keep_mapped: bool = False) -> int:
     """Write a serialized object to a new file at ``path``, atomically.
 
     The bytes go to a file next to ``path`` that is then linked into place, so a
@@ -300,13 +349,19 @@ def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
     overwritten: a new temporary file (``O_EXCL``, mode 0600), or ``staging``, a
     freed file whose pages are already allocated (see
     :meth:`StoreManager.reserve_segment`); it is cut or grown to the object's size
-    and every byte of it is overwritten (alignment gaps with zeros).
+    and every byte of it is overwritten (alignment gaps with zeros). ``staging`` is
+    written only if no other process (nor another file description in this one)
+    has it open or mapped, checked right before; otherwise a new file is written
+    and ``staging`` left to the store (:meth:`StoreManager.seal` keeps it again).
 
     Args:
         path: where the file goes (from :meth:`StoreManager.reserve`).
         data: the pickle stream.
         buffers: the out-of-band buffers, in order (any contiguous buffers).
         staging: the reservation's staging file, or "" to make a new file.
+        keep_mapped: keep ``staging``'s mapping (of 1 MiB or more) for a later
+            write into the same file (:mod:`.kept_mappings`); for writers that
+            reserve with ``writer=`` set.
 
     Returns:
         The file's size, equal to :func:`object_size` of the same arguments.
@@ -331,27 +386,21 @@ def write_object(path: str, data: bytes | memoryview, buffers: Sequence[Any],
         pieces.append((offset, view))
         if staging and end > offset + length:  # a new file's gaps read as zeros
             pieces.append((offset + length, bytes(end - offset - length)))
-    if staging:
-        tmp = staging
-        fd = os.open(tmp, os.O_RDWR | os.O_CLOEXEC)
-    else:
-        tmp = _tmp_name(path)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    if staging and _write_staged(path, staging, size, pieces, keep_mapped):
+        return size
+    KEPT.sweep()
+    tmp = _tmp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
-            allocated = bool(staging) and os.fstat(fd).st_size >= size
             os.ftruncate(fd, size)
-            if allocated and size >= _MAP_MIN:
-                _copy_into_mapping(fd, size, pieces)
-            else:
-                for offset, piece in pieces:
-                    _pwrite_all(fd, piece, offset)
+            for offset, piece in pieces:
+                _pwrite_all(fd, piece, offset)
         finally:
             os.close(fd)
         _publish(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _unlink(tmp)
         raise
     return size
 
@@ -409,6 +458,7 @@ class _Entry:
     size: int
     state: _State
     pins: int = 0
+    writer: int | None = None
 
 
 def _unlink(path: str) -> None:
@@ -440,6 +490,22 @@ def _unshared(path: str) -> bool | None:
         return None
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        return _lease_free(fd)
+    finally:
+        os.close(fd)
+
+
+def _lease_free(fd: int) -> bool | None:
+    """Whether the open file description of ``fd`` is the only one of its file
+    (mappings made from it share it): :func:`_unshared` on a descriptor; None
+    without file leases.
+
+    Raises:
+        OSError: the file is not this user's.
+    """
+    if _F_SETLEASE is None or _F_SETSIG is None:
+        return None
+    try:
         fcntl.fcntl(fd, _F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
     except OSError as exc:
@@ -448,11 +514,8 @@ def _unshared(path: str) -> bool | None:
         if exc.errno in _NO_LEASES:
             return None
         raise
-    else:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
-        return True
-    finally:
-        os.close(fd)
+    fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    return True
 
 
 def _copy_fd(src: int, dst: int, size: int) -> None:
@@ -568,6 +631,7 @@ class StoreManager:
         self._restore_count = 0
         self.pool_capacity = min(pool_capacity, capacity)
         self._pool: OrderedDict[str, int] = OrderedDict()  # freed file -> size, oldest first
+        self._owners: dict[str, int] = {}  # kept file -> the writer that wrote it last
         self._pooled = 0
         self._pool_names = itertools.count()
         self._staged: set[str] = set()  # reserved ids written into a reused file
@@ -604,8 +668,8 @@ class StoreManager:
         ``num_spilled``, ``spilled_bytes``, ``spill_capacity``, ``spill_count`` and
         ``restore_count`` (files copied to and from disk since the start);
         ``pooled_bytes``, ``num_pooled`` and ``pool_capacity`` (freed files kept for
-        reuse, not counted in ``used_bytes``) and ``reuse_count`` (reservations that
-        reused one)."""
+        reuse, not counted in ``used_bytes``) and ``reuse_count`` (objects written or
+        restored into one)."""
         return {
             "used_bytes": self._used,
             "capacity": self.capacity,
@@ -650,35 +714,39 @@ class StoreManager:
         """
         return self._reserve(obj_id, size, reuse=False).path
 
-    def reserve_segment(self, obj_id: str, size: int) -> Reservation:
+    def reserve_segment(self, obj_id: str, size: int, writer: int | None = None
+                        ) -> Reservation:
         """:meth:`reserve`, reusing a freed file if one of a similar size is unused.
 
         If ``staging`` is set, the writer must write into that file (it exists, with
         its pages allocated) and publish it at ``path``: ``write_object(path, data,
         buffers, staging)``. Nobody else knows the staging name, and no process
-        has the file open or mapped (checked, see :func:`_unshared`). Same errors
-        as :meth:`reserve`.
+        has the file open or mapped (checked, see :func:`_unshared`), except,
+        for a file that ``writer`` wrote last, maybe ``writer`` itself, which
+        keeps its mapping and checks before writing (:func:`write_object`).
+        ``writer``: who writes (e.g. a connection id; None: not known), so
+        that it gets back the files it still has mapped. Same errors as :meth:`reserve`.
         """
-        return self._reserve(obj_id, size, reuse=True)
+        return self._reserve(obj_id, size, reuse=True, writer=writer)
 
-    def _reserve(self, obj_id: str, size: int, reuse: bool) -> Reservation:
+    def _reserve(self, obj_id: str, size: int, reuse: bool,
+                 writer: int | None = None) -> Reservation:
         self._check_open()
         path = self.path(obj_id)
         if obj_id in self._entries:
             raise ValueError(f"object {obj_id!r} is already in the store")
         if size < 0:
             raise ValueError(f"size must be >= 0, not {size}")
-        staging = self._stage(obj_id, size) if reuse else ""
+        staging = self._stage(obj_id, size, writer) if reuse else ""
         try:
             self._make_room(size, obj_id)
         except BaseException:
             if staging:
                 self._staged.discard(obj_id)
-                self._pool_add(staging, os.stat(staging).st_size)
+                self._pool_add(staging, os.stat(staging).st_size, writer)
             raise
-        self._entries[obj_id] = _Entry(size, _State.RESERVED)
+        self._entries[obj_id] = _Entry(size, _State.RESERVED, writer=writer)
         self._used += size
-        self._reuse_count += bool(staging)
         return Reservation(path, staging)
 
     def seal(self, obj_id: str) -> None:
@@ -695,10 +763,8 @@ class StoreManager:
         entry = self._entry(obj_id)
         if entry.state is not _State.RESERVED:
             raise ValueError(f"object {obj_id!r} is already sealed")
-        actual = os.stat(self.path(obj_id)).st_size
-        if obj_id in self._staged:  # a writer that died between link and unlink
-            self._staged.discard(obj_id)
-            _unlink(self.path(obj_id) + _STAGING)
+        published = os.stat(self.path(obj_id))
+        actual = published.st_size
         if actual > entry.size:
             raise ValueError(f"object {obj_id!r} has {actual} bytes, more than the "
                              f"{entry.size} reserved; abort it and reserve object_size()")
@@ -707,6 +773,25 @@ class StoreManager:
         entry.state = _State.LOCAL
         if entry.pins == 0:
             self._lru[obj_id] = None
+        if obj_id in self._staged:
+            self._staged.discard(obj_id)
+            self._unstage(self.path(obj_id) + _STAGING, published)
+
+    def _unstage(self, staging: str, published: os.stat_result) -> None:
+        """After a seal: count the reuse of a staging file, delete the staging name
+        of a writer that died between linking and unlinking it, or keep the staging
+        file again if the writer left it (someone still had it open:
+        :func:`write_object`)."""
+        try:
+            st = os.stat(staging)
+        except FileNotFoundError:
+            self._reuse_count += 1
+            return
+        if (st.st_dev, st.st_ino) == (published.st_dev, published.st_ino):
+            self._reuse_count += 1
+            _unlink(staging)
+        else:
+            self._pool_add(staging, st.st_size)
 
     def abort(self, obj_id: str) -> None:
         """The writer of a reserved object failed: forget it and delete any partial
@@ -815,7 +900,7 @@ class StoreManager:
         path = self.path(obj_id)
         self._used -= entry.size
         if entry.state is _State.LOCAL:
-            self._pool_add(path, entry.size)  # readers that mapped it keep their views
+            self._pool_add(path, entry.size, entry.writer)  # readers keep their views
             return
         _unlink(path)
         self._staged.discard(obj_id)
@@ -831,6 +916,7 @@ class StoreManager:
         self._entries.clear()
         self._lru.clear()
         self._pool.clear()
+        self._owners.clear()
         self._staged.clear()
         self._used = self._spilled = self._num_spilled = self._pooled = 0
 
@@ -911,9 +997,9 @@ class StoreManager:
 
     # -- freed files kept for reuse
 
-    def _pool_add(self, path: str, size: int) -> None:
-        """Keep the freed file at ``path`` for reuse under a name only the store
-        knows, or delete it if it does not fit in the pool."""
+    def _pool_add(self, path: str, size: int, writer: int | None = None) -> None:
+        """Keep the freed file at ``path`` (that ``writer`` wrote) for reuse under a
+        name only the store knows, or delete it if it does not fit in the pool."""
         if not self.pool_capacity or size > self.pool_capacity:
             _unlink(path)
             return
@@ -924,6 +1010,8 @@ class StoreManager:
             return
         self._pool[name] = size
         self._pooled += size
+        if writer is not None:
+            self._owners[name] = writer
         self._trim_pool(self.capacity - self._used)
         self._trim_pool(self.pool_capacity)
 
@@ -932,33 +1020,52 @@ class StoreManager:
         while self._pool and self._pooled > room:
             name, size = self._pool.popitem(last=False)
             self._pooled -= size
+            self._owners.pop(name, None)
             _unlink(name)
 
-    def _stage(self, obj_id: str, size: int) -> str:
+    def _stage(self, obj_id: str, size: int, writer: int | None = None) -> str:
         """Take a kept file for a new object of ``size`` bytes: the smallest one of
         ``size`` to ``_FIT * size`` bytes, else the largest one of ``size / _FIT``
-        to ``size``, that no process has open or mapped. Renamed to the object's
-        staging name, which it returns ("" if none)."""
+        to ``size``, that no process has open or mapped, those ``writer`` wrote
+        last first (not checked here: the writer may still map them, and checks
+        itself). Renamed to the object's staging name, which it returns ("" if none)."""
+        if _F_SETLEASE is None or _F_SETSIG is None:  # cannot tell who maps a file
+            self._no_reuse()
+            return ""
         bigger = sorted((n, p) for p, n in self._pool.items() if size <= n <= _FIT * size)
         smaller = sorted(((n, p) for p, n in self._pool.items() if size <= _FIT * n < _FIT * size),
                          reverse=True)
-        for n, name in (bigger + smaller)[:_PROBES]:
+        fitting = bigger + smaller
+        own = [c for c in fitting if writer is not None and self._owners.get(c[1]) == writer]
+        for n, name in (own + [c for c in fitting if c not in own])[:_PROBES]:
+            mine = (n, name) in own
             try:
-                unused = _unshared(name)
+                unused = True if mine else _unshared(name)
             except OSError:  # gone, or not ours: forget it
                 unused = False
-                del self._pool[name]
-                self._pooled -= n
+                self._pool_forget(name)
                 _unlink(name)
             if unused is None:  # the kernel cannot tell who maps a file: never reuse
-                self.pool_capacity = 0
-                self._trim_pool(0)
+                self._no_reuse()
                 return ""
             if unused:
-                del self._pool[name]
-                self._pooled -= n
                 staging = self.path(obj_id) + _STAGING
-                os.rename(name, staging)
+                try:
+                    os.rename(name, staging)
+                except FileNotFoundError:
+                    self._pool_forget(name)
+                    continue
+                self._pool_forget(name)
                 self._staged.add(obj_id)
                 return staging
         return ""
+
+    def _pool_forget(self, name: str) -> None:
+        size = self._pool.pop(name, None)
+        if size is not None:
+            self._pooled -= size
+        self._owners.pop(name, None)
+
+    def _no_reuse(self) -> None:
+        self.pool_capacity = 0
+        self._trim_pool(0)
