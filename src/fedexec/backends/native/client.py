@@ -735,9 +735,10 @@ class NativeBackend(Backend):
         """Send what is queued before waiting; a worker lends its CPU meanwhile; a
         wait that lasts is reported (see ``_report_long_waits``)."""
         loop = self.worker_loop
-        if loop is None or loop.listener is None:
+        if self._leases is None and (loop is None or loop.listener is None):
             # Only calls of ours in the direct outboxes: they go first (the node
-            # manager takes their registrations in any order, see direct.py).
+            # manager takes their registrations in any order, see direct.py). Not
+            # with leases: a leased task may read what a PUT queued for the node.
             self._outboxes.flush()
         self.flush()
         token = object()

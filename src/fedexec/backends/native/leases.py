@@ -39,7 +39,10 @@ Not yet (why the switch is off by default): the memory monitor does not see a
 leased worker's task (the node does not know it: no OOM kill, no
 ``OutOfMemoryError``); the node's task list, counts and metrics do not include
 leased tasks; tasks with ref arguments (a chain) still go through the hub; a
-nested submit from a worker always does.
+nested submit from a worker always does. Known wrong with it on (one conformance test): a
+denied lease for a shape that fits but finds no idle worker spawns none, and the
+caller pipelines onto its one lease (two 0.5-CPU tasks that must meet on a 1-CPU
+node wait for each other forever).
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
 ``Poller`` thread (the links) and the flusher (idle sweep) share one lock; nothing
