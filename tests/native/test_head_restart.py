@@ -58,8 +58,11 @@ def test_a_restarted_head_recovers_named_actors_and_nodes_keep_their_work(tmp_pa
     try:
         with fedexec.Executor(address=a.info["address"], token=token) as ex_a, \
                 fedexec.Executor(address=b.info["address"], token=token) as ex_b:
-            assert poll_until(lambda: {a_id, b_id} <= {
-                n["node_id"] for n in ex_b.nodes() if n["alive"]}, timeout=30)
+            # Each node learns of the other from the head a moment apart: wait until
+            # both do (a's driver is refused a 'b' task until node a knows node b).
+            assert poll_until(lambda: all({a_id, b_id} <= {
+                n["node_id"] for n in ex.nodes() if n["alive"]} for ex in (ex_a, ex_b)),
+                timeout=30)
             svc = ex_a.options(name="svc", num_cpus=0, resources={"a": 0.1}).actor(Counter, 10)
             assert svc.add.remote(1).result(timeout=T) == 11
             with fedexec.Executor(address=address, token=token) as ex_h:

@@ -92,10 +92,10 @@ def wait_for_output(job_id, text, timeout=T):
 
 SCRIPT = textwrap.dedent("""
     import os, sys
+    print("files", sorted(os.listdir(".")))  # before importing helper makes __pycache__
     import fedexec
     import helper  # from the working dir
 
-    print("files", sorted(os.listdir(".")))
     with fedexec.Executor(address="auto") as ex:
         print("nodes", len(ex.nodes()), ex.nodes()[0]["node_id"])
         print("squares", ex.get([ex.submit(helper.square, i) for i in range(4)], timeout=60))

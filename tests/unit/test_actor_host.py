@@ -172,6 +172,38 @@ def test_a_cancelled_queued_call_never_runs_and_is_not_finished():
     host.close()
 
 
+class SlowFinish(Runner):
+    """A runner whose ``finish`` (the backend completing the caller's refs) blocks
+    until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def finish(self, call: Any, result: Any, error: BaseException | None) -> None:
+        self.entered.set()
+        assert self.release.wait(T)
+        super().finish(call, result, error)
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_drain_returns_only_after_the_last_calls_finish_returned(is_async):
+    # A graceful shutdown drains, then closes: were drain to return while finish
+    # still ran, the call's refs would be pending after shutdown(wait=True).
+    runner = SlowFinish()
+    host: ActorHost[Any] = ActorHost(runner, concurrency=1, is_async=is_async, name="Test")
+    recorder = AsyncRecorder() if is_async else Recorder()
+    host.start(lambda: recorder)
+    submit(host, 0, 0)
+    assert runner.entered.wait(T)
+    assert not host.drain(0.3), "drain returned while finish was still running"
+    runner.release.set()
+    assert host.drain(T)
+    assert list(runner.outcomes) == ["0-0"]
+    host.close()
+
+
 def test_interrupting_a_running_async_call_finishes_it_with_task_cancelled_error():
     recorder = AsyncRecorder()
     host, runner = make(recorder, 10, True)

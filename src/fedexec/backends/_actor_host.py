@@ -44,7 +44,8 @@ The contract every backend gets from it (API.md "Actors")::
                       is not called for them). The backend fails them with
                       ActorDiedError or sends them again (max_task_retries). A
                       submit after close is refused (False).
-    drain(timeout)    wait until no call is queued or running (graceful shutdown).
+    drain(timeout)    wait until no call is queued or running and every finished
+                      call's runner.finish has returned (graceful shutdown).
 
 Where the three backends' copies disagreed before this module (each now covered
 by a conformance test): native could not cancel a call queued behind busy threads
@@ -102,6 +103,7 @@ class ActorHost(Generic[C]):
         self._order: collections.deque[str] = collections.deque()
         self._queued: dict[str, C] = {}
         self._running: dict[str, C] = {}
+        self._finishing = 0  # calls out of _running whose runner.finish has not returned
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._instance: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -186,7 +188,7 @@ class ActorHost(Generic[C]):
         with self._cv:
             return self._cv.wait_for(
                 lambda: self._state in ("closed", "failed")
-                or (not self._order and not self._running), timeout)
+                or (not self._order and not self._running and not self._finishing), timeout)
 
     # ------------------------------------------------------------- internals
     def _spawn(self, target: Callable[..., None], *args: Any) -> None:
@@ -226,9 +228,16 @@ class ActorHost(Generic[C]):
         with self._cv:
             if self._running.pop(key, None) is None:
                 return  # taken back by close(): the backend has dealt with it
-            if not self._running and not self._order:
-                self._cv.notify_all()  # drain()
-        self.runner.finish(call, result, error)
+            self._finishing += 1
+        try:
+            self.runner.finish(call, result, error)
+        finally:
+            # drain() returns only after the caller's refs are complete: a shutdown
+            # that drained must never leave a call's ref pending.
+            with self._cv:
+                self._finishing -= 1
+                if not self._running and not self._order and not self._finishing:
+                    self._cv.notify_all()
 
     def _cancelled(self, method: str) -> TaskCancelledError:
         return TaskCancelledError(f"actor call {self.name}.{method} was cancelled")
