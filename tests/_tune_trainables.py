@@ -112,7 +112,8 @@ class Accumulating(tune.Trainable):
         self.score = state["score"]
         self.loaded_from = state["owner"]
 
-    def reset_config(self, new_config):
+    def reset_config(self, new_config):  # a reused actor: the new trial starts afresh
+        self.setup(new_config)
         return True
 
 

@@ -199,6 +199,22 @@ def test_actor_method_accepts_refs_as_arguments(ex):
     assert ex.get(counter.incr.remote(ex.submit(square, 3)), timeout=T) == 9
 
 
+class Unboxer:
+    def first(self, boxed):
+        return fedexec.get(boxed[0], timeout=T)
+
+
+def test_actor_gets_a_just_put_ref_nested_in_an_argument(ex):
+    # The put and the call leave back to back; the actor must find the object
+    # (native: the call once went straight to the worker, which could ask for the
+    # object before the node manager had read the PUT, and got ObjectLostError).
+    unboxer = ex.actor(Unboxer)
+    assert ex.get(unboxer.first.remote([ex.put(-1)]), timeout=T) == -1  # links set up
+    values = [{"v": i, "pad": bytes(64)} for i in range(200)]
+    got = [ex.get(unboxer.first.remote([ex.put(v)]), timeout=T) for v in values]
+    assert got == values
+
+
 def test_actor_result_ref_can_feed_a_task(ex):
     counter = ex.actor(Counter)
     assert ex.get(ex.submit(square, counter.incr.remote(4)), timeout=T) == 16

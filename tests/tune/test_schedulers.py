@@ -99,17 +99,61 @@ def test_median_stopping_rule_stops_a_trial_below_the_median(native_or_local_ex,
 
 
 def test_pbt_bottom_trial_exploits_the_top_one(native_or_local_ex, tmp_path):
+    # one trial at a time (each needs every CPU): the top one pauses at its first
+    # perturbation point (the other waits to run), the bottom one then reaches its
+    # own and exploits it
+    cpus = native_or_local_ex.cluster_resources()["CPU"]
     pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=2,
                                   quantile_fraction=0.5, resample_probability=1.0,
                                   hyperparam_mutations={"lr": [0.5, 0.25]}, seed=0)
     results = fit(native_or_local_ex, tmp_path, {"lr": tune.grid_search([1.0, 0.001])}, pbt,
-                  stop={"training_iteration": 20}, trainable=Accumulating,
+                  stop={"training_iteration": 20},
+                  trainable=tune.with_resources(Accumulating, {"cpu": cpus}),
                   checkpoint_frequency=1)
     good, bad = results
-    assert good.metrics["loaded_from"] is None
+    assert good.metrics["loaded_from"] == good.metrics["trial_id"]  # paused, resumed
     assert bad.metrics["loaded_from"] == good.metrics["trial_id"]  # took the top checkpoint
     assert bad.config["lr"] in (0.5, 0.25)  # explored from the top trial's config
     assert bad.metrics["score"] > 1.0  # far above what lr=0.001 alone reaches in 20 steps
+
+
+def test_synchronous_pbt_ranks_the_whole_population_at_each_point(native_or_local_ex,
+                                                                  tmp_path):
+    # 4 trials on 2 slots: each pauses at the sync point until all are there; then
+    # the bottom half exploits the top half, all at the same step
+    pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=3,
+                                  quantile_fraction=0.5, resample_probability=1.0,
+                                  hyperparam_mutations={"lr": [0.5, 0.25]}, synch=True, seed=0)
+    space = {"lr": tune.grid_search([1.0, 0.001, 0.75, 0.002])}
+    results = fit(native_or_local_ex, tmp_path, space, pbt, stop={"training_iteration": 9},
+                  trainable=Accumulating, checkpoint_frequency=0, concurrent=2)
+    assert iterations(results) == [9, 9, 9, 9]
+    with open(os.path.join(results.experiment_path, "pbt_global.txt")) as f:
+        log = [json.loads(line) for line in f]
+    # at steps 3 and 6 the two worst exploit the two best, at the same step
+    assert [(r["trial_step"], r["donor_step"]) for r in log] == [(3, 3)] * 2 + [(6, 6)] * 2
+    ids = [r.metrics["trial_id"] for r in results]
+    assert {r["trial_id"] for r in log[:2]} == {ids[1], ids[3]}
+    assert {r["donor_id"] for r in log[:2]} <= {ids[0], ids[2]}
+    assert pbt.num_perturbations == 4
+    for r in log:
+        with open(os.path.join(results.experiment_path, "pbt_policy_"
+                               f"{r['trial_id']}.txt")) as f:
+            assert json.dumps(r) in [json.dumps(json.loads(line)) for line in f]
+    assert all(r.metrics["loaded_from"] is not None for r in (results[1], results[3]))
+
+
+def test_pbt_without_its_attributes_in_a_result_is_an_error(native_or_local_ex, tmp_path):
+    pbt = PopulationBasedTraining(time_attr="no_such_attr", perturbation_interval=2,
+                                  hyperparam_mutations={"lr": [0.5]})
+    with pytest.raises(RuntimeError, match=r"no_such_attr.*require_attrs=False"):
+        fit(native_or_local_ex, tmp_path, {"lr": 1.0}, pbt,
+            stop={"training_iteration": 3}, trainable=Accumulating)
+    lenient = PopulationBasedTraining(time_attr="no_such_attr", perturbation_interval=2,
+                                      hyperparam_mutations={"lr": [0.5]}, require_attrs=False)
+    results = fit(native_or_local_ex, tmp_path / "lenient", {"lr": 1.0}, lenient,
+                  stop={"training_iteration": 3}, trainable=Accumulating)
+    assert iterations(results) == [3]
 
 
 def test_pbt_exploits_function_trainables_through_their_checkpoints(native_or_local_ex, tmp_path):

@@ -871,9 +871,11 @@ class NativeBackend(Backend):
         name = options.name or f"{handle._class_name}.{method}"
         refs = [self._new_ref(rid, name) for rid in return_ids]
         payload = [method, *packed, n]
-        # Without ref arguments the call may go straight to the actor's worker (see
-        # direct.py); the node manager still registers it (the ACTOR_CALL below).
-        direct = None if deps else self._links.send(handle.actor_id, task_id, return_ids,
+        # Without refs in its arguments the call may go straight to the actor's worker
+        # (see direct.py); the node manager still registers it (the ACTOR_CALL below).
+        # A ref nested in an argument goes through the hub too: the worker may get() it
+        # before the node manager read the PUT that made it (another connection).
+        direct = None if deps or contained else self._links.send(handle.actor_id, task_id, return_ids,
                                                     payload, name)
         self._send_soon([Op.ACTOR_CALL, handle.actor_id, task_id, return_ids, name, deps,
                          contained, payload, handle._location, direct])

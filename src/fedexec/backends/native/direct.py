@@ -15,7 +15,8 @@ as always and reaches the caller from the NM (DIRECT_REPLY leaves it out).
 
 Order. One connection per (caller, actor) is FIFO into the actor's queue. Calls a
 caller cannot send directly go through the NM as before ("hub" calls): a call with
-ObjectRef arguments (the NM resolves them), a call made before the caller knows
+ObjectRef arguments (the NM resolves them) or refs nested in them (the worker may
+get one before the NM read the PUT that made it), a call made before the caller knows
 the worker's address, after its link broke, or to an actor on another node. A
 caller sends directly only while none of its hub calls to that actor is
 unfinished, and the NM holds a hub call back while that caller's direct calls to

@@ -90,10 +90,10 @@ class ActorManager:
         return False
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Let idle actors clean up kept trainables, then end every actor."""
-        idle = [r for pool in self.idle.values() for r in pool]
+        """Let every actor stop its trial and clean up its kept trainable (a busy one
+        once its current call returns), then end every actor."""
         refs = []
-        for record in idle:
+        for record in self.records:
             with contextlib.suppress(Exception):
                 refs.append(record.handle.shutdown.remote())
         if refs:

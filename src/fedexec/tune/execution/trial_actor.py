@@ -41,6 +41,8 @@ __all__ = ["TrialActor"]
 
 #: how long ``stop`` waits for the trial's thread to end before calling the actor unclean
 STOP_GRACE_S = 10.0
+#: how long ``shutdown`` waits for a running trial's thread to end
+SHUTDOWN_GRACE_S = 2.0
 #: how long an answer with results waits for more (or the trial's end) when
 #: the trial runs ahead of the controller
 LINGER_S = 0.002
@@ -232,7 +234,13 @@ class TrialActor:
             raise error
 
     def shutdown(self) -> None:
-        """Clean up a trainable kept for reuse (before the actor is killed)."""
+        """Before the actor is killed: stop a trial still running here (its thread
+        would otherwise wait for the controller forever where the actor is a thread,
+        as on the local backend) and clean up a trainable kept for reuse."""
+        run = self._run
+        if run is not None:
+            run.outbox.stop()
+            run.thread.join(SHUTDOWN_GRACE_S)
         if self._kept is not None:
             with contextlib.suppress(Exception):
                 self._kept.stop()

@@ -8,18 +8,35 @@ restarted from a top trial's checkpoint, with that trial's config **explored**:
 each key of ``hyperparam_mutations`` is resampled with ``resample_probability``,
 else perturbed (numbers multiplied by one of ``perturbation_factors``; a list's
 value moved to a neighbouring entry).
+
+Asynchronous (the default): each trial is ranked on its own, at its own
+perturbation points; one that reaches a point while other trials wait to run
+(PENDING or PAUSED) pauses, so a population larger than the cluster takes turns
+(the trial behind in ``time_attr`` runs next). Synchronous (``synch=True``): a
+trial that reaches the next perturbation point pauses until every unfinished trial
+has reached it; then the population is ranked once, the bottom exploits the top
+(the pause checkpoints), and all run on to the next point.
+
+With ``log_config`` every exploit is a JSON line in the experiment directory's
+``pbt_global.txt`` and in ``pbt_policy_<trial_id>.txt``:
+``{"trial_id", "donor_id", "trial_step", "donor_step", "old_config", "new_config"}``.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import math
+import os
 import random
 from collections.abc import Callable
 from typing import Any
 
 from ..search.sample import Domain, Float, Integer
 from .trial_scheduler import TrialScheduler
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PopulationBasedTraining", "explore"]
 
@@ -28,6 +45,7 @@ class _State:
     def __init__(self) -> None:
         self.last_score: float | None = None
         self.last_perturbation_time = 0.0
+        self.last_train_time = 0.0
 
 
 def explore(config: dict[str, Any], mutations: dict[str, Any], resample_probability: float,
@@ -97,6 +115,10 @@ class PopulationBasedTraining(TrialScheduler):
         resample_probability: the chance a key is resampled rather than perturbed.
         perturbation_factors: the factors numbers are multiplied by.
         custom_explore_fn: ``fn(config) -> config`` applied after the mutations.
+        log_config: record every exploit (see the module docstring).
+        require_attrs: a result without ``time_attr`` or the metric is an error
+            (``False``: such a result is passed over, with a warning once).
+        synch: synchronous PBT (see the module docstring).
         seed: for reproducible exploration.
     """
 
@@ -125,6 +147,11 @@ class PopulationBasedTraining(TrialScheduler):
         self._resample = resample_probability
         self._factors = perturbation_factors
         self._custom = custom_explore_fn
+        self._log_config = log_config
+        self._require_attrs = require_attrs
+        self._warned_attrs = False
+        self._synch = synch
+        self._next_sync = max(float(perturbation_interval), float(burn_in_period))
         self._rng = random.Random(seed)
         self._state: dict[str, _State] = {}
         self.num_perturbations = 0
@@ -137,27 +164,64 @@ class PopulationBasedTraining(TrialScheduler):
         t, score = result.get(self._time_attr), self._score(result)
         state = self._state.setdefault(trial.trial_id, _State())
         if t is None or score is None:
+            self._missing_attrs(result)
             return TrialScheduler.CONTINUE
-        state.last_score = score
+        state.last_score, state.last_train_time = score, float(t)
+        if self._synch:
+            # pause at the sync point: choose_trial_to_run perturbs once all are there
+            return TrialScheduler.PAUSE if t >= self._next_sync else TrialScheduler.CONTINUE
         if t < self._burn_in or t - state.last_perturbation_time < self._interval:
             return TrialScheduler.CONTINUE
         state.last_perturbation_time = float(t)
         lower, upper = self._quantiles(controller)
         if trial.trial_id in upper:
             controller.request_checkpoint(trial)
-            return TrialScheduler.CONTINUE
-        if trial.trial_id not in lower:
-            return TrialScheduler.CONTINUE
+        elif trial.trial_id in lower and self._exploit(controller, trial, upper):
+            return TrialScheduler.NOOP
+        waiting = any(other.status in ("PENDING", "PAUSED") for other in controller.get_trials()
+                      if other is not trial)
+        return TrialScheduler.PAUSE if waiting else TrialScheduler.CONTINUE
+
+    def _missing_attrs(self, result: dict[str, Any]) -> None:
+        missing = [k for k in (self._time_attr, self._metric or "") if result.get(k) is None]
+        if not missing:
+            return  # the metric is NaN: a result not to rank on
+        text = (f"PopulationBasedTraining found no {' or '.join(map(repr, missing))} in a "
+                f"trial result (keys: {sorted(result)}): report it from the trainable, or "
+                "pass require_attrs=False to pass such results over")
+        if self._require_attrs:
+            raise RuntimeError(text)
+        if not self._warned_attrs:
+            self._warned_attrs = True
+            logger.warning(text)
+
+    def _exploit(self, controller: Any, trial: Any, upper: list[str]) -> bool:
+        """Restart ``trial`` from a top trial's checkpoint; False if none has one."""
         donors = [d for d in (controller.get_trial(u) for u in upper)
                   if d is not None and d.latest_checkpoint is not None]
         if not donors:
-            return TrialScheduler.CONTINUE
+            return False
         donor = self._rng.choice(donors)
         new_config = explore(donor.config, self._mutations, self._resample, self._factors,
                              self._rng, self._custom)
         self.num_perturbations += 1
+        if self._log_config:
+            self._log(controller, trial, donor, new_config)
         controller.exploit(trial, new_config, donor)
-        return TrialScheduler.NOOP
+        return True
+
+    def _log(self, controller: Any, trial: Any, donor: Any, new_config: dict[str, Any]) -> None:
+        record = json.dumps({
+            "trial_id": trial.trial_id, "donor_id": donor.trial_id,
+            "trial_step": self._state[trial.trial_id].last_train_time,
+            "donor_step": self._state[donor.trial_id].last_train_time
+            if donor.trial_id in self._state else None,
+            "old_config": trial.config, "new_config": new_config}, default=repr)
+        directory = getattr(controller, "experiment_path", None) or os.path.dirname(
+            trial.local_path)
+        for name in ("pbt_global.txt", f"pbt_policy_{trial.trial_id}.txt"):
+            with open(os.path.join(directory, name), "a") as f:
+                f.write(record + "\n")
 
     def _quantiles(self, controller: Any) -> tuple[list[str], list[str]]:
         scored = [(s.last_score, tid) for tid, s in self._state.items()
@@ -172,11 +236,47 @@ class PopulationBasedTraining(TrialScheduler):
             return [], []
         return [tid for _, tid in scored[:n]], [tid for _, tid in scored[-n:]]
 
+    def _sync(self, controller: Any) -> None:
+        """Synchronous mode: once every unfinished trial paused at the sync point,
+        the bottom exploits the top (their pause checkpoints); the point moves on."""
+        trials = [t for tid in self._state if (t := controller.get_trial(tid)) is not None
+                  and not t.is_finished()]
+        if not trials or any(t.status != "PAUSED" or
+                             self._state[t.trial_id].last_train_time < self._next_sync
+                             for t in trials):
+            return
+        lower, upper = self._quantiles(controller)
+        for trial in trials:
+            self._state[trial.trial_id].last_perturbation_time = self._next_sync
+            if trial.trial_id in lower:
+                self._exploit(controller, trial, upper)
+        latest = max(self._state[t.trial_id].last_train_time for t in trials)
+        self._next_sync = max(self._next_sync + self._interval, latest)
+
+    def choose_trial_to_run(self, controller: Any) -> Any:
+        """A PENDING trial, else the PAUSED trial furthest behind in ``time_attr``
+        (synchronous: only one behind the sync point, after the perturbation)."""
+        if self._synch:
+            self._sync(controller)
+        trials = controller.get_trials()
+        for trial in trials:
+            if trial.status == "PENDING":
+                return trial
+        paused = [(self._state[t.trial_id].last_train_time if t.trial_id in self._state else 0.0,
+                   i, t) for i, t in enumerate(trials) if t.status == "PAUSED"]
+        if self._synch:
+            paused = [p for p in paused if p[0] < self._next_sync]
+        return min(paused, key=lambda p: p[:2])[2] if paused else None
+
     def on_trial_complete(self, controller: Any, trial: Any, result: dict[str, Any]) -> None:
         self._state.pop(trial.trial_id, None)
 
     def on_trial_error(self, controller: Any, trial: Any) -> None:
         self._state.pop(trial.trial_id, None)
 
+    def on_trial_remove(self, controller: Any, trial: Any) -> None:
+        self._state.pop(trial.trial_id, None)
+
     def debug_string(self) -> str:
-        return f"PopulationBasedTraining: {self.num_perturbations} perturbations"
+        mode = f"synchronous, next at {self._next_sync:g}" if self._synch else "asynchronous"
+        return f"PopulationBasedTraining ({mode}): {self.num_perturbations} perturbations"
