@@ -56,9 +56,12 @@ node manager, never through mixins)::
     placement   PlacementGroups    placement_groups.py two-phase bundle reservation
     processes   WorkerProcesses    processes.py        fork, logs, reaping, OOM kills
     reports     NodeReports        reports.py          STATS, LIST, DESCRIBE, ...
+    event_stream EventStream       events.py           task/actor/object events to
+                                                       the head, the head's log
+    persistence HeadPersistence    persistence.py      the head's state on its disk
 
 Dispatch: a message goes to ``op_table[op]`` (this class's ``_handlers`` bound,
-plus ``Federation.OPS`` and ``Transfers.OPS``); a REQUEST to ``call_table[call]``
+plus ``Federation.OPS``, ``Transfers.OPS`` and ``EventStream.handlers()``); a REQUEST to ``call_table[call]``
 (``_calls`` bound, plus each component's ``calls()``). Handlers are bound methods,
 so a message costs one call whichever object handles it.
 
@@ -167,7 +170,7 @@ _LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 
-class NodeManager(EventStream, HeadPersistence):
+class NodeManager:
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -236,8 +239,8 @@ class NodeManager(EventStream, HeadPersistence):
         self.placement = PlacementGroups(self)  # placement groups asked of / held on it
         self.processes = WorkerProcesses(self)  # forking, logs, reaping, the memory monitor
         self.reports = NodeReports(self)  # STATS, LIST, DESCRIBE...: read-only answers
-        self._init_events()
-        self._init_persistence()
+        self.event_stream = EventStream(self)  # task/actor/object events to the head
+        self.persistence = HeadPersistence(self)  # the head's state on its disk
         # REQUEST handlers by call: the node's own (``_calls``), bound here, and its
         # components'.
         self.call_table: dict[int, Callable[..., Any]] = {
@@ -251,6 +254,7 @@ class NodeManager(EventStream, HeadPersistence):
         self.op_table: dict[int, Callable[[Any, list[Any]], None]] = {
             op: types.MethodType(fn, self) for op, fn in self._handlers.items()}
         self.op_table.update(self.federation.handlers())
+        self.op_table.update(self.event_stream.handlers())
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -318,7 +322,7 @@ class NodeManager(EventStream, HeadPersistence):
                     self._dispatch()
                 now = time.monotonic()
                 self.federation.tick(now)
-                self._tick_events(now)
+                self.event_stream.tick(now)
                 self.processes.check_memory(now)
                 if self.placement.pgs:
                     self.placement.retry(now)
@@ -1018,7 +1022,7 @@ class NodeManager(EventStream, HeadPersistence):
         actor.state = "ALIVE"
         if len(msg) > 2 and msg[2] and actor.worker is not None:
             actor.address = [actor.worker.id, msg[2]]
-        self._event_actor(actor)
+        self.event_stream.actor_changed(actor)
         self.core.handle(ActorResized(actor.id, actor.demand_life))
         self._dirty = True
         self._forward_calls(actor)
@@ -1052,7 +1056,6 @@ class NodeManager(EventStream, HeadPersistence):
         Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
         Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
         Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
-        Op.EVENTS: EventStream._on_events,
     }
 
     # --------------------------------------------------------------- objects
@@ -1075,7 +1078,7 @@ class NodeManager(EventStream, HeadPersistence):
         if obj.id in self.federation.transfer.pulls or obj.id in self.federation.transfer.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
-        self._objects_freed += 1
+        self.event_stream.object_freed()
         if obj.kind == Kind.SHM:
             self.store.free(obj.id)
         if obj.home is not None:
@@ -1089,7 +1092,7 @@ class NodeManager(EventStream, HeadPersistence):
         """Complete ``obj`` with a result entry ``[id, kind, ...]`` and notify."""
         kind = result[1]
         obj.ready = True
-        self._objects_made += 1
+        self.event_stream.object_made()
         obj.kind = kind
         obj.payload = list(result[2:])
         if kind == Kind.INLINE:
@@ -1125,7 +1128,7 @@ class NodeManager(EventStream, HeadPersistence):
             self.core.handle(TaskAbandoned(task.id))
         if failed is None:
             failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
-        self._event_task(task, failed)
+        self.event_stream.task_ended(task, failed)
         task.state = "DONE"
         for r in results:
             obj = self.objects.get(r[0])
@@ -1368,7 +1371,7 @@ class NodeManager(EventStream, HeadPersistence):
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
         self.actors[actor_id] = actor
-        self._event_actor(actor)
+        self.event_stream.actor_changed(actor)
         if name is not None:
             self.named[(namespace, name)] = actor_id
         for oid in deps + contained:
@@ -1421,7 +1424,7 @@ class NodeManager(EventStream, HeadPersistence):
             return
         actor.restarts_used += 1
         actor.state = "RESTARTING"
-        self._event_actor(actor)
+        self.event_stream.actor_changed(actor)
         retry = []
         for task in inflight:
             if task.retries_left != 0:
@@ -1441,7 +1444,7 @@ class NodeManager(EventStream, HeadPersistence):
             return
         actor.state = "DEAD"
         actor.death = why
-        self._event_actor(actor)
+        self.event_stream.actor_changed(actor)
         self.core.handle(ActorReleased(actor.id))
         calls = list(actor.queue) + list(actor.inflight.values())
         actor.queue.clear()
@@ -1635,7 +1638,7 @@ class NodeManager(EventStream, HeadPersistence):
     # -------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
         self.stopping = True
-        self._close_persistence(clean=True)
+        self.persistence.close(clean=True)
         for conn in list(self.conns.values()):
             if isinstance(conn, _Conn) and conn.out:
                 with contextlib.suppress(OSError):
