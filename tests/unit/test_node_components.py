@@ -73,6 +73,7 @@ class _NodeView:
         self.conns: dict[int, Any] = {}
         self.remote_actors: dict[str, dict[str, Any]] = {}
         self.federation = self  # relay, peer, best_remote: recorded here
+        self.actor_table = self  # create, make, queue_call, dead: recorded here
         self.persistence = self  # directory_changed / _removed: recorded here
         self.event_stream = self  # pg_changed: recorded here
         self._dirty = False
@@ -139,18 +140,18 @@ class _NodeView:
     def _run(self, actions: list[Any]) -> None:
         assert not actions, actions  # nothing runs in these tests
 
-    def _actor_dead(self, actor: Any, why: str) -> None:
+    def dead(self, actor: Any, why: str) -> None:
         raise AssertionError("no actor is queued in these tests")
 
-    def _create_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+    def create(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
                       deps: list[str], contained: list[str], restart: bool = False) -> Any:
         raise AssertionError("not reached")
 
-    def _make_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+    def make(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> Any:
         raise AssertionError("not reached")
 
-    def _queue_actor_call(self, task: Any) -> str | None:
+    def queue_call(self, task: Any) -> str | None:
         raise AssertionError("not reached")
 
     def best_remote(self, demand: dict[str, float], need_room: bool) -> Any:

@@ -100,6 +100,7 @@ if TYPE_CHECKING:
 
     from .._scheduling import ResourcePool
     from .actor_directory import ActorLocator
+    from .actors import ActorTable
     from .core.scheduler import LocalScheduler
     from .events import EventStream
     from .pending_actors import PendingActorsHost
@@ -176,6 +177,8 @@ class FederationNode(Protocol):
     @property
     def named(self) -> dict[tuple[str, str], str]: ...
     @property
+    def actor_table(self) -> ActorTable: ...
+    @property
     def remote_actors(self) -> dict[str, dict[str, Any]]: ...
     @property
     def sel(self) -> selectors.BaseSelector: ...
@@ -215,9 +218,6 @@ class FederationNode(Protocol):
     def _enqueue(self, task: _Task) -> None: ...
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None: ...
     def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None: ...
-    def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None: ...
-    def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str], restart: bool = False) -> Any: ...
 
 
 class Federation:
@@ -664,7 +664,7 @@ class Federation:
                 # Never sent there: it goes to the actor restarted elsewhere, if any.
                 if task.id in unsent:
                     task.state, task.node = "WAITING", None
-                    if self.node._route_actor_call(task) is None:
+                    if self.node.actor_table.route_call(task) is None:
                         continue
                 self.node._fail_task(task, ErrorKind.ACTOR_DIED,
                                 f"the actor's node {node_id} died ({why})" + (
@@ -983,7 +983,7 @@ class Federation:
         if peer is None:  # here, after all
             spec["strategy"] = "LOCAL"
             with contextlib.suppress(Exception):
-                self.node._create_actor(owner, actor_id, spec, args[0], args[1], args[2],
+                self.node.actor_table.create(owner, actor_id, spec, args[0], args[1], args[2],
                                         restart=True)
             self.drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return

@@ -133,6 +133,12 @@ class PlacementEvents(Protocol):
     def pg_changed(self, pg: dict[str, Any], removed: bool = False) -> None: ...
 
 
+class ActorEnding(Protocol):
+    """Ending an actor whose group went (``actors.ActorTable``)."""
+
+    def dead(self, actor: Any, why: str) -> None: ...
+
+
 class PlacementNode(Protocol):
     """What :class:`PlacementGroups` uses of the node manager."""
 
@@ -162,7 +168,8 @@ class PlacementNode(Protocol):
 
     def _send(self, cid: int, msg: list[Any]) -> None: ...
     def _run(self, actions: list[Any]) -> None: ...
-    def _actor_dead(self, actor: Any, why: str) -> None: ...
+    @property
+    def actor_table(self) -> ActorEnding: ...
     def _fail_task(self, task: Any, kind: ErrorKind, message: str) -> None: ...
     @property
     def event_stream(self) -> PlacementEvents: ...
@@ -235,7 +242,7 @@ class PlacementGroups:
                 if isinstance(item, ActorEntry):
                     actor = self.node.actors.get(item.id)
                     if actor is not None:
-                        self.node._actor_dead(actor, why)
+                        self.node.actor_table.dead(actor, why)
                     continue
                 self.node._run(self.node.core.handle(Withdraw(item.id)))
                 task = self.node.tasks.get(item.id)
