@@ -49,6 +49,20 @@ def spark_stopped():
     stop_spark()
 
 
+@pytest.fixture
+def private_tmp(monkeypatch):
+    """A temp dir of the test's own for the processes it starts (Spark's work dirs go
+    there: other runs sharing /tmp cannot change what ``_workdirs`` sees). Short, so
+    the runtime's socket paths stay under the Unix limit."""
+    import shutil
+
+    path = tempfile.mkdtemp(prefix="fx")
+    monkeypatch.setenv("TMPDIR", path)
+    monkeypatch.setattr(tempfile, "tempdir", path)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _cmd(proc: psutil.Process) -> str:
     try:
         return " ".join(proc.cmdline())
@@ -106,7 +120,7 @@ def _workdirs() -> set[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_spark_runs_in_actors_of_the_embedded_runtime(spark_stopped):
+def test_spark_runs_in_actors_of_the_embedded_runtime(private_tmp, spark_stopped):
     ex = fedexec.init(num_cpus=4)
     dirs_before = _workdirs()
     spark = init_spark("embedded", num_executors=2, executor_cores=1, executor_memory="512m")
@@ -187,7 +201,7 @@ def test_java_missing_on_the_nodes_is_a_clear_error(monkeypatch, spark_stopped):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_master_port_in_use_is_a_clear_error(spark_stopped):
+def test_a_master_port_in_use_is_a_clear_error(private_tmp, spark_stopped):
     ex = fedexec.init(num_cpus=2)
     dirs_before = _workdirs()
     with socket.socket() as busy:
