@@ -704,11 +704,9 @@ class NativeBackend(Backend):
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
         leases = self._leases
-        if leases is not None and strategy is None and in_group is None and not deps \
-                and not contained and options.runtime_env is None \
-                and not any(k.startswith("GPU") for k in demand) \
-                and leases.submit(task_id, return_ids, name, demand, options.max_retries,
-                                  payload):
+        if leases is not None and leases.submit(
+                task_id, return_ids, name, demand, options, payload,
+                plain=strategy is None and in_group is None and not deps and not contained):
             return refs  # straight to a worker leased to us (see leases.py)
         msg = [Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
                contained, payload, strategy]

@@ -53,7 +53,8 @@ class LeaseDesk:
 
     # ----------------------------------------------------------- requests
     def request(self, conn: Any, demand: dict[str, float], req_id: int) -> Any:
-        """``Call.LEASE``: ``[worker id, path, conn id]`` or None."""
+        """``Call.LEASE``: ``[worker id, path, conn id]``; else ``"full"`` (the demand
+        does not fit now) or None (use the hub), see the core's ``LeaseDenied``."""
         nm = self.nm
         if getattr(conn, "peer", None) is not None or conn.remote or conn.role != "driver" \
                 or len(nm.members.nodes) > 1 or any(k.startswith("GPU") for k in demand):
@@ -67,7 +68,9 @@ class LeaseDesk:
                     nm._dirty = True
                     continue
                 answer = [action.worker_id, path, conn.id]
-            elif not isinstance(action, LeaseDenied):
+            elif isinstance(action, LeaseDenied):
+                answer = "full" if action.full else None
+            else:
                 nm._run([action])
         return answer
 

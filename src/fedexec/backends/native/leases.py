@@ -12,7 +12,7 @@ Data flow (driver C, node manager NM, worker W leased to C for one resource shap
     C ── LEASE_RETURN ──▶ NM   idle for _GRACE_S, recalled (LEASE_RECALL: work
                                waits there), or closing
 
-Eligible tasks (``client.submit`` decides): no ref arguments (top level or inside),
+Eligible tasks (``TaskLeases.submit`` decides): no ref arguments (top level or inside),
 the DEFAULT strategy, no placement group, no runtime_env of their own, no GPUs,
 from a driver whose store is this node's. Others go through the hub as before;
 so do a shape's tasks while the NM denies it a lease (for _DENIED_S), and the
@@ -66,6 +66,7 @@ from .protocol import Call, ErrorKind, Kind, Op
 if TYPE_CHECKING:
     import socket
 
+    from ...options import TaskOptions
     from .client import NativeBackend
 
 __all__ = ["TaskLeases", "leases_enabled"]
@@ -123,7 +124,7 @@ class _Lease:
 
 
 class _Shape:
-    __slots__ = ("asking", "demand", "denied_until", "leases", "queue")
+    __slots__ = ("asking", "demand", "denied_until", "full", "leases", "queue")
 
     def __init__(self, demand: dict[str, float]):
         self.demand = demand
@@ -131,6 +132,16 @@ class _Shape:
         self.leases: list[_Lease] = []
         self.asking = False
         self.denied_until = 0.0
+        self.full = False  # the last denial said the demand does not fit on the node
+
+    def denied(self) -> bool:
+        """Denied (or recalled) lately: a task that finds no lease free goes to
+        the hub, unless the node is full (then it may queue onto our leases)."""
+        return time.monotonic() < self.denied_until and not self.asking
+
+    def room(self) -> bool:
+        """A lease of ours takes a task now."""
+        return any(not x.sent and not x.recalled and x.channel is not None for x in self.leases)
 
 
 class _After:
@@ -161,9 +172,14 @@ class TaskLeases:
         self.sent = 0
 
     # ------------------------------------------------------------ submit
-    def submit(self, task_id: str, return_ids: list[str], name: str,
-               demand: dict[str, float], max_retries: int, payload: list[Any]) -> bool:
-        """Take a task (True), or leave it to the hub (False)."""
+    def submit(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
+               options: TaskOptions, payload: list[Any], plain: bool) -> bool:
+        """Take a task (True), or leave it to the hub (False): only eligible ones
+        (see the module docstring; ``plain``: no ref arguments, the DEFAULT
+        strategy, no placement group)."""
+        if not plain or options.runtime_env is not None or \
+                any(k.startswith("GPU") for k in demand):
+            return False
         key = tuple(sorted(demand.items()))
         after = _After()
         with self._lock:
@@ -172,10 +188,9 @@ class TaskLeases:
             shape = self._shapes.get(key)
             if shape is None:
                 shape = self._shapes[key] = _Shape(demand)
-            if not shape.leases and not shape.asking and \
-                    time.monotonic() < shape.denied_until:
+            if shape.denied() and (not shape.leases or (not shape.full and not shape.room())):
                 return False
-            item = _Item(task_id, return_ids, name, demand, max_retries, payload)
+            item = _Item(task_id, return_ids, name, demand, options.max_retries, payload)
             item.shape = shape
             self._items[task_id] = item
             for rid in return_ids:
@@ -196,7 +211,7 @@ class TaskLeases:
         if not queue:
             return
         depth = _INFLIGHT if len(shape.leases) >= _MAX_LEASES or \
-            time.monotonic() < shape.denied_until else 1
+            (shape.full and time.monotonic() < shape.denied_until) else 1
         for lease in shape.leases:
             channel = lease.channel
             if not queue:
@@ -228,8 +243,9 @@ class TaskLeases:
                                      lambda ok, value: self._answered(shape, ok, value))
 
     def _answered(self, shape: _Shape, ok: bool, value: Any) -> None:
-        """The NM's answer (on its reader thread): dial the worker, or use the hub."""
-        if ok and value:
+        """The NM's answer (on its reader thread): dial the worker, or use the hub
+        (or, the node being full, queue onto our leases)."""
+        if ok and isinstance(value, list):
             worker_id, path, caller = value
             lease = _Lease(worker_id, caller, shape)
 
@@ -240,18 +256,23 @@ class TaskLeases:
                 return
             self._linked(lease, None)
             return
-        self._denied(shape)
+        self._denied(shape, full=ok and value == "full")
 
-    def _denied(self, shape: _Shape) -> None:
+    def _denied(self, shape: _Shape, full: bool = False) -> None:
+        """No lease now. The node full (``full``): pipeline onto the leases we have
+        (the hub could not start these sooner). Else (no idle worker, or work
+        waits there) what no lease of ours takes now goes to the hub, which starts
+        a worker for it: queued behind a task of ours, it might wait for a task it
+        has to meet."""
         after = _After()
         with self._lock:
             shape.asking = False
             shape.denied_until = time.monotonic() + _DENIED_S
-            if not shape.leases:
+            shape.full = full and bool(shape.leases)
+            self._fill(shape, after)
+            if not shape.full:
                 self._to_hub(list(shape.queue), after)
                 shape.queue.clear()
-            else:  # the node is full: pipeline onto the leases we have
-                self._fill(shape, after)
         self._finish(after)
 
     def _linked(self, lease: _Lease, sock: socket.socket | None) -> Channel | None:
@@ -441,6 +462,7 @@ class TaskLeases:
                     if lease.worker_id == worker_id:
                         lease.recalled = True
                         shape.denied_until = time.monotonic() + _DENIED_S
+                        shape.full = False
                         if not lease.sent:
                             self._retire(lease, after)
                         if not any(not x.recalled for x in shape.leases):

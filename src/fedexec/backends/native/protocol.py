@@ -208,7 +208,8 @@ class Call(enum.IntEnum):
     ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
     LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
     LEASE = 35             # [demand] -> [worker id, socket path, caller's connection id] |
-                           #  None: a worker for this caller's tasks (see leases.py)
+                           #  "full" (denied: the demand does not fit now) | None (denied:
+                           #  use the hub): a worker for this caller's tasks (see leases.py)
     ACTOR_ADDRESS = 34     # [actor_id] -> [worker id, socket path] | None | False (dead): where a caller on
                            #  this node may send the actor's calls directly (see direct.py)
 
