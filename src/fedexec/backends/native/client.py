@@ -304,6 +304,9 @@ class NativeBackend(Backend):
             now = time.monotonic()
             if self._leases is not None:
                 self._leases.sweep(now)
+            loop = self.worker_loop
+            if loop is not None and loop.leased:
+                loop.report_running(now)
             if now - last_sweep > 1.0:
                 last_sweep = now
                 self._links.sweep(now)

@@ -376,18 +376,15 @@ class TaskLeases:
             lease.sent.clear()
             unanswered = [item.task_id for item in items]
             hub: list[_Item] = []
+            ask: _Item | None = None
             for i, item in enumerate(items):
-                if item.forced or (i == 0 and item.max_retries == 0):
+                if item.forced:
                     self._items.pop(item.task_id, None)
-                    if item.forced:
-                        kind, why = ErrorKind.CANCELLED, f"task {item.name!r} was cancelled " \
-                            "(its worker was killed)"
-                    else:
-                        kind, why = ErrorKind.WORKER_CRASHED, (
-                            f"the worker running task {item.name!r} died and max_retries "
-                            "is exhausted")
-                    self._settle([[rid, Kind.FAILED, kind, why] for rid in item.return_ids],
-                                 after)
+                    self._failed(item, ErrorKind.CANCELLED, f"task {item.name!r} was "
+                                 "cancelled (its worker was killed)", after)
+                    continue
+                if i == 0 and item.max_retries == 0:
+                    ask = item  # it fails: as what, the NM says (it may have killed it)
                     continue
                 if i == 0 and item.max_retries > 0:
                     item.max_retries -= 1
@@ -401,10 +398,38 @@ class TaskLeases:
                 lease.returned = True
                 after.nm.append([Op.LEASE_RETURN, lease.worker_id])
         self._finish(after)
+        if ask is not None:
+            self._ask_why(lease, ask)
         for task_id in unanswered:
             fut = self._revokes.pop(task_id, None)
             if fut is not None:
                 fut.set_result(False)
+
+    def _ask_why(self, lease: _Lease, item: _Item) -> None:
+        """``item`` ran on ``lease``'s worker, which died, and has no retry left: it
+        fails with OutOfMemoryError if the node's memory monitor killed the worker
+        (LEASE_LOST says), else with WorkerCrashedError."""
+        def answered(ok: bool, value: Any) -> None:
+            if ok and value:  # (its message names the task: the worker said it ran it)
+                kind, why = ErrorKind(value[0]), str(value[1])
+            else:
+                kind, why = ErrorKind.WORKER_CRASHED, (
+                    f"the worker running task {item.name!r} died and max_retries is "
+                    "exhausted")
+            after = _After()
+            with self._lock:
+                if self._items.pop(item.task_id, None) is None:
+                    return  # (answered meanwhile: the backend closed)
+                self._failed(item, kind, why, after)
+            self._finish(after)
+
+        if self._backend._channel.closed:
+            answered(False, None)
+        else:
+            self._backend._request_later(Call.LEASE_LOST, [lease.worker_id], answered)
+
+    def _failed(self, item: _Item, kind: ErrorKind, why: str, after: _After) -> None:
+        self._settle([[rid, Kind.FAILED, kind, why] for rid in item.return_ids], after)
 
     def _to_hub(self, items: list[_Item], after: _After) -> None:
         """Send tasks through the hub (lock held): the NM knows their results now."""

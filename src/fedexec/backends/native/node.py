@@ -1052,6 +1052,7 @@ class NodeManager(EventStream, HeadPersistence):
         Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
         Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
         Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
+        Op.LEASE_RUNNING: lambda self, conn, msg: self.leases.on_running(conn, msg),
         Op.EVENTS: EventStream._on_events,
     }
 
@@ -1630,6 +1631,7 @@ class NodeManager(EventStream, HeadPersistence):
         Call.LEASE: lambda self, conn, demand: self.leases.request(conn, demand,
                                                                    self._request_id),
         Call.CANCEL_QUEUED: _call_cancel_queued,
+        Call.LEASE_LOST: lambda self, conn, worker_id: self.leases.lost(worker_id),
     }
 
     # -------------------------------------------------------------- shutdown
