@@ -19,6 +19,7 @@ import pytest
 
 import fedexec
 from _backend_support import poll_until
+from fedexec.backends.native.protocol import Call
 from fedexec.exceptions import TaskCancelledError, WorkerCrashedError
 from fedexec.testing import Cluster
 
@@ -163,6 +164,32 @@ def test_a_leased_task_with_no_retry_left_fails_as_the_hubs_would(ex1):
     with pytest.raises(WorkerCrashedError):
         ex1.get(ref, timeout=T)
     assert ex1.get(behind, timeout=T) == 7  # not started there: resubmitted untouched
+
+
+def wait_for_file(path: str) -> int:
+    deadline = time.monotonic() + T
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_a_running_leased_task_is_listed_and_counted_by_the_node(ex1, tmp_path):
+    warm(ex1)
+    sent = leased(ex1)
+    stop = str(tmp_path / "stop")
+    ref = ex1.options(name="leased-sleeper").submit(wait_for_file, stop)
+    assert poll_until(lambda: ex1._backend.stats()["leased"] == 1, timeout=T)
+    assert leased(ex1) == sent + 1  # it went straight to a leased worker
+    rows = [r for r in ex1._backend._request(Call.LIST, "tasks")
+            if r["name"] == "leased-sleeper"]
+    assert len(rows) == 1 and rows[0]["state"] == "ASSIGNED"  # (as a hub task running)
+    assert rows[0]["task_id"] == ref._id[:-2]
+    open(stop, "w").close()
+    pid = ex1.get(ref, timeout=T)
+    assert rows[0]["worker_pid"] == pid
+    assert poll_until(lambda: ex1._backend.stats()["leased"] == 0, timeout=T)  # it ended
+    assert not [r for r in ex1._backend._request(Call.LIST, "tasks")
+                if r["name"] == "leased-sleeper" and r.get("leased")]
 
 
 def test_cancelling_leased_tasks(ex1):

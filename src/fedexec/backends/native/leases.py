@@ -259,8 +259,8 @@ class TaskLeases:
         self._denied(shape, full=ok and value == "full")
 
     def _denied(self, shape: _Shape, full: bool = False) -> None:
-        """No lease now. The node full (``full``): pipeline onto the leases we have
-        (the hub could not start these sooner). Else (no idle worker, or work
+        """No lease now. The node full (``full``) and a long queue here: pipeline
+        onto the leases we have (the hub could not start these sooner). Else (no idle worker, or work
         waits there) what no lease of ours takes now goes to the hub, which starts
         a worker for it: queued behind a task of ours, it might wait for a task it
         has to meet."""
@@ -268,7 +268,10 @@ class TaskLeases:
         with self._lock:
             shape.asking = False
             shape.denied_until = time.monotonic() + _DENIED_S
-            shape.full = full and bool(shape.leases)
+            # (as the hub pipelines: only a long queue, a short one may start sooner
+            # there, when another task's CPU frees)
+            shape.full = full and bool(shape.leases) and \
+                len(shape.queue) >= 2 * len(shape.leases)
             self._fill(shape, after)
             if not shape.full:
                 self._to_hub(list(shape.queue), after)
