@@ -256,6 +256,21 @@ def test_big_leased_results_go_through_the_store_and_are_freed(ex):
     assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
 
 
+def blob_after(size: int, seconds: float) -> bytes:
+    time.sleep(seconds)
+    return b"x" * size
+
+
+def test_a_big_pending_leased_result_passed_on_and_dropped_is_freed(ex):
+    warm(ex)
+    refs = [ex.submit(blob_after, 300_000 + i, 0.3) for i in range(4)]
+    lens = [ex.submit(len, ref) for ref in refs]  # top-level ref arguments: PROMISE
+    del refs  # dropped before their results come: the node must not hold them again
+    assert ex.get(lens, timeout=T) == [300_000 + i for i in range(4)]
+    del lens
+    assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
+
+
 def test_a_leased_task_blocked_in_get_lends_its_cpu(ex1):
     warm(ex1)
     # One CPU: the task waits for a task only the node can run (its only worker is

@@ -26,7 +26,8 @@ tasks then never reach this process; what does::
 
 State: ``paths`` (worker -> its socket), ``running`` (worker -> the leased task
 it said it runs), ``killed`` (worker -> the error its leased task fails with, kept
-until its caller asks, the newest _MAX_KILLED), ``promised``, ``children``.
+until its caller asks, the newest _MAX_KILLED), ``dropped`` (a driver's DECREFs
+of objects unknown here: a LEASE_PUT they overtook), ``promised``, ``children``.
 
 A caller's connection closing returns its leases and fails its promises
 (``OBJECT_LOST``: nobody will complete them). A task a leased task submits names
@@ -49,6 +50,7 @@ __all__ = ["LeaseDesk", "LeasedTask"]
 
 _MAX_PARENTS = 10_000
 _MAX_KILLED = 1_000
+_MAX_DROPPED = 10_000
 
 
 class LeasedTask(NamedTuple):
@@ -75,6 +77,9 @@ class LeaseDesk:
         self.children: collections.OrderedDict[str, list[str]] = collections.OrderedDict()
         #: worker id -> the leased task it runs (it said so: LEASE_RUNNING).
         self.running: dict[str, LeasedTask] = {}
+        #: (caller, obj id) -> True: DECREFs of objects unknown here (see on_put).
+        self.dropped: collections.OrderedDict[tuple[int, str], bool] = \
+            collections.OrderedDict()
         #: worker id -> [ErrorKind, message]: its leased task's error, it being killed
         #: here (the memory monitor), until its caller asks (LEASE_LOST).
         self.killed: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
@@ -123,6 +128,8 @@ class LeaseDesk:
         for wid in nm.core.caller_leases(cid):
             nm._run(nm.core.handle(LeaseReturned(wid, cid)))
             nm._dirty = True
+        for key in [k for k in self.dropped if k[0] == cid]:
+            del self.dropped[key]
         for oid in self.promised.pop(cid, ()):
             obj = nm.objects.get(oid)
             if obj is not None and not obj.ready:
@@ -168,18 +175,30 @@ class LeaseDesk:
             if r[1] == Kind.SHM:
                 nm.store.seal(r[0])
                 conn.creating.discard(r[0])
-            if caller is None or caller.worker is not None:  # the caller is gone
+            obj = nm.objects.get(r[0])
+            if caller is None or caller.worker is not None or \
+                    (obj is None and self.dropped.pop((cid, r[0]), False)):
+                # the caller is gone, or it dropped its ref already (its DECREF
+                # overtook this message: another connection)
                 if r[1] == Kind.SHM:
                     nm.store.free(r[0])
                 continue
-            obj = nm.objects.get(r[0])
-            if obj is None or obj.ready:
+            if obj is not None and not obj.ready:  # promised: held as PROMISE said, if
+                self.fulfilled(cid, r[0])           # not dropped since
+            else:
                 obj = nm._new_object(r[0], None)
                 nm.objects[r[0]] = obj
-            obj.holders.add(cid)
-            caller.held.add(r[0])
-            self.fulfilled(cid, r[0])
+                obj.holders.add(cid)
+                caller.held.add(r[0])
             nm._set_object(obj, r)
+
+    def decref_unknown(self, cid: int, oid: str) -> None:
+        """A driver dropped ``oid``, unknown here: a leased task's result whose
+        LEASE_PUT its DECREF overtook? Remembered (the newest _MAX_DROPPED), so that
+        LEASE_PUT does not make the caller hold it again."""
+        self.dropped[(cid, oid)] = True
+        while len(self.dropped) > _MAX_DROPPED:
+            self.dropped.popitem(last=False)
 
     def worker_hello(self, worker_id: str, info: dict[str, Any]) -> None:
         path = info.get("listen")

@@ -147,7 +147,7 @@ class _Shape:
 class _After:
     """What to do once the lock is released: sends, completions, hub submits."""
 
-    __slots__ = ("channels", "done", "nm", "returns", "started")
+    __slots__ = ("channels", "done", "keep", "nm", "returns", "started")
 
     def __init__(self) -> None:
         self.started: list[str] = []  # result ids of tasks now first on their worker
@@ -155,6 +155,7 @@ class _After:
         self.channels: set[Channel] = set()
         self.done: list[list[Any]] = []  # result entries to complete refs with
         self.returns: list[_Lease] = []
+        self.keep: list[Any] = []  # refs alive until the messages above are queued
 
 
 class TaskLeases:
@@ -435,14 +436,25 @@ class TaskLeases:
         self._settle([[rid, Kind.FAILED, kind, why] for rid in item.return_ids], after)
 
     def _to_hub(self, items: list[_Item], after: _After) -> None:
-        """Send tasks through the hub (lock held): the NM knows their results now."""
-        local = self._local
+        """Send tasks through the hub (lock held): the NM knows their results now,
+        held by us (SUBMIT). A ref of ours dropped already (its DECREF, if any,
+        went before): DECREF it after the SUBMIT; one alive is kept alive until
+        the SUBMIT is queued (its DECREF comes after)."""
+        local, refs = self._local, self._backend._refs
         for item in items:
             self._items.pop(item.task_id, None)
             item.lease = None
+            gone = []
             for rid in item.return_ids:
                 local.pop(rid, None)
+                ref = refs.get(rid)
+                if ref is None:
+                    gone.append(rid)
+                else:
+                    after.keep.append(ref)
             after.nm.append(item.submit_msg())
+            if gone:
+                after.nm.append([Op.DECREF, gone])
 
     def _retire(self, lease: _Lease, after: _After) -> None:
         lease.returned = True

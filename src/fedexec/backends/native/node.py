@@ -795,6 +795,8 @@ class NodeManager(EventStream, HeadPersistence):
             if obj is not None:
                 obj.holders.discard(conn.id)
                 self._maybe_free(obj)
+            elif conn.role == "driver":
+                self.leases.decref_unknown(conn.id, oid)
 
     def _on_subscribe(self, conn: _Conn, msg: list[Any]) -> None:
         lost = msg[2] if len(msg) > 2 else None  # a peer lost its copy on that node
