@@ -35,14 +35,22 @@ the tasks queued behind it back here (LEASE_HANDBACK): they go to the hub.
 Cancelling: one queued here is withdrawn; one sent is revoked or interrupted on
 the worker (LEASE_REVOKE / LEASE_CANCEL; force kills it, as the hub does).
 
-Not yet (why the switch is off by default): the memory monitor does not see a
-leased worker's task (the node does not know it: no OOM kill, no
-``OutOfMemoryError``); the node's task list, counts and metrics do not include
-leased tasks; tasks with ref arguments (a chain) still go through the hub; a
-nested submit from a worker always does. Known wrong with it on (one conformance test): a
-denied lease for a shape that fits but finds no idle worker spawns none, and the
-caller pipelines onto its one lease (two 0.5-CPU tasks that must meet on a 1-CPU
-node wait for each other forever).
+Denials. The NM says why (the core's ``LeaseDenied.full``): the demand does not
+fit now ("full"): with a long queue here, the tasks are pipelined onto our leases
+(as the hub would: it could not start them sooner); else (it fits but no worker
+is idle, or work waits there) what no lease of ours takes now goes to the hub,
+which starts a worker for it: never queued behind a task of ours it may have to
+meet (two 0.5-CPU tasks that meet on a 1-CPU node).
+
+What the node sees. A leased worker says which task it runs once that ran
+20 ms (LEASE_RUNNING, see worker.py): the memory monitor may kill it (the caller
+asks why its link closed, LEASE_LOST, and the task fails with
+``OutOfMemoryError`` once no retry is left), and it is listed (``list tasks``,
+ASSIGNED) and counted (STATS ``leased``) as running. Shorter ones are not seen.
+
+Not yet: tasks with ref arguments (a chain) still go through the hub; a nested
+submit from a worker always does; leased tasks are not in the head's event log
+(ended tasks, ``task_counts``) nor in the ``fedexec_tasks_run`` metric.
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
 ``Poller`` thread (the links) and the flusher (idle sweep) share one lock; nothing
@@ -81,10 +89,10 @@ _PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it com
 
 
 def leases_enabled() -> bool:
-    """The switch, off by default in this first slice (see "Not yet" above):
-    ``FEDEXEC_TASK_LEASES=1`` turns caller leases on (in the driver, and in the
-    node's workers, which then listen for callers)."""
-    return os.environ.get("FEDEXEC_TASK_LEASES", "0") == "1"
+    """The switch, on by default: ``FEDEXEC_TASK_LEASES=0`` turns caller leases off
+    (in a driver: its tasks all go through the node manager; in a node, read when
+    it starts: its workers do not listen for callers, so no driver gets a lease)."""
+    return os.environ.get("FEDEXEC_TASK_LEASES", "1") != "0"
 
 
 class _Item:
