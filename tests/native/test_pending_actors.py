@@ -132,6 +132,20 @@ def test_an_actor_no_single_node_fits_is_refused_even_when_the_sum_would_fit():
 
 
 @pytest.mark.timeout(120)
+def test_work_for_a_node_that_just_joined_is_not_refused_from_another_node():
+    """A driver on node a asks for node b's resource right after b joined the head:
+    a's table may not list b yet (it lags the head's by a heartbeat tick), which
+    must not make the work look impossible."""
+    with Cluster(head_num_cpus=1) as cluster:
+        a = cluster.add_node(num_cpus=1)
+        with fedexec.Executor(address=a.address, token=cluster.token) as ex:
+            for i in range(3):
+                cluster.add_node(num_cpus=1, resources={f"b{i}": 1}, wait=False)
+                ref = ex.options(num_cpus=0, resources={f"b{i}": 1}).submit(sum, [i, 1])
+                assert ref.result(timeout=T) == i + 1
+
+
+@pytest.mark.timeout(120)
 def test_an_actor_whose_node_dies_with_nothing_left_to_fit_it_dies_saying_why():
     """``max_restarts=1``, but the only node with ``custom`` is SIGKILLed and no
     autoscaler runs: no node can ever host the actor again, so it dies at once and

@@ -1,6 +1,7 @@
 """The node manager's components driven without processes: the actor directory's
 head side (``ActorLocator``), placement groups' two-phase reservation
-(``PlacementGroups``) and pending actors (``PendingActorsHost``), each over a
+(``PlacementGroups``), pending actors (``PendingActorsHost``), the event stream
+(``EventStream``) and the head's persistence (``HeadPersistence``), each over a
 node view that records what they send and relay. The components, the pool, the
 core, the membership table and the directory are the real ones."""
 
@@ -13,10 +14,12 @@ from typing import Any
 from fedexec.backends.native.actor_directory import ActorLocator
 from fedexec.backends.native.core.scheduler import LocalScheduler
 from fedexec.backends.native.directory import DirEntry
+from fedexec.backends.native.events import EventStream
 from fedexec.backends.native.membership import Membership
 from fedexec.backends.native.node import _DEFER
 from fedexec.backends.native.pending_actors import PendingActorsHost
-from fedexec.backends.native.placement_groups import PlacementGroups
+from fedexec.backends.native.persistence import HeadPersistence
+from fedexec.backends.native.placement_groups import PlacementGroups, pg_row
 from fedexec.backends.native.protocol import Call, ErrorKind, Op, decode_error
 from fedexec.exceptions import ClusterUnreachableError
 
@@ -70,6 +73,9 @@ class _NodeView:
         self.conns: dict[int, Any] = {}
         self.remote_actors: dict[str, dict[str, Any]] = {}
         self.federation = self  # relay, peer, best_remote: recorded here
+        self.actor_table = self  # create, make, queue_call, dead: recorded here
+        self.persistence = self  # directory_changed / _removed: recorded here
+        self.event_stream = self  # pg_changed: recorded here
         self._dirty = False
         self._request_id = 0
         self.sent: list[tuple[int, list[Any]]] = []
@@ -106,10 +112,10 @@ class _NodeView:
     def peer(self, node_id: str, address: str | None = None) -> _Peer:
         return self.peers[node_id]
 
-    def _directory_changed(self, entry: DirEntry) -> None:
+    def directory_changed(self, entry: DirEntry) -> None:
         self.persisted.append(("put", entry.actor_id))
 
-    def _directory_removed(self, entry: DirEntry) -> None:
+    def directory_removed(self, entry: DirEntry) -> None:
         self.persisted.append(("delete", entry.actor_id))
 
     def _log(self, text: str) -> None:
@@ -128,24 +134,24 @@ class _NodeView:
         self.tasks.pop(task.id, None)
         self.failed.append((task.id, kind, message))
 
-    def _event_pg(self, pg: dict[str, Any], removed: bool = False) -> None:
+    def pg_changed(self, pg: dict[str, Any], removed: bool = False) -> None:
         self.pg_events.append((pg["id"], removed))
 
     def _run(self, actions: list[Any]) -> None:
         assert not actions, actions  # nothing runs in these tests
 
-    def _actor_dead(self, actor: Any, why: str) -> None:
+    def dead(self, actor: Any, why: str) -> None:
         raise AssertionError("no actor is queued in these tests")
 
-    def _create_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+    def create(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
                       deps: list[str], contained: list[str], restart: bool = False) -> Any:
         raise AssertionError("not reached")
 
-    def _make_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+    def make(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
                     deps: list[str], contained: list[str]) -> Any:
         raise AssertionError("not reached")
 
-    def _queue_actor_call(self, task: Any) -> str | None:
+    def queue_call(self, task: Any) -> str | None:
         raise AssertionError("not reached")
 
     def best_remote(self, demand: dict[str, float], need_room: bool) -> Any:
@@ -290,3 +296,74 @@ def test_a_pending_actor_dropped_fails_its_calls_and_unpins_its_arguments():
                                                         "before a node could host it")]
     assert node.pins == {"d1": 0, "c1": 0} and not node.pending.table and node._dirty
     assert "killed" in node.pending.table.death("a1")
+
+
+# ------------------------------------------------------------ the event stream, persistence
+def _with_stream(view: _NodeView, config: dict[str, Any] | None = None) -> EventStream:
+    view.config = config or {}  # type: ignore[attr-defined]
+    view.workers = {}  # type: ignore[attr-defined]
+    stream = view.event_stream = EventStream(view)  # type: ignore[assignment]
+    return stream
+
+
+_PG = {"id": "pg1", "name": "", "strategy": "PACK", "nodes": None, "bundles": [{"CPU": 1.0}]}
+
+
+def test_a_node_sends_its_events_to_the_head_in_batches_kept_while_it_is_unreachable():
+    view = _NodeView("n1", is_head=False)
+    view.head_id = "n0"
+    stream = _with_stream(view)
+    stream.object_made()
+    stream.object_made()
+    stream.object_freed()
+    stream.pg_changed(_PG)
+    stream.flush(now=1.0)  # no link to the head: kept
+    assert view.sent == [] and [ev[0] for ev in stream.buffer] == ["P", "O"]
+    head = view.add_peer("n0", 2)
+    head.link = object()  # type: ignore[attr-defined]
+    stream.tick(1.2)  # before the next flush is due
+    assert view.sent == []
+    stream.tick(1.6)
+    ((cid, (op, batch)),) = view.sent
+    assert cid == head.id and op == Op.EVENTS
+    assert batch[0][0] == "P" and batch[0][1]["state"] == "PENDING" and batch[1] == ["O", 2, 1]
+    assert stream.buffer == [] and stream.head_rows("placement_groups") == []  # not the head
+
+
+def test_the_head_logs_events_and_takes_its_state_back_after_a_restart(tmp_path):
+    config = {"state_dir": str(tmp_path / "state")}
+    first = _NodeView("h1", is_head=True)
+    stream = _with_stream(first, config)
+    first.persistence = HeadPersistence(first)  # type: ignore[assignment]
+    first.persistence.recover()  # a new state dir: nothing to take back
+    first.add_peer("n2", 2)
+    first.persistence.node_joined("n2")
+    node_conn = _Conn(7)
+    node_conn.node_id = "n2"  # type: ignore[attr-defined]
+    stream._on_events(node_conn, [Op.EVENTS, [["P", {**pg_row(_PG), "time": 1.0}],
+                                               ["T", "t1", "f", "FINISHED", "", "", 42, 2.0]]])
+    entry = DirEntry("a1", {"name": "svc", "max_restarts": 1}, "n2", "n2")
+    first.locator.directory.entries["a1"] = entry
+    first.persistence.directory_changed(entry)
+    assert [r["task_id"] for r in stream.head_rows("tasks")] == ["t1"]
+    # The head is killed; a new one starts on the same state dir.
+    second = _NodeView("h2", is_head=True)
+    stream2 = _with_stream(second, config)
+    second.persistence = HeadPersistence(second)  # type: ignore[assignment]
+    second.persistence.recover()
+    assert set(second.members.nodes) == {"h2", "n2"}  # n2 counts as alive until silent
+    assert second.locator.directory.entries["a1"].node_id == "n2"
+    (pg,) = stream2.head_rows("placement_groups")
+    assert pg["placement_group_id"] == "pg1" and pg["node_id"] == "n2"
+    assert [(e["node_id"], e["state"]) for e in stream2.head_rows("node_events")] == [
+        ("h1", "DEAD")]
+    assert stream2.head_rows("tasks") == []  # finished tasks are not kept on disk
+    second.persistence.node_dead("n2")  # its groups go with it
+    third = _NodeView("h3", is_head=True)
+    _with_stream(third, config)
+    third.persistence = HeadPersistence(third)  # type: ignore[assignment]
+    third.persistence.recover()
+    assert set(third.members.nodes) == {"h3"}
+    assert third.event_stream.head_rows("placement_groups") == []  # type: ignore[attr-defined]
+    third.persistence.close(clean=True)  # a clean stop: a new cluster starts afresh
+    assert list((tmp_path / "state").iterdir()) == []

@@ -59,6 +59,13 @@ class Relaying(Protocol):
               on_reply: Any = None) -> int: ...
 
 
+class DirectoryPersistence(Protocol):
+    """Where the head keeps the directory's changes (``persistence.HeadPersistence``)."""
+
+    def directory_changed(self, entry: DirEntry) -> None: ...
+    def directory_removed(self, entry: DirEntry) -> None: ...
+
+
 class DirectoryNode(Protocol):
     """What :class:`ActorLocator` uses of the node manager."""
 
@@ -81,14 +88,13 @@ class DirectoryNode(Protocol):
 
     def _send(self, cid: int, msg: list[Any]) -> None: ...
 
-    def _directory_changed(self, entry: DirEntry) -> None: ...
-
-    def _directory_removed(self, entry: DirEntry) -> None: ...
+    @property
+    def persistence(self) -> DirectoryPersistence: ...
 
 
 class ActorLocator:
     """The node manager's side of the actor directory (see the module docstring).
-    (``_directory_changed`` / ``_directory_removed``: see ``persistence.py``.)"""
+    (Changes to the directory are kept by the node's ``persistence``.)"""
 
     def __init__(self, node: DirectoryNode,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -172,7 +178,7 @@ class ActorLocator:
             raise ValueError("REGISTER_ACTOR goes to the head")
         entry = self.directory.register(actor_id, spec, node_id, owner_node)
         if entry.actor_id == actor_id:
-            self.node._directory_changed(entry)
+            self.node.persistence.directory_changed(entry)
             for _, then in self.locating.pop(actor_id, []):
                 then(node_id)
         return [entry.actor_id, entry.spec]
@@ -181,7 +187,7 @@ class ActorLocator:
         """ACTOR_GONE (head): forget a dead actor, freeing its name."""
         entry = self.directory.remove(actor_id)
         if entry is not None:
-            self.node._directory_removed(entry)
+            self.node.persistence.directory_removed(entry)
         for _, then in self.locating.pop(actor_id, []):
             then(None)
         return entry is not None
@@ -232,8 +238,8 @@ class ActorLocator:
         """(Head) a node died: its actors restart elsewhere or are gone."""
         restarting, removed = self.directory.node_died(node_id, self.node.members.is_alive)
         for actor_id in restarting:
-            self.node._directory_changed(self.directory.entries[actor_id])
+            self.node.persistence.directory_changed(self.directory.entries[actor_id])
         for actor_id in removed:
-            self.node._directory_removed(DirEntry(actor_id, {}, node_id, node_id))
+            self.node.persistence.directory_removed(DirEntry(actor_id, {}, node_id, node_id))
             for _, then in self.locating.pop(actor_id, []):
                 then(None)

@@ -64,6 +64,9 @@ __all__ = ["NativeBackend"]
 
 _log = logging.getLogger("fedexec")
 
+#: how long a node's table may lag the head's (a heartbeat tick or two): a shape that
+#: fits no node it knows is asked about again for this long before it is refused
+_VIEW_LAG_S = 1.5
 _CALL_TAG = 0x80  # object ids of actor calls end in 0x80 + index; puts end in "ff"
 
 
@@ -97,6 +100,11 @@ def _in_group(options: Any, demand: dict[str, float]) -> dict[str, float] | None
         raise ValueError(f"bundle_index {index} is out of range: the group has "
                          f"{len(pg.bundle_specs)} bundles")
     return bundle_demand(demand, pg.id, index)
+
+
+def _live_totals(nodes: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """The total resources of each live node of a NODES answer."""
+    return [dict(n["resources"]) for n in nodes if n.get("alive", True)]
 
 
 def _all_atoms(items: Any) -> bool:
@@ -616,10 +624,20 @@ class NativeBackend(Backend):
         shapes = autoscaler_node_types(self)
         if shapes is not None and any(fits(demand, s) for s in shapes):
             return True  # an autoscaler node type fits: it waits for that node
-        # Nodes may have joined since we last looked: ask before refusing.
-        self._node_totals, self._fitting = self._live_totals(), set()
-        if self._fits_a_node(demand):
-            return False
+        # Nodes may have joined since we last looked: ask before refusing. Our node's
+        # table lags the head's by up to a heartbeat tick: unless our node is the
+        # head, ask again for a while before refusing.
+        deadline = time.monotonic() + _VIEW_LAG_S
+        while True:
+            nodes = self._request(Call.NODES)
+            self._node_totals = _live_totals(nodes)
+            self._fitting = set()
+            if self._fits_a_node(demand):
+                return False
+            ours = next((n for n in nodes if n["node_id"] == self.node_id), None)
+            if (ours is not None and ours.get("is_head")) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         why = (" and no autoscaler runs (start one with 'fedexec up')" if shapes is None else
                " and no running autoscaler may launch a node it fits (node types: "
                f"{shapes})")
@@ -645,8 +663,7 @@ class NativeBackend(Backend):
 
     def _live_totals(self) -> list[dict[str, float]]:
         """The total resources of each live node."""
-        return [dict(n["resources"]) for n in self._request(Call.NODES)
-                if n.get("alive", True)]
+        return _live_totals(self._request(Call.NODES))
 
     def _env(self, runtime_env: Any) -> Any:
         """The runtime_env sent with work, plus our import path when we joined a

@@ -1,6 +1,7 @@
 """The event stream: every node reports its task, actor and object transitions to
-the head in batches; the head keeps them in bounded memory. A mixin of
-:class:`~.node.NodeManager` (the head's store is :class:`EventLog`, pure state).
+the head in batches; the head keeps them in bounded memory. :class:`EventStream` is
+a component of :class:`~.node.NodeManager` (the node's buffer and the head's side);
+the head's store is :class:`EventLog`, pure state.
 
 Batches, never a message per event: a node buffers events and sends them (EVENTS)
 every ``_FLUSH_S`` seconds, or at once when ``_FLUSH_AT`` are waiting. Events::
@@ -23,12 +24,16 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .placement_groups import pg_row
 from .protocol import Op
 
-__all__ = ["EventLog", "EventStream"]
+if TYPE_CHECKING:
+    from .persistence import HeadPersistence
+
+__all__ = ["EventLog", "EventStream", "EventsNode"]
 
 _FLUSH_S = 0.5     # seconds a node's events wait at most before they go to the head
 _FLUSH_AT = 1000   # events that make a batch go at once
@@ -131,100 +136,136 @@ class EventLog:
                 for (name, state), n in self.counts.items() if n > 0]
 
 
-class EventStream:
-    """The node manager's side of the event stream (see the module docstring)."""
+class EventsNode(Protocol):
+    """What :class:`EventStream` uses of its node manager."""
 
-    def _init_events(self: Any) -> None:
-        cfg = self.config
-        self.events: list[list[Any]] = []
-        self.events_dropped = 0
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+    @property
+    def actors(self) -> Mapping[str, Any]: ...
+    @property
+    def workers(self) -> Mapping[str, Any]: ...
+    @property
+    def peers(self) -> Mapping[str, Any]: ...
+    @property
+    def is_head(self) -> bool: ...
+    @property
+    def head_id(self) -> str | None: ...
+    @property
+    def persistence(self) -> HeadPersistence: ...
+
+    def _send(self, cid: int, msg: list[Any]) -> None: ...
+    def _job_of(self, payload: Any) -> str: ...
+
+
+class EventStream:
+    """The node manager's side of the event stream (see the module docstring):
+    ``buffer`` holds this node's events until they go to the head; ``log`` is what
+    the head keeps (every node has one; only the head's fills)."""
+
+    def __init__(self, node: EventsNode) -> None:
+        cfg = node.config
+        self.node = node
+        self.buffer: list[list[Any]] = []
+        self.dropped = 0
         self._objects_made = 0
         self._objects_freed = 0
-        self._events_sent = 0.0
-        self.event_log = EventLog(int(cfg.get("max_finished_tasks") or 10_000),
-                                  int(cfg.get("max_dead_actors") or 1_000))
+        self._sent_at = 0.0
+        self.log = EventLog(int(cfg.get("max_finished_tasks") or 10_000),
+                            int(cfg.get("max_dead_actors") or 1_000))
 
-    def _event(self: Any, event: list[Any]) -> None:
-        if len(self.events) >= _BUFFER_MAX:
-            self.events_dropped += 1
+    def _add(self, event: list[Any]) -> None:
+        if len(self.buffer) >= _BUFFER_MAX:
+            self.dropped += 1
             return
-        self.events.append(event)
-        if len(self.events) >= _FLUSH_AT:
-            self._flush_events()
+        self.buffer.append(event)
+        if len(self.buffer) >= _FLUSH_AT:
+            self.flush()
 
-    def _event_task(self: Any, task: Any, failed: bool) -> None:
-        """A task ended here (``_finish_task``)."""
+    def object_made(self) -> None:
+        self._objects_made += 1
+
+    def object_freed(self) -> None:
+        self._objects_freed += 1
+
+    def task_ended(self, task: Any, failed: bool) -> None:
+        """A task ended here (the node's ``_finish_task``)."""
+        node = self.node
         if task.actor_id is not None:
-            actor = self.actors.get(task.actor_id)
-            job = self._job_of([actor.spec.get("runtime_env")]) if actor is not None else ""
+            actor = node.actors.get(task.actor_id)
+            job = node._job_of([actor.spec.get("runtime_env")]) if actor is not None else ""
         else:
-            job = self._job_of(task.payload)
-        worker = self.workers.get(task.worker or "")  # (the core's worker id; None: none)
+            job = node._job_of(task.payload)
+        worker = node.workers.get(task.worker or "")  # (the core's worker id; None: none)
         pid = worker.pid if worker is not None else None
-        self._event(["T", task.id, task.name, "FAILED" if failed else "FINISHED", job,
-                     task.actor_id or "", pid, time.time()])
+        self._add(["T", task.id, task.name, "FAILED" if failed else "FINISHED", job,
+                   task.actor_id or "", pid, time.time()])
 
-    def _event_actor(self: Any, actor: Any) -> None:
+    def actor_changed(self, actor: Any) -> None:
         """An actor changed state."""
         pid = actor.worker.pid if actor.worker is not None else None
-        self._event(["A", actor.id, actor.spec.get("class_name"), actor.name or "",
-                     actor.namespace, actor.state, self._job_of([actor.spec.get("runtime_env")]),
-                     pid, actor.restarts_used, time.time()])
+        self._add(["A", actor.id, actor.spec.get("class_name"), actor.name or "",
+                   actor.namespace, actor.state,
+                   self.node._job_of([actor.spec.get("runtime_env")]),
+                   pid, actor.restarts_used, time.time()])
 
-    def _event_pg(self: Any, pg: dict[str, Any], removed: bool = False) -> None:
+    def pg_changed(self, pg: dict[str, Any], removed: bool = False) -> None:
         """A placement group asked of this node changed."""
         row = pg_row(pg)
         if removed:
             row["state"] = "REMOVED"
         row["time"] = time.time()
-        self._event(["P", row])
+        self._add(["P", row])
 
-    def _flush_events(self: Any, now: float | None = None) -> None:
+    def flush(self, now: float | None = None) -> None:
         """Send the buffered events to the head (the head records its own)."""
+        node = self.node
         if self._objects_made or self._objects_freed:
-            self.events.append(["O", self._objects_made, self._objects_freed])
+            self.buffer.append(["O", self._objects_made, self._objects_freed])
             self._objects_made = self._objects_freed = 0
-        self._events_sent = time.monotonic() if now is None else now
-        if not self.events:
+        self._sent_at = time.monotonic() if now is None else now
+        if not self.buffer:
             return
-        if self.is_head:
-            self.event_log.record(self.node_id, self.events)
-            self._persist_pgs(self.node_id, self.events)
-            self.events = []
+        if node.is_head:
+            self._record(node.node_id, self.buffer)
+            self.buffer = []
             return
-        head = self.peers.get(self.head_id or "")
+        head = node.peers.get(node.head_id or "")
         if head is None or head.link is None:
             return  # kept (up to _BUFFER_MAX) until the head is back
-        batch, self.events = self.events, []
-        self._send(head.id, [Op.EVENTS, batch])
+        batch, self.buffer = self.buffer, []
+        node._send(head.id, [Op.EVENTS, batch])
 
-    def _tick_events(self: Any, now: float) -> None:
-        if now - self._events_sent >= _FLUSH_S:
-            self._flush_events(now)
+    def tick(self, now: float) -> None:
+        """Called every turn of the node's loop: flush every ``_FLUSH_S``."""
+        if now - self._sent_at >= _FLUSH_S:
+            self.flush(now)
 
-    def _on_events(self: Any, conn: Any, msg: list[Any]) -> None:
+    def _record(self, node_id: str, events: list[list[Any]]) -> None:
+        self.log.record(node_id, events)
+        self.node.persistence.pgs_changed(node_id, events)
+
+    def _on_events(self, conn: Any, msg: list[Any]) -> None:
         """(Head) a batch of events from a node."""
         node_id = getattr(conn, "node_id", None)
-        if node_id is not None and self.is_head:
-            self.event_log.record(node_id, msg[1])
-            self._persist_pgs(node_id, msg[1])
+        if node_id is not None and self.node.is_head:
+            self._record(node_id, msg[1])
 
-    def _head_rows(self: Any, kind: str) -> list[dict[str, Any]]:
+    def handlers(self) -> dict[int, Callable[[Any, list[Any]], None]]:
+        """Its message handlers, by op (the node's dispatch table takes them)."""
+        return {Op.EVENTS: self._on_events}
+
+    def head_rows(self, kind: str) -> list[dict[str, Any]]:
         """(Head) rows the event log adds to ``fedexec list`` (others: none)."""
-        if not self.is_head:
+        if not self.node.is_head:
             return []
-        if kind == "tasks":
-            self._flush_events()
-            return self.event_log.task_rows()
-        if kind == "actors":
-            self._flush_events()
-            return self.event_log.actor_rows()
-        if kind == "placement_groups":
-            self._flush_events()
-            return self.event_log.pg_rows()
-        if kind == "task_counts":
-            self._flush_events()
-            return self.event_log.count_rows()
         if kind == "node_events":
-            return list(self.event_log.nodes)
-        return []
+            return list(self.log.nodes)
+        rows = {"tasks": self.log.task_rows, "actors": self.log.actor_rows,
+                "placement_groups": self.log.pg_rows, "task_counts": self.log.count_rows}
+        if kind not in rows:
+            return []
+        self.flush()
+        return rows[kind]()

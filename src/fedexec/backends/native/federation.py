@@ -100,8 +100,11 @@ if TYPE_CHECKING:
 
     from .._scheduling import ResourcePool
     from .actor_directory import ActorLocator
+    from .actors import ActorTable
     from .core.scheduler import LocalScheduler
+    from .events import EventStream
     from .pending_actors import PendingActorsHost
+    from .persistence import HeadPersistence
     from .store import StoreManager
 
 __all__ = ["Federation", "FederationNode"]
@@ -174,6 +177,8 @@ class FederationNode(Protocol):
     @property
     def named(self) -> dict[tuple[str, str], str]: ...
     @property
+    def actor_table(self) -> ActorTable: ...
+    @property
     def remote_actors(self) -> dict[str, dict[str, Any]]: ...
     @property
     def sel(self) -> selectors.BaseSelector: ...
@@ -184,7 +189,9 @@ class FederationNode(Protocol):
     @property
     def core(self) -> LocalScheduler: ...
     @property
-    def event_log(self) -> Any: ...
+    def event_stream(self) -> EventStream: ...
+    @property
+    def persistence(self) -> HeadPersistence: ...
     @property
     def locator(self) -> ActorLocator: ...
     @property
@@ -211,13 +218,6 @@ class FederationNode(Protocol):
     def _enqueue(self, task: _Task) -> None: ...
     def _cancel(self, task_id: str, force: bool, recursive: bool) -> None: ...
     def _fail_task(self, task: _Task, kind: ErrorKind, message: str) -> None: ...
-    def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None: ...
-    def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str], restart: bool = False) -> Any: ...
-    def _recover(self) -> None: ...
-    def _rejoined(self) -> None: ...
-    def _persist_node(self, node_id: str) -> None: ...
-    def _persist_node_dead(self, node_id: str) -> None: ...
 
 
 class Federation:
@@ -258,7 +258,7 @@ class Federation:
         self.members.join(self.node.node_id, self.node.tcp_address or "", dict(self.node.pool.total),
                           time.monotonic())
         if self.is_head:
-            self.node._recover()
+            self.node.persistence.recover()
         else:
             self._join_head(timeout=15.0)
 
@@ -352,7 +352,7 @@ class Federation:
         conn.peer = peer
         if peer.link is None:
             peer.link = conn
-        self.node._rejoined()
+        self.node.persistence.rejoined()
         self.node._pending_out.add(peer)
 
     def _welcomed(self, msg: list[Any]) -> _Peer:
@@ -487,8 +487,8 @@ class Federation:
                 return
             self.members.join(node_id, info.get("address", ""), info.get("total", {}),
                               time.monotonic())
-            self.node.event_log.node_event(node_id, "ALIVE")
-            self.node._persist_node(node_id)
+            self.node.event_stream.log.node_event(node_id, "ALIVE")
+            self.node.persistence.node_joined(node_id)
             conn.wbuf += pack_frame([[Op.WELCOME, self.node.node_id,
                                       [e.row() for e in self.members.nodes.values()]]])
             self._sent_version[node_id] = self.members.version
@@ -627,8 +627,8 @@ class Federation:
         self.members.mark_dead(node_id)
         if self.is_head:
             self.node.locator.node_died(node_id)
-            self.node._persist_node_dead(node_id)
-            self.node.event_log.node_event(node_id, "DEAD", why)
+            self.node.persistence.node_dead(node_id)
+            self.node.event_stream.log.node_event(node_id, "DEAD", why)
         self._sent_version.pop(node_id, None)
         peer = self.peers.pop(node_id, None)
         if peer is None:
@@ -664,7 +664,7 @@ class Federation:
                 # Never sent there: it goes to the actor restarted elsewhere, if any.
                 if task.id in unsent:
                     task.state, task.node = "WAITING", None
-                    if self.node._route_actor_call(task) is None:
+                    if self.node.actor_table.route_call(task) is None:
                         continue
                 self.node._fail_task(task, ErrorKind.ACTOR_DIED,
                                 f"the actor's node {node_id} died ({why})" + (
@@ -983,7 +983,7 @@ class Federation:
         if peer is None:  # here, after all
             spec["strategy"] = "LOCAL"
             with contextlib.suppress(Exception):
-                self.node._create_actor(owner, actor_id, spec, args[0], args[1], args[2],
+                self.node.actor_table.create(owner, actor_id, spec, args[0], args[1], args[2],
                                         restart=True)
             self.drop_remote_actor(actor_id)  # after: it pins the arguments itself
             return

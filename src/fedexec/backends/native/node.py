@@ -34,7 +34,8 @@ State::
     workers   {worker id: _Worker}  its process and connection; ``slot``: the core's
                                  view (STARTING -> IDLE <-> LEASED | ACTOR)
     actors    {actor id: _Actor} PENDING -> ALIVE -> (RESTARTING -> ALIVE)* -> DEAD,
-                                 with the calls not yet forwarded, in order
+                                 with the calls not yet forwarded, in order (the
+                                 actors table's, ``actors.py``: its schema there)
     core      LocalScheduler     the pure local scheduler (core/scheduler.py): queue
                                  per resource shape, resource and GPU booking, which
                                  task runs on which worker, retries on worker death
@@ -49,6 +50,8 @@ Components (objects it owns, each over a typed Protocol of what it uses of the
 node manager, never through mixins)::
 
     core        LocalScheduler     core/scheduler.py   local scheduling (pure)
+    actor_table ActorTable         actors.py           actors: lifecycle, restarts,
+                                                       call queues, direct calls
     federation  Federation         federation.py       the head, peers, heartbeats,
                                                        forwarding, node loss, lineage
       .transfer Transfers          transfers.py        FETCH / PULL / CHUNK
@@ -57,24 +60,26 @@ node manager, never through mixins)::
     placement   PlacementGroups    placement_groups.py two-phase bundle reservation
     processes   WorkerProcesses    processes.py        fork, logs, reaping, OOM kills
     reports     NodeReports        reports.py          STATS, LIST, DESCRIBE, ...
+    event_stream EventStream       events.py           task/actor/object events to
+                                                       the head, the head's log
+    persistence HeadPersistence    persistence.py      the head's state on its disk
 
 Dispatch: a message goes to ``op_table[op]`` (this class's ``_handlers`` bound,
-plus ``Federation.OPS`` and ``Transfers.OPS``); a REQUEST to ``call_table[call]``
-(``_calls`` bound, plus each component's ``calls()``). Handlers are bound methods,
+plus each component's ``handlers()``: the federation's, its transfers', the actors
+table's, the event stream's); a REQUEST to ``call_table[call]`` (``_calls`` bound,
+plus each component's ``calls()``). Handlers are bound methods,
 so a message costs one call whichever object handles it.
 
 Why this module is still over 600 lines: what remains is the loop and the
-connections, the objects table, the tasks table and the actors table, which the
-per-message paths (SUBMIT, TASK_DONE, OBJECT, ACTOR_CALL) cross in one call
-chain. They are not split yet: the next seams are the actors table (lifecycle,
-restarts, call queues) and the objects table (holders, pins, subscribers,
-freeing), as components like the ones above, keeping the per-task call count
-(node-manager Python calls per task, cProfile, see benchmarks/RESULTS.md).
+connections, the objects table and the tasks table, which the per-task paths
+(SUBMIT, TASK_DONE, OBJECT) cross in one call chain. The next seam is the objects
+table (holders, pins, subscribers, freeing), as a component like the ones above,
+keeping the per-task call count (node-manager Python calls per task, cProfile,
+see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import importlib
@@ -95,12 +100,10 @@ from ..._ids import new_id
 from ..._metric_table import FixedHistogram, MetricTable
 from ..._pids import pid_alive
 from ...exceptions import FedexecError, ProtocolError
-from .actor_directory import ActorLocator, name_taken, tracked
+from .actor_directory import ActorLocator
+from .actors import ActorTable
 from .core.events import (
     Action,
-    ActorQueued,
-    ActorReleased,
-    ActorResized,
     CancelRequested,
     CancelRunning,
     Dispatch,
@@ -159,7 +162,6 @@ _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _MAX_PIPELINE = 64
 _MAX_WORKERS = 256
-_MAX_EARLY = 100_000  # DIRECT_DONE results kept for calls not registered yet
 _TAKE_WAIT = 5.0  # s a CANCEL_QUEUED waits for starting workers to take their tasks
 
 
@@ -168,7 +170,7 @@ _LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 
-class NodeManager(EventStream, HeadPersistence):
+class NodeManager:
     """The node manager process's state and event loop (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], token: bytes):
@@ -204,10 +206,11 @@ class NodeManager(EventStream, HeadPersistence):
         self.tasks: dict[str, _Task] = {}
         self.workers: dict[str, _Worker] = {}
         self.workers_by_pid: dict[int, _Worker] = {}
-        self.actors: dict[str, _Actor] = {}
-        #: DIRECT_DONE results that came before their call's ACTOR_CALL (see direct.py).
-        self.direct_early: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
-        self.named: dict[tuple[str, str], str] = {}
+        self.actor_table = ActorTable(self)  # actors, their calls, the actor REQUESTs
+        # The actors table's; these name the same objects.
+        self.actors: dict[str, _Actor] = self.actor_table.actors
+        self.named = self.actor_table.named
+        self.remote_actors = self.actor_table.remote_actors
         self.conns: dict[int, _Conn] = {}
         self._next_conn = 1
         self.sel = selectors.DefaultSelector()
@@ -222,7 +225,6 @@ class NodeManager(EventStream, HeadPersistence):
         self._wake_r, self._wake_w = os.pipe()
         self.tcp_address: str | None = None
         self.started = time.time()
-        self.remote_actors: dict[str, dict[str, Any]] = {}  # created here, living elsewhere
         self.memory = MemoryMonitor(
             float(config.get("memory_usage_threshold", DEFAULT_THRESHOLD)),
             float(config.get("memory_monitor_interval_s", DEFAULT_INTERVAL_S)))
@@ -237,12 +239,13 @@ class NodeManager(EventStream, HeadPersistence):
         self.placement = PlacementGroups(self)  # placement groups asked of / held on it
         self.processes = WorkerProcesses(self)  # forking, logs, reaping, the memory monitor
         self.reports = NodeReports(self)  # STATS, LIST, DESCRIBE...: read-only answers
-        self._init_events()
-        self._init_persistence()
+        self.event_stream = EventStream(self)  # task/actor/object events to the head
+        self.persistence = HeadPersistence(self)  # the head's state on its disk
         # REQUEST handlers by call: the node's own (``_calls``), bound here, and its
         # components'.
         self.call_table: dict[int, Callable[..., Any]] = {
             call: types.MethodType(fn, self) for call, fn in self._calls.items()}
+        self.call_table.update(self.actor_table.calls())
         self.call_table.update(self.locator.calls())
         self.call_table.update(self.pending.calls())
         self.call_table.update(self.placement.calls())
@@ -252,6 +255,8 @@ class NodeManager(EventStream, HeadPersistence):
         self.op_table: dict[int, Callable[[Any, list[Any]], None]] = {
             op: types.MethodType(fn, self) for op, fn in self._handlers.items()}
         self.op_table.update(self.federation.handlers())
+        self.op_table.update(self.actor_table.handlers())
+        self.op_table.update(self.event_stream.handlers())
         self.metrics = MetricTable()  # user metrics recorded on this node (METRICS)
         self.latency = (  # this node's tasks: submitted here -> started, started -> done
             FixedHistogram("fedexec_scheduling_latency_seconds",
@@ -319,7 +324,7 @@ class NodeManager(EventStream, HeadPersistence):
                     self._dispatch()
                 now = time.monotonic()
                 self.federation.tick(now)
-                self._tick_events(now)
+                self.event_stream.tick(now)
                 self.processes.check_memory(now)
                 if self.placement.pgs:
                     self.placement.retry(now)
@@ -841,142 +846,7 @@ class NodeManager(EventStream, HeadPersistence):
             reply = [Op.REPLY, req_id, False, encode_error(exc)]
         self._send(conn.id, reply)
 
-    def _on_actor_call(self, conn: _Conn, msg: list[Any]) -> None:
-        _, actor_id, task_id, return_ids, name, deps, contained, payload = msg[:8]
-        task = _Task(task_id, return_ids, name, {}, 0, deps, contained, payload, conn.id,
-                     actor_id)
-        if isinstance(conn, _Peer):
-            self.federation.adopt(conn, deps + contained)
-        self._register_task(conn, task)
-        if len(msg) > 9 and msg[9]:  # the caller sent it to the actor's worker itself
-            self._direct_registered(task, msg[9])
-            return
-        why = self._route_actor_call(task, msg[8] if len(msg) > 8 else None)
-        if why is not None:
-            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-
     # ----------------------------------------------------- direct calls
-    def _direct_registered(self, task: _Task, worker_id: str) -> None:
-        """A call its caller sent to worker ``worker_id`` directly (see direct.py)."""
-        actor = self.actors.get(task.actor_id or "")
-        retries = actor.spec.get("max_task_retries", 0) if actor is not None else 0
-        task.retries_left = retries
-        early = self.direct_early.pop(task.id, None)
-        if early is not None:  # the worker answered before this arrived
-            self._direct_finished(task, early)
-            return
-        if actor is None or actor.state == "DEAD":
-            why = actor.death if actor is not None else "it does not exist"
-            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-            return
-        worker = actor.worker
-        if actor.state == "ALIVE" and worker is not None and worker.id == worker_id:
-            task.state = "ASSIGNED"
-            actor.inflight[task.id] = task
-            actor.direct[task.id] = task.owner
-            actor.direct_owners[task.owner] += 1
-            return
-        # It went to a worker that is gone: as a call that was running there.
-        if retries == 0:
-            self._fail_task(task, ErrorKind.ACTOR_DIED,
-                            f"the actor's worker died while running {task.name}; set "
-                            "max_task_retries to retry such calls")
-            return
-        self._queue_actor_call(task)
-        task.retries_left = retries - 1 if retries > 0 else retries
-
-    def _on_direct_done(self, conn: _Conn, msg: list[Any]) -> None:
-        """An actor's worker ended a direct call (the caller has what was inline)."""
-        _, task_id, results = msg
-        if conn.worker is None:
-            return
-        for r in results:
-            if r[1] == Kind.SHM:
-                self.store.seal(r[0])
-                conn.creating.discard(r[0])
-        task = self.tasks.get(task_id)
-        if task is None:  # its ACTOR_CALL is still on its way
-            early = self.direct_early
-            early[task_id] = results
-            while len(early) > _MAX_EARLY:
-                early.popitem(last=False)
-            return
-        self._direct_finished(task, results)
-        self._dirty = True
-
-    def _direct_finished(self, task: _Task, results: list[list[Any]]) -> None:
-        actor = self.actors.get(task.actor_id or "")
-        if actor is not None:
-            actor.inflight.pop(task.id, None)
-            owner = actor.direct.pop(task.id, None)
-            if owner is not None:
-                left = actor.direct_owners[owner] - 1
-                if left > 0:
-                    actor.direct_owners[owner] = left
-                else:
-                    del actor.direct_owners[owner]
-        objects = self.objects
-        for r in results:
-            if r[1] != Kind.SHM:  # the caller got it in DIRECT_REPLY
-                obj = objects.get(r[0])
-                if obj is not None and obj.owner == task.owner:
-                    obj.owner = None
-        self._do_reply(Reply(task.id, results))
-        if actor is not None and actor.queue:
-            self._forward_calls(actor)
-
-    def _call_actor_address(self, conn: _Conn, actor_id: str) -> list[str] | bool | None:
-        """ACTOR_ADDRESS: where a caller on this node may send the actor's calls
-        (False: it is dead)."""
-        actor = self.actors.get(actor_id)
-        if actor is not None and actor.state == "DEAD":
-            return False
-        if isinstance(conn, _Peer) or conn.remote or actor is None \
-                or actor.state != "ALIVE" or actor.worker is None or actor.address is None \
-                or actor.address[0] != actor.worker.id:
-            return None
-        return actor.address
-
-    def _route_actor_call(self, task: _Task, home: str | None = None) -> str | None:
-        """Queue an actor call on its actor here, or forward it to the node the actor
-        lives on (``home``: where the caller last knew it; if that is not alive or
-        not known, the head says where it is now); else say why it is dead."""
-        actor = self.actors.get(task.actor_id or "")
-        if actor is None:
-            if task.actor_id in self.pending.table:  # waits for a node: queued in order
-                self.pending.queue_call(task)
-                return None
-            home = self.remote_actors.get(task.actor_id or "", {}).get("node") or home
-            if home and home != self.node_id and self.members.is_alive(home):
-                self.federation.forward_call(task, self.federation.peer(home))  # it lives on another node
-                return None
-            if len(self.members.nodes) > 1:
-                self.locator.locate(task.actor_id or "",
-                                    lambda node_id: self._located(task, node_id))
-                return None
-        return self._queue_actor_call(task)
-
-    def _located(self, task: _Task, node_id: str | None) -> None:
-        """The head said where a call's actor lives (None: nowhere)."""
-        if task.id not in self.tasks:
-            return  # cancelled meanwhile
-        if node_id and node_id != self.node_id and self.members.is_alive(node_id):
-            self.federation.forward_call(task, self.federation.peer(node_id))
-            return
-        why = self._queue_actor_call(task)
-        if why is not None:
-            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-
-    def _queue_actor_call(self, task: _Task) -> str | None:
-        """Queue an actor call on its actor here; else say why it is dead."""
-        actor = self.actors.get(task.actor_id or "")
-        if actor is None or actor.state == "DEAD":
-            return actor.death if actor is not None else \
-                self.pending.table.death(task.actor_id or "")
-        task.retries_left = actor.spec.get("max_task_retries", 0)
-        actor.queue.append(task)
-        self._await_deps(task, lambda _t, a=actor: self._forward_calls(a))
-        return None
 
     def _on_task_done(self, conn: _Conn, msg: list[Any]) -> None:
         _, task_id, results = msg
@@ -1014,26 +884,6 @@ class NodeManager(EventStream, HeadPersistence):
         if conn.worker is not None:
             self._run(self.core.handle(WorkerUnblocked(conn.worker.id)))
 
-    def _on_actor_ready(self, conn: _Conn, msg: list[Any]) -> None:
-        actor = self.actors.get(msg[1])
-        if actor is None or actor.state == "DEAD":
-            return
-        actor.state = "ALIVE"
-        if len(msg) > 2 and msg[2] and actor.worker is not None:
-            actor.address = [actor.worker.id, msg[2]]
-        self._event_actor(actor)
-        self.core.handle(ActorResized(actor.id, actor.demand_life))
-        self._dirty = True
-        self._forward_calls(actor)
-
-    def _on_actor_failed(self, conn: _Conn, msg: list[Any]) -> None:
-        actor = self.actors.get(msg[1])
-        if actor is None:
-            return
-        self._actor_dead(actor, msg[2])
-        if conn.worker is not None:
-            self._retire(conn.worker)
-
     _handlers: dict[int, Any] = {
         Op.HELLO: _on_hello,
         Op.SUBMIT: _on_submit,
@@ -1044,19 +894,14 @@ class NodeManager(EventStream, HeadPersistence):
         Op.SUBSCRIBE: _on_subscribe,
         Op.CANCEL: _on_cancel,
         Op.REQUEST: _on_request,
-        Op.ACTOR_CALL: _on_actor_call,
         Op.TASK_DONE: _on_task_done,
-        Op.DIRECT_DONE: _on_direct_done,
         Op.BLOCKED: _on_blocked,
         Op.UNBLOCKED: _on_unblocked,
         Op.HANDBACK: _on_handback,
-        Op.ACTOR_READY: _on_actor_ready,
-        Op.ACTOR_FAILED: _on_actor_failed,
         Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
         Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
         Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
         Op.LEASE_RUNNING: lambda self, conn, msg: self.leases.on_running(conn, msg),
-        Op.EVENTS: EventStream._on_events,
     }
 
     # --------------------------------------------------------------- objects
@@ -1079,7 +924,7 @@ class NodeManager(EventStream, HeadPersistence):
         if obj.id in self.federation.transfer.pulls or obj.id in self.federation.transfer.incoming:
             return  # being pulled here: freed when that ends
         del self.objects[obj.id]
-        self._objects_freed += 1
+        self.event_stream.object_freed()
         if obj.kind == Kind.SHM:
             self.store.free(obj.id)
         if obj.home is not None:
@@ -1093,7 +938,7 @@ class NodeManager(EventStream, HeadPersistence):
         """Complete ``obj`` with a result entry ``[id, kind, ...]`` and notify."""
         kind = result[1]
         obj.ready = True
-        self._objects_made += 1
+        self.event_stream.object_made()
         obj.kind = kind
         obj.payload = list(result[2:])
         if kind == Kind.INLINE:
@@ -1129,7 +974,7 @@ class NodeManager(EventStream, HeadPersistence):
             self.core.handle(TaskAbandoned(task.id))
         if failed is None:
             failed = any(r[1] in (Kind.ERROR, Kind.FAILED) for r in results)
-        self._event_task(task, failed)
+        self.event_stream.task_ended(task, failed)
         task.state = "DONE"
         for r in results:
             obj = self.objects.get(r[0])
@@ -1298,233 +1143,17 @@ class NodeManager(EventStream, HeadPersistence):
         if worker.slot.actor is not None:
             actor = self.actors.get(worker.slot.actor)
             if actor is not None and actor.worker is worker:
-                self._actor_lost(actor, why)
+                self.actor_table.lost(actor, why)
         if not self.stopping:
             self._dirty = True
 
     # ---------------------------------------------------------------- actors
-    def _create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str], restart: bool = False) -> Any:
-        """Make an actor here or on another node: [actor id, spec], or ``_DEFER`` (the
-        REPLY comes later). A tracked actor (see actor_directory.py) registers at the
-        head first: its name is unique across the cluster. (``restart``: one that
-        died with its node, made again here; the head keeps its name for it.)"""
-        name, namespace = spec.get("name"), spec.get("namespace") or "default"
-        if isinstance(conn, _Peer):
-            self.federation.adopt(conn, deps + contained)
-        if name is not None:
-            found = self.named.get((namespace, name), "")
-            existing = self.actors.get(found)
-            remote = self.remote_actors.get(found)
-            if remote is not None and self.members.is_alive(remote["node"]):
-                if spec.get("get_if_exists"):
-                    return [found, remote["spec"]]
-                existing = remote  # type: ignore[assignment]
-            if existing is not None and getattr(existing, "state", "ALIVE") != "DEAD":
-                return name_taken(spec, [getattr(existing, "id", found), existing.spec])
-        if len(self.members.nodes) > 1:
-            peer = self.federation.place_actor(spec)
-            if peer is not None:
-                self.federation.create_remote_actor(peer, conn, actor_id, spec, payload, deps, contained)
-                return _DEFER
-        spec["node_id"] = self.node_id
-        if not self.pool.feasible(spec["demand_create"]) and not spec.get("await_node"):
-            raise ValueError(f"actor needs {spec['demand_create']} but the node has "
-                             f"{self.pool.total}")
-        if not tracked(spec):
-            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
-        if restart and not self.is_head:
-            self.locator.register(actor_id, spec, lambda ok, value: None)
-            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
-        if self.is_head:
-            holder = self.locator.call_register_actor(conn, actor_id, spec, self.node_id,
-                                                      spec.get("owner_node") or self.node_id)
-            if holder[0] != actor_id:
-                return name_taken(spec, holder)
-            return self._make_actor(conn, actor_id, spec, payload, deps, contained)
-        cid, req = conn.id, self._request_id
-
-        def registered(ok: bool, value: Any) -> None:
-            if not ok:
-                reply = [Op.REPLY, req, False, value]
-            else:
-                try:
-                    if value[0] != actor_id:
-                        value = name_taken(spec, value)
-                    elif cid in self.conns:
-                        value = self._make_actor(conn, actor_id, spec, payload, deps,
-                                                 contained)
-                    else:  # its creator left while the head answered
-                        self.locator.gone(actor_id, spec)
-                        return
-                    reply = [Op.REPLY, req, True, value]
-                except Exception as exc:
-                    reply = [Op.REPLY, req, False, encode_error(exc)]
-            self._send(cid, reply)
-
-        self.locator.register(actor_id, spec, registered)
-        return _DEFER
-
-    def _make_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                    deps: list[str], contained: list[str]) -> list[Any]:
-        if not self.pool.feasible(spec["demand_create"]):  # it waits for a node
-            return self.pending.pend(conn, actor_id, spec, payload, deps, contained)
-        name, namespace = spec.get("name"), spec.get("namespace") or "default"
-        actor = _Actor(actor_id, spec, payload, deps, contained, conn.id)
-        self.actors[actor_id] = actor
-        self._event_actor(actor)
-        if name is not None:
-            self.named[(namespace, name)] = actor_id
-        for oid in deps + contained:
-            self._pin(oid)
-        self._await_deps(actor, self._actor_deps_ready)
-        return [actor_id, spec]
-
-    def _actor_deps_ready(self, actor: _Actor) -> None:
-        bad = self._failed_dep(actor)
-        if bad is not None:
-            self._actor_dead(actor, f"an argument of its __init__ failed ({bad.payload[-1]})")
-            return
-        self.core.handle(ActorQueued(actor.id, actor.demand_create))
-        self._dirty = True
-
-    def _forward_calls(self, actor: _Actor) -> None:
-        if actor.state != "ALIVE" or actor.worker is None or actor.worker.conn is None:
-            return
-        out = self._out(actor.worker.conn)
-        owners = actor.direct_owners
-        while actor.queue and actor.queue[0].missing == 0:
-            if owners and actor.queue[0].owner in owners:
-                break  # its caller's direct calls before it have not ended yet
-            task = actor.queue.popleft()
-            if task.id not in self.tasks:
-                continue
-            bad = self._failed_dep(task)
-            if bad is not None:
-                self._finish_task(task, [[r, bad.kind, *bad.payload] for r in task.return_ids])
-                continue
-            actor.inflight[task.id] = task
-            task.state = "ASSIGNED"
-            out.append([Op.ACTOR_EXEC, task.id, task.return_ids, task.payload,
-                        [self._dep_entry(oid) for oid in task.deps], task.name])
-
-    def _actor_lost(self, actor: _Actor, why: str) -> None:
-        """The actor's worker died: restart it if allowed, else it is dead."""
-        actor.worker = None
-        actor.direct_reset()
-        max_restarts = actor.spec.get("max_restarts", 0)
-        can = not actor.kill_requested and (
-            max_restarts == -1 or actor.restarts_used < max_restarts)
-        inflight = list(actor.inflight.values())
-        actor.inflight.clear()
-        if not can or actor.state == "DEAD":
-            reason = "it was killed" if actor.kill_requested else f"its worker died ({why})"
-            for task in inflight:
-                self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor died: {reason}")
-            self._actor_dead(actor, reason)
-            return
-        actor.restarts_used += 1
-        actor.state = "RESTARTING"
-        self._event_actor(actor)
-        retry = []
-        for task in inflight:
-            if task.retries_left != 0:
-                task.retries_left -= 1 if task.retries_left > 0 else 0
-                retry.append(task)
-            else:
-                self._fail_task(task, ErrorKind.ACTOR_DIED,
-                                f"the actor's worker died ({why}) while running {task.name}; "
-                                "set max_task_retries to retry such calls")
-        actor.queue.extendleft(reversed(retry))
-        self.core.handle(ActorReleased(actor.id))
-        self.core.handle(ActorQueued(actor.id, actor.demand_create))
-        self._dirty = True
-
-    def _actor_dead(self, actor: _Actor, why: str) -> None:
-        if actor.state == "DEAD":
-            return
-        actor.state = "DEAD"
-        actor.death = why
-        self._event_actor(actor)
-        self.core.handle(ActorReleased(actor.id))
-        calls = list(actor.queue) + list(actor.inflight.values())
-        actor.queue.clear()
-        actor.inflight.clear()
-        actor.direct_reset()
-        for task in calls:
-            self._fail_task(task, ErrorKind.ACTOR_DIED, f"the actor is dead: {why}")
-        if actor.name is not None and self.named.get((actor.namespace, actor.name)) == actor.id:
-            del self.named[(actor.namespace, actor.name)]
-        self.locator.gone(actor.id, actor.spec)
-        for oid in actor.deps + actor.contained:
-            self._unpin(oid)
-        actor.deps, actor.contained = [], []
-        if actor.worker is not None:
-            self.processes.kill(actor.worker)
-        self._dirty = True
 
     # ----------------------------------------------------------------- calls
-    def _call_get_actor(self, conn: _Conn, name: str, namespace: str) -> list[Any]:
-        found = self.named.get((namespace, name), "")
-        remote = self.remote_actors.get(found)
-        if remote is not None and self.members.is_alive(remote["node"]):
-            return [found, remote["spec"]]
-        actor = self.actors.get(found)
-        if actor is None or actor.state == "DEAD":
-            return self.locator.lookup_at_head(conn, name, namespace)
-        return [actor.id, actor.spec]
-
-    def _call_kill_actor(self, conn: _Conn, actor_id: str, no_restart: bool,
-                         location: str | None = None, located: bool = False) -> Any:
-        if actor_id in self.pending.table:
-            return self.pending.kill(actor_id, no_restart)
-        actor = self.actors.get(actor_id)
-        if actor is None:
-            home = self.remote_actors.get(actor_id, {}).get("node") or location
-            if home and home != self.node_id and self.members.is_alive(home):
-                if no_restart:
-                    self.federation.drop_remote_actor(actor_id)
-                self.federation.relay(self.federation.peer(home), Call.KILL_ACTOR, [actor_id, no_restart],
-                            conn.id, self._request_id)
-                return _DEFER
-            if not located and len(self.members.nodes) > 1:
-                # The handle names a node that is dead or no longer holds it: the
-                # head says where it lives now (see actor_directory.py).
-                req = self._request_id
-
-                def then(node_id: str | None) -> None:
-                    self._request_id = req
-                    try:
-                        value = self._call_kill_actor(conn, actor_id, no_restart, node_id,
-                                                      located=True)
-                    except Exception as exc:
-                        self._send(conn.id, [Op.REPLY, req, False, encode_error(exc)])
-                        return
-                    if value is not _DEFER:
-                        self._send(conn.id, [Op.REPLY, req, True, value])
-
-                self.locator.locate(actor_id, then)
-                return _DEFER
-        if actor is None or actor.state == "DEAD":
-            return False
-        if no_restart:
-            actor.kill_requested = True
-        worker = actor.worker
-        if worker is not None:
-            # Detach now, so calls made from here on wait for the restart (or fail).
-            self.processes.kill(worker)
-            self._actor_lost(actor, "it was killed")
-        elif no_restart:
-            self._actor_dead(actor, "it was killed")
-        return True
 
     def _call_shutdown(self, conn: _Conn) -> bool:
         self.stopping = True
         return True
-
-    def _call_create_actor(self, conn: _Conn, actor_id: str, spec: dict[str, Any], payload: Any,
-                           deps: list[str], contained: list[str]) -> list[Any]:
-        return self._create_actor(conn, actor_id, spec, payload, deps, contained)
 
     def _call_cancel_pending(self, conn: _Conn, task_id: str) -> Any:
         """``Future.cancel()``: cancel only if the task has not started."""
@@ -1625,12 +1254,8 @@ class NodeManager(EventStream, HeadPersistence):
         return str(job or self.config.get("job_id", ""))
 
     _calls: dict[int, Any] = {
-        Call.GET_ACTOR: _call_get_actor,
-        Call.KILL_ACTOR: _call_kill_actor,
         Call.SHUTDOWN: _call_shutdown,
-        Call.CREATE_ACTOR: _call_create_actor,
         Call.CANCEL_PENDING: _call_cancel_pending,
-        Call.ACTOR_ADDRESS: _call_actor_address,
         Call.LEASE: lambda self, conn, demand: self.leases.request(conn, demand,
                                                                    self._request_id),
         Call.CANCEL_QUEUED: _call_cancel_queued,
@@ -1640,7 +1265,7 @@ class NodeManager(EventStream, HeadPersistence):
     # -------------------------------------------------------------- shutdown
     def _shutdown(self) -> None:
         self.stopping = True
-        self._close_persistence(clean=True)
+        self.persistence.close(clean=True)
         for conn in list(self.conns.values()):
             if isinstance(conn, _Conn) and conn.out:
                 with contextlib.suppress(OSError):

@@ -188,6 +188,16 @@ class RemotePlacing(Protocol):
     def forward_call(self, task: Any, peer: Any) -> None: ...
 
 
+class ActorMaking(Protocol):
+    """Making an actor once it fits, and queueing its calls (``actors.ActorTable``)."""
+
+    def create(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+               deps: list[str], contained: list[str], restart: bool = False) -> Any: ...
+    def make(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
+             deps: list[str], contained: list[str]) -> Any: ...
+    def queue_call(self, task: Any) -> str | None: ...
+
+
 class PendingNode(Protocol):
     """What :class:`PendingActorsHost` uses of the node manager."""
 
@@ -213,11 +223,8 @@ class PendingNode(Protocol):
     def _unpin(self, oid: str) -> None: ...
     def _job_of(self, payload: Any) -> str: ...
     def _fail_task(self, task: Any, kind: ErrorKind, message: str) -> None: ...
-    def _create_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
-                      deps: list[str], contained: list[str], restart: bool = False) -> Any: ...
-    def _make_actor(self, conn: Any, actor_id: str, spec: dict[str, Any], payload: Any,
-                    deps: list[str], contained: list[str]) -> Any: ...
-    def _queue_actor_call(self, task: Any) -> str | None: ...
+    @property
+    def actor_table(self) -> ActorMaking: ...
 
 
 class PendingActorsHost:
@@ -296,7 +303,7 @@ class PendingActorsHost:
             return False
         spec = {**spec, "await_node": "node", "strategy": "LOCAL"}
         payload, deps, contained = args
-        self.node._create_actor(owner, actor_id, spec, payload, deps, contained, restart=True)
+        self.node.actor_table.create(owner, actor_id, spec, payload, deps, contained, restart=True)
         entry = self.table.entries.get(actor_id)
         if entry is not None:
             entry.restarts = restarts
@@ -394,13 +401,13 @@ class PendingActorsHost:
         self.table.pop(entry.actor_id)
         conn = None if entry.owner is None else self.node.conns.get(entry.owner)
         owner = conn or _Owner(entry.owner)
-        self.node._make_actor(owner, entry.actor_id, entry.spec, entry.payload, entry.deps,
+        self.node.actor_table.make(owner, entry.actor_id, entry.spec, entry.payload, entry.deps,
                               entry.contained)
         for oid in entry.deps + entry.contained:
             self.node._unpin(oid)  # the actor pins them now
         for task in entry.calls:
             if task.id in self.node.tasks:
-                why = self.node._queue_actor_call(task)
+                why = self.node.actor_table.queue_call(task)
                 if why is not None:
                     self.node._fail_task(task, ErrorKind.ACTOR_DIED,
                                          f"the actor is dead: {why}")

@@ -1,5 +1,6 @@
-"""The head's state kept on its disk and taken back after a restart. A mixin of
-:class:`~.node.NodeManager` (the file: :class:`~.headstore.HeadStore`).
+"""The head's state kept on its disk and taken back after a restart. A component of
+:class:`~.node.NodeManager` (the file: :class:`~.headstore.HeadStore`); on a node
+that is not the head, or a head without ``state_dir``, it keeps nothing.
 
 A head given a ``state_dir`` writes there the actor directory, the placement
 groups and the live nodes as they change. Started again on that directory (after
@@ -20,87 +21,121 @@ Jobs are kept by the job agent on the same disk (``jobs_agent.py``).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .actor_directory import tracked
 from .directory import DirEntry
 from .headstore import HeadStore
 
-__all__ = ["HeadPersistence"]
+if TYPE_CHECKING:
+    from .actor_directory import ActorLocator
+    from .events import EventStream
+    from .membership import Membership
+    from .pending_actors import PendingActorsHost
+    from .placement_groups import PlacementGroups
+
+__all__ = ["HeadPersistence", "PersistenceNode"]
+
+
+class PersistenceNode(Protocol):
+    """What :class:`HeadPersistence` uses of its node manager."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def config(self) -> Mapping[str, Any]: ...
+    @property
+    def actors(self) -> Mapping[str, Any]: ...
+    @property
+    def members(self) -> Membership: ...
+    @property
+    def is_head(self) -> bool: ...
+    @property
+    def locator(self) -> ActorLocator: ...
+    @property
+    def pending(self) -> PendingActorsHost: ...
+    @property
+    def placement(self) -> PlacementGroups: ...
+    @property
+    def event_stream(self) -> EventStream: ...
 
 
 class HeadPersistence:
     """Persistence of the head's state (see the module docstring)."""
 
-    def _init_persistence(self: Any) -> None:
-        state_dir = self.config.get("state_dir")
-        self.head_store = HeadStore(state_dir) if state_dir and self.is_head else None
+    def __init__(self, node: PersistenceNode) -> None:
+        self.node = node
+        state_dir = node.config.get("state_dir")
+        self.store = HeadStore(state_dir) if state_dir and node.is_head else None
 
-    def _recover(self: Any) -> None:
+    def recover(self) -> None:
         """Take back what a killed head on the same ``state_dir`` left (on start)."""
-        store = self.head_store
+        store, node = self.store, self.node
         if store is None:
             return
+        log = node.event_stream.log
         old_head = store.load("meta").get("head_id")
         now = time.monotonic()
         for node_id, row in store.load("nodes").items():
-            if node_id not in (self.node_id, old_head):
-                self.members.join(node_id, row["address"], row["total"], now)
+            if node_id not in (node.node_id, old_head):
+                node.members.join(node_id, row["address"], row["total"], now)
             if node_id == old_head:
                 store.delete("nodes", node_id)
-        self.locator.directory.load(list(store.load("actors").values()))
+        node.locator.directory.load(list(store.load("actors").values()))
         for row in store.load("placement_groups").values():
-            self.event_log.record(row["node_id"], [["P", row]])
-        if old_head and old_head != self.node_id:
-            self.locator.node_died(old_head)
-            self.event_log.node_event(old_head, "DEAD", "the head was restarted")
-        store.put("meta", "head_id", self.node_id)
-        self._persist_node(self.node_id)
+            log.record(row["node_id"], [["P", row]])
+        if old_head and old_head != node.node_id:
+            node.locator.node_died(old_head)
+            log.node_event(old_head, "DEAD", "the head was restarted")
+        store.put("meta", "head_id", node.node_id)
+        self.node_joined(node.node_id)
 
     # ------------------------------------------------------------ changes
-    def _persist_node(self: Any, node_id: str) -> None:
-        entry = self.members.nodes.get(node_id)
-        if self.head_store is not None and entry is not None:
-            self.head_store.put("nodes", node_id, {"address": entry.address,
-                                                   "total": entry.total})
+    def node_joined(self, node_id: str) -> None:
+        entry = self.node.members.nodes.get(node_id)
+        if self.store is not None and entry is not None:
+            self.store.put("nodes", node_id, {"address": entry.address, "total": entry.total})
 
-    def _persist_node_dead(self: Any, node_id: str) -> None:
-        if self.head_store is None:
+    def node_dead(self, node_id: str) -> None:
+        if self.store is None:
             return
-        self.head_store.delete("nodes", node_id)
-        for pg_id, row in self.event_log.pgs.items():
+        self.store.delete("nodes", node_id)
+        for pg_id, row in self.node.event_stream.log.pgs.items():
             if row["node_id"] == node_id:
-                self.head_store.delete("placement_groups", pg_id)
+                self.store.delete("placement_groups", pg_id)
 
-    def _persist_pgs(self: Any, node_id: str, events: list[list[Any]]) -> None:
-        if self.head_store is None:
+    def pgs_changed(self, node_id: str, events: list[list[Any]]) -> None:
+        """A batch of events from ``node_id`` (its placement group rows are kept)."""
+        if self.store is None:
             return
         for ev in events:
             if ev[0] != "P":
                 continue
             pg_id = ev[1]["placement_group_id"]
             if ev[1]["state"] == "REMOVED":
-                self.head_store.delete("placement_groups", pg_id)
+                self.store.delete("placement_groups", pg_id)
             else:
-                self.head_store.put("placement_groups", pg_id, {**ev[1], "node_id": node_id})
+                self.store.put("placement_groups", pg_id, {**ev[1], "node_id": node_id})
 
-    def _directory_changed(self: Any, entry: DirEntry) -> None:
-        if self.head_store is not None:
-            self.head_store.put("actors", entry.actor_id, entry.row())
+    def directory_changed(self, entry: DirEntry) -> None:
+        if self.store is not None:
+            self.store.put("actors", entry.actor_id, entry.row())
 
-    def _directory_removed(self: Any, entry: DirEntry) -> None:
-        if self.head_store is not None:
-            self.head_store.delete("actors", entry.actor_id)
+    def directory_removed(self, entry: DirEntry) -> None:
+        if self.store is not None:
+            self.store.delete("actors", entry.actor_id)
 
-    def _rejoined(self: Any) -> None:
+    def rejoined(self) -> None:
         """(Node) joined a head again: register what it may not know."""
-        for actor in self.actors.values():
+        node = self.node
+        for actor in node.actors.values():
             if actor.state != "DEAD" and tracked(actor.spec):
-                self.locator.register(actor.id, actor.spec, lambda ok, value: None)
-        self.pending.register_again()
-        for pg in self.placement.pgs.values():
-            self._event_pg(pg)
+                node.locator.register(actor.id, actor.spec, lambda ok, value: None)
+        node.pending.register_again()
+        for pg in node.placement.pgs.values():
+            node.event_stream.pg_changed(pg)
 
-    def _close_persistence(self: Any, clean: bool) -> None:
-        if self.head_store is not None and clean:
-            self.head_store.remove()
+    def close(self, clean: bool) -> None:
+        if self.store is not None and clean:
+            self.store.remove()

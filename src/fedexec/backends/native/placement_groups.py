@@ -127,6 +127,18 @@ class PeerRequests(Relaying, Protocol):
     def peer(self, node_id: str, address: str | None = None) -> Any: ...
 
 
+class PlacementEvents(Protocol):
+    """Where a group's changes are reported (``events.EventStream``)."""
+
+    def pg_changed(self, pg: dict[str, Any], removed: bool = False) -> None: ...
+
+
+class ActorEnding(Protocol):
+    """Ending an actor whose group went (``actors.ActorTable``)."""
+
+    def dead(self, actor: Any, why: str) -> None: ...
+
+
 class PlacementNode(Protocol):
     """What :class:`PlacementGroups` uses of the node manager."""
 
@@ -156,9 +168,11 @@ class PlacementNode(Protocol):
 
     def _send(self, cid: int, msg: list[Any]) -> None: ...
     def _run(self, actions: list[Any]) -> None: ...
-    def _actor_dead(self, actor: Any, why: str) -> None: ...
+    @property
+    def actor_table(self) -> ActorEnding: ...
     def _fail_task(self, task: Any, kind: ErrorKind, message: str) -> None: ...
-    def _event_pg(self, pg: dict[str, Any], removed: bool = False) -> None: ...
+    @property
+    def event_stream(self) -> PlacementEvents: ...
 
 
 class PlacementGroups:
@@ -228,7 +242,7 @@ class PlacementGroups:
                 if isinstance(item, ActorEntry):
                     actor = self.node.actors.get(item.id)
                     if actor is not None:
-                        self.node._actor_dead(actor, why)
+                        self.node.actor_table.dead(actor, why)
                     continue
                 self.node._run(self.node.core.handle(Withdraw(item.id)))
                 task = self.node.tasks.get(item.id)
@@ -258,7 +272,7 @@ class PlacementGroups:
               "nodes": None, "waiters": [(conn.id, self.node._request_id)], "votes": None,
               "tried": 0.0}
         self.pgs[pg_id] = pg
-        self.node._event_pg(pg)
+        self.node.event_stream.pg_changed(pg)
         self._try_place(pg)
         return _DEFER
 
@@ -267,7 +281,7 @@ class PlacementGroups:
         pg = self.pgs.pop(pg_id, None)
         if pg is None:
             return self.release_local(pg_id, removed=True)
-        self.node._event_pg(pg, removed=True)
+        self.node.event_stream.pg_changed(pg, removed=True)
         for cid, req in pg["waiters"]:
             self.node._send(cid, [Op.REPLY, req, True, None])  # never placed: ready() is False
         pg["waiters"] = []
@@ -321,7 +335,7 @@ class PlacementGroups:
         if all(votes.values()):
             pg["nodes"] = pg.pop("plan")
             self._note_reserved(pg)
-            self.node._event_pg(pg)
+            self.node.event_stream.pg_changed(pg)
             for cid, req in pg["waiters"]:
                 self.node._send(cid, [Op.REPLY, req, True, pg["nodes"]])
             pg["waiters"] = []
@@ -360,7 +374,7 @@ class PlacementGroups:
                 alive = {n for n in pg["nodes"].values() if self.node.members.is_alive(n)}
                 self._release_everywhere(pg["id"], alive)
                 pg["nodes"] = None
-                self.node._event_pg(pg)
+                self.node.event_stream.pg_changed(pg)
             if pg["nodes"] is None and pg["votes"] is None and now - pg["tried"] > _RETRY_S:
                 try:
                     self._try_place(pg)
@@ -374,7 +388,7 @@ class PlacementGroups:
         sys.stderr.write(f"fedexec node {self.node.node_id}: dropping placement group "
                          f"{pg['id']}, placing it failed:\n{traceback.format_exc()}")
         self.pgs.pop(pg["id"], None)
-        self.node._event_pg(pg, removed=True)
+        self.node.event_stream.pg_changed(pg, removed=True)
         for cid, req in pg["waiters"]:
             self.node._send(cid, [Op.REPLY, req, False, encode_error(exc)])
         pg["waiters"] = []

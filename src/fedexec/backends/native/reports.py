@@ -20,6 +20,7 @@ from .records import _Actor, _Obj, _Task, _Worker
 if TYPE_CHECKING:
     from .._scheduling import ResourcePool
     from .core.scheduler import LocalScheduler
+    from .events import EventStream
     from .federation import Federation
     from .lease_desk import LeaseDesk
     from .pending_actors import PendingActorsHost
@@ -87,7 +88,8 @@ class ReportsNode(Protocol):
     def ran(self) -> dict[str, int]: ...
 
     def _job_of(self, payload: Any) -> str: ...
-    def _head_rows(self, kind: str) -> list[dict[str, Any]]: ...
+    @property
+    def event_stream(self) -> EventStream: ...
 
 
 class NodeReports:
@@ -189,9 +191,9 @@ class NodeReports:
         if kind == "nodes":
             return self.call_nodes(conn)
         if kind in ("task_counts", "node_events"):
-            return self.node._head_rows(kind)
+            return self.node.event_stream.head_rows(kind)
         if kind == "tasks":
-            return self.node._head_rows(kind) + [{"task_id": t.id, "name": t.name, "state": t.state,
+            return self.node.event_stream.head_rows(kind) + [{"task_id": t.id, "name": t.name, "state": t.state,
                      "job_id": self.node._job_of(t.payload) if not t.actor_id else
                      self.node._job_of([self.node.actors[t.actor_id].spec.get("runtime_env")])
                      if t.actor_id in self.node.actors else "",
@@ -199,7 +201,7 @@ class NodeReports:
                      "worker_pid": self._worker_pid(t)}
                     for t in self.node.tasks.values()] + self.node.leases.rows(self._pid)
         if kind == "actors":
-            return self.node._head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
+            return self.node.event_stream.head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
                      "job_id": self.node._job_of([a.spec.get("runtime_env")]),
                      "namespace": a.namespace, "state": a.state,
                      "pid": a.worker.pid if a.worker is not None else None,
@@ -214,7 +216,7 @@ class NodeReports:
                      "size": o.size, "holders": len(o.holders), "pins": o.pins}
                     for o in self.node.objects.values()]
         if kind == "placement_groups":
-            return self.node._head_rows(kind) + self.node.placement.rows()
+            return self.node.event_stream.head_rows(kind) + self.node.placement.rows()
         if kind == "metrics":
             return self.node.metrics.rows() + [h.row() for h in self.node.latency] + [
                 {"name": "fedexec_tasks_run", "kind": "counter", "tags": {"outcome": k},
