@@ -2,7 +2,9 @@
 monitor looks, how memory is read from a cgroup), then for real: a task that
 allocates until the node passes a threshold set just above the memory in use now
 is killed and fails with OutOfMemoryError (after its retries), and a task beside
-it is left alone. No test allocates more than ~1.2 GiB."""
+it is left alone; so is one a driver sent straight to a worker leased to it
+(leases.py: its worker says the node what it runs). No test allocates more than
+~1.2 GiB."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 import pytest
 
 import fedexec
+from _backend_support import poll_until
 from fedexec.backends.native.memory_monitor import (
     ENV_THRESHOLD,
     Candidate,
@@ -253,12 +256,33 @@ def wait_for(path: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def through_a_lease(ex: fedexec.Executor, leases: bool) -> int:
+    """With ``leases``, wait until this driver's tasks get a leased worker (the
+    node's workers may still be starting): how many it sent to one so far."""
+    if not leases:
+        return 0
+    sent = lambda: ex._backend._leases.sent  # noqa: E731
+    assert poll_until(lambda: ex.get(ex.submit(abs, -1), timeout=60) and sent() > 0,
+                      timeout=60), "no lease was granted"
+    return sent()
+
+
+@pytest.fixture(params=[False, True], ids=["hub", "leased"])
+def leases(request, monkeypatch):
+    """The hog goes through the node manager, or straight to a leased worker."""
+    monkeypatch.setenv("FEDEXEC_TASK_LEASES", "1" if request.param else "0")
+    return request.param
+
+
 @pytest.mark.timeout(120)
-def test_a_task_past_the_threshold_is_killed_with_out_of_memory_error(tmp_path, capfd):
+def test_a_task_past_the_threshold_is_killed_with_out_of_memory_error(tmp_path, capfd, leases):
     threshold = low_threshold()
     with fedexec.Executor("native", num_cpus=2, memory_usage_threshold=threshold,
                           memory_monitor_interval_s=0.1) as ex:
+        sent = through_a_lease(ex, leases)
         ref = ex.options(max_retries=0, name="hog").submit(hog, str(tmp_path), threshold)
+        if leases:  # (sent once its lease is granted)
+            assert poll_until(lambda: ex._backend._leases.sent == sent + 1, timeout=30)
         with pytest.raises(OutOfMemoryError) as info:
             ref.result(timeout=60)
         assert not isinstance(info.value, WorkerCrashedError)
@@ -275,14 +299,17 @@ def test_a_task_past_the_threshold_is_killed_with_out_of_memory_error(tmp_path, 
 
 
 @pytest.mark.timeout(150)
-def test_an_oom_kill_uses_a_retry_and_a_task_beside_it_is_not_harmed(tmp_path, capfd):
+def test_an_oom_kill_uses_a_retry_and_a_task_beside_it_is_not_harmed(tmp_path, capfd, leases):
     stop = str(tmp_path / "stop")
     threshold = low_threshold()
     with fedexec.Executor("native", num_cpus=2, memory_usage_threshold=threshold,
                           memory_monitor_interval_s=0.1) as ex:
+        sent = through_a_lease(ex, leases)
         calm = ex.options(max_retries=0).submit(bystander, str(tmp_path), stop)
         wait_for(str(tmp_path / "bystander-started"))
         ref = ex.options(max_retries=1, name="hog").submit(hog, str(tmp_path), threshold)
+        if leases:  # calm and hog (its retry goes through the node manager)
+            assert poll_until(lambda: ex._backend._leases.sent == sent + 2, timeout=30)
         try:
             with pytest.raises(OutOfMemoryError, match="'hog'"):
                 ref.result(timeout=90)

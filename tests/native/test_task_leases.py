@@ -19,6 +19,7 @@ import pytest
 
 import fedexec
 from _backend_support import poll_until
+from fedexec.backends.native.protocol import Call
 from fedexec.exceptions import TaskCancelledError, WorkerCrashedError
 from fedexec.testing import Cluster
 
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(autouse=True)
 def leases_on(monkeypatch):
-    """Leases are off by default in this slice: these tests turn them on (the node
-    and its workers, started after this, inherit it)."""
+    """Leases are on by default; these tests say so whatever the environment (the
+    node and its workers, started after this, inherit it)."""
     monkeypatch.setenv("FEDEXEC_TASK_LEASES", "1")
 
 T = 60
@@ -128,16 +129,18 @@ def test_ten_thousand_tasks(ex):
     assert leased(ex) > 5000
 
 
-@pytest.mark.parametrize("value", ["0", None])
-def test_the_switch_sends_every_task_through_the_node(monkeypatch, value):
-    if value is None:
-        monkeypatch.delenv("FEDEXEC_TASK_LEASES")  # off by default
-    else:
-        monkeypatch.setenv("FEDEXEC_TASK_LEASES", value)
+def test_the_switch_sends_every_task_through_the_node(monkeypatch):
+    monkeypatch.setenv("FEDEXEC_TASK_LEASES", "0")
     with fedexec.Executor("native", num_cpus=2) as ex:
         assert ex._backend._leases is None
         assert ex.get([ex.submit(plus_one, i) for i in range(100)], timeout=T) == \
             list(range(1, 101))
+
+
+def test_leases_are_on_by_default(monkeypatch):
+    monkeypatch.delenv("FEDEXEC_TASK_LEASES")
+    with fedexec.Executor("native", num_cpus=2) as ex:
+        warm(ex)
 
 
 def test_a_sigkilled_leased_worker_loses_nothing(ex1):
@@ -163,6 +166,32 @@ def test_a_leased_task_with_no_retry_left_fails_as_the_hubs_would(ex1):
     with pytest.raises(WorkerCrashedError):
         ex1.get(ref, timeout=T)
     assert ex1.get(behind, timeout=T) == 7  # not started there: resubmitted untouched
+
+
+def wait_for_file(path: str) -> int:
+    deadline = time.monotonic() + T
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def test_a_running_leased_task_is_listed_and_counted_by_the_node(ex1, tmp_path):
+    warm(ex1)
+    sent = leased(ex1)
+    stop = str(tmp_path / "stop")
+    ref = ex1.options(name="leased-sleeper").submit(wait_for_file, stop)
+    assert poll_until(lambda: ex1._backend.stats()["leased"] == 1, timeout=T)
+    assert leased(ex1) == sent + 1  # it went straight to a leased worker
+    rows = [r for r in ex1._backend._request(Call.LIST, "tasks")
+            if r["name"] == "leased-sleeper"]
+    assert len(rows) == 1 and rows[0]["state"] == "ASSIGNED"  # (as a hub task running)
+    assert rows[0]["task_id"] == ref._id[:-2]
+    open(stop, "w").close()
+    pid = ex1.get(ref, timeout=T)
+    assert rows[0]["worker_pid"] == pid
+    assert poll_until(lambda: ex1._backend.stats()["leased"] == 0, timeout=T)  # it ended
+    assert not [r for r in ex1._backend._request(Call.LIST, "tasks")
+                if r["name"] == "leased-sleeper" and r.get("leased")]
 
 
 def test_cancelling_leased_tasks(ex1):
@@ -226,6 +255,21 @@ def test_big_leased_results_go_through_the_store_and_are_freed(ex):
     assert [len(b) for b in ex.get(refs, timeout=T)] == [300_000 + i for i in range(5)]
     assert ex.get(ex.submit(first_plus_one, [ex.submit(len, refs[0])]), timeout=T) == 300_001
     del refs
+    assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
+
+
+def blob_after(size: int, seconds: float) -> bytes:
+    time.sleep(seconds)
+    return b"x" * size
+
+
+def test_a_big_pending_leased_result_passed_on_and_dropped_is_freed(ex):
+    warm(ex)
+    refs = [ex.submit(blob_after, 300_000 + i, 0.3) for i in range(4)]
+    lens = [ex.submit(len, ref) for ref in refs]  # top-level ref arguments: PROMISE
+    del refs  # dropped before their results come: the node must not hold them again
+    assert ex.get(lens, timeout=T) == [300_000 + i for i in range(4)]
+    del lens
     assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
 
 

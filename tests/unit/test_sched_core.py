@@ -371,12 +371,12 @@ def test_a_lease_goes_to_an_idle_worker_only_when_nothing_waits_and_is_booked():
     acts = core.handle(LeaseRequested(7, {"CPU": 1}, 1))
     assert acts == [LeaseGranted(7, 1, w1)]
     assert core.pool.used["CPU"] == 1 and core.workers[w1].caller == 7
-    assert core.handle(LeaseRequested(8, {"CPU": 2}, 2)) == [LeaseDenied(8, 2)]  # no room
+    assert core.handle(LeaseRequested(8, {"CPU": 2}, 2)) == [LeaseDenied(8, 2, full=True)]
     # A hub task runs on the other worker, never on the caller's.
     core.handle(TaskSubmitted("a", "a", {"CPU": 1}, 0))
     assert _of(core.handle(Tick(1.0)), Dispatch) == [Dispatch(w2, ("a",))]
     core.handle(TaskSubmitted("b", "b", {"CPU": 1}, 0))
-    assert core.handle(LeaseRequested(8, {"CPU": 1}, 3)) == [LeaseDenied(8, 3)]  # b waits
+    assert core.handle(LeaseRequested(8, {"CPU": 1}, 3)) == [LeaseDenied(8, 3, full=True)]
     assert core.handle(Tick(2.0)) == []
     assert core.handle(Pipeline(0)) == [RecallLease(7, w1)]  # b waits: 7 must give back
     assert core.handle(Pipeline(0)) == []  # (once)
@@ -385,6 +385,30 @@ def test_a_lease_goes_to_an_idle_worker_only_when_nothing_waits_and_is_booked():
     core.handle(LeaseReturned(w1, 7))
     assert core.pool.used["CPU"] == 1 and core.workers[w1].state == "IDLE"
     assert _of(core.handle(Tick(3.0)), Dispatch) == [Dispatch(w1, ("b",))]
+
+
+def test_a_lease_denied_for_a_shape_that_fits_says_so():
+    # Two 0.5-CPU tasks on one CPU must be able to run at once: a second lease
+    # denied for want of an idle worker (not of room) is not "full", so the caller
+    # sends its task to the hub instead of queueing it behind its first one.
+    core = _core(cpus=1, pool_size=1)
+    (w1,) = _ready(core)
+    assert core.handle(LeaseRequested(7, {"CPU": 0.5}, 1)) == [LeaseGranted(7, 1, w1)]
+    assert core.handle(LeaseRequested(7, {"CPU": 0.5}, 2)) == [LeaseDenied(7, 2, full=False)]
+    assert core.handle(LeaseRequested(7, {"CPU": 1}, 3)) == [LeaseDenied(7, 3, full=True)]
+    # The hub takes the task: the caller's lease is recalled and a worker started.
+    core.handle(TaskSubmitted("b", "b", {"CPU": 0.5}, 0))
+    acts = core.handle(Pipeline(0))
+    assert RecallLease(7, w1) in acts and _of(acts, SpawnWorker)
+    (w2,) = [a.worker_id for a in _of(acts, SpawnWorker)]
+    core.handle(WorkerReady(w2))
+    assert _of(core.handle(Tick(1.0)), Dispatch) == [Dispatch(w2, ("b",))]
+    assert core.pool.used["CPU"] == 1  # both run at once
+    # Work queued here (a shape that fits) also sends a caller to the hub.
+    core.handle(TaskSubmitted("c", "c", {"CPU": 0}, 0))
+    core.handle(LeaseReturned(w1, 7))
+    core.handle(TaskSubmitted("d", "d", {"CPU": 1}, 0))
+    assert core.handle(LeaseRequested(7, {"CPU": 0.5}, 4)) == [LeaseDenied(7, 4, full=False)]
 
 
 def test_a_leased_worker_that_blocks_lends_its_lease_and_its_death_frees_it():

@@ -11,7 +11,7 @@ Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
 must not lock) and are written, in order, before the next message. Actor calls
 go straight to the actor's worker when they can (``direct.ActorLinks``), still
 registered with the node manager by an ACTOR_CALL naming that worker. With
-``FEDEXEC_TASK_LEASES=1`` (off by default), a driver's tasks without ref arguments
+caller leases (on unless ``FEDEXEC_TASK_LEASES=0``), a driver's tasks without ref arguments
 go straight to a worker leased to it
 (``leases.TaskLeases``: LEASE_EXEC there, LEASE_DONE back, no SUBMIT); their
 results are held here until a ref to one is pickled (``ref_escaping``: PROMISE or
@@ -312,6 +312,9 @@ class NativeBackend(Backend):
             now = time.monotonic()
             if self._leases is not None:
                 self._leases.sweep(now)
+            loop = self.worker_loop
+            if loop is not None and loop.leased:
+                loop.report_running(now)
             if now - last_sweep > 1.0:
                 last_sweep = now
                 self._links.sweep(now)
@@ -721,11 +724,9 @@ class NativeBackend(Backend):
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
         leases = self._leases
-        if leases is not None and strategy is None and in_group is None and not deps \
-                and not contained and options.runtime_env is None \
-                and not any(k.startswith("GPU") for k in demand) \
-                and leases.submit(task_id, return_ids, name, demand, options.max_retries,
-                                  payload):
+        if leases is not None and leases.submit(
+                task_id, return_ids, name, demand, options, payload,
+                plain=strategy is None and in_group is None and not deps and not contained):
             return refs  # straight to a worker leased to us (see leases.py)
         msg = [Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
                contained, payload, strategy]

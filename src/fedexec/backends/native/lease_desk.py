@@ -16,6 +16,18 @@ tasks then never reach this process; what does::
                                             to be referenced elsewhere: a PENDING
                                             object the caller holds; its PUT (the
                                             value or the error) completes it
+    worker ── LEASE_RUNNING ──▶ NM         the leased task it runs (once it ran
+                                            _REPORT_AFTER_S, see worker.py; None when
+                                            it ends): ``running``, which the memory
+                                            monitor (processes.py) and the lists see
+    caller ── REQUEST LEASE_LOST ──▶ NM    its link to a leased worker closed: was
+                                            it killed here (OOM: ``killed``)? then
+                                            its task fails with OutOfMemoryError
+
+State: ``paths`` (worker -> its socket), ``running`` (worker -> the leased task
+it said it runs), ``killed`` (worker -> the error its leased task fails with, kept
+until its caller asks, the newest _MAX_KILLED), ``dropped`` (a driver's DECREFs
+of objects unknown here: a LEASE_PUT they overtook), ``promised``, ``children``.
 
 A caller's connection closing returns its leases and fails its promises
 (``OBJECT_LOST``: nobody will complete them). A task a leased task submits names
@@ -25,7 +37,8 @@ it (SUBMIT's 11th field), so a recursive cancel of that one reaches its children
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .core.events import LeaseDenied, LeaseGranted, LeaseRequested, LeaseReturned, RecallLease
 from .protocol import ErrorKind, Kind, Op
@@ -33,9 +46,21 @@ from .protocol import ErrorKind, Kind, Op
 if TYPE_CHECKING:
     from .node import NodeManager
 
-__all__ = ["LeaseDesk"]
+__all__ = ["LeaseDesk", "LeasedTask"]
 
 _MAX_PARENTS = 10_000
+_MAX_KILLED = 1_000
+_MAX_DROPPED = 10_000
+
+
+class LeasedTask(NamedTuple):
+    """A leased task a worker said it runs (LEASE_RUNNING)."""
+
+    task_id: str
+    name: str
+    retriable: bool  # a retry is left (its caller retries it through the hub)
+    caller: int  # the caller's connection id
+    started: float  # when the node heard of it (monotonic)
 
 
 class LeaseDesk:
@@ -50,10 +75,19 @@ class LeaseDesk:
         #: Tasks submitted by a caller's leased task (unknown here), for a recursive
         #: cancel of it: the newest _MAX_PARENTS such parents.
         self.children: collections.OrderedDict[str, list[str]] = collections.OrderedDict()
+        #: worker id -> the leased task it runs (it said so: LEASE_RUNNING).
+        self.running: dict[str, LeasedTask] = {}
+        #: (caller, obj id) -> True: DECREFs of objects unknown here (see on_put).
+        self.dropped: collections.OrderedDict[tuple[int, str], bool] = \
+            collections.OrderedDict()
+        #: worker id -> [ErrorKind, message]: its leased task's error, it being killed
+        #: here (the memory monitor), until its caller asks (LEASE_LOST).
+        self.killed: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
 
     # ----------------------------------------------------------- requests
     def request(self, conn: Any, demand: dict[str, float], req_id: int) -> Any:
-        """``Call.LEASE``: ``[worker id, path, conn id]`` or None."""
+        """``Call.LEASE``: ``[worker id, path, conn id]``; else ``"full"`` (the demand
+        does not fit now) or None (use the hub), see the core's ``LeaseDenied``."""
         nm = self.nm
         if getattr(conn, "peer", None) is not None or conn.remote or conn.role != "driver" \
                 or len(nm.members.nodes) > 1 or any(k.startswith("GPU") for k in demand):
@@ -67,7 +101,9 @@ class LeaseDesk:
                     nm._dirty = True
                     continue
                 answer = [action.worker_id, path, conn.id]
-            elif not isinstance(action, LeaseDenied):
+            elif isinstance(action, LeaseDenied):
+                answer = "full" if action.full else None
+            else:
                 nm._run([action])
         return answer
 
@@ -78,15 +114,22 @@ class LeaseDesk:
 
     def on_return(self, conn: Any, msg: list[Any]) -> None:
         """LEASE_RETURN [op, worker_id]."""
+        task = self.running.get(msg[1])
+        if task is not None and task.caller == conn.id:
+            del self.running[msg[1]]
         self.nm._run(self.nm.core.handle(LeaseReturned(msg[1], conn.id)))
         self.nm._dirty = True
 
     def caller_gone(self, cid: int) -> None:
         """A caller's connection closed: its leases go back, its promises fail."""
         nm = self.nm
+        for wid in [w for w, t in self.running.items() if t.caller == cid]:
+            del self.running[wid]
         for wid in nm.core.caller_leases(cid):
             nm._run(nm.core.handle(LeaseReturned(wid, cid)))
             nm._dirty = True
+        for key in [k for k in self.dropped if k[0] == cid]:
+            del self.dropped[key]
         for oid in self.promised.pop(cid, ()):
             obj = nm.objects.get(oid)
             if obj is not None and not obj.ready:
@@ -132,18 +175,30 @@ class LeaseDesk:
             if r[1] == Kind.SHM:
                 nm.store.seal(r[0])
                 conn.creating.discard(r[0])
-            if caller is None or caller.worker is not None:  # the caller is gone
+            obj = nm.objects.get(r[0])
+            if caller is None or caller.worker is not None or \
+                    (obj is None and self.dropped.pop((cid, r[0]), False)):
+                # the caller is gone, or it dropped its ref already (its DECREF
+                # overtook this message: another connection)
                 if r[1] == Kind.SHM:
                     nm.store.free(r[0])
                 continue
-            obj = nm.objects.get(r[0])
-            if obj is None or obj.ready:
+            if obj is not None and not obj.ready:  # promised: held as PROMISE said, if
+                self.fulfilled(cid, r[0])           # not dropped since
+            else:
                 obj = nm._new_object(r[0], None)
                 nm.objects[r[0]] = obj
-            obj.holders.add(cid)
-            caller.held.add(r[0])
-            self.fulfilled(cid, r[0])
+                obj.holders.add(cid)
+                caller.held.add(r[0])
             nm._set_object(obj, r)
+
+    def decref_unknown(self, cid: int, oid: str) -> None:
+        """A driver dropped ``oid``, unknown here: a leased task's result whose
+        LEASE_PUT its DECREF overtook? Remembered (the newest _MAX_DROPPED), so that
+        LEASE_PUT does not make the caller hold it again."""
+        self.dropped[(cid, oid)] = True
+        while len(self.dropped) > _MAX_DROPPED:
+            self.dropped.popitem(last=False)
 
     def worker_hello(self, worker_id: str, info: dict[str, Any]) -> None:
         path = info.get("listen")
@@ -152,3 +207,39 @@ class LeaseDesk:
 
     def worker_gone(self, worker_id: str) -> None:
         self.paths.pop(worker_id, None)
+        self.running.pop(worker_id, None)
+
+    # ------------------------------------------------ what leased workers run
+    def on_running(self, conn: Any, msg: list[Any]) -> None:
+        """LEASE_RUNNING [op, task_id | None, name, retriable, caller] from a worker."""
+        worker = conn.worker
+        if worker is None:
+            return
+        _, task_id, name, retriable, caller = msg
+        if task_id is None:
+            self.running.pop(worker.id, None)
+        elif self.nm.core.workers.get(worker.id) is not None and \
+                self.nm.core.workers[worker.id].caller == caller:
+            self.running[worker.id] = LeasedTask(task_id, name, bool(retriable), caller,
+                                                 time.monotonic())
+
+    def oom_killed(self, worker_id: str, kind: ErrorKind, message: str) -> LeasedTask | None:
+        """The memory monitor kills ``worker_id``: if it runs a leased task, keep the
+        error that task fails with for its caller (LEASE_LOST) and return it."""
+        task = self.running.get(worker_id)
+        if task is not None:
+            self.killed[worker_id] = [kind, message]
+            while len(self.killed) > _MAX_KILLED:
+                self.killed.popitem(last=False)
+        return task
+
+    def lost(self, worker_id: str) -> list[Any] | None:
+        """``Call.LEASE_LOST``: why a leased worker died if it was killed here."""
+        return self.killed.pop(worker_id, None)
+
+    def rows(self, pid_of: Any) -> list[dict[str, Any]]:
+        """A row per leased task running (for ``list tasks``; ASSIGNED, as a hub
+        task that runs)."""
+        return [{"task_id": t.task_id, "name": t.name, "state": "ASSIGNED", "job_id": "",
+                 "actor_id": "", "leased": True, "worker_pid": pid_of(wid)}
+                for wid, t in self.running.items()]

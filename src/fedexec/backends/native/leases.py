@@ -12,7 +12,7 @@ Data flow (driver C, node manager NM, worker W leased to C for one resource shap
     C ── LEASE_RETURN ──▶ NM   idle for _GRACE_S, recalled (LEASE_RECALL: work
                                waits there), or closing
 
-Eligible tasks (``client.submit`` decides): no ref arguments (top level or inside),
+Eligible tasks (``TaskLeases.submit`` decides): no ref arguments (top level or inside),
 the DEFAULT strategy, no placement group, no runtime_env of their own, no GPUs,
 from a driver whose store is this node's. Others go through the hub as before;
 so do a shape's tasks while the NM denies it a lease (for _DENIED_S), and the
@@ -35,14 +35,22 @@ the tasks queued behind it back here (LEASE_HANDBACK): they go to the hub.
 Cancelling: one queued here is withdrawn; one sent is revoked or interrupted on
 the worker (LEASE_REVOKE / LEASE_CANCEL; force kills it, as the hub does).
 
-Not yet (why the switch is off by default): the memory monitor does not see a
-leased worker's task (the node does not know it: no OOM kill, no
-``OutOfMemoryError``); the node's task list, counts and metrics do not include
-leased tasks; tasks with ref arguments (a chain) still go through the hub; a
-nested submit from a worker always does. Known wrong with it on (one conformance test): a
-denied lease for a shape that fits but finds no idle worker spawns none, and the
-caller pipelines onto its one lease (two 0.5-CPU tasks that must meet on a 1-CPU
-node wait for each other forever).
+Denials. The NM says why (the core's ``LeaseDenied.full``): the demand does not
+fit now ("full"): with a long queue here, the tasks are pipelined onto our leases
+(as the hub would: it could not start them sooner); else (it fits but no worker
+is idle, or work waits there) what no lease of ours takes now goes to the hub,
+which starts a worker for it: never queued behind a task of ours it may have to
+meet (two 0.5-CPU tasks that meet on a 1-CPU node).
+
+What the node sees. A leased worker says which task it runs once that ran
+20 ms (LEASE_RUNNING, see worker.py): the memory monitor may kill it (the caller
+asks why its link closed, LEASE_LOST, and the task fails with
+``OutOfMemoryError`` once no retry is left), and it is listed (``list tasks``,
+ASSIGNED) and counted (STATS ``leased``) as running. Shorter ones are not seen.
+
+Not yet: tasks with ref arguments (a chain) still go through the hub; a nested
+submit from a worker always does; leased tasks are not in the head's event log
+(ended tasks, ``task_counts``) nor in the ``fedexec_tasks_run`` metric.
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
 ``Poller`` thread (the links) and the flusher (idle sweep) share one lock; nothing
@@ -66,6 +74,7 @@ from .protocol import Call, ErrorKind, Kind, Op
 if TYPE_CHECKING:
     import socket
 
+    from ...options import TaskOptions
     from .client import NativeBackend
 
 __all__ = ["TaskLeases", "leases_enabled"]
@@ -80,10 +89,10 @@ _PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it com
 
 
 def leases_enabled() -> bool:
-    """The switch, off by default in this first slice (see "Not yet" above):
-    ``FEDEXEC_TASK_LEASES=1`` turns caller leases on (in the driver, and in the
-    node's workers, which then listen for callers)."""
-    return os.environ.get("FEDEXEC_TASK_LEASES", "0") == "1"
+    """The switch, on by default: ``FEDEXEC_TASK_LEASES=0`` turns caller leases off
+    (in a driver: its tasks all go through the node manager; in a node, read when
+    it starts: its workers do not listen for callers, so no driver gets a lease)."""
+    return os.environ.get("FEDEXEC_TASK_LEASES", "1") != "0"
 
 
 class _Item:
@@ -123,7 +132,7 @@ class _Lease:
 
 
 class _Shape:
-    __slots__ = ("asking", "demand", "denied_until", "leases", "queue")
+    __slots__ = ("asking", "demand", "denied_until", "full", "leases", "queue")
 
     def __init__(self, demand: dict[str, float]):
         self.demand = demand
@@ -131,12 +140,22 @@ class _Shape:
         self.leases: list[_Lease] = []
         self.asking = False
         self.denied_until = 0.0
+        self.full = False  # the last denial said the demand does not fit on the node
+
+    def denied(self) -> bool:
+        """Denied (or recalled) lately: a task that finds no lease free goes to
+        the hub, unless the node is full (then it may queue onto our leases)."""
+        return time.monotonic() < self.denied_until and not self.asking
+
+    def room(self) -> bool:
+        """A lease of ours takes a task now."""
+        return any(not x.sent and not x.recalled and x.channel is not None for x in self.leases)
 
 
 class _After:
     """What to do once the lock is released: sends, completions, hub submits."""
 
-    __slots__ = ("channels", "done", "nm", "returns", "started")
+    __slots__ = ("channels", "done", "keep", "nm", "returns", "started")
 
     def __init__(self) -> None:
         self.started: list[str] = []  # result ids of tasks now first on their worker
@@ -144,6 +163,7 @@ class _After:
         self.channels: set[Channel] = set()
         self.done: list[list[Any]] = []  # result entries to complete refs with
         self.returns: list[_Lease] = []
+        self.keep: list[Any] = []  # refs alive until the messages above are queued
 
 
 class TaskLeases:
@@ -161,9 +181,14 @@ class TaskLeases:
         self.sent = 0
 
     # ------------------------------------------------------------ submit
-    def submit(self, task_id: str, return_ids: list[str], name: str,
-               demand: dict[str, float], max_retries: int, payload: list[Any]) -> bool:
-        """Take a task (True), or leave it to the hub (False)."""
+    def submit(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
+               options: TaskOptions, payload: list[Any], plain: bool) -> bool:
+        """Take a task (True), or leave it to the hub (False): only eligible ones
+        (see the module docstring; ``plain``: no ref arguments, the DEFAULT
+        strategy, no placement group)."""
+        if not plain or options.runtime_env is not None or \
+                any(k.startswith("GPU") for k in demand):
+            return False
         key = tuple(sorted(demand.items()))
         after = _After()
         with self._lock:
@@ -172,10 +197,9 @@ class TaskLeases:
             shape = self._shapes.get(key)
             if shape is None:
                 shape = self._shapes[key] = _Shape(demand)
-            if not shape.leases and not shape.asking and \
-                    time.monotonic() < shape.denied_until:
+            if shape.denied() and (not shape.leases or (not shape.full and not shape.room())):
                 return False
-            item = _Item(task_id, return_ids, name, demand, max_retries, payload)
+            item = _Item(task_id, return_ids, name, demand, options.max_retries, payload)
             item.shape = shape
             self._items[task_id] = item
             for rid in return_ids:
@@ -196,7 +220,7 @@ class TaskLeases:
         if not queue:
             return
         depth = _INFLIGHT if len(shape.leases) >= _MAX_LEASES or \
-            time.monotonic() < shape.denied_until else 1
+            (shape.full and time.monotonic() < shape.denied_until) else 1
         for lease in shape.leases:
             channel = lease.channel
             if not queue:
@@ -228,8 +252,9 @@ class TaskLeases:
                                      lambda ok, value: self._answered(shape, ok, value))
 
     def _answered(self, shape: _Shape, ok: bool, value: Any) -> None:
-        """The NM's answer (on its reader thread): dial the worker, or use the hub."""
-        if ok and value:
+        """The NM's answer (on its reader thread): dial the worker, or use the hub
+        (or, the node being full, queue onto our leases)."""
+        if ok and isinstance(value, list):
             worker_id, path, caller = value
             lease = _Lease(worker_id, caller, shape)
 
@@ -240,18 +265,26 @@ class TaskLeases:
                 return
             self._linked(lease, None)
             return
-        self._denied(shape)
+        self._denied(shape, full=ok and value == "full")
 
-    def _denied(self, shape: _Shape) -> None:
+    def _denied(self, shape: _Shape, full: bool = False) -> None:
+        """No lease now. The node full (``full``) and a long queue here: pipeline
+        onto the leases we have (the hub could not start these sooner). Else (no idle worker, or work
+        waits there) what no lease of ours takes now goes to the hub, which starts
+        a worker for it: queued behind a task of ours, it might wait for a task it
+        has to meet."""
         after = _After()
         with self._lock:
             shape.asking = False
             shape.denied_until = time.monotonic() + _DENIED_S
-            if not shape.leases:
+            # (as the hub pipelines: only a long queue, a short one may start sooner
+            # there, when another task's CPU frees)
+            shape.full = full and bool(shape.leases) and \
+                len(shape.queue) >= 2 * len(shape.leases)
+            self._fill(shape, after)
+            if not shape.full:
                 self._to_hub(list(shape.queue), after)
                 shape.queue.clear()
-            else:  # the node is full: pipeline onto the leases we have
-                self._fill(shape, after)
         self._finish(after)
 
     def _linked(self, lease: _Lease, sock: socket.socket | None) -> Channel | None:
@@ -355,18 +388,15 @@ class TaskLeases:
             lease.sent.clear()
             unanswered = [item.task_id for item in items]
             hub: list[_Item] = []
+            ask: _Item | None = None
             for i, item in enumerate(items):
-                if item.forced or (i == 0 and item.max_retries == 0):
+                if item.forced:
                     self._items.pop(item.task_id, None)
-                    if item.forced:
-                        kind, why = ErrorKind.CANCELLED, f"task {item.name!r} was cancelled " \
-                            "(its worker was killed)"
-                    else:
-                        kind, why = ErrorKind.WORKER_CRASHED, (
-                            f"the worker running task {item.name!r} died and max_retries "
-                            "is exhausted")
-                    self._settle([[rid, Kind.FAILED, kind, why] for rid in item.return_ids],
-                                 after)
+                    self._failed(item, ErrorKind.CANCELLED, f"task {item.name!r} was "
+                                 "cancelled (its worker was killed)", after)
+                    continue
+                if i == 0 and item.max_retries == 0:
+                    ask = item  # it fails: as what, the NM says (it may have killed it)
                     continue
                 if i == 0 and item.max_retries > 0:
                     item.max_retries -= 1
@@ -380,20 +410,59 @@ class TaskLeases:
                 lease.returned = True
                 after.nm.append([Op.LEASE_RETURN, lease.worker_id])
         self._finish(after)
+        if ask is not None:
+            self._ask_why(lease, ask)
         for task_id in unanswered:
             fut = self._revokes.pop(task_id, None)
             if fut is not None:
                 fut.set_result(False)
 
+    def _ask_why(self, lease: _Lease, item: _Item) -> None:
+        """``item`` ran on ``lease``'s worker, which died, and has no retry left: it
+        fails with OutOfMemoryError if the node's memory monitor killed the worker
+        (LEASE_LOST says), else with WorkerCrashedError."""
+        def answered(ok: bool, value: Any) -> None:
+            if ok and value:  # (its message names the task: the worker said it ran it)
+                kind, why = ErrorKind(value[0]), str(value[1])
+            else:
+                kind, why = ErrorKind.WORKER_CRASHED, (
+                    f"the worker running task {item.name!r} died and max_retries is "
+                    "exhausted")
+            after = _After()
+            with self._lock:
+                if self._items.pop(item.task_id, None) is None:
+                    return  # (answered meanwhile: the backend closed)
+                self._failed(item, kind, why, after)
+            self._finish(after)
+
+        if self._backend._channel.closed:
+            answered(False, None)
+        else:
+            self._backend._request_later(Call.LEASE_LOST, [lease.worker_id], answered)
+
+    def _failed(self, item: _Item, kind: ErrorKind, why: str, after: _After) -> None:
+        self._settle([[rid, Kind.FAILED, kind, why] for rid in item.return_ids], after)
+
     def _to_hub(self, items: list[_Item], after: _After) -> None:
-        """Send tasks through the hub (lock held): the NM knows their results now."""
-        local = self._local
+        """Send tasks through the hub (lock held): the NM knows their results now,
+        held by us (SUBMIT). A ref of ours dropped already (its DECREF, if any,
+        went before): DECREF it after the SUBMIT; one alive is kept alive until
+        the SUBMIT is queued (its DECREF comes after)."""
+        local, refs = self._local, self._backend._refs
         for item in items:
             self._items.pop(item.task_id, None)
             item.lease = None
+            gone = []
             for rid in item.return_ids:
                 local.pop(rid, None)
+                ref = refs.get(rid)
+                if ref is None:
+                    gone.append(rid)
+                else:
+                    after.keep.append(ref)
             after.nm.append(item.submit_msg())
+            if gone:
+                after.nm.append([Op.DECREF, gone])
 
     def _retire(self, lease: _Lease, after: _After) -> None:
         lease.returned = True
@@ -441,6 +510,7 @@ class TaskLeases:
                     if lease.worker_id == worker_id:
                         lease.recalled = True
                         shape.denied_until = time.monotonic() + _DENIED_S
+                        shape.full = False
                         if not lease.sent:
                             self._retire(lease, after)
                         if not any(not x.recalled for x in shape.leases):

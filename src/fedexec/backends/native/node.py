@@ -14,10 +14,11 @@ loop), which is also what lets it ``fork`` workers safely::
                                                              └──────────────┘
      driver ═══LEASE_EXEC══▶ leased worker ═══LEASE_DONE═══▶ driver   (not through here:
      driver ─REQUEST LEASE / LEASE_RETURN / PROMISE─▶ NM      see leases.py and
-     NM ─LEASE_RECALL─▶ driver;  leased worker ─LEASE_PUT─▶ NM  lease_desk.py)
+     NM ─LEASE_RECALL─▶ driver;  leased worker ─LEASE_PUT / LEASE_RUNNING─▶ NM
+                                                              lease_desk.py)
      driver ═══DIRECT_CALL══▶ actor worker ═══DIRECT_REPLY══▶ driver  (see direct.py)
 
-With ``FEDEXEC_TASK_LEASES=1`` (off by default), a driver's eligible tasks go to a
+With caller leases (on unless ``FEDEXEC_TASK_LEASES=0``), a driver's eligible tasks go to a
 worker the core leased to it (``LeaseRequested``)
 and their results come straight back: this process sees only the lease, the
 results it must hold (in the store, or holding refs: LEASE_PUT) and the results
@@ -800,6 +801,8 @@ class NodeManager:
             if obj is not None:
                 obj.holders.discard(conn.id)
                 self._maybe_free(obj)
+            elif conn.role == "driver":
+                self.leases.decref_unknown(conn.id, oid)
 
     def _on_subscribe(self, conn: _Conn, msg: list[Any]) -> None:
         lost = msg[2] if len(msg) > 2 else None  # a peer lost its copy on that node
@@ -898,6 +901,7 @@ class NodeManager:
         Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
         Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
         Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
+        Op.LEASE_RUNNING: lambda self, conn, msg: self.leases.on_running(conn, msg),
     }
 
     # --------------------------------------------------------------- objects
@@ -1255,6 +1259,7 @@ class NodeManager:
         Call.LEASE: lambda self, conn, demand: self.leases.request(conn, demand,
                                                                    self._request_id),
         Call.CANCEL_QUEUED: _call_cancel_queued,
+        Call.LEASE_LOST: lambda self, conn, worker_id: self.leases.lost(worker_id),
     }
 
     # -------------------------------------------------------------- shutdown

@@ -29,6 +29,7 @@ from .records import _Actor, _Conn, _Task, _Worker
 
 if TYPE_CHECKING:
     from .core.scheduler import LocalScheduler
+    from .lease_desk import LeaseDesk
 
 __all__ = ["ProcessesNode", "WorkerProcesses"]
 
@@ -64,6 +65,8 @@ class ProcessesNode(Protocol):
     def listeners(self) -> list[socket.socket]: ...
     @property
     def memory(self) -> MemoryMonitor: ...
+    @property
+    def leases(self) -> LeaseDesk: ...
     @property
     def _wake_r(self) -> int: ...
     @property
@@ -190,6 +193,11 @@ class WorkerProcesses:
                 a = self.node.actors[actor_id]
                 out.append(Candidate(w.id, w.pid, a.id, a.name or a.spec.get("class_name", ""),
                                      a.started, False, actor=True))
+        for worker_id, leased in self.node.leases.running.items():  # (see lease_desk.py)
+            w = self.node.workers.get(worker_id)
+            if w is not None:
+                out.append(Candidate(w.id, w.pid, leased.task_id, leased.name, leased.started,
+                                     leased.retriable))
         return out
 
     def _oom_kill(self, kill: Kill) -> None:
@@ -199,9 +207,14 @@ class WorkerProcesses:
         if worker is None or worker.pid != kill.victim.pid or worker.slot.state == "DEAD":
             return
         message = kill.describe(worker_rss(worker.pid))
+        error = (ErrorKind.OUT_OF_MEMORY, f"{message} No retries were left (max_retries).")
+        leased = self.node.leases.oom_killed(worker.id, *error)  # its caller asks why
         self.kill(worker)
         task = self.node.core.running_task(worker.id)
-        if task is None:
+        if leased is not None:
+            outcome = "retrying the task (max_retries)" if leased.retriable else \
+                "failing the task with OutOfMemoryError"
+        elif task is None:
             outcome = "its in-flight calls fail; it restarts if max_restarts allows"
         elif task.retries_left == 0:
             outcome = "failing the task with OutOfMemoryError"
@@ -211,6 +224,4 @@ class WorkerProcesses:
                          f"{worker.pid}, {outcome}: {message}\n")
         # Now, not when it is reaped: its connection is closed, so nothing it still
         # sends counts, and a task with retries left goes back to the queue.
-        self.node._worker_died(worker, "it was killed by the memory monitor: " + message,
-                          (ErrorKind.OUT_OF_MEMORY,
-                           f"{message} No retries were left (max_retries)."))
+        self.node._worker_died(worker, "it was killed by the memory monitor: " + message, error)

@@ -152,6 +152,9 @@ class Op(enum.IntEnum):
     LEASE_HANDBACK = 81  # [op, [task_id...]]         worker -> caller: not started (blocked)
     PROMISE = 82         # [op, [obj_id...]]  caller -> NM: results of its leased tasks,
                          #  pending, now referenced elsewhere; a PUT completes each
+    LEASE_RUNNING = 83   # [op, task_id | None, name, retriable, caller's conn id]  worker
+                         #  -> NM: the leased task it runs (said once it ran a while;
+                         #  None once it ended), for the memory monitor and the lists
 
 
 class Kind(enum.IntEnum):
@@ -208,7 +211,10 @@ class Call(enum.IntEnum):
     ACTOR_GONE = 32        # [actor_id] -> bool   (dead for good: its name is free)
     LOCATE_ACTOR = 33      # [actor_id] -> node_id | None
     LEASE = 35             # [demand] -> [worker id, socket path, caller's connection id] |
-                           #  None: a worker for this caller's tasks (see leases.py)
+                           #  "full" (denied: the demand does not fit now) | None (denied:
+                           #  use the hub): a worker for this caller's tasks (see leases.py)
+    LEASE_LOST = 36        # [worker_id] -> [ErrorKind, message] | None: why a leased
+                           #  worker the caller lost died, if the node killed it (OOM)
     ACTOR_ADDRESS = 34     # [actor_id] -> [worker id, socket path] | None | False (dead): where a caller on
                            #  this node may send the actor's calls directly (see direct.py)
 
@@ -222,7 +228,7 @@ ROLES: dict[str, frozenset[int]] = {
     "driver": _CLIENT_OPS,
     "worker": _CLIENT_OPS | {Op.TASK_DONE, Op.BLOCKED, Op.UNBLOCKED, Op.HANDBACK,
                              Op.ACTOR_READY, Op.ACTOR_FAILED, Op.DIRECT_DONE,
-                             Op.LEASE_PUT},
+                             Op.LEASE_PUT, Op.LEASE_RUNNING},
     "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
                        Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
                        Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .core.scheduler import LocalScheduler
     from .events import EventStream
     from .federation import Federation
+    from .lease_desk import LeaseDesk
     from .pending_actors import PendingActorsHost
     from .placement_groups import PlacementGroups
     from .store import StoreManager
@@ -57,6 +58,8 @@ class ReportsNode(Protocol):
     def objects(self) -> dict[str, _Obj]: ...
     @property
     def tasks(self) -> dict[str, _Task]: ...
+    @property
+    def leases(self) -> LeaseDesk: ...
     @property
     def actors(self) -> dict[str, _Actor]: ...
     @property
@@ -122,11 +125,13 @@ class NodeReports:
 
     def call_stats(self, conn: Any) -> dict[str, Any]:
         """This node's counters (``tasks`` includes ``forwarded``: tasks it owns that
-        run on another node, which that node counts too)."""
+        run on another node, which that node counts too; and ``leased``: leased tasks
+        that said they run here, see lease_desk.py)."""
         return {
             "node_id": self.node.node_id,
             "objects": len(self.node.objects),
-            "tasks": len(self.node.tasks),
+            "tasks": len(self.node.tasks) + len(self.node.leases.running),
+            "leased": len(self.node.leases.running),
             "forwarded": sum(1 for t in self.node.tasks.values() if t.state == "FORWARDED"),
             "actors": sum(1 for a in self.node.actors.values() if a.state != "DEAD"),
             "workers": {w.id: [w.pid, w.slot.state] for w in self.node.workers.values()},
@@ -194,7 +199,7 @@ class NodeReports:
                      if t.actor_id in self.node.actors else "",
                      "actor_id": t.actor_id or "",
                      "worker_pid": self._worker_pid(t)}
-                    for t in self.node.tasks.values()]
+                    for t in self.node.tasks.values()] + self.node.leases.rows(self._pid)
         if kind == "actors":
             return self.node.event_stream.head_rows(kind) + [{"actor_id": a.id, "class": a.spec.get("class_name"), "name": a.name or "",
                      "job_id": self.node._job_of([a.spec.get("runtime_env")]),
@@ -226,6 +231,10 @@ class NodeReports:
         return {"node_id": self.node.node_id, "store_dir": self.node.config["store_dir"],
                 "pid": os.getpid(), "address": self.node.tcp_address, "socket": self.node.socket_path,
                 "started": self.node.started, "head_id": self.node.head_id}
+
+    def _pid(self, worker_id: str) -> int | None:
+        worker = self.node.workers.get(worker_id)
+        return worker.pid if worker is not None else None
 
     def _worker_pid(self, task: _Task) -> int | None:
         """The pid of the worker ``task`` was given to (None: none)."""

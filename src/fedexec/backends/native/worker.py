@@ -9,9 +9,12 @@ loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
 worker also listens for callers on its node (``direct.CallListener``): their
 DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
 (DIRECT_DONE) and then back to its caller (DIRECT_REPLY). Every worker listens
-there (``FEDEXEC_TASK_LEASES`` on): a driver it is leased to sends LEASE_EXEC,
+there (unless ``FEDEXEC_TASK_LEASES=0``): a driver it is leased to sends LEASE_EXEC,
 queued as EXECUTE messages are; the answer goes back to that driver (LEASE_DONE),
 after a LEASE_PUT to the node manager for results it must hold (see leases.py).
+A leased task that runs a while is said to the node manager (LEASE_RUNNING, from
+the client's flusher thread: ``report_running``), so its memory monitor and its
+lists see it.
 
 Task messages::
 
@@ -36,6 +39,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -56,6 +60,8 @@ from .leases import leases_enabled
 from .protocol import ErrorKind, Kind, Op
 
 __all__ = ["main_from_fork"]
+
+_REPORT_AFTER_S = 0.02  # a leased task running this long is said to the node manager
 
 
 class WorkerLoop:
@@ -86,6 +92,11 @@ class WorkerLoop:
         #: Leased tasks (see leases.py) not answered yet: task id -> (the caller's
         #: link, the caller's connection id at the node manager).
         self.leased: dict[str, tuple[Channel, int]] = {}
+        #: The message of the task running now and since when (monotonic).
+        self.running: list[Any] | None = None
+        self.since = 0.0
+        #: The leased task the node manager was told we run (LEASE_RUNNING).
+        self.reported: str | None = None
 
     # --------------------------------------------------------- reader thread
     def on_message(self, msg: list[Any]) -> None:
@@ -170,6 +181,7 @@ class WorkerLoop:
                     self.cv.wait()
                 msg = self.queue.popleft()
                 self.current = msg[1]
+                self.running, self.since = msg, time.monotonic()
             try:
                 op = msg[0]
                 if op == Op.EXECUTE:
@@ -241,12 +253,33 @@ class WorkerLoop:
             elif backend._outboxes.send_later(link, reply):
                 backend._wake_flusher.set()
 
+    def report_running(self, now: float) -> None:
+        """Tell the node manager the leased task we run once it ran a while
+        (_REPORT_AFTER_S; the client's flusher, every turn): its memory monitor
+        and its lists see it (see lease_desk.py). Short ones cost it nothing."""
+        with self.cv:
+            task_id, msg = self.current, self.running
+            lease = self.leased.get(task_id) if task_id is not None else None
+            if lease is None or msg is None or msg[1] != task_id or \
+                    task_id == self.reported or now - self.since < _REPORT_AFTER_S:
+                return
+            self.reported = task_id
+            # (queued under the lock: a LEASE_RUNNING None for it comes after it)
+            self.backend._channel.send_later([Op.LEASE_RUNNING, task_id, msg[5],
+                                              msg[3][6] != 0, lease[1]])
+        self.backend._wake_flusher.set()
+
     def _lease_done(self, task_id: str, results: list[list[Any]], link: Channel,
                     caller: int) -> None:
         """A leased task ended: results the node manager must know first (in the
         store, or holding refs) go there for the caller (LEASE_PUT), then every
         result goes to the caller (LEASE_DONE)."""
         backend = self.backend
+        with self.cv:
+            if self.reported == task_id:  # it was said to run: it ends
+                self.reported = None
+                if backend._channel.send_later([Op.LEASE_RUNNING, None, "", False, caller]):
+                    backend._wake_flusher.set()
         first = [r for r in results if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4])]
         if first:
             backend._send([Op.LEASE_PUT, caller, first])

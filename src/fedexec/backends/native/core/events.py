@@ -319,10 +319,15 @@ class LeaseGranted:
 
 @dataclass(frozen=True, slots=True)
 class LeaseDenied:
-    """Tell ``caller`` no worker is free for it now (it uses the hub)."""
+    """Tell ``caller`` no worker is free for it now. ``full``: the demand does not
+    fit in what is free (the caller may queue more onto the leases it holds: the
+    hub could not start them sooner); else it fits but no idle worker is there, or
+    work already waits here: the caller's tasks go to the hub (which starts a
+    worker for them), never behind a task of its own they may have to meet."""
 
     caller: int
     request_id: int
+    full: bool = False
 
 
 @dataclass(frozen=True, slots=True)

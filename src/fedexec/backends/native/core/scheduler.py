@@ -28,7 +28,9 @@ Caller leases (a caller's tasks go straight to a worker, see direct.py)::
 
     LeaseRequested(caller, demand) ──▶ an idle worker, the demand fits, nothing
                          queued: LEASED to the caller (``caller``; booked as any
-                         lease) ─▶ LeaseGranted; else LeaseDenied (it uses the hub)
+                         lease) ─▶ LeaseGranted; else LeaseDenied, ``full`` if
+                         the demand does not fit (the caller may pipeline onto its
+                         leases), else (no idle worker, work queued) it uses the hub
     Pipeline, work queued ──▶ RecallLease (once per lease): the caller returns it
     LeaseReturned ──▶ the worker idles again (its caller's tasks never pass here)
 
@@ -461,7 +463,9 @@ class LocalScheduler:
         return acts
 
     def _lease_requested(self, e: LeaseRequested) -> list[Action]:
-        if len(self.queue) or not self.idle or not self.pool.fits(dict(e.demand)):
+        if not self.pool.fits(dict(e.demand)):
+            return [LeaseDenied(e.caller, e.request_id, full=True)]
+        if len(self.queue) or not self.idle:
             return [LeaseDenied(e.caller, e.request_id)]
         w = self.idle.popleft()
         w.state = "LEASED"
