@@ -117,6 +117,28 @@ def test_pbt_bottom_trial_exploits_the_top_one(native_or_local_ex, tmp_path):
     assert bad.metrics["score"] > 1.0  # far above what lr=0.001 alone reaches in 20 steps
 
 
+def _reports_without_checkpoints(config):
+    with open(config["starts"], "a") as f:
+        f.write("start\n")
+    for i in range(1, 7):
+        tune.report({"score": config["lr"] * i})
+
+
+def test_async_pbt_lets_a_function_trainable_without_checkpoints_run_on(native_or_local_ex,
+                                                                      tmp_path):
+    # one trial at a time: pausing one that reported no checkpoint would start it
+    # over from its first step at every perturbation point
+    cpus = native_or_local_ex.cluster_resources()["CPU"]
+    starts = tmp_path / "starts"
+    pbt = PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=2,
+                                  quantile_fraction=0.5, hyperparam_mutations={"lr": [0.5]})
+    space = {"lr": tune.grid_search([1.0, 0.001]), "starts": str(starts)}
+    results = fit(native_or_local_ex, tmp_path, space, pbt,
+                  trainable=tune.with_resources(_reports_without_checkpoints, {"cpu": cpus}))
+    assert iterations(results) == [6, 6] and results.num_errors == 0
+    assert starts.read_text().count("start") == 2  # each ran once, never started over
+
+
 def test_synchronous_pbt_ranks_the_whole_population_at_each_point(native_or_local_ex,
                                                                   tmp_path):
     # 4 trials on 2 slots: each pauses at the sync point until all are there; then

@@ -11,8 +11,9 @@ value moved to a neighbouring entry).
 
 Asynchronous (the default): each trial is ranked on its own, at its own
 perturbation points; one that reaches a point while other trials wait to run
-(PENDING or PAUSED) pauses, so a population larger than the cluster takes turns
-(the trial behind in ``time_attr`` runs next). Synchronous (``synch=True``): a
+(PENDING or PAUSED) pauses if it can resume where it was (a class trainable, or a
+function trainable that reported a checkpoint), so a population larger than the
+cluster takes turns (the trial behind in ``time_attr`` runs next). Synchronous (``synch=True``): a
 trial that reaches the next perturbation point pauses until every unfinished trial
 has reached it; then the population is ranked once, the bottom exploits the top
 (the pause checkpoints), and all run on to the next point.
@@ -102,6 +103,14 @@ def _perturb(value: float, factor: float, domain: Domain | None) -> float:
     return round(out) if isinstance(value, int) and not isinstance(value, bool) else out
 
 
+def _resumable(controller: Any, trial: Any) -> bool:
+    """Whether a paused ``trial`` resumes where it was: a class trainable saves when
+    it pauses; a function trainable only from the checkpoints it reported (without
+    one it would start over at every pause and never get past the first point)."""
+    spec = getattr(controller, "spec", None)
+    return getattr(spec, "kind", "class") == "class" or trial.latest_checkpoint is not None
+
+
 class PopulationBasedTraining(TrialScheduler):
     """Population Based Training.
 
@@ -180,7 +189,8 @@ class PopulationBasedTraining(TrialScheduler):
             return TrialScheduler.NOOP
         waiting = any(other.status in ("PENDING", "PAUSED") for other in controller.get_trials()
                       if other is not trial)
-        return TrialScheduler.PAUSE if waiting else TrialScheduler.CONTINUE
+        return TrialScheduler.PAUSE if waiting and _resumable(controller, trial) \
+            else TrialScheduler.CONTINUE
 
     def _missing_attrs(self, result: dict[str, Any]) -> None:
         missing = [k for k in (self._time_attr, self._metric or "") if result.get(k) is None]
