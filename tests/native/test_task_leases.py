@@ -180,10 +180,15 @@ def test_a_running_leased_task_is_listed_and_counted_by_the_node(ex1, tmp_path):
     sent = leased(ex1)
     stop = str(tmp_path / "stop")
     ref = ex1.options(name="leased-sleeper").submit(wait_for_file, stop)
-    assert poll_until(lambda: ex1._backend.stats()["leased"] == 1, timeout=T)
+
+    def listed():
+        return [r for r in ex1._backend._request(Call.LIST, "tasks")
+                if r["name"] == "leased-sleeper"]
+
+    assert poll_until(listed, timeout=T), ex1._backend._request(Call.LIST, "tasks")
+    assert ex1._backend.stats()["leased"] == 1
     assert leased(ex1) == sent + 1  # it went straight to a leased worker
-    rows = [r for r in ex1._backend._request(Call.LIST, "tasks")
-            if r["name"] == "leased-sleeper"]
+    rows = listed()
     assert len(rows) == 1 and rows[0]["state"] == "ASSIGNED"  # (as a hub task running)
     assert rows[0]["task_id"] == ref._id[:-2]
     open(stop, "w").close()
