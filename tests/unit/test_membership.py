@@ -64,6 +64,27 @@ def test_a_replica_fed_by_rows_reports_deaths_and_tracks_shape_changes():
     assert replica.shape_version > v
 
 
+def test_a_replica_never_takes_a_row_older_than_a_report_it_got_directly():
+    """A node tells the peers that forwarded it work what it has free (``report``,
+    FWD_SEEN); a row from the head built from an earlier heartbeat (a lower beat)
+    must not bring back the room that work took."""
+    head = table()
+    replica = Membership()
+    head.heartbeat("a", {"CPU": 4.0}, 0, now=1.0, beat=10)
+    stale = head.changes_since(0)
+    replica.report("a", 11, {"CPU": 3.0}, 0)  # unknown node: nothing to update
+    replica.apply(stale)
+    replica.report("a", 11, {"CPU": 3.0}, 0)  # "a" took the actor we sent it
+    replica.apply(stale)  # the head's older row comes late
+    assert replica.nodes["a"].available == {"CPU": 3.0}
+    head.heartbeat("a", {"CPU": 2.0}, 1, now=2.0, beat=12)
+    replica.apply(head.changes_since(0))
+    assert replica.nodes["a"].available == {"CPU": 2.0} and replica.nodes["a"].queued == 1
+    assert not head.heartbeat("z", {}, 0, now=2.0, beat=1)
+    head.report("a", 11, {"CPU": 4.0}, 0)  # out of order: ignored
+    assert head.nodes["a"].available == {"CPU": 2.0}
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["join", "beat", "dead", "apply"]),
                           st.sampled_from(["a", "b", "c"]),

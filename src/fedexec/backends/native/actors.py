@@ -288,6 +288,7 @@ class ActorTable:
         name, namespace = spec.get("name"), spec.get("namespace") or "default"
         if isinstance(conn, _Peer):
             self.node.federation.adopt(conn, deps + contained)
+            self.node.federation.took(conn)
         if name is not None:
             found = self.named.get((namespace, name), "")
             existing = self.actors.get(found)

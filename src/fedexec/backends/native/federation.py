@@ -37,6 +37,15 @@ Rules that keep reference counting exact across nodes:
   its results come back; if they stay on the other node and retries remain, the
   task is kept as *lineage* so a lost result can be rebuilt by running it again.
 
+Forwarded work: a task forwarded to a peer, or an actor created there, counts
+against the peer's CPUs here (``_Peer.sent``) until the peer says it took it in:
+each report tick it tells every node that forwarded it work (FWD_SEEN) how many
+forwards it took and what it has free as of that report (``Membership.report``,
+numbered by ``beat``: an older row from the head never undoes it). Then a burst
+of actors placed one after another does not pick the same node twice, whichever
+report comes first. A forward never acknowledged (a message lost with its link)
+stops counting after ``_FORWARD_TTL_S``.
+
 Cluster-wide state (``fedexec status`` / ``fedexec list``): the node a client asks
 sends the same STATS or LIST request to every other node over the peer links and
 answers with each node's reply (GATHER); a dead node, or one silent for the
@@ -108,6 +117,8 @@ if TYPE_CHECKING:
     from .store import StoreManager
 
 __all__ = ["Federation", "FederationNode"]
+
+_FORWARD_TTL_S = 10.0
 
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
 _GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node
@@ -242,6 +253,7 @@ class Federation:
         self._sent_version: dict[str, int] = {}
         self._spread = 0
         self._last_tick = 0.0
+        self._beat = 0  # the number of our last report (see "Forwarded work")
         self.spill_due = False
         self._fits_nowhere: dict[frozenset[tuple[str, float]], int] = {}  # shape -> version
         # Nodes a replaced head did not list yet, each with the time it must by.
@@ -544,9 +556,17 @@ class Federation:
         for peer in self.peers.values():
             if peer.out and peer.link is None:
                 self.node._pending_out.add(peer)  # try the link again: messages wait for it
+        self._beat = beat = max(self._beat + 1, time.time_ns())
+        available, queued = self.node.core.free(), self.node.core.queued()
+        for peer in self.peers.values():
+            if peer.taken != peer.taken_told:
+                peer.taken_told = peer.taken
+                self.node._send(peer.id, [Op.FWD_SEEN, peer.taken, beat, available, queued])
+            if peer.forwards and peer.forwards[0][2] < now - _FORWARD_TTL_S:
+                self._settle_forwards(peer, 0)
         if self.is_head:
-            self.members.heartbeat(self.node.node_id, self.node.pool.available(), self.node.core.queued(),
-                                   now, self.node.pool.total)
+            self.members.heartbeat(self.node.node_id, available, queued, now,
+                                   self.node.pool.total, beat)
             for node_id in self.members.expire(now, exempt=self.node.node_id):
                 self._node_dead(node_id, f"it missed heartbeats for "
                                          f"{self.members.timeout:g} s")
@@ -556,8 +576,7 @@ class Federation:
         if head is None or head.link is None:
             self._rejoin(now)
             return
-        self.node._send(head.id, [Op.HEARTBEAT, self.node.pool.available(), self.node.core.queued(),
-                             self.node.pool.total])
+        self.node._send(head.id, [Op.HEARTBEAT, available, queued, self.node.pool.total, beat])
 
     def _broadcast_view(self) -> None:
         """Send each node the rows that changed since it last heard (one pass over
@@ -584,10 +603,11 @@ class Federation:
         if not isinstance(conn, _Peer) or not self.is_head:
             return
         total = msg[3] if len(msg) > 3 else None
-        if not self.members.heartbeat(conn.node_id, msg[1], msg[2], time.monotonic(), total):
+        beat = msg[4] if len(msg) > 4 else 0
+        if not self.members.heartbeat(conn.node_id, msg[1], msg[2], time.monotonic(), total,
+                                      beat):
             self.node._send(conn.id, [Op.NODE_DEAD, conn.node_id, "declared dead earlier"])
             return
-        conn.sent = 0.0  # its report counts what we sent it so far
         if self.node.core.queued():
             self.node._dirty = self.spill_due = True
 
@@ -596,10 +616,8 @@ class Federation:
         for row in rows:
             self._unconfirmed.pop(row[0], None)
             peer = self.peers.get(row[0])
-            if peer is not None:
-                peer.sent = 0.0
-                if row[1]:
-                    peer.address = row[1]
+            if peer is not None and row[1]:
+                peer.address = row[1]
         for node_id in died:
             if node_id == self.node.node_id:
                 self._declared_dead("the head declared this node dead")
@@ -921,9 +939,7 @@ class Federation:
                 self.node._pin(oid)
         entry["node"] = peer.node_id
         self.node.remote_actors[actor_id] = entry
-        # Counted against the peer until its next report, as a forwarded task is:
-        # actors placed in a burst must not all pick the node that had room once.
-        peer.sent += spec["demand_create"].get("CPU", 0.0)
+        self.charge(peer, spec["demand_create"])
 
         def done(ok: bool, value: Any) -> None:
             if not ok or not isinstance(value, list):
@@ -996,6 +1012,37 @@ class Federation:
         task.node = peer.id
         self.node._send(peer.id, [Op.ACTOR_CALL, task.actor_id, task.id, task.return_ids,
                              task.name, task.deps, task.contained, task.payload])
+
+    # ------------------------------------------------------- forwarded work
+    def charge(self, peer: _Peer, demand: Mapping[str, float]) -> None:
+        """Work forwarded to ``peer`` (a SUBMIT or a CREATE_ACTOR): its CPUs count
+        against it until it says it took it in (see "Forwarded work" above)."""
+        cpu = demand.get("CPU", 0.0)
+        peer.forwarded += 1
+        peer.forwards.append((peer.forwarded, cpu, time.monotonic()))
+        peer.sent += cpu
+
+    def took(self, peer: _Peer) -> None:
+        """Work forwarded here by ``peer`` came (it charged it: ``charge``)."""
+        peer.taken += 1
+
+    def _on_fwd_seen(self, conn: Any, msg: list[Any]) -> None:
+        """A peer took in the first ``taken`` forwards of ours; what it has free as
+        of report ``beat``."""
+        if not isinstance(conn, _Peer):
+            return
+        _, taken, beat, available, queued = msg
+        self.members.report(conn.node_id, beat, available, queued)
+        self._settle_forwards(conn, taken)
+
+    def _settle_forwards(self, peer: _Peer, taken: int) -> None:
+        forwards, stale = peer.forwards, time.monotonic() - _FORWARD_TTL_S
+        if forwards and (forwards[0][0] <= taken or forwards[0][2] < stale):
+            while forwards and (forwards[0][0] <= taken or forwards[0][2] < stale):
+                peer.sent -= forwards.popleft()[1]
+            if not forwards:
+                peer.sent = 0.0  # (no float drift)
+            self.node._dirty = self.spill_due = True
 
     def _feasible_on(self, entry: Any, demand: dict[str, float]) -> bool:
         return fits(demand, entry.total)
@@ -1070,7 +1117,7 @@ class Federation:
         task.state = "FORWARDED"
         task.node = peer.id
         self.transfers["forwarded_tasks"] += 1
-        peer.sent += task.demand.get("CPU", 0.0)
+        self.charge(peer, task.demand)
         self.node._send(peer.id, [Op.SUBMIT, task.id, task.return_ids, task.name, task.demand,
                              task.retries_left, task.deps, task.contained, task.payload,
                              "LOCAL"])
@@ -1189,6 +1236,7 @@ class Federation:
     #: The ops it handles (from other nodes), dispatched by the node's ``op_table``.
     OPS: dict[int, Callable[[Federation, Any, list[Any]], None]] = {
         Op.HEARTBEAT: _on_heartbeat,
+        Op.FWD_SEEN: _on_fwd_seen,
         Op.VIEW: _on_view,
         Op.NODE_DEAD: _on_node_dead,
         Op.WELCOME: _on_welcome,

@@ -9,7 +9,12 @@ per tick, whatever its size. Other nodes keep a replica fed by ``apply(rows)``.
 
 Row (the wire form)::
 
-    [node_id, address, total, available, alive, queued]
+    [node_id, address, total, available, alive, queued, beat]
+
+``beat`` numbers a node's reports (it counts up): a replica never takes a row older
+than what it holds, which the node may also have told it directly (``report``: a
+node tells the peers that forwarded it work what it has free once it took that
+work in, so their view of it is never older than their own forwards).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ __all__ = ["Membership", "NodeEntry"]
 class NodeEntry:
     """One node as the cluster sees it."""
 
-    __slots__ = ("address", "alive", "available", "last_seen", "node_id", "queued", "total",
-                 "version")
+    __slots__ = ("address", "alive", "available", "beat", "last_seen", "node_id", "queued",
+                 "total", "version")
 
     def __init__(self, node_id: str, address: str, total: dict[str, float]):
         self.node_id = node_id
@@ -35,10 +40,11 @@ class NodeEntry:
         self.queued = 0
         self.last_seen = 0.0
         self.version = 0
+        self.beat = 0  # the number of the report ``available`` and ``queued`` come from
 
     def row(self) -> list[Any]:
         return [self.node_id, self.address, self.total, self.available, self.alive,
-                self.queued]
+                self.queued, self.beat]
 
 
 class Membership:
@@ -72,22 +78,33 @@ class Membership:
         return entry
 
     def heartbeat(self, node_id: str, available: dict[str, float], queued: int,
-                  now: float, total: dict[str, float] | None = None) -> bool:
-        """Record a node's report (``total`` changes with placement groups); False
-        if the node is unknown or already dead (it must join again)."""
+                  now: float, total: dict[str, float] | None = None, beat: int = 0) -> bool:
+        """Record a node's report (``total`` changes with placement groups; ``beat``
+        its number); False if the node is unknown or already dead (it must join
+        again)."""
         entry = self.nodes.get(node_id)
         if entry is None or not entry.alive:
             return False
         entry.last_seen = now
-        if entry.available != available or entry.queued != queued or (
-                total is not None and total != entry.total):
+        if total is not None and total != entry.total:
+            entry.total = dict(total)
+            self.shape_version += 1
+            self._touch(entry)
+        self.report(node_id, beat, available, queued)
+        return True
+
+    def report(self, node_id: str, beat: int, available: dict[str, float], queued: int
+               ) -> None:
+        """What a node has free as of its report ``beat``; ignored when older than
+        what this table holds (a beat of 0: unnumbered, always taken)."""
+        entry = self.nodes.get(node_id)
+        if entry is None or (beat and beat < entry.beat):
+            return
+        entry.beat = max(entry.beat, beat)
+        if entry.available != available or entry.queued != queued:
             entry.available = dict(available)
             entry.queued = queued
-            if total is not None and total != entry.total:
-                entry.total = dict(total)
-                self.shape_version += 1
             self._touch(entry)
-        return True
 
     def expire(self, now: float, exempt: str | None = None) -> list[str]:
         """Declare dead every node silent for longer than ``timeout``; their ids."""
@@ -116,7 +133,7 @@ class Membership:
     def apply(self, rows: Iterable[list[Any]]) -> list[str]:
         """Take rows from the head (a replica); the ids of nodes that died."""
         died = []
-        for node_id, address, total, available, alive, queued in rows:
+        for node_id, address, total, available, alive, queued, *beat in rows:
             entry = self.nodes.get(node_id)
             if entry is None:
                 entry = self.nodes[node_id] = NodeEntry(node_id, address, total)
@@ -125,8 +142,10 @@ class Membership:
                 died.append(node_id)
             if entry.alive != bool(alive) or entry.total != total:
                 self.shape_version += 1
-            entry.address, entry.total, entry.available = address, dict(total), dict(available)
-            entry.alive, entry.queued = bool(alive), queued
+            entry.address, entry.total, entry.alive = address, dict(total), bool(alive)
+            if not beat or beat[0] >= entry.beat:  # never older than a direct report
+                entry.available, entry.queued = dict(available), queued
+                entry.beat = max(entry.beat, beat[0] if beat else 0)
             self._touch(entry)
         return died
 

@@ -190,8 +190,9 @@ class _Actor:
 class _Peer:
     """Another node, as a logical client of this one (see the module docstring)."""
 
-    __slots__ = ("address", "creating", "dial", "dial_at", "down", "held", "id", "link",
-                 "node_id", "out", "pid", "role", "sent", "worker")
+    __slots__ = ("address", "creating", "dial", "dial_at", "down", "forwarded", "forwards",
+                 "held", "id", "link", "node_id", "out", "pid", "role", "sent", "taken",
+                 "taken_told", "worker")
 
     def __init__(self, vcid: int, node_id: str, address: str):
         self.id = vcid
@@ -204,7 +205,14 @@ class _Peer:
         self.role = "node"
         self.worker = None
         self.pid = 0
-        self.sent = 0.0     # CPUs forwarded there (tasks, actors) since its last report
+        # Work forwarded there (tasks, actors) that its reports may not count yet
+        # (see federation.py, "Forwarded work"): [number, CPUs, when] each, their CPUs
+        # summed in ``sent``; ``forwarded`` numbers them.
+        self.forwards: collections.deque[tuple[int, float, float]] = collections.deque()
+        self.forwarded = 0
+        self.sent = 0.0
+        self.taken = 0       # work it forwarded here, counted as it comes
+        self.taken_told = 0  # ... up to which we told it we count it (FWD_SEEN)
         self.down = 0.0     # when a connection attempt last failed
         self.dial: _Conn | None = None  # the link being opened (handshake in flight)
         self.dial_at = 0.0
