@@ -113,13 +113,22 @@ def ex1():  # one CPU: one worker, so one lease at a time
 
 
 def test_tasks_go_to_a_leased_worker_in_order(ex1, tmp_path):
-    warm(ex1)
-    path = str(tmp_path / "order")
-    refs = [ex1.submit(append, path, i) for i in range(2000)]
-    assert ex1.get(refs, timeout=T) == list(range(2000))
-    with open(path) as f:
-        assert [int(x) for x in f] == list(range(2000))  # one worker: in order
-    assert leased(ex1) > 1000
+    """On one worker, in order, however they went. Whether they pipeline onto our
+    lease depends on timing: the node says "full" to our second request, and only a
+    queue already long by then pipelines (a short one goes to the hub, which then
+    recalls the lease; see leases.py, "Denials"). So up to three rounds, each in
+    order, until one went mostly through the lease."""
+    for round_ in range(3):
+        warm(ex1)
+        before = leased(ex1)
+        path = str(tmp_path / f"order{round_}")
+        refs = [ex1.submit(append, path, i) for i in range(2000)]
+        assert ex1.get(refs, timeout=T) == list(range(2000))
+        with open(path) as f:
+            assert [int(x) for x in f] == list(range(2000))  # one worker: in order
+        if leased(ex1) - before > 1000:
+            return
+    pytest.fail(f"three rounds of 2000 tasks, none mostly leased ({leased(ex1)} in all)")
 
 
 def test_ten_thousand_tasks(ex):
@@ -155,11 +164,11 @@ def test_a_sigkilled_leased_worker_loses_nothing(ex1):
     assert {p for _, p in results[5:]} - {pid}  # the rest ran on another worker
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug of the opt-in leases (fails ~2 runs in 5): the task queued behind the "
-    "killed leased one sometimes fails with WorkerCrashedError naming it as the task "
-    "that worker ran, instead of being resubmitted untouched; see issue 17's note"))
 def test_a_leased_task_with_no_retry_left_fails_as_the_hubs_would(ex1):
+    """(The caller returns a lease whose link closed as broken: the node kills that
+    worker and never gives it work again. Returned as idle, the task behind, sent
+    to the hub meanwhile, could go to it before the node saw it die, and fail as
+    the task it ran.)"""
     warm(ex1)
     ref = ex1.options(max_retries=0).submit(nap, 30)
     behind = ex1.options(max_retries=0).submit(ident, 7)
@@ -347,3 +356,70 @@ def test_two_drivers_at_once(tmp_path):
                 other.kill()
                 other.wait()
         assert other.returncode == 0 and out.startswith("OK")
+
+
+def test_tasks_waiting_for_our_lease_are_demand_the_node_reports(ex1):
+    """Pipelined onto our lease on a full node, or queued here, they are still
+    demand: STATS counts them in ``queued_shapes`` (the autoscaler's input), and
+    the count goes back to nothing once they ran."""
+    warm(ex1)
+    refs = [ex1.submit(later, i, 0.02) for i in range(60)]
+
+    def queued() -> int:
+        stats = ex1._backend.stats()
+        return sum(n for d, n in stats["queued_shapes"] if d.get("CPU") == 1.0)
+
+    assert poll_until(lambda: queued() >= 10, timeout=T), ex1._backend.stats()["queued_shapes"]
+    assert ex1.get(refs, timeout=T) == list(range(60))
+    assert poll_until(lambda: queued() == 0, timeout=T)
+
+
+def node_after(seconds: float) -> str:
+    time.sleep(seconds)
+    return fedexec.get_runtime_context().node_id
+
+
+def test_a_node_joining_recalls_leases_and_the_waiting_tasks_go_to_it():
+    """Leases are lent only on a node alone in its cluster. Once another node joins,
+    they are recalled and the leased workers hand back what they had not started:
+    the tasks that waited behind ours run on the new node too."""
+    with Cluster(head_num_cpus=1) as c:
+        with fedexec.Executor(address=c.address) as ex:
+            warm(ex)
+            before = leased(ex)
+            refs = [ex.submit(node_after, 0.25) for _ in range(16)]
+            assert poll_until(lambda: leased(ex) - before >= 4, timeout=T)  # pipelined
+            node = c.add_node(num_cpus=2)
+            ran_on = ex.get(refs, timeout=T)
+            assert node.node_id in ran_on, ran_on
+            assert len(ran_on) == 16
+
+
+def test_leased_tasks_are_logged_and_counted_as_the_hubs_are():
+    """Their workers say which ended (LEASE_ENDED, batched): the head's event log
+    lists and counts them, and ``fedexec_tasks_run`` counts them by outcome."""
+    from fedexec.backends.native import state
+
+    def run_counts(ex) -> dict[str, float]:
+        return {r["tags"]["outcome"]: r["value"] for r in ex._backend._request(Call.LIST, "metrics")
+                if r["name"] == "fedexec_tasks_run"}
+
+    with Cluster(head_num_cpus=1) as c, fedexec.Executor(address=c.address) as ex:
+        warm(ex)
+        before, sent = run_counts(ex), leased(ex)
+        for i in range(50):  # one at a time: each goes to our idle lease
+            assert ex.get(ex.submit(plus_one, i), timeout=T) == i + 1
+        with pytest.raises(KeyError):
+            ex.get(ex.options(max_retries=0).submit(boom), timeout=T)
+        assert leased(ex) - sent == 51
+
+        def counted() -> dict[tuple[str, str], int]:
+            rows = state.list_state("task_counts", c.address, c.token)
+            return {(r["name"], r["state"]): r["count"] for r in rows}
+
+        assert poll_until(lambda: counted().get(("plus_one", "FINISHED")) == 50, timeout=T), \
+            counted()
+        assert poll_until(lambda: counted().get(("boom", "FAILED")) == 1, timeout=T)
+        after = run_counts(ex)
+        assert after["FINISHED"] - before.get("FINISHED", 0) >= 50
+        assert after["FAILED"] - before.get("FAILED", 0) == 1

@@ -30,6 +30,7 @@ from fedexec.backends.native.core.events import (
     LeaseGranted,
     LeaseRequested,
     LeaseReturned,
+    LeasesRecalled,
     Pipeline,
     RecallLease,
     Reply,
@@ -385,6 +386,19 @@ def test_a_lease_goes_to_an_idle_worker_only_when_nothing_waits_and_is_booked():
     core.handle(LeaseReturned(w1, 7))
     assert core.pool.used["CPU"] == 1 and core.workers[w1].state == "IDLE"
     assert _of(core.handle(Tick(3.0)), Dispatch) == [Dispatch(w1, ("b",))]
+
+
+def test_every_lease_is_recalled_once_when_the_node_has_company():
+    core = _core(cpus=2)
+    w1, w2 = _ready(core)
+    core.handle(LeaseRequested(7, {"CPU": 1}, 1))
+    core.handle(LeaseRequested(8, {"CPU": 1}, 2))
+    assert sorted(core.handle(LeasesRecalled()), key=lambda a: a.caller) == [
+        RecallLease(7, w1), RecallLease(8, w2)]
+    assert core.handle(LeasesRecalled()) == []  # (once)
+    assert core.handle(Pipeline(0)) == []
+    core.handle(LeaseReturned(w1, 7))
+    assert core.pool.used["CPU"] == 1 and core.workers[w1].state == "IDLE"
 
 
 def test_a_lease_denied_for_a_shape_that_fits_says_so():

@@ -313,7 +313,7 @@ class NativeBackend(Backend):
             if self._leases is not None:
                 self._leases.sweep(now)
             loop = self.worker_loop
-            if loop is not None and loop.leased:
+            if loop is not None and (loop.leased or loop.ended):
                 loop.report_running(now)
             if now - last_sweep > 1.0:
                 last_sweep = now

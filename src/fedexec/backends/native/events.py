@@ -199,9 +199,15 @@ class EventStream:
         else:
             job = node._job_of(task.payload)
         worker = node.workers.get(task.worker or "")  # (the core's worker id; None: none)
-        pid = worker.pid if worker is not None else None
-        self._add(["T", task.id, task.name, "FAILED" if failed else "FINISHED", job,
-                   task.actor_id or "", pid, time.time()])
+        self.task_row(task.id, task.name, failed, job, task.actor_id or "",
+                      worker.pid if worker is not None else None)
+
+    def task_row(self, task_id: str, name: str, failed: bool, job: str, actor_id: str,
+                 pid: int | None) -> None:
+        """A task ended here: its row for the head's log (a leased one's too, as its
+        worker said: ``LeaseDesk.on_ended``)."""
+        self._add(["T", task_id, name, "FAILED" if failed else "FINISHED", job, actor_id,
+                   pid, time.time()])
 
     def actor_changed(self, actor: Any) -> None:
         """An actor changed state."""

@@ -8,7 +8,8 @@ tasks then never reach this process; what does::
 
     caller ── REQUEST LEASE ──▶ NM ──REPLY [worker, path, cid]──▶ caller
     NM ── LEASE_RECALL ──▶ caller          (the core's RecallLease: work waits)
-    caller ── LEASE_RETURN ──▶ NM          (idle, recalled, or closing)
+    caller ── LEASE_RETURN ──▶ NM          (idle, recalled, or closing; or
+                                            its link closed: the worker is killed)
     worker ── LEASE_PUT [cid, results] ──▶ NM   results the caller will hold that the
                                                  NM must know first: in the store
                                                  (SHM), or holding refs (pinned)
@@ -20,13 +21,20 @@ tasks then never reach this process; what does::
                                             _REPORT_AFTER_S, see worker.py; None when
                                             it ends): ``running``, which the memory
                                             monitor (processes.py) and the lists see
+    worker ── LEASE_ENDED ──▶ NM           leased tasks that ended (batched): the
+                                            event log and ``fedexec_tasks_run``
+    caller ── LEASE_BACKLOG ──▶ NM         its tasks waiting for its leases, per
+                                            shape (``backlog``): counted as queued
+                                            here (STATS ``queued_shapes``, the
+                                            autoscaler's demand, the reports)
     caller ── REQUEST LEASE_LOST ──▶ NM    its link to a leased worker closed: was
                                             it killed here (OOM: ``killed``)? then
                                             its task fails with OutOfMemoryError
 
 State: ``paths`` (worker -> its socket), ``running`` (worker -> the leased task
 it said it runs), ``killed`` (worker -> the error its leased task fails with, kept
-until its caller asks, the newest _MAX_KILLED), ``dropped`` (a driver's DECREFs
+until its caller asks, the newest _MAX_KILLED), ``backlog`` (caller -> its last
+LEASE_BACKLOG), ``dropped`` (a driver's DECREFs
 of objects unknown here: a LEASE_PUT they overtook), ``promised``, ``children``.
 
 A caller's connection closing returns its leases and fails its promises
@@ -40,7 +48,14 @@ import collections
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .core.events import LeaseDenied, LeaseGranted, LeaseRequested, LeaseReturned, RecallLease
+from .core.events import (
+    LeaseDenied,
+    LeaseGranted,
+    LeaseRequested,
+    LeaseReturned,
+    LeasesRecalled,
+    RecallLease,
+)
 from .protocol import ErrorKind, Kind, Op
 
 if TYPE_CHECKING:
@@ -83,6 +98,8 @@ class LeaseDesk:
         #: worker id -> [ErrorKind, message]: its leased task's error, it being killed
         #: here (the memory monitor), until its caller asks (LEASE_LOST).
         self.killed: collections.OrderedDict[str, list[Any]] = collections.OrderedDict()
+        self.backlog: dict[int, list[list[Any]]] = {}  # caller -> [[demand, count]...]
+        self.lent = False  # a lease was granted since the last ``not_alone``
 
     # ----------------------------------------------------------- requests
     def request(self, conn: Any, demand: dict[str, float], req_id: int) -> Any:
@@ -101,11 +118,19 @@ class LeaseDesk:
                     nm._dirty = True
                     continue
                 answer = [action.worker_id, path, conn.id]
+                self.lent = True
             elif isinstance(action, LeaseDenied):
                 answer = "full" if action.full else None
             else:
                 nm._run([action])
         return answer
+
+    def not_alone(self) -> None:
+        """The node has company now: every lease is recalled (its caller hands back
+        what waits there and returns it), so that work can go to other nodes; no
+        new one is granted while it has (``request``)."""
+        self.lent = False
+        self.nm._run(self.nm.core.handle(LeasesRecalled()))
 
     def recall(self, a: RecallLease) -> None:
         """Execute the core's :class:`RecallLease`."""
@@ -113,16 +138,47 @@ class LeaseDesk:
             self.nm._send(a.caller, [Op.LEASE_RECALL, a.worker_id])
 
     def on_return(self, conn: Any, msg: list[Any]) -> None:
-        """LEASE_RETURN [op, worker_id]."""
-        task = self.running.get(msg[1])
+        """LEASE_RETURN [op, worker_id, broken]. ``broken``: the caller's link to
+        the worker closed (or never opened), so it is dead or lost to us whatever
+        this loop has seen of it so far: it is killed, never lent or given work
+        again (its death, seen here as any worker's, frees what it held). Made
+        idle instead, a task could go to a worker this loop had not seen die yet."""
+        worker_id = msg[1]
+        task = self.running.get(worker_id)
         if task is not None and task.caller == conn.id:
-            del self.running[msg[1]]
-        self.nm._run(self.nm.core.handle(LeaseReturned(msg[1], conn.id)))
-        self.nm._dirty = True
+            del self.running[worker_id]
+        nm = self.nm
+        if len(msg) > 2 and msg[2]:
+            worker = nm.workers.get(worker_id)
+            if worker is not None and worker_id in nm.core.caller_leases(conn.id):
+                nm.processes.kill(worker)
+            return
+        nm._run(nm.core.handle(LeaseReturned(worker_id, conn.id)))
+        nm._dirty = True
+
+    def on_backlog(self, conn: Any, msg: list[Any]) -> None:
+        """LEASE_BACKLOG [op, [[demand, count]...]]: the caller's last word replaces
+        its earlier one (an empty list: none)."""
+        rows = [[dict(d), int(n)] for d, n in msg[1] if int(n) > 0]
+        if rows:
+            self.backlog[conn.id] = rows
+        else:
+            self.backlog.pop(conn.id, None)
+
+    def queued_shapes(self) -> list[tuple[dict[str, float], int]]:
+        """The callers' backlogs, summed per shape: tasks that wait for a worker here
+        as the queued ones do, on their caller's side."""
+        sums: dict[tuple[tuple[str, float], ...], int] = {}
+        for rows in self.backlog.values():
+            for demand, n in rows:
+                key = tuple(sorted(demand.items()))
+                sums[key] = sums.get(key, 0) + n
+        return [(dict(k), n) for k, n in sums.items()]
 
     def caller_gone(self, cid: int) -> None:
         """A caller's connection closed: its leases go back, its promises fail."""
         nm = self.nm
+        self.backlog.pop(cid, None)
         for wid in [w for w, t in self.running.items() if t.caller == cid]:
             del self.running[wid]
         for wid in nm.core.caller_leases(cid):
@@ -222,6 +278,17 @@ class LeaseDesk:
                 self.nm.core.workers[worker.id].caller == caller:
             self.running[worker.id] = LeasedTask(task_id, name, bool(retriable), caller,
                                                  time.monotonic())
+
+    def on_ended(self, conn: Any, msg: list[Any]) -> None:
+        """LEASE_ENDED [op, [[task_id, name, failed, job_id]...]] from a worker: leased
+        tasks that ended there, counted and logged as the hub's are."""
+        worker = conn.worker
+        pid = worker.pid if worker is not None else None
+        nm = self.nm
+        for task_id, name, failed, job in msg[1]:
+            nm.ran["FAILED" if failed else "FINISHED"] += 1
+            nm.event_stream.task_row(task_id, name, bool(failed),
+                                     job or str(nm.config.get("job_id", "")), "", pid)
 
     def oom_killed(self, worker_id: str, kind: ErrorKind, message: str) -> LeasedTask | None:
         """The memory monitor kills ``worker_id``: if it runs a leased task, keep the

@@ -10,7 +10,8 @@ Data flow (driver C, node manager NM, worker W leased to C for one resource shap
     W ── LEASE_PUT (only results in the store or holding refs) ──▶ NM
     W ── LEASE_DONE, many (batched) ────────────────────────────────▶ C
     C ── LEASE_RETURN ──▶ NM   idle for _GRACE_S, recalled (LEASE_RECALL: work
-                               waits there), or closing
+                               waits there), or closing; "broken" when the link
+                               closed (the NM kills the worker, never reuses it)
 
 Eligible tasks (``TaskLeases.submit`` decides): no ref arguments (top level or inside),
 the DEFAULT strategy, no placement group, no runtime_env of their own, no GPUs,
@@ -31,7 +32,10 @@ Failures. The worker dying (its link closes): the task it ran is resubmitted via
 the hub while ``max_retries`` allows, else fails as the hub's would
 (``WorkerCrashedError``); the tasks behind it are resubmitted untouched. A worker
 blocked in ``get`` lends its CPU (BLOCKED to the NM, as for any task) and hands
-the tasks queued behind it back here (LEASE_HANDBACK): they go to the hub.
+the tasks queued behind it back here (LEASE_HANDBACK): they go to the hub; so
+does a recalled lease's worker, asked (LEASE_YIELD). The NM recalls every lease
+when work waits there, and once the node is no longer alone in its cluster
+(leases are lent only then): the tasks waiting behind ours may go to other nodes.
 Cancelling: one queued here is withdrawn; one sent is revoked or interrupted on
 the worker (LEASE_REVOKE / LEASE_CANCEL; force kills it, as the hub does).
 
@@ -48,14 +52,17 @@ asks why its link closed, LEASE_LOST, and the task fails with
 ``OutOfMemoryError`` once no retry is left), and it is listed (``list tasks``,
 ASSIGNED) and counted (STATS ``leased``) as running. Shorter ones are not seen.
 
-Not yet, and why the switch is off by default: the tasks pipelined onto a
-caller's leases on a full node are hidden from the node (an autoscaler sees no
-demand for them, and a single-node cluster that grows runs them all on its first
-node: ``test_autoscaler_cli.py`` fails with leases on); callers should report that
-backlog with their lease requests (as Ray's owners do). Tasks with ref arguments
-(a chain) still go through the hub; a nested
-submit from a worker always does; leased tasks are not in the head's event log
-(ended tasks, ``task_counts``) nor in the ``fedexec_tasks_run`` metric.
+Backlog. The tasks waiting for our leases (queued here, or sent behind the one a
+leased worker runs) are demand the node must see, as its own queue is: the
+flusher tells the NM per shape when that changes (LEASE_BACKLOG, every
+_BACKLOG_S at most); the NM counts them as queued (STATS, the autoscaler).
+
+Their ends are counted and logged as the hub's are: the worker tells its NM which
+ended, in batches (LEASE_ENDED): the head's event log (``list tasks``,
+``task_counts``) and ``fedexec_tasks_run``. Not the latency histograms.
+
+Not yet: tasks with ref arguments (a chain) still go through the hub; a nested
+submit from a worker always does.
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
 ``Poller`` thread (the links) and the flusher (idle sweep) share one lock; nothing
@@ -89,6 +96,7 @@ _DENIED_S = 0.05  # after a denial or a recall, a shape's tasks use the hub this
 _INFLIGHT = 64  # tasks sent to one leased worker and not answered
 _MAX_LEASES = 64  # leases per shape (the NM grants only idle workers anyway)
 _REVOKE_WAIT_S = 30.0
+_BACKLOG_S = 0.1  # the NM hears of our backlog this often at most (when it changed)
 _PENDING = object()  # a result not come yet, the NM not knowing it
 _PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it comes
 
@@ -183,6 +191,8 @@ class TaskLeases:
         self._local: dict[str, Any] = {}  # result id -> _PENDING | _PROMISED | entry
         self._revokes: dict[str, cf.Future[bool]] = {}
         self._closed = False
+        self._backlog: list[list[Any]] = []  # what the NM last heard (LEASE_BACKLOG)
+        self._backlog_at = 0.0
         #: Tasks sent to leased workers so far (for tests and stats).
         self.sent = 0
 
@@ -296,7 +306,7 @@ class TaskLeases:
     def _linked(self, lease: _Lease, sock: socket.socket | None) -> Channel | None:
         """The worker took our handshake (``sock``), or not (None)."""
         if sock is None:
-            self._backend._send_soon([Op.LEASE_RETURN, lease.worker_id])
+            self._backend._send_soon([Op.LEASE_RETURN, lease.worker_id, True])
             self._denied(lease.shape)
             return None
         channel = Channel(sock, lambda frame: self._on_frame(lease, frame),
@@ -412,9 +422,9 @@ class TaskLeases:
                 if not shape.leases:
                     self._to_hub(list(shape.queue), after)
                     shape.queue.clear()
-            if not lease.returned:  # (the NM ignores it if the worker died)
+            if not lease.returned:  # broken: the NM must not lend it or use it again
                 lease.returned = True
-                after.nm.append([Op.LEASE_RETURN, lease.worker_id])
+                after.nm.append([Op.LEASE_RETURN, lease.worker_id, True])
         self._finish(after)
         if ask is not None:
             self._ask_why(lease, ask)
@@ -507,8 +517,9 @@ class TaskLeases:
 
     # ------------------------------------------------------ from the NM
     def recalled(self, worker_id: str) -> None:
-        """LEASE_RECALL: send nothing more there, return it once answered; what is
-        queued for its shape goes to the hub if no other lease takes it."""
+        """LEASE_RECALL: send nothing more there, ask it to hand back what it has not
+        started (LEASE_YIELD), return it once answered; what is queued for its shape
+        goes to the hub if no other lease takes it."""
         after = _After()
         with self._lock:
             for shape in self._shapes.values():
@@ -519,6 +530,9 @@ class TaskLeases:
                         shape.full = False
                         if not lease.sent:
                             self._retire(lease, after)
+                        elif len(lease.sent) > 1 and lease.channel is not None:
+                            lease.channel.enqueue([Op.LEASE_YIELD])  # the rest: to the hub
+                            after.channels.add(lease.channel)
                         if not any(not x.recalled for x in shape.leases):
                             self._to_hub(list(shape.queue), after)
                             shape.queue.clear()
@@ -526,10 +540,15 @@ class TaskLeases:
         self._finish(after)
 
     def sweep(self, now: float) -> None:
-        """Return the leases idle for ``_GRACE_S`` (the flusher, every turn)."""
+        """Return the leases idle for ``_GRACE_S``; tell the NM our backlog once it
+        changed, every _BACKLOG_S at most (the flusher, every turn)."""
         after = _After()
+        backlog: list[list[Any]] = []
         with self._lock:
             for shape in self._shapes.values():
+                waiting = len(shape.queue) + sum(max(0, len(x.sent) - 1) for x in shape.leases)
+                if waiting:
+                    backlog.append([shape.demand, waiting])
                 if shape.queue:
                     continue
                 for lease in list(shape.leases):
@@ -537,6 +556,9 @@ class TaskLeases:
                         self._retire(lease, after)
         if after.returns:
             self._finish(after)
+        if backlog != self._backlog and now - self._backlog_at >= _BACKLOG_S:
+            self._backlog, self._backlog_at = backlog, now
+            self._backend._send_soon([Op.LEASE_BACKLOG, backlog])
 
     # --------------------------------------------------------- ownership
     def escaping(self, rid: str) -> None:

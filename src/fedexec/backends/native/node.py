@@ -326,6 +326,8 @@ class NodeManager:
                 self.federation.tick(now)
                 self.event_stream.tick(now)
                 self.processes.check_memory(now)
+                if self.leases.lent and len(self.members.nodes) > 1:
+                    self.leases.not_alone()
                 if self.placement.pgs:
                     self.placement.retry(now)
                 if self.federation.transfer.serving:
@@ -625,6 +627,7 @@ class NodeManager:
             self.leases.child(msg[10], task.id)
         if isinstance(conn, _Peer):
             self.federation.adopt(conn, deps + contained)
+            self.federation.took(conn)
         self._register_task(conn, task)
         self._await_deps(task, self._enqueue, localize=False)
 
@@ -900,6 +903,8 @@ class NodeManager:
         Op.HANDBACK: _on_handback,
         Op.LEASE_RETURN: lambda self, conn, msg: self.leases.on_return(conn, msg),
         Op.PROMISE: lambda self, conn, msg: self.leases.on_promise(conn, msg),
+        Op.LEASE_BACKLOG: lambda self, conn, msg: self.leases.on_backlog(conn, msg),
+        Op.LEASE_ENDED: lambda self, conn, msg: self.leases.on_ended(conn, msg),
         Op.LEASE_PUT: lambda self, conn, msg: self.leases.on_put(conn, msg),
         Op.LEASE_RUNNING: lambda self, conn, msg: self.leases.on_running(conn, msg),
     }

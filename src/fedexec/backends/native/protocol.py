@@ -103,9 +103,11 @@ class Op(enum.IntEnum):
     FETCH = 13           # [op, [obj_id...]]   reply: OBJECT, with the data on this node
     # node -> node (peers; a peer is also a client of the other: SUBMIT, INCREF, ...)
     PULL = 14            # [op, obj_id]        reply: CHUNK messages
-    HEARTBEAT = 15       # [op, available, queued, total]           (node -> head)
+    HEARTBEAT = 15       # [op, available, queued, total, beat]     (node -> head)
+    FWD_SEEN = 16        # [op, taken, beat, available, queued]  to a node that forwarded
+                         #  work here: its first ``taken`` forwards are in report ``beat``
     CHUNK = 44           # [op, obj_id, offset, total, data, contained]  offset -1: error
-    VIEW = 45            # [op, [[node_id, address, total, available, alive, queued]...]]
+    VIEW = 45            # [op, [[node_id, address, total, available, alive, queued, beat]...]]
     NODE_DEAD = 46       # [op, node_id, why]                        (head -> nodes)
     WELCOME = 47         # [op, head node id, [view rows]]           (head -> joining node)
     REFUSED = 48         # [op, refused op, error]  NM -> any: the last message before it
@@ -138,7 +140,7 @@ class Op(enum.IntEnum):
                          #  (the node manager delivers those)
     DIRECT_DONE = 72     # [op, task_id, [result...]]  worker -> NM: a direct call ended
     # caller leases (see leases.py): a driver's tasks straight to a worker leased to it
-    LEASE_RETURN = 73    # [op, worker_id]            caller -> NM: done with that lease
+    LEASE_RETURN = 73    # [op, worker_id, broken?]   caller -> NM: done with that lease
     LEASE_RECALL = 74    # [op, worker_id]            NM -> caller: return it (work waits)
     LEASE_EXEC = 75      # [op, task_id, return_ids, payload (as EXECUTE's), name, caller's
                          #  connection id at its NM]  caller -> its leased worker
@@ -149,12 +151,20 @@ class Op(enum.IntEnum):
     LEASE_CANCEL = 78    # [op, task_id, force]       caller -> worker
     LEASE_REVOKE = 79    # [op, task_id]              caller -> worker: drop it if queued
     LEASE_REVOKED = 80   # [op, task_id, dropped]     worker -> caller (after its LEASE_DONE)
-    LEASE_HANDBACK = 81  # [op, [task_id...]]         worker -> caller: not started (blocked)
+    LEASE_HANDBACK = 81  # [op, [task_id...]]         worker -> caller: not started (blocked,
+                         #  or the caller asked: LEASE_YIELD)
     PROMISE = 82         # [op, [obj_id...]]  caller -> NM: results of its leased tasks,
                          #  pending, now referenced elsewhere; a PUT completes each
     LEASE_RUNNING = 83   # [op, task_id | None, name, retriable, caller's conn id]  worker
                          #  -> NM: the leased task it runs (said once it ran a while;
                          #  None once it ended), for the memory monitor and the lists
+    LEASE_BACKLOG = 84   # [op, [[demand, count]...]]  caller -> NM: its tasks waiting for
+                         #  its leases (queued there, or behind the running one), per
+                         #  shape; replaces the last (demand an autoscaler must see)
+    LEASE_ENDED = 86     # [op, [[task_id, name, failed, job_id]...]]  worker -> NM: leased
+                         #  tasks that ended (batched): its event log and counters
+    LEASE_YIELD = 85     # [op]  caller -> its leased worker (the lease is recalled): hand
+                         #  back the tasks not started (LEASE_HANDBACK)
 
 
 class Kind(enum.IntEnum):
@@ -223,19 +233,19 @@ class Call(enum.IntEnum):
 #: with any other op closes the connection (after a REFUSED saying why).
 _CLIENT_OPS = frozenset({Op.HELLO, Op.SUBMIT, Op.PUT, Op.CREATE, Op.SEAL, Op.INCREF,
                          Op.DECREF, Op.SUBSCRIBE, Op.CANCEL, Op.REQUEST, Op.ACTOR_CALL,
-                         Op.FETCH, Op.LEASE_RETURN, Op.PROMISE})
+                         Op.FETCH, Op.LEASE_RETURN, Op.LEASE_BACKLOG, Op.PROMISE})
 ROLES: dict[str, frozenset[int]] = {
     "driver": _CLIENT_OPS,
     "worker": _CLIENT_OPS | {Op.TASK_DONE, Op.BLOCKED, Op.UNBLOCKED, Op.HANDBACK,
                              Op.ACTOR_READY, Op.ACTOR_FAILED, Op.DIRECT_DONE,
-                             Op.LEASE_PUT, Op.LEASE_RUNNING},
+                             Op.LEASE_PUT, Op.LEASE_RUNNING, Op.LEASE_ENDED},
     "node": frozenset({Op.HELLO, Op.SUBMIT, Op.INCREF, Op.DECREF, Op.SUBSCRIBE, Op.CANCEL,
                        Op.REQUEST, Op.ACTOR_CALL, Op.FETCH, Op.PULL, Op.CHUNK,
-                       Op.HEARTBEAT, Op.VIEW, Op.NODE_DEAD, Op.WELCOME, Op.OBJECT,
-                       Op.STARTED, Op.REPLY, Op.EVENTS}),
+                       Op.HEARTBEAT, Op.FWD_SEEN, Op.VIEW, Op.NODE_DEAD, Op.WELCOME,
+                       Op.OBJECT, Op.STARTED, Op.REPLY, Op.EVENTS}),
     # a caller's direct link to an actor's worker (the worker listens, see direct.py)
     "caller": frozenset({Op.HELLO, Op.DIRECT_CALL, Op.LEASE_EXEC, Op.LEASE_CANCEL,
-                         Op.LEASE_REVOKE}),
+                         Op.LEASE_REVOKE, Op.LEASE_YIELD}),
 }
 #: The roles a node manager takes (a "caller" connects to an actor's worker).
 NODE_ROLES = ("driver", "worker", "node")

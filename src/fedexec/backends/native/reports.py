@@ -126,7 +126,9 @@ class NodeReports:
     def call_stats(self, conn: Any) -> dict[str, Any]:
         """This node's counters (``tasks`` includes ``forwarded``: tasks it owns that
         run on another node, which that node counts too; and ``leased``: leased tasks
-        that said they run here, see lease_desk.py)."""
+        that said they run here, see lease_desk.py; ``queued`` and ``queued_shapes``
+        include the tasks waiting for a caller's leases)."""
+        backlog = self.node.leases.queued_shapes()
         return {
             "node_id": self.node.node_id,
             "objects": len(self.node.objects),
@@ -136,8 +138,8 @@ class NodeReports:
             "actors": sum(1 for a in self.node.actors.values() if a.state != "DEAD"),
             "workers": {w.id: [w.pid, w.slot.state] for w in self.node.workers.values()},
             "store": self.node.store.stats(),
-            "queued": self.node.core.queued(),
-            "queued_shapes": [[d, n] for d, n in self.node.core.queued_shapes()],
+            "queued": self.node.core.queued() + sum(n for _, n in backlog),
+            "queued_shapes": [[d, n] for d, n in [*self.node.core.queued_shapes(), *backlog]],
             "pending_groups": [[pg["bundles"], pg["strategy"], pg["name"] or pg["id"]]
                                for pg in self.node.placement.pgs.values() if pg["nodes"] is None],
             "pending_actors": self.node.pending.table.rows(),

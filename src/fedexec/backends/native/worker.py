@@ -97,6 +97,8 @@ class WorkerLoop:
         self.since = 0.0
         #: The leased task the node manager was told we run (LEASE_RUNNING).
         self.reported: str | None = None
+        #: Leased tasks that ended, not said yet (LEASE_ENDED): [id, name, failed, job].
+        self.ended: list[list[Any]] = []
 
     # --------------------------------------------------------- reader thread
     def on_message(self, msg: list[Any]) -> None:
@@ -256,7 +258,14 @@ class WorkerLoop:
     def report_running(self, now: float) -> None:
         """Tell the node manager the leased task we run once it ran a while
         (_REPORT_AFTER_S; the client's flusher, every turn): its memory monitor
-        and its lists see it (see lease_desk.py). Short ones cost it nothing."""
+        and its lists see it (see lease_desk.py). Short ones cost it nothing but
+        a row in the batch of those that ended (LEASE_ENDED: its event log and
+        counters)."""
+        if self.ended:
+            with self.cv:
+                ended, self.ended = self.ended, []
+            self.backend._channel.send_later([Op.LEASE_ENDED, ended])
+            self.backend._wake_flusher.set()
         with self.cv:
             task_id, msg = self.current, self.running
             lease = self.leased.get(task_id) if task_id is not None else None
@@ -280,6 +289,12 @@ class WorkerLoop:
                 self.reported = None
                 if backend._channel.send_later([Op.LEASE_RUNNING, None, "", False, caller]):
                     backend._wake_flusher.set()
+            run = self.running
+            if run is not None and run[1] == task_id:  # (said with the next report)
+                env = run[3][7] or {}
+                self.ended.append([task_id, run[5], any(
+                    r[1] in (Kind.ERROR, Kind.FAILED) for r in results),
+                    str(env.get("job_id") or "")])
         first = [r for r in results if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4])]
         if first:
             backend._send([Op.LEASE_PUT, caller, first])
@@ -313,6 +328,15 @@ class WorkerLoop:
             self._cancel(task_id)
         elif op == Op.LEASE_REVOKE:
             link.send([Op.LEASE_REVOKED, msg[1], self._revoke(msg[1])])
+        elif op == Op.LEASE_YIELD:  # recalled: what has not started goes back
+            with self.cv:
+                handed = [m for m in self.queue if m[0] == Op.EXECUTE
+                          and self.leased.get(m[1], (None,))[0] is link]
+                for m in handed:
+                    self.queue.remove(m)
+                    del self.leased[m[1]]
+            if handed:
+                link.send([Op.LEASE_HANDBACK, [m[1] for m in handed]])
 
     def _direct_call(self, task_id: str, msg: list[Any], link: Channel) -> None:
         """A caller sent a call straight here (see direct.py)."""

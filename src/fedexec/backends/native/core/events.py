@@ -40,6 +40,7 @@ __all__ = [
     "LeaseGranted",
     "LeaseRequested",
     "LeaseReturned",
+    "LeasesRecalled",
     "Pipeline",
     "RecallLease",
     "Reply",
@@ -221,10 +222,16 @@ class LeaseReturned:
     caller: int
 
 
+@dataclass(frozen=True, slots=True)
+class LeasesRecalled:
+    """Every caller must give its leases back (the node is no longer alone in its
+    cluster: work waiting on a caller's side must be free to go to other nodes)."""
+
+
 Event = Union[TaskSubmitted, ActorQueued, ActorResized, ActorReleased, WorkerReady,
               TaskFinished, WorkerDied, WorkerBlocked, WorkerUnblocked, HandedBack,
               CancelRequested, RevokeRequested, Withdraw, TaskAbandoned, Tick, Pipeline,
-              LeaseRequested, LeaseReturned]
+              LeaseRequested, LeaseReturned, LeasesRecalled]
 
 
 # ---------------------------------------------------------------- actions out

@@ -32,6 +32,7 @@ Caller leases (a caller's tasks go straight to a worker, see direct.py)::
                          the demand does not fit (the caller may pipeline onto its
                          leases), else (no idle worker, work queued) it uses the hub
     Pipeline, work queued ──▶ RecallLease (once per lease): the caller returns it
+    LeasesRecalled (the node is no longer alone) ──▶ RecallLease, every lease
     LeaseReturned ──▶ the worker idles again (its caller's tasks never pass here)
 
 State::
@@ -85,6 +86,7 @@ from .events import (
     LeaseGranted,
     LeaseRequested,
     LeaseReturned,
+    LeasesRecalled,
     Pipeline,
     RecallLease,
     Reply,
@@ -184,6 +186,7 @@ class LocalScheduler:
             RevokeRequested: self._revoke, Withdraw: self._withdraw,
             TaskAbandoned: self._abandoned, Tick: self.tick, Pipeline: self.pipeline,
             LeaseRequested: self._lease_requested, LeaseReturned: self._lease_returned,
+            LeasesRecalled: self._leases_recalled,
         }
 
     def start(self) -> list[Action]:
@@ -201,6 +204,17 @@ class LocalScheduler:
     def queued(self) -> int:
         """How many tasks and actors wait for resources."""
         return len(self.queue)
+
+    def free(self) -> dict[str, float]:
+        """What new work could take here now (what the node reports): the pool's
+        free resources less what its queue waits for. An actor or task queued while
+        its worker starts has its share already, as if booked."""
+        free = self.pool.available()
+        for demand, n in self.queued_shapes():
+            for k, v in demand.items():
+                if k in free:
+                    free[k] = max(0.0, free[k] - n * v)
+        return free
 
     def queued_shapes(self) -> list[tuple[dict[str, float], int]]:
         """(demand, how many wait) per resource shape."""
@@ -483,6 +497,14 @@ class LocalScheduler:
         if w is not None and w.caller == e.caller and w.state == "LEASED":
             self._return_lease(w)
         return []
+
+    def _leases_recalled(self, e: LeasesRecalled) -> list[Action]:
+        acts: list[Action] = []
+        for w in self.workers.values():
+            if w.caller is not None and not w.recalled:
+                w.recalled = True
+                acts.append(RecallLease(w.caller, w.id))
+        return acts
 
     def caller_leases(self, caller: int) -> list[str]:
         """The workers leased to ``caller``."""
