@@ -733,3 +733,14 @@ class CoreMachine(RuleBasedStateMachine):
 TestCoreInvariants = pytest.mark.timeout(300)(CoreMachine.TestCase)
 TestCoreInvariants.settings = settings(max_examples=300, stateful_step_count=40, deadline=None,
                                        suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_free_is_what_the_queue_leaves_once_it_took_what_fits():
+    """What a node reports: a task queued while no worker is idle has its share
+    already; one that does not fit takes nothing."""
+    core = _core(cpus=4, pool_size=0)
+    core.handle(TaskSubmitted("a", "a", {"CPU": 1}, 0))
+    core.handle(TaskSubmitted("b", "b", {"CPU": 1}, 0))
+    core.handle(TaskSubmitted("c", "c", {"CPU": 8}, 0))  # never fits here
+    assert core.pool.available()["CPU"] == 4
+    assert core.free()["CPU"] == 2

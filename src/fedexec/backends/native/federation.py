@@ -118,7 +118,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Federation", "FederationNode"]
 
-_FORWARD_TTL_S = 10.0
+_FORWARD_TTL_S = 10.0       # a forward never acknowledged (FWD_SEEN) stops counting
 
 _LOCALITY_MIN = 1 << 20     # argument bytes elsewhere that make a task follow its data
 _GATHER_TIMEOUT = 5.0       # seconds a cluster-wide GATHER waits for each node

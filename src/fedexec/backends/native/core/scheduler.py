@@ -207,13 +207,18 @@ class LocalScheduler:
 
     def free(self) -> dict[str, float]:
         """What new work could take here now (what the node reports): the pool's
-        free resources less what its queue waits for. An actor or task queued while
-        its worker starts has its share already, as if booked."""
+        free resources less what its queue will take of them (an actor or a task
+        queued while its worker starts has its share already, as if booked; one
+        that does not fit takes nothing)."""
         free = self.pool.available()
         for demand, n in self.queued_shapes():
+            take = n
             for k, v in demand.items():
-                if k in free:
-                    free[k] = max(0.0, free[k] - n * v)
+                if v > 0:
+                    take = min(take, int((free.get(k, 0.0) + 1e-9) // v))
+            if take:
+                for k, v in demand.items():
+                    free[k] = max(0.0, free[k] - take * v)
         return free
 
     def queued_shapes(self) -> list[tuple[dict[str, float], int]]:
