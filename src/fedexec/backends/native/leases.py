@@ -102,11 +102,10 @@ _PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it com
 
 
 def leases_enabled() -> bool:
-    """The switch, off by default: ``FEDEXEC_TASK_LEASES=1`` turns caller leases on
-    (in a driver: its eligible tasks; in a node, read when it starts: its workers
-    listen for callers). Off by default until the tasks pipelined onto a caller's
-    leases are visible to the node (see "Not yet" in the module docstring)."""
-    return os.environ.get("FEDEXEC_TASK_LEASES", "0") not in ("", "0")
+    """The switch, on by default: ``FEDEXEC_TASK_LEASES=0`` turns caller leases off
+    (in a driver: its tasks all go through the node manager; in a node, read when it
+    starts: its workers take no callers' tasks)."""
+    return os.environ.get("FEDEXEC_TASK_LEASES", "1") not in ("", "0")
 
 
 class _Item:
