@@ -62,6 +62,7 @@ from .protocol import ErrorKind, Kind, Op
 __all__ = ["main_from_fork"]
 
 _REPORT_AFTER_S = 0.02  # a leased task running this long is said to the node manager
+_ENDED_EVERY_S = 0.05  # leased tasks that ended are said to the node manager this often
 
 
 class WorkerLoop:
@@ -99,6 +100,7 @@ class WorkerLoop:
         self.reported: str | None = None
         #: Leased tasks that ended, not said yet (LEASE_ENDED): [id, name, failed, job].
         self.ended: list[list[Any]] = []
+        self.ended_at = 0.0  # when we last said some
 
     # --------------------------------------------------------- reader thread
     def on_message(self, msg: list[Any]) -> None:
@@ -260,8 +262,10 @@ class WorkerLoop:
         (_REPORT_AFTER_S; the client's flusher, every turn): its memory monitor
         and its lists see it (see lease_desk.py). Short ones cost it nothing but
         a row in the batch of those that ended (LEASE_ENDED: its event log and
-        counters)."""
-        if self.ended:
+        counters), said every _ENDED_EVERY_S at most (one message per task would
+        wake the node manager once per round trip)."""
+        if self.ended and (now - self.ended_at >= _ENDED_EVERY_S or len(self.ended) >= 512):
+            self.ended_at = now
             with self.cv:
                 ended, self.ended = self.ended, []
             self.backend._channel.send_later([Op.LEASE_ENDED, ended])
