@@ -752,11 +752,11 @@ class NativeBackend(Backend):
         """Send what is queued before waiting; a worker lends its CPU meanwhile; a
         wait that lasts is reported (see ``_report_long_waits``)."""
         loop = self.worker_loop
-        if self._leases is None and (loop is None or loop.listener is None):
-            # Only calls of ours in the direct outboxes: they go first (the node
-            # manager takes their registrations in any order, see direct.py). Not
-            # with leases: a leased task may read what a PUT queued for the node.
-            self._outboxes.flush()
+        if loop is None or loop.listener is None:
+            # Our direct actor calls go first (the node manager takes their
+            # registrations in any order, see direct.py); our leased tasks do not
+            # (one may read what a PUT queued for the node): ``Outboxes``.
+            self._outboxes.flush_calls()
         self.flush()
         token = object()
         self._waits[token] = (time.monotonic(), list(refs))

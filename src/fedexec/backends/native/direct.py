@@ -77,11 +77,15 @@ _CALLER_OPS = ROLES["caller"]
 
 class Outboxes:
     """The direct channels with queued messages, flushed together (after the node
-    manager's channel: what the NM must know goes first)."""
+    manager's channel: what the NM must know goes first). Those queued with
+    ``send_later`` (direct actor calls; a worker's replies) may also go before it
+    (``flush_calls``, a driver about to wait); those ``mark``ed (leased tasks,
+    which may read what the NM was just sent) never do."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._dirty: set[Channel] = set()
+        self._after_nm: set[Channel] = set()
 
     def send_later(self, channel: Channel, msg: Any) -> bool:
         """Queue ``msg`` on ``channel``; True if a flush should be arranged."""
@@ -92,15 +96,27 @@ class Outboxes:
         return False
 
     def mark(self, channel: Channel) -> None:
-        """``channel`` has messages queued (``Channel.enqueue``): flush it too."""
+        """``channel`` has messages queued (``Channel.enqueue``) that must follow the
+        NM's: flush it with ``flush``, never ``flush_calls``."""
         with self._lock:
-            self._dirty.add(channel)
+            self._after_nm.add(channel)
 
-    def flush(self) -> None:
+    def flush_calls(self) -> None:
+        """Write what ``send_later`` queued (see the class docstring)."""
         if not self._dirty:
             return
         with self._lock:
             dirty, self._dirty = self._dirty, set()
+        for channel in dirty:
+            channel.flush()
+
+    def flush(self) -> None:
+        """Write everything queued."""
+        self.flush_calls()
+        if not self._after_nm:
+            return
+        with self._lock:
+            dirty, self._after_nm = self._after_nm, set()
         for channel in dirty:
             channel.flush()
 
