@@ -301,6 +301,9 @@ def test_a_leased_task_blocked_in_get_lends_its_cpu(ex1):
     assert ex1.get(refs, timeout=T) == [2, 2, 2]
 
 
+@pytest.mark.skip(reason="needs a node that lends leases to two drivers: only the embedded "
+                  "runtime lends them since 2026-12-07 (leases.py); re-enable when cluster "
+                  "nodes lend them again (issue 17's note)")
 def test_a_lease_is_returned_when_idle():
     with Cluster(head_num_cpus=1) as cluster, cluster.connect() as a, cluster.connect() as b:
         warm(a)
@@ -310,6 +313,9 @@ def test_a_lease_is_returned_when_idle():
         assert b.get(b.submit(ident, 1), timeout=T) == 1  # another caller runs
 
 
+@pytest.mark.skip(reason="needs a node that lends leases to two drivers: only the embedded "
+                  "runtime lends them since 2026-12-07 (leases.py); re-enable when cluster "
+                  "nodes lend them again (issue 17's note)")
 def test_a_lease_is_recalled_when_another_callers_work_waits():
     with Cluster(head_num_cpus=1) as cluster, cluster.connect() as a, cluster.connect() as b:
         stop = time.monotonic() + 60
@@ -341,6 +347,9 @@ _OTHER_DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skip(reason="needs a node that lends leases to two drivers: only the embedded "
+                  "runtime lends them since 2026-12-07 (leases.py); re-enable when cluster "
+                  "nodes lend them again (issue 17's note)")
 def test_two_drivers_at_once(tmp_path):
     script = tmp_path / "other.py"
     script.write_text(_OTHER_DRIVER)
@@ -379,32 +388,26 @@ def node_after(seconds: float) -> str:
     return fedexec.get_runtime_context().node_id
 
 
-def test_a_node_joining_recalls_leases_and_the_waiting_tasks_go_to_it():
-    """Leases are lent only on a node alone in its cluster. Once another node joins,
-    they are recalled and the leased workers hand back what they had not started:
-    the tasks that waited behind ours run on the new node too."""
+def test_a_node_others_may_join_lends_no_leases():
+    """Only the embedded runtime lends leases: a cluster node (listening on TCP)
+    could gain nodes that must be able to take the tasks waiting behind a lease.
+    A driver there does not ask, and the node refuses one that does."""
     with Cluster(head_num_cpus=1) as c:
         with fedexec.Executor(address=c.address) as ex:
-            warm(ex)
-            before = leased(ex)
-            refs = [ex.submit(node_after, 0.25) for _ in range(16)]
-            assert poll_until(lambda: leased(ex) - before >= 4, timeout=T)  # pipelined
-            node = c.add_node(num_cpus=2)
-            ran_on = ex.get(refs, timeout=T)
-            assert node.node_id in ran_on, ran_on
-            assert len(ran_on) == 16
+            assert ex._backend._leases is None
+            assert ex._backend._request(Call.LEASE, {"CPU": 1.0}) is None
+            assert ex.get([ex.submit(plus_one, i) for i in range(20)], timeout=T) == \
+                list(range(1, 21))
 
 
 def test_leased_tasks_are_logged_and_counted_as_the_hubs_are():
     """Their workers say which ended (LEASE_ENDED, batched): the head's event log
     lists and counts them, and ``fedexec_tasks_run`` counts them by outcome."""
-    from fedexec.backends.native import state
-
     def run_counts(ex) -> dict[str, float]:
         return {r["tags"]["outcome"]: r["value"] for r in ex._backend._request(Call.LIST, "metrics")
                 if r["name"] == "fedexec_tasks_run"}
 
-    with Cluster(head_num_cpus=1) as c, fedexec.Executor(address=c.address) as ex:
+    with fedexec.Executor("native", num_cpus=1) as ex:
         warm(ex)
         before, sent = run_counts(ex), leased(ex)
         for i in range(50):  # one at a time: each goes to our idle lease
@@ -414,7 +417,7 @@ def test_leased_tasks_are_logged_and_counted_as_the_hubs_are():
         assert leased(ex) - sent == 51
 
         def counted() -> dict[tuple[str, str], int]:
-            rows = state.list_state("task_counts", c.address, c.token)
+            rows = ex._backend._request(Call.LIST, "task_counts")
             return {(r["name"], r["state"]): r["count"] for r in rows}
 
         assert poll_until(lambda: counted().get(("plus_one", "FINISHED")) == 50, timeout=T), \

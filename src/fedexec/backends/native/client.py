@@ -242,17 +242,20 @@ class NativeBackend(Backend):
         #: True when the node's shared-memory store is not on this machine (a driver
         #: joining by address from elsewhere): large values then travel in messages.
         self.remote_store = False
+        cluster_node = False  # our node listens on TCP: other nodes may join it
         if not self.node_id:  # joined a running cluster: ask where we are
             info = self._request(Call.NODE_INFO)
+            cluster_node = bool(info.get("address"))
             self.node_id = info["node_id"]
             self.job_id = cluster.driver_job_id(info.get("head_id") or self.node_id)
             self.node_ip = node_ip(host_of(info.get("address")))
             forced = config.backend_options.get("remote_store")
             self.remote_store = bool(forced) if forced is not None else \
                 not os.path.isdir(info["store_dir"])
-        #: Caller leases (see leases.py): a driver on this node's store only.
+        #: Caller leases (see leases.py): a driver on this node's store only, of a
+        #: node no other node can join (the embedded runtime).
         self._leases = TaskLeases(self) if self.role == "driver" and leases_enabled() \
-            and not self.remote_store else None
+            and not self.remote_store and not cluster_node else None
         if self.role == "driver":
             self.hello()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,

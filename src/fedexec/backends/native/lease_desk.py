@@ -2,7 +2,8 @@
 
 A local driver asks for a worker for one resource shape (``Call.LEASE``); the core
 decides (``LeaseRequested`` -> ``LeaseGranted`` / ``LeaseDenied``: only an idle
-worker, only while nothing is queued, only on a node alone in its cluster) and this
+worker, only while nothing is queued, only on a node no other can join: one not
+listening on TCP, the embedded runtime's) and this
 desk answers with the worker's socket and the caller's connection id. The caller's
 tasks then never reach this process; what does::
 
@@ -107,7 +108,8 @@ class LeaseDesk:
         does not fit now) or None (use the hub), see the core's ``LeaseDenied``."""
         nm = self.nm
         if getattr(conn, "peer", None) is not None or conn.remote or conn.role != "driver" \
-                or len(nm.members.nodes) > 1 or any(k.startswith("GPU") for k in demand):
+                or nm.tcp_address or len(nm.members.nodes) > 1 \
+                or any(k.startswith("GPU") for k in demand):
             return None
         answer: Any = None
         for action in nm.core.handle(LeaseRequested(conn.id, dict(demand), req_id)):
@@ -128,7 +130,9 @@ class LeaseDesk:
     def not_alone(self) -> None:
         """The node has company now: every lease is recalled (its caller hands back
         what waits there and returns it), so that work can go to other nodes; no
-        new one is granted while it has (``request``)."""
+        new one is granted while it has (``request``). (Unreachable while leases
+        are lent only by nodes not listening on TCP; kept for when cluster nodes
+        lend them again, see leases.py.)"""
         self.lent = False
         self.nm._run(self.nm.core.handle(LeasesRecalled()))
 

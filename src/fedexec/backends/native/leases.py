@@ -15,7 +15,12 @@ Data flow (driver C, node manager NM, worker W leased to C for one resource shap
 
 Eligible tasks (``TaskLeases.submit`` decides): no ref arguments (top level or inside),
 the DEFAULT strategy, no placement group, no runtime_env of their own, no GPUs,
-from a driver whose store is this node's. Others go through the hub as before;
+from a driver whose store is this node's, on a node no other node can join (the
+embedded runtime's: it does not listen on TCP). Cluster nodes lend none: a node
+joining (an autoscaler's) must be able to take the tasks waiting behind a lease,
+and a CI run with leases there once ran all of a test's tasks on the first node
+(``test_autoscaler_local.py``; not understood yet, see issue 17's note). Others
+go through the hub as before;
 so do a shape's tasks while the NM denies it a lease (for _DENIED_S), and the
 tasks queued here when its leases are recalled or lost.
 
@@ -34,8 +39,8 @@ the hub while ``max_retries`` allows, else fails as the hub's would
 blocked in ``get`` lends its CPU (BLOCKED to the NM, as for any task) and hands
 the tasks queued behind it back here (LEASE_HANDBACK): they go to the hub; so
 does a recalled lease's worker, asked (LEASE_YIELD). The NM recalls every lease
-when work waits there, and once the node is no longer alone in its cluster
-(leases are lent only then): the tasks waiting behind ours may go to other nodes.
+when work waits there (and, were a cluster node to lend leases, once the node is
+no longer alone: the tasks waiting behind ours may then go to other nodes).
 Cancelling: one queued here is withdrawn; one sent is revoked or interrupted on
 the worker (LEASE_REVOKE / LEASE_CANCEL; force kills it, as the hub does).
 
