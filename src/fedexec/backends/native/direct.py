@@ -103,22 +103,23 @@ class Outboxes:
 
     def flush_calls(self) -> None:
         """Write what ``send_later`` queued (see the class docstring)."""
-        if not self._dirty:
-            return
-        with self._lock:
-            dirty, self._dirty = self._dirty, set()
-        for channel in dirty:
-            channel.flush()
+        if self._dirty:
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+            _flush_all(dirty)
 
     def flush(self) -> None:
         """Write everything queued."""
         self.flush_calls()
-        if not self._after_nm:
-            return
-        with self._lock:
-            dirty, self._after_nm = self._after_nm, set()
-        for channel in dirty:
-            channel.flush()
+        if self._after_nm:
+            with self._lock:
+                dirty, self._after_nm = self._after_nm, set()
+            _flush_all(dirty)
+
+
+def _flush_all(channels: set[Channel]) -> None:
+    for channel in channels:
+        channel.flush()
 
 
 class _Link:
