@@ -19,7 +19,7 @@ import pytest
 
 import fedexec
 from _backend_support import poll_until
-from fedexec.backends.native.protocol import Call
+from fedexec.backends.native.protocol import Call, Op
 from fedexec.exceptions import TaskCancelledError, WorkerCrashedError
 from fedexec.testing import Cluster
 
@@ -276,6 +276,36 @@ def test_big_leased_results_go_through_the_store_and_are_freed(ex):
     assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
 
 
+def test_a_big_leased_result_passed_on_once_it_came_is_promised_to_the_node_first(ex):
+    """Its worker told the node of it (LEASE_PUT) on another connection than ours,
+    so our SUBMIT naming it may reach the node first (a CI run once failed the task:
+    "freed or never existed"): a PROMISE goes before it, and the node waits for
+    whichever of the two comes second."""
+    warm(ex)
+    sent: list[list] = []
+    backend = ex._backend
+    send_soon = backend._send_soon
+
+    def record(msg):
+        sent.append(msg)
+        send_soon(msg)
+
+    backend._send_soon = record
+    try:
+        for size in range(300_000, 300_010):
+            ref = ex.submit(blob, size)
+            fedexec.wait([ref], timeout=T)
+            rid = ref._id
+            assert ex.get(ex.submit(len, ref), timeout=T) == size
+            ops = [m[0] for m in sent if rid in (m[1] if m[0] == Op.PROMISE else
+                                                    m[6] if m[0] == Op.SUBMIT else ())]
+            assert ops == [Op.PROMISE, Op.SUBMIT], (size, ops)
+            del ref
+    finally:
+        backend._send_soon = send_soon
+    assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
+
+
 def blob_after(size: int, seconds: float) -> bytes:
     time.sleep(seconds)
     return b"x" * size
@@ -299,6 +329,22 @@ def test_a_leased_task_blocked_in_get_lends_its_cpu(ex1):
 
     refs = [ex1.submit(parent) for _ in range(3)]
     assert ex1.get(refs, timeout=T) == [2, 2, 2]
+
+
+def test_a_long_blocked_get_names_the_leased_worker_its_task_runs_on(tmp_path, caplog):
+    with fedexec.Executor("native", num_cpus=1, blocked_warning_s=0.5) as ex:
+        warm(ex)
+        sent = leased(ex)
+        stop = str(tmp_path / "stop")
+        running = ex.options(name="leased-sleeper").submit(wait_for_file, stop)
+        assert leased(ex) == sent + 1
+        with caplog.at_level("WARNING", logger="fedexec"):
+            with pytest.raises(fedexec.GetTimeoutError):
+                ex.get(running, timeout=2)
+        open(stop, "w").close()
+        pid = ex.get(running, timeout=T)
+    assert f"task 'leased-sleeper' ({running._id[:-2]}): running on worker pid {pid} " \
+        "(leased to its caller)" in caplog.text, caplog.text
 
 
 @pytest.mark.skip(reason="needs a node that lends leases to two drivers: only the embedded "

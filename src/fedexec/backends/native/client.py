@@ -782,7 +782,9 @@ class NativeBackend(Backend):
             tasks = sorted({found[0] for r in refs if not r.done()
                             for found in [self._task_of(r)] if found is not None})
             try:
-                states = self._request(Call.DESCRIBE, tasks[:20], timeout=10) if tasks else []
+                leased = self._leases.describe(tasks[:20]) if self._leases else {}
+                states = self._request(Call.DESCRIBE, tasks[:20], leased,
+                                       timeout=10) if tasks else []
             except FedexecError:
                 states = []
             lines = "\n".join(f"  - {s}" for s in states) or "  - (objects, not tasks)"

@@ -104,6 +104,9 @@ _REVOKE_WAIT_S = 30.0
 _BACKLOG_S = 0.1  # the NM hears of our backlog this often at most (when it changed)
 _PENDING = object()  # a result not come yet, the NM not knowing it
 _PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it comes
+#: Its worker put it (LEASE_PUT): the NM knows it once that message is in, which a
+#: message of ours naming it may overtake (another connection): PROMISE it first.
+_PUT_THERE = object()
 
 
 def leases_enabled() -> bool:
@@ -194,7 +197,8 @@ class TaskLeases:
         self._lock = threading.Lock()
         self._shapes: dict[tuple[tuple[str, float], ...], _Shape] = {}
         self._items: dict[str, _Item] = {}  # task id -> not answered yet
-        self._local: dict[str, Any] = {}  # result id -> _PENDING | _PROMISED | entry
+        #: result id -> _PENDING | _PROMISED | _PUT_THERE | entry
+        self._local: dict[str, Any] = {}
         self._revokes: dict[str, cf.Future[bool]] = {}
         self._closed = False
         self._backlog: list[list[Any]] = []  # what the NM last heard (LEASE_BACKLOG)
@@ -392,6 +396,8 @@ class TaskLeases:
             if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4]):  # LEASE_PUT: NM has it
                 if state is None:  # dropped here meanwhile
                     self._backend._refcount_ops.append((Op.DECREF, rid))
+                elif state is _PENDING:  # (_PROMISED: that LEASE_PUT completes it)
+                    local[rid] = _PUT_THERE
             elif state is _PROMISED:
                 after.nm.append([Op.PUT, *r])
             elif state is _PENDING:
@@ -578,6 +584,9 @@ class TaskLeases:
             if state is _PENDING:
                 self._local[rid] = _PROMISED
                 msg = [Op.PROMISE, [rid]]
+            elif state is _PUT_THERE:  # its LEASE_PUT may not be in yet: the NM waits
+                del self._local[rid]    # for it (PROMISE), whichever comes first
+                msg = [Op.PROMISE, [rid]]
             else:
                 del self._local[rid]
                 msg = [Op.PUT, *state]
@@ -590,6 +599,9 @@ class TaskLeases:
         local = self._local
         state = local.get(rid)
         if state is None or state is _PROMISED:
+            return False
+        if state is _PUT_THERE:  # the NM knows it (or will: a DECREF that overtakes
+            local.pop(rid, None)  # the LEASE_PUT is remembered there, see lease_desk)
             return False
         return local.pop(rid, None) is not None
 
@@ -650,6 +662,26 @@ class TaskLeases:
             self._backend._outboxes.flush()
             cf.wait(waits, _REVOKE_WAIT_S)
         return bool(items)
+
+    def describe(self, task_ids: list[str]) -> dict[str, list[Any]]:
+        """Where each of ``task_ids`` still held here is: task id -> [the leased
+        worker's id (None: queued here), tasks ahead of it there, name] (for a
+        long-blocked get's DESCRIBE; the NM names the worker's pid)."""
+        out: dict[str, list[Any]] = {}
+        with self._lock:
+            for task_id in task_ids:
+                item = self._items.get(task_id)
+                if item is None:
+                    continue
+                lease = item.lease
+                if lease is None:
+                    queue = item.shape.queue if item.shape is not None else ()
+                    ahead = next((i for i, x in enumerate(queue) if x is item), 0)
+                    out[task_id] = [None, ahead, item.name]
+                else:
+                    ahead = next((i for i, tid in enumerate(lease.sent) if tid == task_id), 0)
+                    out[task_id] = [lease.worker_id, ahead, item.name]
+        return out
 
     # ------------------------------------------------------------- close
     def close(self) -> None:

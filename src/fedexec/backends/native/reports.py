@@ -154,11 +154,18 @@ class NodeReports:
         self.node.metrics.merge(rows)
         return True
 
-    def call_describe(self, conn: Any, task_ids: list[str]) -> list[str]:
-        """A line per task saying what it waits for (for a long-blocked get)."""
+    def call_describe(self, conn: Any, task_ids: list[str],
+                      leased: dict[str, list[Any]] | None = None) -> list[str]:
+        """A line per task saying what it waits for (for a long-blocked get).
+        ``leased``: the caller's tasks not seen here, task id -> [worker id (None:
+        still queued in the caller), position on that worker, name]
+        (``TaskLeases.describe``)."""
         out = []
         for task_id in task_ids:
             task = self.node.tasks.get(task_id)
+            if task is None and leased and task_id in leased:
+                out.append(self._describe_leased(task_id, *leased[task_id]))
+                continue
             if task is None:
                 out.append(f"task {task_id}: finished (its result is on its way)")
                 continue
@@ -186,6 +193,19 @@ class NodeReports:
             else:
                 out.append(f"{head}: {task.state.lower()}")
         return out
+
+    def _describe_leased(self, task_id: str, worker_id: str | None, position: int,
+                         name: str) -> str:
+        head = f"task {name!r} ({task_id})"
+        if worker_id is None:
+            return f"{head}: queued in its caller for a leased worker ({position} ahead)"
+        where = f"worker pid {self._pid(worker_id)} (leased to its caller)"
+        if position:
+            return f"{head}: queued behind {position} task(s) on {where}"
+        running = self.node.leases.running.get(worker_id)
+        if running is not None and running.task_id == task_id:
+            return f"{head}: running on {where}"
+        return f"{head}: sent to {where}, starting"
 
     def call_list(self, conn: Any, kind: str) -> list[dict[str, Any]]:
         """This node's rows for ``fedexec list nodes|tasks|actors|objects`` (the
