@@ -282,15 +282,17 @@ def test_a_big_leased_result_passed_on_once_it_came_is_promised_to_the_node_firs
     "freed or never existed"): a PROMISE goes before it, and the node waits for
     whichever of the two comes second."""
     warm(ex)
-    sent: list[list] = []
-    backend = ex._backend
-    send_soon = backend._send_soon
+    sent: list[list] = []  # what went into the node channel's outbox, in order
+    channel = ex._backend._channel
 
-    def record(msg):
-        sent.append(msg)
-        send_soon(msg)
+    def recording(method):
+        def record(msg):
+            sent.append(msg)
+            return method(msg)
+        return record
 
-    backend._send_soon = record
+    for name in ("send", "send_later", "enqueue"):
+        setattr(channel, name, recording(getattr(channel, name)))
     try:
         for size in range(300_000, 300_010):
             ref = ex.submit(blob, size)
@@ -302,7 +304,8 @@ def test_a_big_leased_result_passed_on_once_it_came_is_promised_to_the_node_firs
             assert ops == [Op.PROMISE, Op.SUBMIT], (size, ops)
             del ref
     finally:
-        backend._send_soon = send_soon
+        for name in ("send", "send_later", "enqueue"):
+            delattr(channel, name)
     assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
 
 

@@ -106,7 +106,10 @@ class Channel:
                 if not batch or self._closed:
                     self._sending = False
                     return
-                self._outbox = []
+                if len(batch) > _BATCH:  # (``enqueue`` piles up: frames stay bounded)
+                    batch, self._outbox = batch[:_BATCH], batch[_BATCH:]
+                else:
+                    self._outbox = []
             try:
                 self._sock.sendall(pack_frame(batch))
             except OSError:

@@ -178,15 +178,14 @@ class _Shape:
 class _After:
     """What to do once the lock is released: sends, completions, hub submits."""
 
-    __slots__ = ("channels", "done", "keep", "nm", "returns", "started")
+    __slots__ = ("channels", "done", "nm", "returns", "started")
 
     def __init__(self) -> None:
         self.started: list[str] = []  # result ids of tasks now first on their worker
-        self.nm: list[list[Any]] = []
+        self.nm = False  # messages for the NM were queued (``TaskLeases._to_nm``)
         self.channels: set[Channel] = set()
         self.done: list[list[Any]] = []  # result entries to complete refs with
         self.returns: list[_Lease] = []
-        self.keep: list[Any] = []  # refs alive until the messages above are queued
 
 
 class TaskLeases:
@@ -194,7 +193,9 @@ class TaskLeases:
 
     def __init__(self, backend: NativeBackend):
         self._backend = backend
-        self._lock = threading.Lock()
+        # (reentrant: ``released`` runs from a ref's ``__del__``, which a collection
+        # may start on a thread that holds it)
+        self._lock = threading.RLock()
         self._shapes: dict[tuple[tuple[str, float], ...], _Shape] = {}
         self._items: dict[str, _Item] = {}  # task id -> not answered yet
         #: result id -> _PENDING | _PROMISED | _PUT_THERE | entry
@@ -392,17 +393,26 @@ class TaskLeases:
         local = self._local
         for r in results:
             rid = r[0]
-            state = local.pop(rid, None)
+            state = local.get(rid)  # (replaced in place: ``escaping`` looks unlocked)
             if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4]):  # LEASE_PUT: NM has it
                 if state is None:  # dropped here meanwhile
                     self._backend._refcount_ops.append((Op.DECREF, rid))
-                elif state is _PENDING:  # (_PROMISED: that LEASE_PUT completes it)
+                elif state is _PENDING:
                     local[rid] = _PUT_THERE
+                else:  # _PROMISED: that LEASE_PUT completes it
+                    local.pop(rid, None)
             elif state is _PROMISED:
-                after.nm.append([Op.PUT, *r])
+                self._to_nm([Op.PUT, *r], after)
+                del local[rid]
             elif state is _PENDING:
                 local[rid] = r
             after.done.append(r)
+
+    def _to_nm(self, msg: list[Any], after: _After) -> None:
+        """Queue ``msg`` for the NM (lock held: before any message another thread
+        sends once it sees what we changed; written by ``_finish`` or the flusher)."""
+        self._backend._channel.enqueue(msg)
+        after.nm = True
 
     def _on_close(self, lease: _Lease) -> None:
         """The link ended: the worker died (or we closed it). What it had not
@@ -436,7 +446,7 @@ class TaskLeases:
                     shape.queue.clear()
             if not lease.returned:  # broken: the NM must not lend it or use it again
                 lease.returned = True
-                after.nm.append([Op.LEASE_RETURN, lease.worker_id, True])
+                self._to_nm([Op.LEASE_RETURN, lease.worker_id, True], after)
         self._finish(after)
         if ask is not None:
             self._ask_why(lease, ask)
@@ -473,24 +483,21 @@ class TaskLeases:
 
     def _to_hub(self, items: list[_Item], after: _After) -> None:
         """Send tasks through the hub (lock held): the NM knows their results now,
-        held by us (SUBMIT). A ref of ours dropped already (its DECREF, if any,
-        went before): DECREF it after the SUBMIT; one alive is kept alive until
-        the SUBMIT is queued (its DECREF comes after)."""
+        held by us (SUBMIT, queued before they leave ``_local``, so before any message
+        naming them). A ref of ours dropped already (no DECREF went): DECREF it after
+        the SUBMIT; one dropped later sends its own DECREF, after the SUBMIT too."""
         local, refs = self._local, self._backend._refs
         for item in items:
             self._items.pop(item.task_id, None)
             item.lease = None
+            self._to_nm(item.submit_msg(), after)
             gone = []
             for rid in item.return_ids:
                 local.pop(rid, None)
-                ref = refs.get(rid)
-                if ref is None:
+                if refs.get(rid) is None:
                     gone.append(rid)
-                else:
-                    after.keep.append(ref)
-            after.nm.append(item.submit_msg())
             if gone:
-                after.nm.append([Op.DECREF, gone])
+                self._to_nm([Op.DECREF, gone], after)
 
     def _retire(self, lease: _Lease, after: _After) -> None:
         lease.returned = True
@@ -503,8 +510,6 @@ class TaskLeases:
         """Do what ``after`` holds (lock released): the NM's messages first."""
         backend = self._backend
         if after.nm:
-            for msg in after.nm:
-                backend._channel.send_later(msg)
             backend._wake_flusher.set()
         for lease in after.returns:
             backend._send_soon([Op.LEASE_RETURN, lease.worker_id])
@@ -575,35 +580,39 @@ class TaskLeases:
     # --------------------------------------------------------- ownership
     def escaping(self, rid: str) -> None:
         """A ref of ours is being pickled: make sure the NM knows its object first."""
-        if rid not in self._local:
+        if rid not in self._local:  # (an id leaves it once its message is queued)
             return
+        after = _After()
         with self._lock:
             state = self._local.get(rid)
             if state is None or state is _PROMISED:
                 return
             if state is _PENDING:
+                self._to_nm([Op.PROMISE, [rid]], after)
                 self._local[rid] = _PROMISED
-                msg = [Op.PROMISE, [rid]]
             elif state is _PUT_THERE:  # its LEASE_PUT may not be in yet: the NM waits
-                del self._local[rid]    # for it (PROMISE), whichever comes first
-                msg = [Op.PROMISE, [rid]]
-            else:
+                self._to_nm([Op.PROMISE, [rid]], after)  # for it, whichever comes first
                 del self._local[rid]
-                msg = [Op.PUT, *state]
-        self._backend._send_soon(msg)
+            else:
+                self._to_nm([Op.PUT, *state], after)
+                del self._local[rid]
+        self._finish(after)
 
     def released(self, rid: str) -> bool:
         """Our ref for ``rid`` is gone: True if the NM never knew it (no DECREF)."""
-        # (From ``__del__``: no lock. A promised one stays: its result is PUT when it
-        # comes, and the NM drops it once our DECREF and that PUT are both in.)
+        # (From ``__del__``. A promised one stays: its result is PUT when it comes,
+        # and the NM drops it once our DECREF and that PUT are both in.)
         local = self._local
-        state = local.get(rid)
-        if state is None or state is _PROMISED:
+        if rid not in local:
             return False
-        if state is _PUT_THERE:  # the NM knows it (or will: a DECREF that overtakes
-            local.pop(rid, None)  # the LEASE_PUT is remembered there, see lease_desk)
-            return False
-        return local.pop(rid, None) is not None
+        with self._lock:
+            state = local.get(rid)
+            if state is None or state is _PROMISED:
+                return False
+            del local[rid]
+            # _PUT_THERE: the NM knows it (or will: a DECREF that overtakes the
+            # LEASE_PUT is remembered there, see lease_desk.py)
+            return state is not _PUT_THERE
 
     # -------------------------------------------------------- cancelling
     def cancel(self, task_id: str, force: bool) -> bool:
