@@ -144,7 +144,8 @@ class WorkerLoop:
             for msg in self.queue:
                 if msg[1] == task_id:
                     self.queue.remove(msg)
-                    self._send_failed(msg, ErrorKind.CANCELLED, f"{msg[-1]} was cancelled")
+                    what = f"task {msg[5]!r}" if msg[0] == Op.EXECUTE else "an actor's creation"
+                    self._send_failed(msg, ErrorKind.CANCELLED, f"{what} was cancelled")
                     return True
         return False
 
@@ -193,7 +194,12 @@ class WorkerLoop:
                 else:
                     self._init_actor(msg)
             except KeyboardInterrupt:
-                pass  # a late interrupt: its task has already been answered
+                # a late interrupt: its task has been answered, unless it landed
+                # before the task's ``try`` (``current`` still names it)
+                if msg[0] == Op.EXECUTE and self.current == msg[1]:
+                    with self.cv:
+                        self.current = None
+                    self._send_failed(msg, ErrorKind.CANCELLED, f"task {msg[5]!r} was cancelled")
             finally:
                 with self.cv:
                     self.current = None
@@ -402,22 +408,33 @@ class WorkerLoop:
 
     def _execute(self, msg: list[Any]) -> None:
         _, task_id, return_ids, payload, deps, name, gpus = msg
-        (fn_blob, mode, data, buffers, num_returns, retry, max_retries, env) = payload
-        if not isinstance(retry, bool):
-            retry = tuple(serialization.loads(retry))
-        options = TaskOptions(retry_exceptions=retry)
-        ctx = self.backend.task_context(task_id, None, task_id, (env or {}).get("job_id"),
-                                        gpus, (env or {}).get("namespace"))
         keep: Any = None  # the return value, alive until TASK_DONE is queued (see below)
+        results: list[list[Any]] | None = None
         try:
-            with running_task(ctx), _runtime_env(env), _visible_gpus(gpus):
-                results, keep = self._attempts(task_id, return_ids, name, fn_blob,
-                                               [mode, data, buffers], deps, num_returns,
-                                               options, max_retries)
-        except RuntimeEnvSetupError as exc:
-            results = self._error_results(return_ids, exc)
-        with self.cv:
-            self.current = None  # a cancel arriving now is too late
+            (fn_blob, mode, data, buffers, num_returns, retry, max_retries, env) = payload
+            if not isinstance(retry, bool):
+                retry = tuple(serialization.loads(retry))
+            options = TaskOptions(retry_exceptions=retry)
+            ctx = self.backend.task_context(task_id, None, task_id, (env or {}).get("job_id"),
+                                            gpus, (env or {}).get("namespace"))
+            try:
+                with running_task(ctx), _runtime_env(env), _visible_gpus(gpus):
+                    results, keep = self._attempts(task_id, return_ids, name, fn_blob,
+                                                   [mode, data, buffers], deps, num_returns,
+                                                   options, max_retries)
+            except RuntimeEnvSetupError as exc:
+                results = self._error_results(return_ids, exc)
+            with self.cv:
+                self.current = None  # a cancel arriving now is too late
+        except KeyboardInterrupt:
+            # A cancel's SIGINT that landed outside the task's own ``try`` (as it
+            # began, or once it had ended): the task is answered all the same, or its
+            # caller (the node manager, or a leased task's driver) would wait forever.
+            with self.cv:
+                self.current = None
+            if results is None:
+                results = self._error_results(
+                    return_ids, TaskCancelledError(f"task {name!r} was cancelled"))
         # Refs inside the return value must not be released (DECREF) before the
         # result that contains them has been sent, so ``keep`` dies only now.
         self._send_done(task_id, results)
