@@ -169,6 +169,10 @@ class _Shape:
         the hub, unless the node is full (then it may queue onto our leases)."""
         return time.monotonic() < self.denied_until and not self.asking
 
+    def live(self) -> int:
+        """Our leases that may take tasks (linked, not recalled)."""
+        return sum(1 for x in self.leases if not x.recalled and x.channel is not None)
+
     def room(self) -> bool:
         """A lease of ours takes a task now."""
         return any(not x.sent and not x.recalled and x.channel is not None for x in self.leases)
@@ -305,8 +309,8 @@ class TaskLeases:
             shape.denied_until = time.monotonic() + _DENIED_S
             # (as the hub pipelines: only a long queue, a short one may start sooner
             # there, when another task's CPU frees)
-            shape.full = full and bool(shape.leases) and \
-                len(shape.queue) >= 2 * len(shape.leases)
+            live = shape.live()
+            shape.full = full and live > 0 and len(shape.queue) >= 2 * live
             self._fill(shape, after)
             if not shape.full:
                 self._to_hub(list(shape.queue), after)
@@ -566,11 +570,17 @@ class TaskLeases:
                 if waiting:
                     backlog.append([shape.demand, waiting])
                 if shape.queue:
+                    if not shape.asking and not shape.live():
+                        # stranded: no lease of ours may take them and none is asked
+                        # for (their leases were recalled after a "full" kept them
+                        # here): the hub runs them
+                        self._to_hub(list(shape.queue), after)
+                        shape.queue.clear()
                     continue
                 for lease in list(shape.leases):
                     if not lease.sent and now - lease.idle_since > _GRACE_S:
                         self._retire(lease, after)
-        if after.returns:
+        if after.returns or after.nm:
             self._finish(after)
         if backlog != self._backlog and now - self._backlog_at >= _BACKLOG_S:
             self._backlog, self._backlog_at = backlog, now

@@ -1,0 +1,129 @@
+"""The caller's lease bookkeeping (``leases.TaskLeases``) driven without processes:
+a stand-in backend records what would go to the node manager, and the node's
+answers (grants, denials, recalls) are played in by hand."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from fedexec.backends.native import leases as leases_mod
+from fedexec.backends.native.leases import TaskLeases, _Lease
+from fedexec.backends.native.protocol import Op
+from fedexec.options import TaskOptions
+
+
+class _NodeChannel:
+    def __init__(self) -> None:
+        self.sent: list[list[Any]] = []
+        self.closed = False
+
+    def enqueue(self, msg: list[Any]) -> None:
+        self.sent.append(msg)
+
+    send_later = send = enqueue
+
+
+class _Outboxes:
+    def mark(self, channel: Any) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class _Backend:
+    """What TaskLeases uses of a NativeBackend."""
+
+    def __init__(self) -> None:
+        self._channel = _NodeChannel()
+        self._wake_flusher = threading.Event()
+        self._outboxes = _Outboxes()
+        self._refs: dict[str, Any] = {}
+        self._refcount_ops: collections.deque[Any] = collections.deque()
+        self.asked: list[Any] = []
+        self.objects: list[list[Any]] = []
+
+    def _request_later(self, call: Any, args: list[Any], answered: Any) -> None:
+        self.asked.append((call, args, answered))
+
+    def _send_soon(self, msg: list[Any]) -> None:
+        self._channel.sent.append(msg)
+
+    def _on_object(self, msg: list[Any]) -> None:
+        self.objects.append(msg)
+
+
+@pytest.fixture
+def setup():
+    backend = _Backend()
+    leases = TaskLeases(backend)  # type: ignore[arg-type]
+    socks: list[socket.socket] = []
+    yield backend, leases, socks
+    for s in socks:
+        s.close()
+
+
+def submit(leases: TaskLeases, n: int) -> str:
+    task_id = f"t{n:027d}"
+    assert leases.submit(task_id, [task_id + "00"], f"task{n}", {"CPU": 1.0},
+                         TaskOptions(), ["payload"], plain=True)
+    return task_id
+
+
+def link(leases: TaskLeases, socks: list[socket.socket], worker_id: str) -> _Lease:
+    shape = next(iter(leases._shapes.values()))
+    lease = _Lease(worker_id, 1, shape)
+    ours, theirs = socket.socketpair()
+    socks += [ours, theirs]
+    assert leases._linked(lease, ours) is not None
+    return lease
+
+
+def hub_submits(backend: _Backend) -> list[str]:
+    return [m[1] for m in backend._channel.sent if m[0] == Op.SUBMIT]
+
+
+def test_a_full_node_never_strands_tasks_behind_recalled_leases(setup):
+    """Both leases recalled (work waits at the node), then more tasks and a "full"
+    answer: no lease of ours may take them, so they go to the hub; they once
+    stayed queued here for good (a leases-on CI run hung a data pipeline)."""
+    backend, leases, socks = setup
+    submit(leases, 1)
+    link(leases, socks, "w1")
+    submit(leases, 2)  # the first lease is busy: a second one is asked for
+    link(leases, socks, "w2")
+    leases.recalled("w1")
+    leases.recalled("w2")
+    shape = next(iter(leases._shapes.values()))
+    shape.denied_until = 0.0  # (the recall's _DENIED_S is over)
+    later = [submit(leases, n) for n in range(3, 7)]
+    assert shape.asking and len(shape.queue) == 4
+    _, _, answered = backend.asked[-1]
+    answered(True, "full")
+    assert hub_submits(backend) == later
+    assert not shape.queue
+
+
+def test_the_sweep_sends_stranded_tasks_to_the_hub(setup):
+    """Whatever left tasks queued here with no lease that may take them and none
+    asked for, the flusher's sweep hands them to the hub."""
+    backend, leases, socks = setup
+    submit(leases, 1)
+    link(leases, socks, "w1")
+    leases.recalled("w1")
+    shape = next(iter(leases._shapes.values()))
+    item = leases_mod._Item("t" + "9" * 27, ["t" + "9" * 27 + "00"], "stranded",
+                            {"CPU": 1.0}, 0, ["payload"])
+    item.shape = shape
+    shape.queue.append(item)  # (as the old "full" answer left them)
+    leases._items[item.task_id] = item
+    assert hub_submits(backend) == []
+    leases.sweep(time.monotonic())
+    assert hub_submits(backend) == [item.task_id]
+    assert not shape.queue
