@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(autouse=True)
 def leases_on(monkeypatch):
-    """Leases are off by default; these tests turn them on whatever the environment (the
+    """Leases are on by default; these tests turn them on whatever the environment (the
     node and its workers, started after this, inherit it)."""
     monkeypatch.setenv("FEDEXEC_TASK_LEASES", "1")
 
@@ -146,10 +146,10 @@ def test_the_switch_sends_every_task_through_the_node(monkeypatch):
             list(range(1, 101))
 
 
-def test_leases_are_off_by_default(monkeypatch):
+def test_leases_are_on_by_default(monkeypatch):
     monkeypatch.delenv("FEDEXEC_TASK_LEASES")
     with fedexec.Executor("native", num_cpus=2) as ex:
-        assert ex._backend._leases is None
+        warm(ex)
 
 
 def test_a_sigkilled_leased_worker_loses_nothing(ex1):

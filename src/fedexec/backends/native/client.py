@@ -11,7 +11,7 @@ Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
 must not lock) and are written, in order, before the next message. Actor calls
 go straight to the actor's worker when they can (``direct.ActorLinks``), still
 registered with the node manager by an ACTOR_CALL naming that worker. With
-caller leases (``FEDEXEC_TASK_LEASES=1``; off by default), a driver's tasks without ref
+caller leases (on by default; ``FEDEXEC_TASK_LEASES=0`` turns them off), a driver's tasks without ref
 arguments go straight to a worker leased to it (``leases.TaskLeases``: LEASE_EXEC there, LEASE_DONE back, no SUBMIT); their
 results are held here until a ref to one is pickled (``ref_escaping``: PROMISE or
 PUT first), and dropping one the node manager never knew sends no DECREF.

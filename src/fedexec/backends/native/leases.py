@@ -110,11 +110,10 @@ _PUT_THERE = object()
 
 
 def leases_enabled() -> bool:
-    """The switch, off by default: ``FEDEXEC_TASK_LEASES=1`` turns caller leases on
-    (in a driver: its eligible tasks; in a node, read when it starts: its workers
-    take callers' tasks). Off while a leases-on CI run still hangs one test (issue
-    17's note: ``test_data_memory``, every worker idle, the stream waiting)."""
-    return os.environ.get("FEDEXEC_TASK_LEASES", "0") not in ("", "0")
+    """The switch, on by default: ``FEDEXEC_TASK_LEASES=0`` turns caller leases off
+    (in a driver: its tasks all go through the node manager; in a node, read when
+    it starts: its workers take no caller's tasks)."""
+    return os.environ.get("FEDEXEC_TASK_LEASES", "1") not in ("", "0")
 
 
 class _Item:

@@ -18,7 +18,7 @@ loop), which is also what lets it ``fork`` workers safely::
                                                               lease_desk.py)
      driver ═══DIRECT_CALL══▶ actor worker ═══DIRECT_REPLY══▶ driver  (see direct.py)
 
-With caller leases (``FEDEXEC_TASK_LEASES=1``; off by default), a driver's eligible tasks go
+With caller leases (on by default; ``FEDEXEC_TASK_LEASES=0`` turns them off), a driver's eligible tasks go
 to a worker the core leased to it (``LeaseRequested``) and their results come straight back: this process sees only the lease, the
 results it must hold (in the store, or holding refs: LEASE_PUT) and the results
 that left the driver (PROMISE, then PUT).

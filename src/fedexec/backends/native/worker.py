@@ -9,7 +9,7 @@ loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
 worker also listens for callers on its node (``direct.CallListener``): their
 DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
 (DIRECT_DONE) and then back to its caller (DIRECT_REPLY). Every worker listens
-there (with ``FEDEXEC_TASK_LEASES=1``): a driver it is leased to sends LEASE_EXEC,
+there (unless ``FEDEXEC_TASK_LEASES=0``): a driver it is leased to sends LEASE_EXEC,
 queued as EXECUTE messages are; the answer goes back to that driver (LEASE_DONE),
 after a LEASE_PUT to the node manager for results it must hold (see leases.py).
 A leased task that runs a while is said to the node manager (LEASE_RUNNING, from
