@@ -232,6 +232,27 @@ def test_cancelling_leased_tasks(ex1):
     assert ex1.get(ex1.submit(ident, 9), timeout=T) == 9
 
 
+def test_a_leased_worker_idle_between_tasks_keeps_serving_its_callers(ex1):
+    """An idle leased worker reads its callers' links on its main thread (worker.py
+    ``_read_links``): a link closed meanwhile (the lease went back, idle) is dropped
+    there, a new lease's link is read, and a task that then runs still gets its
+    cancel (its link is the poller's again while it runs)."""
+    warm(ex1)
+    pid = ex1.get(ex1.submit(nap, 0), timeout=T)
+    for _ in range(3):
+        sent = leased(ex1)
+        assert ex1.get(ex1.submit(nap, 0), timeout=T) == pid
+        time.sleep(0.4)  # idle past the grace: returned, its link closed while idle
+        assert ex1.get([ex1.submit(ident, i) for i in range(20)], timeout=T) == list(range(20))
+        assert leased(ex1) > sent
+        running = ex1.submit(nap, 30)
+        time.sleep(0.3)
+        ex1.cancel(running)
+        with pytest.raises(TaskCancelledError):
+            ex1.get(running, timeout=T)
+    assert ex1.get(ex1.submit(nap, 0), timeout=T) == pid  # the same worker all along
+
+
 def test_cancel_futures_cancels_every_leased_task_not_started():
     ex = fedexec.Executor("native", num_cpus=1)
     warm(ex)

@@ -124,15 +124,18 @@ class Channel:
             pass
 
     def pump(self) -> bool:
-        """Read once (blocking until something arrives) and hand on the frames
-        completed; False once the connection is over (``on_close`` has run). A
-        ``Poller`` calls this when the socket is readable (``polled=True``)."""
+        """Read once (blocking until something arrives; polled: only what is there)
+        and hand on the frames completed; False once the connection is over
+        (``on_close`` has run). A ``Poller`` calls this when the socket is readable
+        (``polled=True``)."""
         try:
-            data = self._sock.recv(1 << 20)
+            data = self._sock.recv(1 << 20, 0 if not self._polled else socket.MSG_DONTWAIT)
             if data:
                 for frame in self._frames.feed(data):
                     self._on_frame(frame)
                 return True
+        except BlockingIOError:  # (polled: a stale event, another thread read it)
+            return True
         except OSError:
             pass
         except ProtocolError as exc:  # an oversized frame: the connection is unusable
@@ -144,6 +147,11 @@ class Channel:
         if not was_closed:
             self._on_close()
         return False
+
+    @property
+    def sock(self) -> socket.socket:
+        """The connection's socket (a polled one's owner lends it: ``Poller.detach``)."""
+        return self._sock
 
     @property
     def closed(self) -> bool:

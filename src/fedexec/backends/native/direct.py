@@ -164,6 +164,8 @@ class _Polled:
             step = self.shake.feed(data)
             if step.reply:
                 self.sock.sendall(step.reply)  # (a few bytes: the buffer takes them)
+        except BlockingIOError:  # (a stale event: nothing to read yet)
+            return True
         except OSError:
             self.ready(None)
             return False

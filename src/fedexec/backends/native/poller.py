@@ -1,25 +1,69 @@
-"""``Poller``: one daemon thread that reads many sockets (a selector), so a process
+"""``Poller``: one daemon thread that reads many sockets (epoll), so a process
 holds one reader thread for all its direct links however many there are (see
 direct.py), instead of one per connection.
 
-Each socket comes with ``on_readable() -> bool``, called on the poller's thread
-whenever the socket is readable; it reads (once, so the socket may stay blocking
-for writers) and returns False when the connection is over: the poller then drops
-the socket and closes it. Nothing else closes a polled socket (a ``Channel`` made
-with ``polled=True`` only shuts it down, which the poller sees as EOF), so a file
-descriptor is never reused while the selector still holds it.
+Each socket comes with ``on_readable() -> bool``, called whenever the socket is
+readable; it reads once, without blocking (``MSG_DONTWAIT``: the socket may stay
+blocking for writers, and an event may be stale: another thread read it since),
+and returns False when the connection is over: the socket is then dropped and
+closed. Nothing else closes a polled socket (a ``Channel`` made with
+``polled=True`` only shuts it down, which the poller sees as EOF), so a file
+descriptor is never reused while an epoll set still holds it.
+
+Lending. Another thread may take a socket over for a while (``detach``: the
+poller no longer reads it, and a read it had started has ended when ``detach``
+returns), read it itself (``Detached.read``), then hand it back (``attach``). A
+worker's main thread does so for its leased tasks' links while it is idle: a
+task then reaches it with no thread hand-off (see worker.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import selectors
+import select
 import socket
 import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["Poller"]
+__all__ = ["Detached", "Poller"]
+
+
+class _Entry:
+    __slots__ = ("fd", "lock", "on_readable", "polled", "sock")
+
+    def __init__(self, sock: socket.socket, on_readable: Callable[[], bool]):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.on_readable = on_readable
+        self.lock = threading.Lock()  # held while it is read (by whichever thread)
+        self.polled = True  # read by the poller's thread (False: detached)
+
+
+class Detached:
+    """A socket taken from a ``Poller`` by ``Poller.detach``: ``read()`` it when it
+    is readable; it goes back with ``Poller.attach``."""
+
+    __slots__ = ("_entry", "_poller", "fd", "open")
+
+    def __init__(self, poller: Poller, entry: _Entry):
+        self._poller = poller
+        self._entry = entry
+        self.fd = entry.fd
+        self.open = True
+
+    def read(self) -> bool:
+        """Read once (its ``on_readable``); False once the connection is over (the
+        socket is then closed: do not attach it)."""
+        try:
+            keep = self._entry.on_readable()
+        except Exception as exc:  # a bug in a callback: drop that connection only
+            self._poller._report(exc)
+            keep = False
+        if not keep:
+            self.open = False
+            self._poller._drop(self._entry)
+        return keep
 
 
 class Poller:
@@ -28,22 +72,58 @@ class Poller:
     def __init__(self, name: str):
         self._name = name
         self._lock = threading.Lock()
-        self._adding: list[tuple[socket.socket, Callable[[], bool]]] = []
-        self._selector: selectors.BaseSelector | None = None
+        self._entries: dict[int, _Entry] = {}  # fd -> its socket (polled or detached)
+        self._epoll: select.epoll | None = None
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._closed = False
 
     def add(self, sock: socket.socket, on_readable: Callable[[], bool]) -> None:
         """Poll ``sock`` from now on (any thread); after ``close`` it is closed."""
+        entry = _Entry(sock, on_readable)
         with self._lock:
             if self._closed:
                 sock.close()
                 return
-            if self._selector is None:
+            if self._epoll is None:
                 self._start()
-            self._adding.append((sock, on_readable))
-        self._wake()
+            assert self._epoll is not None
+            self._entries[entry.fd] = entry
+            try:
+                self._epoll.register(entry.fd, select.EPOLLIN)
+            except (ValueError, OSError):  # closed meanwhile
+                del self._entries[entry.fd]
+                sock.close()
+
+    def detach(self, sock: socket.socket) -> Detached | None:
+        """Stop reading ``sock`` here (any thread but the poller's): the caller
+        reads it from now on (None: it is not polled here, or closed)."""
+        entry = self._entries.get(sock.fileno())
+        if entry is None or entry.sock is not sock:
+            return None
+        with entry.lock:  # (a read in progress on the poller's thread ends first)
+            if not entry.polled or self._closed or self._epoll is None:
+                return None
+            try:
+                self._epoll.unregister(entry.fd)
+            except (ValueError, OSError):
+                return None
+            entry.polled = False
+        return Detached(self, entry)
+
+    def attach(self, detached: Detached) -> None:
+        """Read a detached socket here again (unless its connection is over)."""
+        entry = detached._entry
+        if not detached.open:
+            return
+        with entry.lock:
+            if self._closed or self._epoll is None:
+                return
+            entry.polled = True
+            try:
+                self._epoll.register(entry.fd, select.EPOLLIN)
+            except (ValueError, OSError):  # (the poller closed meanwhile)
+                entry.polled = False
 
     def close(self) -> None:
         """Stop polling: every socket still here is closed (without its callback)."""
@@ -52,50 +132,61 @@ class Poller:
         self._wake()
 
     def _start(self) -> None:
-        self._selector = selectors.DefaultSelector()
+        self._epoll = select.epoll()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        threading.Thread(target=self._loop, args=(self._selector,), daemon=True,
-                         name=self._name).start()
+        self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
+        threading.Thread(target=self._loop, args=(self._epoll, self._wake_r.fileno()),
+                         daemon=True, name=self._name).start()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
             self._wake_w.send(b"\0")  # type: ignore[union-attr]
 
-    def _loop(self, selector: selectors.BaseSelector) -> None:
-        while not self._closed:
-            for key, _ in selector.select():
-                if key.data is None:
-                    self._take_new(selector)
-                    continue
-                try:
-                    keep = key.data()
-                except Exception as exc:  # a bug in a callback: drop that connection only
-                    with contextlib.suppress(OSError, ValueError):
-                        sys.stderr.write(f"fedexec: {self._name} dropped a connection: "
-                                         f"{exc!r}\n")
-                    keep = False
-                if not keep:
-                    selector.unregister(key.fileobj)
-                    key.fileobj.close()  # type: ignore[union-attr]
-        for key in list(selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        selector.close()
-        with self._lock:
-            adding, self._adding = self._adding, []
-        for sock, _ in adding:
-            sock.close()
-        self._wake_w.close()  # type: ignore[union-attr]
+    def _report(self, exc: BaseException) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"fedexec: {self._name} dropped a connection: {exc!r}\n")
 
-    def _take_new(self, selector: selectors.BaseSelector) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_r.recv(4096)  # type: ignore[union-attr]
-        with self._lock:
-            adding, self._adding = self._adding, []
-        for sock, on_readable in adding:
+    def _drop(self, entry: _Entry) -> None:
+        """The connection is over: forget and close its socket (its lock held)."""
+        if self._entries.get(entry.fd) is entry:
+            del self._entries[entry.fd]
+        if entry.polled and self._epoll is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._epoll.unregister(entry.fd)
+        entry.polled = False
+        entry.sock.close()
+
+    def _loop(self, epoll: select.epoll, wake_fd: int) -> None:
+        entries = self._entries
+        while not self._closed:
             try:
-                selector.register(sock, selectors.EVENT_READ, on_readable)
-            except (ValueError, OSError):  # closed meanwhile
-                sock.close()
+                events = epoll.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                if fd == wake_fd:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)  # type: ignore[union-attr]
+                    continue
+                entry = entries.get(fd)
+                if entry is None:
+                    continue
+                with entry.lock:
+                    if not entry.polled:  # detached meanwhile
+                        continue
+                    try:
+                        keep = entry.on_readable()
+                    except Exception as exc:  # a bug in a callback: drop that one only
+                        self._report(exc)
+                        keep = False
+                    if not keep:
+                        self._drop(entry)
+        with self._lock:
+            for entry in list(entries.values()):
+                with contextlib.suppress(OSError):
+                    entry.sock.close()
+            entries.clear()
+            epoll.close()
+        self._wake_w.close()  # type: ignore[union-attr]

@@ -36,7 +36,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -57,6 +59,7 @@ from .channel import Channel
 from .client import NativeBackend
 from .direct import CallListener
 from .leases import leases_enabled
+from .poller import Detached
 from .protocol import ErrorKind, Kind, Op
 
 __all__ = ["main_from_fork"]
@@ -93,6 +96,13 @@ class WorkerLoop:
         #: Leased tasks (see leases.py) not answered yet: task id -> (the caller's
         #: link, the caller's connection id at the node manager).
         self.leased: dict[str, tuple[Channel, int]] = {}
+        #: The links of callers we ran leased tasks for: read by the main thread
+        #: while it is idle (``_read_links``; ``reading``: it does now).
+        self.links: set[Channel] = set()
+        self.reading = False
+        self._idle: select.epoll | None = None  # (made on first use, with its waker)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         #: The message of the task running now and since when (monotonic).
         self.running: list[Any] | None = None
         self.since = 0.0
@@ -118,14 +128,22 @@ class WorkerLoop:
                     # Blocked in a get: a task queued here could be the one awaited.
                     self.backend._send([Op.HANDBACK, [msg[1]]])
                     return
-                self.queue.append(msg)
-                self.cv.notify()
+                self._push(msg)
         elif op == Op.CANCEL_TASK:
             self._cancel(msg[1])
         elif op == Op.REVOKE:
             self._revoke(msg[1])
         elif op == Op.EXIT:
             self.exit()
+
+    def _push(self, msg: list[Any]) -> None:
+        """Queue ``msg`` to run (cv held) and wake the main thread, whether it waits
+        on ``cv`` or reads its links (``_read_links``)."""
+        self.queue.append(msg)
+        self.cv.notify()
+        if self.reading and threading.get_ident() != self.main_ident:
+            with contextlib.suppress(OSError, AttributeError):
+                self._wake_w.send(b"\0")  # type: ignore[union-attr]
 
     def exit(self) -> NoReturn:
         """End this worker process now (asked to, or its node manager is gone)."""
@@ -182,11 +200,18 @@ class WorkerLoop:
         signal.signal(signal.SIGINT, self._on_sigint)
         while True:
             with self.cv:
-                while not self.queue:
+                while not self.queue and not self.links:
                     self.cv.wait()
-                msg = self.queue.popleft()
-                self.current = msg[1]
-                self.running, self.since = msg, time.monotonic()
+                if not self.queue:  # idle, with leased tasks' links: read them here
+                    self.reading = True
+                    msg = None
+                else:
+                    msg = self.queue.popleft()
+                    self.current = msg[1]
+                    self.running, self.since = msg, time.monotonic()
+            if msg is None:
+                self._read_links()
+                continue
             try:
                 op = msg[0]
                 if op == Op.EXECUTE:
@@ -204,6 +229,53 @@ class WorkerLoop:
                 with self.cv:
                     self.current = None
                     self.interrupt = None
+
+    def _read_links(self) -> None:
+        """Idle, with leased tasks' links: read them on this thread until a task is
+        queued (it then starts with no hand-off from the poller's thread, which
+        costs a wake-up on a task's way in). They go back to the poller before
+        the task runs: its cancel, and the tasks pipelined behind it, come on them."""
+        poller = self.backend._links.poller
+        if self._idle is None:
+            self._idle = select.epoll()
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+            self._idle.register(self._wake_r.fileno(), select.EPOLLIN)
+        idle, wake_fd = self._idle, self._wake_r.fileno()  # type: ignore[union-attr]
+        taken: dict[int, tuple[Detached, Channel]] = {}
+        with self.cv:
+            links = list(self.links)
+        for link in links:
+            lent = None if link.closed else poller.detach(link.sock)
+            if lent is None:  # over, or not polled: the poller's (if anyone's)
+                with self.cv:
+                    self.links.discard(link)
+                continue
+            idle.register(lent.fd, select.EPOLLIN)
+            taken[lent.fd] = (lent, link)
+        try:
+            while taken:
+                with self.cv:
+                    if self.queue:
+                        break
+                for fd, _ in idle.poll():
+                    if fd == wake_fd:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)  # type: ignore[union-attr]
+                        continue
+                    found = taken.get(fd)
+                    if found is not None and not found[0].read():  # (closed: it left
+                        del taken[fd]                              # our epoll with it)
+                        with self.cv:
+                            self.links.discard(found[1])
+        finally:
+            with self.cv:
+                self.reading = False
+            for fd, (lent, _) in taken.items():
+                with contextlib.suppress(OSError, ValueError):
+                    idle.unregister(fd)
+                poller.attach(lent)
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:
@@ -327,8 +399,8 @@ class WorkerLoop:
                     link.send([Op.LEASE_HANDBACK, [task_id]])
                     return
                 self.leased[task_id] = (link, caller)
-                self.queue.append([Op.EXECUTE, task_id, return_ids, payload, [], name, []])
-                self.cv.notify()
+                self.links.add(link)
+                self._push([Op.EXECUTE, task_id, return_ids, payload, [], name, []])
         elif op == Op.LEASE_CANCEL:
             _, task_id, force = msg
             if force:
