@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -20,7 +21,7 @@ import pytest
 import fedexec
 from _backend_support import poll_until
 from fedexec.backends.native.protocol import Call, Op
-from fedexec.exceptions import TaskCancelledError, WorkerCrashedError
+from fedexec.exceptions import GetTimeoutError, TaskCancelledError, WorkerCrashedError
 from fedexec.testing import Cluster
 
 pytestmark = pytest.mark.timeout(180)
@@ -251,6 +252,37 @@ def test_a_leased_worker_idle_between_tasks_keeps_serving_its_callers(ex1):
         with pytest.raises(TaskCancelledError):
             ex1.get(running, timeout=T)
     assert ex1.get(ex1.submit(nap, 0), timeout=T) == pid  # the same worker all along
+
+
+def test_a_thread_waiting_for_a_leased_result_reads_its_link_and_gives_it_back(ex1):
+    """``result()`` on one leased ref reads its lease's link on the waiting thread
+    (read_here.py): a timeout gives the link back to the poller (another thread's
+    wait then completes through it), a cancel sent from another thread ends the
+    wait, and a worker SIGKILLed during the wait loses nothing (the retry's result
+    comes through the node manager and wakes the waiter)."""
+    warm(ex1)
+    slow = ex1.submit(later, 7, 0.6)
+    with pytest.raises(GetTimeoutError):
+        slow.result(timeout=0.1)
+    box: list = []
+    waiter = threading.Thread(target=lambda: box.append(slow.result(timeout=T)))
+    waiter.start()
+    waiter.join(T)
+    assert box == [7]
+
+    running = ex1.submit(nap, 30)
+    time.sleep(0.3)
+    threading.Timer(0.3, ex1.cancel, (running,)).start()
+    with pytest.raises(TaskCancelledError):
+        running.result(timeout=T)
+
+    doomed = ex1.submit(pid_after, 5, 1.0)  # (max_retries: retried through the node)
+    assert poll_until(lambda: any(s == "LEASED" for _, s in node_workers(ex1).values()))
+    pid = next(p for p, s in node_workers(ex1).values() if s == "LEASED")
+    threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+    x, ran_on = doomed.result(timeout=T)
+    assert x == 5 and ran_on != pid
+    assert ex1.get(ex1.submit(ident, 3), timeout=T) == 3
 
 
 def test_cancel_futures_cancels_every_leased_task_not_started():

@@ -57,6 +57,7 @@ from .direct import ActorLinks, Outboxes
 from .leases import TaskLeases, leases_enabled
 from .pending_actors import largest
 from .protocol import Call, ErrorKind, Kind, Op, client_handshake
+from .read_here import read_until_done
 from .store import write_object
 
 __all__ = ["NativeBackend"]
@@ -765,6 +766,12 @@ class NativeBackend(Backend):
         self._waits[token] = (time.monotonic(), list(refs))
         try:
             if loop is None:
+                if done is None and len(refs) == 1 and self._leases is not None:
+                    # one leased result: read its link here (no hand-off from the poller)
+                    ref = next(iter(refs))
+                    link = self._leases.link_of(ref.id)
+                    if link is not None:
+                        read_until_done(self._links.poller, link, ref, timeout)
                 yield
             else:
                 with loop.blocked():

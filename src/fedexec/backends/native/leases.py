@@ -86,6 +86,7 @@ from typing import TYPE_CHECKING, Any
 
 from .channel import Channel
 from .direct import dial
+from .poller import io_thread
 from .protocol import Call, ErrorKind, Kind, Op
 
 if TYPE_CHECKING:
@@ -180,10 +181,11 @@ class _Shape:
 class _After:
     """What to do once the lock is released: sends, completions, hub submits."""
 
-    __slots__ = ("channels", "done", "nm", "returns", "started")
+    __slots__ = ("channels", "done", "idle", "nm", "returns", "started")
 
     def __init__(self) -> None:
         self.started: list[str] = []  # result ids of tasks now first on their worker
+        self.idle = False  # a task went to an idle worker: write now, not batched
         self.nm = False  # messages for the NM were queued (``TaskLeases._to_nm``)
         self.channels: set[Channel] = set()
         self.done: list[list[Any]] = []  # result entries to complete refs with
@@ -259,6 +261,7 @@ class TaskLeases:
             sent = lease.sent
             if queue and not sent:
                 after.started.extend(queue[0].return_ids)
+                after.idle = True
             while queue and len(sent) < depth:
                 item = queue.popleft()
                 item.lease = lease
@@ -521,7 +524,10 @@ class TaskLeases:
             outboxes = backend._outboxes
             for channel in after.channels:
                 outboxes.mark(channel)
-            backend._wake_flusher.set()
+            if after.idle and not io_thread():
+                backend.flush()  # (the NM's first) an idle worker gains nothing by waiting
+            else:
+                backend._wake_flusher.set()
         if after.started:
             refs = backend._refs
             for rid in after.started:
@@ -679,6 +685,14 @@ class TaskLeases:
             self._backend._outboxes.flush()
             cf.wait(waits, _REVOKE_WAIT_S)
         return bool(items)
+
+    def link_of(self, rid: str) -> Channel | None:
+        """The link of the lease whose worker has the task of result ``rid`` (None:
+        not ours, queued here, or answered): a thread waiting for it may read it
+        (read_here.py)."""
+        item = self._items.get(rid[:28])
+        lease = item.lease if item is not None else None
+        return lease.channel if lease is not None else None
 
     def describe(self, task_ids: list[str]) -> dict[str, list[Any]]:
         """Where each of ``task_ids`` still held here is: task id -> [the leased

@@ -26,7 +26,16 @@ import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["Detached", "Poller"]
+__all__ = ["Detached", "Poller", "io_thread"]
+
+_io = threading.local()
+
+
+def io_thread() -> bool:
+    """True on a poller's thread, or while a thread reads a socket it detached
+    (inside its callbacks): it must not block writing to a peer, which may itself
+    be blocked writing to us (the callbacks queue what they send, for a flusher)."""
+    return getattr(_io, "on", False)
 
 
 class _Entry:
@@ -55,11 +64,14 @@ class Detached:
     def read(self) -> bool:
         """Read once (its ``on_readable``); False once the connection is over (the
         socket is then closed: do not attach it)."""
+        _io.on = True
         try:
             keep = self._entry.on_readable()
         except Exception as exc:  # a bug in a callback: drop that connection only
             self._poller._report(exc)
             keep = False
+        finally:
+            _io.on = False
         if not keep:
             self.open = False
             self._poller._drop(self._entry)
@@ -159,6 +171,7 @@ class Poller:
         entry.sock.close()
 
     def _loop(self, epoll: select.epoll, wake_fd: int) -> None:
+        _io.on = True
         entries = self._entries
         while not self._closed:
             try:
