@@ -14,7 +14,6 @@ such a read).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import select
 import socket
@@ -44,25 +43,23 @@ class _Kit:
                 closable.close()
 
 
-class _Wake(cf._base._Waiter):
-    """Wakes the reading thread when the ref is completed by another thread."""
+class _Wake:
+    """Installed in the ref's ``_waiters`` (the interface ``concurrent.futures``
+    calls on completion): wakes the reading thread when another thread completes
+    the ref (its own completions need no wake-up)."""
+
+    __slots__ = ("_ident", "_sock")
 
     def __init__(self, sock: socket.socket):
-        super().__init__()
         self._sock = sock
+        self._ident = threading.get_ident()
 
-    def _poke(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.send(b"\0")
+    def _poke(self, future: Any) -> None:
+        if threading.get_ident() != self._ident:
+            with contextlib.suppress(OSError):
+                self._sock.send(b"\0")
 
-    def add_result(self, future: Any) -> None:
-        self._poke()
-
-    def add_exception(self, future: Any) -> None:
-        self._poke()
-
-    def add_cancelled(self, future: Any) -> None:
-        self._poke()
+    add_result = add_exception = add_cancelled = _poke
 
 
 _local = threading.local()
