@@ -148,6 +148,33 @@ def test_sigkill_of_the_worker_mid_call_restarts_and_retries_or_fails(ex, retrie
     until_direct(ex, a)
 
 
+@pytest.mark.parametrize("retries", [0, -1])
+def test_a_thread_waiting_for_one_direct_call_reads_its_link_through_a_sigkill(ex, retries):
+    """``result()`` on one direct call reads the actor's link on the waiting thread
+    (read_here.py): a timeout gives the link back (a later wait on another thread
+    completes), and a SIGKILL of the worker during the wait ends it with the
+    restarted actor's retry, or ``ActorDiedError``, which come from the node."""
+    a = ex.options(max_restarts=1, max_task_retries=retries).actor(Worker)
+    until_direct(ex, a)
+    pid = ex.get(a.pid.remote(), timeout=T)
+    slow = a.nap.remote(0.5)
+    with pytest.raises(fedexec.GetTimeoutError):
+        slow.result(timeout=0.1)
+    box: list = []
+    waiter = threading.Thread(target=lambda: box.append(slow.result(timeout=T)))
+    waiter.start()
+    waiter.join(T)
+    assert len(box) == 1
+    running = a.nap.remote(2.0)
+    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+    if retries:
+        assert running.result(timeout=T) == 1  # retried on the fresh instance
+    else:
+        with pytest.raises(ActorDiedError):
+            running.result(timeout=T)
+    assert ex.get(a.pid.remote(), timeout=T) != pid
+
+
 def test_kill_fails_direct_calls_and_later_ones(ex):
     a = ex.actor(Worker)
     until_direct(ex, a)

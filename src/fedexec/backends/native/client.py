@@ -766,10 +766,14 @@ class NativeBackend(Backend):
         self._waits[token] = (time.monotonic(), list(refs))
         try:
             if loop is None:
-                if done is None and len(refs) == 1 and self._leases is not None:
-                    # one leased result: read its link here (no hand-off from the poller)
+                if done is None and len(refs) == 1:
+                    # one leased task's or direct call's result: read its link here (no
+                    # hand-off from the poller)
                     ref = next(iter(refs))
-                    link = self._leases.link_of(ref.id)
+                    link = self._leases.link_of(ref.id) if self._leases is not None \
+                        else None
+                    if link is None:
+                        link = self._links.channel_of(ref.id)
                     if link is not None:
                         read_until_done(self._links.poller, link, ref, timeout)
                 yield

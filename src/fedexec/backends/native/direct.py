@@ -208,6 +208,7 @@ class ActorLinks:
         self._token = token
         self._lock = threading.Lock()
         self._links: dict[str, _Link] = {}
+        self._calls: dict[str, _Link] = {}  # task id -> the link a call went on, unanswered
         self._closed = False
         self.outboxes = backend._outboxes
         #: Reads every link of this process (and an actor's worker's callers).
@@ -227,10 +228,17 @@ class ActorLinks:
                 self._ask(actor_id, link)
             return None
         link.sent[task_id] = return_ids
+        self._calls[task_id] = link
         if self.outboxes.send_later(channel, [Op.DIRECT_CALL, task_id, return_ids, payload,
                                               name]):
             self._backend._wake_flusher.set()
         return link.worker_id
+
+    def channel_of(self, rid: str) -> Channel | None:
+        """The link a direct call of result ``rid`` went on, while unanswered: a
+        thread waiting for it may read it (read_here.py)."""
+        link = self._calls.get(rid[:28])
+        return link.channel if link is not None else None
 
     def via_hub(self, actor_id: str, refs: list[ObjectRef[Any]]) -> None:
         """A call to ``actor_id`` went to the hub: no direct call until it ends."""
@@ -328,6 +336,7 @@ class ActorLinks:
             if msg[0] != Op.DIRECT_REPLY:
                 continue
             sent.pop(msg[1], None)
+            self._calls.pop(msg[1], None)
             for result in msg[2]:
                 on_object([Op.OBJECT, *result])
 
@@ -342,6 +351,8 @@ class ActorLinks:
         link.asking = False
         link.asked = time.monotonic() + _ASK_AGAIN_S
         missing = [rid for rids in list(link.sent.values()) for rid in rids]
+        for task_id in list(link.sent):
+            self._calls.pop(task_id, None)
         link.sent.clear()
         self._drop_if_idle(actor_id, link)
         if missing:
