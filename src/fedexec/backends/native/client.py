@@ -227,9 +227,11 @@ class NativeBackend(Backend):
             if self._runtime is not None:
                 self._runtime.stop()
             raise
+        # (a worker's is polled: its main thread reads it while idle, see worker.py)
+        polled = self.role == "worker"
         self._channel = Channel(sock, self._on_frame, self._on_close,
                                 f"fedexec-native-recv-{self.worker_id[-6:]}",
-                                before_send=self._drain_refcount_ops)
+                                before_send=self._drain_refcount_ops, polled=polled)
         self._outboxes = Outboxes()  # direct links (see direct.py): flushed after _channel
         self._token: bytes = _attach["token"]
         self._session_dir = os.path.dirname(_attach["socket_path"]) \
@@ -237,7 +239,10 @@ class NativeBackend(Backend):
         self._links = ActorLinks(self, self._token)
         self._leases: TaskLeases | None = None  # (set below, once we know our store)
         self._wake_flusher = threading.Event()
-        self._channel.start()
+        if polled:
+            self._links.poller.add(sock, self._channel.pump)
+        else:
+            self._channel.start()
         self._node_totals = self._live_totals()  # see _feasible
         self._fitting: set[tuple[tuple[str, float], ...]] = set()  # shapes a node fits
         #: True when the node's shared-memory store is not on this machine (a driver

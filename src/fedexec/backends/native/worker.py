@@ -1,11 +1,13 @@
 """A worker process of the native runtime: runs tasks, or hosts one actor.
 
 Forked by the node manager; connects back over the node's Unix socket with the
-cluster token and says HELLO. The reader thread (the client's) hands EXECUTE and
-ACTOR_INIT messages to this loop; the main thread runs them in arrival order and
-answers TASK_DONE. An actor's calls (ACTOR_EXEC) go from the reader thread
-straight to its :class:`ActorHost`, which runs them on its own threads (or event
-loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
+cluster token and says HELLO. Its links (that connection, and its leased tasks'
+callers') are read by the client's ``Poller`` thread while a task runs, and by
+the main thread itself while it is idle (``_read_links``: a task then starts with
+no thread hand-off); EXECUTE and ACTOR_INIT messages are queued to this loop; the
+main thread runs them in arrival order and answers TASK_DONE. An actor's calls
+(ACTOR_EXEC) go from the reading thread straight to its :class:`ActorHost`, which
+runs them on its own threads (or event loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
 worker also listens for callers on its node (``direct.CallListener``): their
 DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
 (DIRECT_DONE) and then back to its caller (DIRECT_REPLY). Every worker listens
@@ -100,6 +102,9 @@ class WorkerLoop:
         #: while it is idle (``_read_links``; ``reading``: it does now).
         self.links: set[Channel] = set()
         self.reading = False
+        #: Idle, the main thread reads its links (False: it waits on ``cv``; set
+        #: again by a new leased task's link).
+        self.lend = True
         self._idle: select.epoll | None = None  # (made on first use, with its waker)
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -200,9 +205,9 @@ class WorkerLoop:
         signal.signal(signal.SIGINT, self._on_sigint)
         while True:
             with self.cv:
-                while not self.queue and not self.links:
+                while not self.queue and not self.lend:
                     self.cv.wait()
-                if not self.queue:  # idle, with leased tasks' links: read them here
+                if not self.queue:  # idle: read our links here
                     self.reading = True
                     msg = None
                 else:
@@ -231,10 +236,11 @@ class WorkerLoop:
                     self.interrupt = None
 
     def _read_links(self) -> None:
-        """Idle, with leased tasks' links: read them on this thread until a task is
-        queued (it then starts with no hand-off from the poller's thread, which
-        costs a wake-up on a task's way in). They go back to the poller before
-        the task runs: its cancel, and the tasks pipelined behind it, come on them."""
+        """Idle: read our links (the node manager's, and our leased tasks' callers')
+        on this thread until a task is queued (it then starts with no hand-off from
+        the poller's thread, which costs a wake-up on a task's way in). They go back
+        to the poller before the task runs: its cancel, the tasks pipelined behind
+        it, and the answers to what it asks the node manager come on them."""
         poller = self.backend._links.poller
         if self._idle is None:
             self._idle = select.epoll()
@@ -244,16 +250,22 @@ class WorkerLoop:
             self._idle.register(self._wake_r.fileno(), select.EPOLLIN)
         idle, wake_fd = self._idle, self._wake_r.fileno()  # type: ignore[union-attr]
         taken: dict[int, tuple[Detached, Channel]] = {}
+        nm = self.backend._channel
         with self.cv:
-            links = list(self.links)
+            links = [nm, *self.links]
         for link in links:
             lent = None if link.closed else poller.detach(link.sock)
             if lent is None:  # over, or not polled: the poller's (if anyone's)
-                with self.cv:
-                    self.links.discard(link)
+                if link is not nm:
+                    with self.cv:
+                        self.links.discard(link)
                 continue
             idle.register(lent.fd, select.EPOLLIN)
             taken[lent.fd] = (lent, link)
+        if not taken:  # (the poller is closing): wait on ``cv`` until a new link
+            with self.cv:
+                self.reading = self.lend = False
+            return
         try:
             while taken:
                 with self.cv:
@@ -400,6 +412,7 @@ class WorkerLoop:
                     return
                 self.leased[task_id] = (link, caller)
                 self.links.add(link)
+                self.lend = True
                 self._push([Op.EXECUTE, task_id, return_ids, payload, [], name, []])
         elif op == Op.LEASE_CANCEL:
             _, task_id, force = msg
