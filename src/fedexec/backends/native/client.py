@@ -239,6 +239,7 @@ class NativeBackend(Backend):
         self._links = ActorLinks(self, self._token)
         self._leases: TaskLeases | None = None  # (set below, once we know our store)
         self._wake_flusher = threading.Event()
+        self._flush_now = False  # the flusher's next turn writes at once (no batching)
         if polled:
             self._links.poller.add(sock, self._channel.pump)
         else:
@@ -313,7 +314,10 @@ class NativeBackend(Backend):
         while not self._closed:
             if self._wake_flusher.wait(0.05):
                 self._wake_flusher.clear()
-                time.sleep(0.0005)  # let a submit loop fill the batch
+                if self._flush_now:  # work for an idle worker: nothing to batch
+                    self._flush_now = False
+                else:
+                    time.sleep(0.0005)  # let a submit loop fill the batch
                 self.flush()
             elif self._refcount_ops:
                 self._channel.flush()

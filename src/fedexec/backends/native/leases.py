@@ -527,6 +527,7 @@ class TaskLeases:
             if after.idle and not io_thread():
                 backend.flush()  # (the NM's first) an idle worker gains nothing by waiting
             else:
+                backend._flush_now = backend._flush_now or after.idle
                 backend._wake_flusher.set()
         if after.started:
             refs = backend._refs
