@@ -48,6 +48,11 @@ class _Backend:
         self._refcount_ops: collections.deque[Any] = collections.deque()
         self.asked: list[Any] = []
         self.objects: list[list[Any]] = []
+        self._flush_now = False
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
 
     def _request_later(self, call: Any, args: list[Any], answered: Any) -> None:
         self.asked.append((call, args, answered))
@@ -127,3 +132,34 @@ def test_the_sweep_sends_stranded_tasks_to_the_hub(setup):
     leases.sweep(time.monotonic())
     assert hub_submits(backend) == [item.task_id]
     assert not shape.queue
+
+
+def test_a_lease_never_answered_stops_holding_tasks_back(setup):
+    """A lease asked for whose answer (or worker handshake) never comes: after
+    _ASK_TIMEOUT_S the sweep treats it as denied, and the tasks queued for it go to
+    the hub (they once could wait for it forever)."""
+    backend, leases, socks = setup
+    first = submit(leases, 1)
+    shape = next(iter(leases._shapes.values()))
+    assert shape.asking and len(shape.queue) == 1
+    leases.sweep(time.monotonic())
+    assert hub_submits(backend) == []  # (not yet)
+    leases.sweep(time.monotonic() + leases_mod._ASK_TIMEOUT_S + 1)
+    assert not shape.asking
+    assert hub_submits(backend) == [first]
+    lease = link(leases, socks, "w1")  # the answer, late: the lease is kept, idle
+    assert lease in shape.leases and not lease.sent
+
+
+def test_a_task_for_an_idle_leased_worker_is_written_by_its_submitter(setup):
+    """Not left for the flusher (a wake-up, then its batching pause): the worker is
+    idle, so batching gains nothing."""
+    backend, leases, socks = setup
+    submit(leases, 1)
+    lease = link(leases, socks, "w1")  # (linked on this thread: not an I/O thread)
+    assert len(lease.sent) == 1 and backend.flushes == 1
+    lease.sent.clear()  # (as if answered)
+    backend._wake_flusher.clear()
+    submit(leases, 2)
+    assert len(lease.sent) == 1 and backend.flushes == 2
+    assert not backend._wake_flusher.is_set()

@@ -165,3 +165,25 @@ def test_lending_races_the_poller_without_losing_or_reordering_a_message():
     finally:
         ep.close()
         poller.close()
+
+
+def test_a_frame_handler_that_raises_ends_the_connection_with_its_on_close(capfd):
+    """(Dropping the socket without ``on_close`` would leave whatever waits on that
+    connection, a leased task's caller, waiting forever.)"""
+    poller = Poller("test-poller")
+    link = _Link(poller)
+    try:
+        link.send(["fine"])
+        link.wait_for(1)
+
+        def broken(frame: list[Any]) -> None:
+            raise RuntimeError("a bug")
+
+        link.channel._on_frame = broken
+        link.send(["boom"])
+        assert link.closed.wait(10)
+        link.peer.settimeout(10)
+        assert link.peer.recv(1) == b""  # our end is closed
+        assert "a bug" in capfd.readouterr().err
+    finally:
+        poller.close()

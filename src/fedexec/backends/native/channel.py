@@ -141,6 +141,12 @@ class Channel:
         except ProtocolError as exc:  # an oversized frame: the connection is unusable
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(f"fedexec: {self._name} closed its connection: {exc}\n")
+        except Exception as exc:  # a bug in a frame handler: what follows cannot be
+            with contextlib.suppress(OSError, ValueError):  # trusted; ``on_close`` runs
+                sys.stderr.write(f"fedexec: {self._name} closed its connection after "
+                                 f"an error handling a message: {exc!r}\n")
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
         with self._lock:
             was_closed, self._closed = self._ended, True
             self._ended = True

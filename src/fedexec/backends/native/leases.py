@@ -102,6 +102,7 @@ _DENIED_S = 0.05  # after a denial or a recall, a shape's tasks use the hub this
 _INFLIGHT = 64  # tasks sent to one leased worker and not answered
 _MAX_LEASES = 64  # leases per shape (the NM grants only idle workers anyway)
 _REVOKE_WAIT_S = 30.0
+_ASK_TIMEOUT_S = 10.0  # a lease asked for and not linked by then: as if denied
 _BACKLOG_S = 0.1  # the NM hears of our backlog this often at most (when it changed)
 _PENDING = object()  # a result not come yet, the NM not knowing it
 _PROMISED = object()  # ... the NM knowing it (PROMISE sent): PUT it when it comes
@@ -154,13 +155,14 @@ class _Lease:
 
 
 class _Shape:
-    __slots__ = ("asking", "demand", "denied_until", "full", "leases", "queue")
+    __slots__ = ("asked_at", "asking", "demand", "denied_until", "full", "leases", "queue")
 
     def __init__(self, demand: dict[str, float]):
         self.demand = demand
         self.queue: collections.deque[_Item] = collections.deque()
         self.leases: list[_Lease] = []
         self.asking = False
+        self.asked_at = 0.0  # (monotonic) when ``asking`` was set
         self.denied_until = 0.0
         self.full = False  # the last denial said the demand does not fit on the node
 
@@ -276,7 +278,7 @@ class TaskLeases:
             return False
         if shape.leases and (not shape.queue or len(shape.leases) >= _MAX_LEASES):
             return False
-        shape.asking = True
+        shape.asking, shape.asked_at = True, time.monotonic()
         return True
 
     def _ask(self, shape: _Shape) -> None:
@@ -575,6 +577,11 @@ class TaskLeases:
                 waiting = len(shape.queue) + sum(max(0, len(x.sent) - 1) for x in shape.leases)
                 if waiting:
                     backlog.append([shape.demand, waiting])
+                if shape.asking and now - shape.asked_at > _ASK_TIMEOUT_S:
+                    # no answer, or a worker that never finished the handshake: as if
+                    # denied (a lease linked later is used, or returned when idle)
+                    shape.asking = False
+                    shape.denied_until = now + _DENIED_S
                 if shape.queue:
                     if not shape.asking and not shape.live():
                         # stranded: no lease of ours may take them and none is asked
