@@ -350,3 +350,55 @@ def test_start_here_serves_on_the_calling_thread_until_closed():
     closer.join(T)
     assert built.exception() is None
     assert runner.outcomes["0-0"][0][0] == threading.get_ident()
+
+
+class _Idle:
+    """A stand-in for a worker reading its links while the actor is idle: polls
+    ``ready`` (the host's) and says how often it was entered; ``able`` False: it
+    declines, so the host waits on its condition as before."""
+
+    def __init__(self, able: bool = True):
+        self.able = able
+        self.entered = 0
+        self.threads: set[str] = set()
+
+    def __call__(self, ready: Any) -> bool:
+        self.entered += 1
+        self.threads.add(threading.current_thread().name)
+        if not self.able:
+            return False
+        deadline = time.monotonic() + T
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return True
+
+
+@pytest.mark.parametrize("able", [True, False])
+def test_an_idle_sync_actor_hands_its_thread_to_the_idle_hook_and_serves_in_order(able):
+    idle = _Idle(able)
+    runner = Runner()
+    host: ActorHost[Any] = ActorHost(runner, concurrency=1, is_async=False, name="Test",
+                                     idle=idle)
+    host.start(Recorder)
+    time.sleep(0.05)
+    assert idle.entered >= 1  # idle from the start: the hook got the thread
+    for seq in range(50):
+        submit(host, 0, seq)
+        if seq % 10 == 0:
+            time.sleep(0.01)  # (idle again between some)
+    runner.wait(50)
+    assert [runner.outcomes[f"0-{i}"] for i in range(50)] == [[(i, None)] for i in range(50)]
+    assert idle.threads == {"fedexec-actor-Test"}  # only ever the host's own thread
+    host.close()  # ends the idle hook's wait (ready: no longer serving)
+    assert host.drain(T)
+
+
+def test_the_idle_hook_is_for_one_thread_sync_actors_only():
+    for concurrency, is_async in [(2, False), (1, True)]:
+        idle = _Idle()
+        host: ActorHost[Any] = ActorHost(Runner(), concurrency=concurrency,
+                                         is_async=is_async, name="Test", idle=idle)
+        host.start(AsyncRecorder if is_async else Recorder)
+        time.sleep(0.05)
+        host.close()
+        assert idle.entered == 0

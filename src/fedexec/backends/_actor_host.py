@@ -46,6 +46,12 @@ The contract every backend gets from it (API.md "Actors")::
                       submit after close is refused (False).
     drain(timeout)    wait until no call is queued or running and every finished
                       call's runner.finish has returned (graceful shutdown).
+    idle(ready)       optional, for a sync actor with max_concurrency=1: its thread,
+                      idle, calls it instead of waiting, and it returns once
+                      ready() (a call is queued, or the host stopped serving) or at
+                      once with False (then the thread waits as usual). Native
+                      gives its worker's link reading (a call then starts with no
+                      thread hand-off).
 
 Where the three backends' copies disagreed before this module (each now covered
 by a conformance test): native could not cancel a call queued behind busy threads
@@ -93,8 +99,14 @@ class CallRunner(Protocol[C_contra]):
 class ActorHost(Generic[C]):
     """Runs the calls of one actor incarnation (see the module docstring)."""
 
-    def __init__(self, runner: CallRunner[C], *, concurrency: int, is_async: bool, name: str):
+    def __init__(self, runner: CallRunner[C], *, concurrency: int, is_async: bool, name: str,
+                 idle: Callable[[Callable[[], bool]], bool] | None = None):
         self.runner = runner
+        #: A sync actor's only thread, idle, calls ``idle(ready)`` instead of waiting:
+        #: it returns once ``ready()`` (a call is queued, or the host closes) or at
+        #: once with False (it cannot: the thread then waits as usual). Native: its
+        #: worker's main thread reads the worker's links meanwhile (worker.py).
+        self._idle = idle if concurrency <= 1 and not is_async else None
         self.concurrency = max(1, concurrency)
         self.is_async = is_async
         self.name = name
@@ -215,6 +227,10 @@ class ActorHost(Generic[C]):
         built.set_result(instance)
         return serving
 
+    def _ready(self) -> bool:
+        """A call waits to start, or the host stopped serving (a hint: no lock)."""
+        return bool(self._order) or self._state != "serving"
+
     def _take(self) -> tuple[str, C] | None:
         """The next call to start (under the lock); None if none is queued."""
         if self._state != "serving" or not self._order:
@@ -255,6 +271,15 @@ class ActorHost(Generic[C]):
             with self._cv:
                 taken = self._take()
                 while taken is None and self._state == "serving":
+                    if self._idle is not None:
+                        self._cv.release()
+                        try:
+                            read = self._idle(self._ready)
+                        finally:
+                            self._cv.acquire()
+                        if read:
+                            taken = self._take()
+                            continue
                     self._cv.wait()
                     taken = self._take()
                 if taken is None:

@@ -44,7 +44,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import cloudpickle
@@ -68,6 +68,7 @@ __all__ = ["main_from_fork"]
 
 _REPORT_AFTER_S = 0.02  # a leased task running this long is said to the node manager
 _ENDED_EVERY_S = 0.05  # leased tasks that ended are said to the node manager this often
+_ACTOR_TICK_S = 0.05  # an idle actor reading its links looks at its host this often
 
 
 class WorkerLoop:
@@ -123,9 +124,11 @@ class WorkerLoop:
         if op == Op.ACTOR_INIT:
             spec = msg[2]
             self.host = ActorHost(self, concurrency=spec["max_concurrency"],
-                                  is_async=spec["is_async"], name=spec["class_name"])
+                                  is_async=spec["is_async"], name=spec["class_name"],
+                                  idle=self._read_for_actor)
         elif op == Op.ACTOR_EXEC and self.host is not None:
             self.host.submit(msg[1], msg)  # refused once closed: the process is ending
+            self._wake_reader()
             return
         if op in (Op.EXECUTE, Op.ACTOR_INIT):
             with self.cv:
@@ -146,9 +149,7 @@ class WorkerLoop:
         on ``cv`` or reads its links (``_read_links``)."""
         self.queue.append(msg)
         self.cv.notify()
-        if self.reading and threading.get_ident() != self.main_ident:
-            with contextlib.suppress(OSError, AttributeError):
-                self._wake_w.send(b"\0")  # type: ignore[union-attr]
+        self._wake_reader()
 
     def exit(self) -> NoReturn:
         """End this worker process now (asked to, or its node manager is gone)."""
@@ -208,7 +209,6 @@ class WorkerLoop:
                 while not self.queue and not self.lend:
                     self.cv.wait()
                 if not self.queue:  # idle: read our links here
-                    self.reading = True
                     msg = None
                 else:
                     msg = self.queue.popleft()
@@ -235,12 +235,18 @@ class WorkerLoop:
                     self.current = None
                     self.interrupt = None
 
-    def _read_links(self) -> None:
-        """Idle: read our links (the node manager's, and our leased tasks' callers')
-        on this thread until a task is queued (it then starts with no hand-off from
-        the poller's thread, which costs a wake-up on a task's way in). They go back
-        to the poller before the task runs: its cancel, the tasks pipelined behind
-        it, and the answers to what it asks the node manager come on them."""
+    def _read_links(self, ready: Callable[[], bool] | None = None,
+                    tick: float = -1.0) -> bool:
+        """Idle: read our links (the node manager's, and our leased tasks' or direct
+        calls' callers') on this thread until work is queued (``ready``; default: a
+        task in ``queue``). It then starts with no hand-off from the poller's
+        thread, which costs a wake-up on its way in. The links go back to the
+        poller before it runs: a cancel, the tasks pipelined behind it, and the
+        answers to what it asks the node manager come on them. False if there was
+        nothing to read (then wait on ``cv``). ``tick``: look at ``ready`` this
+        often whatever comes (-1: only when woken)."""
+        queue = self.queue
+        waiting: Callable[[], object] = ready if ready is not None else queue.__len__
         poller = self.backend._links.poller
         if self._idle is None:
             self._idle = select.epoll()
@@ -252,6 +258,7 @@ class WorkerLoop:
         taken: dict[int, tuple[Detached, Channel]] = {}
         nm = self.backend._channel
         with self.cv:
+            self.reading = True
             links = [nm, *self.links]
         for link in links:
             lent = None if link.closed else poller.detach(link.sock)
@@ -265,13 +272,10 @@ class WorkerLoop:
         if not taken:  # (the poller is closing): wait on ``cv`` until a new link
             with self.cv:
                 self.reading = self.lend = False
-            return
+            return False
         try:
-            while taken:
-                with self.cv:
-                    if self.queue:
-                        break
-                for fd, _ in idle.poll():
+            while taken and not waiting():
+                for fd, _ in idle.poll(tick):
                     if fd == wake_fd:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)  # type: ignore[union-attr]
@@ -288,6 +292,13 @@ class WorkerLoop:
                 with contextlib.suppress(OSError, ValueError):
                     idle.unregister(fd)
                 poller.attach(lent)
+        return True
+
+    def _wake_reader(self) -> None:
+        """Work was queued by another thread: wake the main thread if it reads."""
+        if self.reading and threading.get_ident() != self.main_ident:
+            with contextlib.suppress(OSError, AttributeError):
+                self._wake_w.send(b"\0")  # type: ignore[union-attr]
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:
@@ -438,6 +449,18 @@ class WorkerLoop:
         self.direct[task_id] = link
         if self.host is None or not self.host.submit(task_id, msg):
             self.direct.pop(task_id, None)  # the process is ending: the NM answers it
+            return
+        if link not in self.links:
+            with self.cv:
+                self.links.add(link)
+        self._wake_reader()
+
+    def _read_for_actor(self, ready: Callable[[], bool]) -> bool:
+        """The actor's only thread is idle (ActorHost ``idle``): read our links on
+        it until a call is queued (False: it cannot, wait as usual)."""
+        if threading.get_ident() != self.main_ident:
+            return False
+        return self._read_links(ready, _ACTOR_TICK_S)
 
     def _send_failed(self, msg: list[Any], kind: ErrorKind, message: str) -> None:
         self._send_done(msg[1], [[rid, Kind.FAILED, kind, message] for rid in msg[2]])
