@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fedexec.backends.native.channel import Channel
-from fedexec.backends.native.poller import Poller
+from fedexec.backends.native.poller import Poller, WakeableEpoll
 from fedexec.backends.native.protocol import pack_frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -187,3 +187,23 @@ def test_a_frame_handler_that_raises_ends_the_connection_with_its_on_close(capfd
         assert "a bug" in capfd.readouterr().err
     finally:
         poller.close()
+
+
+def test_a_wakeable_epoll_returns_for_a_wake_with_its_own_event_left_out():
+    ready = WakeableEpoll()
+    a, b = socket.socketpair()
+    try:
+        ready.epoll.register(a.fileno(), select.EPOLLIN)
+        assert ready.poll(0) == []
+        threading.Timer(0.05, ready.wake).start()
+        t0 = time.monotonic()
+        assert ready.poll(10) == []  # woken: nothing of ours is ready
+        assert time.monotonic() - t0 < 5
+        assert ready.poll(0) == []  # (the wake-up was drained)
+        b.sendall(b"x")
+        ready.wake()
+        assert ready.poll(10) == [a.fileno()]
+    finally:
+        ready.close()
+        a.close()
+        b.close()

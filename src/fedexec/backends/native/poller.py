@@ -26,7 +26,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["Detached", "Poller", "io_thread"]
+__all__ = ["Detached", "Poller", "WakeableEpoll", "io_thread"]
 
 _io = threading.local()
 
@@ -36,6 +36,44 @@ def io_thread() -> bool:
     (inside its callbacks): it must not block writing to a peer, which may itself
     be blocked writing to us (the callbacks queue what they send, for a flusher)."""
     return getattr(_io, "on", False)
+
+
+class WakeableEpoll:
+    """An epoll set with a waker registered in it: ``wake()`` (any thread) makes a
+    ``poll`` return; ``poll`` leaves the waker's event out (it drains it)."""
+
+    __slots__ = ("_wake_r", "_wake_w", "epoll", "wake_fd")
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.wake_fd = self._wake_r.fileno()
+        self.epoll.register(self.wake_fd, select.EPOLLIN)
+
+    def wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def poll(self, timeout: float = -1.0) -> list[int]:
+        """The ready file descriptors, the waker's left out (woken: maybe none)."""
+        ready = []
+        for fd, _ in self.epoll.poll(timeout):
+            if fd == self.wake_fd:
+                with contextlib.suppress(OSError):
+                    self._wake_r.recv(4096)
+            else:
+                ready.append(fd)
+        return ready
+
+    def close(self) -> None:
+        for closable in (self.epoll, self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                closable.close()
+
+    def __del__(self) -> None:  # (a thread's, ended with it: read_here.py)
+        self.close()
 
 
 class _Entry:
@@ -85,9 +123,8 @@ class Poller:
         self._name = name
         self._lock = threading.Lock()
         self._entries: dict[int, _Entry] = {}  # fd -> its socket (polled or detached)
-        self._epoll: select.epoll | None = None
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._set: WakeableEpoll | None = None
+        self._epoll: select.epoll | None = None  # (the set's)
         self._closed = False
 
     def add(self, sock: socket.socket, on_readable: Callable[[], bool]) -> None:
@@ -144,17 +181,14 @@ class Poller:
         self._wake()
 
     def _start(self) -> None:
-        self._epoll = select.epoll()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
-        threading.Thread(target=self._loop, args=(self._epoll, self._wake_r.fileno()),
-                         daemon=True, name=self._name).start()
+        self._set = WakeableEpoll()
+        self._epoll = self._set.epoll
+        threading.Thread(target=self._loop, args=(self._set,), daemon=True,
+                         name=self._name).start()
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            self._wake_w.send(b"\0")  # type: ignore[union-attr]
+        if self._set is not None:
+            self._set.wake()
 
     def _report(self, exc: BaseException) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -170,19 +204,15 @@ class Poller:
         entry.polled = False
         entry.sock.close()
 
-    def _loop(self, epoll: select.epoll, wake_fd: int) -> None:
+    def _loop(self, ready: WakeableEpoll) -> None:
         _io.on = True
         entries = self._entries
         while not self._closed:
             try:
-                events = epoll.poll()
+                fds = ready.poll()
             except InterruptedError:
                 continue
-            for fd, _ in events:
-                if fd == wake_fd:
-                    with contextlib.suppress(OSError):
-                        self._wake_r.recv(4096)  # type: ignore[union-attr]
-                    continue
+            for fd in fds:
                 entry = entries.get(fd)
                 if entry is None:
                     continue
@@ -201,5 +231,4 @@ class Poller:
                 with contextlib.suppress(OSError):
                     entry.sock.close()
             entries.clear()
-            epoll.close()
-        self._wake_w.close()  # type: ignore[union-attr]
+            ready.close()

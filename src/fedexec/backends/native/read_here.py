@@ -16,31 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import select
-import socket
 import threading
 import time
 from typing import Any
 
 from .channel import Channel
-from .poller import Poller, io_thread
+from .poller import Poller, WakeableEpoll, io_thread
 
 __all__ = ["read_until_done"]
-
-
-class _Kit:
-    """One thread's epoll set and waker (kept for its next waits; closed with it)."""
-
-    def __init__(self) -> None:
-        self.epoll = select.epoll()
-        self.wake_r, self.wake_w = socket.socketpair()
-        self.wake_r.setblocking(False)
-        self.wake_w.setblocking(False)
-        self.epoll.register(self.wake_r.fileno(), select.EPOLLIN)
-
-    def __del__(self) -> None:
-        for closable in (self.epoll, self.wake_r, self.wake_w):
-            with contextlib.suppress(Exception):
-                closable.close()
 
 
 class _Wake:
@@ -48,16 +31,15 @@ class _Wake:
     calls on completion): wakes the reading thread when another thread completes
     the ref (its own completions need no wake-up)."""
 
-    __slots__ = ("_ident", "_sock")
+    __slots__ = ("_ident", "_kit")
 
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
+    def __init__(self, kit: WakeableEpoll):
+        self._kit = kit
         self._ident = threading.get_ident()
 
     def _poke(self, future: Any) -> None:
         if threading.get_ident() != self._ident:
-            with contextlib.suppress(OSError):
-                self._sock.send(b"\0")
+            self._kit.wake()
 
     add_result = add_exception = add_cancelled = _poke
 
@@ -75,11 +57,11 @@ def read_until_done(poller: Poller, channel: Channel, ref: Any,
     lent = poller.detach(channel.sock)
     if lent is None:
         return
-    kit = getattr(_local, "kit", None)
+    kit = getattr(_local, "kit", None)  # (this thread's, kept for its next waits)
     if kit is None:
-        kit = _local.kit = _Kit()
-    epoll, wake_fd = kit.epoll, kit.wake_r.fileno()
-    waiter = _Wake(kit.wake_w)
+        kit = _local.kit = WakeableEpoll()
+    epoll = kit.epoll
+    waiter = _Wake(kit)
     with ref._condition:
         ref._waiters.append(waiter)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -91,12 +73,9 @@ def read_until_done(poller: Poller, channel: Channel, ref: Any,
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-            for fd, _ in epoll.poll(left):
-                if fd == wake_fd:
-                    with contextlib.suppress(OSError):
-                        kit.wake_r.recv(4096)
-                elif not lent.read():  # the link is over (its socket closed, and so
-                    return             # gone from our epoll set)
+            for _ in kit.poll(left):
+                if not lent.read():  # the link is over (its socket closed, and so
+                    return           # gone from our epoll set)
     finally:
         if lent.open:
             with contextlib.suppress(OSError, ValueError):

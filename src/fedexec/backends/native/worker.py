@@ -40,7 +40,6 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import sys
 import threading
 import time
@@ -61,7 +60,7 @@ from .channel import Channel
 from .client import NativeBackend
 from .direct import CallListener
 from .leases import leases_enabled
-from .poller import Detached
+from .poller import Detached, WakeableEpoll
 from .protocol import ErrorKind, Kind, Op
 
 __all__ = ["main_from_fork"]
@@ -106,9 +105,7 @@ class WorkerLoop:
         #: Idle, the main thread reads its links (False: it waits on ``cv``; set
         #: again by a new leased task's link).
         self.lend = True
-        self._idle: select.epoll | None = None  # (made on first use, with its waker)
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._idle: WakeableEpoll | None = None  # (made on first use)
         #: The message of the task running now and since when (monotonic).
         self.running: list[Any] | None = None
         self.since = 0.0
@@ -249,12 +246,8 @@ class WorkerLoop:
         waiting: Callable[[], object] = ready if ready is not None else queue.__len__
         poller = self.backend._links.poller
         if self._idle is None:
-            self._idle = select.epoll()
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
-            self._idle.register(self._wake_r.fileno(), select.EPOLLIN)
-        idle, wake_fd = self._idle, self._wake_r.fileno()  # type: ignore[union-attr]
+            self._idle = WakeableEpoll()
+        idle, epoll = self._idle, self._idle.epoll
         taken: dict[int, tuple[Detached, Channel]] = {}
         nm = self.backend._channel
         with self.cv:
@@ -267,7 +260,7 @@ class WorkerLoop:
                     with self.cv:
                         self.links.discard(link)
                 continue
-            idle.register(lent.fd, select.EPOLLIN)
+            epoll.register(lent.fd, select.EPOLLIN)
             taken[lent.fd] = (lent, link)
         if not taken:  # (the poller is closing): wait on ``cv`` until a new link
             with self.cv:
@@ -275,11 +268,7 @@ class WorkerLoop:
             return False
         try:
             while taken and not waiting():
-                for fd, _ in idle.poll(tick):
-                    if fd == wake_fd:
-                        with contextlib.suppress(OSError):
-                            self._wake_r.recv(4096)  # type: ignore[union-attr]
-                        continue
+                for fd in idle.poll(tick):
                     found = taken.get(fd)
                     if found is not None and not found[0].read():  # (closed: it left
                         del taken[fd]                              # our epoll with it)
@@ -290,15 +279,15 @@ class WorkerLoop:
                 self.reading = False
             for fd, (lent, _) in taken.items():
                 with contextlib.suppress(OSError, ValueError):
-                    idle.unregister(fd)
+                    epoll.unregister(fd)
                 poller.attach(lent)
         return True
 
     def _wake_reader(self) -> None:
         """Work was queued by another thread: wake the main thread if it reads."""
-        if self.reading and threading.get_ident() != self.main_ident:
-            with contextlib.suppress(OSError, AttributeError):
-                self._wake_w.send(b"\0")  # type: ignore[union-attr]
+        idle = self._idle
+        if self.reading and idle is not None and threading.get_ident() != self.main_ident:
+            idle.wake()
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:
