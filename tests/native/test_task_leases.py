@@ -504,19 +504,27 @@ def test_a_node_others_may_join_lends_no_leases():
 
 def test_leased_tasks_are_logged_and_counted_as_the_hubs_are():
     """Their workers say which ended (LEASE_ENDED, batched): the head's event log
-    lists and counts them, and ``fedexec_tasks_run`` counts them by outcome."""
+    lists and counts them, ``fedexec_tasks_run`` counts them by outcome, and the
+    run-time histogram times them."""
     def run_counts(ex) -> dict[str, float]:
         return {r["tags"]["outcome"]: r["value"] for r in ex._backend._request(Call.LIST, "metrics")
                 if r["name"] == "fedexec_tasks_run"}
 
+    def run_times(ex) -> tuple[int, float]:
+        row = next(r for r in ex._backend._request(Call.LIST, "metrics")
+                   if r["name"] == "fedexec_task_duration_seconds")
+        return row["count"], row["sum"]
+
     with fedexec.Executor("native", num_cpus=1) as ex:
         warm(ex)
         before, sent = run_counts(ex), leased(ex)
+        timed, _ = run_times(ex)
+        assert ex.get(ex.submit(nap, 0.2), timeout=T)  # (leased: our lease is idle)
         for i in range(50):  # one at a time: each goes to our idle lease
             assert ex.get(ex.submit(plus_one, i), timeout=T) == i + 1
         with pytest.raises(KeyError):
             ex.get(ex.options(max_retries=0).submit(boom), timeout=T)
-        assert leased(ex) - sent == 51
+        assert leased(ex) - sent == 52
 
         def counted() -> dict[tuple[str, str], int]:
             rows = ex._backend._request(Call.LIST, "task_counts")
@@ -526,5 +534,7 @@ def test_leased_tasks_are_logged_and_counted_as_the_hubs_are():
             counted()
         assert poll_until(lambda: counted().get(("boom", "FAILED")) == 1, timeout=T)
         after = run_counts(ex)
-        assert after["FINISHED"] - before.get("FINISHED", 0) >= 50
+        assert after["FINISHED"] - before.get("FINISHED", 0) >= 51
         assert after["FAILED"] - before.get("FAILED", 0) == 1
+        assert poll_until(lambda: run_times(ex)[0] - timed >= 52, timeout=T), run_times(ex)
+        assert run_times(ex)[1] >= 0.2  # the nap's run time is in the sum

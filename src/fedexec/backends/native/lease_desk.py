@@ -23,7 +23,8 @@ tasks then never reach this process; what does::
                                             it ends): ``running``, which the memory
                                             monitor (processes.py) and the lists see
     worker ── LEASE_ENDED ──▶ NM           leased tasks that ended (batched): the
-                                            event log and ``fedexec_tasks_run``
+                                            event log, ``fedexec_tasks_run``, the
+                                            run-time histogram
     caller ── LEASE_BACKLOG ──▶ NM         its tasks waiting for its leases, per
                                             shape (``backlog``): counted as queued
                                             here (STATS ``queued_shapes``, the
@@ -284,13 +285,16 @@ class LeaseDesk:
                                                  time.monotonic())
 
     def on_ended(self, conn: Any, msg: list[Any]) -> None:
-        """LEASE_ENDED [op, [[task_id, name, failed, job_id]...]] from a worker: leased
-        tasks that ended there, counted and logged as the hub's are."""
+        """LEASE_ENDED [op, [[task_id, name, failed, job_id, seconds]...]] from a
+        worker: leased tasks that ended there, counted, timed (the run-time
+        histogram; not the scheduling one: their wait was the caller's) and logged
+        as the hub's are."""
         worker = conn.worker
         pid = worker.pid if worker is not None else None
         nm = self.nm
-        for task_id, name, failed, job in msg[1]:
+        for task_id, name, failed, job, seconds in msg[1]:
             nm.ran["FAILED" if failed else "FINISHED"] += 1
+            nm.latency[1].observe(max(0.0, float(seconds)))
             nm.event_stream.task_row(task_id, name, bool(failed),
                                      job or str(nm.config.get("job_id", "")), "", pid)
 

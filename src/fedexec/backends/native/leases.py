@@ -64,7 +64,8 @@ _BACKLOG_S at most); the NM counts them as queued (STATS, the autoscaler).
 
 Their ends are counted and logged as the hub's are: the worker tells its NM which
 ended, in batches (LEASE_ENDED): the head's event log (``list tasks``,
-``task_counts``) and ``fedexec_tasks_run``. Not the latency histograms.
+``task_counts``), ``fedexec_tasks_run`` and the run-time histogram
+(``fedexec_task_duration_seconds``; not the scheduling-latency one).
 
 Not yet: tasks with ref arguments (a chain) still go through the hub; a nested
 submit from a worker always does.

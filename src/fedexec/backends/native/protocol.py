@@ -161,7 +161,7 @@ class Op(enum.IntEnum):
     LEASE_BACKLOG = 84   # [op, [[demand, count]...]]  caller -> NM: its tasks waiting for
                          #  its leases (queued there, or behind the running one), per
                          #  shape; replaces the last (demand an autoscaler must see)
-    LEASE_ENDED = 86     # [op, [[task_id, name, failed, job_id]...]]  worker -> NM: leased
+    LEASE_ENDED = 86     # [op, [[task_id, name, failed, job_id, s]...]]  worker -> NM: leased
                          #  tasks that ended (batched): its event log and counters
     LEASE_YIELD = 85     # [op]  caller -> its leased worker (the lease is recalled): hand
                          #  back the tasks not started (LEASE_HANDBACK)

@@ -111,7 +111,8 @@ class WorkerLoop:
         self.since = 0.0
         #: The leased task the node manager was told we run (LEASE_RUNNING).
         self.reported: str | None = None
-        #: Leased tasks that ended, not said yet (LEASE_ENDED): [id, name, failed, job].
+        #: Leased tasks that ended, not said yet (LEASE_ENDED): [id, name, failed, job,
+        #: seconds it ran].
         self.ended: list[list[Any]] = []
         self.ended_at = 0.0  # when we last said some
 
@@ -388,7 +389,7 @@ class WorkerLoop:
                 env = run[3][7] or {}
                 self.ended.append([task_id, run[5], any(
                     r[1] in (Kind.ERROR, Kind.FAILED) for r in results),
-                    str(env.get("job_id") or "")])
+                    str(env.get("job_id") or ""), time.monotonic() - self.since])
         first = [r for r in results if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4])]
         if first:
             backend._send([Op.LEASE_PUT, caller, first])
