@@ -71,8 +71,16 @@ Not yet: tasks with ref arguments (a chain) still go through the hub; a nested
 submit from a worker always does.
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
-``Poller`` thread (the links) and the flusher (idle sweep) share one lock; nothing
-is written to a socket while it is held (``Channel.enqueue``, then a flush).
+``Poller`` thread (the links; or a thread waiting for one result, read_here.py)
+and the flusher (idle sweep) share one lock; nothing is written to a socket while
+it is held (``Channel.enqueue``, then a flush: by the submitting thread itself for
+a task going to an idle worker, else by the flusher).
+
+Why this module is over 600 lines: one lock orders every step of a leased task
+(queued, sent, answered, its results' ownership, recalled, cancelled), and those
+paths cross (a LEASE_DONE settles a result that ``escaping`` may be promising on
+another thread). The next seam is the results' ownership (``_local``,
+``escaping``, ``released``, ``_settle``) as a class the lock is handed to.
 """
 
 from __future__ import annotations

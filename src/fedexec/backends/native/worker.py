@@ -31,6 +31,11 @@ A task blocked in ``get`` hands the tasks queued behind it back to the node
 manager (so a parent can never wait on a child stuck behind it) and lends its
 CPU until it resumes. Cancelling a running task sends SIGINT to the main thread,
 raised as ``KeyboardInterrupt`` only while that task runs.
+
+Why this module is over 600 lines: the loop, its three kinds of answers (the
+hub's, leased, direct), the idle reading of its links and the actor's set-up all
+share the loop's state (queue, current task, its condition). The next seam is the
+idle reading (``_read_links``) as a component handed the queue and the links.
 """
 
 from __future__ import annotations
