@@ -68,9 +68,11 @@ class WakeableEpoll:
         return ready
 
     def close(self) -> None:
-        for closable in (self.epoll, self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                closable.close()
+        for name in ("epoll", "_wake_r", "_wake_w"):
+            closable = getattr(self, name, None)  # (None: __init__ failed part way)
+            if closable is not None:
+                with contextlib.suppress(OSError):
+                    closable.close()
 
     def __del__(self) -> None:  # (a thread's, ended with it: read_here.py)
         self.close()

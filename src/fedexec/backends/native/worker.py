@@ -2,13 +2,15 @@
 
 Forked by the node manager; connects back over the node's Unix socket with the
 cluster token and says HELLO. Its links (that connection, and its leased tasks'
-callers') are read by the client's ``Poller`` thread while a task runs, and by
-the main thread itself while it is idle (``_read_links``: a task then starts with
-no thread hand-off); EXECUTE and ACTOR_INIT messages are queued to this loop; the
-main thread runs them in arrival order and answers TASK_DONE. An actor's calls
-(ACTOR_EXEC) go from the reading thread straight to its :class:`ActorHost`, which
-runs them on its own threads (or event loop). Inside a task, ``fedexec.*`` calls go through the same client. An actor's
-worker also listens for callers on its node (``direct.CallListener``): their
+or direct calls' callers') are read by the client's ``Poller`` thread while a task
+runs, and by the main thread itself while it is idle (``_read_links``: a task
+then starts with no thread hand-off); EXECUTE and ACTOR_INIT messages are queued
+to this loop; the main thread runs them in arrival order and answers TASK_DONE.
+An actor's calls (ACTOR_EXEC) go from the reading thread straight to its
+:class:`ActorHost`, which runs them on its own threads (or event loop; a
+one-thread sync actor's idle thread reads the links the same way). Inside a
+task, ``fedexec.*`` calls go through the same client. An actor's worker also
+listens for callers on its node (``direct.CallListener``): their
 DIRECT_CALLs go to the same host, and each such call's end goes to the node manager
 (DIRECT_DONE) and then back to its caller (DIRECT_REPLY). Every worker listens
 there (unless ``FEDEXEC_TASK_LEASES=0``): a driver it is leased to sends LEASE_EXEC,
@@ -103,8 +105,9 @@ class WorkerLoop:
         #: Leased tasks (see leases.py) not answered yet: task id -> (the caller's
         #: link, the caller's connection id at the node manager).
         self.leased: dict[str, tuple[Channel, int]] = {}
-        #: The links of callers we ran leased tasks for: read by the main thread
-        #: while it is idle (``_read_links``; ``reading``: it does now).
+        #: The links of callers we ran leased tasks (or direct actor calls) for: read
+        #: by the main thread while it is idle (``_read_links``; ``reading``: it
+        #: does now).
         self.links: set[Channel] = set()
         self.reading = False
         #: Idle, the main thread reads its links (False: it waits on ``cv``; set
