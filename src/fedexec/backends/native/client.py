@@ -15,6 +15,13 @@ caller leases (on by default; ``FEDEXEC_TASK_LEASES=0`` turns them off), a drive
 arguments go straight to a worker leased to it (``leases.TaskLeases``: LEASE_EXEC there, LEASE_DONE back, no SUBMIT); their
 results are held here until a ref to one is pickled (``ref_escaping``: PROMISE or
 PUT first), and dropping one the node manager never knew sends no DECREF.
+
+Why this module is over 600 lines: ``NativeBackend`` is the whole Backend
+interface (tasks, objects, actors, placement groups, cancelling, cluster queries)
+over one connection, and its parts share that connection, the refs table and the
+flusher. Split out already: leases, direct actor links, values, read_here. The
+next seam is the refs table and reference counting (``_refs``, ``_refcount_ops``,
+``_on_object``, ``ref_escaping``) as a component.
 """
 
 from __future__ import annotations

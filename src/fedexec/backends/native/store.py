@@ -176,6 +176,13 @@ freed) between learning the path and calling :func:`read_object`; once mapped,
 nothing the store does can invalidate its views. A published file is modified
 (reused) only after it is freed and nobody else has it open or mapped, so a
 reader's mapping never sees a change or a truncation (no SIGBUS).
+
+Why this module is over 600 lines: the object file's format and both of its sides
+(the writers' and readers' functions, run in every process, and the node
+manager's ``StoreManager``, with its staging, leases and reuse of freed files)
+change together, and this docstring states their contract. The next seam is the
+format and the writer/reader functions (``write_object``, ``read_object``) as a
+module of their own.
 """
 
 from __future__ import annotations
