@@ -63,16 +63,18 @@ by default), each blocked on one call.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures as cf
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ..exceptions import TaskCancelledError
+
+if TYPE_CHECKING:  # (imported where an async actor needs it: ~20 ms that a process of
+    import asyncio  # tasks and sync actors, a node's forked workers, never pays)
 
 __all__ = ["ActorHost", "CallRunner"]
 
@@ -316,6 +318,8 @@ class ActorHost(Generic[C]):
             pass
 
     def _async_main(self, construct: Callable[[], Any], built: cf.Future[Any]) -> None:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
@@ -327,6 +331,8 @@ class ActorHost(Generic[C]):
 
     async def _async_serve(self, loop: asyncio.AbstractEventLoop,
                            construct: Callable[[], Any], built: cf.Future[Any]) -> None:
+        import asyncio
+
         wake = asyncio.Event()
         sem = asyncio.Semaphore(self.concurrency)
         if not self._built(construct, built):
@@ -364,6 +370,8 @@ class ActorHost(Generic[C]):
 
     async def _run_async(self, instance: Any, key: str, call: C,
                          sem: asyncio.Semaphore) -> None:
+        import asyncio
+
         runner = self.runner
         method = "?"
         try:
