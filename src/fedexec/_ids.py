@@ -18,6 +18,12 @@ def new_id() -> str:
     return f"{_PREFIX}{next(_counter):012x}"
 
 
+def task_of(result_id: str) -> str:
+    """The id of the task (or call) whose result ``result_id`` is: a result's id is
+    its task's :func:`new_id` plus a two-digit index."""
+    return result_id[:28]
+
+
 def _reset_after_fork() -> None:  # a forked child must not repeat its parent's ids
     global _PREFIX, _counter
     _PREFIX = os.urandom(8).hex()

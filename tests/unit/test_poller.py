@@ -44,6 +44,14 @@ class _Link:
             return list(self.got)
 
 
+@pytest.fixture
+def polled() -> Any:
+    """A poller and one polled channel over a socketpair (closed after)."""
+    poller = Poller("test-poller")
+    yield poller, _Link(poller)
+    poller.close()
+
+
 def _read_until(lent: Any, link: _Link, n: int) -> None:
     ep = select.epoll()
     ep.register(lent.fd, select.EPOLLIN)
@@ -56,78 +64,65 @@ def _read_until(lent: Any, link: _Link, n: int) -> None:
         ep.close()
 
 
-def test_a_detached_socket_is_read_by_its_borrower_only_and_polled_again_once_attached():
-    poller = Poller("test-poller")
-    link = _Link(poller)
-    try:
-        link.send(["a"])
-        assert link.wait_for(1)[0] == (["a"], "test-poller")
+def test_a_detached_socket_is_read_by_its_borrower_only_and_polled_again_once_attached(polled):
+    poller, link = polled
+    link.send(["a"])
+    assert link.wait_for(1)[0] == (["a"], "test-poller")
 
-        lent = poller.detach(link.ours)
-        assert lent is not None
-        assert poller.detach(link.ours) is None  # lent once
-        link.send(["b"], ["c"])
-        time.sleep(0.2)
-        assert len(link.got) == 1  # the poller no longer reads it
-        _read_until(lent, link, 3)
-        assert [(m, t) for m, t in link.got[1:]] == [
-            (["b"], threading.current_thread().name), (["c"], threading.current_thread().name)]
+    lent = poller.detach(link.ours)
+    assert lent is not None
+    assert poller.detach(link.ours) is None  # lent once
+    link.send(["b"], ["c"])
+    time.sleep(0.2)
+    assert len(link.got) == 1  # the poller no longer reads it
+    _read_until(lent, link, 3)
+    assert [(m, t) for m, t in link.got[1:]] == [
+        (["b"], threading.current_thread().name), (["c"], threading.current_thread().name)]
 
-        link.send(["d"])  # waiting in the socket when it goes back: the poller reads it
-        poller.attach(lent)
-        assert link.wait_for(4)[3] == (["d"], "test-poller")
-        link.send(["e"])
-        assert link.wait_for(5)[4] == (["e"], "test-poller")
-    finally:
-        poller.close()
+    link.send(["d"])  # waiting in the socket when it goes back: the poller reads it
+    poller.attach(lent)
+    assert link.wait_for(4)[3] == (["d"], "test-poller")
+    link.send(["e"])
+    assert link.wait_for(5)[4] == (["e"], "test-poller")
 
 
-def test_a_lent_socket_whose_peer_closes_ends_on_its_borrower_and_is_closed():
-    poller = Poller("test-poller")
-    link = _Link(poller)
-    try:
-        link.send(["a"])
-        link.wait_for(1)
-        lent = poller.detach(link.ours)
-        assert lent is not None
-        link.peer.close()
-        ep = select.epoll()
-        ep.register(lent.fd, select.EPOLLIN)
-        assert ep.poll(5)
-        assert lent.read() is False  # the connection is over
-        ep.close()
-        assert link.closed.is_set()
-        assert link.ours.fileno() == -1  # closed by the poller's rules, once
-        assert not lent.open
-        poller.attach(lent)  # (a no-op: nothing to poll)
-        other = _Link(poller)  # the poller goes on with the others
-        other.send(["x"])
-        assert other.wait_for(1)[0] == (["x"], "test-poller")
-    finally:
-        poller.close()
+def test_a_lent_socket_whose_peer_closes_ends_on_its_borrower_and_is_closed(polled):
+    poller, link = polled
+    link.send(["a"])
+    link.wait_for(1)
+    lent = poller.detach(link.ours)
+    assert lent is not None
+    link.peer.close()
+    ep = select.epoll()
+    ep.register(lent.fd, select.EPOLLIN)
+    assert ep.poll(5)
+    assert lent.read() is False  # the connection is over
+    ep.close()
+    assert link.closed.is_set()
+    assert link.ours.fileno() == -1  # closed by the poller's rules, once
+    assert not lent.open
+    poller.attach(lent)  # (a no-op: nothing to poll)
+    other = _Link(poller)  # the poller goes on with the others
+    other.send(["x"])
+    assert other.wait_for(1)[0] == (["x"], "test-poller")
 
 
-def test_a_polled_channel_read_when_nothing_is_there_does_not_block():
+def test_a_polled_channel_read_when_nothing_is_there_does_not_block(polled):
     """A stale readiness event (another thread read the bytes since) must not
     block the poller's thread in ``recv``."""
-    poller = Poller("test-poller")
-    link = _Link(poller)
-    try:
-        lent = poller.detach(link.ours)
-        assert lent is not None
-        t0 = time.monotonic()
-        assert lent.read() is True  # nothing there: returns at once, still open
-        assert time.monotonic() - t0 < 1.0
-        assert not link.closed.is_set()
-    finally:
-        poller.close()
+    poller, link = polled
+    lent = poller.detach(link.ours)
+    assert lent is not None
+    t0 = time.monotonic()
+    assert lent.read() is True  # nothing there: returns at once, still open
+    assert time.monotonic() - t0 < 1.0
+    assert not link.closed.is_set()
 
 
-def test_lending_races_the_poller_without_losing_or_reordering_a_message():
+def test_lending_races_the_poller_without_losing_or_reordering_a_message(polled):
     """Detach and attach in a tight loop while the peer sends: every message is read
     once, in order, by one thread or the other."""
-    poller = Poller("test-poller")
-    link = _Link(poller)
+    poller, link = polled
     n = 3000
     stop = threading.Event()
 
@@ -164,29 +159,24 @@ def test_lending_races_the_poller_without_losing_or_reordering_a_message():
         assert {t for _, t in got} == {"test-poller", threading.current_thread().name}
     finally:
         ep.close()
-        poller.close()
 
 
-def test_a_frame_handler_that_raises_ends_the_connection_with_its_on_close(capfd):
+def test_a_frame_handler_that_raises_ends_the_connection_with_its_on_close(capfd, polled):
     """(Dropping the socket without ``on_close`` would leave whatever waits on that
     connection, a leased task's caller, waiting forever.)"""
-    poller = Poller("test-poller")
-    link = _Link(poller)
-    try:
-        link.send(["fine"])
-        link.wait_for(1)
+    _, link = polled
+    link.send(["fine"])
+    link.wait_for(1)
 
-        def broken(frame: list[Any]) -> None:
-            raise RuntimeError("a bug")
+    def broken(frame: list[Any]) -> None:
+        raise RuntimeError("a bug")
 
-        link.channel._on_frame = broken
-        link.send(["boom"])
-        assert link.closed.wait(10)
-        link.peer.settimeout(10)
-        assert link.peer.recv(1) == b""  # our end is closed
-        assert "a bug" in capfd.readouterr().err
-    finally:
-        poller.close()
+    link.channel._on_frame = broken
+    link.send(["boom"])
+    assert link.closed.wait(10)
+    link.peer.settimeout(10)
+    assert link.peer.recv(1) == b""  # our end is closed
+    assert "a bug" in capfd.readouterr().err
 
 
 def test_a_wakeable_epoll_returns_for_a_wake_with_its_own_event_left_out():

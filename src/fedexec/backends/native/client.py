@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ... import serialization
-from ..._ids import new_id
+from ..._ids import new_id, task_of
 from ..._runtime import RuntimeContext, TaskContext, current_task
 from ...actors import ActorHandle, is_async_class, public_methods
 from ...exceptions import (
@@ -826,7 +826,7 @@ class NativeBackend(Backend):
         tag = ref.id[28:]
         if len(ref.id) != 30 or tag in ("ff", "fe"):
             return None
-        return ref.id[:28], int(tag, 16) >= _CALL_TAG
+        return task_of(ref.id), int(tag, 16) >= _CALL_TAG
 
     def cancel_pending(self, ref: ObjectRef[Any]) -> bool:
         found = self._task_of(ref)

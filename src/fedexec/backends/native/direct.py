@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..._ids import task_of
 from ...exceptions import ProtocolError
 from .channel import Channel
 from .poller import Poller
@@ -237,7 +238,7 @@ class ActorLinks:
     def channel_of(self, rid: str) -> Channel | None:
         """The link a direct call of result ``rid`` went on, while unanswered: a
         thread waiting for it may read it (read_here.py)."""
-        link = self._calls.get(rid[:28])
+        link = self._calls.get(task_of(rid))
         return link.channel if link is not None else None
 
     def via_hub(self, actor_id: str, refs: list[ObjectRef[Any]]) -> None:

@@ -93,6 +93,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..._ids import task_of
 from .channel import Channel
 from .direct import dial
 from .poller import io_thread
@@ -162,6 +163,10 @@ class _Lease:
         self.returned = False  # LEASE_RETURN sent (the NM may lend it to us again)
         self.idle_since = time.monotonic()
 
+    def takes(self) -> bool:
+        """It may take tasks: linked, not recalled."""
+        return not self.recalled and self.channel is not None
+
 
 class _Shape:
     __slots__ = ("asked_at", "asking", "demand", "denied_until", "full", "leases", "queue")
@@ -181,12 +186,12 @@ class _Shape:
         return time.monotonic() < self.denied_until and not self.asking
 
     def live(self) -> int:
-        """Our leases that may take tasks (linked, not recalled)."""
-        return sum(1 for x in self.leases if not x.recalled and x.channel is not None)
+        """Our leases that may take tasks."""
+        return sum(1 for x in self.leases if x.takes())
 
     def room(self) -> bool:
         """A lease of ours takes a task now."""
-        return any(not x.sent and not x.recalled and x.channel is not None for x in self.leases)
+        return any(not x.sent and x.takes() for x in self.leases)
 
 
 class _After:
@@ -707,7 +712,7 @@ class TaskLeases:
         """The link of the lease whose worker has the task of result ``rid`` (None:
         not ours, queued here, or answered): a thread waiting for it may read it
         (read_here.py)."""
-        item = self._items.get(rid[:28])
+        item = self._items.get(task_of(rid))
         lease = item.lease if item is not None else None
         return lease.channel if lease is not None else None
 
