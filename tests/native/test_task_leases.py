@@ -329,6 +329,25 @@ def test_big_leased_results_go_through_the_store_and_are_freed(ex):
     assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
 
 
+def made_here(x: int) -> list:
+    return [fedexec.put(x), fedexec.remote(plus_one).remote(x)]
+
+
+def test_refs_made_by_a_leased_task_and_returned_are_readable_and_freed(ex):
+    """A leased result holding refs its task made (a put, a child task) comes from
+    the node, after the messages that made them (a CI run read one from the link,
+    asked the node for the child first: ObjectLostError). Dropped, all are freed."""
+    warm(ex)
+    before = leased(ex)
+    for x in range(100):
+        put, child = ex.get(ex.submit(made_here, x), timeout=T)
+        assert ex.get([put, child], timeout=T) == [x, x + 1]
+    assert leased(ex) - before > 50
+    assert ex._backend.stats()["objects"] >= 2  # (the last put and child)
+    del put, child
+    assert poll_until(lambda: ex._backend.stats()["objects"] == 0, timeout=30)
+
+
 def test_a_big_leased_result_passed_on_once_it_came_is_promised_to_the_node_first(ex):
     """Its worker told the node of it (LEASE_PUT) on another connection than ours,
     so our SUBMIT naming it may reach the node first (a CI run once failed the task:

@@ -14,7 +14,7 @@ import pytest
 
 from fedexec.backends.native import leases as leases_mod
 from fedexec.backends.native.leases import TaskLeases, _Lease
-from fedexec.backends.native.protocol import Op
+from fedexec.backends.native.protocol import Kind, Op
 from fedexec.options import TaskOptions
 
 
@@ -163,3 +163,30 @@ def test_a_task_for_an_idle_leased_worker_is_written_by_its_submitter(setup):
     submit(leases, 2)
     assert len(lease.sent) == 1 and backend.flushes == 2
     assert not backend._wake_flusher.is_set()
+
+
+def test_a_result_holding_refs_is_taken_from_the_node_not_the_link(setup):
+    """A leased result that holds refs (a child task's, a put's) is completed from
+    the node manager, after its LEASE_PUT: the refs' own messages (the worker's
+    SUBMIT, PUT) are ahead of it there. Taken from the link, the driver asked the
+    node for a child it had not heard of yet (a CI run's ObjectLostError)."""
+    backend, leases, socks = setup
+    tasks, lent = [], []
+    for n in (1, 2, 3):  # one lease each (a busy one makes the next task ask anew)
+        tasks.append(submit(leases, n))
+        lent.append(link(leases, socks, f"w{n}"))
+    plain, holding, escaped = tasks
+    leases.escaping(escaped + "00")  # pickled into another task's args meanwhile
+    assert backend._channel.sent[-1] == [Op.PROMISE, [escaped + "00"]]
+    del backend._channel.sent[:]
+    child = "c" * 28 + "00"
+    for lease, task_id, contained in zip(lent, tasks, ([], [child], [child])):
+        leases._on_frame(lease, [[Op.LEASE_DONE, task_id,
+                                  [[task_id + "00", Kind.INLINE, b"x", [], contained]]]])
+    assert [m[1] for m in backend.objects] == [plain + "00"]
+    assert backend._channel.sent == [[Op.PROMISE, [holding + "00"]],
+                                     [Op.SUBSCRIBE, [holding + "00"]],
+                                     [Op.SUBSCRIBE, [escaped + "00"]]]
+    # the node holds both for us now: dropping them is a DECREF
+    assert not leases.released(holding + "00") and not leases.released(escaped + "00")
+    assert leases.released(plain + "00")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .actor_directory import name_taken, tracked
 from .core.events import ActorQueued, ActorReleased, ActorResized, Reply
-from .protocol import Call, ErrorKind, Kind, Op, encode_error
+from .protocol import Call, ErrorKind, Kind, Op, encode_error, goes_straight
 from .records import _DEFER, _Actor, _Conn, _Obj, _Peer, _Task, _Worker
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ class ActorTable:
                     del actor.direct_owners[owner]
         objects = self.node.objects
         for r in results:
-            if r[1] != Kind.SHM:  # the caller got it in DIRECT_REPLY
+            if goes_straight(r):  # the caller got it in DIRECT_REPLY
                 obj = objects.get(r[0])
                 if obj is not None and obj.owner == task.owner:
                     obj.owner = None

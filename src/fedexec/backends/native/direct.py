@@ -11,7 +11,9 @@ one node)::
 
 Both messages to the NM are batched (a submit loop sends hundreds per frame) and
 carry nothing the call waits for. A result over the inline limit goes to the store
-as always and reaches the caller from the NM (DIRECT_REPLY leaves it out).
+as always and reaches the caller from the NM (DIRECT_REPLY leaves it out); so does
+one holding refs the actor made (a put, a child task): the NM reads the messages
+that made them before its DIRECT_DONE, and the caller's first use of them asks it.
 
 Order. One connection per (caller, actor) is FIFO into the actor's queue. Calls a
 caller cannot send directly go through the NM as before ("hub" calls): a call with

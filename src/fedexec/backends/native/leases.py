@@ -31,7 +31,9 @@ process (``escaping``, from ``ObjectRef.__reduce__``: pickled into another task'
 call's arguments, a put value, a result), it is registered on the NM channel first,
 so before the message carrying it: a ready one is PUT, a pending one PROMISEd and
 PUT when its result comes. A ref dropped here with the NM not knowing it costs no
-DECREF.
+DECREF. A result holding refs its task made (a put, a child task) is taken from the
+NM (PROMISE, SUBSCRIBE), not from the link: the worker's messages that made them are
+ahead of its LEASE_PUT there, and our first use of them asks the NM.
 
 Failures. The worker dying (its link closes): the task it ran is resubmitted via
 the hub while ``max_retries`` allows, else fails as the hub's would
@@ -97,7 +99,7 @@ from ..._ids import task_of
 from .channel import Channel
 from .direct import dial
 from .poller import io_thread
-from .protocol import Call, ErrorKind, Kind, Op
+from .protocol import Call, ErrorKind, Kind, Op, goes_straight
 
 if TYPE_CHECKING:
     import socket
@@ -415,9 +417,19 @@ class TaskLeases:
         for r in results:
             rid = r[0]
             state = local.get(rid)  # (replaced in place: ``escaping`` looks unlocked)
-            if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4]):  # LEASE_PUT: NM has it
+            if not goes_straight(r):  # LEASE_PUT: the NM has it (or will)
                 if state is None:  # dropped here meanwhile
                     self._backend._refcount_ops.append((Op.DECREF, rid))
+                elif r[4]:
+                    # It holds refs the worker made (a child task, a put), which the
+                    # NM may not have read yet (another connection), and a ref we
+                    # unpickle asks it for them: the value comes from the NM, once
+                    # the LEASE_PUT behind them is in (the PROMISE makes it wait).
+                    if state is _PENDING:
+                        self._to_nm([Op.PROMISE, [rid]], after)
+                    local.pop(rid, None)
+                    self._to_nm([Op.SUBSCRIBE, [rid]], after)
+                    continue
                 elif state is _PENDING:
                     local[rid] = _PUT_THERE
                 else:  # _PROMISED: that LEASE_PUT completes it

@@ -177,6 +177,14 @@ class Kind(enum.IntEnum):
     REMOTE = 5   # [obj_id, REMOTE, node_id, size, contained]  (held on another node)
 
 
+def goes_straight(entry: list[Any]) -> bool:
+    """Whether a result entry may go straight from a worker to its caller (a direct
+    call's DIRECT_REPLY, a leased task's LEASE_DONE) without its node manager: not
+    one in the store, nor one holding refs (the node manager may not have read the
+    messages that made those yet, and the caller's first use of them asks it)."""
+    return entry[1] != Kind.SHM and not (entry[1] == Kind.INLINE and entry[4])
+
+
 class ErrorKind(enum.IntEnum):
     """Errors the node manager reports without pickling anything."""
 

@@ -68,7 +68,7 @@ from .client import NativeBackend
 from .direct import CallListener
 from .leases import leases_enabled
 from .poller import Detached, WakeableEpoll
-from .protocol import ErrorKind, Kind, Op
+from .protocol import ErrorKind, Kind, Op, goes_straight
 
 __all__ = ["main_from_fork"]
 
@@ -350,7 +350,7 @@ class WorkerLoop:
         else:
             backend._send(msg)
         if link is not None:  # the node manager has it first (its frame is queued first)
-            reply = [Op.DIRECT_REPLY, task_id, [r for r in results if r[1] != Kind.SHM]]
+            reply = [Op.DIRECT_REPLY, task_id, [r for r in results if goes_straight(r)]]
             if not later:
                 link.send(reply)
             elif backend._outboxes.send_later(link, reply):
@@ -398,7 +398,7 @@ class WorkerLoop:
                 self.ended.append([task_id, run[5], any(
                     r[1] in (Kind.ERROR, Kind.FAILED) for r in results),
                     str(env.get("job_id") or ""), time.monotonic() - self.since])
-        first = [r for r in results if r[1] == Kind.SHM or (r[1] == Kind.INLINE and r[4])]
+        first = [r for r in results if not goes_straight(r)]
         if first:
             backend._send([Op.LEASE_PUT, caller, first])
         reply = [Op.LEASE_DONE, task_id, results]
