@@ -329,6 +329,94 @@ def test_big_leased_results_go_through_the_store_and_are_freed(ex):
     assert poll_until(lambda: ex._backend.stats()["store"]["num_objects"] == 0, timeout=30)
 
 
+def pid_then_plus_one(path: str, x: int, seconds: float) -> int:
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return x + 1
+
+
+def chain(ex: fedexec.Executor, first: fedexec.ObjectRef, links: int) -> fedexec.ObjectRef:
+    ref = first
+    for _ in range(links):
+        ref = ex.submit(plus_one, ref)
+    return ref
+
+
+def test_a_chain_runs_link_after_link_on_one_leased_worker(ex):
+    """Each link takes the ref of the one before: it goes behind it to the worker
+    that makes it, which has its result (chained.py); the node never sees one.
+    Up to three rounds: a round whose first link found no lease goes through the
+    hub (see leases.py, "Chains")."""
+    leases = ex._backend._leases
+    for _ in range(3):
+        warm(ex)
+        before = leased(ex)
+        last = chain(ex, ex.submit(ident, 0), 499)
+        assert ex.get(last, timeout=T) == 499
+        if leased(ex) - before == 500:
+            break
+    else:
+        pytest.fail("no round of 500 links went all to leased workers")
+    assert ex._backend.stats()["objects"] == 0  # (ours alone: the node knew none)
+    del last
+    assert poll_until(lambda: not leases._local and not leases._items, timeout=30)
+
+
+def test_a_link_taking_a_result_that_came_carries_it(ex1):
+    warm(ex1)
+    ready = ex1.submit(ident, 10)
+    assert ex1.get(ready, timeout=T) == 10
+    before = leased(ex1)
+    assert ex1.get(ex1.submit(plus_one, ready), timeout=T) == 11
+    assert leased(ex1) == before + 1 and ex1._backend.stats()["objects"] == 0
+
+
+def test_a_chain_link_that_raises_fails_the_links_behind_it_unrun(ex1, tmp_path):
+    warm(ex1)
+    path = str(tmp_path / "ran")
+    before = leased(ex1)
+    bad = ex1.submit(boom)
+    after = [ex1.submit(append, path, bad)]
+    after.append(ex1.submit(plus_one, after[0]))
+    assert leased(ex1) - before == 3
+    for ref in after:
+        with pytest.raises(KeyError):
+            ex1.get(ref, timeout=T)
+    assert not os.path.exists(path)
+
+
+def test_cancelling_a_chain_link_cancels_the_links_behind_it(ex1):
+    warm(ex1)
+    before = leased(ex1)
+    slow = ex1.submit(later, 1, 1.0)
+    middle = ex1.submit(plus_one, slow)
+    last = ex1.submit(plus_one, middle)
+    assert leased(ex1) - before == 3
+    time.sleep(0.2)
+    assert middle.cancel()
+    assert middle.cancelled()
+    with pytest.raises(TaskCancelledError):
+        ex1.get(last, timeout=T)
+    assert ex1.get(slow, timeout=T) == 1
+
+
+def test_a_sigkill_mid_chain_loses_no_link(ex1, tmp_path):
+    """The worker dies running a link: it is retried through the hub, and the links
+    queued behind it go there too, taking what the ones before made (PUT first)."""
+    warm(ex1)
+    path = str(tmp_path / "pids")
+    before = leased(ex1)
+    first = chain(ex1, ex1.submit(ident, 0), 5)
+    slow = ex1.submit(pid_then_plus_one, path, first, 1.0)
+    last = chain(ex1, slow, 10)
+    assert leased(ex1) - before == 17
+    assert poll_until(lambda: os.path.exists(path) and open(path).read(), timeout=T)
+    os.kill(int(open(path).read().split()[0]), signal.SIGKILL)
+    assert ex1.get(last, timeout=T) == 16
+    assert len(open(path).read().split()) == 2  # ran again
+
+
 def made_here(x: int) -> list:
     return [fedexec.put(x), fedexec.remote(plus_one).remote(x)]
 

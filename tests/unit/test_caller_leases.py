@@ -190,3 +190,36 @@ def test_a_result_holding_refs_is_taken_from_the_node_not_the_link(setup):
     # the node holds both for us now: dropping them is a DECREF
     assert not leases.released(holding + "00") and not leases.released(escaped + "00")
     assert leases.released(plain + "00")
+
+
+def test_a_chain_link_handed_back_goes_to_the_hub_after_its_arguments(setup):
+    """A link sent behind the task making its argument, handed back (its worker
+    blocked, or no longer had that result): the NM learns of the argument first
+    (PROMISE: not come yet; PUT: came), then gets the link with it as a dep."""
+    backend, leases, socks = setup
+    first = submit(leases, 1)
+    lease = link(leases, socks, "w1")
+    dep = first + "00"
+    assert leases.submit("u" * 27, ["u" * 27 + "00"], "link", {"CPU": 1.0}, TaskOptions(),
+                         ["payload"], plain=True, deps=[dep], dep_refs=("a ref",))
+    assert list(lease.sent) == [first, "u" * 27]  # behind the task making its argument
+    del backend._channel.sent[:]
+    leases._on_frame(lease, [[Op.LEASE_HANDBACK, ["u" * 27]]])
+    promise, submitted = backend._channel.sent[:2]  # (then a DECREF: no ref of it here)
+    assert promise == [Op.PROMISE, [dep]]
+    assert submitted[0] == Op.SUBMIT and submitted[1] == "u" * 27 and submitted[6] == [dep]
+    del backend._channel.sent[:]
+    leases._on_frame(lease, [[Op.LEASE_DONE, first, [[dep, Kind.INLINE, b"x", [], []]]]])
+    assert backend._channel.sent == [[Op.PUT, dep, Kind.INLINE, b"x", [], []]]  # promised
+    # A link whose argument came carries it; handed back, that is PUT before it.
+    second = submit(leases, 2)
+    assert list(lease.sent) == [second]
+    dep = second + "00"
+    leases._on_frame(lease, [[Op.LEASE_DONE, second, [[dep, Kind.INLINE, b"y", [], []]]]])
+    assert leases.submit("v" * 27, ["v" * 27 + "00"], "link", {"CPU": 1.0}, TaskOptions(),
+                         ["payload"], plain=True, deps=[dep], dep_refs=("a ref",))
+    assert lease.sent["v" * 27].wire == [[dep, Kind.INLINE, b"y", [], []]]
+    del backend._channel.sent[:]
+    leases._on_frame(lease, [[Op.LEASE_HANDBACK, ["v" * 27]]])
+    put, submitted = backend._channel.sent[:2]
+    assert put == [Op.PUT, dep, Kind.INLINE, b"y", [], []] and submitted[6] == [dep]

@@ -11,10 +11,12 @@ Those changes queue in ``_refcount_ops`` (``__del__`` may run in any thread and
 must not lock) and are written, in order, before the next message. Actor calls
 go straight to the actor's worker when they can (``direct.ActorLinks``), still
 registered with the node manager by an ACTOR_CALL naming that worker. With
-caller leases (on by default; ``FEDEXEC_TASK_LEASES=0`` turns them off), a driver's tasks without ref
-arguments go straight to a worker leased to it (``leases.TaskLeases``: LEASE_EXEC there, LEASE_DONE back, no SUBMIT); their
-results are held here until a ref to one is pickled (``ref_escaping``: PROMISE or
-PUT first), and dropping one the node manager never knew sends no DECREF.
+caller leases (on by default; ``FEDEXEC_TASK_LEASES=0`` turns them off), a driver's
+tasks whose ref arguments (if any) are its own leased results go straight to a
+worker leased to it (``leases.TaskLeases``: LEASE_EXEC there, LEASE_DONE back, no
+SUBMIT); their results are held here until a ref to one is pickled, or passed to a
+task the hub runs (``ref_escaping``: PROMISE or PUT first), and dropping one the
+node manager never knew sends no DECREF.
 
 Why this module is over 600 lines: ``NativeBackend`` is the whole Backend
 interface (tasks, objects, actors, placement groups, cancelling, cluster queries)
@@ -120,6 +122,11 @@ def _all_atoms(items: Any) -> bool:
         if type(item) not in _ATOMS:
             return False
     return True
+
+
+def _ref_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[ObjectRef[Any], ...]:
+    """The top-level ref arguments, in the order ``_pack_args`` numbers them."""
+    return tuple(a for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef))
 
 
 class _RefTable:
@@ -567,19 +574,22 @@ class NativeBackend(Backend):
                 self._fn_cache[fn] = blob
         return blob
 
-    def _pack_args(self, obj_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-                   ) -> tuple[list[str], list[str], list[Any]]:
+    def _pack_args(self, obj_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   escape: bool = True) -> tuple[list[str], list[str], list[Any]]:
         """(dep ids, contained ids, [mode, data, buffers]) for a call's arguments.
 
         Large arguments are written to shared memory as an object of their own (the
         last dep); the caller must call :meth:`_release_args` after sending the call.
+        ``escape=False``: the ref arguments (deps) are not made known to the node
+        manager here (the caller does, unless a lease takes the task).
         """
         deps: list[str] = []
         if any(isinstance(a, ObjectRef) for a in args):
             new_args = []
             for a in args:
                 if isinstance(a, ObjectRef):
-                    self.ref_escaping(a)
+                    if escape:
+                        self.ref_escaping(a)
                     new_args.append(values.DepSlot(len(deps)))
                     deps.append(a.id)
                 else:
@@ -589,7 +599,8 @@ class NativeBackend(Backend):
             new_kwargs = {}
             for k, v in kwargs.items():
                 if isinstance(v, ObjectRef):
-                    self.ref_escaping(v)
+                    if escape:
+                        self.ref_escaping(v)
                     new_kwargs[k] = values.DepSlot(len(deps))
                     deps.append(v.id)
                 else:
@@ -734,7 +745,8 @@ class NativeBackend(Backend):
                 self._strategy(options)
         task_id = new_id()
         fn_blob = self._fn_blob(fn)
-        deps, contained, packed = self._pack_args(task_id, args, kwargs)
+        leases = self._leases
+        deps, contained, packed = self._pack_args(task_id, args, kwargs, escape=leases is None)
         retry = options.retry_exceptions
         retry_blob = retry if isinstance(retry, bool) else serialization.dumps(retry).data
         payload = [fn_blob, *packed, options.num_returns, retry_blob, options.max_retries,
@@ -742,11 +754,14 @@ class NativeBackend(Backend):
         n = options.num_returns
         return_ids = [f"{task_id}{i:02x}" for i in range(n)]
         refs = [self._new_ref(rid, name) for rid in return_ids]
-        leases = self._leases
-        if leases is not None and leases.submit(
-                task_id, return_ids, name, demand, options, payload,
-                plain=strategy is None and in_group is None and not deps and not contained):
-            return refs  # straight to a worker leased to us (see leases.py)
+        if leases is not None:
+            dep_refs = _ref_args(args, kwargs) if deps else ()
+            if leases.submit(task_id, return_ids, name, demand, options, payload,
+                             plain=strategy is None and in_group is None and not contained,
+                             deps=deps, dep_refs=dep_refs):
+                return refs  # straight to a worker leased to us (see leases.py)
+            for ref in dep_refs:  # the node manager must know them before the SUBMIT
+                self.ref_escaping(ref)
         msg = [Op.SUBMIT, task_id, return_ids, name, demand, options.max_retries, deps,
                contained, payload, strategy]
         loop = self.worker_loop

@@ -13,7 +13,7 @@ Data flow (driver C, node manager NM, worker W leased to C for one resource shap
                                waits there), or closing; "broken" when the link
                                closed (the NM kills the worker, never reuses it)
 
-Eligible tasks (``TaskLeases.submit`` decides): no ref arguments (top level or inside),
+Eligible tasks (``TaskLeases.submit`` decides): no ref arguments (but see "Chains"),
 the DEFAULT strategy, no placement group, no runtime_env of their own, no GPUs,
 from a driver whose store is this node's, on a node no other node can join (the
 embedded runtime's: it does not listen on TCP). Cluster nodes lend none: a node
@@ -69,8 +69,18 @@ ended, in batches (LEASE_ENDED): the head's event log (``list tasks``,
 ``task_counts``), ``fedexec_tasks_run`` and the run-time histogram
 (``fedexec_task_duration_seconds``; not the scheduling-latency one).
 
-Not yet: tasks with ref arguments (a chain) still go through the hub; a nested
-submit from a worker always does.
+Chains. A task whose ref arguments are all results of our leased tasks (none
+nested in a container) is leased too: one not come yet is named by its id, and the
+task goes to the lease whose worker makes it, right behind (so all such arguments
+must come from one lease of the task's shape, not recalled); one that came (a small
+value, an error) rides in the LEASE_EXEC. The worker keeps its newest results
+(chained.py), so a chain runs link after link there with no process hop; the
+item holds the argument refs until it is answered (the NM holds none of them).
+Handed back, recalled or lost, a link goes through the hub as any task, after
+its arguments are made known to the NM (PROMISE, or PUT: ``_escape``). Not
+chained: a link whose argument is queued here (no lease yet: the start of a chain
+submitted before a lease was granted), or known to the NM. A nested submit from
+a worker always goes through the hub.
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
 ``Poller`` thread (the links; or a thread waiting for one result, read_here.py)
@@ -93,6 +103,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..._ids import task_of
@@ -131,8 +142,8 @@ def leases_enabled() -> bool:
 
 
 class _Item:
-    __slots__ = ("demand", "forced", "lease", "max_retries", "name", "payload", "return_ids",
-                 "shape", "task_id")
+    __slots__ = ("demand", "dep_refs", "deps", "forced", "lease", "max_retries", "name",
+                 "payload", "return_ids", "shape", "task_id", "wire")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str,
                  demand: dict[str, float], max_retries: int, payload: list[Any]):
@@ -145,10 +156,20 @@ class _Item:
         self.forced = False
         self.lease: _Lease | None = None
         self.shape: _Shape | None = None
+        #: A chain's link (see "Chains"): its ref arguments' ids, the refs (held
+        #: until it is answered: the NM does not hold them), and what LEASE_EXEC
+        #: carries for each (the entry, or the id of a result its worker makes).
+        self.deps: list[str] = []
+        self.dep_refs: tuple[Any, ...] = ()
+        self.wire: list[Any] = []
+
+    def exec_msg(self, caller: int) -> list[Any]:
+        return [Op.LEASE_EXEC, self.task_id, self.return_ids, self.payload, self.name, caller,
+                self.wire]
 
     def submit_msg(self) -> list[Any]:
         return [Op.SUBMIT, self.task_id, self.return_ids, self.name, self.demand,
-                self.max_retries, [], [], self.payload, None]
+                self.max_retries, self.deps, [], self.payload, None]
 
 
 class _Lease:
@@ -231,13 +252,17 @@ class TaskLeases:
 
     # ------------------------------------------------------------ submit
     def submit(self, task_id: str, return_ids: list[str], name: str, demand: dict[str, float],
-               options: TaskOptions, payload: list[Any], plain: bool) -> bool:
+               options: TaskOptions, payload: list[Any], plain: bool, deps: Sequence[str] = (),
+               dep_refs: tuple[Any, ...] = ()) -> bool:
         """Take a task (True), or leave it to the hub (False): only eligible ones
-        (see the module docstring; ``plain``: no ref arguments, the DEFAULT
-        strategy, no placement group)."""
+        (see the module docstring; ``plain``: no ref nested in the arguments, the
+        DEFAULT strategy, no placement group; ``deps``: the ids of its ref
+        arguments, ``dep_refs`` those refs)."""
         if not plain or options.runtime_env is not None or \
                 any(k.startswith("GPU") for k in demand):
             return False
+        if deps and not all(rid in self._local for rid in deps):
+            return False  # the NM knows one (or will): it resolves them
         key = tuple(sorted(demand.items()))
         after = _After()
         with self._lock:
@@ -246,15 +271,26 @@ class TaskLeases:
             shape = self._shapes.get(key)
             if shape is None:
                 shape = self._shapes[key] = _Shape(demand)
-            if shape.denied() and (not shape.leases or (not shape.full and not shape.room())):
-                return False
             item = _Item(task_id, return_ids, name, demand, options.max_retries, payload)
+            behind: _Lease | None = None
+            if deps:
+                wire, behind = self._chain(deps)
+                if wire is None or (behind is not None and (
+                        behind.shape is not shape or not behind.takes())):
+                    return False
+                item.deps, item.dep_refs, item.wire = list(deps), tuple(dep_refs), wire
+            if behind is None and shape.denied() and \
+                    (not shape.leases or (not shape.full and not shape.room())):
+                return False
             item.shape = shape
             self._items[task_id] = item
             for rid in return_ids:
                 self._local[rid] = _PENDING
-            shape.queue.append(item)
-            self._fill(shape, after)
+            if behind is not None:
+                self._send(item, behind, after)
+            else:
+                shape.queue.append(item)
+                self._fill(shape, after)
             ask = self._want_more(shape)
         self._finish(after)
         if ask:
@@ -271,23 +307,46 @@ class TaskLeases:
         depth = _INFLIGHT if len(shape.leases) >= _MAX_LEASES or \
             (shape.full and time.monotonic() < shape.denied_until) else 1
         for lease in shape.leases:
-            channel = lease.channel
             if not queue:
                 return
-            if lease.recalled or channel is None:
+            if not lease.takes():
                 continue
-            sent = lease.sent
-            if queue and not sent:
-                after.started.extend(queue[0].return_ids)
-                after.idle = True
-            while queue and len(sent) < depth:
-                item = queue.popleft()
-                item.lease = lease
-                self.sent += 1
-                sent[item.task_id] = item
-                channel.enqueue([Op.LEASE_EXEC, item.task_id, item.return_ids, item.payload,
-                                 item.name, lease.caller])
-                after.channels.add(channel)
+            while queue and len(lease.sent) < depth:
+                self._send(queue.popleft(), lease, after)
+
+    def _chain(self, deps: Sequence[str]) -> tuple[list[Any] | None, _Lease | None]:
+        """A task taking our leased results (lock held; see "Chains"): what its
+        LEASE_EXEC carries for them (None: it goes to the hub: two workers make
+        them, or the NM knows one), and the lease whose worker makes those not
+        come yet (None: all came)."""
+        wire: list[Any] = []
+        lease: _Lease | None = None
+        for rid in deps:
+            state = self._local.get(rid)
+            if state is _PENDING:
+                maker = self._items.get(task_of(rid))
+                there = maker.lease if maker is not None else None
+                if there is None or (lease is not None and there is not lease):
+                    return None, None
+                lease = there
+                wire.append(rid)
+            elif isinstance(state, list):
+                wire.append(state)
+            else:
+                return None, None
+        return wire, lease
+
+    def _send(self, item: _Item, lease: _Lease, after: _After) -> None:
+        """Send ``item`` to ``lease``'s worker now (lock held)."""
+        item.lease = lease
+        self.sent += 1
+        if not lease.sent:
+            after.started.extend(item.return_ids)
+            after.idle = True
+        lease.sent[item.task_id] = item
+        assert lease.channel is not None
+        lease.channel.enqueue(item.exec_msg(lease.caller))
+        after.channels.add(lease.channel)
 
     def _want_more(self, shape: _Shape) -> bool:
         if shape.asking or self._closed or time.monotonic() < shape.denied_until:
@@ -523,6 +582,8 @@ class TaskLeases:
         for item in items:
             self._items.pop(item.task_id, None)
             item.lease = None
+            for rid in item.deps:  # a chain's link: the NM must know its arguments
+                self._escape(rid, after)
             self._to_nm(item.submit_msg(), after)
             gone = []
             for rid in item.return_ids:
@@ -632,19 +693,23 @@ class TaskLeases:
             return
         after = _After()
         with self._lock:
-            state = self._local.get(rid)
-            if state is None or state is _PROMISED:
-                return
-            if state is _PENDING:
-                self._to_nm([Op.PROMISE, [rid]], after)
-                self._local[rid] = _PROMISED
-            elif state is _PUT_THERE:  # its LEASE_PUT may not be in yet: the NM waits
-                self._to_nm([Op.PROMISE, [rid]], after)  # for it, whichever comes first
-                del self._local[rid]
-            else:
-                self._to_nm([Op.PUT, *state], after)
-                del self._local[rid]
+            self._escape(rid, after)
         self._finish(after)
+
+    def _escape(self, rid: str, after: _After) -> None:
+        """``escaping``, the lock held."""
+        state = self._local.get(rid)
+        if state is None or state is _PROMISED:
+            return
+        if state is _PENDING:
+            self._to_nm([Op.PROMISE, [rid]], after)
+            self._local[rid] = _PROMISED
+        elif state is _PUT_THERE:  # its LEASE_PUT may not be in yet: the NM waits
+            self._to_nm([Op.PROMISE, [rid]], after)  # for it, whichever comes first
+            del self._local[rid]
+        else:
+            self._to_nm([Op.PUT, *state], after)
+            del self._local[rid]
 
     def released(self, rid: str) -> bool:
         """Our ref for ``rid`` is gone: True if the NM never knew it (no DECREF)."""

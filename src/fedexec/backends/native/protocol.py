@@ -143,7 +143,9 @@ class Op(enum.IntEnum):
     LEASE_RETURN = 73    # [op, worker_id, broken?]   caller -> NM: done with that lease
     LEASE_RECALL = 74    # [op, worker_id]            NM -> caller: return it (work waits)
     LEASE_EXEC = 75      # [op, task_id, return_ids, payload (as EXECUTE's), name, caller's
-                         #  connection id at its NM]  caller -> its leased worker
+                         #  connection id at its NM, deps: each an entry or the id of a
+                         #  result made on that worker (chained.py)]  caller -> its
+                         #  leased worker
     LEASE_DONE = 76      # [op, task_id, [result...]]  worker -> caller: every result (SHM
                          #  ones and ones holding refs went to the NM first, LEASE_PUT)
     LEASE_PUT = 77       # [op, caller's connection id, [result...]]  worker -> NM: results

@@ -63,6 +63,7 @@ from .. import _execution as execution
 from .._actor_host import ActorHost
 from .._net import node_ip
 from . import _values as values
+from .chained import MadeHere, failed_dep
 from .channel import Channel
 from .client import NativeBackend
 from .direct import CallListener
@@ -105,6 +106,8 @@ class WorkerLoop:
         #: Leased tasks (see leases.py) not answered yet: task id -> (the caller's
         #: link, the caller's connection id at the node manager).
         self.leased: dict[str, tuple[Channel, int]] = {}
+        #: Their newest results, for the leased tasks sent behind them (chained.py).
+        self.made = MadeHere()
         #: The links of callers we ran leased tasks (or direct actor calls) for: read
         #: by the main thread while it is idle (``_read_links``; ``reading``: it
         #: does now).
@@ -398,6 +401,7 @@ class WorkerLoop:
                 self.ended.append([task_id, run[5], any(
                     r[1] in (Kind.ERROR, Kind.FAILED) for r in results),
                     str(env.get("job_id") or ""), time.monotonic() - self.since])
+        self.made.add(results)
         first = [r for r in results if not goes_straight(r)]
         if first:
             backend._send([Op.LEASE_PUT, caller, first])
@@ -412,7 +416,7 @@ class WorkerLoop:
         """A leased task's message from its caller (on the poller thread)."""
         op = msg[0]
         if op == Op.LEASE_EXEC:
-            _, task_id, return_ids, payload, name, caller = msg
+            _, task_id, return_ids, payload, name, caller, deps = msg
             if self.host is not None:
                 raise ValueError("an actor's worker takes no leased tasks")
             with self.cv:
@@ -422,7 +426,7 @@ class WorkerLoop:
                 self.leased[task_id] = (link, caller)
                 self.links.add(link)
                 self.lend = True
-                self._push([Op.EXECUTE, task_id, return_ids, payload, [], name, []])
+                self._push([Op.EXECUTE, task_id, return_ids, payload, deps, name, []])
         elif op == Op.LEASE_CANCEL:
             _, task_id, force = msg
             if force:
@@ -459,6 +463,23 @@ class WorkerLoop:
         if threading.get_ident() != self.main_ident:
             return False
         return self._read_links(ready, _ACTOR_TICK_S)
+
+    def _chained(self, task_id: str, return_ids: list[str], deps: list[Any]
+                 ) -> list[list[Any]] | None:
+        """A leased task's dep entries (see chained.py); None if it was answered
+        here instead: a dep failed (so does the task, unrun), or one is no longer
+        kept (the task goes back to its caller, for the hub)."""
+        entries = self.made.resolve(deps)
+        if entries is None:
+            with self.cv:
+                link = self.leased.pop(task_id)[0]
+            link.send([Op.LEASE_HANDBACK, [task_id]])
+            return None
+        bad = failed_dep(entries)
+        if bad is not None:
+            self._send_done(task_id, [[rid, *bad[1:]] for rid in return_ids])
+            return None
+        return entries
 
     def _send_failed(self, msg: list[Any], kind: ErrorKind, message: str) -> None:
         self._send_done(msg[1], [[rid, Kind.FAILED, kind, message] for rid in msg[2]])
@@ -514,6 +535,10 @@ class WorkerLoop:
 
     def _execute(self, msg: list[Any]) -> None:
         _, task_id, return_ids, payload, deps, name, gpus = msg
+        if deps and task_id in self.leased:
+            deps = self._chained(task_id, return_ids, deps)
+            if deps is None:
+                return
         keep: Any = None  # the return value, alive until TASK_DONE is queued (see below)
         results: list[list[Any]] | None = None
         try:
