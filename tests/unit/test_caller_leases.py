@@ -223,3 +223,20 @@ def test_a_chain_link_handed_back_goes_to_the_hub_after_its_arguments(setup):
     leases._on_frame(lease, [[Op.LEASE_HANDBACK, ["v" * 27]]])
     put, submitted = backend._channel.sent[:2]
     assert put == [Op.PUT, dep, Kind.INLINE, b"y", [], []] and submitted[6] == [dep]
+
+
+def test_a_chain_link_never_waits_behind_many_tasks_it_does_not_need(setup):
+    backend, leases, socks = setup
+    first = submit(leases, 1)
+    lease = link(leases, socks, "w1")
+
+    def link_to(task_id: str, n: int) -> bool:
+        return leases.submit(f"u{n:027d}", [f"u{n:027d}00"], "link", {"CPU": 1.0},
+                             TaskOptions(), ["payload"], plain=True, deps=[task_id + "00"],
+                             dep_refs=("a ref",))
+
+    assert link_to(first, 1) and link_to(f"u{1:027d}", 2)  # a chain: each behind the last
+    assert len(lease.sent) == 3
+    assert not link_to(first, 3)  # behind two it does not need: the hub
+    assert link_to(f"u{2:027d}", 4)  # the last one sent: behind it
+    assert list(lease.sent)[-1] == f"u{4:027d}"

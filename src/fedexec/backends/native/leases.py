@@ -72,8 +72,10 @@ ended, in batches (LEASE_ENDED): the head's event log (``list tasks``,
 Chains. A task whose ref arguments are all results of our leased tasks (none
 nested in a container) is leased too: one not come yet is named by its id, and the
 task goes to the lease whose worker makes it, right behind (so all such arguments
-must come from one lease of the task's shape, not recalled); one that came (a small
-value, an error) rides in the LEASE_EXEC. The worker keeps its newest results
+must come from one lease of the task's shape, not recalled, and the task making
+them must be the last one sent there, unless at most _CHAIN_BEHIND are: it never
+waits behind many tasks it does not need); one that came (a small value, an error)
+rides in the LEASE_EXEC. The worker keeps its newest results
 (chained.py), so a chain runs link after link there with no process hop; the
 item holds the argument refs until it is answered (the NM holds none of them).
 Handed back, recalled or lost, a link goes through the hub as any task, after
@@ -125,6 +127,9 @@ _DENIED_S = 0.05  # after a denial or a recall, a shape's tasks use the hub this
 _INFLIGHT = 64  # tasks sent to one leased worker and not answered
 _MAX_LEASES = 64  # leases per shape (the NM grants only idle workers anyway)
 _REVOKE_WAIT_S = 30.0
+#: A task taking a result not come yet goes behind the task making it if that is
+#: the last one sent to its worker, or if at most this many are (else the hub runs it).
+_CHAIN_BEHIND = 2
 _ASK_TIMEOUT_S = 10.0  # a lease asked for and not linked by then: as if denied
 _BACKLOG_S = 0.1  # the NM hears of our backlog this often at most (when it changed)
 _PENDING = object()  # a result not come yet, the NM not knowing it
@@ -328,6 +333,8 @@ class TaskLeases:
                 there = maker.lease if maker is not None else None
                 if there is None or (lease is not None and there is not lease):
                     return None, None
+                if len(there.sent) > _CHAIN_BEHIND and next(reversed(there.sent)) != maker.task_id:
+                    return None, None  # it would wait behind others' tasks: the hub
                 lease = there
                 wire.append(rid)
             elif isinstance(state, list):
