@@ -363,6 +363,22 @@ def test_a_chain_runs_link_after_link_on_one_leased_worker(ex):
     assert poll_until(lambda: not leases._local and not leases._items, timeout=30)
 
 
+def test_a_chain_submitted_before_a_lease_came_waits_for_it_and_goes_there(ex):
+    """No idle lease (the last one went back): the first link waits here for one,
+    the links behind it wait behind it, and all go to that worker."""
+    leases = ex._backend._leases
+    for _ in range(3):
+        warm(ex)
+        assert poll_until(lambda: not any(s.leases for s in leases._shapes.values()),
+                          timeout=T)  # idle: returned
+        before = leased(ex)
+        last = chain(ex, ex.submit(ident, 0), 199)
+        assert ex.get(last, timeout=T) == 199
+        if leased(ex) - before == 200:
+            return
+    pytest.fail("no round of 200 links went all to one leased worker")
+
+
 def test_a_link_taking_a_result_that_came_carries_it(ex1):
     warm(ex1)
     ready = ex1.submit(ident, 10)

@@ -225,18 +225,58 @@ def test_a_chain_link_handed_back_goes_to_the_hub_after_its_arguments(setup):
     assert put == [Op.PUT, dep, Kind.INLINE, b"y", [], []] and submitted[6] == [dep]
 
 
+def dependent(leases: TaskLeases, n: int, dep_task: str) -> str:
+    task_id = f"u{n:027d}"
+    assert leases.submit(task_id, [task_id + "00"], f"link{n}", {"CPU": 1.0}, TaskOptions(),
+                         ["payload"], plain=True, deps=[dep_task + "00"], dep_refs=("ref",))
+    return task_id
+
+
 def test_a_chain_link_never_waits_behind_many_tasks_it_does_not_need(setup):
-    backend, leases, socks = setup
+    _, leases, socks = setup
     first = submit(leases, 1)
     lease = link(leases, socks, "w1")
-
-    def link_to(task_id: str, n: int) -> bool:
-        return leases.submit(f"u{n:027d}", [f"u{n:027d}00"], "link", {"CPU": 1.0},
-                             TaskOptions(), ["payload"], plain=True, deps=[task_id + "00"],
-                             dep_refs=("a ref",))
-
-    assert link_to(first, 1) and link_to(f"u{1:027d}", 2)  # a chain: each behind the last
+    second = dependent(leases, 2, dependent(leases, 1, first))  # each behind the last
     assert len(lease.sent) == 3
-    assert not link_to(first, 3)  # behind two it does not need: the hub
-    assert link_to(f"u{2:027d}", 4)  # the last one sent: behind it
+    with pytest.raises(AssertionError):
+        dependent(leases, 3, first)  # behind two it does not need: the hub
+    dependent(leases, 4, second)  # the last one sent: behind it
     assert list(lease.sent)[-1] == f"u{4:027d}"
+
+
+
+def test_a_chain_queued_here_goes_out_in_order_behind_its_first_link(setup):
+    """No lease yet: the links wait behind the first one (not in the shape's queue)
+    and go with it, to its lease or, denied, to the hub, each after its argument."""
+    backend, leases, socks = setup
+    first = submit(leases, 1)  # (a lease is asked for)
+    links = [first]
+    for n in range(1, 4):
+        links.append(dependent(leases, n, links[-1]))
+    shape = next(iter(leases._shapes.values()))
+    assert list(shape.queue) == [leases._items[first]]
+    lease = link(leases, socks, "w1")
+    assert list(lease.sent) == links
+    assert [m[-1] for m in (x.exec_msg(1) for x in lease.sent.values())][1:] == \
+        [[t + "00"] for t in links[:-1]]  # each names the result made before it there
+    # denied instead: all to the hub, in order
+    second = submit(leases, 2)
+    more = [second, dependent(leases, 5, second), dependent(leases, 6, second)]
+    _, _, answered = backend.asked[-1]
+    answered(False, "no")
+    assert hub_submits(backend) == more
+
+
+def test_cancelling_a_queued_link_cancels_those_behind_it(setup):
+    backend, leases, _ = setup
+    first = submit(leases, 1)
+    middle = dependent(leases, 1, first)
+    last = dependent(leases, 2, middle)
+    other = dependent(leases, 3, first)
+    assert leases.cancel(middle, False)
+    cancelled = {m[1] for m in backend.objects if m[2] == Kind.FAILED}
+    assert cancelled == {middle + "00", last + "00"}
+    assert set(leases._items) == {first, other}
+    assert leases.cancel_pending([])  # cancel_futures: the rest, each once
+    assert [m[1] for m in backend.objects if m[2] == Kind.FAILED][2:] == \
+        [first + "00", other + "00"]

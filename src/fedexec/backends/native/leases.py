@@ -147,8 +147,8 @@ def leases_enabled() -> bool:
 
 
 class _Item:
-    __slots__ = ("demand", "dep_refs", "deps", "forced", "lease", "max_retries", "name",
-                 "payload", "return_ids", "shape", "task_id", "wire")
+    __slots__ = ("anchor", "demand", "dep_refs", "deps", "followers", "forced", "lease",
+                 "max_retries", "name", "payload", "return_ids", "shape", "task_id", "wire")
 
     def __init__(self, task_id: str, return_ids: list[str], name: str,
                  demand: dict[str, float], max_retries: int, payload: list[Any]):
@@ -167,6 +167,22 @@ class _Item:
         self.deps: list[str] = []
         self.dep_refs: tuple[Any, ...] = ()
         self.wire: list[Any] = []
+        #: Queued here behind ``anchor`` (the task making its arguments, queued here
+        #: too), not in a shape's queue: ``followers`` go wherever it goes, after it.
+        self.anchor: _Item | None = None
+        self.followers: list[_Item] = []
+
+    def with_followers(self) -> list[_Item]:
+        """This item, then its followers (and theirs), each after its anchor."""
+        out: list[_Item] = []
+        stack = [self]
+        while stack:
+            item = stack.pop()
+            out.append(item)
+            stack.extend(reversed(item.followers))
+            item.followers = []
+            item.anchor = None
+        return out
 
     def exec_msg(self, caller: int) -> list[Any]:
         return [Op.LEASE_EXEC, self.task_id, self.return_ids, self.payload, self.name, caller,
@@ -277,11 +293,11 @@ class TaskLeases:
             if shape is None:
                 shape = self._shapes[key] = _Shape(demand)
             item = _Item(task_id, return_ids, name, demand, options.max_retries, payload)
-            behind: _Lease | None = None
+            behind: _Lease | _Item | None = None
             if deps:
                 wire, behind = self._chain(deps)
-                if wire is None or (behind is not None and (
-                        behind.shape is not shape or not behind.takes())):
+                if wire is None or (behind is not None and behind.shape is not shape) or \
+                        (isinstance(behind, _Lease) and not behind.takes()):
                     return False
                 item.deps, item.dep_refs, item.wire = list(deps), tuple(dep_refs), wire
             if behind is None and shape.denied() and \
@@ -291,8 +307,11 @@ class TaskLeases:
             self._items[task_id] = item
             for rid in return_ids:
                 self._local[rid] = _PENDING
-            if behind is not None:
+            if isinstance(behind, _Lease):
                 self._send(item, behind, after)
+            elif behind is not None:  # queued here: it goes where that goes, after it
+                item.anchor = behind
+                behind.followers.append(item)
             else:
                 shape.queue.append(item)
                 self._fill(shape, after)
@@ -319,41 +338,52 @@ class TaskLeases:
             while queue and len(lease.sent) < depth:
                 self._send(queue.popleft(), lease, after)
 
-    def _chain(self, deps: Sequence[str]) -> tuple[list[Any] | None, _Lease | None]:
+    def _chain(self, deps: Sequence[str]) -> tuple[list[Any] | None, _Lease | _Item | None]:
         """A task taking our leased results (lock held; see "Chains"): what its
         LEASE_EXEC carries for them (None: it goes to the hub: two workers make
-        them, or the NM knows one), and the lease whose worker makes those not
-        come yet (None: all came)."""
+        them, or the NM knows one), and what it goes behind: the lease whose
+        worker makes those not come yet, or the task making them, still queued
+        here (None: all came)."""
         wire: list[Any] = []
-        lease: _Lease | None = None
+        behind: _Lease | _Item | None = None
         for rid in deps:
             state = self._local.get(rid)
             if state is _PENDING:
                 maker = self._items.get(task_of(rid))
-                there = maker.lease if maker is not None else None
-                if there is None or (lease is not None and there is not lease):
+                if maker is None:
                     return None, None
-                if len(there.sent) > _CHAIN_BEHIND and next(reversed(there.sent)) != maker.task_id:
+                there = maker.lease
+                if there is None:
+                    if behind is not None and behind is not maker:
+                        return None, None
+                    behind = maker
+                elif behind is not None and there is not behind:
+                    return None, None
+                elif len(there.sent) > _CHAIN_BEHIND and \
+                        next(reversed(there.sent)) != maker.task_id:
                     return None, None  # it would wait behind others' tasks: the hub
-                lease = there
+                else:
+                    behind = there
                 wire.append(rid)
             elif isinstance(state, list):
                 wire.append(state)
             else:
                 return None, None
-        return wire, lease
+        return wire, behind
 
     def _send(self, item: _Item, lease: _Lease, after: _After) -> None:
-        """Send ``item`` to ``lease``'s worker now (lock held)."""
-        item.lease = lease
-        self.sent += 1
-        if not lease.sent:
-            after.started.extend(item.return_ids)
-            after.idle = True
-        lease.sent[item.task_id] = item
-        assert lease.channel is not None
-        lease.channel.enqueue(item.exec_msg(lease.caller))
-        after.channels.add(lease.channel)
+        """Send ``item`` (and its followers) to ``lease``'s worker now (lock held)."""
+        channel = lease.channel
+        assert channel is not None
+        for one in item.with_followers() if item.followers else (item,):
+            one.lease = lease
+            self.sent += 1
+            if not lease.sent:
+                after.started.extend(one.return_ids)
+                after.idle = True
+            lease.sent[one.task_id] = one
+            channel.enqueue(one.exec_msg(lease.caller))
+        after.channels.add(channel)
 
     def _want_more(self, shape: _Shape) -> bool:
         if shape.asking or self._closed or time.monotonic() < shape.denied_until:
@@ -586,6 +616,8 @@ class TaskLeases:
         naming them). A ref of ours dropped already (no DECREF went): DECREF it after
         the SUBMIT; one dropped later sends its own DECREF, after the SUBMIT too."""
         local, refs = self._local, self._backend._refs
+        if any(item.followers for item in items):
+            items = [one for item in items for one in item.with_followers()]
         for item in items:
             self._items.pop(item.task_id, None)
             item.lease = None
@@ -754,13 +786,19 @@ class TaskLeases:
         return True
 
     def _withdraw(self, item: _Item, after: _After) -> None:
-        """Take a task queued here back, cancelled (lock held)."""
+        """Take a task queued here back, cancelled (lock held); so are its followers
+        (as the hub cancels a task whose argument was cancelled)."""
         assert item.shape is not None
-        with contextlib.suppress(ValueError):
-            item.shape.queue.remove(item)
-        self._items.pop(item.task_id, None)
-        self._settle([[rid, Kind.FAILED, ErrorKind.CANCELLED,
-                       f"task {item.name!r} was cancelled"] for rid in item.return_ids], after)
+        if item.anchor is not None:
+            item.anchor.followers.remove(item)
+            item.anchor = None
+        else:
+            with contextlib.suppress(ValueError):
+                item.shape.queue.remove(item)
+        for one in item.with_followers():
+            self._items.pop(one.task_id, None)
+            self._settle([[rid, Kind.FAILED, ErrorKind.CANCELLED,
+                           f"task {one.name!r} was cancelled"] for rid in one.return_ids], after)
 
     def cancel_pending(self, task_ids: list[str]) -> bool:
         """``Future.cancel`` (one task) or ``cancel_futures`` (all of ours, when
@@ -778,6 +816,8 @@ class TaskLeases:
                 else list(self._items.values())
             for item in items:
                 lease = item.lease
+                if self._items.get(item.task_id) is not item:
+                    continue  # withdrawn with the task it followed
                 if lease is None:
                     self._withdraw(item, after)
                 elif lease.channel is not None and not lease.channel.closed:
