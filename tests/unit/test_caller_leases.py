@@ -273,6 +273,8 @@ def test_cancelling_a_queued_link_cancels_those_behind_it(setup):
     middle = dependent(leases, 1, first)
     last = dependent(leases, 2, middle)
     other = dependent(leases, 3, first)
+    with pytest.raises(AssertionError):
+        dependent(leases, 4, first)  # a third waiting for one: the hub spreads them
     assert leases.cancel(middle, False)
     cancelled = {m[1] for m in backend.objects if m[2] == Kind.FAILED}
     assert cancelled == {middle + "00", last + "00"}

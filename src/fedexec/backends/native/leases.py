@@ -74,15 +74,18 @@ nested in a container) is leased too: one not come yet is named by its id, and t
 task goes to the lease whose worker makes it, right behind (so all such arguments
 must come from one lease of the task's shape, not recalled, and the task making
 them must be the last one sent there, unless at most _CHAIN_BEHIND are: it never
-waits behind many tasks it does not need); one that came (a small value, an error)
+waits behind many tasks it does not need; and many tasks taking one result do not
+all pile up on one worker); one that came (a small value, an error)
 rides in the LEASE_EXEC. The worker keeps its newest results
 (chained.py), so a chain runs link after link there with no process hop; the
 item holds the argument refs until it is answered (the NM holds none of them).
-Handed back, recalled or lost, a link goes through the hub as any task, after
-its arguments are made known to the NM (PROMISE, or PUT: ``_escape``). Not
-chained: a link whose argument is queued here (no lease yet: the start of a chain
-submitted before a lease was granted), or known to the NM. A nested submit from
-a worker always goes through the hub.
+A link whose argument's task is still queued here (no lease yet: a chain
+submitted before one was granted) waits behind that task (``_Item.followers``,
+not in the shape's queue) and goes wherever it goes, after it: to its lease, or to
+the hub; cancelled, so are those behind it. Handed back, recalled or lost, a link
+goes through the hub as any task, after its arguments are made known to the NM
+(PROMISE, or PUT: ``_escape``). Not chained: a task taking a result the NM knows
+(a put, a hub task's). A nested submit from a worker always goes through the hub.
 
 Threads. The submitting thread, the NM channel's reader (answers, recalls), the
 ``Poller`` thread (the links; or a thread waiting for one result, read_here.py)
@@ -128,7 +131,8 @@ _INFLIGHT = 64  # tasks sent to one leased worker and not answered
 _MAX_LEASES = 64  # leases per shape (the NM grants only idle workers anyway)
 _REVOKE_WAIT_S = 30.0
 #: A task taking a result not come yet goes behind the task making it if that is
-#: the last one sent to its worker, or if at most this many are (else the hub runs it).
+#: the last one sent to its worker, or if at most this many are; or, that task still
+#: queued here, if fewer than this many wait behind it already (else the hub runs it).
 _CHAIN_BEHIND = 2
 _ASK_TIMEOUT_S = 10.0  # a lease asked for and not linked by then: as if denied
 _BACKLOG_S = 0.1  # the NM hears of our backlog this often at most (when it changed)
@@ -354,8 +358,9 @@ class TaskLeases:
                     return None, None
                 there = maker.lease
                 if there is None:
-                    if behind is not None and behind is not maker:
-                        return None, None
+                    if (behind is not None and behind is not maker) or \
+                            len(maker.followers) >= _CHAIN_BEHIND:
+                        return None, None  # (many waiting for one: the hub spreads them)
                     behind = maker
                 elif behind is not None and there is not behind:
                     return None, None
