@@ -380,31 +380,56 @@ def test_an_actors_worker_removes_its_socket_when_it_exits_cleanly():
 
 
 # ------------------------------------------------------------ edge paths
+class HeldRegistrations:
+    """Holds the caller's ACTOR_CALL registrations back (``with``), so that the
+    worker's DIRECT_DONE reaches the node first; ``release`` sends them."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.held = backend, []
+        self.send_soon = backend._send_soon
+
+    def _hold(self, msg) -> None:
+        if msg[0] == Op.ACTOR_CALL:
+            self.held.append(msg)
+        else:
+            self.send_soon(msg)
+
+    def __enter__(self) -> HeldRegistrations:
+        self.backend._send_soon = self._hold
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.backend._send_soon = self.send_soon
+
+    def release(self) -> None:
+        assert len(self.held) == 1 and self.held[0][-1]  # it went direct (names the worker)
+        time.sleep(0.3)  # the worker's DIRECT_DONE is at the node first
+        self.backend._send(self.held[0])
+
+
 def test_a_direct_done_that_reaches_the_node_before_the_registration(ex):
     a = ex.actor(Worker)
     until_direct(ex, a)
-    backend = a._backend
-    held: list = []
-    send_soon = backend._send_soon
-
-    def hold(msg):
-        if msg[0] == Op.ACTOR_CALL:
-            held.append(msg)
-        else:
-            send_soon(msg)
-
-    backend._send_soon = hold
-    try:
+    with HeldRegistrations(a._backend) as registrations:
         ref = a.bump.remote()
         n = ex.get(ref, timeout=T)  # answered straight back, the node not told yet
-    finally:
-        backend._send_soon = send_soon
-    assert len(held) == 1 and held[0][-1]  # it went direct (names the worker)
-    time.sleep(0.3)  # the worker's DIRECT_DONE is at the node first
-    backend._send(held[0])
+    registrations.release()
     # The node serves the result to another process and counts the call as done.
     assert ex.get(ex.submit(read_back, [ref]), timeout=T) == n
     assert ex.get(a.bump.remote(), timeout=T) == n + 1
+
+
+def test_refs_in_a_direct_result_that_came_before_the_registration_stay(ex):
+    """The node keeps what the early results hold until the call is registered:
+    the worker's DECREF of its own put, right behind its DIRECT_DONE, freed it (a
+    CI run's ObjectLostError)."""
+    a = ex.actor(Worker)
+    until_direct(ex, a)
+    with HeldRegistrations(a._backend) as registrations:
+        ref = a.made_here.remote(7)  # its result comes from the node: after the release
+    registrations.release()
+    put, task = ex.get(ref, timeout=T)
+    assert ex.get([put, task], timeout=T) == [7, 49]
 
 
 def test_sigkill_with_calls_in_flight_answers_each_once_in_order(ex):

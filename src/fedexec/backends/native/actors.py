@@ -145,6 +145,7 @@ class ActorTable:
         early = self.direct_early.pop(task.id, None)
         if early is not None:  # the worker answered before this arrived
             self._direct_finished(task, early)
+            self._hold_refs_in(early, self.node._unpin)  # (its objects hold them now)
             return
         if actor is None or actor.state == "DEAD":
             why = actor.death if actor is not None else "it does not exist"
@@ -177,13 +178,24 @@ class ActorTable:
                 conn.creating.discard(r[0])
         task = self.node.tasks.get(task_id)
         if task is None:  # its ACTOR_CALL is still on its way
+            # The refs its results hold live until then (the worker's own DECREF of
+            # one, right behind this message, would free it).
+            self._hold_refs_in(results, self.node._pin)
             early = self.direct_early
             early[task_id] = results
             while len(early) > _MAX_EARLY:
-                early.popitem(last=False)
+                self._hold_refs_in(early.popitem(last=False)[1], self.node._unpin)
             return
         self._direct_finished(task, results)
         self.node._dirty = True
+
+    @staticmethod
+    def _hold_refs_in(results: list[list[Any]], pin: Callable[[str], None]) -> None:
+        """Pin (or unpin) the objects whose refs ``results`` hold."""
+        for r in results:
+            if r[1] in (Kind.INLINE, Kind.SHM):
+                for oid in r[4]:
+                    pin(oid)
 
     def _direct_finished(self, task: _Task, results: list[list[Any]]) -> None:
         actor = self.actors.get(task.actor_id or "")
