@@ -390,7 +390,8 @@ class WorkerLoop:
         store, or holding refs) go there for the caller (LEASE_PUT), then every
         result goes to the caller (LEASE_DONE)."""
         backend = self.backend
-        with self.cv:
+        with self.cv:  # (a revoke ends one on the poller's thread)
+            self.made.add(results)
             if self.reported == task_id:  # it was said to run: it ends
                 self.reported = None
                 if backend._channel.send_later([Op.LEASE_RUNNING, None, "", False, caller]):
@@ -401,7 +402,6 @@ class WorkerLoop:
                 self.ended.append([task_id, run[5], any(
                     r[1] in (Kind.ERROR, Kind.FAILED) for r in results),
                     str(env.get("job_id") or ""), time.monotonic() - self.since])
-        self.made.add(results)
         first = [r for r in results if not goes_straight(r)]
         if first:
             backend._send([Op.LEASE_PUT, caller, first])
