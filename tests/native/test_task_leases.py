@@ -379,6 +379,22 @@ def test_a_chain_submitted_before_a_lease_came_waits_for_it_and_goes_there(ex):
     pytest.fail("no round of 200 links went all to one leased worker")
 
 
+def nested_plus_one(x: int) -> int:
+    time.sleep(0.2)  # (the links behind it are on this worker by now)
+    return fedexec.get(fedexec.remote(plus_one).remote(x), timeout=T)
+
+
+def test_a_chain_link_blocked_in_get_hands_the_links_behind_it_back(ex1):
+    """One CPU: a link blocks in a nested get, its worker lends its CPU and hands
+    back the links queued behind it; they go to the hub, after the blocked link's
+    result is promised, and the chain ends right."""
+    warm(ex1)
+    before = leased(ex1)
+    last = chain(ex1, ex1.submit(nested_plus_one, ex1.submit(ident, 0)), 20)
+    assert leased(ex1) - before == 22
+    assert ex1.get(last, timeout=T) == 21
+
+
 def test_a_link_taking_a_result_that_came_carries_it(ex1):
     warm(ex1)
     ready = ex1.submit(ident, 10)
