@@ -168,13 +168,14 @@ class _Item:
         #: A chain's link (see "Chains"): its ref arguments' ids, the refs (held
         #: until it is answered: the NM does not hold them), and what LEASE_EXEC
         #: carries for each (the entry, or the id of a result its worker makes).
-        self.deps: list[str] = []
+        #: (Empty tuples, not lists, until set: one is made per submit.)
+        self.deps: Sequence[str] = ()
         self.dep_refs: tuple[Any, ...] = ()
-        self.wire: list[Any] = []
+        self.wire: Sequence[Any] = ()
         #: Queued here behind ``anchor`` (the task making its arguments, queued here
         #: too), not in a shape's queue: ``followers`` go wherever it goes, after it.
         self.anchor: _Item | None = None
-        self.followers: list[_Item] = []
+        self.followers: tuple[_Item, ...] = ()
 
     def with_followers(self) -> list[_Item]:
         """This item, then its followers (and theirs), each after its anchor."""
@@ -184,7 +185,7 @@ class _Item:
             item = stack.pop()
             out.append(item)
             stack.extend(reversed(item.followers))
-            item.followers = []
+            item.followers = ()
             item.anchor = None
         return out
 
@@ -315,7 +316,7 @@ class TaskLeases:
                 self._send(item, behind, after)
             elif behind is not None:  # queued here: it goes where that goes, after it
                 item.anchor = behind
-                behind.followers.append(item)
+                behind.followers = (*behind.followers, item)
             else:
                 shape.queue.append(item)
                 self._fill(shape, after)
@@ -661,7 +662,8 @@ class TaskLeases:
                 backend.flush()  # (the NM's first) an idle worker gains nothing by waiting
             else:
                 backend._flush_now = backend._flush_now or after.idle
-                backend._wake_flusher.set()
+                if not backend._wake_flusher.is_set():  # (cheaper than a set: a submit loop)
+                    backend._wake_flusher.set()
         if after.started:
             refs = backend._refs
             for rid in after.started:
@@ -795,7 +797,7 @@ class TaskLeases:
         (as the hub cancels a task whose argument was cancelled)."""
         assert item.shape is not None
         if item.anchor is not None:
-            item.anchor.followers.remove(item)
+            item.anchor.followers = tuple(x for x in item.anchor.followers if x is not item)
             item.anchor = None
         else:
             with contextlib.suppress(ValueError):
