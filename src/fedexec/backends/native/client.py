@@ -746,7 +746,8 @@ class NativeBackend(Backend):
         task_id = new_id()
         fn_blob = self._fn_blob(fn)
         leases = self._leases
-        deps, contained, packed = self._pack_args(task_id, args, kwargs, escape=leases is None)
+        # (its ref arguments are made known to the node manager below, unless leased)
+        deps, contained, packed = self._pack_args(task_id, args, kwargs, escape=False)
         retry = options.retry_exceptions
         retry_blob = retry if isinstance(retry, bool) else serialization.dumps(retry).data
         payload = [fn_blob, *packed, options.num_returns, retry_blob, options.max_retries,
